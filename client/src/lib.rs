@@ -1,0 +1,641 @@
+//! The Tarn client library: the namenode API with leader discovery and transparent retries.
+//!
+//! A [`NamenodeClient`] knows the addresses of some namenodes. It sends each call to the
+//! node it believes leads; a follower answers `Unavailable` with the leader's address in
+//! `x-tarn-leader`, and the client follows it. Unreachable nodes and elections are retried
+//! with backoff until the call's deadline. Every mutating call carries a request id
+//! (client id, call number), so a retried call that had in fact committed returns its
+//! original result rather than, say, `AlreadyExists`.
+//!
+//! **Architecture invariant:** protobuf types do not leak out of this crate's API except
+//! through the `pb` re-export for callers that need raw access.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub use tarn_proto::namenode as pb;
+use tarn_proto::namenode::namenode_admin_client::NamenodeAdminClient;
+use tarn_proto::namenode::namenode_client::NamenodeClient as RawClient;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+/// Calls `$method` on a fresh stub per attempt (tonic stubs borrow themselves for a call).
+macro_rules! rpc {
+    ($self:ident, $stub:ident, $method:ident, $msg:expr) => {{
+        $self
+            .call(|c| {
+                let mut stub = Self::$stub(c);
+                let req = $self.request($msg);
+                async move { stub.$method(req).await }
+            })
+            .await
+    }};
+}
+
+/// Largest response accepted (a listing page).
+const MESSAGE_BYTES_MAX: usize = 64 << 20;
+
+/// What kind of refusal a namespace error is (from the server's `x-tarn-error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidPath,
+    InvalidArgument,
+    RenameIntoSelf,
+    NotFound,
+    ParentNotFound,
+    AlreadyExists,
+    NotADirectory,
+    IsADirectory,
+    DirectoryNotEmpty,
+    ConditionFailed,
+    LeaseConflict,
+    NotLeaseHolder,
+    QuotaExceeded,
+    NotLeader,
+    Unavailable,
+    Other,
+}
+
+impl ErrorKind {
+    fn parse(s: &str) -> ErrorKind {
+        use ErrorKind::*;
+        match s {
+            "InvalidPath" => InvalidPath,
+            "InvalidArgument" => InvalidArgument,
+            "RenameIntoSelf" => RenameIntoSelf,
+            "NotFound" => NotFound,
+            "ParentNotFound" => ParentNotFound,
+            "AlreadyExists" => AlreadyExists,
+            "NotADirectory" => NotADirectory,
+            "IsADirectory" => IsADirectory,
+            "DirectoryNotEmpty" => DirectoryNotEmpty,
+            "ConditionFailed" => ConditionFailed,
+            "LeaseConflict" => LeaseConflict,
+            "NotLeaseHolder" => NotLeaseHolder,
+            "QuotaExceeded" => QuotaExceeded,
+            "NotLeader" => NotLeader,
+            _ => Other,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The namenode refused the operation.
+    #[error("{message}")]
+    Refused { kind: ErrorKind, code: tonic::Code, message: String },
+    /// No namenode answered before the deadline.
+    #[error("no namenode could serve the request within {waited:?} (tried {addrs}): {last}")]
+    Unavailable { waited: Duration, addrs: String, last: String },
+    #[error("invalid namenode address {addr:?}: {reason}")]
+    BadAddress { addr: String, reason: String },
+}
+
+impl ClientError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ClientError::Refused { kind, .. } => *kind,
+            ClientError::Unavailable { .. } => ErrorKind::Unavailable,
+            ClientError::BadAddress { .. } => ErrorKind::Other,
+        }
+    }
+
+    fn from_status(s: &Status) -> ClientError {
+        let kind = s.metadata().get("x-tarn-error").and_then(|v| v.to_str().ok()).map(ErrorKind::parse);
+        ClientError::Refused {
+            kind: kind.unwrap_or(ErrorKind::Other),
+            code: s.code(),
+            message: s.message().to_string(),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    File,
+    Directory,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quota {
+    pub namespace_quota: Option<u64>,
+    pub space_quota: Option<u64>,
+    pub namespace_used: u64,
+    pub space_used: u64,
+}
+
+/// A file or directory's attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStatus {
+    /// Full path, or the name in a directory listing.
+    pub path: String,
+    pub kind: FileKind,
+    pub file_id: u64,
+    pub length: u64,
+    pub replication: u32,
+    pub block_size: u64,
+    pub mode: u32,
+    pub owner: String,
+    pub group: String,
+    pub mtime_ms: u64,
+    /// The lease holder while the file is being written.
+    pub writer: Option<String>,
+    pub block_count: u32,
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+    pub quota: Option<Quota>,
+}
+
+impl FileStatus {
+    pub fn is_dir(&self) -> bool {
+        self.kind == FileKind::Directory
+    }
+}
+
+impl From<pb::FileStatus> for FileStatus {
+    fn from(s: pb::FileStatus) -> Self {
+        let opt = |v: i64| if v < 0 { None } else { Some(v as u64) };
+        FileStatus {
+            path: s.path,
+            kind: if s.kind == pb::FileKind::Directory as i32 { FileKind::Directory } else { FileKind::File },
+            file_id: s.file_id,
+            length: s.length,
+            replication: s.replication,
+            block_size: s.block_size,
+            mode: s.mode,
+            owner: s.owner,
+            group: s.group,
+            mtime_ms: s.mtime_ms,
+            writer: Some(s.writer).filter(|w| !w.is_empty()),
+            block_count: s.block_count,
+            xattrs: s.xattrs.into_iter().collect(),
+            quota: s.quota.map(|q| Quota {
+                namespace_quota: opt(q.namespace_quota),
+                space_quota: opt(q.space_quota),
+                namespace_used: q.namespace_used,
+                space_used: q.space_used,
+            }),
+        }
+    }
+}
+
+fn status_of(s: Option<pb::FileStatus>) -> FileStatus {
+    s.map(FileStatus::from).unwrap_or_else(|| FileStatus {
+        path: String::new(),
+        kind: FileKind::File,
+        file_id: 0,
+        length: 0,
+        replication: 0,
+        block_size: 0,
+        mode: 0,
+        owner: String::new(),
+        group: String::new(),
+        mtime_ms: 0,
+        writer: None,
+        block_count: 0,
+        xattrs: BTreeMap::new(),
+        quota: None,
+    })
+}
+
+/// Options of [`NamenodeClient::create`].
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub overwrite: bool,
+    pub expected_file_id: Option<u64>,
+    pub create_parent: bool,
+    /// 0: the namenode's default.
+    pub replication: u32,
+    /// 0: the namenode's default.
+    pub block_size: u64,
+    /// 0: 0644.
+    pub mode: u32,
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+}
+
+/// Options of [`NamenodeClient::rename`].
+#[derive(Debug, Clone, Default)]
+pub struct RenameOptions {
+    pub overwrite: bool,
+    pub dst_must_be_absent: bool,
+    pub dst_expected_file_id: Option<u64>,
+    pub src_expected_file_id: Option<u64>,
+}
+
+/// How long calls keep retrying.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Give up after this long.
+    pub deadline: Duration,
+    /// One attempt's timeout.
+    pub attempt_timeout: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            deadline: Duration::from_secs(30),
+            attempt_timeout: Duration::from_secs(10),
+            backoff_min: Duration::from_millis(20),
+            backoff_max: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A lazily connecting channel to `addr` (`host:port`): the one place where client
+/// transport security is configured.
+pub fn endpoint(addr: &str) -> Result<Endpoint> {
+    let e = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| ClientError::BadAddress { addr: addr.to_string(), reason: e.to_string() })?;
+    Ok(e.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true))
+}
+
+/// Whether a failed attempt may be retried: the node is not the leader, unreachable, timed
+/// out, or the connection broke mid-call. Retrying mutations is safe: they carry request ids.
+fn retryable(s: &Status) -> bool {
+    use std::error::Error;
+    match s.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => true,
+        tonic::Code::Unknown => s.source().is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some()),
+        _ => false,
+    }
+}
+
+struct Target {
+    addr: String,
+    channel: Channel,
+}
+
+/// A client of the namenode group.
+pub struct NamenodeClient {
+    addrs: Vec<String>,
+    current: Mutex<Target>,
+    channels: Mutex<BTreeMap<String, Channel>>,
+    client_id: u64,
+    calls: AtomicU64,
+    user: String,
+    client_name: String,
+    retry: RetryPolicy,
+}
+
+impl NamenodeClient {
+    /// A client of the namenodes at `addrs` (`host:port`, comma-separated lists allowed).
+    pub fn new(addrs: &[String]) -> Result<Self> {
+        let addrs: Vec<String> =
+            addrs.iter().flat_map(|a| a.split(',')).map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect();
+        let first = addrs.first().ok_or_else(|| ClientError::BadAddress {
+            addr: String::new(),
+            reason: "no namenode address given".into(),
+        })?;
+        let channel = endpoint(first)?.connect_lazy();
+        let client_id: u64 = rand::random();
+        let user = std::env::var("TARN_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "tarn".into());
+        Ok(NamenodeClient {
+            current: Mutex::new(Target { addr: first.clone(), channel: channel.clone() }),
+            channels: Mutex::new(BTreeMap::from([(first.clone(), channel)])),
+            addrs,
+            client_id,
+            calls: AtomicU64::new(1),
+            client_name: format!("tarn-client-{client_id:016x}"),
+            user,
+            retry: RetryPolicy::default(),
+        })
+    }
+
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Acts as `user` (until authentication lands, the namenode trusts this name).
+    pub fn with_user(mut self, user: impl Into<String>) -> Self {
+        self.user = user.into();
+        self
+    }
+
+    /// This client's lease-holder name.
+    pub fn client_name(&self) -> &str {
+        &self.client_name
+    }
+
+    fn next_request_id(&self) -> Option<pb::RequestId> {
+        Some(pb::RequestId { client_id: self.client_id, call_id: self.calls.fetch_add(1, Ordering::Relaxed) })
+    }
+
+    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn channel_for(&self, addr: &str) -> Result<Channel> {
+        let mut chans = Self::lock(&self.channels);
+        if let Some(c) = chans.get(addr) {
+            return Ok(c.clone());
+        }
+        let c = endpoint(addr)?.connect_lazy();
+        chans.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    fn switch_to(&self, addr: &str) -> Result<()> {
+        let channel = self.channel_for(addr)?;
+        *Self::lock(&self.current) = Target { addr: addr.to_string(), channel };
+        Ok(())
+    }
+
+    /// Moves on to the next known address after `failed`.
+    fn rotate(&self, failed: &str) -> Result<()> {
+        let i = self.addrs.iter().position(|a| a == failed).map(|i| i + 1).unwrap_or(0);
+        let next = self.addrs[i % self.addrs.len()].clone();
+        self.switch_to(&next)
+    }
+
+    fn request<T>(&self, msg: T) -> Request<T> {
+        let mut r = Request::new(msg);
+        r.set_timeout(self.retry.attempt_timeout);
+        if let Ok(v) = self.user.parse() {
+            r.metadata_mut().insert("x-tarn-user", v);
+        }
+        r
+    }
+
+    /// Runs `f` against the current leader, following redirects and retrying.
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
+    {
+        let start = Instant::now();
+        let mut backoff = self.retry.backoff_min;
+        loop {
+            let (addr, channel) = {
+                let t = Self::lock(&self.current);
+                (t.addr.clone(), t.channel.clone())
+            };
+            let status = match f(channel).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s) => s,
+            };
+            if !retryable(&status) {
+                return Err(ClientError::from_status(&status));
+            }
+            if start.elapsed() >= self.retry.deadline {
+                return Err(ClientError::Unavailable {
+                    waited: start.elapsed(),
+                    addrs: self.addrs.join(","),
+                    last: format!("{}: {}", addr, status.message()),
+                });
+            }
+            let leader = status.metadata().get("x-tarn-leader").and_then(|v| v.to_str().ok()).map(str::to_string);
+            match leader {
+                Some(l) if l != addr => {
+                    tracing::debug!(from = %addr, to = %l, "following the namenode leader");
+                    self.switch_to(&l)?;
+                    continue;
+                }
+                _ => {
+                    tracing::debug!(%addr, error = %status.message(), "namenode unavailable; retrying");
+                    self.rotate(&addr)?;
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(self.retry.backoff_max);
+        }
+    }
+
+    fn nn(c: Channel) -> RawClient<Channel> {
+        RawClient::new(c).max_decoding_message_size(MESSAGE_BYTES_MAX)
+    }
+
+    pub async fn mkdirs(&self, path: &str) -> Result<FileStatus> {
+        let msg = pb::MkdirsRequest { path: path.into(), mode: 0, request_id: self.next_request_id() };
+        let r = rpc!(self, nn, mkdirs, msg.clone())?;
+        Ok(status_of(r.status))
+    }
+
+    /// Creates a file for writing; this client holds its lease until `complete`.
+    pub async fn create(&self, path: &str, o: &CreateOptions) -> Result<FileStatus> {
+        let msg = pb::CreateRequest {
+            path: path.into(),
+            overwrite: o.overwrite,
+            expected_file_id: o.expected_file_id,
+            create_parent: o.create_parent,
+            replication: o.replication,
+            block_size: o.block_size,
+            mode: o.mode,
+            client_name: self.client_name.clone(),
+            xattrs: o.xattrs.clone().into_iter().collect(),
+            request_id: self.next_request_id(),
+        };
+        let r = rpc!(self, nn, create, msg.clone())?;
+        Ok(status_of(r.status))
+    }
+
+    /// Allocates the next block of a file being written, finalizing the previous one.
+    pub async fn add_block(&self, path: &str, file_id: u64, previous_block_length: Option<u64>) -> Result<pb::Block> {
+        let msg = pb::AddBlockRequest {
+            path: path.into(),
+            file_id,
+            client_name: self.client_name.clone(),
+            previous_block_length,
+            request_id: self.next_request_id(),
+        };
+        let r = rpc!(self, nn, add_block, msg.clone())?;
+        r.block.ok_or_else(|| ClientError::Refused {
+            kind: ErrorKind::Other,
+            code: tonic::Code::Internal,
+            message: "add_block returned no block".into(),
+        })
+    }
+
+    pub async fn complete(
+        &self,
+        path: &str,
+        file_id: u64,
+        last_block_length: Option<u64>,
+        xattrs: BTreeMap<String, Vec<u8>>,
+    ) -> Result<FileStatus> {
+        let msg = pb::CompleteRequest {
+            path: path.into(),
+            file_id,
+            client_name: self.client_name.clone(),
+            last_block_length,
+            xattrs: xattrs.into_iter().collect(),
+            request_id: self.next_request_id(),
+        };
+        let r = rpc!(self, nn, complete, msg.clone())?;
+        Ok(status_of(r.status))
+    }
+
+    /// The status of `path`, or `None` if it does not exist.
+    pub async fn get_file_info(&self, path: &str, with_xattrs: bool) -> Result<Option<FileStatus>> {
+        let msg = pb::GetFileInfoRequest { path: path.into(), with_xattrs };
+        match rpc!(self, nn, get_file_info, msg.clone()) {
+            Ok(r) => Ok(Some(status_of(r.status))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn get_blocks(&self, path: &str, start_index: u32, limit: u32) -> Result<pb::GetBlocksResponse> {
+        let msg = pb::GetBlocksRequest { path: path.into(), start_index, limit };
+        rpc!(self, nn, get_blocks, msg.clone())
+    }
+
+    /// One page of a directory's children (by name), and whether more follow.
+    pub async fn list_dir(&self, path: &str, start_after: &str, limit: u32) -> Result<(Vec<FileStatus>, bool)> {
+        let msg = pb::ListDirectoryRequest { path: path.into(), start_after: start_after.into(), limit };
+        let r = rpc!(self, nn, list_directory, msg.clone())?;
+        Ok((r.entries.into_iter().map(FileStatus::from).collect(), r.has_more))
+    }
+
+    /// Every child of a directory, page by page.
+    pub async fn list_dir_all(&self, path: &str) -> Result<Vec<FileStatus>> {
+        let mut out: Vec<FileStatus> = Vec::new();
+        loop {
+            let after = out.last().map(|s| s.path.clone()).unwrap_or_default();
+            let (page, more) = self.list_dir(path, &after, 1000).await?;
+            out.extend(page);
+            if !more {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// One page of every entry under `prefix` in byte order of the full path.
+    pub async fn list_recursive(
+        &self,
+        prefix: &str,
+        start_after: &str,
+        limit: u32,
+        include_directories: bool,
+    ) -> Result<(Vec<FileStatus>, bool)> {
+        let msg = pb::ListRecursiveRequest {
+            prefix: prefix.into(),
+            start_after: start_after.into(),
+            limit,
+            include_directories,
+        };
+        let r = rpc!(self, nn, list_recursive, msg.clone())?;
+        Ok((r.entries.into_iter().map(FileStatus::from).collect(), r.has_more))
+    }
+
+    /// Every entry under `prefix`, page by page.
+    pub async fn list_recursive_all(&self, prefix: &str, include_directories: bool) -> Result<Vec<FileStatus>> {
+        let mut out: Vec<FileStatus> = Vec::new();
+        loop {
+            let after = out.last().map(|s| s.path.clone()).unwrap_or_default();
+            let (page, more) = self.list_recursive(prefix, &after, 5000, include_directories).await?;
+            out.extend(page);
+            if !more {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Deletes `path`; `Ok(false)` if it did not exist.
+    pub async fn delete(&self, path: &str, recursive: bool, expected_file_id: Option<u64>) -> Result<bool> {
+        let msg =
+            pb::DeleteRequest { path: path.into(), recursive, expected_file_id, request_id: self.next_request_id() };
+        Ok(rpc!(self, nn, delete, msg.clone())?.deleted)
+    }
+
+    pub async fn rename(&self, src: &str, dst: &str, o: &RenameOptions) -> Result<FileStatus> {
+        let msg = pb::RenameRequest {
+            src: src.into(),
+            dst: dst.into(),
+            overwrite: o.overwrite,
+            dst_must_be_absent: o.dst_must_be_absent,
+            dst_expected_file_id: o.dst_expected_file_id,
+            src_expected_file_id: o.src_expected_file_id,
+            request_id: self.next_request_id(),
+        };
+        let r = rpc!(self, nn, rename, msg.clone())?;
+        Ok(status_of(r.status))
+    }
+
+    pub async fn set_replication(&self, path: &str, replication: u32) -> Result<FileStatus> {
+        let msg = pb::SetReplicationRequest { path: path.into(), replication, request_id: self.next_request_id() };
+        Ok(status_of(rpc!(self, nn, set_replication, msg.clone())?.status))
+    }
+
+    /// Sets quotas: -1 clears, 0 keeps, > 0 sets.
+    pub async fn set_quota(&self, path: &str, namespace_quota: i64, space_quota: i64) -> Result<FileStatus> {
+        let msg =
+            pb::SetQuotaRequest { path: path.into(), namespace_quota, space_quota, request_id: self.next_request_id() };
+        Ok(status_of(rpc!(self, nn, set_quota, msg.clone())?.status))
+    }
+
+    pub async fn set_attributes(&self, mut req: pb::SetAttributesRequest) -> Result<FileStatus> {
+        req.request_id = self.next_request_id();
+        Ok(status_of(rpc!(self, nn, set_attributes, req.clone())?.status))
+    }
+
+    pub async fn content_summary(&self, path: &str) -> Result<pb::ContentSummary> {
+        let msg = pb::ContentSummaryRequest { path: path.into() };
+        rpc!(self, nn, get_content_summary, msg.clone())
+    }
+
+    pub async fn renew_lease(&self) -> Result<()> {
+        let msg = pb::RenewLeaseRequest { client_name: self.client_name.clone() };
+        rpc!(self, nn, renew_lease, msg.clone()).map(|_| ())
+    }
+
+    /// Closes a file whose writer is gone; `true` once it is closed.
+    pub async fn recover_lease(&self, path: &str) -> Result<bool> {
+        let msg = pb::RecoverLeaseRequest { path: path.into(), request_id: self.next_request_id() };
+        Ok(rpc!(self, nn, recover_lease, msg.clone())?.closed)
+    }
+
+    fn admin(c: Channel) -> NamenodeAdminClient<Channel> {
+        NamenodeAdminClient::new(c)
+    }
+
+    /// The group as the node at `addr` sees it (no redirection: any node answers).
+    pub async fn cluster_status_of(&self, addr: &str) -> Result<pb::ClusterStatusResponse> {
+        let ch = self.channel_for(addr)?;
+        Self::admin(ch)
+            .cluster_status(self.request(pb::ClusterStatusRequest {}))
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| ClientError::from_status(&s))
+    }
+
+    /// The group as the leader sees it.
+    pub async fn cluster_status(&self) -> Result<pb::ClusterStatusResponse> {
+        rpc!(self, admin, cluster_status, pb::ClusterStatusRequest {})
+    }
+
+    pub async fn add_learner(&self, node_id: u64, addr: &str) -> Result<pb::ClusterStatusResponse> {
+        let msg = pb::AddLearnerRequest { node_id, addr: addr.into() };
+        let r = rpc!(self, admin, add_learner, msg.clone())?;
+        Ok(r.status.unwrap_or_default())
+    }
+
+    pub async fn change_membership(
+        &self,
+        voters: Vec<u64>,
+        retain_as_learners: bool,
+    ) -> Result<pb::ClusterStatusResponse> {
+        let msg = pb::ChangeMembershipRequest { voters, retain_as_learners };
+        let r = rpc!(self, admin, change_membership, msg.clone())?;
+        Ok(r.status.unwrap_or_default())
+    }
+
+    /// Builds a snapshot on the node at `addr`; returns its last included log index.
+    pub async fn trigger_snapshot_on(&self, addr: &str) -> Result<u64> {
+        let ch = self.channel_for(addr)?;
+        let mut req = Request::new(pb::TriggerSnapshotRequest {});
+        req.set_timeout(Duration::from_secs(120));
+        Self::admin(ch)
+            .trigger_snapshot(req)
+            .await
+            .map(|r| r.into_inner().snapshot_index)
+            .map_err(|s| ClientError::from_status(&s))
+    }
+}

@@ -1,0 +1,94 @@
+//! The two views the namespace logic works through: [`KvRead`] (the database, for queries)
+//! and [`KvWrite`] (a RocksDB optimistic transaction, for applying a Raft entry: it reads
+//! its own writes, and a savepoint per operation undoes a refused operation whole).
+
+use rocksdb::{ColumnFamily, Direction, IteratorMode, ReadOptions, Transaction};
+
+use crate::error::FsError;
+
+/// The namespace database: one RocksDB instance holding the Raft log and the state machine.
+pub type Db = rocksdb::OptimisticTransactionDB<rocksdb::SingleThreaded>;
+
+/// Callback for scans: return `Ok(false)` to stop.
+pub type ScanFn<'f> = dyn FnMut(&[u8], &[u8]) -> Result<bool, FsError> + 'f;
+
+pub trait KvRead {
+    fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, FsError>;
+    /// Visits keys in `[start, end)` in order until `f` returns `false`.
+    fn scan(&self, cf: &str, start: &[u8], end: Option<&[u8]>, f: &mut ScanFn<'_>) -> Result<(), FsError>;
+}
+
+pub trait KvWrite: KvRead {
+    fn put(&self, cf: &str, key: &[u8], value: &[u8]) -> Result<(), FsError>;
+    fn delete(&self, cf: &str, key: &[u8]) -> Result<(), FsError>;
+}
+
+pub(crate) fn cf<'a>(db: &'a Db, name: &str) -> Result<&'a ColumnFamily, FsError> {
+    db.cf_handle(name).ok_or_else(|| FsError::Storage(format!("missing column family {name}")))
+}
+
+fn read_opts(end: Option<&[u8]>) -> ReadOptions {
+    let mut o = ReadOptions::default();
+    if let Some(end) = end {
+        o.set_iterate_upper_bound(end.to_vec());
+    }
+    o
+}
+
+/// Reads straight from the database (what the leader serves queries from).
+pub struct DbView<'a>(pub &'a Db);
+
+impl KvRead for DbView<'_> {
+    fn get(&self, cf_name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, FsError> {
+        Ok(self.0.get_pinned_cf(cf(self.0, cf_name)?, key)?.map(|v| v.to_vec()))
+    }
+
+    fn scan(&self, cf_name: &str, start: &[u8], end: Option<&[u8]>, f: &mut ScanFn<'_>) -> Result<(), FsError> {
+        let it =
+            self.0.iterator_cf_opt(cf(self.0, cf_name)?, read_opts(end), IteratorMode::From(start, Direction::Forward));
+        for item in it {
+            let (k, v) = item?;
+            if !f(&k, &v)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A transaction applying one Raft entry.
+pub struct TxView<'a> {
+    pub db: &'a Db,
+    pub tx: &'a Transaction<'a, Db>,
+}
+
+impl KvRead for TxView<'_> {
+    fn get(&self, cf_name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, FsError> {
+        Ok(self.tx.get_pinned_cf(cf(self.db, cf_name)?, key)?.map(|v| v.to_vec()))
+    }
+
+    fn scan(&self, cf_name: &str, start: &[u8], end: Option<&[u8]>, f: &mut ScanFn<'_>) -> Result<(), FsError> {
+        let it = self.tx.iterator_cf_opt(
+            cf(self.db, cf_name)?,
+            read_opts(end),
+            IteratorMode::From(start, Direction::Forward),
+        );
+        for item in it {
+            let (k, v) = item?;
+            if !f(&k, &v)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl KvWrite for TxView<'_> {
+    fn put(&self, cf_name: &str, key: &[u8], value: &[u8]) -> Result<(), FsError> {
+        Ok(self.tx.put_cf(cf(self.db, cf_name)?, key, value)?)
+    }
+
+    fn delete(&self, cf_name: &str, key: &[u8]) -> Result<(), FsError> {
+        Ok(self.tx.delete_cf(cf(self.db, cf_name)?, key)?)
+    }
+}

@@ -1,0 +1,173 @@
+//! The Raft transport between namenodes: openraft's `RaftNetwork` over tonic, and the
+//! server side that hands incoming messages to the local Raft.
+//!
+//! Messages are openraft's own types in bincode inside a protobuf envelope. Connections
+//! are made by [`endpoint`], the one place where transport security is configured.
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use openraft::BasicNode;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tarn_proto::raft::raft_transport_client::RaftTransportClient;
+use tarn_proto::raft::raft_transport_server::RaftTransport;
+use tarn_proto::raft::RaftPayload;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use crate::types::{NodeId, Raft, TypeConfig};
+
+/// Largest message between namenodes (an AppendEntries of many batches, a snapshot chunk).
+pub const RAFT_MESSAGE_BYTES_MAX: usize = 256 << 20;
+
+/// A lazily connecting channel to `addr` (`host:port`).
+pub fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .tcp_nodelay(true))
+}
+
+/// Makes one [`PeerClient`] per peer.
+#[derive(Clone, Default)]
+pub struct RaftNet;
+
+impl RaftNetworkFactory<TypeConfig> for RaftNet {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
+        PeerClient { target, addr: node.addr.clone(), client: None }
+    }
+}
+
+pub struct PeerClient {
+    target: NodeId,
+    addr: String,
+    client: Option<RaftTransportClient<Channel>>,
+}
+
+type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
+
+fn encode<T: Serialize>(v: &T) -> RaftPayload {
+    RaftPayload { data: bincode::serialize(v).expect("bincode serialization of a raft message") }
+}
+
+impl PeerClient {
+    fn client(&mut self) -> Result<RaftTransportClient<Channel>, Unreachable> {
+        if let Some(c) = &self.client {
+            return Ok(c.clone());
+        }
+        let ch = endpoint(&self.addr).map_err(|e| Unreachable::new(&e))?.connect_lazy();
+        let c = RaftTransportClient::new(ch)
+            .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);
+        self.client = Some(c.clone());
+        Ok(c)
+    }
+
+    async fn call<Req, Resp, E>(&mut self, kind: Kind, req: &Req, option: &RPCOption) -> Result<Resp, RpcErr<E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let mut c = self.client()?;
+        let mut request = Request::new(encode(req));
+        request.set_timeout(option.hard_ttl());
+        let fut = async {
+            match kind {
+                Kind::Append => c.append_entries(request).await,
+                Kind::Vote => c.vote(request).await,
+                Kind::Snapshot => c.install_snapshot(request).await,
+            }
+        };
+        let reply = match tokio::time::timeout(option.hard_ttl(), fut).await {
+            Err(_) => {
+                return Err(RPCError::Unreachable(Unreachable::new(&std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("raft rpc to node {} at {} timed out", self.target, self.addr),
+                ))))
+            }
+            Ok(Err(status)) => {
+                // A broken connection is rebuilt on the next call.
+                self.client = None;
+                let err = std::io::Error::other(format!("node {} at {}: {status}", self.target, self.addr));
+                return Err(match status.code() {
+                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
+                        RPCError::Unreachable(Unreachable::new(&err))
+                    }
+                    _ => RPCError::Network(NetworkError::new(&err)),
+                });
+            }
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        let decoded: Result<Resp, RaftError<NodeId, E>> =
+            bincode::deserialize(&reply.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        decoded.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
+        self.call(Kind::Append, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcErr<InstallSnapshotError>> {
+        self.call(Kind::Snapshot, &rpc, &option).await
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> Result<VoteResponse<NodeId>, RpcErr> {
+        self.call(Kind::Vote, &rpc, &option).await
+    }
+}
+
+/// Receives Raft messages from peers.
+pub struct RaftTransportService {
+    raft: Raft,
+}
+
+impl RaftTransportService {
+    pub fn new(raft: Raft) -> Self {
+        RaftTransportService { raft }
+    }
+}
+
+fn decode<T: DeserializeOwned>(p: RaftPayload) -> Result<T, Status> {
+    bincode::deserialize(&p.data).map_err(|e| Status::invalid_argument(format!("decode raft message: {e}")))
+}
+
+#[tonic::async_trait]
+impl RaftTransport for RaftTransportService {
+    async fn append_entries(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(req.into_inner())?;
+        Ok(Response::new(encode(&self.raft.append_entries(rpc).await)))
+    }
+
+    async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc: VoteRequest<NodeId> = decode(req.into_inner())?;
+        Ok(Response::new(encode(&self.raft.vote(rpc).await)))
+    }
+
+    async fn install_snapshot(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc: InstallSnapshotRequest<TypeConfig> = decode(req.into_inner())?;
+        Ok(Response::new(encode(&self.raft.install_snapshot(rpc).await)))
+    }
+}

@@ -1,0 +1,417 @@
+//! A namenode process: configuration, start-up (storage, Raft, gRPC server, batchers,
+//! lease monitor) and shutdown.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::BasicNode;
+use serde::{Deserialize, Serialize};
+use tarn_proto::namenode::namenode_admin_server::NamenodeAdminServer;
+use tarn_proto::namenode::namenode_server::NamenodeServer;
+use tarn_proto::raft::raft_transport_server::RaftTransportServer;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+pub use tokio_util::sync::CancellationToken;
+
+use crate::error::NamenodeError;
+use crate::kv::DbView;
+use crate::leases::{LeaseLimits, Leases};
+use crate::network::{RaftNet, RaftTransportService, RAFT_MESSAGE_BYTES_MAX};
+use crate::proposer::{BatchLimits, Proposer, ReadGate};
+use crate::records::{parse_u64, CF_UC};
+use crate::service::{AdminService, FileDefaults, NamenodeService, NodeState};
+use crate::store::{open_db, DbMemory, LogStore, StateMachine};
+use crate::types::{NodeId, Op, Raft};
+
+/// Client messages at most (a listing page of 10,000 entries fits comfortably).
+pub const CLIENT_MESSAGE_BYTES_MAX: usize = 64 << 20;
+
+/// A namenode's configuration (the `[namenode]` table of the TOML config).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NamenodeConfig {
+    /// This node's id in the Raft group (> 0, unique).
+    pub node_id: NodeId,
+    /// Address to listen on for clients and peers. Port 0 picks a free port (and a restarted
+    /// node reuses the port it had, which its peers know).
+    pub listen: String,
+    /// Address peers and clients use to reach this node; defaults to the bound address.
+    pub advertise: Option<String>,
+    /// Where the Raft log, the namespace and snapshots live.
+    pub data_dir: PathBuf,
+    /// The voters that form a new group, as `"ID@HOST:PORT"` (`"ID@"` for this node's own
+    /// address). The lowest id initializes the group on first start. Empty: this node
+    /// waits to be added with `tarn admin add-learner`.
+    pub initial_members: Vec<String>,
+    pub raft: RaftTuning,
+    pub batch: BatchTuning,
+    pub leases: LeaseTuning,
+    pub files: FileTuning,
+    pub memory: MemoryTuning,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftTuning {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Build a snapshot after this many entries since the last one.
+    pub snapshot_after_entries: u64,
+    /// Log entries kept behind a snapshot (lagging followers within this catch up from the log).
+    pub logs_kept_after_snapshot: u64,
+    /// Entries per AppendEntries message.
+    pub entries_per_append_max: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        RaftTuning {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            snapshot_after_entries: 20_000,
+            logs_kept_after_snapshot: 5_000,
+            entries_per_append_max: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchTuning {
+    pub ops_per_entry_max: usize,
+    pub entries_in_flight_max: usize,
+}
+
+impl Default for BatchTuning {
+    fn default() -> Self {
+        let d = BatchLimits::default();
+        BatchTuning { ops_per_entry_max: d.ops_per_entry_max, entries_in_flight_max: d.entries_in_flight_max }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LeaseTuning {
+    pub soft_limit_ms: u64,
+    pub hard_limit_ms: u64,
+}
+
+impl Default for LeaseTuning {
+    fn default() -> Self {
+        let d = LeaseLimits::default();
+        LeaseTuning { soft_limit_ms: d.soft.as_millis() as u64, hard_limit_ms: d.hard.as_millis() as u64 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileTuning {
+    pub default_replication: u16,
+    pub default_block_size: u64,
+}
+
+impl Default for FileTuning {
+    fn default() -> Self {
+        FileTuning { default_replication: 3, default_block_size: 128 << 20 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemoryTuning {
+    pub block_cache_mb: usize,
+    pub write_buffer_mb: usize,
+}
+
+impl Default for MemoryTuning {
+    fn default() -> Self {
+        let d = DbMemory::default();
+        MemoryTuning { block_cache_mb: d.block_cache_bytes >> 20, write_buffer_mb: d.write_buffer_bytes >> 20 }
+    }
+}
+
+impl Default for NamenodeConfig {
+    fn default() -> Self {
+        NamenodeConfig {
+            node_id: 1,
+            listen: "127.0.0.1:8020".into(),
+            advertise: None,
+            data_dir: PathBuf::from("tarn-data/namenode"),
+            initial_members: Vec::new(),
+            raft: RaftTuning::default(),
+            batch: BatchTuning::default(),
+            leases: LeaseTuning::default(),
+            files: FileTuning::default(),
+            memory: MemoryTuning::default(),
+        }
+    }
+}
+
+impl NamenodeConfig {
+    /// `initial_members` parsed: node id -> address ("" for this node's own).
+    pub fn members(&self) -> Result<BTreeMap<NodeId, String>, NamenodeError> {
+        let mut out = BTreeMap::new();
+        for m in &self.initial_members {
+            let (id, addr) = m
+                .split_once('@')
+                .ok_or_else(|| NamenodeError::Config(format!("namenode.initial_members: {m:?} is not ID@HOST:PORT")))?;
+            let id: NodeId =
+                id.trim().parse().ok().filter(|i| *i > 0).ok_or_else(|| {
+                    NamenodeError::Config(format!("namenode.initial_members: {m:?} needs a node id > 0"))
+                })?;
+            if out.insert(id, addr.trim().to_string()).is_some() {
+                return Err(NamenodeError::Config(format!("namenode.initial_members: node {id} is listed twice")));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Checks the configuration, naming the key at fault.
+    pub fn validate(&self) -> Result<(), NamenodeError> {
+        let bad = |key: &str, why: &str| Err(NamenodeError::Config(format!("namenode.{key}: {why}")));
+        self.members()?;
+        if self.node_id == 0 {
+            return bad("node_id", "must be > 0");
+        }
+        let r = &self.raft;
+        if r.heartbeat_interval_ms == 0 || r.election_timeout_min_ms <= r.heartbeat_interval_ms {
+            return bad("raft.election_timeout_min_ms", "must exceed raft.heartbeat_interval_ms (> 0)");
+        }
+        if r.election_timeout_max_ms <= r.election_timeout_min_ms {
+            return bad("raft.election_timeout_max_ms", "must exceed raft.election_timeout_min_ms");
+        }
+        if r.snapshot_after_entries == 0 {
+            return bad("raft.snapshot_after_entries", "must be > 0");
+        }
+        if self.batch.ops_per_entry_max == 0 || self.batch.entries_in_flight_max == 0 {
+            return bad("batch", "ops_per_entry_max and entries_in_flight_max must be > 0");
+        }
+        if self.files.default_replication == 0 || self.files.default_block_size == 0 {
+            return bad("files", "default_replication and default_block_size must be > 0");
+        }
+        if self.leases.soft_limit_ms == 0 || self.leases.hard_limit_ms < self.leases.soft_limit_ms {
+            return bad("leases.hard_limit_ms", "must be >= leases.soft_limit_ms (> 0)");
+        }
+        if self.listen.parse::<SocketAddr>().is_err() {
+            return bad("listen", "must be host:port with a numeric IP, e.g. 0.0.0.0:8020");
+        }
+        Ok(())
+    }
+}
+
+/// A running namenode.
+pub struct NamenodeHandle {
+    pub node_id: NodeId,
+    /// The address clients and peers reach this node at.
+    pub addr: String,
+    pub raft: Raft,
+    shutdown: CancellationToken,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl NamenodeHandle {
+    /// Stops serving and shuts Raft down.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.raft.shutdown().await;
+        let _ = self.server.await;
+    }
+
+    /// Resolves when the node stops on its own (server error).
+    pub fn cancelled(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+const LISTEN_ADDR_FILE: &str = "listen-addr";
+
+/// Binds the listener: a configured port 0 reuses the port of the previous run, if any.
+async fn bind(cfg: &NamenodeConfig) -> Result<TcpListener, NamenodeError> {
+    let mut addr: SocketAddr =
+        cfg.listen.parse().map_err(|_| NamenodeError::Config("namenode.listen: not host:port".into()))?;
+    let saved = cfg.data_dir.join(LISTEN_ADDR_FILE);
+    if addr.port() == 0 {
+        if let Some(prev) = std::fs::read_to_string(&saved).ok().and_then(|s| s.trim().parse::<SocketAddr>().ok()) {
+            if prev.ip() == addr.ip() {
+                addr = prev;
+            }
+        }
+    }
+    let l = TcpListener::bind(addr).await.map_err(|source| NamenodeError::Bind { addr: addr.to_string(), source })?;
+    let bound = l.local_addr().map_err(|e| NamenodeError::io("read bound address", e))?;
+    std::fs::write(&saved, bound.to_string())
+        .map_err(|e| NamenodeError::io(format!("write {}", saved.display()), e))?;
+    Ok(l)
+}
+
+fn raft_config(cfg: &NamenodeConfig) -> Result<openraft::Config, NamenodeError> {
+    let r = &cfg.raft;
+    let c = openraft::Config {
+        cluster_name: "tarn-namenodes".into(),
+        heartbeat_interval: r.heartbeat_interval_ms,
+        election_timeout_min: r.election_timeout_min_ms,
+        election_timeout_max: r.election_timeout_max_ms,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(r.snapshot_after_entries),
+        max_in_snapshot_log_to_keep: r.logs_kept_after_snapshot,
+        max_payload_entries: r.entries_per_append_max,
+        snapshot_max_chunk_size: 1 << 20,
+        install_snapshot_timeout: 5_000,
+        purge_batch_size: 256,
+        ..Default::default()
+    };
+    c.validate().map_err(|e| NamenodeError::Config(format!("namenode.raft: {e}")))
+}
+
+/// Starts a namenode and returns once it is serving.
+pub async fn start(cfg: NamenodeConfig) -> Result<NamenodeHandle, NamenodeError> {
+    cfg.validate()?;
+    let dir = &cfg.data_dir;
+    std::fs::create_dir_all(dir).map_err(|e| NamenodeError::io(format!("create {}", dir.display()), e))?;
+    let listener = bind(&cfg).await?;
+    let bound = listener.local_addr().map_err(|e| NamenodeError::io("read bound address", e))?;
+    let addr = cfg.advertise.clone().unwrap_or_else(|| bound.to_string());
+
+    let mem = DbMemory {
+        block_cache_bytes: cfg.memory.block_cache_mb << 20,
+        write_buffer_bytes: cfg.memory.write_buffer_mb << 20,
+    };
+    let db = open_db(&dir.join("db"), mem)?;
+    let log = LogStore::new(db.clone());
+    let sm = StateMachine::open(db.clone(), dir.join("snapshots"))?;
+    let raft = Raft::new(cfg.node_id, Arc::new(raft_config(&cfg)?), RaftNet, log, sm)
+        .await
+        .map_err(|e| NamenodeError::Raft(e.to_string()))?;
+
+    let shutdown = CancellationToken::new();
+    let limits = BatchLimits {
+        ops_per_entry_max: cfg.batch.ops_per_entry_max,
+        entries_in_flight_max: cfg.batch.entries_in_flight_max,
+        ..BatchLimits::default()
+    };
+    let state = Arc::new(NodeState {
+        node_id: cfg.node_id,
+        raft: raft.clone(),
+        db,
+        proposer: Proposer::spawn(raft.clone(), limits, shutdown.clone()),
+        reads: ReadGate::spawn(raft.clone(), limits.queue_ops_max, shutdown.clone()),
+        leases: Leases::new(LeaseLimits {
+            soft: Duration::from_millis(cfg.leases.soft_limit_ms),
+            hard: Duration::from_millis(cfg.leases.hard_limit_ms),
+        }),
+        defaults: FileDefaults { replication: cfg.files.default_replication, block_size: cfg.files.default_block_size },
+    });
+
+    let server = serve(listener, state.clone(), shutdown.clone());
+    initialize(&cfg, &raft, &addr).await?;
+    tokio::spawn(lease_monitor(state, shutdown.clone()));
+    tracing::info!(node_id = cfg.node_id, %addr, data_dir = %dir.display(), "namenode serving");
+    Ok(NamenodeHandle { node_id: cfg.node_id, addr, raft, shutdown, server })
+}
+
+fn serve(
+    listener: TcpListener,
+    state: Arc<NodeState>,
+    shutdown: CancellationToken,
+) -> JoinHandle<Result<(), tonic::transport::Error>> {
+    let client = NamenodeServer::new(NamenodeService::new(state.clone()))
+        .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(CLIENT_MESSAGE_BYTES_MAX);
+    let admin = NamenodeAdminServer::new(AdminService::new(state.clone()));
+    let raft = RaftTransportServer::new(RaftTransportService::new(state.raft.clone()))
+        .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let r = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(client)
+            .add_service(admin)
+            .add_service(raft)
+            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+            .await;
+        if let Err(e) = &r {
+            tracing::error!(error = %e, "namenode server stopped");
+        }
+        shutdown.cancel();
+        r
+    })
+}
+
+/// Forms the group on first start when this node is the lowest id of `initial_members`.
+async fn initialize(cfg: &NamenodeConfig, raft: &Raft, addr: &str) -> Result<(), NamenodeError> {
+    let initial = cfg.members()?;
+    let lowest = initial.keys().next().copied();
+    if lowest != Some(cfg.node_id) {
+        return Ok(());
+    }
+    if raft.is_initialized().await.map_err(|e| NamenodeError::Raft(e.to_string()))? {
+        return Ok(());
+    }
+    let members: BTreeMap<NodeId, BasicNode> = initial
+        .iter()
+        .map(|(id, a)| {
+            let a = if a.is_empty() || *id == cfg.node_id { addr.to_string() } else { a.clone() };
+            (*id, BasicNode { addr: a })
+        })
+        .collect();
+    tracing::info!(?members, "initializing a new namenode group");
+    raft.initialize(members).await.map_err(|e| NamenodeError::Raft(format!("initialize: {e}")))
+}
+
+/// On the leader: closes files whose writer has been silent past the hard limit.
+async fn lease_monitor(state: Arc<NodeState>, shutdown: CancellationToken) {
+    let mut metrics = state.raft.metrics();
+    let mut was_leader = false;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+            r = metrics.changed() => if r.is_err() { return },
+        }
+        let is_leader = metrics.borrow().current_leader == Some(state.node_id);
+        if is_leader && !was_leader {
+            state.leases.reset();
+        }
+        was_leader = is_leader;
+        if !is_leader {
+            continue;
+        }
+        for (file_id, holder) in expired_leases(&state) {
+            tracing::info!(file_id, %holder, "lease hard limit passed; closing the file");
+            let op = Op::RecoverLease { file_id, holder: Some(holder) };
+            if let Err(e) = state.proposer.propose(None, op).await {
+                tracing::debug!(error = %e, "lease recovery not proposed");
+            }
+        }
+    }
+}
+
+/// Open files whose holder is past the hard limit (bounded: at most 1024 per pass).
+fn expired_leases(state: &NodeState) -> Vec<(u64, String)> {
+    use crate::kv::KvRead;
+    let mut out = Vec::new();
+    let view = DbView(&state.db);
+    let r = view.scan(CF_UC, &[], None, &mut |k, v| {
+        let holder = String::from_utf8_lossy(v).to_string();
+        if state.leases.hard_expired(&holder) {
+            out.push((parse_u64("uc key", k)?, holder));
+        }
+        Ok(out.len() < 1024)
+    });
+    if let Err(e) = r {
+        tracing::error!(error = %e, "scan open files for expired leases");
+    }
+    out
+}
+
+/// The directory layout under a namenode's data directory, for tools and tests.
+pub fn db_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("db")
+}

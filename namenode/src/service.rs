@@ -1,0 +1,593 @@
+//! The namenode's gRPC services: the client API (`Namenode`) and the admin API
+//! (`NamenodeAdmin`). Each handler turns the request into a namespace operation or query;
+//! writes go through the [`Proposer`], reads through the [`ReadGate`].
+//!
+//! Errors reach clients as gRPC statuses whose message says what failed, with the
+//! `x-tarn-error` metadata naming the kind (so the client library can tell them apart) and,
+//! when this node is not the leader, `x-tarn-leader` giving the leader's address.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use openraft::BasicNode;
+use tarn_proto::namenode as pb;
+use tarn_proto::namenode::namenode_admin_server::NamenodeAdmin;
+use tarn_proto::namenode::namenode_server::Namenode;
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status};
+
+use crate::error::FsError;
+use crate::kv::{Db, DbView};
+use crate::leases::Leases;
+use crate::namespace::{Found, Namespace};
+use crate::proposer::{ProposeError, Proposer, ReadGate};
+use crate::records::{BlockRec, Inode, Kind};
+use crate::types::{CreateOp, NodeId, Op, OpOutput, Raft, RenameOp, RequestId, SetAttributesOp};
+
+/// Entries returned by one listing call at most.
+pub const LIST_LIMIT_MAX: usize = 10_000;
+pub const LIST_LIMIT_DEFAULT: usize = 1000;
+
+/// Defaults for new files.
+#[derive(Debug, Clone, Copy)]
+pub struct FileDefaults {
+    pub replication: u16,
+    pub block_size: u64,
+}
+
+/// What the services share.
+pub struct NodeState {
+    pub node_id: NodeId,
+    pub raft: Raft,
+    pub db: Arc<Db>,
+    pub proposer: Proposer,
+    pub reads: ReadGate,
+    pub leases: Leases,
+    pub defaults: FileDefaults,
+}
+
+pub(crate) fn fs_status(e: &FsError) -> Status {
+    let (code, kind) = match e {
+        FsError::InvalidPath { .. } => (tonic::Code::InvalidArgument, "InvalidPath"),
+        FsError::InvalidArgument(_) => (tonic::Code::InvalidArgument, "InvalidArgument"),
+        FsError::RenameIntoSelf { .. } => (tonic::Code::InvalidArgument, "RenameIntoSelf"),
+        FsError::NotFound { .. } => (tonic::Code::NotFound, "NotFound"),
+        FsError::ParentNotFound { .. } => (tonic::Code::NotFound, "ParentNotFound"),
+        FsError::AlreadyExists { .. } => (tonic::Code::AlreadyExists, "AlreadyExists"),
+        FsError::NotADirectory { .. } => (tonic::Code::FailedPrecondition, "NotADirectory"),
+        FsError::IsADirectory { .. } => (tonic::Code::FailedPrecondition, "IsADirectory"),
+        FsError::DirectoryNotEmpty { .. } => (tonic::Code::FailedPrecondition, "DirectoryNotEmpty"),
+        FsError::ConditionFailed { .. } => (tonic::Code::FailedPrecondition, "ConditionFailed"),
+        FsError::LeaseConflict { .. } => (tonic::Code::FailedPrecondition, "LeaseConflict"),
+        FsError::NotLeaseHolder { .. } => (tonic::Code::FailedPrecondition, "NotLeaseHolder"),
+        FsError::QuotaExceeded { .. } => (tonic::Code::ResourceExhausted, "QuotaExceeded"),
+        FsError::Storage(_) => (tonic::Code::Internal, "Storage"),
+    };
+    let mut s = Status::new(code, e.to_string());
+    s.metadata_mut().insert("x-tarn-error", MetadataValue::from_static(kind));
+    s
+}
+
+pub(crate) fn propose_status(node: NodeId, e: &ProposeError) -> Status {
+    match e {
+        ProposeError::NotLeader { leader_id, leader_addr } => {
+            let msg = match (leader_id, leader_addr) {
+                (Some(id), Some(addr)) => {
+                    format!("namenode {node} is not the leader; the leader is namenode {id} at {addr}")
+                }
+                _ => format!("namenode {node} is not the leader and knows no leader yet (election in progress)"),
+            };
+            let mut s = Status::unavailable(msg);
+            s.metadata_mut().insert("x-tarn-error", MetadataValue::from_static("NotLeader"));
+            if let Some(v) = leader_addr.as_deref().and_then(|a| MetadataValue::try_from(a).ok()) {
+                s.metadata_mut().insert("x-tarn-leader", v);
+            }
+            s
+        }
+        ProposeError::NoQuorum(m) => Status::unavailable(format!("namenode {node} cannot reach a quorum: {m}")),
+        ProposeError::Fatal(m) => Status::unavailable(format!("namenode {node} is stopping: {m}")),
+    }
+}
+
+fn rid(r: Option<pb::RequestId>) -> Option<RequestId> {
+    r.map(|r| RequestId { client_id: r.client_id, call_id: r.call_id })
+}
+
+fn kind_pb(k: Kind) -> i32 {
+    match k {
+        Kind::File => pb::FileKind::File as i32,
+        Kind::Directory => pb::FileKind::Directory as i32,
+    }
+}
+
+pub(crate) fn status_pb(path: String, i: &Inode, with_xattrs: bool) -> pb::FileStatus {
+    pb::FileStatus {
+        path,
+        kind: kind_pb(i.kind),
+        file_id: i.id,
+        length: i.length,
+        replication: i.replication as u32,
+        block_size: i.block_size,
+        mode: i.mode,
+        owner: i.owner.clone(),
+        group: i.group.clone(),
+        mtime_ms: i.mtime_ms,
+        writer: i.writer.clone().unwrap_or_default(),
+        block_count: i.block_count,
+        xattrs: if with_xattrs { i.xattrs.clone().into_iter().collect() } else { Default::default() },
+        quota: i.quota.as_ref().map(|q| pb::Quota {
+            namespace_quota: q.namespace_quota.map(|v| v as i64).unwrap_or(-1),
+            space_quota: q.space_quota.map(|v| v as i64).unwrap_or(-1),
+            namespace_used: q.namespace_used,
+            space_used: q.space_used,
+        }),
+    }
+}
+
+fn block_pb(b: &BlockRec) -> pb::Block {
+    pb::Block {
+        block_id: b.block_id,
+        generation: b.generation,
+        length: b.length,
+        checksum_type: "crc32c".into(),
+        index: b.index,
+    }
+}
+
+/// The calling user. Until authentication lands (security issue), clients name themselves
+/// with `x-tarn-user`; the service is the only place that reads it.
+fn caller<T>(req: &Request<T>) -> (String, String) {
+    let user = req
+        .metadata()
+        .get("x-tarn-user")
+        .and_then(|v| v.to_str().ok())
+        .filter(|u| !u.is_empty())
+        .unwrap_or("tarn")
+        .to_string();
+    (user.clone(), user)
+}
+
+fn u16_arg(name: &str, v: u32) -> Result<u16, Status> {
+    u16::try_from(v).map_err(|_| fs_status(&FsError::InvalidArgument(format!("{name} {v} is too large"))))
+}
+
+fn limit(l: u32) -> usize {
+    match l as usize {
+        0 => LIST_LIMIT_DEFAULT,
+        n => n.min(LIST_LIMIT_MAX),
+    }
+}
+
+#[derive(Clone)]
+pub struct NamenodeService {
+    s: Arc<NodeState>,
+}
+
+impl NamenodeService {
+    pub fn new(s: Arc<NodeState>) -> Self {
+        NamenodeService { s }
+    }
+
+    async fn write(&self, r: Option<RequestId>, op: Op) -> Result<OpOutput, Status> {
+        match self.s.proposer.propose(r, op).await {
+            Ok(Ok(out)) => Ok(out),
+            Ok(Err(e)) => Err(fs_status(&e)),
+            Err(e) => Err(propose_status(self.s.node_id, &e)),
+        }
+    }
+
+    async fn write_inode(&self, r: Option<RequestId>, op: Op, path: &str) -> Result<pb::FileStatus, Status> {
+        match self.write(r, op).await? {
+            OpOutput::Inode(i) => Ok(status_pb(path.to_string(), &i, false)),
+            other => Err(Status::internal(format!("unexpected result {other:?}"))),
+        }
+    }
+
+    /// Runs `f` on the namespace once a linearizable read is allowed.
+    async fn read<T>(&self, f: impl FnOnce(&Namespace<'_, DbView<'_>>) -> Result<T, FsError>) -> Result<T, Status> {
+        self.s.reads.wait().await.map_err(|e| propose_status(self.s.node_id, &e))?;
+        let view = DbView(&self.s.db);
+        let ns = Namespace::new(&view, 0);
+        f(&ns).map_err(|e| fs_status(&e))
+    }
+
+    fn normalized(path: &str) -> Result<String, Status> {
+        crate::path::normalize(path).map_err(|e| fs_status(&e))
+    }
+}
+
+#[tonic::async_trait]
+impl Namenode for NamenodeService {
+    async fn mkdirs(&self, req: Request<pb::MkdirsRequest>) -> Result<Response<pb::MkdirsResponse>, Status> {
+        let (owner, group) = caller(&req);
+        let r = req.into_inner();
+        let path = Self::normalized(&r.path)?;
+        let mode = if r.mode == 0 { 0o755 } else { r.mode };
+        let op = Op::Mkdirs { path: path.clone(), mode, owner, group };
+        let status = self.write_inode(rid(r.request_id), op, &path).await?;
+        Ok(Response::new(pb::MkdirsResponse { status: Some(status) }))
+    }
+
+    async fn create(&self, req: Request<pb::CreateRequest>) -> Result<Response<pb::CreateResponse>, Status> {
+        let (owner, group) = caller(&req);
+        let r = req.into_inner();
+        let path = Self::normalized(&r.path)?;
+        if r.client_name.is_empty() {
+            return Err(Status::invalid_argument("client_name (the lease holder) is required"));
+        }
+        self.s.leases.renew(&r.client_name);
+        let op = CreateOp {
+            path: path.clone(),
+            overwrite: r.overwrite,
+            expected_file_id: r.expected_file_id,
+            create_parent: r.create_parent,
+            replication: if r.replication == 0 {
+                self.s.defaults.replication
+            } else {
+                u16_arg("replication", r.replication)?
+            },
+            block_size: if r.block_size == 0 { self.s.defaults.block_size } else { r.block_size },
+            mode: if r.mode == 0 { 0o644 } else { r.mode },
+            owner,
+            group,
+            client_name: r.client_name.clone(),
+            xattrs: r.xattrs.into_iter().collect(),
+        };
+        let request_id = rid(r.request_id);
+        match self.write(request_id, Op::Create(op.clone())).await {
+            Err(s) if s.metadata().get("x-tarn-error").is_some_and(|v| v == "LeaseConflict") && r.overwrite => {
+                // The previous writer's soft limit may have passed: take the file over.
+                let holder = self
+                    .read(|ns| Ok(ns.resolve(&path)?.and_then(|f| f.inode.writer.map(|w| (f.inode.id, w)))))
+                    .await?;
+                let Some((file_id, holder)) = holder.filter(|(_, h)| self.s.leases.soft_expired(h)) else {
+                    return Err(s);
+                };
+                tracing::info!(%path, %holder, "recovering an expired lease for a new writer");
+                self.write(None, Op::RecoverLease { file_id, holder: Some(holder) }).await?;
+                let status = self.write_inode(None, Op::Create(op), &path).await?;
+                Ok(Response::new(pb::CreateResponse { status: Some(status) }))
+            }
+            Err(s) => Err(s),
+            Ok(OpOutput::Inode(i)) => {
+                Ok(Response::new(pb::CreateResponse { status: Some(status_pb(path, &i, false)) }))
+            }
+            Ok(other) => Err(Status::internal(format!("unexpected result {other:?}"))),
+        }
+    }
+
+    async fn add_block(&self, req: Request<pb::AddBlockRequest>) -> Result<Response<pb::AddBlockResponse>, Status> {
+        let r = req.into_inner();
+        let path = Self::normalized(&r.path)?;
+        self.s.leases.renew(&r.client_name);
+        let op = Op::AddBlock {
+            path,
+            file_id: r.file_id,
+            client_name: r.client_name,
+            previous_block_length: r.previous_block_length,
+        };
+        match self.write(rid(r.request_id), op).await? {
+            OpOutput::Block(b) => Ok(Response::new(pb::AddBlockResponse { block: Some(block_pb(&b)) })),
+            other => Err(Status::internal(format!("unexpected result {other:?}"))),
+        }
+    }
+
+    async fn complete(&self, req: Request<pb::CompleteRequest>) -> Result<Response<pb::CompleteResponse>, Status> {
+        let r = req.into_inner();
+        let path = Self::normalized(&r.path)?;
+        let op = Op::Complete {
+            path: path.clone(),
+            file_id: r.file_id,
+            client_name: r.client_name,
+            last_block_length: r.last_block_length,
+            xattrs: r.xattrs.into_iter().collect(),
+        };
+        let status = self.write_inode(rid(r.request_id), op, &path).await?;
+        Ok(Response::new(pb::CompleteResponse { status: Some(status) }))
+    }
+
+    async fn get_file_info(
+        &self,
+        req: Request<pb::GetFileInfoRequest>,
+    ) -> Result<Response<pb::GetFileInfoResponse>, Status> {
+        let r = req.into_inner();
+        let found = self.read(|ns| ns.resolve(&r.path)).await?;
+        let found = found.ok_or_else(|| fs_status(&FsError::NotFound { path: r.path.clone() }))?;
+        Ok(Response::new(pb::GetFileInfoResponse { status: Some(status_pb(found.path, &found.inode, r.with_xattrs)) }))
+    }
+
+    async fn get_blocks(&self, req: Request<pb::GetBlocksRequest>) -> Result<Response<pb::GetBlocksResponse>, Status> {
+        let r = req.into_inner();
+        let (id, (blocks, more)) = self
+            .read(|ns| {
+                let f = ns.resolve(&r.path)?.ok_or_else(|| FsError::NotFound { path: r.path.clone() })?;
+                if f.inode.is_dir() {
+                    return Err(FsError::IsADirectory { path: f.path });
+                }
+                Ok((f.inode.id, ns.get_blocks(f.inode.id, r.start_index, limit(r.limit))?))
+            })
+            .await?;
+        Ok(Response::new(pb::GetBlocksResponse {
+            file_id: id,
+            blocks: blocks.iter().map(block_pb).collect(),
+            has_more: more,
+        }))
+    }
+
+    async fn list_directory(
+        &self,
+        req: Request<pb::ListDirectoryRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        let r = req.into_inner();
+        if !r.start_after.is_empty() {
+            crate::path::check_name(&r.path, &r.start_after).map_err(|e| fs_status(&e))?;
+        }
+        let (entries, more) = self
+            .read(|ns| {
+                let f = ns.resolve(&r.path)?.ok_or_else(|| FsError::NotFound { path: r.path.clone() })?;
+                if !f.inode.is_dir() {
+                    // Like `ls` on a file: the file itself.
+                    return Ok((vec![f.inode], false));
+                }
+                ns.list_dir(f.inode.id, &r.start_after, limit(r.limit))
+            })
+            .await?;
+        let entries = entries.iter().map(|i| status_pb(i.name.clone(), i, false)).collect();
+        Ok(Response::new(pb::ListResponse { entries, has_more: more }))
+    }
+
+    async fn list_recursive(
+        &self,
+        req: Request<pb::ListRecursiveRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
+        let r = req.into_inner();
+        if !r.prefix.starts_with('/') {
+            return Err(fs_status(&FsError::InvalidPath {
+                path: r.prefix,
+                reason: "prefix must start with '/'".into(),
+            }));
+        }
+        let (entries, more) =
+            self.read(|ns| ns.list_recursive(&r.prefix, &r.start_after, limit(r.limit), r.include_directories)).await?;
+        let entries = entries.into_iter().map(|(p, i)| status_pb(p, &i, false)).collect();
+        Ok(Response::new(pb::ListResponse { entries, has_more: more }))
+    }
+
+    async fn delete(&self, req: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+        let r = req.into_inner();
+        let op = Op::Delete {
+            path: Self::normalized(&r.path)?,
+            recursive: r.recursive,
+            expected_file_id: r.expected_file_id,
+        };
+        match self.write(rid(r.request_id), op).await? {
+            OpOutput::Deleted { deleted, files } => {
+                Ok(Response::new(pb::DeleteResponse { deleted, files_deleted: files }))
+            }
+            other => Err(Status::internal(format!("unexpected result {other:?}"))),
+        }
+    }
+
+    async fn rename(&self, req: Request<pb::RenameRequest>) -> Result<Response<pb::RenameResponse>, Status> {
+        let r = req.into_inner();
+        let dst = Self::normalized(&r.dst)?;
+        let op = Op::Rename(RenameOp {
+            src: Self::normalized(&r.src)?,
+            dst: dst.clone(),
+            overwrite: r.overwrite,
+            dst_must_be_absent: r.dst_must_be_absent,
+            dst_expected_file_id: r.dst_expected_file_id,
+            src_expected_file_id: r.src_expected_file_id,
+        });
+        let status = self.write_inode(rid(r.request_id), op, &dst).await?;
+        Ok(Response::new(pb::RenameResponse { status: Some(status) }))
+    }
+
+    async fn set_replication(
+        &self,
+        req: Request<pb::SetReplicationRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let r = req.into_inner();
+        let path = Self::normalized(&r.path)?;
+        let op = Op::SetReplication { path: path.clone(), replication: u16_arg("replication", r.replication)? };
+        let status = self.write_inode(rid(r.request_id), op, &path).await?;
+        Ok(Response::new(pb::StatusResponse { status: Some(status) }))
+    }
+
+    async fn set_quota(&self, req: Request<pb::SetQuotaRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let r = req.into_inner();
+        let path = Self::normalized(&r.path)?;
+        let op = Op::SetQuota { path: path.clone(), namespace_quota: r.namespace_quota, space_quota: r.space_quota };
+        let status = self.write_inode(rid(r.request_id), op, &path).await?;
+        Ok(Response::new(pb::StatusResponse { status: Some(status) }))
+    }
+
+    async fn set_attributes(
+        &self,
+        req: Request<pb::SetAttributesRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let r = req.into_inner();
+        let path = Self::normalized(&r.path)?;
+        let op = Op::SetAttributes(SetAttributesOp {
+            path: path.clone(),
+            mode: r.mode,
+            owner: r.owner,
+            group: r.group,
+            mtime_ms: r.mtime_ms,
+            set_xattrs: r.set_xattrs.into_iter().collect::<BTreeMap<_, _>>(),
+            remove_xattrs: r.remove_xattrs,
+            expected_file_id: r.expected_file_id,
+        });
+        let status = self.write_inode(rid(r.request_id), op, &path).await?;
+        Ok(Response::new(pb::StatusResponse { status: Some(status) }))
+    }
+
+    async fn get_content_summary(
+        &self,
+        req: Request<pb::ContentSummaryRequest>,
+    ) -> Result<Response<pb::ContentSummary>, Status> {
+        let r = req.into_inner();
+        let (found, s): (Found, _) = self
+            .read(|ns| {
+                let f = ns.resolve(&r.path)?.ok_or_else(|| FsError::NotFound { path: r.path.clone() })?;
+                let s = ns.summarize(&f)?;
+                Ok((f, s))
+            })
+            .await?;
+        let quota = status_pb(String::new(), &found.inode, false).quota;
+        Ok(Response::new(pb::ContentSummary {
+            file_count: s.files,
+            directory_count: s.directories,
+            length: s.length,
+            space_consumed: s.space,
+            quota,
+        }))
+    }
+
+    async fn renew_lease(
+        &self,
+        req: Request<pb::RenewLeaseRequest>,
+    ) -> Result<Response<pb::RenewLeaseResponse>, Status> {
+        let r = req.into_inner();
+        // Renewal is soft state on the leader; a follower's renewal would be lost.
+        let leader = self.s.raft.current_leader().await;
+        if leader != Some(self.s.node_id) {
+            let e = ProposeError::NotLeader { leader_id: leader, leader_addr: leader_addr(&self.s.raft) };
+            return Err(propose_status(self.s.node_id, &e));
+        }
+        self.s.leases.renew(&r.client_name);
+        Ok(Response::new(pb::RenewLeaseResponse {}))
+    }
+
+    async fn recover_lease(
+        &self,
+        req: Request<pb::RecoverLeaseRequest>,
+    ) -> Result<Response<pb::RecoverLeaseResponse>, Status> {
+        let r = req.into_inner();
+        let found = self.read(|ns| ns.resolve(&r.path)).await?;
+        let found = found.ok_or_else(|| fs_status(&FsError::NotFound { path: r.path.clone() }))?;
+        if found.inode.writer.is_none() {
+            return Ok(Response::new(pb::RecoverLeaseResponse { closed: true }));
+        }
+        match self.write(rid(r.request_id), Op::RecoverLease { file_id: found.inode.id, holder: None }).await? {
+            OpOutput::LeaseRecovered { closed } => Ok(Response::new(pb::RecoverLeaseResponse { closed })),
+            other => Err(Status::internal(format!("unexpected result {other:?}"))),
+        }
+    }
+}
+
+fn leader_addr(raft: &Raft) -> Option<String> {
+    let m = raft.metrics().borrow().clone();
+    let leader = m.current_leader?;
+    m.membership_config.membership().get_node(&leader).map(|n| n.addr.clone())
+}
+
+/// Cluster administration.
+pub struct AdminService {
+    s: Arc<NodeState>,
+}
+
+impl AdminService {
+    pub fn new(s: Arc<NodeState>) -> Self {
+        AdminService { s }
+    }
+
+    fn status(&self) -> pb::ClusterStatusResponse {
+        cluster_status(&self.s.raft)
+    }
+
+    fn raft_status(
+        &self,
+        e: openraft::error::RaftError<NodeId, openraft::error::ClientWriteError<NodeId, BasicNode>>,
+    ) -> Status {
+        let msg = e.to_string();
+        if let Some(f) = e.forward_to_leader::<BasicNode>() {
+            let pe =
+                ProposeError::NotLeader { leader_id: f.leader_id, leader_addr: f.leader_node.clone().map(|n| n.addr) };
+            return propose_status(self.s.node_id, &pe);
+        }
+        Status::failed_precondition(msg)
+    }
+}
+
+/// A snapshot of this node's view of the group.
+pub fn cluster_status(raft: &Raft) -> pb::ClusterStatusResponse {
+    let m = raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    let matched =
+        |id: &NodeId| m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map(|l| l.index).unwrap_or(0);
+    let members = membership
+        .nodes()
+        .map(|(id, n)| pb::Member {
+            node_id: *id,
+            addr: n.addr.clone(),
+            voter: voters.contains(id),
+            matched_index: matched(id),
+        })
+        .collect();
+    let leader_addr =
+        m.current_leader.and_then(|l| membership.get_node(&l)).map(|n| n.addr.clone()).unwrap_or_default();
+    pb::ClusterStatusResponse {
+        node_id: m.id,
+        leader_id: m.current_leader.unwrap_or(0),
+        leader_addr,
+        term: m.current_term,
+        state: format!("{:?}", m.state),
+        last_log_index: m.last_log_index.unwrap_or(0),
+        last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
+        snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
+        members,
+    }
+}
+
+#[tonic::async_trait]
+impl NamenodeAdmin for AdminService {
+    async fn cluster_status(
+        &self,
+        _req: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        Ok(Response::new(self.status()))
+    }
+
+    async fn add_learner(
+        &self,
+        req: Request<pb::AddLearnerRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let r = req.into_inner();
+        if r.node_id == 0 || r.addr.is_empty() {
+            return Err(Status::invalid_argument("node_id (> 0) and addr are required"));
+        }
+        self.s.raft.add_learner(r.node_id, BasicNode { addr: r.addr }, true).await.map_err(|e| self.raft_status(e))?;
+        Ok(Response::new(pb::MembershipResponse { status: Some(self.status()) }))
+    }
+
+    async fn change_membership(
+        &self,
+        req: Request<pb::ChangeMembershipRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let r = req.into_inner();
+        let voters: BTreeSet<NodeId> = r.voters.into_iter().collect();
+        if voters.is_empty() {
+            return Err(Status::invalid_argument("the new membership needs at least one voter"));
+        }
+        self.s.raft.change_membership(voters, r.retain_as_learners).await.map_err(|e| self.raft_status(e))?;
+        Ok(Response::new(pb::MembershipResponse { status: Some(self.status()) }))
+    }
+
+    async fn trigger_snapshot(
+        &self,
+        _req: Request<pb::TriggerSnapshotRequest>,
+    ) -> Result<Response<pb::TriggerSnapshotResponse>, Status> {
+        let applied = self.s.raft.metrics().borrow().last_applied.map(|l| l.index).unwrap_or(0);
+        self.s.raft.trigger().snapshot().await.map_err(|e| Status::unavailable(e.to_string()))?;
+        let m = self
+            .s
+            .raft
+            .wait(Some(std::time::Duration::from_secs(60)))
+            .metrics(|m| m.snapshot.map(|s| s.index).unwrap_or(0) >= applied, "snapshot")
+            .await
+            .map_err(|e| Status::deadline_exceeded(format!("snapshot not built: {e}")))?;
+        Ok(Response::new(pb::TriggerSnapshotResponse { snapshot_index: m.snapshot.map(|s| s.index).unwrap_or(0) }))
+    }
+}

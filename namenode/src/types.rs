@@ -1,0 +1,154 @@
+//! The Raft type configuration and the commands the namespace state machine applies.
+//!
+//! One Raft entry carries a [`Command`]: a batch of operations proposed together so that a
+//! single log fsync covers many of them. Each operation gets its own result; a refused
+//! operation changes nothing, and the others in the batch still apply.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::FsError;
+use crate::records::{BlockRec, Inode};
+
+/// Identifies a namenode in the Raft group.
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// openraft's type configuration for the namespace group.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResponse,
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = tokio::fs::File,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// The Raft handle of a namenode.
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// A client's (client id, call id), used to answer retries with the original result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestId {
+    pub client_id: u64,
+    pub call_id: u64,
+}
+
+/// A batch of namespace operations, one Raft entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Command {
+    /// The leader's clock when it proposed the batch: the only clock the state machine sees,
+    /// so every replica computes the same mtimes.
+    pub now_ms: u64,
+    pub ops: Vec<(Option<RequestId>, Op)>,
+}
+
+/// The results of a [`Command`], one per operation, in order.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CommandResponse {
+    pub results: Vec<OpResult>,
+}
+
+/// The result of one operation.
+pub type OpResult = Result<OpOutput, FsError>;
+
+/// A namespace operation. Paths are validated again by the state machine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Op {
+    Mkdirs {
+        path: String,
+        mode: u32,
+        owner: String,
+        group: String,
+    },
+    Create(CreateOp),
+    AddBlock {
+        path: String,
+        file_id: u64,
+        client_name: String,
+        previous_block_length: Option<u64>,
+    },
+    Complete {
+        path: String,
+        file_id: u64,
+        client_name: String,
+        last_block_length: Option<u64>,
+        xattrs: BTreeMap<String, Vec<u8>>,
+    },
+    Delete {
+        path: String,
+        recursive: bool,
+        expected_file_id: Option<u64>,
+    },
+    Rename(RenameOp),
+    SetReplication {
+        path: String,
+        replication: u16,
+    },
+    /// -1 clears, 0 leaves unchanged, > 0 sets.
+    SetQuota {
+        path: String,
+        namespace_quota: i64,
+        space_quota: i64,
+    },
+    SetAttributes(SetAttributesOp),
+    /// Closes a file whose writer is gone. `holder`, if given, must still hold the lease.
+    RecoverLease {
+        file_id: u64,
+        holder: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateOp {
+    pub path: String,
+    pub overwrite: bool,
+    pub expected_file_id: Option<u64>,
+    pub create_parent: bool,
+    pub replication: u16,
+    pub block_size: u64,
+    pub mode: u32,
+    pub owner: String,
+    pub group: String,
+    pub client_name: String,
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenameOp {
+    pub src: String,
+    pub dst: String,
+    pub overwrite: bool,
+    pub dst_must_be_absent: bool,
+    pub dst_expected_file_id: Option<u64>,
+    pub src_expected_file_id: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SetAttributesOp {
+    pub path: String,
+    pub mode: Option<u32>,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    pub mtime_ms: Option<u64>,
+    pub set_xattrs: BTreeMap<String, Vec<u8>>,
+    pub remove_xattrs: Vec<String>,
+    pub expected_file_id: Option<u64>,
+}
+
+/// What a successful operation returns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum OpOutput {
+    /// The inode after the operation (mkdirs, create, complete, rename, set*).
+    Inode(Box<Inode>),
+    Block(BlockRec),
+    Deleted {
+        deleted: bool,
+        files: u64,
+    },
+    LeaseRecovered {
+        closed: bool,
+    },
+}

@@ -1,0 +1,16 @@
+//! Generated protobuf and gRPC code for every Tarn service.
+//!
+//! **Architecture invariant:** this crate holds only generated code; prost types stop at
+//! the RPC edge (services convert them into their own domain types).
+
+/// Namenode client and admin APIs.
+pub mod namenode {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("tarn.namenode.v1");
+}
+
+/// Namenode-to-namenode Raft transport.
+pub mod raft {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("tarn.raft.v1");
+}

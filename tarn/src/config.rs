@@ -1,0 +1,63 @@
+//! The `tarn` configuration file (TOML): one table per role, defaults in the role crates,
+//! validated at start-up with messages that name the key.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tarn_namenode::NamenodeConfig;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TarnConfig {
+    pub namenode: NamenodeConfig,
+    pub client: ClientConfig,
+}
+
+/// Where client commands find the cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    /// Namenode addresses (`host:port`); any of them will do, the leader is found.
+    pub namenodes: Vec<String>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig { namenodes: vec!["127.0.0.1:8020".into()] }
+    }
+}
+
+impl TarnConfig {
+    pub fn load(path: &Path) -> anyhow::Result<TarnConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("read config {}", path.display()))?;
+        let cfg: TarnConfig = toml::from_str(&text).with_context(|| format!("parse config {}", path.display()))?;
+        Ok(cfg)
+    }
+
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let text = toml::to_string_pretty(self).context("serialize config")?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        }
+        std::fs::write(path, text).with_context(|| format!("write config {}", path.display()))
+    }
+
+    /// The configuration of the single-process appliance under `data_dir`.
+    pub fn single_node(data_dir: &Path, listen: &str) -> TarnConfig {
+        let mut cfg = TarnConfig::default();
+        cfg.namenode.node_id = 1;
+        cfg.namenode.listen = listen.to_string();
+        cfg.namenode.data_dir = data_dir.join("namenode");
+        cfg.namenode.initial_members = vec!["1@".into()];
+        // One namenode and (until block storage) no datanodes: replicate once.
+        cfg.namenode.files.default_replication = 1;
+        cfg.client.namenodes = vec![listen.to_string()];
+        cfg
+    }
+}
+
+/// `./tarn-data` unless overridden.
+pub fn default_data_dir() -> PathBuf {
+    PathBuf::from("tarn-data")
+}

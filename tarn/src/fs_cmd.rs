@@ -1,0 +1,266 @@
+//! `tarn fs`: file system commands in the spirit of `hdfs dfs`. This layer has the
+//! namespace commands; reading and writing bytes (`put`, `get`, `cat`) arrive with block
+//! storage.
+
+use anyhow::Context;
+use tarn_client::{ClientError, CreateOptions, ErrorKind, FileStatus, NamenodeClient, RenameOptions};
+
+use crate::{EXIT_FAILED, EXIT_UNAVAILABLE};
+
+#[derive(clap::Args)]
+pub struct FsArgs {
+    /// Namenode addresses (comma-separated host:port); any member will do.
+    #[arg(long, env = "TARN_NAMENODE", default_value = "127.0.0.1:8020", global = true)]
+    pub namenode: String,
+    #[command(subcommand)]
+    cmd: FsCmd,
+}
+
+#[derive(clap::Subcommand)]
+enum FsCmd {
+    /// List a directory (or show a file).
+    ///
+    /// Example: `tarn fs ls -R -h /data`
+    Ls {
+        path: String,
+        /// Recurse into subdirectories.
+        #[arg(short = 'R', long)]
+        recursive: bool,
+        /// Human-readable sizes.
+        #[arg(short = 'H', long = "human")]
+        human: bool,
+    },
+    /// Create a directory.
+    ///
+    /// Example: `tarn fs mkdir -p /data/2026/11`
+    Mkdir {
+        path: String,
+        /// Create missing parents; no error if it exists.
+        #[arg(short, long)]
+        parents: bool,
+    },
+    /// Show a file's or directory's attributes.
+    Stat { path: String },
+    /// Remove files or directories.
+    ///
+    /// Example: `tarn fs rm -r /tmp/job-42`
+    Rm {
+        paths: Vec<String>,
+        /// Remove directories and their contents.
+        #[arg(short, long)]
+        recursive: bool,
+        /// No error if a path does not exist.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Move or rename (into DST if DST is a directory).
+    Mv { src: String, dst: String },
+    /// Create an empty file.
+    Touch { path: String },
+    /// Count directories, files and bytes under a path.
+    Count { path: String },
+    /// Set a file's replication factor.
+    Setrep { replication: u32, path: String },
+}
+
+pub async fn run(a: FsArgs) -> anyhow::Result<u8> {
+    let client = NamenodeClient::new(std::slice::from_ref(&a.namenode))?;
+    match exec(&client, a.cmd).await {
+        Ok(()) => Ok(0),
+        Err(e) => match e.downcast_ref::<ClientError>() {
+            Some(ce @ ClientError::Unavailable { .. }) => {
+                eprintln!("tarn fs: {ce}");
+                Ok(EXIT_UNAVAILABLE)
+            }
+            _ => {
+                eprintln!("tarn fs: {e:#}");
+                Ok(EXIT_FAILED)
+            }
+        },
+    }
+}
+
+fn human(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "K", "M", "G", "T", "P"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n}")
+    } else {
+        format!("{v:.1}{}", UNITS[u])
+    }
+}
+
+fn mode_string(s: &FileStatus) -> String {
+    let mut out = String::from(if s.is_dir() { "d" } else { "-" });
+    for shift in [6, 3, 0] {
+        let bits = (s.mode >> shift) & 7;
+        out.push(if bits & 4 != 0 { 'r' } else { '-' });
+        out.push(if bits & 2 != 0 { 'w' } else { '-' });
+        out.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    out
+}
+
+fn time_string(ms: u64) -> String {
+    let secs = (ms / 1000) as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", rem / 3600, (rem % 3600) / 60)
+}
+
+fn print_entry(s: &FileStatus, path: &str, h: bool) {
+    let size = if h { human(s.length) } else { s.length.to_string() };
+    let rep = if s.is_dir() { "-".to_string() } else { s.replication.to_string() };
+    println!(
+        "{} {:>3} {:<8} {:<10} {:>10} {} {}",
+        mode_string(s),
+        rep,
+        s.owner,
+        s.group,
+        size,
+        time_string(s.mtime_ms),
+        path
+    );
+}
+
+fn child(dir: &str, name: &str) -> String {
+    if dir.ends_with('/') {
+        format!("{dir}{name}")
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+async fn ls(c: &NamenodeClient, path: &str, recursive: bool, h: bool) -> anyhow::Result<()> {
+    let st = c.get_file_info(path, false).await?.with_context(|| format!("{path}: no such file or directory"))?;
+    if !st.is_dir() {
+        print_entry(&st, &st.path, h);
+        return Ok(());
+    }
+    let mut stack = vec![st.path.clone()];
+    while let Some(dir) = stack.pop() {
+        let entries = c.list_dir_all(&dir).await?;
+        if !recursive && dir == st.path {
+            println!("Found {} items", entries.len());
+        }
+        let mut subdirs = Vec::new();
+        for e in &entries {
+            let p = child(&dir, &e.path);
+            print_entry(e, &p, h);
+            if recursive && e.is_dir() {
+                subdirs.push(p);
+            }
+        }
+        stack.extend(subdirs.into_iter().rev());
+    }
+    Ok(())
+}
+
+fn parent_of(path: &str) -> String {
+    match path.trim_end_matches('/').rsplit_once('/') {
+        Some(("", _)) | None => "/".to_string(),
+        Some((p, _)) => p.to_string(),
+    }
+}
+
+async fn exec(c: &NamenodeClient, cmd: FsCmd) -> anyhow::Result<()> {
+    match cmd {
+        FsCmd::Ls { path, recursive, human } => ls(c, &path, recursive, human).await?,
+        FsCmd::Mkdir { path, parents } => {
+            if !parents {
+                if c.get_file_info(&path, false).await?.is_some() {
+                    anyhow::bail!("{path}: already exists");
+                }
+                let parent = parent_of(&path);
+                if c.get_file_info(&parent, false).await?.is_none() {
+                    anyhow::bail!("{parent}: no such directory (use -p to create parents)");
+                }
+            }
+            c.mkdirs(&path).await?;
+        }
+        FsCmd::Stat { path } => {
+            let s =
+                c.get_file_info(&path, true).await?.with_context(|| format!("{path}: no such file or directory"))?;
+            println!("path:        {}", s.path);
+            println!("type:        {}", if s.is_dir() { "directory" } else { "file" });
+            println!("file id:     {}", s.file_id);
+            println!("length:      {} ({})", s.length, human(s.length));
+            if !s.is_dir() {
+                println!("replication: {}", s.replication);
+                println!("block size:  {}", human(s.block_size));
+                println!("blocks:      {}", s.block_count);
+            }
+            println!("permission:  {} {:o}", mode_string(&s), s.mode);
+            println!("owner:group: {}:{}", s.owner, s.group);
+            println!("modified:    {} UTC", time_string(s.mtime_ms));
+            if let Some(w) = &s.writer {
+                println!("being written by: {w}");
+            }
+            if let Some(q) = &s.quota {
+                let show = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "none".into());
+                println!(
+                    "quota:       namespace {} (used {}), space {} (used {})",
+                    show(q.namespace_quota),
+                    q.namespace_used,
+                    show(q.space_quota),
+                    q.space_used
+                );
+            }
+            for (k, v) in &s.xattrs {
+                println!("xattr {k}: {}", String::from_utf8_lossy(v));
+            }
+        }
+        FsCmd::Rm { paths, recursive, force } => {
+            for p in paths {
+                match c.delete(&p, recursive, None).await {
+                    Ok(true) => {}
+                    Ok(false) if force => {}
+                    Ok(false) => anyhow::bail!("{p}: no such file or directory"),
+                    Err(e) if e.kind() == ErrorKind::DirectoryNotEmpty => anyhow::bail!("{e} (use -r)"),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        FsCmd::Mv { src, dst } => {
+            let target = match c.get_file_info(&dst, false).await? {
+                Some(d) if d.is_dir() => {
+                    let name = src.trim_end_matches('/').rsplit('/').next().unwrap_or_default().to_string();
+                    child(&d.path, &name)
+                }
+                _ => dst,
+            };
+            c.rename(&src, &target, &RenameOptions::default()).await?;
+        }
+        FsCmd::Touch { path } => {
+            if c.get_file_info(&path, false).await?.is_none() {
+                let f = c.create(&path, &CreateOptions::default()).await?;
+                c.complete(&path, f.file_id, None, Default::default()).await?;
+            }
+        }
+        FsCmd::Count { path } => {
+            let s = c.content_summary(&path).await?;
+            println!("{:>12} {:>12} {:>16} PATHNAME", "DIR_COUNT", "FILE_COUNT", "CONTENT_SIZE");
+            println!("{:>12} {:>12} {:>16} {}", s.directory_count, s.file_count, s.length, path);
+        }
+        FsCmd::Setrep { replication, path } => {
+            c.set_replication(&path, replication).await?;
+            println!("Replication {replication} set: {path}");
+        }
+    }
+    Ok(())
+}

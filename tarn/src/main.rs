@@ -1,0 +1,179 @@
+//! `tarn`: one binary for every role of a Tarn cluster and every client command.
+//!
+//! Roles: `namenode`, `up` (every role in one process). Clients: `fs`, `admin`, `init`.
+//! Only this crate parses command lines and configuration files; the role crates take
+//! typed configuration.
+
+mod admin_cmd;
+mod config;
+mod fs_cmd;
+mod up;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::TarnConfig;
+
+/// Exit codes: 0 success, 1 the operation failed, 2 bad usage, 69 cluster unreachable.
+pub const EXIT_FAILED: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_UNAVAILABLE: u8 = 69;
+
+#[derive(Parser)]
+#[command(name = "tarn", version, about = "Tarn: a self-hosted big-data platform (replicated file system, S3, jobs)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start every role in one process (the embedded appliance), data under ./tarn-data.
+    ///
+    /// Example: `tarn up`, then in another shell `tarn fs mkdir -p /demo && tarn fs ls /`.
+    Up(up::UpArgs),
+    /// Run a namenode (a member of the Raft group that keeps the namespace).
+    ///
+    /// Example: `tarn namenode --config /etc/tarn/namenode-1.toml`
+    Namenode(NamenodeArgs),
+    /// Write configuration files for a topology.
+    ///
+    /// Example: `tarn init --dir conf --namenodes 10.0.0.1:8020,10.0.0.2:8020,10.0.0.3:8020`
+    Init(InitArgs),
+    /// File system commands, in the spirit of `hdfs dfs`.
+    Fs(fs_cmd::FsArgs),
+    /// Cluster administration: group membership, snapshots, quotas.
+    Admin(admin_cmd::AdminArgs),
+}
+
+#[derive(clap::Args)]
+struct NamenodeArgs {
+    /// TOML configuration file (its `[namenode]` table).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Overrides `namenode.node_id`.
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// Overrides `namenode.listen` (host:port; port 0 picks one).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Overrides `namenode.data_dir`.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Overrides `namenode.initial_members`: comma-separated ID@HOST:PORT (ID@ for this node).
+    #[arg(long, value_delimiter = ',')]
+    initial_members: Option<Vec<String>>,
+    /// Write the bound address to this file once serving (for scripts and tests).
+    #[arg(long)]
+    addr_file: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct InitArgs {
+    /// Directory to write configuration files into.
+    #[arg(long, default_value = "tarn-conf")]
+    dir: PathBuf,
+    /// Namenode addresses (comma-separated HOST:PORT). One address: a single-node group.
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:8020")]
+    namenodes: Vec<String>,
+    /// Data directory on each host.
+    #[arg(long, default_value = "/var/lib/tarn")]
+    data_dir: PathBuf,
+    /// Replace existing files.
+    #[arg(long)]
+    force: bool,
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let daemon = matches!(cli.command, Command::Up(_) | Command::Namenode(_));
+    init_logging(if daemon { "info,openraft=warn" } else { "warn" });
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tarn: start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Up(a) => up::run(a).await,
+            Command::Namenode(a) => run_namenode(a).await,
+            Command::Init(a) => run_init(a),
+            Command::Fs(a) => fs_cmd::run(a).await,
+            Command::Admin(a) => admin_cmd::run(a).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("tarn: {e:#}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+async fn run_namenode(a: NamenodeArgs) -> anyhow::Result<u8> {
+    let mut cfg = match &a.config {
+        Some(p) => TarnConfig::load(p)?.namenode,
+        None => TarnConfig::default().namenode,
+    };
+    if let Some(v) = a.node_id {
+        cfg.node_id = v;
+    }
+    if let Some(v) = a.listen {
+        cfg.listen = v;
+    }
+    if let Some(v) = a.data_dir {
+        cfg.data_dir = v;
+    }
+    if let Some(v) = a.initial_members {
+        cfg.initial_members = v;
+    }
+    let node = tarn_namenode::start(cfg).await?;
+    if let Some(f) = &a.addr_file {
+        let tmp = f.with_extension("tmp");
+        std::fs::write(&tmp, &node.addr)?;
+        std::fs::rename(&tmp, f)?;
+    }
+    println!("namenode {} serving on {}", node.node_id, node.addr);
+    up::wait_for_signal(node.cancelled()).await;
+    node.shutdown().await;
+    Ok(0)
+}
+
+fn run_init(a: InitArgs) -> anyhow::Result<u8> {
+    std::fs::create_dir_all(&a.dir)?;
+    let members: Vec<String> = a.namenodes.iter().enumerate().map(|(i, addr)| format!("{}@{addr}", i + 1)).collect();
+    for (i, addr) in a.namenodes.iter().enumerate() {
+        let id = (i + 1) as u64;
+        let mut cfg = TarnConfig::default();
+        cfg.namenode.node_id = id;
+        let port = addr.rsplit_once(':').map(|(_, p)| p).unwrap_or("8020");
+        cfg.namenode.listen = format!("0.0.0.0:{port}");
+        cfg.namenode.advertise = Some(addr.clone());
+        cfg.namenode.data_dir = a.data_dir.join("namenode");
+        cfg.namenode.initial_members = members.clone();
+        if a.namenodes.len() == 1 {
+            cfg.namenode.files.default_replication = 1;
+        }
+        cfg.client.namenodes = a.namenodes.clone();
+        cfg.namenode.validate()?;
+        let path = a.dir.join(format!("namenode-{id}.toml"));
+        if path.exists() && !a.force {
+            anyhow::bail!("{} exists (use --force to replace it)", path.display());
+        }
+        cfg.save(&path)?;
+        println!("wrote {}", path.display());
+    }
+    println!("start each namenode with: tarn namenode --config <file>; the lowest id forms the group");
+    Ok(0)
+}

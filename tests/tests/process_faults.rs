@@ -1,0 +1,119 @@
+//! Faults that need real processes: SIGKILL of the leader during a stream of creates, and
+//! SIGKILL of every node followed by a restart.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tarn_client::{CreateOptions, NamenodeClient};
+use tarn_tests::{wait_for, ProcCluster};
+
+/// Creates `/w/<writer>/f<n>` one after another until `stop`, recording acknowledged ones.
+async fn writer(
+    c: Arc<NamenodeClient>,
+    id: usize,
+    acked: Arc<Mutex<Vec<String>>>,
+    stop: Arc<tokio::sync::Notify>,
+    n_max: usize,
+) {
+    let opts = CreateOptions { create_parent: true, ..Default::default() };
+    for n in 0..n_max {
+        let path = format!("/w/{id}/f{n:05}");
+        let create = c.create(&path, &opts);
+        tokio::select! {
+            r = create => {
+                r.unwrap_or_else(|e| panic!("create {path} failed: {e}"));
+                acked.lock().unwrap().push(path);
+            }
+            _ = stop.notified() => return,
+        }
+    }
+}
+
+async fn all_paths(c: &NamenodeClient, prefix: &str) -> BTreeSet<String> {
+    c.list_recursive_all(prefix, false).await.expect("list").into_iter().map(|s| s.path).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_leader_during_creates_loses_nothing_acknowledged() {
+    let mut pc = ProcCluster::start(3, |_| {}).await;
+    let result = tokio::time::timeout(Duration::from_secs(120), async {
+        let c = Arc::new(pc.client());
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let writers: Vec<_> =
+            (0..4).map(|i| tokio::spawn(writer(c.clone(), i, acked.clone(), stop.clone(), 100_000))).collect();
+        wait_for("creates before the kill", Duration::from_secs(30), || async {
+            (acked.lock().unwrap().len() >= 400).then_some(())
+        })
+        .await;
+        let leader = c.cluster_status().await.expect("status").leader_id;
+        pc.kill(leader);
+        let at_kill = acked.lock().unwrap().len();
+        // Writers carry on through the election; a new leader must serve them.
+        wait_for("creates after the kill", Duration::from_secs(30), || async {
+            (acked.lock().unwrap().len() >= at_kill + 400).then_some(())
+        })
+        .await;
+        let new_leader = c.cluster_status().await.expect("status").leader_id;
+        assert_ne!(new_leader, leader, "the killed node cannot lead");
+        stop.notify_waiters();
+        for w in writers {
+            w.abort();
+            let _ = w.await;
+        }
+        let acked: BTreeSet<String> = acked.lock().unwrap().iter().cloned().collect();
+        let present = all_paths(&c, "/w/").await;
+        let missing: Vec<&String> = acked.difference(&present).collect();
+        assert!(
+            missing.is_empty(),
+            "{} acknowledged creates lost, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        // The killed node comes back and catches up.
+        pc.restart(leader).await;
+        let back = NamenodeClient::new(&[pc.addrs[leader as usize - 1].clone()]).unwrap();
+        wait_for("the restarted node to rejoin", Duration::from_secs(30), || async {
+            back.cluster_status_of(&pc.addrs[leader as usize - 1]).await.ok().filter(|s| s.leader_id != 0).map(|_| ())
+        })
+        .await;
+        assert!(all_paths(&c, "/w/").await.is_superset(&acked));
+    })
+    .await;
+    if result.is_err() {
+        for i in 1..=3 {
+            eprintln!("--- namenode {i} ---\n{}", pc.log_tail(i));
+        }
+        panic!("timed out");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_everything_and_restart_keeps_the_namespace() {
+    let mut pc = ProcCluster::start(3, |c| c.raft.snapshot_after_entries = 100).await;
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let c = pc.client();
+        for i in 0..300 {
+            let p = format!("/keep/d{}/f{i}", i % 10);
+            let f = c.create(&p, &CreateOptions { create_parent: true, ..Default::default() }).await.unwrap();
+            if i % 2 == 0 {
+                c.complete(&p, f.file_id, None, Default::default()).await.unwrap();
+            }
+        }
+        c.rename("/keep/d1", "/keep/moved", &Default::default()).await.unwrap();
+        let before: Vec<_> = c.list_recursive_all("/", true).await.unwrap();
+        drop(c);
+        for i in 1..=3 {
+            pc.kill(i);
+        }
+        for i in 1..=3 {
+            pc.restart(i).await;
+        }
+        let c = pc.client();
+        let after = c.list_recursive_all("/", true).await.unwrap();
+        assert_eq!(after, before, "namespace changed across a crash of every node");
+    })
+    .await
+    .expect("timed out");
+}

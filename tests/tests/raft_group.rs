@@ -1,0 +1,126 @@
+//! The namenode group in one process: replication to every member, followers redirecting
+//! clients, a follower that missed thousands of entries catching up by snapshot, and a
+//! full stop and restart with the namespace intact.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tarn_client::{CreateOptions, NamenodeClient};
+use tarn_tests::{wait_for, Cluster};
+
+async fn touch(c: &NamenodeClient, path: &str) {
+    let f = c.create(path, &CreateOptions { create_parent: true, ..Default::default() }).await.expect("create");
+    c.complete(path, f.file_id, None, BTreeMap::new()).await.expect("complete");
+}
+
+async fn full_listing(c: &NamenodeClient) -> Vec<(String, u64)> {
+    c.list_recursive_all("/", true).await.expect("list").into_iter().map(|s| (s.path, s.file_id)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_redirect_and_replicate() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let cluster = Cluster::start(3, |_| {}).await;
+        let leader = cluster.leader().await;
+        // A client that only knows a follower is redirected to the leader.
+        let follower = (1..=3).find(|i| *i != leader).unwrap();
+        let c = NamenodeClient::new(&[cluster.addrs[follower as usize - 1].clone()]).unwrap();
+        for i in 0..50 {
+            touch(&c, &format!("/r/f{i:03}")).await;
+        }
+        let listing = full_listing(&c).await;
+        assert_eq!(listing.len(), 51);
+        // Every member applies the same entries.
+        let target = cluster.nodes[leader as usize - 1].as_ref().unwrap().raft.metrics().borrow().last_applied;
+        for n in cluster.nodes.iter().flatten() {
+            n.raft
+                .wait(Some(Duration::from_secs(10)))
+                .applied_index(target.map(|l| l.index), "replicated")
+                .await
+                .unwrap();
+        }
+        let status = c.cluster_status().await.unwrap();
+        assert_eq!(status.members.len(), 3);
+        assert!(status.members.iter().all(|m| m.voter));
+        cluster.shutdown().await;
+    })
+    .await
+    .expect("timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_follower_catches_up_by_snapshot() {
+    tokio::time::timeout(Duration::from_secs(180), async {
+        let mut cluster = Cluster::start(3, |c| {
+            c.raft.snapshot_after_entries = 200;
+            c.raft.logs_kept_after_snapshot = 20;
+            // One operation per entry, so entries pile up fast.
+            c.batch.ops_per_entry_max = 1;
+        })
+        .await;
+        let leader = cluster.leader().await;
+        let lagging = (1..=3).find(|i| *i != leader).unwrap();
+        cluster.stop(lagging).await;
+        let c = cluster.client();
+        for i in 0..600 {
+            c.mkdirs(&format!("/lag/d{i:04}")).await.unwrap();
+        }
+        // The leader has snapshotted and purged what the stopped follower lacks.
+        let lh = cluster.nodes[leader as usize - 1].as_ref().unwrap().raft.clone();
+        wait_for("leader snapshot and purge", Duration::from_secs(30), || async {
+            let m = lh.metrics().borrow().clone();
+            (m.purged.map(|p| p.index).unwrap_or(0) > 300).then_some(())
+        })
+        .await;
+        cluster.restart(lagging).await;
+        let target = lh.metrics().borrow().last_applied.map(|l| l.index);
+        let fh = cluster.nodes[lagging as usize - 1].as_ref().unwrap();
+        fh.raft.wait(Some(Duration::from_secs(60))).applied_index(target, "caught up").await.unwrap();
+        let m = fh.raft.metrics().borrow().clone();
+        assert!(
+            m.snapshot.map(|s| s.index).unwrap_or(0) > 300,
+            "follower did not install a snapshot: {:?}",
+            m.snapshot
+        );
+        // The caught-up follower holds the same namespace: make it the only reader.
+        cluster.stop(leader).await;
+        let other = (1..=3).find(|i| *i != leader && *i != lagging).unwrap();
+        let c2 = NamenodeClient::new(&[
+            cluster.addrs[lagging as usize - 1].clone(),
+            cluster.addrs[other as usize - 1].clone(),
+        ])
+        .unwrap();
+        let listing = full_listing(&c2).await;
+        assert_eq!(listing.iter().filter(|(p, _)| p.starts_with("/lag/d")).count(), 600);
+        cluster.shutdown().await;
+    })
+    .await
+    .expect("timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_all_and_restart_keeps_the_namespace() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let mut cluster = Cluster::start(3, |c| c.raft.snapshot_after_entries = 50).await;
+        let c = cluster.client();
+        for i in 0..120 {
+            touch(&c, &format!("/keep/{}/f{i}", i % 7)).await;
+        }
+        c.rename("/keep/3", "/keep/three", &Default::default()).await.unwrap();
+        c.delete("/keep/5", true, None).await.unwrap();
+        let before = full_listing(&c).await;
+        for i in 1..=3 {
+            cluster.stop(i).await;
+        }
+        for i in 1..=3 {
+            cluster.restart(i).await;
+        }
+        cluster.leader().await;
+        let c = cluster.client();
+        assert_eq!(full_listing(&c).await, before);
+        touch(&c, "/keep/after-restart").await;
+        cluster.shutdown().await;
+    })
+    .await
+    .expect("timed out");
+}
