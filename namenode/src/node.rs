@@ -368,6 +368,7 @@ async fn initialize(cfg: &NamenodeConfig, raft: &Raft, addr: &str) -> Result<(),
 async fn lease_monitor(state: Arc<NodeState>, shutdown: CancellationToken) {
     let mut metrics = state.raft.metrics();
     let mut was_leader = false;
+    let mut cursor = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -383,7 +384,9 @@ async fn lease_monitor(state: Arc<NodeState>, shutdown: CancellationToken) {
         if !is_leader {
             continue;
         }
-        for (file_id, holder) in expired_leases(&state) {
+        let (expired, next) = expired_leases(&state, &cursor);
+        cursor = next;
+        for (file_id, holder) in expired {
             tracing::info!(file_id, %holder, "lease hard limit passed; closing the file");
             let op = Op::RecoverLease { file_id, holder: Some(holder) };
             if let Err(e) = state.proposer.propose(None, op).await {
@@ -393,22 +396,35 @@ async fn lease_monitor(state: Arc<NodeState>, shutdown: CancellationToken) {
     }
 }
 
-/// Open files whose holder is past the hard limit (bounded: at most 1024 per pass).
-fn expired_leases(state: &NodeState) -> Vec<(u64, String)> {
+/// Rows of the open-files table examined per tick: the scan goes round-robin from a
+/// cursor, so a namespace with millions of open files costs the same per tick.
+const LEASE_SCAN_ROWS_PER_TICK: usize = 10_000;
+
+/// Open files after `cursor` whose holder is past the hard limit, and the next cursor
+/// (empty to start over).
+fn expired_leases(state: &NodeState, cursor: &[u8]) -> (Vec<(u64, String)>, Vec<u8>) {
     use crate::kv::KvRead;
     let mut out = Vec::new();
+    let mut seen = 0;
+    let mut last = Vec::new();
     let view = DbView(&state.db);
-    let r = view.scan(CF_UC, &[], None, &mut |k, v| {
+    let r = view.scan(CF_UC, cursor, None, &mut |k, v| {
+        if k == cursor {
+            return Ok(true);
+        }
+        seen += 1;
+        last = k.to_vec();
         let holder = String::from_utf8_lossy(v).to_string();
         if state.leases.hard_expired(&holder) {
             out.push((parse_u64("uc key", k)?, holder));
         }
-        Ok(out.len() < 1024)
+        Ok(seen < LEASE_SCAN_ROWS_PER_TICK)
     });
     if let Err(e) = r {
         tracing::error!(error = %e, "scan open files for expired leases");
     }
-    out
+    let next = if seen < LEASE_SCAN_ROWS_PER_TICK { Vec::new() } else { last };
+    (out, next)
 }
 
 /// The directory layout under a namenode's data directory, for tools and tests.

@@ -222,6 +222,11 @@ impl ProcCluster {
         self.addrs[id as usize - 1] = addr;
     }
 
+    /// The process id of node `id`, while it runs.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.procs[id as usize - 1].as_ref().map(|c| c.id())
+    }
+
     /// SIGKILLs node `id`.
     pub fn kill(&mut self, id: u64) {
         if let Some(mut c) = self.procs[id as usize - 1].take() {

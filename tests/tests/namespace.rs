@@ -316,3 +316,45 @@ async fn bad_input_gets_precise_errors() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_writers_lose_their_leases() {
+    let cluster = Cluster::start(1, |c| {
+        c.leases.soft_limit_ms = 300;
+        c.leases.hard_limit_ms = 1500;
+    })
+    .await;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let addr = cluster.addrs[0].clone();
+        let dead = NamenodeClient::new(std::slice::from_ref(&addr)).unwrap();
+        let next = NamenodeClient::new(std::slice::from_ref(&addr)).unwrap();
+        // Past the soft limit another writer may take the file over.
+        let f = dead.create("/soft", &CreateOptions::default()).await.unwrap();
+        dead.add_block("/soft", f.file_id, None).await.unwrap();
+        let soft = tarn_tests::wait_for("the soft limit to pass", Duration::from_secs(10), || async {
+            next.create("/soft", &CreateOptions { overwrite: true, ..Default::default() }).await.ok()
+        })
+        .await;
+        assert_ne!(soft.file_id, f.file_id);
+        assert_eq!(soft.writer.as_deref(), Some(next.client_name()));
+        // Past the hard limit the namenode closes the file by itself.
+        let g = dead.create("/hard", &CreateOptions::default()).await.unwrap();
+        dead.add_block("/hard", g.file_id, None).await.unwrap();
+        let closed = tarn_tests::wait_for("the hard limit to close the file", Duration::from_secs(20), || async {
+            c_info(&next, "/hard").await.filter(|s| s.writer.is_none())
+        })
+        .await;
+        assert_eq!(closed.file_id, g.file_id);
+        // The unacknowledged open block was dropped (no datanode reported a length).
+        assert_eq!(closed.block_count, 0);
+        let e = dead.complete("/hard", g.file_id, Some(10), BTreeMap::new()).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotLeaseHolder);
+    })
+    .await
+    .expect("test timed out");
+    cluster.shutdown().await;
+}
+
+async fn c_info(c: &NamenodeClient, path: &str) -> Option<tarn_client::FileStatus> {
+    c.get_file_info(path, false).await.ok().flatten()
+}
