@@ -56,6 +56,40 @@ impl KvRead for DbView<'_> {
     }
 }
 
+/// Reads from a point-in-time view of the database: a query sees one state even while
+/// the state machine goes on applying entries.
+pub struct SnapView<'a> {
+    pub db: &'a Db,
+    pub snap: rocksdb::SnapshotWithThreadMode<'a, Db>,
+}
+
+impl<'a> SnapView<'a> {
+    pub fn new(db: &'a Db) -> Self {
+        SnapView { db, snap: db.snapshot() }
+    }
+}
+
+impl KvRead for SnapView<'_> {
+    fn get(&self, cf_name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, FsError> {
+        Ok(self.snap.get_pinned_cf(cf(self.db, cf_name)?, key)?.map(|v| v.to_vec()))
+    }
+
+    fn scan(&self, cf_name: &str, start: &[u8], end: Option<&[u8]>, f: &mut ScanFn<'_>) -> Result<(), FsError> {
+        let it = self.snap.iterator_cf_opt(
+            cf(self.db, cf_name)?,
+            read_opts(end),
+            IteratorMode::From(start, Direction::Forward),
+        );
+        for item in it {
+            let (k, v) = item?;
+            if !f(&k, &v)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A transaction applying one Raft entry.
 pub struct TxView<'a> {
     pub db: &'a Db,

@@ -24,6 +24,8 @@ const SUBTREE_PAGE_ROWS: usize = 4096;
 /// Extended attributes per inode, in bytes (names plus values).
 pub const XATTR_BYTES_MAX: usize = 64 * 1024;
 pub const REPLICATION_MAX: u16 = 512;
+/// Largest block: keeps every size computation far from overflow.
+pub const BLOCK_SIZE_MAX: u64 = 1 << 40;
 
 /// One row of a subtree walk: the `paths` key, the inode id and its kind.
 pub type SubtreeRow = (Vec<u8>, u64, Kind);
@@ -330,7 +332,7 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
         match op {
             Op::Mkdirs { path, mode, owner, group } => {
                 let parts = components(path)?;
-                let dir = self.mkdirs(&parts, *mode, owner, group)?;
+                let dir = self.mkdirs(&parts, *mode, owner, group, false)?;
                 Ok(OpOutput::Inode(Box::new(dir)))
             }
             Op::Create(c) => self.create(c),
@@ -394,7 +396,9 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
         self.put_inode(&dir)
     }
 
-    fn mkdirs(&self, parts: &[&str], mode: u32, owner: &str, group: &str) -> Result<Inode, FsError> {
+    /// Creates missing directories along `parts`. `for_parent`: the last component is the
+    /// parent of something being created, so a file there is "not a directory".
+    fn mkdirs(&self, parts: &[&str], mode: u32, owner: &str, group: &str, for_parent: bool) -> Result<Inode, FsError> {
         let mut cur = self.inode(ROOT_ID)?;
         for (i, name) in parts.iter().enumerate() {
             match self.lookup(cur.id, name)? {
@@ -402,7 +406,7 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
                     let next = self.inode(id)?;
                     if !next.is_dir() {
                         let p = join(&parts[..=i]);
-                        return Err(if i + 1 == parts.len() {
+                        return Err(if i + 1 == parts.len() && !for_parent {
                             FsError::AlreadyExists { path: p }
                         } else {
                             FsError::NotADirectory { path: p }
@@ -438,12 +442,12 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
                 op.replication
             )));
         }
-        if op.block_size == 0 {
-            return Err(FsError::InvalidArgument("block size must be positive".into()));
+        if op.block_size == 0 || op.block_size > BLOCK_SIZE_MAX {
+            return Err(FsError::InvalidArgument(format!("block size {} not in 1..={BLOCK_SIZE_MAX}", op.block_size)));
         }
         check_xattrs(&op.xattrs)?;
         let parent = if op.create_parent {
-            self.mkdirs(parent_parts, 0o755, &op.owner, &op.group)?
+            self.mkdirs(parent_parts, 0o755, &op.owner, &op.group, true)?
         } else {
             self.resolve_dir(parent_parts, &path)?
         };
@@ -464,7 +468,8 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
                 } else if !op.overwrite {
                     return Err(FsError::AlreadyExists { path });
                 }
-                if let Some(holder) = existing.writer.as_ref().filter(|h| **h != op.client_name) {
+                let other = existing.writer.as_ref().filter(|h| **h != op.client_name);
+                if let Some(holder) = other.filter(|h| op.take_over_from.as_ref() != Some(*h)) {
                     return Err(FsError::LeaseConflict { path, holder: holder.clone() });
                 }
                 self.remove_file(&path, &existing)?;
@@ -538,7 +543,7 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
         )?;
         b.length = length;
         self.kv.put(CF_BLOCKS, &key, &encode(&b))?;
-        f.length += length;
+        f.length = f.length.saturating_add(length);
         f.last_block_open = false;
         Ok(())
     }
@@ -546,7 +551,7 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
     /// Re-charges a file after its blocks or replication changed.
     fn recharge(&self, f: &mut Inode, check: bool) -> Result<(), FsError> {
         let new = f.compute_charge();
-        let delta = new as i64 - f.space_charged as i64;
+        let delta = (new as i128 - f.space_charged as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64;
         self.charge(f.parent, None, 0, delta, check)?;
         f.space_charged = new;
         Ok(())
@@ -634,6 +639,7 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
         let mut files = 0u64;
         let mut ns = 1i64;
         let mut space = 0i64;
+        let mut quota_dirs = u64::from(dir.quota.is_some());
         self.for_subtree(path, &mut |page| {
             for (key, id, kind) in page {
                 let inode = self.inode(*id)?;
@@ -641,17 +647,18 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
                     self.drop_blocks(*id)?;
                     self.kv.delete(CF_UC, &id_key(*id))?;
                     files += 1;
-                    space += inode.space_charged as i64;
+                    space = space.saturating_add(inode.space_charged as i64);
                 }
                 ns += 1;
+                quota_dirs += u64::from(inode.quota.is_some());
                 self.kv.delete(CF_INODES, &id_key(*id))?;
                 self.kv.delete(CF_DENTRIES, &dentry_key(inode.parent, &inode.name))?;
                 self.kv.delete(CF_PATHS, key)?;
             }
             Ok(())
         })?;
-        if dir.quota.is_some() {
-            self.quota_dirs.set(Some(self.quota_dirs()?.saturating_sub(1)));
+        if quota_dirs > 0 {
+            self.quota_dirs.set(Some(self.quota_dirs()?.saturating_sub(quota_dirs)));
         }
         self.kv.delete(CF_INODES, &id_key(dir.id))?;
         self.kv.delete(CF_DENTRIES, &dentry_key(dir.parent, &dir.name))?;
@@ -736,6 +743,9 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
             if src == dst {
                 if op.dst_must_be_absent {
                     return Err(FsError::condition(&dst, "no file", format!("file id {}", existing.id)));
+                }
+                if let Some(e) = op.dst_expected_file_id.filter(|e| *e != existing.id) {
+                    return Err(FsError::condition(&dst, format!("file id {e}"), format!("file id {}", existing.id)));
                 }
                 return Ok(OpOutput::Inode(Box::new(inode)));
             }

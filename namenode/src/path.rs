@@ -15,7 +15,12 @@ pub const DEPTH_MAX: usize = 1000;
 /// Validates `path` and returns its components (empty for `/`).
 pub fn components(path: &str) -> Result<Vec<&str>, FsError> {
     if path.len() > PATH_BYTES_MAX {
-        return Err(FsError::invalid_path(&path[..64.min(path.len())], format!("longer than {PATH_BYTES_MAX} bytes")));
+        // Quote the start of it in the message, cut on a character boundary.
+        let mut cut = 64;
+        while !path.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        return Err(FsError::invalid_path(&path[..cut], format!("longer than {PATH_BYTES_MAX} bytes")));
     }
     let Some(rest) = path.strip_prefix('/') else {
         return Err(FsError::invalid_path(path, "must be absolute (start with '/')"));
@@ -102,6 +107,9 @@ mod tests {
         assert!(components(&ok).is_ok());
         let huge = "/a".repeat(PATH_BYTES_MAX);
         assert!(components(&huge).is_err());
+        // Cutting a long path for the message respects character boundaries.
+        let wide = format!("/{}", "é".repeat(PATH_BYTES_MAX));
+        assert!(matches!(components(&wide), Err(FsError::InvalidPath { .. })));
     }
 
     #[test]

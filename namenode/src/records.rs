@@ -106,7 +106,7 @@ impl Inode {
     /// What this file should be charged given its current blocks.
     pub fn compute_charge(&self) -> u64 {
         let open = if self.last_block_open { self.block_size } else { 0 };
-        (self.length + open).saturating_mul(self.replication as u64)
+        self.length.saturating_add(open).saturating_mul(self.replication as u64)
     }
 }
 

@@ -17,7 +17,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::error::FsError;
-use crate::kv::{Db, DbView};
+use crate::kv::{Db, SnapView};
 use crate::leases::Leases;
 use crate::namespace::{Found, Namespace};
 use crate::proposer::{ProposeError, Proposer, ReadGate};
@@ -183,10 +183,31 @@ impl NamenodeService {
         }
     }
 
+    /// A create refused because another client writes the file: if that writer's soft limit
+    /// has passed, replace the file in one operation. It runs under a request id derived from
+    /// the client's, so a retry of the client's call (answered from the retry cache with the
+    /// first refusal) arrives here again and gets the takeover's recorded result.
+    async fn take_over(
+        &self,
+        op: CreateOp,
+        request_id: Option<RequestId>,
+        refused: Status,
+    ) -> Result<OpOutput, Status> {
+        let writer = self.read(|ns| Ok(ns.resolve(&op.path)?.and_then(|f| f.inode.writer))).await?;
+        let Some(holder) = writer.filter(|h| *h == op.client_name || self.s.leases.soft_expired(h)) else {
+            return Err(refused);
+        };
+        if holder != op.client_name {
+            tracing::info!(path = %op.path, %holder, "a writer's soft limit passed; the file is taken over");
+        }
+        let derived = request_id.map(|r| RequestId { client_id: r.client_id, call_id: r.call_id ^ (1 << 63) });
+        self.write(derived, Op::Create(CreateOp { take_over_from: Some(holder), ..op })).await
+    }
+
     /// Runs `f` on the namespace once a linearizable read is allowed.
-    async fn read<T>(&self, f: impl FnOnce(&Namespace<'_, DbView<'_>>) -> Result<T, FsError>) -> Result<T, Status> {
+    async fn read<T>(&self, f: impl FnOnce(&Namespace<'_, SnapView<'_>>) -> Result<T, FsError>) -> Result<T, Status> {
         self.s.reads.wait().await.map_err(|e| propose_status(self.s.node_id, &e))?;
-        let view = DbView(&self.s.db);
+        let view = SnapView::new(&self.s.db);
         let ns = Namespace::new(&view, 0);
         f(&ns).map_err(|e| fs_status(&e))
     }
@@ -232,27 +253,18 @@ impl Namenode for NamenodeService {
             group,
             client_name: r.client_name.clone(),
             xattrs: r.xattrs.into_iter().collect(),
+            take_over_from: None,
         };
         let request_id = rid(r.request_id);
-        match self.write(request_id, Op::Create(op.clone())).await {
-            Err(s) if s.metadata().get("x-tarn-error").is_some_and(|v| v == "LeaseConflict") && r.overwrite => {
-                // The previous writer's soft limit may have passed: take the file over.
-                let holder = self
-                    .read(|ns| Ok(ns.resolve(&path)?.and_then(|f| f.inode.writer.map(|w| (f.inode.id, w)))))
-                    .await?;
-                let Some((file_id, holder)) = holder.filter(|(_, h)| self.s.leases.soft_expired(h)) else {
-                    return Err(s);
-                };
-                tracing::info!(%path, %holder, "recovering an expired lease for a new writer");
-                self.write(None, Op::RecoverLease { file_id, holder: Some(holder) }).await?;
-                let status = self.write_inode(None, Op::Create(op), &path).await?;
-                Ok(Response::new(pb::CreateResponse { status: Some(status) }))
+        let out = match self.write(request_id, Op::Create(op.clone())).await {
+            Err(s) if r.overwrite && s.metadata().get("x-tarn-error").is_some_and(|v| v == "LeaseConflict") => {
+                self.take_over(op, request_id, s).await?
             }
-            Err(s) => Err(s),
-            Ok(OpOutput::Inode(i)) => {
-                Ok(Response::new(pb::CreateResponse { status: Some(status_pb(path, &i, false)) }))
-            }
-            Ok(other) => Err(Status::internal(format!("unexpected result {other:?}"))),
+            other => other?,
+        };
+        match out {
+            OpOutput::Inode(i) => Ok(Response::new(pb::CreateResponse { status: Some(status_pb(path, &i, false)) })),
+            other => Err(Status::internal(format!("unexpected result {other:?}"))),
         }
     }
 

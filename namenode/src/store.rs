@@ -49,6 +49,12 @@ const META_INSTALLING: &[u8] = b"sm_installing";
 const SM_LAST_APPLIED: &[u8] = b"last_applied";
 const SM_MEMBERSHIP: &[u8] = b"membership";
 const SM_RETRY_EXPIRED_BEFORE: &[u8] = b"retry_expired_before";
+/// The state machine's clock: the largest leader timestamp applied so far. Leaders' clocks
+/// differ; the state machine's time never goes backwards.
+const SM_CLOCK_MS: &[u8] = b"clock_ms";
+/// Snapshot records larger than this are corrupt (an inode with its xattrs is far smaller).
+const SNAPSHOT_KEY_BYTES_MAX: usize = 1 << 20;
+const SNAPSHOT_VALUE_BYTES_MAX: usize = 64 << 20;
 
 /// Retry-cache entries are kept for this many whole minutes.
 const RETRY_MINUTES: u64 = 3;
@@ -264,6 +270,8 @@ pub struct StateMachine {
     db: Arc<Db>,
     snapshot_dir: PathBuf,
     incoming: Option<PathBuf>,
+    /// Serializes building and installing snapshots (both publish `current`).
+    snapshot_lock: Arc<std::sync::Mutex<()>>,
 }
 
 impl StateMachine {
@@ -272,13 +280,22 @@ impl StateMachine {
     pub fn open(db: Arc<Db>, snapshot_dir: PathBuf) -> Result<Self, NamenodeError> {
         std::fs::create_dir_all(&snapshot_dir)
             .map_err(|e| NamenodeError::io(format!("create {}", snapshot_dir.display()), e))?;
-        let sm = StateMachine { db, snapshot_dir, incoming: None };
+        let sm = StateMachine { db, snapshot_dir, incoming: None, snapshot_lock: Default::default() };
         let meta = sm.db.cf_handle(CF_RAFT_META).expect("raft_meta column family");
-        if sm.db.get_cf(meta, META_INSTALLING)?.is_some() {
-            tracing::warn!("a snapshot load was interrupted; loading the current snapshot again");
-            let (name, _) = read_current(&sm.snapshot_dir)?
-                .ok_or_else(|| NamenodeError::Raft("interrupted snapshot load but no current snapshot".into()))?;
+        let interrupted = sm.db.get_cf(meta, META_INSTALLING)?.is_some();
+        let current = read_current(&sm.snapshot_dir)?;
+        let sm_meta = sm.db.cf_handle(CF_SM_META).expect("sm_meta column family");
+        let applied: Option<LogId<NodeId>> = match sm.db.get_cf(sm_meta, SM_LAST_APPLIED)? {
+            Some(v) => bincode::deserialize(&v).map_err(|e| corrupt("last_applied", e.to_string()))?,
+            None => None,
+        };
+        // A snapshot received from the leader is published before it is loaded, and the log
+        // is purged up to it: if the state machine is behind it, load it (again).
+        if let Some((name, m)) = current.filter(|(_, m)| interrupted || m.last_log_id > applied) {
+            tracing::warn!(snapshot = %m.snapshot_id, "state machine is behind the current snapshot; loading it");
             load_snapshot_file(&sm.db, &sm.snapshot_dir.join(format!("{name}.snap")))?;
+        } else if interrupted {
+            return Err(NamenodeError::Raft("interrupted snapshot load but no current snapshot".into()));
         }
         let tx = sm.db.transaction();
         let view = TxView { db: &sm.db, tx: &tx };
@@ -308,10 +325,22 @@ impl StateMachine {
                 view_put(&view, CF_SM_META, SM_MEMBERSHIP, &encode(&stored))?;
             }
             EntryPayload::Normal(cmd) => {
-                let ns = Namespace::new(&view, cmd.now_ms);
-                let minute = cmd.now_ms / 60_000;
+                let clock: u64 = match view_get(&view, CF_SM_META, SM_CLOCK_MS)? {
+                    Some(v) => parse_u64("clock", &v)?,
+                    None => 0,
+                };
+                let now_ms = cmd.now_ms.max(clock);
+                if now_ms > clock {
+                    view_put(&view, CF_SM_META, SM_CLOCK_MS, &now_ms.to_be_bytes())?;
+                }
+                let expired: u64 = match view_get(&view, CF_SM_META, SM_RETRY_EXPIRED_BEFORE)? {
+                    Some(v) => parse_u64("retry expiry", &v)?,
+                    None => 0,
+                };
+                let ns = Namespace::new(&view, now_ms);
+                let minute = now_ms / 60_000;
                 for (rid, op) in &cmd.ops {
-                    if let Some(prev) = rid.map(|r| retry_lookup(&view, r, minute)).transpose()?.flatten() {
+                    if let Some(prev) = rid.map(|r| retry_lookup(&view, r, minute, expired)).transpose()?.flatten() {
                         resp.results.push(prev);
                         continue;
                     }
@@ -331,10 +360,6 @@ impl StateMachine {
                     resp.results.push(res);
                 }
                 ns.flush_counters()?;
-                let expired: u64 = match view_get(&view, CF_SM_META, SM_RETRY_EXPIRED_BEFORE)? {
-                    Some(v) => parse_u64("retry expiry", &v)?,
-                    None => 0,
-                };
                 let before = minute.saturating_sub(RETRY_MINUTES);
                 if before > expired {
                     view_put(&view, CF_SM_META, SM_RETRY_EXPIRED_BEFORE, &before.to_be_bytes())?;
@@ -366,9 +391,11 @@ fn retry_key(minute: u64, r: &RequestId) -> [u8; 24] {
     k
 }
 
-/// The recorded result of a request seen in the last [`RETRY_MINUTES`] minutes.
-fn retry_lookup(view: &TxView<'_>, r: RequestId, minute: u64) -> Result<Option<OpResult>, FsError> {
-    for m in (minute.saturating_sub(RETRY_MINUTES - 1)..=minute).rev() {
+/// The recorded result of a request seen in the last [`RETRY_MINUTES`] minutes. Minutes
+/// before `expired` are never consulted, whether or not their records were removed yet, so
+/// every replica answers alike.
+fn retry_lookup(view: &TxView<'_>, r: RequestId, minute: u64, expired: u64) -> Result<Option<OpResult>, FsError> {
+    for m in (minute.saturating_sub(RETRY_MINUTES - 1).max(expired)..=minute).rev() {
         if let Some(v) = view_get(view, CF_RETRY, &retry_key(m, &r))? {
             return Ok(Some(decode("retry cache", &v)?));
         }
@@ -408,7 +435,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder { db: self.db.clone(), dir: self.snapshot_dir.clone() }
+        SnapshotBuilder { db: self.db.clone(), dir: self.snapshot_dir.clone(), lock: self.snapshot_lock.clone() }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, SErr> {
@@ -451,12 +478,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if let Some(incoming) = self.incoming.take() {
             let _ = tokio::fs::remove_file(incoming).await;
         }
-        let (db, dir, m) = (self.db.clone(), self.snapshot_dir.clone(), meta.clone());
+        let (db, dir, m, lock) = (self.db.clone(), self.snapshot_dir.clone(), meta.clone(), self.snapshot_lock.clone());
         tokio::task::spawn_blocking(move || -> Result<(), NamenodeError> {
+            let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
             let data = dir.join(format!("{name}.snap"));
             verify_snapshot_file(&tmp)?;
             std::fs::rename(&tmp, &data).map_err(|e| NamenodeError::io("rename received snapshot", e))?;
-            publish_snapshot(&dir, &name, &m)?;
+            publish_snapshot(&dir, &name, &m, true)?;
             load_snapshot_file(&db, &data)
         })
         .await
@@ -483,17 +511,21 @@ async fn open_current(dir: &Path) -> Result<Option<Snapshot<TypeConfig>>, SErr> 
 pub struct SnapshotBuilder {
     db: Arc<Db>,
     dir: PathBuf,
+    lock: Arc<std::sync::Mutex<()>>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SErr> {
-        let (db, dir) = (self.db.clone(), self.dir.clone());
+        let (db, dir, lock) = (self.db.clone(), self.dir.clone(), self.lock.clone());
         let serr =
             |e: &dyn std::fmt::Display| StorageIOError::write_snapshot(None, &io_err(FsError::Storage(e.to_string())));
-        tokio::task::spawn_blocking(move || build_snapshot_file(&db, &dir))
-            .await
-            .map_err(|e| serr(&e))?
-            .map_err(|e| serr(&e))?;
+        tokio::task::spawn_blocking(move || {
+            let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+            build_snapshot_file(&db, &dir)
+        })
+        .await
+        .map_err(|e| serr(&e))?
+        .map_err(|e| serr(&e))?;
         let snap = open_current(&self.dir).await?;
         snap.ok_or_else(|| serr(&"snapshot vanished after it was built").into())
     }
@@ -514,9 +546,10 @@ fn corrupt(what: &str, reason: impl Into<String>) -> NamenodeError {
 
 /// Writes the snapshot file and makes it current.
 fn build_snapshot_file(db: &Db, dir: &Path) -> Result<(), NamenodeError> {
-    // The snapshot lets the log before it be purged, so what it holds must be durable.
-    db.flush_wal(true)?;
     let snap = db.snapshot();
+    // The snapshot lets the log before it be purged, so what it holds must be durable: the
+    // WAL is synced after the view is taken, covering everything the view contains.
+    db.flush_wal(true)?;
     let sm_meta = db.cf_handle(CF_SM_META).expect("sm_meta column family");
     let applied: Option<LogId<NodeId>> = match snap.get_cf(sm_meta, SM_LAST_APPLIED)? {
         Some(v) => bincode::deserialize(&v).map_err(|e| corrupt("last_applied", e.to_string()))?,
@@ -561,18 +594,24 @@ fn build_snapshot_file(db: &Db, dir: &Path) -> Result<(), NamenodeError> {
     let file = w.into_inner().map_err(|e| NamenodeError::io("flush snapshot", e.into_error()))?;
     file.sync_all().map_err(|e| NamenodeError::io("fsync snapshot", e))?;
     std::fs::rename(&tmp, dir.join(format!("{name}.snap"))).map_err(|e| NamenodeError::io("rename snapshot", e))?;
-    publish_snapshot(dir, &name, &meta)?;
+    publish_snapshot(dir, &name, &meta, false)?;
     tracing::info!(snapshot = %meta.snapshot_id, records, "built snapshot");
     Ok(())
 }
 
 /// Writes the snapshot's metadata and points `current` at it (atomically), then removes
-/// older snapshots.
-fn publish_snapshot(
-    dir: &Path,
-    name: &str,
-    meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
-) -> Result<(), NamenodeError> {
+/// older snapshots. A built snapshot never replaces a newer current one; a snapshot
+/// installed from the leader always does (its data is loaded next).
+fn publish_snapshot(dir: &Path, name: &str, meta: &Meta, installed: bool) -> Result<(), NamenodeError> {
+    if !installed {
+        if let Some((cur, cur_meta)) = read_current(dir)? {
+            if cur_meta.last_log_id > meta.last_log_id {
+                tracing::info!(current = %cur, built = %name, "a newer snapshot is current; dropping the one just built");
+                let _ = std::fs::remove_file(dir.join(format!("{name}.snap")));
+                return Ok(());
+            }
+        }
+    }
     let write_synced = |path: &Path, bytes: &[u8]| -> Result<(), NamenodeError> {
         let tmp = path.with_extension("tmp");
         let mut f =
@@ -585,7 +624,8 @@ fn publish_snapshot(
     let entries = std::fs::read_dir(dir).map_err(|e| NamenodeError::io("list snapshots", e))?;
     for e in entries.flatten() {
         let fname = e.file_name().to_string_lossy().to_string();
-        if fname.starts_with("snapshot-") && !fname.starts_with(&format!("{name}.")) {
+        // In-progress files (.tmp) belong to whoever writes them.
+        if fname.starts_with("snapshot-") && !fname.starts_with(&format!("{name}.")) && !fname.ends_with(".tmp") {
             let _ = std::fs::remove_file(e.path());
         }
     }
@@ -634,6 +674,9 @@ fn read_records(path: &Path, f: &mut RecordFn<'_>) -> Result<u64, NamenodeError>
         read(&mut r, &mut lens)?;
         let klen = u32::from_be_bytes(lens[..4].try_into().expect("4 bytes")) as usize;
         let vlen = u32::from_be_bytes(lens[4..].try_into().expect("4 bytes")) as usize;
+        if klen > SNAPSHOT_KEY_BYTES_MAX || vlen > SNAPSHOT_VALUE_BYTES_MAX {
+            return Err(corrupt("snapshot", format!("record of {klen}+{vlen} bytes")));
+        }
         key.resize(klen, 0);
         val.resize(vlen, 0);
         read(&mut r, &mut key)?;

@@ -114,6 +114,9 @@ pub struct CreateOp {
     pub group: String,
     pub client_name: String,
     pub xattrs: BTreeMap<String, Vec<u8>>,
+    /// Replace the file even though this (expired) holder still writes it: the leader
+    /// decided the holder's soft limit has passed.
+    pub take_over_from: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -106,6 +106,18 @@ impl Cluster {
         NamenodeClient::new(&self.addrs).expect("client")
     }
 
+    /// Starts a new node `id` that is not yet a member (join it with the admin API).
+    pub async fn start_unjoined(&mut self, id: u64) -> String {
+        assert_eq!(id as usize, self.nodes.len() + 1, "node ids are dense");
+        let c = test_config(id, &self._dir.path().join(format!("nn{id}")));
+        let h = tarn_namenode::start(c.clone()).await.expect("start namenode");
+        let addr = h.addr.clone();
+        self.nodes.push(Some(h));
+        self.configs.push(c);
+        self.addrs.push(addr.clone());
+        addr
+    }
+
     /// Stops node `id` (1-based) gracefully.
     pub async fn stop(&mut self, id: u64) {
         if let Some(h) = self.nodes[id as usize - 1].take() {

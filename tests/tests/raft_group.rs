@@ -124,3 +124,39 @@ async fn stop_all_and_restart_keeps_the_namespace() {
     .await
     .expect("timed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_changes_through_the_admin_api() {
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let mut cluster = Cluster::start(3, |_| {}).await;
+        let c = cluster.client();
+        for i in 0..20 {
+            touch(&c, &format!("/m/f{i}")).await;
+        }
+        // A fourth namenode joins as a learner: it receives the log but does not vote.
+        let addr4 = cluster.start_unjoined(4).await;
+        let s = c.add_learner(4, &addr4).await.unwrap();
+        let m4 = s.members.iter().find(|m| m.node_id == 4).expect("member 4");
+        assert!(!m4.voter);
+        // Promoted, it votes; then the old leader is removed and the group goes on.
+        let s = c.change_membership(vec![1, 2, 3, 4], false).await.unwrap();
+        assert_eq!(s.members.iter().filter(|m| m.voter).count(), 4);
+        let leader = cluster.leader().await;
+        let remaining: Vec<u64> = (1..=4).filter(|i| *i != leader).collect();
+        let s = c.change_membership(remaining.clone(), false).await.unwrap();
+        assert_eq!(s.members.iter().map(|m| m.node_id).collect::<Vec<_>>(), remaining);
+        cluster.stop(leader).await;
+        let addrs: Vec<String> = remaining.iter().map(|i| cluster.addrs[*i as usize - 1].clone()).collect();
+        let c = NamenodeClient::new(&addrs).unwrap();
+        touch(&c, "/m/after-removal").await;
+        assert_eq!(full_listing(&c).await.len(), 22, "/m/, 20 files and the one written after the removal");
+        // The new member answers with the whole namespace once it leads or follows.
+        let status = c.cluster_status_of(&addr4).await.unwrap();
+        assert!(status.last_applied > 0);
+        // A snapshot can be forced on any member.
+        assert!(c.trigger_snapshot_on(&addr4).await.unwrap() > 0);
+        cluster.shutdown().await;
+    })
+    .await
+    .expect("timed out");
+}
