@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,23 @@ macro_rules! rpc {
             })
             .await
     }};
+}
+
+/// Lookups carried by one `GetFileInfos` call at most.
+const INFO_BATCH_MAX: usize = 1024;
+/// `GetFileInfos` calls one client has in flight at most; lookups that arrive meanwhile
+/// wait and leave together in the next call.
+const INFO_BATCHES_IN_FLIGHT_MAX: usize = 4;
+
+type InfoWaiter = (pb::GetFileInfoRequest, tokio::sync::oneshot::Sender<Result<Option<FileStatus>>>);
+
+/// Coalesces concurrent `get_file_info` calls into `GetFileInfos` calls. A lookup never
+/// waits for a timer: it leaves at once unless every slot is busy, and then with whatever
+/// queued while the earlier calls were in flight.
+#[derive(Default)]
+struct InfoCoalescer {
+    pending: Mutex<Vec<InfoWaiter>>,
+    flushing: AtomicUsize,
 }
 
 /// Largest response accepted (a listing page).
@@ -82,7 +99,7 @@ impl ErrorKind {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
     /// The namenode refused the operation.
     #[error("{message}")]
@@ -282,6 +299,7 @@ pub struct NamenodeClient {
     user: String,
     client_name: String,
     retry: RetryPolicy,
+    infos: InfoCoalescer,
 }
 
 impl NamenodeClient {
@@ -305,6 +323,7 @@ impl NamenodeClient {
             client_name: format!("tarn-client-{client_id:016x}"),
             user,
             retry: RetryPolicy::default(),
+            infos: InfoCoalescer::default(),
         })
     }
 
@@ -472,8 +491,70 @@ impl NamenodeClient {
         Ok(status_of(r.status))
     }
 
-    /// The status of `path`, or `None` if it does not exist.
+    /// The status of `path`, or `None` if it does not exist. Concurrent calls on one client
+    /// share `GetFileInfos` calls.
     pub async fn get_file_info(&self, path: &str, with_xattrs: bool) -> Result<Option<FileStatus>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let q = pb::GetFileInfoRequest { path: path.into(), with_xattrs };
+        Self::lock(&self.infos.pending).push((q, tx));
+        self.flush_infos().await;
+        match rx.await {
+            Ok(r) => r,
+            // The call carrying this lookup was dropped with its caller: ask alone.
+            Err(_) => self.get_file_info_unary(path, with_xattrs).await,
+        }
+    }
+
+    /// Sends queued lookups while a slot is free. A flusher re-checks the queue after
+    /// giving its slot back, so a lookup queued while every slot was busy is never stranded.
+    async fn flush_infos(&self) {
+        loop {
+            if self.infos.flushing.fetch_add(1, Ordering::AcqRel) >= INFO_BATCHES_IN_FLIGHT_MAX {
+                self.infos.flushing.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+            let batch: Vec<InfoWaiter> = {
+                let mut p = Self::lock(&self.infos.pending);
+                let n = p.len().min(INFO_BATCH_MAX);
+                p.drain(..n).collect()
+            };
+            if !batch.is_empty() {
+                self.send_infos(batch).await;
+            }
+            self.infos.flushing.fetch_sub(1, Ordering::AcqRel);
+            if Self::lock(&self.infos.pending).is_empty() {
+                return;
+            }
+        }
+    }
+
+    async fn send_infos(&self, batch: Vec<InfoWaiter>) {
+        let req = pb::GetFileInfosRequest { requests: batch.iter().map(|(q, _)| q.clone()).collect() };
+        match rpc!(self, nn, get_file_infos, req.clone()) {
+            Ok(resp) => {
+                for ((_, tx), r) in batch.into_iter().zip(resp.results) {
+                    let v = if r.error_kind.is_empty() {
+                        Ok(r.status.map(FileStatus::from))
+                    } else {
+                        let kind = ErrorKind::parse(&r.error_kind);
+                        let code = match kind {
+                            ErrorKind::InvalidPath | ErrorKind::InvalidArgument => tonic::Code::InvalidArgument,
+                            _ => tonic::Code::FailedPrecondition,
+                        };
+                        Err(ClientError::Refused { kind, code, message: r.error_message })
+                    };
+                    let _ = tx.send(v);
+                }
+            }
+            Err(e) => {
+                for (_, tx) in batch {
+                    let _ = tx.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    async fn get_file_info_unary(&self, path: &str, with_xattrs: bool) -> Result<Option<FileStatus>> {
         let msg = pb::GetFileInfoRequest { path: path.into(), with_xattrs };
         match rpc!(self, nn, get_file_info, msg.clone()) {
             Ok(r) => Ok(Some(status_of(r.status))),

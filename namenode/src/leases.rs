@@ -29,11 +29,23 @@ struct Inner {
     renewed: HashMap<String, Instant>,
     /// When this node last became leader: holders it has not heard from count from here.
     epoch: Instant,
+    /// A scan of open files ran after the epoch's hard limit passed.
+    epoch_scanned: bool,
+    /// When the current scan of open files started.
+    scan_started: Instant,
 }
 
 impl Leases {
     pub fn new(limits: LeaseLimits) -> Self {
-        Leases { limits, inner: Mutex::new(Inner { renewed: HashMap::new(), epoch: Instant::now() }) }
+        Leases {
+            limits,
+            inner: Mutex::new(Inner {
+                renewed: HashMap::new(),
+                epoch: Instant::now(),
+                epoch_scanned: false,
+                scan_started: Instant::now(),
+            }),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -52,6 +64,32 @@ impl Leases {
         let mut g = self.lock();
         g.renewed.clear();
         g.epoch = Instant::now();
+        g.epoch_scanned = false;
+    }
+
+    /// Whether a lease may have passed the hard limit since the last full scan of open
+    /// files: cheap (one pass over holders, not files), so the monitor scans files only then.
+    pub fn scan_due(&self) -> bool {
+        let g = self.lock();
+        let hard = self.limits.hard;
+        (!g.epoch_scanned && g.epoch.elapsed() > hard) || g.renewed.values().any(|t| t.elapsed() > hard)
+    }
+
+    /// A full scan of open files starts now.
+    pub fn scan_begin(&self) {
+        self.lock().scan_started = Instant::now();
+    }
+
+    /// A full scan of open files finished: every lease that had expired when it started was
+    /// found and recovered, so those holders are forgotten (one that writes again is renewed
+    /// afresh). Holders that expired during the scan wait for the next one.
+    pub fn scan_done(&self) {
+        let mut g = self.lock();
+        let (hard, started) = (self.limits.hard, g.scan_started);
+        if g.epoch + hard < started {
+            g.epoch_scanned = true;
+        }
+        g.renewed.retain(|_, t| *t + hard >= started);
     }
 
     fn age(&self, holder: &str) -> Duration {

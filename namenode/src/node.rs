@@ -70,9 +70,13 @@ pub struct RaftTuning {
 impl Default for RaftTuning {
     fn default() -> Self {
         RaftTuning {
-            heartbeat_interval_ms: 100,
-            election_timeout_min_ms: 300,
-            election_timeout_max_ms: 600,
+            // Failover takes about two election timeouts: followers refuse votes for
+            // election_timeout_max after the last heartbeat (openraft's leader lease), so the
+            // first candidate's round fails. 200-400 ms keeps it under a second, and 4
+            // heartbeats per timeout keep spurious elections away.
+            heartbeat_interval_ms: 50,
+            election_timeout_min_ms: 200,
+            election_timeout_max_ms: 400,
             snapshot_after_entries: 20_000,
             logs_kept_after_snapshot: 5_000,
             entries_per_append_max: 64,
@@ -364,28 +368,43 @@ async fn initialize(cfg: &NamenodeConfig, raft: &Raft, addr: &str) -> Result<(),
     raft.initialize(members).await.map_err(|e| NamenodeError::Raft(format!("initialize: {e}")))
 }
 
-/// On the leader: closes files whose writer has been silent past the hard limit.
+/// On the leader: closes files whose writer has been silent past the hard limit. Open
+/// files are scanned only when some holder can have expired, a bounded slice per tick.
 async fn lease_monitor(state: Arc<NodeState>, shutdown: CancellationToken) {
-    let mut metrics = state.raft.metrics();
+    let metrics = state.raft.metrics();
     let mut was_leader = false;
-    let mut cursor = Vec::new();
+    let mut cursor: Option<Vec<u8>> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
-            r = metrics.changed() => if r.is_err() { return },
         }
         let is_leader = metrics.borrow().current_leader == Some(state.node_id);
         if is_leader && !was_leader {
             state.leases.reset();
+            cursor = None;
         }
         was_leader = is_leader;
         if !is_leader {
             continue;
         }
-        let (expired, next) = expired_leases(&state, &cursor);
-        cursor = next;
+        // A scan in progress goes on; a new one starts only when a lease can have expired.
+        let from = match cursor.take() {
+            Some(c) => c,
+            None if state.leases.scan_due() => {
+                state.leases.scan_begin();
+                Vec::new()
+            }
+            None => continue,
+        };
+        let (expired, next) = expired_leases(&state, &from);
+        if next.is_empty() {
+            state.leases.scan_done();
+        } else {
+            cursor = Some(next);
+        }
         for (file_id, holder) in expired {
             tracing::info!(file_id, %holder, "lease hard limit passed; closing the file");
             let op = Op::RecoverLease { file_id, holder: Some(holder) };

@@ -308,6 +308,40 @@ impl Namenode for NamenodeService {
         Ok(Response::new(pb::GetFileInfoResponse { status: Some(status_pb(found.path, &found.inode, r.with_xattrs)) }))
     }
 
+    async fn get_file_infos(
+        &self,
+        req: Request<pb::GetFileInfosRequest>,
+    ) -> Result<Response<pb::GetFileInfosResponse>, Status> {
+        let r = req.into_inner();
+        if r.requests.len() > LIST_LIMIT_MAX {
+            return Err(fs_status(&FsError::InvalidArgument(format!(
+                "{} lookups in one call, over {LIST_LIMIT_MAX}",
+                r.requests.len()
+            ))));
+        }
+        let results = self
+            .read(|ns| {
+                Ok(r.requests
+                    .iter()
+                    .map(|q| match ns.resolve(&q.path) {
+                        Ok(Some(f)) => pb::FileInfoResult {
+                            status: Some(status_pb(f.path, &f.inode, q.with_xattrs)),
+                            ..Default::default()
+                        },
+                        Ok(None) => pb::FileInfoResult::default(),
+                        Err(e) => {
+                            let s = fs_status(&e);
+                            let kind =
+                                s.metadata().get("x-tarn-error").and_then(|v| v.to_str().ok()).unwrap_or("Other");
+                            pb::FileInfoResult { status: None, error_kind: kind.into(), error_message: e.to_string() }
+                        }
+                    })
+                    .collect())
+            })
+            .await?;
+        Ok(Response::new(pb::GetFileInfosResponse { results }))
+    }
+
     async fn get_blocks(&self, req: Request<pb::GetBlocksRequest>) -> Result<Response<pb::GetBlocksResponse>, Status> {
         let r = req.into_inner();
         let (id, (blocks, more)) = self

@@ -162,11 +162,14 @@ pub fn tarn_bin() -> PathBuf {
     if let Ok(p) = std::env::var("TARN_BIN") {
         return PathBuf::from(p);
     }
+    // Test executables live in target/<profile>/deps, binaries in target/<profile>.
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let bin = dir.join("tarn");
-    assert!(bin.exists(), "{} not built: run `cargo build --bin tarn` first (scripts/test does)", bin.display());
-    bin
+    let dir = exe.parent().expect("exe dir");
+    let candidates = [dir.join("tarn"), dir.parent().map(|d| d.join("tarn")).unwrap_or_default()];
+    let bin = candidates.iter().find(|p| p.is_file()).cloned();
+    bin.unwrap_or_else(|| {
+        panic!("{} not built: run `cargo build --bin tarn` first (scripts/test does)", candidates[1].display())
+    })
 }
 
 /// Namenodes as separate `tarn namenode` processes.

@@ -184,14 +184,6 @@ async fn throughput(nodes: usize, connections: usize, depth: usize, creates: u64
     })
     .await;
     report("get_file_info", rate, &h);
-    let pre = creates / 4;
-    let (rate, h) = drive(&cs, depth, pre, move |c, i| async move {
-        let p = file_path(i);
-        let st = c.get_file_info(&p, false).await.expect("stat").expect("exists");
-        c.complete(&p, st.file_id, None, Default::default()).await.expect("complete");
-    })
-    .await;
-    report("stat+complete (2 rpcs)", rate * 2.0, &h);
     Ok(())
 }
 
