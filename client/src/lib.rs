@@ -39,7 +39,7 @@ macro_rules! rpc {
 const INFO_BATCH_MAX: usize = 1024;
 /// `GetFileInfos` calls one client has in flight at most; lookups that arrive meanwhile
 /// wait and leave together in the next call.
-const INFO_BATCHES_IN_FLIGHT_MAX: usize = 4;
+const INFO_BATCHES_IN_FLIGHT_MAX: usize = 32;
 
 type InfoWaiter = (pb::GetFileInfoRequest, tokio::sync::oneshot::Sender<Result<Option<FileStatus>>>);
 

@@ -140,6 +140,9 @@ pub fn now_ms() -> u64 {
 
 type ReadWaiter = oneshot::Sender<Result<(), ProposeError>>;
 
+/// Leadership confirmations (read-index rounds) in flight at once.
+const READ_ROUNDS_IN_FLIGHT_MAX: usize = 4;
+
 /// Linearizable reads: many readers share one leadership confirmation.
 #[derive(Clone)]
 pub struct ReadGate {
@@ -149,19 +152,27 @@ pub struct ReadGate {
 impl ReadGate {
     pub fn spawn(raft: Raft, queue_max: usize, shutdown: CancellationToken) -> Self {
         let (tx, mut rx) = mpsc::channel::<ReadWaiter>(queue_max);
+        // Rounds are pipelined: with one at a time, reads on a group are bound by the
+        // heartbeat round-trip, not by CPU.
+        let rounds = std::sync::Arc::new(Semaphore::new(READ_ROUNDS_IN_FLIGHT_MAX));
         tokio::spawn(async move {
             loop {
                 let first = tokio::select! {
                     _ = shutdown.cancelled() => return,
                     w = rx.recv() => match w { Some(w) => w, None => return },
                 };
+                let Ok(permit) = rounds.clone().acquire_owned().await else { return };
                 // Everyone who arrived before this round starts is covered by it.
                 let mut waiters = vec![first];
                 waiters.extend(std::iter::from_fn(|| rx.try_recv().ok()));
-                let r = raft.ensure_linearizable().await.map(|_| ()).map_err(ProposeError::from);
-                for w in waiters {
-                    let _ = w.send(r.clone());
-                }
+                let raft = raft.clone();
+                tokio::spawn(async move {
+                    let r = raft.ensure_linearizable().await.map(|_| ()).map_err(ProposeError::from);
+                    drop(permit);
+                    for w in waiters {
+                        let _ = w.send(r.clone());
+                    }
+                });
             }
         });
         ReadGate { tx }

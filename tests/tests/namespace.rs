@@ -358,3 +358,36 @@ async fn dead_writers_lose_their_leases() {
 async fn c_info(c: &NamenodeClient, path: &str) -> Option<tarn_client::FileStatus> {
     c.get_file_info(path, false).await.ok().flatten()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_lookups_each_get_their_own_answer() {
+    with_cluster(|c| async move {
+        for i in 0..50 {
+            touch(&c, &format!("/look/f{i}")).await;
+        }
+        let c = std::sync::Arc::new(c);
+        // Many lookups at once on one client share GetFileInfos calls.
+        let tasks: Vec<_> = (0..300)
+            .map(|i| {
+                let c = c.clone();
+                tokio::spawn(async move {
+                    let path = match i % 3 {
+                        0 => format!("/look/f{}", i % 50),
+                        1 => format!("/look/missing{i}"),
+                        _ => format!("/look/../bad{i}"),
+                    };
+                    (i, path.clone(), c.get_file_info(&path, false).await)
+                })
+            })
+            .collect();
+        for t in tasks {
+            let (i, path, r) = t.await.unwrap();
+            match i % 3 {
+                0 => assert_eq!(r.unwrap().expect("exists").path, path),
+                1 => assert!(r.unwrap().is_none(), "{path} should be missing"),
+                _ => assert_eq!(r.unwrap_err().kind(), ErrorKind::InvalidPath, "{path}"),
+            }
+        }
+    })
+    .await;
+}
