@@ -62,7 +62,7 @@ fn print_status(s: &tarn_client::pb::ClusterStatusResponse) {
 }
 
 pub async fn run(a: AdminArgs) -> anyhow::Result<u8> {
-    let c = NamenodeClient::new(std::slice::from_ref(&a.namenode))?;
+    let c = NamenodeClient::new(std::slice::from_ref(&a.namenode))?.with_retry(crate::cli_retry());
     match a.cmd {
         AdminCmd::Status => print_status(&c.cluster_status().await?),
         AdminCmd::AddLearner { id, addr } => print_status(&c.add_learner(id, &addr).await?),
@@ -87,9 +87,13 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<u8> {
         AdminCmd::SetQuota { path, namespace, space } => {
             let s = c.set_quota(&path, namespace, space).await?;
             if let Some(q) = s.quota {
+                let show = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "none".into());
                 println!(
-                    "{path}: namespace quota {:?} (used {}), space quota {:?} (used {})",
-                    q.namespace_quota, q.namespace_used, q.space_quota, q.space_used
+                    "{path}: namespace quota {} (used {}), space quota {} (used {})",
+                    show(q.namespace_quota),
+                    q.namespace_used,
+                    show(q.space_quota),
+                    q.space_used
                 );
             } else {
                 println!("{path}: no quota");

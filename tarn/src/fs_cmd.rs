@@ -64,7 +64,7 @@ enum FsCmd {
 }
 
 pub async fn run(a: FsArgs) -> anyhow::Result<u8> {
-    let client = NamenodeClient::new(std::slice::from_ref(&a.namenode))?;
+    let client = NamenodeClient::new(std::slice::from_ref(&a.namenode))?.with_retry(crate::cli_retry());
     match exec(&client, a.cmd).await {
         Ok(()) => Ok(0),
         Err(e) => match e.downcast_ref::<ClientError>() {

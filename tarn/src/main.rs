@@ -86,6 +86,12 @@ struct InitArgs {
     force: bool,
 }
 
+/// Interactive commands give up sooner than daemons: a wrong address or a cluster without
+/// a quorum is reported within 10 s (elections take well under a second).
+pub fn cli_retry() -> tarn_client::RetryPolicy {
+    tarn_client::RetryPolicy { deadline: std::time::Duration::from_secs(10), ..Default::default() }
+}
+
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
