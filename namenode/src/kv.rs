@@ -35,6 +35,19 @@ fn read_opts(end: Option<&[u8]>) -> ReadOptions {
     o
 }
 
+type KvItem = Result<(Box<[u8]>, Box<[u8]>), rocksdb::Error>;
+
+/// Hands each key and value of `it` to `f` until it returns `false`.
+fn visit(it: impl Iterator<Item = KvItem>, f: &mut ScanFn<'_>) -> Result<(), FsError> {
+    for item in it {
+        let (k, v) = item?;
+        if !f(&k, &v)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// Reads straight from the database (what the leader serves queries from).
 pub struct DbView<'a>(pub &'a Db);
 
@@ -46,13 +59,7 @@ impl KvRead for DbView<'_> {
     fn scan(&self, cf_name: &str, start: &[u8], end: Option<&[u8]>, f: &mut ScanFn<'_>) -> Result<(), FsError> {
         let it =
             self.0.iterator_cf_opt(cf(self.0, cf_name)?, read_opts(end), IteratorMode::From(start, Direction::Forward));
-        for item in it {
-            let (k, v) = item?;
-            if !f(&k, &v)? {
-                break;
-            }
-        }
-        Ok(())
+        visit(it, f)
     }
 }
 
@@ -80,13 +87,7 @@ impl KvRead for SnapView<'_> {
             read_opts(end),
             IteratorMode::From(start, Direction::Forward),
         );
-        for item in it {
-            let (k, v) = item?;
-            if !f(&k, &v)? {
-                break;
-            }
-        }
-        Ok(())
+        visit(it, f)
     }
 }
 
@@ -107,13 +108,7 @@ impl KvRead for TxView<'_> {
             read_opts(end),
             IteratorMode::From(start, Direction::Forward),
         );
-        for item in it {
-            let (k, v) = item?;
-            if !f(&k, &v)? {
-                break;
-            }
-        }
-        Ok(())
+        visit(it, f)
     }
 }
 
