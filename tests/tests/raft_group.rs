@@ -62,14 +62,26 @@ async fn lagging_follower_catches_up_by_snapshot() {
         let lagging = (1..=3).find(|i| *i != leader).unwrap();
         cluster.stop(lagging).await;
         let c = cluster.client();
-        for i in 0..600 {
-            c.mkdirs(&format!("/lag/d{i:04}")).await.unwrap();
+        // Thousands of entries (one operation each) while it is away, in parallel streams.
+        let c = std::sync::Arc::new(c);
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let c = c.clone();
+                tokio::spawn(async move {
+                    for i in (w..2000).step_by(4) {
+                        c.mkdirs(&format!("/lag/d{i:04}")).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.await.unwrap();
         }
         // The leader has snapshotted and purged what the stopped follower lacks.
         let lh = cluster.nodes[leader as usize - 1].as_ref().unwrap().raft.clone();
         wait_for("leader snapshot and purge", Duration::from_secs(30), || async {
             let m = lh.metrics().borrow().clone();
-            (m.purged.map(|p| p.index).unwrap_or(0) > 300).then_some(())
+            (m.purged.map(|p| p.index).unwrap_or(0) > 1500).then_some(())
         })
         .await;
         cluster.restart(lagging).await;
@@ -78,7 +90,7 @@ async fn lagging_follower_catches_up_by_snapshot() {
         fh.raft.wait(Some(Duration::from_secs(60))).applied_index(target, "caught up").await.unwrap();
         let m = fh.raft.metrics().borrow().clone();
         assert!(
-            m.snapshot.map(|s| s.index).unwrap_or(0) > 300,
+            m.snapshot.map(|s| s.index).unwrap_or(0) > 1500,
             "follower did not install a snapshot: {:?}",
             m.snapshot
         );
@@ -91,7 +103,7 @@ async fn lagging_follower_catches_up_by_snapshot() {
         ])
         .unwrap();
         let listing = full_listing(&c2).await;
-        assert_eq!(listing.iter().filter(|(p, _)| p.starts_with("/lag/d")).count(), 600);
+        assert_eq!(listing.iter().filter(|(p, _)| p.starts_with("/lag/d")).count(), 2000);
         cluster.shutdown().await;
     })
     .await
