@@ -507,7 +507,11 @@ impl NamenodeClient {
 
     /// Sends queued lookups while a slot is free. A flusher re-checks the queue after
     /// giving its slot back, so a lookup queued while every slot was busy is never stranded.
+    /// After a couple of rounds a flusher leaves the queue to other active flushers (its own
+    /// caller is waiting); the last active flusher always drains it.
     async fn flush_infos(&self) {
+        const ROUNDS_BEFORE_HANDOFF: usize = 2;
+        let mut rounds = 0;
         loop {
             if self.infos.flushing.fetch_add(1, Ordering::AcqRel) >= INFO_BATCHES_IN_FLIGHT_MAX {
                 self.infos.flushing.fetch_sub(1, Ordering::AcqRel);
@@ -521,8 +525,12 @@ impl NamenodeClient {
             if !batch.is_empty() {
                 self.send_infos(batch).await;
             }
-            self.infos.flushing.fetch_sub(1, Ordering::AcqRel);
+            rounds += 1;
+            let others_active = self.infos.flushing.fetch_sub(1, Ordering::AcqRel) - 1;
             if Self::lock(&self.infos.pending).is_empty() {
+                return;
+            }
+            if rounds >= ROUNDS_BEFORE_HANDOFF && others_active > 0 {
                 return;
             }
         }
