@@ -48,3 +48,27 @@ async fn fs_and_admin_commands() {
     assert_eq!(o.status.code(), Some(2), "usage errors exit 2");
     cluster.shutdown().await;
 }
+
+#[test]
+fn init_writes_one_config_per_namenode() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("conf");
+    let conf_s = conf.to_str().unwrap();
+    let nodes = "10.0.0.1:8020,10.0.0.2:8020,10.0.0.3:8020";
+    let o = Command::new(tarn_bin()).args(["init", "--dir", conf_s, "--namenodes", nodes]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    for id in 1..=3 {
+        let t = std::fs::read_to_string(conf.join(format!("namenode-{id}.toml"))).unwrap();
+        let v: toml::Value = toml::from_str(&t).unwrap();
+        let nn = &v["namenode"];
+        assert_eq!(nn["node_id"].as_integer(), Some(id));
+        assert_eq!(nn["advertise"].as_str(), Some(format!("10.0.0.{id}:8020").as_str()));
+        let members: Vec<&str> =
+            nn["initial_members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+        assert_eq!(members, ["1@10.0.0.1:8020", "2@10.0.0.2:8020", "3@10.0.0.3:8020"]);
+    }
+    // A second run refuses to overwrite without --force.
+    let o = Command::new(tarn_bin()).args(["init", "--dir", conf_s, "--namenodes", nodes]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("--force"), "{}", text(&o));
+}
