@@ -58,14 +58,15 @@ impl From<rocksdb::Error> for FsError {
     }
 }
 
-/// Errors of the namenode process: storage, configuration, raft.
+/// Errors of the namenode process: storage, configuration, raft. Variants with a `source`
+/// do not repeat it in their message; print the chain (`{:#}` with anyhow) to see it.
 #[derive(Debug, thiserror::Error)]
 pub enum NamenodeError {
-    #[error("open namespace store at {path}: {source}")]
+    #[error("open namespace store at {path}")]
     OpenStore { path: String, source: rocksdb::Error },
     #[error("namespace store: {0}")]
     Store(#[from] rocksdb::Error),
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io { context: String, source: std::io::Error },
     #[error("corrupt record in {what}: {reason}")]
     Corrupt { what: String, reason: String },
@@ -73,12 +74,24 @@ pub enum NamenodeError {
     Raft(String),
     #[error("configuration: {0}")]
     Config(String),
-    #[error("bind {addr}: {source}")]
+    #[error("bind {addr}")]
     Bind { addr: String, source: std::io::Error },
 }
 
 impl NamenodeError {
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         NamenodeError::Io { context: context.into(), source }
+    }
+
+    /// The message with every cause, for places that keep only a string.
+    pub fn chain(&self) -> String {
+        let mut s = self.to_string();
+        let mut cur = std::error::Error::source(self);
+        while let Some(c) = cur {
+            s.push_str(": ");
+            s.push_str(&c.to_string());
+            cur = c.source();
+        }
+        s
     }
 }

@@ -542,7 +542,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         })
         .await
         .map_err(|e| werr(&e))?
-        .map_err(|e| werr(&e))?;
+        .map_err(|e| werr(&e.chain()))?;
         tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot from leader");
         Ok(())
     }
@@ -555,7 +555,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 async fn open_current(dir: &Path) -> Result<Option<Snapshot<TypeConfig>>, SErr> {
     let rerr =
         |e: &dyn std::fmt::Display| StorageIOError::read_snapshot(None, &io_err(FsError::Storage(e.to_string())));
-    let Some((name, meta)) = read_current(dir).map_err(|e| rerr(&e))? else { return Ok(None) };
+    let Some((name, meta)) = read_current(dir).map_err(|e| rerr(&e.chain()))? else { return Ok(None) };
     let f = tokio::fs::File::open(dir.join(format!("{name}.snap"))).await.map_err(|e| rerr(&e))?;
     Ok(Some(Snapshot { meta, snapshot: Box::new(f) }))
 }
@@ -578,7 +578,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         })
         .await
         .map_err(|e| serr(&e))?
-        .map_err(|e| serr(&e))?;
+        .map_err(|e| serr(&e.chain()))?;
         let snap = open_current(&self.dir).await?;
         snap.ok_or_else(|| serr(&"snapshot vanished after it was built").into())
     }
