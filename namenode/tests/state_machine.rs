@@ -89,3 +89,37 @@ async fn a_refused_operation_in_a_batch_leaves_the_others() {
     let out2 = sm2.apply([entry(1, 1_000, ops)]).await.unwrap();
     assert_eq!(file_id(&out2[0].results[2]), file_id(&r[2]));
 }
+
+#[tokio::test]
+async fn a_published_but_unloaded_snapshot_is_loaded_at_open() {
+    use openraft::storage::RaftSnapshotBuilder;
+    use tarn_namenode::kv::DbView;
+    use tarn_namenode::namespace::Namespace;
+
+    let mem = DbMemory { block_cache_bytes: 8 << 20, write_buffer_bytes: 8 << 20 };
+    // A leader's state machine with some files, and a snapshot of it.
+    let dir1 = tempfile::tempdir().unwrap();
+    let db1 = open_db(&dir1.path().join("db"), mem).unwrap();
+    let mut sm1 = StateMachine::open(db1, dir1.path().join("snapshots")).unwrap();
+    let ops = (0..50).map(|i| (None, create(&format!("/s/f{i}"), "c"))).collect();
+    sm1.apply([entry(1, 1_000, ops)]).await.unwrap();
+    let snap = sm1.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(1));
+    // A follower crashed after publishing the received snapshot and before loading it:
+    // its snapshot directory has it as current, its state machine is empty.
+    let dir2 = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir2.path().join("snapshots")).unwrap();
+    for e in std::fs::read_dir(dir1.path().join("snapshots")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir2.path().join("snapshots").join(e.file_name())).unwrap();
+    }
+    let db2 = open_db(&dir2.path().join("db"), mem).unwrap();
+    let mut sm2 = StateMachine::open(db2.clone(), dir2.path().join("snapshots")).unwrap();
+    let (applied, _) = sm2.applied_state().await.unwrap();
+    assert_eq!(applied, snap.meta.last_log_id, "open must load the snapshot the log was purged to");
+    let view = DbView(&db2);
+    let ns = Namespace::new(&view, 0);
+    for i in [0, 25, 49] {
+        assert!(ns.resolve(&format!("/s/f{i}")).unwrap().is_some(), "f{i} missing after load");
+    }
+}
