@@ -137,7 +137,17 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> Result<VoteResponse<NodeId>, RpcErr> {
         self.call(Kind::Vote, &rpc, &option).await
     }
+
+    /// Retry an unreachable peer every 100 ms (openraft's default is 500 ms): a restarted
+    /// follower must hear from the leader before its election timeout (200 ms and up) fires,
+    /// or it campaigns and disrupts a healthy leader.
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(RAFT_UNREACHABLE_RETRY))
+    }
 }
+
+/// How often the leader retries a peer it cannot reach.
+pub const RAFT_UNREACHABLE_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Receives Raft messages from peers.
 pub struct RaftTransportService {

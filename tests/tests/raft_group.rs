@@ -35,7 +35,7 @@ async fn followers_redirect_and_replicate() {
         for n in cluster.nodes.iter().flatten() {
             n.raft
                 .wait(Some(Duration::from_secs(10)))
-                .applied_index(target.map(|l| l.index), "replicated")
+                .applied_index_at_least(target.map(|l| l.index), "replicated")
                 .await
                 .unwrap();
         }
@@ -87,7 +87,7 @@ async fn lagging_follower_catches_up_by_snapshot() {
         cluster.restart(lagging).await;
         let target = lh.metrics().borrow().last_applied.map(|l| l.index);
         let fh = cluster.nodes[lagging as usize - 1].as_ref().unwrap();
-        fh.raft.wait(Some(Duration::from_secs(60))).applied_index(target, "caught up").await.unwrap();
+        fh.raft.wait(Some(Duration::from_secs(60))).applied_index_at_least(target, "caught up").await.unwrap();
         let m = fh.raft.metrics().borrow().clone();
         assert!(
             m.snapshot.map(|s| s.index).unwrap_or(0) > 1500,
