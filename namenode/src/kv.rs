@@ -1,5 +1,5 @@
-//! The two views the namespace logic works through: [`KvRead`] (the database, for queries)
-//! and [`KvWrite`] (a RocksDB optimistic transaction, for applying a Raft entry: it reads
+//! The two views the namespace logic works through: [`KvRead`] (a point-in-time snapshot
+//! of the database, for queries) and [`KvWrite`] (a RocksDB optimistic transaction, for applying a Raft entry: it reads
 //! its own writes, and a savepoint per operation undoes a refused operation whole).
 
 use rocksdb::{ColumnFamily, Direction, IteratorMode, ReadOptions, Transaction};
@@ -46,21 +46,6 @@ fn visit(it: impl Iterator<Item = KvItem>, f: &mut ScanFn<'_>) -> Result<(), FsE
         }
     }
     Ok(())
-}
-
-/// Reads straight from the database (what the leader serves queries from).
-pub struct DbView<'a>(pub &'a Db);
-
-impl KvRead for DbView<'_> {
-    fn get(&self, cf_name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, FsError> {
-        Ok(self.0.get_pinned_cf(cf(self.0, cf_name)?, key)?.map(|v| v.to_vec()))
-    }
-
-    fn scan(&self, cf_name: &str, start: &[u8], end: Option<&[u8]>, f: &mut ScanFn<'_>) -> Result<(), FsError> {
-        let it =
-            self.0.iterator_cf_opt(cf(self.0, cf_name)?, read_opts(end), IteratorMode::From(start, Direction::Forward));
-        visit(it, f)
-    }
 }
 
 /// Reads from a point-in-time view of the database: a query sees one state even while

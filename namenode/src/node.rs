@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 pub use tokio_util::sync::CancellationToken;
 
 use crate::error::NamenodeError;
-use crate::kv::DbView;
+use crate::kv::SnapView;
 use crate::leases::{LeaseLimits, Leases};
 use crate::network::{RaftNet, RaftTransportService, RAFT_MESSAGE_BYTES_MAX};
 use crate::proposer::{BatchLimits, Proposer, ReadGate};
@@ -426,7 +426,7 @@ fn expired_leases(state: &NodeState, cursor: &[u8]) -> (Vec<(u64, String)>, Vec<
     let mut out = Vec::new();
     let mut seen = 0;
     let mut last = Vec::new();
-    let view = DbView(&state.db);
+    let view = SnapView::new(&state.db);
     let r = view.scan(CF_UC, cursor, None, &mut |k, v| {
         if k == cursor {
             return Ok(true);

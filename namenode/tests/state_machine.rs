@@ -34,6 +34,15 @@ fn create(path: &str, client: &str) -> Op {
     })
 }
 
+const MEM: DbMemory = DbMemory { block_cache_bytes: 8 << 20, write_buffer_bytes: 8 << 20 };
+
+/// A state machine on a fresh database in `dir`.
+fn open_sm(dir: &std::path::Path) -> (std::sync::Arc<tarn_namenode::kv::Db>, StateMachine) {
+    let db = open_db(&dir.join("db"), MEM).unwrap();
+    let sm = StateMachine::open(db.clone(), dir.join("snapshots")).unwrap();
+    (db, sm)
+}
+
 fn file_id(r: &Result<OpOutput, FsError>) -> u64 {
     match r {
         Ok(OpOutput::Inode(i)) => i.id,
@@ -44,9 +53,7 @@ fn file_id(r: &Result<OpOutput, FsError>) -> u64 {
 #[tokio::test]
 async fn retries_get_the_first_result_even_when_the_clock_goes_back() {
     let dir = tempfile::tempdir().unwrap();
-    let db =
-        open_db(&dir.path().join("db"), DbMemory { block_cache_bytes: 8 << 20, write_buffer_bytes: 8 << 20 }).unwrap();
-    let mut sm = StateMachine::open(db, dir.path().join("snapshots")).unwrap();
+    let (_, mut sm) = open_sm(dir.path());
     let rid = Some(RequestId { client_id: 7, call_id: 1 });
     // Leader A applies the create at 12:01:00.050 ...
     let minute = 1_000 * 60_000;
@@ -66,9 +73,7 @@ async fn retries_get_the_first_result_even_when_the_clock_goes_back() {
 #[tokio::test]
 async fn a_refused_operation_in_a_batch_leaves_the_others() {
     let dir = tempfile::tempdir().unwrap();
-    let db =
-        open_db(&dir.path().join("db"), DbMemory { block_cache_bytes: 8 << 20, write_buffer_bytes: 8 << 20 }).unwrap();
-    let mut sm = StateMachine::open(db, dir.path().join("snapshots")).unwrap();
+    let (_, mut sm) = open_sm(dir.path());
     let ops = vec![
         (None, create("/b/1", "c")),
         // Refused half-way: the parent directories it made must vanish with it.
@@ -82,9 +87,7 @@ async fn a_refused_operation_in_a_batch_leaves_the_others() {
     // Ids handed out by the refused operation are not reused differently on replay:
     // applying the same entry on a fresh replica gives the same ids.
     let dir2 = tempfile::tempdir().unwrap();
-    let db2 =
-        open_db(&dir2.path().join("db"), DbMemory { block_cache_bytes: 8 << 20, write_buffer_bytes: 8 << 20 }).unwrap();
-    let mut sm2 = StateMachine::open(db2, dir2.path().join("snapshots")).unwrap();
+    let (_, mut sm2) = open_sm(dir2.path());
     let ops = vec![(None, create("/b/1", "c")), (None, create("/b/1/child", "c")), (None, create("/b/2", "c"))];
     let out2 = sm2.apply([entry(1, 1_000, ops)]).await.unwrap();
     assert_eq!(file_id(&out2[0].results[2]), file_id(&r[2]));
@@ -93,14 +96,12 @@ async fn a_refused_operation_in_a_batch_leaves_the_others() {
 #[tokio::test]
 async fn a_published_but_unloaded_snapshot_is_loaded_at_open() {
     use openraft::storage::RaftSnapshotBuilder;
-    use tarn_namenode::kv::DbView;
+    use tarn_namenode::kv::SnapView;
     use tarn_namenode::namespace::Namespace;
 
-    let mem = DbMemory { block_cache_bytes: 8 << 20, write_buffer_bytes: 8 << 20 };
     // A leader's state machine with some files, and a snapshot of it.
     let dir1 = tempfile::tempdir().unwrap();
-    let db1 = open_db(&dir1.path().join("db"), mem).unwrap();
-    let mut sm1 = StateMachine::open(db1, dir1.path().join("snapshots")).unwrap();
+    let (_, mut sm1) = open_sm(dir1.path());
     let ops = (0..50).map(|i| (None, create(&format!("/s/f{i}"), "c"))).collect();
     sm1.apply([entry(1, 1_000, ops)]).await.unwrap();
     let snap = sm1.get_snapshot_builder().await.build_snapshot().await.unwrap();
@@ -113,11 +114,10 @@ async fn a_published_but_unloaded_snapshot_is_loaded_at_open() {
         let e = e.unwrap();
         std::fs::copy(e.path(), dir2.path().join("snapshots").join(e.file_name())).unwrap();
     }
-    let db2 = open_db(&dir2.path().join("db"), mem).unwrap();
-    let mut sm2 = StateMachine::open(db2.clone(), dir2.path().join("snapshots")).unwrap();
+    let (db2, mut sm2) = open_sm(dir2.path());
     let (applied, _) = sm2.applied_state().await.unwrap();
     assert_eq!(applied, snap.meta.last_log_id, "open must load the snapshot the log was purged to");
-    let view = DbView(&db2);
+    let view = SnapView::new(&db2);
     let ns = Namespace::new(&view, 0);
     for i in [0, 25, 49] {
         assert!(ns.resolve(&format!("/s/f{i}")).unwrap().is_some(), "f{i} missing after load");
