@@ -216,14 +216,25 @@ pub struct NamenodeHandle {
     pub raft: Raft,
     shutdown: CancellationToken,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
+    db: Arc<crate::kv::Db>,
 }
 
 impl NamenodeHandle {
-    /// Stops serving and shuts Raft down.
+    /// Stops serving, shuts Raft down and closes the database. The database is closed
+    /// here, once every task has let go of it, so that a process exiting right after
+    /// shutdown never races RocksDB's background threads.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
         let _ = self.raft.shutdown().await;
         let _ = self.server.await;
+        let deadline = tokio::time::Instant::now() + DB_RELEASE_WAIT;
+        while Arc::strong_count(&self.db) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if Arc::strong_count(&self.db) > 1 {
+            tracing::warn!("namenode tasks still hold the database after {DB_RELEASE_WAIT:?}; it closes when they end");
+        }
+        drop(self.db);
     }
 
     /// Resolves when the node stops on its own (server error).
@@ -233,6 +244,8 @@ impl NamenodeHandle {
 }
 
 const LISTEN_ADDR_FILE: &str = "listen-addr";
+/// How long shutdown waits for tasks to release the database.
+const DB_RELEASE_WAIT: Duration = Duration::from_secs(10);
 
 /// Binds the listener: a configured port 0 reuses the port of the previous run, if any.
 async fn bind(cfg: &NamenodeConfig) -> Result<TcpListener, NamenodeError> {
@@ -285,6 +298,7 @@ pub async fn start(cfg: NamenodeConfig) -> Result<NamenodeHandle, NamenodeError>
         write_buffer_bytes: cfg.memory.write_buffer_mb << 20,
     };
     let db = open_db(&dir.join("db"), mem)?;
+    let db_handle = db.clone();
     let log = LogStore::new(db.clone());
     let sm = StateMachine::open(db.clone(), dir.join("snapshots"))?;
     let raft = Raft::new(cfg.node_id, Arc::new(raft_config(&cfg)?), RaftNet, log, sm)
@@ -314,7 +328,7 @@ pub async fn start(cfg: NamenodeConfig) -> Result<NamenodeHandle, NamenodeError>
     initialize(&cfg, &raft, &addr).await?;
     tokio::spawn(lease_monitor(state, shutdown.clone()));
     tracing::info!(node_id = cfg.node_id, %addr, data_dir = %dir.display(), "namenode serving");
-    Ok(NamenodeHandle { node_id: cfg.node_id, addr, raft, shutdown, server })
+    Ok(NamenodeHandle { node_id: cfg.node_id, addr, raft, shutdown, server, db: db_handle })
 }
 
 fn serve(

@@ -138,7 +138,8 @@ pub struct LogStore {
 impl LogStore {
     pub fn new(db: Arc<Db>) -> Self {
         let (tx, rx) = mpsc::channel::<LogFlushed<TypeConfig>>();
-        let fdb = db.clone();
+        // Weak: the thread must not keep the database open after the node shuts down.
+        let fdb = Arc::downgrade(&db);
         std::thread::Builder::new()
             .name("raft-log-fsync".into())
             .spawn(move || group_commit(fdb, rx))
@@ -161,13 +162,16 @@ impl LogStore {
 }
 
 /// Fsyncs the WAL once for every append that is waiting, then reports them in order.
-fn group_commit(db: Arc<Db>, rx: mpsc::Receiver<LogFlushed<TypeConfig>>) {
+fn group_commit(db: std::sync::Weak<Db>, rx: mpsc::Receiver<LogFlushed<TypeConfig>>) {
     while let Ok(first) = rx.recv() {
         let mut waiting = vec![first];
         waiting.extend(rx.try_iter());
-        let res = db.flush_wal(true);
+        let res = match db.upgrade() {
+            Some(db) => db.flush_wal(true).map_err(io_err),
+            None => Err(std::io::Error::other("the namenode's database is closed")),
+        };
         for cb in waiting {
-            cb.log_io_completed(res.clone().map_err(io_err));
+            cb.log_io_completed(res.as_ref().map(|_| ()).map_err(|e| std::io::Error::new(e.kind(), e.to_string())));
         }
     }
 }
