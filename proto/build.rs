@@ -5,10 +5,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     // SAFETY: build scripts are single-threaded; nothing else reads the environment.
     unsafe { std::env::set_var("PROTOC", protoc) };
-    let protos = ["proto/tarn/namenode.proto", "proto/tarn/raft.proto"];
+    let protos = ["proto/tarn/namenode.proto", "proto/tarn/raft.proto", "proto/tarn/datanode.proto"];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }
-    tonic_prost_build::configure().compile_protos(&protos, &["proto"])?;
+    // The modules are flat in lib.rs, not nested by package, so the namenode API names the
+    // datanode types by their crate path. This run also writes a partial datanode module
+    // (its services, over the extern types), so the datanode run must come after it.
+    tonic_prost_build::configure()
+        .extern_path(".tarn.datanode.v1", "crate::datanode")
+        .compile_protos(&["proto/tarn/namenode.proto", "proto/tarn/raft.proto"], &["proto"])?;
+    // Block data as `Bytes`: a packet forwarded down a write pipeline is not copied.
+    tonic_prost_build::configure()
+        .bytes(".tarn.datanode.v1.WritePacket.data")
+        .bytes(".tarn.datanode.v1.ReadChunk.data")
+        .compile_protos(&["proto/tarn/datanode.proto"], &["proto"])?;
     Ok(())
 }

@@ -12,10 +12,13 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod blocks;
+
+pub use tarn_proto::datanode as dpb;
 pub use tarn_proto::namenode as pb;
 use tarn_proto::namenode::namenode_admin_client::NamenodeAdminClient;
 use tarn_proto::namenode::namenode_client::NamenodeClient as RawClient;
@@ -39,18 +42,10 @@ macro_rules! rpc {
 const INFO_BATCH_MAX: usize = 1024;
 /// `GetFileInfos` calls one client has in flight at most; lookups that arrive meanwhile
 /// wait and leave together in the next call.
-const INFO_BATCHES_IN_FLIGHT_MAX: usize = 32;
+const INFO_BATCHES_IN_FLIGHT_MAX: usize = 4;
 
-type InfoWaiter = (pb::GetFileInfoRequest, tokio::sync::oneshot::Sender<Result<Option<FileStatus>>>);
-
-/// Coalesces concurrent `get_file_info` calls into `GetFileInfos` calls. A lookup never
-/// waits for a timer: it leaves at once unless every slot is busy, and then with whatever
-/// queued while the earlier calls were in flight.
-#[derive(Default)]
-struct InfoCoalescer {
-    pending: Mutex<Vec<InfoWaiter>>,
-    flushing: AtomicUsize,
-}
+type InfoReply = tokio::sync::oneshot::Sender<Result<Option<FileStatus>>>;
+type InfoWaiter = (pb::GetFileInfoRequest, InfoReply);
 
 /// Largest response accepted (a listing page).
 const MESSAGE_BYTES_MAX: usize = 64 << 20;
@@ -109,6 +104,14 @@ pub enum ClientError {
     Unavailable { waited: Duration, addrs: String, last: String },
     #[error("invalid namenode address {addr:?}: {reason}")]
     BadAddress { addr: String, reason: String },
+    /// No replica of a block could be read.
+    #[error("block {block_id} of {path}: no replica could be read ({tried})")]
+    BlockUnavailable { path: String, block_id: u64, tried: String },
+    /// A block write failed on every datanode of its pipeline.
+    #[error("block {block_id} of {path}: write failed: {reason}")]
+    WriteFailed { path: String, block_id: u64, reason: String },
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
 }
 
 impl ClientError {
@@ -116,7 +119,8 @@ impl ClientError {
         match self {
             ClientError::Refused { kind, .. } => *kind,
             ClientError::Unavailable { .. } => ErrorKind::Unavailable,
-            ClientError::BadAddress { .. } => ErrorKind::Other,
+            ClientError::BadAddress { .. } | ClientError::InvalidArgument(_) => ErrorKind::Other,
+            ClientError::BlockUnavailable { .. } | ClientError::WriteFailed { .. } => ErrorKind::Unavailable,
         }
     }
 
@@ -289,70 +293,38 @@ struct Target {
     channel: Channel,
 }
 
-/// A client of the namenode group.
-pub struct NamenodeClient {
+/// Connections to the namenode group and the call loop that follows the leader; shared by
+/// a client and its background lookup batcher.
+struct Conn {
     addrs: Vec<String>,
     current: Mutex<Target>,
     channels: Mutex<BTreeMap<String, Channel>>,
-    client_id: u64,
-    calls: AtomicU64,
     user: String,
-    client_name: String,
     retry: RetryPolicy,
-    infos: InfoCoalescer,
 }
 
-impl NamenodeClient {
-    /// A client of the namenodes at `addrs` (`host:port`, comma-separated lists allowed).
-    pub fn new(addrs: &[String]) -> Result<Self> {
-        let addrs: Vec<String> =
-            addrs.iter().flat_map(|a| a.split(',')).map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect();
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Conn {
+    fn new(addrs: Vec<String>, user: String, retry: RetryPolicy) -> Result<Conn> {
         let first = addrs.first().ok_or_else(|| ClientError::BadAddress {
             addr: String::new(),
             reason: "no namenode address given".into(),
         })?;
         let channel = endpoint(first)?.connect_lazy();
-        let client_id: u64 = rand::random();
-        let user = std::env::var("TARN_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "tarn".into());
-        Ok(NamenodeClient {
+        Ok(Conn {
             current: Mutex::new(Target { addr: first.clone(), channel: channel.clone() }),
             channels: Mutex::new(BTreeMap::from([(first.clone(), channel)])),
             addrs,
-            client_id,
-            calls: AtomicU64::new(1),
-            client_name: format!("tarn-client-{client_id:016x}"),
             user,
-            retry: RetryPolicy::default(),
-            infos: InfoCoalescer::default(),
+            retry,
         })
     }
 
-    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
-        self.retry = retry;
-        self
-    }
-
-    /// Acts as `user` (until authentication lands, the namenode trusts this name).
-    pub fn with_user(mut self, user: impl Into<String>) -> Self {
-        self.user = user.into();
-        self
-    }
-
-    /// This client's lease-holder name.
-    pub fn client_name(&self) -> &str {
-        &self.client_name
-    }
-
-    fn next_request_id(&self) -> Option<pb::RequestId> {
-        Some(pb::RequestId { client_id: self.client_id, call_id: self.calls.fetch_add(1, Ordering::Relaxed) })
-    }
-
-    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-        m.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     fn channel_for(&self, addr: &str) -> Result<Channel> {
-        let mut chans = Self::lock(&self.channels);
+        let mut chans = lock(&self.channels);
         if let Some(c) = chans.get(addr) {
             return Ok(c.clone());
         }
@@ -363,7 +335,7 @@ impl NamenodeClient {
 
     fn switch_to(&self, addr: &str) -> Result<()> {
         let channel = self.channel_for(addr)?;
-        *Self::lock(&self.current) = Target { addr: addr.to_string(), channel };
+        *lock(&self.current) = Target { addr: addr.to_string(), channel };
         Ok(())
     }
 
@@ -393,7 +365,7 @@ impl NamenodeClient {
         let mut backoff = self.retry.backoff_min;
         loop {
             let (addr, channel) = {
-                let t = Self::lock(&self.current);
+                let t = lock(&self.current);
                 (t.addr.clone(), t.channel.clone())
             };
             let status = match f(channel).await {
@@ -426,6 +398,79 @@ impl NamenodeClient {
             backoff = (backoff * 2).min(self.retry.backoff_max);
         }
     }
+}
+
+/// A client of the namenode group.
+pub struct NamenodeClient {
+    conn: Arc<Conn>,
+    client_id: u64,
+    calls: AtomicU64,
+    client_name: String,
+    /// Feeds the lookup batcher, started on the first `get_file_info`.
+    infos: OnceLock<tokio::sync::mpsc::UnboundedSender<InfoWaiter>>,
+}
+
+impl NamenodeClient {
+    /// A client of the namenodes at `addrs` (`host:port`, comma-separated lists allowed).
+    pub fn new(addrs: &[String]) -> Result<Self> {
+        let addrs: Vec<String> =
+            addrs.iter().flat_map(|a| a.split(',')).map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect();
+        let client_id: u64 = rand::random();
+        let user = std::env::var("TARN_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "tarn".into());
+        Ok(NamenodeClient {
+            conn: Arc::new(Conn::new(addrs, user, RetryPolicy::default())?),
+            client_id,
+            calls: AtomicU64::new(1),
+            client_name: format!("tarn-client-{client_id:016x}"),
+            infos: OnceLock::new(),
+        })
+    }
+
+    fn reconnect(mut self, user: String, retry: RetryPolicy) -> Self {
+        match Conn::new(self.conn.addrs.clone(), user, retry) {
+            Ok(c) => {
+                self.conn = Arc::new(c);
+                self.infos = OnceLock::new();
+            }
+            Err(e) => tracing::warn!(error = %e, "client settings not applied"),
+        }
+        self
+    }
+
+    pub fn with_retry(self, retry: RetryPolicy) -> Self {
+        let user = self.conn.user.clone();
+        self.reconnect(user, retry)
+    }
+
+    /// Acts as `user` (until authentication lands, the namenode trusts this name).
+    pub fn with_user(self, user: impl Into<String>) -> Self {
+        let retry = self.conn.retry;
+        self.reconnect(user.into(), retry)
+    }
+
+    /// This client's lease-holder name.
+    pub fn client_name(&self) -> &str {
+        &self.client_name
+    }
+
+    fn next_request_id(&self) -> Option<pb::RequestId> {
+        Some(pb::RequestId { client_id: self.client_id, call_id: self.calls.fetch_add(1, Ordering::Relaxed) })
+    }
+
+    /// A request to the namenodes, with this client's timeout and user.
+    pub fn request<T>(&self, msg: T) -> Request<T> {
+        self.conn.request(msg)
+    }
+
+    /// Runs `f` against the namenode leader, following redirects and retrying: for other
+    /// services on the namenodes (the datanode protocol) that want the same behaviour.
+    pub async fn call<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
+    {
+        self.conn.call(f).await
+    }
 
     fn nn(c: Channel) -> RawClient<Channel> {
         RawClient::new(c).max_decoding_message_size(MESSAGE_BYTES_MAX)
@@ -457,18 +502,59 @@ impl NamenodeClient {
 
     /// Allocates the next block of a file being written, finalizing the previous one.
     pub async fn add_block(&self, path: &str, file_id: u64, previous_block_length: Option<u64>) -> Result<pb::Block> {
+        Ok(self.allocate_block(path, file_id, previous_block_length, Vec::new(), "").await?.0)
+    }
+
+    /// Adds a block to a file being written and returns it with its write pipeline.
+    /// `excluded`: datanodes (uuids) not to use; `favored`: the datanode this client runs on.
+    pub async fn allocate_block(
+        &self,
+        path: &str,
+        file_id: u64,
+        previous_block_length: Option<u64>,
+        excluded: Vec<String>,
+        favored: &str,
+    ) -> Result<(pb::Block, Vec<dpb::DatanodeLocation>)> {
         let msg = pb::AddBlockRequest {
             path: path.into(),
             file_id,
             client_name: self.client_name.clone(),
             previous_block_length,
             request_id: self.next_request_id(),
+            excluded,
+            favored: favored.to_string(),
         };
         let r = rpc!(self, nn, add_block, msg.clone())?;
-        r.block.ok_or_else(|| ClientError::Refused {
+        let block = r.block.ok_or_else(|| ClientError::Refused {
             kind: ErrorKind::Other,
             code: tonic::Code::Internal,
             message: "add_block returned no block".into(),
+        })?;
+        Ok((block, r.targets))
+    }
+
+    /// Gives the block being written a new generation stamp after a pipeline lost a node;
+    /// `nodes` (uuids) carry on.
+    pub async fn update_pipeline(
+        &self,
+        path: &str,
+        file_id: u64,
+        block_id: u64,
+        nodes: Vec<String>,
+    ) -> Result<pb::Block> {
+        let msg = pb::UpdatePipelineRequest {
+            path: path.into(),
+            file_id,
+            client_name: self.client_name.clone(),
+            block_id,
+            nodes,
+            request_id: self.next_request_id(),
+        };
+        let r = rpc!(self, nn, update_pipeline, msg.clone())?;
+        r.block.ok_or_else(|| ClientError::Refused {
+            kind: ErrorKind::Other,
+            code: tonic::Code::Internal,
+            message: "update_pipeline returned no block".into(),
         })
     }
 
@@ -496,69 +582,18 @@ impl NamenodeClient {
     pub async fn get_file_info(&self, path: &str, with_xattrs: bool) -> Result<Option<FileStatus>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let q = pb::GetFileInfoRequest { path: path.into(), with_xattrs };
-        Self::lock(&self.infos.pending).push((q, tx));
-        self.flush_infos().await;
+        let batcher = self.infos.get_or_init(|| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(batch_infos(self.conn.clone(), rx));
+            tx
+        });
+        if batcher.send((q, tx)).is_err() {
+            return self.get_file_info_unary(path, with_xattrs).await;
+        }
         match rx.await {
             Ok(r) => r,
-            // The call carrying this lookup was dropped with its caller: ask alone.
+            // The batcher went away (its runtime shut down): ask alone.
             Err(_) => self.get_file_info_unary(path, with_xattrs).await,
-        }
-    }
-
-    /// Sends queued lookups while a slot is free. A flusher re-checks the queue after
-    /// giving its slot back, so a lookup queued while every slot was busy is never stranded.
-    /// After a couple of rounds a flusher leaves the queue to other active flushers (its own
-    /// caller is waiting); the last active flusher always drains it.
-    async fn flush_infos(&self) {
-        const ROUNDS_BEFORE_HANDOFF: usize = 2;
-        let mut rounds = 0;
-        loop {
-            if self.infos.flushing.fetch_add(1, Ordering::AcqRel) >= INFO_BATCHES_IN_FLIGHT_MAX {
-                self.infos.flushing.fetch_sub(1, Ordering::AcqRel);
-                return;
-            }
-            let batch: Vec<InfoWaiter> = {
-                let mut p = Self::lock(&self.infos.pending);
-                let n = p.len().min(INFO_BATCH_MAX);
-                p.drain(..n).collect()
-            };
-            if !batch.is_empty() {
-                self.send_infos(batch).await;
-            }
-            rounds += 1;
-            let others_active = self.infos.flushing.fetch_sub(1, Ordering::AcqRel) - 1;
-            if Self::lock(&self.infos.pending).is_empty() {
-                return;
-            }
-            if rounds >= ROUNDS_BEFORE_HANDOFF && others_active > 0 {
-                return;
-            }
-        }
-    }
-
-    async fn send_infos(&self, batch: Vec<InfoWaiter>) {
-        let req = pb::GetFileInfosRequest { requests: batch.iter().map(|(q, _)| q.clone()).collect() };
-        match rpc!(self, nn, get_file_infos, req.clone()) {
-            Ok(resp) => {
-                for ((_, tx), r) in batch.into_iter().zip(resp.results) {
-                    let v = if r.error_kind.is_empty() {
-                        Ok(r.status.map(FileStatus::from))
-                    } else {
-                        let kind = ErrorKind::parse(&r.error_kind);
-                        let code = match kind {
-                            ErrorKind::InvalidPath | ErrorKind::InvalidArgument => tonic::Code::InvalidArgument,
-                            _ => tonic::Code::FailedPrecondition,
-                        };
-                        Err(ClientError::Refused { kind, code, message: r.error_message })
-                    };
-                    let _ = tx.send(v);
-                }
-            }
-            Err(e) => {
-                for (_, tx) in batch {
-                    let _ = tx.send(Err(e.clone()));
-                }
-            }
         }
     }
 
@@ -687,7 +722,7 @@ impl NamenodeClient {
 
     /// The group as the node at `addr` sees it (no redirection: any node answers).
     pub async fn cluster_status_of(&self, addr: &str) -> Result<pb::ClusterStatusResponse> {
-        let ch = self.channel_for(addr)?;
+        let ch = self.conn.channel_for(addr)?;
         Self::admin(ch)
             .cluster_status(self.request(pb::ClusterStatusRequest {}))
             .await
@@ -698,6 +733,17 @@ impl NamenodeClient {
     /// The group as the leader sees it.
     pub async fn cluster_status(&self) -> Result<pb::ClusterStatusResponse> {
         rpc!(self, admin, cluster_status, pb::ClusterStatusRequest {})
+    }
+
+    /// Datanodes and block health, from the leader.
+    pub async fn datanode_report(&self) -> Result<pb::DatanodeReportResponse> {
+        rpc!(self, admin, datanode_report, pb::DatanodeReportRequest {})
+    }
+
+    /// One page of per-file block health under `path`.
+    pub async fn fsck(&self, path: &str, start_after: &str, limit: u32) -> Result<pb::FsckResponse> {
+        let msg = pb::FsckRequest { path: path.into(), start_after: start_after.into(), limit };
+        rpc!(self, admin, fsck, msg.clone())
     }
 
     pub async fn add_learner(&self, node_id: u64, addr: &str) -> Result<pb::ClusterStatusResponse> {
@@ -718,7 +764,7 @@ impl NamenodeClient {
 
     /// Builds a snapshot on the node at `addr`; returns its last included log index.
     pub async fn trigger_snapshot_on(&self, addr: &str) -> Result<u64> {
-        let ch = self.channel_for(addr)?;
+        let ch = self.conn.channel_for(addr)?;
         let mut req = Request::new(pb::TriggerSnapshotRequest {});
         req.set_timeout(Duration::from_secs(120));
         Self::admin(ch)
@@ -726,5 +772,60 @@ impl NamenodeClient {
             .await
             .map(|r| r.into_inner().snapshot_index)
             .map_err(|s| ClientError::from_status(&s))
+    }
+}
+
+/// Sends queued lookups as `GetFileInfos` calls: a lookup never waits for a timer; it
+/// leaves at once while a call slot is free, and otherwise with everything that queued
+/// while the slots were busy. Ends when the client is dropped.
+async fn batch_infos(conn: Arc<Conn>, mut rx: tokio::sync::mpsc::UnboundedReceiver<InfoWaiter>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(INFO_BATCHES_IN_FLIGHT_MAX));
+    while let Some(first) = rx.recv().await {
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let mut batch = vec![first];
+        while batch.len() < INFO_BATCH_MAX {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            send_infos(&conn, batch).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn send_infos(conn: &Conn, batch: Vec<InfoWaiter>) {
+    let req = pb::GetFileInfosRequest { requests: batch.iter().map(|(q, _)| q.clone()).collect() };
+    let r = conn
+        .call(|c| {
+            let mut stub = NamenodeClient::nn(c);
+            let req = conn.request(req.clone());
+            async move { stub.get_file_infos(req).await }
+        })
+        .await;
+    match r {
+        Ok(resp) => {
+            for ((_, tx), r) in batch.into_iter().zip(resp.results) {
+                let v = if r.error_kind.is_empty() {
+                    Ok(r.status.map(FileStatus::from))
+                } else {
+                    let kind = ErrorKind::parse(&r.error_kind);
+                    let code = match kind {
+                        ErrorKind::InvalidPath | ErrorKind::InvalidArgument => tonic::Code::InvalidArgument,
+                        _ => tonic::Code::FailedPrecondition,
+                    };
+                    Err(ClientError::Refused { kind, code, message: r.error_message })
+                };
+                let _ = tx.send(v);
+            }
+        }
+        Err(e) => {
+            for (_, tx) in batch {
+                let _ = tx.send(Err(e.clone()));
+            }
+        }
     }
 }

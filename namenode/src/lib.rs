@@ -13,6 +13,8 @@
 //! - [`service`]: the gRPC client and admin services.
 //! - [`node`]: configuration, start-up and shutdown.
 
+pub mod blocks;
+pub mod dn_service;
 pub mod error;
 pub mod kv;
 pub mod leases;

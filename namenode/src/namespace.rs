@@ -106,7 +106,51 @@ impl<'a, K: KvRead> Namespace<'a, K> {
 
     pub fn resolve(&self, path_str: &str) -> Result<Option<Found>, FsError> {
         let parts = components(path_str)?;
-        Ok(self.resolve_parts(&parts)?.map(|inode| Found { path: join(&parts), inode }))
+        let path = join(&parts);
+        // The paths index maps a full path to its inode in one read (two point reads in
+        // all, instead of two per component).
+        for kind in [Kind::File, Kind::Directory] {
+            if let Some(v) = self.kv.get(CF_PATHS, &path_key(&path, kind))? {
+                let (id, _) = parse_path_value(&v)?;
+                return Ok(Some(Found { path, inode: self.inode(id)? }));
+            }
+        }
+        // Absent: the walk tells a missing path from one under a file.
+        Ok(self.resolve_parts(&parts)?.map(|inode| Found { path, inode }))
+    }
+
+    /// A block by id: the block record, its file's inode, and whether it is the file's open
+    /// last block. `None` if no file has it (deleted, or never committed).
+    pub fn block_by_id(&self, block_id: u64) -> Result<Option<(BlockRec, Inode, bool)>, FsError> {
+        let Some(loc) = self.kv.get(CF_BLOCKMAP, &id_key(block_id))? else { return Ok(None) };
+        if loc.len() != 12 {
+            return Err(FsError::Storage(format!("blockmap entry of block {block_id} has {} bytes", loc.len())));
+        }
+        let file = parse_u64("blockmap", &loc[..8])?;
+        let index = u32::from_be_bytes([loc[8], loc[9], loc[10], loc[11]]);
+        let Some(b) = self.kv.get(CF_BLOCKS, &block_key(file, index))? else { return Ok(None) };
+        let b: BlockRec = decode("block", &b)?;
+        let inode = self.inode(file)?;
+        let open = inode.last_block_open && index + 1 == inode.block_count;
+        Ok(Some((b, inode, open)))
+    }
+
+    /// Visits every block of every file in (file id, index) order until `f` says stop.
+    pub fn visit_blocks(&self, f: &mut dyn FnMut(u64, BlockRec) -> Result<bool, FsError>) -> Result<(), FsError> {
+        self.kv.scan(CF_BLOCKS, &[], None, &mut |k, v| {
+            let file = parse_u64("block key", k)?;
+            f(file, decode("block", v)?)
+        })
+    }
+
+    /// Up to `limit` block ids queued for replica deletion.
+    pub fn invalid_blocks(&self, limit: usize) -> Result<Vec<u64>, FsError> {
+        let mut ids = Vec::new();
+        self.kv.scan(CF_INVALID, &[], None, &mut |k, _| {
+            ids.push(parse_u64("invalid", k)?);
+            Ok(ids.len() < limit)
+        })?;
+        Ok(ids)
     }
 
     /// The directory at `parts`, which must exist (for the parent of `path`).
@@ -348,6 +392,15 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
             Op::SetQuota { path, namespace_quota, space_quota } => self.set_quota(path, *namespace_quota, *space_quota),
             Op::SetAttributes(a) => self.set_attributes(a),
             Op::RecoverLease { file_id, holder } => self.recover_lease(*file_id, holder.as_deref()),
+            Op::UpdatePipeline { path, file_id, client_name, block_id } => {
+                self.update_pipeline(path, *file_id, client_name, *block_id)
+            }
+            Op::ForgetInvalid { block_ids } => {
+                for id in block_ids {
+                    self.kv.delete(CF_INVALID, &id_key(*id))?;
+                }
+                Ok(OpOutput::Done)
+            }
         }
     }
 
@@ -526,6 +579,21 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
             Some(h) => Err(refuse(format!("held by {h}"))),
             None => Err(refuse("the file is closed".into())),
         }
+    }
+
+    fn update_pipeline(&self, path: &str, file_id: u64, client: &str, block_id: u64) -> OpResult {
+        let f = self.open_file(path, file_id, client)?;
+        let key = block_key(f.id, f.block_count.saturating_sub(1));
+        let last = match self.kv.get(CF_BLOCKS, &key)? {
+            Some(v) if f.last_block_open => Some(decode::<BlockRec>("block", &v)?),
+            _ => None,
+        };
+        let mut b = last.filter(|b| b.block_id == block_id).ok_or_else(|| {
+            FsError::InvalidArgument(format!("{path}: block {block_id} is not the block being written"))
+        })?;
+        b.generation = self.next(META_NEXT_GENERATION, &self.next_generation)?;
+        self.kv.put(CF_BLOCKS, &key, &encode(&b))?;
+        Ok(OpOutput::Block(b))
     }
 
     /// Records the final length of the open last block.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
+use tarn_proto::datanode::datanode_protocol_server::DatanodeProtocolServer;
 use tarn_proto::namenode::namenode_admin_server::NamenodeAdminServer;
 use tarn_proto::namenode::namenode_server::NamenodeServer;
 use tarn_proto::raft::raft_transport_server::RaftTransportServer;
@@ -51,6 +52,24 @@ pub struct NamenodeConfig {
     pub leases: LeaseTuning,
     pub files: FileTuning,
     pub memory: MemoryTuning,
+    pub datanodes: DatanodeTuning,
+}
+
+/// How the leader keeps track of datanodes (`[namenode.datanodes]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatanodeTuning {
+    /// The heartbeat interval datanodes are told to use.
+    pub heartbeat_interval_ms: u64,
+    /// A datanode silent this long is dead: its replicas are copied elsewhere.
+    pub dead_after_ms: u64,
+}
+
+impl Default for DatanodeTuning {
+    fn default() -> Self {
+        // HDFS: 3 s heartbeats, dead after 10.5 min. Tarn re-replicates sooner: 30 s.
+        DatanodeTuning { heartbeat_interval_ms: 1000, dead_after_ms: 30_000 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,6 +78,10 @@ pub struct RaftTuning {
     pub heartbeat_interval_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
+    /// Leader-lease reads: the leader answers a linearizable read without a heartbeat
+    /// round while a quorum acknowledged a heartbeat it sent less than this long ago.
+    /// Must stay below `election_timeout_min_ms`; 0 makes every read a read-index round.
+    pub read_lease_ms: u64,
     /// Build a snapshot after this many entries since the last one.
     pub snapshot_after_entries: u64,
     /// Log entries kept behind a snapshot (lagging followers within this catch up from the log).
@@ -77,6 +100,9 @@ impl Default for RaftTuning {
             heartbeat_interval_ms: 50,
             election_timeout_min_ms: 200,
             election_timeout_max_ms: 400,
+            // Followers refuse votes for election_timeout_max (400 ms) after they last heard
+            // from the leader; half the minimum timeout leaves 300 ms of margin.
+            read_lease_ms: 100,
             snapshot_after_entries: 20_000,
             logs_kept_after_snapshot: 5_000,
             entries_per_append_max: 64,
@@ -152,6 +178,7 @@ impl Default for NamenodeConfig {
             leases: LeaseTuning::default(),
             files: FileTuning::default(),
             memory: MemoryTuning::default(),
+            datanodes: DatanodeTuning::default(),
         }
     }
 }
@@ -188,6 +215,13 @@ impl NamenodeConfig {
         }
         if r.election_timeout_max_ms <= r.election_timeout_min_ms {
             return bad("raft.election_timeout_max_ms", "must exceed raft.election_timeout_min_ms");
+        }
+        let d = &self.datanodes;
+        if d.heartbeat_interval_ms == 0 || d.dead_after_ms <= 2 * d.heartbeat_interval_ms {
+            return bad("datanodes.dead_after_ms", "must exceed two datanodes.heartbeat_interval_ms (> 0)");
+        }
+        if r.read_lease_ms >= r.election_timeout_min_ms {
+            return bad("raft.read_lease_ms", "must be below raft.election_timeout_min_ms (0 turns lease reads off)");
         }
         if r.snapshot_after_entries == 0 {
             return bad("raft.snapshot_after_entries", "must be > 0");
@@ -316,17 +350,29 @@ pub async fn start(cfg: NamenodeConfig) -> Result<NamenodeHandle, NamenodeError>
         raft: raft.clone(),
         db,
         proposer: Proposer::spawn(raft.clone(), limits, shutdown.clone()),
-        reads: ReadGate::spawn(raft.clone(), limits.queue_ops_max, shutdown.clone()),
+        reads: ReadGate::spawn(
+            raft.clone(),
+            cfg.node_id,
+            Duration::from_millis(cfg.raft.read_lease_ms),
+            limits.queue_ops_max,
+            shutdown.clone(),
+        ),
         leases: Leases::new(LeaseLimits {
             soft: Duration::from_millis(cfg.leases.soft_limit_ms),
             hard: Duration::from_millis(cfg.leases.hard_limit_ms),
         }),
         defaults: FileDefaults { replication: cfg.files.default_replication, block_size: cfg.files.default_block_size },
+        blocks: crate::blocks::BlockManager::new(crate::blocks::BlockLimits {
+            dead_after: Duration::from_millis(cfg.datanodes.dead_after_ms),
+            ..Default::default()
+        }),
+        datanode_heartbeat: Duration::from_millis(cfg.datanodes.heartbeat_interval_ms),
     });
 
     let server = serve(listener, state.clone(), shutdown.clone());
     initialize(&cfg, &raft, &addr).await?;
-    tokio::spawn(lease_monitor(state, shutdown.clone()));
+    tokio::spawn(lease_monitor(state.clone(), shutdown.clone()));
+    tokio::spawn(block_monitor(state, shutdown.clone()));
     tracing::info!(node_id = cfg.node_id, %addr, data_dir = %dir.display(), "namenode serving");
     Ok(NamenodeHandle { node_id: cfg.node_id, addr, raft, shutdown, server, db: db_handle })
 }
@@ -340,17 +386,22 @@ fn serve(
         .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(CLIENT_MESSAGE_BYTES_MAX);
     let admin = NamenodeAdminServer::new(AdminService::new(state.clone()));
+    let datanodes = DatanodeProtocolServer::new(crate::dn_service::DatanodeService::new(state.clone()))
+        .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(CLIENT_MESSAGE_BYTES_MAX);
     let raft = RaftTransportServer::new(RaftTransportService::new(state.raft.clone()))
         .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // The builder's tcp_nodelay applies only to listeners tonic binds itself; without it
+    // on accepted sockets, Nagle holds back the tail of a response for a delayed ACK (40 ms).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let stop = shutdown.clone();
     tokio::spawn(async move {
         let r = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .add_service(client)
             .add_service(admin)
             .add_service(raft)
+            .add_service(datanodes)
             .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
             .await;
         if let Err(e) = &r {
@@ -384,6 +435,19 @@ async fn initialize(cfg: &NamenodeConfig, raft: &Raft, addr: &str) -> Result<(),
 
 /// On the leader: closes files whose writer has been silent past the hard limit. Open
 /// files are scanned only when some holder can have expired, a bounded slice per tick.
+/// Runs the block monitor on the leader: dead datanodes, deleted blocks' replicas,
+/// re-replication.
+async fn block_monitor(state: Arc<NodeState>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(crate::dn_service::MONITOR_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => crate::dn_service::monitor_round(&state).await,
+        }
+    }
+}
+
 async fn lease_monitor(state: Arc<NodeState>, shutdown: CancellationToken) {
     let metrics = state.raft.metrics();
     let mut was_leader = false;

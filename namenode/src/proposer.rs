@@ -3,9 +3,12 @@
 //! (read-index: a heartbeat round to a quorum, then wait until the state machine has
 //! applied up to the commit index seen at the start of the round).
 
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
-use openraft::BasicNode;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use openraft::{BasicNode, RaftMetrics, ServerState};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::types::{Command, NodeId, Op, OpResult, Raft, RequestId};
@@ -93,7 +96,7 @@ impl Proposer {
 }
 
 async fn batch_loop(raft: Raft, limits: BatchLimits, mut rx: mpsc::Receiver<Pending>, shutdown: CancellationToken) {
-    let permits = std::sync::Arc::new(Semaphore::new(limits.entries_in_flight_max));
+    let permits = Arc::new(Semaphore::new(limits.entries_in_flight_max));
     loop {
         let first = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -143,29 +146,60 @@ type ReadWaiter = oneshot::Sender<Result<(), ProposeError>>;
 /// Leadership confirmations (read-index rounds) in flight at once.
 const READ_ROUNDS_IN_FLIGHT_MAX: usize = 4;
 
-/// Linearizable reads: many readers share one leadership confirmation.
+/// How long a leader-lease read may wait for the state machine to catch up with the
+/// log before it falls back to a read-index round.
+const LEASE_APPLY_WAIT: Duration = Duration::from_secs(2);
+
+/// The leader's read lease as last seen in Raft's metrics.
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    /// Reads may be served locally until then.
+    until: Instant,
+    /// The log index the state machine must have applied first: the leader's last log
+    /// index when the lease was observed, which covers the blank entry of its term and so
+    /// everything an earlier leader acknowledged.
+    read_index: u64,
+}
+
+/// Linearizable reads.
+///
+/// - **Leader lease** (the fast path): a quorum acknowledged a heartbeat that the leader
+///   *sent* less than `lease` ago. openraft's followers refuse to vote for anyone else for
+///   `election_timeout_max` after they last heard from the leader, so no other leader can
+///   exist until at least `sent + election_timeout_max`; with `lease` well below that
+///   (default: half the minimum election timeout) the margin absorbs scheduling delays and
+///   clock rate drift. The read waits only for the state machine to reach `read_index`.
+/// - **Read-index** (the fallback, and always when the lease is off or has lapsed): many
+///   readers share one leadership confirmation, a heartbeat round to a quorum.
 #[derive(Clone)]
 pub struct ReadGate {
     tx: mpsc::Sender<ReadWaiter>,
+    raft: Raft,
+    lease: Arc<Mutex<Option<Lease>>>,
+    metrics: watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
 }
 
 impl ReadGate {
-    pub fn spawn(raft: Raft, queue_max: usize, shutdown: CancellationToken) -> Self {
+    /// `lease`: how long after a quorum acknowledged a heartbeat the leader serves reads
+    /// without another round; zero turns leader-lease reads off.
+    pub fn spawn(raft: Raft, node_id: NodeId, lease: Duration, queue_max: usize, shutdown: CancellationToken) -> Self {
         let (tx, mut rx) = mpsc::channel::<ReadWaiter>(queue_max);
         // Rounds are pipelined: with one at a time, reads on a group are bound by the
         // heartbeat round-trip, not by CPU.
-        let rounds = std::sync::Arc::new(Semaphore::new(READ_ROUNDS_IN_FLIGHT_MAX));
+        let rounds = Arc::new(Semaphore::new(READ_ROUNDS_IN_FLIGHT_MAX));
+        let r = raft.clone();
+        let stop = shutdown.clone();
         tokio::spawn(async move {
             loop {
                 let first = tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    _ = stop.cancelled() => return,
                     w = rx.recv() => match w { Some(w) => w, None => return },
                 };
                 let Ok(permit) = rounds.clone().acquire_owned().await else { return };
                 // Everyone who arrived before this round starts is covered by it.
                 let mut waiters = vec![first];
                 waiters.extend(std::iter::from_fn(|| rx.try_recv().ok()));
-                let raft = raft.clone();
+                let raft = r.clone();
                 tokio::spawn(async move {
                     let r = raft.ensure_linearizable().await.map(|_| ()).map_err(ProposeError::from);
                     drop(permit);
@@ -175,13 +209,68 @@ impl ReadGate {
                 });
             }
         });
-        ReadGate { tx }
+        let lease_state = Arc::new(Mutex::new(None));
+        if !lease.is_zero() {
+            tokio::spawn(watch_lease(raft.metrics(), node_id, lease, lease_state.clone(), shutdown));
+        }
+        ReadGate { tx, metrics: raft.metrics(), raft, lease: lease_state }
     }
 
     /// Returns once this node may serve a linearizable read from its state machine.
     pub async fn wait(&self) -> Result<(), ProposeError> {
+        if self.lease_read().await {
+            return Ok(());
+        }
         let (tx, rx) = oneshot::channel();
         self.tx.send(tx).await.map_err(|_| ProposeError::Fatal("namenode is shutting down".into()))?;
         rx.await.map_err(|_| ProposeError::Fatal("namenode is shutting down".into()))?
+    }
+
+    /// Whether the lease covers a read starting now (after the state machine caught up).
+    async fn lease_read(&self) -> bool {
+        let lease = *self.lease.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(lease) = lease else { return false };
+        if Instant::now() >= lease.until {
+            return false;
+        }
+        let applied = self.metrics.borrow().last_applied.map_or(0, |l| l.index);
+        if applied >= lease.read_index {
+            return true;
+        }
+        self.raft
+            .wait(Some(LEASE_APPLY_WAIT))
+            .applied_index_at_least(Some(lease.read_index), "lease read")
+            .await
+            .is_ok()
+    }
+}
+
+/// Keeps `state` at the lease the latest Raft metrics allow: while this node leads and a
+/// quorum acknowledged a heartbeat sent `m` ms ago, reads are served until `now - m + lease`.
+/// Metrics are published after every batch of replication replies; an unchanged value is not
+/// republished, which only makes the lease observed here shorter than the real one.
+async fn watch_lease(
+    mut metrics: watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
+    node_id: NodeId,
+    lease: Duration,
+    state: Arc<Mutex<Option<Lease>>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let next = {
+            let m = metrics.borrow_and_update();
+            let now = Instant::now();
+            match m.millis_since_quorum_ack {
+                Some(ms) if m.state == ServerState::Leader && m.current_leader == Some(node_id) => now
+                    .checked_sub(Duration::from_millis(ms))
+                    .map(|acked| Lease { until: acked + lease, read_index: m.last_log_index.unwrap_or(0) }),
+                _ => None,
+            }
+        };
+        *state.lock().unwrap_or_else(|p| p.into_inner()) = next;
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = metrics.changed() => if r.is_err() { return },
+        }
     }
 }

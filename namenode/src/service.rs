@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use openraft::BasicNode;
+use rand::seq::SliceRandom;
 use tarn_proto::namenode as pb;
 use tarn_proto::namenode::namenode_admin_server::NamenodeAdmin;
 use tarn_proto::namenode::namenode_server::Namenode;
@@ -44,6 +45,10 @@ pub struct NodeState {
     pub reads: ReadGate,
     pub leases: Leases,
     pub defaults: FileDefaults,
+    /// Datanodes and replica locations (leader soft state).
+    pub blocks: crate::blocks::BlockManager,
+    /// The heartbeat interval datanodes are told to use.
+    pub datanode_heartbeat: std::time::Duration,
 }
 
 pub(crate) fn fs_status(e: &FsError) -> Status {
@@ -243,7 +248,12 @@ impl Namenode for NamenodeService {
             expected_file_id: r.expected_file_id,
             create_parent: r.create_parent,
             replication: if r.replication == 0 {
-                self.s.defaults.replication
+                // min(default, live datanodes): one datanode gets one replica per block.
+                let live = self.s.blocks.live_count(std::time::Instant::now());
+                match u16::try_from(live) {
+                    Ok(n) if n > 0 => self.s.defaults.replication.min(n),
+                    _ => self.s.defaults.replication,
+                }
             } else {
                 u16_arg("replication", r.replication)?
             },
@@ -271,7 +281,31 @@ impl Namenode for NamenodeService {
     async fn add_block(&self, req: Request<pb::AddBlockRequest>) -> Result<Response<pb::AddBlockResponse>, Status> {
         let r = req.into_inner();
         let path = Self::normalized(&r.path)?;
+        crate::dn_service::ensure_leader(&self.s)?;
         self.s.leases.renew(&r.client_name);
+        let replication = {
+            let view = SnapView::new(&self.s.db);
+            let ns = Namespace::new(&view, 0);
+            match ns.get_inode(r.file_id).map_err(|e| fs_status(&e))? {
+                Some(i) if !i.is_dir() => i.replication as usize,
+                _ => return Err(fs_status(&FsError::NotFound { path: path.clone() })),
+            }
+        };
+        let now = std::time::Instant::now();
+        let excluded: std::collections::HashSet<String> = r.excluded.into_iter().collect();
+        let favored = Some(r.favored.as_str()).filter(|f| !f.is_empty());
+        // Fewer live datanodes than the replication factor: the block is written with what
+        // there is and reported as under-replicated, not refused.
+        let targets = self.s.blocks.choose_targets(replication, favored, &excluded, now);
+        if targets.is_empty() {
+            let live = self.s.blocks.live_nodes(now);
+            let full = live.iter().filter(|n| n.full()).count();
+            return Err(Status::failed_precondition(format!(
+                "{path}: no datanode can take a new block ({} live, {full} full, {} excluded by the client)",
+                live.len(),
+                excluded.len()
+            )));
+        }
         let op = Op::AddBlock {
             path,
             file_id: r.file_id,
@@ -279,7 +313,38 @@ impl Namenode for NamenodeService {
             previous_block_length: r.previous_block_length,
         };
         match self.write(rid(r.request_id), op).await? {
-            OpOutput::Block(b) => Ok(Response::new(pb::AddBlockResponse { block: Some(block_pb(&b)) })),
+            OpOutput::Block(b) => {
+                self.s.blocks.set_pipeline(b.block_id, targets.iter().map(|t| t.uuid.clone()).collect(), now);
+                Ok(Response::new(pb::AddBlockResponse {
+                    block: Some(block_pb(&b)),
+                    targets: targets.iter().map(crate::dn_service::location_pb).collect(),
+                }))
+            }
+            other => Err(Status::internal(format!("unexpected result {other:?}"))),
+        }
+    }
+
+    async fn update_pipeline(
+        &self,
+        req: Request<pb::UpdatePipelineRequest>,
+    ) -> Result<Response<pb::UpdatePipelineResponse>, Status> {
+        let r = req.into_inner();
+        let path = Self::normalized(&r.path)?;
+        self.s.leases.renew(&r.client_name);
+        let op = Op::UpdatePipeline { path, file_id: r.file_id, client_name: r.client_name, block_id: r.block_id };
+        match self.write(rid(r.request_id), op).await? {
+            OpOutput::Block(b) => {
+                let now = std::time::Instant::now();
+                self.s.blocks.set_pipeline(b.block_id, r.nodes.clone(), now);
+                let live = self.s.blocks.live_nodes(now);
+                let targets = r
+                    .nodes
+                    .iter()
+                    .filter_map(|u| live.iter().find(|n| &n.loc.uuid == u))
+                    .map(|n| crate::dn_service::location_pb(&n.loc))
+                    .collect();
+                Ok(Response::new(pb::UpdatePipelineResponse { block: Some(block_pb(&b)), targets }))
+            }
             other => Err(Status::internal(format!("unexpected result {other:?}"))),
         }
     }
@@ -344,19 +409,35 @@ impl Namenode for NamenodeService {
 
     async fn get_blocks(&self, req: Request<pb::GetBlocksRequest>) -> Result<Response<pb::GetBlocksResponse>, Status> {
         let r = req.into_inner();
-        let (id, (blocks, more)) = self
+        let (inode, (blocks, more)) = self
             .read(|ns| {
                 let f = ns.resolve(&r.path)?.ok_or_else(|| FsError::NotFound { path: r.path.clone() })?;
                 if f.inode.is_dir() {
                     return Err(FsError::IsADirectory { path: f.path });
                 }
-                Ok((f.inode.id, ns.get_blocks(f.inode.id, r.start_index, limit(r.limit))?))
+                Ok((f.inode.clone(), ns.get_blocks(f.inode.id, r.start_index, limit(r.limit))?))
             })
             .await?;
+        let now = std::time::Instant::now();
+        let located = blocks
+            .iter()
+            .map(|b| {
+                let mut live = self.s.blocks.health(b.block_id, b.generation, now).live;
+                // Spread readers over the replicas (no network distance is known yet).
+                live.shuffle(&mut rand::rng());
+                pb::LocatedBlock {
+                    block: Some(block_pb(b)),
+                    locations: live.iter().map(crate::dn_service::location_pb).collect(),
+                    under_construction: inode.last_block_open && b.index + 1 == inode.block_count,
+                }
+            })
+            .collect();
         Ok(Response::new(pb::GetBlocksResponse {
-            file_id: id,
+            file_id: inode.id,
             blocks: blocks.iter().map(block_pb).collect(),
             has_more: more,
+            located,
+            length: inode.length,
         }))
     }
 
@@ -619,6 +700,18 @@ impl NamenodeAdmin for AdminService {
         }
         self.s.raft.change_membership(voters, r.retain_as_learners).await.map_err(|e| self.raft_status(e))?;
         Ok(Response::new(pb::MembershipResponse { status: Some(self.status()) }))
+    }
+
+    async fn datanode_report(
+        &self,
+        _req: Request<pb::DatanodeReportRequest>,
+    ) -> Result<Response<pb::DatanodeReportResponse>, Status> {
+        Ok(Response::new(crate::dn_service::datanode_report(&self.s)?))
+    }
+
+    async fn fsck(&self, req: Request<pb::FsckRequest>) -> Result<Response<pb::FsckResponse>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(crate::dn_service::fsck(&self.s, &r)?))
     }
 
     async fn trigger_snapshot(

@@ -99,6 +99,18 @@ pub enum Op {
         file_id: u64,
         holder: Option<String>,
     },
+    /// A write pipeline lost a datanode: the open last block gets a new generation stamp,
+    /// so the replica left on the failed node is recognisably stale.
+    UpdatePipeline {
+        path: String,
+        file_id: u64,
+        client_name: String,
+        block_id: u64,
+    },
+    /// Deletion commands for these blocks' replicas went out: drop them from `invalid`.
+    ForgetInvalid {
+        block_ids: Vec<u64>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -154,4 +166,6 @@ pub enum OpOutput {
     LeaseRecovered {
         closed: bool,
     },
+    /// Housekeeping that returns nothing.
+    Done,
 }

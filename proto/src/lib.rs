@@ -14,3 +14,9 @@ pub mod raft {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("tarn.raft.v1");
 }
+
+/// Block storage: datanode-to-namenode protocol and block data transfer.
+pub mod datanode {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("tarn.datanode.v1");
+}

@@ -1,4 +1,5 @@
-//! `tarn admin`: the namenode group (status, membership, snapshots) and quotas.
+//! `tarn admin`: the namenode group (status, membership, snapshots), quotas, datanodes
+//! (`report`) and block health (`fsck`).
 
 use tarn_client::NamenodeClient;
 
@@ -36,6 +37,19 @@ enum AdminCmd {
     },
     /// Build a snapshot now on the namenode at --namenode.
     Snapshot,
+    /// Datanodes (capacity, use, liveness) and block health: under-replicated, missing and
+    /// corrupt counts.
+    Report,
+    /// Check the blocks of every file under PATH, like `hdfs fsck`. Exits 1 if a block has
+    /// no live replica.
+    ///
+    /// Example: `tarn admin fsck / -v`
+    Fsck {
+        path: String,
+        /// List every file, not only the unhealthy ones.
+        #[arg(short, long)]
+        verbose: bool,
+    },
     /// Set quotas on a directory: -1 clears, 0 keeps, > 0 sets.
     ///
     /// Example: `tarn admin set-quota /user/ana --namespace 100000 --space 1099511627776`
@@ -84,6 +98,8 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<u8> {
             let idx = c.trigger_snapshot_on(&a.namenode).await?;
             println!("snapshot built up to log index {idx}");
         }
+        AdminCmd::Report => report(&c).await?,
+        AdminCmd::Fsck { path, verbose } => return fsck(&c, &path, verbose).await,
         AdminCmd::SetQuota { path, namespace, space } => {
             let s = c.set_quota(&path, namespace, space).await?;
             if let Some(q) = s.quota {
@@ -101,4 +117,113 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<u8> {
         }
     }
     Ok(0)
+}
+
+fn gib(b: u64) -> String {
+    format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64)
+}
+
+async fn report(c: &NamenodeClient) -> anyhow::Result<()> {
+    let r = c.datanode_report().await?;
+    let live = r.datanodes.iter().filter(|d| d.alive).count();
+    println!("datanodes: {} live, {} dead", live, r.datanodes.len() - live);
+    println!(
+        "{:<22} {:<22} {:<6} {:>11} {:>11} {:>11} {:>9} {:>10}",
+        "UUID", "ADDRESS", "STATE", "CAPACITY", "USED", "FREE", "REPLICAS", "HEARTBEAT"
+    );
+    for d in &r.datanodes {
+        let loc = d.location.clone().unwrap_or_default();
+        let state = if !d.alive {
+            "dead"
+        } else if d.full {
+            "full"
+        } else {
+            "live"
+        };
+        println!(
+            "{:<22} {:<22} {:<6} {:>11} {:>11} {:>11} {:>9} {:>8}ms",
+            loc.uuid,
+            loc.addr,
+            state,
+            gib(d.capacity_bytes),
+            gib(d.used_bytes),
+            gib(d.free_bytes),
+            d.replicas,
+            d.last_heartbeat_ms_ago
+        );
+    }
+    let b = r.blocks.unwrap_or_default();
+    println!(
+        "blocks: {} in {} files ({} bytes); under-replicated {}, missing {}, corrupt replicas {}, over-replicated {}",
+        b.blocks, b.files, b.bytes, b.under_replicated, b.missing, b.corrupt_replicas, b.over_replicated
+    );
+    Ok(())
+}
+
+async fn fsck(c: &NamenodeClient, path: &str, verbose: bool) -> anyhow::Result<u8> {
+    let (mut files, mut blocks, mut under, mut missing, mut corrupt, mut bytes) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut after = String::new();
+    loop {
+        let page = c.fsck(path, &after, 1000).await?;
+        for f in &page.files {
+            files += 1;
+            bytes += f.length;
+            let mut problems = Vec::new();
+            for b in &f.blocks {
+                blocks += 1;
+                corrupt += b.corrupt as u64;
+                if b.under_construction {
+                    continue;
+                }
+                if b.live == 0 {
+                    missing += 1;
+                    problems.push(format!("block {} MISSING (no live replica)", b.block_id));
+                } else if b.live < b.expected {
+                    under += 1;
+                    problems.push(format!("block {} under-replicated: {} of {} live", b.block_id, b.live, b.expected));
+                }
+                if b.corrupt > 0 {
+                    problems.push(format!("block {} has {} corrupt replica(s)", b.block_id, b.corrupt));
+                }
+            }
+            if verbose || !problems.is_empty() {
+                let state = if problems.is_empty() { "OK" } else { "" };
+                println!(
+                    "{} {} bytes, {} block(s), replication {} {}",
+                    f.path,
+                    f.length,
+                    f.blocks.len(),
+                    f.replication,
+                    state
+                );
+                for p in problems {
+                    println!("  {p}");
+                }
+                if verbose {
+                    for b in &f.blocks {
+                        println!(
+                            "  block {} len {} live {} at [{}]",
+                            b.block_id,
+                            b.length,
+                            b.live,
+                            b.locations.join(", ")
+                        );
+                    }
+                }
+            }
+        }
+        match page.files.last() {
+            Some(f) if page.has_more => after = f.path.clone(),
+            _ => break,
+        }
+    }
+    println!("files: {files}, blocks: {blocks}, bytes: {bytes}");
+    println!("under-replicated blocks: {under}, missing blocks: {missing}, corrupt replicas: {corrupt}");
+    if missing > 0 {
+        println!("Status: CORRUPT ({path})");
+        Ok(crate::EXIT_FAILED)
+    } else {
+        println!("Status: HEALTHY ({path})");
+        Ok(0)
+    }
 }

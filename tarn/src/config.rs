@@ -5,13 +5,30 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use tarn_datanode::DatanodeConfig;
 use tarn_namenode::NamenodeConfig;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TarnConfig {
     pub namenode: NamenodeConfig,
+    pub datanode: DatanodeConfig,
     pub client: ClientConfig,
+    pub up: UpConfig,
+}
+
+/// What `tarn up` runs besides the namenode.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpConfig {
+    /// Datanodes in the process, each with its own directory `<data_dir>/datanode-N`.
+    pub datanodes: usize,
+}
+
+impl Default for UpConfig {
+    fn default() -> Self {
+        UpConfig { datanodes: 1 }
+    }
 }
 
 /// Where client commands find the cluster.
@@ -50,8 +67,12 @@ impl TarnConfig {
         cfg.namenode.listen = listen.to_string();
         cfg.namenode.data_dir = data_dir.join("namenode");
         cfg.namenode.initial_members = vec!["1@".into()];
-        // One namenode and (until block storage) no datanodes: replicate once.
-        cfg.namenode.files.default_replication = 1;
+        // New files get min(3, live datanodes) replicas.
+        cfg.namenode.files.default_replication = 3;
+        cfg.datanode.namenodes = vec![listen.to_string()];
+        cfg.datanode.data_dirs = vec![data_dir.join("datanode-1")];
+        // The appliance runs on a laptop or a small VM: keep 1 GiB free on the disk.
+        cfg.datanode.reserved_bytes = 1 << 30;
         cfg.client.namenodes = vec![listen.to_string()];
         cfg
     }

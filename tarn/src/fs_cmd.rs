@@ -1,6 +1,6 @@
-//! `tarn fs`: file system commands in the spirit of `hdfs dfs`. This layer has the
-//! namespace commands; reading and writing bytes (`put`, `get`, `cat`) arrive with block
-//! storage.
+//! `tarn fs`: file system commands in the spirit of `hdfs dfs`: namespace commands, and
+//! `put` / `get` / `cat` moving bytes through the datanodes (with progress bars, several
+//! files at a time).
 
 use anyhow::Context;
 use tarn_client::{ClientError, CreateOptions, ErrorKind, FileStatus, NamenodeClient, RenameOptions};
@@ -61,6 +61,38 @@ enum FsCmd {
     Count { path: String },
     /// Set a file's replication factor.
     Setrep { replication: u32, path: String },
+    /// Copy local files or directories into the cluster (into DST if it is a directory).
+    ///
+    /// Example: `tarn fs put -f data/*.parquet /warehouse/raw/`
+    Put {
+        /// Local files or directories, then the destination path.
+        #[arg(required = true, num_args = 2..)]
+        paths: Vec<String>,
+        /// Replace existing files.
+        #[arg(short, long)]
+        force: bool,
+        /// Files copied at once.
+        #[arg(short = 'j', long, default_value_t = 4)]
+        parallel: usize,
+        /// Replication factor for new files (default: the cluster's).
+        #[arg(long, default_value_t = 0)]
+        replication: u32,
+    },
+    /// Copy files or directories out of the cluster (into LOCAL if it is a directory).
+    ///
+    /// Example: `tarn fs get /warehouse/raw ./raw`
+    Get {
+        src: String,
+        local: String,
+        /// Replace existing local files.
+        #[arg(short, long)]
+        force: bool,
+        /// Files copied at once.
+        #[arg(short = 'j', long, default_value_t = 4)]
+        parallel: usize,
+    },
+    /// Write files to standard output.
+    Cat { paths: Vec<String> },
 }
 
 pub async fn run(a: FsArgs) -> anyhow::Result<u8> {
@@ -260,6 +292,18 @@ async fn exec(c: &NamenodeClient, cmd: FsCmd) -> anyhow::Result<()> {
         FsCmd::Setrep { replication, path } => {
             c.set_replication(&path, replication).await?;
             println!("Replication {replication} set: {path}");
+        }
+        FsCmd::Put { mut paths, force, parallel, replication } => {
+            let dst = paths.pop().expect("clap requires two paths");
+            crate::transfer_cmd::put(c, &paths, &dst, force, parallel, replication).await?;
+        }
+        FsCmd::Get { src, local, force, parallel } => {
+            crate::transfer_cmd::get(c, &src, &local, force, parallel).await?;
+        }
+        FsCmd::Cat { paths } => {
+            for p in paths {
+                crate::transfer_cmd::cat(c, &p).await?;
+            }
         }
     }
     Ok(())

@@ -1,12 +1,14 @@
 //! `tarn`: one binary for every role of a Tarn cluster and every client command.
 //!
-//! Roles: `namenode`, `up` (every role in one process). Clients: `fs`, `admin`, `init`.
+//! Roles: `namenode`, `datanode`, `up` (every role in one process). Clients: `fs`,
+//! `admin`, `init`.
 //! Only this crate parses command lines and configuration files; the role crates take
 //! typed configuration.
 
 mod admin_cmd;
 mod config;
 mod fs_cmd;
+mod transfer_cmd;
 mod up;
 
 use std::path::PathBuf;
@@ -38,6 +40,10 @@ enum Command {
     ///
     /// Example: `tarn namenode --config /etc/tarn/namenode-1.toml`
     Namenode(NamenodeArgs),
+    /// Run a datanode (stores block replicas on local disks).
+    ///
+    /// Example: `tarn datanode --config /etc/tarn/datanode.toml --data-dir /disk1 --data-dir /disk2`
+    Datanode(DatanodeArgs),
     /// Write configuration files for a topology.
     ///
     /// Example: `tarn init --dir conf --namenodes 10.0.0.1:8020,10.0.0.2:8020,10.0.0.3:8020`
@@ -65,6 +71,28 @@ struct NamenodeArgs {
     /// Overrides `namenode.initial_members`: comma-separated ID@HOST:PORT (ID@ for this node).
     #[arg(long, value_delimiter = ',')]
     initial_members: Option<Vec<String>>,
+    /// Write the bound address to this file once serving (for scripts and tests).
+    #[arg(long)]
+    addr_file: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct DatanodeArgs {
+    /// TOML configuration file (its `[datanode]` table).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Overrides `datanode.data_dirs` (repeat for several disks).
+    #[arg(long = "data-dir")]
+    data_dirs: Vec<PathBuf>,
+    /// Overrides `datanode.listen` (host:port; port 0 picks one).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Overrides `datanode.namenodes` (comma-separated host:port).
+    #[arg(long, value_delimiter = ',')]
+    namenodes: Option<Vec<String>>,
+    /// Overrides `datanode.reserved_bytes`.
+    #[arg(long)]
+    reserved_bytes: Option<u64>,
     /// Write the bound address to this file once serving (for scripts and tests).
     #[arg(long)]
     addr_file: Option<PathBuf>,
@@ -100,7 +128,7 @@ fn init_logging(default: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let daemon = matches!(cli.command, Command::Up(_) | Command::Namenode(_));
+    let daemon = matches!(cli.command, Command::Up(_) | Command::Namenode(_) | Command::Datanode(_));
     init_logging(if daemon { "info,openraft=warn" } else { "warn" });
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -113,6 +141,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Up(a) => up::run(a).await,
             Command::Namenode(a) => run_namenode(a).await,
+            Command::Datanode(a) => run_datanode(a).await,
             Command::Init(a) => run_init(a),
             Command::Fs(a) => fs_cmd::run(a).await,
             Command::Admin(a) => admin_cmd::run(a).await,
@@ -156,6 +185,35 @@ async fn run_namenode(a: NamenodeArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+async fn run_datanode(a: DatanodeArgs) -> anyhow::Result<u8> {
+    let mut cfg = match &a.config {
+        Some(p) => TarnConfig::load(p)?.datanode,
+        None => TarnConfig::default().datanode,
+    };
+    if !a.data_dirs.is_empty() {
+        cfg.data_dirs = a.data_dirs;
+    }
+    if let Some(v) = a.listen {
+        cfg.listen = v;
+    }
+    if let Some(v) = a.namenodes {
+        cfg.namenodes = v;
+    }
+    if let Some(v) = a.reserved_bytes {
+        cfg.reserved_bytes = v;
+    }
+    let node = tarn_datanode::start(cfg).await?;
+    if let Some(f) = &a.addr_file {
+        let tmp = f.with_extension("tmp");
+        std::fs::write(&tmp, &node.addr)?;
+        std::fs::rename(&tmp, f)?;
+    }
+    println!("datanode {} serving on {}", node.uuid, node.addr);
+    up::wait_for_signal(tarn_namenode::node::CancellationToken::new()).await;
+    node.stop().await;
+    Ok(0)
+}
+
 fn run_init(a: InitArgs) -> anyhow::Result<u8> {
     std::fs::create_dir_all(&a.dir)?;
     let members: Vec<String> = a.namenodes.iter().enumerate().map(|(i, addr)| format!("{}@{addr}", i + 1)).collect();
@@ -172,6 +230,9 @@ fn run_init(a: InitArgs) -> anyhow::Result<u8> {
             cfg.namenode.files.default_replication = 1;
         }
         cfg.client.namenodes = a.namenodes.clone();
+        cfg.datanode.namenodes = a.namenodes.clone();
+        cfg.datanode.data_dirs = vec![a.data_dir.join("datanode")];
+        cfg.datanode.listen = "0.0.0.0:9866".into();
         cfg.namenode.validate()?;
         let path = a.dir.join(format!("namenode-{id}.toml"));
         if path.exists() && !a.force {

@@ -1,4 +1,5 @@
-//! `tarn up`: the embedded appliance, every role in one process, data under one directory.
+//! `tarn up`: the embedded appliance, every role in one process, data under one directory:
+//! a single-node namenode group and one or more datanodes (`--datanodes N`).
 //! Each layer of the system adds its role here (block storage: datanodes; S3: the
 //! gateway; compute: the resource manager and a worker), running the same code as a
 //! multi-node cluster.
@@ -18,11 +19,14 @@ pub struct UpArgs {
     /// Namenode address for clients (gRPC).
     #[arg(long, default_value = "127.0.0.1:8020")]
     listen: String,
+    /// Datanodes to run in the process (overrides `up.datanodes` in tarn.toml).
+    #[arg(long)]
+    datanodes: Option<usize>,
 }
 
 pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
     let cfg_path = a.data_dir.join("tarn.toml");
-    let cfg = if cfg_path.exists() {
+    let mut cfg = if cfg_path.exists() {
         TarnConfig::load(&cfg_path)?
     } else {
         let cfg = TarnConfig::single_node(&a.data_dir, &a.listen);
@@ -38,14 +42,34 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
         .metrics(|m| m.current_leader.is_some(), "leader elected")
         .await
         .context("namenode did not become leader")?;
+    if let Some(n) = a.datanodes {
+        cfg.up.datanodes = n;
+    }
+    let mut datanodes = Vec::new();
+    for i in 1..=cfg.up.datanodes {
+        let mut d = cfg.datanode.clone();
+        d.namenodes = vec![node.addr.clone()];
+        // Each datanode of the appliance has its own directory.
+        if i > 1 || d.data_dirs.is_empty() {
+            d.data_dirs = vec![a.data_dir.join(format!("datanode-{i}"))];
+        }
+        let dn = tarn_datanode::start(d).await.with_context(|| format!("start datanode {i}"))?;
+        datanodes.push(dn);
+    }
     println!("Tarn is up (single-process appliance).");
     println!("  namenode (gRPC):  {}", node.addr);
+    for (i, dn) in datanodes.iter().enumerate() {
+        println!("  datanode {}:       {} ({})", i + 1, dn.addr, dn.uuid);
+    }
     println!("  data directory:   {}", a.data_dir.display());
     println!("  configuration:    {}", cfg_path.display());
-    println!("  try:              tarn fs mkdir -p /demo && tarn fs ls /");
+    println!("  try:              tarn fs put README.md /demo/ && tarn fs cat /demo/README.md");
     println!("Stop with Ctrl-C.");
     wait_for_signal(node.cancelled()).await;
     println!("stopping");
+    for dn in datanodes {
+        dn.stop().await;
+    }
     node.shutdown().await;
     Ok(0)
 }

@@ -1,8 +1,9 @@
 //! The cluster harness every integration test and benchmark uses.
 //!
 //! - [`Cluster`] runs namenodes in this process (fast; stop and restart a node).
-//! - [`ProcCluster`] runs each namenode as a real `tarn namenode` process, for faults that
-//!   need one: SIGKILL, restart of everything.
+//! - [`ProcCluster`] runs each namenode as a real `tarn namenode` process and each datanode
+//!   as a `tarn datanode` process, for faults that need one: SIGKILL, SIGSTOP, restart of
+//!   everything.
 //!
 //! Both bind port 0, form the group through the admin API (node 1 bootstraps, the others
 //! join as learners and are promoted), and wait on conditions with deadlines, never sleeps.
@@ -13,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tarn_client::NamenodeClient;
+use tarn_datanode::{DatanodeConfig, DatanodeHandle};
 use tarn_namenode::{NamenodeConfig, NamenodeHandle};
 
 /// Polls `f` until it returns `Some`, or fails the test after `timeout`.
@@ -71,11 +73,55 @@ pub async fn form_group(addrs: &[String]) -> NamenodeClient {
     NamenodeClient::new(addrs).expect("client")
 }
 
-/// Namenodes in this process.
+/// Namenode timings for block storage tests: datanodes heartbeat every 200 ms and count as
+/// dead after 2 s, files get 3 replicas.
+pub fn block_tuning(c: &mut NamenodeConfig) {
+    c.datanodes.heartbeat_interval_ms = 200;
+    c.datanodes.dead_after_ms = 2_000;
+    c.files.default_replication = 3;
+}
+
+/// A datanode configuration for tests: one directory, no reserve, a quick block scanner.
+pub fn datanode_config(dir: &Path, namenodes: &[String]) -> DatanodeConfig {
+    DatanodeConfig {
+        data_dirs: vec![dir.to_path_buf()],
+        listen: "127.0.0.1:0".into(),
+        namenodes: namenodes.to_vec(),
+        reserved_bytes: 0,
+        scan_bytes_per_sec: 256 << 20,
+        scan_interval_ms: 200,
+        ..DatanodeConfig::default()
+    }
+}
+
+/// Waits until the namenode leader counts `n` live datanodes.
+pub async fn wait_live_datanodes(c: &NamenodeClient, n: usize) {
+    wait_for(&format!("{n} live datanodes"), Duration::from_secs(30), || async {
+        let r = c.datanode_report().await.ok()?;
+        (r.datanodes.iter().filter(|d| d.alive).count() == n).then_some(())
+    })
+    .await
+}
+
+/// Waits until `tarn admin fsck`-style health under `path` shows every block with its
+/// expected live replicas and no corrupt ones; returns the number of blocks.
+pub async fn wait_healthy(c: &NamenodeClient, path: &str, timeout: Duration) -> usize {
+    wait_for(&format!("{path} fully replicated"), timeout, || async {
+        let r = c.fsck(path, "", 10_000).await.ok()?;
+        let blocks: Vec<_> = r.files.iter().flat_map(|f| f.blocks.iter()).collect();
+        let ok = blocks.iter().all(|b| b.live >= b.expected && b.corrupt == 0 && !b.under_construction);
+        ok.then_some(blocks.len())
+    })
+    .await
+}
+
+/// Namenodes (and optionally datanodes) in this process.
 pub struct Cluster {
     pub nodes: Vec<Option<NamenodeHandle>>,
     pub configs: Vec<NamenodeConfig>,
     pub addrs: Vec<String>,
+    pub datanodes: Vec<Option<DatanodeHandle>>,
+    pub datanode_dirs: Vec<PathBuf>,
     _dir: tempfile::TempDir,
 }
 
@@ -99,7 +145,27 @@ impl Cluster {
             configs.push(c);
         }
         form_group(&addrs).await;
-        Cluster { nodes, configs, addrs, _dir: dir }
+        Cluster { nodes, configs, addrs, datanodes: Vec::new(), datanode_dirs: Vec::new(), _dir: dir }
+    }
+
+    /// Starts `k` more datanodes in this process and waits until the leader counts them.
+    pub async fn start_datanodes(&mut self, k: usize) {
+        for _ in 0..k {
+            let i = self.datanodes.len() + 1;
+            let d = self._dir.path().join(format!("dn{i}"));
+            let h = tarn_datanode::start(datanode_config(&d, &self.addrs)).await.expect("start datanode");
+            self.datanodes.push(Some(h));
+            self.datanode_dirs.push(d);
+        }
+        let live = self.datanodes.iter().flatten().count();
+        wait_live_datanodes(&self.client(), live).await;
+    }
+
+    /// Stops datanode `i` (1-based).
+    pub async fn stop_datanode(&mut self, i: usize) {
+        if let Some(h) = self.datanodes[i - 1].take() {
+            h.stop().await;
+        }
     }
 
     pub fn client(&self) -> NamenodeClient {
@@ -151,6 +217,9 @@ impl Cluster {
     }
 
     pub async fn shutdown(mut self) {
+        for i in 1..=self.datanodes.len() {
+            self.stop_datanode(i).await;
+        }
         for i in 1..=self.nodes.len() as u64 {
             self.stop(i).await;
         }
@@ -172,11 +241,15 @@ pub fn tarn_bin() -> PathBuf {
     })
 }
 
-/// Namenodes as separate `tarn namenode` processes.
+/// Namenodes (and datanodes) as separate `tarn namenode` / `tarn datanode` processes.
 pub struct ProcCluster {
     procs: Vec<Option<Child>>,
     pub dirs: Vec<PathBuf>,
     pub addrs: Vec<String>,
+    dn_procs: Vec<Option<Child>>,
+    /// Each datanode's working directory (its data is in `data/`).
+    pub dn_dirs: Vec<PathBuf>,
+    pub dn_addrs: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -185,7 +258,15 @@ impl ProcCluster {
     pub async fn start(n: usize, tune: impl Fn(&mut NamenodeConfig)) -> ProcCluster {
         init_logging();
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut pc = ProcCluster { procs: Vec::new(), dirs: Vec::new(), addrs: Vec::new(), _dir: dir };
+        let mut pc = ProcCluster {
+            procs: Vec::new(),
+            dirs: Vec::new(),
+            addrs: Vec::new(),
+            dn_procs: Vec::new(),
+            dn_dirs: Vec::new(),
+            dn_addrs: Vec::new(),
+            _dir: dir,
+        };
         for i in 1..=n as u64 {
             let d = pc._dir.path().join(format!("nn{i}"));
             std::fs::create_dir_all(&d).expect("mkdir");
@@ -237,6 +318,79 @@ impl ProcCluster {
         self.addrs[id as usize - 1] = addr;
     }
 
+    /// Starts `k` more `tarn datanode` processes and waits until the leader counts them.
+    pub async fn start_datanodes(&mut self, k: usize) {
+        for _ in 0..k {
+            let i = self.dn_procs.len() + 1;
+            let d = self._dir.path().join(format!("dn{i}"));
+            std::fs::create_dir_all(&d).expect("mkdir");
+            let cfg = datanode_config(&d.join("data"), &self.addrs);
+            #[derive(serde::Serialize)]
+            struct File<'a> {
+                datanode: &'a DatanodeConfig,
+            }
+            let text = toml::to_string(&File { datanode: &cfg }).expect("serialize datanode config");
+            std::fs::write(d.join("tarn.toml"), text).expect("write config");
+            self.dn_dirs.push(d);
+            self.dn_procs.push(None);
+            self.dn_addrs.push(String::new());
+            self.spawn_datanode(i).await;
+        }
+        let live = self.dn_procs.iter().flatten().count();
+        wait_live_datanodes(&self.client(), live).await;
+    }
+
+    async fn spawn_datanode(&mut self, i: usize) {
+        let d = self.dn_dirs[i - 1].clone();
+        let addr_file = d.join("addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(d.join("datanode.log")).expect("log");
+        let child = Command::new(tarn_bin())
+            .arg("datanode")
+            .arg("--config")
+            .arg(d.join("tarn.toml"))
+            .arg("--addr-file")
+            .arg(&addr_file)
+            .env("RUST_LOG", std::env::var("TARN_TEST_NODE_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn tarn datanode");
+        self.dn_procs[i - 1] = Some(child);
+        let start = Instant::now();
+        self.dn_addrs[i - 1] = loop {
+            if let Ok(a) = std::fs::read_to_string(&addr_file) {
+                break a;
+            }
+            let child = self.dn_procs[i - 1].as_mut().expect("child");
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("datanode {i} exited with {status}:\n{}", self.datanode_log(i));
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "datanode {i} did not serve");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+    }
+
+    /// SIGKILLs datanode `i` (1-based).
+    pub fn kill_datanode(&mut self, i: usize) {
+        if let Some(mut c) = self.dn_procs[i - 1].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Datanode `i`'s data directory.
+    pub fn datanode_data(&self, i: usize) -> PathBuf {
+        self.dn_dirs[i - 1].join("data")
+    }
+
+    pub fn datanode_log(&self, i: usize) -> String {
+        let text = std::fs::read_to_string(self.dn_dirs[i - 1].join("datanode.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
     /// The process id of node `id`, while it runs.
     pub fn pid(&self, id: u64) -> Option<u32> {
         self.procs[id as usize - 1].as_ref().map(|c| c.id())
@@ -259,6 +413,24 @@ impl ProcCluster {
         }
     }
 
+    /// Freezes node `id` with SIGSTOP: it keeps its sockets and its state but does nothing
+    /// (a long GC pause or a VM stall), so its peers see it vanish.
+    pub fn pause(&self, id: u64) {
+        self.signal(id, libc::SIGSTOP);
+    }
+
+    /// Thaws a node frozen by [`ProcCluster::pause`].
+    pub fn resume(&self, id: u64) {
+        self.signal(id, libc::SIGCONT);
+    }
+
+    fn signal(&self, id: u64, sig: i32) {
+        let pid = self.pid(id).unwrap_or_else(|| panic!("node {id} is not running"));
+        // SAFETY: signalling a child process we own by pid.
+        let rc = unsafe { libc::kill(pid as i32, sig) };
+        assert_eq!(rc, 0, "signal {sig} to node {id}");
+    }
+
     pub async fn restart(&mut self, id: u64) {
         let old = self.addrs[id as usize - 1].clone();
         self.spawn(id).await;
@@ -279,6 +451,9 @@ impl ProcCluster {
 
 impl Drop for ProcCluster {
     fn drop(&mut self) {
+        for i in 1..=self.dn_procs.len() {
+            self.kill_datanode(i);
+        }
         for i in 1..=self.procs.len() as u64 {
             self.kill(i);
         }

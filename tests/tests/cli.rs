@@ -49,6 +49,55 @@ async fn fs_and_admin_commands() {
     cluster.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_get_cat_report_and_fsck() {
+    let mut cluster = Cluster::start(1, tarn_tests::block_tuning).await;
+    let addr = cluster.addrs[0].clone();
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("in");
+    std::fs::create_dir_all(local.join("sub")).unwrap();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(local.join("big.bin"), &big).unwrap();
+    std::fs::write(local.join("sub/small.txt"), b"hello tarn\n").unwrap();
+    std::fs::write(local.join("sub/empty"), b"").unwrap();
+    let run = move |args: Vec<String>| {
+        let addr = addr.clone();
+        async move {
+            tokio::task::spawn_blocking(move || tarn(&addr, &args.iter().map(String::as_str).collect::<Vec<_>>()))
+                .await
+                .unwrap()
+        }
+    };
+    let arg = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+    let local_s = local.to_str().unwrap().to_string();
+    // No datanode yet: a clear error and nothing left behind.
+    let o = run(arg(&["fs", "put", &format!("{local_s}/sub/small.txt"), "/x.txt"])).await;
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("no datanode can take a new block"), "{}", text(&o));
+    assert!(!run(arg(&["fs", "stat", "/x.txt"])).await.status.success(), "the partial file was removed");
+
+    cluster.start_datanodes(3).await;
+    let o = run(arg(&["fs", "put", &local_s, "/up"])).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(arg(&["fs", "cat", "/up/sub/small.txt"])).await;
+    assert_eq!(o.stdout, b"hello tarn\n", "{}", text(&o));
+    let o = run(arg(&["fs", "put", &format!("{local_s}/big.bin"), "/up/big.bin"])).await;
+    assert_eq!(o.status.code(), Some(1), "put onto an existing file without -f");
+    let back = dir.path().join("back");
+    let o = run(arg(&["fs", "get", "/up", back.to_str().unwrap()])).await;
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(std::fs::read(back.join("big.bin")).unwrap(), big);
+    assert_eq!(std::fs::read(back.join("sub/empty")).unwrap(), b"");
+    tarn_tests::wait_healthy(&cluster.client(), "/up", std::time::Duration::from_secs(30)).await;
+    let o = run(arg(&["admin", "fsck", "/up"])).await;
+    assert!(o.status.success() && text(&o).contains("Status: HEALTHY"), "{}", text(&o));
+    assert!(text(&o).contains("files: 3"), "{}", text(&o));
+    let o = run(arg(&["admin", "report"])).await;
+    assert!(o.status.success() && text(&o).contains("datanodes: 3 live, 0 dead"), "{}", text(&o));
+    assert!(text(&o).contains("under-replicated 0, missing 0"), "{}", text(&o));
+    cluster.shutdown().await;
+}
+
 #[test]
 fn init_writes_one_config_per_namenode() {
     let dir = tempfile::tempdir().unwrap();

@@ -12,7 +12,9 @@ where
     F: FnOnce(NamenodeClient) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    let cluster = Cluster::start(1, |_| {}).await;
+    // A datanode to place blocks on (add_block needs one).
+    let mut cluster = Cluster::start(1, |_| {}).await;
+    cluster.start_datanodes(1).await;
     let client = cluster.client();
     tokio::time::timeout(Duration::from_secs(60), f(client)).await.expect("test timed out");
     cluster.shutdown().await;
@@ -319,11 +321,12 @@ async fn bad_input_gets_precise_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_writers_lose_their_leases() {
-    let cluster = Cluster::start(1, |c| {
+    let mut cluster = Cluster::start(1, |c| {
         c.leases.soft_limit_ms = 300;
         c.leases.hard_limit_ms = 1500;
     })
     .await;
+    cluster.start_datanodes(1).await;
     tokio::time::timeout(Duration::from_secs(60), async {
         let addr = cluster.addrs[0].clone();
         let dead = NamenodeClient::new(std::slice::from_ref(&addr)).unwrap();

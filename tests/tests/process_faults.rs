@@ -1,11 +1,12 @@
-//! Faults that need real processes: SIGKILL of the leader during a stream of creates, and
-//! SIGKILL of every node followed by a restart.
+//! Faults that need real processes: SIGKILL of the leader during a stream of creates,
+//! SIGKILL of every node followed by a restart, and a leader frozen (SIGSTOP) while the
+//! others move on, which must not answer reads from its stale lease when it wakes.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tarn_client::{CreateOptions, NamenodeClient};
+use tarn_client::{CreateOptions, NamenodeClient, RetryPolicy};
 use tarn_tests::{wait_for, ProcCluster};
 
 /// Creates `/w/<writer>/f<n>` one after another until `stop`, recording acknowledged ones.
@@ -116,4 +117,40 @@ async fn sigkill_everything_and_restart_keeps_the_namespace() {
     })
     .await
     .expect("timed out");
+}
+
+/// Leader-lease reads are safe: a leader frozen past its lease while the others elect a
+/// new leader and commit a write does not answer a read from its stale state when it wakes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_leader_does_not_serve_stale_reads_after_waking() {
+    let pc = ProcCluster::start(3, |_| {}).await;
+    let result = tokio::time::timeout(Duration::from_secs(90), async {
+        let c = pc.client();
+        c.mkdirs("/lease").await.expect("mkdirs");
+        let old = c.cluster_status().await.expect("status").leader_id;
+        let old_addr = pc.addrs[old as usize - 1].clone();
+        // A client that only knows the old leader; its reads are served under the lease.
+        let at_old = NamenodeClient::new(&[old_addr]).unwrap();
+        for _ in 0..20 {
+            assert!(at_old.get_file_info("/lease/x", false).await.expect("read").is_none());
+        }
+        pc.pause(old);
+        let others: Vec<String> = (1..=3).filter(|&i| i != old).map(|i| pc.addrs[i as usize - 1].clone()).collect();
+        // Short attempts: until the election, followers point at the frozen leader.
+        let retry = RetryPolicy { attempt_timeout: Duration::from_secs(1), ..Default::default() };
+        let c2 = NamenodeClient::new(&others).unwrap().with_retry(retry);
+        // The create retries through the election until a new leader commits it.
+        let x = c2.create("/lease/x", &CreateOptions::default()).await.expect("create on the new leader");
+        assert_ne!(c2.cluster_status().await.expect("status").leader_id, old);
+        pc.resume(old);
+        let seen = at_old.get_file_info("/lease/x", false).await.expect("read after waking");
+        assert_eq!(seen.map(|s| s.file_id), Some(x.file_id), "the woken old leader served a stale read");
+    })
+    .await;
+    if result.is_err() {
+        for i in 1..=3 {
+            eprintln!("--- namenode {i} ---\n{}", pc.log_tail(i));
+        }
+        panic!("timed out");
+    }
 }

@@ -1,0 +1,574 @@
+//! Block I/O against datanodes: files written through replication pipelines and read
+//! from the first replica that answers with good bytes.
+//!
+//! **Writes.** A block goes to a pipeline (client → DN1 → DN2 → DN3) in packets of at most
+//! [`PACKET_BYTES`], each with its CRC32C, with up to [`WINDOW_PACKETS`] unacknowledged.
+//! When a datanode fails mid-block, the writer asks the namenode for a new generation
+//! stamp, reopens the pipeline with the survivors at the length all of them acknowledged,
+//! and sends the unacknowledged packets again; the write completes as long as one datanode
+//! of the pipeline survives (the namenode re-replicates afterwards).
+//!
+//! `hflush` ([`FileWriter::hflush`]) returns once every datanode of the pipeline holds the
+//! bytes written so far, so new readers of those datanodes see them; `hsync` also has each
+//! datanode fsync them. Neither makes the namenode's recorded length grow: that happens
+//! when the block or the file completes.
+//!
+//! **Reads.** Each block is read from its replicas in the namenode's order; a replica that
+//! is unreachable, missing, or fails a checksum (the datanode verifies its stored
+//! checksums, the client verifies each piece's CRC32C) is skipped and, if corrupt, reported
+//! to the namenode. Positional reads fetch only the blocks and bytes they cover.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tarn_proto::datanode as dpb;
+use tarn_proto::datanode::data_transfer_client::DataTransferClient;
+use tarn_proto::datanode::datanode_protocol_client::DatanodeProtocolClient;
+use tarn_proto::namenode as pb;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::Streaming;
+
+use crate::{ClientError, CreateOptions, FileStatus, NamenodeClient, Result};
+
+/// Data bytes per write packet.
+pub const PACKET_BYTES: usize = 1 << 20;
+/// Packets in flight (sent, not yet acknowledged by the whole pipeline).
+pub const WINDOW_PACKETS: usize = 16;
+/// Waiting for a datanode's ack or read data before declaring it failed.
+const DATANODE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest block data message accepted from a datanode.
+const READ_MESSAGE_BYTES_MAX: usize = 8 << 20;
+
+fn data_channel(addr: &str) -> std::result::Result<Channel, String> {
+    let e = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).map_err(|e| e.to_string())?;
+    Ok(e.connect_timeout(Duration::from_secs(5)).tcp_nodelay(true).connect_lazy())
+}
+
+fn transfer_client(addr: &str) -> std::result::Result<DataTransferClient<Channel>, String> {
+    Ok(DataTransferClient::new(data_channel(addr)?)
+        .max_decoding_message_size(READ_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(READ_MESSAGE_BYTES_MAX))
+}
+
+/// Why a pipeline stopped: which node (index into its targets) failed, if known.
+#[derive(Debug, Clone)]
+pub struct PipelineFailure {
+    pub failed: Option<usize>,
+    pub message: String,
+}
+
+impl PipelineFailure {
+    fn at(i: usize, message: impl Into<String>) -> Self {
+        PipelineFailure { failed: Some(i), message: message.into() }
+    }
+}
+
+struct Packet {
+    seqno: u64,
+    offset: u64,
+    data: Bytes,
+    flush: bool,
+    sync: bool,
+    last: bool,
+}
+
+/// A write pipeline for one block.
+pub struct Pipeline {
+    pub targets: Vec<dpb::DatanodeLocation>,
+    tx: mpsc::Sender<dpb::WritePacket>,
+    acks: Streaming<dpb::WriteAck>,
+    unacked: VecDeque<Packet>,
+    next_seqno: u64,
+    /// Bytes of the block sent.
+    sent: u64,
+    /// Bytes of the block every node acknowledged.
+    acked: u64,
+}
+
+/// The first failed node named by an ack, or `None` if every status is a success.
+fn first_failure(a: &dpb::WriteAck) -> Option<usize> {
+    a.statuses.iter().position(|s| *s != dpb::AckStatus::Success as i32)
+}
+
+impl Pipeline {
+    /// Opens a pipeline to `targets` for `block`, starting at byte `start` (0 for a new
+    /// block; the recovered length for `Recover`).
+    pub async fn open(
+        block: dpb::ExtendedBlock,
+        targets: Vec<dpb::DatanodeLocation>,
+        stage: dpb::WriteStage,
+        start: u64,
+        expected_bytes: u64,
+        client: &str,
+    ) -> std::result::Result<Pipeline, PipelineFailure> {
+        let first = targets.first().ok_or_else(|| PipelineFailure { failed: None, message: "no datanodes".into() })?;
+        let mut dn = transfer_client(&first.addr).map_err(|e| PipelineFailure::at(0, e))?;
+        let (tx, rx) = mpsc::channel(WINDOW_PACKETS + 1);
+        let header = dpb::WriteHeader {
+            block: Some(block),
+            downstream: targets[1..].to_vec(),
+            stage: stage as i32,
+            recover_length: start,
+            expected_bytes,
+            client: client.to_string(),
+        };
+        let _ = tx.send(dpb::WritePacket { header: Some(header), ..Default::default() }).await;
+        let call = tokio::time::timeout(DATANODE_TIMEOUT, dn.write_block(ReceiverStream::new(rx)));
+        let mut acks = match call.await {
+            Ok(Ok(r)) => r.into_inner(),
+            Ok(Err(s)) => return Err(PipelineFailure::at(0, format!("datanode {}: {}", first.addr, s.message()))),
+            Err(_) => return Err(PipelineFailure::at(0, format!("datanode {}: no answer", first.addr))),
+        };
+        let setup = match tokio::time::timeout(DATANODE_TIMEOUT, acks.message()).await {
+            Ok(Ok(Some(a))) => a,
+            Ok(Ok(None)) => return Err(PipelineFailure::at(0, format!("datanode {}: stream ended", first.addr))),
+            Ok(Err(s)) => return Err(PipelineFailure::at(0, format!("datanode {}: {}", first.addr, s.message()))),
+            Err(_) => return Err(PipelineFailure::at(0, format!("datanode {}: no setup ack", first.addr))),
+        };
+        if let Some(i) = first_failure(&setup) {
+            return Err(PipelineFailure::at(i, setup.error));
+        }
+        Ok(Pipeline { targets, tx, acks, unacked: VecDeque::new(), next_seqno: 1, sent: start, acked: start })
+    }
+
+    /// Bytes of the block every node acknowledged.
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    async fn recv_ack(&mut self) -> std::result::Result<(), PipelineFailure> {
+        let head = self.unacked.front().map(|p| p.seqno).unwrap_or(0);
+        let first = self.targets[0].addr.clone();
+        let a = match tokio::time::timeout(DATANODE_TIMEOUT, self.acks.message()).await {
+            Ok(Ok(Some(a))) => a,
+            // The first node's stream broke or went silent: it is the one that failed.
+            Ok(Ok(None)) => return Err(PipelineFailure::at(0, format!("datanode {first}: stream ended"))),
+            Ok(Err(s)) => return Err(PipelineFailure::at(0, format!("datanode {first}: {}", s.message()))),
+            Err(_) => return Err(PipelineFailure::at(0, format!("datanode {first}: no ack in {DATANODE_TIMEOUT:?}"))),
+        };
+        if let Some(i) = first_failure(&a) {
+            return Err(PipelineFailure::at(i, a.error));
+        }
+        if a.seqno != head {
+            return Err(PipelineFailure::at(0, format!("datanode {first}: ack {} where {head} was due", a.seqno)));
+        }
+        if let Some(p) = self.unacked.pop_front() {
+            self.acked = p.offset + p.data.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// Queues one packet and sends it once the window has room. Whatever happens, the
+    /// packet belongs to the pipeline afterwards: on failure it is among
+    /// [`Pipeline::take_unacked`] (sent or not) for recovery to send again.
+    async fn send(
+        &mut self,
+        data: Bytes,
+        flush: bool,
+        sync: bool,
+        last: bool,
+    ) -> std::result::Result<(), PipelineFailure> {
+        let p = Packet { seqno: self.next_seqno, offset: self.sent, data, flush, sync, last };
+        self.next_seqno += 1;
+        self.sent += p.data.len() as u64;
+        let msg = dpb::WritePacket {
+            header: None,
+            seqno: p.seqno,
+            offset: p.offset,
+            crc32c: crc32c::crc32c(&p.data),
+            data: p.data.clone(),
+            flush,
+            sync,
+            last,
+        };
+        self.unacked.push_back(p);
+        while self.unacked.len() > WINDOW_PACKETS {
+            self.recv_ack().await?;
+        }
+        if self.tx.send(msg).await.is_err() {
+            return Err(PipelineFailure::at(0, format!("datanode {}: stream closed", self.targets[0].addr)));
+        }
+        Ok(())
+    }
+
+    /// Waits for every packet sent to be acknowledged.
+    async fn drain(&mut self) -> std::result::Result<(), PipelineFailure> {
+        while !self.unacked.is_empty() {
+            self.recv_ack().await?;
+        }
+        Ok(())
+    }
+
+    /// Streams `data` into the block (no recovery: for copies between datanodes, which
+    /// start over on failure).
+    pub async fn write(&mut self, mut data: Bytes) -> std::result::Result<(), PipelineFailure> {
+        while !data.is_empty() {
+            let piece = data.split_to(data.len().min(PACKET_BYTES));
+            self.send(piece, false, false, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Finalizes the block on every node; returns its length.
+    pub async fn finish(&mut self) -> std::result::Result<u64, PipelineFailure> {
+        self.send(Bytes::new(), false, false, true).await?;
+        self.drain().await?;
+        Ok(self.acked)
+    }
+
+    /// The packets not acknowledged by every node, to send again after recovery.
+    fn take_unacked(&mut self) -> Vec<Packet> {
+        self.unacked.drain(..).collect()
+    }
+}
+
+/// The block being written and its pipeline.
+struct OpenBlock {
+    block: pb::Block,
+    pipeline: Pipeline,
+}
+
+/// Writes one file: blocks are allocated as the data grows; `close` completes the file.
+pub struct FileWriter<'a> {
+    nn: &'a NamenodeClient,
+    pub status: FileStatus,
+    block_size: u64,
+    current: Option<OpenBlock>,
+    /// Length of the last block allocated (passed to the namenode with the next call).
+    last_block_length: Option<u64>,
+    written: u64,
+    /// The datanode this client runs on (favored for the first replica).
+    favored: String,
+}
+
+impl<'a> FileWriter<'a> {
+    /// Creates `path` (see [`NamenodeClient::create`]) and returns a writer for it.
+    pub async fn create(nn: &'a NamenodeClient, path: &str, opts: &CreateOptions) -> Result<FileWriter<'a>> {
+        let status = nn.create(path, opts).await?;
+        let block_size = status.block_size;
+        if block_size == 0 {
+            return Err(ClientError::InvalidArgument(format!("{path}: block size 0")));
+        }
+        Ok(FileWriter {
+            nn,
+            status,
+            block_size,
+            current: None,
+            last_block_length: None,
+            written: 0,
+            favored: std::env::var("TARN_DATANODE_UUID").unwrap_or_default(),
+        })
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    fn path(&self) -> &str {
+        &self.status.path
+    }
+
+    /// Allocates the next block and opens its pipeline (the current one must be ended).
+    async fn next_block(&mut self) -> Result<()> {
+        let (block, targets) = self
+            .nn
+            .allocate_block(self.path(), self.status.file_id, self.last_block_length, Vec::new(), &self.favored)
+            .await?;
+        self.last_block_length = Some(0);
+        let eb = extended(&block);
+        let client = self.nn.client_name().to_string();
+        match Pipeline::open(eb, targets.clone(), dpb::WriteStage::Create, 0, self.block_size, &client).await {
+            Ok(pipeline) => self.current = Some(OpenBlock { block, pipeline }),
+            Err(f) => {
+                // Carry on with the nodes that did answer.
+                tracing::warn!(block_id = block.block_id, error = %f.message, "pipeline setup failed; recovering");
+                let ob = self.recover(block, survivors(&targets, &f), 0, Vec::new()).await?;
+                self.current = Some(ob);
+            }
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the pipeline of `block` with `nodes` from byte `from`, sends `resend` again
+    /// and waits until all of it is acknowledged.
+    async fn recover(
+        &self,
+        block: pb::Block,
+        mut nodes: Vec<dpb::DatanodeLocation>,
+        from: u64,
+        resend: Vec<Packet>,
+    ) -> Result<OpenBlock> {
+        let path = self.path().to_string();
+        loop {
+            if nodes.is_empty() {
+                return Err(ClientError::WriteFailed {
+                    path,
+                    block_id: block.block_id,
+                    reason: "every datanode of the pipeline failed".into(),
+                });
+            }
+            let uuids: Vec<String> = nodes.iter().map(|n| n.uuid.clone()).collect();
+            let updated = self.nn.update_pipeline(&path, self.status.file_id, block.block_id, uuids).await?;
+            let eb = extended(&updated);
+            let stage = dpb::WriteStage::Recover;
+            let client = self.nn.client_name();
+            let mut p = match Pipeline::open(eb, nodes.clone(), stage, from, self.block_size, client).await {
+                Ok(p) => p,
+                Err(f) => {
+                    tracing::warn!(block_id = block.block_id, error = %f.message, "pipeline recovery failed; retrying");
+                    nodes = survivors(&nodes, &f);
+                    continue;
+                }
+            };
+            let mut r = Ok(());
+            for pk in &resend {
+                r = p.send(pk.data.clone(), pk.flush, pk.sync, pk.last).await;
+                if r.is_err() {
+                    break;
+                }
+            }
+            if r.is_ok() {
+                r = p.drain().await;
+            }
+            match r {
+                Ok(()) => {
+                    tracing::info!(block_id = block.block_id, nodes = nodes.len(), "pipeline recovered");
+                    return Ok(OpenBlock { block: updated, pipeline: p });
+                }
+                Err(f) => {
+                    tracing::warn!(block_id = block.block_id, error = %f.message, "pipeline failed again; retrying");
+                    nodes = survivors(&nodes, &f);
+                }
+            }
+        }
+    }
+
+    /// Sends one packet on the current pipeline; with `wait`, until all is acknowledged.
+    /// A failed datanode is dropped from the pipeline and the block carries on.
+    async fn send(&mut self, data: Bytes, flush: bool, sync: bool, last: bool) -> Result<()> {
+        let cur = self.current.as_mut().ok_or_else(|| ClientError::InvalidArgument("no block is open".into()))?;
+        let mut r = cur.pipeline.send(data, flush, sync, last).await;
+        if r.is_ok() && (flush || sync || last) {
+            r = cur.pipeline.drain().await;
+        }
+        let Err(f) = r else { return Ok(()) };
+        let mut cur = self.current.take().expect("checked above");
+        tracing::warn!(
+            block_id = cur.block.block_id,
+            failed = ?f.failed.map(|i| cur.pipeline.targets[i].addr.clone()),
+            error = %f.message,
+            "datanode failed mid-write; recovering"
+        );
+        let nodes = survivors(&cur.pipeline.targets, &f);
+        let from = cur.pipeline.acked();
+        let resend = cur.pipeline.take_unacked();
+        self.current = Some(self.recover(cur.block.clone(), nodes, from, resend).await?);
+        Ok(())
+    }
+
+    /// Finalizes the current block; its length goes to the namenode with the next call.
+    async fn end_block(&mut self) -> Result<()> {
+        if self.current.is_none() {
+            return Ok(());
+        }
+        self.send(Bytes::new(), false, false, true).await?;
+        let cur = self.current.take().expect("checked above");
+        self.last_block_length = Some(cur.pipeline.acked());
+        Ok(())
+    }
+
+    /// Appends `data` to the file.
+    pub async fn write(&mut self, mut data: &[u8]) -> Result<()> {
+        while !data.is_empty() {
+            let in_block = self.current.as_ref().map(|c| c.pipeline.sent);
+            let room = match in_block {
+                Some(n) if n < self.block_size => self.block_size - n,
+                Some(_) => {
+                    self.end_block().await?;
+                    continue;
+                }
+                None => {
+                    self.next_block().await?;
+                    continue;
+                }
+            };
+            let take = data.len().min(PACKET_BYTES).min(room as usize);
+            self.send(Bytes::copy_from_slice(&data[..take]), false, false, false).await?;
+            self.written += take as u64;
+            data = &data[take..];
+        }
+        Ok(())
+    }
+
+    /// Returns once every datanode of the pipeline holds what was written (new readers
+    /// that go to those datanodes see it).
+    pub async fn hflush(&mut self) -> Result<()> {
+        if self.current.is_some() {
+            self.send(Bytes::new(), true, false, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Like [`FileWriter::hflush`], and every datanode has the bytes on disk.
+    pub async fn hsync(&mut self) -> Result<()> {
+        if self.current.is_some() {
+            self.send(Bytes::new(), true, true, false).await?;
+        }
+        Ok(())
+    }
+
+    /// Finalizes the last block and completes the file (with `xattrs` set atomically).
+    pub async fn close_with(mut self, xattrs: std::collections::BTreeMap<String, Vec<u8>>) -> Result<FileStatus> {
+        self.end_block().await?;
+        let path = self.status.path.clone();
+        self.nn.complete(&path, self.status.file_id, self.last_block_length, xattrs).await
+    }
+
+    pub async fn close(self) -> Result<FileStatus> {
+        self.close_with(Default::default()).await
+    }
+}
+
+fn survivors(targets: &[dpb::DatanodeLocation], f: &PipelineFailure) -> Vec<dpb::DatanodeLocation> {
+    // Unknown culprit: the first node is the one the client talks to; drop it.
+    let bad = f.failed.unwrap_or(0);
+    targets.iter().enumerate().filter(|(i, _)| *i != bad).map(|(_, t)| t.clone()).collect()
+}
+
+fn extended(b: &pb::Block) -> dpb::ExtendedBlock {
+    dpb::ExtendedBlock { block_id: b.block_id, gen_stamp: b.generation, length: b.length }
+}
+
+/// Reports a replica that failed verification to the namenode leader.
+async fn report_bad(nn: &NamenodeClient, node: &dpb::DatanodeLocation, block: &dpb::ExtendedBlock, reason: &str) {
+    let req =
+        dpb::ReportBadReplicasRequest { node: Some(node.clone()), blocks: vec![*block], reason: reason.to_string() };
+    let r = nn
+        .call(|c| {
+            let req = nn.request(req.clone());
+            async move { DatanodeProtocolClient::new(c).report_bad_replicas(req).await }
+        })
+        .await;
+    if let Err(e) = r {
+        tracing::warn!(block_id = block.block_id, error = %e, "could not report a corrupt replica");
+    }
+}
+
+/// Reads `[offset, offset + len)` of one replica, verifying every piece.
+async fn read_replica(
+    node: &dpb::DatanodeLocation,
+    block: &dpb::ExtendedBlock,
+    offset: u64,
+    len: u64,
+) -> std::result::Result<Vec<u8>, (bool, String)> {
+    let mut dn = transfer_client(&node.addr).map_err(|e| (false, e))?;
+    let req = dpb::ReadBlockRequest { block: Some(*block), offset, length: len };
+    let call = tokio::time::timeout(DATANODE_TIMEOUT, dn.read_block(req));
+    let mut stream = match call.await {
+        Ok(Ok(r)) => r.into_inner(),
+        Ok(Err(s)) => return Err((s.code() == tonic::Code::DataLoss, s.message().to_string())),
+        Err(_) => return Err((false, "no answer".into())),
+    };
+    let mut out = Vec::with_capacity(len as usize);
+    while (out.len() as u64) < len {
+        let piece = match tokio::time::timeout(DATANODE_TIMEOUT, stream.message()).await {
+            Ok(Ok(Some(p))) => p,
+            Ok(Ok(None)) => return Err((false, format!("stream ended after {} of {len} bytes", out.len()))),
+            Ok(Err(s)) => return Err((s.code() == tonic::Code::DataLoss, s.message().to_string())),
+            Err(_) => return Err((false, "no data".into())),
+        };
+        if piece.offset != offset + out.len() as u64 {
+            return Err((false, format!("piece at {} where {} was due", piece.offset, offset + out.len() as u64)));
+        }
+        if crc32c::crc32c(&piece.data) != piece.crc32c {
+            // Corrupted between the datanode's check and here: the replica may be fine.
+            return Err((false, format!("piece at {} failed its checksum in transit", piece.offset)));
+        }
+        out.extend_from_slice(&piece.data);
+    }
+    if out.len() as u64 != len {
+        return Err((false, format!("{} bytes where {len} were asked for", out.len())));
+    }
+    Ok(out)
+}
+
+/// Positional reads of one file.
+pub struct FileReader<'a> {
+    nn: &'a NamenodeClient,
+    path: String,
+    blocks: Vec<pb::LocatedBlock>,
+    /// Start offset of each block in the file.
+    starts: Vec<u64>,
+    length: u64,
+}
+
+impl<'a> FileReader<'a> {
+    /// Looks up `path`'s blocks and where their replicas are.
+    pub async fn open(nn: &'a NamenodeClient, path: &str) -> Result<FileReader<'a>> {
+        let mut blocks = Vec::new();
+        loop {
+            let r = nn.get_blocks(path, blocks.len() as u32, 1000).await?;
+            blocks.extend(r.located);
+            if !r.has_more {
+                break;
+            }
+        }
+        let mut starts = Vec::with_capacity(blocks.len());
+        let mut length = 0u64;
+        for b in &blocks {
+            starts.push(length);
+            length += b.block.as_ref().map_or(0, |b| b.length);
+        }
+        Ok(FileReader { nn, path: path.to_string(), blocks, starts, length })
+    }
+
+    pub fn length(&self) -> u64 {
+        self.length
+    }
+
+    /// Reads `len` bytes at `offset` (fewer at the end of the file).
+    pub async fn read_at(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let end = offset.saturating_add(len).min(self.length);
+        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
+        let mut pos = offset;
+        while pos < end {
+            let i = self.starts.partition_point(|&s| s <= pos) - 1;
+            let lb = &self.blocks[i];
+            let b = lb
+                .block
+                .as_ref()
+                .ok_or_else(|| ClientError::InvalidArgument("located block without a block".into()))?;
+            let in_block = pos - self.starts[i];
+            let take = (b.length - in_block).min(end - pos);
+            out.extend(self.read_block(lb, in_block, take).await?);
+            pos += take;
+        }
+        Ok(out)
+    }
+
+    async fn read_block(&self, lb: &pb::LocatedBlock, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let b = lb.block.as_ref().expect("checked by the caller");
+        let eb = extended(b);
+        let mut tried = Vec::new();
+        for node in &lb.locations {
+            match read_replica(node, &eb, offset, len).await {
+                Ok(data) => return Ok(data),
+                Err((corrupt, why)) => {
+                    tracing::warn!(block_id = b.block_id, datanode = %node.addr, error = %why, "replica read failed; trying the next");
+                    if corrupt {
+                        report_bad(self.nn, node, &eb, &why).await;
+                    }
+                    tried.push(format!("{}: {why}", node.addr));
+                }
+            }
+        }
+        if tried.is_empty() {
+            tried.push("no live datanode holds a replica".into());
+        }
+        Err(ClientError::BlockUnavailable { path: self.path.clone(), block_id: b.block_id, tried: tried.join("; ") })
+    }
+}

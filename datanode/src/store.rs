@@ -1,0 +1,756 @@
+//! Replica files on local disks: one data file and one checksum file per replica.
+//!
+//! Layout under each data directory `D`:
+//!
+//! | path                                 | what                                         |
+//! |--------------------------------------|----------------------------------------------|
+//! | `D/tarn-datanode/STORAGE`            | this directory's storage id, written once    |
+//! | `D/tarn-datanode/rbw/blk_<id>`       | data of a replica being written              |
+//! | `D/tarn-datanode/rbw/blk_<id>.meta`  | its checksum file                            |
+//! | `D/tarn-datanode/finalized/<xx>/...` | the same two files once finalized (`xx`: bits 8..16 of the id, hex) |
+//!
+//! The data file holds the block's bytes and nothing else, so a positional read at
+//! offset `o` of the block reads offset `o` of the file. The checksum file has a 32-byte
+//! header (magic `TARNBLK1`, chunk size, generation stamp, finalized length) and then one
+//! CRC32C (u32, little-endian) per chunk of [`CHUNK_BYTES`]; the last chunk may be short.
+//!
+//! **Durability.** A replica is finalized by writing its length into the header, fsyncing
+//! both files, renaming them into `finalized/` and fsyncing both directories; until then it
+//! lives in `rbw/`, and at start-up a replica found there is cut back to the longest prefix
+//! whose checksums hold (a crash may leave data without its checksum).
+//!
+//! **Checks on both sides.** Writers checksum what they store; readers verify every chunk
+//! they return and fail with [`DatanodeError::Corrupt`] rather than hand out bad bytes. A
+//! data file shorter than its recorded length (truncated or deleted underneath) is corrupt.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{DatanodeError, Result};
+
+/// Bytes covered by one checksum.
+pub const CHUNK_BYTES: usize = 64 * 1024;
+const META_MAGIC: &[u8; 8] = b"TARNBLK1";
+const META_HEADER_BYTES: u64 = 32;
+/// The header's length field while a replica is being written.
+const LENGTH_OPEN: u64 = u64::MAX;
+const STORE_DIR: &str = "tarn-datanode";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaState {
+    Finalized,
+    /// Being written, or left unfinished by a writer that went away (awaits recovery).
+    BeingWritten,
+}
+
+impl ReplicaState {
+    fn name(self) -> &'static str {
+        match self {
+            ReplicaState::Finalized => "finalized",
+            ReplicaState::BeingWritten => "being written",
+        }
+    }
+}
+
+/// What the datanode reports to the namenode about one replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaInfo {
+    pub block_id: u64,
+    pub gen_stamp: u64,
+    /// Bytes readable with valid checksums.
+    pub length: u64,
+    pub state: ReplicaState,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    dir: usize,
+    info: ReplicaInfo,
+    /// A writer currently holds the replica.
+    open: bool,
+}
+
+/// Space on one data directory's file system.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskUsage {
+    pub capacity_bytes: u64,
+    pub free_bytes: u64,
+}
+
+/// The replicas on this datanode's data directories.
+pub struct BlockStore {
+    roots: Vec<PathBuf>,
+    storage_ids: Vec<String>,
+    /// A directory takes no new replica when its free space is below this.
+    reserved_bytes: u64,
+    replicas: Mutex<HashMap<u64, Entry>>,
+}
+
+fn data_name(block_id: u64) -> String {
+    format!("blk_{block_id}")
+}
+
+fn meta_name(block_id: u64) -> String {
+    format!("blk_{block_id}.meta")
+}
+
+fn parse_block_file(name: &str) -> Option<u64> {
+    name.strip_prefix("blk_")?.parse().ok()
+}
+
+fn is_enospc(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ENOSPC)
+}
+
+/// Free and total bytes of the file system holding `path`.
+pub fn disk_usage(path: &Path) -> Result<DiskUsage> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| DatanodeError::Config(format!("{}: path contains NUL", path.display())))?;
+    // SAFETY: statvfs writes into the zeroed struct we own; `c` is a valid C string.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut s) };
+    if rc != 0 {
+        return Err(DatanodeError::io("statvfs", path)(std::io::Error::last_os_error()));
+    }
+    let frag = s.f_frsize as u64;
+    Ok(DiskUsage { capacity_bytes: s.f_blocks as u64 * frag, free_bytes: s.f_bavail as u64 * frag })
+}
+
+fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|f| f.sync_all()).map_err(DatanodeError::io("fsync directory", dir))
+}
+
+#[derive(Debug, Clone, Copy)]
+struct MetaHeader {
+    gen_stamp: u64,
+    length: u64,
+}
+
+fn encode_header(h: MetaHeader) -> [u8; META_HEADER_BYTES as usize] {
+    let mut b = [0u8; META_HEADER_BYTES as usize];
+    b[..8].copy_from_slice(META_MAGIC);
+    b[8..12].copy_from_slice(&(CHUNK_BYTES as u32).to_le_bytes());
+    b[16..24].copy_from_slice(&h.gen_stamp.to_le_bytes());
+    b[24..32].copy_from_slice(&h.length.to_le_bytes());
+    b
+}
+
+fn read_header(block_id: u64, meta: &File) -> Result<MetaHeader> {
+    let mut b = [0u8; META_HEADER_BYTES as usize];
+    meta.read_exact_at(&mut b, 0)
+        .map_err(|e| DatanodeError::Corrupt { block_id, detail: format!("checksum file header: {e}") })?;
+    let word = |r: std::ops::Range<usize>| u64::from_le_bytes(b[r].try_into().unwrap_or([0; 8]));
+    let chunk = u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize;
+    if &b[..8] != META_MAGIC || chunk != CHUNK_BYTES {
+        return Err(DatanodeError::Corrupt { block_id, detail: "checksum file header is not Tarn's".into() });
+    }
+    Ok(MetaHeader { gen_stamp: word(16..24), length: word(24..32) })
+}
+
+fn crc_offset(chunk: u64) -> u64 {
+    META_HEADER_BYTES + chunk * 4
+}
+
+/// Reads the checksums of chunks `[first, first + n)`.
+fn read_crcs(block_id: u64, meta: &File, first: u64, n: usize) -> Result<Vec<u32>> {
+    let mut b = vec![0u8; n * 4];
+    meta.read_exact_at(&mut b, crc_offset(first))
+        .map_err(|e| DatanodeError::Corrupt { block_id, detail: format!("checksums of chunks {first}+{n}: {e}") })?;
+    Ok(b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
+impl BlockStore {
+    /// Opens (creating if needed) the store on `dirs` and finds the replicas already there.
+    pub fn open(dirs: &[PathBuf], reserved_bytes: u64) -> Result<Arc<BlockStore>> {
+        if dirs.is_empty() {
+            return Err(DatanodeError::Config("datanode.data_dirs is empty".into()));
+        }
+        let mut roots = Vec::new();
+        let mut storage_ids = Vec::new();
+        for d in dirs {
+            let root = d.join(STORE_DIR);
+            for sub in ["rbw", "finalized"] {
+                fs::create_dir_all(root.join(sub))
+                    .map_err(DatanodeError::io("create data directory", root.join(sub)))?;
+            }
+            storage_ids.push(storage_id(&root)?);
+            roots.push(root);
+        }
+        let store = BlockStore { roots, storage_ids, reserved_bytes, replicas: Mutex::new(HashMap::new()) };
+        store.scan()?;
+        Ok(Arc::new(store))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Entry>> {
+        self.replicas.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn storage_ids(&self) -> &[String] {
+        &self.storage_ids
+    }
+
+    fn rbw_dir(&self, dir: usize) -> PathBuf {
+        self.roots[dir].join("rbw")
+    }
+
+    fn finalized_dir(&self, dir: usize, block_id: u64) -> PathBuf {
+        self.roots[dir].join("finalized").join(format!("{:02x}", (block_id >> 8) & 0xff))
+    }
+
+    fn files_of(&self, e: &Entry) -> (PathBuf, PathBuf) {
+        let id = e.info.block_id;
+        let d = match e.info.state {
+            ReplicaState::Finalized => self.finalized_dir(e.dir, id),
+            ReplicaState::BeingWritten => self.rbw_dir(e.dir),
+        };
+        (d.join(data_name(id)), d.join(meta_name(id)))
+    }
+
+    /// Finds the replicas on every directory: finalized ones as recorded, unfinished ones cut
+    /// back to their longest checksummed prefix.
+    fn scan(&self) -> Result<()> {
+        let mut found = HashMap::new();
+        for dir in 0..self.roots.len() {
+            let fin = self.roots[dir].join("finalized");
+            for sub in fs::read_dir(&fin).map_err(DatanodeError::io("list", &fin))? {
+                let sub = sub.map_err(DatanodeError::io("list", &fin))?.path();
+                if sub.is_dir() {
+                    self.scan_dir(dir, &sub, ReplicaState::Finalized, &mut found)?;
+                }
+            }
+            self.scan_dir(dir, &self.rbw_dir(dir), ReplicaState::BeingWritten, &mut found)?;
+        }
+        *self.lock() = found;
+        Ok(())
+    }
+
+    fn scan_dir(&self, dir: usize, path: &Path, state: ReplicaState, found: &mut HashMap<u64, Entry>) -> Result<()> {
+        for f in fs::read_dir(path).map_err(DatanodeError::io("list", path))? {
+            let f = f.map_err(DatanodeError::io("list", path))?;
+            let name = f.file_name();
+            let Some(block_id) = name.to_str().and_then(parse_block_file) else { continue };
+            let loaded = match state {
+                ReplicaState::Finalized => load_finalized(block_id, path),
+                ReplicaState::BeingWritten => recover_rbw(block_id, path),
+            };
+            match loaded {
+                Ok(info) => {
+                    if let Some(prev) = found.get(&block_id) {
+                        tracing::warn!(block_id, first = ?prev.info, second = ?info, "two replicas of one block; keeping the newer");
+                        if prev.info.gen_stamp >= info.gen_stamp {
+                            continue;
+                        }
+                    }
+                    found.insert(block_id, Entry { dir, info, open: false });
+                }
+                // Kept on disk for a human to look at; the namenode sees the replica missing
+                // and restores it from another one.
+                Err(e) => tracing::warn!(block_id, dir = %path.display(), error = %e, "replica not loaded"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every replica, for a full block report.
+    pub fn report(&self) -> Vec<ReplicaInfo> {
+        let mut v: Vec<ReplicaInfo> = self.lock().values().map(|e| e.info).collect();
+        v.sort_by_key(|r| r.block_id);
+        v
+    }
+
+    pub fn get(&self, block_id: u64) -> Option<ReplicaInfo> {
+        self.lock().get(&block_id).map(|e| e.info)
+    }
+
+    /// Space per data directory.
+    pub fn usage(&self) -> Result<Vec<DiskUsage>> {
+        self.roots.iter().map(|r| disk_usage(r)).collect()
+    }
+
+    /// Bytes held by replicas.
+    pub fn used_bytes(&self) -> u64 {
+        self.lock().values().map(|e| e.info.length).sum()
+    }
+
+    /// Whether a new replica of up to `expected_bytes` fits on some directory.
+    pub fn has_room_for(&self, expected_bytes: u64) -> bool {
+        self.pick_dir(expected_bytes).is_ok()
+    }
+
+    /// The directory with the most free space that still has room for `expected_bytes`.
+    fn pick_dir(&self, expected_bytes: u64) -> Result<usize, String> {
+        let mut best: Option<(usize, u64)> = None;
+        for (i, r) in self.roots.iter().enumerate() {
+            let free = disk_usage(r).map_err(|e| e.to_string())?.free_bytes;
+            if free >= self.reserved_bytes.saturating_add(expected_bytes) && best.is_none_or(|(_, f)| free > f) {
+                best = Some((i, free));
+            }
+        }
+        best.map(|(i, _)| i).ok_or_else(|| {
+            format!(
+                "every data directory has less than {} bytes free (reserved {} + block {})",
+                self.reserved_bytes.saturating_add(expected_bytes),
+                self.reserved_bytes,
+                expected_bytes
+            )
+        })
+    }
+
+    /// Starts a new replica. `expected_bytes` (the block size) picks a directory with room.
+    pub fn create(self: &Arc<Self>, block_id: u64, gen_stamp: u64, expected_bytes: u64) -> Result<ReplicaWriter> {
+        let dir = self.pick_dir(expected_bytes).map_err(|reason| DatanodeError::DiskFull { block_id, reason })?;
+        {
+            let mut map = self.lock();
+            if let Some(e) = map.get(&block_id) {
+                return Err(DatanodeError::ReplicaExists { block_id, state: e.info.state.name() });
+            }
+            let info = ReplicaInfo { block_id, gen_stamp, length: 0, state: ReplicaState::BeingWritten };
+            map.insert(block_id, Entry { dir, info, open: true });
+        }
+        let rbw = self.rbw_dir(dir);
+        let made = (|| {
+            let data = create_new(&rbw.join(data_name(block_id)))?;
+            let meta = create_new(&rbw.join(meta_name(block_id)))?;
+            meta.write_all_at(&encode_header(MetaHeader { gen_stamp, length: LENGTH_OPEN }), 0)
+                .map_err(DatanodeError::io("write checksum header", rbw.join(meta_name(block_id))))?;
+            Ok((data, meta))
+        })();
+        match made {
+            Ok((data, meta)) => Ok(ReplicaWriter::new(self.clone(), block_id, gen_stamp, dir, data, meta, 0, 0)),
+            Err(e) => {
+                self.lock().remove(&block_id);
+                let _ = fs::remove_file(rbw.join(data_name(block_id)));
+                let _ = fs::remove_file(rbw.join(meta_name(block_id)));
+                Err(disk_full_or(block_id, e))
+            }
+        }
+    }
+
+    /// Reopens a replica being written for pipeline recovery: cuts it to `length` (which must
+    /// not exceed what it holds), gives it `new_gen_stamp` and returns a writer at its end.
+    pub fn recover(self: &Arc<Self>, block_id: u64, new_gen_stamp: u64, length: u64) -> Result<ReplicaWriter> {
+        let e = {
+            let mut map = self.lock();
+            let e = map.get_mut(&block_id).ok_or(DatanodeError::ReplicaNotFound { block_id })?;
+            if e.open {
+                return Err(DatanodeError::ReplicaBusy { block_id });
+            }
+            // A finalized replica is reopened too: the pipeline failed while closing the
+            // block, after this node had finalized it but before every node acknowledged.
+            if e.info.gen_stamp > new_gen_stamp {
+                return Err(DatanodeError::StaleGeneration {
+                    block_id,
+                    expected: new_gen_stamp,
+                    found: e.info.gen_stamp,
+                });
+            }
+            if length > e.info.length {
+                return Err(DatanodeError::OutOfRange { block_id, offset: length, len: 0, length: e.info.length });
+            }
+            e.open = true;
+            *e
+        };
+        let mut e = e;
+        if e.info.state == ReplicaState::Finalized {
+            if let Err(err) = self.unfinalize(&e) {
+                self.release(block_id, None);
+                return Err(err);
+            }
+            e.info.state = ReplicaState::BeingWritten;
+            if let Some(m) = self.lock().get_mut(&block_id) {
+                m.info.state = ReplicaState::BeingWritten;
+            }
+        }
+        let (dp, mp) = self.files_of(&e);
+        let reopened = (|| {
+            let data = OpenOptions::new().read(true).write(true).open(&dp).map_err(DatanodeError::io("open", &dp))?;
+            let meta = OpenOptions::new().read(true).write(true).open(&mp).map_err(DatanodeError::io("open", &mp))?;
+            let (partial_crc, partial_len) = cut_to(block_id, &data, &meta, length)?;
+            meta.write_all_at(&encode_header(MetaHeader { gen_stamp: new_gen_stamp, length: LENGTH_OPEN }), 0)
+                .map_err(DatanodeError::io("write checksum header", &mp))?;
+            Ok((data, meta, partial_crc, partial_len))
+        })();
+        match reopened {
+            Ok((data, meta, crc, plen)) => {
+                if let Some(e) = self.lock().get_mut(&block_id) {
+                    e.info.gen_stamp = new_gen_stamp;
+                    e.info.length = length;
+                }
+                let mut w = ReplicaWriter::new(self.clone(), block_id, new_gen_stamp, e.dir, data, meta, crc, plen);
+                w.length = length;
+                Ok(w)
+            }
+            Err(err) => {
+                if let Some(e) = self.lock().get_mut(&block_id) {
+                    e.open = false;
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Moves a finalized replica back to `rbw/` (pipeline recovery while closing a block).
+    fn unfinalize(&self, e: &Entry) -> Result<()> {
+        let id = e.info.block_id;
+        let fin = self.finalized_dir(e.dir, id);
+        let rbw = self.rbw_dir(e.dir);
+        for name in [data_name(id), meta_name(id)] {
+            fs::rename(fin.join(&name), rbw.join(&name)).map_err(DatanodeError::io("rename", fin.join(&name)))?;
+        }
+        fsync_dir(&rbw)?;
+        fsync_dir(&fin)
+    }
+
+    /// Opens a replica for reading. `min_gen_stamp` refuses an older version of the block.
+    pub fn open_reader(&self, block_id: u64, min_gen_stamp: u64) -> Result<ReplicaReader> {
+        let e = *self.lock().get(&block_id).ok_or(DatanodeError::ReplicaNotFound { block_id })?;
+        if e.info.gen_stamp < min_gen_stamp {
+            return Err(DatanodeError::StaleGeneration { block_id, expected: min_gen_stamp, found: e.info.gen_stamp });
+        }
+        let (dp, mp) = self.files_of(&e);
+        let missing = |what: &str, err: std::io::Error| DatanodeError::Corrupt {
+            block_id,
+            detail: format!("{what} {}: {err}", dp.display()),
+        };
+        let data = File::open(&dp).map_err(|err| missing("open data file", err))?;
+        let meta = File::open(&mp).map_err(|err| missing("open checksum file", err))?;
+        let on_disk = data.metadata().map_err(|err| missing("stat data file", err))?.len();
+        if on_disk < e.info.length {
+            return Err(DatanodeError::Corrupt {
+                block_id,
+                detail: format!("data file holds {on_disk} bytes, {} recorded", e.info.length),
+            });
+        }
+        Ok(ReplicaReader { block_id, gen_stamp: e.info.gen_stamp, length: e.info.length, data, meta })
+    }
+
+    /// Deletes a replica (the namenode's invalidation, or a corrupt copy).
+    pub fn delete(&self, block_id: u64) -> Result<Option<ReplicaInfo>> {
+        let Some(e) = self.lock().remove(&block_id) else { return Ok(None) };
+        let (dp, mp) = self.files_of(&e);
+        for p in [&dp, &mp] {
+            match fs::remove_file(p) {
+                Ok(()) => {}
+                Err(err) if err.kind() == ErrorKind::NotFound => {}
+                Err(err) => return Err(DatanodeError::io("delete", p)(err)),
+            }
+        }
+        Ok(Some(e.info))
+    }
+
+    fn set_length(&self, block_id: u64, length: u64) {
+        if let Some(e) = self.lock().get_mut(&block_id) {
+            e.info.length = length;
+        }
+    }
+
+    fn release(&self, block_id: u64, finalized: Option<ReplicaInfo>) {
+        if let Some(e) = self.lock().get_mut(&block_id) {
+            e.open = false;
+            if let Some(info) = finalized {
+                e.info = info;
+            }
+        }
+    }
+}
+
+fn create_new(p: &Path) -> Result<File> {
+    OpenOptions::new().read(true).write(true).create_new(true).open(p).map_err(DatanodeError::io("create", p))
+}
+
+fn disk_full_or(block_id: u64, e: DatanodeError) -> DatanodeError {
+    match e {
+        DatanodeError::Io { ref source, .. } if is_enospc(source) => {
+            DatanodeError::DiskFull { block_id, reason: e.to_string() }
+        }
+        e => e,
+    }
+}
+
+fn storage_id(root: &Path) -> Result<String> {
+    let p = root.join("STORAGE");
+    match fs::read_to_string(&p) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(DatanodeError::io("read", &p)(e)),
+    }
+    let id = format!("DS-{:016x}", rand::random::<u64>());
+    let tmp = root.join("STORAGE.tmp");
+    fs::write(&tmp, &id).map_err(DatanodeError::io("write", &tmp))?;
+    File::open(&tmp).and_then(|f| f.sync_all()).map_err(DatanodeError::io("fsync", &tmp))?;
+    fs::rename(&tmp, &p).map_err(DatanodeError::io("rename", &p))?;
+    fsync_dir(root)?;
+    Ok(id)
+}
+
+fn load_finalized(block_id: u64, dir: &Path) -> Result<ReplicaInfo> {
+    let dp = dir.join(data_name(block_id));
+    let mp = dir.join(meta_name(block_id));
+    let meta = File::open(&mp).map_err(DatanodeError::io("open", &mp))?;
+    let h = read_header(block_id, &meta)?;
+    let on_disk = fs::metadata(&dp).map_err(DatanodeError::io("stat", &dp))?.len();
+    if h.length == LENGTH_OPEN || on_disk != h.length {
+        return Err(DatanodeError::Corrupt {
+            block_id,
+            detail: format!("data file holds {on_disk} bytes, {} recorded", h.length),
+        });
+    }
+    Ok(ReplicaInfo { block_id, gen_stamp: h.gen_stamp, length: h.length, state: ReplicaState::Finalized })
+}
+
+/// A replica left in `rbw/`: keeps the longest prefix whose checksums hold.
+fn recover_rbw(block_id: u64, dir: &Path) -> Result<ReplicaInfo> {
+    let dp = dir.join(data_name(block_id));
+    let mp = dir.join(meta_name(block_id));
+    let data = OpenOptions::new().read(true).write(true).open(&dp).map_err(DatanodeError::io("open", &dp))?;
+    let meta = OpenOptions::new().read(true).write(true).open(&mp).map_err(DatanodeError::io("open", &mp))?;
+    let h = read_header(block_id, &meta)?;
+    let data_len = data.metadata().map_err(DatanodeError::io("stat", &dp))?.len();
+    let meta_len = meta.metadata().map_err(DatanodeError::io("stat", &mp))?.len();
+    let chunks = meta_len.saturating_sub(META_HEADER_BYTES) / 4;
+    let mut length = data_len.min(chunks * CHUNK_BYTES as u64);
+    // The last chunk may have been written without its final checksum.
+    while length > 0 {
+        let last = (length - 1) / CHUNK_BYTES as u64;
+        let start = last * CHUNK_BYTES as u64;
+        let mut buf = vec![0u8; (length - start) as usize];
+        data.read_exact_at(&mut buf, start).map_err(DatanodeError::io("read", &dp))?;
+        let stored = read_crcs(block_id, &meta, last, 1)?[0];
+        if crc32c::crc32c(&buf) == stored {
+            break;
+        }
+        length = start;
+    }
+    cut_to(block_id, &data, &meta, length)?;
+    Ok(ReplicaInfo { block_id, gen_stamp: h.gen_stamp, length, state: ReplicaState::BeingWritten })
+}
+
+/// Truncates data and checksums to `length`; returns the running checksum and length of the
+/// last partial chunk (after verifying what it keeps of it).
+fn cut_to(block_id: u64, data: &File, meta: &File, length: u64) -> Result<(u32, usize)> {
+    let chunk = CHUNK_BYTES as u64;
+    let partial_len = (length % chunk) as usize;
+    let full = length / chunk;
+    let mut partial_crc = 0;
+    if partial_len > 0 {
+        let mut buf = vec![0u8; partial_len];
+        data.read_exact_at(&mut buf, full * chunk)
+            .map_err(|e| DatanodeError::Corrupt { block_id, detail: format!("read last chunk: {e}") })?;
+        partial_crc = crc32c::crc32c(&buf);
+    }
+    let io = |e: std::io::Error| DatanodeError::Corrupt { block_id, detail: format!("truncate replica: {e}") };
+    data.set_len(length).map_err(io)?;
+    let chunks = full + u64::from(partial_len > 0);
+    meta.set_len(crc_offset(chunks)).map_err(io)?;
+    if partial_len > 0 {
+        meta.write_all_at(&partial_crc.to_le_bytes(), crc_offset(full)).map_err(io)?;
+    }
+    Ok((partial_crc, partial_len))
+}
+
+/// Appends to a replica being written. Dropping it without [`ReplicaWriter::finalize`] leaves
+/// the replica in `rbw/` with what was flushed (for recovery); [`ReplicaWriter::abandon`]
+/// deletes it.
+pub struct ReplicaWriter {
+    store: Arc<BlockStore>,
+    block_id: u64,
+    gen_stamp: u64,
+    dir: usize,
+    data: File,
+    meta: File,
+    length: u64,
+    partial_crc: u32,
+    partial_len: usize,
+    done: bool,
+}
+
+impl ReplicaWriter {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        store: Arc<BlockStore>,
+        block_id: u64,
+        gen_stamp: u64,
+        dir: usize,
+        data: File,
+        meta: File,
+        partial_crc: u32,
+        partial_len: usize,
+    ) -> Self {
+        let length = 0;
+        ReplicaWriter { store, block_id, gen_stamp, dir, data, meta, length, partial_crc, partial_len, done: false }
+    }
+
+    pub fn block_id(&self) -> u64 {
+        self.block_id
+    }
+
+    pub fn gen_stamp(&self) -> u64 {
+        self.gen_stamp
+    }
+
+    /// Bytes written so far.
+    pub fn length(&self) -> u64 {
+        self.length
+    }
+
+    fn paths(&self) -> (PathBuf, PathBuf) {
+        let rbw = self.store.rbw_dir(self.dir);
+        (rbw.join(data_name(self.block_id)), rbw.join(meta_name(self.block_id)))
+    }
+
+    fn io_err(&self, context: &'static str, meta: bool, e: std::io::Error) -> DatanodeError {
+        let (dp, mp) = self.paths();
+        disk_full_or(self.block_id, DatanodeError::io(context, if meta { mp } else { dp })(e))
+    }
+
+    /// Appends `buf`, checksumming every completed chunk.
+    pub fn write(&mut self, buf: &[u8]) -> Result<()> {
+        self.data.write_all_at(buf, self.length).map_err(|e| self.io_err("write", false, e))?;
+        let first_chunk = self.length / CHUNK_BYTES as u64;
+        let mut full = Vec::new();
+        let mut rest = buf;
+        while !rest.is_empty() {
+            let take = (CHUNK_BYTES - self.partial_len).min(rest.len());
+            self.partial_crc = crc32c::crc32c_append(self.partial_crc, &rest[..take]);
+            self.partial_len += take;
+            rest = &rest[take..];
+            if self.partial_len == CHUNK_BYTES {
+                full.extend_from_slice(&self.partial_crc.to_le_bytes());
+                self.partial_crc = 0;
+                self.partial_len = 0;
+            }
+        }
+        if !full.is_empty() {
+            self.meta.write_all_at(&full, crc_offset(first_chunk)).map_err(|e| self.io_err("write", true, e))?;
+        }
+        self.length += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Makes what was written readable (`hflush`); with `sync`, also durable (`hsync`).
+    pub fn flush(&mut self, sync: bool) -> Result<()> {
+        if self.partial_len > 0 {
+            let chunk = self.length / CHUNK_BYTES as u64;
+            self.meta
+                .write_all_at(&self.partial_crc.to_le_bytes(), crc_offset(chunk))
+                .map_err(|e| self.io_err("write", true, e))?;
+        }
+        if sync {
+            self.data.sync_data().map_err(|e| self.io_err("fsync", false, e))?;
+            self.meta.sync_data().map_err(|e| self.io_err("fsync", true, e))?;
+        }
+        self.store.set_length(self.block_id, self.length);
+        Ok(())
+    }
+
+    /// Records the final length, makes the replica durable and moves it to `finalized/`.
+    pub fn finalize(mut self) -> Result<ReplicaInfo> {
+        self.flush(false)?;
+        let header = encode_header(MetaHeader { gen_stamp: self.gen_stamp, length: self.length });
+        self.meta.write_all_at(&header, 0).map_err(|e| self.io_err("write checksum header", true, e))?;
+        self.data.sync_all().map_err(|e| self.io_err("fsync", false, e))?;
+        self.meta.sync_all().map_err(|e| self.io_err("fsync", true, e))?;
+        let (dp, mp) = self.paths();
+        let fin = self.store.finalized_dir(self.dir, self.block_id);
+        fs::create_dir_all(&fin).map_err(DatanodeError::io("create", &fin))?;
+        // The checksum file moves last: a data file in finalized/ without one is never loaded,
+        // and rbw/ recovery needs both.
+        fs::rename(&dp, fin.join(data_name(self.block_id))).map_err(DatanodeError::io("rename", &dp))?;
+        fs::rename(&mp, fin.join(meta_name(self.block_id))).map_err(DatanodeError::io("rename", &mp))?;
+        fsync_dir(&fin)?;
+        fsync_dir(&self.store.rbw_dir(self.dir))?;
+        let info = ReplicaInfo {
+            block_id: self.block_id,
+            gen_stamp: self.gen_stamp,
+            length: self.length,
+            state: ReplicaState::Finalized,
+        };
+        self.done = true;
+        self.store.release(self.block_id, Some(info));
+        Ok(info)
+    }
+
+    /// Deletes the replica (a write that will not be completed here).
+    pub fn abandon(mut self) {
+        self.done = true;
+        if let Err(e) = self.store.delete(self.block_id) {
+            tracing::warn!(block_id = self.block_id, error = %e, "could not delete an abandoned replica");
+        }
+    }
+}
+
+impl Drop for ReplicaWriter {
+    fn drop(&mut self) {
+        if !self.done {
+            // Left for recovery with whatever was flushed.
+            if let Err(e) = self.flush(false) {
+                tracing::warn!(block_id = self.block_id, error = %e, "could not flush a replica left unfinished");
+            }
+            self.store.release(self.block_id, None);
+        }
+    }
+}
+
+/// Positional reads of one replica, verified chunk by chunk.
+pub struct ReplicaReader {
+    block_id: u64,
+    gen_stamp: u64,
+    length: u64,
+    data: File,
+    meta: File,
+}
+
+impl ReplicaReader {
+    pub fn length(&self) -> u64 {
+        self.length
+    }
+
+    pub fn gen_stamp(&self) -> u64 {
+        self.gen_stamp
+    }
+
+    /// Reads `len` bytes at `offset`, verifying every chunk the range touches.
+    pub fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let block_id = self.block_id;
+        let end = offset.checked_add(len as u64).filter(|&e| e <= self.length);
+        let Some(end) = end else {
+            return Err(DatanodeError::OutOfRange { block_id, offset, len: len as u64, length: self.length });
+        };
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let chunk = CHUNK_BYTES as u64;
+        let first = offset / chunk;
+        let last = (end - 1) / chunk;
+        let start = first * chunk;
+        let stop = ((last + 1) * chunk).min(self.length);
+        let mut buf = vec![0u8; (stop - start) as usize];
+        self.data.read_exact_at(&mut buf, start).map_err(|e| DatanodeError::Corrupt {
+            block_id,
+            detail: format!("read {}+{}: {e}", start, stop - start),
+        })?;
+        let crcs = read_crcs(block_id, &self.meta, first, (last - first + 1) as usize)?;
+        for (i, (piece, want)) in buf.chunks(CHUNK_BYTES).zip(crcs).enumerate() {
+            let got = crc32c::crc32c(piece);
+            if got != want {
+                return Err(DatanodeError::Corrupt {
+                    block_id,
+                    detail: format!(
+                        "checksum mismatch in chunk {} (stored {want:08x}, computed {got:08x})",
+                        first + i as u64
+                    ),
+                });
+            }
+        }
+        let skip = (offset - start) as usize;
+        buf.drain(..skip);
+        buf.truncate(len);
+        Ok(buf)
+    }
+}

@@ -1,0 +1,407 @@
+//! The datanode protocol on the namenode leader (registration, heartbeats, block reports)
+//! and the block monitor that acts on what it learns: dead datanodes, replicas of deleted
+//! blocks, under- and over-replicated blocks.
+//!
+//! Followers answer every call with `x-tarn-leader`, like the client API: only the leader
+//! keeps replica locations (see [`crate::blocks`]).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tarn_proto::datanode as pb;
+use tarn_proto::datanode::datanode_protocol_server::DatanodeProtocol;
+use tarn_proto::namenode as pb_nn;
+use tonic::{Request, Response, Status};
+
+use crate::blocks::{Command, Location, Replica, Storage};
+use crate::kv::SnapView;
+use crate::namespace::Namespace;
+use crate::proposer::ProposeError;
+use crate::service::{fs_status, propose_status, NodeState};
+use crate::types::Op;
+
+/// How often the block monitor runs on the leader.
+pub const MONITOR_INTERVAL: Duration = Duration::from_secs(1);
+/// Blocks taken from `invalid` per monitor round.
+const INVALID_PER_ROUND_MAX: usize = 10_000;
+/// Re-replications queued per monitor round (the rest wait for the next round).
+const TRANSFERS_PER_ROUND_MAX: usize = 1_000;
+/// A transfer not confirmed by a block report within this time is scheduled again.
+pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn location_of(l: &pb::DatanodeLocation) -> Location {
+    let rack = if l.rack.is_empty() { "/default-rack".to_string() } else { l.rack.clone() };
+    Location { uuid: l.uuid.clone(), addr: l.addr.clone(), rack }
+}
+
+pub fn location_pb(l: &Location) -> pb::DatanodeLocation {
+    pb::DatanodeLocation { uuid: l.uuid.clone(), addr: l.addr.clone(), rack: l.rack.clone() }
+}
+
+fn storages_of(v: &[pb::StorageReport]) -> Vec<Storage> {
+    v.iter()
+        .map(|s| Storage {
+            id: s.storage_id.clone(),
+            capacity_bytes: s.capacity_bytes,
+            free_bytes: s.free_bytes,
+            used_bytes: s.used_bytes,
+            full: s.full,
+        })
+        .collect()
+}
+
+fn replica_of(r: &pb::ReplicaReport) -> (u64, Replica) {
+    let finalized = r.state == pb::ReplicaState::Finalized as i32;
+    (r.block_id, Replica { gen_stamp: r.gen_stamp, length: r.length, finalized })
+}
+
+fn command_pb(c: Command) -> pb::DatanodeCommand {
+    use pb::datanode_command::Command as C;
+    let command = match c {
+        Command::Invalidate(blocks) => C::Invalidate(pb::InvalidateCommand {
+            blocks: blocks
+                .into_iter()
+                .map(|(block_id, gen_stamp)| pb::ExtendedBlock { block_id, gen_stamp, length: 0 })
+                .collect(),
+        }),
+        Command::Transfer { block_id, gen_stamp, length, targets } => C::Transfer(pb::TransferCommand {
+            block: Some(pb::ExtendedBlock { block_id, gen_stamp, length }),
+            targets: targets.iter().map(location_pb).collect(),
+        }),
+    };
+    pb::DatanodeCommand { command: Some(command) }
+}
+
+pub struct DatanodeService {
+    s: Arc<NodeState>,
+}
+
+impl DatanodeService {
+    pub fn new(s: Arc<NodeState>) -> Self {
+        DatanodeService { s }
+    }
+
+    /// Refuses the call unless this node leads (with the leader's address when known).
+    fn ensure_leader(&self) -> Result<(), Status> {
+        ensure_leader(&self.s)
+    }
+
+    fn node(l: Option<pb::DatanodeLocation>) -> Result<Location, Status> {
+        let l = l.ok_or_else(|| Status::invalid_argument("request without the datanode's location"))?;
+        if l.uuid.is_empty() || l.addr.is_empty() {
+            return Err(Status::invalid_argument("datanode location needs a uuid and an address"));
+        }
+        Ok(location_of(&l))
+    }
+
+    /// Replicas a report shows that the namespace no longer wants (deleted blocks, stale
+    /// generations), grouped as one deletion command for the reporting node.
+    fn unwanted(&self, replicas: &[(u64, Replica)]) -> Result<Vec<(u64, u64)>, Status> {
+        let view = SnapView::new(&self.s.db);
+        let ns = Namespace::new(&view, 0);
+        let mut out = Vec::new();
+        for (id, r) in replicas {
+            match ns.block_by_id(*id).map_err(|e| fs_status(&e))? {
+                None => out.push((*id, r.gen_stamp)),
+                Some((b, _, open)) if r.gen_stamp < b.generation && (r.finalized || !open) => {
+                    out.push((*id, r.gen_stamp))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+pub(crate) fn ensure_leader(s: &NodeState) -> Result<(), Status> {
+    let m = s.raft.metrics().borrow().clone();
+    if m.current_leader == Some(s.node_id) && m.state == openraft::ServerState::Leader {
+        return Ok(());
+    }
+    let leader_addr =
+        m.current_leader.and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.addr.clone()));
+    Err(propose_status(s.node_id, &ProposeError::NotLeader { leader_id: m.current_leader, leader_addr }))
+}
+
+#[tonic::async_trait]
+impl DatanodeProtocol for DatanodeService {
+    async fn register(&self, req: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+        self.ensure_leader()?;
+        let r = req.into_inner();
+        let loc = Self::node(r.node)?;
+        tracing::info!(uuid = %loc.uuid, addr = %loc.addr, "datanode registered");
+        self.s.blocks.register(loc, storages_of(&r.storages), Instant::now());
+        Ok(Response::new(pb::RegisterResponse {
+            heartbeat_interval_ms: self.s.datanode_heartbeat.as_millis() as u64,
+            namenode_id: self.s.node_id,
+        }))
+    }
+
+    async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        self.ensure_leader()?;
+        let r = req.into_inner();
+        let loc = Self::node(r.node)?;
+        let cmds = self.s.blocks.heartbeat(&loc, storages_of(&r.storages), r.transfers_in_flight, Instant::now());
+        Ok(Response::new(match cmds {
+            Some(c) => pb::HeartbeatResponse { commands: c.into_iter().map(command_pb).collect(), reregister: false },
+            None => pb::HeartbeatResponse { commands: Vec::new(), reregister: true },
+        }))
+    }
+
+    async fn block_report(
+        &self,
+        req: Request<pb::BlockReportRequest>,
+    ) -> Result<Response<pb::BlockReportResponse>, Status> {
+        self.ensure_leader()?;
+        let r = req.into_inner();
+        let loc = Self::node(r.node)?;
+        let replicas: Vec<(u64, Replica)> = r.replicas.iter().map(replica_of).collect();
+        let unwanted = self.unwanted(&replicas)?;
+        let wanted: Vec<(u64, Replica)> =
+            replicas.into_iter().filter(|(id, r)| !unwanted.contains(&(*id, r.gen_stamp))).collect();
+        if !self.s.blocks.block_report(&loc.uuid, &wanted, r.replaces, Instant::now()) {
+            return Err(Status::failed_precondition(format!("datanode {} is not registered", loc.uuid)));
+        }
+        if !unwanted.is_empty() {
+            tracing::info!(uuid = %loc.uuid, replicas = unwanted.len(), "block report holds unwanted replicas; deleting");
+        }
+        let commands = if unwanted.is_empty() { Vec::new() } else { vec![command_pb(Command::Invalidate(unwanted))] };
+        Ok(Response::new(pb::BlockReportResponse { commands }))
+    }
+
+    async fn incremental_block_report(
+        &self,
+        req: Request<pb::IncrementalBlockReportRequest>,
+    ) -> Result<Response<pb::IncrementalBlockReportResponse>, Status> {
+        self.ensure_leader()?;
+        let r = req.into_inner();
+        let loc = Self::node(r.node)?;
+        let received: Vec<(u64, Replica)> = r.received.iter().map(replica_of).collect();
+        let unwanted = self.unwanted(&received)?;
+        let wanted: Vec<(u64, Replica)> =
+            received.into_iter().filter(|(id, r)| !unwanted.contains(&(*id, r.gen_stamp))).collect();
+        if !self.s.blocks.incremental(&loc.uuid, &wanted, &r.deleted) {
+            return Err(Status::failed_precondition(format!("datanode {} is not registered", loc.uuid)));
+        }
+        for (id, _) in &wanted {
+            self.s.blocks.transfer_done(*id);
+        }
+        if !unwanted.is_empty() {
+            self.s.blocks.queue(&loc.uuid, Command::Invalidate(unwanted));
+        }
+        Ok(Response::new(pb::IncrementalBlockReportResponse {}))
+    }
+
+    async fn report_bad_replicas(
+        &self,
+        req: Request<pb::ReportBadReplicasRequest>,
+    ) -> Result<Response<pb::ReportBadReplicasResponse>, Status> {
+        self.ensure_leader()?;
+        let r = req.into_inner();
+        let loc = Self::node(r.node)?;
+        for b in &r.blocks {
+            tracing::warn!(uuid = %loc.uuid, block_id = b.block_id, reason = %r.reason, "corrupt replica reported");
+            self.s.blocks.mark_corrupt(&loc.uuid, b.block_id);
+        }
+        Ok(Response::new(pb::ReportBadReplicasResponse {}))
+    }
+}
+
+/// One round of the block monitor on the leader.
+pub async fn monitor_round(s: &NodeState) {
+    if ensure_leader(s).is_err() {
+        return;
+    }
+    let now = Instant::now();
+    for uuid in s.blocks.expire_dead(now) {
+        tracing::warn!(%uuid, "datanode is dead: its replicas no longer count");
+    }
+    if let Err(e) = process_invalid(s).await {
+        tracing::warn!(error = %e, "could not process deleted blocks");
+    }
+    if let Err(e) = check_replication(s, now) {
+        tracing::warn!(error = %e, "replication check failed");
+    }
+}
+
+/// Sends deletion commands for replicas of deleted blocks, then drops them from `invalid`.
+async fn process_invalid(s: &NodeState) -> Result<(), String> {
+    let ids = {
+        let view = SnapView::new(&s.db);
+        Namespace::new(&view, 0).invalid_blocks(INVALID_PER_ROUND_MAX).map_err(|e| e.to_string())?
+    };
+    if ids.is_empty() {
+        return Ok(());
+    }
+    for id in &ids {
+        for (uuid, gs) in s.blocks.holders(*id) {
+            s.blocks.queue(&uuid, Command::Invalidate(vec![(*id, gs)]));
+        }
+    }
+    // Replicas the commands miss (a node that was down) are caught by its next block
+    // report, which finds the block gone from the namespace.
+    s.proposer
+        .propose(None, Op::ForgetInvalid { block_ids: ids })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Schedules copies of under-replicated blocks (fewest live replicas first) and deletion
+/// of excess and corrupt replicas once enough good ones exist.
+fn check_replication(s: &NodeState, now: Instant) -> Result<(), String> {
+    let view = SnapView::new(&s.db);
+    let ns = Namespace::new(&view, 0);
+    let live = s.blocks.live_count(now);
+    let mut needy: Vec<(usize, u64, u64, u64, usize)> = Vec::new();
+    for id in s.blocks.known_blocks() {
+        let Some((b, inode, open)) = ns.block_by_id(id).map_err(|e| e.to_string())? else {
+            // A block no file has (deleted while its node was away): delete the replicas.
+            for (uuid, gs) in s.blocks.holders(id) {
+                s.blocks.queue(&uuid, Command::Invalidate(vec![(id, gs)]));
+            }
+            s.blocks.forget_block(id);
+            continue;
+        };
+        if open || s.blocks.recently_written(id, now) {
+            continue; // the writer's pipeline owns it until the file is complete
+        }
+        let h = s.blocks.health(id, b.generation, now);
+        let want = (inode.replication as usize).min(live);
+        if h.live.len() < want && !h.live.is_empty() && !s.blocks.transfer_pending(id, now) {
+            needy.push((h.live.len(), id, b.generation, b.length, want - h.live.len()));
+        }
+        if h.live.len() >= want && want > 0 {
+            // Enough good copies: drop corrupt and stale ones, and any excess.
+            let mut drop: Vec<String> = h.corrupt.iter().chain(&h.stale).cloned().collect();
+            if h.live.len() > inode.replication as usize {
+                drop.extend(h.live[inode.replication as usize..].iter().map(|l| l.uuid.clone()));
+            }
+            for uuid in drop {
+                s.blocks.queue(&uuid, Command::Invalidate(vec![(id, b.generation)]));
+                s.blocks.forget_replica(id, &uuid);
+            }
+        }
+    }
+    // Blocks with one replica left first.
+    needy.sort();
+    for (_, id, gen_stamp, length, missing) in needy.into_iter().take(TRANSFERS_PER_ROUND_MAX) {
+        let h = s.blocks.health(id, gen_stamp, now);
+        // Nodes with a corrupt or stale replica may take the copy: it replaces theirs.
+        let exclude: HashSet<String> = h.live.iter().map(|l| l.uuid.clone()).collect();
+        let targets = s.blocks.choose_targets(missing, None, &exclude, now);
+        let Some(source) = h.live.first() else { continue };
+        if targets.is_empty() {
+            continue;
+        }
+        tracing::info!(block_id = id, from = %source.uuid, to = ?targets.iter().map(|t| &t.uuid).collect::<Vec<_>>(), "re-replicating");
+        s.blocks.start_transfer(id, now);
+        s.blocks.queue(&source.uuid, Command::Transfer { block_id: id, gen_stamp, length, targets });
+    }
+    Ok(())
+}
+
+/// Datanodes and block health over the whole namespace (the leader's view).
+pub fn datanode_report(s: &NodeState) -> Result<pb_nn::DatanodeReportResponse, Status> {
+    ensure_leader(s)?;
+    let now = Instant::now();
+    let nodes = s.blocks.all_nodes(now);
+    let live = nodes.iter().filter(|(_, alive)| *alive).count();
+    let datanodes = nodes
+        .iter()
+        .map(|(n, alive)| pb_nn::DatanodeInfo {
+            location: Some(location_pb(&n.loc)),
+            alive: *alive,
+            capacity_bytes: n.capacity_bytes(),
+            free_bytes: n.free_bytes(),
+            used_bytes: n.used_bytes(),
+            replicas: n.blocks.len() as u64,
+            last_heartbeat_ms_ago: now.saturating_duration_since(n.last_seen).as_millis() as u64,
+            transfers_in_flight: n.transfers_in_flight,
+            full: n.full(),
+        })
+        .collect();
+    let view = SnapView::new(&s.db);
+    let ns = Namespace::new(&view, 0);
+    let mut sum = pb_nn::BlockSummary::default();
+    let mut current: Option<crate::records::Inode> = None;
+    ns.visit_blocks(&mut |file, b| {
+        if current.as_ref().map(|i| i.id) != Some(file) {
+            current = ns.get_inode(file)?;
+            sum.files += 1;
+        }
+        let Some(inode) = &current else { return Ok(true) };
+        let open = inode.last_block_open && b.index + 1 == inode.block_count;
+        sum.blocks += 1;
+        sum.bytes += b.length;
+        let h = s.blocks.health(b.block_id, b.generation, now);
+        sum.corrupt_replicas += h.corrupt.len() as u64;
+        if open {
+            return Ok(true);
+        }
+        let want = (inode.replication as usize).min(live);
+        if h.live.is_empty() {
+            sum.missing += 1;
+        } else if h.live.len() < want {
+            sum.under_replicated += 1;
+        } else if h.live.len() > inode.replication as usize {
+            sum.over_replicated += 1;
+        }
+        Ok(true)
+    })
+    .map_err(|e| fs_status(&e))?;
+    Ok(pb_nn::DatanodeReportResponse { datanodes, blocks: Some(sum) })
+}
+
+/// Per-file block health under `path` (a file or a directory), one page at a time.
+pub fn fsck(s: &NodeState, r: &pb_nn::FsckRequest) -> Result<pb_nn::FsckResponse, Status> {
+    ensure_leader(s)?;
+    let now = Instant::now();
+    let live_nodes = s.blocks.live_count(now);
+    let view = SnapView::new(&s.db);
+    let ns = Namespace::new(&view, 0);
+    let limit = if r.limit == 0 { 1000 } else { (r.limit as usize).min(10_000) };
+    let found = ns.resolve(&r.path).map_err(|e| fs_status(&e))?;
+    let found = found.ok_or_else(|| fs_status(&crate::error::FsError::NotFound { path: r.path.clone() }))?;
+    let (files, has_more) = if found.inode.is_dir() {
+        let prefix = if found.path.ends_with('/') { found.path.clone() } else { format!("{}/", found.path) };
+        ns.list_recursive(&prefix, &r.start_after, limit, false).map_err(|e| fs_status(&e))?
+    } else {
+        (vec![(found.path.clone(), found.inode.clone())], false)
+    };
+    let mut out = Vec::new();
+    for (path, inode) in files {
+        let mut blocks = Vec::new();
+        let mut start = 0;
+        loop {
+            let (bs, more) = ns.get_blocks(inode.id, start, 1000).map_err(|e| fs_status(&e))?;
+            start += bs.len() as u32;
+            for b in bs {
+                let h = s.blocks.health(b.block_id, b.generation, now);
+                blocks.push(pb_nn::FsckBlock {
+                    block_id: b.block_id,
+                    gen_stamp: b.generation,
+                    length: b.length,
+                    live: h.live.len() as u32,
+                    expected: (inode.replication as usize).min(live_nodes) as u32,
+                    locations: h.live.iter().map(|l| l.addr.clone()).collect(),
+                    corrupt: h.corrupt.len() as u32,
+                    under_construction: inode.last_block_open && b.index + 1 == inode.block_count,
+                });
+            }
+            if !more {
+                break;
+            }
+        }
+        out.push(pb_nn::FsckFile {
+            path,
+            length: inode.length,
+            replication: inode.replication as u32,
+            open: inode.writer.is_some(),
+            blocks,
+        });
+    }
+    Ok(pb_nn::FsckResponse { files: out, has_more })
+}

@@ -1,0 +1,236 @@
+//! Block storage end to end: files written through datanode pipelines and read back, a
+//! corrupt replica never served and replaced, replicas of deleted files removed, and (with
+//! real processes) a datanode SIGKILLed during a write and another one whose replicas the
+//! namenode restores by itself.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tarn_client::blocks::{FileReader, FileWriter};
+use tarn_client::{CreateOptions, NamenodeClient};
+use tarn_tests::{block_tuning, wait_for, wait_healthy, wait_live_datanodes, Cluster, ProcCluster};
+
+const BS: u64 = 1 << 20;
+
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn opts(block_size: u64) -> CreateOptions {
+    CreateOptions { create_parent: true, block_size, ..Default::default() }
+}
+
+/// Writes `data` to `path` in pieces of `piece` bytes.
+async fn write_file(c: &NamenodeClient, path: &str, data: &[u8], piece: usize, block_size: u64) {
+    let mut w = FileWriter::create(c, path, &opts(block_size)).await.expect("create");
+    for p in data.chunks(piece.max(1)) {
+        w.write(p).await.expect("write");
+    }
+    let st = w.close().await.expect("close");
+    assert_eq!(st.length, data.len() as u64, "{path}: recorded length");
+}
+
+async fn read_file(c: &NamenodeClient, path: &str) -> Vec<u8> {
+    let r = FileReader::open(c, path).await.expect("open for reading");
+    r.read_at(0, r.length()).await.expect("read")
+}
+
+/// Block files (not checksum files) under `dir`.
+fn block_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if p.is_dir() {
+                stack.push(p);
+            } else if name.starts_with("blk_") && !name.ends_with(".meta") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_round_trip_at_block_edges_with_three_replicas() {
+    let mut cl = Cluster::start(1, block_tuning).await;
+    cl.start_datanodes(3).await;
+    let c = cl.client();
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let n = BS as usize;
+        let sizes = [0, 1, n - 1, n, n + 1, 3 * n + 17];
+        for (i, &len) in sizes.iter().enumerate() {
+            let data = pattern(len, i as u64);
+            let path = format!("/rt/f{i}");
+            write_file(&c, &path, &data, 100_003, BS).await;
+            assert_eq!(read_file(&c, &path).await, data, "{len} bytes round trip");
+            // Positional reads inside blocks and across block edges.
+            let r = FileReader::open(&c, &path).await.unwrap();
+            for (off, l) in [(0, 1), (n - 3, 7), (len / 2, len / 3), (len.saturating_sub(5), 5)] {
+                if off + l <= len {
+                    assert_eq!(
+                        r.read_at(off as u64, l as u64).await.unwrap(),
+                        data[off..off + l],
+                        "{off}+{l} of {len}"
+                    );
+                }
+            }
+            // Past the end: short, never an error or garbage.
+            assert!(r.read_at(len as u64, 10).await.unwrap().is_empty());
+        }
+        let blocks = wait_healthy(&c, "/rt", Duration::from_secs(30)).await;
+        assert_eq!(blocks, 1 + 1 + 1 + 2 + 4, "blocks of 0 B .. 3 MiB + 17 B files");
+        let fsck = c.fsck("/rt/f5", "", 10).await.unwrap();
+        assert!(fsck.files[0].blocks.iter().all(|b| b.live == 3), "{fsck:?}");
+    })
+    .await
+    .expect("timed out");
+    cl.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_replica_is_never_served_and_is_replaced() {
+    let mut cl = Cluster::start(1, block_tuning).await;
+    cl.start_datanodes(3).await;
+    let c = cl.client();
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let data = pattern(3 * BS as usize / 2, 7);
+        write_file(&c, "/c/f", &data, 1 << 20, BS).await;
+        wait_healthy(&c, "/c", Duration::from_secs(30)).await;
+        // Flip one byte of a replica underneath the datanode.
+        let victim = block_files(&cl.datanode_dirs[0]).into_iter().next().expect("a replica on datanode 1");
+        let good = std::fs::read(&victim).unwrap();
+        let mut bad = good.clone();
+        bad[good.len() / 2] ^= 0x01;
+        std::fs::write(&victim, &bad).unwrap();
+        // Whichever replica a read starts with, it returns the right bytes.
+        for _ in 0..5 {
+            assert_eq!(read_file(&c, "/c/f").await, data);
+        }
+        // The block scanner finds it; the namenode copies a good replica over it.
+        wait_for("the corrupt replica to be replaced", Duration::from_secs(60), || async {
+            (std::fs::read(&victim).ok()? == good).then_some(())
+        })
+        .await;
+        wait_healthy(&c, "/c", Duration::from_secs(30)).await;
+    })
+    .await
+    .expect("timed out");
+    cl.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_file_deletes_its_replicas() {
+    let mut cl = Cluster::start(1, block_tuning).await;
+    cl.start_datanodes(2).await;
+    let c = cl.client();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        write_file(&c, "/d/keep", &pattern(1000, 1), 1000, BS).await;
+        write_file(&c, "/d/gone", &pattern(2 * BS as usize, 2), 1 << 20, BS).await;
+        wait_healthy(&c, "/d", Duration::from_secs(30)).await;
+        let count = |cl: &Cluster| cl.datanode_dirs.iter().map(|d| block_files(d).len()).sum::<usize>();
+        assert_eq!(count(&cl), 2 * 3, "one block and two blocks, two replicas each");
+        assert!(c.delete("/d/gone", false, None).await.unwrap());
+        wait_for("replicas of the deleted file to go", Duration::from_secs(30), || async {
+            (count(&cl) == 2).then_some(())
+        })
+        .await;
+        assert_eq!(read_file(&c, "/d/keep").await, pattern(1000, 1));
+    })
+    .await
+    .expect("timed out");
+    cl.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_datanode_means_a_clear_refusal() {
+    let cl = Cluster::start(1, block_tuning).await;
+    let c = cl.client();
+    let mut w = FileWriter::create(&c, "/none/f", &opts(BS)).await.unwrap();
+    let e = w.write(b"x").await.unwrap_err();
+    assert!(e.to_string().contains("no datanode can take a new block"), "{e}");
+    cl.shutdown().await;
+}
+
+/// Real processes: a datanode of the pipeline is SIGKILLed in the middle of a write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datanode_killed_mid_write_the_write_completes() {
+    let mut pc = ProcCluster::start(1, block_tuning).await;
+    pc.start_datanodes(4).await;
+    let c = pc.client();
+    let result = tokio::time::timeout(Duration::from_secs(120), async {
+        let bs = 4 * BS;
+        let data = pattern(6 * bs as usize, 11);
+        let mut w = FileWriter::create(&c, "/k/big", &opts(bs)).await.unwrap();
+        let half = data.len() / 2 + 12345;
+        w.write(&data[..half]).await.unwrap();
+        w.hflush().await.unwrap();
+        // The block being written and its pipeline.
+        let f = c.fsck("/k/big", "", 1).await.unwrap();
+        let open = f.files[0].blocks.iter().find(|b| b.under_construction).expect("an open block").clone();
+        assert_eq!(open.locations.len(), 3, "{open:?}");
+        let victim = pc.dn_addrs.iter().position(|a| *a == open.locations[1]).expect("a datanode of the pipeline") + 1;
+        pc.kill_datanode(victim);
+        w.write(&data[half..]).await.expect("the write carries on without the killed datanode");
+        let st = w.close().await.expect("close");
+        assert_eq!(st.length, data.len() as u64);
+        assert_eq!(read_file(&c, "/k/big").await, data, "read back after the kill");
+        // Once the killed node counts as dead, every block is back to 3 live replicas.
+        wait_live_datanodes(&c, 3).await;
+        wait_healthy(&c, "/k", Duration::from_secs(60)).await;
+    })
+    .await;
+    if result.is_err() {
+        for i in 1..=4 {
+            eprintln!("--- datanode {i} ---\n{}", pc.datanode_log(i));
+        }
+        panic!("timed out");
+    }
+}
+
+/// Real processes: the replicas a SIGKILLed datanode held come back without any action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_datanode_replicas_are_restored() {
+    let mut pc = ProcCluster::start(1, block_tuning).await;
+    pc.start_datanodes(4).await;
+    let c = pc.client();
+    let result = tokio::time::timeout(Duration::from_secs(120), async {
+        for i in 0..8 {
+            write_file(&c, &format!("/r/f{i}"), &pattern(BS as usize + 1000, i), 1 << 20, BS).await;
+        }
+        wait_healthy(&c, "/r", Duration::from_secs(30)).await;
+        let held = block_files(&pc.datanode_data(2)).len();
+        assert!(held > 0, "datanode 2 holds replicas");
+        pc.kill_datanode(2);
+        // Dead after 2 s of silence, then re-replicated onto the other three.
+        wait_live_datanodes(&c, 3).await;
+        let blocks = wait_healthy(&c, "/r", Duration::from_secs(60)).await;
+        assert_eq!(blocks, 16);
+        let r = c.datanode_report().await.unwrap();
+        assert_eq!(r.datanodes.iter().filter(|d| d.alive).count(), 3);
+        let b = r.blocks.unwrap();
+        assert_eq!((b.under_replicated, b.missing), (0, 0), "{b:?}");
+        for i in 0..8 {
+            assert_eq!(read_file(&c, &format!("/r/f{i}")).await, pattern(BS as usize + 1000, i));
+        }
+    })
+    .await;
+    if result.is_err() {
+        for i in 1..=4 {
+            eprintln!("--- datanode {i} ---\n{}", pc.datanode_log(i));
+        }
+        panic!("timed out");
+    }
+}
