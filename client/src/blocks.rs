@@ -44,11 +44,31 @@ const READ_MESSAGE_BYTES_MAX: usize = 8 << 20;
 
 fn data_channel(addr: &str) -> std::result::Result<Channel, String> {
     let e = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).map_err(|e| e.to_string())?;
-    Ok(e.connect_timeout(Duration::from_secs(5)).tcp_nodelay(true).connect_lazy())
+    // Large HTTP/2 windows: h2's default 64 KiB would cap a block stream at one window per
+    // round trip.
+    Ok(e.connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(32 << 20)
+        .connect_lazy())
+}
+
+/// One channel per datanode for the whole process: a read or a pipeline reuses the
+/// connection (and its HTTP/2 windows) instead of dialing again.
+fn cached_channel(addr: &str) -> std::result::Result<Channel, String> {
+    static CHANNELS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, Channel>>> =
+        std::sync::OnceLock::new();
+    let mut m = CHANNELS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = m.get(addr) {
+        return Ok(c.clone());
+    }
+    let c = data_channel(addr)?;
+    m.insert(addr.to_string(), c.clone());
+    Ok(c)
 }
 
 fn transfer_client(addr: &str) -> std::result::Result<DataTransferClient<Channel>, String> {
-    Ok(DataTransferClient::new(data_channel(addr)?)
+    Ok(DataTransferClient::new(cached_channel(addr)?)
         .max_decoding_message_size(READ_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(READ_MESSAGE_BYTES_MAX))
 }
@@ -528,6 +548,22 @@ impl<'a> FileReader<'a> {
 
     pub fn length(&self) -> u64 {
         self.length
+    }
+
+    /// Reads `[offset, offset + len)` in order as pieces of `piece` bytes, with `depth`
+    /// reads in flight (read-ahead for sequential readers such as `get` and `cat`).
+    pub fn read_pieces(
+        &self,
+        offset: u64,
+        len: u64,
+        piece: u64,
+        depth: usize,
+    ) -> impl futures::Stream<Item = Result<Vec<u8>>> + '_ {
+        use futures::StreamExt;
+        let end = offset.saturating_add(len).min(self.length);
+        let piece = piece.max(1);
+        let starts = (offset..end).step_by(piece as usize);
+        futures::stream::iter(starts).map(move |o| self.read_at(o, piece.min(end - o))).buffered(depth.max(1))
     }
 
     /// Reads `len` bytes at `offset` (fewer at the end of the file).

@@ -740,6 +740,11 @@ impl NamenodeClient {
         rpc!(self, admin, datanode_report, pb::DatanodeReportRequest {})
     }
 
+    /// Makes the leader leave safe mode now.
+    pub async fn leave_safe_mode(&self) -> Result<()> {
+        rpc!(self, admin, leave_safe_mode, pb::LeaveSafeModeRequest {}).map(|_| ())
+    }
+
     /// One page of per-file block health under `path`.
     pub async fn fsck(&self, path: &str, start_after: &str, limit: u32) -> Result<pb::FsckResponse> {
         let msg = pb::FsckRequest { path: path.into(), start_after: start_after.into(), limit };

@@ -128,6 +128,8 @@ pub async fn start(cfg: DatanodeConfig) -> Result<DatanodeHandle> {
     let stop = shutdown.clone();
     let server = tokio::spawn(async move {
         let r = tonic::transport::Server::builder()
+            .initial_stream_window_size(crate::transfer::STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(crate::transfer::CONNECTION_WINDOW_BYTES)
             .add_service(svc)
             .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
             .await;

@@ -102,11 +102,20 @@ fn ack_status_of(e: &DatanodeError) -> pb::AckStatus {
     }
 }
 
+/// HTTP/2 flow-control windows for block data: h2's default 64 KiB stream window caps a
+/// stream at one window per round trip, far below disk speed.
+pub const STREAM_WINDOW_BYTES: u32 = 8 << 20;
+pub const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
+
 /// A `host:port` channel to another datanode.
 pub fn channel_to(addr: &str) -> Result<tonic::transport::Channel, Status> {
     let e = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| Status::invalid_argument(format!("datanode address {addr:?}: {e}")))?;
-    Ok(e.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true).connect_lazy())
+    Ok(e.connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .connect_lazy())
 }
 
 type AckStream = Pin<Box<dyn Stream<Item = Result<pb::WriteAck, Status>> + Send>>;
@@ -358,6 +367,7 @@ impl DataTransfer for TransferService {
         let shared = self.shared.clone();
         tokio::task::spawn_blocking(move || {
             let _guard = guard;
+            reader.will_read(r.offset, end - r.offset);
             let mut off = r.offset;
             while off < end {
                 // Pieces end on chunk edges so that each chunk is verified once.

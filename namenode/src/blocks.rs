@@ -414,6 +414,11 @@ impl BlockManager {
         }
     }
 
+    /// How many blocks have at least one reported replica (safe mode's measure).
+    pub fn reported_blocks(&self) -> usize {
+        self.lock().replicas.len()
+    }
+
     /// Every block with at least one replica anywhere, for the replication monitor.
     pub fn known_blocks(&self) -> Vec<u64> {
         self.lock().replicas.keys().copied().collect()

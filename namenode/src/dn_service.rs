@@ -217,12 +217,108 @@ pub async fn monitor_round(s: &NodeState) {
     for uuid in s.blocks.expire_dead(now) {
         tracing::warn!(%uuid, "datanode is dead: its replicas no longer count");
     }
+    // A new leader knows no replica until datanodes report again: it deletes and copies
+    // nothing until they had the time to (and, after a start, until safe mode ends).
+    let term = s.raft.metrics().borrow().current_term;
+    if !s.safe_mode.settled(term, now, s.blocks.limits.dead_after) || safe_mode_message(s).is_some() {
+        return;
+    }
     if let Err(e) = process_invalid(s).await {
         tracing::warn!(error = %e, "could not process deleted blocks");
     }
     if let Err(e) = check_replication(s, now) {
         tracing::warn!(error = %e, "replication check failed");
     }
+}
+
+/// Safe mode: after the namenode starts, it accepts no change to the namespace until a
+/// fraction of the blocks (`safe_mode_threshold`) has a reported replica, so that nothing
+/// is written, deleted or re-replicated on the strength of a half-known cluster. It ends
+/// by itself. Reads are served throughout.
+pub struct SafeMode {
+    inner: std::sync::Mutex<SafeInner>,
+    threshold: f64,
+}
+
+struct SafeInner {
+    on: bool,
+    /// Blocks in the namespace, counted once when first needed.
+    total: Option<u64>,
+    /// The term in which this node last became leader, and when it noticed.
+    leading: Option<(u64, Instant)>,
+}
+
+impl SafeMode {
+    pub fn new(threshold: f64) -> Self {
+        SafeMode { inner: std::sync::Mutex::new(SafeInner { on: true, total: None, leading: None }), threshold }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SafeInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether this node has led in `term` for at least `grace`.
+    fn settled(&self, term: u64, now: Instant, grace: Duration) -> bool {
+        let mut g = self.lock();
+        match g.leading {
+            Some((t, since)) if t == term => now.saturating_duration_since(since) >= grace,
+            _ => {
+                g.leading = Some((term, now));
+                false
+            }
+        }
+    }
+}
+
+/// Leaves safe mode at once (an operator's decision: some blocks have no replica left).
+pub fn leave_safe_mode(s: &NodeState) {
+    let mut g = s.safe_mode.lock();
+    if g.on {
+        g.on = false;
+        tracing::warn!("safe mode left on an operator's command");
+    }
+}
+
+/// `Some(why)` while the namenode is in safe mode (checked, and left, on the spot).
+pub fn safe_mode_message(s: &NodeState) -> Option<String> {
+    let mut g = s.safe_mode.lock();
+    if !g.on {
+        return None;
+    }
+    let total = match g.total {
+        Some(t) => t,
+        None => {
+            // Complete blocks only: the open last block of a file being written may never
+            // have reached a datanode.
+            let view = SnapView::new(&s.db);
+            let ns = Namespace::new(&view, 0);
+            let mut n = 0u64;
+            let mut current: Option<crate::records::Inode> = None;
+            if let Err(e) = ns.visit_blocks(&mut |file, b| {
+                if current.as_ref().map(|i| i.id) != Some(file) {
+                    current = ns.get_inode(file)?;
+                }
+                let open = current.as_ref().is_some_and(|i| i.last_block_open && b.index + 1 == i.block_count);
+                n += u64::from(!open);
+                Ok(true)
+            }) {
+                return Some(format!("namenode is in safe mode: counting blocks failed: {e}"));
+            }
+            g.total = Some(n);
+            n
+        }
+    };
+    let reported = s.blocks.reported_blocks() as u64;
+    let needed = (total as f64 * s.safe_mode.threshold).ceil() as u64;
+    if reported >= needed {
+        g.on = false;
+        tracing::info!(total, reported, "leaving safe mode");
+        return None;
+    }
+    Some(format!(
+        "namenode is in safe mode: {reported} of {total} blocks have a reported replica ({needed} needed); \
+         it ends by itself as datanodes report"
+    ))
 }
 
 /// Sends deletion commands for replicas of deleted blocks, then drops them from `invalid`.
@@ -352,7 +448,8 @@ pub fn datanode_report(s: &NodeState) -> Result<pb_nn::DatanodeReportResponse, S
         Ok(true)
     })
     .map_err(|e| fs_status(&e))?;
-    Ok(pb_nn::DatanodeReportResponse { datanodes, blocks: Some(sum) })
+    let safe_mode = safe_mode_message(s).is_some();
+    Ok(pb_nn::DatanodeReportResponse { datanodes, blocks: Some(sum), safe_mode })
 }
 
 /// Per-file block health under `path` (a file or a directory), one page at a time.

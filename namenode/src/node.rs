@@ -63,12 +63,15 @@ pub struct DatanodeTuning {
     pub heartbeat_interval_ms: u64,
     /// A datanode silent this long is dead: its replicas are copied elsewhere.
     pub dead_after_ms: u64,
+    /// After a start, the namespace takes no changes until this fraction of blocks has a
+    /// reported replica (safe mode).
+    pub safe_mode_threshold: f64,
 }
 
 impl Default for DatanodeTuning {
     fn default() -> Self {
         // HDFS: 3 s heartbeats, dead after 10.5 min. Tarn re-replicates sooner: 30 s.
-        DatanodeTuning { heartbeat_interval_ms: 1000, dead_after_ms: 30_000 }
+        DatanodeTuning { heartbeat_interval_ms: 1000, dead_after_ms: 30_000, safe_mode_threshold: 0.999 }
     }
 }
 
@@ -220,6 +223,9 @@ impl NamenodeConfig {
         if d.heartbeat_interval_ms == 0 || d.dead_after_ms <= 2 * d.heartbeat_interval_ms {
             return bad("datanodes.dead_after_ms", "must exceed two datanodes.heartbeat_interval_ms (> 0)");
         }
+        if !(0.0..=1.0).contains(&d.safe_mode_threshold) {
+            return bad("datanodes.safe_mode_threshold", "must be between 0 and 1");
+        }
         if r.read_lease_ms >= r.election_timeout_min_ms {
             return bad("raft.read_lease_ms", "must be below raft.election_timeout_min_ms (0 turns lease reads off)");
         }
@@ -367,6 +373,7 @@ pub async fn start(cfg: NamenodeConfig) -> Result<NamenodeHandle, NamenodeError>
             ..Default::default()
         }),
         datanode_heartbeat: Duration::from_millis(cfg.datanodes.heartbeat_interval_ms),
+        safe_mode: crate::dn_service::SafeMode::new(cfg.datanodes.safe_mode_threshold),
     });
 
     let server = serve(listener, state.clone(), shutdown.clone());

@@ -49,6 +49,7 @@ pub struct NodeState {
     pub blocks: crate::blocks::BlockManager,
     /// The heartbeat interval datanodes are told to use.
     pub datanode_heartbeat: std::time::Duration,
+    pub safe_mode: crate::dn_service::SafeMode,
 }
 
 pub(crate) fn fs_status(e: &FsError) -> Status {
@@ -174,6 +175,14 @@ impl NamenodeService {
     }
 
     async fn write(&self, r: Option<RequestId>, op: Op) -> Result<OpOutput, Status> {
+        if let Some(why) = crate::dn_service::safe_mode_message(&self.s) {
+            // Only the leader's safe mode counts; a follower forwards the client anyway.
+            if crate::dn_service::ensure_leader(&self.s).is_ok() {
+                let mut st = Status::unavailable(why);
+                st.metadata_mut().insert("x-tarn-error", MetadataValue::from_static("SafeMode"));
+                return Err(st);
+            }
+        }
         match self.s.proposer.propose(r, op).await {
             Ok(Ok(out)) => Ok(out),
             Ok(Err(e)) => Err(fs_status(&e)),
@@ -707,6 +716,15 @@ impl NamenodeAdmin for AdminService {
         _req: Request<pb::DatanodeReportRequest>,
     ) -> Result<Response<pb::DatanodeReportResponse>, Status> {
         Ok(Response::new(crate::dn_service::datanode_report(&self.s)?))
+    }
+
+    async fn leave_safe_mode(
+        &self,
+        _req: Request<pb::LeaveSafeModeRequest>,
+    ) -> Result<Response<pb::LeaveSafeModeResponse>, Status> {
+        crate::dn_service::ensure_leader(&self.s)?;
+        crate::dn_service::leave_safe_mode(&self.s);
+        Ok(Response::new(pb::LeaveSafeModeResponse {}))
     }
 
     async fn fsck(&self, req: Request<pb::FsckRequest>) -> Result<Response<pb::FsckResponse>, Status> {

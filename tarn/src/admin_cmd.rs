@@ -40,6 +40,12 @@ enum AdminCmd {
     /// Datanodes (capacity, use, liveness) and block health: under-replicated, missing and
     /// corrupt counts.
     Report,
+    /// Safe mode: `get` shows it; `leave` ends it now (when some blocks will never be
+    /// reported and the cluster should run without them).
+    Safemode {
+        #[arg(value_parser = ["get", "leave"])]
+        action: String,
+    },
     /// Check the blocks of every file under PATH, like `hdfs fsck`. Exits 1 if a block has
     /// no live replica.
     ///
@@ -99,6 +105,13 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<u8> {
             println!("snapshot built up to log index {idx}");
         }
         AdminCmd::Report => report(&c).await?,
+        AdminCmd::Safemode { action } => {
+            if action == "leave" {
+                c.leave_safe_mode().await?;
+            }
+            let on = c.datanode_report().await?.safe_mode;
+            println!("Safe mode is {}", if on { "ON" } else { "OFF" });
+        }
         AdminCmd::Fsck { path, verbose } => return fsck(&c, &path, verbose).await,
         AdminCmd::SetQuota { path, namespace, space } => {
             let s = c.set_quota(&path, namespace, space).await?;
@@ -126,6 +139,9 @@ fn gib(b: u64) -> String {
 async fn report(c: &NamenodeClient) -> anyhow::Result<()> {
     let r = c.datanode_report().await?;
     let live = r.datanodes.iter().filter(|d| d.alive).count();
+    if r.safe_mode {
+        println!("Safe mode is ON: the namespace takes no changes until datanodes have reported enough blocks");
+    }
     println!("datanodes: {} live, {} dead", live, r.datanodes.len() - live);
     println!(
         "{:<22} {:<22} {:<6} {:>11} {:>11} {:>11} {:>9} {:>10}",

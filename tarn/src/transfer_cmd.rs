@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use futures::stream::{self, TryStreamExt};
+use futures::stream::{self, StreamExt, TryStreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use tarn_client::blocks::{FileReader, FileWriter};
 use tarn_client::{CreateOptions, NamenodeClient};
@@ -15,6 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Bytes read from a local file or the cluster per call.
 const IO_BYTES: usize = 4 << 20;
+/// Reads of one file in flight (read-ahead).
+const READ_AHEAD: usize = 4;
 
 fn progress(total: u64) -> ProgressBar {
     let pb = ProgressBar::new(total);
@@ -170,14 +172,10 @@ async fn get_file(c: &NamenodeClient, remote: &str, local: &Path, pb: &ProgressB
     let r: anyhow::Result<()> = async {
         let reader = FileReader::open(c, remote).await?;
         let mut out = tokio::fs::File::create(&tmp).await.with_context(|| format!("create {}", tmp.display()))?;
-        let mut off = 0;
-        while off < reader.length() {
-            let data = reader.read_at(off, IO_BYTES as u64).await.with_context(|| format!("read {remote}"))?;
-            if data.is_empty() {
-                anyhow::bail!("{remote}: read returned nothing at offset {off} of {}", reader.length());
-            }
+        let mut pieces = std::pin::pin!(reader.read_pieces(0, reader.length(), IO_BYTES as u64, READ_AHEAD));
+        while let Some(data) = pieces.next().await {
+            let data = data.with_context(|| format!("read {remote}"))?;
             out.write_all(&data).await.with_context(|| format!("write {}", tmp.display()))?;
-            off += data.len() as u64;
             pb.inc(data.len() as u64);
         }
         out.sync_all().await.with_context(|| format!("fsync {}", tmp.display()))?;
@@ -194,14 +192,10 @@ async fn get_file(c: &NamenodeClient, remote: &str, local: &Path, pb: &ProgressB
 pub async fn cat(c: &NamenodeClient, path: &str) -> anyhow::Result<()> {
     let reader = FileReader::open(c, path).await?;
     let mut stdout = tokio::io::stdout();
-    let mut off = 0;
-    while off < reader.length() {
-        let data = reader.read_at(off, IO_BYTES as u64).await.with_context(|| format!("read {path}"))?;
-        if data.is_empty() {
-            anyhow::bail!("{path}: read returned nothing at offset {off} of {}", reader.length());
-        }
+    let mut pieces = std::pin::pin!(reader.read_pieces(0, reader.length(), IO_BYTES as u64, READ_AHEAD));
+    while let Some(data) = pieces.next().await {
+        let data = data.with_context(|| format!("read {path}"))?;
         stdout.write_all(&data).await.context("write to standard output")?;
-        off += data.len() as u64;
     }
     stdout.flush().await.context("write to standard output")?;
     Ok(())

@@ -372,6 +372,11 @@ impl ProcCluster {
         };
     }
 
+    /// Starts datanode `i` again on its data (after a kill).
+    pub async fn restart_datanode(&mut self, i: usize) {
+        self.spawn_datanode(i).await;
+    }
+
     /// SIGKILLs datanode `i` (1-based).
     pub fn kill_datanode(&mut self, i: usize) {
         if let Some(mut c) = self.dn_procs[i - 1].take() {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tarn_client::blocks::{FileReader, FileWriter};
-use tarn_client::{CreateOptions, NamenodeClient};
+use tarn_client::{CreateOptions, NamenodeClient, RetryPolicy};
 use tarn_tests::{block_tuning, wait_for, wait_healthy, wait_live_datanodes, Cluster, ProcCluster};
 
 const BS: u64 = 1 << 20;
@@ -231,6 +231,49 @@ async fn killed_datanode_replicas_are_restored() {
         for i in 1..=4 {
             eprintln!("--- datanode {i} ---\n{}", pc.datanode_log(i));
         }
+        panic!("timed out");
+    }
+}
+
+/// Real processes: every namenode and datanode SIGKILLed and started again. Safe mode
+/// refuses changes until the datanodes have reported, ends by itself, and every file reads
+/// back byte-identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_cluster_restart_ends_safe_mode_by_itself() {
+    let mut pc = ProcCluster::start(1, block_tuning).await;
+    pc.start_datanodes(3).await;
+    let result = tokio::time::timeout(Duration::from_secs(120), async {
+        let c = pc.client();
+        let files: Vec<(String, Vec<u8>)> =
+            (0..5).map(|i| (format!("/s/f{i}"), pattern(i as usize * BS as usize / 2 + 3, 100 + i))).collect();
+        for (p, d) in &files {
+            write_file(&c, p, d, 1 << 20, BS).await;
+        }
+        wait_healthy(&c, "/s", Duration::from_secs(30)).await;
+        drop(c);
+        for i in 1..=3 {
+            pc.kill_datanode(i);
+        }
+        pc.kill(1);
+        pc.restart(1).await;
+        // No datanode yet: the namespace takes no change, with a message that says why.
+        let quick = RetryPolicy { deadline: Duration::from_secs(1), ..Default::default() };
+        let q = NamenodeClient::new(&pc.addrs).unwrap().with_retry(quick);
+        let e = q.mkdirs("/after").await.expect_err("refused in safe mode");
+        assert!(e.to_string().contains("safe mode"), "{e}");
+        for i in 1..=3 {
+            pc.restart_datanode(i).await;
+        }
+        let c = pc.client();
+        wait_for("safe mode to end", Duration::from_secs(30), || async { c.mkdirs("/after").await.ok() }).await;
+        assert!(!c.datanode_report().await.unwrap().safe_mode);
+        for (p, d) in &files {
+            assert_eq!(&read_file(&c, p).await, d, "{p} after the restart");
+        }
+    })
+    .await;
+    if result.is_err() {
+        eprintln!("--- namenode ---\n{}", pc.log_tail(1));
         panic!("timed out");
     }
 }
