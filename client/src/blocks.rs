@@ -245,6 +245,36 @@ impl Pipeline {
     }
 }
 
+/// The namenode client a reader or writer works through: borrowed, or shared (so that a
+/// writer can outlive the caller's stack frame, as an object-store upload does).
+#[derive(Clone)]
+pub enum Nn<'a> {
+    Ref(&'a NamenodeClient),
+    Shared(std::sync::Arc<NamenodeClient>),
+}
+
+impl std::ops::Deref for Nn<'_> {
+    type Target = NamenodeClient;
+    fn deref(&self) -> &NamenodeClient {
+        match self {
+            Nn::Ref(r) => r,
+            Nn::Shared(a) => a,
+        }
+    }
+}
+
+impl<'a> From<&'a NamenodeClient> for Nn<'a> {
+    fn from(r: &'a NamenodeClient) -> Self {
+        Nn::Ref(r)
+    }
+}
+
+impl From<std::sync::Arc<NamenodeClient>> for Nn<'static> {
+    fn from(a: std::sync::Arc<NamenodeClient>) -> Self {
+        Nn::Shared(a)
+    }
+}
+
 /// The block being written and its pipeline.
 struct OpenBlock {
     block: pb::Block,
@@ -253,7 +283,7 @@ struct OpenBlock {
 
 /// Writes one file: blocks are allocated as the data grows; `close` completes the file.
 pub struct FileWriter<'a> {
-    nn: &'a NamenodeClient,
+    nn: Nn<'a>,
     pub status: FileStatus,
     block_size: u64,
     current: Option<OpenBlock>,
@@ -266,7 +296,8 @@ pub struct FileWriter<'a> {
 
 impl<'a> FileWriter<'a> {
     /// Creates `path` (see [`NamenodeClient::create`]) and returns a writer for it.
-    pub async fn create(nn: &'a NamenodeClient, path: &str, opts: &CreateOptions) -> Result<FileWriter<'a>> {
+    pub async fn create(nn: impl Into<Nn<'a>>, path: &str, opts: &CreateOptions) -> Result<FileWriter<'a>> {
+        let nn = nn.into();
         let status = nn.create(path, opts).await?;
         let block_size = status.block_size;
         if block_size == 0 {
@@ -518,7 +549,7 @@ async fn read_replica(
 
 /// Positional reads of one file.
 pub struct FileReader<'a> {
-    nn: &'a NamenodeClient,
+    nn: Nn<'a>,
     path: String,
     blocks: Vec<pb::LocatedBlock>,
     /// Start offset of each block in the file.
@@ -528,7 +559,8 @@ pub struct FileReader<'a> {
 
 impl<'a> FileReader<'a> {
     /// Looks up `path`'s blocks and where their replicas are.
-    pub async fn open(nn: &'a NamenodeClient, path: &str) -> Result<FileReader<'a>> {
+    pub async fn open(nn: impl Into<Nn<'a>>, path: &str) -> Result<FileReader<'a>> {
+        let nn = nn.into();
         let mut blocks = Vec::new();
         loop {
             let r = nn.get_blocks(path, blocks.len() as u32, 1000).await?;
@@ -596,7 +628,7 @@ impl<'a> FileReader<'a> {
                 Err((corrupt, why)) => {
                     tracing::warn!(block_id = b.block_id, datanode = %node.addr, error = %why, "replica read failed; trying the next");
                     if corrupt {
-                        report_bad(self.nn, node, &eb, &why).await;
+                        report_bad(&self.nn, node, &eb, &why).await;
                     }
                     tried.push(format!("{}: {why}", node.addr));
                 }
