@@ -109,19 +109,23 @@ async fn corrupt_replica_is_never_served_and_is_replaced() {
         let data = pattern(3 * BS as usize / 2, 7);
         write_file(&c, "/c/f", &data, 1 << 20, BS).await;
         wait_healthy(&c, "/c", Duration::from_secs(30)).await;
-        // Flip one byte of a replica underneath the datanode.
+        // Flip one byte of a replica underneath datanode 1, and delete datanode 2's copy of
+        // the same block: one good replica is left.
         let victim = block_files(&cl.datanode_dirs[0]).into_iter().next().expect("a replica on datanode 1");
         let good = std::fs::read(&victim).unwrap();
         let mut bad = good.clone();
         bad[good.len() / 2] ^= 0x01;
         std::fs::write(&victim, &bad).unwrap();
+        let name = victim.file_name().unwrap().to_owned();
+        let gone = block_files(&cl.datanode_dirs[1]).into_iter().find(|p| p.file_name() == Some(&name)).unwrap();
+        std::fs::remove_file(&gone).unwrap();
         // Whichever replica a read starts with, it returns the right bytes.
         for _ in 0..5 {
             assert_eq!(read_file(&c, "/c/f").await, data);
         }
-        // The block scanner finds it; the namenode copies a good replica over it.
-        wait_for("the corrupt replica to be replaced", Duration::from_secs(60), || async {
-            (std::fs::read(&victim).ok()? == good).then_some(())
+        // The block scanner finds both; the namenode copies the good replica over them.
+        wait_for("the damaged replicas to be replaced", Duration::from_secs(60), || async {
+            (std::fs::read(&victim).ok()? == good && std::fs::read(&gone).ok()? == good).then_some(())
         })
         .await;
         wait_healthy(&c, "/c", Duration::from_secs(30)).await;
@@ -129,6 +133,63 @@ async fn corrupt_replica_is_never_served_and_is_replaced() {
     .await
     .expect("timed out");
     cl.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_datanode_gets_no_new_blocks() {
+    let mut cl = Cluster::start(1, block_tuning).await;
+    cl.start_datanodes(2).await;
+    // A third datanode whose disk counts as full: everything on it is below the reserve.
+    let d = cl.datanode_dirs[0].parent().unwrap().join("dn-full");
+    let mut cfg = tarn_tests::datanode_config(&d, &cl.addrs);
+    cfg.reserved_bytes = u64::MAX / 4;
+    let full = tarn_datanode::start(cfg).await.unwrap();
+    let c = cl.client();
+    wait_live_datanodes(&c, 3).await;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let r = c.datanode_report().await.unwrap();
+        let me = r.datanodes.iter().find(|n| n.location.as_ref().is_some_and(|l| l.uuid == full.uuid)).unwrap();
+        assert!(me.full, "the datanode reports itself full: {me:?}");
+        let data = pattern(3 * BS as usize, 5);
+        let mut w = FileWriter::create(&c, "/full/f", &CreateOptions { replication: 3, ..opts(BS) }).await.unwrap();
+        w.write(&data).await.expect("writes go to the datanodes with room");
+        w.close().await.unwrap();
+        assert_eq!(read_file(&c, "/full/f").await, data);
+        assert!(block_files(&d).is_empty(), "nothing was placed on the full datanode");
+        // Three replicas asked for, two datanodes with room: under-replicated, not refused.
+        let f = c.fsck("/full/f", "", 10).await.unwrap();
+        assert!(f.files[0].blocks.iter().all(|b| b.live == 2 && b.expected == 3), "{f:?}");
+        let b = c.datanode_report().await.unwrap().blocks.unwrap();
+        assert_eq!((b.under_replicated, b.missing), (3, 0), "{b:?}");
+    })
+    .await
+    .expect("timed out");
+    full.stop().await;
+    cl.shutdown().await;
+}
+
+/// Real processes: a datanode SIGKILLed while a client reads; the read carries on from the
+/// other replicas and returns the right bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datanode_killed_mid_read_the_read_completes() {
+    let mut pc = ProcCluster::start(1, block_tuning).await;
+    pc.start_datanodes(3).await;
+    let c = pc.client();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let data = pattern(8 * BS as usize, 21);
+        write_file(&c, "/mr/f", &data, 1 << 20, BS).await;
+        let r = FileReader::open(&c, "/mr/f").await.unwrap();
+        let half = data.len() / 2;
+        let first = r.read_at(0, half as u64).await.unwrap();
+        for i in 1..=2 {
+            pc.kill_datanode(i);
+        }
+        // The reader's locations still name the dead nodes; it falls over to the live one.
+        let rest = r.read_at(half as u64, (data.len() - half) as u64).await.expect("read after the kills");
+        assert_eq!([first, rest].concat(), data);
+    })
+    .await
+    .expect("timed out");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
