@@ -408,6 +408,38 @@ impl DataTransfer for TransferService {
             self.shared.store.get(id).ok_or_else(|| status_of(&DatanodeError::ReplicaNotFound { block_id: id }))?;
         Ok(Response::new(pb::GetReplicaResponse { replica: Some(report_of(&info)) }))
     }
+
+    async fn finalize_recovered(
+        &self,
+        req: Request<pb::FinalizeRecoveredRequest>,
+    ) -> Result<Response<pb::GetReplicaResponse>, Status> {
+        let r = req.into_inner();
+        let info = finalize_recovered(&self.shared, r).await?;
+        tracing::info!(block_id = info.block_id, length = info.length, "replica recovered and finalized");
+        Ok(Response::new(pb::GetReplicaResponse { replica: Some(report_of(&info)) }))
+    }
+}
+
+/// Cuts, restamps and finalizes a replica for block recovery.
+async fn finalize_recovered(shared: &Arc<Shared>, r: pb::FinalizeRecoveredRequest) -> Result<ReplicaInfo, Status> {
+    let store = shared.store.clone();
+    // The dead writer's stream may still hold the replica for a moment.
+    let w = open_replica(store, pb::WriteStage::Recover, r.block_id, r.new_gen_stamp, 0, r.length).await?;
+    let w = w.map_err(|e| status_of(&e))?;
+    if w.length() != r.length {
+        return Err(Status::failed_precondition(format!(
+            "block {}: replica holds {} bytes, recovery asked for {}",
+            r.block_id,
+            w.length(),
+            r.length
+        )));
+    }
+    let info = tokio::task::spawn_blocking(move || w.finalize())
+        .await
+        .map_err(|e| Status::internal(format!("finalize: {e}")))?
+        .map_err(|e| status_of(&e))?;
+    shared.event(Event::Received(info));
+    Ok(info)
 }
 
 pub fn report_of(r: &ReplicaInfo) -> pb::ReplicaReport {

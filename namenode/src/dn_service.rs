@@ -502,3 +502,79 @@ pub fn fsck(s: &NodeState, r: &pb_nn::FsckRequest) -> Result<pb_nn::FsckResponse
     }
     Ok(pb_nn::FsckResponse { files: out, has_more })
 }
+
+/// Timeout of one call to a datanode during block recovery.
+const RECOVERY_CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn data_transfer(
+    addr: &str,
+) -> Result<tarn_proto::datanode::data_transfer_client::DataTransferClient<tonic::transport::Channel>, String> {
+    let e = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).map_err(|e| e.to_string())?;
+    let c = e.connect_timeout(Duration::from_secs(5)).tcp_nodelay(true).connect_lazy();
+    Ok(tarn_proto::datanode::data_transfer_client::DataTransferClient::new(c))
+}
+
+/// Block recovery for a file whose writer is gone (HDFS's): asks the replicas of the open
+/// last block what they hold, settles on the shortest length among those of the current
+/// generation (every byte a client saw acknowledged is in all of them), gives the block a
+/// new generation stamp and has each of them cut and finalize its replica. Returns that
+/// length, or `None` when the file has no open block or no replica could be recovered (then
+/// the block is dropped).
+pub async fn recover_last_block(s: &NodeState, file_id: u64, holder: &str) -> Option<u64> {
+    let (path, block) = {
+        let view = SnapView::new(&s.db);
+        let ns = Namespace::new(&view, 0);
+        let inode = ns.get_inode(file_id).ok()??;
+        if !inode.last_block_open || inode.block_count == 0 {
+            return None;
+        }
+        let (blocks, _) = ns.get_blocks(file_id, inode.block_count - 1, 1).ok()?;
+        (ns.path_of(file_id).ok()?, blocks.into_iter().next()?)
+    };
+    let id = block.block_id;
+    let holders = s.blocks.health(id, block.generation, Instant::now()).live;
+    let mut answers = Vec::new();
+    for loc in holders {
+        let Ok(mut dn) = data_transfer(&loc.addr) else { continue };
+        let call = dn.get_replica(pb::GetReplicaRequest { block_id: id });
+        match tokio::time::timeout(RECOVERY_CALL_TIMEOUT, call).await {
+            Ok(Ok(r)) => match r.into_inner().replica {
+                Some(r) if r.gen_stamp >= block.generation => answers.push((loc, r.length)),
+                other => {
+                    tracing::info!(block_id = id, node = %loc.addr, replica = ?other, "stale replica left out of recovery")
+                }
+            },
+            Ok(Err(e)) => {
+                tracing::info!(block_id = id, node = %loc.addr, error = %e.message(), "replica not recoverable")
+            }
+            Err(_) => tracing::info!(block_id = id, node = %loc.addr, "no answer during block recovery"),
+        }
+    }
+    let length = answers.iter().map(|(_, l)| *l).min()?;
+    let op = Op::UpdatePipeline { path, file_id, client_name: holder.to_string(), block_id: id };
+    let new = match s.proposer.propose(None, op).await {
+        Ok(Ok(crate::types::OpOutput::Block(b))) => b,
+        other => {
+            tracing::warn!(block_id = id, result = ?other.map(|r| r.map(|_| ())), "block recovery could not restamp the block");
+            return None;
+        }
+    };
+    let mut kept = Vec::new();
+    for (loc, _) in &answers {
+        let Ok(mut dn) = data_transfer(&loc.addr) else { continue };
+        let req = pb::FinalizeRecoveredRequest { block_id: id, new_gen_stamp: new.generation, length };
+        match tokio::time::timeout(RECOVERY_CALL_TIMEOUT, dn.finalize_recovered(req)).await {
+            Ok(Ok(_)) => kept.push(loc.uuid.clone()),
+            Ok(Err(e)) => {
+                tracing::warn!(block_id = id, node = %loc.addr, error = %e.message(), "replica recovery failed")
+            }
+            Err(_) => tracing::warn!(block_id = id, node = %loc.addr, "replica recovery timed out"),
+        }
+    }
+    if kept.is_empty() {
+        return None;
+    }
+    tracing::info!(block_id = id, length, replicas = kept.len(), "block recovered");
+    s.blocks.set_pipeline(id, kept, Instant::now());
+    Some(length)
+}

@@ -391,7 +391,9 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
             Op::SetReplication { path, replication } => self.set_replication(path, *replication),
             Op::SetQuota { path, namespace_quota, space_quota } => self.set_quota(path, *namespace_quota, *space_quota),
             Op::SetAttributes(a) => self.set_attributes(a),
-            Op::RecoverLease { file_id, holder } => self.recover_lease(*file_id, holder.as_deref()),
+            Op::RecoverLease { file_id, holder, last_block_length } => {
+                self.recover_lease(*file_id, holder.as_deref(), *last_block_length)
+            }
             Op::UpdatePipeline { path, file_id, client_name, block_id } => {
                 self.update_pipeline(path, *file_id, client_name, *block_id)
             }
@@ -971,7 +973,7 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
         Ok(OpOutput::Inode(Box::new(inode)))
     }
 
-    fn recover_lease(&self, file_id: u64, holder: Option<&str>) -> OpResult {
+    fn recover_lease(&self, file_id: u64, holder: Option<&str>, recovered: Option<u64>) -> OpResult {
         let Some(mut f) = self.get_inode(file_id)? else {
             return Ok(OpOutput::LeaseRecovered { closed: false });
         };
@@ -980,9 +982,12 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
             (Some(w), Some(h)) if w != h => return Ok(OpOutput::LeaseRecovered { closed: false }),
             _ => {}
         }
+        if let (true, Some(len)) = (f.last_block_open, recovered) {
+            // Block recovery settled the open block's length on its replicas.
+            self.finalize_last_block(&mut f, len)?;
+        }
         if f.last_block_open {
-            // No replica reported a length for the open block; until datanodes take part in
-            // lease recovery (block storage issue), the unacknowledged block is dropped.
+            // No replica of the open block survived: the block is dropped.
             let key = block_key(f.id, f.block_count - 1);
             if let Some(v) = self.kv.get(CF_BLOCKS, &key)? {
                 let b: BlockRec = decode("block", &v)?;

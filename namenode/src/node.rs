@@ -492,7 +492,8 @@ async fn lease_monitor(state: Arc<NodeState>, shutdown: CancellationToken) {
         }
         for (file_id, holder) in expired {
             tracing::info!(file_id, %holder, "lease hard limit passed; closing the file");
-            let op = Op::RecoverLease { file_id, holder: Some(holder) };
+            let last_block_length = crate::dn_service::recover_last_block(&state, file_id, &holder).await;
+            let op = Op::RecoverLease { file_id, holder: Some(holder), last_block_length };
             if let Err(e) = state.proposer.propose(None, op).await {
                 tracing::debug!(error = %e, "lease recovery not proposed");
             }

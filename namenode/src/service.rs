@@ -602,10 +602,13 @@ impl Namenode for NamenodeService {
         let r = req.into_inner();
         let found = self.read(|ns| ns.resolve(&r.path)).await?;
         let found = found.ok_or_else(|| fs_status(&FsError::NotFound { path: r.path.clone() }))?;
-        if found.inode.writer.is_none() {
+        let Some(holder) = found.inode.writer.clone() else {
             return Ok(Response::new(pb::RecoverLeaseResponse { closed: true }));
-        }
-        match self.write(rid(r.request_id), Op::RecoverLease { file_id: found.inode.id, holder: None }).await? {
+        };
+        crate::dn_service::ensure_leader(&self.s)?;
+        let last_block_length = crate::dn_service::recover_last_block(&self.s, found.inode.id, &holder).await;
+        let op = Op::RecoverLease { file_id: found.inode.id, holder: Some(holder), last_block_length };
+        match self.write(rid(r.request_id), op).await? {
             OpOutput::LeaseRecovered { closed } => Ok(Response::new(pb::RecoverLeaseResponse { closed })),
             other => Err(Status::internal(format!("unexpected result {other:?}"))),
         }

@@ -98,6 +98,9 @@ pub enum Op {
     RecoverLease {
         file_id: u64,
         holder: Option<String>,
+        /// The open last block's length as recovered from its replicas (block recovery);
+        /// `None`: no replica survived, the block is dropped.
+        last_block_length: Option<u64>,
     },
     /// A write pipeline lost a datanode: the open last block gets a new generation stamp,
     /// so the replica left on the failed node is recognisably stale.

@@ -338,3 +338,37 @@ async fn whole_cluster_restart_ends_safe_mode_by_itself() {
         panic!("timed out");
     }
 }
+
+/// A writer that dies mid-block: past the hard limit the namenode recovers the open block
+/// from its replicas, so everything the writer had flushed is kept, not dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_writers_last_block_is_recovered_from_its_replicas() {
+    let mut cl = Cluster::start(1, |c| {
+        block_tuning(c);
+        c.leases.soft_limit_ms = 300;
+        c.leases.hard_limit_ms = 1500;
+    })
+    .await;
+    cl.start_datanodes(2).await;
+    let c = cl.client();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let data = pattern(3 * BS as usize / 2 + 777, 31);
+        {
+            let dead = NamenodeClient::new(&cl.addrs).unwrap();
+            let mut w = FileWriter::create(&dead, "/dw/f", &opts(BS)).await.unwrap();
+            w.write(&data).await.unwrap();
+            w.hflush().await.unwrap();
+            // The writer goes away without closing: its pipelines break, its lease lapses.
+        }
+        let st = wait_for("the namenode to close the file", Duration::from_secs(30), || async {
+            c.get_file_info("/dw/f", false).await.ok().flatten().filter(|s| s.writer.is_none())
+        })
+        .await;
+        assert_eq!(st.length, data.len() as u64, "the flushed bytes of the open block were kept");
+        assert_eq!(read_file(&c, "/dw/f").await, data);
+        wait_healthy(&c, "/dw", Duration::from_secs(30)).await;
+    })
+    .await
+    .expect("timed out");
+    cl.shutdown().await;
+}
