@@ -524,7 +524,7 @@ async fn read_replica(
         Ok(Err(s)) => return Err((s.code() == tonic::Code::DataLoss, s.message().to_string())),
         Err(_) => return Err((false, "no answer".into())),
     };
-    let mut out = Vec::with_capacity(len as usize);
+    let mut out: Vec<u8> = Vec::new();
     while (out.len() as u64) < len {
         let piece = match tokio::time::timeout(DATANODE_TIMEOUT, stream.message()).await {
             Ok(Ok(Some(p))) => p,
@@ -539,7 +539,15 @@ async fn read_replica(
             // Corrupted between the datanode's check and here: the replica may be fine.
             return Err((false, format!("piece at {} failed its checksum in transit", piece.offset)));
         }
-        out.extend_from_slice(&piece.data);
+        if out.is_empty() && piece.data.len() as u64 == len {
+            // One piece is the whole answer: take its buffer rather than copy it.
+            out = Vec::from(piece.data);
+        } else {
+            if out.capacity() == 0 {
+                out.reserve_exact(len as usize);
+            }
+            out.extend_from_slice(&piece.data);
+        }
     }
     if out.len() as u64 != len {
         return Err((false, format!("{} bytes where {len} were asked for", out.len())));
@@ -612,7 +620,12 @@ impl<'a> FileReader<'a> {
                 .ok_or_else(|| ClientError::InvalidArgument("located block without a block".into()))?;
             let in_block = pos - self.starts[i];
             let take = (b.length - in_block).min(end - pos);
-            out.extend(self.read_block(lb, in_block, take).await?);
+            let data = self.read_block(lb, in_block, take).await?;
+            // Within one block (the common case) the block's bytes are the answer as they are.
+            if out.is_empty() && pos + take == end {
+                return Ok(data);
+            }
+            out.extend_from_slice(&data);
             pos += take;
         }
         Ok(out)
