@@ -741,6 +741,12 @@ impl NamenodeClient {
         rpc!(self, admin, datanode_report, pb::DatanodeReportRequest {})
     }
 
+    /// Starts (`on`) or stops draining datanode `node` (uuid or address); returns its uuid.
+    pub async fn decommission(&self, node: &str, on: bool) -> Result<String> {
+        let msg = pb::DecommissionRequest { node: node.into(), on };
+        Ok(rpc!(self, admin, decommission, msg.clone())?.uuid)
+    }
+
     /// Makes the leader leave safe mode now.
     pub async fn leave_safe_mode(&self) -> Result<()> {
         rpc!(self, admin, leave_safe_mode, pb::LeaveSafeModeRequest {}).map(|_| ())

@@ -58,6 +58,8 @@ pub struct NodeDesc {
     /// Blocks the node holds, as reported.
     pub blocks: HashSet<u64>,
     commands: Vec<Command>,
+    /// Declared dead: what it held was forgotten, so it must register and report again.
+    expired: bool,
 }
 
 impl NodeDesc {
@@ -87,6 +89,8 @@ struct Inner {
     corrupt: HashMap<u64, HashSet<String>>,
     /// Re-replications queued and not yet confirmed: block id → when queued.
     transfers: HashMap<u64, Instant>,
+    /// Datanodes being drained (a copy of the replicated set, refreshed by the monitor).
+    draining: HashSet<String>,
 }
 
 /// How long after a block was handed a pipeline its replicas may go unreported before the
@@ -123,6 +127,16 @@ pub struct BlockHealth {
     pub corrupt: Vec<String>,
     /// Nodes with an older generation stamp (left by a failed pipeline).
     pub stale: Vec<String>,
+    /// Of `live`, the nodes being drained: readable, a copy source, but not counted toward
+    /// the replication factor.
+    pub draining: Vec<String>,
+}
+
+impl BlockHealth {
+    /// Live replicas that count toward the replication factor.
+    pub fn counted(&self) -> usize {
+        self.live.len() - self.draining.len()
+    }
 }
 
 impl BlockManager {
@@ -154,6 +168,7 @@ impl BlockManager {
                 transfers_in_flight: 0,
                 blocks: HashSet::new(),
                 commands: Vec::new(),
+                expired: false,
             },
         );
     }
@@ -169,7 +184,7 @@ impl BlockManager {
     ) -> Option<Vec<Command>> {
         let mut g = self.lock();
         let n = g.nodes.get_mut(&loc.uuid)?;
-        if n.loc.addr != loc.addr {
+        if n.loc.addr != loc.addr || n.expired {
             return None;
         }
         n.storages = storages;
@@ -263,9 +278,24 @@ impl BlockManager {
         v
     }
 
-    /// How many datanodes are alive.
+    /// How many datanodes are alive and not being drained (replication targets).
     pub fn live_count(&self, now: Instant) -> usize {
-        self.lock().nodes.values().filter(|n| self.alive(n, now)).count()
+        let g = self.lock();
+        g.nodes.values().filter(|n| self.alive(n, now) && !g.draining.contains(&n.loc.uuid)).count()
+    }
+
+    /// Replaces the set of datanodes being drained.
+    pub fn set_draining(&self, uuids: HashSet<String>) {
+        self.lock().draining = uuids;
+    }
+
+    /// The blocks a node holds, as reported.
+    pub fn blocks_of(&self, uuid: &str) -> Vec<u64> {
+        self.lock().nodes.get(uuid).map(|n| n.blocks.iter().copied().collect()).unwrap_or_default()
+    }
+
+    pub fn is_draining(&self, uuid: &str) -> bool {
+        self.lock().draining.contains(uuid)
     }
 
     /// Every known datanode and whether it is alive.
@@ -290,6 +320,9 @@ impl BlockManager {
                 } else if r.gen_stamp < gen_stamp {
                     h.stale.push(uuid.clone());
                 } else if self.alive(n, now) {
+                    if g.draining.contains(uuid) {
+                        h.draining.push(uuid.clone());
+                    }
                     h.live.push(n.loc.clone());
                 }
             }
@@ -319,8 +352,13 @@ impl BlockManager {
         now: Instant,
     ) -> Vec<Location> {
         let g = self.lock();
-        let mut candidates: Vec<&NodeDesc> =
-            g.nodes.values().filter(|d| self.alive(d, now) && !d.full() && !excluded.contains(&d.loc.uuid)).collect();
+        let mut candidates: Vec<&NodeDesc> = g
+            .nodes
+            .values()
+            .filter(|d| {
+                self.alive(d, now) && !d.full() && !excluded.contains(&d.loc.uuid) && !g.draining.contains(&d.loc.uuid)
+            })
+            .collect();
         let mut rng = rand::rng();
         candidates.shuffle(&mut rng);
         let mut chosen: Vec<Location> = Vec::new();
@@ -348,14 +386,16 @@ impl BlockManager {
     /// Nodes that stopped heartbeating: their replicas no longer count. Returns their uuids.
     pub fn expire_dead(&self, now: Instant) -> Vec<String> {
         let mut g = self.lock();
-        let dead: Vec<String> = g
-            .nodes
-            .values()
-            .filter(|n| !self.alive(n, now) && !n.blocks.is_empty())
-            .map(|n| n.loc.uuid.clone())
-            .collect();
+        let dead: Vec<String> =
+            g.nodes.values().filter(|n| !self.alive(n, now) && !n.expired).map(|n| n.loc.uuid.clone()).collect();
         for uuid in &dead {
-            let blocks = g.nodes.get_mut(uuid).map(|n| std::mem::take(&mut n.blocks)).unwrap_or_default();
+            let blocks = match g.nodes.get_mut(uuid) {
+                Some(n) => {
+                    n.expired = true;
+                    std::mem::take(&mut n.blocks)
+                }
+                None => HashSet::new(),
+            };
             forget_node_replicas(&mut g, uuid, &blocks);
         }
         // Pipelines past their grace whose replicas were reported are no longer needed.
@@ -507,6 +547,8 @@ mod tests {
         bm.heartbeat(&loc(3, "/r"), storage(), 0, later).unwrap();
         assert_eq!(bm.expire_dead(later), vec!["dn1".to_string()]);
         assert!(bm.health(7, 2, later).live.is_empty());
+        // A node declared dead that comes back must register (and report) again.
+        assert!(bm.heartbeat(&loc(1, "/r"), storage(), 0, later).is_none());
         // An unknown node must register before its reports count.
         assert!(!bm.block_report("dn9", &[], true, later));
         assert!(bm.heartbeat(&loc(9, "/r"), storage(), 0, later).is_none());

@@ -217,6 +217,7 @@ pub async fn monitor_round(s: &NodeState) {
     for uuid in s.blocks.expire_dead(now) {
         tracing::warn!(%uuid, "datanode is dead: its replicas no longer count");
     }
+    refresh_draining(s);
     // A new leader knows no replica until datanodes report again: it deletes and copies
     // nothing until they had the time to (and, after a start, until safe mode ends).
     let term = s.raft.metrics().borrow().current_term;
@@ -228,6 +229,15 @@ pub async fn monitor_round(s: &NodeState) {
     }
     if let Err(e) = check_replication(s, now) {
         tracing::warn!(error = %e, "replication check failed");
+    }
+}
+
+/// Copies the replicated set of draining datanodes into the block manager.
+pub fn refresh_draining(s: &NodeState) {
+    let view = SnapView::new(&s.db);
+    match Namespace::new(&view, 0).decommissioning() {
+        Ok(set) => s.blocks.set_draining(set.into_iter().collect()),
+        Err(e) => tracing::warn!(error = %e, "could not read the decommission set"),
     }
 }
 
@@ -366,14 +376,18 @@ fn check_replication(s: &NodeState, now: Instant) -> Result<(), String> {
         }
         let h = s.blocks.health(id, b.generation, now);
         let want = (inode.replication as usize).min(live);
-        if h.live.len() < want && !h.live.is_empty() && !s.blocks.transfer_pending(id, now) {
-            needy.push((h.live.len(), id, b.generation, b.length, want - h.live.len()));
+        // Replicas on draining nodes are copy sources but do not count.
+        let counted = h.counted();
+        if counted < want && !h.live.is_empty() && !s.blocks.transfer_pending(id, now) {
+            needy.push((counted, id, b.generation, b.length, want - counted));
         }
-        if h.live.len() >= want && want > 0 {
-            // Enough good copies: drop corrupt and stale ones, and any excess.
+        if counted >= want && want > 0 {
+            // Enough good copies: drop corrupt and stale ones, and any excess (never the
+            // replica of a draining node: it goes with its node).
             let mut drop: Vec<String> = h.corrupt.iter().chain(&h.stale).cloned().collect();
-            if h.live.len() > inode.replication as usize {
-                drop.extend(h.live[inode.replication as usize..].iter().map(|l| l.uuid.clone()));
+            if counted > inode.replication as usize {
+                let keep: Vec<&Location> = h.live.iter().filter(|l| !h.draining.contains(&l.uuid)).collect();
+                drop.extend(keep[inode.replication as usize..].iter().map(|l| l.uuid.clone()));
             }
             for uuid in drop {
                 s.blocks.queue(&uuid, Command::Invalidate(vec![(id, b.generation)]));
@@ -404,7 +418,7 @@ pub fn datanode_report(s: &NodeState) -> Result<pb_nn::DatanodeReportResponse, S
     ensure_leader(s)?;
     let now = Instant::now();
     let nodes = s.blocks.all_nodes(now);
-    let live = nodes.iter().filter(|(_, alive)| *alive).count();
+    let live = s.blocks.live_count(now);
     let datanodes = nodes
         .iter()
         .map(|(n, alive)| pb_nn::DatanodeInfo {
@@ -417,6 +431,7 @@ pub fn datanode_report(s: &NodeState) -> Result<pb_nn::DatanodeReportResponse, S
             last_heartbeat_ms_ago: now.saturating_duration_since(n.last_seen).as_millis() as u64,
             transfers_in_flight: n.transfers_in_flight,
             full: n.full(),
+            decommission: decommission_state(s, &n.loc.uuid, now),
         })
         .collect();
     let view = SnapView::new(&s.db);
@@ -440,9 +455,9 @@ pub fn datanode_report(s: &NodeState) -> Result<pb_nn::DatanodeReportResponse, S
         let want = (inode.replication as usize).min(live);
         if h.live.is_empty() {
             sum.missing += 1;
-        } else if h.live.len() < want {
+        } else if h.counted() < want {
             sum.under_replicated += 1;
-        } else if h.live.len() > inode.replication as usize {
+        } else if h.counted() > inode.replication as usize {
             sum.over_replicated += 1;
         }
         Ok(true)
@@ -481,7 +496,7 @@ pub fn fsck(s: &NodeState, r: &pb_nn::FsckRequest) -> Result<pb_nn::FsckResponse
                     block_id: b.block_id,
                     gen_stamp: b.generation,
                     length: b.length,
-                    live: h.live.len() as u32,
+                    live: h.counted() as u32,
                     expected: (inode.replication as usize).min(live_nodes) as u32,
                     locations: h.live.iter().map(|l| l.addr.clone()).collect(),
                     corrupt: h.corrupt.len() as u32,
@@ -577,4 +592,23 @@ pub async fn recover_last_block(s: &NodeState, file_id: u64, holder: &str) -> Op
     tracing::info!(block_id = id, length, replicas = kept.len(), "block recovered");
     s.blocks.set_pipeline(id, kept, Instant::now());
     Some(length)
+}
+
+/// "" for a node in service; "draining" while some block still needs it; "decommissioned"
+/// once every block it holds has its replication factor elsewhere (it may be shut down).
+fn decommission_state(s: &NodeState, uuid: &str, now: Instant) -> String {
+    if !s.blocks.is_draining(uuid) {
+        return String::new();
+    }
+    let view = SnapView::new(&s.db);
+    let ns = Namespace::new(&view, 0);
+    let live = s.blocks.live_count(now);
+    for id in s.blocks.blocks_of(uuid) {
+        let Ok(Some((b, inode, open))) = ns.block_by_id(id) else { continue };
+        let h = s.blocks.health(id, b.generation, now);
+        if open || h.counted() < (inode.replication as usize).min(live) {
+            return "draining".into();
+        }
+    }
+    "decommissioned".into()
 }

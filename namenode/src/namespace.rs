@@ -15,6 +15,8 @@ use crate::types::{CreateOp, Op, OpOutput, OpResult, RenameOp, SetAttributesOp};
 /// Keys of `sm_meta`.
 pub const META_NEXT_INODE: &[u8] = b"next_inode";
 pub const META_NEXT_BLOCK: &[u8] = b"next_block";
+/// The datanodes being drained (a bincode set of uuids).
+pub const META_DECOMMISSION: &[u8] = b"decommission";
 pub const META_NEXT_GENERATION: &[u8] = b"next_generation";
 /// Number of directories with a quota: when zero, operations skip the ancestor walk.
 pub const META_QUOTA_DIRS: &[u8] = b"quota_dirs";
@@ -133,6 +135,14 @@ impl<'a, K: KvRead> Namespace<'a, K> {
         let inode = self.inode(file)?;
         let open = inode.last_block_open && index + 1 == inode.block_count;
         Ok(Some((b, inode, open)))
+    }
+
+    /// The datanodes being drained.
+    pub fn decommissioning(&self) -> Result<std::collections::BTreeSet<String>, FsError> {
+        match self.kv.get(CF_SM_META, META_DECOMMISSION)? {
+            Some(v) => decode("decommission set", &v),
+            None => Ok(Default::default()),
+        }
     }
 
     /// Visits every block of every file in (file id, index) order until `f` says stop.
@@ -396,6 +406,16 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
             }
             Op::UpdatePipeline { path, file_id, client_name, block_id } => {
                 self.update_pipeline(path, *file_id, client_name, *block_id)
+            }
+            Op::SetDecommission { uuid, on } => {
+                let mut set = self.decommissioning()?;
+                if *on {
+                    set.insert(uuid.clone());
+                } else {
+                    set.remove(uuid);
+                }
+                self.kv.put(CF_SM_META, META_DECOMMISSION, &encode(&set))?;
+                Ok(OpOutput::Done)
             }
             Op::ForgetInvalid { block_ids } => {
                 for id in block_ids {

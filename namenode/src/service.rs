@@ -721,6 +721,30 @@ impl NamenodeAdmin for AdminService {
         Ok(Response::new(crate::dn_service::datanode_report(&self.s)?))
     }
 
+    async fn decommission(
+        &self,
+        req: Request<pb::DecommissionRequest>,
+    ) -> Result<Response<pb::DecommissionResponse>, Status> {
+        let r = req.into_inner();
+        crate::dn_service::ensure_leader(&self.s)?;
+        let nodes = self.s.blocks.all_nodes(std::time::Instant::now());
+        let uuid = nodes
+            .iter()
+            .map(|(n, _)| &n.loc)
+            .find(|l| l.uuid == r.node || l.addr == r.node)
+            .map(|l| l.uuid.clone())
+            .ok_or_else(|| Status::not_found(format!("no datanode {:?} is registered", r.node)))?;
+        let op = Op::SetDecommission { uuid: uuid.clone(), on: r.on };
+        match self.s.proposer.propose(None, op).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(fs_status(&e)),
+            Err(e) => return Err(propose_status(self.s.node_id, &e)),
+        }
+        crate::dn_service::refresh_draining(&self.s);
+        tracing::info!(%uuid, on = r.on, "decommission set");
+        Ok(Response::new(pb::DecommissionResponse { uuid }))
+    }
+
     async fn leave_safe_mode(
         &self,
         _req: Request<pb::LeaveSafeModeRequest>,

@@ -114,6 +114,13 @@ pub enum Op {
     ForgetInvalid {
         block_ids: Vec<u64>,
     },
+    /// Starts (or, with `on = false`, stops) draining a datanode: no new replicas go to it
+    /// and its replicas are copied elsewhere. Kept in the replicated state, so a new leader
+    /// carries on.
+    SetDecommission {
+        uuid: String,
+        on: bool,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -40,6 +40,16 @@ enum AdminCmd {
     /// Datanodes (capacity, use, liveness) and block health: under-replicated, missing and
     /// corrupt counts.
     Report,
+    /// Drain a datanode (uuid or address) so it can be taken out: no new replicas go to it
+    /// and its replicas are copied elsewhere; `tarn admin report` shows "decommissioned"
+    /// when it is safe to stop. `--off` puts it back in service.
+    ///
+    /// Example: `tarn admin decommission 10.0.0.7:9866`
+    Decommission {
+        node: String,
+        #[arg(long)]
+        off: bool,
+    },
     /// Safe mode: `get` shows it; `leave` ends it now (when some blocks will never be
     /// reported and the cluster should run without them).
     Safemode {
@@ -105,6 +115,10 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<u8> {
             println!("snapshot built up to log index {idx}");
         }
         AdminCmd::Report => report(&c).await?,
+        AdminCmd::Decommission { node, off } => {
+            let uuid = c.decommission(&node, !off).await?;
+            println!("datanode {uuid}: {}", if off { "back in service" } else { "draining" });
+        }
         AdminCmd::Safemode { action } => {
             if action == "leave" {
                 c.leave_safe_mode().await?;
@@ -144,20 +158,22 @@ async fn report(c: &NamenodeClient) -> anyhow::Result<()> {
     }
     println!("datanodes: {} live, {} dead", live, r.datanodes.len() - live);
     println!(
-        "{:<22} {:<22} {:<6} {:>11} {:>11} {:>11} {:>9} {:>10}",
+        "{:<22} {:<22} {:<14} {:>11} {:>11} {:>11} {:>9} {:>10}",
         "UUID", "ADDRESS", "STATE", "CAPACITY", "USED", "FREE", "REPLICAS", "HEARTBEAT"
     );
     for d in &r.datanodes {
         let loc = d.location.clone().unwrap_or_default();
         let state = if !d.alive {
             "dead"
+        } else if !d.decommission.is_empty() {
+            d.decommission.as_str()
         } else if d.full {
             "full"
         } else {
             "live"
         };
         println!(
-            "{:<22} {:<22} {:<6} {:>11} {:>11} {:>11} {:>9} {:>8}ms",
+            "{:<22} {:<22} {:<14} {:>11} {:>11} {:>11} {:>9} {:>8}ms",
             loc.uuid,
             loc.addr,
             state,

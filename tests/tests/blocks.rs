@@ -372,3 +372,45 @@ async fn dead_writers_last_block_is_recovered_from_its_replicas() {
     .expect("timed out");
     cl.shutdown().await;
 }
+
+/// Decommissioning drains a datanode: its replicas are copied elsewhere while it still
+/// serves them, it reports "decommissioned", and once it is stopped every block still has
+/// its three replicas without any re-replication.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decommissioned_datanode_can_leave_without_losing_a_replica() {
+    let mut cl = Cluster::start(1, block_tuning).await;
+    cl.start_datanodes(4).await;
+    let c = cl.client();
+    tokio::time::timeout(Duration::from_secs(90), async {
+        for i in 0..6 {
+            write_file(&c, &format!("/dc/f{i}"), &pattern(BS as usize + 99, 40 + i), 1 << 20, BS).await;
+        }
+        wait_healthy(&c, "/dc", Duration::from_secs(30)).await;
+        let victim = cl.datanodes[0].as_ref().unwrap().uuid.clone();
+        let held = block_files(&cl.datanode_dirs[0]).len();
+        assert!(held > 0);
+        assert_eq!(c.decommission(&victim, true).await.unwrap(), victim);
+        wait_for("the datanode to be decommissioned", Duration::from_secs(60), || async {
+            let r = c.datanode_report().await.ok()?;
+            let me = r.datanodes.iter().find(|n| n.location.as_ref().is_some_and(|l| l.uuid == victim))?;
+            (me.decommission == "decommissioned").then_some(())
+        })
+        .await;
+        // New blocks avoid the draining node.
+        write_file(&c, "/dc/late", &pattern(1000, 9), 1000, BS).await;
+        cl.stop_datanode(1).await;
+        wait_live_datanodes(&c, 3).await;
+        let f = c.fsck("/dc", "", 100).await.unwrap();
+        for file in &f.files {
+            for b in &file.blocks {
+                assert_eq!(b.live, 3, "{} block {}: {b:?}", file.path, b.block_id);
+            }
+        }
+        for i in 0..6 {
+            assert_eq!(read_file(&c, &format!("/dc/f{i}")).await, pattern(BS as usize + 99, 40 + i));
+        }
+    })
+    .await
+    .expect("timed out");
+    cl.shutdown().await;
+}
