@@ -93,6 +93,31 @@ enum FsCmd {
     },
     /// Write files to standard output.
     Cat { paths: Vec<String> },
+    /// Copy files or directories within the cluster (into DST if it is a directory).
+    ///
+    /// Example: `tarn fs cp -f /raw/2026-11-24 /archive/`
+    Cp {
+        src: String,
+        dst: String,
+        /// Replace existing files.
+        #[arg(short, long)]
+        force: bool,
+        /// Files copied at once.
+        #[arg(short = 'j', long, default_value_t = 4)]
+        parallel: usize,
+    },
+    /// Space used under each entry of a directory: bytes, and bytes on disk with replicas.
+    ///
+    /// Example: `tarn fs du -s -H /warehouse`
+    Du {
+        path: String,
+        /// One line for PATH itself instead of one per entry.
+        #[arg(short, long)]
+        summary: bool,
+        /// Human-readable sizes.
+        #[arg(short = 'H', long = "human")]
+        human: bool,
+    },
 }
 
 pub async fn run(a: FsArgs) -> anyhow::Result<u8> {
@@ -303,6 +328,21 @@ async fn exec(c: &NamenodeClient, cmd: FsCmd) -> anyhow::Result<()> {
         FsCmd::Cat { paths } => {
             for p in paths {
                 crate::transfer_cmd::cat(c, &p).await?;
+            }
+        }
+        FsCmd::Cp { src, dst, force, parallel } => crate::transfer_cmd::cp(c, &src, &dst, force, parallel).await?,
+        FsCmd::Du { path, summary, human: h } => {
+            let st =
+                c.get_file_info(&path, false).await?.with_context(|| format!("{path}: no such file or directory"))?;
+            let targets: Vec<String> = if summary || !st.is_dir() {
+                vec![st.path.clone()]
+            } else {
+                c.list_dir_all(&st.path).await?.iter().map(|e| child(&st.path, &e.path)).collect()
+            };
+            let show = |n: u64| if h { human(n) } else { n.to_string() };
+            for t in targets {
+                let s = c.content_summary(&t).await?;
+                println!("{:>12}  {:>12}  {}", show(s.length), show(s.space_consumed), t);
             }
         }
     }

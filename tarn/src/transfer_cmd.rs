@@ -200,3 +200,63 @@ pub async fn cat(c: &NamenodeClient, path: &str) -> anyhow::Result<()> {
     stdout.flush().await.context("write to standard output")?;
     Ok(())
 }
+
+/// Copies `src` (a file or a directory tree) to `dst` inside the cluster. Each file is
+/// written under a temporary name beside its destination and renamed into place, so a
+/// failed copy leaves no partial file.
+pub async fn cp(c: &NamenodeClient, src: &str, dst: &str, force: bool, parallel: usize) -> anyhow::Result<()> {
+    let st = c.get_file_info(src, false).await?.with_context(|| format!("{src}: no such file or directory"))?;
+    let dst_is_dir = dst.ends_with('/') || c.get_file_info(dst, false).await?.is_some_and(|s| s.is_dir());
+    let target = if dst_is_dir { join(dst, &base_name(&st.path)) } else { dst.trim_end_matches('/').to_string() };
+    let plan: Vec<(String, String, u64)> = if st.is_dir() {
+        let prefix = format!("{}/", st.path.trim_end_matches('/'));
+        c.list_recursive_all(&prefix, false)
+            .await?
+            .into_iter()
+            .map(|f| {
+                let rel = f.path.strip_prefix(&prefix).unwrap_or(&f.path).to_string();
+                (f.path.clone(), join(&target, &rel), f.length)
+            })
+            .collect()
+    } else {
+        vec![(st.path.clone(), target, st.length)]
+    };
+    let pb = progress(plan.iter().map(|p| p.2).sum());
+    stream::iter(plan.into_iter().map(Ok::<_, anyhow::Error>))
+        .try_for_each_concurrent(parallel.max(1), |(from, to, _)| {
+            let pb = pb.clone();
+            async move { cp_file(c, &from, &to, force, &pb).await }
+        })
+        .await?;
+    pb.finish_and_clear();
+    Ok(())
+}
+
+async fn cp_file(c: &NamenodeClient, from: &str, to: &str, force: bool, pb: &ProgressBar) -> anyhow::Result<()> {
+    if !force && c.get_file_info(to, false).await?.is_some() {
+        anyhow::bail!("{to}: exists (use -f to replace it)");
+    }
+    let (dir, name) = to.rsplit_once('/').unwrap_or(("", to));
+    let tmp = format!("{dir}/.{name}.tarn-copying-{:08x}", rand::random::<u32>());
+    let opts = CreateOptions { create_parent: true, ..Default::default() };
+    let reader = FileReader::open(c, from).await.with_context(|| format!("open {from}"))?;
+    let mut w = FileWriter::create(c, &tmp, &opts).await.with_context(|| format!("create {tmp}"))?;
+    let file_id = w.status.file_id;
+    let copied: anyhow::Result<()> = async {
+        let mut pieces = std::pin::pin!(reader.read_pieces(0, reader.length(), IO_BYTES as u64, READ_AHEAD));
+        while let Some(data) = pieces.next().await {
+            let data = data.with_context(|| format!("read {from}"))?;
+            w.write(&data).await.with_context(|| format!("write {to}"))?;
+            pb.inc(data.len() as u64);
+        }
+        w.close().await.with_context(|| format!("complete {to}"))?;
+        let rename = tarn_client::RenameOptions { overwrite: force, dst_must_be_absent: !force, ..Default::default() };
+        c.rename(&tmp, to, &rename).await.with_context(|| format!("rename into {to}"))?;
+        Ok(())
+    }
+    .await;
+    if copied.is_err() {
+        let _ = c.delete(&tmp, false, Some(file_id)).await;
+    }
+    copied
+}

@@ -92,6 +92,19 @@ async fn put_get_cat_report_and_fsck() {
     let o = run(arg(&["admin", "fsck", "/up"])).await;
     assert!(o.status.success() && text(&o).contains("Status: HEALTHY"), "{}", text(&o));
     assert!(text(&o).contains("files: 3"), "{}", text(&o));
+    // cp within the cluster, du.
+    let o = run(arg(&["fs", "cp", "/up", "/copy"])).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(arg(&["fs", "cat", "/copy/sub/small.txt"])).await;
+    assert_eq!(o.stdout, b"hello tarn\n", "{}", text(&o));
+    let o = run(arg(&["fs", "cp", "/up/big.bin", "/copy/big.bin"])).await;
+    assert_eq!(o.status.code(), Some(1), "cp onto an existing file without -f: {}", text(&o));
+    let o = run(arg(&["fs", "du", "-s", "/copy"])).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let want = format!("{}", 3_000_000 + 11);
+    assert!(text(&o).split_whitespace().next() == Some(want.as_str()), "{}", text(&o));
+    let o = run(arg(&["fs", "ls", "/copy"])).await;
+    assert!(!text(&o).contains("tarn-copying"), "no temporary file is left: {}", text(&o));
     let o = run(arg(&["admin", "report"])).await;
     assert!(o.status.success() && text(&o).contains("datanodes: 3 live, 0 dead"), "{}", text(&o));
     assert!(text(&o).contains("under-replicated 0, missing 0"), "{}", text(&o));
