@@ -50,6 +50,7 @@ fn data_channel(addr: &str) -> std::result::Result<Channel, String> {
         .tcp_nodelay(true)
         .initial_stream_window_size(8 << 20)
         .initial_connection_window_size(32 << 20)
+        .max_frame_size(1 << 20)
         .connect_lazy())
 }
 

@@ -130,6 +130,7 @@ pub async fn start(cfg: DatanodeConfig) -> Result<DatanodeHandle> {
         let r = tonic::transport::Server::builder()
             .initial_stream_window_size(crate::transfer::STREAM_WINDOW_BYTES)
             .initial_connection_window_size(crate::transfer::CONNECTION_WINDOW_BYTES)
+            .max_frame_size(crate::transfer::FRAME_BYTES)
             .add_service(svc)
             .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
             .await;

@@ -106,6 +106,9 @@ fn ack_status_of(e: &DatanodeError) -> pb::AckStatus {
 /// stream at one window per round trip, far below disk speed.
 pub const STREAM_WINDOW_BYTES: u32 = 8 << 20;
 pub const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
+/// HTTP/2 frames of up to 1 MiB: h2's default 16 KiB frames cost a frame header and a
+/// bookkeeping round per 16 KiB of block data.
+pub const FRAME_BYTES: u32 = 1 << 20;
 
 /// A `host:port` channel to another datanode.
 pub fn channel_to(addr: &str) -> Result<tonic::transport::Channel, Status> {
@@ -115,6 +118,7 @@ pub fn channel_to(addr: &str) -> Result<tonic::transport::Channel, Status> {
         .tcp_nodelay(true)
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_frame_size(FRAME_BYTES)
         .connect_lazy())
 }
 

@@ -13,6 +13,10 @@
 //! fourth datanode takes the copies; detection takes `dead_after`, 2 s here).
 //! Prints MiB/s and the ratio to the baseline.
 
+/// The same allocator as the `tarn` binary (block buffers are reused, not re-mmapped).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::{Read, Write};
 use std::time::Instant;
 

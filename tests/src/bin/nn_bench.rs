@@ -9,6 +9,10 @@
 //! Build in release (`cargo build --release --bin tarn --bin nn-bench`) and run from the
 //! target directory; results go into BENCHMARKS.md.
 
+/// The same allocator as the `tarn` binary (block buffers are reused, not re-mmapped).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
