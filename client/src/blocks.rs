@@ -510,13 +510,14 @@ async fn report_bad(nn: &NamenodeClient, node: &dpb::DatanodeLocation, block: &d
     }
 }
 
-/// Reads `[offset, offset + len)` of one replica, verifying every piece.
+/// Reads `[offset, offset + len)` of one replica, verifying every piece; returns the
+/// pieces as they arrived (no copy).
 async fn read_replica(
     node: &dpb::DatanodeLocation,
     block: &dpb::ExtendedBlock,
     offset: u64,
     len: u64,
-) -> std::result::Result<Vec<u8>, (bool, String)> {
+) -> std::result::Result<Vec<Bytes>, (bool, String)> {
     let mut dn = transfer_client(&node.addr).map_err(|e| (false, e))?;
     let req = dpb::ReadBlockRequest { block: Some(*block), offset, length: len };
     let call = tokio::time::timeout(DATANODE_TIMEOUT, dn.read_block(req));
@@ -525,35 +526,40 @@ async fn read_replica(
         Ok(Err(s)) => return Err((s.code() == tonic::Code::DataLoss, s.message().to_string())),
         Err(_) => return Err((false, "no answer".into())),
     };
-    let mut out: Vec<u8> = Vec::new();
-    while (out.len() as u64) < len {
+    let mut out = Vec::new();
+    let mut got = 0u64;
+    while got < len {
         let piece = match tokio::time::timeout(DATANODE_TIMEOUT, stream.message()).await {
             Ok(Ok(Some(p))) => p,
-            Ok(Ok(None)) => return Err((false, format!("stream ended after {} of {len} bytes", out.len()))),
+            Ok(Ok(None)) => return Err((false, format!("stream ended after {got} of {len} bytes"))),
             Ok(Err(s)) => return Err((s.code() == tonic::Code::DataLoss, s.message().to_string())),
             Err(_) => return Err((false, "no data".into())),
         };
-        if piece.offset != offset + out.len() as u64 {
-            return Err((false, format!("piece at {} where {} was due", piece.offset, offset + out.len() as u64)));
+        if piece.offset != offset + got {
+            return Err((false, format!("piece at {} where {} was due", piece.offset, offset + got)));
         }
         if crc32c::crc32c(&piece.data) != piece.crc32c {
             // Corrupted between the datanode's check and here: the replica may be fine.
             return Err((false, format!("piece at {} failed its checksum in transit", piece.offset)));
         }
-        if out.is_empty() && piece.data.len() as u64 == len {
-            // One piece is the whole answer: take its buffer rather than copy it.
-            out = Vec::from(piece.data);
-        } else {
-            if out.capacity() == 0 {
-                out.reserve_exact(len as usize);
-            }
-            out.extend_from_slice(&piece.data);
-        }
+        got += piece.data.len() as u64;
+        out.push(piece.data);
     }
-    if out.len() as u64 != len {
-        return Err((false, format!("{} bytes where {len} were asked for", out.len())));
+    if got != len {
+        return Err((false, format!("{got} bytes where {len} were asked for")));
     }
     Ok(out)
+}
+
+fn concat(pieces: Vec<Bytes>) -> Vec<u8> {
+    if pieces.len() == 1 {
+        return Vec::from(pieces.into_iter().next().expect("one piece"));
+    }
+    let mut out = Vec::with_capacity(pieces.iter().map(Bytes::len).sum());
+    for p in pieces {
+        out.extend_from_slice(&p);
+    }
+    out
 }
 
 /// Positional reads of one file.
@@ -599,18 +605,23 @@ impl<'a> FileReader<'a> {
         len: u64,
         piece: u64,
         depth: usize,
-    ) -> impl futures::Stream<Item = Result<Vec<u8>>> + '_ {
+    ) -> impl futures::Stream<Item = Result<Vec<Bytes>>> + '_ {
         use futures::StreamExt;
         let end = offset.saturating_add(len).min(self.length);
         let piece = piece.max(1);
         let starts = (offset..end).step_by(piece as usize);
-        futures::stream::iter(starts).map(move |o| self.read_at(o, piece.min(end - o))).buffered(depth.max(1))
+        futures::stream::iter(starts).map(move |o| self.read_at_bytes(o, piece.min(end - o))).buffered(depth.max(1))
     }
 
     /// Reads `len` bytes at `offset` (fewer at the end of the file).
     pub async fn read_at(&self, offset: u64, len: u64) -> Result<Vec<u8>> {
+        Ok(concat(self.read_at_bytes(offset, len).await?))
+    }
+
+    /// Like [`FileReader::read_at`], as the pieces the datanodes sent (no copy).
+    pub async fn read_at_bytes(&self, offset: u64, len: u64) -> Result<Vec<Bytes>> {
         let end = offset.saturating_add(len).min(self.length);
-        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
+        let mut out = Vec::new();
         let mut pos = offset;
         while pos < end {
             let i = self.starts.partition_point(|&s| s <= pos) - 1;
@@ -621,18 +632,13 @@ impl<'a> FileReader<'a> {
                 .ok_or_else(|| ClientError::InvalidArgument("located block without a block".into()))?;
             let in_block = pos - self.starts[i];
             let take = (b.length - in_block).min(end - pos);
-            let data = self.read_block(lb, in_block, take).await?;
-            // Within one block (the common case) the block's bytes are the answer as they are.
-            if out.is_empty() && pos + take == end {
-                return Ok(data);
-            }
-            out.extend_from_slice(&data);
+            out.extend(self.read_block(lb, in_block, take).await?);
             pos += take;
         }
         Ok(out)
     }
 
-    async fn read_block(&self, lb: &pb::LocatedBlock, offset: u64, len: u64) -> Result<Vec<u8>> {
+    async fn read_block(&self, lb: &pb::LocatedBlock, offset: u64, len: u64) -> Result<Vec<Bytes>> {
         let b = lb.block.as_ref().expect("checked by the caller");
         let eb = extended(b);
         let mut tried = Vec::new();

@@ -355,7 +355,9 @@ impl ObjectStore for TarnStore {
         let copied = async {
             let mut pieces = std::pin::pin!(reader.read_pieces(0, st.length, GET_PIECE_BYTES, 4));
             while let Some(p) = pieces.next().await {
-                w.write(&p?).await?;
+                for b in p? {
+                    w.write(&b).await?;
+                }
             }
             w.close().await
         }
@@ -390,10 +392,12 @@ fn read_stream(reader: FileReader<'static>, start: u64, end: u64) -> BoxStream<'
             let reader = reader.clone();
             async move {
                 let len = GET_PIECE_BYTES.min(end - o);
-                reader.read_at(o, len).await.map(Bytes::from).map_err(|e| generic(e.to_string()))
+                let pieces = reader.read_at_bytes(o, len).await.map_err(|e| generic(e.to_string()))?;
+                Ok::<_, object_store::Error>(futures::stream::iter(pieces.into_iter().map(Ok)))
             }
         })
         .buffered(4)
+        .try_flatten()
         .boxed()
 }
 

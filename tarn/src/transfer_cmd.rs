@@ -174,9 +174,10 @@ async fn get_file(c: &NamenodeClient, remote: &str, local: &Path, pb: &ProgressB
         let mut out = tokio::fs::File::create(&tmp).await.with_context(|| format!("create {}", tmp.display()))?;
         let mut pieces = std::pin::pin!(reader.read_pieces(0, reader.length(), IO_BYTES as u64, READ_AHEAD));
         while let Some(data) = pieces.next().await {
-            let data = data.with_context(|| format!("read {remote}"))?;
-            out.write_all(&data).await.with_context(|| format!("write {}", tmp.display()))?;
-            pb.inc(data.len() as u64);
+            for b in data.with_context(|| format!("read {remote}"))? {
+                out.write_all(&b).await.with_context(|| format!("write {}", tmp.display()))?;
+                pb.inc(b.len() as u64);
+            }
         }
         out.sync_all().await.with_context(|| format!("fsync {}", tmp.display()))?;
         tokio::fs::rename(&tmp, local).await.with_context(|| format!("rename to {}", local.display()))?;
@@ -194,8 +195,9 @@ pub async fn cat(c: &NamenodeClient, path: &str) -> anyhow::Result<()> {
     let mut stdout = tokio::io::stdout();
     let mut pieces = std::pin::pin!(reader.read_pieces(0, reader.length(), IO_BYTES as u64, READ_AHEAD));
     while let Some(data) = pieces.next().await {
-        let data = data.with_context(|| format!("read {path}"))?;
-        stdout.write_all(&data).await.context("write to standard output")?;
+        for b in data.with_context(|| format!("read {path}"))? {
+            stdout.write_all(&b).await.context("write to standard output")?;
+        }
     }
     stdout.flush().await.context("write to standard output")?;
     Ok(())
@@ -245,9 +247,10 @@ async fn cp_file(c: &NamenodeClient, from: &str, to: &str, force: bool, pb: &Pro
     let copied: anyhow::Result<()> = async {
         let mut pieces = std::pin::pin!(reader.read_pieces(0, reader.length(), IO_BYTES as u64, READ_AHEAD));
         while let Some(data) = pieces.next().await {
-            let data = data.with_context(|| format!("read {from}"))?;
-            w.write(&data).await.with_context(|| format!("write {to}"))?;
-            pb.inc(data.len() as u64);
+            for b in data.with_context(|| format!("read {from}"))? {
+                w.write(&b).await.with_context(|| format!("write {to}"))?;
+                pb.inc(b.len() as u64);
+            }
         }
         w.close().await.with_context(|| format!("complete {to}"))?;
         let rename = tarn_client::RenameOptions { overwrite: force, dst_must_be_absent: !force, ..Default::default() };

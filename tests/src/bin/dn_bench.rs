@@ -113,7 +113,7 @@ async fn run(mib: usize) -> anyhow::Result<()> {
         let mut off = 0u64;
         let mut pieces = std::pin::pin!(r.read_pieces(0, r.length(), IO as u64, 4));
         while let Some(got) = pieces.next().await {
-            off += got?.len() as u64;
+            off += got?.iter().map(|b| b.len() as u64).sum::<u64>();
         }
         let rd = rate(off as usize, t.elapsed().as_secs_f64());
         anyhow::ensure!(cold == raw_cold, "page cache dropped for one read and not the other");
