@@ -418,7 +418,11 @@ impl<'a> FileWriter<'a> {
         let nodes = survivors(&cur.pipeline.targets, &f);
         let from = cur.pipeline.acked();
         let resend = cur.pipeline.take_unacked();
-        self.current = Some(self.recover(cur.block.clone(), nodes, from, resend).await?);
+        let OpenBlock { block, pipeline } = cur;
+        // Close the broken pipeline first: until its streams end, the survivors' writers
+        // hold their replicas and cannot be reopened for recovery.
+        drop(pipeline);
+        self.current = Some(self.recover(block, nodes, from, resend).await?);
         Ok(())
     }
 
@@ -570,6 +574,7 @@ pub struct FileReader<'a> {
     /// Start offset of each block in the file.
     starts: Vec<u64>,
     length: u64,
+    file_id: u64,
 }
 
 impl<'a> FileReader<'a> {
@@ -577,8 +582,14 @@ impl<'a> FileReader<'a> {
     pub async fn open(nn: impl Into<Nn<'a>>, path: &str) -> Result<FileReader<'a>> {
         let nn = nn.into();
         let mut blocks = Vec::new();
+        let mut file_id = None;
         loop {
             let r = nn.get_blocks(path, blocks.len() as u32, 1000).await?;
+            // Pages of two different files (replaced in between) must not be spliced.
+            if file_id.is_some_and(|id| id != r.file_id) {
+                return Err(ClientError::InvalidArgument(format!("{path} was replaced while its blocks were listed")));
+            }
+            file_id = Some(r.file_id);
             blocks.extend(r.located);
             if !r.has_more {
                 break;
@@ -590,11 +601,16 @@ impl<'a> FileReader<'a> {
             starts.push(length);
             length += b.block.as_ref().map_or(0, |b| b.length);
         }
-        Ok(FileReader { nn, path: path.to_string(), blocks, starts, length })
+        Ok(FileReader { nn, path: path.to_string(), blocks, starts, length, file_id: file_id.unwrap_or(0) })
     }
 
     pub fn length(&self) -> u64 {
         self.length
+    }
+
+    /// The file read (its id at the time of `open`).
+    pub fn file_id(&self) -> u64 {
+        self.file_id
     }
 
     /// Reads `[offset, offset + len)` in order as pieces of `piece` bytes, with `depth`

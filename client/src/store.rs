@@ -250,7 +250,7 @@ impl ObjectStore for TarnStore {
             futures::stream::once(async move {
                 let reader = FileReader::open(nn, &path).await.map_err(|e| os_err(&path, e))?;
                 // The file was replaced between the lookup and now: it is another object.
-                if reader.length() < end {
+                if reader.file_id() != file_id || reader.length() < end {
                     return Err(object_store::Error::Precondition {
                         path,
                         source: format!("object {file_id:x} changed while it was read").into(),
@@ -347,6 +347,9 @@ impl ObjectStore for TarnStore {
         };
         // No block sharing yet: the bytes are copied through this client.
         let reader = FileReader::open(self.nn.clone(), &src).await.map_err(|e| os_err(&src, e))?;
+        if reader.file_id() != st.file_id {
+            return Err(object_store::Error::Precondition { path: src, source: "replaced while being copied".into() });
+        }
         let dst = self.path_of(to);
         let tmp = Self::tmp_path();
         let create = CreateOptions { create_parent: true, ..Default::default() };

@@ -186,12 +186,13 @@ impl Link {
             match c.command {
                 Some(pb::datanode_command::Command::Invalidate(inv)) => {
                     let store = self.shared.store.clone();
-                    let ids: Vec<u64> = inv.blocks.iter().map(|b| b.block_id).collect();
+                    let ids: Vec<(u64, u64)> = inv.blocks.iter().map(|b| (b.block_id, b.gen_stamp)).collect();
                     let deleted = tokio::task::spawn_blocking(move || {
                         let mut gone = Vec::new();
-                        for id in ids {
-                            match store.delete(id) {
-                                Ok(_) => gone.push(id),
+                        for (id, gs) in ids {
+                            match store.delete_if(id, gs) {
+                                Ok(Some(_)) => gone.push(id),
+                                Ok(None) => {}
                                 Err(e) => tracing::warn!(block_id = id, error = %e, "could not delete a replica"),
                             }
                         }

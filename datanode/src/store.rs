@@ -429,7 +429,26 @@ impl BlockStore {
         Ok(ReplicaReader { block_id, gen_stamp: e.info.gen_stamp, length: e.info.length, data, meta })
     }
 
-    /// Deletes a replica (the namenode's invalidation, or a corrupt copy).
+    /// Deletes a replica on the namenode's command, only if nobody writes it and its
+    /// generation stamp is at most `max_gen_stamp` (a command about an older version never
+    /// deletes a newer one). `Ok(None)`: nothing to delete.
+    pub fn delete_if(&self, block_id: u64, max_gen_stamp: u64) -> Result<Option<ReplicaInfo>> {
+        {
+            let map = self.lock();
+            match map.get(&block_id) {
+                None => return Ok(None),
+                Some(e) if e.open => return Err(DatanodeError::ReplicaBusy { block_id }),
+                Some(e) if e.info.gen_stamp > max_gen_stamp => {
+                    tracing::info!(block_id, have = e.info.gen_stamp, max_gen_stamp, "newer replica kept");
+                    return Ok(None);
+                }
+                Some(_) => {}
+            }
+        }
+        self.delete(block_id)
+    }
+
+    /// Deletes a replica unconditionally (an abandoned write; tests).
     pub fn delete(&self, block_id: u64) -> Result<Option<ReplicaInfo>> {
         let Some(e) = self.lock().remove(&block_id) else { return Ok(None) };
         let (dp, mp) = self.files_of(&e);
@@ -515,14 +534,17 @@ fn recover_rbw(block_id: u64, dir: &Path) -> Result<ReplicaInfo> {
     let meta_len = meta.metadata().map_err(DatanodeError::io("stat", &mp))?.len();
     let chunks = meta_len.saturating_sub(META_HEADER_BYTES) / 4;
     let mut length = data_len.min(chunks * CHUNK_BYTES as u64);
-    // The last chunk may have been written without its final checksum.
+    // The last chunk's checksum may cover fewer bytes than the file holds (an hflush or
+    // hsync mid-chunk, then more data before a crash): keep the longest prefix of the chunk
+    // the stored checksum matches, and drop back a chunk only if none does.
     while length > 0 {
         let last = (length - 1) / CHUNK_BYTES as u64;
         let start = last * CHUNK_BYTES as u64;
         let mut buf = vec![0u8; (length - start) as usize];
         data.read_exact_at(&mut buf, start).map_err(DatanodeError::io("read", &dp))?;
         let stored = read_crcs(block_id, &meta, last, 1)?[0];
-        if crc32c::crc32c(&buf) == stored {
+        if let Some(n) = longest_matching_prefix(&buf, stored) {
+            length = start + n as u64;
             break;
         }
         length = start;
@@ -531,18 +553,42 @@ fn recover_rbw(block_id: u64, dir: &Path) -> Result<ReplicaInfo> {
     Ok(ReplicaInfo { block_id, gen_stamp: h.gen_stamp, length, state: ReplicaState::BeingWritten })
 }
 
+/// The longest prefix of `buf` (at least one byte) whose CRC32C is `stored`.
+fn longest_matching_prefix(buf: &[u8], stored: u32) -> Option<usize> {
+    let mut crc = 0;
+    let mut best = None;
+    for (i, b) in buf.iter().enumerate() {
+        crc = crc32c::crc32c_append(crc, std::slice::from_ref(b));
+        if crc == stored {
+            best = Some(i + 1);
+        }
+    }
+    best
+}
+
 /// Truncates data and checksums to `length`; returns the running checksum and length of the
-/// last partial chunk (after verifying what it keeps of it).
+/// last partial chunk. The bytes kept of that chunk are verified against its stored
+/// checksum first (over the chunk's stored extent), so a rotted byte is never re-blessed
+/// with a fresh checksum.
 fn cut_to(block_id: u64, data: &File, meta: &File, length: u64) -> Result<(u32, usize)> {
     let chunk = CHUNK_BYTES as u64;
     let partial_len = (length % chunk) as usize;
     let full = length / chunk;
     let mut partial_crc = 0;
     if partial_len > 0 {
-        let mut buf = vec![0u8; partial_len];
+        let on_disk = data.metadata().map(|m| m.len()).unwrap_or(length);
+        let extent = (on_disk.min((full + 1) * chunk) - full * chunk) as usize;
+        let mut buf = vec![0u8; extent.max(partial_len)];
         data.read_exact_at(&mut buf, full * chunk)
             .map_err(|e| DatanodeError::Corrupt { block_id, detail: format!("read last chunk: {e}") })?;
-        partial_crc = crc32c::crc32c(&buf);
+        let stored = read_crcs(block_id, meta, full, 1)?[0];
+        if longest_matching_prefix(&buf, stored).is_none_or(|n| n < partial_len) {
+            return Err(DatanodeError::Corrupt {
+                block_id,
+                detail: format!("chunk {full} does not match its checksum over the {partial_len} bytes kept"),
+            });
+        }
+        partial_crc = crc32c::crc32c(&buf[..partial_len]);
     }
     let io = |e: std::io::Error| DatanodeError::Corrupt { block_id, detail: format!("truncate replica: {e}") };
     data.set_len(length).map_err(io)?;

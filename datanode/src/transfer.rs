@@ -211,7 +211,7 @@ async fn open_replica(
             // or stale: the good copy replaces it.
             pb::WriteStage::Transfer => match s.create(id, gs, expected) {
                 Err(DatanodeError::ReplicaExists { .. }) => {
-                    s.delete(id)?;
+                    s.delete_if(id, gs)?;
                     s.create(id, gs, expected)
                 }
                 r => r,

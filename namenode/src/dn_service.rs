@@ -98,6 +98,13 @@ impl DatanodeService {
     /// Replicas a report shows that the namespace no longer wants (deleted blocks, stale
     /// generations), grouped as one deletion command for the reporting node.
     fn unwanted(&self, replicas: &[(u64, Replica)]) -> Result<Vec<(u64, u64)>, Status> {
+        // A leader that just took over (or started) may not have applied the latest blocks
+        // yet: it judges no replica until it has led for a while and left safe mode.
+        let term = self.s.raft.metrics().borrow().current_term;
+        let grace = self.s.blocks.limits.dead_after;
+        if !self.s.safe_mode.is_settled(term, Instant::now(), grace) || safe_mode_message(&self.s).is_some() {
+            return Ok(Vec::new());
+        }
         let view = SnapView::new(&self.s.db);
         let ns = Namespace::new(&view, 0);
         let mut out = Vec::new();
@@ -267,6 +274,11 @@ impl SafeMode {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Like [`SafeMode::settled`], without noting a new term.
+    fn is_settled(&self, term: u64, now: Instant, grace: Duration) -> bool {
+        matches!(self.lock().leading, Some((t, since)) if t == term && now.saturating_duration_since(since) >= grace)
+    }
+
     /// Whether this node has led in `term` for at least `grace`.
     fn settled(&self, term: u64, now: Instant, grace: Duration) -> bool {
         let mut g = self.lock();
@@ -389,8 +401,11 @@ fn check_replication(s: &NodeState, now: Instant) -> Result<(), String> {
                 let keep: Vec<&Location> = h.live.iter().filter(|l| !h.draining.contains(&l.uuid)).collect();
                 drop.extend(keep[inode.replication as usize..].iter().map(|l| l.uuid.clone()));
             }
+            let holders = s.blocks.holders(id);
             for uuid in drop {
-                s.blocks.queue(&uuid, Command::Invalidate(vec![(id, b.generation)]));
+                // The replica's own stamp: the datanode deletes nothing newer than that.
+                let gs = holders.iter().find(|(u, _)| *u == uuid).map_or(b.generation, |(_, g)| *g);
+                s.blocks.queue(&uuid, Command::Invalidate(vec![(id, gs)]));
                 s.blocks.forget_replica(id, &uuid);
             }
         }

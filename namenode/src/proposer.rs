@@ -155,6 +155,8 @@ const LEASE_APPLY_WAIT: Duration = Duration::from_secs(2);
 struct Lease {
     /// Reads may be served locally until then.
     until: Instant,
+    /// The term the lease was observed in: a read checks the node still leads in it.
+    term: u64,
     /// The log index the state machine must have applied first: the leader's last log
     /// index when the lease was observed, which covers the blank entry of its term and so
     /// everything an earlier leader acknowledged.
@@ -233,7 +235,14 @@ impl ReadGate {
         if Instant::now() >= lease.until {
             return false;
         }
-        let applied = self.metrics.borrow().last_applied.map_or(0, |l| l.index);
+        let applied = {
+            let m = self.metrics.borrow();
+            // A step-down the lease watcher has not seen yet ends the lease here.
+            if m.state != ServerState::Leader || m.current_term != lease.term {
+                return false;
+            }
+            m.last_applied.map_or(0, |l| l.index)
+        };
         if applied >= lease.read_index {
             return true;
         }
@@ -246,9 +255,11 @@ impl ReadGate {
 }
 
 /// Keeps `state` at the lease the latest Raft metrics allow: while this node leads and a
-/// quorum acknowledged a heartbeat sent `m` ms ago, reads are served until `now - m + lease`.
-/// Metrics are published after every batch of replication replies; an unchanged value is not
-/// republished, which only makes the lease observed here shorter than the real one.
+/// quorum acknowledged a heartbeat sent `m` ms before the metrics were published, reads are
+/// served until `published - m + lease`. The publish time is not in the metrics; a value seen
+/// after `changed()` was published after the previous `borrow_and_update`, so the time just
+/// before that borrow is a lower bound, and the lease can only come out shorter than the
+/// real one. An unchanged value is not republished, which also only shortens it.
 async fn watch_lease(
     mut metrics: watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
     node_id: NodeId,
@@ -256,18 +267,25 @@ async fn watch_lease(
     state: Arc<Mutex<Option<Lease>>>,
     shutdown: CancellationToken,
 ) {
+    // The first value's publish time has no lower bound: it grants no lease.
+    let mut published_after: Option<Instant> = None;
     loop {
+        let before = Instant::now();
         let next = {
             let m = metrics.borrow_and_update();
-            let now = Instant::now();
-            match m.millis_since_quorum_ack {
-                Some(ms) if m.state == ServerState::Leader && m.current_leader == Some(node_id) => now
-                    .checked_sub(Duration::from_millis(ms))
-                    .map(|acked| Lease { until: acked + lease, read_index: m.last_log_index.unwrap_or(0) }),
+            match (m.millis_since_quorum_ack, published_after) {
+                (Some(ms), Some(after)) if m.state == ServerState::Leader && m.current_leader == Some(node_id) => {
+                    after.checked_sub(Duration::from_millis(ms)).map(|acked| Lease {
+                        until: acked + lease,
+                        term: m.current_term,
+                        read_index: m.last_log_index.unwrap_or(0),
+                    })
+                }
                 _ => None,
             }
         };
         *state.lock().unwrap_or_else(|p| p.into_inner()) = next;
+        published_after = Some(before);
         tokio::select! {
             _ = shutdown.cancelled() => return,
             r = metrics.changed() => if r.is_err() { return },
