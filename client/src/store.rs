@@ -436,6 +436,23 @@ async fn upload_parts(mut w: FileWriter<'static>, mut rx: mpsc::UnboundedReceive
     // Aborted (the sender went away): the caller deletes the staged file.
 }
 
+/// An upload dropped without `complete` or `abort` deletes its staged file.
+impl Drop for TarnUpload {
+    fn drop(&mut self) {
+        if self.tx.take().is_none() {
+            return; // completed or aborted
+        }
+        let (nn, tmp, id) = (self.store.nn.clone(), self.tmp.clone(), self.file_id);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = nn.delete(&tmp, false, Some(id)).await {
+                    tracing::warn!(path = %tmp, error = %e, "could not delete an abandoned upload");
+                }
+            });
+        }
+    }
+}
+
 #[derive(Debug)]
 struct TarnUpload {
     store: TarnStore,

@@ -25,6 +25,9 @@ pub struct Link {
     pub nn: NamenodeClient,
     pub me: pb::DatanodeLocation,
     pub heartbeat_interval: Duration,
+    /// Corruption reports not yet delivered (a full report does not carry them, so they
+    /// survive a lost connection and a new registration).
+    pub unsent_corrupt: std::sync::Mutex<Vec<Event>>,
 }
 
 fn stub(c: tonic::transport::Channel) -> DatanodeProtocolClient<tonic::transport::Channel> {
@@ -93,9 +96,18 @@ impl Link {
         } else {
             self.heartbeat_interval
         };
-        // Events that arrived before registering are covered by the full report.
-        while events.try_recv().is_ok() {}
+        // Finalized replicas that arrived before registering are in the full report;
+        // corruption reports are not, and go out after it.
+        while let Ok(e) = events.try_recv() {
+            if matches!(e, Event::Corrupt { .. }) {
+                self.lock_unsent().push(e);
+            }
+        }
         self.full_report().await?;
+        let unsent = std::mem::take(&mut *self.lock_unsent());
+        if !unsent.is_empty() {
+            self.report_events(unsent).await?;
+        }
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -149,20 +161,34 @@ impl Link {
         Ok(true)
     }
 
+    fn lock_unsent(&self) -> std::sync::MutexGuard<'_, Vec<Event>> {
+        self.unsent_corrupt.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     async fn report_events(&self, batch: Vec<Event>) -> Result<(), tarn_client::ClientError> {
         let mut received = Vec::new();
+        let mut corrupt = Vec::new();
         for e in batch {
             match e {
                 Event::Received(info) => received.push(report_of(&info)),
-                Event::Corrupt { block_id, gen_stamp, reason } => {
-                    tracing::warn!(block_id, %reason, "corrupt replica reported to the namenode");
-                    let req = pb::ReportBadReplicasRequest {
-                        node: Some(self.me.clone()),
-                        blocks: vec![pb::ExtendedBlock { block_id, gen_stamp, length: 0 }],
-                        reason,
-                    };
-                    dn_rpc!(self, report_bad_replicas, req)?;
-                }
+                c @ Event::Corrupt { .. } => corrupt.push(c),
+            }
+        }
+        let mut pending = corrupt.into_iter();
+        while let Some(e) = pending.next() {
+            let Event::Corrupt { block_id, gen_stamp, ref reason } = e else { continue };
+            tracing::warn!(block_id, %reason, "corrupt replica reported to the namenode");
+            let req = pb::ReportBadReplicasRequest {
+                node: Some(self.me.clone()),
+                blocks: vec![pb::ExtendedBlock { block_id, gen_stamp, length: 0 }],
+                reason: reason.clone(),
+            };
+            if let Err(err) = dn_rpc!(self, report_bad_replicas, req) {
+                // Kept for the next connection, with the ones after it.
+                let mut unsent = self.lock_unsent();
+                unsent.push(e);
+                unsent.extend(pending);
+                return Err(err);
             }
         }
         if !received.is_empty() {

@@ -147,7 +147,7 @@ pub async fn start(cfg: DatanodeConfig) -> Result<DatanodeHandle> {
         pass_interval: Duration::from_millis(cfg.scan_interval_ms),
     };
     let scanner = tokio::spawn(crate::scanner::run(shared.clone(), limits, shutdown.clone()));
-    let link = Link { shared, nn, me, heartbeat_interval: Duration::from_secs(1) };
+    let link = Link { shared, nn, me, heartbeat_interval: Duration::from_secs(1), unsent_corrupt: Default::default() };
     let link = tokio::spawn(link.run(events_rx, shutdown.clone()));
     tracing::info!(%addr, %uuid, dirs = ?cfg.data_dirs, "datanode serving");
     Ok(DatanodeHandle { addr, uuid, shutdown, tasks: vec![server, link, scanner] })

@@ -328,12 +328,13 @@ impl DataTransfer for TransferService {
         let (local_tx, local_rx) = mpsc::channel(PACKETS_BUFFERED_MAX);
         let (result_tx, result_rx) = mpsc::unbounded_channel();
         let shared = self.shared.clone();
+        let start = writer.length();
         tokio::task::spawn_blocking(move || write_locally(writer, local_rx, result_tx, shared));
         let (down_tx, down_acks, down_addr) = match down {
             Some(d) => (Some(d.tx), Some(d.acks), d.addr),
             None => (None, None, String::new()),
         };
-        tokio::spawn(receive_packets(inbound, local_tx, down_tx, block));
+        tokio::spawn(receive_packets(inbound, local_tx, down_tx, block, start));
         tokio::spawn(merge_acks(result_rx, down_acks, down_addr, pipeline_len, ack_tx, guard));
         Ok(Response::new(Box::pin(ReceiverStream::new(ack_rx))))
     }
@@ -464,10 +465,11 @@ async fn receive_packets(
     local: mpsc::Sender<ToWriter>,
     mut down: Option<mpsc::Sender<pb::WritePacket>>,
     block: pb::ExtendedBlock,
+    start: u64,
 ) {
-    let mut expected_offset = 0u64;
+    // The stream continues the replica where it stands (0, or the recovered length).
+    let mut expected_offset = start;
     let mut expected_seqno = 1u64;
-    let mut started = false;
     while let Some(p) = inbound.next().await {
         let p = match p {
             Ok(p) => p,
@@ -476,11 +478,6 @@ async fn receive_packets(
                 return;
             }
         };
-        if !started {
-            // The first data packet fixes where the stream starts (non-zero for recovery).
-            expected_offset = p.offset;
-            started = true;
-        }
         let bad = if p.seqno != expected_seqno {
             Some(format!("packet {} out of order (expected {expected_seqno})", p.seqno))
         } else if p.offset != expected_offset {

@@ -208,6 +208,12 @@ impl DatanodeProtocol for DatanodeService {
         let r = req.into_inner();
         let loc = Self::node(r.node)?;
         for b in &r.blocks {
+            // A report about an older version than the node now holds is out of date.
+            let held = self.s.blocks.holders(b.block_id).into_iter().find(|(u, _)| *u == loc.uuid).map(|(_, g)| g);
+            if held.is_some_and(|g| g > b.gen_stamp) {
+                tracing::info!(uuid = %loc.uuid, block_id = b.block_id, "corruption report about an older replica ignored");
+                continue;
+            }
             tracing::warn!(uuid = %loc.uuid, block_id = b.block_id, reason = %r.reason, "corrupt replica reported");
             self.s.blocks.mark_corrupt(&loc.uuid, b.block_id);
         }
