@@ -104,8 +104,9 @@ impl Default for RaftTuning {
             election_timeout_min_ms: 200,
             election_timeout_max_ms: 400,
             // Followers refuse votes for election_timeout_max (400 ms) after they last heard
-            // from the leader; half the minimum timeout leaves 300 ms of margin.
-            read_lease_ms: 100,
+            // from the leader; the lease runs from a lower bound of when a quorum acknowledged,
+            // so 150 ms leaves at least 250 ms of margin for clock rate drift.
+            read_lease_ms: 150,
             snapshot_after_entries: 20_000,
             logs_kept_after_snapshot: 5_000,
             entries_per_append_max: 64,
