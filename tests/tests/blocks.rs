@@ -43,6 +43,14 @@ async fn read_file(c: &NamenodeClient, path: &str) -> Vec<u8> {
     r.read_at(0, r.length()).await.expect("read")
 }
 
+/// Fails a real-process test that timed out, with the datanodes' logs.
+fn timed_out(pc: &ProcCluster, datanodes: usize) -> ! {
+    for i in 1..=datanodes {
+        eprintln!("--- datanode {i} ---\n{}", pc.datanode_log(i));
+    }
+    panic!("timed out");
+}
+
 /// Block files (not checksum files) under `dir`.
 fn block_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -254,10 +262,7 @@ async fn datanode_killed_mid_write_the_write_completes() {
     })
     .await;
     if result.is_err() {
-        for i in 1..=4 {
-            eprintln!("--- datanode {i} ---\n{}", pc.datanode_log(i));
-        }
-        panic!("timed out");
+        timed_out(&pc, 4);
     }
 }
 
@@ -289,10 +294,7 @@ async fn killed_datanode_replicas_are_restored() {
     })
     .await;
     if result.is_err() {
-        for i in 1..=4 {
-            eprintln!("--- datanode {i} ---\n{}", pc.datanode_log(i));
-        }
-        panic!("timed out");
+        timed_out(&pc, 4);
     }
 }
 
