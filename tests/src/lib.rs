@@ -287,34 +287,8 @@ impl ProcCluster {
 
     async fn spawn(&mut self, id: u64) {
         let d = self.dirs[id as usize - 1].clone();
-        let addr_file = d.join("addr");
-        let _ = std::fs::remove_file(&addr_file);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(d.join("namenode.log")).expect("log file");
-        let child = Command::new(tarn_bin())
-            .arg("namenode")
-            .arg("--config")
-            .arg(d.join("tarn.toml"))
-            .arg("--addr-file")
-            .arg(&addr_file)
-            .env("RUST_LOG", std::env::var("TARN_TEST_NODE_LOG").unwrap_or_else(|_| "info,openraft=warn".into()))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn tarn namenode");
+        let (child, addr) = spawn_role("namenode", &d, "info,openraft=warn").await;
         self.procs[id as usize - 1] = Some(child);
-        let start = Instant::now();
-        let addr = loop {
-            if let Ok(a) = std::fs::read_to_string(&addr_file) {
-                break a;
-            }
-            let child = self.procs[id as usize - 1].as_mut().expect("child");
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("namenode {id} exited with {status}:\n{}", self.log_tail(id));
-            }
-            assert!(start.elapsed() < Duration::from_secs(30), "namenode {id} did not serve:\n{}", self.log_tail(id));
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
         self.addrs[id as usize - 1] = addr;
     }
 
@@ -342,34 +316,9 @@ impl ProcCluster {
 
     async fn spawn_datanode(&mut self, i: usize) {
         let d = self.dn_dirs[i - 1].clone();
-        let addr_file = d.join("addr");
-        let _ = std::fs::remove_file(&addr_file);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(d.join("datanode.log")).expect("log");
-        let child = Command::new(tarn_bin())
-            .arg("datanode")
-            .arg("--config")
-            .arg(d.join("tarn.toml"))
-            .arg("--addr-file")
-            .arg(&addr_file)
-            .env("RUST_LOG", std::env::var("TARN_TEST_NODE_LOG").unwrap_or_else(|_| "info".into()))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn tarn datanode");
+        let (child, addr) = spawn_role("datanode", &d, "info").await;
         self.dn_procs[i - 1] = Some(child);
-        let start = Instant::now();
-        self.dn_addrs[i - 1] = loop {
-            if let Ok(a) = std::fs::read_to_string(&addr_file) {
-                break a;
-            }
-            let child = self.dn_procs[i - 1].as_mut().expect("child");
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("datanode {i} exited with {status}:\n{}", self.datanode_log(i));
-            }
-            assert!(start.elapsed() < Duration::from_secs(30), "datanode {i} did not serve");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        self.dn_addrs[i - 1] = addr;
     }
 
     /// Starts datanode `i` again on its data (after a kill).
@@ -391,9 +340,7 @@ impl ProcCluster {
     }
 
     pub fn datanode_log(&self, i: usize) -> String {
-        let text = std::fs::read_to_string(self.dn_dirs[i - 1].join("datanode.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        log_tail(&self.dn_dirs[i - 1].join("datanode.log"))
     }
 
     /// The process id of node `id`, while it runs.
@@ -448,9 +395,7 @@ impl ProcCluster {
 
     /// The last lines of node `id`'s log, for failure messages.
     pub fn log_tail(&self, id: u64) -> String {
-        let text = std::fs::read_to_string(self.dirs[id as usize - 1].join("namenode.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        log_tail(&self.dirs[id as usize - 1].join("namenode.log"))
     }
 }
 
@@ -462,6 +407,46 @@ impl Drop for ProcCluster {
         for i in 1..=self.procs.len() as u64 {
             self.kill(i);
         }
+    }
+}
+
+/// The last 40 lines of a log file.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// Runs `tarn ROLE --config DIR/tarn.toml`, logging to `DIR/ROLE.log`, and returns the
+/// process with the address it wrote once serving (failing the test if it exits or takes
+/// over 30 s).
+async fn spawn_role(role: &str, dir: &Path, default_log: &str) -> (Child, String) {
+    let addr_file = dir.join("addr");
+    let log_path = dir.join(format!("{role}.log"));
+    let _ = std::fs::remove_file(&addr_file);
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
+    let mut child = Command::new(tarn_bin())
+        .arg(role)
+        .arg("--config")
+        .arg(dir.join("tarn.toml"))
+        .arg("--addr-file")
+        .arg(&addr_file)
+        .env("RUST_LOG", std::env::var("TARN_TEST_NODE_LOG").unwrap_or_else(|_| default_log.into()))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn tarn {role}: {e}"));
+    let start = Instant::now();
+    loop {
+        if let Ok(a) = std::fs::read_to_string(&addr_file) {
+            return (child, a);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{role} in {} exited with {status}:\n{}", dir.display(), log_tail(&log_path));
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{role} did not serve:\n{}", log_tail(&log_path));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
