@@ -248,6 +248,27 @@ pub struct RenameOptions {
     pub src_expected_file_id: Option<u64>,
 }
 
+/// How [`NamenodeClient::concat`] treats its destination and what the new file gets.
+#[derive(Debug, Clone, Default)]
+pub struct ConcatOptions {
+    pub overwrite: bool,
+    pub dst_must_be_absent: bool,
+    pub dst_expected_file_id: Option<u64>,
+    pub create_parent: bool,
+    pub mode: u32,
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+}
+
+/// What [`NamenodeClient::list_tree`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    /// Directories too (with a trailing '/' in their path).
+    pub include_directories: bool,
+    /// Each directory once, without its contents (S3's delimiter '/').
+    pub collapse_directories: bool,
+    pub with_xattrs: bool,
+}
+
 /// How long calls keep retrying.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -640,11 +661,26 @@ impl NamenodeClient {
         limit: u32,
         include_directories: bool,
     ) -> Result<(Vec<FileStatus>, bool)> {
+        let o = ListOptions { include_directories, ..Default::default() };
+        self.list_tree(prefix, start_after, limit, &o).await
+    }
+
+    /// One page of entries under `prefix` in byte order of the full path, directories with a
+    /// trailing '/' (S3's listing order), shaped by `o`.
+    pub async fn list_tree(
+        &self,
+        prefix: &str,
+        start_after: &str,
+        limit: u32,
+        o: &ListOptions,
+    ) -> Result<(Vec<FileStatus>, bool)> {
         let msg = pb::ListRecursiveRequest {
             prefix: prefix.into(),
             start_after: start_after.into(),
             limit,
-            include_directories,
+            include_directories: o.include_directories,
+            collapse_directories: o.collapse_directories,
+            with_xattrs: o.with_xattrs,
         };
         let r = rpc!(self, nn, list_recursive, msg.clone())?;
         Ok((r.entries.into_iter().map(FileStatus::from).collect(), r.has_more))
@@ -682,6 +718,26 @@ impl NamenodeClient {
         };
         let r = rpc!(self, nn, rename, msg.clone())?;
         Ok(status_of(r.status))
+    }
+
+    /// Makes `dst` one closed file of `sources` (path, file id), in order, by moving their
+    /// blocks; the sources disappear. No data is copied.
+    pub async fn concat(&self, sources: &[(String, u64)], dst: &str, o: &ConcatOptions) -> Result<FileStatus> {
+        let msg = pb::ConcatRequest {
+            sources: sources
+                .iter()
+                .map(|(path, file_id)| pb::concat_request::Source { path: path.clone(), file_id: *file_id })
+                .collect(),
+            dst: dst.into(),
+            overwrite: o.overwrite,
+            dst_must_be_absent: o.dst_must_be_absent,
+            dst_expected_file_id: o.dst_expected_file_id,
+            create_parent: o.create_parent,
+            mode: o.mode,
+            xattrs: o.xattrs.clone().into_iter().collect(),
+            request_id: self.next_request_id(),
+        };
+        Ok(status_of(rpc!(self, nn, concat, msg.clone())?.status))
     }
 
     pub async fn set_replication(&self, path: &str, replication: u32) -> Result<FileStatus> {

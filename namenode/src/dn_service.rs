@@ -30,9 +30,9 @@ const TRANSFERS_PER_ROUND_MAX: usize = 1_000;
 /// A transfer not confirmed by a block report within this time is scheduled again.
 pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub fn location_of(l: &pb::DatanodeLocation) -> Location {
-    let rack = if l.rack.is_empty() { "/default-rack".to_string() } else { l.rack.clone() };
-    Location { uuid: l.uuid.clone(), addr: l.addr.clone(), rack }
+/// A datanode's location, its rack from the topology table when the table names it.
+pub fn location_of(l: &pb::DatanodeLocation, topology: &crate::topology::Topology) -> Location {
+    Location { uuid: l.uuid.clone(), addr: l.addr.clone(), rack: topology.rack_of(&l.addr, &l.rack) }
 }
 
 pub fn location_pb(l: &Location) -> pb::DatanodeLocation {
@@ -87,12 +87,12 @@ impl DatanodeService {
         ensure_leader(&self.s)
     }
 
-    fn node(l: Option<pb::DatanodeLocation>) -> Result<Location, Status> {
+    fn node(&self, l: Option<pb::DatanodeLocation>) -> Result<Location, Status> {
         let l = l.ok_or_else(|| Status::invalid_argument("request without the datanode's location"))?;
         if l.uuid.is_empty() || l.addr.is_empty() {
             return Err(Status::invalid_argument("datanode location needs a uuid and an address"));
         }
-        Ok(location_of(&l))
+        Ok(location_of(&l, &self.s.topology))
     }
 
     /// Replicas a report shows that the namespace no longer wants (deleted blocks, stale
@@ -136,7 +136,7 @@ impl DatanodeProtocol for DatanodeService {
     async fn register(&self, req: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
         self.ensure_leader()?;
         let r = req.into_inner();
-        let loc = Self::node(r.node)?;
+        let loc = self.node(r.node)?;
         tracing::info!(uuid = %loc.uuid, addr = %loc.addr, "datanode registered");
         self.s.blocks.register(loc, storages_of(&r.storages), Instant::now());
         Ok(Response::new(pb::RegisterResponse {
@@ -148,7 +148,7 @@ impl DatanodeProtocol for DatanodeService {
     async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
         self.ensure_leader()?;
         let r = req.into_inner();
-        let loc = Self::node(r.node)?;
+        let loc = self.node(r.node)?;
         let cmds = self.s.blocks.heartbeat(&loc, storages_of(&r.storages), r.transfers_in_flight, Instant::now());
         Ok(Response::new(match cmds {
             Some(c) => pb::HeartbeatResponse { commands: c.into_iter().map(command_pb).collect(), reregister: false },
@@ -162,7 +162,7 @@ impl DatanodeProtocol for DatanodeService {
     ) -> Result<Response<pb::BlockReportResponse>, Status> {
         self.ensure_leader()?;
         let r = req.into_inner();
-        let loc = Self::node(r.node)?;
+        let loc = self.node(r.node)?;
         let replicas: Vec<(u64, Replica)> = r.replicas.iter().map(replica_of).collect();
         let unwanted = self.unwanted(&replicas)?;
         let wanted: Vec<(u64, Replica)> =
@@ -183,7 +183,7 @@ impl DatanodeProtocol for DatanodeService {
     ) -> Result<Response<pb::IncrementalBlockReportResponse>, Status> {
         self.ensure_leader()?;
         let r = req.into_inner();
-        let loc = Self::node(r.node)?;
+        let loc = self.node(r.node)?;
         let received: Vec<(u64, Replica)> = r.received.iter().map(replica_of).collect();
         let unwanted = self.unwanted(&received)?;
         let wanted: Vec<(u64, Replica)> =
@@ -206,7 +206,7 @@ impl DatanodeProtocol for DatanodeService {
     ) -> Result<Response<pb::ReportBadReplicasResponse>, Status> {
         self.ensure_leader()?;
         let r = req.into_inner();
-        let loc = Self::node(r.node)?;
+        let loc = self.node(r.node)?;
         for b in &r.blocks {
             // A report about an older version than the node now holds is out of date.
             let held = self.s.blocks.holders(b.block_id).into_iter().find(|(u, _)| *u == loc.uuid).map(|(_, g)| g);

@@ -10,7 +10,7 @@ use crate::error::FsError;
 use crate::kv::{KvRead, KvWrite};
 use crate::path::{self, components, join};
 use crate::records::*;
-use crate::types::{CreateOp, Op, OpOutput, OpResult, RenameOp, SetAttributesOp};
+use crate::types::{ConcatOp, CreateOp, Op, OpOutput, OpResult, RenameOp, SetAttributesOp};
 
 /// Keys of `sm_meta`.
 pub const META_NEXT_INODE: &[u8] = b"next_inode";
@@ -224,26 +224,65 @@ impl<'a, K: KvRead> Namespace<'a, K> {
         limit: usize,
         include_directories: bool,
     ) -> Result<(Vec<(String, Inode)>, bool), FsError> {
+        self.list_tree(prefix, start_after, limit, include_directories, false)
+    }
+
+    /// Entries whose `paths` key (directories end in '/') starts with `prefix`, after
+    /// `start_after`, in byte order: S3's listing order. With `collapse`, a directory is
+    /// listed once and its contents skipped (S3's delimiter '/'), and a `start_after` that
+    /// names a directory (ends in '/') resumes after its contents.
+    pub fn list_tree(
+        &self,
+        prefix: &str,
+        start_after: &str,
+        limit: usize,
+        include_directories: bool,
+        collapse: bool,
+    ) -> Result<(Vec<(String, Inode)>, bool), FsError> {
         let end = prefix_end(prefix.as_bytes());
-        let start = if start_after.as_bytes() > prefix.as_bytes() { start_after } else { prefix };
+        let mut start: Vec<u8> = if start_after.as_bytes() > prefix.as_bytes() {
+            start_after.as_bytes().to_vec()
+        } else {
+            prefix.as_bytes().to_vec()
+        };
+        if collapse && start_after.ends_with('/') && start_after.as_bytes() >= prefix.as_bytes() {
+            match prefix_end(start_after.as_bytes()) {
+                Some(e) => start = e,
+                None => return Ok((Vec::new(), false)),
+            }
+        }
         let mut out = Vec::new();
         let mut more = false;
-        self.kv.scan(CF_PATHS, start.as_bytes(), end.as_deref(), &mut |k, v| {
-            if k == start_after.as_bytes() {
-                return Ok(true);
+        loop {
+            // Set when a collapsed directory ends this scan: the next one starts past it.
+            let mut resume: Option<Vec<u8>> = None;
+            self.kv.scan(CF_PATHS, &start, end.as_deref(), &mut |k, v| {
+                // The directory being listed is not one of its own entries when collapsing.
+                if k == start_after.as_bytes() || (collapse && k == prefix.as_bytes()) {
+                    return Ok(true);
+                }
+                let (id, kind) = parse_path_value(v)?;
+                let is_dir = kind == Kind::Directory;
+                if is_dir && !include_directories && !collapse {
+                    return Ok(true);
+                }
+                if out.len() == limit {
+                    more = true;
+                    return Ok(false);
+                }
+                let p = String::from_utf8(k.to_vec()).map_err(|_| FsError::Storage("non-UTF-8 path key".into()))?;
+                out.push((p, self.inode(id)?));
+                if is_dir && collapse {
+                    resume = prefix_end(k);
+                    return Ok(false);
+                }
+                Ok(true)
+            })?;
+            match resume {
+                Some(r) if !more => start = r,
+                _ => break,
             }
-            let (id, kind) = parse_path_value(v)?;
-            if kind == Kind::Directory && !include_directories {
-                return Ok(true);
-            }
-            if out.len() == limit {
-                more = true;
-                return Ok(false);
-            }
-            let p = String::from_utf8(k.to_vec()).map_err(|_| FsError::Storage("non-UTF-8 path key".into()))?;
-            out.push((p, self.inode(id)?));
-            Ok(true)
-        })?;
+        }
         Ok((out, more))
     }
 
@@ -398,6 +437,7 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
             }
             Op::Delete { path, recursive, expected_file_id } => self.delete(path, *recursive, *expected_file_id),
             Op::Rename(r) => self.rename(r),
+            Op::Concat(c) => self.concat(c),
             Op::SetReplication { path, replication } => self.set_replication(path, *replication),
             Op::SetQuota { path, namespace_quota, space_quota } => self.set_quota(path, *namespace_quota, *space_quota),
             Op::SetAttributes(a) => self.set_attributes(a),
@@ -865,6 +905,128 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
         self.touch(src_parent.id)?;
         self.touch(dst_parent.id)?;
         Ok(OpOutput::Inode(Box::new(inode)))
+    }
+
+    fn concat(&self, op: &ConcatOp) -> OpResult {
+        let parts = components(&op.dst)?;
+        let Some((name, parent_parts)) = parts.split_last() else {
+            return Err(FsError::IsADirectory { path: "/".into() });
+        };
+        let dst = join(&parts);
+        if op.sources.is_empty() {
+            return Err(FsError::InvalidArgument("concat needs at least one source file".into()));
+        }
+        check_xattrs(&op.xattrs)?;
+        // Every source must be a closed file that still has the expected id.
+        let mut sources = Vec::with_capacity(op.sources.len());
+        for (src, expected) in &op.sources {
+            let src = join(&components(src)?);
+            let f = self.resolve(&src)?.ok_or_else(|| FsError::not_found(&src))?.inode;
+            if f.is_dir() {
+                return Err(FsError::IsADirectory { path: src });
+            }
+            if f.id != *expected {
+                return Err(FsError::condition(&src, format!("file id {expected}"), format!("file id {}", f.id)));
+            }
+            if let Some(h) = &f.writer {
+                return Err(FsError::LeaseConflict { path: src, holder: h.clone() });
+            }
+            if src == dst {
+                return Err(FsError::InvalidArgument(format!("{src} is both a source and the destination")));
+            }
+            if sources.iter().any(|(_, s): &(String, Inode)| s.id == f.id) {
+                return Err(FsError::InvalidArgument(format!("{src} is listed twice")));
+            }
+            sources.push((src, f));
+        }
+        let parent = if op.create_parent {
+            self.mkdirs(parent_parts, 0o755, &op.owner, &op.group, true)?
+        } else {
+            self.resolve_dir(parent_parts, &dst)?
+        };
+        match self.lookup(parent.id, name)? {
+            Some(id) => {
+                let existing = self.inode(id)?;
+                if op.dst_must_be_absent {
+                    return Err(FsError::condition(&dst, "no file", format!("file id {}", existing.id)));
+                }
+                if let Some(e) = op.dst_expected_file_id {
+                    if e != existing.id {
+                        return Err(FsError::condition(
+                            &dst,
+                            format!("file id {e}"),
+                            format!("file id {}", existing.id),
+                        ));
+                    }
+                } else if !op.overwrite {
+                    return Err(FsError::AlreadyExists { path: dst });
+                }
+                if existing.is_dir() {
+                    return Err(FsError::IsADirectory { path: dst });
+                }
+                if let Some(h) = &existing.writer {
+                    return Err(FsError::LeaseConflict { path: dst, holder: h.clone() });
+                }
+                self.remove_file(&dst, &existing)?;
+            }
+            None => {
+                if let Some(e) = op.dst_expected_file_id {
+                    return Err(FsError::condition(&dst, format!("file id {e}"), "no file"));
+                }
+            }
+        }
+        let id = self.next(META_NEXT_INODE, &self.next_inode)?;
+        let mut file = Inode {
+            id,
+            parent: parent.id,
+            name: name.to_string(),
+            kind: Kind::File,
+            mode: op.mode & 0o7777,
+            owner: op.owner.clone(),
+            group: op.group.clone(),
+            mtime_ms: self.now_ms,
+            replication: sources.iter().map(|(_, f)| f.replication).max().unwrap_or(1),
+            block_size: sources.iter().map(|(_, f)| f.block_size).max().unwrap_or(1),
+            length: 0,
+            block_count: 0,
+            last_block_open: false,
+            writer: None,
+            space_charged: 0,
+            quota: None,
+            xattrs: op.xattrs.clone(),
+        };
+        // Move each source's blocks to the new file, then drop the source's inode (its
+        // blocks now belong to the new file and are not invalidated).
+        for (src, f) in &sources {
+            let (start, end) = (id_key(f.id), id_key(f.id + 1));
+            let mut blocks = Vec::new();
+            self.kv.scan(CF_BLOCKS, &start, Some(&end), &mut |k, v| {
+                blocks.push((k.to_vec(), decode::<BlockRec>("block", v)?));
+                Ok(true)
+            })?;
+            for (key, mut b) in blocks {
+                self.kv.delete(CF_BLOCKS, &key)?;
+                b.index = file.block_count;
+                file.block_count += 1;
+                file.length = file.length.saturating_add(b.length);
+                self.kv.put(CF_BLOCKS, &block_key(id, b.index), &encode(&b))?;
+                let mut loc = id_key(id).to_vec();
+                loc.extend_from_slice(&b.index.to_be_bytes());
+                self.kv.put(CF_BLOCKMAP, &id_key(b.block_id), &loc)?;
+            }
+            self.kv.delete(CF_INODES, &id_key(f.id))?;
+            self.kv.delete(CF_DENTRIES, &dentry_key(f.parent, &f.name))?;
+            self.kv.delete(CF_PATHS, &path_key(src, Kind::File))?;
+            self.charge(f.parent, None, -1, -(f.space_charged as i64), false)?;
+            self.touch(f.parent)?;
+        }
+        self.charge(parent.id, None, 1, 0, true)?;
+        self.recharge(&mut file, true)?;
+        self.put_inode(&file)?;
+        self.kv.put(CF_DENTRIES, &dentry_key(parent.id, name), &id_key(id))?;
+        self.kv.put(CF_PATHS, &path_key(&dst, Kind::File), &path_value(id, Kind::File))?;
+        self.touch(parent.id)?;
+        Ok(OpOutput::Inode(Box::new(file)))
     }
 
     /// Checks the rename's conditions on an existing destination and removes it if allowed.

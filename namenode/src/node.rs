@@ -66,12 +66,20 @@ pub struct DatanodeTuning {
     /// After a start, the namespace takes no changes until this fraction of blocks has a
     /// reported replica (safe mode).
     pub safe_mode_threshold: f64,
+    /// A table of `HOST RACK` lines naming the rack of each datanode (see
+    /// `topology.rs`). Without it, each datanode's own `datanode.rack` setting counts.
+    pub topology_file: Option<std::path::PathBuf>,
 }
 
 impl Default for DatanodeTuning {
     fn default() -> Self {
         // HDFS: 3 s heartbeats, dead after 10.5 min. Tarn re-replicates sooner: 30 s.
-        DatanodeTuning { heartbeat_interval_ms: 1000, dead_after_ms: 30_000, safe_mode_threshold: 0.999 }
+        DatanodeTuning {
+            heartbeat_interval_ms: 1000,
+            dead_after_ms: 30_000,
+            safe_mode_threshold: 0.999,
+            topology_file: None,
+        }
     }
 }
 
@@ -338,6 +346,10 @@ pub async fn start(cfg: NamenodeConfig) -> Result<NamenodeHandle, NamenodeError>
         block_cache_bytes: cfg.memory.block_cache_mb << 20,
         write_buffer_bytes: cfg.memory.write_buffer_mb << 20,
     };
+    let topology = match &cfg.datanodes.topology_file {
+        Some(p) => crate::topology::Topology::load(p)?,
+        None => crate::topology::Topology::default(),
+    };
     let db = open_db(&dir.join("db"), mem)?;
     let db_handle = db.clone();
     let log = LogStore::new(db.clone());
@@ -375,6 +387,7 @@ pub async fn start(cfg: NamenodeConfig) -> Result<NamenodeHandle, NamenodeError>
         }),
         datanode_heartbeat: Duration::from_millis(cfg.datanodes.heartbeat_interval_ms),
         safe_mode: crate::dn_service::SafeMode::new(cfg.datanodes.safe_mode_threshold),
+        topology,
     });
 
     let server = serve(listener, state.clone(), shutdown.clone());

@@ -23,7 +23,7 @@ use crate::leases::Leases;
 use crate::namespace::{Found, Namespace};
 use crate::proposer::{ProposeError, Proposer, ReadGate};
 use crate::records::{BlockRec, Inode, Kind};
-use crate::types::{CreateOp, NodeId, Op, OpOutput, Raft, RenameOp, RequestId, SetAttributesOp};
+use crate::types::{ConcatOp, CreateOp, NodeId, Op, OpOutput, Raft, RenameOp, RequestId, SetAttributesOp};
 
 /// Entries returned by one listing call at most.
 pub const LIST_LIMIT_MAX: usize = 10_000;
@@ -50,6 +50,8 @@ pub struct NodeState {
     /// The heartbeat interval datanodes are told to use.
     pub datanode_heartbeat: std::time::Duration,
     pub safe_mode: crate::dn_service::SafeMode,
+    /// Racks of datanodes, from `namenode.datanodes.topology_file`.
+    pub topology: crate::topology::Topology,
 }
 
 pub(crate) fn fs_status(e: &FsError) -> Status {
@@ -483,9 +485,12 @@ impl Namenode for NamenodeService {
                 reason: "prefix must start with '/'".into(),
             }));
         }
-        let (entries, more) =
-            self.read(|ns| ns.list_recursive(&r.prefix, &r.start_after, limit(r.limit), r.include_directories)).await?;
-        let entries = entries.into_iter().map(|(p, i)| status_pb(p, &i, false)).collect();
+        let (entries, more) = self
+            .read(|ns| {
+                ns.list_tree(&r.prefix, &r.start_after, limit(r.limit), r.include_directories, r.collapse_directories)
+            })
+            .await?;
+        let entries = entries.into_iter().map(|(p, i)| status_pb(p, &i, r.with_xattrs)).collect();
         Ok(Response::new(pb::ListResponse { entries, has_more: more }))
     }
 
@@ -517,6 +522,30 @@ impl Namenode for NamenodeService {
         });
         let status = self.write_inode(rid(r.request_id), op, &dst).await?;
         Ok(Response::new(pb::RenameResponse { status: Some(status) }))
+    }
+
+    async fn concat(&self, req: Request<pb::ConcatRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let (owner, group) = caller(&req);
+        let r = req.into_inner();
+        let dst = Self::normalized(&r.dst)?;
+        let mut sources = Vec::with_capacity(r.sources.len());
+        for s in r.sources {
+            sources.push((Self::normalized(&s.path)?, s.file_id));
+        }
+        let op = Op::Concat(ConcatOp {
+            sources,
+            dst: dst.clone(),
+            overwrite: r.overwrite,
+            dst_must_be_absent: r.dst_must_be_absent,
+            dst_expected_file_id: r.dst_expected_file_id,
+            create_parent: r.create_parent,
+            mode: if r.mode == 0 { 0o644 } else { r.mode },
+            owner,
+            group,
+            xattrs: r.xattrs.into_iter().collect(),
+        });
+        let status = self.write_inode(rid(r.request_id), op, &dst).await?;
+        Ok(Response::new(pb::StatusResponse { status: Some(status) }))
     }
 
     async fn set_replication(

@@ -121,6 +121,27 @@ pub enum Op {
         uuid: String,
         on: bool,
     },
+    /// Makes one closed file of several: their blocks in order, moved in metadata only
+    /// (S3's CompleteMultipartUpload). The sources disappear.
+    Concat(ConcatOp),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConcatOp {
+    /// Closed files, each with the id it must still have, in the order of their bytes.
+    pub sources: Vec<(String, u64)>,
+    pub dst: String,
+    /// Replace an existing destination file.
+    pub overwrite: bool,
+    /// Only if the destination is absent ...
+    pub dst_must_be_absent: bool,
+    /// ... or currently has this file id.
+    pub dst_expected_file_id: Option<u64>,
+    pub create_parent: bool,
+    pub mode: u32,
+    pub owner: String,
+    pub group: String,
+    pub xattrs: BTreeMap<String, Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -158,8 +158,8 @@ async fn report(c: &NamenodeClient) -> anyhow::Result<()> {
     }
     println!("datanodes: {} live, {} dead", live, r.datanodes.len() - live);
     println!(
-        "{:<22} {:<22} {:<14} {:>11} {:>11} {:>11} {:>9} {:>10}",
-        "UUID", "ADDRESS", "STATE", "CAPACITY", "USED", "FREE", "REPLICAS", "HEARTBEAT"
+        "{:<22} {:<22} {:<16} {:<14} {:>11} {:>11} {:>11} {:>9} {:>10}",
+        "UUID", "ADDRESS", "RACK", "STATE", "CAPACITY", "USED", "FREE", "REPLICAS", "HEARTBEAT"
     );
     for d in &r.datanodes {
         let loc = d.location.clone().unwrap_or_default();
@@ -173,9 +173,10 @@ async fn report(c: &NamenodeClient) -> anyhow::Result<()> {
             "live"
         };
         println!(
-            "{:<22} {:<22} {:<14} {:>11} {:>11} {:>11} {:>9} {:>8}ms",
+            "{:<22} {:<22} {:<16} {:<14} {:>11} {:>11} {:>11} {:>9} {:>8}ms",
             loc.uuid,
             loc.addr,
+            loc.rack,
             state,
             gib(d.capacity_bytes),
             gib(d.used_bytes),

@@ -150,10 +150,17 @@ impl Cluster {
 
     /// Starts `k` more datanodes in this process and waits until the leader counts them.
     pub async fn start_datanodes(&mut self, k: usize) {
+        self.start_datanodes_with(k, |_, _| {}).await
+    }
+
+    /// Starts `k` more datanodes, `tune(i, config)` adjusting datanode `i`'s (1-based).
+    pub async fn start_datanodes_with(&mut self, k: usize, tune: impl Fn(usize, &mut DatanodeConfig)) {
         for _ in 0..k {
             let i = self.datanodes.len() + 1;
             let d = self._dir.path().join(format!("dn{i}"));
-            let h = tarn_datanode::start(datanode_config(&d, &self.addrs)).await.expect("start datanode");
+            let mut cfg = datanode_config(&d, &self.addrs);
+            tune(i, &mut cfg);
+            let h = tarn_datanode::start(cfg).await.expect("start datanode");
             self.datanodes.push(Some(h));
             self.datanode_dirs.push(d);
         }

@@ -416,3 +416,131 @@ async fn decommissioned_datanode_can_leave_without_losing_a_replica() {
     .expect("timed out");
     cl.shutdown().await;
 }
+
+/// With a topology table naming two racks, every block keeps replicas on both, and the
+/// datanode report shows each node's rack from the table (not the one it reports itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topology_file_spreads_replicas_over_racks() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("topology");
+    // Datanode i listens on 127.0.0.(i+1): loopback addresses tell the hosts apart.
+    std::fs::write(&table, "# host rack\n127.0.0.2 /dc1/r1\n127.0.0.3 /dc1/r1\n127.0.0.4 /dc1/r1\n127.0.0.5 /dc1/r2\n")
+        .unwrap();
+    let t = table.clone();
+    let mut cl = Cluster::start(1, move |c| {
+        block_tuning(c);
+        c.files.default_replication = 2;
+        c.datanodes.topology_file = Some(t.clone());
+    })
+    .await;
+    cl.start_datanodes_with(4, |i, d| d.listen = format!("127.0.0.{}:0", i + 1)).await;
+    let c = cl.client();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let r = c.datanode_report().await.unwrap();
+        let mut racks: Vec<(String, String)> = r
+            .datanodes
+            .iter()
+            .map(|d| {
+                let l = d.location.clone().unwrap();
+                (l.addr.split(':').next().unwrap().to_string(), l.rack)
+            })
+            .collect();
+        racks.sort();
+        let want: Vec<(String, String)> =
+            [("127.0.0.2", "/dc1/r1"), ("127.0.0.3", "/dc1/r1"), ("127.0.0.4", "/dc1/r1"), ("127.0.0.5", "/dc1/r2")]
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+        assert_eq!(racks, want);
+
+        // Three of four nodes are on r1: without the rule, a random pair lands on r1 alone
+        // half of the time, so 12 blocks would almost surely show one.
+        let data = pattern(12 << 16, 11);
+        write_file(&c, "/racks/f", &data, 1 << 16, 1 << 16).await;
+        assert_eq!(read_file(&c, "/racks/f").await, data);
+        let blocks = c.get_blocks("/racks/f", 0, 100).await.unwrap();
+        assert_eq!(blocks.located.len(), 12);
+        for b in &blocks.located {
+            let racks: std::collections::HashSet<&str> = b.locations.iter().map(|l| l.rack.as_str()).collect();
+            assert_eq!(b.locations.len(), 2, "{b:?}");
+            assert_eq!(racks.len(), 2, "block on one rack only: {b:?}");
+        }
+    })
+    .await
+    .expect("timed out");
+    cl.shutdown().await;
+}
+
+/// Concat (S3's multipart complete) moves blocks of closed files into one new file: the
+/// bytes read back in order, the sources are gone, the blocks keep their replicas, and a
+/// failed condition changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concat_moves_blocks_without_copying() {
+    use tarn_client::{ConcatOptions, ErrorKind};
+    let mut cl = Cluster::start(1, block_tuning).await;
+    cl.start_datanodes(3).await;
+    let c = cl.client();
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let sizes = [BS as usize + 5, 300 << 10, 7];
+        let mut all = Vec::new();
+        let mut sources = Vec::new();
+        for (i, n) in sizes.iter().enumerate() {
+            let data = pattern(*n, 40 + i as u64);
+            let path = format!("/.uploads/u1/{i}");
+            write_file(&c, &path, &data, 64 << 10, BS).await;
+            let id = c.get_file_info(&path, false).await.unwrap().unwrap().file_id;
+            sources.push((path, id));
+            all.extend_from_slice(&data);
+        }
+        let block_ids = |path: &'static str| {
+            let c = &c;
+            async move {
+                let b = c.get_blocks(path, 0, 100).await.unwrap();
+                b.located.iter().map(|l| l.block.as_ref().unwrap().block_id).collect::<Vec<_>>()
+            }
+        };
+        let mut before = Vec::new();
+        for (p, _) in &sources {
+            let b = c.get_blocks(p, 0, 100).await.unwrap();
+            before.extend(b.located.iter().map(|l| l.block.as_ref().unwrap().block_id));
+        }
+
+        // A wrong source id refuses the whole operation.
+        let mut wrong = sources.clone();
+        wrong[1].1 += 1000;
+        let o = ConcatOptions { create_parent: true, ..Default::default() };
+        let e = c.concat(&wrong, "/b/obj", &o).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ConditionFailed, "{e}");
+        assert!(c.get_file_info("/b/obj", false).await.unwrap().is_none());
+
+        let mut o = o;
+        o.xattrs.insert("s3.etag".into(), b"abc-3".to_vec());
+        o.dst_must_be_absent = true;
+        let st = c.concat(&sources, "/b/obj", &o).await.unwrap();
+        assert_eq!(st.length, all.len() as u64);
+        assert_eq!(read_file(&c, "/b/obj").await, all);
+        assert_eq!(block_ids("/b/obj").await, before, "the same blocks, in order");
+        for (p, _) in &sources {
+            assert!(c.get_file_info(p, false).await.unwrap().is_none(), "{p} still there");
+        }
+        let info = c.get_file_info("/b/obj", true).await.unwrap().unwrap();
+        assert_eq!(info.xattrs.get("s3.etag").map(Vec::as_slice), Some(&b"abc-3"[..]));
+        // The moved blocks are healthy and reachable through the new file.
+        assert_eq!(wait_healthy(&c, "/b", Duration::from_secs(30)).await, before.len());
+
+        // The destination exists now: If-None-Match semantics refuse a second one.
+        write_file(&c, "/.uploads/u2/0", b"x", 1, BS).await;
+        let id = c.get_file_info("/.uploads/u2/0", false).await.unwrap().unwrap().file_id;
+        let e = c.concat(&[("/.uploads/u2/0".into(), id)], "/b/obj", &o).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ConditionFailed, "{e}");
+        assert_eq!(read_file(&c, "/b/obj").await, all);
+        // With the current id (If-Match), it replaces the object.
+        o.dst_must_be_absent = false;
+        o.dst_expected_file_id = Some(st.file_id);
+        c.concat(&[("/.uploads/u2/0".into(), id)], "/b/obj", &o).await.unwrap();
+        assert_eq!(read_file(&c, "/b/obj").await, b"x");
+    })
+    .await
+    .expect("timed out");
+    cl.shutdown().await;
+}

@@ -197,6 +197,28 @@ async fn listings_in_both_orders_with_pagination() {
         assert!(!more2);
         let names: Vec<String> = page1.iter().chain(page2.iter()).map(|s| s.path.clone()).collect();
         assert_eq!(names, ["a", "a+b", "a-b", "a.b", "a0", "z", "é"]);
+        // Collapsed (S3's delimiter '/'): each directory once, its contents skipped, in
+        // S3 order, resumable one entry at a time, also after a directory.
+        let o = tarn_client::ListOptions { collapse_directories: true, ..Default::default() };
+        let want = ["/bkt/a+b/", "/bkt/a-b/", "/bkt/a.b", "/bkt/a/", "/bkt/a0", "/bkt/z", "/bkt/é/"];
+        let (top, more) = c.list_tree("/bkt/", "", 100, &o).await.unwrap();
+        assert!(!more);
+        assert_eq!(top.iter().map(|s| s.path.as_str()).collect::<Vec<_>>(), want);
+        let mut paged = Vec::new();
+        let mut after = String::new();
+        loop {
+            let (page, more) = c.list_tree("/bkt/", &after, 1, &o).await.unwrap();
+            if let Some(p) = page.last() {
+                after = p.path.clone();
+                paged.push(p.path.clone());
+            }
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(paged, want);
+        let (under_a, _) = c.list_tree("/bkt/a/", "", 100, &o).await.unwrap();
+        assert_eq!(under_a.iter().map(|s| s.path.as_str()).collect::<Vec<_>>(), ["/bkt/a/x", "/bkt/a/y/"]);
     })
     .await;
 }
