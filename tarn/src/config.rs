@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tarn_datanode::DatanodeConfig;
+use tarn_gateway::GatewayConfig;
 use tarn_namenode::NamenodeConfig;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -14,6 +15,7 @@ pub struct TarnConfig {
     pub namenode: NamenodeConfig,
     pub datanode: DatanodeConfig,
     pub client: ClientConfig,
+    pub gateway: GatewayConfig,
     pub up: UpConfig,
 }
 
@@ -52,12 +54,25 @@ impl TarnConfig {
         Ok(cfg)
     }
 
+    /// Writes the file readable by its owner only: it may hold S3 secret keys.
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
         let text = toml::to_string_pretty(self).context("serialize config")?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         }
-        std::fs::write(path, text).with_context(|| format!("write config {}", path.display()))
+        let tmp = path.with_extension("toml.tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("write config {}", tmp.display()))?;
+        f.write_all(text.as_bytes()).with_context(|| format!("write config {}", tmp.display()))?;
+        f.sync_all().ok();
+        std::fs::rename(&tmp, path).with_context(|| format!("write config {}", path.display()))
     }
 
     /// The configuration of the single-process appliance under `data_dir`.
@@ -74,6 +89,10 @@ impl TarnConfig {
         // The appliance runs on a laptop or a small VM: keep 1 GiB free on the disk.
         cfg.datanode.reserved_bytes = 1 << 30;
         cfg.client.namenodes = vec![listen.to_string()];
+        cfg.gateway.namenodes = vec![listen.to_string()];
+        cfg.gateway.listen = "127.0.0.1:9000".into();
+        cfg.gateway.access_keys = vec![tarn_gateway::AccessKey::generate()];
+        cfg.gateway.domains = vec!["localhost:9000".into(), "localhost".into()];
         cfg
     }
 }

@@ -1,6 +1,6 @@
 //! `tarn`: one binary for every role of a Tarn cluster and every client command.
 //!
-//! Roles: `namenode`, `datanode`, `up` (every role in one process). Clients: `fs`,
+//! Roles: `namenode`, `datanode`, `gateway` (S3), `up` (every role in one process). Clients: `fs`,
 //! `admin`, `init`.
 //! Only this crate parses command lines and configuration files; the role crates take
 //! typed configuration.
@@ -50,6 +50,10 @@ enum Command {
     ///
     /// Example: `tarn datanode --config /etc/tarn/datanode.toml --data-dir /disk1 --data-dir /disk2`
     Datanode(DatanodeArgs),
+    /// Run an S3 gateway (stateless; several may serve one cluster behind a load balancer).
+    ///
+    /// Example: `tarn gateway --config /etc/tarn/gateway.toml --listen 0.0.0.0:9000`
+    Gateway(GatewayArgs),
     /// Write configuration files for a topology.
     ///
     /// Example: `tarn init --dir conf --namenodes 10.0.0.1:8020,10.0.0.2:8020,10.0.0.3:8020`
@@ -105,6 +109,25 @@ struct DatanodeArgs {
 }
 
 #[derive(clap::Args)]
+struct GatewayArgs {
+    /// TOML configuration file (its `[gateway]` table: keys, TLS files, domains).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Overrides `gateway.listen` (host:port; port 0 picks one).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Overrides `gateway.namenodes` (comma-separated host:port).
+    #[arg(long, value_delimiter = ',')]
+    namenodes: Option<Vec<String>>,
+    /// Development only: serve plaintext HTTP (prints a warning).
+    #[arg(long)]
+    insecure_dev: bool,
+    /// Write the endpoint URL to this file once serving (for scripts and tests).
+    #[arg(long)]
+    addr_file: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
 struct InitArgs {
     /// Directory to write configuration files into.
     #[arg(long, default_value = "tarn-conf")]
@@ -134,8 +157,10 @@ fn init_logging(default: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let daemon = matches!(cli.command, Command::Up(_) | Command::Namenode(_) | Command::Datanode(_));
-    init_logging(if daemon { "info,openraft=warn" } else { "warn" });
+    let daemon =
+        matches!(cli.command, Command::Up(_) | Command::Namenode(_) | Command::Datanode(_) | Command::Gateway(_));
+    // s3s logs every refused request (a 404 too) at error level: the gateway answers them.
+    init_logging(if daemon { "info,openraft=warn,s3s=off" } else { "warn" });
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -148,6 +173,7 @@ fn main() -> ExitCode {
             Command::Up(a) => up::run(a).await,
             Command::Namenode(a) => run_namenode(a).await,
             Command::Datanode(a) => run_datanode(a).await,
+            Command::Gateway(a) => run_gateway(a).await,
             Command::Init(a) => run_init(a),
             Command::Fs(a) => fs_cmd::run(a).await,
             Command::Admin(a) => admin_cmd::run(a).await,
@@ -217,6 +243,36 @@ async fn run_datanode(a: DatanodeArgs) -> anyhow::Result<u8> {
     println!("datanode {} serving on {}", node.uuid, node.addr);
     up::wait_for_signal(tarn_namenode::node::CancellationToken::new()).await;
     node.stop().await;
+    Ok(0)
+}
+
+async fn run_gateway(a: GatewayArgs) -> anyhow::Result<u8> {
+    let mut cfg = match &a.config {
+        Some(p) => TarnConfig::load(p)?.gateway,
+        None => TarnConfig::default().gateway,
+    };
+    if let Some(v) = a.listen {
+        cfg.listen = v;
+    }
+    if let Some(v) = a.namenodes {
+        cfg.namenodes = v;
+    }
+    if a.insecure_dev {
+        eprintln!(
+            "WARNING: --insecure-dev: S3 is served over plaintext HTTP; keys and data cross the network unencrypted"
+        );
+        cfg.insecure_dev = true;
+        cfg.tls = None;
+    }
+    let gw = tarn_gateway::start(cfg).await?;
+    if let Some(f) = &a.addr_file {
+        let tmp = f.with_extension("tmp");
+        std::fs::write(&tmp, gw.endpoint())?;
+        std::fs::rename(&tmp, f)?;
+    }
+    println!("S3 gateway serving on {}", gw.endpoint());
+    up::wait_for_signal(tarn_namenode::node::CancellationToken::new()).await;
+    gw.stop().await;
     Ok(0)
 }
 

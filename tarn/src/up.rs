@@ -4,7 +4,7 @@
 //! gateway; compute: the resource manager and a worker), running the same code as a
 //! multi-node cluster.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use tarn_namenode::node::CancellationToken;
@@ -22,6 +22,36 @@ pub struct UpArgs {
     /// Datanodes to run in the process (overrides `up.datanodes` in tarn.toml).
     #[arg(long)]
     datanodes: Option<usize>,
+    /// S3 endpoint address (overrides `gateway.listen`; port 0 picks one).
+    #[arg(long)]
+    s3_listen: Option<String>,
+    /// Development only: serve S3 over plaintext HTTP (prints a warning).
+    #[arg(long)]
+    insecure_dev: bool,
+}
+
+/// A self-signed certificate for the S3 endpoint on this host (until `tarn init` issues
+/// certificates from a cluster CA), its key readable by the owner only.
+pub fn ensure_gateway_tls(dir: &Path) -> anyhow::Result<tarn_gateway::TlsFiles> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let files = tarn_gateway::TlsFiles { cert: dir.join("gateway.pem"), key: dir.join("gateway-key.pem") };
+    if files.cert.exists() && files.key.exists() {
+        return Ok(files);
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let ck = rcgen::generate_simple_self_signed(names).context("generate the gateway certificate")?;
+    let mut key = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&files.key)
+        .with_context(|| format!("write {}", files.key.display()))?;
+    key.write_all(ck.signing_key.serialize_pem().as_bytes())?;
+    std::fs::write(&files.cert, ck.cert.pem()).with_context(|| format!("write {}", files.cert.display()))?;
+    Ok(files)
 }
 
 pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
@@ -45,6 +75,19 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
     if let Some(n) = a.datanodes {
         cfg.up.datanodes = n;
     }
+    // Earlier configurations have no gateway table: give them keys and a certificate.
+    let mut changed = false;
+    if cfg.gateway.access_keys.is_empty() {
+        cfg.gateway.access_keys = vec![tarn_gateway::AccessKey::generate()];
+        changed = true;
+    }
+    if cfg.gateway.tls.is_none() && !a.insecure_dev {
+        cfg.gateway.tls = Some(ensure_gateway_tls(&a.data_dir.join("tls"))?);
+        changed = true;
+    }
+    if changed {
+        cfg.save(&cfg_path)?;
+    }
     let mut datanodes = Vec::new();
     for i in 1..=cfg.up.datanodes {
         let mut d = cfg.datanode.clone();
@@ -56,17 +99,42 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
         let dn = tarn_datanode::start(d).await.with_context(|| format!("start datanode {i}"))?;
         datanodes.push(dn);
     }
+    let mut gw = cfg.gateway.clone();
+    gw.namenodes = vec![node.addr.clone()];
+    if let Some(l) = a.s3_listen {
+        gw.listen = l;
+    }
+    if a.insecure_dev {
+        eprintln!(
+            "WARNING: --insecure-dev: S3 is served over plaintext HTTP; keys and data cross the network unencrypted"
+        );
+        gw.tls = None;
+        gw.insecure_dev = true;
+    }
+    let gateway = tarn_gateway::start(gw.clone()).await.context("start the S3 gateway")?;
     println!("Tarn is up (single-process appliance).");
     println!("  namenode (gRPC):  {}", node.addr);
     for (i, dn) in datanodes.iter().enumerate() {
         println!("  datanode {}:       {} ({})", i + 1, dn.addr, dn.uuid);
     }
+    let key = &gw.access_keys[0];
+    println!("  S3 endpoint:      {}", gateway.endpoint());
+    println!("  S3 access key:    {}", key.access_key);
+    println!("  S3 secret key:    {}", key.secret_key);
+    let ca = gw.tls.as_ref().map(|t| format!(" --ca-bundle {}", t.cert.display())).unwrap_or_default();
+    println!(
+        "  aws cli:          AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} aws --endpoint-url {}{ca} s3 ls",
+        key.access_key,
+        key.secret_key,
+        gateway.endpoint()
+    );
     println!("  data directory:   {}", a.data_dir.display());
     println!("  configuration:    {}", cfg_path.display());
     println!("  try:              tarn fs put README.md /demo/ && tarn fs cat /demo/README.md");
     println!("Stop with Ctrl-C.");
     wait_for_signal(node.cancelled()).await;
     println!("stopping");
+    gateway.stop().await;
     for dn in datanodes {
         dn.stop().await;
     }

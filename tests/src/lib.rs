@@ -427,7 +427,7 @@ fn log_tail(path: &Path) -> String {
 /// Runs `tarn ROLE --config DIR/tarn.toml`, logging to `DIR/ROLE.log`, and returns the
 /// process with the address it wrote once serving (failing the test if it exits or takes
 /// over 30 s).
-async fn spawn_role(role: &str, dir: &Path, default_log: &str) -> (Child, String) {
+pub async fn spawn_role(role: &str, dir: &Path, default_log: &str) -> (Child, String) {
     let addr_file = dir.join("addr");
     let log_path = dir.join(format!("{role}.log"));
     let _ = std::fs::remove_file(&addr_file);

@@ -1,0 +1,358 @@
+//! The S3 gateway: a stateless S3 endpoint over the cluster (`tarn gateway`, and part of
+//! `tarn up`). Several may run behind a load balancer: all state lives in the namespace.
+//!
+//! The protocol (routing, SigV4 and presigned URLs, aws-chunked bodies, XML) is `s3s`;
+//! [`s3::TarnS3`] maps operations onto the namespace and blocks, and this module serves
+//! it over HTTP/1.1 and HTTP/2, with TLS (rustls) unless the operator explicitly asks
+//! for plaintext.
+
+pub mod names;
+pub mod s3;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use s3s::auth::SecretKey;
+use s3s::{s3_error, S3Result};
+use serde::{Deserialize, Serialize};
+use tarn_client::NamenodeClient;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Staged uploads older than this are removed (their gateway died mid-upload).
+const STAGED_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+const SWEEP_INTERVAL: Duration = Duration::from_secs(600);
+/// A TLS handshake or the request head must arrive within this time.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Request headers larger than this are refused (HTTP/1 read buffer).
+const HEADER_BYTES_MAX: usize = 64 << 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("bind {addr}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("namenode client: {0}")]
+    Client(#[from] tarn_client::ClientError),
+}
+
+/// An access key and its secret. The secret never appears in logs or `Debug` output.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct AccessKey {
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+impl std::fmt::Debug for AccessKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessKey").field("access_key", &self.access_key).field("secret_key", &"<redacted>").finish()
+    }
+}
+
+impl AccessKey {
+    /// A new random key pair (20 and 40 characters, as AWS's).
+    pub fn generate() -> AccessKey {
+        use rand::Rng;
+        const UPPER: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+        const ANY: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut rng = rand::rng();
+        let pick = |set: &[u8], n: usize, rng: &mut rand::rngs::ThreadRng| {
+            (0..n).map(|_| set[rng.random_range(0..set.len())] as char).collect::<String>()
+        };
+        AccessKey { access_key: format!("TK{}", pick(UPPER, 18, &mut rng)), secret_key: pick(ANY, 40, &mut rng) }
+    }
+}
+
+/// Certificate and key files (PEM) for HTTPS.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `[gateway]` of the configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub listen: String,
+    pub namenodes: Vec<String>,
+    /// HTTPS with these files. Without them the gateway refuses to start unless
+    /// `insecure_dev` is set.
+    pub tls: Option<TlsFiles>,
+    /// Serve plaintext HTTP (development only; a warning is logged).
+    pub insecure_dev: bool,
+    pub access_keys: Vec<AccessKey>,
+    /// Domains for virtual-host-style addressing (`bucket.DOMAIN`), with and without the
+    /// port clients use. Path-style always works.
+    pub domains: Vec<String>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: "127.0.0.1:9000".into(),
+            namenodes: vec!["127.0.0.1:8020".into()],
+            tls: None,
+            insecure_dev: false,
+            access_keys: Vec::new(),
+            domains: Vec::new(),
+        }
+    }
+}
+
+/// A running gateway.
+pub struct GatewayHandle {
+    pub addr: SocketAddr,
+    pub https: bool,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl GatewayHandle {
+    /// The endpoint URL clients use.
+    pub fn endpoint(&self) -> String {
+        format!("{}://{}", if self.https { "https" } else { "http" }, self.addr)
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
+
+struct Keys(Vec<AccessKey>);
+
+#[async_trait::async_trait]
+impl s3s::auth::S3Auth for Keys {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
+        // Every key is compared, so the time taken does not tell which one matched.
+        let mut found = None;
+        for k in &self.0 {
+            if ring_eq(k.access_key.as_bytes(), access_key.as_bytes()) {
+                found = Some(k.secret_key.clone());
+            }
+        }
+        found.map(SecretKey::from).ok_or_else(|| s3_error!(InvalidAccessKeyId, "the access key does not exist"))
+    }
+}
+
+fn ring_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Refuses what Tarn does not accept: SigV2 header signatures (no clock check, so they can
+/// be replayed), presigned URLs valid for more than 7 days (AWS's limit), anonymous
+/// requests. SigV2 presigned URLs (boto3's default for `generate_presigned_url`) carry
+/// their expiry and are accepted.
+struct Access;
+
+#[async_trait::async_trait]
+impl s3s::access::S3Access for Access {
+    async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> S3Result<()> {
+        if let Some(auth) = cx.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+            if auth.starts_with("AWS ") {
+                return Err(s3_error!(AccessDenied, "Signature Version 2 is not accepted; sign with SigV4"));
+            }
+        }
+        let query = cx.uri().query().unwrap_or("");
+        for kv in query.split('&') {
+            if let Some(v) = kv.strip_prefix("X-Amz-Expires=") {
+                if v.parse::<u64>().map_or(true, |s| s > 604_800) {
+                    return Err(s3_error!(AuthorizationQueryParametersError, "X-Amz-Expires must be at most 604800"));
+                }
+            }
+            if let Some(v) = kv.strip_prefix("Expires=") {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+                if v.parse::<u64>().map_or(true, |e| e > now + 604_800) {
+                    return Err(s3_error!(AccessDenied, "a presigned URL may be valid for at most 7 days"));
+                }
+            }
+        }
+        if cx.credentials().is_none() {
+            return Err(s3_error!(AccessDenied, "anonymous access is not allowed"));
+        }
+        Ok(())
+    }
+}
+
+fn tls_acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, GatewayError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| GatewayError::Tls(format!("read certificates from {}: {e}", files.cert.display())))?;
+    if certs.is_empty() {
+        return Err(GatewayError::Tls(format!("{} holds no certificate", files.cert.display())));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .map_err(|e| GatewayError::Tls(format!("read private key from {}: {e}", files.key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| GatewayError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| GatewayError::Tls(format!("certificate and key: {e}")))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// Starts a gateway on `cfg.listen` (port 0 picks one).
+pub async fn start(cfg: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
+    let listener =
+        TcpListener::bind(&cfg.listen).await.map_err(|e| GatewayError::Bind { addr: cfg.listen.clone(), source: e })?;
+    start_on(listener, cfg).await
+}
+
+pub async fn start_on(listener: TcpListener, cfg: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
+    let tls = match (&cfg.tls, cfg.insecure_dev) {
+        (Some(files), _) => Some(tls_acceptor(files)?),
+        (None, true) => {
+            tracing::warn!("the S3 gateway serves plaintext HTTP (insecure dev mode): credentials and data cross the network unencrypted");
+            None
+        }
+        (None, false) => {
+            return Err(GatewayError::Config(
+                "gateway.tls (cert and key) is required; plaintext needs the explicit insecure dev flag".into(),
+            ))
+        }
+    };
+    if cfg.access_keys.is_empty() {
+        return Err(GatewayError::Config("gateway.access_keys is empty: no client could sign a request".into()));
+    }
+    let nn = Arc::new(NamenodeClient::new(&cfg.namenodes)?);
+    let service = {
+        let mut b = s3s::service::S3ServiceBuilder::new(s3::TarnS3::new(nn.clone()));
+        b.set_auth(Keys(cfg.access_keys.clone()));
+        b.set_access(Access);
+        if !cfg.domains.is_empty() {
+            let host = s3s::host::MultiDomain::new(&cfg.domains)
+                .map_err(|e| GatewayError::Config(format!("gateway.domains: {e:?}")))?;
+            b.set_host(host);
+        }
+        b.build()
+    };
+    let addr = listener.local_addr().map_err(|e| GatewayError::Bind { addr: cfg.listen.clone(), source: e })?;
+    let shutdown = CancellationToken::new();
+    let https = tls.is_some();
+    let task = tokio::spawn(serve(listener, service, tls, shutdown.clone()));
+    tokio::spawn(janitor(nn, shutdown.clone()));
+    tracing::info!(%addr, https, "S3 gateway serving");
+    Ok(GatewayHandle { addr, https, shutdown, task })
+}
+
+async fn janitor(nn: Arc<NamenodeClient>, shutdown: CancellationToken) {
+    loop {
+        let n = s3::sweep_staged(&nn, STAGED_MAX_AGE).await;
+        if n > 0 {
+            tracing::info!(removed = n, "removed abandoned staged uploads");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(SWEEP_INTERVAL) => {}
+        }
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    service: s3s::service::S3Service,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: CancellationToken,
+) {
+    let mut http = ConnBuilder::new(TokioExecutor::new());
+    http.http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(HEADER_BYTES_MAX.max(8192));
+    http.http2().max_header_list_size(HEADER_BYTES_MAX as u32);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let svc = with_request_id(service.clone());
+        let http = http.clone();
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            match tls {
+                Some(acceptor) => {
+                    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake refused");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn = http.serve_connection(TokioIo::new(stream), svc);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                }
+                None => {
+                    let conn = http.serve_connection(TokioIo::new(tcp), svc);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                }
+            }
+        });
+    }
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+    }
+}
+
+/// Adds `x-amz-request-id` to every response and `<RequestId>` to error documents.
+fn with_request_id(
+    service: s3s::service::S3Service,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = s3s::HttpResponse,
+    Error = s3s::HttpError,
+    Future = impl Future<Output = Result<s3s::HttpResponse, s3s::HttpError>> + Send,
+> + Clone {
+    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let service = service.clone();
+        async move {
+            let id = format!("{:016X}", rand::random::<u64>());
+            let mut resp = service.call(req.map(s3s::Body::from)).await?;
+            if resp.status().is_client_error() || resp.status().is_server_error() {
+                if let Some(bytes) = resp.body().bytes() {
+                    if let Ok(text) = std::str::from_utf8(&bytes) {
+                        if text.contains("</Error>") && !text.contains("<RequestId>") {
+                            let text = text.replacen("</Error>", &format!("<RequestId>{id}</RequestId></Error>"), 1);
+                            let len = text.len();
+                            *resp.body_mut() = s3s::Body::from(text);
+                            resp.headers_mut().insert(http::header::CONTENT_LENGTH, len.into());
+                        }
+                    }
+                }
+            }
+            if let Ok(v) = http::HeaderValue::from_str(&id) {
+                resp.headers_mut().insert("x-amz-request-id", v);
+            }
+            Ok(resp)
+        }
+    })
+}

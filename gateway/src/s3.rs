@@ -1,0 +1,1495 @@
+//! The S3 operations over the namespace and blocks.
+//!
+//! Every write is staged: the bytes go to a file under `/.tarn/s3/tmp`, are checked
+//! (Content-MD5, flexible checksums, body signatures), and only then become the object in
+//! one namenode operation (`concat`) that also sets the object's metadata and checks the
+//! request's conditions. A failed or interrupted upload leaves nothing visible.
+//! Multipart parts are files of the upload's directory; completing the upload moves their
+//! blocks into the object without copying data.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use md5::{Digest, Md5};
+use s3s::dto::{self, ETag, ETagCondition, StreamingBlob, Timestamp};
+use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
+use serde::{Deserialize, Serialize};
+use tarn_client::blocks::{FileReader, FileWriter};
+use tarn_client::{ClientError, ConcatOptions, CreateOptions, ErrorKind, FileStatus, ListOptions, NamenodeClient};
+
+use crate::names::*;
+
+const META_XATTR: &str = "s3.meta";
+const BUCKET_XATTR: &str = "s3.bucket";
+const MARKER_XATTR: &str = "s3.marker";
+const UPLOAD_XATTR: &str = "s3.upload";
+/// Largest single PUT and largest part, as on S3.
+const PUT_BYTES_MAX: u64 = 5 << 30;
+/// Smallest part except the last, as on S3.
+const PART_BYTES_MIN: u64 = 5 << 20;
+const PARTS_MAX: i32 = 10_000;
+const LIST_KEYS_MAX: i32 = 1000;
+/// Bytes per read from the datanodes when serving a GET, and reads kept in flight.
+const GET_PIECE_BYTES: u64 = 1 << 20;
+const GET_READ_AHEAD: usize = 4;
+
+/// What S3 knows about an object beyond its bytes (kept as one extended attribute).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ObjMeta {
+    pub etag: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_encoding: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_disposition: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_language: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_control: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
+    /// Full-object checksums by algorithm (`CRC32`, ...), base64 as S3 sends them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub checksums: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parts: Option<u32>,
+}
+
+/// A multipart upload in progress (on its directory).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct UploadInfo {
+    key: String,
+    initiated_ms: u64,
+    meta: ObjMeta,
+}
+
+pub struct TarnS3 {
+    nn: Arc<NamenodeClient>,
+}
+
+impl TarnS3 {
+    pub fn new(nn: Arc<NamenodeClient>) -> Self {
+        TarnS3 { nn }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors
+
+fn internal(what: &str, e: impl std::fmt::Display) -> S3Error {
+    S3Error::with_message(S3ErrorCode::InternalError, format!("{what}: {e}"))
+}
+
+fn custom(code: &'static str, status: http::StatusCode, msg: String) -> S3Error {
+    let mut e = S3Error::with_message(S3ErrorCode::Custom(code.into()), msg);
+    e.set_status_code(status);
+    e
+}
+
+/// A namespace or block error as the S3 error a client expects.
+fn fs_err(what: &str, e: ClientError) -> S3Error {
+    let msg = format!("{what}: {e}");
+    match e.kind() {
+        ErrorKind::NotFound | ErrorKind::ParentNotFound => S3Error::with_message(S3ErrorCode::NoSuchKey, msg),
+        ErrorKind::ConditionFailed | ErrorKind::AlreadyExists => {
+            S3Error::with_message(S3ErrorCode::PreconditionFailed, msg)
+        }
+        ErrorKind::LeaseConflict => S3Error::with_message(S3ErrorCode::ConditionalRequestConflict, msg),
+        ErrorKind::NotADirectory | ErrorKind::IsADirectory | ErrorKind::DirectoryNotEmpty => S3Error::with_message(
+            S3ErrorCode::InvalidArgument,
+            format!("{msg} (Tarn stores keys as paths: a key cannot be both an object and a prefix of other keys)"),
+        ),
+        ErrorKind::QuotaExceeded => custom("QuotaExceeded", http::StatusCode::FORBIDDEN, msg),
+        ErrorKind::InvalidPath | ErrorKind::InvalidArgument => S3Error::with_message(S3ErrorCode::InvalidArgument, msg),
+        ErrorKind::Unavailable | ErrorKind::NotLeader => S3Error::with_message(S3ErrorCode::ServiceUnavailable, msg),
+        _ => internal(what, e),
+    }
+}
+
+/// An error of the request body stream (s3s checks signatures and hashes as it streams).
+fn body_err(e: &dyn std::fmt::Display) -> S3Error {
+    let m = e.to_string();
+    if m.contains("Sha256Mismatch") {
+        custom("XAmzContentSHA256Mismatch", http::StatusCode::BAD_REQUEST, format!("request body: {m}"))
+    } else if m.contains("Signature") {
+        S3Error::with_message(S3ErrorCode::SignatureDoesNotMatch, format!("request body: {m}"))
+    } else {
+        S3Error::with_message(S3ErrorCode::IncompleteBody, format!("request body: {m}"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Metadata helpers
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn ts(ms: u64) -> Timestamp {
+    Timestamp::from(SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+fn ts_ms(t: &Timestamp) -> u64 {
+    let t: time::OffsetDateTime = t.clone().into();
+    (t.unix_timestamp_nanos() / 1_000_000).max(0) as u64
+}
+
+fn meta_of(st: &FileStatus) -> ObjMeta {
+    match st.xattrs.get(META_XATTR).and_then(|v| serde_json::from_slice::<ObjMeta>(v).ok()) {
+        Some(m) => m,
+        // Written by another Tarn client (tarn fs, the object store): the file id names
+        // this version of the file.
+        None => ObjMeta { etag: format!("{:016x}", st.file_id), ..Default::default() },
+    }
+}
+
+fn is_marker(st: &FileStatus) -> bool {
+    st.xattrs.contains_key(MARKER_XATTR)
+}
+
+fn etag(m: &ObjMeta) -> ETag {
+    ETag::Strong(m.etag.clone())
+}
+
+fn strip_quotes(s: &str) -> &str {
+    s.trim().trim_start_matches("W/").trim_matches('"')
+}
+
+fn encode_meta(m: &ObjMeta) -> Vec<u8> {
+    serde_json::to_vec(m).expect("metadata serializes")
+}
+
+fn random_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// Checksums the client asked for (by header value, algorithm or trailer name).
+struct Wanted {
+    hasher: s3s::checksum::ChecksumHasher,
+    given: dto::Checksum,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn wanted(
+    algorithm: Option<&dto::ChecksumAlgorithm>,
+    crc32: Option<String>,
+    crc32c: Option<String>,
+    crc64nvme: Option<String>,
+    sha1: Option<String>,
+    sha256: Option<String>,
+    headers: &http::HeaderMap,
+) -> Wanted {
+    use s3s::crypto::Checksum as _;
+    let trailer = headers.get("x-amz-trailer").and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    let algo = algorithm.map(|a| a.as_str().to_ascii_uppercase()).unwrap_or_default();
+    let want = |name: &str, given: &Option<String>| {
+        given.is_some() || algo == name.to_ascii_uppercase() || trailer.contains(&format!("x-amz-checksum-{name}"))
+    };
+    let mut hasher = s3s::checksum::ChecksumHasher::default();
+    if want("crc32", &crc32) {
+        hasher.crc32 = Some(s3s::crypto::Crc32::new());
+    }
+    if want("crc32c", &crc32c) {
+        hasher.crc32c = Some(s3s::crypto::Crc32c::new());
+    }
+    if want("crc64nvme", &crc64nvme) {
+        hasher.crc64nvme = Some(s3s::crypto::Crc64Nvme::new());
+    }
+    if want("sha1", &sha1) {
+        hasher.sha1 = Some(s3s::crypto::Sha1::new());
+    }
+    if want("sha256", &sha256) {
+        hasher.sha256 = Some(s3s::crypto::Sha256::new());
+    }
+    let given = dto::Checksum {
+        checksum_crc32: crc32,
+        checksum_crc32c: crc32c,
+        checksum_crc64nvme: crc64nvme,
+        checksum_sha1: sha1,
+        checksum_sha256: sha256,
+        ..Default::default()
+    };
+    Wanted { hasher, given }
+}
+
+/// Checks computed checksums against those given in headers or trailers; returns them by
+/// algorithm name.
+fn verify_checksums(
+    computed: dto::Checksum,
+    given: &dto::Checksum,
+    trailers: Option<&http::HeaderMap>,
+) -> S3Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    let pairs = [
+        ("CRC32", "x-amz-checksum-crc32", computed.checksum_crc32, &given.checksum_crc32),
+        ("CRC32C", "x-amz-checksum-crc32c", computed.checksum_crc32c, &given.checksum_crc32c),
+        ("CRC64NVME", "x-amz-checksum-crc64nvme", computed.checksum_crc64nvme, &given.checksum_crc64nvme),
+        ("SHA1", "x-amz-checksum-sha1", computed.checksum_sha1, &given.checksum_sha1),
+        ("SHA256", "x-amz-checksum-sha256", computed.checksum_sha256, &given.checksum_sha256),
+    ];
+    for (name, header, value, given) in pairs {
+        let Some(value) = value else { continue };
+        let sent = given
+            .clone()
+            .or_else(|| trailers.and_then(|t| t.get(header)).and_then(|v| v.to_str().ok()).map(str::to_string));
+        if let Some(sent) = sent {
+            if sent.trim() != value {
+                return Err(S3Error::with_message(
+                    S3ErrorCode::BadDigest,
+                    format!("the {name} checksum sent ({sent}) does not match the body's ({value})"),
+                ));
+            }
+        }
+        out.insert(name.to_string(), value);
+    }
+    Ok(out)
+}
+
+fn set_checksums(m: &ObjMeta, c: &mut dto::Checksum) {
+    for (k, v) in &m.checksums {
+        let v = Some(v.clone());
+        match k.as_str() {
+            "CRC32" => c.checksum_crc32 = v,
+            "CRC32C" => c.checksum_crc32c = v,
+            "CRC64NVME" => c.checksum_crc64nvme = v,
+            "SHA1" => c.checksum_sha1 = v,
+            "SHA256" => c.checksum_sha256 = v,
+            _ => {}
+        }
+    }
+}
+
+/// What a staged upload produced.
+struct Staged {
+    path: String,
+    file_id: u64,
+    length: u64,
+    md5: [u8; 16],
+    checksums: BTreeMap<String, String>,
+}
+
+/// Preconditions of a GET/HEAD (RFC 7232 order, as S3 applies them).
+fn check_read_conditions(
+    m: &ObjMeta,
+    mtime_ms: u64,
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+    if_modified_since: Option<&Timestamp>,
+    if_unmodified_since: Option<&Timestamp>,
+) -> S3Result<()> {
+    let secs = mtime_ms / 1000;
+    let matches = |c: &ETagCondition| match c {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(e) => strip_quotes(e.value()) == m.etag,
+    };
+    if let Some(c) = if_match {
+        if !matches(c) {
+            return Err(s3_error!(PreconditionFailed, "If-Match: the object's ETag is {}", m.etag));
+        }
+    } else if let Some(t) = if_unmodified_since {
+        if secs > ts_ms(t) / 1000 {
+            return Err(s3_error!(PreconditionFailed, "If-Unmodified-Since: the object was modified after it"));
+        }
+    }
+    if let Some(c) = if_none_match {
+        if matches(c) {
+            return Err(S3Error::new(S3ErrorCode::NotModified));
+        }
+    } else if let Some(t) = if_modified_since {
+        if secs <= ts_ms(t) / 1000 {
+            return Err(S3Error::new(S3ErrorCode::NotModified));
+        }
+    }
+    Ok(())
+}
+
+/// One listing page: objects (`FileStatus` with their key) and common prefixes, in S3
+/// order.
+#[derive(Default)]
+struct Page {
+    objects: Vec<(String, FileStatus)>,
+    prefixes: Vec<String>,
+    truncated: bool,
+    /// The last key or common prefix returned (where the next page starts).
+    last: Option<String>,
+}
+
+impl TarnS3 {
+    async fn bucket_exists(&self, bucket: &str) -> S3Result<FileStatus> {
+        match self.nn.get_file_info(&bucket_path(bucket), true).await {
+            Ok(Some(st)) if st.is_dir() => Ok(st),
+            Ok(_) => Err(s3_error!(NoSuchBucket, "no bucket {bucket:?}")),
+            Err(e) => Err(fs_err("bucket lookup", e)),
+        }
+    }
+
+    /// The object at `key`: a closed file, or a marked directory for keys ending in '/'.
+    async fn head(&self, bucket: &str, key: &str) -> S3Result<(String, FileStatus)> {
+        let (path, marker) = object_path(bucket, key)?;
+        let st = self.nn.get_file_info(&path, true).await.map_err(|e| fs_err("lookup", e))?;
+        match st {
+            Some(st) if marker && st.is_dir() && is_marker(&st) => Ok((path, st)),
+            Some(st) if !marker && !st.is_dir() && st.writer.is_none() => Ok((path, st)),
+            _ => {
+                self.bucket_exists(bucket).await?;
+                Err(s3_error!(NoSuchKey, "no object {key:?} in bucket {bucket:?}"))
+            }
+        }
+    }
+
+    /// Streams `body` into a new staged file, verifying what the client sent about it.
+    async fn stage(
+        &self,
+        body: Option<StreamingBlob>,
+        limit: u64,
+        content_md5: Option<&str>,
+        mut want: Wanted,
+        trailers: Option<s3s::TrailingHeaders>,
+    ) -> S3Result<Staged> {
+        let path = format!("{TMP_DIR}/{}", random_id());
+        let opts = CreateOptions { create_parent: true, ..Default::default() };
+        let mut w = FileWriter::create(self.nn.clone(), &path, &opts).await.map_err(|e| fs_err("stage upload", e))?;
+        let mut md5 = Md5::new();
+        let mut length = 0u64;
+        let result: S3Result<()> = async {
+            if let Some(mut body) = body {
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk.map_err(|e| body_err(&e))?;
+                    length += chunk.len() as u64;
+                    if length > limit {
+                        return Err(s3_error!(EntityTooLarge, "the body exceeds {limit} bytes"));
+                    }
+                    md5.update(&chunk);
+                    want.hasher.update(&chunk);
+                    w.write(&chunk).await.map_err(|e| fs_err("write", e))?;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        let verified = result.and_then(|()| {
+            let md5: [u8; 16] = md5.finalize().into();
+            if let Some(sent) = content_md5 {
+                use base64::Engine as _;
+                let sent = base64::engine::general_purpose::STANDARD
+                    .decode(sent.trim())
+                    .map_err(|_| s3_error!(InvalidDigest, "Content-MD5 is not base64"))?;
+                if sent != md5 {
+                    return Err(s3_error!(BadDigest, "the Content-MD5 sent does not match the body's"));
+                }
+            }
+            let trailers = trailers.and_then(|t| t.take());
+            let checksums = verify_checksums(want.hasher.finalize(), &want.given, trailers.as_ref())?;
+            Ok((md5, checksums))
+        });
+        match verified {
+            Ok((md5, checksums)) => {
+                let st = w.close().await.map_err(|e| fs_err("finish upload", e))?;
+                Ok(Staged { path, file_id: st.file_id, length, md5, checksums })
+            }
+            Err(e) => {
+                drop(w);
+                self.discard(&path).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes a staged file (best effort: the janitor removes what this misses).
+    async fn discard(&self, path: &str) {
+        if let Err(e) = self.nn.delete(path, false, None).await {
+            tracing::warn!(%path, error = %e, "could not remove a staged upload");
+        }
+    }
+
+    /// Makes a staged file (or several, in order) the object at `path` with `meta`, if the
+    /// conditions hold. Returns the new object's status.
+    async fn commit(
+        &self,
+        sources: &[(String, u64)],
+        (bucket, key, path): (&str, &str, &str),
+        meta: &ObjMeta,
+        if_match: Option<&ETagCondition>,
+        if_none_match: Option<&ETagCondition>,
+    ) -> S3Result<FileStatus> {
+        let mut o = ConcatOptions { create_parent: true, overwrite: true, ..Default::default() };
+        o.xattrs.insert(META_XATTR.into(), encode_meta(meta));
+        match if_none_match {
+            Some(ETagCondition::Any) => o.dst_must_be_absent = true,
+            Some(ETagCondition::ETag(_)) => {
+                return Err(s3_error!(NotImplemented, "If-None-Match on a write supports only '*'"));
+            }
+            None => {}
+        }
+        if let Some(c) = if_match {
+            let (_, cur) = self.head(bucket, key).await?;
+            if let ETagCondition::ETag(e) = c {
+                if strip_quotes(e.value()) != meta_of(&cur).etag {
+                    return Err(s3_error!(PreconditionFailed, "If-Match: the object's ETag is {}", meta_of(&cur).etag));
+                }
+            }
+            o.dst_expected_file_id = Some(cur.file_id);
+        }
+        self.nn.concat(sources, path, &o).await.map_err(|e| match e.kind() {
+            ErrorKind::ConditionFailed | ErrorKind::AlreadyExists => {
+                s3_error!(PreconditionFailed, "the object changed or exists: {e}")
+            }
+            _ => fs_err("commit", e),
+        })
+    }
+
+    /// Copies `[start, end)` of the object at `src` into a staged file.
+    async fn stage_copy(&self, src: &FileStatus, src_path: &str, start: u64, end: u64) -> S3Result<Staged> {
+        let reader = FileReader::open(self.nn.clone(), src_path).await.map_err(|e| fs_err("open copy source", e))?;
+        if reader.file_id() != src.file_id || reader.length() < end {
+            return Err(s3_error!(PreconditionFailed, "the copy source changed while it was read"));
+        }
+        let stream = read_stream(reader, start, end).map_err(std::io::Error::other);
+        let want = wanted(None, None, None, None, None, None, &http::HeaderMap::new());
+        self.stage(Some(blob(stream)), PUT_BYTES_MAX, None, want, None).await
+    }
+
+    /// Objects and common prefixes under `prefix` after `after` (a key), in S3 order.
+    async fn list_page(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        after: &str,
+        max: i32,
+    ) -> S3Result<Page> {
+        let root = format!("/{bucket}/");
+        let max = max.clamp(0, LIST_KEYS_MAX) as usize;
+        let delimiter = delimiter.filter(|d| !d.is_empty());
+        let mut page = Page::default();
+        if max == 0 {
+            return Ok(page);
+        }
+        let opts =
+            ListOptions { include_directories: true, collapse_directories: delimiter == Some("/"), with_xattrs: true };
+        let list_prefix = format!("{root}{prefix}");
+        let mut cursor = if after.is_empty() { String::new() } else { format!("{root}{after}") };
+        // Keys grouped under the last common prefix are skipped (also across pages).
+        let mut last_cp: Option<String> = delimiter.filter(|d| after.ends_with(*d)).map(|_| after.to_string());
+        loop {
+            let want = (max - page.objects.len() - page.prefixes.len() + 1).min(1000) as u32;
+            let (entries, more) =
+                self.nn.list_tree(&list_prefix, &cursor, want, &opts).await.map_err(|e| fs_err("list", e))?;
+            for st in entries {
+                cursor = st.path.clone();
+                let Some(key) = key_of(&root, &st.path) else { continue };
+                let key = key.to_string();
+                if let Some(d) = delimiter {
+                    if let Some(i) = key[prefix.len()..].find(d) {
+                        let cp = key[..prefix.len() + i + d.len()].to_string();
+                        if last_cp.as_deref() == Some(cp.as_str()) {
+                            continue;
+                        }
+                        if page.objects.len() + page.prefixes.len() == max {
+                            page.truncated = true;
+                            return Ok(page);
+                        }
+                        last_cp = Some(cp.clone());
+                        page.last = Some(cp.clone());
+                        page.prefixes.push(cp);
+                        continue;
+                    }
+                }
+                if st.is_dir() && !is_marker(&st) {
+                    continue;
+                }
+                if !st.is_dir() && st.writer.is_some() {
+                    continue; // still being written (not an S3 upload, which is staged)
+                }
+                if page.objects.len() + page.prefixes.len() == max {
+                    page.truncated = true;
+                    return Ok(page);
+                }
+                page.last = Some(key.clone());
+                page.objects.push((key, st));
+            }
+            if !more {
+                return Ok(page);
+            }
+        }
+    }
+
+    fn object_entry(&self, key: &str, st: &FileStatus, url: bool) -> dto::Object {
+        let m = meta_of(st);
+        dto::Object {
+            key: Some(if url { url_encode(key) } else { key.to_string() }),
+            e_tag: Some(etag(&m)),
+            size: Some(if st.is_dir() { 0 } else { st.length as i64 }),
+            last_modified: Some(ts(st.mtime_ms)),
+            storage_class: Some(dto::ObjectStorageClass::from_static(dto::ObjectStorageClass::STANDARD)),
+            ..Default::default()
+        }
+    }
+
+    async fn upload_info(&self, bucket: &str, key: &str, upload_id: &str) -> S3Result<(String, UploadInfo)> {
+        check_upload_id(upload_id)?;
+        let dir = upload_dir(bucket, upload_id);
+        let st = self.nn.get_file_info(&dir, true).await.map_err(|e| fs_err("upload lookup", e))?;
+        let info = st
+            .as_ref()
+            .and_then(|st| st.xattrs.get(UPLOAD_XATTR))
+            .and_then(|v| serde_json::from_slice::<UploadInfo>(v).ok())
+            .filter(|i| i.key == key)
+            .ok_or_else(|| s3_error!(NoSuchUpload, "no upload {upload_id} of {key:?} in bucket {bucket:?}"))?;
+        Ok((dir, info))
+    }
+
+    /// The parts of an upload: (part number, status), by number.
+    async fn parts(&self, dir: &str) -> S3Result<Vec<(i32, FileStatus)>> {
+        let opts = ListOptions { with_xattrs: true, ..Default::default() };
+        let prefix = format!("{dir}/");
+        let mut out = Vec::new();
+        let mut after = String::new();
+        loop {
+            let (page, more) =
+                self.nn.list_tree(&prefix, &after, 1000, &opts).await.map_err(|e| fs_err("list parts", e))?;
+            for st in page {
+                after = st.path.clone();
+                if let Some(n) = st.path.strip_prefix(&prefix).and_then(|n| n.parse::<i32>().ok()) {
+                    out.push((n, st));
+                }
+            }
+            if !more {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Removes directories left empty by a delete, up to the bucket (not markers).
+    async fn prune(&self, bucket: &str, path: &str) {
+        let root = bucket_path(bucket);
+        let mut dir = path.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default();
+        while dir.len() > root.len() && dir.starts_with(&root) {
+            match self.nn.get_file_info(&dir, true).await {
+                Ok(Some(st)) if st.is_dir() && !is_marker(&st) => {}
+                _ => return,
+            }
+            if self.nn.delete(&dir, false, None).await.is_err() {
+                return; // not empty (or already gone): stop here
+            }
+            dir = match dir.rsplit_once('/') {
+                Some((d, _)) => d.to_string(),
+                None => return,
+            };
+        }
+    }
+
+    async fn delete_key(&self, bucket: &str, key: &str) -> S3Result<()> {
+        let (path, marker) = object_path(bucket, key)?;
+        let st = self.nn.get_file_info(&path, true).await.map_err(|e| fs_err("lookup", e))?;
+        match st {
+            Some(st) if marker && st.is_dir() && is_marker(&st) => {
+                // An empty marked directory goes; one with objects under it loses the marker.
+                if self.nn.delete(&path, false, Some(st.file_id)).await.is_err() {
+                    let req = tarn_client::pb::SetAttributesRequest {
+                        path: path.clone(),
+                        remove_xattrs: vec![MARKER_XATTR.into()],
+                        ..Default::default()
+                    };
+                    self.nn.set_attributes(req).await.map_err(|e| fs_err("delete marker", e))?;
+                    return Ok(());
+                }
+            }
+            Some(st) if !marker && !st.is_dir() => {
+                match self.nn.delete(&path, false, Some(st.file_id)).await {
+                    Ok(_) => {}
+                    // Replaced meanwhile: the newer object stays, as if the delete came first.
+                    Err(e) if e.kind() == ErrorKind::ConditionFailed => return Ok(()),
+                    Err(e) => return Err(fs_err("delete", e)),
+                }
+            }
+            _ => {
+                self.bucket_exists(bucket).await?;
+                return Ok(()); // deleting a missing key succeeds, as on S3
+            }
+        }
+        self.prune(bucket, &path).await;
+        Ok(())
+    }
+}
+
+/// The bytes `[start, end)` of an open file as a stream of pieces, read ahead.
+fn read_stream(
+    reader: FileReader<'static>,
+    start: u64,
+    end: u64,
+) -> impl futures::Stream<Item = Result<Bytes, ClientError>> + Send + 'static {
+    let reader = Arc::new(reader);
+    futures::stream::iter((start..end).step_by(GET_PIECE_BYTES as usize))
+        .map(move |o| {
+            let reader = reader.clone();
+            async move {
+                let pieces = reader.read_at_bytes(o, GET_PIECE_BYTES.min(end - o)).await?;
+                Ok::<_, ClientError>(futures::stream::iter(pieces.into_iter().map(Ok)))
+            }
+        })
+        .buffered(GET_READ_AHEAD)
+        .try_flatten()
+}
+
+/// A stream made `Sync` (s3s needs it) by locking around each poll.
+struct SyncStream<S>(std::sync::Mutex<std::pin::Pin<Box<S>>>);
+
+impl<S: futures::Stream> futures::Stream for SyncStream<S> {
+    type Item = S::Item;
+    fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<S::Item>> {
+        self.0.lock().expect("stream lock").as_mut().poll_next(cx)
+    }
+}
+
+fn blob<S, E>(s: S) -> StreamingBlob
+where
+    S: futures::Stream<Item = Result<Bytes, E>> + Send + 'static,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    StreamingBlob::wrap(SyncStream(std::sync::Mutex::new(Box::pin(s))))
+}
+
+fn copy_source(cs: &dto::CopySource) -> S3Result<(String, String)> {
+    match cs {
+        dto::CopySource::Bucket { bucket, key, version_id } => {
+            if version_id.as_deref().is_some_and(|v| v != "null") {
+                return Err(s3_error!(NoSuchVersion, "versioning is off: only version \"null\" exists"));
+            }
+            Ok((bucket.to_string(), key.to_string()))
+        }
+        _ => Err(s3_error!(NotImplemented, "copy sources other than bucket/key")),
+    }
+}
+
+/// Parses `bytes=a-b` of UploadPartCopy.
+fn copy_range(r: Option<&str>, len: u64) -> S3Result<(u64, u64)> {
+    let Some(r) = r else { return Ok((0, len)) };
+    let bad = || s3_error!(InvalidArgument, "x-amz-copy-source-range {r:?} is not bytes=first-last");
+    let (a, b) = r.trim().strip_prefix("bytes=").and_then(|x| x.split_once('-')).ok_or_else(bad)?;
+    let (a, b): (u64, u64) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+    if a > b || b >= len {
+        return Err(s3_error!(InvalidRange, "range {r} is outside the {len}-byte source"));
+    }
+    Ok((a, b + 1))
+}
+
+#[async_trait::async_trait]
+impl S3 for TarnS3 {
+    async fn create_bucket(
+        &self,
+        req: S3Request<dto::CreateBucketInput>,
+    ) -> S3Result<S3Response<dto::CreateBucketOutput>> {
+        let bucket = req.input.bucket;
+        let path = bucket_path(&bucket);
+        if self.nn.get_file_info(&path, false).await.map_err(|e| fs_err("bucket lookup", e))?.is_some() {
+            return Err(s3_error!(BucketAlreadyOwnedByYou, "bucket {bucket:?} exists"));
+        }
+        self.nn.mkdirs(&path).await.map_err(|e| fs_err("create bucket", e))?;
+        let mut xattrs = std::collections::HashMap::new();
+        xattrs.insert(BUCKET_XATTR.to_string(), now_ms().to_string().into_bytes());
+        let req = tarn_client::pb::SetAttributesRequest { path, set_xattrs: xattrs, ..Default::default() };
+        self.nn.set_attributes(req).await.map_err(|e| fs_err("create bucket", e))?;
+        Ok(S3Response::new(dto::CreateBucketOutput { location: Some(format!("/{bucket}")) }))
+    }
+
+    async fn delete_bucket(
+        &self,
+        req: S3Request<dto::DeleteBucketInput>,
+    ) -> S3Result<S3Response<dto::DeleteBucketOutput>> {
+        let bucket = req.input.bucket;
+        self.bucket_exists(&bucket).await?;
+        match self.nn.delete(&bucket_path(&bucket), false, None).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::DirectoryNotEmpty => {
+                return Err(s3_error!(BucketNotEmpty, "bucket {bucket:?} is not empty"));
+            }
+            Err(e) => return Err(fs_err("delete bucket", e)),
+        }
+        // Uploads in progress go with the bucket.
+        let _ = self.nn.delete(&format!("{UPLOADS_DIR}/{bucket}"), true, None).await;
+        Ok(S3Response::new(dto::DeleteBucketOutput {}))
+    }
+
+    async fn head_bucket(&self, req: S3Request<dto::HeadBucketInput>) -> S3Result<S3Response<dto::HeadBucketOutput>> {
+        self.bucket_exists(&req.input.bucket).await?;
+        Ok(S3Response::new(dto::HeadBucketOutput {
+            bucket_region: req.region.map(|r| r.to_string()),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<dto::GetBucketLocationInput>,
+    ) -> S3Result<S3Response<dto::GetBucketLocationOutput>> {
+        self.bucket_exists(&req.input.bucket).await?;
+        Ok(S3Response::new(dto::GetBucketLocationOutput { location_constraint: None }))
+    }
+
+    async fn get_bucket_versioning(
+        &self,
+        req: S3Request<dto::GetBucketVersioningInput>,
+    ) -> S3Result<S3Response<dto::GetBucketVersioningOutput>> {
+        self.bucket_exists(&req.input.bucket).await?;
+        Ok(S3Response::new(dto::GetBucketVersioningOutput::default()))
+    }
+
+    async fn list_buckets(
+        &self,
+        _req: S3Request<dto::ListBucketsInput>,
+    ) -> S3Result<S3Response<dto::ListBucketsOutput>> {
+        let opts = ListOptions { collapse_directories: true, with_xattrs: true, ..Default::default() };
+        let mut buckets = Vec::new();
+        let mut after = String::new();
+        loop {
+            let (page, more) =
+                self.nn.list_tree("/", &after, 1000, &opts).await.map_err(|e| fs_err("list buckets", e))?;
+            for st in page {
+                after = st.path.clone();
+                let name = st.path.trim_matches('/');
+                if !st.is_dir() || name.starts_with('.') {
+                    continue;
+                }
+                let created = st
+                    .xattrs
+                    .get(BUCKET_XATTR)
+                    .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+                    .unwrap_or(st.mtime_ms);
+                buckets.push(dto::Bucket {
+                    name: Some(name.to_string()),
+                    creation_date: Some(ts(created)),
+                    ..Default::default()
+                });
+            }
+            if !more {
+                break;
+            }
+        }
+        Ok(S3Response::new(dto::ListBucketsOutput { buckets: Some(buckets), ..Default::default() }))
+    }
+
+    async fn put_object(&self, req: S3Request<dto::PutObjectInput>) -> S3Result<S3Response<dto::PutObjectOutput>> {
+        let headers = req.headers;
+        let trailers = req.trailing_headers;
+        let i = req.input;
+        let (path, marker) = object_path(&i.bucket, &i.key)?;
+        self.bucket_exists(&i.bucket).await?;
+        if marker {
+            // A directory marker: an empty object whose key ends in '/'.
+            let mut n = i.content_length.unwrap_or(0).max(0) as u64;
+            if let Some(mut body) = i.body {
+                while let Some(chunk) = body.next().await {
+                    n += chunk.map_err(|e| body_err(&e))?.len() as u64;
+                }
+            }
+            if n > 0 {
+                return Err(s3_error!(
+                    InvalidArgument,
+                    "keys ending in '/' are directories in Tarn and must be empty objects"
+                ));
+            }
+            self.nn.mkdirs(&path).await.map_err(|e| fs_err("create directory marker", e))?;
+            let mut xattrs = std::collections::HashMap::new();
+            xattrs.insert(MARKER_XATTR.to_string(), b"1".to_vec());
+            let req = tarn_client::pb::SetAttributesRequest { path, set_xattrs: xattrs, ..Default::default() };
+            self.nn.set_attributes(req).await.map_err(|e| fs_err("create directory marker", e))?;
+            let e = format!("{:x}", Md5::digest(b""));
+            return Ok(S3Response::new(dto::PutObjectOutput { e_tag: Some(ETag::Strong(e)), ..Default::default() }));
+        }
+        if let Some(ETagCondition::Any) = &i.if_none_match {
+            // Refuse early; the commit checks again atomically.
+            if self.nn.get_file_info(&path, false).await.map_err(|e| fs_err("lookup", e))?.is_some() {
+                return Err(s3_error!(PreconditionFailed, "If-None-Match: * and {:?} exists", i.key));
+            }
+        }
+        let want = wanted(
+            i.checksum_algorithm.as_ref(),
+            i.checksum_crc32,
+            i.checksum_crc32c,
+            i.checksum_crc64nvme,
+            i.checksum_sha1,
+            i.checksum_sha256,
+            &headers,
+        );
+        let staged = self.stage(i.body, PUT_BYTES_MAX, i.content_md5.as_deref(), want, trailers).await?;
+        let meta = ObjMeta {
+            etag: hex::encode(staged.md5),
+            content_type: i.content_type,
+            content_encoding: i.content_encoding,
+            content_disposition: i.content_disposition,
+            content_language: i.content_language,
+            cache_control: i.cache_control,
+            metadata: i.metadata.unwrap_or_default().into_iter().collect(),
+            checksums: staged.checksums.clone(),
+            parts: None,
+        };
+        let sources = [(staged.path.clone(), staged.file_id)];
+        if let Err(e) = self
+            .commit(&sources, (&i.bucket, &i.key, &path), &meta, i.if_match.as_ref(), i.if_none_match.as_ref())
+            .await
+        {
+            self.discard(&staged.path).await;
+            return Err(e);
+        }
+        let mut c = dto::Checksum::default();
+        set_checksums(&meta, &mut c);
+        Ok(S3Response::new(dto::PutObjectOutput {
+            e_tag: Some(etag(&meta)),
+            size: Some(staged.length as i64),
+            checksum_crc32: c.checksum_crc32,
+            checksum_crc32c: c.checksum_crc32c,
+            checksum_crc64nvme: c.checksum_crc64nvme,
+            checksum_sha1: c.checksum_sha1,
+            checksum_sha256: c.checksum_sha256,
+            ..Default::default()
+        }))
+    }
+
+    async fn get_object(&self, req: S3Request<dto::GetObjectInput>) -> S3Result<S3Response<dto::GetObjectOutput>> {
+        let i = req.input;
+        if i.version_id.as_deref().is_some_and(|v| v != "null") {
+            return Err(s3_error!(NoSuchVersion, "versioning is off: only version \"null\" exists"));
+        }
+        let (path, st) = self.head(&i.bucket, &i.key).await?;
+        let m = meta_of(&st);
+        check_read_conditions(
+            &m,
+            st.mtime_ms,
+            i.if_match.as_ref(),
+            i.if_none_match.as_ref(),
+            i.if_modified_since.as_ref(),
+            i.if_unmodified_since.as_ref(),
+        )?;
+        let len = if st.is_dir() { 0 } else { st.length };
+        let (range, content_range) = match &i.range {
+            Some(r) => {
+                let r = r.check(len)?;
+                let cr = format!("bytes {}-{}/{len}", r.start, r.end.saturating_sub(1));
+                (r, Some(cr))
+            }
+            None => (0..len, None),
+        };
+        let body = if range.is_empty() {
+            blob(futures::stream::empty::<Result<Bytes, ClientError>>())
+        } else {
+            let reader = FileReader::open(self.nn.clone(), &path).await.map_err(|e| fs_err("open", e))?;
+            if reader.file_id() != st.file_id {
+                return Err(s3_error!(InternalError, "the object was replaced while it was opened; retry"));
+            }
+            blob(read_stream(reader, range.start, range.end))
+        };
+        let mut c = dto::Checksum::default();
+        let full = content_range.is_none();
+        if full && i.checksum_mode.as_ref().is_some_and(|m| m.as_str() == dto::ChecksumMode::ENABLED) {
+            set_checksums(&m, &mut c);
+        }
+        Ok(S3Response::new(dto::GetObjectOutput {
+            body: Some(body),
+            content_length: Some((range.end - range.start) as i64),
+            content_range,
+            accept_ranges: Some("bytes".into()),
+            content_type: Some(m.content_type.clone().unwrap_or_else(|| "binary/octet-stream".into())),
+            content_encoding: m.content_encoding.clone(),
+            content_disposition: m.content_disposition.clone(),
+            content_language: m.content_language.clone(),
+            cache_control: m.cache_control.clone(),
+            e_tag: Some(etag(&m)),
+            last_modified: Some(ts(st.mtime_ms)),
+            metadata: (!m.metadata.is_empty()).then(|| m.metadata.clone().into_iter().collect()),
+            parts_count: m.parts.map(|p| p as i32),
+            checksum_crc32: c.checksum_crc32,
+            checksum_crc32c: c.checksum_crc32c,
+            checksum_crc64nvme: c.checksum_crc64nvme,
+            checksum_sha1: c.checksum_sha1,
+            checksum_sha256: c.checksum_sha256,
+            ..Default::default()
+        }))
+    }
+
+    async fn head_object(&self, req: S3Request<dto::HeadObjectInput>) -> S3Result<S3Response<dto::HeadObjectOutput>> {
+        let i = req.input;
+        if i.version_id.as_deref().is_some_and(|v| v != "null") {
+            return Err(s3_error!(NoSuchVersion, "versioning is off: only version \"null\" exists"));
+        }
+        let (_, st) = self.head(&i.bucket, &i.key).await?;
+        let m = meta_of(&st);
+        check_read_conditions(
+            &m,
+            st.mtime_ms,
+            i.if_match.as_ref(),
+            i.if_none_match.as_ref(),
+            i.if_modified_since.as_ref(),
+            i.if_unmodified_since.as_ref(),
+        )?;
+        let len = if st.is_dir() { 0 } else { st.length };
+        let mut c = dto::Checksum::default();
+        if i.checksum_mode.as_ref().is_some_and(|m| m.as_str() == dto::ChecksumMode::ENABLED) {
+            set_checksums(&m, &mut c);
+        }
+        Ok(S3Response::new(dto::HeadObjectOutput {
+            content_length: Some(len as i64),
+            accept_ranges: Some("bytes".into()),
+            content_type: Some(m.content_type.clone().unwrap_or_else(|| "binary/octet-stream".into())),
+            content_encoding: m.content_encoding.clone(),
+            content_disposition: m.content_disposition.clone(),
+            content_language: m.content_language.clone(),
+            cache_control: m.cache_control.clone(),
+            e_tag: Some(etag(&m)),
+            last_modified: Some(ts(st.mtime_ms)),
+            metadata: (!m.metadata.is_empty()).then(|| m.metadata.clone().into_iter().collect()),
+            parts_count: m.parts.map(|p| p as i32),
+            checksum_crc32: c.checksum_crc32,
+            checksum_crc32c: c.checksum_crc32c,
+            checksum_crc64nvme: c.checksum_crc64nvme,
+            checksum_sha1: c.checksum_sha1,
+            checksum_sha256: c.checksum_sha256,
+            ..Default::default()
+        }))
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<dto::DeleteObjectInput>,
+    ) -> S3Result<S3Response<dto::DeleteObjectOutput>> {
+        let i = req.input;
+        self.delete_key(&i.bucket, &i.key).await?;
+        Ok(S3Response::new(dto::DeleteObjectOutput::default()))
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<dto::DeleteObjectsInput>,
+    ) -> S3Result<S3Response<dto::DeleteObjectsOutput>> {
+        let i = req.input;
+        self.bucket_exists(&i.bucket).await?;
+        if i.delete.objects.len() > 1000 {
+            return Err(s3_error!(MalformedXML, "at most 1000 keys per DeleteObjects request"));
+        }
+        let quiet = i.delete.quiet.unwrap_or(false);
+        let mut deleted = Vec::new();
+        let mut errors = Vec::new();
+        for o in &i.delete.objects {
+            match self.delete_key(&i.bucket, &o.key).await {
+                Ok(()) => {
+                    if !quiet {
+                        deleted.push(dto::DeletedObject { key: Some(o.key.clone()), ..Default::default() });
+                    }
+                }
+                Err(e) => errors.push(dto::Error {
+                    key: Some(o.key.clone()),
+                    code: Some(e.code().as_str().to_string()),
+                    message: e.message().map(str::to_string),
+                    version_id: None,
+                }),
+            }
+        }
+        Ok(S3Response::new(dto::DeleteObjectsOutput {
+            deleted: Some(deleted),
+            errors: (!errors.is_empty()).then_some(errors),
+            ..Default::default()
+        }))
+    }
+
+    async fn copy_object(&self, req: S3Request<dto::CopyObjectInput>) -> S3Result<S3Response<dto::CopyObjectOutput>> {
+        let i = req.input;
+        let (src_bucket, src_key) = copy_source(&i.copy_source)?;
+        let (dst, dst_marker) = object_path(&i.bucket, &i.key)?;
+        if dst_marker {
+            return Err(s3_error!(InvalidArgument, "cannot copy onto a directory marker"));
+        }
+        self.bucket_exists(&i.bucket).await?;
+        let (src_path, src) = self.head(&src_bucket, &src_key).await?;
+        let sm = meta_of(&src);
+        check_read_conditions(
+            &sm,
+            src.mtime_ms,
+            i.copy_source_if_match.as_ref(),
+            i.copy_source_if_none_match.as_ref(),
+            i.copy_source_if_modified_since.as_ref(),
+            i.copy_source_if_unmodified_since.as_ref(),
+        )
+        .map_err(|e| if *e.code() == S3ErrorCode::NotModified { s3_error!(PreconditionFailed) } else { e })?;
+        let replace = i.metadata_directive.as_ref().is_some_and(|d| d.as_str() == dto::MetadataDirective::REPLACE);
+        if src_path == dst && !replace {
+            return Err(s3_error!(
+                InvalidRequest,
+                "copying an object onto itself needs a change: set x-amz-metadata-directive: REPLACE"
+            ));
+        }
+        let len = if src.is_dir() { 0 } else { src.length };
+        let staged = self.stage_copy(&src, &src_path, 0, len).await?;
+        let mut meta = if replace {
+            ObjMeta {
+                content_type: i.content_type,
+                content_encoding: i.content_encoding,
+                content_disposition: i.content_disposition,
+                content_language: i.content_language,
+                cache_control: i.cache_control,
+                metadata: i.metadata.unwrap_or_default().into_iter().collect(),
+                ..Default::default()
+            }
+        } else {
+            ObjMeta { checksums: BTreeMap::new(), parts: None, ..sm.clone() }
+        };
+        meta.etag = hex::encode(staged.md5);
+        meta.checksums = staged.checksums.clone();
+        let sources = [(staged.path.clone(), staged.file_id)];
+        let st = match self.commit(&sources, (&i.bucket, &i.key, &dst), &meta, None, None).await {
+            Ok(st) => st,
+            Err(e) => {
+                self.discard(&staged.path).await;
+                return Err(e);
+            }
+        };
+        Ok(S3Response::new(dto::CopyObjectOutput {
+            copy_object_result: Some(dto::CopyObjectResult {
+                e_tag: Some(etag(&meta)),
+                last_modified: Some(ts(st.mtime_ms)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects(
+        &self,
+        req: S3Request<dto::ListObjectsInput>,
+    ) -> S3Result<S3Response<dto::ListObjectsOutput>> {
+        let i = req.input;
+        self.bucket_exists(&i.bucket).await?;
+        let prefix = i.prefix.clone().unwrap_or_default();
+        let marker = i.marker.clone().unwrap_or_default();
+        let max = i.max_keys.unwrap_or(LIST_KEYS_MAX);
+        let url = i.encoding_type.as_ref().is_some_and(|e| e.as_str() == dto::EncodingType::URL);
+        let page = self.list_page(&i.bucket, &prefix, i.delimiter.as_deref(), &marker, max).await?;
+        let enc = |s: &str| if url { url_encode(s) } else { s.to_string() };
+        Ok(S3Response::new(dto::ListObjectsOutput {
+            name: Some(i.bucket.clone()),
+            prefix: Some(enc(&prefix)),
+            marker: Some(enc(&marker)),
+            max_keys: Some(max),
+            is_truncated: Some(page.truncated),
+            next_marker: page.truncated.then(|| page.last.as_deref().map(enc)).flatten(),
+            contents: Some(page.objects.iter().map(|(k, st)| self.object_entry(k, st, url)).collect()),
+            common_prefixes: Some(page.prefixes.iter().map(|p| dto::CommonPrefix { prefix: Some(enc(p)) }).collect()),
+            delimiter: i.delimiter.as_deref().map(enc),
+            encoding_type: i.encoding_type,
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<dto::ListObjectsV2Input>,
+    ) -> S3Result<S3Response<dto::ListObjectsV2Output>> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let i = req.input;
+        self.bucket_exists(&i.bucket).await?;
+        let prefix = i.prefix.clone().unwrap_or_default();
+        let max = i.max_keys.unwrap_or(LIST_KEYS_MAX);
+        let url = i.encoding_type.as_ref().is_some_and(|e| e.as_str() == dto::EncodingType::URL);
+        let after = match &i.continuation_token {
+            // Paginators resuming inside the first page send an empty token.
+            Some(t) if !t.is_empty() => {
+                let raw = b64.decode(t).map_err(|_| s3_error!(InvalidArgument, "the continuation token is invalid"))?;
+                String::from_utf8(raw).map_err(|_| s3_error!(InvalidArgument, "the continuation token is invalid"))?
+            }
+            _ => i.start_after.clone().unwrap_or_default(),
+        };
+        let page = self.list_page(&i.bucket, &prefix, i.delimiter.as_deref(), &after, max).await?;
+        let enc = |s: &str| if url { url_encode(s) } else { s.to_string() };
+        let count = (page.objects.len() + page.prefixes.len()) as i32;
+        Ok(S3Response::new(dto::ListObjectsV2Output {
+            name: Some(i.bucket.clone()),
+            prefix: Some(enc(&prefix)),
+            max_keys: Some(max),
+            key_count: Some(count),
+            continuation_token: i.continuation_token.clone(),
+            start_after: i.start_after.as_deref().map(enc),
+            is_truncated: Some(page.truncated),
+            next_continuation_token: page.truncated.then(|| page.last.as_ref().map(|l| b64.encode(l))).flatten(),
+            contents: Some(page.objects.iter().map(|(k, st)| self.object_entry(k, st, url)).collect()),
+            common_prefixes: Some(page.prefixes.iter().map(|p| dto::CommonPrefix { prefix: Some(enc(p)) }).collect()),
+            delimiter: i.delimiter.as_deref().map(enc),
+            encoding_type: i.encoding_type,
+            ..Default::default()
+        }))
+    }
+
+    async fn list_object_versions(
+        &self,
+        req: S3Request<dto::ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<dto::ListObjectVersionsOutput>> {
+        // Versioning is never on: every object is its only ("null") version.
+        let i = req.input;
+        self.bucket_exists(&i.bucket).await?;
+        let prefix = i.prefix.clone().unwrap_or_default();
+        let marker = i.key_marker.clone().unwrap_or_default();
+        let max = i.max_keys.unwrap_or(LIST_KEYS_MAX);
+        let url = i.encoding_type.as_ref().is_some_and(|e| e.as_str() == dto::EncodingType::URL);
+        let enc = |s: &str| if url { url_encode(s) } else { s.to_string() };
+        let page = self.list_page(&i.bucket, &prefix, i.delimiter.as_deref(), &marker, max).await?;
+        let versions = page
+            .objects
+            .iter()
+            .map(|(k, st)| {
+                let o = self.object_entry(k, st, url);
+                dto::ObjectVersion {
+                    key: o.key,
+                    e_tag: o.e_tag,
+                    size: o.size,
+                    last_modified: o.last_modified,
+                    is_latest: Some(true),
+                    version_id: Some("null".into()),
+                    storage_class: Some(dto::ObjectVersionStorageClass::from_static(
+                        dto::ObjectVersionStorageClass::STANDARD,
+                    )),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        Ok(S3Response::new(dto::ListObjectVersionsOutput {
+            name: Some(i.bucket.clone()),
+            prefix: Some(enc(&prefix)),
+            key_marker: Some(enc(&marker)),
+            max_keys: Some(max),
+            is_truncated: Some(page.truncated),
+            next_key_marker: page.truncated.then(|| page.last.as_deref().map(enc)).flatten(),
+            next_version_id_marker: page.truncated.then(|| "null".to_string()),
+            versions: Some(versions),
+            common_prefixes: Some(page.prefixes.iter().map(|p| dto::CommonPrefix { prefix: Some(enc(p)) }).collect()),
+            delimiter: i.delimiter.as_deref().map(enc),
+            encoding_type: i.encoding_type,
+            ..Default::default()
+        }))
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<dto::CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::CreateMultipartUploadOutput>> {
+        let i = req.input;
+        let (_, marker) = object_path(&i.bucket, &i.key)?;
+        if marker {
+            return Err(s3_error!(InvalidArgument, "keys ending in '/' are directories in Tarn and must be empty"));
+        }
+        self.bucket_exists(&i.bucket).await?;
+        let id = random_id();
+        let dir = upload_dir(&i.bucket, &id);
+        let info = UploadInfo {
+            key: i.key.clone(),
+            initiated_ms: now_ms(),
+            meta: ObjMeta {
+                content_type: i.content_type,
+                content_encoding: i.content_encoding,
+                content_disposition: i.content_disposition,
+                content_language: i.content_language,
+                cache_control: i.cache_control,
+                metadata: i.metadata.unwrap_or_default().into_iter().collect(),
+                ..Default::default()
+            },
+        };
+        self.nn.mkdirs(&dir).await.map_err(|e| fs_err("create upload", e))?;
+        let mut xattrs = std::collections::HashMap::new();
+        xattrs.insert(UPLOAD_XATTR.to_string(), serde_json::to_vec(&info).expect("serializes"));
+        let sa = tarn_client::pb::SetAttributesRequest { path: dir, set_xattrs: xattrs, ..Default::default() };
+        self.nn.set_attributes(sa).await.map_err(|e| fs_err("create upload", e))?;
+        Ok(S3Response::new(dto::CreateMultipartUploadOutput {
+            bucket: Some(i.bucket),
+            key: Some(i.key),
+            upload_id: Some(id),
+            ..Default::default()
+        }))
+    }
+
+    async fn upload_part(&self, req: S3Request<dto::UploadPartInput>) -> S3Result<S3Response<dto::UploadPartOutput>> {
+        let headers = req.headers;
+        let trailers = req.trailing_headers;
+        let i = req.input;
+        if !(1..=PARTS_MAX).contains(&i.part_number) {
+            return Err(s3_error!(InvalidArgument, "part number {} is not in 1..={PARTS_MAX}", i.part_number));
+        }
+        let (_, _) = self.upload_info(&i.bucket, &i.key, &i.upload_id).await?;
+        let want = wanted(
+            i.checksum_algorithm.as_ref(),
+            i.checksum_crc32,
+            i.checksum_crc32c,
+            i.checksum_crc64nvme,
+            i.checksum_sha1,
+            i.checksum_sha256,
+            &headers,
+        );
+        let staged = self.stage(i.body, PUT_BYTES_MAX, i.content_md5.as_deref(), want, trailers).await?;
+        self.finish_part(&i.bucket, &i.upload_id, i.part_number, staged).await.map(|(m, _)| {
+            let mut c = dto::Checksum::default();
+            set_checksums(&m, &mut c);
+            S3Response::new(dto::UploadPartOutput {
+                e_tag: Some(etag(&m)),
+                checksum_crc32: c.checksum_crc32,
+                checksum_crc32c: c.checksum_crc32c,
+                checksum_crc64nvme: c.checksum_crc64nvme,
+                checksum_sha1: c.checksum_sha1,
+                checksum_sha256: c.checksum_sha256,
+                ..Default::default()
+            })
+        })
+    }
+
+    async fn upload_part_copy(
+        &self,
+        req: S3Request<dto::UploadPartCopyInput>,
+    ) -> S3Result<S3Response<dto::UploadPartCopyOutput>> {
+        let i = req.input;
+        if !(1..=PARTS_MAX).contains(&i.part_number) {
+            return Err(s3_error!(InvalidArgument, "part number {} is not in 1..={PARTS_MAX}", i.part_number));
+        }
+        self.upload_info(&i.bucket, &i.key, &i.upload_id).await?;
+        let (src_bucket, src_key) = copy_source(&i.copy_source)?;
+        let (src_path, src) = self.head(&src_bucket, &src_key).await?;
+        check_read_conditions(
+            &meta_of(&src),
+            src.mtime_ms,
+            i.copy_source_if_match.as_ref(),
+            i.copy_source_if_none_match.as_ref(),
+            i.copy_source_if_modified_since.as_ref(),
+            i.copy_source_if_unmodified_since.as_ref(),
+        )
+        .map_err(|e| if *e.code() == S3ErrorCode::NotModified { s3_error!(PreconditionFailed) } else { e })?;
+        let (start, end) = copy_range(i.copy_source_range.as_deref(), src.length)?;
+        let staged = self.stage_copy(&src, &src_path, start, end).await?;
+        let (m, st) = self.finish_part(&i.bucket, &i.upload_id, i.part_number, staged).await?;
+        Ok(S3Response::new(dto::UploadPartCopyOutput {
+            copy_part_result: Some(dto::CopyPartResult {
+                e_tag: Some(etag(&m)),
+                last_modified: Some(ts(st.mtime_ms)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<dto::CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::CompleteMultipartUploadOutput>> {
+        let i = req.input;
+        let (path, _) = object_path(&i.bucket, &i.key)?;
+        let (dir, info) = self.upload_info(&i.bucket, &i.key, &i.upload_id).await?;
+        let asked = i.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
+        if asked.is_empty() {
+            return Err(s3_error!(MalformedXML, "CompleteMultipartUpload lists no parts"));
+        }
+        let have: BTreeMap<i32, FileStatus> = self.parts(&dir).await?.into_iter().collect();
+        let mut sources = Vec::with_capacity(asked.len());
+        let mut md5s = Vec::with_capacity(asked.len() * 16);
+        let mut prev = 0;
+        for (n, p) in asked.iter().enumerate() {
+            let num = p.part_number.unwrap_or(0);
+            if num <= prev {
+                return Err(s3_error!(InvalidPartOrder, "parts must be listed in ascending order"));
+            }
+            prev = num;
+            let st = have.get(&num).ok_or_else(|| s3_error!(InvalidPart, "part {num} was not uploaded"))?;
+            let m = meta_of(st);
+            if let Some(e) = &p.e_tag {
+                if strip_quotes(e.value()) != m.etag {
+                    return Err(s3_error!(InvalidPart, "part {num} has ETag {}, not {}", m.etag, e.value()));
+                }
+            }
+            if n + 1 < asked.len() && st.length < PART_BYTES_MIN {
+                return Err(s3_error!(
+                    EntityTooSmall,
+                    "part {num} is {} bytes; all but the last need 5 MiB",
+                    st.length
+                ));
+            }
+            md5s.extend(hex::decode(&m.etag).map_err(|_| internal("part etag", &m.etag))?);
+            sources.push((part_path(&i.bucket, &i.upload_id, num), st.file_id));
+        }
+        let mut meta = info.meta.clone();
+        meta.etag = format!("{:x}-{}", Md5::digest(&md5s), asked.len());
+        meta.parts = Some(asked.len() as u32);
+        self.commit(&sources, (&i.bucket, &i.key, &path), &meta, i.if_match.as_ref(), i.if_none_match.as_ref()).await?;
+        // Parts not listed go with the upload.
+        if let Err(e) = self.nn.delete(&dir, true, None).await {
+            tracing::warn!(%dir, error = %e, "could not remove a completed upload's directory");
+        }
+        Ok(S3Response::new(dto::CompleteMultipartUploadOutput {
+            bucket: Some(i.bucket.clone()),
+            key: Some(i.key.clone()),
+            e_tag: Some(etag(&meta)),
+            location: Some(format!("/{}/{}", i.bucket, i.key)),
+            ..Default::default()
+        }))
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<dto::AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<dto::AbortMultipartUploadOutput>> {
+        let i = req.input;
+        let (dir, _) = self.upload_info(&i.bucket, &i.key, &i.upload_id).await?;
+        self.nn.delete(&dir, true, None).await.map_err(|e| fs_err("abort upload", e))?;
+        Ok(S3Response::new(dto::AbortMultipartUploadOutput::default()))
+    }
+
+    async fn list_parts(&self, req: S3Request<dto::ListPartsInput>) -> S3Result<S3Response<dto::ListPartsOutput>> {
+        let i = req.input;
+        let (dir, _) = self.upload_info(&i.bucket, &i.key, &i.upload_id).await?;
+        let marker: i32 = i.part_number_marker.unwrap_or(0);
+        let max = i.max_parts.unwrap_or(1000).clamp(0, 1000) as usize;
+        let all: Vec<_> = self.parts(&dir).await?.into_iter().filter(|(n, _)| *n > marker).collect();
+        let truncated = all.len() > max;
+        let parts: Vec<dto::Part> = all
+            .iter()
+            .take(max)
+            .map(|(n, st)| {
+                let m = meta_of(st);
+                let mut c = dto::Checksum::default();
+                set_checksums(&m, &mut c);
+                dto::Part {
+                    part_number: Some(*n),
+                    e_tag: Some(etag(&m)),
+                    size: Some(st.length as i64),
+                    last_modified: Some(ts(st.mtime_ms)),
+                    checksum_crc32: c.checksum_crc32,
+                    checksum_crc32c: c.checksum_crc32c,
+                    checksum_crc64nvme: c.checksum_crc64nvme,
+                    checksum_sha1: c.checksum_sha1,
+                    checksum_sha256: c.checksum_sha256,
+                }
+            })
+            .collect();
+        let next = parts.last().and_then(|p| p.part_number);
+        Ok(S3Response::new(dto::ListPartsOutput {
+            bucket: Some(i.bucket),
+            key: Some(i.key),
+            upload_id: Some(i.upload_id),
+            part_number_marker: i.part_number_marker,
+            next_part_number_marker: if truncated { next } else { None },
+            max_parts: Some(max as i32),
+            is_truncated: Some(truncated),
+            parts: Some(parts),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<dto::ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<dto::ListMultipartUploadsOutput>> {
+        let i = req.input;
+        self.bucket_exists(&i.bucket).await?;
+        let prefix = i.prefix.clone().unwrap_or_default();
+        let opts = ListOptions { collapse_directories: true, with_xattrs: true, ..Default::default() };
+        let root = format!("{UPLOADS_DIR}/{}/", i.bucket);
+        let mut uploads = Vec::new();
+        let mut after = String::new();
+        loop {
+            let (page, more) = match self.nn.list_tree(&root, &after, 1000, &opts).await {
+                Ok(r) => r,
+                Err(e) if e.kind() == ErrorKind::NotFound => (Vec::new(), false),
+                Err(e) => return Err(fs_err("list uploads", e)),
+            };
+            for st in page {
+                after = st.path.clone();
+                let Some(info) = st.xattrs.get(UPLOAD_XATTR).and_then(|v| serde_json::from_slice::<UploadInfo>(v).ok())
+                else {
+                    continue;
+                };
+                if !info.key.starts_with(&prefix) {
+                    continue;
+                }
+                let id = st.path.trim_end_matches('/').rsplit('/').next().unwrap_or("").to_string();
+                uploads.push((info.key, id, info.initiated_ms));
+            }
+            if !more {
+                break;
+            }
+        }
+        uploads.sort();
+        let key_marker = i.key_marker.clone().unwrap_or_default();
+        let id_marker = i.upload_id_marker.clone().unwrap_or_default();
+        uploads.retain(|(k, id, _)| {
+            key_marker.is_empty()
+                || k.as_str() > key_marker.as_str()
+                || (*k == key_marker && id.as_str() > id_marker.as_str())
+        });
+        let max = i.max_uploads.unwrap_or(1000).clamp(0, 1000) as usize;
+        let truncated = uploads.len() > max;
+        uploads.truncate(max);
+        let last = uploads.last().cloned();
+        Ok(S3Response::new(dto::ListMultipartUploadsOutput {
+            bucket: Some(i.bucket),
+            prefix: Some(prefix),
+            key_marker: i.key_marker,
+            upload_id_marker: i.upload_id_marker,
+            max_uploads: Some(max as i32),
+            is_truncated: Some(truncated),
+            next_key_marker: if truncated { last.as_ref().map(|l| l.0.clone()) } else { None },
+            next_upload_id_marker: if truncated { last.as_ref().map(|l| l.1.clone()) } else { None },
+            uploads: Some(
+                uploads
+                    .into_iter()
+                    .map(|(key, id, at)| dto::MultipartUpload {
+                        key: Some(key),
+                        upload_id: Some(id),
+                        initiated: Some(ts(at)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }))
+    }
+}
+
+impl TarnS3 {
+    /// Makes a staged file part `n` of an upload (replacing an earlier upload of it).
+    async fn finish_part(
+        &self,
+        bucket: &str,
+        upload_id: &str,
+        n: i32,
+        staged: Staged,
+    ) -> S3Result<(ObjMeta, FileStatus)> {
+        let m = ObjMeta { etag: hex::encode(staged.md5), checksums: staged.checksums.clone(), ..Default::default() };
+        let mut o = ConcatOptions { overwrite: true, ..Default::default() };
+        o.xattrs.insert(META_XATTR.into(), encode_meta(&m));
+        let dst = part_path(bucket, upload_id, n);
+        match self.nn.concat(&[(staged.path.clone(), staged.file_id)], &dst, &o).await {
+            Ok(st) => Ok((m, st)),
+            Err(e) => {
+                self.discard(&staged.path).await;
+                Err(match e.kind() {
+                    // The upload was completed or aborted meanwhile.
+                    ErrorKind::NotFound | ErrorKind::ParentNotFound => {
+                        s3_error!(NoSuchUpload, "upload {upload_id} is gone")
+                    }
+                    _ => fs_err("store part", e),
+                })
+            }
+        }
+    }
+}
+
+/// Removes staged uploads older than `age` (left by a gateway that died mid-upload).
+pub async fn sweep_staged(nn: &NamenodeClient, age: Duration) -> usize {
+    let cutoff = now_ms().saturating_sub(age.as_millis() as u64);
+    let mut removed = 0;
+    let Ok((page, _)) = nn.list_tree(&format!("{TMP_DIR}/"), "", 10_000, &ListOptions::default()).await else {
+        return 0;
+    };
+    for st in page {
+        if st.mtime_ms < cutoff && nn.delete(&st.path, false, Some(st.file_id)).await.unwrap_or(false) {
+            removed += 1;
+        }
+    }
+    removed
+}

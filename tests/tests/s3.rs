@@ -1,0 +1,197 @@
+//! The S3 gateway driven by real clients: boto3 (tests/s3/boto3_suite.py), the aws cli,
+//! pyarrow, polars and s3fs (tests/s3/dataframe_suite.py) against an in-process cluster (one namenode, three datanodes) and a gateway serving
+//! HTTPS with a certificate the clients verify.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tarn_gateway::{AccessKey, GatewayConfig, GatewayHandle, TlsFiles};
+use tarn_tests::{block_tuning, Cluster};
+
+/// The Python with the S3 clients (scripts/setup makes it).
+fn python() -> PathBuf {
+    let venv = std::env::var("TARN_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/tarn/venv"));
+    let p = venv.join("bin/python");
+    assert!(p.is_file(), "{} is missing: run scripts/setup (it installs the S3 clients)", p.display());
+    p
+}
+
+fn self_signed(dir: &Path) -> TlsFiles {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let files = TlsFiles { cert: dir.join("gw.pem"), key: dir.join("gw-key.pem") };
+    std::fs::write(&files.cert, ck.cert.pem()).unwrap();
+    std::fs::write(&files.key, ck.signing_key.serialize_pem()).unwrap();
+    files
+}
+
+struct S3Env {
+    cl: Cluster,
+    gw: GatewayHandle,
+    key: AccessKey,
+    tls: TlsFiles,
+    dir: tempfile::TempDir,
+}
+
+async fn start() -> S3Env {
+    let mut cl = Cluster::start(1, block_tuning).await;
+    cl.start_datanodes(3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tls = self_signed(dir.path());
+    let key = AccessKey::generate();
+    let cfg = GatewayConfig {
+        listen: "127.0.0.1:0".into(),
+        namenodes: cl.addrs.clone(),
+        tls: Some(tls.clone()),
+        access_keys: vec![key.clone()],
+        ..GatewayConfig::default()
+    };
+    let gw = tarn_gateway::start(cfg).await.expect("start gateway");
+    S3Env { cl, gw, key, tls, dir }
+}
+
+/// Runs a client program with the endpoint and keys in its environment; fails the test
+/// with its output unless it exits 0 within `timeout`.
+async fn run_client(env: &S3Env, program: &Path, args: &[&str], timeout: Duration) -> String {
+    run_client_at(env, &env.gw.endpoint(), program, args, timeout).await
+}
+
+async fn run_client_at(env: &S3Env, endpoint: &str, program: &Path, args: &[&str], timeout: Duration) -> String {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .env("TARN_S3_ENDPOINT", endpoint)
+        .env("TARN_STATE", env.dir.path().join("state.json"))
+        .env("TARN_S3_ACCESS_KEY", &env.key.access_key)
+        .env("TARN_S3_SECRET_KEY", &env.key.secret_key)
+        .env("TARN_S3_CA", &env.tls.cert)
+        .env("AWS_ACCESS_KEY_ID", &env.key.access_key)
+        .env("AWS_SECRET_ACCESS_KEY", &env.key.secret_key)
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_CA_BUNDLE", &env.tls.cert)
+        // polars (object_store, rustls) trusts the certificates of this file.
+        .env("SSL_CERT_FILE", &env.tls.cert)
+        .env("TMPDIR", env.dir.path())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(timeout, cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("{} {args:?} did not finish within {timeout:?}", program.display()))
+        .expect("run the client");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{} {args:?} failed:\n{text}", program.display());
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn boto3_suite_passes() {
+    let env = start().await;
+    let out = run_client(&env, &python(), &["s3/boto3_suite.py"], Duration::from_secs(300)).await;
+    assert!(out.contains("0 failed"), "{out}");
+    env.gw.stop().await;
+    env.cl.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pyarrow_polars_and_s3fs_read_and_write_parquet() {
+    let env = start().await;
+    let out = run_client(&env, &python(), &["s3/dataframe_suite.py"], Duration::from_secs(300)).await;
+    assert!(out.contains("3 passed, 0 failed"), "{out}");
+    env.gw.stop().await;
+    env.cl.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn aws_cli_recursive_copy_sync_and_paging() {
+    let env = start().await;
+    let script = env.dir.path().join("awscli.sh");
+    std::fs::write(&script, include_str!("../s3/awscli_suite.sh")).unwrap();
+    let bash = PathBuf::from("/bin/bash");
+    let aws = python().with_file_name("aws");
+    let out =
+        run_client(&env, &bash, &[script.to_str().unwrap(), aws.to_str().unwrap()], Duration::from_secs(300)).await;
+    assert!(out.contains("awscli suite: ok"), "{out}");
+    env.gw.stop().await;
+    env.cl.shutdown().await;
+}
+
+/// A `tarn gateway` process over the in-process cluster, with `env`'s key and certificate.
+async fn spawn_gateway(env: &S3Env, dir: &Path) -> (std::process::Child, String) {
+    #[derive(serde::Serialize)]
+    struct File<'a> {
+        gateway: &'a GatewayConfig,
+    }
+    let cfg = GatewayConfig {
+        listen: "127.0.0.1:0".into(),
+        namenodes: env.cl.addrs.clone(),
+        tls: Some(env.tls.clone()),
+        access_keys: vec![env.key.clone()],
+        ..GatewayConfig::default()
+    };
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("tarn.toml"), toml::to_string(&File { gateway: &cfg }).unwrap()).unwrap();
+    tarn_tests::spawn_role("gateway", dir, "info").await
+}
+
+/// SIGKILL of a gateway process while a part streams through it: after a restart the
+/// upload completes from the parts it had, or aborts; nothing is half-visible, and the
+/// staged bytes of the killed part are swept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gateway_killed_mid_upload_leaves_a_completable_upload() {
+    let env = start().await;
+    let gw_dir = env.dir.path().join("gw");
+    let (mut child, endpoint) = spawn_gateway(&env, &gw_dir).await;
+    let python = python();
+    let mut phase1 = tokio::process::Command::new(&python);
+    phase1
+        .arg("s3/multipart_kill.py")
+        .arg("start")
+        .env("TARN_S3_ENDPOINT", &endpoint)
+        .env("TARN_S3_ACCESS_KEY", &env.key.access_key)
+        .env("TARN_S3_SECRET_KEY", &env.key.secret_key)
+        .env("TARN_S3_CA", &env.tls.cert)
+        .env("TARN_STATE", env.dir.path().join("state.json"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let phase1 = phase1.spawn().expect("start phase 1");
+    // Wait until part 3 streams into a staged file, then kill the gateway under it.
+    let nn = env.cl.client();
+    let state = env.dir.path().join("state.json");
+    let staged = tarn_tests::wait_for("part 3 staged", Duration::from_secs(120), || async {
+        // Parts 1 and 2 are done (and their staged files gone) once the state is written.
+        if !state.exists() {
+            return None;
+        }
+        let (page, _) = nn.list_tree("/.tarn/s3/tmp/", "", 100, &Default::default()).await.ok()?;
+        let open = page.into_iter().find(|st| st.writer.is_some())?;
+        let written = nn.get_blocks(&open.path, 0, 10).await.ok()?.located.len();
+        (written > 0).then_some(open.path)
+    })
+    .await;
+    child.kill().expect("SIGKILL the gateway");
+    child.wait().expect("reap the gateway");
+    let out = tokio::time::timeout(Duration::from_secs(120), phase1.wait_with_output())
+        .await
+        .expect("phase 1 ends once its gateway is gone")
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("failed as expected"), "phase 1:\n{text}");
+
+    let (mut child, endpoint) = spawn_gateway(&env, &gw_dir).await;
+    let out =
+        run_client_at(&env, &endpoint, &python, &["s3/multipart_kill.py", "finish"], Duration::from_secs(120)).await;
+    assert!(out.contains("finish: ok"), "{out}");
+    // The killed part's staged file is invisible to S3 and goes with the sweep.
+    assert!(nn.get_file_info(&staged, false).await.unwrap().is_some());
+    assert!(tarn_gateway::s3::sweep_staged(&nn, Duration::ZERO).await >= 1);
+    assert!(nn.get_file_info(&staged, false).await.unwrap().is_none());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    env.gw.stop().await;
+    env.cl.shutdown().await;
+}
