@@ -6,6 +6,7 @@
 //! it over HTTP/1.1 and HTTP/2, with TLS (rustls) unless the operator explicitly asks
 //! for plaintext.
 
+pub mod keys;
 pub mod names;
 pub mod s3;
 
@@ -95,6 +96,9 @@ pub struct GatewayConfig {
     /// Domains for virtual-host-style addressing (`bucket.DOMAIN`), with and without the
     /// port clients use. Path-style always works.
     pub domains: Vec<String>,
+    /// The cluster master key (opens the secrets of keys made by `tarn s3 keys create`);
+    /// the environment variable `TARN_MASTER_KEY` (hex) takes precedence.
+    pub master_key_file: Option<PathBuf>,
 }
 
 impl Default for GatewayConfig {
@@ -106,6 +110,7 @@ impl Default for GatewayConfig {
             insecure_dev: false,
             access_keys: Vec::new(),
             domains: Vec::new(),
+            master_key_file: None,
         }
     }
 }
@@ -130,34 +135,85 @@ impl GatewayHandle {
     }
 }
 
-struct Keys(Vec<AccessKey>);
+struct Auth(Arc<keys::KeyStore>);
 
 #[async_trait::async_trait]
-impl s3s::auth::S3Auth for Keys {
+impl s3s::auth::S3Auth for Auth {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
-        // Every key is compared, so the time taken does not tell which one matched.
-        let mut found = None;
-        for k in &self.0 {
-            if ring_eq(k.access_key.as_bytes(), access_key.as_bytes()) {
-                found = Some(k.secret_key.clone());
+        match self.0.identity(access_key).await {
+            Ok(Some(id)) => Ok(SecretKey::from(id.secret)),
+            Ok(None) => Err(s3_error!(InvalidAccessKeyId, "the access key does not exist")),
+            Err(e) => {
+                tracing::error!(error = %e, "access key lookup failed");
+                Err(s3_error!(InternalError, "access key lookup failed: {e}"))
             }
         }
-        found.map(SecretKey::from).ok_or_else(|| s3_error!(InvalidAccessKeyId, "the access key does not exist"))
     }
 }
 
-fn ring_eq(a: &[u8], b: &[u8]) -> bool {
+/// Compares without an early exit, so the time taken does not tell where they differ.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Operations that only read a bucket (a read grant suffices).
+fn is_read_op(op: &str) -> bool {
+    matches!(
+        op,
+        "GetObject"
+            | "HeadObject"
+            | "ListObjects"
+            | "ListObjectsV2"
+            | "ListObjectVersions"
+            | "HeadBucket"
+            | "GetBucketLocation"
+            | "GetBucketVersioning"
+            | "ListMultipartUploads"
+            | "ListParts"
+    )
 }
 
 /// Refuses what Tarn does not accept: SigV2 header signatures (no clock check, so they can
 /// be replayed), presigned URLs valid for more than 7 days (AWS's limit), anonymous
 /// requests. SigV2 presigned URLs (boto3's default for `generate_presigned_url`) carry
 /// their expiry and are accepted.
-struct Access;
+struct Access(Arc<keys::KeyStore>);
+
+impl Access {
+    /// May the caller read `bucket`? (copy sources)
+    async fn check_read(&self, ak: Option<&str>, bucket: &str) -> S3Result<()> {
+        let access = self.0.bucket(bucket).await.map_err(|e| s3_error!(InternalError, "grants of {bucket}: {e}"))?;
+        let Some(access) = access else { return Err(s3_error!(NoSuchBucket, "no bucket {bucket:?}")) };
+        let Some(ak) = ak else {
+            return Err(s3_error!(AccessDenied, "anonymous requests may not copy"));
+        };
+        let id = self.0.identity(ak).await.map_err(|e| s3_error!(InternalError, "{e}"))?;
+        if id.is_some_and(|i| i.admin) || access.can_read(ak) {
+            Ok(())
+        } else {
+            Err(s3_error!(AccessDenied, "access key {ak} may not read bucket {bucket:?}"))
+        }
+    }
+}
 
 #[async_trait::async_trait]
 impl s3s::access::S3Access for Access {
+    async fn copy_object(&self, req: &mut s3s::S3Request<s3s::dto::CopyObjectInput>) -> S3Result<()> {
+        if let s3s::dto::CopySource::Bucket { bucket, .. } = &req.input.copy_source {
+            let ak = req.credentials.as_ref().map(|c| c.access_key.clone());
+            self.check_read(ak.as_deref(), bucket).await?;
+        }
+        Ok(())
+    }
+
+    async fn upload_part_copy(&self, req: &mut s3s::S3Request<s3s::dto::UploadPartCopyInput>) -> S3Result<()> {
+        if let s3s::dto::CopySource::Bucket { bucket, .. } = &req.input.copy_source {
+            let ak = req.credentials.as_ref().map(|c| c.access_key.clone());
+            self.check_read(ak.as_deref(), bucket).await?;
+        }
+        Ok(())
+    }
+
     async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> S3Result<()> {
         if let Some(auth) = cx.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
             if auth.starts_with("AWS ") {
@@ -178,10 +234,58 @@ impl s3s::access::S3Access for Access {
                 }
             }
         }
-        if cx.credentials().is_none() {
-            return Err(s3_error!(AccessDenied, "anonymous access is not allowed"));
+        let op = cx.s3_op().name().to_string();
+        let bucket = cx.s3_path().get_bucket_name().map(str::to_string);
+        let ak = cx.credentials().map(|c| c.access_key.clone());
+        let id = match &ak {
+            Some(ak) => self.0.identity(ak).await.map_err(|e| s3_error!(InternalError, "{e}"))?,
+            None => None,
+        };
+        if id.as_ref().is_some_and(|i| i.admin) {
+            return Ok(());
         }
-        Ok(())
+        let Some(bucket) = bucket else {
+            // ListBuckets shows a key the buckets it may use; anonymous callers nothing.
+            return if ak.is_some() {
+                Ok(())
+            } else {
+                Err(s3_error!(AccessDenied, "anonymous requests may not list buckets"))
+            };
+        };
+        if op == "CreateBucket" {
+            return if ak.is_some() {
+                Ok(())
+            } else {
+                Err(s3_error!(AccessDenied, "anonymous requests may not create buckets"))
+            };
+        }
+        let access = self.0.bucket(&bucket).await.map_err(|e| s3_error!(InternalError, "grants of {bucket}: {e}"))?;
+        // A missing bucket: let the operation say NoSuchBucket.
+        let Some(access) = access else { return Ok(()) };
+        let read = is_read_op(&op);
+        let allowed = match &ak {
+            // A bucket anyone may read, a signed caller may read too.
+            Some(ak) => {
+                if read {
+                    access.can_read(ak) || (access.anonymous_read && op != "ListMultipartUploads" && op != "ListParts")
+                } else {
+                    access.can_write(ak)
+                }
+            }
+            None => read && access.anonymous_read && op != "ListMultipartUploads" && op != "ListParts",
+        };
+        if allowed {
+            Ok(())
+        } else {
+            match ak {
+                Some(ak) => Err(s3_error!(
+                    AccessDenied,
+                    "access key {ak} may not {} bucket {bucket:?}",
+                    if read { "read" } else { "write to" }
+                )),
+                None => Err(s3_error!(AccessDenied, "anonymous access to bucket {bucket:?} is not allowed")),
+            }
+        }
     }
 }
 
@@ -227,14 +331,30 @@ pub async fn start_on(listener: TcpListener, cfg: GatewayConfig) -> Result<Gatew
             ))
         }
     };
-    if cfg.access_keys.is_empty() {
-        return Err(GatewayError::Config("gateway.access_keys is empty: no client could sign a request".into()));
+    let master = match std::env::var("TARN_MASTER_KEY") {
+        Ok(hex) => {
+            Some(keys::MasterKey::parse(&hex).map_err(|e| GatewayError::Config(format!("TARN_MASTER_KEY: {e}")))?)
+        }
+        Err(_) => match &cfg.master_key_file {
+            Some(p) => Some(keys::MasterKey::load(p).map_err(|e| GatewayError::Config(e.to_string()))?),
+            None => None,
+        },
+    };
+    if cfg.access_keys.is_empty() && master.is_none() {
+        return Err(GatewayError::Config(
+            "no access key could be used: gateway.access_keys is empty and there is no master key to open stored keys"
+                .into(),
+        ));
+    }
+    if master.is_none() {
+        tracing::warn!("no master key: only the keys of gateway.access_keys work (not those of `tarn s3 keys create`)");
     }
     let nn = Arc::new(NamenodeClient::new(&cfg.namenodes)?);
+    let store = Arc::new(keys::KeyStore::new(nn.clone(), master, cfg.access_keys.clone()));
     let service = {
-        let mut b = s3s::service::S3ServiceBuilder::new(s3::TarnS3::new(nn.clone()));
-        b.set_auth(Keys(cfg.access_keys.clone()));
-        b.set_access(Access);
+        let mut b = s3s::service::S3ServiceBuilder::new(s3::TarnS3::new(nn.clone(), store.clone()));
+        b.set_auth(Auth(store.clone()));
+        b.set_access(Access(store));
         if !cfg.domains.is_empty() {
             let host = s3s::host::MultiDomain::new(&cfg.domains)
                 .map_err(|e| GatewayError::Config(format!("gateway.domains: {e:?}")))?;

@@ -69,11 +69,23 @@ struct UploadInfo {
 
 pub struct TarnS3 {
     nn: Arc<NamenodeClient>,
+    keys: Arc<crate::keys::KeyStore>,
 }
 
 impl TarnS3 {
-    pub fn new(nn: Arc<NamenodeClient>) -> Self {
-        TarnS3 { nn }
+    pub fn new(nn: Arc<NamenodeClient>, keys: Arc<crate::keys::KeyStore>) -> Self {
+        TarnS3 { nn, keys }
+    }
+
+    /// The caller's access key unless it is an admin's (None: an admin, sees everything;
+    /// an empty string: anonymous).
+    async fn restricted_caller(&self, creds: Option<&s3s::auth::Credentials>) -> S3Result<Option<String>> {
+        let Some(c) = creds else { return Ok(Some(String::new())) };
+        match self.keys.identity(&c.access_key).await {
+            Ok(Some(id)) if id.admin => Ok(None),
+            Ok(_) => Ok(Some(c.access_key.clone())),
+            Err(e) => Err(internal("access key lookup", e)),
+        }
     }
 }
 
@@ -684,6 +696,7 @@ impl S3 for TarnS3 {
         &self,
         req: S3Request<dto::CreateBucketInput>,
     ) -> S3Result<S3Response<dto::CreateBucketOutput>> {
+        let caller = self.restricted_caller(req.credentials.as_ref()).await?;
         let bucket = req.input.bucket;
         let path = bucket_path(&bucket);
         if self.nn.get_file_info(&path, false).await.map_err(|e| fs_err("bucket lookup", e))?.is_some() {
@@ -692,6 +705,13 @@ impl S3 for TarnS3 {
         self.nn.mkdirs(&path).await.map_err(|e| fs_err("create bucket", e))?;
         let mut xattrs = std::collections::HashMap::new();
         xattrs.insert(BUCKET_XATTR.to_string(), now_ms().to_string().into_bytes());
+        if let Some(ak) = caller.filter(|a| !a.is_empty()) {
+            // A key that is not an admin's may use the bucket it made.
+            let mut access = crate::keys::BucketAccess::default();
+            access.grants.insert(ak, "rw".into());
+            xattrs.insert(crate::keys::ACCESS_XATTR.to_string(), serde_json::to_vec(&access).expect("serializes"));
+            self.keys.forget_bucket(&bucket);
+        }
         let req = tarn_client::pb::SetAttributesRequest { path, set_xattrs: xattrs, ..Default::default() };
         self.nn.set_attributes(req).await.map_err(|e| fs_err("create bucket", e))?;
         Ok(S3Response::new(dto::CreateBucketOutput { location: Some(format!("/{bucket}")) }))
@@ -741,8 +761,9 @@ impl S3 for TarnS3 {
 
     async fn list_buckets(
         &self,
-        _req: S3Request<dto::ListBucketsInput>,
+        req: S3Request<dto::ListBucketsInput>,
     ) -> S3Result<S3Response<dto::ListBucketsOutput>> {
+        let caller = self.restricted_caller(req.credentials.as_ref()).await?;
         let opts = ListOptions { collapse_directories: true, with_xattrs: true, ..Default::default() };
         let mut buckets = Vec::new();
         let mut after = String::new();
@@ -754,6 +775,16 @@ impl S3 for TarnS3 {
                 let name = st.path.trim_matches('/');
                 if !st.is_dir() || name.starts_with('.') {
                     continue;
+                }
+                if let Some(ak) = &caller {
+                    let access = st
+                        .xattrs
+                        .get(crate::keys::ACCESS_XATTR)
+                        .and_then(|v| serde_json::from_slice::<crate::keys::BucketAccess>(v).ok())
+                        .unwrap_or_default();
+                    if !access.can_read(ak) && !access.can_write(ak) {
+                        continue;
+                    }
                 }
                 let created = st
                     .xattrs

@@ -8,6 +8,7 @@
 mod admin_cmd;
 mod config;
 mod fs_cmd;
+mod s3_cmd;
 mod transfer_cmd;
 mod up;
 
@@ -62,6 +63,10 @@ enum Command {
     Fs(fs_cmd::FsArgs),
     /// Cluster administration: group membership, snapshots, quotas.
     Admin(admin_cmd::AdminArgs),
+    /// S3 access keys and bucket grants.
+    ///
+    /// Example: `tarn s3 keys create --user etl && tarn s3 grant my-bucket TK...`
+    S3(s3_cmd::S3Args),
 }
 
 #[derive(clap::Args)]
@@ -177,6 +182,7 @@ fn main() -> ExitCode {
             Command::Init(a) => run_init(a),
             Command::Fs(a) => fs_cmd::run(a).await,
             Command::Admin(a) => admin_cmd::run(a).await,
+            Command::S3(a) => s3_cmd::run(a).await,
         }
     });
     match result {

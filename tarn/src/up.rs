@@ -81,6 +81,15 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
         cfg.gateway.access_keys = vec![tarn_gateway::AccessKey::generate()];
         changed = true;
     }
+    if cfg.gateway.master_key_file.is_none() {
+        // The cluster master key seals stored secrets (S3 keys; later block data keys).
+        let path = a.data_dir.join("keys/master.key");
+        if !path.exists() {
+            tarn_gateway::keys::MasterKey::create(&path)?;
+        }
+        cfg.gateway.master_key_file = Some(path);
+        changed = true;
+    }
     if cfg.gateway.tls.is_none() && !a.insecure_dev {
         cfg.gateway.tls = Some(ensure_gateway_tls(&a.data_dir.join("tls"))?);
         changed = true;

@@ -36,6 +36,10 @@ struct S3Env {
 }
 
 async fn start() -> S3Env {
+    start_with(|_| {}).await
+}
+
+async fn start_with(tune: impl FnOnce(&mut GatewayConfig)) -> S3Env {
     let mut cl = Cluster::start(1, block_tuning).await;
     cl.start_datanodes(3).await;
     let dir = tempfile::tempdir().unwrap();
@@ -48,6 +52,8 @@ async fn start() -> S3Env {
         access_keys: vec![key.clone()],
         ..GatewayConfig::default()
     };
+    let mut cfg = cfg;
+    tune(&mut cfg);
     let gw = tarn_gateway::start(cfg).await.expect("start gateway");
     S3Env { cl, gw, key, tls, dir }
 }
@@ -59,8 +65,20 @@ async fn run_client(env: &S3Env, program: &Path, args: &[&str], timeout: Duratio
 }
 
 async fn run_client_at(env: &S3Env, endpoint: &str, program: &Path, args: &[&str], timeout: Duration) -> String {
+    run_client_env(env, endpoint, program, args, &[], timeout).await
+}
+
+async fn run_client_env(
+    env: &S3Env,
+    endpoint: &str,
+    program: &Path,
+    args: &[&str],
+    extra: &[(&str, &str)],
+    timeout: Duration,
+) -> String {
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
+        .envs(extra.iter().copied())
         .env("TARN_S3_ENDPOINT", endpoint)
         .env("TARN_STATE", env.dir.path().join("state.json"))
         .env("TARN_S3_ACCESS_KEY", &env.key.access_key)
@@ -192,6 +210,68 @@ async fn gateway_killed_mid_upload_leaves_a_completable_upload() {
     assert!(nn.get_file_info(&staged, false).await.unwrap().is_none());
     child.kill().unwrap();
     child.wait().unwrap();
+    env.gw.stop().await;
+    env.cl.shutdown().await;
+}
+
+/// `tarn s3` with the test cluster's namenode and master key; returns its output.
+fn tarn_s3(env: &S3Env, master: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(tarn_tests::tarn_bin())
+        .arg("s3")
+        .arg("--namenode")
+        .arg(&env.cl.addrs[0])
+        .arg("--master-key-file")
+        .arg(master)
+        .args(args)
+        .output()
+        .expect("run tarn s3");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "tarn s3 {args:?}:\n{text}");
+    text
+}
+
+fn field<'a>(text: &'a str, label: &str) -> &'a str {
+    text.lines().find_map(|l| l.strip_prefix(label)).map(str::trim).unwrap_or_else(|| panic!("no {label} in {text}"))
+}
+
+/// Keys made with `tarn s3 keys create` (secrets sealed in the namespace), bucket grants,
+/// anonymous reads, and a deleted key refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keys_grants_and_anonymous_reads() {
+    let keydir = tempfile::tempdir().unwrap();
+    let master = keydir.path().join("master.key");
+    tarn_gateway::keys::MasterKey::create(&master).unwrap();
+    let m = master.clone();
+    let env = start_with(move |c| c.master_key_file = Some(m)).await;
+    let created = tarn_s3(&env, &master, &["keys", "create", "--user", "alice"]);
+    let (ak, sk) = (field(&created, "access key:").to_string(), field(&created, "secret key:").to_string());
+    // Stored sealed: the namespace holds no trace of the secret.
+    let nn = env.cl.client();
+    let st = nn.get_file_info(&format!("/.tarn/s3/keys/{ak}"), true).await.unwrap().expect("key record");
+    let stored: Vec<u8> = st.xattrs.values().flatten().copied().collect();
+    assert!(!stored.windows(sk.len()).any(|w| w == sk.as_bytes()), "the secret is stored in the clear");
+    assert!(tarn_s3(&env, &master, &["keys", "list"]).contains(&ak));
+
+    let py = python();
+    let endpoint = env.gw.endpoint();
+    let extra = [("ALICE_AK", ak.as_str()), ("ALICE_SK", sk.as_str())];
+    let run = |phase: &'static str| {
+        let (env, py, endpoint, extra) = (&env, &py, &endpoint, &extra);
+        async move {
+            let out =
+                run_client_env(env, endpoint, py, &["s3/access_suite.py", phase], extra, Duration::from_secs(120))
+                    .await;
+            assert!(out.contains(&format!("{phase}: ok")), "{out}");
+        }
+    };
+    run("setup").await;
+    tarn_s3(&env, &master, &["grant", "shared", &ak, "--read-only"]);
+    tarn_s3(&env, &master, &["anonymous-read", "shared", "on"]);
+    assert!(tarn_s3(&env, &master, &["access", "shared"]).contains("anonymous read: on"));
+    run("check").await;
+    tarn_s3(&env, &master, &["keys", "delete", &ak]);
+    assert!(!tarn_s3(&env, &master, &["keys", "list"]).contains(&ak));
+    run("revoked").await;
     env.gw.stop().await;
     env.cl.shutdown().await;
 }

@@ -1,0 +1,411 @@
+//! S3 identities: access keys kept in the replicated namespace, their secrets sealed with
+//! the cluster master key, and per-bucket grants.
+//!
+//! - A key is the file `/.tarn/s3/keys/<access key>`; its `s3.key` extended attribute
+//!   holds the user it acts as, whether it is an admin key, and the secret sealed with
+//!   AES-256-GCM under a key derived (HKDF-SHA256) from the master key, with the access
+//!   key as associated data (a sealed secret copied onto another key does not open).
+//!   Nonces are random 96-bit values, one per sealing; a secret is sealed once, when its
+//!   key is created, so a (key, nonce) pair repeats only by a 2^-96-scale collision.
+//! - A bucket's grants are the `s3.access` attribute of its directory: access key →
+//!   read / write, and whether anonymous requests may read.
+//! - Keys in the gateway's configuration (`gateway.access_keys`) are admin keys: the
+//!   bootstrap credential, like a root user.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::{Deserialize, Serialize};
+use tarn_client::blocks::FileWriter;
+use tarn_client::{CreateOptions, ErrorKind, ListOptions, NamenodeClient};
+
+pub const KEYS_DIR: &str = "/.tarn/s3/keys";
+const KEY_XATTR: &str = "s3.key";
+pub const ACCESS_XATTR: &str = "s3.access";
+/// How long a gateway trusts what it looked up (a deleted key or a revoked grant stops
+/// working within this time).
+pub const CACHE_TTL: Duration = Duration::from_secs(5);
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("master key: {0}")]
+    MasterKey(String),
+    #[error("access key {0}: the sealed secret does not open with this master key (wrong key, or tampered)")]
+    Unseal(String),
+    #[error("access key {0} does not exist")]
+    NoSuchKey(String),
+    #[error("access key {0} exists")]
+    Exists(String),
+    #[error("bucket {0} does not exist")]
+    NoSuchBucket(String),
+    #[error("stored record of {what} is corrupt: {why}")]
+    Corrupt { what: String, why: String },
+    #[error(transparent)]
+    Client(#[from] tarn_client::ClientError),
+}
+
+/// The cluster master key: 32 bytes, kept hex-encoded in a file readable by its owner
+/// only, or given in the environment (`TARN_MASTER_KEY`).
+#[derive(Clone)]
+pub struct MasterKey([u8; 32]);
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(<redacted>)")
+    }
+}
+
+impl MasterKey {
+    pub fn generate() -> MasterKey {
+        let mut k = [0u8; 32];
+        SystemRandom::new().fill(&mut k).expect("system randomness");
+        MasterKey(k)
+    }
+
+    pub fn parse(hex_text: &str) -> Result<MasterKey, KeyError> {
+        let raw =
+            hex::decode(hex_text.trim()).map_err(|_| KeyError::MasterKey("not hex (64 hex digits expected)".into()))?;
+        let k: [u8; 32] =
+            raw.try_into().map_err(|v: Vec<u8>| KeyError::MasterKey(format!("{} bytes, 32 expected", v.len())))?;
+        Ok(MasterKey(k))
+    }
+
+    /// Reads a key file, refusing one that others may read.
+    pub fn load(path: &Path) -> Result<MasterKey, KeyError> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let meta =
+            std::fs::metadata(path).map_err(|e| KeyError::MasterKey(format!("cannot read {}: {e}", path.display())))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(KeyError::MasterKey(format!(
+                "{} is readable by others (mode {:o}); chmod 600 it",
+                path.display(),
+                meta.permissions().mode() & 0o777
+            )));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| KeyError::MasterKey(format!("cannot read {}: {e}", path.display())))?;
+        MasterKey::parse(&text).map_err(|e| KeyError::MasterKey(format!("{}: {e}", path.display())))
+    }
+
+    /// Writes a new key file (mode 0600); refuses to replace one.
+    pub fn create(path: &Path) -> Result<MasterKey, KeyError> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let io = |e: std::io::Error| KeyError::MasterKey(format!("cannot create {}: {e}", path.display()));
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d).map_err(io)?;
+        }
+        let key = MasterKey::generate();
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io)?;
+        f.write_all(hex::encode(key.0).as_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        Ok(key)
+    }
+
+    fn secrets_key(&self) -> LessSafeKey {
+        let salt = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"tarn");
+        let prk = salt.extract(&self.0);
+        let okm = prk.expand(&[b"tarn s3 secret keys v1"], &aead::AES_256_GCM).expect("hkdf length");
+        let mut k = [0u8; 32];
+        okm.fill(&mut k).expect("hkdf fill");
+        LessSafeKey::new(UnboundKey::new(&aead::AES_256_GCM, &k).expect("AES-256 key"))
+    }
+
+    /// `nonce || ciphertext || tag` of `secret`, bound to `access_key`.
+    pub fn seal(&self, access_key: &str, secret: &str) -> Vec<u8> {
+        let mut nonce = [0u8; 12];
+        SystemRandom::new().fill(&mut nonce).expect("system randomness");
+        let mut buf = secret.as_bytes().to_vec();
+        self.secrets_key()
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(access_key.as_bytes()), &mut buf)
+            .expect("seal");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&buf);
+        out
+    }
+
+    pub fn open(&self, access_key: &str, sealed: &[u8]) -> Result<String, KeyError> {
+        if sealed.len() < 12 + 16 {
+            return Err(KeyError::Unseal(access_key.into()));
+        }
+        let (nonce, rest) = sealed.split_at(12);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| KeyError::Unseal(access_key.into()))?;
+        let mut buf = rest.to_vec();
+        let plain = self
+            .secrets_key()
+            .open_in_place(nonce, Aad::from(access_key.as_bytes()), &mut buf)
+            .map_err(|_| KeyError::Unseal(access_key.into()))?;
+        String::from_utf8(plain.to_vec()).map_err(|_| KeyError::Unseal(access_key.into()))
+    }
+}
+
+/// A key as stored (never with its secret in the clear).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub access_key: String,
+    pub user: String,
+    pub admin: bool,
+    pub created_ms: u64,
+    /// Base64 of the sealed secret.
+    sealed: String,
+}
+
+/// Who may do what in a bucket.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketAccess {
+    /// Access key → "r" or "rw".
+    #[serde(default)]
+    pub grants: BTreeMap<String, String>,
+    #[serde(default)]
+    pub anonymous_read: bool,
+}
+
+impl BucketAccess {
+    pub fn can_read(&self, ak: &str) -> bool {
+        self.grants.get(ak).is_some_and(|g| g.contains('r'))
+    }
+    pub fn can_write(&self, ak: &str) -> bool {
+        self.grants.get(ak).is_some_and(|g| g.contains('w'))
+    }
+}
+
+fn key_path(ak: &str) -> String {
+    format!("{KEYS_DIR}/{ak}")
+}
+
+fn check_access_key(ak: &str) -> Result<(), KeyError> {
+    if ak.len() < 3 || ak.len() > 128 || !ak.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(KeyError::NoSuchKey(ak.into()));
+    }
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Creates a key for `user` (a new random pair); returns it with its secret.
+pub async fn create_key(
+    nn: &NamenodeClient,
+    master: &MasterKey,
+    user: &str,
+    admin: bool,
+) -> Result<crate::AccessKey, KeyError> {
+    let key = crate::AccessKey::generate();
+    let rec = KeyRecord {
+        access_key: key.access_key.clone(),
+        user: user.to_string(),
+        admin,
+        created_ms: now_ms(),
+        sealed: B64.encode(master.seal(&key.access_key, &key.secret_key)),
+    };
+    let mut xattrs = BTreeMap::new();
+    xattrs.insert(KEY_XATTR.to_string(), serde_json::to_vec(&rec).expect("serializes"));
+    let opts = CreateOptions { create_parent: true, mode: 0o600, xattrs, ..Default::default() };
+    let w = FileWriter::create(nn, &key_path(&key.access_key), &opts).await.map_err(|e| match e.kind() {
+        ErrorKind::AlreadyExists => KeyError::Exists(key.access_key.clone()),
+        _ => KeyError::Client(e),
+    })?;
+    w.close().await?;
+    Ok(key)
+}
+
+pub async fn delete_key(nn: &NamenodeClient, ak: &str) -> Result<(), KeyError> {
+    check_access_key(ak)?;
+    if !nn.delete(&key_path(ak), false, None).await? {
+        return Err(KeyError::NoSuchKey(ak.into()));
+    }
+    Ok(())
+}
+
+pub async fn list_keys(nn: &NamenodeClient) -> Result<Vec<KeyRecord>, KeyError> {
+    let opts = ListOptions { with_xattrs: true, ..Default::default() };
+    let mut out = Vec::new();
+    let mut after = String::new();
+    loop {
+        let (page, more) = match nn.list_tree(&format!("{KEYS_DIR}/"), &after, 1000, &opts).await {
+            Ok(r) => r,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e.into()),
+        };
+        for st in page {
+            after = st.path.clone();
+            if let Some(v) = st.xattrs.get(KEY_XATTR) {
+                out.push(
+                    serde_json::from_slice(v)
+                        .map_err(|e| KeyError::Corrupt { what: st.path.clone(), why: e.to_string() })?,
+                );
+            }
+        }
+        if !more {
+            return Ok(out);
+        }
+    }
+}
+
+async fn get_key(nn: &NamenodeClient, ak: &str) -> Result<Option<KeyRecord>, KeyError> {
+    if check_access_key(ak).is_err() {
+        return Ok(None);
+    }
+    let Some(st) = nn.get_file_info(&key_path(ak), true).await? else { return Ok(None) };
+    let Some(v) = st.xattrs.get(KEY_XATTR) else { return Ok(None) };
+    let rec: KeyRecord =
+        serde_json::from_slice(v).map_err(|e| KeyError::Corrupt { what: key_path(ak), why: e.to_string() })?;
+    Ok(Some(rec))
+}
+
+pub async fn get_bucket_access(nn: &NamenodeClient, bucket: &str) -> Result<Option<BucketAccess>, KeyError> {
+    let Some(st) = nn.get_file_info(&format!("/{bucket}"), true).await? else { return Ok(None) };
+    if !st.is_dir() {
+        return Ok(None);
+    }
+    match st.xattrs.get(ACCESS_XATTR) {
+        Some(v) => serde_json::from_slice(v)
+            .map(Some)
+            .map_err(|e| KeyError::Corrupt { what: format!("/{bucket}"), why: e.to_string() }),
+        None => Ok(Some(BucketAccess::default())),
+    }
+}
+
+pub async fn set_bucket_access(nn: &NamenodeClient, bucket: &str, access: &BucketAccess) -> Result<(), KeyError> {
+    let path = format!("/{bucket}");
+    match nn.get_file_info(&path, false).await? {
+        Some(st) if st.is_dir() => {}
+        _ => return Err(KeyError::NoSuchBucket(bucket.into())),
+    }
+    let mut xattrs = HashMap::new();
+    xattrs.insert(ACCESS_XATTR.to_string(), serde_json::to_vec(access).expect("serializes"));
+    nn.set_attributes(tarn_client::pb::SetAttributesRequest { path, set_xattrs: xattrs, ..Default::default() }).await?;
+    Ok(())
+}
+
+/// What the gateway knows about a caller.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub access_key: String,
+    pub user: String,
+    pub admin: bool,
+    pub secret: String,
+}
+
+/// The gateway's view of keys and grants: configured admin keys, then the namespace,
+/// with answers cached for [`CACHE_TTL`].
+pub struct KeyStore {
+    nn: std::sync::Arc<NamenodeClient>,
+    master: Option<MasterKey>,
+    configured: Vec<crate::AccessKey>,
+    keys: Mutex<HashMap<String, (Instant, Option<Identity>)>>,
+    buckets: Mutex<HashMap<String, (Instant, Option<BucketAccess>)>>,
+}
+
+impl KeyStore {
+    pub fn new(
+        nn: std::sync::Arc<NamenodeClient>,
+        master: Option<MasterKey>,
+        configured: Vec<crate::AccessKey>,
+    ) -> Self {
+        KeyStore { nn, master, configured, keys: Mutex::default(), buckets: Mutex::default() }
+    }
+
+    /// The identity of `ak` (None: no such key).
+    pub async fn identity(&self, ak: &str) -> Result<Option<Identity>, KeyError> {
+        // Configured keys: every entry is compared, so timing does not tell which matched.
+        let mut found = None;
+        for k in &self.configured {
+            if crate::ct_eq(k.access_key.as_bytes(), ak.as_bytes()) {
+                found = Some(Identity {
+                    access_key: k.access_key.clone(),
+                    user: "admin".into(),
+                    admin: true,
+                    secret: k.secret_key.clone(),
+                });
+            }
+        }
+        if found.is_some() {
+            return Ok(found);
+        }
+        if let Some((at, v)) = self.keys.lock().expect("key cache").get(ak) {
+            if at.elapsed() < CACHE_TTL {
+                return Ok(v.clone());
+            }
+        }
+        let id = match get_key(&self.nn, ak).await? {
+            Some(rec) => {
+                let master = self.master.as_ref().ok_or_else(|| {
+                    KeyError::MasterKey(format!(
+                        "access key {ak} is stored sealed but this gateway has no master key (gateway.master_key_file or TARN_MASTER_KEY)"
+                    ))
+                })?;
+                let sealed = B64.decode(&rec.sealed).map_err(|_| KeyError::Unseal(ak.into()))?;
+                let secret = master.open(ak, &sealed)?;
+                Some(Identity { access_key: rec.access_key, user: rec.user, admin: rec.admin, secret })
+            }
+            None => None,
+        };
+        self.keys.lock().expect("key cache").insert(ak.to_string(), (Instant::now(), id.clone()));
+        Ok(id)
+    }
+
+    /// A bucket's grants (None: no such bucket).
+    pub async fn bucket(&self, bucket: &str) -> Result<Option<BucketAccess>, KeyError> {
+        if let Some((at, v)) = self.buckets.lock().expect("bucket cache").get(bucket) {
+            if at.elapsed() < CACHE_TTL {
+                return Ok(v.clone());
+            }
+        }
+        let v = get_bucket_access(&self.nn, bucket).await?;
+        self.buckets.lock().expect("bucket cache").insert(bucket.to_string(), (Instant::now(), v.clone()));
+        Ok(v)
+    }
+
+    /// Forgets a bucket's cached grants (after this gateway changed them).
+    pub fn forget_bucket(&self, bucket: &str) {
+        self.buckets.lock().expect("bucket cache").remove(bucket);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_secrets_open_only_with_their_master_key_and_access_key() {
+        let m = MasterKey::generate();
+        let sealed = m.seal("TKAAA", "secret-value");
+        assert!(!sealed.windows(12).any(|w| w == b"secret-value"));
+        assert_eq!(m.open("TKAAA", &sealed).unwrap(), "secret-value");
+        assert!(matches!(m.open("TKBBB", &sealed), Err(KeyError::Unseal(_))));
+        assert!(matches!(MasterKey::generate().open("TKAAA", &sealed), Err(KeyError::Unseal(_))));
+        let mut tampered = sealed.clone();
+        tampered[20] ^= 1;
+        assert!(matches!(m.open("TKAAA", &tampered), Err(KeyError::Unseal(_))));
+        // Two sealings of one secret differ (fresh nonces).
+        assert_ne!(m.seal("TKAAA", "secret-value"), sealed);
+    }
+
+    #[test]
+    fn master_key_files_must_be_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile_dir();
+        let p = dir.join("master.key");
+        let k = MasterKey::create(&p).unwrap();
+        assert_eq!(MasterKey::load(&p).unwrap().0, k.0);
+        assert!(MasterKey::create(&p).is_err(), "an existing key file was replaced");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = MasterKey::load(&p).unwrap_err().to_string();
+        assert!(e.contains("readable by others"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("tarn-keys-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+}
