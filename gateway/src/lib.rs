@@ -26,8 +26,11 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// Staged uploads older than this are removed (their gateway died mid-upload).
-const STAGED_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// Staged uploads of a gateway that died mid-upload are removed this long after they
+/// started: closed ones (lease recovered), and ones still open (a very slow client's
+/// 5 GiB upload may take hours).
+const STAGED_CLOSED_AGE: Duration = Duration::from_secs(3600);
+const STAGED_OPEN_AGE: Duration = Duration::from_secs(24 * 3600);
 const SWEEP_INTERVAL: Duration = Duration::from_secs(600);
 /// A TLS handshake or the request head must arrive within this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -373,7 +376,7 @@ pub async fn start_on(listener: TcpListener, cfg: GatewayConfig) -> Result<Gatew
 
 async fn janitor(nn: Arc<NamenodeClient>, shutdown: CancellationToken) {
     loop {
-        let n = s3::sweep_staged(&nn, STAGED_MAX_AGE).await;
+        let n = s3::sweep_staged(&nn, STAGED_CLOSED_AGE, STAGED_OPEN_AGE).await;
         if n > 0 {
             tracing::info!(removed = n, "removed abandoned staged uploads");
         }
@@ -456,7 +459,21 @@ fn with_request_id(
         let service = service.clone();
         async move {
             let id = format!("{:016X}", rand::random::<u64>());
-            let mut resp = service.call(req.map(s3s::Body::from)).await?;
+            // Browser form uploads (POST multipart/form-data) are not supported: refuse
+            // them before s3s buffers the file part, which it does before checking access.
+            let form = req.method() == http::Method::POST
+                && req
+                    .headers()
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
+            let mut resp = if form {
+                let mut e = s3_error!(NotImplemented, "browser form uploads (POST Object) are not supported");
+                e.set_request_id(id.clone());
+                e.to_http_response().map_err(|e| s3s::HttpError::new(Box::new(e)))?
+            } else {
+                service.call(req.map(s3s::Body::from)).await?
+            };
             if resp.status().is_client_error() || resp.status().is_server_error() {
                 if let Some(bytes) = resp.body().bytes() {
                     if let Ok(text) = std::str::from_utf8(&bytes) {

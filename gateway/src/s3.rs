@@ -282,6 +282,37 @@ struct Staged {
     length: u64,
     md5: [u8; 16],
     checksums: BTreeMap<String, String>,
+    guard: StageGuard,
+}
+
+/// Deletes a staged file unless it was committed: also when the request is dropped
+/// midway (the client went away), which runs no code after the await it was parked on.
+struct StageGuard {
+    nn: Arc<NamenodeClient>,
+    path: String,
+    armed: bool,
+}
+
+impl StageGuard {
+    fn committed(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for StageGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (nn, path) = (self.nn.clone(), std::mem::take(&mut self.path));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = nn.delete(&path, false, None).await {
+                    tracing::warn!(%path, error = %e, "could not remove a staged upload (the janitor will)");
+                }
+            });
+        }
+    }
 }
 
 /// Preconditions of a GET/HEAD (RFC 7232 order, as S3 applies them).
@@ -365,6 +396,7 @@ impl TarnS3 {
         let path = format!("{TMP_DIR}/{}", random_id());
         let opts = CreateOptions { create_parent: true, ..Default::default() };
         let mut w = FileWriter::create(self.nn.clone(), &path, &opts).await.map_err(|e| fs_err("stage upload", e))?;
+        let guard = StageGuard { nn: self.nn.clone(), path: path.clone(), armed: true };
         let mut md5 = Md5::new();
         let mut length = 0u64;
         let result: S3Result<()> = async {
@@ -398,24 +430,10 @@ impl TarnS3 {
             let checksums = verify_checksums(want.hasher.finalize(), &want.given, trailers.as_ref())?;
             Ok((md5, checksums))
         });
-        match verified {
-            Ok((md5, checksums)) => {
-                let st = w.close().await.map_err(|e| fs_err("finish upload", e))?;
-                Ok(Staged { path, file_id: st.file_id, length, md5, checksums })
-            }
-            Err(e) => {
-                drop(w);
-                self.discard(&path).await;
-                Err(e)
-            }
-        }
-    }
-
-    /// Removes a staged file (best effort: the janitor removes what this misses).
-    async fn discard(&self, path: &str) {
-        if let Err(e) = self.nn.delete(path, false, None).await {
-            tracing::warn!(%path, error = %e, "could not remove a staged upload");
-        }
+        // On any error the guard removes the staged file.
+        let (md5, checksums) = verified?;
+        let st = w.close().await.map_err(|e| fs_err("finish upload", e))?;
+        Ok(Staged { path, file_id: st.file_id, length, md5, checksums, guard })
     }
 
     /// Makes a staged file (or several, in order) the object at `path` with `meta`, if the
@@ -487,6 +505,22 @@ impl TarnS3 {
         let mut cursor = if after.is_empty() { String::new() } else { format!("{root}{after}") };
         // Keys grouped under the last common prefix are skipped (also across pages).
         let mut last_cp: Option<String> = delimiter.filter(|d| after.ends_with(*d)).map(|_| after.to_string());
+        // A collapsed listing skips the listed directory itself; its marker (key == prefix)
+        // is an object S3 lists first (s3a and s3fs probe directories this way).
+        if opts.collapse_directories && prefix.ends_with('/') && after < prefix {
+            let dir = format!("{root}{}", prefix.trim_end_matches('/'));
+            if let Some(st) = self.nn.get_file_info(&dir, true).await.map_err(|e| fs_err("list", e))? {
+                if st.is_dir() && is_marker(&st) {
+                    page.last = Some(prefix.to_string());
+                    page.objects.push((prefix.to_string(), st));
+                    if page.objects.len() == max {
+                        // More may follow: let the client ask (S3 may end a page early).
+                        page.truncated = true;
+                        return Ok(page);
+                    }
+                }
+            }
+        }
         loop {
             let want = (max - page.objects.len() - page.prefixes.len() + 1).min(1000) as u32;
             let (entries, more) =
@@ -860,13 +894,9 @@ impl S3 for TarnS3 {
             parts: None,
         };
         let sources = [(staged.path.clone(), staged.file_id)];
-        if let Err(e) = self
-            .commit(&sources, (&i.bucket, &i.key, &path), &meta, i.if_match.as_ref(), i.if_none_match.as_ref())
-            .await
-        {
-            self.discard(&staged.path).await;
-            return Err(e);
-        }
+        let mut staged = staged;
+        self.commit(&sources, (&i.bucket, &i.key, &path), &meta, i.if_match.as_ref(), i.if_none_match.as_ref()).await?;
+        staged.guard.committed();
         let mut c = dto::Checksum::default();
         set_checksums(&meta, &mut c);
         Ok(S3Response::new(dto::PutObjectOutput {
@@ -1070,13 +1100,9 @@ impl S3 for TarnS3 {
         meta.etag = hex::encode(staged.md5);
         meta.checksums = staged.checksums.clone();
         let sources = [(staged.path.clone(), staged.file_id)];
-        let st = match self.commit(&sources, (&i.bucket, &i.key, &dst), &meta, None, None).await {
-            Ok(st) => st,
-            Err(e) => {
-                self.discard(&staged.path).await;
-                return Err(e);
-            }
-        };
+        let mut staged = staged;
+        let st = self.commit(&sources, (&i.bucket, &i.key, &dst), &meta, None, None).await?;
+        staged.guard.committed();
         Ok(S3Response::new(dto::CopyObjectOutput {
             copy_object_result: Some(dto::CopyObjectResult {
                 e_tag: Some(etag(&meta)),
@@ -1311,11 +1337,38 @@ impl S3 for TarnS3 {
     ) -> S3Result<S3Response<dto::CompleteMultipartUploadOutput>> {
         let i = req.input;
         let (path, _) = object_path(&i.bucket, &i.key)?;
-        let (dir, info) = self.upload_info(&i.bucket, &i.key, &i.upload_id).await?;
         let asked = i.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
         if asked.is_empty() {
             return Err(s3_error!(MalformedXML, "CompleteMultipartUpload lists no parts"));
         }
+        let (dir, info) = match self.upload_info(&i.bucket, &i.key, &i.upload_id).await {
+            Ok(v) => v,
+            // A retry of a complete that committed (its answer was lost): S3 answers it
+            // again when the object is the one those parts made.
+            Err(e) if *e.code() == S3ErrorCode::NoSuchUpload => {
+                let mut md5s = Vec::new();
+                for p in &asked {
+                    match p.e_tag.as_ref().and_then(|e| hex::decode(strip_quotes(e.value())).ok()) {
+                        Some(d) => md5s.extend(d),
+                        None => return Err(e),
+                    }
+                }
+                let want = format!("{:x}-{}", Md5::digest(&md5s), asked.len());
+                return match self.head(&i.bucket, &i.key).await {
+                    Ok((_, st)) if meta_of(&st).etag == want => {
+                        Ok(S3Response::new(dto::CompleteMultipartUploadOutput {
+                            bucket: Some(i.bucket.clone()),
+                            key: Some(i.key.clone()),
+                            e_tag: Some(ETag::Strong(want)),
+                            location: Some(format!("/{}/{}", i.bucket, i.key)),
+                            ..Default::default()
+                        }))
+                    }
+                    _ => Err(e),
+                };
+            }
+            Err(e) => return Err(e),
+        };
         let have: BTreeMap<i32, FileStatus> = self.parts(&dir).await?.into_iter().collect();
         let mut sources = Vec::with_capacity(asked.len());
         let mut md5s = Vec::with_capacity(asked.len() * 16);
@@ -1494,10 +1547,13 @@ impl TarnS3 {
         let mut o = ConcatOptions { overwrite: true, ..Default::default() };
         o.xattrs.insert(META_XATTR.into(), encode_meta(&m));
         let dst = part_path(bucket, upload_id, n);
+        let mut staged = staged;
         match self.nn.concat(&[(staged.path.clone(), staged.file_id)], &dst, &o).await {
-            Ok(st) => Ok((m, st)),
+            Ok(st) => {
+                staged.guard.committed();
+                Ok((m, st))
+            }
             Err(e) => {
-                self.discard(&staged.path).await;
                 Err(match e.kind() {
                     // The upload was completed or aborted meanwhile.
                     ErrorKind::NotFound | ErrorKind::ParentNotFound => {
@@ -1510,17 +1566,27 @@ impl TarnS3 {
     }
 }
 
-/// Removes staged uploads older than `age` (left by a gateway that died mid-upload).
-pub async fn sweep_staged(nn: &NamenodeClient, age: Duration) -> usize {
-    let cutoff = now_ms().saturating_sub(age.as_millis() as u64);
+/// Removes staged uploads left behind by a gateway that died mid-upload: closed ones
+/// (their lease was recovered) older than `closed_age`, open ones older than `open_age`.
+pub async fn sweep_staged(nn: &NamenodeClient, closed_age: Duration, open_age: Duration) -> usize {
+    let now = now_ms();
     let mut removed = 0;
-    let Ok((page, _)) = nn.list_tree(&format!("{TMP_DIR}/"), "", 10_000, &ListOptions::default()).await else {
-        return 0;
-    };
-    for st in page {
-        if st.mtime_ms < cutoff && nn.delete(&st.path, false, Some(st.file_id)).await.unwrap_or(false) {
-            removed += 1;
+    let mut after = String::new();
+    loop {
+        let Ok((page, more)) = nn.list_tree(&format!("{TMP_DIR}/"), &after, 1000, &ListOptions::default()).await else {
+            return removed;
+        };
+        for st in page {
+            after = st.path.clone();
+            let age = if st.writer.is_some() { open_age } else { closed_age };
+            if st.mtime_ms <= now.saturating_sub(age.as_millis() as u64)
+                && nn.delete(&st.path, false, Some(st.file_id)).await.unwrap_or(false)
+            {
+                removed += 1;
+            }
+        }
+        if !more {
+            return removed;
         }
     }
-    removed
 }

@@ -245,7 +245,7 @@ impl<'a, K: KvRead> Namespace<'a, K> {
         } else {
             prefix.as_bytes().to_vec()
         };
-        if collapse && start_after.ends_with('/') && start_after.as_bytes() >= prefix.as_bytes() {
+        if collapse && start_after.ends_with('/') && start_after.as_bytes() > prefix.as_bytes() {
             match prefix_end(start_after.as_bytes()) {
                 Some(e) => start = e,
                 None => return Ok((Vec::new(), false)),

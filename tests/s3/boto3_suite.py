@@ -214,6 +214,15 @@ def deletes_and_directory_markers():
     r = s3.list_objects_v2(Bucket="bkt", Prefix="folder")
     assert [o["Key"] for o in r["Contents"]] == ["folder/"], r
     assert s3.get_object(Bucket="bkt", Key="folder/")["Body"].read() == b""
+    # With a delimiter, the marker of the listed prefix is listed (s3a, s3fs probe so).
+    r = s3.list_objects_v2(Bucket="bkt", Prefix="folder/", Delimiter="/", MaxKeys=1)
+    assert [o["Key"] for o in r["Contents"]] == ["folder/"], r
+    s3.put_object(Bucket="bkt", Key="folder/inner", Body=b"1")
+    r = s3.list_objects_v2(Bucket="bkt", Prefix="folder/", Delimiter="/")
+    assert [o["Key"] for o in r["Contents"]] == ["folder/", "folder/inner"], r
+    r = s3.list_objects_v2(Bucket="bkt", Prefix="folder/", Delimiter="/", StartAfter="folder/")
+    assert [o["Key"] for o in r["Contents"]] == ["folder/inner"], r
+    s3.delete_object(Bucket="bkt", Key="folder/inner")
     s3.delete_object(Bucket="bkt", Key="folder/")
     assert code_of(s3.head_object, Bucket="bkt", Key="folder/") == "404"
     for i in range(5):
@@ -268,6 +277,9 @@ def multipart_upload_complete_abort_and_listings():
     assert g["ContentType"] == "application/x-mp" and g["Metadata"] == {"m": "1"}
     assert s3.get_object(Bucket="bkt", Key="mp/obj", Range="bytes=%d-%d" % (5 * MiB - 2, 5 * MiB + 1))["Body"].read() == (parts[0] + parts[1])[5 * MiB - 2:5 * MiB + 2]
     assert code_of(s3.list_parts, Bucket="bkt", Key="mp/obj", UploadId=uid) == "NoSuchUpload"
+    # A retried complete (its first answer lost) is answered again, as S3 does.
+    r2 = s3.complete_multipart_upload(Bucket="bkt", Key="mp/obj", UploadId=uid, MultipartUpload=done)
+    assert r2["ETag"] == r["ETag"], r2
     # Abort: nothing visible, the upload is gone.
     u2 = s3.create_multipart_upload(Bucket="bkt", Key="mp/aborted")["UploadId"]
     s3.upload_part(Bucket="bkt", Key="mp/aborted", UploadId=u2, PartNumber=1, Body=b"x" * 100)
@@ -391,6 +403,23 @@ def bad_keys_and_bodies():
     r = requests.post(url, data=body, headers=dict(req.headers), verify=CA if CA else True, timeout=30)
     assert r.status_code == 400 and "<Code>MalformedXML</Code>" in r.text, (r.status_code, r.text)
     s3.abort_multipart_upload(Bucket="bkt", Key="xml", UploadId=u)
+    # Browser form uploads are refused before the body is read.
+    r = requests.post(ENDPOINT + "/bkt", files={"file": ("f", b"x" * 1000)}, data={"key": "form"},
+                      verify=CA if CA else True, timeout=30)
+    assert r.status_code == 501 and "<Code>NotImplemented</Code>" in r.text, (r.status_code, r.text)
+    # A client that goes away mid-upload leaves nothing (tests/tests/s3.rs checks that its
+    # staged bytes are removed too).
+    v4 = client(s3={"addressing_style": "path"}, signature_version="s3v4")
+    url = v4.generate_presigned_url("put_object", Params={"Bucket": "bkt", "Key": "gone"}, ExpiresIn=60)
+
+    def body():
+        yield b"x" * (2 << 20)
+        raise IOError("the client went away")
+    try:
+        requests.put(url, data=body(), headers={"Content-Length": str(10 << 20)}, verify=CA if CA else True, timeout=30)
+    except Exception:
+        pass
+    assert code_of(s3.head_object, Bucket="bkt", Key="gone") == "404"
     # Oversized request headers are refused, nothing written.
     # (The server answers 431 and closes; a client still sending may see only the close.)
     try:
