@@ -275,6 +275,29 @@ fn set_checksums(m: &ObjMeta, c: &mut dto::Checksum) {
     }
 }
 
+/// Fills what GetObject and HeadObject both say of an object (different output types with
+/// the same field names): representation headers, ETag, metadata and checksums `$c`.
+macro_rules! describe_object {
+    ($out:expr, $m:expr, $st:expr, $c:expr) => {{
+        let (m, st, c): (&ObjMeta, &FileStatus, dto::Checksum) = ($m, $st, $c);
+        $out.accept_ranges = Some("bytes".into());
+        $out.content_type = Some(m.content_type.clone().unwrap_or_else(|| "binary/octet-stream".into()));
+        $out.content_encoding = m.content_encoding.clone();
+        $out.content_disposition = m.content_disposition.clone();
+        $out.content_language = m.content_language.clone();
+        $out.cache_control = m.cache_control.clone();
+        $out.e_tag = Some(etag(m));
+        $out.last_modified = Some(ts(st.mtime_ms));
+        $out.metadata = (!m.metadata.is_empty()).then(|| m.metadata.clone().into_iter().collect());
+        $out.parts_count = m.parts.map(|p| p as i32);
+        $out.checksum_crc32 = c.checksum_crc32;
+        $out.checksum_crc32c = c.checksum_crc32c;
+        $out.checksum_crc64nvme = c.checksum_crc64nvme;
+        $out.checksum_sha1 = c.checksum_sha1;
+        $out.checksum_sha256 = c.checksum_sha256;
+    }};
+}
+
 /// What a staged upload produced.
 struct Staged {
     path: String,
@@ -949,27 +972,14 @@ impl S3 for TarnS3 {
         if full && i.checksum_mode.as_ref().is_some_and(|m| m.as_str() == dto::ChecksumMode::ENABLED) {
             set_checksums(&m, &mut c);
         }
-        Ok(S3Response::new(dto::GetObjectOutput {
+        let mut out = dto::GetObjectOutput {
             body: Some(body),
             content_length: Some((range.end - range.start) as i64),
             content_range,
-            accept_ranges: Some("bytes".into()),
-            content_type: Some(m.content_type.clone().unwrap_or_else(|| "binary/octet-stream".into())),
-            content_encoding: m.content_encoding.clone(),
-            content_disposition: m.content_disposition.clone(),
-            content_language: m.content_language.clone(),
-            cache_control: m.cache_control.clone(),
-            e_tag: Some(etag(&m)),
-            last_modified: Some(ts(st.mtime_ms)),
-            metadata: (!m.metadata.is_empty()).then(|| m.metadata.clone().into_iter().collect()),
-            parts_count: m.parts.map(|p| p as i32),
-            checksum_crc32: c.checksum_crc32,
-            checksum_crc32c: c.checksum_crc32c,
-            checksum_crc64nvme: c.checksum_crc64nvme,
-            checksum_sha1: c.checksum_sha1,
-            checksum_sha256: c.checksum_sha256,
             ..Default::default()
-        }))
+        };
+        describe_object!(out, &m, &st, c);
+        Ok(S3Response::new(out))
     }
 
     async fn head_object(&self, req: S3Request<dto::HeadObjectInput>) -> S3Result<S3Response<dto::HeadObjectOutput>> {
@@ -992,25 +1002,9 @@ impl S3 for TarnS3 {
         if i.checksum_mode.as_ref().is_some_and(|m| m.as_str() == dto::ChecksumMode::ENABLED) {
             set_checksums(&m, &mut c);
         }
-        Ok(S3Response::new(dto::HeadObjectOutput {
-            content_length: Some(len as i64),
-            accept_ranges: Some("bytes".into()),
-            content_type: Some(m.content_type.clone().unwrap_or_else(|| "binary/octet-stream".into())),
-            content_encoding: m.content_encoding.clone(),
-            content_disposition: m.content_disposition.clone(),
-            content_language: m.content_language.clone(),
-            cache_control: m.cache_control.clone(),
-            e_tag: Some(etag(&m)),
-            last_modified: Some(ts(st.mtime_ms)),
-            metadata: (!m.metadata.is_empty()).then(|| m.metadata.clone().into_iter().collect()),
-            parts_count: m.parts.map(|p| p as i32),
-            checksum_crc32: c.checksum_crc32,
-            checksum_crc32c: c.checksum_crc32c,
-            checksum_crc64nvme: c.checksum_crc64nvme,
-            checksum_sha1: c.checksum_sha1,
-            checksum_sha256: c.checksum_sha256,
-            ..Default::default()
-        }))
+        let mut out = dto::HeadObjectOutput { content_length: Some(len as i64), ..Default::default() };
+        describe_object!(out, &m, &st, c);
+        Ok(S3Response::new(out))
     }
 
     async fn delete_object(

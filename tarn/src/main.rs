@@ -264,11 +264,7 @@ async fn run_gateway(a: GatewayArgs) -> anyhow::Result<u8> {
         cfg.namenodes = v;
     }
     if a.insecure_dev {
-        eprintln!(
-            "WARNING: --insecure-dev: S3 is served over plaintext HTTP; keys and data cross the network unencrypted"
-        );
-        cfg.insecure_dev = true;
-        cfg.tls = None;
+        up::insecure_dev(&mut cfg);
     }
     let gw = tarn_gateway::start(cfg).await?;
     if let Some(f) = &a.addr_file {

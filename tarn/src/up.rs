@@ -114,11 +114,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
         gw.listen = l;
     }
     if a.insecure_dev {
-        eprintln!(
-            "WARNING: --insecure-dev: S3 is served over plaintext HTTP; keys and data cross the network unencrypted"
-        );
-        gw.tls = None;
-        gw.insecure_dev = true;
+        insecure_dev(&mut gw);
     }
     let gateway = tarn_gateway::start(gw.clone()).await.context("start the S3 gateway")?;
     println!("Tarn is up (single-process appliance).");
@@ -149,6 +145,13 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
     }
     node.shutdown().await;
     Ok(0)
+}
+
+/// `--insecure-dev`: plaintext S3, said loudly.
+pub fn insecure_dev(gw: &mut tarn_gateway::GatewayConfig) {
+    eprintln!("WARNING: --insecure-dev: S3 is served over plaintext HTTP; keys and data cross the network unencrypted");
+    gw.tls = None;
+    gw.insecure_dev = true;
 }
 
 /// Resolves on Ctrl-C, SIGTERM, or when `stop` is cancelled.
