@@ -257,6 +257,8 @@ pub struct ConcatOptions {
     pub create_parent: bool,
     pub mode: u32,
     pub xattrs: BTreeMap<String, Vec<u8>>,
+    /// A directory that must exist for the operation to happen (checked atomically).
+    pub require_dir: Option<String>,
 }
 
 /// What [`NamenodeClient::list_tree`] returns.
@@ -736,6 +738,7 @@ impl NamenodeClient {
             mode: o.mode,
             xattrs: o.xattrs.clone().into_iter().collect(),
             request_id: self.next_request_id(),
+            require_dir: o.require_dir.clone(),
         };
         Ok(status_of(rpc!(self, nn, concat, msg.clone())?.status))
     }

@@ -469,7 +469,14 @@ impl TarnS3 {
         if_match: Option<&ETagCondition>,
         if_none_match: Option<&ETagCondition>,
     ) -> S3Result<FileStatus> {
-        let mut o = ConcatOptions { create_parent: true, overwrite: true, ..Default::default() };
+        // Parents below the bucket are made as needed; the bucket itself must still exist
+        // (a DeleteBucket meanwhile is not undone).
+        let mut o = ConcatOptions {
+            create_parent: true,
+            overwrite: true,
+            require_dir: Some(bucket_path(bucket)),
+            ..Default::default()
+        };
         o.xattrs.insert(META_XATTR.into(), encode_meta(meta));
         match if_none_match {
             Some(ETagCondition::Any) => o.dst_must_be_absent = true,
@@ -487,12 +494,20 @@ impl TarnS3 {
             }
             o.dst_expected_file_id = Some(cur.file_id);
         }
-        self.nn.concat(sources, path, &o).await.map_err(|e| match e.kind() {
-            ErrorKind::ConditionFailed | ErrorKind::AlreadyExists => {
-                s3_error!(PreconditionFailed, "the object changed or exists: {e}")
-            }
-            _ => fs_err("commit", e),
-        })
+        match self.nn.concat(sources, path, &o).await {
+            Ok(st) => Ok(st),
+            Err(e) => Err(match e.kind() {
+                ErrorKind::ConditionFailed | ErrorKind::AlreadyExists => {
+                    s3_error!(PreconditionFailed, "the object changed or exists: {e}")
+                }
+                // The bucket went away meanwhile (or a staged source did).
+                ErrorKind::NotFound => match self.bucket_exists(bucket).await {
+                    Err(no_bucket) => no_bucket,
+                    Ok(_) => fs_err("commit", e),
+                },
+                _ => fs_err("commit", e),
+            }),
+        }
     }
 
     /// Copies `[start, end)` of the object at `src` into a staged file.

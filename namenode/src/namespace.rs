@@ -916,6 +916,12 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
         if op.sources.is_empty() {
             return Err(FsError::InvalidArgument("concat needs at least one source file".into()));
         }
+        if let Some(d) = &op.require_dir {
+            match self.resolve(&join(&components(d)?))? {
+                Some(f) if f.inode.is_dir() => {}
+                _ => return Err(FsError::not_found(d)),
+            }
+        }
         check_xattrs(&op.xattrs)?;
         // Every source must be a closed file that still has the expected id.
         let mut sources = Vec::with_capacity(op.sources.len());

@@ -543,6 +543,7 @@ impl Namenode for NamenodeService {
             owner,
             group,
             xattrs: r.xattrs.into_iter().collect(),
+            require_dir: r.require_dir.map(|d| Self::normalized(&d)).transpose()?,
         });
         let status = self.write_inode(rid(r.request_id), op, &dst).await?;
         Ok(Response::new(pb::StatusResponse { status: Some(status) }))

@@ -142,6 +142,10 @@ pub struct ConcatOp {
     pub owner: String,
     pub group: String,
     pub xattrs: BTreeMap<String, Vec<u8>>,
+    /// A directory that must exist (S3: the bucket), so `create_parent` never recreates
+    /// it after a concurrent delete.
+    #[serde(default)]
+    pub require_dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -513,6 +513,12 @@ async fn concat_moves_blocks_without_copying() {
         assert_eq!(e.kind(), ErrorKind::ConditionFailed, "{e}");
         assert!(c.get_file_info("/b/obj", false).await.unwrap().is_none());
 
+        // A required directory that is missing refuses it too (S3: a deleted bucket).
+        let gone = ConcatOptions { create_parent: true, require_dir: Some("/b".into()), ..Default::default() };
+        let e = c.concat(&sources, "/b/obj", &gone).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+        assert!(c.get_file_info("/b", false).await.unwrap().is_none(), "the required directory was created");
+
         let mut o = o;
         o.xattrs.insert("s3.etag".into(), b"abc-3".to_vec());
         o.dst_must_be_absent = true;
