@@ -653,11 +653,12 @@ impl TarnS3 {
         let root = bucket_path(bucket);
         let mut dir = path.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default();
         while dir.len() > root.len() && dir.starts_with(&root) {
-            match self.nn.get_file_info(&dir, true).await {
-                Ok(Some(st)) if st.is_dir() && !is_marker(&st) => {}
+            // Markers and directories with a quota (an operator's) stay.
+            let id = match self.nn.get_file_info(&dir, true).await {
+                Ok(Some(st)) if st.is_dir() && !is_marker(&st) && st.quota.is_none() => st.file_id,
                 _ => return,
-            }
-            if self.nn.delete(&dir, false, None).await.is_err() {
+            };
+            if self.nn.delete(&dir, false, Some(id)).await.is_err() {
                 return; // not empty (or already gone): stop here
             }
             dir = match dir.rsplit_once('/') {

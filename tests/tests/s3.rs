@@ -282,3 +282,46 @@ async fn keys_grants_and_anonymous_reads() {
     env.gw.stop().await;
     env.cl.shutdown().await;
 }
+
+/// Deleting the last object under a prefix removes the directories S3 made for it, but not
+/// one an operator gave a quota.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deletes_prune_empty_directories_but_not_quota_ones() {
+    let env = start().await;
+    let nn = env.cl.client();
+    let script = r#"
+import os, boto3
+s3 = boto3.client("s3", endpoint_url=os.environ["TARN_S3_ENDPOINT"], region_name="us-east-1",
+                  aws_access_key_id=os.environ["TARN_S3_ACCESS_KEY"], aws_secret_access_key=os.environ["TARN_S3_SECRET_KEY"],
+                  verify=os.environ["TARN_S3_CA"])
+s3.create_bucket(Bucket="prune")
+for k in ["plain/a/x", "limited/a/x"]:
+    s3.put_object(Bucket="prune", Key=k, Body=b"1")
+open(os.environ["TARN_STATE"], "w").write("written")
+import time
+while open(os.environ["TARN_STATE"]).read() != "go":
+    time.sleep(0.05)
+for k in ["plain/a/x", "limited/a/x"]:
+    s3.delete_object(Bucket="prune", Key=k)
+print("deleted")
+"#;
+    let state = env.dir.path().join("state.json");
+    let py = python();
+    let args = ["-c", script];
+    let client = run_client(&env, &py, &args, Duration::from_secs(120));
+    let operator = async {
+        tarn_tests::wait_for("objects written", Duration::from_secs(60), || async {
+            (std::fs::read_to_string(&state).ok()? == "written").then_some(())
+        })
+        .await;
+        nn.set_quota("/prune/limited", 1000, -1).await.unwrap();
+        std::fs::write(&state, "go").unwrap();
+    };
+    let (out, ()) = tokio::join!(client, operator);
+    assert!(out.contains("deleted"), "{out}");
+    assert!(nn.get_file_info("/prune/plain", false).await.unwrap().is_none(), "empty S3-made directories stay");
+    assert!(nn.get_file_info("/prune/limited", false).await.unwrap().is_some(), "a quota directory was removed");
+    assert!(nn.get_file_info("/prune/limited/a", false).await.unwrap().is_none());
+    env.gw.stop().await;
+    env.cl.shutdown().await;
+}
