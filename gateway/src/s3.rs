@@ -261,25 +261,29 @@ fn verify_checksums(
     Ok(out)
 }
 
-fn set_checksums(m: &ObjMeta, c: &mut dto::Checksum) {
-    for (k, v) in &m.checksums {
-        let v = Some(v.clone());
-        match k.as_str() {
-            "CRC32" => c.checksum_crc32 = v,
-            "CRC32C" => c.checksum_crc32c = v,
-            "CRC64NVME" => c.checksum_crc64nvme = v,
-            "SHA1" => c.checksum_sha1 = v,
-            "SHA256" => c.checksum_sha256 = v,
-            _ => {}
+/// Sets the `checksum_*` fields of any output type (they share the names) from what the
+/// object stored.
+macro_rules! set_checksums {
+    ($out:expr, $m:expr) => {{
+        for (k, v) in &$m.checksums {
+            let v = Some(v.clone());
+            match k.as_str() {
+                "CRC32" => $out.checksum_crc32 = v,
+                "CRC32C" => $out.checksum_crc32c = v,
+                "CRC64NVME" => $out.checksum_crc64nvme = v,
+                "SHA1" => $out.checksum_sha1 = v,
+                "SHA256" => $out.checksum_sha256 = v,
+                _ => {}
+            }
         }
-    }
+    }};
 }
 
 /// Fills what GetObject and HeadObject both say of an object (different output types with
-/// the same field names): representation headers, ETag, metadata and checksums `$c`.
+/// the same field names): representation headers, ETag, metadata and (when asked) checksums.
 macro_rules! describe_object {
-    ($out:expr, $m:expr, $st:expr, $c:expr) => {{
-        let (m, st, c): (&ObjMeta, &FileStatus, dto::Checksum) = ($m, $st, $c);
+    ($out:expr, $m:expr, $st:expr, $with_checksums:expr) => {{
+        let (m, st): (&ObjMeta, &FileStatus) = ($m, $st);
         $out.accept_ranges = Some("bytes".into());
         $out.content_type = Some(m.content_type.clone().unwrap_or_else(|| "binary/octet-stream".into()));
         $out.content_encoding = m.content_encoding.clone();
@@ -290,11 +294,9 @@ macro_rules! describe_object {
         $out.last_modified = Some(ts(st.mtime_ms));
         $out.metadata = (!m.metadata.is_empty()).then(|| m.metadata.clone().into_iter().collect());
         $out.parts_count = m.parts.map(|p| p as i32);
-        $out.checksum_crc32 = c.checksum_crc32;
-        $out.checksum_crc32c = c.checksum_crc32c;
-        $out.checksum_crc64nvme = c.checksum_crc64nvme;
-        $out.checksum_sha1 = c.checksum_sha1;
-        $out.checksum_sha256 = c.checksum_sha256;
+        if $with_checksums {
+            set_checksums!($out, m);
+        }
     }};
 }
 
@@ -338,39 +340,42 @@ impl Drop for StageGuard {
     }
 }
 
-/// Preconditions of a GET/HEAD (RFC 7232 order, as S3 applies them).
-fn check_read_conditions(
-    m: &ObjMeta,
-    mtime_ms: u64,
-    if_match: Option<&ETagCondition>,
-    if_none_match: Option<&ETagCondition>,
-    if_modified_since: Option<&Timestamp>,
-    if_unmodified_since: Option<&Timestamp>,
-) -> S3Result<()> {
-    let secs = mtime_ms / 1000;
-    let matches = |c: &ETagCondition| match c {
-        ETagCondition::Any => true,
-        ETagCondition::ETag(e) => strip_quotes(e.value()) == m.etag,
-    };
-    if let Some(c) = if_match {
-        if !matches(c) {
-            return Err(s3_error!(PreconditionFailed, "If-Match: the object's ETag is {}", m.etag));
+/// The preconditions of a read (GET/HEAD, or a copy's source).
+struct ReadConditions<'a> {
+    if_match: Option<&'a ETagCondition>,
+    if_none_match: Option<&'a ETagCondition>,
+    modified_since: Option<&'a Timestamp>,
+    unmodified_since: Option<&'a Timestamp>,
+}
+
+impl ReadConditions<'_> {
+    /// Checks them in RFC 7232's order, as S3 applies them.
+    fn check(&self, m: &ObjMeta, mtime_ms: u64) -> S3Result<()> {
+        let secs = mtime_ms / 1000;
+        let matches = |c: &ETagCondition| match c {
+            ETagCondition::Any => true,
+            ETagCondition::ETag(e) => strip_quotes(e.value()) == m.etag,
+        };
+        if let Some(c) = self.if_match {
+            if !matches(c) {
+                return Err(s3_error!(PreconditionFailed, "If-Match: the object's ETag is {}", m.etag));
+            }
+        } else if let Some(t) = self.unmodified_since {
+            if secs > ts_ms(t) / 1000 {
+                return Err(s3_error!(PreconditionFailed, "If-Unmodified-Since: the object was modified after it"));
+            }
         }
-    } else if let Some(t) = if_unmodified_since {
-        if secs > ts_ms(t) / 1000 {
-            return Err(s3_error!(PreconditionFailed, "If-Unmodified-Since: the object was modified after it"));
+        if let Some(c) = self.if_none_match {
+            if matches(c) {
+                return Err(S3Error::new(S3ErrorCode::NotModified));
+            }
+        } else if let Some(t) = self.modified_since {
+            if secs <= ts_ms(t) / 1000 {
+                return Err(S3Error::new(S3ErrorCode::NotModified));
+            }
         }
+        Ok(())
     }
-    if let Some(c) = if_none_match {
-        if matches(c) {
-            return Err(S3Error::new(S3ErrorCode::NotModified));
-        }
-    } else if let Some(t) = if_modified_since {
-        if secs <= ts_ms(t) / 1000 {
-            return Err(S3Error::new(S3ErrorCode::NotModified));
-        }
-    }
-    Ok(())
 }
 
 /// One listing page: objects (`FileStatus` with their key) and common prefixes, in S3
@@ -405,6 +410,39 @@ impl TarnS3 {
                 Err(s3_error!(NoSuchKey, "no object {key:?} in bucket {bucket:?}"))
             }
         }
+    }
+
+    /// The object a read names, if its preconditions hold: its path, status and metadata.
+    async fn read_target(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: Option<&str>,
+        conds: &ReadConditions<'_>,
+    ) -> S3Result<(String, FileStatus, ObjMeta)> {
+        if version.is_some_and(|v| v != "null") {
+            return Err(s3_error!(NoSuchVersion, "versioning is off: only version \"null\" exists"));
+        }
+        let (path, st) = self.head(bucket, key).await?;
+        let m = meta_of(&st);
+        conds.check(&m, st.mtime_ms)?;
+        Ok((path, st, m))
+    }
+
+    /// A copy's source object; a failed precondition is 412 here, never 304.
+    async fn copy_source_target(
+        &self,
+        cs: &dto::CopySource,
+        conds: &ReadConditions<'_>,
+    ) -> S3Result<(String, FileStatus, ObjMeta)> {
+        let (bucket, key) = copy_source(cs)?;
+        self.read_target(&bucket, &key, None, conds).await.map_err(|e| {
+            if *e.code() == S3ErrorCode::NotModified {
+                s3_error!(PreconditionFailed)
+            } else {
+                e
+            }
+        })
     }
 
     /// Streams `body` into a new staged file, verifying what the client sent about it.
@@ -936,35 +974,21 @@ impl S3 for TarnS3 {
         let mut staged = staged;
         self.commit(&sources, (&i.bucket, &i.key, &path), &meta, i.if_match.as_ref(), i.if_none_match.as_ref()).await?;
         staged.guard.committed();
-        let mut c = dto::Checksum::default();
-        set_checksums(&meta, &mut c);
-        Ok(S3Response::new(dto::PutObjectOutput {
-            e_tag: Some(etag(&meta)),
-            size: Some(staged.length as i64),
-            checksum_crc32: c.checksum_crc32,
-            checksum_crc32c: c.checksum_crc32c,
-            checksum_crc64nvme: c.checksum_crc64nvme,
-            checksum_sha1: c.checksum_sha1,
-            checksum_sha256: c.checksum_sha256,
-            ..Default::default()
-        }))
+        let mut out =
+            dto::PutObjectOutput { e_tag: Some(etag(&meta)), size: Some(staged.length as i64), ..Default::default() };
+        set_checksums!(out, meta);
+        Ok(S3Response::new(out))
     }
 
     async fn get_object(&self, req: S3Request<dto::GetObjectInput>) -> S3Result<S3Response<dto::GetObjectOutput>> {
         let i = req.input;
-        if i.version_id.as_deref().is_some_and(|v| v != "null") {
-            return Err(s3_error!(NoSuchVersion, "versioning is off: only version \"null\" exists"));
-        }
-        let (path, st) = self.head(&i.bucket, &i.key).await?;
-        let m = meta_of(&st);
-        check_read_conditions(
-            &m,
-            st.mtime_ms,
-            i.if_match.as_ref(),
-            i.if_none_match.as_ref(),
-            i.if_modified_since.as_ref(),
-            i.if_unmodified_since.as_ref(),
-        )?;
+        let conds = ReadConditions {
+            if_match: i.if_match.as_ref(),
+            if_none_match: i.if_none_match.as_ref(),
+            modified_since: i.if_modified_since.as_ref(),
+            unmodified_since: i.if_unmodified_since.as_ref(),
+        };
+        let (path, st, m) = self.read_target(&i.bucket, &i.key, i.version_id.as_deref(), &conds).await?;
         let len = if st.is_dir() { 0 } else { st.length };
         let (range, content_range) = match &i.range {
             Some(r) => {
@@ -983,43 +1007,31 @@ impl S3 for TarnS3 {
             }
             blob(read_stream(reader, range.start, range.end))
         };
-        let mut c = dto::Checksum::default();
-        let full = content_range.is_none();
-        if full && i.checksum_mode.as_ref().is_some_and(|m| m.as_str() == dto::ChecksumMode::ENABLED) {
-            set_checksums(&m, &mut c);
-        }
+        let checksums = content_range.is_none()
+            && i.checksum_mode.as_ref().is_some_and(|m| m.as_str() == dto::ChecksumMode::ENABLED);
         let mut out = dto::GetObjectOutput {
             body: Some(body),
             content_length: Some((range.end - range.start) as i64),
             content_range,
             ..Default::default()
         };
-        describe_object!(out, &m, &st, c);
+        describe_object!(out, &m, &st, checksums);
         Ok(S3Response::new(out))
     }
 
     async fn head_object(&self, req: S3Request<dto::HeadObjectInput>) -> S3Result<S3Response<dto::HeadObjectOutput>> {
         let i = req.input;
-        if i.version_id.as_deref().is_some_and(|v| v != "null") {
-            return Err(s3_error!(NoSuchVersion, "versioning is off: only version \"null\" exists"));
-        }
-        let (_, st) = self.head(&i.bucket, &i.key).await?;
-        let m = meta_of(&st);
-        check_read_conditions(
-            &m,
-            st.mtime_ms,
-            i.if_match.as_ref(),
-            i.if_none_match.as_ref(),
-            i.if_modified_since.as_ref(),
-            i.if_unmodified_since.as_ref(),
-        )?;
+        let conds = ReadConditions {
+            if_match: i.if_match.as_ref(),
+            if_none_match: i.if_none_match.as_ref(),
+            modified_since: i.if_modified_since.as_ref(),
+            unmodified_since: i.if_unmodified_since.as_ref(),
+        };
+        let (_, st, m) = self.read_target(&i.bucket, &i.key, i.version_id.as_deref(), &conds).await?;
         let len = if st.is_dir() { 0 } else { st.length };
-        let mut c = dto::Checksum::default();
-        if i.checksum_mode.as_ref().is_some_and(|m| m.as_str() == dto::ChecksumMode::ENABLED) {
-            set_checksums(&m, &mut c);
-        }
         let mut out = dto::HeadObjectOutput { content_length: Some(len as i64), ..Default::default() };
-        describe_object!(out, &m, &st, c);
+        let checksums = i.checksum_mode.as_ref().is_some_and(|m| m.as_str() == dto::ChecksumMode::ENABLED);
+        describe_object!(out, &m, &st, checksums);
         Ok(S3Response::new(out))
     }
 
@@ -1068,23 +1080,18 @@ impl S3 for TarnS3 {
 
     async fn copy_object(&self, req: S3Request<dto::CopyObjectInput>) -> S3Result<S3Response<dto::CopyObjectOutput>> {
         let i = req.input;
-        let (src_bucket, src_key) = copy_source(&i.copy_source)?;
         let (dst, dst_marker) = object_path(&i.bucket, &i.key)?;
         if dst_marker {
             return Err(s3_error!(InvalidArgument, "cannot copy onto a directory marker"));
         }
         self.bucket_exists(&i.bucket).await?;
-        let (src_path, src) = self.head(&src_bucket, &src_key).await?;
-        let sm = meta_of(&src);
-        check_read_conditions(
-            &sm,
-            src.mtime_ms,
-            i.copy_source_if_match.as_ref(),
-            i.copy_source_if_none_match.as_ref(),
-            i.copy_source_if_modified_since.as_ref(),
-            i.copy_source_if_unmodified_since.as_ref(),
-        )
-        .map_err(|e| if *e.code() == S3ErrorCode::NotModified { s3_error!(PreconditionFailed) } else { e })?;
+        let conds = ReadConditions {
+            if_match: i.copy_source_if_match.as_ref(),
+            if_none_match: i.copy_source_if_none_match.as_ref(),
+            modified_since: i.copy_source_if_modified_since.as_ref(),
+            unmodified_since: i.copy_source_if_unmodified_since.as_ref(),
+        };
+        let (src_path, src, sm) = self.copy_source_target(&i.copy_source, &conds).await?;
         let replace = i.metadata_directive.as_ref().is_some_and(|d| d.as_str() == dto::MetadataDirective::REPLACE);
         if src_path == dst && !replace {
             return Err(s3_error!(
@@ -1293,19 +1300,10 @@ impl S3 for TarnS3 {
             &headers,
         );
         let staged = self.stage(i.body, PUT_BYTES_MAX, i.content_md5.as_deref(), want, trailers).await?;
-        self.finish_part(&i.bucket, &i.upload_id, i.part_number, staged).await.map(|(m, _)| {
-            let mut c = dto::Checksum::default();
-            set_checksums(&m, &mut c);
-            S3Response::new(dto::UploadPartOutput {
-                e_tag: Some(etag(&m)),
-                checksum_crc32: c.checksum_crc32,
-                checksum_crc32c: c.checksum_crc32c,
-                checksum_crc64nvme: c.checksum_crc64nvme,
-                checksum_sha1: c.checksum_sha1,
-                checksum_sha256: c.checksum_sha256,
-                ..Default::default()
-            })
-        })
+        let (m, _) = self.finish_part(&i.bucket, &i.upload_id, i.part_number, staged).await?;
+        let mut out = dto::UploadPartOutput { e_tag: Some(etag(&m)), ..Default::default() };
+        set_checksums!(out, m);
+        Ok(S3Response::new(out))
     }
 
     async fn upload_part_copy(
@@ -1317,17 +1315,13 @@ impl S3 for TarnS3 {
             return Err(s3_error!(InvalidArgument, "part number {} is not in 1..={PARTS_MAX}", i.part_number));
         }
         self.upload_info(&i.bucket, &i.key, &i.upload_id).await?;
-        let (src_bucket, src_key) = copy_source(&i.copy_source)?;
-        let (src_path, src) = self.head(&src_bucket, &src_key).await?;
-        check_read_conditions(
-            &meta_of(&src),
-            src.mtime_ms,
-            i.copy_source_if_match.as_ref(),
-            i.copy_source_if_none_match.as_ref(),
-            i.copy_source_if_modified_since.as_ref(),
-            i.copy_source_if_unmodified_since.as_ref(),
-        )
-        .map_err(|e| if *e.code() == S3ErrorCode::NotModified { s3_error!(PreconditionFailed) } else { e })?;
+        let conds = ReadConditions {
+            if_match: i.copy_source_if_match.as_ref(),
+            if_none_match: i.copy_source_if_none_match.as_ref(),
+            modified_since: i.copy_source_if_modified_since.as_ref(),
+            unmodified_since: i.copy_source_if_unmodified_since.as_ref(),
+        };
+        let (src_path, src, _) = self.copy_source_target(&i.copy_source, &conds).await?;
         let (start, end) = copy_range(i.copy_source_range.as_deref(), src.length)?;
         let staged = self.stage_copy(&src, &src_path, start, end).await?;
         let (m, st) = self.finish_part(&i.bucket, &i.upload_id, i.part_number, staged).await?;
@@ -1445,19 +1439,15 @@ impl S3 for TarnS3 {
             .take(max)
             .map(|(n, st)| {
                 let m = meta_of(st);
-                let mut c = dto::Checksum::default();
-                set_checksums(&m, &mut c);
-                dto::Part {
+                let mut part = dto::Part {
                     part_number: Some(*n),
                     e_tag: Some(etag(&m)),
                     size: Some(st.length as i64),
                     last_modified: Some(ts(st.mtime_ms)),
-                    checksum_crc32: c.checksum_crc32,
-                    checksum_crc32c: c.checksum_crc32c,
-                    checksum_crc64nvme: c.checksum_crc64nvme,
-                    checksum_sha1: c.checksum_sha1,
-                    checksum_sha256: c.checksum_sha256,
-                }
+                    ..Default::default()
+                };
+                set_checksums!(part, m);
+                part
             })
             .collect();
         let next = parts.last().and_then(|p| p.part_number);

@@ -33,6 +33,14 @@ pub const BLOCK_SIZE_MAX: u64 = 1 << 40;
 pub type SubtreeRow = (Vec<u8>, u64, Kind);
 type PageFn<'f> = dyn FnMut(&[SubtreeRow]) -> Result<(), FsError> + 'f;
 
+/// What may happen to an existing destination (rename, concat).
+#[derive(Debug, Clone, Copy)]
+struct DstRule {
+    overwrite: bool,
+    must_be_absent: bool,
+    expected_file_id: Option<u64>,
+}
+
 /// A file or directory found by path: its normalized path and inode.
 #[derive(Debug, Clone)]
 pub struct Found {
@@ -879,7 +887,12 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
                 }
                 return Ok(OpOutput::Inode(Box::new(inode)));
             }
-            self.clear_rename_target(op, &dst, &inode, &existing)?;
+            let rule = DstRule {
+                overwrite: op.overwrite,
+                must_be_absent: op.dst_must_be_absent,
+                expected_file_id: op.dst_expected_file_id,
+            };
+            self.clear_target(rule, &dst, inode.is_dir(), &existing)?;
         } else if let Some(e) = op.dst_expected_file_id {
             return Err(FsError::condition(&dst, format!("file id {e}"), "no file"));
         }
@@ -952,28 +965,12 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
         };
         match self.lookup(parent.id, name)? {
             Some(id) => {
-                let existing = self.inode(id)?;
-                if op.dst_must_be_absent {
-                    return Err(FsError::condition(&dst, "no file", format!("file id {}", existing.id)));
-                }
-                if let Some(e) = op.dst_expected_file_id {
-                    if e != existing.id {
-                        return Err(FsError::condition(
-                            &dst,
-                            format!("file id {e}"),
-                            format!("file id {}", existing.id),
-                        ));
-                    }
-                } else if !op.overwrite {
-                    return Err(FsError::AlreadyExists { path: dst });
-                }
-                if existing.is_dir() {
-                    return Err(FsError::IsADirectory { path: dst });
-                }
-                if let Some(h) = &existing.writer {
-                    return Err(FsError::LeaseConflict { path: dst, holder: h.clone() });
-                }
-                self.remove_file(&dst, &existing)?;
+                let rule = DstRule {
+                    overwrite: op.overwrite,
+                    must_be_absent: op.dst_must_be_absent,
+                    expected_file_id: op.dst_expected_file_id,
+                };
+                self.clear_target(rule, &dst, false, &self.inode(id)?)?;
             }
             None => {
                 if let Some(e) = op.dst_expected_file_id {
@@ -1035,19 +1032,20 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
         Ok(OpOutput::Inode(Box::new(file)))
     }
 
-    /// Checks the rename's conditions on an existing destination and removes it if allowed.
-    fn clear_rename_target(&self, op: &RenameOp, dst: &str, src: &Inode, existing: &Inode) -> Result<(), FsError> {
-        if op.dst_must_be_absent {
+    /// Checks the conditions on an existing destination (of a rename or concat) and removes
+    /// it if allowed; `src_is_dir`: what takes its place is a directory.
+    fn clear_target(&self, rule: DstRule, dst: &str, src_is_dir: bool, existing: &Inode) -> Result<(), FsError> {
+        if rule.must_be_absent {
             return Err(FsError::condition(dst, "no file", format!("file id {}", existing.id)));
         }
-        if let Some(e) = op.dst_expected_file_id {
+        if let Some(e) = rule.expected_file_id {
             if e != existing.id {
                 return Err(FsError::condition(dst, format!("file id {e}"), format!("file id {}", existing.id)));
             }
-        } else if !op.overwrite {
+        } else if !rule.overwrite {
             return Err(FsError::AlreadyExists { path: dst.to_string() });
         }
-        match (src.is_dir(), existing.is_dir()) {
+        match (src_is_dir, existing.is_dir()) {
             (false, true) => return Err(FsError::IsADirectory { path: dst.to_string() }),
             (true, false) => return Err(FsError::NotADirectory { path: dst.to_string() }),
             _ => {}
