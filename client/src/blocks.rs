@@ -31,7 +31,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::Streaming;
 
-use crate::{ClientError, CreateOptions, FileStatus, NamenodeClient, Result};
+use crate::{ClientError, CreateOptions, FileStatus, NamenodeClient, Result, Transport};
 
 /// Data bytes per write packet.
 pub const PACKET_BYTES: usize = 1 << 20;
@@ -42,34 +42,22 @@ const DATANODE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest block data message accepted from a datanode.
 const READ_MESSAGE_BYTES_MAX: usize = 8 << 20;
 
-fn data_channel(addr: &str) -> std::result::Result<Channel, String> {
-    let e = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).map_err(|e| e.to_string())?;
+fn data_endpoint(addr: &str) -> std::result::Result<tonic::transport::Endpoint, String> {
+    let e = Transport::endpoint(addr).map_err(|e| e.to_string())?;
     // Large HTTP/2 windows: h2's default 64 KiB would cap a block stream at one window per
     // round trip.
     Ok(e.connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .initial_stream_window_size(8 << 20)
         .initial_connection_window_size(32 << 20)
-        .max_frame_size(1 << 20)
-        .connect_lazy())
+        .max_frame_size(1 << 20))
 }
 
-/// One channel per datanode for the whole process: a read or a pipeline reuses the
-/// connection (and its HTTP/2 windows) instead of dialing again.
-fn cached_channel(addr: &str) -> std::result::Result<Channel, String> {
-    static CHANNELS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, Channel>>> =
-        std::sync::OnceLock::new();
-    let mut m = CHANNELS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(c) = m.get(addr) {
-        return Ok(c.clone());
-    }
-    let c = data_channel(addr)?;
-    m.insert(addr.to_string(), c.clone());
-    Ok(c)
-}
-
-fn transfer_client(addr: &str) -> std::result::Result<DataTransferClient<Channel>, String> {
-    Ok(DataTransferClient::new(cached_channel(addr)?)
+/// A block transfer client of the datanode at `addr`, on the transport's one channel per
+/// datanode: a read or a pipeline reuses the connection (and its HTTP/2 windows).
+fn transfer_client(transport: &Transport, addr: &str) -> std::result::Result<DataTransferClient<Channel>, String> {
+    let ch = transport.cached_channel(&format!("datanode {addr}"), || data_endpoint(addr))?;
+    Ok(DataTransferClient::new(ch)
         .max_decoding_message_size(READ_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(READ_MESSAGE_BYTES_MAX))
 }
@@ -124,9 +112,10 @@ impl Pipeline {
         start: u64,
         expected_bytes: u64,
         client: &str,
+        transport: &Transport,
     ) -> std::result::Result<Pipeline, PipelineFailure> {
         let first = targets.first().ok_or_else(|| PipelineFailure { failed: None, message: "no datanodes".into() })?;
-        let mut dn = transfer_client(&first.addr).map_err(|e| PipelineFailure::at(0, e))?;
+        let mut dn = transfer_client(transport, &first.addr).map_err(|e| PipelineFailure::at(0, e))?;
         let (tx, rx) = mpsc::channel(WINDOW_PACKETS + 1);
         let header = dpb::WriteHeader {
             block: Some(block),
@@ -333,7 +322,8 @@ impl<'a> FileWriter<'a> {
         self.last_block_length = Some(0);
         let eb = extended(&block);
         let client = self.nn.client_name().to_string();
-        match Pipeline::open(eb, targets.clone(), dpb::WriteStage::Create, 0, self.block_size, &client).await {
+        let t = self.nn.transport();
+        match Pipeline::open(eb, targets.clone(), dpb::WriteStage::Create, 0, self.block_size, &client, t).await {
             Ok(pipeline) => self.current = Some(OpenBlock { block, pipeline }),
             Err(f) => {
                 // Carry on with the nodes that did answer.
@@ -368,7 +358,8 @@ impl<'a> FileWriter<'a> {
             let eb = extended(&updated);
             let stage = dpb::WriteStage::Recover;
             let client = self.nn.client_name();
-            let mut p = match Pipeline::open(eb, nodes.clone(), stage, from, self.block_size, client).await {
+            let t = self.nn.transport();
+            let mut p = match Pipeline::open(eb, nodes.clone(), stage, from, self.block_size, client, t).await {
                 Ok(p) => p,
                 Err(f) => {
                     tracing::warn!(block_id = block.block_id, error = %f.message, "pipeline recovery failed; retrying");
@@ -517,12 +508,13 @@ async fn report_bad(nn: &NamenodeClient, node: &dpb::DatanodeLocation, block: &d
 /// Reads `[offset, offset + len)` of one replica, verifying every piece; returns the
 /// pieces as they arrived (no copy).
 async fn read_replica(
+    transport: &Transport,
     node: &dpb::DatanodeLocation,
     block: &dpb::ExtendedBlock,
     offset: u64,
     len: u64,
 ) -> std::result::Result<Vec<Bytes>, (bool, String)> {
-    let mut dn = transfer_client(&node.addr).map_err(|e| (false, e))?;
+    let mut dn = transfer_client(transport, &node.addr).map_err(|e| (false, e))?;
     let req = dpb::ReadBlockRequest { block: Some(*block), offset, length: len };
     let call = tokio::time::timeout(DATANODE_TIMEOUT, dn.read_block(req));
     let mut stream = match call.await {
@@ -659,7 +651,7 @@ impl<'a> FileReader<'a> {
         let eb = extended(b);
         let mut tried = Vec::new();
         for node in &lb.locations {
-            match read_replica(node, &eb, offset, len).await {
+            match read_replica(self.nn.transport(), node, &eb, offset, len).await {
                 Ok(data) => return Ok(data),
                 Err((corrupt, why)) => {
                     tracing::warn!(block_id = b.block_id, datanode = %node.addr, error = %why, "replica read failed; trying the next");

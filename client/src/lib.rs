@@ -23,6 +23,7 @@ pub use tarn_proto::datanode as dpb;
 pub use tarn_proto::namenode as pb;
 use tarn_proto::namenode::namenode_admin_client::NamenodeAdminClient;
 use tarn_proto::namenode::namenode_client::NamenodeClient as RawClient;
+pub use tarn_security::Transport;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
@@ -67,6 +68,8 @@ pub enum ErrorKind {
     LeaseConflict,
     NotLeaseHolder,
     QuotaExceeded,
+    /// The caller may not do this (its certificate's role, or the file's permissions).
+    PermissionDenied,
     NotLeader,
     Unavailable,
     Other,
@@ -78,6 +81,7 @@ impl ErrorKind {
         match s {
             "InvalidPath" => InvalidPath,
             "InvalidArgument" => InvalidArgument,
+            "PermissionDenied" => PermissionDenied,
             "RenameIntoSelf" => RenameIntoSelf,
             "NotFound" => NotFound,
             "ParentNotFound" => ParentNotFound,
@@ -127,11 +131,12 @@ impl ClientError {
 
     fn from_status(s: &Status) -> ClientError {
         let kind = s.metadata().get("x-tarn-error").and_then(|v| v.to_str().ok()).map(ErrorKind::parse);
-        ClientError::Refused {
-            kind: kind.unwrap_or(ErrorKind::Other),
-            code: s.code(),
-            message: s.message().to_string(),
-        }
+        let kind = match (kind, s.code()) {
+            (Some(k), _) => k,
+            (None, tonic::Code::PermissionDenied) => ErrorKind::PermissionDenied,
+            (None, _) => ErrorKind::Other,
+        };
+        ClientError::Refused { kind, code: s.code(), message: s.message().to_string() }
     }
 }
 
@@ -293,10 +298,10 @@ impl Default for RetryPolicy {
     }
 }
 
-/// A lazily connecting channel to `addr` (`host:port`): the one place where client
-/// transport security is configured.
+/// The endpoint of a namenode at `addr` (`host:port`); channels to it are made by the
+/// client's [`Transport`] (mutual TLS unless in dev mode).
 pub fn endpoint(addr: &str) -> Result<Endpoint> {
-    let e = Endpoint::from_shared(format!("http://{addr}"))
+    let e = Transport::endpoint(addr)
         .map_err(|e| ClientError::BadAddress { addr: addr.to_string(), reason: e.to_string() })?;
     Ok(e.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true))
 }
@@ -325,6 +330,7 @@ struct Conn {
     channels: Mutex<BTreeMap<String, Channel>>,
     user: String,
     retry: RetryPolicy,
+    transport: Transport,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -332,18 +338,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Conn {
-    fn new(addrs: Vec<String>, user: String, retry: RetryPolicy) -> Result<Conn> {
+    fn new(addrs: Vec<String>, user: String, retry: RetryPolicy, transport: Transport) -> Result<Conn> {
         let first = addrs.first().ok_or_else(|| ClientError::BadAddress {
             addr: String::new(),
             reason: "no namenode address given".into(),
         })?;
-        let channel = endpoint(first)?.connect_lazy();
+        let channel = transport.channel(endpoint(first)?);
         Ok(Conn {
             current: Mutex::new(Target { addr: first.clone(), channel: channel.clone() }),
             channels: Mutex::new(BTreeMap::from([(first.clone(), channel)])),
             addrs,
             user,
             retry,
+            transport,
         })
     }
 
@@ -352,7 +359,7 @@ impl Conn {
         if let Some(c) = chans.get(addr) {
             return Ok(c.clone());
         }
-        let c = endpoint(addr)?.connect_lazy();
+        let c = self.transport.channel(endpoint(addr)?);
         chans.insert(addr.to_string(), c.clone());
         Ok(c)
     }
@@ -373,8 +380,10 @@ impl Conn {
     fn request<T>(&self, msg: T) -> Request<T> {
         let mut r = Request::new(msg);
         r.set_timeout(self.retry.attempt_timeout);
-        if let Ok(v) = self.user.parse() {
-            r.metadata_mut().insert("x-tarn-user", v);
+        if !self.user.is_empty() {
+            if let Ok(v) = self.user.parse() {
+                r.metadata_mut().insert("x-tarn-user", v);
+            }
         }
         r
     }
@@ -435,14 +444,22 @@ pub struct NamenodeClient {
 }
 
 impl NamenodeClient {
-    /// A client of the namenodes at `addrs` (`host:port`, comma-separated lists allowed).
-    pub fn new(addrs: &[String]) -> Result<Self> {
+    /// A client of the namenodes at `addrs` (`host:port`, comma-separated lists allowed),
+    /// connecting over `transport`.
+    pub fn new(addrs: &[String], transport: &Transport) -> Result<Self> {
         let addrs: Vec<String> =
             addrs.iter().flat_map(|a| a.split(',')).map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect();
         let client_id: u64 = rand::random();
-        let user = std::env::var("TARN_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "tarn".into());
+        // With a certificate the namenode knows who this is: a person is their certificate's
+        // name, a daemon itself, unless told otherwise (`with_user`). Without one (dev
+        // mode) the client names its user.
+        let user = if transport.is_tls() {
+            String::new()
+        } else {
+            std::env::var("TARN_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "tarn".into())
+        };
         Ok(NamenodeClient {
-            conn: Arc::new(Conn::new(addrs, user, RetryPolicy::default())?),
+            conn: Arc::new(Conn::new(addrs, user, RetryPolicy::default(), transport.clone())?),
             client_id,
             calls: AtomicU64::new(1),
             client_name: format!("tarn-client-{client_id:016x}"),
@@ -451,7 +468,7 @@ impl NamenodeClient {
     }
 
     fn reconnect(mut self, user: String, retry: RetryPolicy) -> Self {
-        match Conn::new(self.conn.addrs.clone(), user, retry) {
+        match Conn::new(self.conn.addrs.clone(), user, retry, self.conn.transport.clone()) {
             Ok(c) => {
                 self.conn = Arc::new(c);
                 self.infos = OnceLock::new();
@@ -466,10 +483,16 @@ impl NamenodeClient {
         self.reconnect(user, retry)
     }
 
-    /// Acts as `user` (until authentication lands, the namenode trusts this name).
+    /// Acts as `user`. The namenode holds a person to the name in their certificate;
+    /// daemons (the S3 gateway, workers) act for the users they serve.
     pub fn with_user(self, user: impl Into<String>) -> Self {
         let retry = self.conn.retry;
         self.reconnect(user.into(), retry)
+    }
+
+    /// How this client connects (block I/O to datanodes uses the same).
+    pub fn transport(&self) -> &Transport {
+        &self.conn.transport
     }
 
     /// This client's lease-holder name.

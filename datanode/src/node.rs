@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tarn_client::{NamenodeClient, RetryPolicy};
+use tarn_client::{NamenodeClient, RetryPolicy, Transport};
 use tarn_proto::datanode as pb;
 use tarn_proto::datanode::data_transfer_server::DataTransferServer;
 use tokio::task::JoinHandle;
@@ -102,8 +102,9 @@ fn advertised(bound: std::net::SocketAddr) -> String {
     format!("{host}:{}", bound.port())
 }
 
-/// Starts a datanode and returns once its transfer service listens.
-pub async fn start(cfg: DatanodeConfig) -> Result<DatanodeHandle> {
+/// Starts a datanode and returns once its transfer service listens; `transport` secures
+/// its service and its links to the namenodes and other datanodes.
+pub async fn start(cfg: DatanodeConfig, transport: Transport) -> Result<DatanodeHandle> {
     cfg.validate()?;
     let dirs = cfg.data_dirs.clone();
     let reserved = cfg.reserved_bytes;
@@ -117,14 +118,16 @@ pub async fn start(cfg: DatanodeConfig) -> Result<DatanodeHandle> {
     let addr = cfg.advertise.clone().unwrap_or_else(|| advertised(bound));
     let uuid = store.storage_ids()[0].clone();
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let shared = Arc::new(Shared { store, events: events_tx, in_flight: AtomicU32::new(0) });
+    let shared =
+        Arc::new(Shared { store, events: events_tx, in_flight: AtomicU32::new(0), transport: transport.clone() });
     let shutdown = CancellationToken::new();
 
     let svc = DataTransferServer::new(TransferService::new(shared.clone()))
         .max_decoding_message_size(PACKET_BYTES_MAX + 4096)
         .max_encoding_message_size(PACKET_BYTES_MAX + 4096);
-    // Nagle off on accepted sockets (tonic's builder setting only covers its own listeners).
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    // Any certificate of the cluster may move blocks (clients, gateways, workers, other
+    // datanodes); accepted sockets get Nagle off.
+    let incoming = transport.incoming(listener, shutdown.clone());
     let stop = shutdown.clone();
     let server = tokio::spawn(async move {
         let r = tonic::transport::Server::builder()
@@ -140,7 +143,9 @@ pub async fn start(cfg: DatanodeConfig) -> Result<DatanodeHandle> {
     });
 
     let retry = RetryPolicy { deadline: Duration::from_secs(10), ..Default::default() };
-    let nn = NamenodeClient::new(&cfg.namenodes).map_err(|e| DatanodeError::Config(e.to_string()))?.with_retry(retry);
+    let nn = NamenodeClient::new(&cfg.namenodes, &transport)
+        .map_err(|e| DatanodeError::Config(e.to_string()))?
+        .with_retry(retry);
     let me = pb::DatanodeLocation { uuid: uuid.clone(), addr: addr.clone(), rack: cfg.rack.clone() };
     let limits = ScanLimits {
         bytes_per_sec: cfg.scan_bytes_per_sec,

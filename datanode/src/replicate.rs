@@ -41,7 +41,7 @@ async fn copy(
     let reader = Arc::new(reader);
     let length = reader.length();
     let eb = pb::ExtendedBlock { block_id: id, gen_stamp: reader.gen_stamp(), length };
-    let mut p = Pipeline::open(eb, targets, pb::WriteStage::Transfer, 0, length, "re-replication")
+    let mut p = Pipeline::open(eb, targets, pb::WriteStage::Transfer, 0, length, "re-replication", &shared.transport)
         .await
         .map_err(|f| f.message)?;
     let mut off = 0u64;

@@ -55,6 +55,8 @@ pub struct Shared {
     pub events: mpsc::UnboundedSender<Event>,
     /// Writes and reads in progress (reported in heartbeats).
     pub in_flight: AtomicU32,
+    /// How this node reaches other datanodes (pipelines, re-replication).
+    pub transport: tarn_security::Transport,
 }
 
 impl Shared {
@@ -110,16 +112,18 @@ pub const CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
 /// bookkeeping round per 16 KiB of block data.
 pub const FRAME_BYTES: u32 = 1 << 20;
 
-/// A `host:port` channel to another datanode.
-pub fn channel_to(addr: &str) -> Result<tonic::transport::Channel, Status> {
-    let e = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| Status::invalid_argument(format!("datanode address {addr:?}: {e}")))?;
-    Ok(e.connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .initial_stream_window_size(STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-        .max_frame_size(FRAME_BYTES)
-        .connect_lazy())
+/// A channel to another datanode at `addr` (`host:port`), one per peer for the life of
+/// the process.
+pub fn channel_to(transport: &tarn_security::Transport, addr: &str) -> Result<tonic::transport::Channel, Status> {
+    transport.cached_channel(&format!("datanode {addr}"), || {
+        let e = tarn_security::Transport::endpoint(addr)
+            .map_err(|e| Status::invalid_argument(format!("datanode address {addr:?}: {e}")))?;
+        Ok(e.connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+            .max_frame_size(FRAME_BYTES))
+    })
 }
 
 type AckStream = Pin<Box<dyn Stream<Item = Result<pb::WriteAck, Status>> + Send>>;
@@ -155,13 +159,16 @@ struct SetupFailure {
 }
 
 /// Opens the pipeline below this node: sends the header and waits for the setup ack.
-async fn open_downstream(header: &pb::WriteHeader) -> Result<Option<Downstream>, SetupFailure> {
+async fn open_downstream(
+    transport: &tarn_security::Transport,
+    header: &pb::WriteHeader,
+) -> Result<Option<Downstream>, SetupFailure> {
     let Some(next) = header.downstream.first() else { return Ok(None) };
     let fail = |e: String| SetupFailure {
         statuses: vec![pb::AckStatus::Error as i32],
         error: format!("datanode {}: {e}", next.addr),
     };
-    let mut client = DataTransferClient::new(channel_to(&next.addr).map_err(|s| fail(s.message().into()))?);
+    let mut client = DataTransferClient::new(channel_to(transport, &next.addr).map_err(|s| fail(s.message().into()))?);
     let (tx, rx) = mpsc::channel(PACKETS_BUFFERED_MAX);
     let mut h = header.clone();
     h.downstream.remove(0);
@@ -305,7 +312,7 @@ impl DataTransfer for TransferService {
                 return Ok(Response::new(Box::pin(ReceiverStream::new(ack_rx))));
             }
         };
-        let down = match open_downstream(&header).await {
+        let down = match open_downstream(&self.shared.transport, &header).await {
             Ok(d) => d,
             Err(f) => {
                 tracing::warn!(block_id = id, error = %f.error, "pipeline setup failed below this node");

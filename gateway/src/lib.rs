@@ -21,7 +21,7 @@ use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use s3s::auth::SecretKey;
 use s3s::{s3_error, S3Result};
 use serde::{Deserialize, Serialize};
-use tarn_client::NamenodeClient;
+use tarn_client::{NamenodeClient, Transport};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -115,6 +115,50 @@ impl Default for GatewayConfig {
             domains: Vec::new(),
             master_key_file: None,
         }
+    }
+}
+
+/// Virtual-host-style addressing for `bucket.DOMAIN[:port]` under the configured domains;
+/// any other host (an IP address, another name, any port) is path-style. (s3s's
+/// `MultiDomain` reads an unknown host as a bucket name, which breaks path-style requests
+/// to `https://127.0.0.1:PORT`.)
+struct Domains(Vec<String>);
+
+impl Domains {
+    fn new(domains: &[String]) -> Result<Domains, GatewayError> {
+        let mut out = Vec::new();
+        for d in domains {
+            let name = host_name(d).to_ascii_lowercase();
+            if name.is_empty() || name.contains('/') {
+                return Err(GatewayError::Config(format!("gateway.domains: {d:?} is not a host name")));
+            }
+            if !out.contains(&name) {
+                out.push(name);
+            }
+        }
+        Ok(Domains(out))
+    }
+}
+
+/// `host` without its port (IPv6 literals keep their brackets).
+fn host_name(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((h, port)) if !h.ends_with(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+impl s3s::host::S3Host for Domains {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> s3s::S3Result<s3s::host::VirtualHost<'a>> {
+        let name = host_name(host).to_ascii_lowercase();
+        for d in &self.0 {
+            if let Some(bucket) = name.strip_suffix(d.as_str()).and_then(|p| p.strip_suffix('.')) {
+                if !bucket.is_empty() {
+                    return Ok(s3s::host::VirtualHost::new(host).with_bucket(bucket.to_string()));
+                }
+            }
+        }
+        Ok(s3s::host::VirtualHost::new(host))
     }
 }
 
@@ -314,14 +358,19 @@ fn tls_acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, GatewayEr
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
-/// Starts a gateway on `cfg.listen` (port 0 picks one).
-pub async fn start(cfg: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
+/// Starts a gateway on `cfg.listen` (port 0 picks one); `transport` is how it reaches the
+/// namenodes and datanodes (its gateway certificate; it acts for each S3 key's user).
+pub async fn start(cfg: GatewayConfig, transport: Transport) -> Result<GatewayHandle, GatewayError> {
     let listener =
         TcpListener::bind(&cfg.listen).await.map_err(|e| GatewayError::Bind { addr: cfg.listen.clone(), source: e })?;
-    start_on(listener, cfg).await
+    start_on(listener, cfg, transport).await
 }
 
-pub async fn start_on(listener: TcpListener, cfg: GatewayConfig) -> Result<GatewayHandle, GatewayError> {
+pub async fn start_on(
+    listener: TcpListener,
+    cfg: GatewayConfig,
+    transport: Transport,
+) -> Result<GatewayHandle, GatewayError> {
     let tls = match (&cfg.tls, cfg.insecure_dev) {
         (Some(files), _) => Some(tls_acceptor(files)?),
         (None, true) => {
@@ -352,16 +401,14 @@ pub async fn start_on(listener: TcpListener, cfg: GatewayConfig) -> Result<Gatew
     if master.is_none() {
         tracing::warn!("no master key: only the keys of gateway.access_keys work (not those of `tarn s3 keys create`)");
     }
-    let nn = Arc::new(NamenodeClient::new(&cfg.namenodes)?);
+    let nn = Arc::new(NamenodeClient::new(&cfg.namenodes, &transport)?);
     let store = Arc::new(keys::KeyStore::new(nn.clone(), master, cfg.access_keys.clone()));
     let service = {
         let mut b = s3s::service::S3ServiceBuilder::new(s3::TarnS3::new(nn.clone(), store.clone()));
         b.set_auth(Auth(store.clone()));
         b.set_access(Access(store));
         if !cfg.domains.is_empty() {
-            let host = s3s::host::MultiDomain::new(&cfg.domains)
-                .map_err(|e| GatewayError::Config(format!("gateway.domains: {e:?}")))?;
-            b.set_host(host);
+            b.set_host(Domains::new(&cfg.domains)?);
         }
         b.build()
     };
@@ -492,4 +539,23 @@ fn with_request_id(
             Ok(resp)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use s3s::host::S3Host as _;
+
+    use super::*;
+
+    #[test]
+    fn virtual_hosts_only_under_configured_domains() {
+        let d = Domains::new(&["localhost:9000".into(), "s3.example.com".into()]).unwrap();
+        let bucket = |h: &str| d.parse_host_header(h).unwrap().bucket().map(str::to_string);
+        assert_eq!(bucket("my-bucket.localhost:9000").as_deref(), Some("my-bucket"));
+        assert_eq!(bucket("my-bucket.localhost:41234").as_deref(), Some("my-bucket"));
+        assert_eq!(bucket("Data.S3.Example.com").as_deref(), Some("data"));
+        for path_style in ["localhost:9000", "127.0.0.1:41234", "[::1]:9000", "s3.example.com", "other.host:80"] {
+            assert_eq!(bucket(path_style), None, "{path_style}");
+        }
+    }
 }

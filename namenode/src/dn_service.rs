@@ -543,10 +543,14 @@ pub fn fsck(s: &NodeState, r: &pb_nn::FsckRequest) -> Result<pb_nn::FsckResponse
 const RECOVERY_CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 fn data_transfer(
+    s: &NodeState,
     addr: &str,
 ) -> Result<tarn_proto::datanode::data_transfer_client::DataTransferClient<tonic::transport::Channel>, String> {
-    let e = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).map_err(|e| e.to_string())?;
-    let c = e.connect_timeout(Duration::from_secs(5)).tcp_nodelay(true).connect_lazy();
+    let c = s.transport.cached_channel(&format!("datanode {addr}"), || {
+        tarn_security::Transport::endpoint(addr)
+            .map(|e| e.connect_timeout(Duration::from_secs(5)).tcp_nodelay(true))
+            .map_err(|e| e.to_string())
+    })?;
     Ok(tarn_proto::datanode::data_transfer_client::DataTransferClient::new(c))
 }
 
@@ -571,7 +575,7 @@ pub async fn recover_last_block(s: &NodeState, file_id: u64, holder: &str) -> Op
     let holders = s.blocks.health(id, block.generation, Instant::now()).live;
     let mut answers = Vec::new();
     for loc in holders {
-        let Ok(mut dn) = data_transfer(&loc.addr) else { continue };
+        let Ok(mut dn) = data_transfer(s, &loc.addr) else { continue };
         let call = dn.get_replica(pb::GetReplicaRequest { block_id: id });
         match tokio::time::timeout(RECOVERY_CALL_TIMEOUT, call).await {
             Ok(Ok(r)) => match r.into_inner().replica {
@@ -597,7 +601,7 @@ pub async fn recover_last_block(s: &NodeState, file_id: u64, holder: &str) -> Op
     };
     let mut kept = Vec::new();
     for (loc, _) in &answers {
-        let Ok(mut dn) = data_transfer(&loc.addr) else { continue };
+        let Ok(mut dn) = data_transfer(s, &loc.addr) else { continue };
         let req = pb::FinalizeRecoveredRequest { block_id: id, new_gen_stamp: new.generation, length };
         match tokio::time::timeout(RECOVERY_CALL_TIMEOUT, dn.finalize_recovered(req)).await {
             Ok(Ok(_)) => kept.push(loc.uuid.clone()),

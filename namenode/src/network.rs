@@ -2,7 +2,7 @@
 //! server side that hands incoming messages to the local Raft.
 //!
 //! Messages are openraft's own types in bincode inside a protobuf envelope. Connections
-//! are made by [`endpoint`], the one place where transport security is configured.
+//! are made by the node's [`Transport`] (mutual TLS, namenode certificates only).
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -16,6 +16,7 @@ use serde::Serialize;
 use tarn_proto::raft::raft_transport_client::RaftTransportClient;
 use tarn_proto::raft::raft_transport_server::RaftTransport;
 use tarn_proto::raft::RaftPayload;
+use tarn_security::Transport;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
@@ -24,22 +25,23 @@ use crate::types::{NodeId, Raft, TypeConfig};
 /// Largest message between namenodes (an AppendEntries of many batches, a snapshot chunk).
 pub const RAFT_MESSAGE_BYTES_MAX: usize = 256 << 20;
 
-/// A lazily connecting channel to `addr` (`host:port`).
-pub fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(std::time::Duration::from_secs(2))
-        .tcp_nodelay(true))
+/// The endpoint of a peer at `addr` (`host:port`); channels come from the node's
+/// [`Transport`] (mutual TLS: only namenode certificates may send Raft messages).
+pub fn endpoint(addr: &str) -> Result<Endpoint, tarn_security::SecurityError> {
+    Ok(Transport::endpoint(addr)?.connect_timeout(std::time::Duration::from_secs(2)).tcp_nodelay(true))
 }
 
 /// Makes one [`PeerClient`] per peer.
-#[derive(Clone, Default)]
-pub struct RaftNet;
+#[derive(Clone)]
+pub struct RaftNet {
+    pub transport: Transport,
+}
 
 impl RaftNetworkFactory<TypeConfig> for RaftNet {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
-        PeerClient { target, addr: node.addr.clone(), client: None }
+        PeerClient { target, addr: node.addr.clone(), client: None, transport: self.transport.clone() }
     }
 }
 
@@ -47,6 +49,7 @@ pub struct PeerClient {
     target: NodeId,
     addr: String,
     client: Option<RaftTransportClient<Channel>>,
+    transport: Transport,
 }
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
@@ -60,7 +63,7 @@ impl PeerClient {
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }
-        let ch = endpoint(&self.addr).map_err(|e| Unreachable::new(&e))?.connect_lazy();
+        let ch = self.transport.channel(endpoint(&self.addr).map_err(|e| Unreachable::new(&e))?);
         let c = RaftTransportClient::new(ch)
             .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);

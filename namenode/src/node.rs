@@ -13,6 +13,7 @@ use tarn_proto::datanode::datanode_protocol_server::DatanodeProtocolServer;
 use tarn_proto::namenode::namenode_admin_server::NamenodeAdminServer;
 use tarn_proto::namenode::namenode_server::NamenodeServer;
 use tarn_proto::raft::raft_transport_server::RaftTransportServer;
+use tarn_security::{RequireRole, Role, Transport};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 pub use tokio_util::sync::CancellationToken;
@@ -333,8 +334,9 @@ fn raft_config(cfg: &NamenodeConfig) -> Result<openraft::Config, NamenodeError> 
     c.validate().map_err(|e| NamenodeError::Config(format!("namenode.raft: {e}")))
 }
 
-/// Starts a namenode and returns once it is serving.
-pub async fn start(cfg: NamenodeConfig) -> Result<NamenodeHandle, NamenodeError> {
+/// Starts a namenode and returns once it is serving; `transport` secures every link
+/// (clients, peers, datanodes).
+pub async fn start(cfg: NamenodeConfig, transport: Transport) -> Result<NamenodeHandle, NamenodeError> {
     cfg.validate()?;
     let dir = &cfg.data_dir;
     std::fs::create_dir_all(dir).map_err(|e| NamenodeError::io(format!("create {}", dir.display()), e))?;
@@ -354,7 +356,7 @@ pub async fn start(cfg: NamenodeConfig) -> Result<NamenodeHandle, NamenodeError>
     let db_handle = db.clone();
     let log = LogStore::new(db.clone());
     let sm = StateMachine::open(db.clone(), dir.join("snapshots"))?;
-    let raft = Raft::new(cfg.node_id, Arc::new(raft_config(&cfg)?), RaftNet, log, sm)
+    let raft = Raft::new(cfg.node_id, Arc::new(raft_config(&cfg)?), RaftNet { transport: transport.clone() }, log, sm)
         .await
         .map_err(|e| NamenodeError::Raft(e.to_string()))?;
 
@@ -388,9 +390,10 @@ pub async fn start(cfg: NamenodeConfig) -> Result<NamenodeHandle, NamenodeError>
         datanode_heartbeat: Duration::from_millis(cfg.datanodes.heartbeat_interval_ms),
         safe_mode: crate::dn_service::SafeMode::new(cfg.datanodes.safe_mode_threshold),
         topology,
+        transport: transport.clone(),
     });
 
-    let server = serve(listener, state.clone(), shutdown.clone());
+    let server = serve(listener, state.clone(), &transport, shutdown.clone());
     initialize(&cfg, &raft, &addr).await?;
     tokio::spawn(lease_monitor(state.clone(), shutdown.clone()));
     tokio::spawn(block_monitor(state, shutdown.clone()));
@@ -398,24 +401,34 @@ pub async fn start(cfg: NamenodeConfig) -> Result<NamenodeHandle, NamenodeError>
     Ok(NamenodeHandle { node_id: cfg.node_id, addr, raft, shutdown, server, db: db_handle })
 }
 
+/// Who may call what: any certificate of the cluster may use the file system API (each
+/// call acts as its caller); only admins call the admin service, only namenodes send Raft
+/// messages, only datanodes speak the datanode protocol.
+const ADMIN_ONLY: RequireRole = RequireRole { service: "the namenode admin service", roles: &[Role::Admin] };
+const NAMENODES_ONLY: RequireRole = RequireRole { service: "the Raft transport", roles: &[Role::Namenode] };
+const DATANODES_ONLY: RequireRole = RequireRole { service: "the datanode protocol", roles: &[Role::Datanode] };
+
 fn serve(
     listener: TcpListener,
     state: Arc<NodeState>,
+    transport: &Transport,
     shutdown: CancellationToken,
 ) -> JoinHandle<Result<(), tonic::transport::Error>> {
+    use tonic::service::interceptor::InterceptedService;
     let client = NamenodeServer::new(NamenodeService::new(state.clone()))
         .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(CLIENT_MESSAGE_BYTES_MAX);
-    let admin = NamenodeAdminServer::new(AdminService::new(state.clone()));
+    let admin = InterceptedService::new(NamenodeAdminServer::new(AdminService::new(state.clone())), ADMIN_ONLY);
     let datanodes = DatanodeProtocolServer::new(crate::dn_service::DatanodeService::new(state.clone()))
         .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(CLIENT_MESSAGE_BYTES_MAX);
+    let datanodes = InterceptedService::new(datanodes, DATANODES_ONLY);
     let raft = RaftTransportServer::new(RaftTransportService::new(state.raft.clone()))
         .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);
-    // The builder's tcp_nodelay applies only to listeners tonic binds itself; without it
-    // on accepted sockets, Nagle holds back the tail of a response for a delayed ACK (40 ms).
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let raft = InterceptedService::new(raft, NAMENODES_ONLY);
+    // Accepted sockets get Nagle off (a held-back response tail waits for a delayed ACK).
+    let incoming = transport.incoming(listener, shutdown.clone());
     let stop = shutdown.clone();
     tokio::spawn(async move {
         let r = tonic::transport::Server::builder()

@@ -52,6 +52,8 @@ pub struct NodeState {
     pub safe_mode: crate::dn_service::SafeMode,
     /// Racks of datanodes, from `namenode.datanodes.topology_file`.
     pub topology: crate::topology::Topology,
+    /// How this node reaches its peers and datanodes.
+    pub transport: tarn_security::Transport,
 }
 
 pub(crate) fn fs_status(e: &FsError) -> Status {
@@ -142,17 +144,14 @@ fn block_pb(b: &BlockRec) -> pb::Block {
     }
 }
 
-/// The calling user. Until authentication lands (security issue), clients name themselves
-/// with `x-tarn-user`; the service is the only place that reads it.
-fn caller<T>(req: &Request<T>) -> (String, String) {
-    let user = req
-        .metadata()
-        .get("x-tarn-user")
-        .and_then(|v| v.to_str().ok())
-        .filter(|u| !u.is_empty())
-        .unwrap_or("tarn")
-        .to_string();
-    (user.clone(), user)
+/// The calling user, from the connection's certificate: a person acts as the name in
+/// their certificate; daemons (the S3 gateway, workers) name the user they act for in
+/// `x-tarn-user` (see [`tarn_security::acting_user`]). The service is the only place that
+/// reads it. Until groups are kept, a user's group is their name.
+fn caller<T>(req: &Request<T>) -> Result<(String, String), Status> {
+    let claimed = req.metadata().get("x-tarn-user").and_then(|v| v.to_str().ok());
+    let user = tarn_security::acting_user(req.extensions(), claimed)?;
+    Ok((user.clone(), user))
 }
 
 fn u16_arg(name: &str, v: u32) -> Result<u16, Status> {
@@ -236,7 +235,7 @@ impl NamenodeService {
 #[tonic::async_trait]
 impl Namenode for NamenodeService {
     async fn mkdirs(&self, req: Request<pb::MkdirsRequest>) -> Result<Response<pb::MkdirsResponse>, Status> {
-        let (owner, group) = caller(&req);
+        let (owner, group) = caller(&req)?;
         let r = req.into_inner();
         let path = Self::normalized(&r.path)?;
         let mode = if r.mode == 0 { 0o755 } else { r.mode };
@@ -246,7 +245,7 @@ impl Namenode for NamenodeService {
     }
 
     async fn create(&self, req: Request<pb::CreateRequest>) -> Result<Response<pb::CreateResponse>, Status> {
-        let (owner, group) = caller(&req);
+        let (owner, group) = caller(&req)?;
         let r = req.into_inner();
         let path = Self::normalized(&r.path)?;
         if r.client_name.is_empty() {
@@ -525,7 +524,7 @@ impl Namenode for NamenodeService {
     }
 
     async fn concat(&self, req: Request<pb::ConcatRequest>) -> Result<Response<pb::StatusResponse>, Status> {
-        let (owner, group) = caller(&req);
+        let (owner, group) = caller(&req)?;
         let r = req.into_inner();
         let dst = Self::normalized(&r.dst)?;
         let mut sources = Vec::with_capacity(r.sources.len());

@@ -5,9 +5,8 @@ use tarn_client::NamenodeClient;
 
 #[derive(clap::Args)]
 pub struct AdminArgs {
-    /// Namenode addresses (comma-separated host:port); any member will do.
-    #[arg(long, env = "TARN_NAMENODE", default_value = "127.0.0.1:8020", global = true)]
-    pub namenode: String,
+    #[command(flatten)]
+    pub conn: crate::creds::ClientOpts,
     #[command(subcommand)]
     cmd: AdminCmd,
 }
@@ -16,6 +15,11 @@ pub struct AdminArgs {
 enum AdminCmd {
     /// Show the namenode group: leader, term, members and how far each has replicated.
     Status,
+    /// Issue a certificate from the cluster CA for a new node or a user (run it where the
+    /// CA key is; nothing is sent to the cluster).
+    ///
+    /// Example: `tarn admin issue-cert --role datanode --name dn7 --host dn7.example.com --out /tmp/dn7`
+    IssueCert(crate::creds::IssueCertArgs),
     /// Add a namenode as a learner (it receives the log but does not vote).
     ///
     /// Example: `tarn admin add-learner --id 4 --addr 10.0.0.4:8020`
@@ -92,8 +96,14 @@ fn print_status(s: &tarn_client::pb::ClusterStatusResponse) {
 }
 
 pub async fn run(a: AdminArgs) -> anyhow::Result<u8> {
-    let c = NamenodeClient::new(std::slice::from_ref(&a.namenode))?.with_retry(crate::cli_retry());
-    match a.cmd {
+    // Issuing a certificate needs the CA, not the cluster.
+    let cmd = match a.cmd {
+        AdminCmd::IssueCert(i) => return crate::creds::issue_cert(i),
+        cmd => cmd,
+    };
+    let c = a.conn.connect()?;
+    match cmd {
+        AdminCmd::IssueCert(i) => return crate::creds::issue_cert(i),
         AdminCmd::Status => print_status(&c.cluster_status().await?),
         AdminCmd::AddLearner { id, addr } => print_status(&c.add_learner(id, &addr).await?),
         AdminCmd::Promote { id } => {
@@ -111,7 +121,8 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<u8> {
             print_status(&c.change_membership(voters, false).await?);
         }
         AdminCmd::Snapshot => {
-            let idx = c.trigger_snapshot_on(&a.namenode).await?;
+            let addr = a.conn.namenodes()?.first().cloned().unwrap_or_default();
+            let idx = c.trigger_snapshot_on(&addr).await?;
             println!("snapshot built up to log index {idx}");
         }
         AdminCmd::Report => report(&c).await?,

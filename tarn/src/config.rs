@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use tarn_datanode::DatanodeConfig;
 use tarn_gateway::GatewayConfig;
 use tarn_namenode::NamenodeConfig;
+use tarn_security::SecurityConfig;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -17,6 +18,8 @@ pub struct TarnConfig {
     pub client: ClientConfig,
     pub gateway: GatewayConfig,
     pub up: UpConfig,
+    /// This process's certificate (mutual TLS with every peer), or the dev flag.
+    pub security: SecurityConfig,
 }
 
 /// What `tarn up` runs besides the namenode.

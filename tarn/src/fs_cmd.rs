@@ -9,9 +9,8 @@ use crate::{EXIT_FAILED, EXIT_UNAVAILABLE};
 
 #[derive(clap::Args)]
 pub struct FsArgs {
-    /// Namenode addresses (comma-separated host:port); any member will do.
-    #[arg(long, env = "TARN_NAMENODE", default_value = "127.0.0.1:8020", global = true)]
-    pub namenode: String,
+    #[command(flatten)]
+    pub conn: crate::creds::ClientOpts,
     #[command(subcommand)]
     cmd: FsCmd,
 }
@@ -121,7 +120,7 @@ enum FsCmd {
 }
 
 pub async fn run(a: FsArgs) -> anyhow::Result<u8> {
-    let client = NamenodeClient::new(std::slice::from_ref(&a.namenode))?.with_retry(crate::cli_retry());
+    let client = a.conn.connect()?;
     match exec(&client, a.cmd).await {
         Ok(()) => Ok(0),
         Err(e) => match e.downcast_ref::<ClientError>() {

@@ -7,6 +7,7 @@
 
 mod admin_cmd;
 mod config;
+mod creds;
 mod fs_cmd;
 mod s3_cmd;
 mod transfer_cmd;
@@ -89,6 +90,9 @@ struct NamenodeArgs {
     /// Write the bound address to this file once serving (for scripts and tests).
     #[arg(long)]
     addr_file: Option<PathBuf>,
+    /// Development only: plaintext, unauthenticated gRPC (prints a warning).
+    #[arg(long)]
+    insecure_dev: bool,
 }
 
 #[derive(clap::Args)]
@@ -111,6 +115,9 @@ struct DatanodeArgs {
     /// Write the bound address to this file once serving (for scripts and tests).
     #[arg(long)]
     addr_file: Option<PathBuf>,
+    /// Development only: plaintext, unauthenticated gRPC (prints a warning).
+    #[arg(long)]
+    insecure_dev: bool,
 }
 
 #[derive(clap::Args)]
@@ -124,7 +131,7 @@ struct GatewayArgs {
     /// Overrides `gateway.namenodes` (comma-separated host:port).
     #[arg(long, value_delimiter = ',')]
     namenodes: Option<Vec<String>>,
-    /// Development only: serve plaintext HTTP (prints a warning).
+    /// Development only: serve plaintext HTTP and plaintext gRPC (prints a warning).
     #[arg(long)]
     insecure_dev: bool,
     /// Write the endpoint URL to this file once serving (for scripts and tests).
@@ -143,7 +150,13 @@ struct InitArgs {
     /// Data directory on each host.
     #[arg(long, default_value = "/var/lib/tarn")]
     data_dir: PathBuf,
-    /// Replace existing files.
+    /// Datanode hosts (comma-separated): one configuration and certificate each.
+    #[arg(long, value_delimiter = ',')]
+    datanodes: Vec<String>,
+    /// S3 gateway hosts (comma-separated): one configuration and certificate each.
+    #[arg(long, value_delimiter = ',')]
+    gateways: Vec<String>,
+    /// Replace existing configuration files (the CA and master key are kept).
     #[arg(long)]
     force: bool,
 }
@@ -195,10 +208,9 @@ fn main() -> ExitCode {
 }
 
 async fn run_namenode(a: NamenodeArgs) -> anyhow::Result<u8> {
-    let mut cfg = match &a.config {
-        Some(p) => TarnConfig::load(p)?.namenode,
-        None => TarnConfig::default().namenode,
-    };
+    let file = role_config(a.config.as_deref())?;
+    let transport = role_transport(&file, a.insecure_dev)?;
+    let mut cfg = file.namenode;
     if let Some(v) = a.node_id {
         cfg.node_id = v;
     }
@@ -211,7 +223,7 @@ async fn run_namenode(a: NamenodeArgs) -> anyhow::Result<u8> {
     if let Some(v) = a.initial_members {
         cfg.initial_members = v;
     }
-    let node = tarn_namenode::start(cfg).await?;
+    let node = tarn_namenode::start(cfg, transport).await?;
     if let Some(f) = &a.addr_file {
         let tmp = f.with_extension("tmp");
         std::fs::write(&tmp, &node.addr)?;
@@ -224,10 +236,9 @@ async fn run_namenode(a: NamenodeArgs) -> anyhow::Result<u8> {
 }
 
 async fn run_datanode(a: DatanodeArgs) -> anyhow::Result<u8> {
-    let mut cfg = match &a.config {
-        Some(p) => TarnConfig::load(p)?.datanode,
-        None => TarnConfig::default().datanode,
-    };
+    let file = role_config(a.config.as_deref())?;
+    let transport = role_transport(&file, a.insecure_dev)?;
+    let mut cfg = file.datanode;
     if !a.data_dirs.is_empty() {
         cfg.data_dirs = a.data_dirs;
     }
@@ -240,7 +251,7 @@ async fn run_datanode(a: DatanodeArgs) -> anyhow::Result<u8> {
     if let Some(v) = a.reserved_bytes {
         cfg.reserved_bytes = v;
     }
-    let node = tarn_datanode::start(cfg).await?;
+    let node = tarn_datanode::start(cfg, transport).await?;
     if let Some(f) = &a.addr_file {
         let tmp = f.with_extension("tmp");
         std::fs::write(&tmp, &node.addr)?;
@@ -253,10 +264,9 @@ async fn run_datanode(a: DatanodeArgs) -> anyhow::Result<u8> {
 }
 
 async fn run_gateway(a: GatewayArgs) -> anyhow::Result<u8> {
-    let mut cfg = match &a.config {
-        Some(p) => TarnConfig::load(p)?.gateway,
-        None => TarnConfig::default().gateway,
-    };
+    let file = role_config(a.config.as_deref())?;
+    let transport = role_transport(&file, a.insecure_dev)?;
+    let mut cfg = file.gateway;
     if let Some(v) = a.listen {
         cfg.listen = v;
     }
@@ -266,7 +276,7 @@ async fn run_gateway(a: GatewayArgs) -> anyhow::Result<u8> {
     if a.insecure_dev {
         up::insecure_dev(&mut cfg);
     }
-    let gw = tarn_gateway::start(cfg).await?;
+    let gw = tarn_gateway::start(cfg, transport).await?;
     if let Some(f) = &a.addr_file {
         let tmp = f.with_extension("tmp");
         std::fs::write(&tmp, gw.endpoint())?;
@@ -278,12 +288,68 @@ async fn run_gateway(a: GatewayArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// A daemon's configuration file (defaults without one).
+fn role_config(path: Option<&std::path::Path>) -> anyhow::Result<TarnConfig> {
+    match path {
+        Some(p) => TarnConfig::load(p),
+        None => Ok(TarnConfig::default()),
+    }
+}
+
+/// A daemon's transport: its `[security]` certificate, or plaintext with `--insecure-dev`.
+fn role_transport(cfg: &TarnConfig, insecure_dev: bool) -> anyhow::Result<tarn_client::Transport> {
+    let mut sec = cfg.security.clone();
+    if insecure_dev {
+        sec = tarn_security::SecurityConfig { tls: None, insecure_dev: true };
+    }
+    Ok(sec.transport()?)
+}
+
+/// The host part of `host:port` (brackets of an IPv6 address removed).
+fn host_of(addr: &str) -> String {
+    let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
+    host.trim_start_matches('[').trim_end_matches(']').to_string()
+}
+
+/// `tarn init`: the cluster CA, the master key, and one configuration file with its own
+/// certificate per namenode, datanode and gateway, plus `admin.toml` for client commands.
 fn run_init(a: InitArgs) -> anyhow::Result<u8> {
+    use tarn_security::{Ca, Identity, Role};
     std::fs::create_dir_all(&a.dir)?;
+    // Absolute paths in the files: daemons may start from any directory.
+    let dir = std::fs::canonicalize(&a.dir)?;
+    let tls = dir.join("tls");
+    let ca = Ca::load_or_create(&tls, "tarn")?;
+    let master = dir.join("keys/master.key");
+    if !master.exists() {
+        tarn_gateway::keys::MasterKey::create(&master)?;
+    }
+    let issue = |role: Role, name: &str, hosts: Vec<String>| -> anyhow::Result<tarn_security::TlsPaths> {
+        let mut hosts = hosts;
+        hosts.push("localhost".into());
+        Ok(ca.issue(&Identity::new(role, name)?, &hosts, &tls, &format!("{role}-{name}"))?)
+    };
+    let write = |name: String, cfg: &TarnConfig| -> anyhow::Result<()> {
+        let path = dir.join(name);
+        if path.exists() && !a.force {
+            anyhow::bail!("{} exists (use --force to replace it)", path.display());
+        }
+        cfg.save(&path)?;
+        println!("wrote {}", path.display());
+        Ok(())
+    };
+    let base = |tls_paths: tarn_security::TlsPaths| {
+        let mut cfg = TarnConfig::default();
+        cfg.client.namenodes = a.namenodes.clone();
+        cfg.datanode.namenodes = a.namenodes.clone();
+        cfg.gateway.namenodes = a.namenodes.clone();
+        cfg.security.tls = Some(tls_paths);
+        cfg
+    };
     let members: Vec<String> = a.namenodes.iter().enumerate().map(|(i, addr)| format!("{}@{addr}", i + 1)).collect();
     for (i, addr) in a.namenodes.iter().enumerate() {
         let id = (i + 1) as u64;
-        let mut cfg = TarnConfig::default();
+        let mut cfg = base(issue(Role::Namenode, &id.to_string(), vec![host_of(addr)])?);
         cfg.namenode.node_id = id;
         let port = addr.rsplit_once(':').map(|(_, p)| p).unwrap_or("8020");
         cfg.namenode.listen = format!("0.0.0.0:{port}");
@@ -293,18 +359,34 @@ fn run_init(a: InitArgs) -> anyhow::Result<u8> {
         if a.namenodes.len() == 1 {
             cfg.namenode.files.default_replication = 1;
         }
-        cfg.client.namenodes = a.namenodes.clone();
-        cfg.datanode.namenodes = a.namenodes.clone();
+        cfg.namenode.validate()?;
+        write(format!("namenode-{id}.toml"), &cfg)?;
+    }
+    for (i, host) in a.datanodes.iter().enumerate() {
+        let mut cfg = base(issue(Role::Datanode, &format!("dn{}", i + 1), vec![host.clone()])?);
         cfg.datanode.data_dirs = vec![a.data_dir.join("datanode")];
         cfg.datanode.listen = "0.0.0.0:9866".into();
-        cfg.namenode.validate()?;
-        let path = a.dir.join(format!("namenode-{id}.toml"));
-        if path.exists() && !a.force {
-            anyhow::bail!("{} exists (use --force to replace it)", path.display());
-        }
-        cfg.save(&path)?;
-        println!("wrote {}", path.display());
+        cfg.datanode.advertise = Some(format!("{host}:9866"));
+        write(format!("datanode-{}.toml", i + 1), &cfg)?;
     }
+    for (i, host) in a.gateways.iter().enumerate() {
+        let paths = issue(Role::Gateway, &format!("gw{}", i + 1), vec![host.clone()])?;
+        let mut cfg = base(paths.clone());
+        cfg.gateway.listen = "0.0.0.0:9000".into();
+        cfg.gateway.tls = Some(tarn_gateway::TlsFiles { cert: paths.cert, key: paths.key });
+        cfg.gateway.master_key_file = Some(master.clone());
+        cfg.gateway.access_keys = vec![tarn_gateway::AccessKey::generate()];
+        cfg.gateway.domains = vec![format!("{host}:9000"), host.clone()];
+        write(format!("gateway-{}.toml", i + 1), &cfg)?;
+    }
+    let admin = base(issue(Role::Admin, "admin", vec![])?);
+    write("admin.toml".into(), &admin)?;
+    println!("cluster CA: {} (its key ca-key.pem stays here; it issues new certificates)", ca.cert_path().display());
     println!("start each namenode with: tarn namenode --config <file>; the lowest id forms the group");
+    println!("client commands: tarn fs --config {} ls /", dir.join("admin.toml").display());
+    println!(
+        "more nodes or users: tarn admin issue-cert --ca-dir {} --role ROLE --name NAME --host HOST",
+        tls.display()
+    );
     Ok(0)
 }

@@ -9,9 +9,8 @@ use crate::config::default_data_dir;
 
 #[derive(clap::Args)]
 pub struct S3Args {
-    /// Namenode addresses (comma-separated host:port); any member will do.
-    #[arg(long, env = "TARN_NAMENODE", default_value = "127.0.0.1:8020", global = true)]
-    namenode: String,
+    #[command(flatten)]
+    pub conn: crate::creds::ClientOpts,
     /// The cluster master key file (seals new secrets); `TARN_MASTER_KEY` (hex) wins.
     #[arg(long, global = true)]
     master_key_file: Option<PathBuf>,
@@ -75,7 +74,7 @@ fn master_key(a: &S3Args) -> anyhow::Result<MasterKey> {
 }
 
 pub async fn run(a: S3Args) -> anyhow::Result<u8> {
-    let nn = NamenodeClient::new(std::slice::from_ref(&a.namenode))?.with_retry(crate::cli_retry());
+    let nn = a.conn.connect()?;
     match &a.cmd {
         S3Cmd::Keys(KeysCmd::Create { user, admin }) => {
             let master = master_key(&a)?;

@@ -4,10 +4,13 @@
 //! gateway; compute: the resource manager and a worker), running the same code as a
 //! multi-node cluster.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use tarn_client::Transport;
 use tarn_namenode::node::CancellationToken;
+use tarn_security::{Ca, Identity, Role, TlsPaths};
 
 use crate::config::{default_data_dir, TarnConfig};
 
@@ -30,28 +33,29 @@ pub struct UpArgs {
     insecure_dev: bool,
 }
 
-/// A self-signed certificate for the S3 endpoint on this host (until `tarn init` issues
-/// certificates from a cluster CA), its key readable by the owner only.
-pub fn ensure_gateway_tls(dir: &Path) -> anyhow::Result<tarn_gateway::TlsFiles> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let files = tarn_gateway::TlsFiles { cert: dir.join("gateway.pem"), key: dir.join("gateway-key.pem") };
-    if files.cert.exists() && files.key.exists() {
-        return Ok(files);
+/// The appliance's certificates under `dir` (`<data>/tls`): a cluster CA made on first
+/// start, and one certificate per role the process runs plus the admin certificate that
+/// client commands on this machine present (named after the user who runs `tarn up`,
+/// the superuser, as with HDFS). Keys are 0600.
+pub fn ensure_pki(dir: &Path) -> anyhow::Result<BTreeMap<Role, TlsPaths>> {
+    let fresh = !dir.join(tarn_security::pki::CA_CERT_FILE).exists();
+    let ca = Ca::load_or_create(dir, "tarn up").context("the cluster CA")?;
+    let hosts = tarn_security::pki::local_hosts();
+    let admin = std::env::var("USER").ok().filter(|u| Identity::new(Role::Admin, u.as_str()).is_ok());
+    let mut out = BTreeMap::new();
+    for (role, stem) in crate::creds::UP_ROLES {
+        let name = if role == Role::Admin { admin.clone().unwrap_or_else(|| "admin".into()) } else { stem.to_string() };
+        let id = Identity::new(role, name)?;
+        // A new CA re-issues everything (older data directories held a self-signed
+        // S3 certificate under the same name).
+        let paths = if fresh {
+            ca.issue(&id, &hosts, dir, stem)?
+        } else {
+            crate::creds::ensure_cert(&ca, dir, stem, &id, &hosts)?
+        };
+        out.insert(role, paths);
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
-    let ck = rcgen::generate_simple_self_signed(names).context("generate the gateway certificate")?;
-    let mut key = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&files.key)
-        .with_context(|| format!("write {}", files.key.display()))?;
-    key.write_all(ck.signing_key.serialize_pem().as_bytes())?;
-    std::fs::write(&files.cert, ck.cert.pem()).with_context(|| format!("write {}", files.cert.display()))?;
-    Ok(files)
+    Ok(out)
 }
 
 pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
@@ -63,7 +67,21 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
         cfg.save(&cfg_path)?;
         cfg
     };
-    let node = tarn_namenode::start(cfg.namenode.clone())
+    // Every role of the appliance talks mutual TLS with its own certificate, as on a
+    // multi-host cluster; `--insecure-dev` turns it off (loudly).
+    let pki = if a.insecure_dev { None } else { Some(ensure_pki(&a.data_dir.join("tls"))?) };
+    let transport = |role: Role| -> anyhow::Result<Transport> {
+        match &pki {
+            Some(p) => Ok(Transport::tls(&p[&role])?),
+            None => Ok(Transport::plaintext_dev()),
+        }
+    };
+    if a.insecure_dev {
+        tarn_security::warn_insecure(
+            "--insecure-dev: gRPC between the roles and to clients is plaintext and unauthenticated",
+        );
+    }
+    let node = tarn_namenode::start(cfg.namenode.clone(), transport(Role::Namenode)?)
         .await
         .with_context(|| format!("start the namenode (config {})", cfg_path.display()))?;
     // Wait until the single-node group has elected itself, so the printed address works.
@@ -90,9 +108,20 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
         cfg.gateway.master_key_file = Some(path);
         changed = true;
     }
-    if cfg.gateway.tls.is_none() && !a.insecure_dev {
-        cfg.gateway.tls = Some(ensure_gateway_tls(&a.data_dir.join("tls"))?);
-        changed = true;
+    if let Some(p) = &pki {
+        // S3 clients get the gateway's certificate too (trust the CA: --ca-bundle ca.pem).
+        let gw = &p[&Role::Gateway];
+        let files = tarn_gateway::TlsFiles { cert: gw.cert.clone(), key: gw.key.clone() };
+        if cfg.gateway.tls.as_ref().map(|t| (&t.cert, &t.key)) != Some((&files.cert, &files.key)) {
+            cfg.gateway.tls = Some(files);
+            changed = true;
+        }
+        // Client commands run here present the admin certificate.
+        let admin = Some(p[&Role::Admin].clone());
+        if cfg.security.tls != admin {
+            cfg.security.tls = admin;
+            changed = true;
+        }
     }
     if changed {
         cfg.save(&cfg_path)?;
@@ -105,7 +134,8 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
         if i > 1 || d.data_dirs.is_empty() {
             d.data_dirs = vec![a.data_dir.join(format!("datanode-{i}"))];
         }
-        let dn = tarn_datanode::start(d).await.with_context(|| format!("start datanode {i}"))?;
+        let dn =
+            tarn_datanode::start(d, transport(Role::Datanode)?).await.with_context(|| format!("start datanode {i}"))?;
         datanodes.push(dn);
     }
     let mut gw = cfg.gateway.clone();
@@ -116,7 +146,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
     if a.insecure_dev {
         insecure_dev(&mut gw);
     }
-    let gateway = tarn_gateway::start(gw.clone()).await.context("start the S3 gateway")?;
+    let gateway = tarn_gateway::start(gw.clone(), transport(Role::Gateway)?).await.context("start the S3 gateway")?;
     println!("Tarn is up (single-process appliance).");
     println!("  namenode (gRPC):  {}", node.addr);
     for (i, dn) in datanodes.iter().enumerate() {
@@ -126,7 +156,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
     println!("  S3 endpoint:      {}", gateway.endpoint());
     println!("  S3 access key:    {}", key.access_key);
     println!("  S3 secret key:    {}", key.secret_key);
-    let ca = gw.tls.as_ref().map(|t| format!(" --ca-bundle {}", t.cert.display())).unwrap_or_default();
+    let ca = pki.as_ref().map(|p| format!(" --ca-bundle {}", p[&Role::Admin].ca.display())).unwrap_or_default();
     println!(
         "  aws cli:          AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} aws --endpoint-url {}{ca} s3 ls",
         key.access_key,
@@ -135,6 +165,11 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
     );
     println!("  data directory:   {}", a.data_dir.display());
     println!("  configuration:    {}", cfg_path.display());
+    if let Some(p) = &pki {
+        println!("  certificates:     {} (cluster CA; `tarn fs` here acts as the admin)", p[&Role::Admin].ca.display());
+    } else {
+        println!("  client commands:  add --insecure-dev (plaintext gRPC)");
+    }
     println!("  try:              tarn fs put README.md /demo/ && tarn fs cat /demo/README.md");
     println!("Stop with Ctrl-C.");
     wait_for_signal(node.cancelled()).await;

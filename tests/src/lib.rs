@@ -13,9 +13,109 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tarn_client::NamenodeClient;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use tarn_client::{NamenodeClient, Transport};
 use tarn_datanode::{DatanodeConfig, DatanodeHandle};
 use tarn_namenode::{NamenodeConfig, NamenodeHandle};
+use tarn_security::{Ca, Identity, Role, SecurityConfig, TlsPaths};
+
+/// The tests' cluster PKI: one CA per test process, a certificate per (role, name) issued
+/// on first use. Every test cluster runs mutual TLS, as a real one does.
+pub struct TestPki {
+    dir: PathBuf,
+    ca: Ca,
+    issued: Mutex<HashMap<(Role, String), (TlsPaths, Transport)>>,
+}
+
+impl TestPki {
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn ca(&self) -> &Ca {
+        &self.ca
+    }
+
+    fn get(&self, role: Role, name: &str) -> (TlsPaths, Transport) {
+        let mut m = self.issued.lock().unwrap_or_else(|p| p.into_inner());
+        m.entry((role, name.to_string()))
+            .or_insert_with(|| {
+                let id = Identity::new(role, name).expect("test identity");
+                // Tests tell hosts apart by loopback address (127.0.0.2 on another "rack").
+                let mut hosts = vec!["localhost".to_string()];
+                hosts.extend((1..=8).map(|i| format!("127.0.0.{i}")));
+                let paths =
+                    self.ca.issue(&id, &hosts, &self.dir, &format!("{role}-{name}")).expect("issue certificate");
+                let t = Transport::tls(&paths).expect("load test certificate");
+                (paths, t)
+            })
+            .clone()
+    }
+
+    /// The certificate files of `role`/`name`.
+    pub fn paths(&self, role: Role, name: &str) -> TlsPaths {
+        self.get(role, name).0
+    }
+
+    /// A transport presenting the certificate of `role`/`name` (one per identity, so
+    /// clients of one identity share connections).
+    pub fn transport(&self, role: Role, name: &str) -> Transport {
+        self.get(role, name).1
+    }
+
+    /// A `[security]` table for a process with the certificate of `role`/`name`.
+    pub fn security(&self, role: Role, name: &str) -> SecurityConfig {
+        SecurityConfig { tls: Some(self.paths(role, name)), insecure_dev: false }
+    }
+}
+
+/// The test process's PKI (under the temp directory, removed with the process's others
+/// when a later test process starts).
+pub fn pki() -> &'static TestPki {
+    static PKI: OnceLock<TestPki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let root = std::env::temp_dir().join("tarn-test-pki");
+        // Directories of test processes that are gone.
+        if let Ok(rd) = std::fs::read_dir(&root) {
+            for e in rd.flatten() {
+                let pid = e.file_name().to_string_lossy().to_string();
+                if !Path::new("/proc").join(&pid).exists() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let dir = root.join(std::process::id().to_string());
+        let _ = std::fs::remove_dir_all(&dir);
+        let ca = Ca::create(&dir, "tests").expect("test CA");
+        TestPki { dir, ca, issued: Mutex::default() }
+    })
+}
+
+/// The transport of the tests' admin (the superuser): what test clients present.
+pub fn admin() -> Transport {
+    pki().transport(Role::Admin, "tester")
+}
+
+/// A configuration file for `tarn` client commands (`TARN_CONFIG`) presenting the tests'
+/// admin certificate.
+pub fn admin_config() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| config_file(Role::Admin, "tester")).clone()
+}
+
+/// A configuration file with just the `[security]` table of `role`/`name`.
+pub fn config_file(role: Role, name: &str) -> PathBuf {
+    #[derive(serde::Serialize)]
+    struct File {
+        security: SecurityConfig,
+    }
+    let path = pki().dir().join(format!("{role}-{name}.toml"));
+    let text = toml::to_string(&File { security: pki().security(role, name) }).expect("serialize config");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
 
 /// Polls `f` until it returns `Some`, or fails the test after `timeout`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
@@ -58,7 +158,7 @@ pub fn test_config(node_id: u64, dir: &Path) -> NamenodeConfig {
 
 /// Forms a group from running, unjoined nodes: `addrs[0]` has bootstrapped itself.
 pub async fn form_group(addrs: &[String]) -> NamenodeClient {
-    let client = NamenodeClient::new(&addrs[..1]).expect("client");
+    let client = NamenodeClient::new(&addrs[..1], &admin()).expect("client");
     wait_for("node 1 to lead", Duration::from_secs(20), || async {
         client.cluster_status().await.ok().filter(|s| s.leader_id == 1).map(|_| ())
     })
@@ -70,7 +170,12 @@ pub async fn form_group(addrs: &[String]) -> NamenodeClient {
         let voters = (1..=addrs.len() as u64).collect();
         client.change_membership(voters, false).await.expect("change membership");
     }
-    NamenodeClient::new(addrs).expect("client")
+    NamenodeClient::new(addrs, &admin()).expect("client")
+}
+
+/// The transport of test namenode `id`.
+pub fn nn_transport(id: u64) -> Transport {
+    pki().transport(Role::Namenode, &format!("nn{id}"))
 }
 
 /// Namenode timings for block storage tests: datanodes heartbeat every 200 ms and count as
@@ -139,7 +244,7 @@ impl Cluster {
                 c.initial_members = vec!["1@".into()];
             }
             tune(&mut c);
-            let h = tarn_namenode::start(c.clone()).await.expect("start namenode");
+            let h = tarn_namenode::start(c.clone(), nn_transport(i)).await.expect("start namenode");
             addrs.push(h.addr.clone());
             nodes.push(Some(h));
             configs.push(c);
@@ -160,7 +265,9 @@ impl Cluster {
             let d = self._dir.path().join(format!("dn{i}"));
             let mut cfg = datanode_config(&d, &self.addrs);
             tune(i, &mut cfg);
-            let h = tarn_datanode::start(cfg).await.expect("start datanode");
+            let h = tarn_datanode::start(cfg, pki().transport(Role::Datanode, &format!("dn{i}")))
+                .await
+                .expect("start datanode");
             self.datanodes.push(Some(h));
             self.datanode_dirs.push(d);
         }
@@ -175,15 +282,16 @@ impl Cluster {
         }
     }
 
+    /// A client with the tests' admin certificate.
     pub fn client(&self) -> NamenodeClient {
-        NamenodeClient::new(&self.addrs).expect("client")
+        NamenodeClient::new(&self.addrs, &admin()).expect("client")
     }
 
     /// Starts a new node `id` that is not yet a member (join it with the admin API).
     pub async fn start_unjoined(&mut self, id: u64) -> String {
         assert_eq!(id as usize, self.nodes.len() + 1, "node ids are dense");
         let c = test_config(id, &self._dir.path().join(format!("nn{id}")));
-        let h = tarn_namenode::start(c.clone()).await.expect("start namenode");
+        let h = tarn_namenode::start(c.clone(), nn_transport(id)).await.expect("start namenode");
         let addr = h.addr.clone();
         self.nodes.push(Some(h));
         self.configs.push(c);
@@ -204,7 +312,7 @@ impl Cluster {
         // The stopped node's storage is released as its tasks wind down.
         let h = wait_for("the namenode to restart", Duration::from_secs(20), || {
             let c = c.clone();
-            async move { tarn_namenode::start(c).await.ok() }
+            async move { tarn_namenode::start(c, nn_transport(id)).await.ok() }
         })
         .await;
         assert_eq!(h.addr, self.addrs[id as usize - 1], "restarted on another address");
@@ -282,7 +390,8 @@ impl ProcCluster {
                 c.initial_members = vec!["1@".into()];
             }
             tune(&mut c);
-            std::fs::write(d.join("tarn.toml"), toml_of(&c)).expect("write config");
+            std::fs::write(d.join("tarn.toml"), toml_of(&c, &pki().security(Role::Namenode, &format!("nn{i}"))))
+                .expect("write config");
             pc.dirs.push(d);
             pc.procs.push(None);
             pc.addrs.push(String::new());
@@ -309,8 +418,10 @@ impl ProcCluster {
             #[derive(serde::Serialize)]
             struct File<'a> {
                 datanode: &'a DatanodeConfig,
+                security: SecurityConfig,
             }
-            let text = toml::to_string(&File { datanode: &cfg }).expect("serialize datanode config");
+            let security = pki().security(Role::Datanode, &format!("dn{i}"));
+            let text = toml::to_string(&File { datanode: &cfg, security }).expect("serialize datanode config");
             std::fs::write(d.join("tarn.toml"), text).expect("write config");
             self.dn_dirs.push(d);
             self.dn_procs.push(None);
@@ -396,8 +507,9 @@ impl ProcCluster {
         assert_eq!(self.addrs[id as usize - 1], old, "node {id} came back on another address");
     }
 
+    /// A client with the tests' admin certificate.
     pub fn client(&self) -> NamenodeClient {
-        NamenodeClient::new(&self.addrs).expect("client")
+        NamenodeClient::new(&self.addrs, &admin()).expect("client")
     }
 
     /// The last lines of node `id`'s log, for failure messages.
@@ -457,11 +569,12 @@ pub async fn spawn_role(role: &str, dir: &Path, default_log: &str) -> (Child, St
     }
 }
 
-/// A config file with `c` as its `[namenode]` table.
-fn toml_of(c: &NamenodeConfig) -> String {
+/// A config file with `c` as its `[namenode]` table and `security` as `[security]`.
+fn toml_of(c: &NamenodeConfig, security: &SecurityConfig) -> String {
     #[derive(serde::Serialize)]
     struct File<'a> {
         namenode: &'a NamenodeConfig,
+        security: &'a SecurityConfig,
     }
-    toml::to_string(&File { namenode: c }).expect("serialize namenode config")
+    toml::to_string(&File { namenode: c, security }).expect("serialize namenode config")
 }

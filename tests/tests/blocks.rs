@@ -151,7 +151,8 @@ async fn a_full_datanode_gets_no_new_blocks() {
     let d = cl.datanode_dirs[0].parent().unwrap().join("dn-full");
     let mut cfg = tarn_tests::datanode_config(&d, &cl.addrs);
     cfg.reserved_bytes = u64::MAX / 4;
-    let full = tarn_datanode::start(cfg).await.unwrap();
+    let full =
+        tarn_datanode::start(cfg, tarn_tests::pki().transport(tarn_security::Role::Datanode, "dn-full")).await.unwrap();
     let c = cl.client();
     wait_live_datanodes(&c, 3).await;
     tokio::time::timeout(Duration::from_secs(60), async {
@@ -321,7 +322,7 @@ async fn whole_cluster_restart_ends_safe_mode_by_itself() {
         pc.restart(1).await;
         // No datanode yet: the namespace takes no change, with a message that says why.
         let quick = RetryPolicy { deadline: Duration::from_secs(1), ..Default::default() };
-        let q = NamenodeClient::new(&pc.addrs).unwrap().with_retry(quick);
+        let q = NamenodeClient::new(&pc.addrs, &tarn_tests::admin()).unwrap().with_retry(quick);
         let e = q.mkdirs("/after").await.expect_err("refused in safe mode");
         assert!(e.to_string().contains("safe mode"), "{e}");
         for i in 1..=3 {
@@ -356,7 +357,7 @@ async fn dead_writers_last_block_is_recovered_from_its_replicas() {
     tokio::time::timeout(Duration::from_secs(60), async {
         let data = pattern(3 * BS as usize / 2 + 777, 31);
         {
-            let dead = NamenodeClient::new(&cl.addrs).unwrap();
+            let dead = NamenodeClient::new(&cl.addrs, &tarn_tests::admin()).unwrap();
             let mut w = FileWriter::create(&dead, "/dw/f", &opts(BS)).await.unwrap();
             w.write(&data).await.unwrap();
             w.hflush().await.unwrap();

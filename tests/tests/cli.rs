@@ -5,7 +5,12 @@ use std::process::{Command, Output};
 use tarn_tests::{tarn_bin, Cluster};
 
 fn tarn(addr: &str, args: &[&str]) -> Output {
-    Command::new(tarn_bin()).args(args).env("TARN_NAMENODE", addr).output().expect("run tarn")
+    Command::new(tarn_bin())
+        .args(args)
+        .env("TARN_NAMENODE", addr)
+        .env("TARN_CONFIG", tarn_tests::admin_config())
+        .output()
+        .expect("run tarn")
 }
 
 fn text(o: &Output) -> String {
@@ -112,13 +117,52 @@ async fn put_get_cat_report_and_fsck() {
 }
 
 #[test]
-fn init_writes_one_config_per_namenode() {
+fn init_writes_one_config_and_certificate_per_node() {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("conf");
     let conf_s = conf.to_str().unwrap();
     let nodes = "10.0.0.1:8020,10.0.0.2:8020,10.0.0.3:8020";
-    let o = Command::new(tarn_bin()).args(["init", "--dir", conf_s, "--namenodes", nodes]).output().unwrap();
+    let init = ["init", "--dir", conf_s, "--namenodes", nodes, "--datanodes", "dn1.example,dn2.example"];
+    let o = Command::new(tarn_bin()).args(init).args(["--gateways", "s3.example"]).output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
+    // One certificate per node from one CA; private keys readable by their owner only.
+    let load = |file: &str| -> tarn_security::TlsPaths {
+        let v: toml::Value = toml::from_str(&std::fs::read_to_string(conf.join(file)).unwrap()).unwrap();
+        v["security"]["tls"].clone().try_into().unwrap()
+    };
+    let expect = [
+        ("namenode-2.toml", "namenode 2"),
+        ("datanode-2.toml", "datanode dn2"),
+        ("gateway-1.toml", "gateway gw1"),
+        ("admin.toml", "admin admin"),
+    ];
+    for (file, who) in expect {
+        let paths = load(file);
+        assert_eq!(paths.ca, conf.canonicalize().unwrap().join("tls/ca.pem"), "{file}");
+        let t = tarn_client::Transport::tls(&paths).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(t.identity().unwrap().to_string(), who);
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(std::fs::metadata(&paths.key).unwrap().permissions().mode() & 0o777, 0o600, "{file}");
+    }
+    let master = conf.join("keys/master.key");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&master).unwrap().permissions().mode() & 0o777, 0o600);
+    // More nodes later: a certificate from the same CA.
+    let out = dir.path().join("w1");
+    let o = Command::new(tarn_bin())
+        .args(["admin", "issue-cert", "--role", "worker", "--name", "w1", "--host", "w1.example", "--ca-dir"])
+        .arg(conf.join("tls"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let paths = tarn_security::TlsPaths {
+        ca: conf.join("tls/ca.pem"),
+        cert: out.join("worker-w1.pem"),
+        key: out.join("worker-w1-key.pem"),
+    };
+    assert_eq!(tarn_client::Transport::tls(&paths).unwrap().identity().unwrap().to_string(), "worker w1");
     for id in 1..=3 {
         let t = std::fs::read_to_string(conf.join(format!("namenode-{id}.toml"))).unwrap();
         let v: toml::Value = toml::from_str(&t).unwrap();
@@ -130,7 +174,7 @@ fn init_writes_one_config_per_namenode() {
         assert_eq!(members, ["1@10.0.0.1:8020", "2@10.0.0.2:8020", "3@10.0.0.3:8020"]);
     }
     // A second run refuses to overwrite without --force.
-    let o = Command::new(tarn_bin()).args(["init", "--dir", conf_s, "--namenodes", nodes]).output().unwrap();
+    let o = Command::new(tarn_bin()).args(init).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("--force"), "{}", text(&o));
 }

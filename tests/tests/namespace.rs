@@ -63,7 +63,7 @@ async fn create_write_blocks_and_complete() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_writer_per_file() {
     with_cluster(|c| async move {
-        let other = NamenodeClient::new(&[c_addr(&c).await]).unwrap();
+        let other = NamenodeClient::new(&[c_addr(&c).await], &tarn_tests::admin()).unwrap();
         let f = c.create("/f", &CreateOptions::default()).await.unwrap();
         let e = other.create("/f", &CreateOptions { overwrite: true, ..Default::default() }).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::LeaseConflict, "{e}");
@@ -351,8 +351,8 @@ async fn dead_writers_lose_their_leases() {
     cluster.start_datanodes(1).await;
     tokio::time::timeout(Duration::from_secs(60), async {
         let addr = cluster.addrs[0].clone();
-        let dead = NamenodeClient::new(std::slice::from_ref(&addr)).unwrap();
-        let next = NamenodeClient::new(std::slice::from_ref(&addr)).unwrap();
+        let dead = NamenodeClient::new(std::slice::from_ref(&addr), &tarn_tests::admin()).unwrap();
+        let next = NamenodeClient::new(std::slice::from_ref(&addr), &tarn_tests::admin()).unwrap();
         // Past the soft limit another writer may take the file over.
         let f = dead.create("/soft", &CreateOptions::default()).await.unwrap();
         dead.add_block("/soft", f.file_id, None).await.unwrap();

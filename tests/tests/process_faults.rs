@@ -74,7 +74,7 @@ async fn sigkill_leader_during_creates_loses_nothing_acknowledged() {
         );
         // The killed node comes back and catches up.
         pc.restart(leader).await;
-        let back = NamenodeClient::new(&[pc.addrs[leader as usize - 1].clone()]).unwrap();
+        let back = NamenodeClient::new(&[pc.addrs[leader as usize - 1].clone()], &tarn_tests::admin()).unwrap();
         wait_for("the restarted node to rejoin", Duration::from_secs(30), || async {
             back.cluster_status_of(&pc.addrs[leader as usize - 1]).await.ok().filter(|s| s.leader_id != 0).map(|_| ())
         })
@@ -130,7 +130,7 @@ async fn frozen_leader_does_not_serve_stale_reads_after_waking() {
         let old = c.cluster_status().await.expect("status").leader_id;
         let old_addr = pc.addrs[old as usize - 1].clone();
         // A client that only knows the old leader; its reads are served under the lease.
-        let at_old = NamenodeClient::new(&[old_addr]).unwrap();
+        let at_old = NamenodeClient::new(&[old_addr], &tarn_tests::admin()).unwrap();
         for _ in 0..20 {
             assert!(at_old.get_file_info("/lease/x", false).await.expect("read").is_none());
         }
@@ -138,7 +138,7 @@ async fn frozen_leader_does_not_serve_stale_reads_after_waking() {
         let others: Vec<String> = (1..=3).filter(|&i| i != old).map(|i| pc.addrs[i as usize - 1].clone()).collect();
         // Short attempts: until the election, followers point at the frozen leader.
         let retry = RetryPolicy { attempt_timeout: Duration::from_secs(1), ..Default::default() };
-        let c2 = NamenodeClient::new(&others).unwrap().with_retry(retry);
+        let c2 = NamenodeClient::new(&others, &tarn_tests::admin()).unwrap().with_retry(retry);
         // The create retries through the election until a new leader commits it.
         let x = c2.create("/lease/x", &CreateOptions::default()).await.expect("create on the new leader");
         assert_ne!(c2.cluster_status().await.expect("status").leader_id, old);

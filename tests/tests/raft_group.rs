@@ -24,7 +24,7 @@ async fn followers_redirect_and_replicate() {
         let leader = cluster.leader().await;
         // A client that only knows a follower is redirected to the leader.
         let follower = (1..=3).find(|i| *i != leader).unwrap();
-        let c = NamenodeClient::new(&[cluster.addrs[follower as usize - 1].clone()]).unwrap();
+        let c = NamenodeClient::new(&[cluster.addrs[follower as usize - 1].clone()], &tarn_tests::admin()).unwrap();
         for i in 0..50 {
             touch(&c, &format!("/r/f{i:03}")).await;
         }
@@ -97,10 +97,10 @@ async fn lagging_follower_catches_up_by_snapshot() {
         // The caught-up follower holds the same namespace: make it the only reader.
         cluster.stop(leader).await;
         let other = (1..=3).find(|i| *i != leader && *i != lagging).unwrap();
-        let c2 = NamenodeClient::new(&[
-            cluster.addrs[lagging as usize - 1].clone(),
-            cluster.addrs[other as usize - 1].clone(),
-        ])
+        let c2 = NamenodeClient::new(
+            &[cluster.addrs[lagging as usize - 1].clone(), cluster.addrs[other as usize - 1].clone()],
+            &tarn_tests::admin(),
+        )
         .unwrap();
         let listing = full_listing(&c2).await;
         assert_eq!(listing.iter().filter(|(p, _)| p.starts_with("/lag/d")).count(), 2000);
@@ -159,7 +159,7 @@ async fn membership_changes_through_the_admin_api() {
         assert_eq!(s.members.iter().map(|m| m.node_id).collect::<Vec<_>>(), remaining);
         cluster.stop(leader).await;
         let addrs: Vec<String> = remaining.iter().map(|i| cluster.addrs[*i as usize - 1].clone()).collect();
-        let c = NamenodeClient::new(&addrs).unwrap();
+        let c = NamenodeClient::new(&addrs, &tarn_tests::admin()).unwrap();
         touch(&c, "/m/after-removal").await;
         assert_eq!(full_listing(&c).await.len(), 22, "/m/, 20 files and the one written after the removal");
         // The new member answers with the whole namespace once it leads or follows.

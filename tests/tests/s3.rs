@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use tarn_gateway::{AccessKey, GatewayConfig, GatewayHandle, TlsFiles};
+use tarn_security::Role;
 use tarn_tests::{block_tuning, Cluster};
 
 /// The Python with the S3 clients (scripts/setup makes it).
@@ -35,6 +36,11 @@ struct S3Env {
     dir: tempfile::TempDir,
 }
 
+/// The gateway's certificate for the cluster's gRPC.
+fn gateway_transport() -> tarn_client::Transport {
+    tarn_tests::pki().transport(Role::Gateway, "gw")
+}
+
 async fn start() -> S3Env {
     start_with(|_| {}).await
 }
@@ -50,11 +56,13 @@ async fn start_with(tune: impl FnOnce(&mut GatewayConfig)) -> S3Env {
         namenodes: cl.addrs.clone(),
         tls: Some(tls.clone()),
         access_keys: vec![key.clone()],
+        // Virtual hosts under localhost; the clients address 127.0.0.1:PORT path-style.
+        domains: vec!["localhost".into()],
         ..GatewayConfig::default()
     };
     let mut cfg = cfg;
     tune(&mut cfg);
-    let gw = tarn_gateway::start(cfg).await.expect("start gateway");
+    let gw = tarn_gateway::start(cfg, gateway_transport()).await.expect("start gateway");
     S3Env { cl, gw, key, tls, dir }
 }
 
@@ -148,6 +156,7 @@ async fn spawn_gateway(env: &S3Env, dir: &Path) -> (std::process::Child, String)
     #[derive(serde::Serialize)]
     struct File<'a> {
         gateway: &'a GatewayConfig,
+        security: tarn_security::SecurityConfig,
     }
     let cfg = GatewayConfig {
         listen: "127.0.0.1:0".into(),
@@ -157,7 +166,11 @@ async fn spawn_gateway(env: &S3Env, dir: &Path) -> (std::process::Child, String)
         ..GatewayConfig::default()
     };
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("tarn.toml"), toml::to_string(&File { gateway: &cfg }).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("tarn.toml"),
+        toml::to_string(&File { gateway: &cfg, security: tarn_tests::pki().security(Role::Gateway, "gw") }).unwrap(),
+    )
+    .unwrap();
     tarn_tests::spawn_role("gateway", dir, "info").await
 }
 
@@ -225,6 +238,7 @@ async fn gateway_killed_mid_upload_leaves_a_completable_upload() {
 fn tarn_s3(env: &S3Env, master: &Path, args: &[&str]) -> String {
     let out = std::process::Command::new(tarn_tests::tarn_bin())
         .arg("s3")
+        .env("TARN_CONFIG", tarn_tests::admin_config())
         .arg("--namenode")
         .arg(&env.cl.addrs[0])
         .arg("--master-key-file")

@@ -264,7 +264,7 @@ async fn failover(runs: usize) -> anyhow::Result<()> {
     let mut pc = ProcCluster::start(3, |_| {}).await;
     let mut times = Vec::new();
     for run in 0..runs {
-        let c = NamenodeClient::new(&pc.addrs)?.with_retry(RetryPolicy {
+        let c = NamenodeClient::new(&pc.addrs, &tarn_tests::admin())?.with_retry(RetryPolicy {
             deadline: Duration::from_secs(30),
             attempt_timeout: Duration::from_millis(500),
             backoff_min: Duration::from_millis(5),

@@ -1,0 +1,60 @@
+//! Security shared by every Tarn process: the cluster CA and role certificates
+//! ([`pki`]), mutual-TLS transports for gRPC with role checks ([`transport`]).
+//!
+//! Secure by default: a process without TLS files refuses to start unless the operator
+//! set the explicit dev flag, which logs a warning ([`SecurityConfig::transport`]).
+
+pub mod pki;
+pub mod transport;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use pki::{Ca, Identity, Role, TlsPaths};
+pub use transport::{acting_user, caller, is_superuser, Peer, RequireRole, Transport};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    #[error("{what} {}: {source}", path.display())]
+    Io { what: String, path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// How a process secures its links (the `[security]` table of the TOML config).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// This process's certificate, key and the cluster CA (made by `tarn init`).
+    pub tls: Option<TlsPaths>,
+    /// Development only: plaintext gRPC without authentication. Logs a warning.
+    pub insecure_dev: bool,
+}
+
+impl SecurityConfig {
+    /// The transport this configuration asks for; without TLS files it is refused unless
+    /// the dev flag is set.
+    pub fn transport(&self) -> Result<Transport, SecurityError> {
+        match (&self.tls, self.insecure_dev) {
+            (Some(paths), _) => Transport::tls(paths),
+            (None, true) => {
+                warn_insecure("gRPC between processes is plaintext and unauthenticated");
+                Ok(Transport::plaintext_dev())
+            }
+            (None, false) => Err(SecurityError::Invalid(
+                "security.tls (ca, cert, key) is not set: run `tarn init` to create the cluster's certificates, \
+                 or pass --insecure-dev for a plaintext development setup"
+                    .into(),
+            )),
+        }
+    }
+}
+
+/// The one warning every relaxed setting prints.
+pub fn warn_insecure(what: &str) {
+    tracing::warn!("INSECURE DEV MODE: {what}; never use this outside development");
+    eprintln!("WARNING: insecure dev mode: {what}; never use this outside development");
+}

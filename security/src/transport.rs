@@ -1,0 +1,456 @@
+//! The one way Tarn processes talk gRPC: mutual TLS 1.3 (rustls, ring) with certificates
+//! from the cluster CA, or, only when the operator asked for it, plaintext.
+//!
+//! A [`Transport`] makes client channels ([`Transport::channel`]) and turns a listener into
+//! the stream of connections a tonic server takes ([`Transport::incoming`]). Every accepted
+//! connection carries its [`Peer`] (the identity in the client's certificate) into each
+//! request's extensions, where [`RequireRole`] and [`acting_user`] read it.
+//!
+//! **Rotation.** The certificate, key and CA files are checked for changes at most once a
+//! second when a connection is made or accepted; new files are loaded and used for new
+//! connections (existing ones keep theirs). A bad new file is logged and the old material
+//! kept.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tonic::codegen::http::{Extensions, Uri};
+use tonic::transport::{Channel, Endpoint};
+use tonic::Status;
+
+use crate::pki::{check_private, Identity, Role, TlsPaths};
+use crate::SecurityError;
+
+/// A TLS handshake that takes longer is dropped (a slow or silent client holds nothing).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Certificate files are checked for changes at most this often.
+const RELOAD_CHECK: Duration = Duration::from_secs(1);
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// What the process talks with: TLS material (or none, in dev mode) and the channels made.
+#[derive(Clone)]
+pub struct Transport {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tls: Option<TlsState>,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.inner.tls {
+            None => f.write_str("Transport(plaintext)"),
+            Some(t) => write!(f, "Transport(mTLS as {})", t.current().identity),
+        }
+    }
+}
+
+struct TlsState {
+    paths: TlsPaths,
+    current: Mutex<(Arc<Material>, Instant)>,
+}
+
+struct Material {
+    server: Arc<ServerConfig>,
+    client: Arc<ClientConfig>,
+    identity: Identity,
+    stamps: Stamps,
+}
+
+/// What tells a changed file: modification time, length and inode (files are replaced
+/// by renaming a new one over them, so the inode changes even within one clock tick).
+type Stamps = Vec<Option<(SystemTime, u64, u64)>>;
+
+fn stamps(p: &TlsPaths) -> Stamps {
+    use std::os::unix::fs::MetadataExt as _;
+    [&p.ca, &p.cert, &p.key]
+        .iter()
+        .map(|f| std::fs::metadata(f).ok().and_then(|m| Some((m.modified().ok()?, m.len(), m.ino()))))
+        .collect()
+}
+
+fn tls_err(what: &str) -> impl FnOnce(rustls::Error) -> SecurityError + '_ {
+    move |e| SecurityError::Tls(format!("{what}: {e}"))
+}
+
+fn read_certs(path: &std::path::Path, what: &str) -> Result<Vec<CertificateDer<'static>>, SecurityError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| SecurityError::Tls(format!("{what} {}: {e}", path.display())))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| SecurityError::Tls(format!("{what} {}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(SecurityError::Tls(format!("{what} {}: no certificate in the file", path.display())));
+    }
+    Ok(certs)
+}
+
+fn load(paths: &TlsPaths) -> Result<Material, SecurityError> {
+    let stamps = stamps(paths);
+    check_private(&paths.key)?;
+    let ca = read_certs(&paths.ca, "CA certificate")?;
+    let chain = read_certs(&paths.cert, "certificate")?;
+    let key = PrivateKeyDer::from_pem_file(&paths.key)
+        .map_err(|e| SecurityError::Tls(format!("private key {}: {e}", paths.key.display())))?;
+    let identity = Identity::of_cert(&chain[0])
+        .map_err(|e| SecurityError::Tls(format!("certificate {}: {e}", paths.cert.display())))?;
+    let mut roots = RootCertStore::empty();
+    for c in ca {
+        roots.add(c).map_err(tls_err("CA certificate"))?;
+    }
+    let roots = Arc::new(roots);
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+        .build()
+        .map_err(|e| SecurityError::Tls(format!("client verifier: {e}")))?;
+    let mut server = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_err("server config"))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain.clone(), key.clone_key())
+        .map_err(tls_err("certificate and key"))?;
+    server.alpn_protocols = vec![b"h2".to_vec()];
+    let mut client = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_err("client config"))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(tls_err("certificate and key"))?;
+    client.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Material { server: Arc::new(server), client: Arc::new(client), identity, stamps })
+}
+
+impl TlsState {
+    fn current(&self) -> Arc<Material> {
+        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if cur.1.elapsed() >= RELOAD_CHECK {
+            cur.1 = Instant::now();
+            if stamps(&self.paths) != cur.0.stamps {
+                match load(&self.paths) {
+                    Ok(m) => {
+                        tracing::info!(identity = %m.identity, cert = %self.paths.cert.display(), "reloaded TLS certificate");
+                        cur.0 = Arc::new(m);
+                    }
+                    // Mid-rotation (key written, certificate not yet) or a bad file: keep
+                    // serving with what works; the next check tries again.
+                    Err(e) => tracing::warn!(error = %e, "TLS files changed but do not load; keeping the old ones"),
+                }
+            }
+        }
+        cur.0.clone()
+    }
+}
+
+impl Transport {
+    /// Mutual TLS with the files in `paths`.
+    pub fn tls(paths: &TlsPaths) -> Result<Transport, SecurityError> {
+        let m = load(paths)?;
+        let tls = TlsState { paths: paths.clone(), current: Mutex::new((Arc::new(m), Instant::now())) };
+        Ok(Transport { inner: Arc::new(Inner { tls: Some(tls), channels: Mutex::default() }) })
+    }
+
+    /// Plaintext, no authentication: development only (callers print the warning).
+    pub fn plaintext_dev() -> Transport {
+        Transport { inner: Arc::new(Inner { tls: None, channels: Mutex::default() }) }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.inner.tls.is_some()
+    }
+
+    /// Who this process is to its peers (none in dev mode).
+    pub fn identity(&self) -> Option<Identity> {
+        self.inner.tls.as_ref().map(|t| t.current().identity.clone())
+    }
+
+    /// An endpoint for `addr` (`host:port`) to tune before [`Transport::channel`].
+    pub fn endpoint(addr: &str) -> Result<Endpoint, SecurityError> {
+        Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| SecurityError::Invalid(format!("address {addr:?}: {e}")))
+    }
+
+    /// A lazily connecting channel over this transport.
+    pub fn channel(&self, endpoint: Endpoint) -> Channel {
+        match &self.inner.tls {
+            None => endpoint.connect_lazy(),
+            Some(_) => endpoint.connect_with_connector_lazy(Connector { transport: self.clone() }),
+        }
+    }
+
+    /// One channel per `key` for the life of this transport (connections and their
+    /// HTTP/2 windows are reused across calls).
+    pub fn cached_channel<E>(&self, key: &str, make: impl FnOnce() -> Result<Endpoint, E>) -> Result<Channel, E> {
+        let mut map = self.inner.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get(key) {
+            return Ok(c.clone());
+        }
+        let c = self.channel(make()?);
+        map.insert(key.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// The connections accepted on `listener`, handshaken, until `shutdown`.
+    pub fn incoming(
+        &self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> tokio_stream::wrappers::ReceiverStream<io::Result<Conn>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let t = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, addr) = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tx.closed() => break,
+                    r = listener.accept() => match r {
+                        Ok(x) => x,
+                        Err(e) => {
+                            // Out of descriptors and the like: back off instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                let _ = tcp.set_nodelay(true);
+                let Some(tls) = &t.inner.tls else {
+                    let conn = Conn { io: ConnIo::Plain(tcp), peer: Peer { addr, identity: None } };
+                    if tx.send(Ok(conn)).await.is_err() {
+                        break;
+                    }
+                    continue;
+                };
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.current().server.clone());
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::info!(peer = %addr, error = %e, "refused a connection: TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::info!(peer = %addr, "refused a connection: TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let cert = stream.get_ref().1.peer_certificates().and_then(|c| c.first().cloned());
+                    let identity = match cert.map(|c| Identity::of_cert(&c)) {
+                        Some(Ok(id)) => id,
+                        Some(Err(e)) => {
+                            tracing::info!(peer = %addr, error = %e, "refused a connection: no tarn identity");
+                            return;
+                        }
+                        None => {
+                            tracing::info!(peer = %addr, "refused a connection: no client certificate");
+                            return;
+                        }
+                    };
+                    let conn =
+                        Conn { io: ConnIo::Tls(Box::new(stream)), peer: Peer { addr, identity: Some(identity) } };
+                    let _ = tx.send(Ok(conn)).await;
+                });
+            }
+        });
+        tokio_stream::wrappers::ReceiverStream::new(rx)
+    }
+}
+
+/// Dials `host:port` and runs the TLS handshake, checking the server's certificate
+/// against the cluster CA and the host name.
+#[derive(Clone)]
+struct Connector {
+    transport: Transport,
+}
+
+type TlsIo = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = TlsIo;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<TlsIo>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let transport = self.transport.clone();
+        Box::pin(async move {
+            let bad = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
+            let host = uri.host().ok_or_else(|| bad(format!("{uri}: no host")))?;
+            let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+            let port = uri.port_u16().ok_or_else(|| bad(format!("{uri}: no port")))?;
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let name = ServerName::try_from(host.clone()).map_err(|e| bad(format!("server name {host:?}: {e}")))?;
+            let tls = transport.inner.tls.as_ref().ok_or_else(|| bad("not a TLS transport".into()))?;
+            let connector = tokio_rustls::TlsConnector::from(tls.current().client.clone());
+            let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, tcp))
+                .await
+                .map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, format!("TLS handshake with {host}:{port} timed out"))
+                })?
+                .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake with {host}:{port}: {e}")))?;
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
+
+/// Who is on the other end of an accepted connection; in every request's extensions.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The identity its certificate proved; `None` on a plaintext (dev mode) connection.
+    pub identity: Option<Identity>,
+}
+
+/// An accepted connection (plaintext in dev mode, else TLS).
+pub struct Conn {
+    io: ConnIo,
+    peer: Peer,
+}
+
+enum ConnIo {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl tonic::transport::server::Connected for Conn {
+    type ConnectInfo = Peer;
+    fn connect_info(&self) -> Peer {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            ConnIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().io {
+            ConnIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().io {
+            ConnIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.io {
+            ConnIo::Plain(s) => s.is_write_vectored(),
+            ConnIo::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            ConnIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            ConnIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ConnIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Who made a request: `Ok(None)` on a dev-mode plaintext connection (everything is
+/// allowed there), the certificate's identity otherwise.
+pub fn caller(ext: &Extensions) -> Result<Option<&Identity>, Status> {
+    match ext.get::<Peer>() {
+        Some(p) => Ok(p.identity.as_ref()),
+        None => Err(Status::permission_denied("the connection carries no peer identity")),
+    }
+}
+
+/// An interceptor letting only some roles call a service (a worker may not call the
+/// namenode's admin service, only namenodes may send Raft messages).
+#[derive(Clone, Copy)]
+pub struct RequireRole {
+    pub service: &'static str,
+    pub roles: &'static [Role],
+}
+
+impl RequireRole {
+    pub fn check(&self, ext: &Extensions) -> Result<(), Status> {
+        match caller(ext)? {
+            None => Ok(()),
+            Some(id) if self.roles.contains(&id.role) => Ok(()),
+            Some(id) => {
+                let allowed: Vec<&str> = self.roles.iter().map(|r| r.as_str()).collect();
+                Err(Status::permission_denied(format!(
+                    "{} may not call {} (only {})",
+                    id,
+                    self.service,
+                    allowed.join(", ")
+                )))
+            }
+        }
+    }
+}
+
+impl tonic::service::Interceptor for RequireRole {
+    fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        self.check(req.extensions())?;
+        Ok(req)
+    }
+}
+
+/// The user a request acts as. People (user and admin certificates) act as the name in
+/// their certificate and may not claim another; daemons act for the user they name
+/// (the gateway for an S3 key's user, a worker for a job's submitter), or as themselves.
+/// In dev mode the claim is trusted.
+pub fn acting_user(ext: &Extensions, claimed: Option<&str>) -> Result<String, Status> {
+    let claimed = claimed.filter(|c| !c.is_empty());
+    match caller(ext)? {
+        None => Ok(claimed.unwrap_or("tarn").to_string()),
+        Some(id) if id.role.is_person() => match claimed {
+            Some(c) if c != id.name => {
+                Err(Status::permission_denied(format!("the certificate of {id} cannot act as user {c:?}")))
+            }
+            _ => Ok(id.name.clone()),
+        },
+        Some(id) => Ok(claimed.map(str::to_string).unwrap_or_else(|| id.role.as_str().to_string())),
+    }
+}
+
+/// Whether the caller is the cluster's superuser (an admin certificate, or dev mode).
+pub fn is_superuser(ext: &Extensions) -> bool {
+    matches!(caller(ext), Ok(None)) || matches!(caller(ext), Ok(Some(id)) if id.role == Role::Admin)
+}

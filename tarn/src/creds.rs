@@ -1,0 +1,120 @@
+//! Credentials of client commands and daemons: which certificate a command presents, the
+//! cluster PKI that `tarn init` and `tarn up` lay out, and `tarn admin issue-cert`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use tarn_client::{NamenodeClient, Transport};
+use tarn_security::{Ca, Identity, Role, SecurityConfig, TlsPaths};
+
+use crate::config::{default_data_dir, TarnConfig};
+
+/// How a client command reaches the cluster and who it is.
+#[derive(clap::Args, Clone)]
+pub struct ClientOpts {
+    /// Namenode addresses (comma-separated host:port); any member will do. Default: the
+    /// configuration's `client.namenodes`.
+    #[arg(long, env = "TARN_NAMENODE", global = true)]
+    pub namenode: Option<String>,
+    /// Configuration naming this client's certificate (`[security]`) and the namenodes
+    /// (`[client]`). Default: ./tarn-data/tarn.toml when it exists (the appliance's admin).
+    #[arg(long, env = "TARN_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Development only: plaintext, unauthenticated gRPC (for `tarn up --insecure-dev`).
+    #[arg(long, env = "TARN_INSECURE_DEV", global = true)]
+    pub insecure_dev: bool,
+}
+
+impl ClientOpts {
+    fn config(&self) -> anyhow::Result<TarnConfig> {
+        match &self.config {
+            Some(p) => TarnConfig::load(p),
+            None => {
+                let p = default_data_dir().join("tarn.toml");
+                if p.exists() {
+                    TarnConfig::load(&p)
+                } else {
+                    Ok(TarnConfig::default())
+                }
+            }
+        }
+    }
+
+    pub fn transport(&self) -> anyhow::Result<Transport> {
+        let cfg = self.config()?;
+        let mut sec = cfg.security.clone();
+        if self.insecure_dev {
+            sec = SecurityConfig { tls: None, insecure_dev: true };
+        }
+        sec.transport().context("client credentials")
+    }
+
+    pub fn namenodes(&self) -> anyhow::Result<Vec<String>> {
+        Ok(match &self.namenode {
+            Some(n) => vec![n.clone()],
+            None => self.config()?.client.namenodes,
+        })
+    }
+
+    /// A client of the cluster with this command's certificate.
+    pub fn connect(&self) -> anyhow::Result<NamenodeClient> {
+        Ok(NamenodeClient::new(&self.namenodes()?, &self.transport()?)?.with_retry(crate::cli_retry()))
+    }
+}
+
+/// Certificate files of `stem` under `tls_dir` (with the CA there).
+pub fn paths(tls_dir: &Path, stem: &str) -> TlsPaths {
+    TlsPaths {
+        ca: tls_dir.join(tarn_security::pki::CA_CERT_FILE),
+        cert: tls_dir.join(format!("{stem}.pem")),
+        key: tls_dir.join(format!("{stem}-key.pem")),
+    }
+}
+
+/// The certificate of `id` under `tls_dir`, issued from the CA there if missing.
+pub fn ensure_cert(ca: &Ca, tls_dir: &Path, stem: &str, id: &Identity, hosts: &[String]) -> anyhow::Result<TlsPaths> {
+    let p = paths(tls_dir, stem);
+    if p.cert.exists() && p.key.exists() {
+        return Ok(p);
+    }
+    Ok(ca.issue(id, hosts, tls_dir, stem)?)
+}
+
+/// The stems of the appliance's certificates, one per role it runs.
+pub const UP_ROLES: [(Role, &str); 4] =
+    [(Role::Namenode, "namenode"), (Role::Datanode, "datanode"), (Role::Gateway, "gateway"), (Role::Admin, "admin")];
+
+/// `tarn admin issue-cert`: a certificate for a new node or user from the CA in `ca_dir`.
+#[derive(clap::Args)]
+pub struct IssueCertArgs {
+    /// namenode, datanode, gateway, resource-manager, worker, user or admin.
+    #[arg(long)]
+    role: String,
+    /// The node id or user name the certificate proves.
+    #[arg(long)]
+    name: String,
+    /// Host names and addresses the holder serves as (repeat); clients check them.
+    #[arg(long = "host")]
+    hosts: Vec<String>,
+    /// Where the CA is (ca.pem, ca-key.pem).
+    #[arg(long, default_value_os_t = default_data_dir().join("tls"))]
+    ca_dir: PathBuf,
+    /// Where to write NAME.pem and NAME-key.pem (default: the CA directory).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn issue_cert(a: IssueCertArgs) -> anyhow::Result<u8> {
+    let role: Role = a.role.parse()?;
+    let id = Identity::new(role, &a.name)?;
+    let ca = Ca::load(&a.ca_dir).with_context(|| format!("load the CA from {}", a.ca_dir.display()))?;
+    let out = a.out.unwrap_or_else(|| a.ca_dir.clone());
+    let stem = format!("{}-{}", role, a.name);
+    let p = ca.issue(&id, &a.hosts, &out, &stem)?;
+    println!("issued a certificate for {id}");
+    println!("  certificate: {}", p.cert.display());
+    println!("  key:         {}", p.key.display());
+    println!("  CA:          {}", p.ca.display());
+    println!("use it with a [security] table: tls = {{ ca = {:?}, cert = {:?}, key = {:?} }}", p.ca, p.cert, p.key);
+    Ok(0)
+}

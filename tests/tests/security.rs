@@ -1,0 +1,198 @@
+//! Transport security: every gRPC port speaks mutual TLS with certificates from the cluster
+//! CA; the role in a certificate decides which services it may call; people act as the
+//! name in their certificate; certificates are reloaded without a restart.
+
+use std::process::Command;
+use std::time::Duration;
+
+use tarn_client::{ErrorKind, NamenodeClient, RetryPolicy, Transport};
+use tarn_proto::datanode as dpb;
+use tarn_proto::datanode::data_transfer_client::DataTransferClient;
+use tarn_proto::datanode::datanode_protocol_client::DatanodeProtocolClient;
+use tarn_proto::raft::raft_transport_client::RaftTransportClient;
+use tarn_security::{Ca, Identity, Role, TlsPaths};
+use tarn_tests::{block_tuning, pki, tarn_bin, test_config, wait_for, Cluster};
+
+/// Calls give up within about two seconds (a refused handshake is retried until then).
+fn quick() -> RetryPolicy {
+    RetryPolicy {
+        deadline: Duration::from_secs(2),
+        attempt_timeout: Duration::from_secs(2),
+        backoff_min: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+    }
+}
+
+fn client(addrs: &[String], t: &Transport) -> NamenodeClient {
+    NamenodeClient::new(addrs, t).unwrap().with_retry(quick())
+}
+
+fn channel(t: &Transport, addr: &str) -> tonic::transport::Channel {
+    t.channel(Transport::endpoint(addr).unwrap().connect_timeout(Duration::from_secs(2)))
+}
+
+/// A datanode read over `t`: the error (the test expects one) as text. A connection cut
+/// at the handshake shows as Unavailable, Unknown or Cancelled, depending on when.
+async fn datanode_read_error(t: &Transport, addr: &str) -> String {
+    let mut dn = DataTransferClient::new(channel(t, addr));
+    let req = dpb::GetReplicaRequest { block_id: 1 };
+    let r = tokio::time::timeout(Duration::from_secs(10), dn.get_replica(req)).await.expect("bounded");
+    let s = r.expect_err("a connection that must be refused was served");
+    format!("{:?}: {}", s.code(), s.message())
+}
+
+fn refused(e: &str) -> bool {
+    ["Unavailable", "Unknown", "Cancelled"].iter().any(|c| e.starts_with(c))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_and_plaintext_are_refused_at_the_handshake() {
+    let mut cl = Cluster::start(1, block_tuning).await;
+    cl.start_datanodes(1).await;
+    let dn_addr = cl.datanodes[0].as_ref().unwrap().addr.clone();
+    // The cluster's own admin gets in.
+    cl.client().mkdirs("/in").await.unwrap();
+
+    // An admin certificate from another CA (it trusts the real CA, so the refusal is the
+    // server's: the client certificate is not the cluster's).
+    let dir = tempfile::tempdir().unwrap();
+    let rogue_ca = Ca::create(dir.path(), "rogue").unwrap();
+    let id = Identity::new(Role::Admin, "mallory").unwrap();
+    let rogue = rogue_ca.issue(&id, &["127.0.0.1".into()], dir.path(), "mallory").unwrap();
+    let rogue = Transport::tls(&TlsPaths { ca: pki().ca().cert_path(), ..rogue }).unwrap();
+    let e = client(&cl.addrs, &rogue).mkdirs("/rogue").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "a stranger's certificate must not get through: {e}");
+    let e = datanode_read_error(&rogue, &dn_addr).await;
+    assert!(refused(&e), "datanode served a stranger: {e}");
+
+    // Plaintext gRPC to the namenode and to the datanode.
+    let plain = Transport::plaintext_dev();
+    // (The client reads the server's TLS alert as a broken HTTP/2 stream.)
+    let e = client(&cl.addrs, &plain).mkdirs("/plain").await;
+    assert!(e.is_err(), "plaintext must not get through");
+    let e = datanode_read_error(&plain, &dn_addr).await;
+    assert!(refused(&e), "datanode served plaintext: {e}");
+
+    // Nothing the refused clients asked for happened.
+    let c = cl.client();
+    assert!(c.get_file_info("/rogue", false).await.unwrap().is_none());
+    assert!(c.get_file_info("/plain", false).await.unwrap().is_none());
+    cl.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_limit_what_a_certificate_may_call() {
+    let cl = Cluster::start(1, |_| {}).await;
+    let addr = cl.addrs[0].clone();
+    let worker_t = pki().transport(Role::Worker, "w1");
+    let worker = client(&cl.addrs, &worker_t);
+    // Any certificate of the cluster may use the file system...
+    worker.mkdirs("/jobs").await.unwrap();
+    // ...but a worker may not call the admin service,
+    let e = worker.cluster_status().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    assert!(e.to_string().contains("worker w1") && e.to_string().contains("admin"), "{e}");
+    let e = worker.datanode_report().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    // speak for a datanode,
+    let mut dnp = DatanodeProtocolClient::new(channel(&worker_t, &addr));
+    let s = dnp.heartbeat(dpb::HeartbeatRequest::default()).await.unwrap_err();
+    assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+    // or send Raft messages.
+    let mut raft = RaftTransportClient::new(channel(&worker_t, &addr));
+    let s = raft.vote(tarn_proto::raft::RaftPayload { data: vec![] }).await.unwrap_err();
+    assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+    // Neither may a datanode call the admin service; the admin may.
+    let dn = client(&cl.addrs, &pki().transport(Role::Datanode, "dn-x"));
+    assert_eq!(dn.cluster_status().await.unwrap_err().kind(), ErrorKind::PermissionDenied);
+    cl.client().cluster_status().await.unwrap();
+    cl.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_act_as_the_name_in_their_certificate() {
+    let cl = Cluster::start(1, |_| {}).await;
+    let alice = client(&cl.addrs, &pki().transport(Role::User, "alice"));
+    assert_eq!(alice.mkdirs("/alice").await.unwrap().owner, "alice");
+    // She cannot claim to be someone else...
+    let e = alice.with_user("bob").mkdirs("/bob").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    assert!(cl.client().get_file_info("/bob", false).await.unwrap().is_none());
+    // ...while a daemon acts for the user it serves (the gateway for an S3 key's user).
+    let gw = client(&cl.addrs, &pki().transport(Role::Gateway, "gw")).with_user("carol");
+    assert_eq!(gw.mkdirs("/carol").await.unwrap().owner, "carol");
+    cl.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_reloaded_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pki().ca();
+    // A namenode with certificate files of its own, to rotate under it.
+    let nn_id = Identity::new(Role::Namenode, "rotating-nn").unwrap();
+    let local = vec!["127.0.0.1".to_string()];
+    let nn_paths = ca.issue(&nn_id, &local, dir.path(), "nn").unwrap();
+    let mut cfg = test_config(1, &dir.path().join("nn"));
+    cfg.initial_members = vec!["1@".into()];
+    let node = tarn_namenode::start(cfg, Transport::tls(&nn_paths).unwrap()).await.unwrap();
+    let addrs = vec![node.addr.clone()];
+    let admin = tarn_tests::admin();
+    wait_for("the namenode to lead", Duration::from_secs(20), || async {
+        client(&addrs, &admin).cluster_status().await.ok().filter(|s| s.leader_id == 1)
+    })
+    .await;
+
+    // Client side: a worker certificate is replaced by an admin one in the same files;
+    // new connections of the same transport present the new one.
+    let me = ca.issue(&Identity::new(Role::Worker, "rotating").unwrap(), &[], dir.path(), "me").unwrap();
+    let t = Transport::tls(&me).unwrap();
+    let e = client(&addrs, &t).cluster_status().await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    ca.issue(&Identity::new(Role::Admin, "rotating").unwrap(), &[], dir.path(), "me").unwrap();
+    wait_for("the client to present its new certificate", Duration::from_secs(15), || async {
+        client(&addrs, &t).cluster_status().await.ok()
+    })
+    .await;
+
+    // Server side: a certificate for another host name makes clients refuse the server
+    // (they check it), and the right one makes them accept it again.
+    ca.issue(&nn_id, &["elsewhere.invalid".into()], dir.path(), "nn").unwrap();
+    wait_for("clients to see the namenode's new certificate", Duration::from_secs(15), || async {
+        let e = client(&addrs, &admin).get_file_info("/", false).await.err()?;
+        (e.kind() == ErrorKind::Unavailable).then_some(())
+    })
+    .await;
+    ca.issue(&nn_id, &local, dir.path(), "nn").unwrap();
+    wait_for("the namenode to serve its fixed certificate", Duration::from_secs(15), || async {
+        client(&addrs, &admin).get_file_info("/", false).await.ok()
+    })
+    .await;
+    node.shutdown().await;
+}
+
+#[test]
+fn commands_without_credentials_say_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("empty.toml");
+    std::fs::write(&cfg, "").unwrap();
+    let o = Command::new(tarn_bin())
+        .args(["fs", "ls", "/"])
+        .env("TARN_CONFIG", &cfg)
+        .env("TARN_NAMENODE", "127.0.0.1:1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(text.contains("tarn init") && text.contains("--insecure-dev"), "{text}");
+    // A daemon without certificates does not start either.
+    let o = Command::new(tarn_bin())
+        .args(["namenode", "--config"])
+        .arg(&cfg)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("nn"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(text.contains("security.tls"), "{text}");
+}
