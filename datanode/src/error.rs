@@ -28,6 +28,10 @@ pub enum DatanodeError {
     /// Stored bytes do not match their checksum, or the file is shorter than recorded.
     #[error("block {block_id}: corrupt replica: {detail}")]
     Corrupt { block_id: u64, detail: String },
+    /// The replica is encrypted under another master key than this datanode's: not
+    /// corruption (the replica is fine), a configuration mistake.
+    #[error("block {block_id}: wrong master key: {detail}")]
+    WrongMasterKey { block_id: u64, detail: String },
     #[error("block {block_id}: range {offset}+{len} is outside the replica (length {length})")]
     OutOfRange { block_id: u64, offset: u64, len: u64, length: u64 },
     #[error("invalid request: {0}")]

@@ -11,6 +11,7 @@ pub mod link;
 pub mod node;
 pub mod replicate;
 pub mod scanner;
+pub mod seal;
 pub mod store;
 pub mod transfer;
 

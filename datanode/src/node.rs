@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use tarn_client::{NamenodeClient, RetryPolicy, Transport};
 use tarn_proto::datanode as pb;
 use tarn_proto::datanode::data_transfer_server::DataTransferServer;
+use tarn_security::MasterKey;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -103,12 +104,13 @@ fn advertised(bound: std::net::SocketAddr) -> String {
 }
 
 /// Starts a datanode and returns once its transfer service listens; `transport` secures
-/// its service and its links to the namenodes and other datanodes.
-pub async fn start(cfg: DatanodeConfig, transport: Transport) -> Result<DatanodeHandle> {
+/// its service and its links to the namenodes and other datanodes; `master` encrypts the
+/// replicas it stores (`None`: insecure dev mode, replicas in the clear).
+pub async fn start(cfg: DatanodeConfig, transport: Transport, master: Option<MasterKey>) -> Result<DatanodeHandle> {
     cfg.validate()?;
     let dirs = cfg.data_dirs.clone();
     let reserved = cfg.reserved_bytes;
-    let store = tokio::task::spawn_blocking(move || BlockStore::open(&dirs, reserved))
+    let store = tokio::task::spawn_blocking(move || BlockStore::open(&dirs, reserved, master))
         .await
         .map_err(|e| DatanodeError::Config(format!("open data directories: {e}")))??;
     let listener = tokio::net::TcpListener::bind(&cfg.listen)

@@ -30,7 +30,10 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use tarn_security::MasterKey;
+
 use crate::error::{DatanodeError, Result};
+use crate::seal::{DataKey, SealHeader, TAG_BYTES, WRAPPED_BYTES};
 
 /// Bytes covered by one checksum.
 pub const CHUNK_BYTES: usize = 64 * 1024;
@@ -88,6 +91,9 @@ pub struct BlockStore {
     /// A directory takes no new replica when its free space is below this.
     reserved_bytes: u64,
     replicas: Mutex<HashMap<u64, Entry>>,
+    /// Encrypts new replicas and opens encrypted ones; `None` only in insecure dev mode
+    /// (new replicas are then stored in the clear).
+    master: Option<MasterKey>,
 }
 
 fn data_name(block_id: u64) -> String {
@@ -129,31 +135,70 @@ fn fsync_dir(dir: &Path) -> Result<()> {
 struct MetaHeader {
     gen_stamp: u64,
     length: u64,
+    /// How the replica's data key is kept, when the replica is encrypted.
+    seal: Option<SealHeader>,
 }
 
-fn encode_header(h: MetaHeader) -> [u8; META_HEADER_BYTES as usize] {
-    let mut b = [0u8; META_HEADER_BYTES as usize];
-    b[..8].copy_from_slice(META_MAGIC);
+/// Encrypted replicas (`seal.rs`): a 128-byte header (the plain one's fields, the session
+/// at bytes 12..16, the master key id at 32..40, the sealed data key at 40..100) and one
+/// record per chunk: CRC32C of the stored (encrypted) bytes, the chunk's length, the
+/// session it was encrypted in, and its AES-GCM tag.
+const SEALED_MAGIC: &[u8; 8] = b"TARNBLK2";
+const SEALED_HEADER_BYTES: u64 = 128;
+const SEALED_RECORD_BYTES: u64 = 12 + TAG_BYTES as u64;
+
+fn header_bytes(sealed: bool) -> u64 {
+    if sealed {
+        SEALED_HEADER_BYTES
+    } else {
+        META_HEADER_BYTES
+    }
+}
+
+fn encode_header(h: MetaHeader) -> Vec<u8> {
+    let mut b = vec![0u8; header_bytes(h.seal.is_some()) as usize];
+    b[..8].copy_from_slice(if h.seal.is_some() { SEALED_MAGIC } else { META_MAGIC });
     b[8..12].copy_from_slice(&(CHUNK_BYTES as u32).to_le_bytes());
     b[16..24].copy_from_slice(&h.gen_stamp.to_le_bytes());
     b[24..32].copy_from_slice(&h.length.to_le_bytes());
+    if let Some(seal) = h.seal {
+        b[12..16].copy_from_slice(&seal.session.to_le_bytes());
+        b[32..40].copy_from_slice(&seal.key_id);
+        b[40..40 + WRAPPED_BYTES].copy_from_slice(&seal.wrapped);
+    }
     b
 }
 
 fn read_header(block_id: u64, meta: &File) -> Result<MetaHeader> {
-    let mut b = [0u8; META_HEADER_BYTES as usize];
-    meta.read_exact_at(&mut b, 0)
-        .map_err(|e| DatanodeError::Corrupt { block_id, detail: format!("checksum file header: {e}") })?;
-    let word = |r: std::ops::Range<usize>| u64::from_le_bytes(b[r].try_into().unwrap_or([0; 8]));
+    let corrupt = |e: String| DatanodeError::Corrupt { block_id, detail: format!("checksum file header: {e}") };
+    let mut b = vec![0u8; META_HEADER_BYTES as usize];
+    meta.read_exact_at(&mut b, 0).map_err(|e| corrupt(e.to_string()))?;
+    let sealed = &b[..8] == SEALED_MAGIC;
     let chunk = u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize;
-    if &b[..8] != META_MAGIC || chunk != CHUNK_BYTES {
-        return Err(DatanodeError::Corrupt { block_id, detail: "checksum file header is not Tarn's".into() });
+    if !(sealed || &b[..8] == META_MAGIC) || chunk != CHUNK_BYTES {
+        return Err(corrupt("not Tarn's".into()));
     }
-    Ok(MetaHeader { gen_stamp: word(16..24), length: word(24..32) })
+    if sealed {
+        b.resize(SEALED_HEADER_BYTES as usize, 0);
+        meta.read_exact_at(&mut b, 0).map_err(|e| corrupt(e.to_string()))?;
+    }
+    let word = |r: std::ops::Range<usize>| u64::from_le_bytes(b[r].try_into().unwrap_or([0; 8]));
+    let seal = sealed.then(|| {
+        let mut key_id = [0u8; 8];
+        key_id.copy_from_slice(&b[32..40]);
+        let mut wrapped = [0u8; WRAPPED_BYTES];
+        wrapped.copy_from_slice(&b[40..40 + WRAPPED_BYTES]);
+        SealHeader { key_id, session: u32::from_le_bytes([b[12], b[13], b[14], b[15]]), wrapped }
+    });
+    Ok(MetaHeader { gen_stamp: word(16..24), length: word(24..32), seal })
 }
 
 fn crc_offset(chunk: u64) -> u64 {
     META_HEADER_BYTES + chunk * 4
+}
+
+fn record_offset(chunk: u64) -> u64 {
+    SEALED_HEADER_BYTES + chunk * SEALED_RECORD_BYTES
 }
 
 /// Reads the checksums of chunks `[first, first + n)`.
@@ -164,9 +209,48 @@ fn read_crcs(block_id: u64, meta: &File, first: u64, n: usize) -> Result<Vec<u32
     Ok(b.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
 }
 
+/// One encrypted chunk's record.
+#[derive(Debug, Clone, Copy)]
+struct Record {
+    crc: u32,
+    len: u32,
+    session: u32,
+    tag: [u8; TAG_BYTES],
+}
+
+impl Record {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.crc.to_le_bytes());
+        out.extend_from_slice(&self.len.to_le_bytes());
+        out.extend_from_slice(&self.session.to_le_bytes());
+        out.extend_from_slice(&self.tag);
+    }
+}
+
+/// Reads the records of encrypted chunks `[first, first + n)`.
+fn read_records(block_id: u64, meta: &File, first: u64, n: usize) -> Result<Vec<Record>> {
+    let mut b = vec![0u8; n * SEALED_RECORD_BYTES as usize];
+    meta.read_exact_at(&mut b, record_offset(first))
+        .map_err(|e| DatanodeError::Corrupt { block_id, detail: format!("records of chunks {first}+{n}: {e}") })?;
+    let u = |c: &[u8], i: usize| u32::from_le_bytes([c[i], c[i + 1], c[i + 2], c[i + 3]]);
+    Ok(b.chunks_exact(SEALED_RECORD_BYTES as usize)
+        .map(|c| {
+            let mut tag = [0u8; TAG_BYTES];
+            tag.copy_from_slice(&c[12..]);
+            Record { crc: u(c, 0), len: u(c, 4), session: u(c, 8), tag }
+        })
+        .collect())
+}
+
+/// Encrypts `buf` as chunk `chunk` in place and returns its record.
+fn seal_chunk(key: &DataKey, chunk: u64, session: u32, buf: &mut [u8]) -> Record {
+    let tag = key.seal(chunk, session, buf);
+    Record { crc: crc32c::crc32c(buf), len: buf.len() as u32, session, tag }
+}
+
 impl BlockStore {
     /// Opens (creating if needed) the store on `dirs` and finds the replicas already there.
-    pub fn open(dirs: &[PathBuf], reserved_bytes: u64) -> Result<Arc<BlockStore>> {
+    pub fn open(dirs: &[PathBuf], reserved_bytes: u64, master: Option<MasterKey>) -> Result<Arc<BlockStore>> {
         if dirs.is_empty() {
             return Err(DatanodeError::Config("datanode.data_dirs is empty".into()));
         }
@@ -181,7 +265,7 @@ impl BlockStore {
             storage_ids.push(storage_id(&root)?);
             roots.push(root);
         }
-        let store = BlockStore { roots, storage_ids, reserved_bytes, replicas: Mutex::new(HashMap::new()) };
+        let store = BlockStore { roots, storage_ids, reserved_bytes, replicas: Mutex::new(HashMap::new()), master };
         store.scan()?;
         Ok(Arc::new(store))
     }
@@ -235,10 +319,18 @@ impl BlockStore {
             let name = f.file_name();
             let Some(block_id) = name.to_str().and_then(parse_block_file) else { continue };
             let loaded = match state {
-                ReplicaState::Finalized => load_finalized(block_id, path),
-                ReplicaState::BeingWritten => recover_rbw(block_id, path),
+                ReplicaState::Finalized => load_finalized(block_id, path, self.master.as_ref()),
+                ReplicaState::BeingWritten => recover_rbw(block_id, path, self.master.as_ref()),
             };
             match loaded {
+                // Data sealed under another master key is not corrupt: refuse to start
+                // rather than have the namenode drop every replica here.
+                Err(e @ DatanodeError::WrongMasterKey { .. }) => {
+                    return Err(DatanodeError::Config(format!(
+                        "{e} (in {}); start this datanode with the master key its data was written with",
+                        path.display()
+                    )))
+                }
                 Ok(info) => {
                     if let Some(prev) = found.get(&block_id) {
                         tracing::warn!(block_id, first = ?prev.info, second = ?info, "two replicas of one block; keeping the newer");
@@ -313,15 +405,24 @@ impl BlockStore {
             map.insert(block_id, Entry { dir, info, open: true });
         }
         let rbw = self.rbw_dir(dir);
+        // A fresh data key per replica (session 0); no fsync needed before using it: a
+        // header lost in a crash takes the only copy of the key, so nothing sealed under
+        // it survives to be confused with later writes.
+        let sealing = self.master.as_ref().map(|m| DataKey::generate(m, block_id));
+        let seal_header = sealing.as_ref().map(|(_, h)| *h);
         let made = (|| {
             let data = create_new(&rbw.join(data_name(block_id)))?;
             let meta = create_new(&rbw.join(meta_name(block_id)))?;
-            meta.write_all_at(&encode_header(MetaHeader { gen_stamp, length: LENGTH_OPEN }), 0)
+            meta.write_all_at(&encode_header(MetaHeader { gen_stamp, length: LENGTH_OPEN, seal: seal_header }), 0)
                 .map_err(DatanodeError::io("write checksum header", rbw.join(meta_name(block_id))))?;
             Ok((data, meta))
         })();
         match made {
-            Ok((data, meta)) => Ok(ReplicaWriter::new(self.clone(), block_id, gen_stamp, dir, data, meta, 0, 0)),
+            Ok((data, meta)) => {
+                let mut w = ReplicaWriter::new(self.clone(), block_id, gen_stamp, dir, data, meta, 0, 0);
+                w.seal = sealing.map(|(key, header)| WriterSeal { key, header, buf: Vec::new() });
+                Ok(w)
+            }
             Err(e) => {
                 self.lock().remove(&block_id);
                 let _ = fs::remove_file(rbw.join(data_name(block_id)));
@@ -370,19 +471,28 @@ impl BlockStore {
         let reopened = (|| {
             let data = OpenOptions::new().read(true).write(true).open(&dp).map_err(DatanodeError::io("open", &dp))?;
             let meta = OpenOptions::new().read(true).write(true).open(&mp).map_err(DatanodeError::io("open", &mp))?;
+            let h = read_header(block_id, &meta)?;
+            if let Some(seal) = h.seal {
+                let ws = cut_sealed(block_id, &data, &meta, length, new_gen_stamp, seal, self.master.as_ref())?;
+                return Ok((data, meta, 0, 0, Some(ws)));
+            }
             let (partial_crc, partial_len) = cut_to(block_id, &data, &meta, length)?;
-            meta.write_all_at(&encode_header(MetaHeader { gen_stamp: new_gen_stamp, length: LENGTH_OPEN }), 0)
-                .map_err(DatanodeError::io("write checksum header", &mp))?;
-            Ok((data, meta, partial_crc, partial_len))
+            meta.write_all_at(
+                &encode_header(MetaHeader { gen_stamp: new_gen_stamp, length: LENGTH_OPEN, seal: None }),
+                0,
+            )
+            .map_err(DatanodeError::io("write checksum header", &mp))?;
+            Ok((data, meta, partial_crc, partial_len, None))
         })();
         match reopened {
-            Ok((data, meta, crc, plen)) => {
+            Ok((data, meta, crc, plen, seal)) => {
                 if let Some(e) = self.lock().get_mut(&block_id) {
                     e.info.gen_stamp = new_gen_stamp;
                     e.info.length = length;
                 }
                 let mut w = ReplicaWriter::new(self.clone(), block_id, new_gen_stamp, e.dir, data, meta, crc, plen);
                 w.length = length;
+                w.seal = seal;
                 Ok(w)
             }
             Err(err) => {
@@ -426,7 +536,11 @@ impl BlockStore {
                 detail: format!("data file holds {on_disk} bytes, {} recorded", e.info.length),
             });
         }
-        Ok(ReplicaReader { block_id, gen_stamp: e.info.gen_stamp, length: e.info.length, data, meta })
+        let key = match read_header(block_id, &meta)?.seal {
+            Some(h) => Some(DataKey::open(self.master.as_ref(), block_id, &h)?),
+            None => None,
+        };
+        Ok(ReplicaReader { block_id, gen_stamp: e.info.gen_stamp, length: e.info.length, data, meta, key })
     }
 
     /// Deletes a replica on the namenode's command, only if nobody writes it and its
@@ -508,11 +622,31 @@ fn storage_id(root: &Path) -> Result<String> {
     Ok(id)
 }
 
-fn load_finalized(block_id: u64, dir: &Path) -> Result<ReplicaInfo> {
+/// Refuses a replica sealed under another master key than `master`.
+fn check_key(block_id: u64, h: &MetaHeader, master: Option<&MasterKey>) -> Result<()> {
+    match (&h.seal, master) {
+        (Some(seal), Some(m)) if seal.key_id != m.id() => Err(DatanodeError::WrongMasterKey {
+            block_id,
+            detail: format!(
+                "sealed by master key {}, this datanode has {}",
+                crate::seal::hex_id(&seal.key_id),
+                m.id_hex()
+            ),
+        }),
+        (Some(seal), None) => Err(DatanodeError::WrongMasterKey {
+            block_id,
+            detail: format!("sealed by master key {}, this datanode has none", crate::seal::hex_id(&seal.key_id)),
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn load_finalized(block_id: u64, dir: &Path, master: Option<&MasterKey>) -> Result<ReplicaInfo> {
     let dp = dir.join(data_name(block_id));
     let mp = dir.join(meta_name(block_id));
     let meta = File::open(&mp).map_err(DatanodeError::io("open", &mp))?;
     let h = read_header(block_id, &meta)?;
+    check_key(block_id, &h, master)?;
     let on_disk = fs::metadata(&dp).map_err(DatanodeError::io("stat", &dp))?.len();
     if h.length == LENGTH_OPEN || on_disk != h.length {
         return Err(DatanodeError::Corrupt {
@@ -524,14 +658,23 @@ fn load_finalized(block_id: u64, dir: &Path) -> Result<ReplicaInfo> {
 }
 
 /// A replica left in `rbw/`: keeps the longest prefix whose checksums hold.
-fn recover_rbw(block_id: u64, dir: &Path) -> Result<ReplicaInfo> {
+fn recover_rbw(block_id: u64, dir: &Path, master: Option<&MasterKey>) -> Result<ReplicaInfo> {
     let dp = dir.join(data_name(block_id));
     let mp = dir.join(meta_name(block_id));
     let data = OpenOptions::new().read(true).write(true).open(&dp).map_err(DatanodeError::io("open", &dp))?;
     let meta = OpenOptions::new().read(true).write(true).open(&mp).map_err(DatanodeError::io("open", &mp))?;
     let h = read_header(block_id, &meta)?;
+    check_key(block_id, &h, master)?;
     let data_len = data.metadata().map_err(DatanodeError::io("stat", &dp))?.len();
     let meta_len = meta.metadata().map_err(DatanodeError::io("stat", &mp))?.len();
+    if h.seal.is_some() {
+        let length = longest_sealed_prefix(block_id, &data, &meta, data_len, meta_len)?;
+        let chunks = length.div_ceil(CHUNK_BYTES as u64);
+        let io = |e: std::io::Error| DatanodeError::Corrupt { block_id, detail: format!("truncate replica: {e}") };
+        data.set_len(length).map_err(io)?;
+        meta.set_len(record_offset(chunks)).map_err(io)?;
+        return Ok(ReplicaInfo { block_id, gen_stamp: h.gen_stamp, length, state: ReplicaState::BeingWritten });
+    }
     let chunks = meta_len.saturating_sub(META_HEADER_BYTES) / 4;
     let mut length = data_len.min(chunks * CHUNK_BYTES as u64);
     // The last chunk's checksum may cover fewer bytes than the file holds (an hflush or
@@ -551,6 +694,96 @@ fn recover_rbw(block_id: u64, dir: &Path) -> Result<ReplicaInfo> {
     }
     cut_to(block_id, &data, &meta, length)?;
     Ok(ReplicaInfo { block_id, gen_stamp: h.gen_stamp, length, state: ReplicaState::BeingWritten })
+}
+
+/// An encrypted replica left in `rbw/`: the length up to the last chunk whose record
+/// matches the bytes on disk (whole chunks only: a chunk is encrypted as one piece).
+/// Known gap: a partial chunk that was flushed, then rewritten longer when more data came,
+/// and cut short by a crash mid-rewrite, falls back to the previous chunk boundary.
+fn longest_sealed_prefix(block_id: u64, data: &File, meta: &File, data_len: u64, meta_len: u64) -> Result<u64> {
+    let chunk = CHUNK_BYTES as u64;
+    let mut n = meta_len.saturating_sub(SEALED_HEADER_BYTES) / SEALED_RECORD_BYTES;
+    while n > 0 {
+        let last = n - 1;
+        let r = read_records(block_id, meta, last, 1)?[0];
+        let start = last * chunk;
+        let len = u64::from(r.len);
+        if len > 0 && len <= chunk && start + len <= data_len {
+            let mut buf = vec![0u8; len as usize];
+            data.read_exact_at(&mut buf, start)
+                .map_err(|e| DatanodeError::Corrupt { block_id, detail: format!("read chunk {last}: {e}") })?;
+            if crc32c::crc32c(&buf) == r.crc {
+                return Ok(start + len);
+            }
+        }
+        n -= 1;
+    }
+    Ok(0)
+}
+
+/// Reopens an encrypted replica for a new writer: takes the next session (made durable
+/// before anything is encrypted under it), cuts data and records to `length`, and
+/// re-encrypts the kept part of a partial last chunk under the new session; returns the
+/// writer's state with that chunk's plaintext in its buffer.
+fn cut_sealed(
+    block_id: u64,
+    data: &File,
+    meta: &File,
+    length: u64,
+    new_gen_stamp: u64,
+    seal: SealHeader,
+    master: Option<&MasterKey>,
+) -> Result<WriterSeal> {
+    let key = DataKey::open(master, block_id, &seal)?;
+    let io = |e: std::io::Error| DatanodeError::Corrupt { block_id, detail: format!("reopen replica: {e}") };
+    let session = seal
+        .session
+        .checked_add(1)
+        .ok_or_else(|| DatanodeError::Corrupt { block_id, detail: "writer sessions exhausted".into() })?;
+    let header = SealHeader { session, ..seal };
+    meta.write_all_at(
+        &encode_header(MetaHeader { gen_stamp: new_gen_stamp, length: LENGTH_OPEN, seal: Some(header) }),
+        0,
+    )
+    .map_err(io)?;
+    meta.sync_data().map_err(io)?;
+    let chunk = CHUNK_BYTES as u64;
+    let full = length / chunk;
+    let partial_len = (length % chunk) as usize;
+    let mut buf = Vec::new();
+    if partial_len > 0 {
+        let r = read_records(block_id, meta, full, 1)?[0];
+        if (r.len as usize) < partial_len {
+            return Err(DatanodeError::Corrupt {
+                block_id,
+                detail: format!("chunk {full} holds {} bytes, {partial_len} to keep", r.len),
+            });
+        }
+        buf = vec![0u8; r.len as usize];
+        data.read_exact_at(&mut buf, full * chunk).map_err(io)?;
+        if crc32c::crc32c(&buf) != r.crc {
+            return Err(DatanodeError::Corrupt {
+                block_id,
+                detail: format!("chunk {full} does not match its checksum"),
+            });
+        }
+        key.open_chunk(full, r.session, &mut buf, &r.tag)?;
+        buf.truncate(partial_len);
+    }
+    data.set_len(length).map_err(io)?;
+    meta.set_len(record_offset(full)).map_err(io)?;
+    let mut ws = WriterSeal { key, header, buf };
+    if partial_len > 0 {
+        // The kept bytes, encrypted again under the new session and their new length.
+        let mut c = ws.buf.clone();
+        let r = seal_chunk(&ws.key, full, session, &mut c);
+        data.write_all_at(&c, full * chunk).map_err(io)?;
+        let mut rec = Vec::new();
+        r.encode(&mut rec);
+        meta.write_all_at(&rec, record_offset(full)).map_err(io)?;
+    }
+    ws.buf.reserve(CHUNK_BYTES);
+    Ok(ws)
 }
 
 /// The longest prefix of `buf` (at least one byte) whose CRC32C is `stored`.
@@ -614,6 +847,16 @@ pub struct ReplicaWriter {
     partial_crc: u32,
     partial_len: usize,
     done: bool,
+    /// Encryption state of an encrypted replica.
+    seal: Option<WriterSeal>,
+}
+
+/// A writer's encryption state: the data key, the header naming it (with the session), and
+/// the plaintext of the chunk being filled (encrypted when it fills up or is flushed).
+struct WriterSeal {
+    key: DataKey,
+    header: SealHeader,
+    buf: Vec<u8>,
 }
 
 impl ReplicaWriter {
@@ -629,7 +872,19 @@ impl ReplicaWriter {
         partial_len: usize,
     ) -> Self {
         let length = 0;
-        ReplicaWriter { store, block_id, gen_stamp, dir, data, meta, length, partial_crc, partial_len, done: false }
+        ReplicaWriter {
+            store,
+            block_id,
+            gen_stamp,
+            dir,
+            data,
+            meta,
+            length,
+            partial_crc,
+            partial_len,
+            done: false,
+            seal: None,
+        }
     }
 
     pub fn block_id(&self) -> u64 {
@@ -655,8 +910,68 @@ impl ReplicaWriter {
         disk_full_or(self.block_id, DatanodeError::io(context, if meta { mp } else { dp })(e))
     }
 
+    /// Appends `buf` to an encrypted replica: completed chunks are encrypted and written
+    /// (data and records in one write each), the rest waits in the chunk buffer.
+    fn write_sealed(&mut self, mut buf: &[u8]) -> Result<()> {
+        let Some(ws) = self.seal.as_mut() else { return Ok(()) };
+        let chunk = CHUNK_BYTES as u64;
+        let first = self.length / chunk;
+        let mut idx = first;
+        let mut out: Vec<u8> = Vec::new();
+        let mut recs = Vec::new();
+        let total = buf.len();
+        while !buf.is_empty() {
+            let take = (CHUNK_BYTES - ws.buf.len()).min(buf.len());
+            if ws.buf.is_empty() && take == CHUNK_BYTES {
+                // A whole chunk straight from the packet.
+                if out.capacity() == 0 {
+                    out.reserve(buf.len() - buf.len() % CHUNK_BYTES);
+                }
+                let at = out.len();
+                out.extend_from_slice(&buf[..CHUNK_BYTES]);
+                seal_chunk(&ws.key, idx, ws.header.session, &mut out[at..]).encode(&mut recs);
+                idx += 1;
+            } else {
+                ws.buf.extend_from_slice(&buf[..take]);
+                if ws.buf.len() == CHUNK_BYTES {
+                    let at = out.len();
+                    out.extend_from_slice(&ws.buf);
+                    ws.buf.clear();
+                    seal_chunk(&ws.key, idx, ws.header.session, &mut out[at..]).encode(&mut recs);
+                    idx += 1;
+                }
+            }
+            buf = &buf[take..];
+        }
+        if !out.is_empty() {
+            self.data.write_all_at(&out, first * chunk).map_err(|e| self.io_err("write", false, e))?;
+            self.meta.write_all_at(&recs, record_offset(first)).map_err(|e| self.io_err("write", true, e))?;
+        }
+        self.length += total as u64;
+        Ok(())
+    }
+
+    /// Encrypts and writes the partial chunk being filled (hflush, hsync, finalize).
+    fn flush_sealed(&mut self) -> Result<()> {
+        let Some(ws) = self.seal.as_ref() else { return Ok(()) };
+        if ws.buf.is_empty() {
+            return Ok(());
+        }
+        let idx = self.length / CHUNK_BYTES as u64;
+        let mut c = ws.buf.clone();
+        let r = seal_chunk(&ws.key, idx, ws.header.session, &mut c);
+        let mut rec = Vec::with_capacity(SEALED_RECORD_BYTES as usize);
+        r.encode(&mut rec);
+        self.data.write_all_at(&c, idx * CHUNK_BYTES as u64).map_err(|e| self.io_err("write", false, e))?;
+        self.meta.write_all_at(&rec, record_offset(idx)).map_err(|e| self.io_err("write", true, e))?;
+        Ok(())
+    }
+
     /// Appends `buf`, checksumming every completed chunk.
     pub fn write(&mut self, buf: &[u8]) -> Result<()> {
+        if self.seal.is_some() {
+            return self.write_sealed(buf);
+        }
         self.data.write_all_at(buf, self.length).map_err(|e| self.io_err("write", false, e))?;
         let first_chunk = self.length / CHUNK_BYTES as u64;
         let mut full = Vec::new();
@@ -681,7 +996,8 @@ impl ReplicaWriter {
 
     /// Makes what was written readable (`hflush`); with `sync`, also durable (`hsync`).
     pub fn flush(&mut self, sync: bool) -> Result<()> {
-        if self.partial_len > 0 {
+        self.flush_sealed()?;
+        if self.seal.is_none() && self.partial_len > 0 {
             let chunk = self.length / CHUNK_BYTES as u64;
             self.meta
                 .write_all_at(&self.partial_crc.to_le_bytes(), crc_offset(chunk))
@@ -698,7 +1014,8 @@ impl ReplicaWriter {
     /// Records the final length, makes the replica durable and moves it to `finalized/`.
     pub fn finalize(mut self) -> Result<ReplicaInfo> {
         self.flush(false)?;
-        let header = encode_header(MetaHeader { gen_stamp: self.gen_stamp, length: self.length });
+        let seal = self.seal.as_ref().map(|w| w.header);
+        let header = encode_header(MetaHeader { gen_stamp: self.gen_stamp, length: self.length, seal });
         self.meta.write_all_at(&header, 0).map_err(|e| self.io_err("write checksum header", true, e))?;
         self.data.sync_all().map_err(|e| self.io_err("fsync", false, e))?;
         self.meta.sync_all().map_err(|e| self.io_err("fsync", true, e))?;
@@ -750,6 +1067,8 @@ pub struct ReplicaReader {
     length: u64,
     data: File,
     meta: File,
+    /// The data key of an encrypted replica.
+    key: Option<DataKey>,
 }
 
 impl ReplicaReader {
@@ -785,6 +1104,9 @@ impl ReplicaReader {
         let first = offset / chunk;
         let last = (end - 1) / chunk;
         let start = first * chunk;
+        if let Some(key) = &self.key {
+            return self.read_sealed(key, offset, len, first, last);
+        }
         let stop = ((last + 1) * chunk).min(self.length);
         let mut buf = vec![0u8; (stop - start) as usize];
         self.data.read_exact_at(&mut buf, start).map_err(|e| DatanodeError::Corrupt {
@@ -805,6 +1127,51 @@ impl ReplicaReader {
             }
         }
         let skip = (offset - start) as usize;
+        buf.drain(..skip);
+        buf.truncate(len);
+        Ok(buf)
+    }
+
+    /// [`ReplicaReader::read_at`] of an encrypted replica: decrypts only the chunks the
+    /// range touches, each checked against its CRC and its tag.
+    fn read_sealed(&self, key: &DataKey, offset: u64, len: usize, first: u64, last: u64) -> Result<Vec<u8>> {
+        let block_id = self.block_id;
+        let chunk = CHUNK_BYTES as u64;
+        let start = first * chunk;
+        let recs = read_records(block_id, &self.meta, first, (last - first + 1) as usize)?;
+        // Every chunk is whole but the replica's last, which a writer may have grown since
+        // this reader looked: its record says how long it is now.
+        let stored: u64 = recs.iter().map(|r| u64::from(r.len)).sum();
+        let mut buf = vec![0u8; stored as usize];
+        self.data
+            .read_exact_at(&mut buf, start)
+            .map_err(|e| DatanodeError::Corrupt { block_id, detail: format!("read {start}+{stored}: {e}") })?;
+        let mut at = 0usize;
+        for (i, r) in recs.iter().enumerate() {
+            let idx = first + i as u64;
+            let n = r.len as usize;
+            let whole = idx < last || (idx + 1) * chunk <= self.length;
+            if n == 0 || n > CHUNK_BYTES || (whole && n != CHUNK_BYTES) {
+                return Err(DatanodeError::Corrupt { block_id, detail: format!("chunk {idx} records {n} bytes") });
+            }
+            let piece = &mut buf[at..at + n];
+            let got = crc32c::crc32c(piece);
+            if got != r.crc {
+                return Err(DatanodeError::Corrupt {
+                    block_id,
+                    detail: format!("checksum mismatch in chunk {idx} (stored {:08x}, computed {got:08x})", r.crc),
+                });
+            }
+            key.open_chunk(idx, r.session, piece, &r.tag)?;
+            at += n;
+        }
+        let skip = (offset - start) as usize;
+        if skip + len > buf.len() {
+            return Err(DatanodeError::Corrupt {
+                block_id,
+                detail: format!("chunks hold {} bytes from {start}, {} asked for", buf.len(), skip + len),
+            });
+        }
         buf.drain(..skip);
         buf.truncate(len);
         Ok(buf)

@@ -88,7 +88,9 @@ pub fn status_of(e: &DatanodeError) -> Status {
         DatanodeError::ReplicaNotFound { .. } => Status::not_found(msg),
         DatanodeError::ReplicaExists { .. } => Status::already_exists(msg),
         DatanodeError::ReplicaBusy { .. } => Status::unavailable(msg),
-        DatanodeError::StaleGeneration { .. } => Status::failed_precondition(msg),
+        DatanodeError::StaleGeneration { .. } | DatanodeError::WrongMasterKey { .. } => {
+            Status::failed_precondition(msg)
+        }
         DatanodeError::Corrupt { .. } => Status::data_loss(msg),
         DatanodeError::OutOfRange { .. } => Status::out_of_range(msg),
         DatanodeError::DiskFull { .. } => Status::resource_exhausted(msg),

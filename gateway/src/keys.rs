@@ -13,13 +13,10 @@
 //!   bootstrap credential, like a root user.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
-use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 use tarn_client::blocks::FileWriter;
 use tarn_client::{CreateOptions, ErrorKind, ListOptions, NamenodeClient};
@@ -50,99 +47,21 @@ pub enum KeyError {
     Client(#[from] tarn_client::ClientError),
 }
 
-/// The cluster master key: 32 bytes, kept hex-encoded in a file readable by its owner
-/// only, or given in the environment (`TARN_MASTER_KEY`).
-#[derive(Clone)]
-pub struct MasterKey([u8; 32]);
+pub use tarn_security::MasterKey;
 
-impl std::fmt::Debug for MasterKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MasterKey(<redacted>)")
-    }
+/// What the master key seals S3 secrets for (its derived key serves nothing else).
+const SECRETS_PURPOSE: &[u8] = b"tarn s3 secret keys v1";
+
+/// `nonce || ciphertext || tag` of `secret`, bound to `access_key`.
+pub fn seal_secret(master: &MasterKey, access_key: &str, secret: &str) -> Vec<u8> {
+    master.seal(SECRETS_PURPOSE, access_key.as_bytes(), secret.as_bytes())
 }
 
-impl MasterKey {
-    pub fn generate() -> MasterKey {
-        let mut k = [0u8; 32];
-        SystemRandom::new().fill(&mut k).expect("system randomness");
-        MasterKey(k)
-    }
-
-    pub fn parse(hex_text: &str) -> Result<MasterKey, KeyError> {
-        let raw =
-            hex::decode(hex_text.trim()).map_err(|_| KeyError::MasterKey("not hex (64 hex digits expected)".into()))?;
-        let k: [u8; 32] =
-            raw.try_into().map_err(|v: Vec<u8>| KeyError::MasterKey(format!("{} bytes, 32 expected", v.len())))?;
-        Ok(MasterKey(k))
-    }
-
-    /// Reads a key file, refusing one that others may read.
-    pub fn load(path: &Path) -> Result<MasterKey, KeyError> {
-        use std::os::unix::fs::PermissionsExt as _;
-        let meta =
-            std::fs::metadata(path).map_err(|e| KeyError::MasterKey(format!("cannot read {}: {e}", path.display())))?;
-        if meta.permissions().mode() & 0o077 != 0 {
-            return Err(KeyError::MasterKey(format!(
-                "{} is readable by others (mode {:o}); chmod 600 it",
-                path.display(),
-                meta.permissions().mode() & 0o777
-            )));
-        }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| KeyError::MasterKey(format!("cannot read {}: {e}", path.display())))?;
-        MasterKey::parse(&text).map_err(|e| KeyError::MasterKey(format!("{}: {e}", path.display())))
-    }
-
-    /// Writes a new key file (mode 0600); refuses to replace one.
-    pub fn create(path: &Path) -> Result<MasterKey, KeyError> {
-        use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let io = |e: std::io::Error| KeyError::MasterKey(format!("cannot create {}: {e}", path.display()));
-        if let Some(d) = path.parent() {
-            std::fs::create_dir_all(d).map_err(io)?;
-        }
-        let key = MasterKey::generate();
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io)?;
-        f.write_all(hex::encode(key.0).as_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        Ok(key)
-    }
-
-    fn secrets_key(&self) -> LessSafeKey {
-        let salt = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"tarn");
-        let prk = salt.extract(&self.0);
-        let okm = prk.expand(&[b"tarn s3 secret keys v1"], &aead::AES_256_GCM).expect("hkdf length");
-        let mut k = [0u8; 32];
-        okm.fill(&mut k).expect("hkdf fill");
-        LessSafeKey::new(UnboundKey::new(&aead::AES_256_GCM, &k).expect("AES-256 key"))
-    }
-
-    /// `nonce || ciphertext || tag` of `secret`, bound to `access_key`.
-    pub fn seal(&self, access_key: &str, secret: &str) -> Vec<u8> {
-        let mut nonce = [0u8; 12];
-        SystemRandom::new().fill(&mut nonce).expect("system randomness");
-        let mut buf = secret.as_bytes().to_vec();
-        self.secrets_key()
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(access_key.as_bytes()), &mut buf)
-            .expect("seal");
-        let mut out = nonce.to_vec();
-        out.extend_from_slice(&buf);
-        out
-    }
-
-    pub fn open(&self, access_key: &str, sealed: &[u8]) -> Result<String, KeyError> {
-        if sealed.len() < 12 + 16 {
-            return Err(KeyError::Unseal(access_key.into()));
-        }
-        let (nonce, rest) = sealed.split_at(12);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| KeyError::Unseal(access_key.into()))?;
-        let mut buf = rest.to_vec();
-        let plain = self
-            .secrets_key()
-            .open_in_place(nonce, Aad::from(access_key.as_bytes()), &mut buf)
-            .map_err(|_| KeyError::Unseal(access_key.into()))?;
-        String::from_utf8(plain.to_vec()).map_err(|_| KeyError::Unseal(access_key.into()))
-    }
+pub fn open_secret(master: &MasterKey, access_key: &str, sealed: &[u8]) -> Result<String, KeyError> {
+    let plain = master
+        .open(SECRETS_PURPOSE, access_key.as_bytes(), sealed)
+        .ok_or_else(|| KeyError::Unseal(access_key.into()))?;
+    String::from_utf8(plain).map_err(|_| KeyError::Unseal(access_key.into()))
 }
 
 /// A key as stored (never with its secret in the clear).
@@ -203,7 +122,7 @@ pub async fn create_key(
         user: user.to_string(),
         admin,
         created_ms: now_ms(),
-        sealed: B64.encode(master.seal(&key.access_key, &key.secret_key)),
+        sealed: B64.encode(seal_secret(master, &key.access_key, &key.secret_key)),
     };
     let mut xattrs = BTreeMap::new();
     xattrs.insert(KEY_XATTR.to_string(), serde_json::to_vec(&rec).expect("serializes"));
@@ -343,7 +262,7 @@ impl KeyStore {
                     ))
                 })?;
                 let sealed = B64.decode(&rec.sealed).map_err(|_| KeyError::Unseal(ak.into()))?;
-                let secret = master.open(ak, &sealed)?;
+                let secret = open_secret(master, ak, &sealed)?;
                 Some(Identity { access_key: rec.access_key, user: rec.user, admin: rec.admin, secret })
             }
             None => None,
@@ -377,35 +296,15 @@ mod tests {
     #[test]
     fn sealed_secrets_open_only_with_their_master_key_and_access_key() {
         let m = MasterKey::generate();
-        let sealed = m.seal("TKAAA", "secret-value");
+        let sealed = seal_secret(&m, "TKAAA", "secret-value");
         assert!(!sealed.windows(12).any(|w| w == b"secret-value"));
-        assert_eq!(m.open("TKAAA", &sealed).unwrap(), "secret-value");
-        assert!(matches!(m.open("TKBBB", &sealed), Err(KeyError::Unseal(_))));
-        assert!(matches!(MasterKey::generate().open("TKAAA", &sealed), Err(KeyError::Unseal(_))));
+        assert_eq!(open_secret(&m, "TKAAA", &sealed).unwrap(), "secret-value");
+        assert!(matches!(open_secret(&m, "TKBBB", &sealed), Err(KeyError::Unseal(_))));
+        assert!(matches!(open_secret(&MasterKey::generate(), "TKAAA", &sealed), Err(KeyError::Unseal(_))));
         let mut tampered = sealed.clone();
         tampered[20] ^= 1;
-        assert!(matches!(m.open("TKAAA", &tampered), Err(KeyError::Unseal(_))));
+        assert!(matches!(open_secret(&m, "TKAAA", &tampered), Err(KeyError::Unseal(_))));
         // Two sealings of one secret differ (fresh nonces).
-        assert_ne!(m.seal("TKAAA", "secret-value"), sealed);
-    }
-
-    #[test]
-    fn master_key_files_must_be_private() {
-        use std::os::unix::fs::PermissionsExt as _;
-        let dir = tempfile_dir();
-        let p = dir.join("master.key");
-        let k = MasterKey::create(&p).unwrap();
-        assert_eq!(MasterKey::load(&p).unwrap().0, k.0);
-        assert!(MasterKey::create(&p).is_err(), "an existing key file was replaced");
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let e = MasterKey::load(&p).unwrap_err().to_string();
-        assert!(e.contains("readable by others"), "{e}");
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    fn tempfile_dir() -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("tarn-keys-{}", rand::random::<u64>()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
+        assert_ne!(seal_secret(&m, "TKAAA", "secret-value"), sealed);
     }
 }

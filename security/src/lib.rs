@@ -4,6 +4,7 @@
 //! Secure by default: a process without TLS files refuses to start unless the operator
 //! set the explicit dev flag, which logs a warning ([`SecurityConfig::transport`]).
 
+pub mod master_key;
 pub mod pki;
 pub mod transport;
 
@@ -11,6 +12,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use master_key::MasterKey;
 pub use pki::{Ca, Identity, Role, TlsPaths};
 pub use transport::{acting_user, caller, is_superuser, Peer, RequireRole, Transport};
 
@@ -30,8 +32,12 @@ pub enum SecurityError {
 pub struct SecurityConfig {
     /// This process's certificate, key and the cluster CA (made by `tarn init`).
     pub tls: Option<TlsPaths>,
-    /// Development only: plaintext gRPC without authentication. Logs a warning.
+    /// Development only: plaintext gRPC without authentication, and (without a master
+    /// key) blocks stored unencrypted. Logs a warning.
     pub insecure_dev: bool,
+    /// The cluster master key (hex, mode 0600): datanodes seal every replica's data key
+    /// with it. `TARN_MASTER_KEY` (hex) takes precedence.
+    pub master_key_file: Option<PathBuf>,
 }
 
 impl SecurityConfig {
@@ -49,6 +55,26 @@ impl SecurityConfig {
                  or pass --insecure-dev for a plaintext development setup"
                     .into(),
             )),
+        }
+    }
+}
+
+impl SecurityConfig {
+    /// The master key for encryption at rest; without one the process refuses to start
+    /// unless the dev flag is set (then it warns and stores data in the clear).
+    pub fn master_key(&self, who: &str) -> Result<Option<MasterKey>, SecurityError> {
+        match MasterKey::from_env_or_file(self.master_key_file.as_deref())? {
+            Some(k) => Ok(Some(k)),
+            None if self.insecure_dev => {
+                warn_insecure(&format!("{who}: no master key, data is stored unencrypted"));
+                Ok(None)
+            }
+            None => Err(SecurityError::Invalid(format!(
+                "{who}: no master key: data is encrypted at rest with the cluster master key; set \
+                 security.master_key_file (tarn init writes keys/master.key) or {}, or pass --insecure-dev \
+                 to store data unencrypted",
+                master_key::MASTER_KEY_ENV
+            ))),
         }
     }
 }

@@ -238,6 +238,9 @@ async fn run_namenode(a: NamenodeArgs) -> anyhow::Result<u8> {
 async fn run_datanode(a: DatanodeArgs) -> anyhow::Result<u8> {
     let file = role_config(a.config.as_deref())?;
     let transport = role_transport(&file, a.insecure_dev)?;
+    let mut security = file.security.clone();
+    security.insecure_dev |= a.insecure_dev;
+    let master = security.master_key("datanode")?;
     let mut cfg = file.datanode;
     if !a.data_dirs.is_empty() {
         cfg.data_dirs = a.data_dirs;
@@ -251,7 +254,7 @@ async fn run_datanode(a: DatanodeArgs) -> anyhow::Result<u8> {
     if let Some(v) = a.reserved_bytes {
         cfg.reserved_bytes = v;
     }
-    let node = tarn_datanode::start(cfg, transport).await?;
+    let node = tarn_datanode::start(cfg, transport, master).await?;
     if let Some(f) = &a.addr_file {
         let tmp = f.with_extension("tmp");
         std::fs::write(&tmp, &node.addr)?;
@@ -300,7 +303,8 @@ fn role_config(path: Option<&std::path::Path>) -> anyhow::Result<TarnConfig> {
 fn role_transport(cfg: &TarnConfig, insecure_dev: bool) -> anyhow::Result<tarn_client::Transport> {
     let mut sec = cfg.security.clone();
     if insecure_dev {
-        sec = tarn_security::SecurityConfig { tls: None, insecure_dev: true };
+        sec.tls = None;
+        sec.insecure_dev = true;
     }
     Ok(sec.transport()?)
 }
@@ -344,6 +348,7 @@ fn run_init(a: InitArgs) -> anyhow::Result<u8> {
         cfg.datanode.namenodes = a.namenodes.clone();
         cfg.gateway.namenodes = a.namenodes.clone();
         cfg.security.tls = Some(tls_paths);
+        cfg.security.master_key_file = Some(master.clone());
         cfg
     };
     let members: Vec<String> = a.namenodes.iter().enumerate().map(|(i, addr)| format!("{}@{addr}", i + 1)).collect();

@@ -99,15 +99,20 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
         cfg.gateway.access_keys = vec![tarn_gateway::AccessKey::generate()];
         changed = true;
     }
+    // The cluster master key seals stored secrets: S3 keys and every replica's data key.
+    let master_path = a.data_dir.join("keys/master.key");
+    if !master_path.exists() {
+        tarn_security::MasterKey::create(&master_path)?;
+    }
     if cfg.gateway.master_key_file.is_none() {
-        // The cluster master key seals stored secrets (S3 keys; later block data keys).
-        let path = a.data_dir.join("keys/master.key");
-        if !path.exists() {
-            tarn_gateway::keys::MasterKey::create(&path)?;
-        }
-        cfg.gateway.master_key_file = Some(path);
+        cfg.gateway.master_key_file = Some(master_path.clone());
         changed = true;
     }
+    if cfg.security.master_key_file.is_none() {
+        cfg.security.master_key_file = Some(master_path.clone());
+        changed = true;
+    }
+    let master = cfg.security.master_key("the appliance's datanodes")?;
     if let Some(p) = &pki {
         // S3 clients get the gateway's certificate too (trust the CA: --ca-bundle ca.pem).
         let gw = &p[&Role::Gateway];
@@ -134,8 +139,9 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
         if i > 1 || d.data_dirs.is_empty() {
             d.data_dirs = vec![a.data_dir.join(format!("datanode-{i}"))];
         }
-        let dn =
-            tarn_datanode::start(d, transport(Role::Datanode)?).await.with_context(|| format!("start datanode {i}"))?;
+        let dn = tarn_datanode::start(d, transport(Role::Datanode)?, master.clone())
+            .await
+            .with_context(|| format!("start datanode {i}"))?;
         datanodes.push(dn);
     }
     let mut gw = cfg.gateway.clone();

@@ -19,13 +19,15 @@ use std::sync::{Mutex, OnceLock};
 use tarn_client::{NamenodeClient, Transport};
 use tarn_datanode::{DatanodeConfig, DatanodeHandle};
 use tarn_namenode::{NamenodeConfig, NamenodeHandle};
-use tarn_security::{Ca, Identity, Role, SecurityConfig, TlsPaths};
+use tarn_security::{Ca, Identity, MasterKey, Role, SecurityConfig, TlsPaths};
 
 /// The tests' cluster PKI: one CA per test process, a certificate per (role, name) issued
 /// on first use. Every test cluster runs mutual TLS, as a real one does.
 pub struct TestPki {
     dir: PathBuf,
     ca: Ca,
+    master: MasterKey,
+    master_file: PathBuf,
     issued: Mutex<HashMap<(Role, String), (TlsPaths, Transport)>>,
 }
 
@@ -65,9 +67,19 @@ impl TestPki {
         self.get(role, name).1
     }
 
-    /// A `[security]` table for a process with the certificate of `role`/`name`.
+    /// A `[security]` table for a process with the certificate of `role`/`name` (and the
+    /// master key).
     pub fn security(&self, role: Role, name: &str) -> SecurityConfig {
-        SecurityConfig { tls: Some(self.paths(role, name)), insecure_dev: false }
+        SecurityConfig {
+            tls: Some(self.paths(role, name)),
+            insecure_dev: false,
+            master_key_file: Some(self.master_file.clone()),
+        }
+    }
+
+    /// The test cluster's master key: datanodes encrypt every replica with it.
+    pub fn master(&self) -> MasterKey {
+        self.master.clone()
     }
 }
 
@@ -89,7 +101,9 @@ pub fn pki() -> &'static TestPki {
         let dir = root.join(std::process::id().to_string());
         let _ = std::fs::remove_dir_all(&dir);
         let ca = Ca::create(&dir, "tests").expect("test CA");
-        TestPki { dir, ca, issued: Mutex::default() }
+        let master_file = dir.join("master.key");
+        let master = MasterKey::create(&master_file).expect("test master key");
+        TestPki { dir, ca, master, master_file, issued: Mutex::default() }
     })
 }
 
@@ -265,7 +279,7 @@ impl Cluster {
             let d = self._dir.path().join(format!("dn{i}"));
             let mut cfg = datanode_config(&d, &self.addrs);
             tune(i, &mut cfg);
-            let h = tarn_datanode::start(cfg, pki().transport(Role::Datanode, &format!("dn{i}")))
+            let h = tarn_datanode::start(cfg, pki().transport(Role::Datanode, &format!("dn{i}")), Some(pki().master()))
                 .await
                 .expect("start datanode");
             self.datanodes.push(Some(h));
@@ -365,6 +379,9 @@ pub struct ProcCluster {
     /// Each datanode's working directory (its data is in `data/`).
     pub dn_dirs: Vec<PathBuf>,
     pub dn_addrs: Vec<String>,
+    /// Datanodes started from now on encrypt what they store (the default); `false` runs
+    /// them without a master key (dev mode; for the encryption benchmark).
+    pub encrypt_at_rest: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -380,6 +397,7 @@ impl ProcCluster {
             dn_procs: Vec::new(),
             dn_dirs: Vec::new(),
             dn_addrs: Vec::new(),
+            encrypt_at_rest: true,
             _dir: dir,
         };
         for i in 1..=n as u64 {
@@ -420,7 +438,12 @@ impl ProcCluster {
                 datanode: &'a DatanodeConfig,
                 security: SecurityConfig,
             }
-            let security = pki().security(Role::Datanode, &format!("dn{i}"));
+            let mut security = pki().security(Role::Datanode, &format!("dn{i}"));
+            if !self.encrypt_at_rest {
+                // TLS stays on; without a master key the dev flag stores blocks in the clear.
+                security.master_key_file = None;
+                security.insecure_dev = true;
+            }
             let text = toml::to_string(&File { datanode: &cfg, security }).expect("serialize datanode config");
             std::fs::write(d.join("tarn.toml"), text).expect("write config");
             self.dn_dirs.push(d);

@@ -131,12 +131,61 @@ async fn corrupt_replica_is_never_served_and_is_replaced() {
         for _ in 0..5 {
             assert_eq!(read_file(&c, "/c/f").await, data);
         }
-        // The block scanner finds both; the namenode copies the good replica over them.
+        // The block scanner finds both; the namenode copies the good replica over them (a
+        // new replica is encrypted under a data key of its own, so its bytes differ).
         wait_for("the damaged replicas to be replaced", Duration::from_secs(60), || async {
-            (std::fs::read(&victim).ok()? == good && std::fs::read(&gone).ok()? == good).then_some(())
+            (std::fs::read(&victim).ok()? != bad && std::fs::read(&gone).ok()?.len() == good.len()).then_some(())
         })
         .await;
         wait_healthy(&c, "/c", Duration::from_secs(30)).await;
+    })
+    .await
+    .expect("timed out");
+    cl.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_are_encrypted_at_rest_and_tampering_counts_as_corruption() {
+    let mut cl = Cluster::start(1, block_tuning).await;
+    cl.start_datanodes(3).await;
+    let c = cl.client();
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let marker = b"KNOWN-PLAINTEXT-PATTERN-";
+        let data: Vec<u8> = marker.iter().copied().cycle().take(BS as usize + 12345).collect();
+        write_file(&c, "/enc/f", &data, 1 << 20, BS).await;
+        wait_healthy(&c, "/enc", Duration::from_secs(30)).await;
+        // No file of any datanode (data or checksum files) holds the pattern.
+        for d in &cl.datanode_dirs {
+            let replicas = block_files(d);
+            assert!(!replicas.is_empty());
+            let metas =
+                replicas.iter().map(|f| f.with_file_name(format!("{}.meta", f.file_name().unwrap().to_string_lossy())));
+            for f in metas.chain(replicas.iter().cloned()).collect::<Vec<_>>() {
+                let bytes = std::fs::read(&f).unwrap();
+                assert!(!bytes.windows(marker.len()).any(|w| w == marker), "{} holds plaintext", f.display());
+            }
+        }
+        // Tamper with one replica as an attacker would: change a byte and write the CRC of
+        // the changed chunk into its record, so only the AES-GCM tag can tell.
+        let victim = block_files(&cl.datanode_dirs[0]).into_iter().next().expect("a replica on datanode 1");
+        let meta = victim.with_file_name(format!("{}.meta", victim.file_name().unwrap().to_string_lossy()));
+        let mut bytes = std::fs::read(&victim).unwrap();
+        bytes[100] ^= 0x20;
+        let chunk0 = bytes.len().min(64 << 10);
+        let crc = crc32c::crc32c(&bytes[..chunk0]);
+        let mut m = std::fs::read(&meta).unwrap();
+        m[128..132].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&victim, &bytes).unwrap();
+        std::fs::write(&meta, &m).unwrap();
+        for _ in 0..5 {
+            assert_eq!(read_file(&c, "/enc/f").await, data);
+        }
+        wait_for("the tampered replica to be replaced", Duration::from_secs(60), || async {
+            (std::fs::read(&victim).ok()? != bytes).then_some(())
+        })
+        .await;
+        wait_healthy(&c, "/enc", Duration::from_secs(30)).await;
+        assert_eq!(read_file(&c, "/enc/f").await, data);
     })
     .await
     .expect("timed out");
@@ -151,8 +200,13 @@ async fn a_full_datanode_gets_no_new_blocks() {
     let d = cl.datanode_dirs[0].parent().unwrap().join("dn-full");
     let mut cfg = tarn_tests::datanode_config(&d, &cl.addrs);
     cfg.reserved_bytes = u64::MAX / 4;
-    let full =
-        tarn_datanode::start(cfg, tarn_tests::pki().transport(tarn_security::Role::Datanode, "dn-full")).await.unwrap();
+    let full = tarn_datanode::start(
+        cfg,
+        tarn_tests::pki().transport(tarn_security::Role::Datanode, "dn-full"),
+        Some(tarn_tests::pki().master()),
+    )
+    .await
+    .unwrap();
     let c = cl.client();
     wait_live_datanodes(&c, 3).await;
     tokio::time::timeout(Duration::from_secs(60), async {

@@ -32,7 +32,8 @@ fn channel(t: &Transport, addr: &str) -> tonic::transport::Channel {
 }
 
 /// A datanode read over `t`: the error (the test expects one) as text. A connection cut
-/// at the handshake shows as Unavailable, Unknown or Cancelled, depending on when.
+/// at the handshake shows as Unavailable, Unknown or Cancelled, depending on when; a
+/// plaintext client reads the server's TLS alert as a broken HTTP/2 stream (Internal).
 async fn datanode_read_error(t: &Transport, addr: &str) -> String {
     let mut dn = DataTransferClient::new(channel(t, addr));
     let req = dpb::GetReplicaRequest { block_id: 1 };
@@ -43,6 +44,7 @@ async fn datanode_read_error(t: &Transport, addr: &str) -> String {
 
 fn refused(e: &str) -> bool {
     ["Unavailable", "Unknown", "Cancelled"].iter().any(|c| e.starts_with(c))
+        || (e.starts_with("Internal") && e.contains("h2 protocol error"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,4 +197,44 @@ fn commands_without_credentials_say_what_to_do() {
     let text = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{text}");
     assert!(text.contains("security.tls"), "{text}");
+}
+
+/// A `tarn datanode` given another master key than the one its replicas were sealed with
+/// refuses to start and says which key the data needs (it must not serve, nor report its
+/// replicas as corrupt and have them deleted).
+#[test]
+fn a_datanode_with_the_wrong_master_key_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    {
+        let store = tarn_datanode::BlockStore::open(std::slice::from_ref(&data), 0, Some(pki().master())).unwrap();
+        let mut w = store.create(1, 1001, 10).unwrap();
+        w.write(b"0123456789").unwrap();
+        w.finalize().unwrap();
+    }
+    let mut security = pki().security(Role::Datanode, "dn-wrong-key");
+    security.master_key_file = None;
+    #[derive(serde::Serialize)]
+    struct File {
+        datanode: tarn_datanode::DatanodeConfig,
+        security: tarn_security::SecurityConfig,
+    }
+    let cfg = File { datanode: tarn_tests::datanode_config(&data, &["127.0.0.1:1".into()]), security };
+    let path = dir.path().join("tarn.toml");
+    std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+    let other = "ef".repeat(32);
+    let o = Command::new(tarn_bin())
+        .args(["datanode", "--config"])
+        .arg(&path)
+        .env("TARN_MASTER_KEY", &other)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    let other_id = tarn_security::MasterKey::parse(&other).unwrap().id_hex();
+    assert!(text.contains("wrong master key"), "{text}");
+    assert!(text.contains(&pki().master().id_hex()) && text.contains(&other_id), "names both keys: {text}");
+    // With the right key the same data directory is fine (the replica is untouched).
+    let store = tarn_datanode::BlockStore::open(std::slice::from_ref(&data), 0, Some(pki().master())).unwrap();
+    assert_eq!(store.open_reader(1, 0).unwrap().read_at(0, 10).unwrap(), b"0123456789");
 }

@@ -31,6 +31,12 @@ struct Args {
     /// MiB per file.
     #[arg(long, default_value_t = 1024)]
     mib: usize,
+    /// Only compare encryption at rest on and off: two clusters side by side, a file
+    /// written (replication 3) and read back on each, alternating, `rounds` times.
+    #[arg(long)]
+    encryption: bool,
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
 }
 
 const IO: usize = 4 << 20;
@@ -38,7 +44,79 @@ const IO: usize = 4 << 20;
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if a.encryption {
+        return rt.block_on(encryption(a.mib, a.rounds));
+    }
     rt.block_on(run(a.mib))
+}
+
+/// Writes `total` bytes to `path` and reads them back; MiB/s of each.
+async fn write_read(
+    c: &tarn_client::NamenodeClient,
+    path: &str,
+    buf: &[u8],
+    total: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let opts = CreateOptions { create_parent: true, replication: 3, ..Default::default() };
+    let t = Instant::now();
+    let mut w = FileWriter::create(c, path, &opts).await?;
+    for _ in 0..total / buf.len() {
+        w.write(buf).await?;
+    }
+    w.close().await?;
+    let wr = rate(total, t.elapsed().as_secs_f64());
+    drop_caches();
+    let t = Instant::now();
+    let r = FileReader::open(c, path).await?;
+    let mut n = 0u64;
+    let mut pieces = std::pin::pin!(r.read_pieces(0, r.length(), IO as u64, 4));
+    while let Some(got) = pieces.next().await {
+        n += got?.iter().map(|b| b.len() as u64).sum::<u64>();
+    }
+    anyhow::ensure!(n as usize == total, "short read");
+    Ok((wr, rate(total, t.elapsed().as_secs_f64())))
+}
+
+/// Encryption at rest on versus off, in one run: two clusters (1 namenode, 3 datanodes
+/// each, TLS on both), rounds alternating between them so that the disk's swings hit both.
+async fn encryption(mib: usize, rounds: usize) -> anyhow::Result<()> {
+    let total = mib << 20;
+    let buf = data(IO);
+    let mut on = ProcCluster::start(1, block_tuning).await;
+    on.start_datanodes(3).await;
+    let mut off = ProcCluster::start(1, block_tuning).await;
+    off.encrypt_at_rest = false;
+    off.start_datanodes(3).await;
+    let (con, coff) = (on.client(), off.client());
+    let mut results: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        for (i, c) in [&coff, &con].into_iter().enumerate() {
+            let path = format!("/bench/enc-{round}");
+            let r = write_read(c, &path, &buf, total).await?;
+            c.delete(&path, false, None).await?;
+            println!("round {round} encryption {}: write {:.0} MiB/s, read {:.0} MiB/s", ["off", "on"][i], r.0, r.1);
+            results[i].push(r);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let mut m = [[0f64; 2]; 2];
+    for (i, rs) in results.iter().enumerate() {
+        m[i][0] = median(&mut rs.iter().map(|r| r.0).collect());
+        m[i][1] = median(&mut rs.iter().map(|r| r.1).collect());
+    }
+    println!(
+        "# median of {rounds}, {mib} MiB, replication 3: write off {:.0} / on {:.0} MiB/s (on = {:.2}x off); read off {:.0} / on {:.0} MiB/s (on = {:.2}x off)",
+        m[0][0],
+        m[1][0],
+        m[1][0] / m[0][0],
+        m[0][1],
+        m[1][1],
+        m[1][1] / m[0][1]
+    );
+    Ok(())
 }
 
 fn data(len: usize) -> Vec<u8> {

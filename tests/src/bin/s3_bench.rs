@@ -5,7 +5,7 @@
 //! where boto3 tops out near 600 small ops/s on this machine.
 //!
 //! ```sh
-//! s3-bench --endpoint https://127.0.0.1:9000 --ca tarn-data/tls/gateway.pem \
+//! s3-bench --endpoint https://127.0.0.1:9000 --ca tarn-data/tls/ca.pem \
 //!     --access-key TK... --secret-key ... --bucket bench --label tarn
 //! ```
 //! Prints a table and `RESULT <label> <metric> <value>` lines (scripts/s3-bench reads them).
