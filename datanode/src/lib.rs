@@ -17,4 +17,6 @@ pub mod transfer;
 
 pub use error::{DatanodeError, Result};
 pub use node::{start, DatanodeConfig, DatanodeHandle};
-pub use store::{BlockStore, ReplicaInfo, ReplicaReader, ReplicaState, ReplicaWriter, CHUNK_BYTES};
+pub use store::{
+    rewrap_master_key, BlockStore, ReplicaInfo, ReplicaReader, ReplicaState, ReplicaWriter, Rewrapped, CHUNK_BYTES,
+};

@@ -94,6 +94,16 @@ impl DataKey {
         Ok(DataKey::from_raw(&raw, block_id))
     }
 
+    /// The same data key sealed by `new` instead of `old` (master key rotation: the data
+    /// is not touched). `None` if `old` does not open it.
+    pub fn rewrap(old: &MasterKey, new: &MasterKey, block_id: u64, h: &SealHeader) -> Option<SealHeader> {
+        let raw = old.open(DATA_KEY_PURPOSE, &block_id.to_le_bytes(), &h.wrapped)?;
+        let sealed = new.seal(DATA_KEY_PURPOSE, &block_id.to_le_bytes(), &raw);
+        let mut wrapped = [0u8; WRAPPED_BYTES];
+        wrapped.copy_from_slice(&sealed);
+        Some(SealHeader { key_id: new.id(), session: h.session, wrapped })
+    }
+
     fn from_raw(raw: &[u8], block_id: u64) -> DataKey {
         DataKey { key: LessSafeKey::new(UnboundKey::new(&aead::AES_256_GCM, raw).expect("AES-256 key")), block_id }
     }

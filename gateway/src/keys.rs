@@ -135,6 +135,30 @@ pub async fn create_key(
     Ok(key)
 }
 
+/// Master key rotation for S3 keys: seals every stored secret with `new` instead of `old`
+/// (keys already under `new` are left alone, so a rerun finishes an interrupted one).
+/// Returns how many were re-sealed. Gateways must be given `new` afterwards.
+pub async fn reseal_secrets(nn: &NamenodeClient, old: &MasterKey, new: &MasterKey) -> Result<usize, KeyError> {
+    let mut n = 0;
+    for mut rec in list_keys(nn).await? {
+        let sealed = B64
+            .decode(&rec.sealed)
+            .map_err(|e| KeyError::Corrupt { what: key_path(&rec.access_key), why: e.to_string() })?;
+        if open_secret(new, &rec.access_key, &sealed).is_ok() {
+            continue;
+        }
+        let secret = open_secret(old, &rec.access_key, &sealed)?;
+        rec.sealed = B64.encode(seal_secret(new, &rec.access_key, &secret));
+        let mut xattrs = HashMap::new();
+        xattrs.insert(KEY_XATTR.to_string(), serde_json::to_vec(&rec).expect("serializes"));
+        let path = key_path(&rec.access_key);
+        nn.set_attributes(tarn_client::pb::SetAttributesRequest { path, set_xattrs: xattrs, ..Default::default() })
+            .await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 pub async fn delete_key(nn: &NamenodeClient, ak: &str) -> Result<(), KeyError> {
     check_access_key(ak)?;
     if !nn.delete(&key_path(ak), false, None).await? {

@@ -20,6 +20,26 @@ enum AdminCmd {
     ///
     /// Example: `tarn admin issue-cert --role datanode --name dn7 --host dn7.example.com --out /tmp/dn7`
     IssueCert(crate::creds::IssueCertArgs),
+    /// Rotate the cluster master key: seal every replica's data key on this datanode's
+    /// (stopped) data directories, and with `--s3` every stored S3 secret, with the new key
+    /// instead of the old one. No block data is rewritten. Run it on each datanode host,
+    /// then give the daemons the new key file. Safe to run again if interrupted.
+    ///
+    /// Example: `tarn admin rotate-master-key --old-key-file keys/master.key --new-key-file keys/master-2.key --data-dir /disk1/tarn --s3`
+    RotateMasterKey {
+        /// The key in use now.
+        #[arg(long)]
+        old_key_file: std::path::PathBuf,
+        /// The new key (created, mode 0600, if the file does not exist).
+        #[arg(long)]
+        new_key_file: std::path::PathBuf,
+        /// A stopped datanode's data directories (repeat).
+        #[arg(long = "data-dir")]
+        data_dirs: Vec<std::path::PathBuf>,
+        /// Also re-seal the S3 secret keys kept in the namespace (needs the cluster).
+        #[arg(long)]
+        s3: bool,
+    },
     /// Add a namenode as a learner (it receives the log but does not vote).
     ///
     /// Example: `tarn admin add-learner --id 4 --addr 10.0.0.4:8020`
@@ -96,14 +116,20 @@ fn print_status(s: &tarn_client::pb::ClusterStatusResponse) {
 }
 
 pub async fn run(a: AdminArgs) -> anyhow::Result<u8> {
-    // Issuing a certificate needs the CA, not the cluster.
+    // Issuing a certificate needs the CA, not the cluster; so does rotating keys on disk.
     let cmd = match a.cmd {
         AdminCmd::IssueCert(i) => return crate::creds::issue_cert(i),
+        AdminCmd::RotateMasterKey { old_key_file, new_key_file, data_dirs, s3 } => {
+            return rotate_master_key(&a.conn, &old_key_file, &new_key_file, &data_dirs, s3).await
+        }
         cmd => cmd,
     };
     let c = a.conn.connect()?;
     match cmd {
         AdminCmd::IssueCert(i) => return crate::creds::issue_cert(i),
+        AdminCmd::RotateMasterKey { old_key_file, new_key_file, data_dirs, s3 } => {
+            return rotate_master_key(&a.conn, &old_key_file, &new_key_file, &data_dirs, s3).await
+        }
         AdminCmd::Status => print_status(&c.cluster_status().await?),
         AdminCmd::AddLearner { id, addr } => print_status(&c.add_learner(id, &addr).await?),
         AdminCmd::Promote { id } => {
@@ -270,4 +296,48 @@ async fn fsck(c: &NamenodeClient, path: &str, verbose: bool) -> anyhow::Result<u
         println!("Status: HEALTHY ({path})");
         Ok(0)
     }
+}
+
+/// `tarn admin rotate-master-key`.
+async fn rotate_master_key(
+    conn: &crate::creds::ClientOpts,
+    old_file: &std::path::Path,
+    new_file: &std::path::Path,
+    data_dirs: &[std::path::PathBuf],
+    s3: bool,
+) -> anyhow::Result<u8> {
+    use tarn_security::MasterKey;
+    let old = MasterKey::load(old_file)?;
+    let new = if new_file.exists() {
+        MasterKey::load(new_file)?
+    } else {
+        let k = MasterKey::create(new_file)?;
+        println!("created the new master key {} (id {})", new_file.display(), k.id_hex());
+        k
+    };
+    anyhow::ensure!(old.id() != new.id(), "the old and new key files hold the same key");
+    if data_dirs.is_empty() && !s3 {
+        anyhow::bail!("nothing to rotate: give a stopped datanode's --data-dir (repeat) and/or --s3");
+    }
+    if !data_dirs.is_empty() {
+        let dirs = data_dirs.to_vec();
+        let (o, n) = (old.clone(), new.clone());
+        let r = tokio::task::spawn_blocking(move || tarn_datanode::rewrap_master_key(&dirs, &o, &n)).await??;
+        println!(
+            "replicas: {} data keys re-sealed, {} already under the new key, {} stored in the clear",
+            r.rewrapped, r.already, r.clear
+        );
+    }
+    if s3 {
+        let nn = conn.connect()?;
+        let n = tarn_gateway::keys::reseal_secrets(&nn, &old, &new).await?;
+        println!("S3 keys: {n} secrets re-sealed");
+    }
+    println!(
+        "master key {} replaced by {}: give the daemons {} (security.master_key_file, gateway.master_key_file)",
+        old.id_hex(),
+        new.id_hex(),
+        new_file.display()
+    );
+    Ok(0)
 }
