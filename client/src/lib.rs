@@ -326,8 +326,9 @@ struct Target {
 /// a client and its background lookup batcher.
 struct Conn {
     addrs: Vec<String>,
-    current: Mutex<Target>,
-    channels: Mutex<BTreeMap<String, Channel>>,
+    /// Shared by the clients made with [`NamenodeClient::for_user`].
+    current: Arc<Mutex<Target>>,
+    channels: Arc<Mutex<BTreeMap<String, Channel>>>,
     user: String,
     retry: RetryPolicy,
     transport: Transport,
@@ -345,13 +346,25 @@ impl Conn {
         })?;
         let channel = transport.channel(endpoint(first)?);
         Ok(Conn {
-            current: Mutex::new(Target { addr: first.clone(), channel: channel.clone() }),
-            channels: Mutex::new(BTreeMap::from([(first.clone(), channel)])),
+            current: Arc::new(Mutex::new(Target { addr: first.clone(), channel: channel.clone() })),
+            channels: Arc::new(Mutex::new(BTreeMap::from([(first.clone(), channel)]))),
             addrs,
             user,
             retry,
             transport,
         })
+    }
+
+    /// The same connections, acting as `user`.
+    fn as_user(&self, user: String) -> Conn {
+        Conn {
+            addrs: self.addrs.clone(),
+            current: self.current.clone(),
+            channels: self.channels.clone(),
+            user,
+            retry: self.retry,
+            transport: self.transport.clone(),
+        }
     }
 
     fn channel_for(&self, addr: &str) -> Result<Channel> {
@@ -488,6 +501,20 @@ impl NamenodeClient {
     pub fn with_user(self, user: impl Into<String>) -> Self {
         let retry = self.conn.retry;
         self.reconnect(user.into(), retry)
+    }
+
+    /// A client on the same connections that acts for `user` (a daemon serving users,
+    /// such as the S3 gateway, writes as each request's user). It has a client id of its
+    /// own, so its request ids and lease-holder name never collide with this one's.
+    pub fn for_user(&self, user: impl Into<String>) -> NamenodeClient {
+        let client_id: u64 = rand::random();
+        NamenodeClient {
+            conn: Arc::new(self.conn.as_user(user.into())),
+            client_id,
+            calls: AtomicU64::new(1),
+            client_name: format!("tarn-client-{client_id:016x}"),
+            infos: OnceLock::new(),
+        }
     }
 
     /// How this client connects (block I/O to datanodes uses the same).

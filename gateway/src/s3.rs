@@ -7,7 +7,7 @@
 //! Multipart parts are files of the upload's directory; completing the upload moves their
 //! blocks into the object without copying data.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -70,11 +70,26 @@ struct UploadInfo {
 pub struct TarnS3 {
     nn: Arc<NamenodeClient>,
     keys: Arc<crate::keys::KeyStore>,
+    /// Clients acting for each user that wrote through this gateway (same connections).
+    users: std::sync::Mutex<HashMap<String, Arc<NamenodeClient>>>,
 }
 
 impl TarnS3 {
     pub fn new(nn: Arc<NamenodeClient>, keys: Arc<crate::keys::KeyStore>) -> Self {
-        TarnS3 { nn, keys }
+        TarnS3 { nn, keys, users: Default::default() }
+    }
+
+    /// The namenode client acting for the user of the request's access key, so what the
+    /// request makes (buckets, objects, directory markers) is owned by that user (the
+    /// configuration's admin keys act as `admin`). Staging and upload bookkeeping under
+    /// `/.tarn/s3` stay the gateway's own.
+    async fn nn_for(&self, creds: Option<&s3s::auth::Credentials>) -> S3Result<Arc<NamenodeClient>> {
+        let Some(c) = creds else { return Ok(self.nn.clone()) };
+        let Some(id) = self.keys.identity(&c.access_key).await.map_err(|e| internal("access key lookup", e))? else {
+            return Ok(self.nn.clone());
+        };
+        let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(users.entry(id.user.clone()).or_insert_with(|| Arc::new(self.nn.for_user(&id.user))).clone())
     }
 
     /// The caller's access key unless it is an admin's (None: an admin, sees everything;
@@ -501,6 +516,7 @@ impl TarnS3 {
     /// conditions hold. Returns the new object's status.
     async fn commit(
         &self,
+        nn: &Arc<NamenodeClient>,
         sources: &[(String, u64)],
         (bucket, key, path): (&str, &str, &str),
         meta: &ObjMeta,
@@ -532,7 +548,7 @@ impl TarnS3 {
             }
             o.dst_expected_file_id = Some(cur.file_id);
         }
-        match self.nn.concat(sources, path, &o).await {
+        match nn.concat(sources, path, &o).await {
             Ok(st) => Ok(st),
             Err(e) => Err(match e.kind() {
                 ErrorKind::ConditionFailed | ErrorKind::AlreadyExists => {
@@ -813,7 +829,7 @@ impl S3 for TarnS3 {
         if self.nn.get_file_info(&path, false).await.map_err(|e| fs_err("bucket lookup", e))?.is_some() {
             return Err(s3_error!(BucketAlreadyOwnedByYou, "bucket {bucket:?} exists"));
         }
-        self.nn.mkdirs(&path).await.map_err(|e| fs_err("create bucket", e))?;
+        self.nn_for(req.credentials.as_ref()).await?.mkdirs(&path).await.map_err(|e| fs_err("create bucket", e))?;
         let mut xattrs = std::collections::HashMap::new();
         xattrs.insert(BUCKET_XATTR.to_string(), now_ms().to_string().into_bytes());
         if let Some(ak) = caller.filter(|a| !a.is_empty()) {
@@ -935,7 +951,8 @@ impl S3 for TarnS3 {
                     "keys ending in '/' are directories in Tarn and must be empty objects"
                 ));
             }
-            self.nn.mkdirs(&path).await.map_err(|e| fs_err("create directory marker", e))?;
+            let nn = self.nn_for(req.credentials.as_ref()).await?;
+            nn.mkdirs(&path).await.map_err(|e| fs_err("create directory marker", e))?;
             let mut xattrs = std::collections::HashMap::new();
             xattrs.insert(MARKER_XATTR.to_string(), b"1".to_vec());
             let req = tarn_client::pb::SetAttributesRequest { path, set_xattrs: xattrs, ..Default::default() };
@@ -972,7 +989,15 @@ impl S3 for TarnS3 {
         };
         let sources = [(staged.path.clone(), staged.file_id)];
         let mut staged = staged;
-        self.commit(&sources, (&i.bucket, &i.key, &path), &meta, i.if_match.as_ref(), i.if_none_match.as_ref()).await?;
+        self.commit(
+            &self.nn_for(req.credentials.as_ref()).await?,
+            &sources,
+            (&i.bucket, &i.key, &path),
+            &meta,
+            i.if_match.as_ref(),
+            i.if_none_match.as_ref(),
+        )
+        .await?;
         staged.guard.committed();
         let mut out =
             dto::PutObjectOutput { e_tag: Some(etag(&meta)), size: Some(staged.length as i64), ..Default::default() };
@@ -1118,7 +1143,16 @@ impl S3 for TarnS3 {
         meta.checksums = staged.checksums.clone();
         let sources = [(staged.path.clone(), staged.file_id)];
         let mut staged = staged;
-        let st = self.commit(&sources, (&i.bucket, &i.key, &dst), &meta, None, None).await?;
+        let st = self
+            .commit(
+                &self.nn_for(req.credentials.as_ref()).await?,
+                &sources,
+                (&i.bucket, &i.key, &dst),
+                &meta,
+                None,
+                None,
+            )
+            .await?;
         staged.guard.committed();
         Ok(S3Response::new(dto::CopyObjectOutput {
             copy_object_result: Some(dto::CopyObjectResult {
@@ -1403,7 +1437,15 @@ impl S3 for TarnS3 {
         let mut meta = info.meta.clone();
         meta.etag = format!("{:x}-{}", Md5::digest(&md5s), asked.len());
         meta.parts = Some(asked.len() as u32);
-        self.commit(&sources, (&i.bucket, &i.key, &path), &meta, i.if_match.as_ref(), i.if_none_match.as_ref()).await?;
+        self.commit(
+            &self.nn_for(req.credentials.as_ref()).await?,
+            &sources,
+            (&i.bucket, &i.key, &path),
+            &meta,
+            i.if_match.as_ref(),
+            i.if_none_match.as_ref(),
+        )
+        .await?;
         // Parts not listed go with the upload.
         if let Err(e) = self.nn.delete(&dir, true, None).await {
             tracing::warn!(%dir, error = %e, "could not remove a completed upload's directory");

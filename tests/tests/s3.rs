@@ -290,6 +290,11 @@ async fn keys_grants_and_anonymous_reads() {
     tarn_s3(&env, &master, &["anonymous-read", "shared", "on"]);
     assert!(tarn_s3(&env, &master, &["access", "shared"]).contains("anonymous read: on"));
     run("check").await;
+    // What a key makes is owned by its user (the configuration's admin keys act as admin).
+    for (path, user) in [("/alice-own", "alice"), ("/alice-own/mine", "alice"), ("/shared/doc.txt", "admin")] {
+        let st = nn.get_file_info(path, false).await.unwrap().unwrap_or_else(|| panic!("{path} exists"));
+        assert_eq!(st.owner, user, "owner of {path}");
+    }
     tarn_s3(&env, &master, &["keys", "delete", &ak]);
     assert!(!tarn_s3(&env, &master, &["keys", "list"]).contains(&ak));
     run("revoked").await;
