@@ -244,22 +244,19 @@ impl ObjectStore for TarnStore {
         let payload: BoxStream<'static, object_store::Result<Bytes>> = if options.head || range.is_empty() {
             futures::stream::empty().boxed()
         } else {
-            let nn = self.nn.clone();
             let (start, end) = (range.start, range.end);
             let file_id = st.file_id;
-            futures::stream::once(async move {
-                let reader = FileReader::open(nn, &path).await.map_err(|e| os_err(&path, e))?;
-                // The file was replaced between the lookup and now: it is another object.
-                if reader.file_id() != file_id || reader.length() < end {
-                    return Err(object_store::Error::Precondition {
-                        path,
-                        source: format!("object {file_id:x} changed while it was read").into(),
-                    });
-                }
-                Ok(read_stream(reader, start, end))
-            })
-            .try_flatten()
-            .boxed()
+            // Opened before answering, so a refusal (permissions, a missing block list)
+            // is the call's error rather than the first chunk's.
+            let reader = FileReader::open(self.nn.clone(), &path).await.map_err(|e| os_err(&path, e))?;
+            // The file was replaced between the lookup and now: it is another object.
+            if reader.file_id() != file_id || reader.length() < end {
+                return Err(object_store::Error::Precondition {
+                    path,
+                    source: format!("object {file_id:x} changed while it was read").into(),
+                });
+            }
+            read_stream(reader, start, end)
         };
         Ok(GetResult { payload: GetResultPayload::Stream(payload), meta, range, attributes: Default::default() })
     }

@@ -80,14 +80,19 @@ impl TarnS3 {
     }
 
     /// The namenode client acting for the user of the request's access key, so what the
-    /// request makes (buckets, objects, directory markers) is owned by that user (the
-    /// configuration's admin keys act as `admin`). Staging and upload bookkeeping under
+    /// request makes (buckets, objects, directory markers) is owned by that user and what
+    /// it reads is subject to that user's permissions. Staging and upload bookkeeping under
     /// `/.tarn/s3` stay the gateway's own.
     async fn nn_for(&self, creds: Option<&s3s::auth::Credentials>) -> S3Result<Arc<NamenodeClient>> {
         let Some(c) = creds else { return Ok(self.nn.clone()) };
         let Some(id) = self.keys.identity(&c.access_key).await.map_err(|e| internal("access key lookup", e))? else {
             return Ok(self.nn.clone());
         };
+        // Admin keys are S3's root: they act as the gateway itself, which the namenode
+        // treats as its superuser.
+        if id.admin {
+            return Ok(self.nn.clone());
+        }
         let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
         Ok(users.entry(id.user.clone()).or_insert_with(|| Arc::new(self.nn.for_user(&id.user))).clone())
     }
@@ -131,6 +136,7 @@ fn fs_err(what: &str, e: ClientError) -> S3Error {
             format!("{msg} (Tarn stores keys as paths: a key cannot be both an object and a prefix of other keys)"),
         ),
         ErrorKind::QuotaExceeded => custom("QuotaExceeded", http::StatusCode::FORBIDDEN, msg),
+        ErrorKind::PermissionDenied => S3Error::with_message(S3ErrorCode::AccessDenied, msg),
         ErrorKind::InvalidPath | ErrorKind::InvalidArgument => S3Error::with_message(S3ErrorCode::InvalidArgument, msg),
         ErrorKind::Unavailable | ErrorKind::NotLeader => S3Error::with_message(S3ErrorCode::ServiceUnavailable, msg),
         _ => internal(what, e),
@@ -565,8 +571,16 @@ impl TarnS3 {
     }
 
     /// Copies `[start, end)` of the object at `src` into a staged file.
-    async fn stage_copy(&self, src: &FileStatus, src_path: &str, start: u64, end: u64) -> S3Result<Staged> {
-        let reader = FileReader::open(self.nn.clone(), src_path).await.map_err(|e| fs_err("open copy source", e))?;
+    /// The source is read as the request's user (`nn`): its permissions apply.
+    async fn stage_copy(
+        &self,
+        nn: Arc<NamenodeClient>,
+        src: &FileStatus,
+        src_path: &str,
+        start: u64,
+        end: u64,
+    ) -> S3Result<Staged> {
+        let reader = FileReader::open(nn, src_path).await.map_err(|e| fs_err("open copy source", e))?;
         if reader.file_id() != src.file_id || reader.length() < end {
             return Err(s3_error!(PreconditionFailed, "the copy source changed while it was read"));
         }
@@ -1026,7 +1040,9 @@ impl S3 for TarnS3 {
         let body = if range.is_empty() {
             blob(futures::stream::empty::<Result<Bytes, ClientError>>())
         } else {
-            let reader = FileReader::open(self.nn.clone(), &path).await.map_err(|e| fs_err("open", e))?;
+            // Read as the key's user: the object's permissions apply as to `tarn fs`.
+            let nn = self.nn_for(req.credentials.as_ref()).await?;
+            let reader = FileReader::open(nn, &path).await.map_err(|e| fs_err("open", e))?;
             if reader.file_id() != st.file_id {
                 return Err(s3_error!(InternalError, "the object was replaced while it was opened; retry"));
             }
@@ -1125,7 +1141,7 @@ impl S3 for TarnS3 {
             ));
         }
         let len = if src.is_dir() { 0 } else { src.length };
-        let staged = self.stage_copy(&src, &src_path, 0, len).await?;
+        let staged = self.stage_copy(self.nn_for(req.credentials.as_ref()).await?, &src, &src_path, 0, len).await?;
         let mut meta = if replace {
             ObjMeta {
                 content_type: i.content_type,
@@ -1357,7 +1373,7 @@ impl S3 for TarnS3 {
         };
         let (src_path, src, _) = self.copy_source_target(&i.copy_source, &conds).await?;
         let (start, end) = copy_range(i.copy_source_range.as_deref(), src.length)?;
-        let staged = self.stage_copy(&src, &src_path, start, end).await?;
+        let staged = self.stage_copy(self.nn_for(req.credentials.as_ref()).await?, &src, &src_path, start, end).await?;
         let (m, st) = self.finish_part(&i.bucket, &i.upload_id, i.part_number, staged).await?;
         Ok(S3Response::new(dto::UploadPartCopyOutput {
             copy_part_result: Some(dto::CopyPartResult {

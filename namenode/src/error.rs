@@ -33,6 +33,8 @@ pub enum FsError {
     QuotaExceeded { path: String, kind: String, quota: u64, would_use: u64 },
     #[error("cannot rename {src} into its own subtree {dst}")]
     RenameIntoSelf { src: String, dst: String },
+    #[error("{path}: permission denied: user {user} may not {action}")]
+    PermissionDenied { path: String, user: String, action: String },
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
     /// The state machine's storage failed while applying; the replica stops applying.

@@ -48,6 +48,37 @@ pub struct Found {
     pub inode: Inode,
 }
 
+/// Permission bits asked for (HDFS's model: the owner, group and other triplets of a mode).
+pub const READ: u32 = 4;
+pub const WRITE: u32 = 2;
+pub const EXECUTE: u32 = 1;
+
+/// Who asks, for permission checks.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: String,
+    pub groups: Vec<String>,
+    /// Passes every check (the cluster's admin, a daemon acting as itself, dev mode).
+    pub superuser: bool,
+}
+
+impl Caller {
+    /// Whether `inode`'s mode gives this caller every bit of `want`.
+    pub fn may(&self, inode: &Inode, want: u32) -> bool {
+        if self.superuser {
+            return true;
+        }
+        let bits = if inode.owner == self.user {
+            inode.mode >> 6
+        } else if self.groups.contains(&inode.group) {
+            inode.mode >> 3
+        } else {
+            inode.mode
+        } & 7;
+        bits & want == want
+    }
+}
+
 /// Counts of a subtree.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
@@ -112,6 +143,30 @@ impl<'a, K: KvRead> Namespace<'a, K> {
             }
         }
         Ok(Some(cur))
+    }
+
+    /// Checks that `who` may search every directory above `f` and has `want` on `f`
+    /// itself (`action` says what was refused). The superuser skips the walk.
+    pub fn check_access(&self, f: &Found, who: &Caller, want: u32, action: &str) -> Result<(), FsError> {
+        if who.superuser {
+            return Ok(());
+        }
+        let denied = |path: String, action: String| FsError::PermissionDenied { path, user: who.user.clone(), action };
+        let parts = components(&f.path)?;
+        let mut cur = self.inode(ROOT_ID)?;
+        for (i, name) in parts.iter().enumerate() {
+            if !who.may(&cur, EXECUTE) {
+                return Err(denied(join(&parts[..i]), "search it".into()));
+            }
+            match self.lookup(cur.id, name)? {
+                Some(id) if i + 1 < parts.len() => cur = self.inode(id)?,
+                _ => break,
+            }
+        }
+        if !who.may(&f.inode, want) {
+            return Err(denied(f.path.clone(), action.into()));
+        }
+        Ok(())
     }
 
     pub fn resolve(&self, path_str: &str) -> Result<Option<Found>, FsError> {

@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status};
 use crate::error::FsError;
 use crate::kv::{Db, SnapView};
 use crate::leases::Leases;
+use crate::namespace::{Caller, EXECUTE, READ};
 use crate::namespace::{Found, Namespace};
 use crate::proposer::{ProposeError, Proposer, ReadGate};
 use crate::records::{BlockRec, Inode, Kind};
@@ -71,6 +72,7 @@ pub(crate) fn fs_status(e: &FsError) -> Status {
         FsError::LeaseConflict { .. } => (tonic::Code::FailedPrecondition, "LeaseConflict"),
         FsError::NotLeaseHolder { .. } => (tonic::Code::FailedPrecondition, "NotLeaseHolder"),
         FsError::QuotaExceeded { .. } => (tonic::Code::ResourceExhausted, "QuotaExceeded"),
+        FsError::PermissionDenied { .. } => (tonic::Code::PermissionDenied, "PermissionDenied"),
         FsError::Storage(_) => (tonic::Code::Internal, "Storage"),
     };
     let mut s = Status::new(code, e.to_string());
@@ -149,9 +151,19 @@ fn block_pb(b: &BlockRec) -> pb::Block {
 /// `x-tarn-user` (see [`tarn_security::acting_user`]). The service is the only place that
 /// reads it. Until groups are kept, a user's group is their name.
 fn caller<T>(req: &Request<T>) -> Result<(String, String), Status> {
-    let claimed = req.metadata().get("x-tarn-user").and_then(|v| v.to_str().ok());
+    let c = checked_caller(req)?;
+    Ok((c.user.clone(), c.user))
+}
+
+/// The caller for permission checks: its user and groups, and whether it is the superuser
+/// (an admin certificate, dev mode, or a daemon acting as itself).
+fn checked_caller<T>(req: &Request<T>) -> Result<Caller, Status> {
+    let claimed = req.metadata().get("x-tarn-user").and_then(|v| v.to_str().ok()).filter(|c| !c.is_empty());
     let user = tarn_security::acting_user(req.extensions(), claimed)?;
-    Ok((user.clone(), user))
+    let superuser = tarn_security::is_superuser(req.extensions())
+        || (claimed.is_none()
+            && matches!(tarn_security::caller(req.extensions()), Ok(Some(id)) if !id.role.is_person()));
+    Ok(Caller { groups: vec![user.clone()], user, superuser })
 }
 
 fn u16_arg(name: &str, v: u32) -> Result<u16, Status> {
@@ -418,6 +430,7 @@ impl Namenode for NamenodeService {
     }
 
     async fn get_blocks(&self, req: Request<pb::GetBlocksRequest>) -> Result<Response<pb::GetBlocksResponse>, Status> {
+        let who = checked_caller(&req)?;
         let r = req.into_inner();
         let (inode, (blocks, more)) = self
             .read(|ns| {
@@ -425,6 +438,8 @@ impl Namenode for NamenodeService {
                 if f.inode.is_dir() {
                     return Err(FsError::IsADirectory { path: f.path });
                 }
+                // Reading a file's bytes: search permission on its directories, read on it.
+                ns.check_access(&f, &who, READ, "read it")?;
                 Ok((f.inode.clone(), ns.get_blocks(f.inode.id, r.start_index, limit(r.limit))?))
             })
             .await?;
@@ -455,6 +470,7 @@ impl Namenode for NamenodeService {
         &self,
         req: Request<pb::ListDirectoryRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
+        let who = checked_caller(&req)?;
         let r = req.into_inner();
         if !r.start_after.is_empty() {
             crate::path::check_name(&r.path, &r.start_after).map_err(|e| fs_status(&e))?;
@@ -464,8 +480,10 @@ impl Namenode for NamenodeService {
                 let f = ns.resolve(&r.path)?.ok_or_else(|| FsError::NotFound { path: r.path.clone() })?;
                 if !f.inode.is_dir() {
                     // Like `ls` on a file: the file itself.
+                    ns.check_access(&f, &who, 0, "see it")?;
                     return Ok((vec![f.inode], false));
                 }
+                ns.check_access(&f, &who, READ | EXECUTE, "list it")?;
                 ns.list_dir(f.inode.id, &r.start_after, limit(r.limit))
             })
             .await?;

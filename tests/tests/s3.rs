@@ -286,12 +286,18 @@ async fn keys_grants_and_anonymous_reads() {
         }
     };
     run("setup").await;
+    // Bob (a user certificate) puts a file only he may read into the bucket.
+    let bob = tarn_client::NamenodeClient::new(&env.cl.addrs, &tarn_tests::pki().transport(Role::User, "bob")).unwrap();
+    let opts = tarn_client::CreateOptions { mode: 0o600, ..Default::default() };
+    let mut w = tarn_client::blocks::FileWriter::create(&bob, "/shared/bob-only.txt", &opts).await.unwrap();
+    w.write(b"bob only").await.unwrap();
+    w.close().await.unwrap();
     tarn_s3(&env, &master, &["grant", "shared", &ak, "--read-only"]);
     tarn_s3(&env, &master, &["anonymous-read", "shared", "on"]);
     assert!(tarn_s3(&env, &master, &["access", "shared"]).contains("anonymous read: on"));
     run("check").await;
-    // What a key makes is owned by its user (the configuration's admin keys act as admin).
-    for (path, user) in [("/alice-own", "alice"), ("/alice-own/mine", "alice"), ("/shared/doc.txt", "admin")] {
+    // What a key makes is owned by its user (admin keys act as the gateway itself).
+    for (path, user) in [("/alice-own", "alice"), ("/alice-own/mine", "alice"), ("/shared/doc.txt", "gateway")] {
         let st = nn.get_file_info(path, false).await.unwrap().unwrap_or_else(|| panic!("{path} exists"));
         assert_eq!(st.owner, user, "owner of {path}");
     }

@@ -341,3 +341,53 @@ async fn master_key_rotation_reseals_s3_secrets() {
     assert_eq!(keys::reseal_secrets(&nn, &old, &new).await.unwrap(), 0, "a rerun has nothing to do");
     cl.shutdown().await;
 }
+
+/// A user cannot read another user's 0600 file, through the client library, the
+/// object_store API or `tarn fs`; the owner and the admin can; a 0644 file is readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_private_file_is_private() {
+    use object_store::ObjectStoreExt as _;
+    use tarn_client::blocks::{FileReader, FileWriter};
+    use tarn_client::CreateOptions;
+    let mut cl = Cluster::start(1, |c| c.files.default_replication = 1).await;
+    cl.start_datanodes(1).await;
+    let bob = client(&cl.addrs, &pki().transport(Role::User, "bob"));
+    let alice = client(&cl.addrs, &pki().transport(Role::User, "alice"));
+    for (path, mode) in [("/home/bob/secret", 0o600), ("/home/bob/open", 0o644)] {
+        let opts = CreateOptions { mode, create_parent: true, ..Default::default() };
+        let mut w = FileWriter::create(&bob, path, &opts).await.unwrap();
+        w.write(b"bob's bytes").await.unwrap();
+        w.close().await.unwrap();
+    }
+    // The client library.
+    let e = FileReader::open(&alice, "/home/bob/secret").await.err().expect("alice must not read it");
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    assert!(e.to_string().contains("alice"), "{e}");
+    for (who, c) in [("bob", &bob), ("admin", &cl.client())] {
+        let r = FileReader::open(c, "/home/bob/secret").await.unwrap_or_else(|e| panic!("{who}: {e}"));
+        assert_eq!(r.read_at(0, 100).await.unwrap(), b"bob's bytes");
+    }
+    assert_eq!(
+        FileReader::open(&alice, "/home/bob/open").await.unwrap().read_at(0, 100).await.unwrap(),
+        b"bob's bytes"
+    );
+    // The object_store API.
+    let store = tarn_client::store::TarnStore::new(std::sync::Arc::new(client(
+        &cl.addrs,
+        &pki().transport(Role::User, "alice"),
+    )));
+    let e = store.get(&"home/bob/secret".into()).await.err().expect("object_store get must be refused");
+    assert!(e.to_string().contains("permission denied"), "{e}");
+    assert!(store.get(&"home/bob/open".into()).await.is_ok());
+    // `tarn fs cat` with alice's certificate.
+    let o = Command::new(tarn_bin())
+        .args(["fs", "cat", "/home/bob/secret"])
+        .env("TARN_CONFIG", tarn_tests::config_file(Role::User, "alice"))
+        .env("TARN_NAMENODE", &cl.addrs[0])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(text.contains("permission denied") && o.stdout.is_empty(), "{text}");
+    cl.shutdown().await;
+}
