@@ -376,7 +376,7 @@ async fn a_users_private_file_is_private() {
         &cl.addrs,
         &pki().transport(Role::User, "alice"),
     )));
-    let e = store.get(&"home/bob/secret".into()).await.err().expect("object_store get must be refused");
+    let Err(e) = store.get(&"home/bob/secret".into()).await else { panic!("object_store get must be refused") };
     assert!(e.to_string().contains("permission denied"), "{e}");
     assert!(store.get(&"home/bob/open".into()).await.is_ok());
     // `tarn fs cat` with alice's certificate.
