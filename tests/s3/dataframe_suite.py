@@ -102,4 +102,9 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Shut Arrow's S3 client down before the interpreter does: left to the exit handlers,
+    # the AWS SDK's threads can abort the process ("terminate called without an active
+    # exception") after every test passed.
+    pafs.finalize_s3()
+    sys.exit(code)
