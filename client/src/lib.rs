@@ -394,9 +394,10 @@ impl Conn {
         let mut r = Request::new(msg);
         r.set_timeout(self.retry.attempt_timeout);
         if !self.user.is_empty() {
-            if let Ok(v) = self.user.parse() {
-                r.metadata_mut().insert("x-tarn-user", v);
-            }
+            // A name that cannot be sent is sent as an invalid one, which the namenode
+            // refuses: leaving it out would make a daemon act as itself.
+            let v = self.user.parse().unwrap_or_else(|_| tonic::metadata::MetadataValue::from_static("?"));
+            r.metadata_mut().insert("x-tarn-user", v);
         }
         r
     }
@@ -508,8 +509,10 @@ impl NamenodeClient {
     /// own, so its request ids and lease-holder name never collide with this one's.
     pub fn for_user(&self, user: impl Into<String>) -> NamenodeClient {
         let client_id: u64 = rand::random();
+        // An empty name would mean "no claim" (the daemon itself): send an invalid one.
+        let user = Some(user.into()).filter(|u| !u.is_empty()).unwrap_or_else(|| "?".into());
         NamenodeClient {
-            conn: Arc::new(self.conn.as_user(user.into())),
+            conn: Arc::new(self.conn.as_user(user)),
             client_id,
             calls: AtomicU64::new(1),
             client_name: format!("tarn-client-{client_id:016x}"),

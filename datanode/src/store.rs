@@ -812,7 +812,7 @@ fn cut_sealed(
     let mut buf = Vec::new();
     if partial_len > 0 {
         let r = read_records(block_id, meta, full, 1)?[0];
-        if (r.len as usize) < partial_len {
+        if (r.len as usize) < partial_len || r.len as usize > CHUNK_BYTES {
             return Err(DatanodeError::Corrupt {
                 block_id,
                 detail: format!("chunk {full} holds {} bytes, {partial_len} to keep", r.len),
@@ -908,6 +908,10 @@ pub struct ReplicaWriter {
     done: bool,
     /// Encryption state of an encrypted replica.
     seal: Option<WriterSeal>,
+    /// A write of an encrypted replica failed: the chunk buffer no longer matches what is
+    /// on disk, so nothing more is encrypted (sealing it again could reuse a nonce for
+    /// other bytes); the replica is left for recovery as the disk has it.
+    failed: bool,
 }
 
 /// A writer's encryption state: the data key, the header naming it (with the session), and
@@ -943,6 +947,7 @@ impl ReplicaWriter {
             partial_len,
             done: false,
             seal: None,
+            failed: false,
         }
     }
 
@@ -971,7 +976,16 @@ impl ReplicaWriter {
 
     /// Appends `buf` to an encrypted replica: completed chunks are encrypted and written
     /// (data and records in one write each), the rest waits in the chunk buffer.
-    fn write_sealed(&mut self, mut buf: &[u8]) -> Result<()> {
+    fn write_sealed(&mut self, buf: &[u8]) -> Result<()> {
+        let r = self.write_sealed_inner(buf);
+        self.failed |= r.is_err();
+        r
+    }
+
+    fn write_sealed_inner(&mut self, mut buf: &[u8]) -> Result<()> {
+        if self.failed {
+            return Err(self.poisoned());
+        }
         let Some(ws) = self.seal.as_mut() else { return Ok(()) };
         let chunk = CHUNK_BYTES as u64;
         let first = self.length / chunk;
@@ -1010,8 +1024,21 @@ impl ReplicaWriter {
         Ok(())
     }
 
+    fn poisoned(&self) -> DatanodeError {
+        DatanodeError::Corrupt { block_id: self.block_id, detail: "an earlier write to this replica failed".into() }
+    }
+
     /// Encrypts and writes the partial chunk being filled (hflush, hsync, finalize).
     fn flush_sealed(&mut self) -> Result<()> {
+        if self.seal.is_some() && self.failed {
+            return Err(self.poisoned());
+        }
+        let r = self.flush_sealed_inner();
+        self.failed |= r.is_err();
+        r
+    }
+
+    fn flush_sealed_inner(&mut self) -> Result<()> {
         let Some(ws) = self.seal.as_ref() else { return Ok(()) };
         if ws.buf.is_empty() {
             return Ok(());
@@ -1109,7 +1136,9 @@ impl ReplicaWriter {
 
 impl Drop for ReplicaWriter {
     fn drop(&mut self) {
-        if !self.done {
+        if !self.done && self.failed {
+            self.store.release(self.block_id, None);
+        } else if !self.done {
             // Left for recovery with whatever was flushed.
             if let Err(e) = self.flush(false) {
                 tracing::warn!(block_id = self.block_id, error = %e, "could not flush a replica left unfinished");
@@ -1198,6 +1227,12 @@ impl ReplicaReader {
         let chunk = CHUNK_BYTES as u64;
         let start = first * chunk;
         let recs = read_records(block_id, &self.meta, first, (last - first + 1) as usize)?;
+        if let Some((i, r)) = recs.iter().enumerate().find(|(_, r)| r.len == 0 || r.len as usize > CHUNK_BYTES) {
+            return Err(DatanodeError::Corrupt {
+                block_id,
+                detail: format!("chunk {} records {} bytes", first + i as u64, r.len),
+            });
+        }
         // Every chunk is whole but the replica's last, which a writer may have grown since
         // this reader looked: its record says how long it is now.
         let stored: u64 = recs.iter().map(|r| u64::from(r.len)).sum();

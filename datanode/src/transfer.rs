@@ -290,12 +290,18 @@ impl DataTransfer for TransferService {
         &self,
         req: Request<Streaming<pb::WritePacket>>,
     ) -> Result<Response<Self::WriteBlockStream>, Status> {
+        let peer = req.extensions().get::<tarn_security::Peer>().cloned();
         let mut inbound = req.into_inner();
         let first = inbound.message().await?.ok_or_else(|| Status::invalid_argument("empty write stream"))?;
         let header = first.header.ok_or_else(|| Status::invalid_argument("the first packet must carry the header"))?;
         let block = header.block.ok_or_else(|| Status::invalid_argument("write header without a block"))?;
         let stage = pb::WriteStage::try_from(header.stage)
             .map_err(|_| Status::invalid_argument(format!("unknown write stage {}", header.stage)))?;
+        // A transfer replaces an older replica outright: only another datanode (copying on
+        // the namenode's command) may start one.
+        if stage == pb::WriteStage::Transfer {
+            only_roles(peer.as_ref(), &[tarn_security::Role::Datanode], "transfer a replica")?;
+        }
         let pipeline_len = 1 + header.downstream.len();
         let guard = InFlight::new(&self.shared);
 
@@ -427,6 +433,12 @@ impl DataTransfer for TransferService {
         &self,
         req: Request<pb::FinalizeRecoveredRequest>,
     ) -> Result<Response<pb::GetReplicaResponse>, Status> {
+        // Cutting and finalizing a replica is block recovery, the namenode's.
+        only_roles(
+            req.extensions().get::<tarn_security::Peer>(),
+            &[tarn_security::Role::Namenode],
+            "finalize a recovered replica",
+        )?;
         let r = req.into_inner();
         let info = finalize_recovered(&self.shared, r).await?;
         tracing::info!(block_id = info.block_id, length = info.length, "replica recovered and finalized");
@@ -435,6 +447,16 @@ impl DataTransfer for TransferService {
 }
 
 /// Cuts, restamps and finalizes a replica for block recovery.
+/// Refuses a caller whose certificate is not of one of `roles` (dev mode: everyone may).
+fn only_roles(peer: Option<&tarn_security::Peer>, roles: &[tarn_security::Role], what: &str) -> Result<(), Status> {
+    let Some(peer) = peer else { return Err(Status::permission_denied("the connection carries no peer identity")) };
+    match &peer.identity {
+        None => Ok(()),
+        Some(id) if roles.contains(&id.role) => Ok(()),
+        Some(id) => Err(Status::permission_denied(format!("{id} may not {what}"))),
+    }
+}
+
 async fn finalize_recovered(shared: &Arc<Shared>, r: pb::FinalizeRecoveredRequest) -> Result<ReplicaInfo, Status> {
     let store = shared.store.clone();
     // The dead writer's stream may still hold the replica for a moment.

@@ -39,6 +39,8 @@ pub enum KeyError {
     NoSuchKey(String),
     #[error("access key {0} exists")]
     Exists(String),
+    #[error("user name: {0}")]
+    BadUser(String),
     #[error("bucket {0} does not exist")]
     NoSuchBucket(String),
     #[error("stored record of {what} is corrupt: {why}")]
@@ -116,6 +118,9 @@ pub async fn create_key(
     user: &str,
     admin: bool,
 ) -> Result<crate::AccessKey, KeyError> {
+    // The user a key acts as is a file owner on the namenode: the same rules as a
+    // certificate's name.
+    tarn_security::Identity::new(tarn_security::Role::User, user).map_err(|e| KeyError::BadUser(e.to_string()))?;
     let key = crate::AccessKey::generate();
     let rec = KeyRecord {
         access_key: key.access_key.clone(),

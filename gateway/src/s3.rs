@@ -84,17 +84,19 @@ impl TarnS3 {
     /// it reads is subject to that user's permissions. Staging and upload bookkeeping under
     /// `/.tarn/s3` stay the gateway's own.
     async fn nn_for(&self, creds: Option<&s3s::auth::Credentials>) -> S3Result<Arc<NamenodeClient>> {
-        let Some(c) = creds else { return Ok(self.nn.clone()) };
-        let Some(id) = self.keys.identity(&c.access_key).await.map_err(|e| internal("access key lookup", e))? else {
-            return Ok(self.nn.clone());
+        // Anonymous requests (reads of anonymous-read buckets) read as nobody in particular.
+        let user = match creds {
+            None => "anonymous".to_string(),
+            Some(c) => match self.keys.identity(&c.access_key).await.map_err(|e| internal("access key lookup", e))? {
+                None => return Err(s3_error!(AccessDenied, "access key {} no longer exists", c.access_key)),
+                // Admin keys are S3's root: they act as the gateway itself, which the
+                // namenode treats as its superuser.
+                Some(id) if id.admin => return Ok(self.nn.clone()),
+                Some(id) => id.user,
+            },
         };
-        // Admin keys are S3's root: they act as the gateway itself, which the namenode
-        // treats as its superuser.
-        if id.admin {
-            return Ok(self.nn.clone());
-        }
         let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(users.entry(id.user.clone()).or_insert_with(|| Arc::new(self.nn.for_user(&id.user))).clone())
+        Ok(users.entry(user.clone()).or_insert_with(|| Arc::new(self.nn.for_user(&user))).clone())
     }
 
     /// The caller's access key unless it is an admin's (None: an admin, sees everything;

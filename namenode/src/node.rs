@@ -418,6 +418,7 @@ fn serve(
     let client = NamenodeServer::new(NamenodeService::new(state.clone()))
         .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(CLIENT_MESSAGE_BYTES_MAX);
+    let client = InterceptedService::new(client, crate::service::check_claim);
     let admin = InterceptedService::new(NamenodeAdminServer::new(AdminService::new(state.clone())), ADMIN_ONLY);
     let datanodes = DatanodeProtocolServer::new(crate::dn_service::DatanodeService::new(state.clone()))
         .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX)

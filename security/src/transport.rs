@@ -437,7 +437,12 @@ impl tonic::service::Interceptor for RequireRole {
 /// (the gateway for an S3 key's user, a worker for a job's submitter), or as themselves.
 /// In dev mode the claim is trusted.
 pub fn acting_user(ext: &Extensions, claimed: Option<&str>) -> Result<String, Status> {
-    let claimed = claimed.filter(|c| !c.is_empty());
+    if let Some(c) = claimed {
+        // A claim must be a valid name: a client that could not encode its user sends an
+        // invalid one rather than none (which would act as the daemon itself).
+        Identity::new(Role::User, c)
+            .map_err(|e| Status::permission_denied(format!("x-tarn-user {c:?} is not a user name: {e}")))?;
+    }
     match caller(ext)? {
         None => Ok(claimed.unwrap_or("tarn").to_string()),
         Some(id) if id.role.is_person() => match claimed {
@@ -446,11 +451,29 @@ pub fn acting_user(ext: &Extensions, claimed: Option<&str>) -> Result<String, St
             }
             _ => Ok(id.name.clone()),
         },
-        Some(id) => Ok(claimed.map(str::to_string).unwrap_or_else(|| id.role.as_str().to_string())),
+        Some(id) => match claimed {
+            None => Ok(id.role.as_str().to_string()),
+            Some(c) if may_act_for_users(id.role) => Ok(c.to_string()),
+            Some(c) => Err(Status::permission_denied(format!("{id} may not act for user {c:?}"))),
+        },
     }
 }
 
-/// Whether the caller is the cluster's superuser (an admin certificate, or dev mode).
-pub fn is_superuser(ext: &Extensions) -> bool {
-    matches!(caller(ext), Ok(None)) || matches!(caller(ext), Ok(Some(id)) if id.role == Role::Admin)
+/// Daemons that serve users and act for them: the S3 gateway (for a key's user), the
+/// resource manager and workers (for a job's submitter).
+fn may_act_for_users(role: Role) -> bool {
+    matches!(role, Role::Gateway | Role::ResourceManager | Role::Worker)
+}
+
+/// Whether the caller is the cluster's superuser: dev mode, an admin certificate, or a
+/// namenode or gateway acting as itself (`claimed` is the `x-tarn-user` it sent). Other
+/// daemons (datanodes, workers) are not: a leaked worker key must not own the namespace.
+pub fn is_superuser(ext: &Extensions, claimed: Option<&str>) -> bool {
+    match caller(ext) {
+        Ok(None) => true,
+        Ok(Some(id)) => {
+            id.role == Role::Admin || (claimed.is_none() && matches!(id.role, Role::Namenode | Role::Gateway))
+        }
+        Err(_) => false,
+    }
 }

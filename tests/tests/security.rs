@@ -75,6 +75,10 @@ async fn strangers_and_plaintext_are_refused_at_the_handshake() {
     let e = datanode_read_error(&plain, &dn_addr).await;
     assert!(refused(&e), "datanode served plaintext: {e}");
 
+    // A cluster certificate that is not the namenode's may not cut and finalize replicas.
+    let mut dn = DataTransferClient::new(channel(&pki().transport(Role::User, "alice"), &dn_addr));
+    let s = dn.finalize_recovered(dpb::FinalizeRecoveredRequest::default()).await.unwrap_err();
+    assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
     // Nothing the refused clients asked for happened.
     let c = cl.client();
     assert!(c.get_file_info("/rogue", false).await.unwrap().is_none());
@@ -371,6 +375,31 @@ async fn a_users_private_file_is_private() {
         FileReader::open(&alice, "/home/bob/open").await.unwrap().read_at(0, 100).await.unwrap(),
         b"bob's bytes"
     );
+    // Nor can she make it readable, take it, delete it, or stitch it into a file of hers.
+    let chmod = tarn_client::pb::SetAttributesRequest {
+        path: "/home/bob/secret".into(),
+        mode: Some(0o644),
+        ..Default::default()
+    };
+    let e = alice.set_attributes(chmod.clone()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    let chown = tarn_client::pb::SetAttributesRequest { owner: Some("alice".into()), ..chmod.clone() };
+    assert_eq!(alice.set_attributes(chown).await.unwrap_err().kind(), ErrorKind::PermissionDenied);
+    assert_eq!(alice.delete("/home/bob/secret", false, None).await.unwrap_err().kind(), ErrorKind::PermissionDenied);
+    let id = bob.get_file_info("/home/bob/secret", false).await.unwrap().unwrap().file_id;
+    let o = tarn_client::ConcatOptions { create_parent: true, ..Default::default() };
+    let e = alice.concat(&[("/home/bob/secret".into(), id)], "/home/alice/stolen", &o).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    // A daemon that serves users may act for them; a datanode may not; a name that is not
+    // one is refused rather than read as the daemon itself.
+    let worker = client(&cl.addrs, &pki().transport(Role::Worker, "w1"));
+    assert_eq!(worker.for_user("carol").mkdirs("/carol-job").await.unwrap().owner, "carol");
+    let dn = client(&cl.addrs, &pki().transport(Role::Datanode, "dn-x"));
+    assert_eq!(dn.for_user("carol").mkdirs("/x").await.unwrap_err().kind(), ErrorKind::PermissionDenied);
+    for bad in ["", "jos\u{e9}", "a b"] {
+        let e = worker.for_user(bad).get_file_info("/", false).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{bad:?}: {e}");
+    }
     // The object_store API.
     let store = tarn_client::store::TarnStore::new(std::sync::Arc::new(client(
         &cl.addrs,
