@@ -99,6 +99,16 @@ impl TarnS3 {
         Ok(users.entry(user.clone()).or_insert_with(|| Arc::new(self.nn.for_user(&user))).clone())
     }
 
+    /// The user who should own what a request makes on the gateway's behalf (a bucket):
+    /// the key's user, or `None` for admin keys (the gateway keeps it).
+    async fn owner_for(&self, creds: Option<&s3s::auth::Credentials>) -> S3Result<Option<String>> {
+        let Some(c) = creds else { return Ok(None) };
+        match self.keys.identity(&c.access_key).await.map_err(|e| internal("access key lookup", e))? {
+            Some(id) if !id.admin => Ok(Some(id.user)),
+            _ => Ok(None),
+        }
+    }
+
     /// The caller's access key unless it is an admin's (None: an admin, sees everything;
     /// an empty string: anonymous).
     async fn restricted_caller(&self, creds: Option<&s3s::auth::Credentials>) -> S3Result<Option<String>> {
@@ -845,7 +855,10 @@ impl S3 for TarnS3 {
         if self.nn.get_file_info(&path, false).await.map_err(|e| fs_err("bucket lookup", e))?.is_some() {
             return Err(s3_error!(BucketAlreadyOwnedByYou, "bucket {bucket:?} exists"));
         }
-        self.nn_for(req.credentials.as_ref()).await?.mkdirs(&path).await.map_err(|e| fs_err("create bucket", e))?;
+        // Any key may create buckets (S3's rule): the gateway makes the directory and gives
+        // it to the key's user.
+        self.nn.mkdirs(&path).await.map_err(|e| fs_err("create bucket", e))?;
+        let owner = self.owner_for(req.credentials.as_ref()).await?;
         let mut xattrs = std::collections::HashMap::new();
         xattrs.insert(BUCKET_XATTR.to_string(), now_ms().to_string().into_bytes());
         if let Some(ak) = caller.filter(|a| !a.is_empty()) {
@@ -855,7 +868,13 @@ impl S3 for TarnS3 {
             xattrs.insert(crate::keys::ACCESS_XATTR.to_string(), serde_json::to_vec(&access).expect("serializes"));
             self.keys.forget_bucket(&bucket);
         }
-        let req = tarn_client::pb::SetAttributesRequest { path, set_xattrs: xattrs, ..Default::default() };
+        let req = tarn_client::pb::SetAttributesRequest {
+            path,
+            set_xattrs: xattrs,
+            owner: owner.clone(),
+            group: owner,
+            ..Default::default()
+        };
         self.nn.set_attributes(req).await.map_err(|e| fs_err("create bucket", e))?;
         Ok(S3Response::new(dto::CreateBucketOutput { location: Some(format!("/{bucket}")) }))
     }
@@ -967,11 +986,19 @@ impl S3 for TarnS3 {
                     "keys ending in '/' are directories in Tarn and must be empty objects"
                 ));
             }
-            let nn = self.nn_for(req.credentials.as_ref()).await?;
-            nn.mkdirs(&path).await.map_err(|e| fs_err("create directory marker", e))?;
+            // The bucket's grants decide who may write in it: the gateway makes the marker
+            // and gives it to the key's user.
+            self.nn.mkdirs(&path).await.map_err(|e| fs_err("create directory marker", e))?;
+            let owner = self.owner_for(req.credentials.as_ref()).await?;
             let mut xattrs = std::collections::HashMap::new();
             xattrs.insert(MARKER_XATTR.to_string(), b"1".to_vec());
-            let req = tarn_client::pb::SetAttributesRequest { path, set_xattrs: xattrs, ..Default::default() };
+            let req = tarn_client::pb::SetAttributesRequest {
+                path,
+                set_xattrs: xattrs,
+                owner: owner.clone(),
+                group: owner,
+                ..Default::default()
+            };
             self.nn.set_attributes(req).await.map_err(|e| fs_err("create directory marker", e))?;
             let e = format!("{:x}", Md5::digest(b""));
             return Ok(S3Response::new(dto::PutObjectOutput { e_tag: Some(ETag::Strong(e)), ..Default::default() }));

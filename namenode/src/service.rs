@@ -150,11 +150,6 @@ fn block_pb(b: &BlockRec) -> pb::Block {
 /// their certificate; daemons (the S3 gateway, workers) name the user they act for in
 /// `x-tarn-user` (see [`tarn_security::acting_user`]). The service is the only place that
 /// reads it. Until groups are kept, a user's group is their name.
-fn caller<T>(req: &Request<T>) -> Result<(String, String), Status> {
-    let c = checked_caller(req)?;
-    Ok((c.user.clone(), c.user))
-}
-
 /// The caller for permission checks: its user and groups, and whether it is the superuser
 /// (an admin certificate, dev mode, or a daemon acting as itself).
 fn checked_caller<T>(req: &Request<T>) -> Result<Caller, Status> {
@@ -183,6 +178,15 @@ enum Rule {
     On(u32, &'static str),
     /// These mode bits on the path's parent directory.
     Parent(u32, &'static str),
+    /// These mode bits on the deepest existing directory above the path.
+    Ancestor(u32, &'static str),
+}
+
+fn parent_of(path: &str) -> String {
+    match path.rfind('/') {
+        Some(0) | None => "/".to_string(),
+        Some(i) => path[..i].to_string(),
+    }
 }
 
 fn u16_arg(name: &str, v: u32) -> Result<u16, Status> {
@@ -265,12 +269,15 @@ impl NamenodeService {
             let (target, want, action) = match rule {
                 Rule::Owner(_) => (path.clone(), 0, ""),
                 Rule::On(want, action) => (path.clone(), want, action),
-                Rule::Parent(want, action) => {
-                    let parent = match path.rfind('/') {
-                        Some(0) | None => "/".to_string(),
-                        Some(i) => path[..i].to_string(),
-                    };
-                    (parent, want, action)
+                Rule::Parent(want, action) => (parent_of(&path), want, action),
+                Rule::Ancestor(want, action) => {
+                    // The deepest directory above the path that exists (missing parents
+                    // are made inside it).
+                    let mut p = parent_of(&path);
+                    while p != "/" && ns.resolve(&p)?.is_none() {
+                        p = parent_of(&p);
+                    }
+                    (p, want, action)
                 }
             };
             let Some(f) = ns.resolve(&target)? else { return Ok(()) };
@@ -304,9 +311,11 @@ impl NamenodeService {
 #[tonic::async_trait]
 impl Namenode for NamenodeService {
     async fn mkdirs(&self, req: Request<pb::MkdirsRequest>) -> Result<Response<pb::MkdirsResponse>, Status> {
-        let (owner, group) = caller(&req)?;
+        let who = checked_caller(&req)?;
+        let (owner, group) = (who.user.clone(), who.user.clone());
         let r = req.into_inner();
         let path = Self::normalized(&r.path)?;
+        self.precheck(&who, &path, Rule::Ancestor(WRITE | EXECUTE, "create in it")).await?;
         let mode = if r.mode == 0 { 0o755 } else { r.mode };
         let op = Op::Mkdirs { path: path.clone(), mode, owner, group };
         let status = self.write_inode(rid(r.request_id), op, &path).await?;
@@ -314,9 +323,11 @@ impl Namenode for NamenodeService {
     }
 
     async fn create(&self, req: Request<pb::CreateRequest>) -> Result<Response<pb::CreateResponse>, Status> {
-        let (owner, group) = caller(&req)?;
+        let who = checked_caller(&req)?;
+        let (owner, group) = (who.user.clone(), who.user.clone());
         let r = req.into_inner();
         let path = Self::normalized(&r.path)?;
+        self.precheck(&who, &path, Rule::Ancestor(WRITE | EXECUTE, "create in it")).await?;
         if r.client_name.is_empty() {
             return Err(Status::invalid_argument("client_name (the lease holder) is required"));
         }

@@ -105,6 +105,14 @@ enum FsCmd {
         #[arg(short = 'j', long, default_value_t = 4)]
         parallel: usize,
     },
+    /// Change a file's or directory's mode (octal), like `chmod` (its owner, or the admin).
+    ///
+    /// Example: `tarn fs chmod 700 /home/alice`
+    Chmod { mode: String, path: String },
+    /// Change the owner (and group) of a file or directory (the admin only).
+    ///
+    /// Example: `tarn fs chown alice:alice /home/alice`
+    Chown { owner: String, path: String },
     /// Space used under each entry of a directory: bytes, and bytes on disk with replicas.
     ///
     /// Example: `tarn fs du -s -H /warehouse`
@@ -248,6 +256,27 @@ async fn exec(c: &NamenodeClient, cmd: FsCmd) -> anyhow::Result<()> {
                 }
             }
             c.mkdirs(&path).await?;
+        }
+        FsCmd::Chmod { mode, path } => {
+            let mode = u32::from_str_radix(&mode, 8)
+                .ok()
+                .filter(|m| *m <= 0o7777)
+                .with_context(|| format!("{mode:?} is not an octal mode (like 640)"))?;
+            let req = tarn_client::pb::SetAttributesRequest { path, mode: Some(mode), ..Default::default() };
+            c.set_attributes(req).await?;
+        }
+        FsCmd::Chown { owner, path } => {
+            let (user, group) = match owner.split_once(':') {
+                Some((u, g)) => (u.to_string(), g.to_string()),
+                None => (owner.clone(), owner.clone()),
+            };
+            let req = tarn_client::pb::SetAttributesRequest {
+                path,
+                owner: Some(user).filter(|u| !u.is_empty()),
+                group: Some(group).filter(|g| !g.is_empty()),
+                ..Default::default()
+            };
+            c.set_attributes(req).await?;
         }
         FsCmd::Stat { path } => {
             let s =

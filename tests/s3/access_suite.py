@@ -57,16 +57,16 @@ if phase == "setup":
     admin.put_object(Bucket="private", Key="secret.txt", Body=b"private doc")
 elif phase == "check":
     assert alice.get_object(Bucket="shared", Key="doc.txt")["Body"].read() == b"shared doc"
-    assert [o["Key"] for o in alice.list_objects_v2(Bucket="shared")["Contents"]] == ["bob-only.txt", "doc.txt"]
+    assert [o["Key"] for o in alice.list_objects_v2(Bucket="shared")["Contents"]] == ["bob/only.txt", "doc.txt"]
     assert code_of(alice.put_object, Bucket="shared", Key="x", Body=b"1") == "AccessDenied"
     assert code_of(alice.delete_object, Bucket="shared", Key="doc.txt") == "AccessDenied"
     assert code_of(alice.get_object, Bucket="private", Key="secret.txt") == "AccessDenied"
     # A file bob made with mode 0600 in a bucket alice may read: the file's permissions
     # hold for S3 as for `tarn fs` (alice is neither its owner nor the superuser).
-    assert code_of(alice.get_object, Bucket="shared", Key="bob-only.txt") == "AccessDenied"
+    assert code_of(alice.get_object, Bucket="shared", Key="bob/only.txt") == "AccessDenied"
     assert code_of(alice.copy_object, Bucket="alice-own-2", Key="x",
-                   CopySource={"Bucket": "shared", "Key": "bob-only.txt"}) in ("AccessDenied", "NoSuchBucket")
-    assert admin.get_object(Bucket="shared", Key="bob-only.txt")["Body"].read() == b"bob only"
+                   CopySource={"Bucket": "shared", "Key": "bob/only.txt"}) in ("AccessDenied", "NoSuchBucket")
+    assert admin.get_object(Bucket="shared", Key="bob/only.txt")["Body"].read() == b"bob only"
     assert code_of(alice.list_objects_v2, Bucket="private") == "AccessDenied"
     assert code_of(alice.put_object, Bucket="private", Key="x", Body=b"1") == "AccessDenied"
     assert [b["Name"] for b in alice.list_buckets()["Buckets"]] == ["shared"]

@@ -30,6 +30,16 @@ async fn fs_and_admin_commands() {
     assert!(text(&o).contains("use -p"), "{}", text(&o));
     assert!(run(vec!["fs", "mkdir", "-p", "/a/b"]).await.status.success());
     assert!(run(vec!["fs", "touch", "/a/b/f.parquet"]).await.status.success());
+    assert!(run(vec!["fs", "chmod", "750", "/a/b"]).await.status.success());
+    assert!(run(vec!["fs", "chown", "alice:staff", "/a/b"]).await.status.success());
+    let o = run(vec!["fs", "ls", "/a"]).await;
+    assert!(
+        text(&o).contains("drwxr-x---") && text(&o).contains("alice") && text(&o).contains("staff"),
+        "{}",
+        text(&o)
+    );
+    let o = run(vec!["fs", "chmod", "9x", "/a/b"]).await;
+    assert!(o.status.code() == Some(1) && text(&o).contains("octal"), "{}", text(&o));
     let o = run(vec!["fs", "ls", "-R", "/a"]).await;
     assert!(o.status.success());
     assert!(text(&o).contains("/a/b/f.parquet"), "{}", text(&o));

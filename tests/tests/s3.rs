@@ -286,10 +286,18 @@ async fn keys_grants_and_anonymous_reads() {
         }
     };
     run("setup").await;
-    // Bob (a user certificate) puts a file only he may read into the bucket.
+    // Bob (a user certificate) puts a file only he may read into the bucket, in a
+    // directory the admin gave him.
     let bob = tarn_client::NamenodeClient::new(&env.cl.addrs, &tarn_tests::pki().transport(Role::User, "bob")).unwrap();
+    nn.mkdirs("/shared/bob").await.unwrap();
+    let own = tarn_client::pb::SetAttributesRequest {
+        path: "/shared/bob".into(),
+        owner: Some("bob".into()),
+        ..Default::default()
+    };
+    nn.set_attributes(own).await.unwrap();
     let opts = tarn_client::CreateOptions { mode: 0o600, ..Default::default() };
-    let mut w = tarn_client::blocks::FileWriter::create(&bob, "/shared/bob-only.txt", &opts).await.unwrap();
+    let mut w = tarn_client::blocks::FileWriter::create(&bob, "/shared/bob/only.txt", &opts).await.unwrap();
     w.write(b"bob only").await.unwrap();
     w.close().await.unwrap();
     tarn_s3(&env, &master, &["grant", "shared", &ak, "--read-only"]);

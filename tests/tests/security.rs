@@ -92,8 +92,10 @@ async fn roles_limit_what_a_certificate_may_call() {
     let addr = cl.addrs[0].clone();
     let worker_t = pki().transport(Role::Worker, "w1");
     let worker = client(&cl.addrs, &worker_t);
-    // Any certificate of the cluster may use the file system...
-    worker.mkdirs("/jobs").await.unwrap();
+    // Any certificate of the cluster may use the file system (as far as the files'
+    // permissions let it: a worker acting as itself is no superuser)...
+    assert!(worker.get_file_info("/", false).await.unwrap().is_some());
+    assert_eq!(worker.mkdirs("/jobs").await.unwrap_err().kind(), ErrorKind::PermissionDenied);
     // ...but a worker may not call the admin service,
     let e = worker.cluster_status().await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
@@ -118,15 +120,18 @@ async fn roles_limit_what_a_certificate_may_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn people_act_as_the_name_in_their_certificate() {
     let cl = Cluster::start(1, |_| {}).await;
+    for user in ["alice", "bob", "carol"] {
+        give_home(&cl.client(), user).await;
+    }
     let alice = client(&cl.addrs, &pki().transport(Role::User, "alice"));
-    assert_eq!(alice.mkdirs("/alice").await.unwrap().owner, "alice");
+    assert_eq!(alice.mkdirs("/home/alice/d").await.unwrap().owner, "alice");
     // She cannot claim to be someone else...
-    let e = alice.with_user("bob").mkdirs("/bob").await.unwrap_err();
+    let e = alice.with_user("bob").mkdirs("/home/bob/d").await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
-    assert!(cl.client().get_file_info("/bob", false).await.unwrap().is_none());
+    assert!(cl.client().get_file_info("/home/bob/d", false).await.unwrap().is_none());
     // ...while a daemon acts for the user it serves (the gateway for an S3 key's user).
     let gw = client(&cl.addrs, &pki().transport(Role::Gateway, "gw")).with_user("carol");
-    assert_eq!(gw.mkdirs("/carol").await.unwrap().owner, "carol");
+    assert_eq!(gw.mkdirs("/home/carol/d").await.unwrap().owner, "carol");
     cl.shutdown().await;
 }
 
@@ -357,6 +362,12 @@ async fn a_users_private_file_is_private() {
     cl.start_datanodes(1).await;
     let bob = client(&cl.addrs, &pki().transport(Role::User, "bob"));
     let alice = client(&cl.addrs, &pki().transport(Role::User, "alice"));
+    // As with HDFS, the admin makes each user's home; nobody else may write at the top.
+    let e = bob.mkdirs("/bob-at-the-top").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    for user in ["bob", "alice"] {
+        give_home(&cl.client(), user).await;
+    }
     for (path, mode) in [("/home/bob/secret", 0o600), ("/home/bob/open", 0o644)] {
         let opts = CreateOptions { mode, create_parent: true, ..Default::default() };
         let mut w = FileWriter::create(&bob, path, &opts).await.unwrap();
@@ -393,7 +404,8 @@ async fn a_users_private_file_is_private() {
     // A daemon that serves users may act for them; a datanode may not; a name that is not
     // one is refused rather than read as the daemon itself.
     let worker = client(&cl.addrs, &pki().transport(Role::Worker, "w1"));
-    assert_eq!(worker.for_user("carol").mkdirs("/carol-job").await.unwrap().owner, "carol");
+    give_home(&cl.client(), "carol").await;
+    assert_eq!(worker.for_user("carol").mkdirs("/home/carol/job").await.unwrap().owner, "carol");
     let dn = client(&cl.addrs, &pki().transport(Role::Datanode, "dn-x"));
     assert_eq!(dn.for_user("carol").mkdirs("/x").await.unwrap_err().kind(), ErrorKind::PermissionDenied);
     for bad in ["", "jos\u{e9}", "a b"] {
@@ -419,4 +431,17 @@ async fn a_users_private_file_is_private() {
     assert_eq!(o.status.code(), Some(1), "{text}");
     assert!(text.contains("permission denied") && o.stdout.is_empty(), "{text}");
     cl.shutdown().await;
+}
+
+/// `/home/USER`, made by the admin and given to the user.
+async fn give_home(admin: &NamenodeClient, user: &str) {
+    let path = format!("/home/{user}");
+    admin.mkdirs(&path).await.unwrap();
+    let own = tarn_client::pb::SetAttributesRequest {
+        path,
+        owner: Some(user.into()),
+        group: Some(user.into()),
+        ..Default::default()
+    };
+    admin.set_attributes(own).await.unwrap();
 }
