@@ -254,14 +254,21 @@ impl Ca {
     /// Issues a certificate for `id`, valid for `hosts` (DNS names or IP addresses), and
     /// writes it as `<out>/<stem>.pem` + `<stem>-key.pem` (replacing older ones: daemons
     /// pick the new files up without a restart).
+    /// A person's certificate (user, admin) is for clients only: no host names and no
+    /// server use, so it cannot pose as a namenode or datanode.
     pub fn issue(&self, id: &Identity, hosts: &[String], out: &Path, stem: &str) -> Result<TlsPaths, SecurityError> {
-        let mut p = CertificateParams::new(hosts.to_vec()).map_err(rcgen_err("certificate host names"))?;
+        let hosts = if id.role.is_person() { Vec::new() } else { hosts.to_vec() };
+        let mut p = CertificateParams::new(hosts).map_err(rcgen_err("certificate host names"))?;
         p.distinguished_name.push(DnType::CommonName, id.to_string());
         p.distinguished_name.push(DnType::OrganizationName, "tarn");
         let uri = rcgen::string::Ia5String::try_from(id.uri()).map_err(rcgen_err("identity URI"))?;
         p.subject_alt_names.push(SanType::URI(uri));
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        p.extended_key_usages = if id.role.is_person() {
+            vec![ExtendedKeyUsagePurpose::ClientAuth]
+        } else {
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth]
+        };
         p.use_authority_key_identifier_extension = true;
         let now = time::OffsetDateTime::now_utc();
         p.not_before = now - time::Duration::hours(1);

@@ -445,3 +445,16 @@ async fn give_home(admin: &NamenodeClient, user: &str) {
     };
     admin.set_attributes(own).await.unwrap();
 }
+
+/// A person's certificate cannot serve: clients refuse a "namenode" presenting it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_certificate_cannot_pose_as_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(1, &dir.path().join("nn"));
+    cfg.initial_members = vec!["1@".into()];
+    let fake = Transport::tls(&pki().paths(Role::Admin, "poser")).unwrap();
+    let node = tarn_namenode::start(cfg, fake).await.unwrap();
+    let e = client(std::slice::from_ref(&node.addr), &tarn_tests::admin()).get_file_info("/", false).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "a client accepted a person's certificate as a server: {e}");
+    node.shutdown().await;
+}
