@@ -224,11 +224,7 @@ async fn run_namenode(a: NamenodeArgs) -> anyhow::Result<u8> {
         cfg.initial_members = v;
     }
     let node = tarn_namenode::start(cfg, transport).await?;
-    if let Some(f) = &a.addr_file {
-        let tmp = f.with_extension("tmp");
-        std::fs::write(&tmp, &node.addr)?;
-        std::fs::rename(&tmp, f)?;
-    }
+    write_addr_file(a.addr_file.as_deref(), &node.addr)?;
     println!("namenode {} serving on {}", node.node_id, node.addr);
     up::wait_for_signal(node.cancelled()).await;
     node.shutdown().await;
@@ -255,11 +251,7 @@ async fn run_datanode(a: DatanodeArgs) -> anyhow::Result<u8> {
         cfg.reserved_bytes = v;
     }
     let node = tarn_datanode::start(cfg, transport, master).await?;
-    if let Some(f) = &a.addr_file {
-        let tmp = f.with_extension("tmp");
-        std::fs::write(&tmp, &node.addr)?;
-        std::fs::rename(&tmp, f)?;
-    }
+    write_addr_file(a.addr_file.as_deref(), &node.addr)?;
     println!("datanode {} serving on {}", node.uuid, node.addr);
     up::wait_for_signal(tarn_namenode::node::CancellationToken::new()).await;
     node.stop().await;
@@ -280,15 +272,21 @@ async fn run_gateway(a: GatewayArgs) -> anyhow::Result<u8> {
         up::insecure_dev(&mut cfg);
     }
     let gw = tarn_gateway::start(cfg, transport).await?;
-    if let Some(f) = &a.addr_file {
-        let tmp = f.with_extension("tmp");
-        std::fs::write(&tmp, gw.endpoint())?;
-        std::fs::rename(&tmp, f)?;
-    }
+    write_addr_file(a.addr_file.as_deref(), &gw.endpoint())?;
     println!("S3 gateway serving on {}", gw.endpoint());
     up::wait_for_signal(tarn_namenode::node::CancellationToken::new()).await;
     gw.stop().await;
     Ok(0)
+}
+
+/// Writes where a daemon serves to `file` (for scripts and tests), whole or not at all.
+fn write_addr_file(file: Option<&std::path::Path>, addr: &str) -> anyhow::Result<()> {
+    if let Some(f) = file {
+        let tmp = f.with_extension("tmp");
+        std::fs::write(&tmp, addr)?;
+        std::fs::rename(&tmp, f)?;
+    }
+    Ok(())
 }
 
 /// A daemon's configuration file (defaults without one).
