@@ -104,7 +104,9 @@ fn first_failure(a: &dpb::WriteAck) -> Option<usize> {
 
 impl Pipeline {
     /// Opens a pipeline to `targets` for `block`, starting at byte `start` (0 for a new
-    /// block; the recovered length for `Recover`).
+    /// block; the recovered length for `Recover`). The arguments are the write header's
+    /// fields.
+    #[allow(clippy::too_many_arguments)]
     pub async fn open(
         block: dpb::ExtendedBlock,
         targets: Vec<dpb::DatanodeLocation>,
@@ -112,6 +114,7 @@ impl Pipeline {
         start: u64,
         expected_bytes: u64,
         client: &str,
+        token: &[u8],
         transport: &Transport,
     ) -> std::result::Result<Pipeline, PipelineFailure> {
         let first = targets.first().ok_or_else(|| PipelineFailure { failed: None, message: "no datanodes".into() })?;
@@ -124,6 +127,7 @@ impl Pipeline {
             recover_length: start,
             expected_bytes,
             client: client.to_string(),
+            token: token.to_vec(),
         };
         let _ = tx.send(dpb::WritePacket { header: Some(header), ..Default::default() }).await;
         let call = tokio::time::timeout(DATANODE_TIMEOUT, dn.write_block(ReceiverStream::new(rx)));
@@ -315,7 +319,7 @@ impl<'a> FileWriter<'a> {
 
     /// Allocates the next block and opens its pipeline (the current one must be ended).
     async fn next_block(&mut self) -> Result<()> {
-        let (block, targets) = self
+        let (block, targets, token) = self
             .nn
             .allocate_block(self.path(), self.status.file_id, self.last_block_length, Vec::new(), &self.favored)
             .await?;
@@ -323,7 +327,8 @@ impl<'a> FileWriter<'a> {
         let eb = extended(&block);
         let client = self.nn.client_name().to_string();
         let t = self.nn.transport();
-        match Pipeline::open(eb, targets.clone(), dpb::WriteStage::Create, 0, self.block_size, &client, t).await {
+        let stage = dpb::WriteStage::Create;
+        match Pipeline::open(eb, targets.clone(), stage, 0, self.block_size, &client, &token, t).await {
             Ok(pipeline) => self.current = Some(OpenBlock { block, pipeline }),
             Err(f) => {
                 // Carry on with the nodes that did answer.
@@ -354,12 +359,12 @@ impl<'a> FileWriter<'a> {
                 });
             }
             let uuids: Vec<String> = nodes.iter().map(|n| n.uuid.clone()).collect();
-            let updated = self.nn.update_pipeline(&path, self.status.file_id, block.block_id, uuids).await?;
+            let (updated, token) = self.nn.update_pipeline(&path, self.status.file_id, block.block_id, uuids).await?;
             let eb = extended(&updated);
             let stage = dpb::WriteStage::Recover;
             let client = self.nn.client_name();
             let t = self.nn.transport();
-            let mut p = match Pipeline::open(eb, nodes.clone(), stage, from, self.block_size, client, t).await {
+            let mut p = match Pipeline::open(eb, nodes.clone(), stage, from, self.block_size, client, &token, t).await {
                 Ok(p) => p,
                 Err(f) => {
                     tracing::warn!(block_id = block.block_id, error = %f.message, "pipeline recovery failed; retrying");
@@ -511,11 +516,12 @@ async fn read_replica(
     transport: &Transport,
     node: &dpb::DatanodeLocation,
     block: &dpb::ExtendedBlock,
+    token: &[u8],
     offset: u64,
     len: u64,
 ) -> std::result::Result<Vec<Bytes>, (bool, String)> {
     let mut dn = transfer_client(transport, &node.addr).map_err(|e| (false, e))?;
-    let req = dpb::ReadBlockRequest { block: Some(*block), offset, length: len };
+    let req = dpb::ReadBlockRequest { block: Some(*block), offset, length: len, token: token.to_vec() };
     let call = tokio::time::timeout(DATANODE_TIMEOUT, dn.read_block(req));
     let mut stream = match call.await {
         Ok(Ok(r)) => r.into_inner(),
@@ -651,7 +657,7 @@ impl<'a> FileReader<'a> {
         let eb = extended(b);
         let mut tried = Vec::new();
         for node in &lb.locations {
-            match read_replica(self.nn.transport(), node, &eb, offset, len).await {
+            match read_replica(self.nn.transport(), node, &eb, &lb.token, offset, len).await {
                 Ok(data) => return Ok(data),
                 Err((corrupt, why)) => {
                     tracing::warn!(block_id = b.block_id, datanode = %node.addr, error = %why, "replica read failed; trying the next");

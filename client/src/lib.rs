@@ -264,6 +264,9 @@ pub struct ConcatOptions {
     pub xattrs: BTreeMap<String, Vec<u8>>,
     /// A directory that must exist for the operation to happen (checked atomically).
     pub require_dir: Option<String>,
+    /// The sources are the calling daemon's own staged files, not the user's it acts for
+    /// (only the S3 gateway, which is the superuser by itself, may say so).
+    pub sources_as_service: bool,
 }
 
 /// What [`NamenodeClient::list_tree`] returns.
@@ -591,7 +594,7 @@ impl NamenodeClient {
         previous_block_length: Option<u64>,
         excluded: Vec<String>,
         favored: &str,
-    ) -> Result<(pb::Block, Vec<dpb::DatanodeLocation>)> {
+    ) -> Result<(pb::Block, Vec<dpb::DatanodeLocation>, Vec<u8>)> {
         let msg = pb::AddBlockRequest {
             path: path.into(),
             file_id,
@@ -607,7 +610,7 @@ impl NamenodeClient {
             code: tonic::Code::Internal,
             message: "add_block returned no block".into(),
         })?;
-        Ok((block, r.targets))
+        Ok((block, r.targets, r.token))
     }
 
     /// Gives the block being written a new generation stamp after a pipeline lost a node;
@@ -618,7 +621,7 @@ impl NamenodeClient {
         file_id: u64,
         block_id: u64,
         nodes: Vec<String>,
-    ) -> Result<pb::Block> {
+    ) -> Result<(pb::Block, Vec<u8>)> {
         let msg = pb::UpdatePipelineRequest {
             path: path.into(),
             file_id,
@@ -628,11 +631,12 @@ impl NamenodeClient {
             request_id: self.next_request_id(),
         };
         let r = rpc!(self, nn, update_pipeline, msg.clone())?;
-        r.block.ok_or_else(|| ClientError::Refused {
+        let block = r.block.ok_or_else(|| ClientError::Refused {
             kind: ErrorKind::Other,
             code: tonic::Code::Internal,
             message: "update_pipeline returned no block".into(),
-        })
+        })?;
+        Ok((block, r.token))
     }
 
     pub async fn complete(
@@ -792,6 +796,7 @@ impl NamenodeClient {
             xattrs: o.xattrs.clone().into_iter().collect(),
             request_id: self.next_request_id(),
             require_dir: o.require_dir.clone(),
+            sources_as_service: o.sources_as_service,
         };
         Ok(status_of(rpc!(self, nn, concat, msg.clone())?.status))
     }
@@ -857,6 +862,19 @@ impl NamenodeClient {
     pub async fn decommission(&self, node: &str, on: bool) -> Result<String> {
         let msg = pb::DecommissionRequest { node: node.into(), on };
         Ok(rpc!(self, admin, decommission, msg.clone())?.uuid)
+    }
+
+    /// Adds users to and removes users from a group (the admin's).
+    pub async fn change_group(&self, group: &str, add: &[String], remove: &[String]) -> Result<()> {
+        let msg = pb::ChangeGroupRequest { group: group.into(), add: add.to_vec(), remove: remove.to_vec() };
+        rpc!(self, admin, change_group, msg.clone()).map(|_| ())
+    }
+
+    /// Groups and their members; with `user`, only that user's groups.
+    pub async fn list_groups(&self, user: Option<&str>) -> Result<Vec<(String, Vec<String>)>> {
+        let msg = pb::ListGroupsRequest { user: user.unwrap_or_default().into() };
+        let r = rpc!(self, admin, list_groups, msg.clone())?;
+        Ok(r.groups.into_iter().map(|g| (g.name, g.members)).collect())
     }
 
     /// Makes the leader leave safe mode now.

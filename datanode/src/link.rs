@@ -90,6 +90,7 @@ impl Link {
     async fn cycle(&self, events: &mut mpsc::UnboundedReceiver<Event>) -> Result<(), tarn_client::ClientError> {
         let reg = pb::RegisterRequest { node: Some(self.me.clone()), storages: self.storages() };
         let r = dn_rpc!(self, register, reg)?;
+        self.set_block_keys(&r.block_keys);
         tracing::info!(namenode = r.namenode_id, uuid = %self.me.uuid, "registered with the namenode leader");
         let interval = if r.heartbeat_interval_ms > 0 {
             Duration::from_millis(r.heartbeat_interval_ms)
@@ -154,11 +155,22 @@ impl Link {
             transfers_in_flight: self.shared.in_flight.load(Ordering::Relaxed),
         };
         let r = dn_rpc!(self, heartbeat, req)?;
+        self.set_block_keys(&r.block_keys);
         if r.reregister {
             return Ok(false);
         }
         self.execute(r.commands).await?;
         Ok(true)
+    }
+
+    fn set_block_keys(&self, keys: &[pb::BlockKey]) {
+        if !keys.is_empty() {
+            let keys = keys
+                .iter()
+                .map(|k| tarn_security::BlockKey { id: k.id, secret: k.secret.clone(), created_ms: k.created_ms })
+                .collect();
+            self.shared.block_keys.set(keys);
+        }
     }
 
     fn lock_unsent(&self) -> std::sync::MutexGuard<'_, Vec<Event>> {

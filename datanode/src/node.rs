@@ -120,8 +120,13 @@ pub async fn start(cfg: DatanodeConfig, transport: Transport, master: Option<Mas
     let addr = cfg.advertise.clone().unwrap_or_else(|| advertised(bound));
     let uuid = store.storage_ids()[0].clone();
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let shared =
-        Arc::new(Shared { store, events: events_tx, in_flight: AtomicU32::new(0), transport: transport.clone() });
+    let shared = Arc::new(Shared {
+        store,
+        events: events_tx,
+        in_flight: AtomicU32::new(0),
+        transport: transport.clone(),
+        block_keys: tarn_security::BlockKeys::new(),
+    });
     let shutdown = CancellationToken::new();
 
     let svc = DataTransferServer::new(TransferService::new(shared.clone()))

@@ -41,9 +41,10 @@ async fn copy(
     let reader = Arc::new(reader);
     let length = reader.length();
     let eb = pb::ExtendedBlock { block_id: id, gen_stamp: reader.gen_stamp(), length };
-    let mut p = Pipeline::open(eb, targets, pb::WriteStage::Transfer, 0, length, "re-replication", &shared.transport)
-        .await
-        .map_err(|f| f.message)?;
+    let mut p =
+        Pipeline::open(eb, targets, pb::WriteStage::Transfer, 0, length, "re-replication", &[], &shared.transport)
+            .await
+            .map_err(|f| f.message)?;
     let mut off = 0u64;
     while off < length {
         let len = (length - off).min(READ_PIECE_BYTES as u64) as usize;

@@ -21,6 +21,7 @@ use futures::Stream;
 use tarn_proto::datanode as pb;
 use tarn_proto::datanode::data_transfer_client::DataTransferClient;
 use tarn_proto::datanode::data_transfer_server::DataTransfer;
+use tarn_security::block_token;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
@@ -57,6 +58,8 @@ pub struct Shared {
     pub in_flight: AtomicU32,
     /// How this node reaches other datanodes (pipelines, re-replication).
     pub transport: tarn_security::Transport,
+    /// The namenode's keys for block access tokens (from registration and heartbeats).
+    pub block_keys: tarn_security::BlockKeys,
 }
 
 impl Shared {
@@ -301,6 +304,8 @@ impl DataTransfer for TransferService {
         // the namenode's command) may start one.
         if stage == pb::WriteStage::Transfer {
             only_roles(peer.as_ref(), &[tarn_security::Role::Datanode], "transfer a replica")?;
+        } else {
+            check_token(&self.shared, peer.as_ref(), &header.token, block.block_id, block_token::WRITE)?;
         }
         let pipeline_len = 1 + header.downstream.len();
         let guard = InFlight::new(&self.shared);
@@ -355,8 +360,10 @@ impl DataTransfer for TransferService {
     }
 
     async fn read_block(&self, req: Request<pb::ReadBlockRequest>) -> Result<Response<Self::ReadBlockStream>, Status> {
+        let peer = req.extensions().get::<tarn_security::Peer>().cloned();
         let r = req.into_inner();
         let block = r.block.ok_or_else(|| Status::invalid_argument("read without a block"))?;
+        check_token(&self.shared, peer.as_ref(), &r.token, block.block_id, block_token::READ)?;
         let store = self.shared.store.clone();
         let opened = tokio::task::spawn_blocking(move || store.open_reader(block.block_id, block.gen_stamp))
             .await
@@ -423,6 +430,12 @@ impl DataTransfer for TransferService {
         &self,
         req: Request<pb::GetReplicaRequest>,
     ) -> Result<Response<pb::GetReplicaResponse>, Status> {
+        // Block recovery asks replicas what they hold: the namenode's.
+        only_roles(
+            req.extensions().get::<tarn_security::Peer>(),
+            &[tarn_security::Role::Namenode, tarn_security::Role::Datanode],
+            "ask for a replica's state",
+        )?;
         let id = req.into_inner().block_id;
         let info =
             self.shared.store.get(id).ok_or_else(|| status_of(&DatanodeError::ReplicaNotFound { block_id: id }))?;
@@ -443,6 +456,33 @@ impl DataTransfer for TransferService {
         let info = finalize_recovered(&self.shared, r).await?;
         tracing::info!(block_id = info.block_id, length = info.length, "replica recovered and finalized");
         Ok(Response::new(pb::GetReplicaResponse { replica: Some(report_of(&info)) }))
+    }
+}
+
+/// Clients read and write a block only with a block access token for it, which the
+/// namenode gives the users whose permissions allow it; datanodes (forwarding a pipeline)
+/// and namenodes need none; in dev mode (no certificates) nobody does.
+fn check_token(
+    shared: &Shared,
+    peer: Option<&tarn_security::Peer>,
+    token: &[u8],
+    block_id: u64,
+    mode: u8,
+) -> Result<(), Status> {
+    let Some(peer) = peer else { return Err(Status::permission_denied("the connection carries no peer identity")) };
+    match &peer.identity {
+        None => Ok(()),
+        Some(id) if matches!(id.role, tarn_security::Role::Datanode | tarn_security::Role::Namenode) => Ok(()),
+        Some(id) => match shared.block_keys.verify(token, block_id, mode, block_token::now_ms()) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let what = if mode == block_token::WRITE { "write" } else { "read" };
+                tracing::warn!(peer = %id, block_id, error = %e, "block access refused");
+                let mut s = Status::permission_denied(format!("{id} may not {what} block {block_id}: {e}"));
+                s.metadata_mut().insert("x-tarn-error", tonic::metadata::MetadataValue::from_static("BlockToken"));
+                Err(s)
+            }
+        },
     }
 }
 

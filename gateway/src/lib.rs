@@ -422,7 +422,18 @@ pub async fn start_on(
 }
 
 async fn janitor(nn: Arc<NamenodeClient>, shutdown: CancellationToken) {
+    // First of all, the gateway's directory is made private (until the namenode answers).
+    while let Err(e) = s3::make_system_dir_private(&nn).await {
+        tracing::warn!(error = %e, "could not make {} private; trying again", names::SYSTEM_DIR);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
     loop {
+        if let Err(e) = s3::make_system_dir_private(&nn).await {
+            tracing::warn!(error = %e, "could not make {} private", names::SYSTEM_DIR);
+        }
         let n = s3::sweep_staged(&nn, STAGED_CLOSED_AGE, STAGED_OPEN_AGE).await;
         if n > 0 {
             tracing::info!(removed = n, "removed abandoned staged uploads");

@@ -547,6 +547,8 @@ impl TarnS3 {
             create_parent: true,
             overwrite: true,
             require_dir: Some(bucket_path(bucket)),
+            // The sources are this gateway's staged files; the object is the user's.
+            sources_as_service: true,
             ..Default::default()
         };
         o.xattrs.insert(META_XATTR.into(), encode_meta(meta));
@@ -1651,6 +1653,21 @@ impl TarnS3 {
             }
         }
     }
+}
+
+/// Keeps the gateway's directory (staged uploads, parts, access keys) to the gateway: mode
+/// 0700, whoever made it first.
+pub async fn make_system_dir_private(nn: &NamenodeClient) -> Result<(), ClientError> {
+    let st = match nn.get_file_info(SYSTEM_DIR, false).await? {
+        Some(st) => st,
+        None => nn.mkdirs(SYSTEM_DIR).await?,
+    };
+    if st.mode & 0o7777 != 0o700 {
+        let req =
+            tarn_client::pb::SetAttributesRequest { path: SYSTEM_DIR.into(), mode: Some(0o700), ..Default::default() };
+        nn.set_attributes(req).await?;
+    }
+    Ok(())
 }
 
 /// Removes staged uploads left behind by a gateway that died mid-upload: closed ones

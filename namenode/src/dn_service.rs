@@ -137,11 +137,14 @@ impl DatanodeProtocol for DatanodeService {
         self.ensure_leader()?;
         let r = req.into_inner();
         let loc = self.node(r.node)?;
+        // A registered datanode can check clients' block access tokens at once.
+        crate::tokens::ensure_key(&self.s).await?;
         tracing::info!(uuid = %loc.uuid, addr = %loc.addr, "datanode registered");
         self.s.blocks.register(loc, storages_of(&r.storages), Instant::now());
         Ok(Response::new(pb::RegisterResponse {
             heartbeat_interval_ms: self.s.datanode_heartbeat.as_millis() as u64,
             namenode_id: self.s.node_id,
+            block_keys: crate::tokens::keys_pb(&self.s),
         }))
     }
 
@@ -150,9 +153,14 @@ impl DatanodeProtocol for DatanodeService {
         let r = req.into_inner();
         let loc = self.node(r.node)?;
         let cmds = self.s.blocks.heartbeat(&loc, storages_of(&r.storages), r.transfers_in_flight, Instant::now());
+        let block_keys = crate::tokens::keys_pb(&self.s);
         Ok(Response::new(match cmds {
-            Some(c) => pb::HeartbeatResponse { commands: c.into_iter().map(command_pb).collect(), reregister: false },
-            None => pb::HeartbeatResponse { commands: Vec::new(), reregister: true },
+            Some(c) => pb::HeartbeatResponse {
+                commands: c.into_iter().map(command_pb).collect(),
+                reregister: false,
+                block_keys,
+            },
+            None => pb::HeartbeatResponse { commands: Vec::new(), reregister: true, block_keys },
         }))
     }
 
@@ -225,6 +233,11 @@ impl DatanodeProtocol for DatanodeService {
 pub async fn monitor_round(s: &NodeState) {
     if ensure_leader(s).is_err() {
         return;
+    }
+    // The keys datanodes check block access tokens with: made at once by a new leader,
+    // rolled every few hours.
+    if let Err(e) = crate::tokens::ensure_key(s).await {
+        tracing::warn!(error = %e, "could not make a block key");
     }
     let now = Instant::now();
     for uuid in s.blocks.expire_dead(now) {

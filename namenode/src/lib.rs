@@ -26,6 +26,7 @@ pub mod proposer;
 pub mod records;
 pub mod service;
 pub mod store;
+pub mod tokens;
 pub mod topology;
 pub mod types;
 

@@ -6,6 +6,9 @@
 
 use std::cell::Cell;
 
+mod permissions;
+pub use permissions::{check_principal, Sight, STICKY};
+
 use crate::error::FsError;
 use crate::kv::{KvRead, KvWrite};
 use crate::path::{self, components, join};
@@ -20,6 +23,13 @@ pub const META_DECOMMISSION: &[u8] = b"decommission";
 pub const META_NEXT_GENERATION: &[u8] = b"next_generation";
 /// Number of directories with a quota: when zero, operations skip the ancestor walk.
 pub const META_QUOTA_DIRS: &[u8] = b"quota_dirs";
+/// The keys that sign block access tokens (a bincode list, oldest first).
+pub const META_BLOCK_KEYS: &[u8] = b"block_keys";
+
+/// The system's own directory (made with the root).
+pub const SYSTEM_DIR: &str = "/.tarn";
+/// Where clients stage files before publishing them with a rename (mode 1733).
+pub const STAGING_DIR: &str = "/.tarn/tmp";
 
 /// Rows handled per page when walking a subtree, so that memory stays bounded.
 const SUBTREE_PAGE_ROWS: usize = 4096;
@@ -201,6 +211,14 @@ impl<'a, K: KvRead> Namespace<'a, K> {
     }
 
     /// The datanodes being drained.
+    /// The block keys, oldest first.
+    pub fn block_keys(&self) -> Result<Vec<tarn_security::BlockKey>, FsError> {
+        match self.kv.get(CF_SM_META, META_BLOCK_KEYS)? {
+            Some(v) => decode("block keys", &v),
+            None => Ok(Vec::new()),
+        }
+    }
+
     pub fn decommissioning(&self) -> Result<std::collections::BTreeSet<String>, FsError> {
         match self.kv.get(CF_SM_META, META_DECOMMISSION)? {
             Some(v) => decode("decommission set", &v),
@@ -287,13 +305,15 @@ impl<'a, K: KvRead> Namespace<'a, K> {
         limit: usize,
         include_directories: bool,
     ) -> Result<(Vec<(String, Inode)>, bool), FsError> {
-        self.list_tree(prefix, start_after, limit, include_directories, false)
+        self.list_tree(prefix, start_after, limit, include_directories, false, None)
     }
 
     /// Entries whose `paths` key (directories end in '/') starts with `prefix`, after
     /// `start_after`, in byte order: S3's listing order. With `collapse`, a directory is
     /// listed once and its contents skipped (S3's delimiter '/'), and a `start_after` that
-    /// names a directory (ends in '/') resumes after its contents.
+    /// names a directory (ends in '/') resumes after its contents. With `sight`, only
+    /// entries of directories the caller may list are returned, and the contents of
+    /// directories it may not are skipped over.
     pub fn list_tree(
         &self,
         prefix: &str,
@@ -301,6 +321,7 @@ impl<'a, K: KvRead> Namespace<'a, K> {
         limit: usize,
         include_directories: bool,
         collapse: bool,
+        mut sight: Option<&mut Sight<'_>>,
     ) -> Result<(Vec<(String, Inode)>, bool), FsError> {
         let end = prefix_end(prefix.as_bytes());
         let mut start: Vec<u8> = if start_after.as_bytes() > prefix.as_bytes() {
@@ -326,7 +347,26 @@ impl<'a, K: KvRead> Namespace<'a, K> {
                 }
                 let (id, kind) = parse_path_value(v)?;
                 let is_dir = kind == Kind::Directory;
+                let mut inode = None;
+                // What the caller may not list is passed over: its contents whole.
+                let mut hidden_below = false;
+                if let Some(sight) = sight.as_deref_mut() {
+                    let i = self.inode(id)?;
+                    if !sight.listable(self, i.parent)? {
+                        // Past everything in the parent directory.
+                        let own = if is_dir { &k[..k.len() - 1] } else { k };
+                        let cut = own.iter().rposition(|b| *b == b'/').unwrap_or(0);
+                        resume = prefix_end(&k[..=cut]);
+                        return Ok(false);
+                    }
+                    hidden_below = is_dir && !sight.listable(self, id)?;
+                    inode = Some(i);
+                }
                 if is_dir && !include_directories && !collapse {
+                    if hidden_below {
+                        resume = prefix_end(k);
+                        return Ok(false);
+                    }
                     return Ok(true);
                 }
                 if out.len() == limit {
@@ -334,8 +374,14 @@ impl<'a, K: KvRead> Namespace<'a, K> {
                     return Ok(false);
                 }
                 let p = String::from_utf8(k.to_vec()).map_err(|_| FsError::Storage("non-UTF-8 path key".into()))?;
-                out.push((p, self.inode(id)?));
-                if is_dir && collapse {
+                out.push((
+                    p,
+                    match inode {
+                        Some(i) => i,
+                        None => self.inode(id)?,
+                    },
+                ));
+                if is_dir && (collapse || hidden_below) {
                     resume = prefix_end(k);
                     return Ok(false);
                 }
@@ -453,7 +499,19 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
         }
         let root = new_dir(ROOT_ID, ROOT_ID, "", 0o755, "root", "supergroup", 0);
         self.put_inode(&root)?;
-        self.kv.put(CF_SM_META, META_NEXT_INODE, &(ROOT_ID + 1).to_be_bytes())?;
+        // The system's directory, and in it the staging area every user writes to (like
+        // /tmp, sticky; others may not list it: a staged file's name is its secret).
+        let mut next = ROOT_ID + 1;
+        let mut parent = ROOT_ID;
+        for (path, name, mode) in [(SYSTEM_DIR, ".tarn", 0o755), (STAGING_DIR, "tmp", 0o1733)] {
+            let dir = new_dir(next, parent, name, mode, "root", "supergroup", 0);
+            self.put_inode(&dir)?;
+            self.kv.put(CF_DENTRIES, &dentry_key(parent, name), &id_key(next))?;
+            self.kv.put(CF_PATHS, &path_key(path, Kind::Directory), &path_value(next, Kind::Directory))?;
+            parent = next;
+            next += 1;
+        }
+        self.kv.put(CF_SM_META, META_NEXT_INODE, &next.to_be_bytes())?;
         Ok(())
     }
 
@@ -526,6 +584,22 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
                 }
                 Ok(OpOutput::Done)
             }
+            Op::As { user, sources_as_service, op } => {
+                check_principal("user", user)?;
+                let who = self.with_groups(&Caller { user: user.clone(), groups: Vec::new(), superuser: false })?;
+                self.authorize(&who, op, *sources_as_service)?;
+                self.apply(op)
+            }
+            Op::ChangeGroup { group, add, remove } => self.change_group(group, add, remove),
+            Op::AddBlockKey { key } => {
+                let mut keys = self.block_keys()?;
+                keys.push(key.clone());
+                keys.sort_by_key(|k| k.id);
+                let drop = keys.len().saturating_sub(tarn_security::block_token::KEYS_KEPT);
+                keys.drain(..drop);
+                self.kv.put(CF_SM_META, META_BLOCK_KEYS, &encode(&keys))?;
+                Ok(OpOutput::Done)
+            }
         }
     }
 
@@ -595,6 +669,7 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
                 None => {
                     self.charge(cur.id, None, 1, 0, true)?;
                     let id = self.next(META_NEXT_INODE, &self.next_inode)?;
+                    let group = if group.is_empty() { cur.group.as_str() } else { group };
                     let dir = new_dir(id, cur.id, name, mode, owner, group, self.now_ms);
                     self.put_inode(&dir)?;
                     self.kv.put(CF_DENTRIES, &dentry_key(cur.id, name), &id_key(id))?;
@@ -667,7 +742,8 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
             kind: Kind::File,
             mode: op.mode & 0o7777,
             owner: op.owner.clone(),
-            group: op.group.clone(),
+            // HDFS's (and BSD's) rule: a new entry belongs to its directory's group.
+            group: if op.group.is_empty() { parent.group.clone() } else { op.group.clone() },
             mtime_ms: self.now_ms,
             replication: op.replication,
             block_size: op.block_size,
@@ -1041,7 +1117,8 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
             kind: Kind::File,
             mode: op.mode & 0o7777,
             owner: op.owner.clone(),
-            group: op.group.clone(),
+            // HDFS's (and BSD's) rule: a new entry belongs to its directory's group.
+            group: if op.group.is_empty() { parent.group.clone() } else { op.group.clone() },
             mtime_ms: self.now_ms,
             replication: sources.iter().map(|(_, f)| f.replication).max().unwrap_or(1),
             block_size: sources.iter().map(|(_, f)| f.block_size).max().unwrap_or(1),

@@ -391,6 +391,8 @@ pub async fn start(cfg: NamenodeConfig, transport: Transport) -> Result<Namenode
         safe_mode: crate::dn_service::SafeMode::new(cfg.datanodes.safe_mode_threshold),
         topology,
         transport: transport.clone(),
+        block_keys: tarn_security::BlockKeys::new(),
+        block_key_lock: tokio::sync::Mutex::new(()),
     });
 
     let server = serve(listener, state.clone(), &transport, shutdown.clone());

@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status};
 use crate::error::FsError;
 use crate::kv::{Db, SnapView};
 use crate::leases::Leases;
-use crate::namespace::{Caller, EXECUTE, READ, WRITE};
+use crate::namespace::{Caller, Sight, EXECUTE, READ, WRITE};
 use crate::namespace::{Found, Namespace};
 use crate::proposer::{ProposeError, Proposer, ReadGate};
 use crate::records::{BlockRec, Inode, Kind};
@@ -55,6 +55,10 @@ pub struct NodeState {
     pub topology: crate::topology::Topology,
     /// How this node reaches its peers and datanodes.
     pub transport: tarn_security::Transport,
+    /// The block keys this node signs block access tokens with (see [`crate::tokens`]).
+    pub block_keys: tarn_security::BlockKeys,
+    /// One new block key at a time.
+    pub block_key_lock: tokio::sync::Mutex<()>,
 }
 
 pub(crate) fn fs_status(e: &FsError) -> Status {
@@ -169,23 +173,13 @@ pub fn check_claim(req: Request<()>) -> Result<Request<()>, Status> {
     Ok(req)
 }
 
-/// What [`NamenodeService::precheck`] asks of the caller.
-#[derive(Clone, Copy)]
-enum Rule {
-    /// Be the owner (or the superuser); the text says what was refused.
-    Owner(&'static str),
-    /// These mode bits on the path itself.
-    On(u32, &'static str),
-    /// These mode bits on the path's parent directory.
-    Parent(u32, &'static str),
-    /// These mode bits on the deepest existing directory above the path.
-    Ancestor(u32, &'static str),
-}
-
-fn parent_of(path: &str) -> String {
-    match path.rfind('/') {
-        Some(0) | None => "/".to_string(),
-        Some(i) => path[..i].to_string(),
+/// `op` as `who` asks for it: the superuser's as it is, anyone else's wrapped so the state
+/// machine checks the caller's permissions in the transaction that applies it.
+fn on_behalf(who: &Caller, op: Op) -> Op {
+    if who.superuser {
+        op
+    } else {
+        Op::As { user: who.user.clone(), sources_as_service: false, op: Box::new(op) }
     }
 }
 
@@ -239,6 +233,7 @@ impl NamenodeService {
     /// first refusal) arrives here again and gets the takeover's recorded result.
     async fn take_over(
         &self,
+        who: &Caller,
         op: CreateOp,
         request_id: Option<RequestId>,
         refused: Status,
@@ -251,51 +246,10 @@ impl NamenodeService {
             tracing::info!(path = %op.path, %holder, "a writer's soft limit passed; the file is taken over");
         }
         let derived = request_id.map(|r| RequestId { client_id: r.client_id, call_id: r.call_id ^ (1 << 63) });
-        self.write(derived, Op::Create(CreateOp { take_over_from: Some(holder), ..op })).await
+        self.write(derived, on_behalf(who, Op::Create(CreateOp { take_over_from: Some(holder), ..op }))).await
     }
 
     /// Runs `f` on the namespace once a linearizable read is allowed.
-    /// Permission check of a change before it is proposed (on a linearizable read of the
-    /// current state; a mode change racing with the operation is not seen: write checks
-    /// move into the state machine next). A path that does not exist passes (the
-    /// operation reports it).
-    async fn precheck(&self, who: &Caller, path: &str, rule: Rule) -> Result<(), Status> {
-        if who.superuser {
-            return Ok(());
-        }
-        let path = path.to_string();
-        let who = who.clone();
-        self.read(move |ns| {
-            let (target, want, action) = match rule {
-                Rule::Owner(_) => (path.clone(), 0, ""),
-                Rule::On(want, action) => (path.clone(), want, action),
-                Rule::Parent(want, action) => (parent_of(&path), want, action),
-                Rule::Ancestor(want, action) => {
-                    // The deepest directory above the path that exists (missing parents
-                    // are made inside it).
-                    let mut p = parent_of(&path);
-                    while p != "/" && ns.resolve(&p)?.is_none() {
-                        p = parent_of(&p);
-                    }
-                    (p, want, action)
-                }
-            };
-            let Some(f) = ns.resolve(&target)? else { return Ok(()) };
-            ns.check_access(&f, &who, want, action)?;
-            if let Rule::Owner(action) = rule {
-                if f.inode.owner != who.user {
-                    return Err(FsError::PermissionDenied {
-                        path: f.path,
-                        user: who.user.clone(),
-                        action: format!("{action} (owned by {})", f.inode.owner),
-                    });
-                }
-            }
-            Ok(())
-        })
-        .await
-    }
-
     async fn read<T>(&self, f: impl FnOnce(&Namespace<'_, SnapView<'_>>) -> Result<T, FsError>) -> Result<T, Status> {
         self.s.reads.wait().await.map_err(|e| propose_status(self.s.node_id, &e))?;
         let view = SnapView::new(&self.s.db);
@@ -312,22 +266,20 @@ impl NamenodeService {
 impl Namenode for NamenodeService {
     async fn mkdirs(&self, req: Request<pb::MkdirsRequest>) -> Result<Response<pb::MkdirsResponse>, Status> {
         let who = checked_caller(&req)?;
-        let (owner, group) = (who.user.clone(), who.user.clone());
         let r = req.into_inner();
         let path = Self::normalized(&r.path)?;
-        self.precheck(&who, &path, Rule::Ancestor(WRITE | EXECUTE, "create in it")).await?;
         let mode = if r.mode == 0 { 0o755 } else { r.mode };
-        let op = Op::Mkdirs { path: path.clone(), mode, owner, group };
-        let status = self.write_inode(rid(r.request_id), op, &path).await?;
+        // The group is the parent directory's (HDFS's rule).
+        let op = Op::Mkdirs { path: path.clone(), mode, owner: who.user.clone(), group: String::new() };
+        let status = self.write_inode(rid(r.request_id), on_behalf(&who, op), &path).await?;
         Ok(Response::new(pb::MkdirsResponse { status: Some(status) }))
     }
 
     async fn create(&self, req: Request<pb::CreateRequest>) -> Result<Response<pb::CreateResponse>, Status> {
         let who = checked_caller(&req)?;
-        let (owner, group) = (who.user.clone(), who.user.clone());
+        let (owner, group) = (who.user.clone(), String::new());
         let r = req.into_inner();
         let path = Self::normalized(&r.path)?;
-        self.precheck(&who, &path, Rule::Ancestor(WRITE | EXECUTE, "create in it")).await?;
         if r.client_name.is_empty() {
             return Err(Status::invalid_argument("client_name (the lease holder) is required"));
         }
@@ -356,9 +308,9 @@ impl Namenode for NamenodeService {
             take_over_from: None,
         };
         let request_id = rid(r.request_id);
-        let out = match self.write(request_id, Op::Create(op.clone())).await {
+        let out = match self.write(request_id, on_behalf(&who, Op::Create(op.clone()))).await {
             Err(s) if r.overwrite && s.metadata().get("x-tarn-error").is_some_and(|v| v == "LeaseConflict") => {
-                self.take_over(op, request_id, s).await?
+                self.take_over(&who, op, request_id, s).await?
             }
             other => other?,
         };
@@ -369,9 +321,11 @@ impl Namenode for NamenodeService {
     }
 
     async fn add_block(&self, req: Request<pb::AddBlockRequest>) -> Result<Response<pb::AddBlockResponse>, Status> {
+        let who = checked_caller(&req)?;
         let r = req.into_inner();
         let path = Self::normalized(&r.path)?;
         crate::dn_service::ensure_leader(&self.s)?;
+        crate::tokens::ensure_key(&self.s).await?;
         self.s.leases.renew(&r.client_name);
         let replication = {
             let view = SnapView::new(&self.s.db);
@@ -408,6 +362,7 @@ impl Namenode for NamenodeService {
                 Ok(Response::new(pb::AddBlockResponse {
                     block: Some(block_pb(&b)),
                     targets: targets.iter().map(crate::dn_service::location_pb).collect(),
+                    token: crate::tokens::issue(&self.s, b.block_id, crate::tokens::WRITE, &who.user),
                 }))
             }
             other => Err(Status::internal(format!("unexpected result {other:?}"))),
@@ -418,8 +373,10 @@ impl Namenode for NamenodeService {
         &self,
         req: Request<pb::UpdatePipelineRequest>,
     ) -> Result<Response<pb::UpdatePipelineResponse>, Status> {
+        let who = checked_caller(&req)?;
         let r = req.into_inner();
         let path = Self::normalized(&r.path)?;
+        crate::tokens::ensure_key(&self.s).await?;
         self.s.leases.renew(&r.client_name);
         let op = Op::UpdatePipeline { path, file_id: r.file_id, client_name: r.client_name, block_id: r.block_id };
         match self.write(rid(r.request_id), op).await? {
@@ -433,7 +390,8 @@ impl Namenode for NamenodeService {
                     .filter_map(|u| live.iter().find(|n| &n.loc.uuid == u))
                     .map(|n| crate::dn_service::location_pb(&n.loc))
                     .collect();
-                Ok(Response::new(pb::UpdatePipelineResponse { block: Some(block_pb(&b)), targets }))
+                let token = crate::tokens::issue(&self.s, b.block_id, crate::tokens::WRITE, &who.user);
+                Ok(Response::new(pb::UpdatePipelineResponse { block: Some(block_pb(&b)), targets, token }))
             }
             other => Err(Status::internal(format!("unexpected result {other:?}"))),
         }
@@ -457,8 +415,14 @@ impl Namenode for NamenodeService {
         &self,
         req: Request<pb::GetFileInfoRequest>,
     ) -> Result<Response<pb::GetFileInfoResponse>, Status> {
+        let who = checked_caller(&req)?;
         let r = req.into_inner();
-        let found = self.read(|ns| ns.resolve(&r.path)).await?;
+        let found = self
+            .read(|ns| {
+                ns.check_lookup(&ns.with_groups(&who)?, &r.path)?;
+                ns.resolve(&r.path)
+            })
+            .await?;
         let found = found.ok_or_else(|| fs_status(&FsError::NotFound { path: r.path.clone() }))?;
         Ok(Response::new(pb::GetFileInfoResponse { status: Some(status_pb(found.path, &found.inode, r.with_xattrs)) }))
     }
@@ -467,6 +431,7 @@ impl Namenode for NamenodeService {
         &self,
         req: Request<pb::GetFileInfosRequest>,
     ) -> Result<Response<pb::GetFileInfosResponse>, Status> {
+        let who = checked_caller(&req)?;
         let r = req.into_inner();
         if r.requests.len() > LIST_LIMIT_MAX {
             return Err(fs_status(&FsError::InvalidArgument(format!(
@@ -476,9 +441,10 @@ impl Namenode for NamenodeService {
         }
         let results = self
             .read(|ns| {
+                let who = ns.with_groups(&who)?;
                 Ok(r.requests
                     .iter()
-                    .map(|q| match ns.resolve(&q.path) {
+                    .map(|q| match ns.check_lookup(&who, &q.path).and_then(|_| ns.resolve(&q.path)) {
                         Ok(Some(f)) => pb::FileInfoResult {
                             status: Some(status_pb(f.path, &f.inode, q.with_xattrs)),
                             ..Default::default()
@@ -507,10 +473,11 @@ impl Namenode for NamenodeService {
                     return Err(FsError::IsADirectory { path: f.path });
                 }
                 // Reading a file's bytes: search permission on its directories, read on it.
-                ns.check_access(&f, &who, READ, "read it")?;
+                ns.check_access(&f, &ns.with_groups(&who)?, READ, "read it")?;
                 Ok((f.inode.clone(), ns.get_blocks(f.inode.id, r.start_index, limit(r.limit))?))
             })
             .await?;
+        crate::tokens::ensure_key(&self.s).await?;
         let now = std::time::Instant::now();
         let located = blocks
             .iter()
@@ -522,6 +489,7 @@ impl Namenode for NamenodeService {
                     block: Some(block_pb(b)),
                     locations: live.iter().map(crate::dn_service::location_pb).collect(),
                     under_construction: inode.last_block_open && b.index + 1 == inode.block_count,
+                    token: crate::tokens::issue(&self.s, b.block_id, crate::tokens::READ, &who.user),
                 }
             })
             .collect();
@@ -545,6 +513,8 @@ impl Namenode for NamenodeService {
         }
         let (entries, more) = self
             .read(|ns| {
+                let who = ns.with_groups(&who)?;
+                ns.check_lookup(&who, &r.path)?;
                 let f = ns.resolve(&r.path)?.ok_or_else(|| FsError::NotFound { path: r.path.clone() })?;
                 if !f.inode.is_dir() {
                     // Like `ls` on a file: the file itself.
@@ -563,6 +533,7 @@ impl Namenode for NamenodeService {
         &self,
         req: Request<pb::ListRecursiveRequest>,
     ) -> Result<Response<pb::ListResponse>, Status> {
+        let who = checked_caller(&req)?;
         let r = req.into_inner();
         if !r.prefix.starts_with('/') {
             return Err(fs_status(&FsError::InvalidPath {
@@ -572,7 +543,19 @@ impl Namenode for NamenodeService {
         }
         let (entries, more) = self
             .read(|ns| {
-                ns.list_tree(&r.prefix, &r.start_after, limit(r.limit), r.include_directories, r.collapse_directories)
+                // Only what the caller may list: entries of unreadable directories are
+                // passed over, not refused, as S3 listings and `ls -R` need.
+                let who = ns.with_groups(&who)?;
+                let mut sight = Sight::new(&who);
+                let sight = if who.superuser { None } else { Some(&mut sight) };
+                ns.list_tree(
+                    &r.prefix,
+                    &r.start_after,
+                    limit(r.limit),
+                    r.include_directories,
+                    r.collapse_directories,
+                    sight,
+                )
             })
             .await?;
         let entries = entries.into_iter().map(|(p, i)| status_pb(p, &i, r.with_xattrs)).collect();
@@ -583,9 +566,8 @@ impl Namenode for NamenodeService {
         let who = checked_caller(&req)?;
         let r = req.into_inner();
         let path = Self::normalized(&r.path)?;
-        self.precheck(&who, &path, Rule::Parent(WRITE | EXECUTE, "delete from it")).await?;
         let op = Op::Delete { path, recursive: r.recursive, expected_file_id: r.expected_file_id };
-        match self.write(rid(r.request_id), op).await? {
+        match self.write(rid(r.request_id), on_behalf(&who, op)).await? {
             OpOutput::Deleted { deleted, files } => {
                 Ok(Response::new(pb::DeleteResponse { deleted, files_deleted: files }))
             }
@@ -598,8 +580,6 @@ impl Namenode for NamenodeService {
         let r = req.into_inner();
         let dst = Self::normalized(&r.dst)?;
         let src = Self::normalized(&r.src)?;
-        self.precheck(&who, &src, Rule::Parent(WRITE | EXECUTE, "move out of it")).await?;
-        self.precheck(&who, &dst, Rule::Parent(WRITE | EXECUTE, "move into it")).await?;
         let op = Op::Rename(RenameOp {
             src,
             dst: dst.clone(),
@@ -608,23 +588,24 @@ impl Namenode for NamenodeService {
             dst_expected_file_id: r.dst_expected_file_id,
             src_expected_file_id: r.src_expected_file_id,
         });
-        let status = self.write_inode(rid(r.request_id), op, &dst).await?;
+        let status = self.write_inode(rid(r.request_id), on_behalf(&who, op), &dst).await?;
         Ok(Response::new(pb::RenameResponse { status: Some(status) }))
     }
 
     async fn concat(&self, req: Request<pb::ConcatRequest>) -> Result<Response<pb::StatusResponse>, Status> {
         let who = checked_caller(&req)?;
-        let (owner, group) = (who.user.clone(), who.user.clone());
+        // Only a daemon that is the superuser by itself (the S3 gateway) may vouch for the
+        // sources while acting for a user.
+        let service_is_superuser = tarn_security::is_superuser(req.extensions(), None);
+        let owner = who.user.clone();
         let r = req.into_inner();
+        if r.sources_as_service && !service_is_superuser {
+            return Err(Status::permission_denied("only the S3 gateway may concat its own staged files for a user"));
+        }
         let dst = Self::normalized(&r.dst)?;
         let mut sources = Vec::with_capacity(r.sources.len());
         for s in r.sources {
             sources.push((Self::normalized(&s.path)?, s.file_id));
-        }
-        // Whoever stitches files into a new one must be able to read them. (The
-        // destination is the S3 gateway's case, whose grants decide; see ARCHITECTURE.md.)
-        for (p, _) in &sources {
-            self.precheck(&who, p, Rule::On(READ, "read it")).await?;
         }
         let op = Op::Concat(ConcatOp {
             sources,
@@ -635,10 +616,14 @@ impl Namenode for NamenodeService {
             create_parent: r.create_parent,
             mode: if r.mode == 0 { 0o644 } else { r.mode },
             owner,
-            group,
+            group: String::new(),
             xattrs: r.xattrs.into_iter().collect(),
             require_dir: r.require_dir.map(|d| Self::normalized(&d)).transpose()?,
         });
+        let op = match on_behalf(&who, op) {
+            Op::As { user, op, .. } => Op::As { user, sources_as_service: r.sources_as_service, op },
+            op => op,
+        };
         let status = self.write_inode(rid(r.request_id), op, &dst).await?;
         Ok(Response::new(pb::StatusResponse { status: Some(status) }))
     }
@@ -647,18 +632,20 @@ impl Namenode for NamenodeService {
         &self,
         req: Request<pb::SetReplicationRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        let who = checked_caller(&req)?;
         let r = req.into_inner();
         let path = Self::normalized(&r.path)?;
         let op = Op::SetReplication { path: path.clone(), replication: u16_arg("replication", r.replication)? };
-        let status = self.write_inode(rid(r.request_id), op, &path).await?;
+        let status = self.write_inode(rid(r.request_id), on_behalf(&who, op), &path).await?;
         Ok(Response::new(pb::StatusResponse { status: Some(status) }))
     }
 
     async fn set_quota(&self, req: Request<pb::SetQuotaRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let who = checked_caller(&req)?;
         let r = req.into_inner();
         let path = Self::normalized(&r.path)?;
         let op = Op::SetQuota { path: path.clone(), namespace_quota: r.namespace_quota, space_quota: r.space_quota };
-        let status = self.write_inode(rid(r.request_id), op, &path).await?;
+        let status = self.write_inode(rid(r.request_id), on_behalf(&who, op), &path).await?;
         Ok(Response::new(pb::StatusResponse { status: Some(status) }))
     }
 
@@ -669,15 +656,8 @@ impl Namenode for NamenodeService {
         let who = checked_caller(&req)?;
         let r = req.into_inner();
         let path = Self::normalized(&r.path)?;
-        // Modes, times and attributes are the owner's to change; ownership the superuser's.
-        if (r.owner.is_some() || r.group.is_some()) && !who.superuser {
-            return Err(fs_status(&FsError::PermissionDenied {
-                path,
-                user: who.user,
-                action: "change its owner or group (the superuser may)".into(),
-            }));
-        }
-        self.precheck(&who, &path, Rule::Owner("change its attributes")).await?;
+        // Modes, times and attributes are the owner's to change, the group the owner's to
+        // one of theirs, the owner the superuser's (checked as the change is applied).
         let op = Op::SetAttributes(SetAttributesOp {
             path: path.clone(),
             mode: r.mode,
@@ -688,7 +668,7 @@ impl Namenode for NamenodeService {
             remove_xattrs: r.remove_xattrs,
             expected_file_id: r.expected_file_id,
         });
-        let status = self.write_inode(rid(r.request_id), op, &path).await?;
+        let status = self.write_inode(rid(r.request_id), on_behalf(&who, op), &path).await?;
         Ok(Response::new(pb::StatusResponse { status: Some(status) }))
     }
 
@@ -696,10 +676,15 @@ impl Namenode for NamenodeService {
         &self,
         req: Request<pb::ContentSummaryRequest>,
     ) -> Result<Response<pb::ContentSummary>, Status> {
+        let who = checked_caller(&req)?;
         let r = req.into_inner();
         let (found, s): (Found, _) = self
             .read(|ns| {
+                let who = ns.with_groups(&who)?;
+                ns.check_lookup(&who, &r.path)?;
                 let f = ns.resolve(&r.path)?.ok_or_else(|| FsError::NotFound { path: r.path.clone() })?;
+                // HDFS's rule: counting a subtree needs r+x on every directory in it.
+                ns.check_subtree(&f, &who, READ | EXECUTE, "count what is in it")?;
                 let s = ns.summarize(&f)?;
                 Ok((f, s))
             })
@@ -733,8 +718,21 @@ impl Namenode for NamenodeService {
         &self,
         req: Request<pb::RecoverLeaseRequest>,
     ) -> Result<Response<pb::RecoverLeaseResponse>, Status> {
+        let who = checked_caller(&req)?;
         let r = req.into_inner();
-        let found = self.read(|ns| ns.resolve(&r.path)).await?;
+        // Checked before block recovery touches the replicas, and again when the file is
+        // closed.
+        let found = self
+            .read(|ns| {
+                let who = ns.with_groups(&who)?;
+                ns.check_lookup(&who, &r.path)?;
+                let f = ns.resolve(&r.path)?;
+                if let Some(f) = &f {
+                    ns.check_access(f, &who, WRITE, "recover its lease")?;
+                }
+                Ok(f)
+            })
+            .await?;
         let found = found.ok_or_else(|| fs_status(&FsError::NotFound { path: r.path.clone() }))?;
         let Some(holder) = found.inode.writer.clone() else {
             return Ok(Response::new(pb::RecoverLeaseResponse { closed: true }));
@@ -742,7 +740,7 @@ impl Namenode for NamenodeService {
         crate::dn_service::ensure_leader(&self.s)?;
         let last_block_length = crate::dn_service::recover_last_block(&self.s, found.inode.id, &holder).await;
         let op = Op::RecoverLease { file_id: found.inode.id, holder: Some(holder), last_block_length };
-        match self.write(rid(r.request_id), op).await? {
+        match self.write(rid(r.request_id), on_behalf(&who, op)).await? {
             OpOutput::LeaseRecovered { closed } => Ok(Response::new(pb::RecoverLeaseResponse { closed })),
             other => Err(Status::internal(format!("unexpected result {other:?}"))),
         }
@@ -891,6 +889,39 @@ impl NamenodeAdmin for AdminService {
     async fn fsck(&self, req: Request<pb::FsckRequest>) -> Result<Response<pb::FsckResponse>, Status> {
         let r = req.into_inner();
         Ok(Response::new(crate::dn_service::fsck(&self.s, &r)?))
+    }
+
+    async fn change_group(
+        &self,
+        req: Request<pb::ChangeGroupRequest>,
+    ) -> Result<Response<pb::ChangeGroupResponse>, Status> {
+        let r = req.into_inner();
+        if r.add.is_empty() && r.remove.is_empty() {
+            return Err(Status::invalid_argument("name users to add to or remove from the group"));
+        }
+        let op = Op::ChangeGroup { group: r.group, add: r.add, remove: r.remove };
+        match self.s.proposer.propose(None, op).await {
+            Ok(Ok(_)) => Ok(Response::new(pb::ChangeGroupResponse {})),
+            Ok(Err(e)) => Err(fs_status(&e)),
+            Err(e) => Err(propose_status(self.s.node_id, &e)),
+        }
+    }
+
+    async fn list_groups(
+        &self,
+        req: Request<pb::ListGroupsRequest>,
+    ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        let r = req.into_inner();
+        self.s.reads.wait().await.map_err(|e| propose_status(self.s.node_id, &e))?;
+        let view = SnapView::new(&self.s.db);
+        let ns = Namespace::new(&view, 0);
+        let all = ns.all_groups().map_err(|e| fs_status(&e))?;
+        let groups = all
+            .into_iter()
+            .filter(|(_, members)| r.user.is_empty() || members.contains(&r.user))
+            .map(|(name, members)| pb::list_groups_response::Group { name, members })
+            .collect();
+        Ok(Response::new(pb::ListGroupsResponse { groups }))
     }
 
     async fn trigger_snapshot(

@@ -124,6 +124,28 @@ pub enum Op {
     /// Makes one closed file of several: their blocks in order, moved in metadata only
     /// (S3's CompleteMultipartUpload). The sources disappear.
     Concat(ConcatOp),
+    /// `op` on behalf of `user`, who is not the superuser: the state machine checks the
+    /// user's permissions against the very state the operation applies to, in the same
+    /// transaction, so a concurrent chmod or rename cannot slip between check and change.
+    As {
+        user: String,
+        /// Concat only: the sources are the calling daemon's own staged files (the S3
+        /// gateway's), checked as the daemon's, not the user's; the destination is the
+        /// user's.
+        sources_as_service: bool,
+        op: Box<Op>,
+    },
+    /// A new block key, signing block access tokens from now on (the leader's, made
+    /// every few hours; the newest few are kept).
+    AddBlockKey {
+        key: tarn_security::BlockKey,
+    },
+    /// Adds users to and removes users from a group (the superuser's).
+    ChangeGroup {
+        group: String,
+        add: Vec<String>,
+        remove: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -4,6 +4,7 @@
 //! Secure by default: a process without TLS files refuses to start unless the operator
 //! set the explicit dev flag, which logs a warning ([`SecurityConfig::transport`]).
 
+pub mod block_token;
 pub mod master_key;
 pub mod pki;
 pub mod transport;
@@ -12,6 +13,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use block_token::{BlockKey, BlockKeys, TokenError};
 pub use master_key::MasterKey;
 pub use pki::{Ca, Identity, Role, TlsPaths};
 pub use transport::{acting_user, caller, is_superuser, Peer, RequireRole, Transport};

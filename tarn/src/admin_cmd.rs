@@ -90,6 +90,15 @@ enum AdminCmd {
         #[arg(short, long)]
         verbose: bool,
     },
+    /// Groups of users for file permissions (kept in the replicated namespace; every user
+    /// is also in the group named like them). A file's group is its directory's when made.
+    ///
+    /// Example: `tarn admin groups add analysts alice bob`, then
+    /// `tarn fs chgrp analysts /warehouse && tarn fs chmod 770 /warehouse`
+    Groups {
+        #[command(subcommand)]
+        cmd: GroupsCmd,
+    },
     /// Set quotas on a directory: -1 clears, 0 keeps, > 0 sets.
     ///
     /// Example: `tarn admin set-quota /user/ana --namespace 100000 --space 1099511627776`
@@ -99,6 +108,27 @@ enum AdminCmd {
         namespace: i64,
         #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
         space: i64,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum GroupsCmd {
+    /// Add users to a group (made with its first member).
+    Add {
+        group: String,
+        #[arg(required = true)]
+        users: Vec<String>,
+    },
+    /// Remove users from a group (gone with its last member).
+    Remove {
+        group: String,
+        #[arg(required = true)]
+        users: Vec<String>,
+    },
+    /// Every group and its members, or with --user the groups of one user.
+    List {
+        #[arg(long)]
+        user: Option<String>,
     },
 }
 
@@ -164,6 +194,21 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<u8> {
             println!("Safe mode is {}", if on { "ON" } else { "OFF" });
         }
         AdminCmd::Fsck { path, verbose } => return fsck(&c, &path, verbose).await,
+        AdminCmd::Groups { cmd } => match cmd {
+            GroupsCmd::Add { group, users } => {
+                c.change_group(&group, &users, &[]).await?;
+                println!("{group}: added {}", users.join(", "));
+            }
+            GroupsCmd::Remove { group, users } => {
+                c.change_group(&group, &[], &users).await?;
+                println!("{group}: removed {}", users.join(", "));
+            }
+            GroupsCmd::List { user } => {
+                for (g, members) in c.list_groups(user.as_deref()).await? {
+                    println!("{g}: {}", members.join(" "));
+                }
+            }
+        },
         AdminCmd::SetQuota { path, namespace, space } => {
             let s = c.set_quota(&path, namespace, space).await?;
             if let Some(q) = s.quota {

@@ -109,10 +109,16 @@ enum FsCmd {
     ///
     /// Example: `tarn fs chmod 700 /home/alice`
     Chmod { mode: String, path: String },
-    /// Change the owner (and group) of a file or directory (the admin only).
+    /// Change the owner (and with OWNER:GROUP the group) of a file or directory (the admin
+    /// only).
     ///
-    /// Example: `tarn fs chown alice:alice /home/alice`
+    /// Example: `tarn fs chown alice:analysts /home/alice`
     Chown { owner: String, path: String },
+    /// Change the group of a file or directory (its owner, to one of their groups; or the
+    /// admin).
+    ///
+    /// Example: `tarn fs chgrp analysts /warehouse/sales`
+    Chgrp { group: String, path: String },
     /// Space used under each entry of a directory: bytes, and bytes on disk with replicas.
     ///
     /// Example: `tarn fs du -s -H /warehouse`
@@ -166,6 +172,11 @@ fn mode_string(s: &FileStatus) -> String {
         out.push(if bits & 4 != 0 { 'r' } else { '-' });
         out.push(if bits & 2 != 0 { 'w' } else { '-' });
         out.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    // The sticky bit, as `ls` shows it: t over x, T without.
+    if s.mode & 0o1000 != 0 {
+        out.pop();
+        out.push(if s.mode & 1 != 0 { 't' } else { 'T' });
     }
     out
 }
@@ -268,7 +279,7 @@ async fn exec(c: &NamenodeClient, cmd: FsCmd) -> anyhow::Result<()> {
         FsCmd::Chown { owner, path } => {
             let (user, group) = match owner.split_once(':') {
                 Some((u, g)) => (u.to_string(), g.to_string()),
-                None => (owner.clone(), owner.clone()),
+                None => (owner.clone(), String::new()),
             };
             let req = tarn_client::pb::SetAttributesRequest {
                 path,
@@ -276,6 +287,10 @@ async fn exec(c: &NamenodeClient, cmd: FsCmd) -> anyhow::Result<()> {
                 group: Some(group).filter(|g| !g.is_empty()),
                 ..Default::default()
             };
+            c.set_attributes(req).await?;
+        }
+        FsCmd::Chgrp { group, path } => {
+            let req = tarn_client::pb::SetAttributesRequest { path, group: Some(group), ..Default::default() };
             c.set_attributes(req).await?;
         }
         FsCmd::Stat { path } => {

@@ -38,6 +38,19 @@ async fn fs_and_admin_commands() {
         "{}",
         text(&o)
     );
+    // Groups: kept by the admin; chgrp gives a file to one.
+    let o = run(vec!["admin", "groups", "add", "analysts", "alice", "bob"]).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(vec!["admin", "groups", "list", "--user", "bob"]).await;
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "analysts: alice bob", "{}", text(&o));
+    assert!(run(vec!["fs", "chgrp", "analysts", "/a/b/f.parquet"]).await.status.success());
+    assert!(run(vec!["fs", "chmod", "1777", "/a"]).await.status.success());
+    let o = run(vec!["fs", "ls", "/a/b"]).await;
+    assert!(text(&o).contains("analysts"), "{}", text(&o));
+    let o = run(vec!["fs", "ls", "/"]).await;
+    assert!(text(&o).contains("drwxrwxrwt"), "the sticky bit shows as t: {}", text(&o));
+    let o = run(vec!["admin", "groups", "add", "bad group", "alice"]).await;
+    assert!(o.status.code() == Some(1) && text(&o).contains("group name"), "{}", text(&o));
     let o = run(vec!["fs", "chmod", "9x", "/a/b"]).await;
     assert!(o.status.code() == Some(1) && text(&o).contains("octal"), "{}", text(&o));
     let o = run(vec!["fs", "ls", "-R", "/a"]).await;

@@ -304,6 +304,14 @@ async fn keys_grants_and_anonymous_reads() {
     tarn_s3(&env, &master, &["anonymous-read", "shared", "on"]);
     assert!(tarn_s3(&env, &master, &["access", "shared"]).contains("anonymous read: on"));
     run("check").await;
+    // The gateway's own directory (access keys, staged uploads, parts) is its alone: bob's
+    // certificate can neither list nor look into it.
+    let sys = nn.get_file_info("/.tarn/s3", false).await.unwrap().expect("the gateway's directory");
+    assert_eq!(sys.mode & 0o7777, 0o700);
+    let (seen, _) = bob.list_tree("/.tarn/s3/", "", 100, &Default::default()).await.unwrap();
+    assert!(seen.is_empty(), "bob sees into the gateway's directory: {seen:?}");
+    let e = bob.get_file_info(&format!("/.tarn/s3/keys/{ak}"), true).await.unwrap_err();
+    assert_eq!(e.kind(), tarn_client::ErrorKind::PermissionDenied, "{e}");
     // What a key makes is owned by its user (admin keys act as the gateway itself).
     for (path, user) in [("/alice-own", "alice"), ("/alice-own/mine", "alice"), ("/shared/doc.txt", "gateway")] {
         let st = nn.get_file_info(path, false).await.unwrap().unwrap_or_else(|| panic!("{path} exists"));
