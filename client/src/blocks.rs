@@ -17,8 +17,19 @@
 //! is unreachable, missing, or fails a checksum (the datanode verifies its stored
 //! checksums, the client verifies each piece's CRC32C) is skipped and, if corrupt, reported
 //! to the namenode. Positional reads fetch only the blocks and bytes they cover.
+//!
+//! **Short-circuit reads** (HDFS's): a finalized replica on a datanode of this host is read
+//! from its file directly. The datanode, shown a read token over mutual TLS from this host,
+//! answers with the file's path, the replica's data key and its chunk records; the reader
+//! opens the file itself (it must be allowed to: same OS user, else it falls back), checks
+//! every chunk (the AES-GCM tag of an encrypted replica, the CRC32C of a plain one) and
+//! decrypts. That saves the datanode's decrypt and re-checksum, TLS both ways and three
+//! copies. A chunk that fails is reported like a corrupt replica, and the read goes on over
+//! the network.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -564,6 +575,100 @@ fn concat(pieces: Vec<Bytes>) -> Vec<u8> {
     out
 }
 
+/// Bytes of a local replica record: CRC32C, length, session, tag.
+const LOCAL_RECORD_BYTES: usize = 28;
+
+/// A replica read from its file on this host (see the module docs).
+struct LocalReplica {
+    node: dpb::DatanodeLocation,
+    block: dpb::ExtendedBlock,
+    file: std::fs::File,
+    length: u64,
+    chunk: u64,
+    key: Option<tarn_security::chunk_cipher::ChunkKey>,
+    records: Vec<u8>,
+}
+
+/// Whether the datanode at `node` is on this host: a loopback address, or the datanode
+/// this process runs beside (`TARN_DATANODE_UUID`, as for write placement).
+fn on_this_host(node: &dpb::DatanodeLocation, local_uuid: &str) -> bool {
+    (!local_uuid.is_empty() && node.uuid == local_uuid)
+        || node.addr.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback())
+}
+
+impl LocalReplica {
+    async fn open(
+        transport: &Transport,
+        node: &dpb::DatanodeLocation,
+        block: &dpb::ExtendedBlock,
+        token: &[u8],
+    ) -> std::result::Result<LocalReplica, String> {
+        let mut dn = transfer_client(transport, &node.addr)?;
+        let req = dpb::LocalReplicaRequest { block: Some(*block), token: token.to_vec() };
+        let r = match tokio::time::timeout(DATANODE_TIMEOUT, dn.open_local(req)).await {
+            Ok(Ok(r)) => r.into_inner(),
+            Ok(Err(s)) => return Err(s.message().to_string()),
+            Err(_) => return Err("no answer".into()),
+        };
+        let chunk = u64::from(r.chunk_bytes);
+        let chunks = r.length.div_ceil(chunk.max(1)) as usize;
+        if chunk == 0 || r.chunks.len() != chunks * LOCAL_RECORD_BYTES || r.length < block.length {
+            return Err(format!("{} bytes of records for {} bytes", r.chunks.len(), r.length));
+        }
+        let key = match r.data_key.len() {
+            0 => None,
+            _ => Some(
+                tarn_security::chunk_cipher::ChunkKey::new(&r.data_key, block.block_id)
+                    .ok_or_else(|| "the data key is not an AES-256 key".to_string())?,
+            ),
+        };
+        let file = std::fs::File::open(&r.data_path).map_err(|e| format!("open {}: {e}", r.data_path))?;
+        Ok(LocalReplica { node: node.clone(), block: *block, file, length: r.length, chunk, key, records: r.chunks })
+    }
+
+    /// Reads `[offset, offset + len)`, checking (and decrypting) every chunk it touches.
+    /// The error says whether the replica is corrupt.
+    fn read(&self, offset: u64, len: u64) -> std::result::Result<Bytes, (bool, String)> {
+        let end = offset.checked_add(len).filter(|&e| e <= self.length).ok_or((false, "out of range".to_string()))?;
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let (first, last) = (offset / self.chunk, (end - 1) / self.chunk);
+        let start = first * self.chunk;
+        let stop = ((last + 1) * self.chunk).min(self.length);
+        let mut buf = vec![0u8; (stop - start) as usize];
+        self.file.read_exact_at(&mut buf, start).map_err(|e| (true, format!("read {start}+{}: {e}", stop - start)))?;
+        for (i, piece) in buf.chunks_mut(self.chunk as usize).enumerate() {
+            let idx = first + i as u64;
+            let at = idx as usize * LOCAL_RECORD_BYTES;
+            let rec = &self.records[at..at + LOCAL_RECORD_BYTES];
+            let u = |j: usize| u32::from_le_bytes([rec[j], rec[j + 1], rec[j + 2], rec[j + 3]]);
+            if u(4) as usize != piece.len() {
+                return Err((true, format!("chunk {idx} records {} bytes, {} expected", u(4), piece.len())));
+            }
+            match &self.key {
+                Some(k) => {
+                    let mut tag = [0u8; 16];
+                    tag.copy_from_slice(&rec[12..]);
+                    k.open(idx, u(8), piece, &tag)
+                        .map_err(|_| (true, format!("chunk {idx} fails authentication (tampered ciphertext)")))?;
+                }
+                None => {
+                    let got = crc32c::crc32c(piece);
+                    if got != u(0) {
+                        return Err((
+                            true,
+                            format!("checksum mismatch in chunk {idx} (stored {:08x}, computed {got:08x})", u(0)),
+                        ));
+                    }
+                }
+            }
+        }
+        let skip = (offset - start) as usize;
+        Ok(Bytes::from(buf).slice(skip..skip + len as usize))
+    }
+}
+
 /// Positional reads of one file.
 pub struct FileReader<'a> {
     nn: Nn<'a>,
@@ -573,6 +678,10 @@ pub struct FileReader<'a> {
     starts: Vec<u64>,
     length: u64,
     file_id: u64,
+    /// Replicas read from their files on this host, by block id (`None`: none can be).
+    local: tokio::sync::Mutex<HashMap<u64, Option<Arc<LocalReplica>>>>,
+    /// Bytes read that way.
+    local_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl<'a> FileReader<'a> {
@@ -599,7 +708,16 @@ impl<'a> FileReader<'a> {
             starts.push(length);
             length += b.block.as_ref().map_or(0, |b| b.length);
         }
-        Ok(FileReader { nn, path: path.to_string(), blocks, starts, length, file_id: file_id.unwrap_or(0) })
+        Ok(FileReader {
+            nn,
+            path: path.to_string(),
+            blocks,
+            starts,
+            length,
+            file_id: file_id.unwrap_or(0),
+            local: Default::default(),
+            local_bytes: Default::default(),
+        })
     }
 
     pub fn length(&self) -> u64 {
@@ -609,6 +727,11 @@ impl<'a> FileReader<'a> {
     /// The file read (its id at the time of `open`).
     pub fn file_id(&self) -> u64 {
         self.file_id
+    }
+
+    /// Bytes this reader read from replica files on this host (short-circuit reads).
+    pub fn short_circuit_bytes(&self) -> u64 {
+        self.local_bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Reads `[offset, offset + len)` in order as pieces of `piece` bytes, with `depth`
@@ -652,20 +775,84 @@ impl<'a> FileReader<'a> {
         Ok(out)
     }
 
+    /// The replica of `lb` this host can read from its file, opened on first use.
+    async fn local_replica(&self, lb: &pb::LocatedBlock, eb: &dpb::ExtendedBlock) -> Option<Arc<LocalReplica>> {
+        if !self.nn.short_circuit() || lb.under_construction {
+            return None;
+        }
+        let mut map = self.local.lock().await;
+        if let Some(l) = map.get(&eb.block_id) {
+            return l.clone();
+        }
+        let local_uuid = std::env::var("TARN_DATANODE_UUID").unwrap_or_default();
+        let mut found = None;
+        for node in lb.locations.iter().filter(|n| on_this_host(n, &local_uuid)) {
+            match LocalReplica::open(self.nn.transport(), node, eb, &lb.token).await {
+                Ok(l) => {
+                    found = Some(Arc::new(l));
+                    break;
+                }
+                Err(why) => {
+                    tracing::debug!(block_id = eb.block_id, datanode = %node.addr, error = %why, "no short-circuit read")
+                }
+            }
+        }
+        map.insert(eb.block_id, found.clone());
+        found
+    }
+
     async fn read_block(&self, lb: &pb::LocatedBlock, offset: u64, len: u64) -> Result<Vec<Bytes>> {
         let b = lb.block.as_ref().expect("checked by the caller");
         let eb = extended(b);
-        let mut tried = Vec::new();
-        for node in &lb.locations {
-            match read_replica(self.nn.transport(), node, &eb, &lb.token, offset, len).await {
-                Ok(data) => return Ok(data),
-                Err((corrupt, why)) => {
-                    tracing::warn!(block_id = b.block_id, datanode = %node.addr, error = %why, "replica read failed; trying the next");
-                    if corrupt {
-                        report_bad(&self.nn, node, &eb, &why).await;
-                    }
-                    tried.push(format!("{}: {why}", node.addr));
+        if let Some(l) = self.local_replica(lb, &eb).await {
+            let r = {
+                let l = l.clone();
+                tokio::task::spawn_blocking(move || l.read(offset, len)).await
+            };
+            match r {
+                Ok(Ok(bytes)) => {
+                    self.local_bytes.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(vec![bytes]);
                 }
+                Ok(Err((corrupt, why))) => {
+                    tracing::warn!(block_id = b.block_id, datanode = %l.node.addr, error = %why, "local replica read failed; reading over the network");
+                    if corrupt {
+                        report_bad(&self.nn, &l.node, &l.block, &why).await;
+                    }
+                }
+                Err(e) => tracing::warn!(block_id = b.block_id, error = %e, "local replica read failed"),
+            }
+            self.local.lock().await.insert(eb.block_id, None);
+        }
+        let mut tried = Vec::new();
+        let mut fresh = None;
+        for round in 0..2 {
+            let lb = fresh.as_ref().unwrap_or(lb);
+            let mut token_refused = false;
+            for node in &lb.locations {
+                match read_replica(self.nn.transport(), node, &eb, &lb.token, offset, len).await {
+                    Ok(data) => return Ok(data),
+                    Err((corrupt, why)) => {
+                        tracing::warn!(block_id = b.block_id, datanode = %node.addr, error = %why, "replica read failed; trying the next");
+                        if corrupt {
+                            report_bad(&self.nn, node, &eb, &why).await;
+                        }
+                        token_refused |= why.contains("block access token");
+                        tried.push(format!("{}: {why}", node.addr));
+                    }
+                }
+            }
+            // A token that expired (a reader open for hours) or whose key a datanode does
+            // not know: ask the namenode for the block again, once.
+            if round > 0 || !token_refused {
+                break;
+            }
+            match self.nn.get_blocks(&self.path, b.index, 1).await {
+                Ok(r) if r.file_id == self.file_id => fresh = r.located.into_iter().next(),
+                _ => break,
+            }
+            if fresh.is_none() {
+                break;
             }
         }
         if tried.is_empty() {

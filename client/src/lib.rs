@@ -264,9 +264,8 @@ pub struct ConcatOptions {
     pub xattrs: BTreeMap<String, Vec<u8>>,
     /// A directory that must exist for the operation to happen (checked atomically).
     pub require_dir: Option<String>,
-    /// The sources are the calling daemon's own staged files, not the user's it acts for
-    /// (only the S3 gateway, which is the superuser by itself, may say so).
-    pub sources_as_service: bool,
+    /// The new file's owner (only the superuser may name one).
+    pub owner: Option<String>,
 }
 
 /// What [`NamenodeClient::list_tree`] returns.
@@ -458,6 +457,8 @@ pub struct NamenodeClient {
     client_name: String,
     /// Feeds the lookup batcher, started on the first `get_file_info`.
     infos: OnceLock<tokio::sync::mpsc::UnboundedSender<InfoWaiter>>,
+    /// Read replicas on this host straight from their files (see `blocks`).
+    short_circuit: bool,
 }
 
 impl NamenodeClient {
@@ -481,7 +482,19 @@ impl NamenodeClient {
             calls: AtomicU64::new(1),
             client_name: format!("tarn-client-{client_id:016x}"),
             infos: OnceLock::new(),
+            short_circuit: true,
         })
+    }
+
+    /// Whether replicas on this host are read straight from their files (on by default;
+    /// off, every byte comes over TLS from the datanode).
+    pub fn with_short_circuit(mut self, on: bool) -> Self {
+        self.short_circuit = on;
+        self
+    }
+
+    pub fn short_circuit(&self) -> bool {
+        self.short_circuit
     }
 
     fn reconnect(mut self, user: String, retry: RetryPolicy) -> Self {
@@ -520,6 +533,7 @@ impl NamenodeClient {
             calls: AtomicU64::new(1),
             client_name: format!("tarn-client-{client_id:016x}"),
             infos: OnceLock::new(),
+            short_circuit: self.short_circuit,
         }
     }
 
@@ -796,7 +810,7 @@ impl NamenodeClient {
             xattrs: o.xattrs.clone().into_iter().collect(),
             request_id: self.next_request_id(),
             require_dir: o.require_dir.clone(),
-            sources_as_service: o.sources_as_service,
+            owner: o.owner.clone(),
         };
         Ok(status_of(rpc!(self, nn, concat, msg.clone())?.status))
     }

@@ -169,7 +169,7 @@ impl Link {
                 .iter()
                 .map(|k| tarn_security::BlockKey { id: k.id, secret: k.secret.clone(), created_ms: k.created_ms })
                 .collect();
-            self.shared.block_keys.set(keys);
+            self.shared.block_keys.merge(keys);
         }
     }
 

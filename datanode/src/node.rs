@@ -126,6 +126,7 @@ pub async fn start(cfg: DatanodeConfig, transport: Transport, master: Option<Mas
         in_flight: AtomicU32::new(0),
         transport: transport.clone(),
         block_keys: tarn_security::BlockKeys::new(),
+        ip: addr.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()).filter(|ip| !ip.is_unspecified()),
     });
     let shutdown = CancellationToken::new();
 

@@ -17,8 +17,8 @@
 //! Tampering changes a tag check into a failure, and the replica is treated as corrupt
 //! (reported, deleted, re-replicated) like one whose CRC fails.
 
-use ring::aead::{self, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
+use tarn_security::chunk_cipher::ChunkKey;
 use tarn_security::MasterKey;
 
 use crate::error::{DatanodeError, Result};
@@ -27,7 +27,7 @@ use crate::error::{DatanodeError, Result};
 const DATA_KEY_PURPOSE: &[u8] = b"tarn block data keys v1";
 /// A sealed data key: 12-byte nonce, 32-byte key, 16-byte tag.
 pub const WRAPPED_BYTES: usize = 60;
-pub const TAG_BYTES: usize = 16;
+pub const TAG_BYTES: usize = tarn_security::chunk_cipher::TAG_BYTES;
 
 /// How a replica's data key is stored.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -51,7 +51,8 @@ pub fn hex_id(id: &[u8; 8]) -> String {
 
 /// One replica's data key.
 pub struct DataKey {
-    key: LessSafeKey,
+    key: ChunkKey,
+    raw: [u8; 32],
     block_id: u64,
 }
 
@@ -105,39 +106,28 @@ impl DataKey {
     }
 
     fn from_raw(raw: &[u8], block_id: u64) -> DataKey {
-        DataKey { key: LessSafeKey::new(UnboundKey::new(&aead::AES_256_GCM, raw).expect("AES-256 key")), block_id }
+        let mut r = [0u8; 32];
+        r.copy_from_slice(raw);
+        DataKey { key: ChunkKey::new(raw, block_id).expect("a 32-byte AES-256 key"), raw: r, block_id }
     }
 
-    fn nonce(chunk: u64, session: u32, len: usize) -> Nonce {
-        let mut n = [0u8; 12];
-        n[..4].copy_from_slice(&(chunk as u32).to_le_bytes());
-        n[4..8].copy_from_slice(&session.to_le_bytes());
-        n[8..].copy_from_slice(&(len as u32).to_le_bytes());
-        Nonce::assume_unique_for_key(n)
+    /// The raw key, for a reader on this host that was allowed the replica's bytes
+    /// (short-circuit reads): it could read the plaintext anyway, and the key is this
+    /// replica's alone.
+    pub fn raw(&self) -> &[u8; 32] {
+        &self.raw
     }
 
     /// Encrypts chunk `chunk` (all of `buf`) in place; returns its tag.
     pub fn seal(&self, chunk: u64, session: u32, buf: &mut [u8]) -> [u8; TAG_BYTES] {
-        let nonce = DataKey::nonce(chunk, session, buf.len());
-        let tag = self
-            .key
-            .seal_in_place_separate_tag(nonce, Aad::from(self.block_id.to_le_bytes()), buf)
-            .expect("AES-GCM seal of one chunk");
-        let mut t = [0u8; TAG_BYTES];
-        t.copy_from_slice(tag.as_ref());
-        t
+        self.key.seal(chunk, session, buf)
     }
 
     /// Decrypts chunk `chunk` in place, checking its tag.
     pub fn open_chunk(&self, chunk: u64, session: u32, buf: &mut [u8], tag: &[u8; TAG_BYTES]) -> Result<()> {
-        let nonce = DataKey::nonce(chunk, session, buf.len());
-        let tag = Tag::try_from(&tag[..]).expect("16-byte tag");
-        self.key.open_in_place_separate_tag(nonce, Aad::from(self.block_id.to_le_bytes()), tag, buf, 0..).map_err(
-            |_| DatanodeError::Corrupt {
-                block_id: self.block_id,
-                detail: format!("chunk {chunk} fails authentication (tampered ciphertext)"),
-            },
-        )?;
-        Ok(())
+        self.key.open(chunk, session, buf, tag).map_err(|_| DatanodeError::Corrupt {
+            block_id: self.block_id,
+            detail: format!("chunk {chunk} fails authentication (tampered ciphertext)"),
+        })
     }
 }

@@ -443,7 +443,10 @@ impl BlockStore {
             }
             // A finalized replica is reopened too: the pipeline failed while closing the
             // block, after this node had finalized it but before every node acknowledged.
-            if e.info.gen_stamp > new_gen_stamp {
+            // Recovery always comes with a new generation stamp: a finalized replica is
+            // never reopened at its own (an old writer's token cannot rewrite it).
+            let finalized = e.info.state == ReplicaState::Finalized;
+            if e.info.gen_stamp > new_gen_stamp || (finalized && e.info.gen_stamp == new_gen_stamp) {
                 return Err(DatanodeError::StaleGeneration {
                     block_id,
                     expected: new_gen_stamp,
@@ -541,6 +544,43 @@ impl BlockStore {
             None => None,
         };
         Ok(ReplicaReader { block_id, gen_stamp: e.info.gen_stamp, length: e.info.length, data, meta, key })
+    }
+
+    /// What a reader on this host needs to read a finalized replica itself
+    /// (short-circuit reads): its data file, its data key, and one record per chunk.
+    pub fn local_replica(&self, block_id: u64, min_gen_stamp: u64) -> Result<LocalReplica> {
+        let e = *self.lock().get(&block_id).ok_or(DatanodeError::ReplicaNotFound { block_id })?;
+        if e.info.gen_stamp < min_gen_stamp {
+            return Err(DatanodeError::StaleGeneration { block_id, expected: min_gen_stamp, found: e.info.gen_stamp });
+        }
+        if e.info.state != ReplicaState::Finalized || e.open {
+            return Err(DatanodeError::ReplicaBusy { block_id });
+        }
+        let (dp, mp) = self.files_of(&e);
+        let meta = File::open(&mp)
+            .map_err(|err| DatanodeError::Corrupt { block_id, detail: format!("open {}: {err}", mp.display()) })?;
+        let chunks = e.info.length.div_ceil(CHUNK_BYTES as u64) as usize;
+        let (data_key, records) = match read_header(block_id, &meta)?.seal {
+            Some(h) => {
+                let key = DataKey::open(self.master.as_ref(), block_id, &h)?;
+                let mut b = vec![0u8; chunks * SEALED_RECORD_BYTES as usize];
+                meta.read_exact_at(&mut b, record_offset(0)).map_err(|err| DatanodeError::Corrupt {
+                    block_id,
+                    detail: format!("records of {chunks} chunks: {err}"),
+                })?;
+                (Some(*key.raw()), b)
+            }
+            None => {
+                // The same record layout, with no session and no tag.
+                let mut b = Vec::with_capacity(chunks * SEALED_RECORD_BYTES as usize);
+                for (i, crc) in read_crcs(block_id, &meta, 0, chunks)?.into_iter().enumerate() {
+                    let len = (e.info.length - (i * CHUNK_BYTES) as u64).min(CHUNK_BYTES as u64) as u32;
+                    Record { crc, len, session: 0, tag: [0; TAG_BYTES] }.encode(&mut b);
+                }
+                (None, b)
+            }
+        };
+        Ok(LocalReplica { data_path: dp, length: e.info.length, gen_stamp: e.info.gen_stamp, data_key, records })
     }
 
     /// Deletes a replica on the namenode's command, only if nobody writes it and its
@@ -1149,6 +1189,19 @@ impl Drop for ReplicaWriter {
 }
 
 /// Positional reads of one replica, verified chunk by chunk.
+/// A finalized replica as a reader on this host reads it (see
+/// [`BlockStore::local_replica`]).
+pub struct LocalReplica {
+    pub data_path: PathBuf,
+    pub length: u64,
+    pub gen_stamp: u64,
+    /// The data key of an encrypted replica.
+    pub data_key: Option<[u8; 32]>,
+    /// Per 64 KiB chunk, 28 bytes: CRC32C of the stored bytes, length, writer session and
+    /// AES-GCM tag (little-endian; session and tag zero for a plain replica).
+    pub records: Vec<u8>,
+}
+
 pub struct ReplicaReader {
     block_id: u64,
     gen_stamp: u64,

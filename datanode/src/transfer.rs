@@ -60,6 +60,9 @@ pub struct Shared {
     pub transport: tarn_security::Transport,
     /// The namenode's keys for block access tokens (from registration and heartbeats).
     pub block_keys: tarn_security::BlockKeys,
+    /// The address this datanode serves on (besides loopback, where short-circuit readers
+    /// connect from when on its host).
+    pub ip: Option<std::net::IpAddr>,
 }
 
 impl Shared {
@@ -305,7 +308,7 @@ impl DataTransfer for TransferService {
         if stage == pb::WriteStage::Transfer {
             only_roles(peer.as_ref(), &[tarn_security::Role::Datanode], "transfer a replica")?;
         } else {
-            check_token(&self.shared, peer.as_ref(), &header.token, block.block_id, block_token::WRITE)?;
+            check_token(&self.shared, peer.as_ref(), &header.token, &block, block_token::WRITE)?;
         }
         let pipeline_len = 1 + header.downstream.len();
         let guard = InFlight::new(&self.shared);
@@ -363,7 +366,7 @@ impl DataTransfer for TransferService {
         let peer = req.extensions().get::<tarn_security::Peer>().cloned();
         let r = req.into_inner();
         let block = r.block.ok_or_else(|| Status::invalid_argument("read without a block"))?;
-        check_token(&self.shared, peer.as_ref(), &r.token, block.block_id, block_token::READ)?;
+        check_token(&self.shared, peer.as_ref(), &r.token, &block, block_token::READ)?;
         let store = self.shared.store.clone();
         let opened = tokio::task::spawn_blocking(move || store.open_reader(block.block_id, block.gen_stamp))
             .await
@@ -442,6 +445,34 @@ impl DataTransfer for TransferService {
         Ok(Response::new(pb::GetReplicaResponse { replica: Some(report_of(&info)) }))
     }
 
+    async fn open_local(
+        &self,
+        req: Request<pb::LocalReplicaRequest>,
+    ) -> Result<Response<pb::LocalReplicaResponse>, Status> {
+        let peer = req.extensions().get::<tarn_security::Peer>().cloned();
+        let r = req.into_inner();
+        let block = r.block.ok_or_else(|| Status::invalid_argument("open_local without a block"))?;
+        check_token(&self.shared, peer.as_ref(), &r.token, &block, block_token::READ)?;
+        // The file's path means something only on this host.
+        let local = peer.as_ref().is_some_and(|p| p.addr.ip().is_loopback() || Some(p.addr.ip()) == self.shared.ip);
+        if !local {
+            return Err(Status::failed_precondition("short-circuit reads are for readers on the datanode's host"));
+        }
+        let store = self.shared.store.clone();
+        let l = tokio::task::spawn_blocking(move || store.local_replica(block.block_id, block.gen_stamp))
+            .await
+            .map_err(|e| Status::internal(format!("local replica: {e}")))?
+            .map_err(|e| status_of(&e))?;
+        Ok(Response::new(pb::LocalReplicaResponse {
+            data_path: l.data_path.to_string_lossy().into_owned(),
+            length: l.length,
+            gen_stamp: l.gen_stamp,
+            data_key: l.data_key.map(|k| k.to_vec()).unwrap_or_default(),
+            chunks: l.records,
+            chunk_bytes: CHUNK_BYTES as u32,
+        }))
+    }
+
     async fn finalize_recovered(
         &self,
         req: Request<pb::FinalizeRecoveredRequest>,
@@ -466,14 +497,15 @@ fn check_token(
     shared: &Shared,
     peer: Option<&tarn_security::Peer>,
     token: &[u8],
-    block_id: u64,
+    block: &pb::ExtendedBlock,
     mode: u8,
 ) -> Result<(), Status> {
+    let block_id = block.block_id;
     let Some(peer) = peer else { return Err(Status::permission_denied("the connection carries no peer identity")) };
     match &peer.identity {
         None => Ok(()),
         Some(id) if matches!(id.role, tarn_security::Role::Datanode | tarn_security::Role::Namenode) => Ok(()),
-        Some(id) => match shared.block_keys.verify(token, block_id, mode, block_token::now_ms()) {
+        Some(id) => match shared.block_keys.verify(token, block_id, block.gen_stamp, mode, block_token::now_ms()) {
             Ok(_) => Ok(()),
             Err(e) => {
                 let what = if mode == block_token::WRITE { "write" } else { "read" };

@@ -531,10 +531,12 @@ impl TarnS3 {
     }
 
     /// Makes a staged file (or several, in order) the object at `path` with `meta`, if the
-    /// conditions hold. Returns the new object's status.
+    /// conditions hold, owned by `owner` (the key's user; `None`: the gateway). Returns the
+    /// new object's status. The bucket's grants, checked before, decide who may write in
+    /// it (as for S3): the gateway commits as itself and gives the object to the user.
     async fn commit(
         &self,
-        nn: &Arc<NamenodeClient>,
+        owner: Option<String>,
         sources: &[(String, u64)],
         (bucket, key, path): (&str, &str, &str),
         meta: &ObjMeta,
@@ -547,8 +549,7 @@ impl TarnS3 {
             create_parent: true,
             overwrite: true,
             require_dir: Some(bucket_path(bucket)),
-            // The sources are this gateway's staged files; the object is the user's.
-            sources_as_service: true,
+            owner,
             ..Default::default()
         };
         o.xattrs.insert(META_XATTR.into(), encode_meta(meta));
@@ -568,7 +569,7 @@ impl TarnS3 {
             }
             o.dst_expected_file_id = Some(cur.file_id);
         }
-        match nn.concat(sources, path, &o).await {
+        match self.nn.concat(sources, path, &o).await {
             Ok(st) => Ok(st),
             Err(e) => Err(match e.kind() {
                 ErrorKind::ConditionFailed | ErrorKind::AlreadyExists => {
@@ -603,9 +604,11 @@ impl TarnS3 {
         self.stage(Some(blob(stream)), PUT_BYTES_MAX, None, want, None).await
     }
 
-    /// Objects and common prefixes under `prefix` after `after` (a key), in S3 order.
+    /// Objects and common prefixes under `prefix` after `after` (a key), in S3 order, as
+    /// `nn`'s user sees them (what sits in directories it may not list is left out).
     async fn list_page(
         &self,
+        nn: &NamenodeClient,
         bucket: &str,
         prefix: &str,
         delimiter: Option<&str>,
@@ -629,7 +632,7 @@ impl TarnS3 {
         // is an object S3 lists first (s3a and s3fs probe directories this way).
         if opts.collapse_directories && prefix.ends_with('/') && after < prefix {
             let dir = format!("{root}{}", prefix.trim_end_matches('/'));
-            if let Some(st) = self.nn.get_file_info(&dir, true).await.map_err(|e| fs_err("list", e))? {
+            if let Some(st) = nn.get_file_info(&dir, true).await.map_err(|e| fs_err("list", e))? {
                 if st.is_dir() && is_marker(&st) {
                     page.last = Some(prefix.to_string());
                     page.objects.push((prefix.to_string(), st));
@@ -644,7 +647,7 @@ impl TarnS3 {
         loop {
             let want = (max - page.objects.len() - page.prefixes.len() + 1).min(1000) as u32;
             let (entries, more) =
-                self.nn.list_tree(&list_prefix, &cursor, want, &opts).await.map_err(|e| fs_err("list", e))?;
+                nn.list_tree(&list_prefix, &cursor, want, &opts).await.map_err(|e| fs_err("list", e))?;
             for st in entries {
                 cursor = st.path.clone();
                 let Some(key) = key_of(&root, &st.path) else { continue };
@@ -1035,7 +1038,7 @@ impl S3 for TarnS3 {
         let sources = [(staged.path.clone(), staged.file_id)];
         let mut staged = staged;
         self.commit(
-            &self.nn_for(req.credentials.as_ref()).await?,
+            self.owner_for(req.credentials.as_ref()).await?,
             &sources,
             (&i.bucket, &i.key, &path),
             &meta,
@@ -1192,7 +1195,7 @@ impl S3 for TarnS3 {
         let mut staged = staged;
         let st = self
             .commit(
-                &self.nn_for(req.credentials.as_ref()).await?,
+                self.owner_for(req.credentials.as_ref()).await?,
                 &sources,
                 (&i.bucket, &i.key, &dst),
                 &meta,
@@ -1221,7 +1224,8 @@ impl S3 for TarnS3 {
         let marker = i.marker.clone().unwrap_or_default();
         let max = i.max_keys.unwrap_or(LIST_KEYS_MAX);
         let url = i.encoding_type.as_ref().is_some_and(|e| e.as_str() == dto::EncodingType::URL);
-        let page = self.list_page(&i.bucket, &prefix, i.delimiter.as_deref(), &marker, max).await?;
+        let nn = self.nn_for(req.credentials.as_ref()).await?;
+        let page = self.list_page(&nn, &i.bucket, &prefix, i.delimiter.as_deref(), &marker, max).await?;
         let enc = |s: &str| if url { url_encode(s) } else { s.to_string() };
         Ok(S3Response::new(dto::ListObjectsOutput {
             name: Some(i.bucket.clone()),
@@ -1257,7 +1261,8 @@ impl S3 for TarnS3 {
             }
             _ => i.start_after.clone().unwrap_or_default(),
         };
-        let page = self.list_page(&i.bucket, &prefix, i.delimiter.as_deref(), &after, max).await?;
+        let nn = self.nn_for(req.credentials.as_ref()).await?;
+        let page = self.list_page(&nn, &i.bucket, &prefix, i.delimiter.as_deref(), &after, max).await?;
         let enc = |s: &str| if url { url_encode(s) } else { s.to_string() };
         let count = (page.objects.len() + page.prefixes.len()) as i32;
         Ok(S3Response::new(dto::ListObjectsV2Output {
@@ -1289,7 +1294,8 @@ impl S3 for TarnS3 {
         let max = i.max_keys.unwrap_or(LIST_KEYS_MAX);
         let url = i.encoding_type.as_ref().is_some_and(|e| e.as_str() == dto::EncodingType::URL);
         let enc = |s: &str| if url { url_encode(s) } else { s.to_string() };
-        let page = self.list_page(&i.bucket, &prefix, i.delimiter.as_deref(), &marker, max).await?;
+        let nn = self.nn_for(req.credentials.as_ref()).await?;
+        let page = self.list_page(&nn, &i.bucket, &prefix, i.delimiter.as_deref(), &marker, max).await?;
         let versions = page
             .objects
             .iter()
@@ -1485,7 +1491,7 @@ impl S3 for TarnS3 {
         meta.etag = format!("{:x}-{}", Md5::digest(&md5s), asked.len());
         meta.parts = Some(asked.len() as u32);
         self.commit(
-            &self.nn_for(req.credentials.as_ref()).await?,
+            self.owner_for(req.credentials.as_ref()).await?,
             &sources,
             (&i.bucket, &i.key, &path),
             &meta,

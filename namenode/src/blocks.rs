@@ -383,6 +383,35 @@ impl BlockManager {
         chosen
     }
 
+    /// Racks with a live datanode that takes replicas (not draining).
+    pub fn live_racks(&self, now: Instant) -> HashSet<String> {
+        let g = self.lock();
+        g.nodes
+            .values()
+            .filter(|n| self.alive(n, now) && !g.draining.contains(&n.loc.uuid))
+            .map(|n| n.loc.rack.clone())
+            .collect()
+    }
+
+    /// One target off `rack` (the least busy of two random candidates), for a block whose
+    /// replicas all sit on that rack.
+    pub fn choose_off_rack(&self, rack: &str, excluded: &HashSet<String>, now: Instant) -> Option<Location> {
+        let g = self.lock();
+        let mut candidates: Vec<&NodeDesc> = g
+            .nodes
+            .values()
+            .filter(|d| {
+                self.alive(d, now)
+                    && !d.full()
+                    && d.loc.rack != rack
+                    && !excluded.contains(&d.loc.uuid)
+                    && !g.draining.contains(&d.loc.uuid)
+            })
+            .collect();
+        candidates.shuffle(&mut rand::rng());
+        candidates.iter().take(2).min_by_key(|d| d.transfers_in_flight).map(|d| d.loc.clone())
+    }
+
     /// Nodes that stopped heartbeating: their replicas no longer count. Returns their uuids.
     pub fn expire_dead(&self, now: Instant) -> Vec<String> {
         let mut g = self.lock();

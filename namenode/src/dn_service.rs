@@ -234,10 +234,16 @@ pub async fn monitor_round(s: &NodeState) {
     if ensure_leader(s).is_err() {
         return;
     }
-    // The keys datanodes check block access tokens with: made at once by a new leader,
-    // rolled every few hours.
+    // The keys datanodes check block access tokens with: read afresh (a new leader may
+    // hold an old copy), made at once by a new leader, rolled every few hours.
+    if let Err(e) = crate::tokens::load(s) {
+        tracing::warn!(error = %e, "could not read the block keys");
+    }
     if let Err(e) = crate::tokens::ensure_key(s).await {
         tracing::warn!(error = %e, "could not make a block key");
+    }
+    if let Err(e) = ensure_system_dirs(s).await {
+        tracing::warn!(error = %e, "could not make the system's directories");
     }
     let now = Instant::now();
     for uuid in s.blocks.expire_dead(now) {
@@ -255,6 +261,22 @@ pub async fn monitor_round(s: &NodeState) {
     }
     if let Err(e) = check_replication(s, now) {
         tracing::warn!(error = %e, "replication check failed");
+    }
+}
+
+/// Makes `/.tarn/tmp` (and `/.tarn`) through the log if they are missing.
+async fn ensure_system_dirs(s: &NodeState) -> Result<(), Status> {
+    let present = {
+        let view = SnapView::new(&s.db);
+        Namespace::new(&view, 0).resolve(crate::namespace::STAGING_DIR).map_err(|e| fs_status(&e))?.is_some()
+    };
+    if present {
+        return Ok(());
+    }
+    match s.proposer.propose(None, Op::EnsureSystemDirs).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(fs_status(&e)),
+        Err(e) => Err(propose_status(s.node_id, &e)),
     }
 }
 
@@ -392,7 +414,11 @@ fn check_replication(s: &NodeState, now: Instant) -> Result<(), String> {
     let view = SnapView::new(&s.db);
     let ns = Namespace::new(&view, 0);
     let live = s.blocks.live_count(now);
+    let racks = s.blocks.live_racks(now).len();
     let mut needy: Vec<(usize, u64, u64, u64, usize)> = Vec::new();
+    // Blocks with enough replicas, all on one rack while others exist (HDFS's
+    // mis-replicated blocks): one more copy goes to another rack, then the excess goes.
+    let mut misplaced: Vec<(u64, u64, u64, String)> = Vec::new();
     for id in s.blocks.known_blocks() {
         let Some((b, inode, open)) = ns.block_by_id(id).map_err(|e| e.to_string())? else {
             // A block no file has (deleted while its node was away): delete the replicas.
@@ -416,9 +442,15 @@ fn check_replication(s: &NodeState, now: Instant) -> Result<(), String> {
             // Enough good copies: drop corrupt and stale ones, and any excess (never the
             // replica of a draining node: it goes with its node).
             let mut drop: Vec<String> = h.corrupt.iter().chain(&h.stale).cloned().collect();
+            let keep: Vec<&Location> = h.live.iter().filter(|l| !h.draining.contains(&l.uuid)).collect();
             if counted > inode.replication as usize {
-                let keep: Vec<&Location> = h.live.iter().filter(|l| !h.draining.contains(&l.uuid)).collect();
-                drop.extend(keep[inode.replication as usize..].iter().map(|l| l.uuid.clone()));
+                drop.extend(excess(&keep, inode.replication as usize));
+            } else if want >= 2 && racks > 1 && !s.blocks.transfer_pending(id, now) {
+                let on: HashSet<&str> = keep.iter().map(|l| l.rack.as_str()).collect();
+                if on.len() == 1 {
+                    let rack = keep[0].rack.clone();
+                    misplaced.push((id, b.generation, b.length, rack));
+                }
             }
             let holders = s.blocks.holders(id);
             for uuid in drop {
@@ -428,6 +460,16 @@ fn check_replication(s: &NodeState, now: Instant) -> Result<(), String> {
                 s.blocks.forget_replica(id, &uuid);
             }
         }
+    }
+    for (id, gen_stamp, length, rack) in misplaced.into_iter().take(TRANSFERS_PER_ROUND_MAX) {
+        let h = s.blocks.health(id, gen_stamp, now);
+        let exclude: HashSet<String> = h.live.iter().map(|l| l.uuid.clone()).collect();
+        let (Some(source), Some(target)) = (h.live.first(), s.blocks.choose_off_rack(&rack, &exclude, now)) else {
+            continue;
+        };
+        tracing::info!(block_id = id, %rack, to = %target.uuid, "every replica on one rack: copying to another");
+        s.blocks.start_transfer(id, now);
+        s.blocks.queue(&source.uuid, Command::Transfer { block_id: id, gen_stamp, length, targets: vec![target] });
     }
     // Blocks with one replica left first.
     needy.sort();
@@ -445,6 +487,19 @@ fn check_replication(s: &NodeState, now: Instant) -> Result<(), String> {
         s.blocks.queue(&source.uuid, Command::Transfer { block_id: id, gen_stamp, length, targets });
     }
     Ok(())
+}
+
+/// The replicas to remove so `keep` has `replication` left: each from the rack holding
+/// the most, so the rack spread survives.
+fn excess(keep: &[&Location], replication: usize) -> Vec<String> {
+    let mut left: Vec<&Location> = keep.to_vec();
+    let mut out = Vec::new();
+    while left.len() > replication {
+        let count = |rack: &str| left.iter().filter(|l| l.rack == rack).count();
+        let Some(i) = (0..left.len()).rev().max_by_key(|&i| count(&left[i].rack)) else { break };
+        out.push(left.remove(i).uuid.clone());
+    }
+    out
 }
 
 /// Datanodes and block health over the whole namespace (the leader's view).

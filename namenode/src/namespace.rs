@@ -352,7 +352,13 @@ impl<'a, K: KvRead> Namespace<'a, K> {
                 let mut hidden_below = false;
                 if let Some(sight) = sight.as_deref_mut() {
                     let i = self.inode(id)?;
-                    if !sight.listable(self, i.parent)? {
+                    if k == prefix.as_bytes() {
+                        // The directory being listed is looked up, not listed in its parent:
+                        // search permission above it suffices to see it.
+                        if !sight.searchable(self, i.parent)? {
+                            return Ok(false);
+                        }
+                    } else if !sight.listable(self, i.parent)? {
                         // Past everything in the parent directory.
                         let own = if is_dir { &k[..k.len() - 1] } else { k };
                         let cut = own.iter().rposition(|b| *b == b'/').unwrap_or(0);
@@ -499,19 +505,7 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
         }
         let root = new_dir(ROOT_ID, ROOT_ID, "", 0o755, "root", "supergroup", 0);
         self.put_inode(&root)?;
-        // The system's directory, and in it the staging area every user writes to (like
-        // /tmp, sticky; others may not list it: a staged file's name is its secret).
-        let mut next = ROOT_ID + 1;
-        let mut parent = ROOT_ID;
-        for (path, name, mode) in [(SYSTEM_DIR, ".tarn", 0o755), (STAGING_DIR, "tmp", 0o1733)] {
-            let dir = new_dir(next, parent, name, mode, "root", "supergroup", 0);
-            self.put_inode(&dir)?;
-            self.kv.put(CF_DENTRIES, &dentry_key(parent, name), &id_key(next))?;
-            self.kv.put(CF_PATHS, &path_key(path, Kind::Directory), &path_value(next, Kind::Directory))?;
-            parent = next;
-            next += 1;
-        }
-        self.kv.put(CF_SM_META, META_NEXT_INODE, &next.to_be_bytes())?;
+        self.kv.put(CF_SM_META, META_NEXT_INODE, &(ROOT_ID + 1).to_be_bytes())?;
         Ok(())
     }
 
@@ -584,13 +578,24 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
                 }
                 Ok(OpOutput::Done)
             }
-            Op::As { user, sources_as_service, op } => {
+            Op::As { user, op } => {
                 check_principal("user", user)?;
                 let who = self.with_groups(&Caller { user: user.clone(), groups: Vec::new(), superuser: false })?;
-                self.authorize(&who, op, *sources_as_service)?;
+                self.authorize(&who, op)?;
                 self.apply(op)
             }
             Op::ChangeGroup { group, add, remove } => self.change_group(group, add, remove),
+            Op::EnsureSystemDirs => {
+                // The system's directory, and in it the staging area every user writes to
+                // (like /tmp, sticky; others may not list it: a staged file's name is its
+                // secret). Made through the log, so every replica has the same inodes.
+                for (path, mode) in [(SYSTEM_DIR, 0o755), (STAGING_DIR, 0o1733)] {
+                    if self.resolve(path)?.is_none() {
+                        self.mkdirs(&components(path)?, mode, "root", "supergroup", false)?;
+                    }
+                }
+                Ok(OpOutput::Done)
+            }
             Op::AddBlockKey { key } => {
                 let mut keys = self.block_keys()?;
                 keys.push(key.clone());

@@ -173,13 +173,23 @@ pub fn check_claim(req: Request<()>) -> Result<Request<()>, Status> {
     Ok(req)
 }
 
+/// The lease holder a client names, qualified by the caller's user: one user can never
+/// renew, extend, restamp or close what another user's client writes, whatever name it
+/// sends (client names are not secret: file infos show who writes a file).
+fn holder(who: &Caller, client_name: &str) -> Result<String, Status> {
+    if client_name.is_empty() {
+        return Err(Status::invalid_argument("client_name (the lease holder) is required"));
+    }
+    Ok(format!("{}/{client_name}", who.user))
+}
+
 /// `op` as `who` asks for it: the superuser's as it is, anyone else's wrapped so the state
 /// machine checks the caller's permissions in the transaction that applies it.
 fn on_behalf(who: &Caller, op: Op) -> Op {
     if who.superuser {
         op
     } else {
-        Op::As { user: who.user.clone(), sources_as_service: false, op: Box::new(op) }
+        Op::As { user: who.user.clone(), op: Box::new(op) }
     }
 }
 
@@ -280,10 +290,8 @@ impl Namenode for NamenodeService {
         let (owner, group) = (who.user.clone(), String::new());
         let r = req.into_inner();
         let path = Self::normalized(&r.path)?;
-        if r.client_name.is_empty() {
-            return Err(Status::invalid_argument("client_name (the lease holder) is required"));
-        }
-        self.s.leases.renew(&r.client_name);
+        let client_name = holder(&who, &r.client_name)?;
+        self.s.leases.renew(&client_name);
         let op = CreateOp {
             path: path.clone(),
             overwrite: r.overwrite,
@@ -303,7 +311,7 @@ impl Namenode for NamenodeService {
             mode: if r.mode == 0 { 0o644 } else { r.mode },
             owner,
             group,
-            client_name: r.client_name.clone(),
+            client_name,
             xattrs: r.xattrs.into_iter().collect(),
             take_over_from: None,
         };
@@ -326,7 +334,8 @@ impl Namenode for NamenodeService {
         let path = Self::normalized(&r.path)?;
         crate::dn_service::ensure_leader(&self.s)?;
         crate::tokens::ensure_key(&self.s).await?;
-        self.s.leases.renew(&r.client_name);
+        let client_name = holder(&who, &r.client_name)?;
+        self.s.leases.renew(&client_name);
         let replication = {
             let view = SnapView::new(&self.s.db);
             let ns = Namespace::new(&view, 0);
@@ -350,19 +359,14 @@ impl Namenode for NamenodeService {
                 excluded.len()
             )));
         }
-        let op = Op::AddBlock {
-            path,
-            file_id: r.file_id,
-            client_name: r.client_name,
-            previous_block_length: r.previous_block_length,
-        };
+        let op = Op::AddBlock { path, file_id: r.file_id, client_name, previous_block_length: r.previous_block_length };
         match self.write(rid(r.request_id), op).await? {
             OpOutput::Block(b) => {
                 self.s.blocks.set_pipeline(b.block_id, targets.iter().map(|t| t.uuid.clone()).collect(), now);
                 Ok(Response::new(pb::AddBlockResponse {
                     block: Some(block_pb(&b)),
                     targets: targets.iter().map(crate::dn_service::location_pb).collect(),
-                    token: crate::tokens::issue(&self.s, b.block_id, crate::tokens::WRITE, &who.user),
+                    token: crate::tokens::issue(&self.s, b.block_id, b.generation, crate::tokens::WRITE, &who.user),
                 }))
             }
             other => Err(Status::internal(format!("unexpected result {other:?}"))),
@@ -377,8 +381,9 @@ impl Namenode for NamenodeService {
         let r = req.into_inner();
         let path = Self::normalized(&r.path)?;
         crate::tokens::ensure_key(&self.s).await?;
-        self.s.leases.renew(&r.client_name);
-        let op = Op::UpdatePipeline { path, file_id: r.file_id, client_name: r.client_name, block_id: r.block_id };
+        let client_name = holder(&who, &r.client_name)?;
+        self.s.leases.renew(&client_name);
+        let op = Op::UpdatePipeline { path, file_id: r.file_id, client_name, block_id: r.block_id };
         match self.write(rid(r.request_id), op).await? {
             OpOutput::Block(b) => {
                 let now = std::time::Instant::now();
@@ -390,7 +395,7 @@ impl Namenode for NamenodeService {
                     .filter_map(|u| live.iter().find(|n| &n.loc.uuid == u))
                     .map(|n| crate::dn_service::location_pb(&n.loc))
                     .collect();
-                let token = crate::tokens::issue(&self.s, b.block_id, crate::tokens::WRITE, &who.user);
+                let token = crate::tokens::issue(&self.s, b.block_id, b.generation, crate::tokens::WRITE, &who.user);
                 Ok(Response::new(pb::UpdatePipelineResponse { block: Some(block_pb(&b)), targets, token }))
             }
             other => Err(Status::internal(format!("unexpected result {other:?}"))),
@@ -398,12 +403,13 @@ impl Namenode for NamenodeService {
     }
 
     async fn complete(&self, req: Request<pb::CompleteRequest>) -> Result<Response<pb::CompleteResponse>, Status> {
+        let who = checked_caller(&req)?;
         let r = req.into_inner();
         let path = Self::normalized(&r.path)?;
         let op = Op::Complete {
             path: path.clone(),
             file_id: r.file_id,
-            client_name: r.client_name,
+            client_name: holder(&who, &r.client_name)?,
             last_block_length: r.last_block_length,
             xattrs: r.xattrs.into_iter().collect(),
         };
@@ -468,12 +474,15 @@ impl Namenode for NamenodeService {
         let r = req.into_inner();
         let (inode, (blocks, more)) = self
             .read(|ns| {
+                // Reading a file's bytes: search permission on its directories (before
+                // anything is said about the path), read on it.
+                let who = ns.with_groups(&who)?;
+                ns.check_lookup(&who, &r.path)?;
                 let f = ns.resolve(&r.path)?.ok_or_else(|| FsError::NotFound { path: r.path.clone() })?;
                 if f.inode.is_dir() {
                     return Err(FsError::IsADirectory { path: f.path });
                 }
-                // Reading a file's bytes: search permission on its directories, read on it.
-                ns.check_access(&f, &ns.with_groups(&who)?, READ, "read it")?;
+                ns.check_access(&f, &who, READ, "read it")?;
                 Ok((f.inode.clone(), ns.get_blocks(f.inode.id, r.start_index, limit(r.limit))?))
             })
             .await?;
@@ -489,7 +498,7 @@ impl Namenode for NamenodeService {
                     block: Some(block_pb(b)),
                     locations: live.iter().map(crate::dn_service::location_pb).collect(),
                     under_construction: inode.last_block_open && b.index + 1 == inode.block_count,
-                    token: crate::tokens::issue(&self.s, b.block_id, crate::tokens::READ, &who.user),
+                    token: crate::tokens::issue(&self.s, b.block_id, 0, crate::tokens::READ, &who.user),
                 }
             })
             .collect();
@@ -594,14 +603,16 @@ impl Namenode for NamenodeService {
 
     async fn concat(&self, req: Request<pb::ConcatRequest>) -> Result<Response<pb::StatusResponse>, Status> {
         let who = checked_caller(&req)?;
-        // Only a daemon that is the superuser by itself (the S3 gateway) may vouch for the
-        // sources while acting for a user.
-        let service_is_superuser = tarn_security::is_superuser(req.extensions(), None);
-        let owner = who.user.clone();
         let r = req.into_inner();
-        if r.sources_as_service && !service_is_superuser {
-            return Err(Status::permission_denied("only the S3 gateway may concat its own staged files for a user"));
-        }
+        // Only the superuser gives what it makes to someone else.
+        let owner = match r.owner.clone() {
+            Some(o) if who.superuser => {
+                crate::namespace::check_principal("user", &o).map_err(|e| fs_status(&e))?;
+                o
+            }
+            Some(_) => return Err(Status::permission_denied("only the superuser may name the owner of a new file")),
+            None => who.user.clone(),
+        };
         let dst = Self::normalized(&r.dst)?;
         let mut sources = Vec::with_capacity(r.sources.len());
         for s in r.sources {
@@ -620,11 +631,7 @@ impl Namenode for NamenodeService {
             xattrs: r.xattrs.into_iter().collect(),
             require_dir: r.require_dir.map(|d| Self::normalized(&d)).transpose()?,
         });
-        let op = match on_behalf(&who, op) {
-            Op::As { user, op, .. } => Op::As { user, sources_as_service: r.sources_as_service, op },
-            op => op,
-        };
-        let status = self.write_inode(rid(r.request_id), op, &dst).await?;
+        let status = self.write_inode(rid(r.request_id), on_behalf(&who, op), &dst).await?;
         Ok(Response::new(pb::StatusResponse { status: Some(status) }))
     }
 
@@ -703,14 +710,16 @@ impl Namenode for NamenodeService {
         &self,
         req: Request<pb::RenewLeaseRequest>,
     ) -> Result<Response<pb::RenewLeaseResponse>, Status> {
+        let who = checked_caller(&req)?;
         let r = req.into_inner();
+        let client_name = holder(&who, &r.client_name)?;
         // Renewal is soft state on the leader; a follower's renewal would be lost.
         let leader = self.s.raft.current_leader().await;
         if leader != Some(self.s.node_id) {
             let e = ProposeError::NotLeader { leader_id: leader, leader_addr: leader_addr(&self.s.raft) };
             return Err(propose_status(self.s.node_id, &e));
         }
-        self.s.leases.renew(&r.client_name);
+        self.s.leases.renew(&client_name);
         Ok(Response::new(pb::RenewLeaseResponse {}))
     }
 

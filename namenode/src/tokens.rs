@@ -52,10 +52,11 @@ pub async fn ensure_key(s: &NodeState) -> Result<(), Status> {
     load(s)
 }
 
-/// A token letting `user` use `block_id` for `modes` (empty if no key exists yet; the
-/// datanode then refuses the client with a message saying so).
-pub fn issue(s: &NodeState, block_id: u64, modes: u8, user: &str) -> Vec<u8> {
-    s.block_keys.issue(block_id, modes, user, block_token::now_ms()).unwrap_or_default()
+/// A token letting `user` use `block_id` for `modes` (a write token for generation
+/// `gen_stamp` only; 0: any). Empty if no key exists yet; the datanode then refuses the
+/// client with a message saying so.
+pub fn issue(s: &NodeState, block_id: u64, gen_stamp: u64, modes: u8, user: &str) -> Vec<u8> {
+    s.block_keys.issue(block_id, gen_stamp, modes, user, block_token::now_ms()).unwrap_or_default()
 }
 
 /// The keys as the datanode protocol carries them.

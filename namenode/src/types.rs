@@ -129,10 +129,6 @@ pub enum Op {
     /// transaction, so a concurrent chmod or rename cannot slip between check and change.
     As {
         user: String,
-        /// Concat only: the sources are the calling daemon's own staged files (the S3
-        /// gateway's), checked as the daemon's, not the user's; the destination is the
-        /// user's.
-        sources_as_service: bool,
         op: Box<Op>,
     },
     /// A new block key, signing block access tokens from now on (the leader's, made
@@ -140,6 +136,9 @@ pub enum Op {
     AddBlockKey {
         key: tarn_security::BlockKey,
     },
+    /// Makes `/.tarn` and the sticky staging directory `/.tarn/tmp` if they are missing (the
+    /// leader's, once it leads).
+    EnsureSystemDirs,
     /// Adds users to and removes users from a group (the superuser's).
     ChangeGroup {
         group: String,

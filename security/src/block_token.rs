@@ -4,8 +4,10 @@
 //! client only with a valid token, so a certificate of the cluster cannot read a block by
 //! id past the file's permissions.
 //!
-//! A token is `version | key id | expiry | block id | modes | user | HMAC-SHA256` under a
-//! block key. Block keys are random, made by the namenode leader and kept in the
+//! A token is `version | key id | expiry | block id | generation stamp | modes | user |
+//! HMAC-SHA256` under a block key. A write token names the generation stamp it was given
+//! for (a new block, or a pipeline restamped after a failure), so it cannot reopen the
+//! block later at that stamp; a read token names none (0) and reads any generation. Block keys are random, made by the namenode leader and kept in the
 //! replicated namespace (so every namenode signs with the same keys after a failover);
 //! datanodes get them with every heartbeat answer over mutual TLS. The leader adds a new
 //! key every [`KEY_ROLL_MS`] and signs with the newest; the three newest are accepted, so a
@@ -23,6 +25,9 @@ pub const KEY_ROLL_MS: u64 = 10 * 3600 * 1000;
 /// Keys kept (and accepted): a key signs for one roll interval, and tokens it signed live
 /// one lifetime more.
 pub const KEYS_KEPT: usize = 3;
+/// A new key signs only once it is this old: datanodes hear of it with their heartbeats
+/// first (every second or so), so no token reaches a datanode before its key.
+pub const KEY_ACTIVATION_MS: u64 = 30_000;
 
 /// May read the block.
 pub const READ: u8 = 1;
@@ -65,6 +70,8 @@ impl BlockKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenClaims {
     pub block_id: u64,
+    /// The generation stamp a write token is for (0: any, for reads).
+    pub gen_stamp: u64,
     pub modes: u8,
     pub user: String,
     pub expires_ms: u64,
@@ -84,6 +91,8 @@ pub enum TokenError {
     Expired,
     #[error("the block access token is for block {token}, not block {wanted}")]
     OtherBlock { token: u64, wanted: u64 },
+    #[error("the block access token is for generation {token} of the block, not {wanted}")]
+    OtherGeneration { token: u64, wanted: u64 },
     #[error("the block access token does not allow {0}")]
     NotAllowed(&'static str),
     #[error("this datanode has no block keys from the namenode yet")]
@@ -94,11 +103,12 @@ pub enum TokenError {
 pub fn sign(key: &BlockKey, claims: &TokenClaims) -> Vec<u8> {
     let user = claims.user.as_bytes();
     let user = &user[..user.len().min(255)];
-    let mut out = Vec::with_capacity(1 + 4 + 8 + 8 + 1 + 1 + user.len() + TAG_LEN);
+    let mut out = Vec::with_capacity(FIXED_LEN + user.len() + TAG_LEN);
     out.push(VERSION);
     out.extend_from_slice(&key.id.to_be_bytes());
     out.extend_from_slice(&claims.expires_ms.to_be_bytes());
     out.extend_from_slice(&claims.block_id.to_be_bytes());
+    out.extend_from_slice(&claims.gen_stamp.to_be_bytes());
     out.push(claims.modes);
     out.push(user.len() as u8);
     out.extend_from_slice(user);
@@ -107,8 +117,11 @@ pub fn sign(key: &BlockKey, claims: &TokenClaims) -> Vec<u8> {
     out
 }
 
+/// Bytes before the user name: version, key id, expiry, block, generation, modes, name length.
+const FIXED_LEN: usize = 1 + 4 + 8 + 8 + 8 + 1 + 1;
+
 fn parse(token: &[u8]) -> Result<(u32, TokenClaims, usize), TokenError> {
-    let fixed = 1 + 4 + 8 + 8 + 1 + 1;
+    let fixed = FIXED_LEN;
     if token.len() < fixed + TAG_LEN || token[0] != VERSION {
         return Err(TokenError::Malformed);
     }
@@ -120,7 +133,8 @@ fn parse(token: &[u8]) -> Result<(u32, TokenClaims, usize), TokenError> {
         return Err(TokenError::Malformed);
     }
     let user = std::str::from_utf8(&token[fixed..signed]).map_err(|_| TokenError::Malformed)?.to_string();
-    let claims = TokenClaims { expires_ms: u64_at(5), block_id: u64_at(13), modes: token[21], user };
+    let claims =
+        TokenClaims { expires_ms: u64_at(5), block_id: u64_at(13), gen_stamp: u64_at(21), modes: token[29], user };
     Ok((key_id, claims, signed))
 }
 
@@ -150,12 +164,13 @@ impl BlockKeys {
         self.keys.read().unwrap_or_else(|p| p.into_inner()).last().cloned()
     }
 
-    /// A token for `user` to use `block_id` with `modes` until `now_ms` + the lifetime;
-    /// `None` before the first key exists.
-    pub fn issue(&self, block_id: u64, modes: u8, user: &str, now_ms: u64) -> Option<Vec<u8>> {
-        let key = self.newest()?;
+    /// A token for `user` to use `block_id` (generation `gen_stamp`, 0 for any) with
+    /// `modes` until `now_ms` + the lifetime; `None` before the first key exists.
+    pub fn issue(&self, block_id: u64, gen_stamp: u64, modes: u8, user: &str, now_ms: u64) -> Option<Vec<u8>> {
+        let key = self.signing_key(now_ms)?;
         let claims = TokenClaims {
             block_id,
+            gen_stamp,
             modes,
             user: user.to_string(),
             expires_ms: now_ms.saturating_add(TOKEN_LIFETIME_MS),
@@ -163,8 +178,38 @@ impl BlockKeys {
         Some(sign(&key, &claims))
     }
 
-    /// Checks that `token` lets its holder use `block_id` for `mode` at `now_ms`.
-    pub fn verify(&self, token: &[u8], block_id: u64, mode: u8, now_ms: u64) -> Result<TokenClaims, TokenError> {
+    /// The key to sign with: the newest that every datanode has had the time to receive
+    /// (older than [`KEY_ACTIVATION_MS`]), or the newest if there is no such key yet.
+    pub fn signing_key(&self, now_ms: u64) -> Option<BlockKey> {
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        keys.iter().rev().find(|k| k.created_ms.saturating_add(KEY_ACTIVATION_MS) <= now_ms).or(keys.last()).cloned()
+    }
+
+    /// Adds `keys` to the ones held (a datanode hears them from whichever namenode leads,
+    /// and a leader that has not caught up must not take newer keys away); keeps the
+    /// [`KEYS_KEPT`] newest.
+    pub fn merge(&self, keys: Vec<BlockKey>) {
+        let mut held = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        for k in keys {
+            if !held.iter().any(|h| h.id == k.id) {
+                held.push(k);
+            }
+        }
+        held.sort_by_key(|k| k.id);
+        let drop = held.len().saturating_sub(KEYS_KEPT);
+        held.drain(..drop);
+    }
+
+    /// Checks that `token` lets its holder use generation `gen_stamp` of `block_id` for
+    /// `mode` at `now_ms`.
+    pub fn verify(
+        &self,
+        token: &[u8],
+        block_id: u64,
+        gen_stamp: u64,
+        mode: u8,
+        now_ms: u64,
+    ) -> Result<TokenClaims, TokenError> {
         if token.is_empty() {
             return Err(TokenError::Missing);
         }
@@ -181,6 +226,9 @@ impl BlockKeys {
         }
         if claims.block_id != block_id {
             return Err(TokenError::OtherBlock { token: claims.block_id, wanted: block_id });
+        }
+        if claims.gen_stamp != 0 && claims.gen_stamp != gen_stamp {
+            return Err(TokenError::OtherGeneration { token: claims.gen_stamp, wanted: gen_stamp });
         }
         if claims.modes & mode != mode {
             return Err(TokenError::NotAllowed(if mode == WRITE { "writing" } else { "reading" }));
@@ -207,33 +255,52 @@ mod tests {
     #[test]
     fn a_token_allows_what_it_says_and_nothing_else() {
         let k = keys();
-        let t = k.issue(7, READ, "alice", 1_000).expect("a key exists");
-        let c = k.verify(&t, 7, READ, 2_000).expect("valid");
+        let t = k.issue(7, 0, READ, "alice", 1_000).expect("a key exists");
+        let c = k.verify(&t, 7, 5, READ, 2_000).expect("valid");
         assert_eq!(c.user, "alice");
-        assert_eq!(k.verify(&t, 8, READ, 2_000), Err(TokenError::OtherBlock { token: 7, wanted: 8 }));
-        assert_eq!(k.verify(&t, 7, WRITE, 2_000), Err(TokenError::NotAllowed("writing")));
-        assert_eq!(k.verify(&t, 7, READ, 1_000 + TOKEN_LIFETIME_MS), Err(TokenError::Expired));
-        assert_eq!(k.verify(&[], 7, READ, 2_000), Err(TokenError::Missing));
+        assert_eq!(k.verify(&t, 8, 5, READ, 2_000), Err(TokenError::OtherBlock { token: 7, wanted: 8 }));
+        assert_eq!(k.verify(&t, 7, 5, WRITE, 2_000), Err(TokenError::NotAllowed("writing")));
+        assert_eq!(k.verify(&t, 7, 5, READ, 1_000 + TOKEN_LIFETIME_MS), Err(TokenError::Expired));
+        assert_eq!(k.verify(&[], 7, 5, READ, 2_000), Err(TokenError::Missing));
+        // A write token is for one generation of the block.
+        let w = k.issue(7, 5, WRITE, "alice", 1_000).expect("a key exists");
+        k.verify(&w, 7, 5, WRITE, 2_000).expect("valid");
+        assert_eq!(k.verify(&w, 7, 6, WRITE, 2_000), Err(TokenError::OtherGeneration { token: 5, wanted: 6 }));
+    }
+
+    #[test]
+    fn a_new_key_signs_once_datanodes_had_time_to_hear_of_it() {
+        let k = BlockKeys::new();
+        k.set(vec![BlockKey::generate(1, 0)]);
+        // The only key signs at once (a new cluster).
+        assert_eq!(k.signing_key(10).map(|k| k.id), Some(1));
+        k.merge(vec![BlockKey::generate(2, 100_000)]);
+        assert_eq!(k.signing_key(100_000 + KEY_ACTIVATION_MS - 1).map(|k| k.id), Some(1));
+        assert_eq!(k.signing_key(100_000 + KEY_ACTIVATION_MS).map(|k| k.id), Some(2));
+        // Merging keeps newer keys a lagging leader does not know, and the newest few.
+        k.merge(vec![BlockKey::generate(1, 0)]);
+        k.merge(vec![BlockKey::generate(3, 0), BlockKey::generate(4, 0)]);
+        assert_eq!(k.get().iter().map(|k| k.id).collect::<Vec<_>>(), [2, 3, 4]);
     }
 
     #[test]
     fn a_changed_token_or_another_key_is_refused() {
         let k = keys();
-        let t = k.issue(7, READ | WRITE, "alice", 0).expect("a key exists");
+        let t = k.issue(7, 0, READ | WRITE, "alice", 0).expect("a key exists");
         // Every byte of the token matters: claims, key id and tag.
         for i in 0..t.len() {
             let mut bad = t.clone();
             bad[i] ^= 1;
-            assert!(k.verify(&bad, 7, READ, 1).is_err(), "byte {i} flipped and still accepted");
+            assert!(k.verify(&bad, 7, 1, READ, 1).is_err(), "byte {i} flipped and still accepted");
         }
         let other = BlockKeys::new();
         other.set(vec![BlockKey::generate(2, 0)]);
-        assert_eq!(other.verify(&t, 7, READ, 1), Err(TokenError::BadSignature));
+        assert_eq!(other.verify(&t, 7, 1, READ, 1), Err(TokenError::BadSignature));
         let none = BlockKeys::new();
-        assert_eq!(none.verify(&t, 7, READ, 1), Err(TokenError::NoKeys));
+        assert_eq!(none.verify(&t, 7, 1, READ, 1), Err(TokenError::NoKeys));
         let older = BlockKeys::new();
         older.set(vec![BlockKey::generate(1, 0)]);
-        assert_eq!(older.verify(&t, 7, READ, 1), Err(TokenError::UnknownKey(2)));
-        assert_eq!(k.verify(&t[..t.len() - 1], 7, READ, 1), Err(TokenError::Malformed));
+        assert_eq!(older.verify(&t, 7, 1, READ, 1), Err(TokenError::UnknownKey(2)));
+        assert_eq!(k.verify(&t[..t.len() - 1], 7, 1, READ, 1), Err(TokenError::Malformed));
     }
 }

@@ -5,6 +5,7 @@
 //! set the explicit dev flag, which logs a warning ([`SecurityConfig::transport`]).
 
 pub mod block_token;
+pub mod chunk_cipher;
 pub mod master_key;
 pub mod pki;
 pub mod transport;

@@ -53,6 +53,7 @@ phase = sys.argv[1]
 if phase == "setup":
     admin.create_bucket(Bucket="shared")
     admin.create_bucket(Bucket="private")
+    admin.create_bucket(Bucket="team")
     admin.put_object(Bucket="shared", Key="doc.txt", Body=b"shared doc")
     admin.put_object(Bucket="private", Key="secret.txt", Body=b"private doc")
 elif phase == "check":
@@ -69,11 +70,22 @@ elif phase == "check":
     assert admin.get_object(Bucket="shared", Key="bob/only.txt")["Body"].read() == b"bob only"
     assert code_of(alice.list_objects_v2, Bucket="private") == "AccessDenied"
     assert code_of(alice.put_object, Bucket="private", Key="x", Body=b"1") == "AccessDenied"
-    assert [b["Name"] for b in alice.list_buckets()["Buckets"]] == ["shared"]
+    assert [b["Name"] for b in alice.list_buckets()["Buckets"]] == ["shared", "team"]
+    # A read-write grant on a bucket she does not own: the bucket's grants decide (S3's
+    # model), and what she writes is hers.
+    alice.put_object(Bucket="team", Key="plan.txt", Body=b"alice's plan")
+    mpu = alice.create_multipart_upload(Bucket="team", Key="big.bin")
+    part = alice.upload_part(Bucket="team", Key="big.bin", UploadId=mpu["UploadId"], PartNumber=1, Body=b"x" * 1024)
+    alice.complete_multipart_upload(Bucket="team", Key="big.bin", UploadId=mpu["UploadId"],
+                                    MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
+    alice.put_object(Bucket="team", Key="dir/", Body=b"")
+    alice.delete_object(Bucket="team", Key="dir/")
+    assert alice.get_object(Bucket="team", Key="plan.txt")["Body"].read() == b"alice's plan"
+    assert [o["Key"] for o in alice.list_objects_v2(Bucket="team")["Contents"]] == ["big.bin", "plan.txt"]
     alice.create_bucket(Bucket="alice-own")
     alice.put_object(Bucket="alice-own", Key="mine", Body=b"mine")
     assert alice.get_object(Bucket="alice-own", Key="mine")["Body"].read() == b"mine"
-    assert sorted(b["Name"] for b in alice.list_buckets()["Buckets"]) == ["alice-own", "shared"]
+    assert sorted(b["Name"] for b in alice.list_buckets()["Buckets"]) == ["alice-own", "shared", "team"]
     assert code_of(alice.copy_object, Bucket="alice-own", Key="stolen",
                    CopySource={"Bucket": "private", "Key": "secret.txt"}) == "AccessDenied"
     alice.copy_object(Bucket="alice-own", Key="copied", CopySource={"Bucket": "shared", "Key": "doc.txt"})

@@ -97,6 +97,13 @@ async fn files_round_trip_at_block_edges_with_three_replicas() {
             }
             // Past the end: short, never an error or garbage.
             assert!(r.read_at(len as u64, 10).await.unwrap().is_empty());
+            // The datanodes are on this host: those reads were short-circuit reads of the
+            // replica files; over TLS the bytes are the same.
+            assert_eq!(r.short_circuit_bytes() > 0, len > 0, "short-circuit bytes of a {len}-byte file");
+            let remote = cl.client().with_short_circuit(false);
+            let r = FileReader::open(&remote, &path).await.unwrap();
+            assert_eq!(r.read_at(0, len as u64).await.unwrap(), data, "{len} bytes over TLS");
+            assert_eq!(r.short_circuit_bytes(), 0);
         }
         let blocks = wait_healthy(&c, "/rt", Duration::from_secs(30)).await;
         assert_eq!(blocks, 1 + 1 + 1 + 2 + 4, "blocks of 0 B .. 3 MiB + 17 B files");
@@ -520,6 +527,57 @@ async fn topology_file_spreads_replicas_over_racks() {
             assert_eq!(b.locations.len(), 2, "{b:?}");
             assert_eq!(racks.len(), 2, "block on one rack only: {b:?}");
         }
+    })
+    .await
+    .expect("timed out");
+    cl.shutdown().await;
+}
+
+/// Blocks written while one rack was all there was are moved onto two racks once a second
+/// rack appears (one copy off the rack, then one of the first rack's removed), keeping the
+/// replication factor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_on_one_rack_spread_when_a_second_rack_appears() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("topology");
+    std::fs::write(
+        &table,
+        "127.0.0.2 /r1
+127.0.0.3 /r1
+127.0.0.4 /r1
+127.0.0.5 /r2
+",
+    )
+    .unwrap();
+    let t = table.clone();
+    let mut cl = Cluster::start(1, move |c| {
+        block_tuning(c);
+        c.datanodes.topology_file = Some(t.clone());
+    })
+    .await;
+    cl.start_datanodes_with(3, |i, d| d.listen = format!("127.0.0.{}:0", i + 1)).await;
+    let c = cl.client();
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let data = pattern(8 << 16, 12);
+        write_file(&c, "/one-rack/f", &data, 1 << 16, 1 << 16).await;
+        let on_r1 = c.get_blocks("/one-rack/f", 0, 100).await.unwrap();
+        assert!(on_r1.located.iter().all(|b| b.locations.iter().all(|l| l.rack == "/r1")));
+        cl.start_datanodes_with(1, |i, d| d.listen = format!("127.0.0.{}:0", i + 1)).await;
+        wait_for("every block on two racks with 3 replicas", Duration::from_secs(60), || async {
+            let blocks = c.get_blocks("/one-rack/f", 0, 100).await.ok()?;
+            blocks
+                .located
+                .iter()
+                .all(|b| {
+                    let racks: std::collections::HashSet<&str> = b.locations.iter().map(|l| l.rack.as_str()).collect();
+                    b.locations.len() == 3 && racks.len() == 2
+                })
+                .then_some(())
+        })
+        .await;
+        assert_eq!(read_file(&c, "/one-rack/f").await, data);
+        let r = c.datanode_report().await.unwrap();
+        assert_eq!(r.blocks.map(|s| s.under_replicated), Some(0));
     })
     .await
     .expect("timed out");

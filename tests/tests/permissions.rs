@@ -172,8 +172,11 @@ async fn the_staging_directory_is_sticky() {
     let admin = cl.client();
     give_home(&admin, "alice", 0o755).await;
     let (alice, bob) = (user(&cl, "alice"), user(&cl, "bob"));
-    // Made with the namespace: everyone may stage files, nobody may list them.
-    let tmp = admin.get_file_info("/.tarn/tmp", false).await.unwrap().expect("made at start");
+    // Made by the leader through the log: everyone may stage files, nobody may list them.
+    let tmp = tarn_tests::wait_for("/.tarn/tmp", Duration::from_secs(20), || async {
+        admin.get_file_info("/.tarn/tmp", false).await.ok().flatten()
+    })
+    .await;
     assert_eq!(tmp.mode & 0o7777, 0o1733);
     write(&alice, "/.tarn/tmp/alice-staged", 0o644, b"staged").await;
     denied(bob.list_dir("/.tarn/tmp", "", 10).await, "listing the staging directory");
@@ -186,6 +189,64 @@ async fn the_staging_directory_is_sticky() {
     // alice publishes hers into her home with one rename.
     alice.rename("/.tarn/tmp/alice-staged", "/home/alice/published", &RenameOptions::default()).await.unwrap();
     assert!(bob.delete("/.tarn/tmp/bob-staged", false, None).await.unwrap());
+    cl.shutdown().await;
+}
+
+/// Client names are not secret (file infos show who writes a file); a lease is held by a
+/// user's client, so another user cannot extend, restamp or close the file under its name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_users_client_name_opens_nothing() {
+    use tarn_proto::namenode::namenode_client::NamenodeClient as Raw;
+    let mut cl = Cluster::start(1, |c| c.files.default_replication = 1).await;
+    cl.start_datanodes(1).await;
+    let admin = cl.client();
+    give_home(&admin, "alice", 0o777).await;
+    let (alice, bob) = (user(&cl, "alice"), user(&cl, "bob"));
+    let opts = CreateOptions { mode: 0o666, ..Default::default() };
+    let mut w = FileWriter::create(&alice, "/home/alice/open", &opts).await.unwrap();
+    w.write(b"alice writes").await.unwrap();
+    w.hflush().await.unwrap();
+    let st = bob.get_file_info("/home/alice/open", false).await.unwrap().unwrap();
+    let shown = st.writer.clone().expect("being written");
+    assert!(shown.ends_with(alice.client_name()), "{shown}");
+    // bob sends alice's client name with each call a writer makes.
+    let name = alice.client_name().to_string();
+    let file_id = st.file_id;
+    let complete = tarn_client::pb::CompleteRequest {
+        path: "/home/alice/open".into(),
+        file_id,
+        client_name: name.clone(),
+        ..Default::default()
+    };
+    let e = bob
+        .call(|c| {
+            let req = bob.request(complete.clone());
+            async move { Raw::new(c).complete(req).await }
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotLeaseHolder, "{e}");
+    let add = tarn_client::pb::AddBlockRequest {
+        path: "/home/alice/open".into(),
+        file_id,
+        client_name: name.clone(),
+        previous_block_length: Some(1),
+        ..Default::default()
+    };
+    let e = bob
+        .call(|c| {
+            let req = bob.request(add.clone());
+            async move { Raw::new(c).add_block(req).await }
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotLeaseHolder, "{e}");
+    // alice's write goes on and closes with what she wrote.
+    w.write(b", undisturbed").await.unwrap();
+    let done = w.close().await.unwrap();
+    assert_eq!(done.length, 25);
+    let r = FileReader::open(&alice, "/home/alice/open").await.unwrap();
+    assert_eq!(r.read_at(0, 100).await.unwrap(), b"alice writes, undisturbed");
     cl.shutdown().await;
 }
 
@@ -242,6 +303,17 @@ async fn datanodes_want_a_block_access_token() {
         assert_eq!(s.code(), tonic::Code::PermissionDenied, "{what}: {s:?}");
         assert!(s.message().contains("alice"), "{what}: {}", s.message());
     }
+    // Nor may she have bob's replica file opened for her (short-circuit reads).
+    let s = dn
+        .open_local(dpb::LocalReplicaRequest { block: read(&secret, Vec::new()).block, token: mine.token.clone() })
+        .await
+        .expect_err("a local read of bob's block with her token");
+    assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+    let own = dn
+        .open_local(dpb::LocalReplicaRequest { block: read(&mine, Vec::new()).block, token: mine.token.clone() })
+        .await
+        .expect("her own replica, from this host");
+    assert!(own.into_inner().data_path.starts_with('/'));
     // Writing a replica needs a write token: a read token is not one.
     let (tx, rx) = tokio::sync::mpsc::channel(2);
     let b = mine.block.as_ref().unwrap();
@@ -261,5 +333,40 @@ async fn datanodes_want_a_block_access_token() {
     assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
     // The namenode gives no token to who may not read the file.
     denied(alice.get_blocks("/home/bob/secret", 0, 10).await, "a token for bob's file");
+    cl.shutdown().await;
+}
+
+/// A write token is for one generation of one block: once the block is closed, the token
+/// that wrote it cannot reopen it (at that stamp or another) to rewrite its bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_write_token_cannot_rewrite_a_closed_block() {
+    use tarn_client::blocks::Pipeline;
+    let mut cl = Cluster::start(1, |c| c.files.default_replication = 1).await;
+    cl.start_datanodes(1).await;
+    let admin = cl.client();
+    give_home(&admin, "alice", 0o755).await;
+    let alice = user(&cl, "alice");
+    let st = alice.create("/home/alice/f", &CreateOptions::default()).await.unwrap();
+    let (block, targets, token) =
+        alice.allocate_block("/home/alice/f", st.file_id, None, Vec::new(), "").await.unwrap();
+    let eb = dpb::ExtendedBlock { block_id: block.block_id, gen_stamp: block.generation, length: 0 };
+    let t = alice.transport().clone();
+    let (stage, name) = (dpb::WriteStage::Create, alice.client_name().to_string());
+    let mut p = Pipeline::open(eb, targets.clone(), stage, 0, 1 << 20, &name, &token, &t).await.unwrap();
+    p.write(bytes::Bytes::from_static(b"the real bytes")).await.unwrap();
+    let len = p.finish().await.unwrap();
+    drop(p);
+    alice.complete("/home/alice/f", st.file_id, Some(len), Default::default()).await.unwrap();
+    // Reopen the finalized replica with the same token: at its own stamp, and at the next.
+    let recover = dpb::WriteStage::Recover;
+    let same = Pipeline::open(eb, targets.clone(), recover, 0, 1 << 20, &name, &token, &t).await;
+    let e = same.err().expect("a finalized replica reopened at its own stamp");
+    assert!(e.message.contains("generation"), "{}", e.message);
+    let next = dpb::ExtendedBlock { gen_stamp: block.generation + 1, ..eb };
+    let later = Pipeline::open(next, targets, recover, 0, 1 << 20, &name, &token, &t).await;
+    let e = later.err().expect("a write token used for another generation");
+    assert!(e.message.contains("block access token"), "{}", e.message);
+    let r = FileReader::open(&alice, "/home/alice/f").await.unwrap();
+    assert_eq!(r.read_at(0, 100).await.unwrap(), b"the real bytes");
     cl.shutdown().await;
 }

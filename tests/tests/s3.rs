@@ -301,6 +301,7 @@ async fn keys_grants_and_anonymous_reads() {
     w.write(b"bob only").await.unwrap();
     w.close().await.unwrap();
     tarn_s3(&env, &master, &["grant", "shared", &ak, "--read-only"]);
+    tarn_s3(&env, &master, &["grant", "team", &ak]);
     tarn_s3(&env, &master, &["anonymous-read", "shared", "on"]);
     assert!(tarn_s3(&env, &master, &["access", "shared"]).contains("anonymous read: on"));
     run("check").await;
@@ -313,7 +314,14 @@ async fn keys_grants_and_anonymous_reads() {
     let e = bob.get_file_info(&format!("/.tarn/s3/keys/{ak}"), true).await.unwrap_err();
     assert_eq!(e.kind(), tarn_client::ErrorKind::PermissionDenied, "{e}");
     // What a key makes is owned by its user (admin keys act as the gateway itself).
-    for (path, user) in [("/alice-own", "alice"), ("/alice-own/mine", "alice"), ("/shared/doc.txt", "gateway")] {
+    for (path, user) in [
+        ("/alice-own", "alice"),
+        ("/alice-own/mine", "alice"),
+        ("/shared/doc.txt", "gateway"),
+        ("/team", "gateway"),
+        ("/team/plan.txt", "alice"),
+        ("/team/big.bin", "alice"),
+    ] {
         let st = nn.get_file_info(path, false).await.unwrap().unwrap_or_else(|| panic!("{path} exists"));
         assert_eq!(st.owner, user, "owner of {path}");
     }

@@ -167,7 +167,8 @@ impl<K: KvRead> Namespace<'_, K> {
             return Ok(());
         }
         if !chain[last].is_dir() {
-            return Ok(()); // The operation fails: a file is in the way.
+            // The operation fails (a file is in the way), told only to who may see it.
+            return self.require(who, &parts, &chain, last, 0, "see it");
         }
         self.require(who, &parts, &chain, last, WRITE | EXECUTE, "create in it")
     }
@@ -239,7 +240,7 @@ impl<K: KvRead> Namespace<'_, K> {
     }
 
     /// Whether `who` may apply `op` to the current state (see the module's table).
-    pub fn authorize(&self, who: &Caller, op: &Op, sources_as_service: bool) -> Result<(), FsError> {
+    pub fn authorize(&self, who: &Caller, op: &Op) -> Result<(), FsError> {
         if who.superuser {
             return Ok(());
         }
@@ -270,11 +271,9 @@ impl<K: KvRead> Namespace<'_, K> {
                 Ok(())
             }
             Op::Concat(c) => {
-                if !sources_as_service {
-                    for (src, _) in &c.sources {
-                        self.require_on(who, src, READ, "read it")?;
-                        self.require_remove(who, src, "move out of it")?;
-                    }
+                for (src, _) in &c.sources {
+                    self.require_on(who, src, READ, "read it")?;
+                    self.require_remove(who, src, "move out of it")?;
                 }
                 self.require_create(who, &c.dst, c.overwrite || c.dst_expected_file_id.is_some())
             }
@@ -303,6 +302,7 @@ impl<K: KvRead> Namespace<'_, K> {
             Op::SetDecommission { .. } | Op::ForgetInvalid { .. } => superuser_only("administer datanodes"),
             Op::ChangeGroup { .. } => superuser_only("change groups"),
             Op::AddBlockKey { .. } => superuser_only("make block keys"),
+            Op::EnsureSystemDirs => superuser_only("make the system's directories"),
             Op::As { .. } => Err(FsError::InvalidArgument("an operation on behalf of a user cannot nest".into())),
         }
     }
@@ -342,7 +342,7 @@ impl<'c> Sight<'c> {
     }
 
     /// Whether the caller may search `dir` and every directory above it.
-    fn searchable<K: KvRead>(&mut self, ns: &Namespace<'_, K>, dir: u64) -> Result<bool, FsError> {
+    pub fn searchable<K: KvRead>(&mut self, ns: &Namespace<'_, K>, dir: u64) -> Result<bool, FsError> {
         if let Some(v) = self.searchable.get(&dir) {
             return Ok(*v);
         }

@@ -2,10 +2,12 @@
 //!
 //! `dn-bench --mib 1024`: starts 1 `tarn namenode` and 3 `tarn datanode` processes (all on
 //! this machine's one disk), then
-//! - baseline: writes the same bytes to a plain file with 4 MiB writes and one fsync (what
+//! - baseline: writes 3x the bytes (what replication 3 puts on the disk, and more than the
+//!   VM host's write cache holds) to a plain file with 4 MiB writes and one fsync (what
 //!   `dd bs=4M conv=fsync` does), and reads them back;
 //! - writes one file through Tarn with replication 1 and with replication 3 (every replica
-//!   lands on the same disk, so replication 3 writes 3x the bytes), and reads each back.
+//!   lands on the same disk, so replication 3 writes 3x the bytes), and reads each back
+//!   twice: over TLS from the datanodes, and with short-circuit reads of the local files.
 //!
 //! Before each read the page cache is dropped (when running as root), so both the baseline
 //! and Tarn read from the disk; Tarn reads 4 MiB pieces with 4 in flight. Then: random 1 MiB range reads per second (8 at a time), and the
@@ -145,16 +147,16 @@ fn rate(bytes: usize, secs: f64) -> f64 {
 async fn run(mib: usize) -> anyhow::Result<()> {
     let total = mib << 20;
     let buf = data(IO);
-    // Baseline: the raw disk through the file system.
+    // Baseline: the raw disk through the file system, as many bytes as replication 3 writes.
     let dir = tempfile::tempdir()?;
     let p = dir.path().join("raw");
     let t = Instant::now();
     let mut f = std::fs::File::create(&p)?;
-    for _ in 0..total / IO {
+    for _ in 0..3 * total / IO {
         f.write_all(&buf)?;
     }
     f.sync_all()?;
-    let raw_w = rate(total, t.elapsed().as_secs_f64());
+    let raw_w = rate(3 * total, t.elapsed().as_secs_f64());
     let raw_cold = drop_caches();
     let t = Instant::now();
     let mut f = std::fs::File::open(&p)?;
@@ -170,11 +172,12 @@ async fn run(mib: usize) -> anyhow::Result<()> {
     let raw_r = rate(n, t.elapsed().as_secs_f64());
     drop(dir);
     let cache = if raw_cold { "page cache dropped before reads" } else { "reads from the page cache (not root)" };
-    println!("# baseline (plain file, 4 MiB writes + fsync, like dd conv=fsync): write {raw_w:.0} MiB/s, read {raw_r:.0} MiB/s; {cache}");
+    println!("# baseline (plain file, {} MiB in 4 MiB writes + fsync, like dd conv=fsync): write {raw_w:.0} MiB/s, read {raw_r:.0} MiB/s; {cache}", 3 * mib);
 
     let mut pc = ProcCluster::start(1, block_tuning).await;
     pc.start_datanodes(3).await;
     let c = pc.client();
+    let over_tls = pc.client().with_short_circuit(false);
     for replication in [1u32, 3] {
         let path = format!("/bench/r{replication}");
         let opts = CreateOptions { create_parent: true, replication, ..Default::default() };
@@ -185,22 +188,26 @@ async fn run(mib: usize) -> anyhow::Result<()> {
         }
         w.close().await?;
         let wr = rate(total, t.elapsed().as_secs_f64());
-        let cold = drop_caches();
-        let t = Instant::now();
-        let r = FileReader::open(&c, &path).await?;
-        let mut off = 0u64;
-        let mut pieces = std::pin::pin!(r.read_pieces(0, r.length(), IO as u64, 4));
-        while let Some(got) = pieces.next().await {
-            off += got?.iter().map(|b| b.len() as u64).sum::<u64>();
-        }
-        let rd = rate(off as usize, t.elapsed().as_secs_f64());
-        anyhow::ensure!(cold == raw_cold, "page cache dropped for one read and not the other");
         println!(
-            "replication {replication}: write {wr:.0} MiB/s ({:.2}x raw; {} MiB hit the disk), read {rd:.0} MiB/s ({:.2}x raw)",
+            "replication {replication}: write {wr:.0} MiB/s ({:.2}x raw, {:.2}x raw/{replication}; {} MiB hit the disk)",
             wr / raw_w,
+            wr / (raw_w / replication as f64),
             mib * replication as usize,
-            rd / raw_r
         );
+        for (how, reader) in [("over TLS", &over_tls), ("short-circuit", &c)] {
+            let cold = drop_caches();
+            let t = Instant::now();
+            let r = FileReader::open(reader, &path).await?;
+            let mut off = 0u64;
+            let mut pieces = std::pin::pin!(r.read_pieces(0, r.length(), IO as u64, 4));
+            while let Some(got) = pieces.next().await {
+                off += got?.iter().map(|b| b.len() as u64).sum::<u64>();
+            }
+            let rd = rate(off as usize, t.elapsed().as_secs_f64());
+            anyhow::ensure!(off as usize == total, "short read");
+            anyhow::ensure!(cold == raw_cold, "page cache dropped for one read and not the other");
+            println!("replication {replication}: read {how} {rd:.0} MiB/s ({:.2}x raw)", rd / raw_r);
+        }
     }
     // Random 1 MiB range reads, 8 in flight.
     let r = FileReader::open(&c, "/bench/r3").await?;
