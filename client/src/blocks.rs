@@ -297,26 +297,38 @@ pub struct FileWriter<'a> {
     written: u64,
     /// The datanode this client runs on (favored for the first replica).
     favored: String,
+    /// The first block, allocated with the file and not opened yet.
+    pending: Option<(pb::Block, Vec<dpb::DatanodeLocation>, Vec<u8>)>,
 }
 
 impl<'a> FileWriter<'a> {
     /// Creates `path` (see [`NamenodeClient::create`]) and returns a writer for it.
     pub async fn create(nn: impl Into<Nn<'a>>, path: &str, opts: &CreateOptions) -> Result<FileWriter<'a>> {
+        Self::create_with(nn, path, opts, false).await
+    }
+
+    /// Like [`FileWriter::create`], with the first block allocated in the same namenode
+    /// operation: a small file (one block) then costs two namenode calls, create and
+    /// complete. For files that will hold bytes (an empty file still gets its block,
+    /// with empty replicas).
+    pub async fn create_with_block(nn: impl Into<Nn<'a>>, path: &str, opts: &CreateOptions) -> Result<FileWriter<'a>> {
+        Self::create_with(nn, path, opts, true).await
+    }
+
+    async fn create_with(
+        nn: impl Into<Nn<'a>>,
+        path: &str,
+        opts: &CreateOptions,
+        first: bool,
+    ) -> Result<FileWriter<'a>> {
         let nn = nn.into();
-        let status = nn.create(path, opts).await?;
+        let favored = std::env::var("TARN_DATANODE_UUID").unwrap_or_default();
+        let (status, pending) = nn.create_with(path, opts, first, &favored).await?;
         let block_size = status.block_size;
         if block_size == 0 {
             return Err(ClientError::InvalidArgument(format!("{path}: block size 0")));
         }
-        Ok(FileWriter {
-            nn,
-            status,
-            block_size,
-            current: None,
-            last_block_length: None,
-            written: 0,
-            favored: std::env::var("TARN_DATANODE_UUID").unwrap_or_default(),
-        })
+        Ok(FileWriter { nn, status, block_size, current: None, last_block_length: None, written: 0, favored, pending })
     }
 
     /// Bytes written so far.
@@ -330,10 +342,14 @@ impl<'a> FileWriter<'a> {
 
     /// Allocates the next block and opens its pipeline (the current one must be ended).
     async fn next_block(&mut self) -> Result<()> {
-        let (block, targets, token) = self
-            .nn
-            .allocate_block(self.path(), self.status.file_id, self.last_block_length, Vec::new(), &self.favored)
-            .await?;
+        let (block, targets, token) = match self.pending.take() {
+            Some(first) => first,
+            None => {
+                self.nn
+                    .allocate_block(self.path(), self.status.file_id, self.last_block_length, Vec::new(), &self.favored)
+                    .await?
+            }
+        };
         self.last_block_length = Some(0);
         let eb = extended(&block);
         let client = self.nn.client_name().to_string();
@@ -484,11 +500,29 @@ impl<'a> FileWriter<'a> {
         Ok(())
     }
 
+    /// Finalizes the last block: a first block allocated with the file and never written
+    /// gets empty replicas, so no block of the file is without one.
+    async fn finish(&mut self) -> Result<()> {
+        if self.pending.is_some() {
+            self.next_block().await?;
+        }
+        self.end_block().await
+    }
+
     /// Finalizes the last block and completes the file (with `xattrs` set atomically).
     pub async fn close_with(mut self, xattrs: std::collections::BTreeMap<String, Vec<u8>>) -> Result<FileStatus> {
-        self.end_block().await?;
+        self.finish().await?;
         let path = self.status.path.clone();
         self.nn.complete(&path, self.status.file_id, self.last_block_length, xattrs).await
+    }
+
+    /// Finalizes the last block, completes the file and makes it `dst` in the same
+    /// namenode operation, under `o`'s conditions (see [`NamenodeClient::complete_publish`]).
+    /// If a condition fails, the file stays open and unpublished.
+    pub async fn close_publish(mut self, dst: &str, o: &crate::ConcatOptions) -> Result<FileStatus> {
+        self.finish().await?;
+        let path = self.status.path.clone();
+        self.nn.complete_publish(&path, self.status.file_id, self.last_block_length, dst, o).await
     }
 
     pub async fn close(self) -> Result<FileStatus> {

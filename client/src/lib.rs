@@ -578,6 +578,19 @@ impl NamenodeClient {
 
     /// Creates a file for writing; this client holds its lease until `complete`.
     pub async fn create(&self, path: &str, o: &CreateOptions) -> Result<FileStatus> {
+        Ok(self.create_with(path, o, false, "").await?.0)
+    }
+
+    /// Creates a file for writing and, with `allocate_block`, its first block in the same
+    /// operation (the block, its pipeline and write token; `None` from a namenode that
+    /// does not do that: the writer then adds the block itself).
+    pub async fn create_with(
+        &self,
+        path: &str,
+        o: &CreateOptions,
+        allocate_block: bool,
+        favored: &str,
+    ) -> Result<(FileStatus, Option<(pb::Block, Vec<dpb::DatanodeLocation>, Vec<u8>)>)> {
         let msg = pb::CreateRequest {
             path: path.into(),
             overwrite: o.overwrite,
@@ -589,9 +602,12 @@ impl NamenodeClient {
             client_name: self.client_name.clone(),
             xattrs: o.xattrs.clone().into_iter().collect(),
             request_id: self.next_request_id(),
+            allocate_block,
+            favored: favored.to_string(),
         };
         let r = rpc!(self, nn, create, msg.clone())?;
-        Ok(status_of(r.status))
+        let first = r.first_block.and_then(|b| Some((b.block?, b.targets, b.token)));
+        Ok((status_of(r.status), first))
     }
 
     /// Allocates the next block of a file being written, finalizing the previous one.
@@ -667,9 +683,50 @@ impl NamenodeClient {
             last_block_length,
             xattrs: xattrs.into_iter().collect(),
             request_id: self.next_request_id(),
+            publish: None,
         };
         let r = rpc!(self, nn, complete, msg.clone())?;
         Ok(status_of(r.status))
+    }
+
+    /// Completes a file and, in the same operation, makes it the file `dst` (a concat of
+    /// this one file, with `o`'s conditions, attributes and owner). Returns `dst`'s status.
+    pub async fn complete_publish(
+        &self,
+        path: &str,
+        file_id: u64,
+        last_block_length: Option<u64>,
+        dst: &str,
+        o: &ConcatOptions,
+    ) -> Result<FileStatus> {
+        let msg = pb::CompleteRequest {
+            path: path.into(),
+            file_id,
+            client_name: self.client_name.clone(),
+            last_block_length,
+            xattrs: Default::default(),
+            request_id: self.next_request_id(),
+            publish: Some(pb::Publish {
+                dst: dst.into(),
+                overwrite: o.overwrite,
+                dst_must_be_absent: o.dst_must_be_absent,
+                dst_expected_file_id: o.dst_expected_file_id,
+                create_parent: o.create_parent,
+                mode: o.mode,
+                xattrs: o.xattrs.clone().into_iter().collect(),
+                require_dir: o.require_dir.clone(),
+                owner: o.owner.clone(),
+            }),
+        };
+        let r = rpc!(self, nn, complete, msg.clone())?;
+        let st = status_of(r.status);
+        // A namenode that does not publish answers with the completed file itself.
+        if st.path == path && path != dst {
+            return Err(ClientError::InvalidArgument(format!(
+                "the namenode completed {path} but did not publish it as {dst} (an older namenode?)"
+            )));
+        }
+        Ok(st)
     }
 
     /// The status of `path`, or `None` if it does not exist. Concurrent calls on one client

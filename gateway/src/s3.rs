@@ -333,11 +333,20 @@ macro_rules! describe_object {
     }};
 }
 
+/// A staged upload whose bytes are all written and verified, its file still open.
+struct Open {
+    w: FileWriter<'static>,
+    path: String,
+    length: u64,
+    md5: [u8; 16],
+    checksums: BTreeMap<String, String>,
+    guard: StageGuard,
+}
+
 /// What a staged upload produced.
 struct Staged {
     path: String,
     file_id: u64,
-    length: u64,
     md5: [u8; 16],
     checksums: BTreeMap<String, String>,
     guard: StageGuard,
@@ -484,12 +493,34 @@ impl TarnS3 {
         body: Option<StreamingBlob>,
         limit: u64,
         content_md5: Option<&str>,
-        mut want: Wanted,
+        want: Wanted,
         trailers: Option<s3s::TrailingHeaders>,
     ) -> S3Result<Staged> {
+        let o = self.stage_open(body, limit, content_md5, want, trailers, false).await?;
+        let st = o.w.close().await.map_err(|e| fs_err("finish upload", e))?;
+        Ok(Staged { path: o.path, file_id: st.file_id, md5: o.md5, checksums: o.checksums, guard: o.guard })
+    }
+
+    /// Streams `body` into a new staged file and verifies it, leaving the file open (to
+    /// be closed, or closed and published in one namenode operation). With `first_block`
+    /// (a body is coming), the file's first block is allocated with the file.
+    async fn stage_open(
+        &self,
+        body: Option<StreamingBlob>,
+        limit: u64,
+        content_md5: Option<&str>,
+        mut want: Wanted,
+        trailers: Option<s3s::TrailingHeaders>,
+        first_block: bool,
+    ) -> S3Result<Open> {
         let path = format!("{TMP_DIR}/{}", random_id());
         let opts = CreateOptions { create_parent: true, ..Default::default() };
-        let mut w = FileWriter::create(self.nn.clone(), &path, &opts).await.map_err(|e| fs_err("stage upload", e))?;
+        let created = if first_block {
+            FileWriter::create_with_block(self.nn.clone(), &path, &opts).await
+        } else {
+            FileWriter::create(self.nn.clone(), &path, &opts).await
+        };
+        let mut w = created.map_err(|e| fs_err("stage upload", e))?;
         let guard = StageGuard { nn: self.nn.clone(), path: path.clone(), armed: true };
         let mut md5 = Md5::new();
         let mut length = 0u64;
@@ -526,8 +557,7 @@ impl TarnS3 {
         });
         // On any error the guard removes the staged file.
         let (md5, checksums) = verified?;
-        let st = w.close().await.map_err(|e| fs_err("finish upload", e))?;
-        Ok(Staged { path, file_id: st.file_id, length, md5, checksums, guard })
+        Ok(Open { w, path, length, md5, checksums, guard })
     }
 
     /// Makes a staged file (or several, in order) the object at `path` with `meta`, if the
@@ -543,8 +573,25 @@ impl TarnS3 {
         if_match: Option<&ETagCondition>,
         if_none_match: Option<&ETagCondition>,
     ) -> S3Result<FileStatus> {
-        // Parents below the bucket are made as needed; the bucket itself must still exist
-        // (a DeleteBucket meanwhile is not undone).
+        let o = self.publish_options(owner, bucket, key, meta, if_match, if_none_match).await?;
+        match self.nn.concat(sources, path, &o).await {
+            Ok(st) => Ok(st),
+            Err(e) => Err(self.commit_error(bucket, e).await),
+        }
+    }
+
+    /// How a staged upload becomes the object `key` of `bucket`: parents below the bucket
+    /// made as needed, the bucket itself required (a DeleteBucket meanwhile is not undone),
+    /// the metadata, the owner, and the write conditions.
+    async fn publish_options(
+        &self,
+        owner: Option<String>,
+        bucket: &str,
+        key: &str,
+        meta: &ObjMeta,
+        if_match: Option<&ETagCondition>,
+        if_none_match: Option<&ETagCondition>,
+    ) -> S3Result<ConcatOptions> {
         let mut o = ConcatOptions {
             create_parent: true,
             overwrite: true,
@@ -569,19 +616,21 @@ impl TarnS3 {
             }
             o.dst_expected_file_id = Some(cur.file_id);
         }
-        match self.nn.concat(sources, path, &o).await {
-            Ok(st) => Ok(st),
-            Err(e) => Err(match e.kind() {
-                ErrorKind::ConditionFailed | ErrorKind::AlreadyExists => {
-                    s3_error!(PreconditionFailed, "the object changed or exists: {e}")
-                }
-                // The bucket went away meanwhile (or a staged source did).
-                ErrorKind::NotFound => match self.bucket_exists(bucket).await {
-                    Err(no_bucket) => no_bucket,
-                    Ok(_) => fs_err("commit", e),
-                },
-                _ => fs_err("commit", e),
-            }),
+        Ok(o)
+    }
+
+    /// The S3 error for a commit the namenode refused.
+    async fn commit_error(&self, bucket: &str, e: ClientError) -> S3Error {
+        match e.kind() {
+            ErrorKind::ConditionFailed | ErrorKind::AlreadyExists => {
+                s3_error!(PreconditionFailed, "the object changed or exists: {e}")
+            }
+            // The bucket went away meanwhile (or a staged source did).
+            ErrorKind::NotFound => match self.bucket_exists(bucket).await {
+                Err(no_bucket) => no_bucket,
+                Ok(_) => fs_err("commit", e),
+            },
+            _ => fs_err("commit", e),
         }
     }
 
@@ -1023,7 +1072,11 @@ impl S3 for TarnS3 {
             i.checksum_sha256,
             &headers,
         );
-        let staged = self.stage(i.body, PUT_BYTES_MAX, i.content_md5.as_deref(), want, trailers).await?;
+        // One namenode operation makes the staged file with its first block, one completes
+        // it and publishes it as the object.
+        let first_block = i.content_length.is_some_and(|n| n > 0);
+        let staged =
+            self.stage_open(i.body, PUT_BYTES_MAX, i.content_md5.as_deref(), want, trailers, first_block).await?;
         let meta = ObjMeta {
             etag: hex::encode(staged.md5),
             content_type: i.content_type,
@@ -1035,20 +1088,18 @@ impl S3 for TarnS3 {
             checksums: staged.checksums.clone(),
             parts: None,
         };
-        let sources = [(staged.path.clone(), staged.file_id)];
-        let mut staged = staged;
-        self.commit(
-            self.owner_for(req.credentials.as_ref()).await?,
-            &sources,
-            (&i.bucket, &i.key, &path),
-            &meta,
-            i.if_match.as_ref(),
-            i.if_none_match.as_ref(),
-        )
-        .await?;
-        staged.guard.committed();
+        let owner = self.owner_for(req.credentials.as_ref()).await?;
+        let o = self
+            .publish_options(owner, &i.bucket, &i.key, &meta, i.if_match.as_ref(), i.if_none_match.as_ref())
+            .await?;
+        let Open { w, mut guard, length, .. } = staged;
+        match w.close_publish(&path, &o).await {
+            // The staged file is the object now; on an error the guard removes it.
+            Ok(_) => guard.committed(),
+            Err(e) => return Err(self.commit_error(&i.bucket, e).await),
+        }
         let mut out =
-            dto::PutObjectOutput { e_tag: Some(etag(&meta)), size: Some(staged.length as i64), ..Default::default() };
+            dto::PutObjectOutput { e_tag: Some(etag(&meta)), size: Some(length as i64), ..Default::default() };
         set_checksums!(out, meta);
         Ok(S3Response::new(out))
     }

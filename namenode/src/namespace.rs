@@ -543,12 +543,31 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
                 let dir = self.mkdirs(&parts, *mode, owner, group, false)?;
                 Ok(OpOutput::Inode(Box::new(dir)))
             }
-            Op::Create(c) => self.create(c),
+            Op::Create(c) => {
+                let created = self.create(c)?;
+                if !c.allocate_block {
+                    return Ok(created);
+                }
+                let OpOutput::Inode(file) = created else { return Ok(created) };
+                match self.add_block(&c.path, file.id, &c.client_name, None)? {
+                    OpOutput::Block(b) => {
+                        let file = self.inode(file.id)?;
+                        Ok(OpOutput::Created(Box::new(file), b))
+                    }
+                    other => Ok(other),
+                }
+            }
             Op::AddBlock { path, file_id, client_name, previous_block_length } => {
                 self.add_block(path, *file_id, client_name, *previous_block_length)
             }
-            Op::Complete { path, file_id, client_name, last_block_length, xattrs } => {
-                self.complete(path, *file_id, client_name, *last_block_length, xattrs)
+            Op::Complete { path, file_id, client_name, last_block_length, xattrs, publish } => {
+                let done = self.complete(path, *file_id, client_name, *last_block_length, xattrs)?;
+                match publish {
+                    None => Ok(done),
+                    // The closed file becomes `dst`, under the publish's conditions; if they
+                    // fail, the complete is undone with it (one operation).
+                    Some(p) => self.concat(&ConcatOp { sources: vec![(path.clone(), *file_id)], ..p.clone() }),
+                }
             }
             Op::Delete { path, recursive, expected_file_id } => self.delete(path, *recursive, *expected_file_id),
             Op::Rename(r) => self.rename(r),

@@ -183,6 +183,19 @@ fn holder(who: &Caller, client_name: &str) -> Result<String, Status> {
     Ok(format!("{}/{client_name}", who.user))
 }
 
+/// The owner of a file `who` makes: itself, or whom the superuser names (the S3 gateway
+/// gives an object to its key's user).
+fn owner_of_new(who: &Caller, named: Option<String>) -> Result<String, Status> {
+    match named {
+        Some(o) if who.superuser => {
+            crate::namespace::check_principal("user", &o).map_err(|e| fs_status(&e))?;
+            Ok(o)
+        }
+        Some(_) => Err(Status::permission_denied("only the superuser may name the owner of a new file")),
+        None => Ok(who.user.clone()),
+    }
+}
+
 /// `op` as `who` asks for it: the superuser's as it is, anyone else's wrapped so the state
 /// machine checks the caller's permissions in the transaction that applies it.
 fn on_behalf(who: &Caller, op: Op) -> Op {
@@ -259,6 +272,43 @@ impl NamenodeService {
         self.write(derived, on_behalf(who, Op::Create(CreateOp { take_over_from: Some(holder), ..op }))).await
     }
 
+    /// Datanodes for a new block of `replication` replicas. Fewer live datanodes than the
+    /// replication factor: the block is written with what there is and reported as
+    /// under-replicated, not refused.
+    fn pipeline_for(
+        &self,
+        path: &str,
+        replication: usize,
+        favored: &str,
+        excluded: &std::collections::HashSet<String>,
+    ) -> Result<Vec<crate::blocks::Location>, Status> {
+        let now = std::time::Instant::now();
+        let favored = Some(favored).filter(|f| !f.is_empty());
+        let targets = self.s.blocks.choose_targets(replication, favored, excluded, now);
+        if targets.is_empty() {
+            let live = self.s.blocks.live_nodes(now);
+            let full = live.iter().filter(|n| n.full()).count();
+            return Err(Status::failed_precondition(format!(
+                "{path}: no datanode can take a new block ({} live, {full} full, {} excluded by the client)",
+                live.len(),
+                excluded.len()
+            )));
+        }
+        Ok(targets)
+    }
+
+    /// The answer for a block just allocated: its pipeline (noted as where its replicas
+    /// will be) and a write token for the caller.
+    fn new_block(&self, who: &Caller, b: &BlockRec, targets: &[crate::blocks::Location]) -> pb::AddBlockResponse {
+        let now = std::time::Instant::now();
+        self.s.blocks.set_pipeline(b.block_id, targets.iter().map(|t| t.uuid.clone()).collect(), now);
+        pb::AddBlockResponse {
+            block: Some(block_pb(b)),
+            targets: targets.iter().map(crate::dn_service::location_pb).collect(),
+            token: crate::tokens::issue(&self.s, b.block_id, b.generation, crate::tokens::WRITE, &who.user),
+        }
+    }
+
     /// Runs `f` on the namespace once a linearizable read is allowed.
     async fn read<T>(&self, f: impl FnOnce(&Namespace<'_, SnapView<'_>>) -> Result<T, FsError>) -> Result<T, Status> {
         self.s.reads.wait().await.map_err(|e| propose_status(self.s.node_id, &e))?;
@@ -291,6 +341,10 @@ impl Namenode for NamenodeService {
         let r = req.into_inner();
         let path = Self::normalized(&r.path)?;
         let client_name = holder(&who, &r.client_name)?;
+        if r.allocate_block {
+            crate::dn_service::ensure_leader(&self.s)?;
+            crate::tokens::ensure_key(&self.s).await?;
+        }
         self.s.leases.renew(&client_name);
         let op = CreateOp {
             path: path.clone(),
@@ -314,6 +368,12 @@ impl Namenode for NamenodeService {
             client_name,
             xattrs: r.xattrs.into_iter().collect(),
             take_over_from: None,
+            allocate_block: r.allocate_block,
+        };
+        let targets = if r.allocate_block {
+            self.pipeline_for(&path, op.replication as usize, &r.favored, &Default::default())?
+        } else {
+            Vec::new()
         };
         let request_id = rid(r.request_id);
         let out = match self.write(request_id, on_behalf(&who, Op::Create(op.clone()))).await {
@@ -323,7 +383,13 @@ impl Namenode for NamenodeService {
             other => other?,
         };
         match out {
-            OpOutput::Inode(i) => Ok(Response::new(pb::CreateResponse { status: Some(status_pb(path, &i, false)) })),
+            OpOutput::Inode(i) => {
+                Ok(Response::new(pb::CreateResponse { status: Some(status_pb(path, &i, false)), first_block: None }))
+            }
+            OpOutput::Created(i, b) => Ok(Response::new(pb::CreateResponse {
+                status: Some(status_pb(path, &i, false)),
+                first_block: Some(self.new_block(&who, &b, &targets)),
+            })),
             other => Err(Status::internal(format!("unexpected result {other:?}"))),
         }
     }
@@ -344,31 +410,11 @@ impl Namenode for NamenodeService {
                 _ => return Err(fs_status(&FsError::NotFound { path: path.clone() })),
             }
         };
-        let now = std::time::Instant::now();
         let excluded: std::collections::HashSet<String> = r.excluded.into_iter().collect();
-        let favored = Some(r.favored.as_str()).filter(|f| !f.is_empty());
-        // Fewer live datanodes than the replication factor: the block is written with what
-        // there is and reported as under-replicated, not refused.
-        let targets = self.s.blocks.choose_targets(replication, favored, &excluded, now);
-        if targets.is_empty() {
-            let live = self.s.blocks.live_nodes(now);
-            let full = live.iter().filter(|n| n.full()).count();
-            return Err(Status::failed_precondition(format!(
-                "{path}: no datanode can take a new block ({} live, {full} full, {} excluded by the client)",
-                live.len(),
-                excluded.len()
-            )));
-        }
+        let targets = self.pipeline_for(&path, replication, &r.favored, &excluded)?;
         let op = Op::AddBlock { path, file_id: r.file_id, client_name, previous_block_length: r.previous_block_length };
         match self.write(rid(r.request_id), op).await? {
-            OpOutput::Block(b) => {
-                self.s.blocks.set_pipeline(b.block_id, targets.iter().map(|t| t.uuid.clone()).collect(), now);
-                Ok(Response::new(pb::AddBlockResponse {
-                    block: Some(block_pb(&b)),
-                    targets: targets.iter().map(crate::dn_service::location_pb).collect(),
-                    token: crate::tokens::issue(&self.s, b.block_id, b.generation, crate::tokens::WRITE, &who.user),
-                }))
-            }
+            OpOutput::Block(b) => Ok(Response::new(self.new_block(&who, &b, &targets))),
             other => Err(Status::internal(format!("unexpected result {other:?}"))),
         }
     }
@@ -406,14 +452,32 @@ impl Namenode for NamenodeService {
         let who = checked_caller(&req)?;
         let r = req.into_inner();
         let path = Self::normalized(&r.path)?;
+        let publish = match r.publish {
+            None => None,
+            Some(p) => Some(ConcatOp {
+                sources: Vec::new(),
+                dst: Self::normalized(&p.dst)?,
+                overwrite: p.overwrite,
+                dst_must_be_absent: p.dst_must_be_absent,
+                dst_expected_file_id: p.dst_expected_file_id,
+                create_parent: p.create_parent,
+                mode: if p.mode == 0 { 0o644 } else { p.mode },
+                owner: owner_of_new(&who, p.owner)?,
+                group: String::new(),
+                xattrs: p.xattrs.into_iter().collect(),
+                require_dir: p.require_dir.map(|d| Self::normalized(&d)).transpose()?,
+            }),
+        };
+        let shown = publish.as_ref().map_or(path.clone(), |p| p.dst.clone());
         let op = Op::Complete {
-            path: path.clone(),
+            path,
             file_id: r.file_id,
             client_name: holder(&who, &r.client_name)?,
             last_block_length: r.last_block_length,
             xattrs: r.xattrs.into_iter().collect(),
+            publish,
         };
-        let status = self.write_inode(rid(r.request_id), op, &path).await?;
+        let status = self.write_inode(rid(r.request_id), on_behalf(&who, op), &shown).await?;
         Ok(Response::new(pb::CompleteResponse { status: Some(status) }))
     }
 
@@ -604,15 +668,7 @@ impl Namenode for NamenodeService {
     async fn concat(&self, req: Request<pb::ConcatRequest>) -> Result<Response<pb::StatusResponse>, Status> {
         let who = checked_caller(&req)?;
         let r = req.into_inner();
-        // Only the superuser gives what it makes to someone else.
-        let owner = match r.owner.clone() {
-            Some(o) if who.superuser => {
-                crate::namespace::check_principal("user", &o).map_err(|e| fs_status(&e))?;
-                o
-            }
-            Some(_) => return Err(Status::permission_denied("only the superuser may name the owner of a new file")),
-            None => who.user.clone(),
-        };
+        let owner = owner_of_new(&who, r.owner.clone())?;
         let dst = Self::normalized(&r.dst)?;
         let mut sources = Vec::with_capacity(r.sources.len());
         for s in r.sources {

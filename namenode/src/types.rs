@@ -76,6 +76,9 @@ pub enum Op {
         client_name: String,
         last_block_length: Option<u64>,
         xattrs: BTreeMap<String, Vec<u8>>,
+        /// Then concat the completed file into this destination (its `sources` are
+        /// ignored: the file itself), in the same operation.
+        publish: Option<ConcatOp>,
     },
     Delete {
         path: String,
@@ -185,6 +188,8 @@ pub struct CreateOp {
     /// Replace the file even though this (expired) holder still writes it: the leader
     /// decided the holder's soft limit has passed.
     pub take_over_from: Option<String>,
+    /// Also allocate the first block (the output is then [`OpOutput::Created`]).
+    pub allocate_block: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -215,6 +220,8 @@ pub enum OpOutput {
     /// The inode after the operation (mkdirs, create, complete, rename, set*).
     Inode(Box<Inode>),
     Block(BlockRec),
+    /// A new file and its first block.
+    Created(Box<Inode>, BlockRec),
     Deleted {
         deleted: bool,
         files: u64,

@@ -31,6 +31,7 @@ fn create(path: &str, client: &str) -> Op {
         client_name: client.into(),
         xattrs: BTreeMap::new(),
         take_over_from: None,
+        allocate_block: false,
     })
 }
 

@@ -663,3 +663,49 @@ async fn concat_moves_blocks_without_copying() {
     .expect("timed out");
     cl.shutdown().await;
 }
+
+/// A small write in two namenode operations: create with the first block allocated, and
+/// complete with publish (the staged file becomes the destination in the same operation).
+/// A failed publish condition leaves the staged file open and unpublished; an empty file
+/// made with its first block still has replicas for that block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staged_file_is_published_as_it_completes() {
+    use tarn_client::{ConcatOptions, ErrorKind};
+    let mut cl = Cluster::start(1, block_tuning).await;
+    cl.start_datanodes(3).await;
+    let c = cl.client();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        write_file(&c, "/pub/existing", b"old bytes", 1 << 16, BS).await;
+        let opts = CreateOptions { create_parent: true, ..Default::default() };
+        let mut w = FileWriter::create_with_block(&c, "/stage/a", &opts).await.unwrap();
+        w.write(b"new bytes").await.unwrap();
+        // Only if absent: the destination exists, so nothing happens, the staged file stays.
+        let absent = ConcatOptions { dst_must_be_absent: true, ..Default::default() };
+        let e = w.close_publish("/pub/existing", &absent).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ConditionFailed, "{e}");
+        assert_eq!(read_file(&c, "/pub/existing").await, b"old bytes");
+        let staged = c.get_file_info("/stage/a", false).await.unwrap().expect("still staged");
+        assert!(staged.writer.is_some(), "the failed publish left the staged file open");
+
+        let mut w = FileWriter::create_with_block(&c, "/stage/b", &opts).await.unwrap();
+        w.write(b"new bytes").await.unwrap();
+        let mut o = ConcatOptions { overwrite: true, create_parent: true, ..Default::default() };
+        o.xattrs.insert("user.tag".into(), b"v2".to_vec());
+        let st = w.close_publish("/pub/existing", &o).await.unwrap();
+        assert_eq!((st.path.as_str(), st.length), ("/pub/existing", 9));
+        assert_eq!(read_file(&c, "/pub/existing").await, b"new bytes");
+        assert!(c.get_file_info("/stage/b", false).await.unwrap().is_none(), "the staged file moved");
+        let x = c.get_file_info("/pub/existing", true).await.unwrap().unwrap().xattrs;
+        assert_eq!(x.get("user.tag").map(Vec::as_slice), Some(&b"v2"[..]));
+
+        // Nothing written: the first block gets empty replicas, the file is healthy.
+        let w = FileWriter::create_with_block(&c, "/stage/empty", &opts).await.unwrap();
+        let st = w.close_publish("/pub/empty", &o).await.unwrap();
+        assert_eq!(st.length, 0);
+        assert!(read_file(&c, "/pub/empty").await.is_empty());
+        wait_healthy(&c, "/pub", Duration::from_secs(30)).await;
+    })
+    .await
+    .expect("timed out");
+    cl.shutdown().await;
+}

@@ -248,7 +248,12 @@ impl<K: KvRead> Namespace<'_, K> {
         match op {
             Op::Mkdirs { path, .. } => self.require_create(who, path, false),
             Op::Create(c) => self.require_create(who, &c.path, c.overwrite || c.expected_file_id.is_some()),
-            // The lease holder alone may change a file being written.
+            // The lease holder alone may change a file being written (its user is in the
+            // holder's name); publishing it elsewhere is a concat of it.
+            Op::Complete { path, file_id, publish: Some(p), .. } => {
+                let c = ConcatOp { sources: vec![(path.clone(), *file_id)], ..p.clone() };
+                self.authorize(who, &Op::Concat(c))
+            }
             Op::AddBlock { .. } | Op::Complete { .. } | Op::UpdatePipeline { .. } => Ok(()),
             Op::Delete { path, recursive, .. } => {
                 if let Some(f) = self.require_remove(who, path, "delete from it")? {
