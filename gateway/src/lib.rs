@@ -347,14 +347,16 @@ fn tls_acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, GatewayEr
     }
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .map_err(|e| GatewayError::Tls(format!("read private key from {}: {e}", files.key.display())))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+    let mut cfg = rustls::ServerConfig::builder_with_provider(tarn_security::transport::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| GatewayError::Tls(e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| GatewayError::Tls(format!("certificate and key: {e}")))?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // The gateway's order of suites (AES-128-GCM first), not the client's: bulk objects
+    // cost a third less to encrypt.
+    cfg.ignore_client_order = true;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 

@@ -40,8 +40,13 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Certificate files are checked for changes at most this often.
 const RELOAD_CHECK: Duration = Duration::from_secs(1);
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+/// The crypto every TLS endpoint of Tarn uses (ring), with its preferred suites first.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    let mut p = rustls::crypto::ring::default_provider();
+    // AES-128-GCM first (ring puts AES-256 first): a TLS 1.3 suite every client has, as
+    // strong as these links need, and about a third cheaper per byte on block traffic.
+    p.cipher_suites.sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    Arc::new(p)
 }
 
 /// What the process talks with: TLS material (or none, in dev mode) and the channels made.

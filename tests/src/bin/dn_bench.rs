@@ -6,11 +6,15 @@
 //!   VM host's write cache holds) to a plain file with 4 MiB writes and one fsync (what
 //!   `dd bs=4M conv=fsync` does), and reads them back;
 //! - writes one file through Tarn with replication 1 and with replication 3 (every replica
-//!   lands on the same disk, so replication 3 writes 3x the bytes), and reads each back
-//!   twice: over TLS from the datanodes, and with short-circuit reads of the local files.
+//!   lands on the same disk, so replication 3 writes 3x the bytes), then a plain file of
+//!   the same size, and reads the three in turn (`--read-rounds` times, medians
+//!   compared): the plain file, Tarn's over TLS from the datanodes, and Tarn's with
+//!   short-circuit reads of the local replica files.
 //!
 //! Before each read the page cache is dropped (when running as root), so both the baseline
-//! and Tarn read from the disk; Tarn reads 4 MiB pieces with 4 in flight. Then: random 1 MiB range reads per second (8 at a time), and the
+//! and Tarn read from the disk (this VM's host still caches recent writes: hence a plain
+//! file written as recently as Tarn's); Tarn reads 4 MiB pieces with 4 in flight. Then:
+//! random 1 MiB range reads per second (8 at a time), and the
 //! time to re-replicate the replication-3 file after SIGKILL of a datanode holding it (a
 //! fourth datanode takes the copies; detection takes `dead_after`, 2 s here).
 //! Prints MiB/s and the ratio to the baseline.
@@ -33,6 +37,10 @@ struct Args {
     /// MiB per file.
     #[arg(long, default_value_t = 1024)]
     mib: usize,
+    /// Cold reads of each kind per file (raw, over TLS, short-circuit, in turn), whose
+    /// medians are compared: this VM's disk swings from read to read.
+    #[arg(long, default_value_t = 3)]
+    read_rounds: usize,
     /// Only compare encryption at rest on and off: two clusters side by side, a file
     /// written (replication 3) and read back on each, alternating, `rounds` times.
     #[arg(long)]
@@ -49,7 +57,42 @@ fn main() -> anyhow::Result<()> {
     if a.encryption {
         return rt.block_on(encryption(a.mib, a.rounds));
     }
-    rt.block_on(run(a.mib))
+    rt.block_on(run(a.mib, a.read_rounds.max(1)))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Reads the first `total` bytes of the plain file at `p` (4 MiB reads); MiB/s.
+fn raw_read(p: &std::path::Path, total: usize) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let mut f = std::fs::File::open(p)?;
+    let mut rb = vec![0u8; IO];
+    let mut n = 0;
+    while n < total {
+        let k = f.read(&mut rb)?;
+        if k == 0 {
+            break;
+        }
+        n += k;
+    }
+    anyhow::ensure!(n >= total, "short raw read");
+    Ok(rate(total, t.elapsed().as_secs_f64()))
+}
+
+/// Reads a whole file through `reader` (4 MiB pieces, 4 in flight); MiB/s.
+async fn tarn_read(reader: &tarn_client::NamenodeClient, path: &str, total: usize) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    let r = FileReader::open(reader, path).await?;
+    let mut off = 0u64;
+    let mut pieces = std::pin::pin!(r.read_pieces(0, r.length(), IO as u64, 4));
+    while let Some(got) = pieces.next().await {
+        off += got?.iter().map(|b| b.len() as u64).sum::<u64>();
+    }
+    anyhow::ensure!(off as usize == total, "short read");
+    Ok(rate(total, t.elapsed().as_secs_f64()))
 }
 
 /// Writes `total` bytes to `path` and reads them back; MiB/s of each.
@@ -144,7 +187,7 @@ fn rate(bytes: usize, secs: f64) -> f64 {
     bytes as f64 / (1 << 20) as f64 / secs
 }
 
-async fn run(mib: usize) -> anyhow::Result<()> {
+async fn run(mib: usize, read_rounds: usize) -> anyhow::Result<()> {
     let total = mib << 20;
     let buf = data(IO);
     // Baseline: the raw disk through the file system, as many bytes as replication 3 writes.
@@ -158,19 +201,7 @@ async fn run(mib: usize) -> anyhow::Result<()> {
     f.sync_all()?;
     let raw_w = rate(3 * total, t.elapsed().as_secs_f64());
     let raw_cold = drop_caches();
-    let t = Instant::now();
-    let mut f = std::fs::File::open(&p)?;
-    let mut rb = vec![0u8; IO];
-    let mut n = 0;
-    while n < total {
-        let k = f.read(&mut rb)?;
-        if k == 0 {
-            break;
-        }
-        n += k;
-    }
-    let raw_r = rate(n, t.elapsed().as_secs_f64());
-    drop(dir);
+    let raw_r = raw_read(&p, total)?;
     let cache = if raw_cold { "page cache dropped before reads" } else { "reads from the page cache (not root)" };
     println!("# baseline (plain file, {} MiB in 4 MiB writes + fsync, like dd conv=fsync): write {raw_w:.0} MiB/s, read {raw_r:.0} MiB/s; {cache}", 3 * mib);
 
@@ -194,21 +225,33 @@ async fn run(mib: usize) -> anyhow::Result<()> {
             wr / (raw_w / replication as f64),
             mib * replication as usize,
         );
-        for (how, reader) in [("over TLS", &over_tls), ("short-circuit", &c)] {
-            let cold = drop_caches();
-            let t = Instant::now();
-            let r = FileReader::open(reader, &path).await?;
-            let mut off = 0u64;
-            let mut pieces = std::pin::pin!(r.read_pieces(0, r.length(), IO as u64, 4));
-            while let Some(got) = pieces.next().await {
-                off += got?.iter().map(|b| b.len() as u64).sum::<u64>();
-            }
-            let rd = rate(off as usize, t.elapsed().as_secs_f64());
-            anyhow::ensure!(off as usize == total, "short read");
-            anyhow::ensure!(cold == raw_cold, "page cache dropped for one read and not the other");
-            println!("replication {replication}: read {how} {rd:.0} MiB/s ({:.2}x raw)", rd / raw_r);
+        // The raw side of the reads: a plain file of the same size written just after
+        // Tarn's (this VM's host caches what was written recently, so both must be equally
+        // recent), then cold reads in turn (raw, over TLS, short-circuit), so the disk's
+        // swings hit all three.
+        let rp = dir.path().join(format!("raw-r{replication}"));
+        let mut f = std::fs::File::create(&rp)?;
+        for _ in 0..total / IO {
+            f.write_all(&buf)?;
         }
+        f.sync_all()?;
+        let (mut raw, mut tls, mut local) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..read_rounds {
+            anyhow::ensure!(drop_caches() == raw_cold, "page cache dropped for one read and not the other");
+            raw.push(raw_read(&rp, total)?);
+            drop_caches();
+            tls.push(tarn_read(&over_tls, &path, total).await?);
+            drop_caches();
+            local.push(tarn_read(&c, &path, total).await?);
+        }
+        let (raw, tls, local) = (median(raw), median(tls), median(local));
+        println!(
+            "replication {replication}: read, median of {read_rounds} cold reads each: raw {raw:.0} MiB/s, over TLS {tls:.0} MiB/s ({:.2}x raw), short-circuit {local:.0} MiB/s ({:.2}x raw)",
+            tls / raw,
+            local / raw
+        );
     }
+    drop(dir);
     // Random 1 MiB range reads, 8 in flight.
     let r = FileReader::open(&c, "/bench/r3").await?;
     let reads = 400usize;
