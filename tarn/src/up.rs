@@ -95,6 +95,12 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
     }
     // Earlier configurations have no gateway table: give them keys and a certificate.
     let mut changed = false;
+    // Listening on a port picked at start (`--listen host:0`): client commands run here
+    // need the one picked.
+    if cfg.namenode.listen.ends_with(":0") && cfg.client.namenodes != [node.addr.clone()] {
+        cfg.client.namenodes = vec![node.addr.clone()];
+        changed = true;
+    }
     if cfg.gateway.access_keys.is_empty() {
         cfg.gateway.access_keys = vec![tarn_gateway::AccessKey::generate()];
         changed = true;
