@@ -332,6 +332,27 @@ async fn keys_grants_and_anonymous_reads() {
     env.cl.shutdown().await;
 }
 
+/// The S3 port speaks HTTPS only: a plaintext HTTP request gets no HTTP answer and
+/// changes nothing (the TLS handshake fails on it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plaintext_http_to_the_s3_port_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = start().await;
+    let mut tcp = tokio::net::TcpStream::connect(env.gw.addr).await.unwrap();
+    tcp.write_all(b"PUT /plain HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n").await.unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(15), tcp.read_to_end(&mut got)).await.expect("bounded");
+    // The connection ends (or resets) without a word of HTTP.
+    assert!(
+        read.is_err() || !got.starts_with(b"HTTP/"),
+        "plaintext HTTP was answered: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(env.cl.client().get_file_info("/plain", false).await.unwrap().is_none());
+    env.gw.stop().await;
+    env.cl.shutdown().await;
+}
+
 /// Deleting the last object under a prefix removes the directories S3 made for it, but not
 /// one an operator gave a quota.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
