@@ -24,8 +24,8 @@
 //! opens the file itself (it must be allowed to: same OS user, else it falls back), checks
 //! every chunk (the AES-GCM tag of an encrypted replica, the CRC32C of a plain one) and
 //! decrypts. That saves the datanode's decrypt and re-checksum, TLS both ways and three
-//! copies. A chunk that fails is reported like a corrupt replica, and the read goes on over
-//! the network.
+//! copies. A chunk that fails sends the read over the network (where the datanode checks
+//! the replica itself, and reports it if it is corrupt).
 
 use std::collections::{HashMap, VecDeque};
 use std::os::unix::fs::FileExt;
@@ -299,6 +299,10 @@ pub struct FileWriter<'a> {
     favored: String,
     /// The first block, allocated with the file and not opened yet.
     pending: Option<(pb::Block, Vec<dpb::DatanodeLocation>, Vec<u8>)>,
+    /// Bytes written and not sent yet: writes are gathered into packets of up to
+    /// [`PACKET_BYTES`] (an S3 body arrives in frames of a few KiB), and the block's last
+    /// bytes go in the packet that finalizes it.
+    buf: Vec<u8>,
 }
 
 impl<'a> FileWriter<'a> {
@@ -328,7 +332,17 @@ impl<'a> FileWriter<'a> {
         if block_size == 0 {
             return Err(ClientError::InvalidArgument(format!("{path}: block size 0")));
         }
-        Ok(FileWriter { nn, status, block_size, current: None, last_block_length: None, written: 0, favored, pending })
+        Ok(FileWriter {
+            nn,
+            status,
+            block_size,
+            current: None,
+            last_block_length: None,
+            written: 0,
+            favored,
+            pending,
+            buf: Vec::new(),
+        })
     }
 
     /// Bytes written so far.
@@ -454,7 +468,8 @@ impl<'a> FileWriter<'a> {
         if self.current.is_none() {
             return Ok(());
         }
-        self.send(Bytes::new(), false, false, true).await?;
+        let rest = Bytes::from(std::mem::take(&mut self.buf));
+        self.send(rest, false, false, true).await?;
         let cur = self.current.take().expect("checked above");
         self.last_block_length = Some(cur.pipeline.acked());
         Ok(())
@@ -463,7 +478,7 @@ impl<'a> FileWriter<'a> {
     /// Appends `data` to the file.
     pub async fn write(&mut self, mut data: &[u8]) -> Result<()> {
         while !data.is_empty() {
-            let in_block = self.current.as_ref().map(|c| c.pipeline.sent);
+            let in_block = self.current.as_ref().map(|c| c.pipeline.sent + self.buf.len() as u64);
             let room = match in_block {
                 Some(n) if n < self.block_size => self.block_size - n,
                 Some(_) => {
@@ -475,19 +490,31 @@ impl<'a> FileWriter<'a> {
                     continue;
                 }
             };
-            let take = data.len().min(PACKET_BYTES).min(room as usize);
-            self.send(Bytes::copy_from_slice(&data[..take]), false, false, false).await?;
+            let take = data.len().min(PACKET_BYTES - self.buf.len()).min(room as usize);
+            self.buf.extend_from_slice(&data[..take]);
             self.written += take as u64;
             data = &data[take..];
+            if take as u64 == room {
+                // The block is full: its last bytes finalize it.
+                self.end_block().await?;
+            } else if self.buf.len() == PACKET_BYTES {
+                self.send_buffered(false, false).await?;
+            }
         }
         Ok(())
+    }
+
+    /// Sends the gathered bytes as one packet.
+    async fn send_buffered(&mut self, flush: bool, sync: bool) -> Result<()> {
+        let data = Bytes::from(std::mem::take(&mut self.buf));
+        self.send(data, flush, sync, false).await
     }
 
     /// Returns once every datanode of the pipeline holds what was written (new readers
     /// that go to those datanodes see it).
     pub async fn hflush(&mut self) -> Result<()> {
         if self.current.is_some() {
-            self.send(Bytes::new(), true, false, false).await?;
+            self.send_buffered(true, false).await?;
         }
         Ok(())
     }
@@ -495,7 +522,7 @@ impl<'a> FileWriter<'a> {
     /// Like [`FileWriter::hflush`], and every datanode has the bytes on disk.
     pub async fn hsync(&mut self) -> Result<()> {
         if self.current.is_some() {
-            self.send(Bytes::new(), true, true, false).await?;
+            self.send_buffered(true, true).await?;
         }
         Ok(())
     }
@@ -615,7 +642,6 @@ const LOCAL_RECORD_BYTES: usize = 28;
 /// A replica read from its file on this host (see the module docs).
 struct LocalReplica {
     node: dpb::DatanodeLocation,
-    block: dpb::ExtendedBlock,
     file: std::fs::File,
     length: u64,
     chunk: u64,
@@ -657,13 +683,12 @@ impl LocalReplica {
             ),
         };
         let file = std::fs::File::open(&r.data_path).map_err(|e| format!("open {}: {e}", r.data_path))?;
-        Ok(LocalReplica { node: node.clone(), block: *block, file, length: r.length, chunk, key, records: r.chunks })
+        Ok(LocalReplica { node: node.clone(), file, length: r.length, chunk, key, records: r.chunks })
     }
 
     /// Reads `[offset, offset + len)`, checking (and decrypting) every chunk it touches.
-    /// The error says whether the replica is corrupt.
-    fn read(&self, offset: u64, len: u64) -> std::result::Result<Bytes, (bool, String)> {
-        let end = offset.checked_add(len).filter(|&e| e <= self.length).ok_or((false, "out of range".to_string()))?;
+    fn read(&self, offset: u64, len: u64) -> std::result::Result<Bytes, String> {
+        let end = offset.checked_add(len).filter(|&e| e <= self.length).ok_or_else(|| "out of range".to_string())?;
         if len == 0 {
             return Ok(Bytes::new());
         }
@@ -671,28 +696,28 @@ impl LocalReplica {
         let start = first * self.chunk;
         let stop = ((last + 1) * self.chunk).min(self.length);
         let mut buf = vec![0u8; (stop - start) as usize];
-        self.file.read_exact_at(&mut buf, start).map_err(|e| (true, format!("read {start}+{}: {e}", stop - start)))?;
+        self.file.read_exact_at(&mut buf, start).map_err(|e| format!("read {start}+{}: {e}", stop - start))?;
         for (i, piece) in buf.chunks_mut(self.chunk as usize).enumerate() {
             let idx = first + i as u64;
             let at = idx as usize * LOCAL_RECORD_BYTES;
             let rec = &self.records[at..at + LOCAL_RECORD_BYTES];
             let u = |j: usize| u32::from_le_bytes([rec[j], rec[j + 1], rec[j + 2], rec[j + 3]]);
             if u(4) as usize != piece.len() {
-                return Err((true, format!("chunk {idx} records {} bytes, {} expected", u(4), piece.len())));
+                return Err(format!("chunk {idx} records {} bytes, {} expected", u(4), piece.len()));
             }
             match &self.key {
                 Some(k) => {
                     let mut tag = [0u8; 16];
                     tag.copy_from_slice(&rec[12..]);
                     k.open(idx, u(8), piece, &tag)
-                        .map_err(|_| (true, format!("chunk {idx} fails authentication (tampered ciphertext)")))?;
+                        .map_err(|_| format!("chunk {idx} fails authentication (tampered ciphertext)"))?;
                 }
                 None => {
                     let got = crc32c::crc32c(piece);
                     if got != u(0) {
-                        return Err((
-                            true,
-                            format!("checksum mismatch in chunk {idx} (stored {:08x}, computed {got:08x})", u(0)),
+                        return Err(format!(
+                            "checksum mismatch in chunk {idx} (stored {:08x}, computed {got:08x})",
+                            u(0)
                         ));
                     }
                 }
@@ -700,6 +725,37 @@ impl LocalReplica {
         }
         let skip = (offset - start) as usize;
         Ok(Bytes::from(buf).slice(skip..skip + len as usize))
+    }
+}
+
+/// Replica files a reader keeps open (a long sequential read opens one per block).
+const LOCAL_OPEN_MAX: usize = 8;
+
+/// The local replicas a reader has looked up, by block id (`None`: none can be read
+/// locally), the most recently used last; at most [`LOCAL_OPEN_MAX`] kept.
+#[derive(Default)]
+struct LocalReplicas {
+    by_block: HashMap<u64, Option<Arc<LocalReplica>>>,
+    order: VecDeque<u64>,
+}
+
+impl LocalReplicas {
+    fn get(&mut self, block_id: u64) -> Option<Option<Arc<LocalReplica>>> {
+        let found = self.by_block.get(&block_id).cloned()?;
+        self.order.retain(|b| *b != block_id);
+        self.order.push_back(block_id);
+        Some(found)
+    }
+
+    fn put(&mut self, block_id: u64, l: Option<Arc<LocalReplica>>) {
+        self.by_block.insert(block_id, l);
+        self.order.retain(|b| *b != block_id);
+        self.order.push_back(block_id);
+        while self.order.len() > LOCAL_OPEN_MAX {
+            if let Some(old) = self.order.pop_front() {
+                self.by_block.remove(&old);
+            }
+        }
     }
 }
 
@@ -713,7 +769,7 @@ pub struct FileReader<'a> {
     length: u64,
     file_id: u64,
     /// Replicas read from their files on this host, by block id (`None`: none can be).
-    local: tokio::sync::Mutex<HashMap<u64, Option<Arc<LocalReplica>>>>,
+    local: std::sync::Mutex<LocalReplicas>,
     /// Bytes read that way.
     local_bytes: std::sync::atomic::AtomicU64,
 }
@@ -814,10 +870,11 @@ impl<'a> FileReader<'a> {
         if !self.nn.short_circuit() || lb.under_construction {
             return None;
         }
-        let mut map = self.local.lock().await;
-        if let Some(l) = map.get(&eb.block_id) {
-            return l.clone();
+        if let Some(l) = self.lock_local().get(eb.block_id) {
+            return l;
         }
+        // Not under the lock: read-ahead of other blocks goes on meanwhile (two reads of
+        // one block may both look; the second answer wins, the same either way).
         let local_uuid = std::env::var("TARN_DATANODE_UUID").unwrap_or_default();
         let mut found = None;
         for node in lb.locations.iter().filter(|n| on_this_host(n, &local_uuid)) {
@@ -831,8 +888,12 @@ impl<'a> FileReader<'a> {
                 }
             }
         }
-        map.insert(eb.block_id, found.clone());
+        self.lock_local().put(eb.block_id, found.clone());
         found
+    }
+
+    fn lock_local(&self) -> std::sync::MutexGuard<'_, LocalReplicas> {
+        self.local.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn read_block(&self, lb: &pb::LocatedBlock, offset: u64, len: u64) -> Result<Vec<Bytes>> {
@@ -848,15 +909,16 @@ impl<'a> FileReader<'a> {
                     self.local_bytes.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     return Ok(vec![bytes]);
                 }
-                Ok(Err((corrupt, why))) => {
+                // Not reported from here: the file opened by path may not be the replica the
+                // datanode described (replaced meanwhile, or another mount namespace). The
+                // read over the network checks the replica on the datanode, which reports
+                // it if it is corrupt.
+                Ok(Err(why)) => {
                     tracing::warn!(block_id = b.block_id, datanode = %l.node.addr, error = %why, "local replica read failed; reading over the network");
-                    if corrupt {
-                        report_bad(&self.nn, &l.node, &l.block, &why).await;
-                    }
                 }
                 Err(e) => tracing::warn!(block_id = b.block_id, error = %e, "local replica read failed"),
             }
-            self.local.lock().await.insert(eb.block_id, None);
+            self.lock_local().put(eb.block_id, None);
         }
         let mut tried = Vec::new();
         let mut fresh = None;
@@ -893,5 +955,24 @@ impl<'a> FileReader<'a> {
             tried.push("no live datanode holds a replica".into());
         }
         Err(ClientError::BlockUnavailable { path: self.path.clone(), block_id: b.block_id, tried: tried.join("; ") })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reader_keeps_few_replica_files_open_the_most_recent() {
+        let mut l = LocalReplicas::default();
+        for b in 0..(LOCAL_OPEN_MAX as u64 + 3) {
+            l.put(b, None);
+        }
+        assert_eq!(l.by_block.len(), LOCAL_OPEN_MAX);
+        assert!(l.get(0).is_none() && l.get(2).is_none(), "the oldest went");
+        // Using one keeps it: block 3 is now the newest, so 4 goes next.
+        assert!(l.get(3).is_some());
+        l.put(100, None);
+        assert!(l.get(3).is_some() && l.get(4).is_none());
     }
 }

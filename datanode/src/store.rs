@@ -262,6 +262,12 @@ impl BlockStore {
                 fs::create_dir_all(root.join(sub))
                     .map_err(DatanodeError::io("create data directory", root.join(sub)))?;
             }
+            // Replicas are the datanode's (and its short-circuit readers', the same OS
+            // user's) alone: an encrypted one's file could be read with a data key a reader
+            // once held, a plain one's by anyone.
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&root, fs::Permissions::from_mode(0o700))
+                .map_err(DatanodeError::io("make private", root.clone()))?;
             storage_ids.push(storage_id(&root)?);
             roots.push(root);
         }
@@ -318,6 +324,20 @@ impl BlockStore {
             let f = f.map_err(DatanodeError::io("list", path))?;
             let name = f.file_name();
             let Some(block_id) = name.to_str().and_then(parse_block_file) else { continue };
+            if state == ReplicaState::BeingWritten {
+                if let Some(prev) = found.get(&block_id).filter(|p| p.info.state == ReplicaState::Finalized) {
+                    let (fin_data, _) = self.files_of(prev);
+                    if same_file(&fin_data, &path.join(data_name(block_id))) {
+                        // Two names of one file (a rename cut short by a crash on a file
+                        // system without a journal): recovering the rbw/ name would cut
+                        // the finalized replica. Only the names go.
+                        tracing::info!(block_id, "rbw/ names of a finalized replica; removing them");
+                        let _ = fs::remove_file(path.join(data_name(block_id)));
+                        let _ = fs::remove_file(path.join(meta_name(block_id)));
+                        continue;
+                    }
+                }
+            }
             let loaded = match state {
                 ReplicaState::Finalized => load_finalized(block_id, path, self.master.as_ref()),
                 ReplicaState::BeingWritten => recover_rbw(block_id, path, self.master.as_ref()),
@@ -640,8 +660,24 @@ impl BlockStore {
     }
 }
 
+/// Whether two paths name the same file (device and inode).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
 fn create_new(p: &Path) -> Result<File> {
-    OpenOptions::new().read(true).write(true).create_new(true).open(p).map_err(DatanodeError::io("create", p))
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(p)
+        .map_err(DatanodeError::io("create", p))
 }
 
 fn disk_full_or(block_id: u64, e: DatanodeError) -> DatanodeError {

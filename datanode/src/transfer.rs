@@ -454,7 +454,10 @@ impl DataTransfer for TransferService {
         let block = r.block.ok_or_else(|| Status::invalid_argument("open_local without a block"))?;
         check_token(&self.shared, peer.as_ref(), &r.token, &block, block_token::READ)?;
         // The file's path means something only on this host.
-        let local = peer.as_ref().is_some_and(|p| p.addr.ip().is_loopback() || Some(p.addr.ip()) == self.shared.ip);
+        let local = peer.as_ref().is_some_and(|p| {
+            let ip = p.addr.ip().to_canonical();
+            ip.is_loopback() || Some(ip) == self.shared.ip.map(|i| i.to_canonical())
+        });
         if !local {
             return Err(Status::failed_precondition("short-circuit reads are for readers on the datanode's host"));
         }

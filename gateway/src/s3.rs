@@ -515,13 +515,15 @@ impl TarnS3 {
     ) -> S3Result<Open> {
         let path = format!("{TMP_DIR}/{}", random_id());
         let opts = CreateOptions { create_parent: true, ..Default::default() };
+        // Armed before the create: a create that committed but answered with an error
+        // leaves nothing behind either.
+        let guard = StageGuard { nn: self.nn.clone(), path: path.clone(), armed: true };
         let created = if first_block {
             FileWriter::create_with_block(self.nn.clone(), &path, &opts).await
         } else {
             FileWriter::create(self.nn.clone(), &path, &opts).await
         };
         let mut w = created.map_err(|e| fs_err("stage upload", e))?;
-        let guard = StageGuard { nn: self.nn.clone(), path: path.clone(), armed: true };
         let mut md5 = Md5::new();
         let mut length = 0u64;
         let result: S3Result<()> = async {

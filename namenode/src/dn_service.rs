@@ -493,6 +493,9 @@ fn check_replication(s: &NodeState, now: Instant) -> Result<(), String> {
 /// the most, so the rack spread survives.
 fn excess(keep: &[&Location], replication: usize) -> Vec<String> {
     let mut left: Vec<&Location> = keep.to_vec();
+    // In a fixed order (the same choice every round, whatever order replicas were
+    // learned in): ties go to the highest uuid.
+    left.sort_by(|a, b| a.uuid.cmp(&b.uuid));
     let mut out = Vec::new();
     while left.len() > replication {
         let count = |rack: &str| left.iter().filter(|l| l.rack == rack).count();

@@ -370,11 +370,6 @@ impl Namenode for NamenodeService {
             take_over_from: None,
             allocate_block: r.allocate_block,
         };
-        let targets = if r.allocate_block {
-            self.pipeline_for(&path, op.replication as usize, &r.favored, &Default::default())?
-        } else {
-            Vec::new()
-        };
         let request_id = rid(r.request_id);
         let out = match self.write(request_id, on_behalf(&who, Op::Create(op.clone()))).await {
             Err(s) if r.overwrite && s.metadata().get("x-tarn-error").is_some_and(|v| v == "LeaseConflict") => {
@@ -386,10 +381,15 @@ impl Namenode for NamenodeService {
             OpOutput::Inode(i) => {
                 Ok(Response::new(pb::CreateResponse { status: Some(status_pb(path, &i, false)), first_block: None }))
             }
-            OpOutput::Created(i, b) => Ok(Response::new(pb::CreateResponse {
-                status: Some(status_pb(path, &i, false)),
-                first_block: Some(self.new_block(&who, &b, &targets)),
-            })),
+            OpOutput::Created(i, b) => {
+                // The pipeline is picked after the commit, so a retried call (answered from
+                // the retry cache) gets one too.
+                let targets = self.pipeline_for(&path, i.replication as usize, &r.favored, &Default::default())?;
+                Ok(Response::new(pb::CreateResponse {
+                    status: Some(status_pb(path, &i, false)),
+                    first_block: Some(self.new_block(&who, &b, &targets)),
+                }))
+            }
             other => Err(Status::internal(format!("unexpected result {other:?}"))),
         }
     }

@@ -220,8 +220,6 @@ pub enum OpOutput {
     /// The inode after the operation (mkdirs, create, complete, rename, set*).
     Inode(Box<Inode>),
     Block(BlockRec),
-    /// A new file and its first block.
-    Created(Box<Inode>, BlockRec),
     Deleted {
         deleted: bool,
         files: u64,
@@ -231,4 +229,7 @@ pub enum OpOutput {
     },
     /// Housekeeping that returns nothing.
     Done,
+    /// A new file and its first block (variants are only ever added at the end: the log
+    /// and the retry cache store them by position).
+    Created(Box<Inode>, BlockRec),
 }
