@@ -131,6 +131,19 @@ pub fn config_file(role: Role, name: &str) -> PathBuf {
     path
 }
 
+/// `len` pseudo-random, incompressible bytes (xorshift from `seed`), for benchmarks.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ seed;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// Polls `f` until it returns `Some`, or fails the test after `timeout`.
 pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
 where

@@ -37,6 +37,18 @@ async fn give_home(admin: &NamenodeClient, user: &str, mode: u32) {
     admin.set_attributes(own).await.unwrap();
 }
 
+/// One namenode and one datanode (replication 1), and the admin's client, with
+/// `/home/USER` made for each of `homes` with its mode.
+async fn cluster(homes: &[(&str, u32)]) -> (Cluster, NamenodeClient) {
+    let mut cl = Cluster::start(1, |c| c.files.default_replication = 1).await;
+    cl.start_datanodes(1).await;
+    let admin = cl.client();
+    for (name, mode) in homes {
+        give_home(&admin, name, *mode).await;
+    }
+    (cl, admin)
+}
+
 async fn write(c: &NamenodeClient, path: &str, mode: u32, bytes: &[u8]) {
     let opts = CreateOptions { mode, create_parent: true, ..Default::default() };
     let mut w = FileWriter::create(c, path, &opts).await.unwrap_or_else(|e| panic!("create {path}: {e}"));
@@ -57,11 +69,7 @@ fn chmod(path: &str, mode: u32) -> tarn_client::pb::SetAttributesRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listings_and_lookups_show_only_what_the_caller_may_see() {
-    let mut cl = Cluster::start(1, |c| c.files.default_replication = 1).await;
-    cl.start_datanodes(1).await;
-    let admin = cl.client();
-    give_home(&admin, "alice", 0o755).await;
-    give_home(&admin, "bob", 0o700).await;
+    let (cl, admin) = cluster(&[("alice", 0o755), ("bob", 0o700)]).await;
     let (alice, bob) = (user(&cl, "alice"), user(&cl, "bob"));
     write(&alice, "/home/alice/a/1", 0o644, b"a1").await;
     write(&bob, "/home/bob/b/1", 0o644, b"b1").await;
@@ -107,9 +115,7 @@ async fn listings_and_lookups_show_only_what_the_caller_may_see() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_share_a_directory_and_owners_keep_the_rest() {
-    let mut cl = Cluster::start(1, |c| c.files.default_replication = 1).await;
-    cl.start_datanodes(1).await;
-    let admin = cl.client();
+    let (cl, admin) = cluster(&[]).await;
     let (alice, bob, carol) = (user(&cl, "alice"), user(&cl, "bob"), user(&cl, "carol"));
     admin.change_group("analysts", &["alice".into(), "bob".into()], &[]).await.unwrap();
     let groups = admin.list_groups(Some("alice")).await.unwrap();
@@ -167,10 +173,7 @@ async fn groups_share_a_directory_and_owners_keep_the_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_staging_directory_is_sticky() {
-    let mut cl = Cluster::start(1, |c| c.files.default_replication = 1).await;
-    cl.start_datanodes(1).await;
-    let admin = cl.client();
-    give_home(&admin, "alice", 0o755).await;
+    let (cl, admin) = cluster(&[("alice", 0o755)]).await;
     let (alice, bob) = (user(&cl, "alice"), user(&cl, "bob"));
     // Made by the leader through the log: everyone may stage files, nobody may list them.
     let tmp = tarn_tests::wait_for("/.tarn/tmp", Duration::from_secs(20), || async {
@@ -197,10 +200,7 @@ async fn the_staging_directory_is_sticky() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_users_client_name_opens_nothing() {
     use tarn_proto::namenode::namenode_client::NamenodeClient as Raw;
-    let mut cl = Cluster::start(1, |c| c.files.default_replication = 1).await;
-    cl.start_datanodes(1).await;
-    let admin = cl.client();
-    give_home(&admin, "alice", 0o777).await;
+    let (cl, _) = cluster(&[("alice", 0o777)]).await;
     let (alice, bob) = (user(&cl, "alice"), user(&cl, "bob"));
     let opts = CreateOptions { mode: 0o666, ..Default::default() };
     let mut w = FileWriter::create(&alice, "/home/alice/open", &opts).await.unwrap();
@@ -253,11 +253,7 @@ async fn another_users_client_name_opens_nothing() {
 /// A datanode serves a block to a client only with the namenode's token for that block.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn datanodes_want_a_block_access_token() {
-    let mut cl = Cluster::start(1, |c| c.files.default_replication = 1).await;
-    cl.start_datanodes(1).await;
-    let admin = cl.client();
-    give_home(&admin, "alice", 0o755).await;
-    give_home(&admin, "bob", 0o700).await;
+    let (cl, _) = cluster(&[("alice", 0o755), ("bob", 0o700)]).await;
     let (alice, bob) = (user(&cl, "alice"), user(&cl, "bob"));
     write(&bob, "/home/bob/secret", 0o600, b"bob's secret").await;
     write(&alice, "/home/alice/mine", 0o600, b"alice's own").await;
@@ -341,10 +337,7 @@ async fn datanodes_want_a_block_access_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_old_write_token_cannot_rewrite_a_closed_block() {
     use tarn_client::blocks::Pipeline;
-    let mut cl = Cluster::start(1, |c| c.files.default_replication = 1).await;
-    cl.start_datanodes(1).await;
-    let admin = cl.client();
-    give_home(&admin, "alice", 0o755).await;
+    let (cl, _) = cluster(&[("alice", 0o755)]).await;
     let alice = user(&cl, "alice");
     let st = alice.create("/home/alice/f", &CreateOptions::default()).await.unwrap();
     let (block, targets, token) =

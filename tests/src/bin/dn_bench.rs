@@ -126,7 +126,7 @@ async fn write_read(
 /// each, TLS on both), rounds alternating between them so that the disk's swings hit both.
 async fn encryption(mib: usize, rounds: usize) -> anyhow::Result<()> {
     let total = mib << 20;
-    let buf = data(IO);
+    let buf = tarn_tests::noise(IO, 0x2545_f491_4f6c_dd1d);
     let mut on = ProcCluster::start(1, block_tuning).await;
     on.start_datanodes(3).await;
     let mut off = ProcCluster::start(1, block_tuning).await;
@@ -164,18 +164,6 @@ async fn encryption(mib: usize, rounds: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn data(len: usize) -> Vec<u8> {
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// Empties the page cache so reads come from the disk (needs root); `false` if it could not.
 fn drop_caches() -> bool {
     // SAFETY: sync(2) has no preconditions.
@@ -189,7 +177,7 @@ fn rate(bytes: usize, secs: f64) -> f64 {
 
 async fn run(mib: usize, read_rounds: usize) -> anyhow::Result<()> {
     let total = mib << 20;
-    let buf = data(IO);
+    let buf = tarn_tests::noise(IO, 0x2545_f491_4f6c_dd1d);
     // Baseline: the raw disk through the file system, as many bytes as replication 3 writes.
     let dir = tempfile::tempdir()?;
     let p = dir.path().join("raw");

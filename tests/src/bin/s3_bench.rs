@@ -126,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
     // Large objects: PUT then GET, `large_clients` at a time.
     // Incompressible bytes (like parquet, already compressed): Garage compresses blocks
     // with zstd, and a repeating pattern would let it write next to nothing.
-    let big = Bytes::from(noise(a.large_mib << 20, 1));
+    let big = Bytes::from(tarn_tests::noise(a.large_mib << 20, 1));
     let keys: Vec<Path> = (0..a.large_count).map(|i| Path::from(format!("{run}/large/{i}"))).collect();
     let t = Instant::now();
     futures::stream::iter(keys.iter().cloned())
@@ -156,7 +156,7 @@ async fn main() -> anyhow::Result<()> {
     report(&label, &format!("get_{}mib_MiBps", a.large_mib), mib / t.elapsed().as_secs_f64(), "MiB/s");
 
     // A listing target: 100 small objects under one prefix.
-    let small = Bytes::from(noise(4096, 2));
+    let small = Bytes::from(tarn_tests::noise(4096, 2));
     let list_prefix = Path::from(format!("{run}/list"));
     futures::stream::iter(0..100)
         .map(|i| {
@@ -220,17 +220,4 @@ async fn main() -> anyhow::Result<()> {
         report(&label, &format!("list100_c{c}_ops"), list, "ops/s");
     }
     Ok(())
-}
-
-/// `len` pseudo-random bytes (xorshift).
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ seed;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
