@@ -159,6 +159,13 @@ impl LogStore {
         let cf = self.db.cf_handle(CF_RAFT_META).expect("raft_meta column family");
         self.db.put_cf_opt(cf, key, encode(v), &sync_opts())
     }
+
+    /// Like [`LogStore::put_meta`] without waiting for the disk: for what may be lost in a
+    /// crash (it is rebuilt), written in order with everything else in the one WAL.
+    fn put_meta_lazy<T: serde::Serialize>(&self, key: &[u8], v: &T) -> Result<(), rocksdb::Error> {
+        let cf = self.db.cf_handle(CF_RAFT_META).expect("raft_meta column family");
+        self.db.put_cf(cf, key, encode(v))
+    }
 }
 
 /// Fsyncs the WAL once for every append that is waiting, then reports them in order.
@@ -236,7 +243,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), SErr> {
-        self.put_meta(META_COMMITTED, &committed).map_err(|e| StorageIOError::write(&e))?;
+        // Not synced: openraft calls this in its core loop at every commit, and an fsync
+        // there held up the whole write path (one disk flush per commit, on a runtime
+        // thread). Losing it in a crash is harmless: the committed id is an optimisation
+        // of restart (entries up to it are applied at once) and is learned again from the
+        // leader or, on a leader, by committing anew. It can never survive ahead of the
+        // entries it names: those were fsynced before they could be committed, and the
+        // WAL replays a prefix.
+        self.put_meta_lazy(META_COMMITTED, &committed).map_err(|e| StorageIOError::write(&e))?;
         Ok(())
     }
 
