@@ -28,7 +28,6 @@
 //! the replica itself, and reports it if it is corrupt).
 
 use std::collections::{HashMap, VecDeque};
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -695,8 +694,8 @@ impl LocalReplica {
         let (first, last) = (offset / self.chunk, (end - 1) / self.chunk);
         let start = first * self.chunk;
         let stop = ((last + 1) * self.chunk).min(self.length);
-        let mut buf = vec![0u8; (stop - start) as usize];
-        self.file.read_exact_at(&mut buf, start).map_err(|e| format!("read {start}+{}: {e}", stop - start))?;
+        let mut buf = crate::fileio::read_exact_at(&self.file, (stop - start) as usize, start)
+            .map_err(|e| format!("read {start}+{}: {e}", stop - start))?;
         for (i, piece) in buf.chunks_mut(self.chunk as usize).enumerate() {
             let idx = first + i as u64;
             let at = idx as usize * LOCAL_RECORD_BYTES;

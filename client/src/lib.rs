@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub mod blocks;
+pub mod fileio;
 pub mod store;
 
 pub use tarn_proto::datanode as dpb;

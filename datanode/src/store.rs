@@ -1303,10 +1303,8 @@ impl ReplicaReader {
             return self.read_sealed(key, offset, len, first, last);
         }
         let stop = ((last + 1) * chunk).min(self.length);
-        let mut buf = vec![0u8; (stop - start) as usize];
-        self.data.read_exact_at(&mut buf, start).map_err(|e| DatanodeError::Corrupt {
-            block_id,
-            detail: format!("read {}+{}: {e}", start, stop - start),
+        let mut buf = tarn_client::fileio::read_exact_at(&self.data, (stop - start) as usize, start).map_err(|e| {
+            DatanodeError::Corrupt { block_id, detail: format!("read {}+{}: {e}", start, stop - start) }
         })?;
         let crcs = read_crcs(block_id, &self.meta, first, (last - first + 1) as usize)?;
         for (i, (piece, want)) in buf.chunks(CHUNK_BYTES).zip(crcs).enumerate() {
@@ -1343,9 +1341,7 @@ impl ReplicaReader {
         // Every chunk is whole but the replica's last, which a writer may have grown since
         // this reader looked: its record says how long it is now.
         let stored: u64 = recs.iter().map(|r| u64::from(r.len)).sum();
-        let mut buf = vec![0u8; stored as usize];
-        self.data
-            .read_exact_at(&mut buf, start)
+        let mut buf = tarn_client::fileio::read_exact_at(&self.data, stored as usize, start)
             .map_err(|e| DatanodeError::Corrupt { block_id, detail: format!("read {start}+{stored}: {e}") })?;
         let mut at = 0usize;
         for (i, r) in recs.iter().enumerate() {
