@@ -54,6 +54,9 @@ struct Args {
     /// Client counts for the 4 KiB operations.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     clients: Vec<usize>,
+    /// The 4 KiB operations to measure (PUT always runs: the others read what it wrote).
+    #[arg(long, value_delimiter = ',', default_value = "put,get,head,list")]
+    ops: Vec<String>,
     /// Seconds per small-operation measurement.
     #[arg(long, default_value_t = 5.0)]
     secs: f64,
@@ -183,41 +186,48 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?;
         report(&label, &format!("put_4k_c{c}_ops"), put, "ops/s");
-        let (s2, base2, w2) = (s.clone(), base.clone(), written.clone());
-        let get = run_for(c, a.secs, move |w, i| {
-            let n = w2[w].load(Ordering::Relaxed).max(1);
-            let (s, key) = (s2.clone(), Path::from(format!("{base2}/{w}/{}", i % n)));
-            async move {
-                let b = s.get(&key).await?.bytes().await?;
-                anyhow::ensure!(b.len() == 4096, "a small GET returned {} bytes", b.len());
-                Ok(())
-            }
-        })
-        .await?;
-        report(&label, &format!("get_4k_c{c}_ops"), get, "ops/s");
-        let (s3, base3, w3) = (s.clone(), base.clone(), written.clone());
-        let head = run_for(c, a.secs, move |w, i| {
-            let n = w3[w].load(Ordering::Relaxed).max(1);
-            let (s, key) = (s3.clone(), Path::from(format!("{base3}/{w}/{}", i % n)));
-            async move {
-                let m = s.head(&key).await?;
-                anyhow::ensure!(m.size == 4096, "HEAD said {} bytes", m.size);
-                Ok(())
-            }
-        })
-        .await?;
-        report(&label, &format!("head_4k_c{c}_ops"), head, "ops/s");
-        let (s4, p4) = (s.clone(), list_prefix.clone());
-        let list = run_for(c, a.secs, move |_, _| {
-            let (s, p) = (s4.clone(), p4.clone());
-            async move {
-                let l = s.list_with_delimiter(Some(&p)).await?;
-                anyhow::ensure!(l.objects.len() == 100, "LIST returned {} keys", l.objects.len());
-                Ok(())
-            }
-        })
-        .await?;
-        report(&label, &format!("list100_c{c}_ops"), list, "ops/s");
+        let wants = |op: &str| a.ops.iter().any(|o| o == op);
+        if wants("get") {
+            let (s2, base2, w2) = (s.clone(), base.clone(), written.clone());
+            let get = run_for(c, a.secs, move |w, i| {
+                let n = w2[w].load(Ordering::Relaxed).max(1);
+                let (s, key) = (s2.clone(), Path::from(format!("{base2}/{w}/{}", i % n)));
+                async move {
+                    let b = s.get(&key).await?.bytes().await?;
+                    anyhow::ensure!(b.len() == 4096, "a small GET returned {} bytes", b.len());
+                    Ok(())
+                }
+            })
+            .await?;
+            report(&label, &format!("get_4k_c{c}_ops"), get, "ops/s");
+        }
+        if wants("head") {
+            let (s3, base3, w3) = (s.clone(), base.clone(), written.clone());
+            let head = run_for(c, a.secs, move |w, i| {
+                let n = w3[w].load(Ordering::Relaxed).max(1);
+                let (s, key) = (s3.clone(), Path::from(format!("{base3}/{w}/{}", i % n)));
+                async move {
+                    let m = s.head(&key).await?;
+                    anyhow::ensure!(m.size == 4096, "HEAD said {} bytes", m.size);
+                    Ok(())
+                }
+            })
+            .await?;
+            report(&label, &format!("head_4k_c{c}_ops"), head, "ops/s");
+        }
+        if wants("list") {
+            let (s4, p4) = (s.clone(), list_prefix.clone());
+            let list = run_for(c, a.secs, move |_, _| {
+                let (s, p) = (s4.clone(), p4.clone());
+                async move {
+                    let l = s.list_with_delimiter(Some(&p)).await?;
+                    anyhow::ensure!(l.objects.len() == 100, "LIST returned {} keys", l.objects.len());
+                    Ok(())
+                }
+            })
+            .await?;
+            report(&label, &format!("list100_c{c}_ops"), list, "ops/s");
+        }
     }
     Ok(())
 }
