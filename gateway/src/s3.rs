@@ -1027,8 +1027,8 @@ impl S3 for TarnS3 {
         let trailers = req.trailing_headers;
         let i = req.input;
         let (path, marker) = object_path(&i.bucket, &i.key)?;
-        self.bucket_exists(&i.bucket).await?;
         if marker {
+            self.bucket_exists(&i.bucket).await?;
             // A directory marker: an empty object whose key ends in '/'.
             let mut n = i.content_length.unwrap_or(0).max(0) as u64;
             if let Some(mut body) = i.body {
@@ -1075,7 +1075,9 @@ impl S3 for TarnS3 {
             &headers,
         );
         // One namenode operation makes the staged file with its first block, one completes
-        // it and publishes it as the object.
+        // it and publishes it as the object. No lookup of the bucket first: the publish
+        // requires it (in the same operation), and a refusal for its absence is answered
+        // with NoSuchBucket.
         let first_block = i.content_length.is_some_and(|n| n > 0);
         let staged =
             self.stage_open(i.body, PUT_BYTES_MAX, i.content_md5.as_deref(), want, trailers, first_block).await?;

@@ -106,6 +106,11 @@ def put_get_head_metadata_and_etag():
     assert h["ContentLength"] == len(body) and h["ETag"] == r["ETag"]
     assert code_of(s3.get_object, Bucket="bkt", Key="dir/missing") == "NoSuchKey"
     assert code_of(s3.get_object, Bucket="no-such-bucket", Key="x") == "NoSuchBucket"
+    # A PUT into a missing bucket is refused (the bucket is checked at the commit) and
+    # makes no bucket.
+    assert code_of(s3.put_object, Bucket="no-such-bucket", Key="x", Body=b"data") == "NoSuchBucket"
+    assert code_of(s3.put_object, Bucket="no-such-bucket", Key="x", Body=b"") == "NoSuchBucket"
+    assert code_of(s3.head_bucket, Bucket="no-such-bucket") in ("404", "NoSuchBucket")
     # Empty object.
     s3.put_object(Bucket="bkt", Key="empty", Body=b"")
     assert s3.get_object(Bucket="bkt", Key="empty")["Body"].read() == b""
