@@ -247,9 +247,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // there held up the whole write path (one disk flush per commit, on a runtime
         // thread). Losing it in a crash is harmless: the committed id is an optimisation
         // of restart (entries up to it are applied at once) and is learned again from the
-        // leader or, on a leader, by committing anew. It can never survive ahead of the
-        // entries it names: those were fsynced before they could be committed, and the
-        // WAL replays a prefix.
+        // leader or, on a leader, by committing anew. It can never survive a crash that
+        // the entries it names do not: `append` wrote them to the same WAL before it, and
+        // the WAL replays a prefix.
         self.put_meta_lazy(META_COMMITTED, &committed).map_err(|e| StorageIOError::write(&e))?;
         Ok(())
     }
