@@ -55,7 +55,7 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     clients: Vec<usize>,
     /// The 4 KiB operations to measure (PUT always runs: the others read what it wrote).
-    #[arg(long, value_delimiter = ',', default_value = "put,get,head,list")]
+    #[arg(long, value_delimiter = ',', default_value = "put,get,head,list", value_parser = ["put", "get", "head", "list"])]
     ops: Vec<String>,
     /// Seconds per small-operation measurement.
     #[arg(long, default_value_t = 5.0)]
@@ -172,6 +172,7 @@ async fn main() -> anyhow::Result<()> {
         .into_iter()
         .collect::<Result<Vec<_>, _>>()?;
 
+    let wants = |op: &str| a.ops.iter().any(|o| o == op);
     for &c in &a.clients {
         let base = format!("{run}/small{c}");
         let written = Arc::new((0..c).map(|_| AtomicU64::new(0)).collect::<Vec<_>>());
@@ -186,7 +187,6 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?;
         report(&label, &format!("put_4k_c{c}_ops"), put, "ops/s");
-        let wants = |op: &str| a.ops.iter().any(|o| o == op);
         if wants("get") {
             let (s2, base2, w2) = (s.clone(), base.clone(), written.clone());
             let get = run_for(c, a.secs, move |w, i| {
