@@ -12,8 +12,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The modules are flat in lib.rs, not nested by package, so the namenode API names the
     // datanode types by their crate path. This run also writes a partial datanode module
     // (its services, over the extern types), so the datanode run must come after it.
+    // Small files' bytes as `Bytes` too: handed on without a copy.
     tonic_prost_build::configure()
         .extern_path(".tarn.datanode.v1", "crate::datanode")
+        .bytes(".tarn.namenode.v1.PutSmallRequest.data")
+        .bytes(".tarn.namenode.v1.GetBlocksResponse.inline_data")
         .compile_protos(&["proto/tarn/namenode.proto", "proto/tarn/raft.proto"], &["proto"])?;
     // Block data as `Bytes`: a packet forwarded down a write pipeline is not copied.
     tonic_prost_build::configure()

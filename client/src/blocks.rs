@@ -767,6 +767,8 @@ pub struct FileReader<'a> {
     starts: Vec<u64>,
     length: u64,
     file_id: u64,
+    /// A small file's bytes, kept by the namenodes (the file has no blocks).
+    inline: Option<Bytes>,
     /// Replicas read from their files on this host, by block id (`None`: none can be).
     local: std::sync::Mutex<LocalReplicas>,
     /// Bytes read that way.
@@ -779,8 +781,21 @@ impl<'a> FileReader<'a> {
         let nn = nn.into();
         let mut blocks = Vec::new();
         let mut file_id = None;
+        let mut inline = None;
         loop {
             let r = nn.get_blocks(path, blocks.len() as u32, 1000).await?;
+            if let Some(data) = r.inline_data {
+                if data.len() as u64 != r.length {
+                    return Err(ClientError::InvalidArgument(format!(
+                        "{path}: the namenode sent {} bytes of a {}-byte small file",
+                        data.len(),
+                        r.length
+                    )));
+                }
+                file_id = Some(r.file_id);
+                inline = Some(data);
+                break;
+            }
             // Pages of two different files (replaced in between) must not be spliced.
             if file_id.is_some_and(|id| id != r.file_id) {
                 return Err(ClientError::InvalidArgument(format!("{path} was replaced while its blocks were listed")));
@@ -797,6 +812,9 @@ impl<'a> FileReader<'a> {
             starts.push(length);
             length += b.block.as_ref().map_or(0, |b| b.length);
         }
+        if let Some(data) = &inline {
+            length = data.len() as u64;
+        }
         Ok(FileReader {
             nn,
             path: path.to_string(),
@@ -804,6 +822,7 @@ impl<'a> FileReader<'a> {
             starts,
             length,
             file_id: file_id.unwrap_or(0),
+            inline,
             local: Default::default(),
             local_bytes: Default::default(),
         })
@@ -847,6 +866,9 @@ impl<'a> FileReader<'a> {
     /// Like [`FileReader::read_at`], as the pieces the datanodes sent (no copy).
     pub async fn read_at_bytes(&self, offset: u64, len: u64) -> Result<Vec<Bytes>> {
         let end = offset.saturating_add(len).min(self.length);
+        if let Some(data) = &self.inline {
+            return Ok(if offset < end { vec![data.slice(offset as usize..end as usize)] } else { Vec::new() });
+        }
         let mut out = Vec::new();
         let mut pos = offset;
         while pos < end {

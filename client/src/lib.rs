@@ -20,6 +20,7 @@ pub mod blocks;
 pub mod fileio;
 pub mod store;
 
+use bytes::Bytes;
 pub use tarn_proto::datanode as dpb;
 pub use tarn_proto::namenode as pb;
 use tarn_proto::namenode::namenode_admin_client::NamenodeAdminClient;
@@ -50,6 +51,10 @@ const INFO_BATCHES_IN_FLIGHT_MAX: usize = 4;
 type InfoReply = tokio::sync::oneshot::Sender<Result<Option<FileStatus>>>;
 type InfoWaiter = (pb::GetFileInfoRequest, InfoReply);
 
+/// Largest file [`NamenodeClient::put_small`] offers the namenode (its limit too); larger
+/// files are written to blocks.
+pub const INLINE_MAX: usize = 64 * 1024;
+
 /// Largest response accepted (a listing page).
 const MESSAGE_BYTES_MAX: usize = 64 << 20;
 
@@ -73,6 +78,9 @@ pub enum ErrorKind {
     PermissionDenied,
     NotLeader,
     Unavailable,
+    /// The namenode does not keep this small file in the namespace (see
+    /// [`NamenodeClient::put_small`]): write it to blocks.
+    InlineUnavailable,
     Other,
 }
 
@@ -95,6 +103,7 @@ impl ErrorKind {
             "NotLeaseHolder" => NotLeaseHolder,
             "QuotaExceeded" => QuotaExceeded,
             "NotLeader" => NotLeader,
+            "InlineUnavailable" => InlineUnavailable,
             _ => Other,
         }
     }
@@ -728,6 +737,41 @@ impl NamenodeClient {
             )));
         }
         Ok(st)
+    }
+
+    /// A small file (at most [`INLINE_MAX`] bytes) in one namespace operation: `data`
+    /// becomes the closed file `dst` under `o`'s conditions, attributes and owner, its bytes
+    /// kept by the namenode group (sealed under the cluster master key). `replication` 0:
+    /// the default. Refused with [`ErrorKind::InlineUnavailable`] when the group cannot
+    /// keep it (fewer namenodes than replicas, no master key, an older namenode): then
+    /// write blocks ([`crate::FileWriter`]); nothing was written.
+    pub async fn put_small(&self, dst: &str, data: Bytes, replication: u32, o: &ConcatOptions) -> Result<FileStatus> {
+        let msg = pb::PutSmallRequest {
+            data,
+            replication,
+            request_id: self.next_request_id(),
+            publish: Some(pb::Publish {
+                dst: dst.into(),
+                overwrite: o.overwrite,
+                dst_must_be_absent: o.dst_must_be_absent,
+                dst_expected_file_id: o.dst_expected_file_id,
+                create_parent: o.create_parent,
+                mode: o.mode,
+                xattrs: o.xattrs.clone().into_iter().collect(),
+                require_dir: o.require_dir.clone(),
+                owner: o.owner.clone(),
+            }),
+        };
+        match rpc!(self, nn, put_small, msg.clone()) {
+            Ok(r) => Ok(status_of(r.status)),
+            // A namenode from before small files: the same as "not here".
+            Err(ClientError::Refused { code: tonic::Code::Unimplemented, message, .. }) => Err(ClientError::Refused {
+                kind: ErrorKind::InlineUnavailable,
+                code: tonic::Code::Unimplemented,
+                message,
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     /// The status of `path`, or `None` if it does not exist. Concurrent calls on one client

@@ -29,7 +29,7 @@ use object_store::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::blocks::{FileReader, FileWriter};
-use crate::{ClientError, CreateOptions, ErrorKind, FileStatus, NamenodeClient, RenameOptions};
+use crate::{ClientError, ConcatOptions, CreateOptions, ErrorKind, FileStatus, NamenodeClient, RenameOptions};
 
 const STORE: &str = "Tarn";
 /// Where puts are staged before they are renamed into place.
@@ -194,6 +194,24 @@ impl ObjectStore for TarnStore {
     ) -> object_store::Result<PutResult> {
         let dst = self.path_of(location);
         let rename = Self::rename_for(&opts.mode, &dst)?;
+        if payload.content_length() <= crate::INLINE_MAX {
+            // One namespace operation with the bytes, under the same condition; blocks if
+            // the namenodes do not keep it.
+            let o = ConcatOptions {
+                overwrite: rename.overwrite,
+                dst_must_be_absent: rename.dst_must_be_absent,
+                dst_expected_file_id: rename.dst_expected_file_id,
+                create_parent: true,
+                ..Default::default()
+            };
+            match self.nn.put_small(&dst, Bytes::from(payload.clone()), 0, &o).await {
+                Ok(st) => {
+                    return Ok(PutResult { e_tag: Some(e_tag(st.file_id)), version: Some(st.file_id.to_string()) })
+                }
+                Err(e) if e.kind() == ErrorKind::InlineUnavailable => {}
+                Err(e) => return Err(rename_err(&dst, &rename, e)),
+            }
+        }
         let tmp = Self::tmp_path();
         let create = CreateOptions { create_parent: true, ..Default::default() };
         let mut w = FileWriter::create(self.nn.clone(), &tmp, &create).await.map_err(|e| os_err(&dst, e))?;

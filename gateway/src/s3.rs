@@ -333,6 +333,29 @@ macro_rules! describe_object {
     }};
 }
 
+/// Checks a body read in full against what the client said about it (Content-MD5, the
+/// flexible checksums in headers or trailers); returns its MD5 and the checksums to keep.
+fn verify_body(
+    md5: Md5,
+    content_md5: Option<&str>,
+    want: Wanted,
+    trailers: Option<s3s::TrailingHeaders>,
+) -> S3Result<([u8; 16], BTreeMap<String, String>)> {
+    let md5: [u8; 16] = md5.finalize().into();
+    if let Some(sent) = content_md5 {
+        use base64::Engine as _;
+        let sent = base64::engine::general_purpose::STANDARD
+            .decode(sent.trim())
+            .map_err(|_| s3_error!(InvalidDigest, "Content-MD5 is not base64"))?;
+        if sent != md5 {
+            return Err(s3_error!(BadDigest, "the Content-MD5 sent does not match the body's"));
+        }
+    }
+    let trailers = trailers.and_then(|t| t.take());
+    let checksums = verify_checksums(want.hasher.finalize(), &want.given, trailers.as_ref())?;
+    Ok((md5, checksums))
+}
+
 /// A staged upload whose bytes are all written and verified, its file still open.
 struct Open {
     w: FileWriter<'static>,
@@ -513,17 +536,7 @@ impl TarnS3 {
         trailers: Option<s3s::TrailingHeaders>,
         first_block: bool,
     ) -> S3Result<Open> {
-        let path = format!("{TMP_DIR}/{}", random_id());
-        let opts = CreateOptions { create_parent: true, ..Default::default() };
-        // Armed before the create: a create that committed but answered with an error
-        // leaves nothing behind either.
-        let guard = StageGuard { nn: self.nn.clone(), path: path.clone(), armed: true };
-        let created = if first_block {
-            FileWriter::create_with_block(self.nn.clone(), &path, &opts).await
-        } else {
-            FileWriter::create(self.nn.clone(), &path, &opts).await
-        };
-        let mut w = created.map_err(|e| fs_err("stage upload", e))?;
+        let (mut w, path, guard) = self.stage_create(first_block).await?;
         let mut md5 = Md5::new();
         let mut length = 0u64;
         let result: S3Result<()> = async {
@@ -542,24 +555,51 @@ impl TarnS3 {
             Ok(())
         }
         .await;
-        let verified = result.and_then(|()| {
-            let md5: [u8; 16] = md5.finalize().into();
-            if let Some(sent) = content_md5 {
-                use base64::Engine as _;
-                let sent = base64::engine::general_purpose::STANDARD
-                    .decode(sent.trim())
-                    .map_err(|_| s3_error!(InvalidDigest, "Content-MD5 is not base64"))?;
-                if sent != md5 {
-                    return Err(s3_error!(BadDigest, "the Content-MD5 sent does not match the body's"));
-                }
-            }
-            let trailers = trailers.and_then(|t| t.take());
-            let checksums = verify_checksums(want.hasher.finalize(), &want.given, trailers.as_ref())?;
-            Ok((md5, checksums))
-        });
         // On any error the guard removes the staged file.
-        let (md5, checksums) = verified?;
+        let (md5, checksums) = result.and_then(|()| verify_body(md5, content_md5, want, trailers))?;
         Ok(Open { w, path, length, md5, checksums, guard })
+    }
+
+    /// A new staged file, open for writing (with its first block allocated if asked), and
+    /// the guard that removes it unless it is committed.
+    async fn stage_create(&self, first_block: bool) -> S3Result<(FileWriter<'static>, String, StageGuard)> {
+        let path = format!("{TMP_DIR}/{}", random_id());
+        let opts = CreateOptions { create_parent: true, ..Default::default() };
+        // Armed before the create: a create that committed but answered with an error
+        // leaves nothing behind either.
+        let guard = StageGuard { nn: self.nn.clone(), path: path.clone(), armed: true };
+        let created = if first_block {
+            FileWriter::create_with_block(self.nn.clone(), &path, &opts).await
+        } else {
+            FileWriter::create(self.nn.clone(), &path, &opts).await
+        };
+        let w = created.map_err(|e| fs_err("stage upload", e))?;
+        Ok((w, path, guard))
+    }
+
+    /// A small body read whole (at most `INLINE_MAX` bytes) and verified.
+    async fn read_small(
+        &self,
+        body: Option<StreamingBlob>,
+        content_md5: Option<&str>,
+        mut want: Wanted,
+        trailers: Option<s3s::TrailingHeaders>,
+    ) -> S3Result<(Bytes, [u8; 16], BTreeMap<String, String>)> {
+        let mut md5 = Md5::new();
+        let mut data = bytes::BytesMut::new();
+        if let Some(mut body) = body {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| body_err(&e))?;
+                if data.len() + chunk.len() > tarn_client::INLINE_MAX {
+                    return Err(s3_error!(IncompleteBody, "the body is longer than its Content-Length"));
+                }
+                md5.update(&chunk);
+                want.hasher.update(&chunk);
+                data.extend_from_slice(&chunk);
+            }
+        }
+        let (md5, checksums) = verify_body(md5, content_md5, want, trailers)?;
+        Ok((data.freeze(), md5, checksums))
     }
 
     /// Makes a staged file (or several, in order) the object at `path` with `meta`, if the
@@ -1074,25 +1114,51 @@ impl S3 for TarnS3 {
             i.checksum_sha256,
             &headers,
         );
-        // One namenode operation makes the staged file with its first block, one completes
-        // it and publishes it as the object. No lookup of the bucket first: the publish
-        // requires it (in the same operation), and a refusal for its absence is answered
-        // with NoSuchBucket.
-        let first_block = i.content_length.is_some_and(|n| n > 0);
-        let staged =
-            self.stage_open(i.body, PUT_BYTES_MAX, i.content_md5.as_deref(), want, trailers, first_block).await?;
-        let meta = ObjMeta {
-            etag: hex::encode(staged.md5),
-            content_type: i.content_type,
-            content_encoding: i.content_encoding,
-            content_disposition: i.content_disposition,
-            content_language: i.content_language,
-            cache_control: i.cache_control,
-            metadata: i.metadata.unwrap_or_default().into_iter().collect(),
-            checksums: staged.checksums.clone(),
+        // No lookup of the bucket first: the publish requires it (in the same operation),
+        // and a refusal for its absence is answered with NoSuchBucket.
+        let new_meta = |md5: &[u8; 16], checksums: &BTreeMap<String, String>| ObjMeta {
+            etag: hex::encode(md5),
+            content_type: i.content_type.clone(),
+            content_encoding: i.content_encoding.clone(),
+            content_disposition: i.content_disposition.clone(),
+            content_language: i.content_language.clone(),
+            cache_control: i.cache_control.clone(),
+            metadata: i.metadata.clone().unwrap_or_default().into_iter().collect(),
+            checksums: checksums.clone(),
             parts: None,
         };
         let owner = self.owner_for(req.credentials.as_ref()).await?;
+        let staged = if i.content_length.is_some_and(|n| (0..=tarn_client::INLINE_MAX as i64).contains(&n)) {
+            // A small object: its bytes go to the namenodes in the one operation that
+            // publishes it (kept in the namespace, sealed); blocks if they do not keep it.
+            let (data, md5, checksums) = self.read_small(i.body, i.content_md5.as_deref(), want, trailers).await?;
+            let meta = new_meta(&md5, &checksums);
+            let o = self
+                .publish_options(owner.clone(), &i.bucket, &i.key, &meta, i.if_match.as_ref(), i.if_none_match.as_ref())
+                .await?;
+            match self.nn.put_small(&path, data.clone(), 0, &o).await {
+                Ok(_) => {
+                    let mut out = dto::PutObjectOutput {
+                        e_tag: Some(etag(&meta)),
+                        size: Some(data.len() as i64),
+                        ..Default::default()
+                    };
+                    set_checksums!(out, meta);
+                    return Ok(S3Response::new(out));
+                }
+                Err(e) if e.kind() == ErrorKind::InlineUnavailable => {}
+                Err(e) => return Err(self.commit_error(&i.bucket, e).await),
+            }
+            let (mut w, path, guard) = self.stage_create(!data.is_empty()).await?;
+            w.write(&data).await.map_err(|e| fs_err("write", e))?;
+            Open { w, path, length: data.len() as u64, md5, checksums, guard }
+        } else {
+            // One namenode operation makes the staged file with its first block, one
+            // completes it and publishes it as the object.
+            let first_block = i.content_length.is_some_and(|n| n > 0);
+            self.stage_open(i.body, PUT_BYTES_MAX, i.content_md5.as_deref(), want, trailers, first_block).await?
+        };
+        let meta = new_meta(&staged.md5, &staged.checksums);
         let o = self
             .publish_options(owner, &i.bucket, &i.key, &meta, i.if_match.as_ref(), i.if_none_match.as_ref())
             .await?;

@@ -31,5 +31,5 @@ pub mod topology;
 pub mod types;
 
 pub use error::{FsError, NamenodeError};
-pub use node::{start, NamenodeConfig, NamenodeHandle};
+pub use node::{start, NamenodeConfig, NamenodeHandle, SmallFiles};
 pub use types::NodeId;

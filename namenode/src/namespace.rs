@@ -13,7 +13,7 @@ use crate::error::FsError;
 use crate::kv::{KvRead, KvWrite};
 use crate::path::{self, components, join};
 use crate::records::*;
-use crate::types::{ConcatOp, CreateOp, Op, OpOutput, OpResult, RenameOp, SetAttributesOp};
+use crate::types::{ConcatOp, CreateOp, Op, OpOutput, OpResult, PutInlineOp, RenameOp, SetAttributesOp};
 
 /// Keys of `sm_meta`.
 pub const META_NEXT_INODE: &[u8] = b"next_inode";
@@ -38,6 +38,10 @@ pub const XATTR_BYTES_MAX: usize = 64 * 1024;
 pub const REPLICATION_MAX: u16 = 512;
 /// Largest block: keeps every size computation far from overflow.
 pub const BLOCK_SIZE_MAX: u64 = 1 << 40;
+/// Largest file kept in the namespace (its bytes before sealing); larger ones go to blocks.
+pub const INLINE_MAX: u64 = 64 * 1024;
+/// What sealing may add to an inline file's bytes (header, key material, tag).
+pub const INLINE_SEAL_OVERHEAD_MAX: usize = 256;
 
 /// One row of a subtree walk: the `paths` key, the inode id and its kind.
 pub type SubtreeRow = (Vec<u8>, u64, Kind);
@@ -401,6 +405,11 @@ impl<'a, K: KvRead> Namespace<'a, K> {
         Ok((out, more))
     }
 
+    /// The kept (sealed) bytes of an inline file.
+    pub fn inline_data(&self, file: u64) -> Result<Option<Vec<u8>>, FsError> {
+        self.kv.get(CF_INLINE, &id_key(file))
+    }
+
     pub fn get_blocks(&self, file: u64, start_index: u32, limit: usize) -> Result<(Vec<BlockRec>, bool), FsError> {
         let start = block_key(file, start_index);
         let end = id_key(file + 1);
@@ -615,6 +624,7 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
                 }
                 Ok(OpOutput::Done)
             }
+            Op::PutInline(p) => self.put_inline(p),
             Op::AddBlockKey { key } => {
                 let mut keys = self.block_keys()?;
                 keys.push(key.clone());
@@ -920,6 +930,9 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
 
     fn remove_file(&self, path: &str, f: &Inode) -> Result<(), FsError> {
         self.drop_blocks(f.id)?;
+        if f.is_inline() {
+            self.kv.delete(CF_INLINE, &id_key(f.id))?;
+        }
         self.kv.delete(CF_INODES, &id_key(f.id))?;
         self.kv.delete(CF_DENTRIES, &dentry_key(f.parent, &f.name))?;
         self.kv.delete(CF_PATHS, &path_key(path, Kind::File))?;
@@ -938,6 +951,9 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
                 let inode = self.inode(*id)?;
                 if *kind == Kind::File {
                     self.drop_blocks(*id)?;
+                    if inode.is_inline() {
+                        self.kv.delete(CF_INLINE, &id_key(*id))?;
+                    }
                     self.kv.delete(CF_UC, &id_key(*id))?;
                     files += 1;
                     space = space.saturating_add(inode.space_charged as i64);
@@ -1084,12 +1100,7 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
         if op.sources.is_empty() {
             return Err(FsError::InvalidArgument("concat needs at least one source file".into()));
         }
-        if let Some(d) = &op.require_dir {
-            match self.resolve(&join(&components(d)?))? {
-                Some(f) if f.inode.is_dir() => {}
-                _ => return Err(FsError::not_found(d)),
-            }
-        }
+        self.check_required_dir(op)?;
         check_xattrs(&op.xattrs)?;
         // Every source must be a closed file that still has the expected id.
         let mut sources = Vec::with_capacity(op.sources.len());
@@ -1105,6 +1116,12 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
             if let Some(h) = &f.writer {
                 return Err(FsError::LeaseConflict { path: src, holder: h.clone() });
             }
+            if f.is_inline() {
+                return Err(FsError::InvalidArgument(format!(
+                    "{src} is a small file kept in the namespace, not in blocks: concat joins block files \
+                     (copy it into a new file first)"
+                )));
+            }
             if src == dst {
                 return Err(FsError::InvalidArgument(format!("{src} is both a source and the destination")));
             }
@@ -1118,21 +1135,7 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
         } else {
             self.resolve_dir(parent_parts, &dst)?
         };
-        match self.lookup(parent.id, name)? {
-            Some(id) => {
-                let rule = DstRule {
-                    overwrite: op.overwrite,
-                    must_be_absent: op.dst_must_be_absent,
-                    expected_file_id: op.dst_expected_file_id,
-                };
-                self.clear_target(rule, &dst, false, &self.inode(id)?)?;
-            }
-            None => {
-                if let Some(e) = op.dst_expected_file_id {
-                    return Err(FsError::condition(&dst, format!("file id {e}"), "no file"));
-                }
-            }
-        }
+        self.clear_publish_target(op, &parent, name, &dst)?;
         let id = self.next(META_NEXT_INODE, &self.next_inode)?;
         let mut file = Inode {
             id,
@@ -1182,6 +1185,105 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
         self.charge(parent.id, None, 1, 0, true)?;
         self.recharge(&mut file, true)?;
         self.put_inode(&file)?;
+        self.kv.put(CF_DENTRIES, &dentry_key(parent.id, name), &id_key(id))?;
+        self.kv.put(CF_PATHS, &path_key(&dst, Kind::File), &path_value(id, Kind::File))?;
+        self.touch(parent.id)?;
+        Ok(OpOutput::Inode(Box::new(file)))
+    }
+
+    /// The directory a publish (concat, inline put) requires, if it names one.
+    fn check_required_dir(&self, op: &ConcatOp) -> Result<(), FsError> {
+        if let Some(d) = &op.require_dir {
+            match self.resolve(&join(&components(d)?))? {
+                Some(f) if f.inode.is_dir() => {}
+                _ => return Err(FsError::not_found(d)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a publish's conditions on what is now at `dst` (`name` in `parent`) and
+    /// removes it if they allow.
+    fn clear_publish_target(&self, op: &ConcatOp, parent: &Inode, name: &str, dst: &str) -> Result<(), FsError> {
+        match self.lookup(parent.id, name)? {
+            Some(id) => {
+                let rule = DstRule {
+                    overwrite: op.overwrite,
+                    must_be_absent: op.dst_must_be_absent,
+                    expected_file_id: op.dst_expected_file_id,
+                };
+                self.clear_target(rule, dst, false, &self.inode(id)?)
+            }
+            None => match op.dst_expected_file_id {
+                Some(e) => Err(FsError::condition(dst, format!("file id {e}"), "no file")),
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// A closed small file at `publish.dst`, its (sealed) bytes kept in `inline`: one
+    /// operation instead of create, block writes and complete.
+    fn put_inline(&self, op: &PutInlineOp) -> OpResult {
+        let c = &op.publish;
+        let parts = components(&c.dst)?;
+        let Some((name, parent_parts)) = parts.split_last() else {
+            return Err(FsError::IsADirectory { path: "/".into() });
+        };
+        let dst = join(&parts);
+        if op.replication == 0 || op.replication > REPLICATION_MAX {
+            return Err(FsError::InvalidArgument(format!(
+                "replication {} not in 1..={REPLICATION_MAX}",
+                op.replication
+            )));
+        }
+        if op.block_size == 0 || op.block_size > BLOCK_SIZE_MAX {
+            return Err(FsError::InvalidArgument(format!("block size {} not in 1..={BLOCK_SIZE_MAX}", op.block_size)));
+        }
+        if op.length > INLINE_MAX || op.sealed.len() > INLINE_MAX as usize + INLINE_SEAL_OVERHEAD_MAX {
+            return Err(FsError::InvalidArgument(format!(
+                "{dst}: {} bytes is over the {INLINE_MAX} bytes a file kept in the namespace may hold",
+                op.length
+            )));
+        }
+        if (op.length == 0) != op.sealed.is_empty() {
+            return Err(FsError::InvalidArgument(format!(
+                "{dst}: kept bytes without a length, or a length without them"
+            )));
+        }
+        self.check_required_dir(c)?;
+        check_xattrs(&c.xattrs)?;
+        let parent = if c.create_parent {
+            self.mkdirs(parent_parts, 0o755, &c.owner, &c.group, true)?
+        } else {
+            self.resolve_dir(parent_parts, &dst)?
+        };
+        self.clear_publish_target(c, &parent, name, &dst)?;
+        self.charge(parent.id, None, 1, 0, true)?;
+        let id = self.next(META_NEXT_INODE, &self.next_inode)?;
+        let mut file = Inode {
+            id,
+            parent: parent.id,
+            name: name.to_string(),
+            kind: Kind::File,
+            mode: c.mode & 0o7777,
+            owner: c.owner.clone(),
+            group: if c.group.is_empty() { parent.group.clone() } else { c.group.clone() },
+            mtime_ms: self.now_ms,
+            replication: op.replication,
+            block_size: op.block_size,
+            length: op.length,
+            block_count: 0,
+            last_block_open: false,
+            writer: None,
+            space_charged: 0,
+            quota: None,
+            xattrs: c.xattrs.clone(),
+        };
+        self.recharge(&mut file, true)?;
+        self.put_inode(&file)?;
+        if file.is_inline() {
+            self.kv.put(CF_INLINE, &id_key(id), &op.sealed)?;
+        }
         self.kv.put(CF_DENTRIES, &dentry_key(parent.id, name), &id_key(id))?;
         self.kv.put(CF_PATHS, &path_key(&dst, Kind::File), &path_value(id, Kind::File))?;
         self.touch(parent.id)?;

@@ -334,9 +334,26 @@ fn raft_config(cfg: &NamenodeConfig) -> Result<openraft::Config, NamenodeError> 
     c.validate().map_err(|e| NamenodeError::Config(format!("namenode.raft: {e}")))
 }
 
+/// Whether and how a namenode keeps small files' bytes in the namespace
+/// (`tarn_security::small_file`).
+#[derive(Debug, Clone)]
+pub enum SmallFiles {
+    /// Not at all (no master key): clients write every file to blocks.
+    Off,
+    /// Sealed under the cluster master key before they enter the Raft log.
+    Sealed(tarn_security::MasterKey),
+    /// In the clear: dev mode without a master key (the operator was warned).
+    Clear,
+}
+
 /// Starts a namenode and returns once it is serving; `transport` secures every link
-/// (clients, peers, datanodes).
-pub async fn start(cfg: NamenodeConfig, transport: Transport) -> Result<NamenodeHandle, NamenodeError> {
+/// (clients, peers, datanodes); `small_files` says whether the namespace keeps small
+/// files' bytes (every namenode of a group should be given the same master key).
+pub async fn start(
+    cfg: NamenodeConfig,
+    transport: Transport,
+    small_files: SmallFiles,
+) -> Result<NamenodeHandle, NamenodeError> {
     cfg.validate()?;
     let dir = &cfg.data_dir;
     std::fs::create_dir_all(dir).map_err(|e| NamenodeError::io(format!("create {}", dir.display()), e))?;
@@ -393,6 +410,7 @@ pub async fn start(cfg: NamenodeConfig, transport: Transport) -> Result<Namenode
         transport: transport.clone(),
         block_keys: tarn_security::BlockKeys::new(),
         block_key_lock: tokio::sync::Mutex::new(()),
+        small_files,
     });
 
     let server = serve(listener, state.clone(), &transport, shutdown.clone());

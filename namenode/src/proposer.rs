@@ -95,41 +95,69 @@ impl Proposer {
     }
 }
 
+/// Bytes of small files' data one Raft entry carries at most (more wait for the next
+/// entry): an append of `entries_per_append_max` entries stays far below the Raft
+/// transport's message limit.
+pub const ENTRY_DATA_BYTES_MAX: usize = 2 << 20;
+
+/// The bulk an operation adds to an entry beyond its fixed size: a small file's bytes.
+fn data_bytes(op: &Op) -> usize {
+    match op {
+        Op::PutInline(p) => p.sealed.len(),
+        Op::As { op, .. } => data_bytes(op),
+        _ => 0,
+    }
+}
+
 async fn batch_loop(raft: Raft, limits: BatchLimits, mut rx: mpsc::Receiver<Pending>, shutdown: CancellationToken) {
     let permits = Arc::new(Semaphore::new(limits.entries_in_flight_max));
+    // An operation that did not fit the previous entry starts the next one.
+    let mut carried: Option<Pending> = None;
     loop {
-        let first = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            p = rx.recv() => match p { Some(p) => p, None => return },
+        let first = match carried.take() {
+            Some(p) => p,
+            None => tokio::select! {
+                _ = shutdown.cancelled() => return,
+                p = rx.recv() => match p { Some(p) => p, None => return },
+            },
         };
         // While every in-flight slot is taken, operations queue up and the next entry
         // carries more of them.
         let Ok(permit) = permits.clone().acquire_owned().await else { return };
+        let mut bytes = data_bytes(&first.op);
         let mut batch = vec![first];
         while batch.len() < limits.ops_per_entry_max {
             match rx.try_recv() {
-                Ok(p) => batch.push(p),
+                Ok(p) => {
+                    let more = data_bytes(&p.op);
+                    if bytes + more > ENTRY_DATA_BYTES_MAX {
+                        carried = Some(p);
+                        break;
+                    }
+                    bytes += more;
+                    batch.push(p);
+                }
                 Err(_) => break,
             }
         }
         let raft = raft.clone();
         tokio::spawn(async move {
             let now_ms = now_ms();
-            let ops = batch.iter().map(|p| (p.rid, p.op.clone())).collect();
+            let (ops, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| ((p.rid, p.op), p.reply)).unzip();
             let result = raft.client_write(Command { now_ms, ops }).await;
             drop(permit);
             match result {
                 Ok(resp) => {
                     let mut results = resp.data.results.into_iter();
-                    for p in batch {
+                    for reply in replies {
                         let r = results.next().ok_or_else(|| ProposeError::Fatal("short command response".into()));
-                        let _ = p.reply.send(r);
+                        let _ = reply.send(r);
                     }
                 }
                 Err(e) => {
                     let e = ProposeError::from(e);
-                    for p in batch {
-                        let _ = p.reply.send(Err(e.clone()));
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
                     }
                 }
             }

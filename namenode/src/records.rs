@@ -13,12 +13,17 @@
 //! | `invalid`  | block id (u64)                       | empty: replicas to delete      |
 //! | `retry`    | minute (u64) ++ client (u64) ++ call (u64) | the operation's result  |
 //! | `sm_meta`  | name                                 | counters, last applied, membership |
+//! | `inline`   | inode id (u64)                       | a small file's bytes, sealed   |
 //!
 //! `dentries` serves directory listings (children of one directory, sorted by name: a
 //! prefix scan). `paths` serves listings of a whole subtree in the byte order of the full
 //! path (S3 ListObjectsV2 order, where `a+b/x` sorts before `a/x`: a prefix scan too).
 //! The price of `paths` is that renaming a directory rewrites one key per descendant,
 //! inside the same atomic batch.
+//!
+//! A file with a length and no blocks is an *inline* file: its bytes are in `inline`
+//! (sealed by the leader before they entered the log; the state machine never opens
+//! them). Renames keep the inode id, so the bytes move with the file for free.
 //!
 //! Records are bincode; every record read from disk is decoded with an error, never unwrapped.
 
@@ -37,14 +42,15 @@ pub const CF_UC: &str = "uc";
 pub const CF_INVALID: &str = "invalid";
 pub const CF_RETRY: &str = "retry";
 pub const CF_SM_META: &str = "sm_meta";
+pub const CF_INLINE: &str = "inline";
 /// Raft's own column families (log store).
 pub const CF_RAFT_META: &str = "raft_meta";
 pub const CF_RAFT_LOG: &str = "raft_log";
 
 /// The state machine's column families, in snapshot order. The index is the snapshot's
 /// column family tag, so the order must never change.
-pub const SM_CFS: [&str; 9] =
-    [CF_SM_META, CF_INODES, CF_DENTRIES, CF_PATHS, CF_BLOCKS, CF_BLOCKMAP, CF_UC, CF_INVALID, CF_RETRY];
+pub const SM_CFS: [&str; 10] =
+    [CF_SM_META, CF_INODES, CF_DENTRIES, CF_PATHS, CF_BLOCKS, CF_BLOCKMAP, CF_UC, CF_INVALID, CF_RETRY, CF_INLINE];
 
 pub const ROOT_ID: u64 = 1;
 
@@ -101,6 +107,11 @@ pub struct Inode {
 impl Inode {
     pub fn is_dir(&self) -> bool {
         self.kind == Kind::Directory
+    }
+
+    /// A small file whose bytes are kept in the namespace (`inline`), not in blocks.
+    pub fn is_inline(&self) -> bool {
+        self.kind == Kind::File && self.block_count == 0 && self.length > 0
     }
 
     /// What this file should be charged given its current blocks.

@@ -24,7 +24,7 @@ use crate::namespace::{Caller, Sight, EXECUTE, READ, WRITE};
 use crate::namespace::{Found, Namespace};
 use crate::proposer::{ProposeError, Proposer, ReadGate};
 use crate::records::{BlockRec, Inode, Kind};
-use crate::types::{ConcatOp, CreateOp, NodeId, Op, OpOutput, Raft, RenameOp, RequestId, SetAttributesOp};
+use crate::types::{ConcatOp, CreateOp, NodeId, Op, OpOutput, PutInlineOp, Raft, RenameOp, RequestId, SetAttributesOp};
 
 /// Entries returned by one listing call at most.
 pub const LIST_LIMIT_MAX: usize = 10_000;
@@ -59,6 +59,15 @@ pub struct NodeState {
     pub block_keys: tarn_security::BlockKeys,
     /// One new block key at a time.
     pub block_key_lock: tokio::sync::Mutex<()>,
+    /// How small files' bytes are kept in the namespace, if at all.
+    pub small_files: crate::node::SmallFiles,
+}
+
+/// A small file the namenode will not keep: the client writes blocks instead.
+fn inline_unavailable(why: String) -> Status {
+    let mut s = Status::failed_precondition(why);
+    s.metadata_mut().insert("x-tarn-error", MetadataValue::from_static("InlineUnavailable"));
+    s
 }
 
 pub(crate) fn fs_status(e: &FsError) -> Status {
@@ -481,6 +490,67 @@ impl Namenode for NamenodeService {
         Ok(Response::new(pb::CompleteResponse { status: Some(status) }))
     }
 
+    async fn put_small(&self, req: Request<pb::PutSmallRequest>) -> Result<Response<pb::CompleteResponse>, Status> {
+        use crate::node::SmallFiles;
+        let who = checked_caller(&req)?;
+        let r = req.into_inner();
+        let p = r
+            .publish
+            .ok_or_else(|| Status::invalid_argument("put_small: publish (where the file goes) is required"))?;
+        let dst = Self::normalized(&p.dst)?;
+        let replication = if r.replication == 0 {
+            // As for a create: min(default, live datanodes), what the file would have in blocks.
+            let live = self.s.blocks.live_count(std::time::Instant::now());
+            match u16::try_from(live) {
+                Ok(n) if n > 0 => self.s.defaults.replication.min(n),
+                _ => self.s.defaults.replication,
+            }
+        } else {
+            u16_arg("replication", r.replication)?
+        };
+        let length = r.data.len() as u64;
+        if length > crate::namespace::INLINE_MAX {
+            return Err(inline_unavailable(format!(
+                "{dst}: {length} bytes is over the {} bytes a file kept in the namespace may hold",
+                crate::namespace::INLINE_MAX
+            )));
+        }
+        let key = match &self.s.small_files {
+            SmallFiles::Off => {
+                return Err(inline_unavailable(format!(
+                    "{dst}: this namenode keeps no small files (it has no master key to seal them with)"
+                )))
+            }
+            SmallFiles::Sealed(k) => Some(k),
+            SmallFiles::Clear => None,
+        };
+        // Kept by every voter: as many copies as the file asks for, or not kept here.
+        let voters = self.s.raft.metrics().borrow().membership_config.membership().voter_ids().count();
+        if voters < replication as usize {
+            return Err(inline_unavailable(format!(
+                "{dst}: {replication} replicas asked and the namenode group has {voters} voters"
+            )));
+        }
+        let sealed = if r.data.is_empty() { Vec::new() } else { tarn_security::small_file::seal(key, &r.data) };
+        let publish = ConcatOp {
+            sources: Vec::new(),
+            dst: dst.clone(),
+            overwrite: p.overwrite,
+            dst_must_be_absent: p.dst_must_be_absent,
+            dst_expected_file_id: p.dst_expected_file_id,
+            create_parent: p.create_parent,
+            mode: if p.mode == 0 { 0o644 } else { p.mode },
+            owner: owner_of_new(&who, p.owner)?,
+            group: String::new(),
+            xattrs: p.xattrs.into_iter().collect(),
+            require_dir: p.require_dir.map(|d| Self::normalized(&d)).transpose()?,
+        };
+        let op =
+            Op::PutInline(PutInlineOp { publish, replication, block_size: self.s.defaults.block_size, length, sealed });
+        let status = self.write_inode(rid(r.request_id), on_behalf(&who, op), &dst).await?;
+        Ok(Response::new(pb::CompleteResponse { status: Some(status) }))
+    }
+
     async fn get_file_info(
         &self,
         req: Request<pb::GetFileInfoRequest>,
@@ -536,7 +606,7 @@ impl Namenode for NamenodeService {
     async fn get_blocks(&self, req: Request<pb::GetBlocksRequest>) -> Result<Response<pb::GetBlocksResponse>, Status> {
         let who = checked_caller(&req)?;
         let r = req.into_inner();
-        let (inode, (blocks, more)) = self
+        let (inode, (blocks, more), kept) = self
             .read(|ns| {
                 // Reading a file's bytes: search permission on its directories (before
                 // anything is said about the path), read on it.
@@ -547,9 +617,29 @@ impl Namenode for NamenodeService {
                     return Err(FsError::IsADirectory { path: f.path });
                 }
                 ns.check_access(&f, &who, READ, "read it")?;
-                Ok((f.inode.clone(), ns.get_blocks(f.inode.id, r.start_index, limit(r.limit))?))
+                if f.inode.is_inline() {
+                    let kept = ns.inline_data(f.inode.id)?.ok_or_else(|| {
+                        FsError::Storage(format!("{}: a small file's bytes are missing from the namespace", f.path))
+                    })?;
+                    return Ok((f.inode, (Vec::new(), false), Some(kept)));
+                }
+                Ok((f.inode.clone(), ns.get_blocks(f.inode.id, r.start_index, limit(r.limit))?, None))
             })
             .await?;
+        if let Some(kept) = kept {
+            let key = match &self.s.small_files {
+                crate::node::SmallFiles::Sealed(k) => Some(k),
+                _ => None,
+            };
+            let data = tarn_security::small_file::open(key, &kept)
+                .map_err(|e| Status::data_loss(format!("{}: {e}", r.path)))?;
+            return Ok(Response::new(pb::GetBlocksResponse {
+                file_id: inode.id,
+                length: inode.length,
+                inline_data: Some(data.into()),
+                ..Default::default()
+            }));
+        }
         crate::tokens::ensure_key(&self.s).await?;
         let now = std::time::Instant::now();
         let located = blocks
@@ -572,6 +662,7 @@ impl Namenode for NamenodeService {
             has_more: more,
             located,
             length: inode.length,
+            inline_data: None,
         }))
     }
 

@@ -148,6 +148,22 @@ pub enum Op {
         add: Vec<String>,
         remove: Vec<String>,
     },
+    /// A small file in one operation: made closed at `publish.dst` (with its conditions,
+    /// attributes and owner; `publish.sources` is empty), its bytes kept in the namespace.
+    /// (Variants are only ever added at the end: the log stores them by position.)
+    PutInline(PutInlineOp),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PutInlineOp {
+    pub publish: ConcatOp,
+    pub replication: u16,
+    /// The block size the file would have if it grew (shown by `stat`, used by a copy).
+    pub block_size: u64,
+    /// The file's length: the bytes before sealing.
+    pub length: u64,
+    /// The bytes as kept: sealed by the leader (see `inline.rs`); empty for an empty file.
+    pub sealed: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

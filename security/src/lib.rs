@@ -8,6 +8,7 @@ pub mod block_token;
 pub mod chunk_cipher;
 pub mod master_key;
 pub mod pki;
+pub mod small_file;
 pub mod transport;
 
 use std::path::PathBuf;

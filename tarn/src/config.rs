@@ -22,17 +22,20 @@ pub struct TarnConfig {
     pub security: SecurityConfig,
 }
 
-/// What `tarn up` runs besides the namenode.
+/// What `tarn up` runs in its one process.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct UpConfig {
     /// Datanodes in the process, each with its own directory `<data_dir>/datanode-N`.
     pub datanodes: usize,
+    /// Namenodes in the process, one Raft group: node 1 is `[namenode]`, node N keeps
+    /// `<data_dir>/namenode-N` and listens N-1 ports above it.
+    pub namenodes: usize,
 }
 
 impl Default for UpConfig {
     fn default() -> Self {
-        UpConfig { datanodes: 1 }
+        UpConfig { datanodes: 1, namenodes: 1 }
     }
 }
 

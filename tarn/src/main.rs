@@ -223,7 +223,7 @@ async fn run_namenode(a: NamenodeArgs) -> anyhow::Result<u8> {
     if let Some(v) = a.initial_members {
         cfg.initial_members = v;
     }
-    let node = tarn_namenode::start(cfg, transport).await?;
+    let node = tarn_namenode::start(cfg, transport, small_files(&file.security, a.insecure_dev)?).await?;
     write_addr_file(a.addr_file.as_deref(), &node.addr)?;
     println!("namenode {} serving on {}", node.node_id, node.addr);
     up::wait_for_signal(node.cancelled()).await;
@@ -277,6 +277,28 @@ async fn run_gateway(a: GatewayArgs) -> anyhow::Result<u8> {
     up::wait_for_signal(tarn_namenode::node::CancellationToken::new()).await;
     gw.stop().await;
     Ok(0)
+}
+
+/// How a namenode keeps small files: sealed under the master key it is given; without one,
+/// in the clear in dev mode, else not at all (they go to blocks).
+fn small_files(
+    security: &tarn_security::SecurityConfig,
+    insecure_dev: bool,
+) -> anyhow::Result<tarn_namenode::SmallFiles> {
+    use tarn_namenode::SmallFiles;
+    Ok(match tarn_security::MasterKey::from_env_or_file(security.master_key_file.as_deref())? {
+        Some(k) => SmallFiles::Sealed(k),
+        None if insecure_dev || security.insecure_dev => {
+            tarn_security::warn_insecure(
+                "namenode: no master key, small files kept in the namespace are stored unencrypted",
+            );
+            SmallFiles::Clear
+        }
+        None => {
+            tracing::info!("no master key (security.master_key_file): small files are written to blocks");
+            SmallFiles::Off
+        }
+    })
 }
 
 /// Writes where a daemon serves to `file` (for scripts and tests), whole or not at all.

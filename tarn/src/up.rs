@@ -25,6 +25,11 @@ pub struct UpArgs {
     /// Datanodes to run in the process (overrides `up.datanodes` in tarn.toml).
     #[arg(long)]
     datanodes: Option<usize>,
+    /// Namenodes to run in the process, one Raft group (overrides `up.namenodes`; only
+    /// grows). They listen on consecutive ports from --listen (all on picked ports with
+    /// port 0, for one run). Three keep small files' bytes three times, like 3 replicas.
+    #[arg(long)]
+    namenodes: Option<usize>,
     /// S3 endpoint address (overrides `gateway.listen`; port 0 picks one).
     #[arg(long)]
     s3_listen: Option<String>,
@@ -81,31 +86,10 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
             "--insecure-dev: gRPC between the roles and to clients is plaintext and unauthenticated",
         );
     }
-    let node = tarn_namenode::start(cfg.namenode.clone(), transport(Role::Namenode)?)
-        .await
-        .with_context(|| format!("start the namenode (config {})", cfg_path.display()))?;
-    // Wait until the single-node group has elected itself, so the printed address works.
-    node.raft
-        .wait(Some(std::time::Duration::from_secs(30)))
-        .metrics(|m| m.current_leader.is_some(), "leader elected")
-        .await
-        .context("namenode did not become leader")?;
-    if let Some(n) = a.datanodes {
-        cfg.up.datanodes = n;
-    }
     // Earlier configurations have no gateway table: give them keys and a certificate.
     let mut changed = false;
-    // Listening on a port picked at start (`--listen host:0`): client commands run here
-    // need the one picked.
-    if cfg.namenode.listen.ends_with(":0") && cfg.client.namenodes != [node.addr.clone()] {
-        cfg.client.namenodes = vec![node.addr.clone()];
-        changed = true;
-    }
-    if cfg.gateway.access_keys.is_empty() {
-        cfg.gateway.access_keys = vec![tarn_gateway::AccessKey::generate()];
-        changed = true;
-    }
-    // The cluster master key seals stored secrets: S3 keys and every replica's data key.
+    // The cluster master key seals stored secrets: S3 keys, small files kept by the
+    // namenodes and every replica's data key.
     let master_path = a.data_dir.join("keys/master.key");
     if !master_path.exists() {
         tarn_security::MasterKey::create(&master_path)?;
@@ -118,7 +102,40 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
         cfg.security.master_key_file = Some(master_path.clone());
         changed = true;
     }
-    let master = cfg.security.master_key("the appliance's datanodes")?;
+    let master = cfg.security.master_key("the appliance's namenodes and datanodes")?;
+    if let Some(n) = a.namenodes {
+        if n == 0 || n < cfg.up.namenodes {
+            anyhow::bail!(
+                "--namenodes {n}: this appliance runs {} namenodes and their group only grows here \
+                 (remove voters with `tarn admin change-membership`)",
+                cfg.up.namenodes
+            );
+        }
+        changed |= n != cfg.up.namenodes;
+        cfg.up.namenodes = n;
+    }
+    let small_files = match &master {
+        Some(k) => tarn_namenode::SmallFiles::Sealed(k.clone()),
+        None => tarn_namenode::SmallFiles::Clear,
+    };
+    let namenodes = start_namenodes(&cfg, &a.data_dir, transport(Role::Namenode)?, small_files)
+        .await
+        .with_context(|| format!("start the namenodes (config {})", cfg_path.display()))?;
+    let node = &namenodes[0];
+    let nn_addrs: Vec<String> = namenodes.iter().map(|n| n.addr.clone()).collect();
+    if let Some(n) = a.datanodes {
+        cfg.up.datanodes = n;
+    }
+    // Listening on ports picked at start (`--listen host:0`), or more namenodes than
+    // before: client commands run here need every address.
+    if cfg.client.namenodes != nn_addrs {
+        cfg.client.namenodes = nn_addrs.clone();
+        changed = true;
+    }
+    if cfg.gateway.access_keys.is_empty() {
+        cfg.gateway.access_keys = vec![tarn_gateway::AccessKey::generate()];
+        changed = true;
+    }
     if let Some(p) = &pki {
         // S3 clients get the gateway's certificate too (trust the CA: --ca-bundle ca.pem).
         let gw = &p[&Role::Gateway];
@@ -140,7 +157,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
     let mut datanodes = Vec::new();
     for i in 1..=cfg.up.datanodes {
         let mut d = cfg.datanode.clone();
-        d.namenodes = vec![node.addr.clone()];
+        d.namenodes = nn_addrs.clone();
         // Each datanode of the appliance has its own directory.
         if i > 1 || d.data_dirs.is_empty() {
             d.data_dirs = vec![a.data_dir.join(format!("datanode-{i}"))];
@@ -151,7 +168,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
         datanodes.push(dn);
     }
     let mut gw = cfg.gateway.clone();
-    gw.namenodes = vec![node.addr.clone()];
+    gw.namenodes = nn_addrs.clone();
     if let Some(l) = a.s3_listen {
         gw.listen = l;
     }
@@ -160,7 +177,11 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
     }
     let gateway = tarn_gateway::start(gw.clone(), transport(Role::Gateway)?).await.context("start the S3 gateway")?;
     println!("Tarn is up (single-process appliance).");
-    println!("  namenode (gRPC):  {}", node.addr);
+    if namenodes.len() == 1 {
+        println!("  namenode (gRPC):  {}", node.addr);
+    } else {
+        println!("  namenode (gRPC):  {} (a group of {}: {})", node.addr, nn_addrs.len(), nn_addrs.join(", "));
+    }
     for (i, dn) in datanodes.iter().enumerate() {
         println!("  datanode {}:       {} ({})", i + 1, dn.addr, dn.uuid);
     }
@@ -190,8 +211,86 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
     for dn in datanodes {
         dn.stop().await;
     }
-    node.shutdown().await;
+    for n in namenodes {
+        n.shutdown().await;
+    }
     Ok(0)
+}
+
+/// The appliance's namenodes: node 1 from `[namenode]`, nodes 2..N beside it (own data
+/// directories `<data>/namenode-N`, the next ports), one Raft group. On the first start
+/// with more nodes than voters, node 1's group takes the others in (learners, then
+/// voters). Returns once the group has a leader that counts every node as a voter.
+async fn start_namenodes(
+    cfg: &TarnConfig,
+    data_dir: &Path,
+    transport: Transport,
+    small_files: tarn_namenode::SmallFiles,
+) -> anyhow::Result<Vec<tarn_namenode::NamenodeHandle>> {
+    use std::time::Duration;
+    let n = cfg.up.namenodes.max(1);
+    let mut nodes = Vec::with_capacity(n);
+    for i in 1..=n {
+        let mut c = cfg.namenode.clone();
+        if i > 1 {
+            c.node_id = cfg.namenode.node_id + i as u64 - 1;
+            c.data_dir = data_dir.join(format!("namenode-{i}"));
+            c.initial_members = Vec::new();
+            c.advertise = None;
+            c.listen = port_after(&cfg.namenode.listen, i - 1)?;
+        }
+        let node = tarn_namenode::start(c, transport.clone(), small_files.clone())
+            .await
+            .with_context(|| format!("start namenode {i}"))?;
+        nodes.push(node);
+    }
+    let first = &nodes[0];
+    first
+        .raft
+        .wait(Some(Duration::from_secs(30)))
+        .metrics(|m| m.current_leader.is_some(), "leader elected")
+        .await
+        .context("the namenodes elected no leader")?;
+    let ids: std::collections::BTreeSet<u64> = nodes.iter().map(|n| n.node_id).collect();
+    let voters = |m: &openraft::RaftMetrics<u64, openraft::BasicNode>| -> std::collections::BTreeSet<u64> {
+        m.membership_config.membership().voter_ids().collect()
+    };
+    let current = voters(&first.raft.metrics().borrow());
+    if !ids.is_subset(&current) {
+        let leader_id = first.raft.metrics().borrow().current_leader;
+        let leader = nodes
+            .iter()
+            .find(|n| Some(n.node_id) == leader_id)
+            .context("the leader is not one of this appliance's namenodes")?;
+        for node in nodes.iter().filter(|n| !current.contains(&n.node_id)) {
+            leader
+                .raft
+                .add_learner(node.node_id, openraft::BasicNode { addr: node.addr.clone() }, true)
+                .await
+                .with_context(|| format!("add namenode {} to the group", node.node_id))?;
+        }
+        let all: std::collections::BTreeSet<u64> = current.union(&ids).copied().collect();
+        leader.raft.change_membership(all, false).await.context("make every namenode a voter")?;
+    }
+    first
+        .raft
+        .wait(Some(Duration::from_secs(30)))
+        .metrics(|m| m.current_leader.is_some() && ids.is_subset(&voters(m)), "every namenode a voter")
+        .await
+        .context("the namenode group did not form")?;
+    Ok(nodes)
+}
+
+/// `host:port` with the port `k` higher (port 0 stays 0: picked at start).
+fn port_after(listen: &str, k: usize) -> anyhow::Result<String> {
+    let (host, port) =
+        listen.rsplit_once(':').with_context(|| format!("namenode.listen {listen:?} is not HOST:PORT"))?;
+    let port: u16 = port.parse().with_context(|| format!("namenode.listen {listen:?}: bad port"))?;
+    if port == 0 {
+        return Ok(listen.to_string());
+    }
+    let next = port.checked_add(k as u16).with_context(|| format!("namenode.listen {listen:?}: no port {k} above"))?;
+    Ok(format!("{host}:{next}"))
 }
 
 /// `--insecure-dev`: plaintext S3, said loudly.

@@ -205,6 +205,12 @@ pub fn nn_transport(id: u64) -> Transport {
     pki().transport(Role::Namenode, &format!("nn{id}"))
 }
 
+/// How test namenodes keep small files: sealed under the test cluster's master key, as
+/// every appliance does.
+pub fn small_files() -> tarn_namenode::SmallFiles {
+    tarn_namenode::SmallFiles::Sealed(pki().master())
+}
+
 /// Namenode timings for block storage tests: datanodes heartbeat every 200 ms and count as
 /// dead after 2 s, files get 3 replicas.
 pub fn block_tuning(c: &mut NamenodeConfig) {
@@ -271,7 +277,7 @@ impl Cluster {
                 c.initial_members = vec!["1@".into()];
             }
             tune(&mut c);
-            let h = tarn_namenode::start(c.clone(), nn_transport(i)).await.expect("start namenode");
+            let h = tarn_namenode::start(c.clone(), nn_transport(i), small_files()).await.expect("start namenode");
             addrs.push(h.addr.clone());
             nodes.push(Some(h));
             configs.push(c);
@@ -318,7 +324,7 @@ impl Cluster {
     pub async fn start_unjoined(&mut self, id: u64) -> String {
         assert_eq!(id as usize, self.nodes.len() + 1, "node ids are dense");
         let c = test_config(id, &self._dir.path().join(format!("nn{id}")));
-        let h = tarn_namenode::start(c.clone(), nn_transport(id)).await.expect("start namenode");
+        let h = tarn_namenode::start(c.clone(), nn_transport(id), small_files()).await.expect("start namenode");
         let addr = h.addr.clone();
         self.nodes.push(Some(h));
         self.configs.push(c);
@@ -339,7 +345,7 @@ impl Cluster {
         // The stopped node's storage is released as its tasks wind down.
         let h = wait_for("the namenode to restart", Duration::from_secs(20), || {
             let c = c.clone();
-            async move { tarn_namenode::start(c, nn_transport(id)).await.ok() }
+            async move { tarn_namenode::start(c, nn_transport(id), small_files()).await.ok() }
         })
         .await;
         assert_eq!(h.addr, self.addrs[id as usize - 1], "restarted on another address");

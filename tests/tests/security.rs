@@ -145,7 +145,8 @@ async fn certificates_are_reloaded_without_a_restart() {
     let nn_paths = ca.issue(&nn_id, &local, dir.path(), "nn").unwrap();
     let mut cfg = test_config(1, &dir.path().join("nn"));
     cfg.initial_members = vec!["1@".into()];
-    let node = tarn_namenode::start(cfg, Transport::tls(&nn_paths).unwrap()).await.unwrap();
+    let node =
+        tarn_namenode::start(cfg, Transport::tls(&nn_paths).unwrap(), tarn_namenode::SmallFiles::Off).await.unwrap();
     let addrs = vec![node.addr.clone()];
     let admin = tarn_tests::admin();
     wait_for("the namenode to lead", Duration::from_secs(20), || async {
@@ -453,7 +454,7 @@ async fn a_users_certificate_cannot_pose_as_a_server() {
     let mut cfg = test_config(1, &dir.path().join("nn"));
     cfg.initial_members = vec!["1@".into()];
     let fake = Transport::tls(&pki().paths(Role::Admin, "poser")).unwrap();
-    let node = tarn_namenode::start(cfg, fake).await.unwrap();
+    let node = tarn_namenode::start(cfg, fake, tarn_namenode::SmallFiles::Off).await.unwrap();
     let e = client(std::slice::from_ref(&node.addr), &tarn_tests::admin()).get_file_info("/", false).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "a client accepted a person's certificate as a server: {e}");
     node.shutdown().await;

@@ -8,7 +8,7 @@
 //!
 //! | operation | needs |
 //! |---|---|
-//! | mkdirs, create | w+x on the deepest existing directory above; replacing a file: w on it |
+//! | mkdirs, create, put a small file | w+x on the deepest existing directory above; replacing a file: w on it |
 //! | delete | w+x on the parent; a non-empty directory: r+w+x on every directory in it |
 //! | rename | w+x on both parents |
 //! | concat | r on each source and w+x on its parent; the destination as create |
@@ -280,6 +280,11 @@ impl<K: KvRead> Namespace<'_, K> {
                     self.require_on(who, src, READ, "read it")?;
                     self.require_remove(who, src, "move out of it")?;
                 }
+                self.require_create(who, &c.dst, c.overwrite || c.dst_expected_file_id.is_some())
+            }
+            // A new file with its bytes: what a create (replacing one or not) asks.
+            Op::PutInline(p) => {
+                let c = &p.publish;
                 self.require_create(who, &c.dst, c.overwrite || c.dst_expected_file_id.is_some())
             }
             Op::SetReplication { path, .. } => self.require_on(who, path, WRITE, "change its replication"),
