@@ -333,6 +333,11 @@ macro_rules! describe_object {
     }};
 }
 
+/// The length an aws-chunked body decodes to, as its sender announced it.
+fn decoded_length(headers: &http::HeaderMap) -> Option<i64> {
+    headers.get("x-amz-decoded-content-length")?.to_str().ok()?.trim().parse().ok()
+}
+
 /// Checks a body read in full against what the client said about it (Content-MD5, the
 /// flexible checksums in headers or trailers); returns its MD5 and the checksums to keep.
 fn verify_body(
@@ -1128,7 +1133,10 @@ impl S3 for TarnS3 {
             parts: None,
         };
         let owner = self.owner_for(req.credentials.as_ref()).await?;
-        let staged = if i.content_length.is_some_and(|n| (0..=tarn_client::INLINE_MAX as i64).contains(&n)) {
+        // Current boto3 and aws cli send aws-chunked bodies with Transfer-Encoding: chunked
+        // and no Content-Length; their decoded length is announced instead.
+        let body_len = i.content_length.or_else(|| decoded_length(&headers));
+        let staged = if body_len.is_some_and(|n| (0..=tarn_client::INLINE_MAX as i64).contains(&n)) {
             // A small object: its bytes go to the namenodes in the one operation that
             // publishes it (kept in the namespace, sealed); blocks if they do not keep it.
             let (data, md5, checksums) = self.read_small(i.body, i.content_md5.as_deref(), want, trailers).await?;
@@ -1155,7 +1163,7 @@ impl S3 for TarnS3 {
         } else {
             // One namenode operation makes the staged file with its first block, one
             // completes it and publishes it as the object.
-            let first_block = i.content_length.is_some_and(|n| n > 0);
+            let first_block = body_len.is_some_and(|n| n > 0);
             self.stage_open(i.body, PUT_BYTES_MAX, i.content_md5.as_deref(), want, trailers, first_block).await?
         };
         let meta = new_meta(&staged.md5, &staged.checksums);

@@ -131,6 +131,40 @@ async fn boto3_suite_passes() {
     env.cl.shutdown().await;
 }
 
+/// Small objects are kept by the namenodes (no block), whichever way boto3 sends them
+/// (aws-chunked with a trailer and no Content-Length, or a plain body with Content-MD5);
+/// larger ones go to blocks. Both read back intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn small_objects_are_kept_by_the_namenodes() {
+    let env = start().await;
+    let script = r#"
+import base64, hashlib, os, boto3
+s3 = boto3.client("s3", endpoint_url=os.environ["TARN_S3_ENDPOINT"], verify=os.environ["TARN_S3_CA"])
+s3.create_bucket(Bucket="small")
+small, big = os.urandom(5000), os.urandom(70000)
+s3.put_object(Bucket="small", Key="chunked", Body=small)
+md5 = base64.b64encode(hashlib.md5(small).digest()).decode()
+s3.put_object(Bucket="small", Key="plain", Body=small, ContentMD5=md5, ChecksumAlgorithm="SHA256")
+s3.put_object(Bucket="small", Key="big", Body=big)
+for key, body in [("chunked", small), ("plain", small), ("big", big)]:
+    got = s3.get_object(Bucket="small", Key=key)
+    assert got["Body"].read() == body, key
+    assert got["ETag"].strip('"') == hashlib.md5(body).hexdigest(), key
+print("small objects: ok")
+"#;
+    let out = run_client(&env, &python(), &["-c", script], Duration::from_secs(120)).await;
+    assert!(out.contains("small objects: ok"), "{out}");
+    let nn = env.cl.client();
+    for key in ["chunked", "plain"] {
+        let r = nn.get_blocks(&format!("/small/{key}"), 0, 10).await.unwrap();
+        assert!(r.inline_data.is_some() && r.located.is_empty(), "{key}: {r:?}");
+    }
+    let r = nn.get_blocks("/small/big", 0, 10).await.unwrap();
+    assert!(r.inline_data.is_none() && r.located.len() == 1, "big: {r:?}");
+    env.gw.stop().await;
+    env.cl.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pyarrow_polars_and_s3fs_read_and_write_parquet() {
     let env = start().await;
