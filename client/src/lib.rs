@@ -716,17 +716,7 @@ impl NamenodeClient {
             last_block_length,
             xattrs: Default::default(),
             request_id: self.next_request_id(),
-            publish: Some(pb::Publish {
-                dst: dst.into(),
-                overwrite: o.overwrite,
-                dst_must_be_absent: o.dst_must_be_absent,
-                dst_expected_file_id: o.dst_expected_file_id,
-                create_parent: o.create_parent,
-                mode: o.mode,
-                xattrs: o.xattrs.clone().into_iter().collect(),
-                require_dir: o.require_dir.clone(),
-                owner: o.owner.clone(),
-            }),
+            publish: Some(publish_pb(dst, o)),
         };
         let r = rpc!(self, nn, complete, msg.clone())?;
         let st = status_of(r.status);
@@ -750,17 +740,7 @@ impl NamenodeClient {
             data,
             replication,
             request_id: self.next_request_id(),
-            publish: Some(pb::Publish {
-                dst: dst.into(),
-                overwrite: o.overwrite,
-                dst_must_be_absent: o.dst_must_be_absent,
-                dst_expected_file_id: o.dst_expected_file_id,
-                create_parent: o.create_parent,
-                mode: o.mode,
-                xattrs: o.xattrs.clone().into_iter().collect(),
-                require_dir: o.require_dir.clone(),
-                owner: o.owner.clone(),
-            }),
+            publish: Some(publish_pb(dst, o)),
         };
         match rpc!(self, nn, put_small, msg.clone()) {
             Ok(r) => Ok(status_of(r.status)),
@@ -1036,6 +1016,21 @@ impl NamenodeClient {
 /// Sends queued lookups as `GetFileInfos` calls: a lookup never waits for a timer; it
 /// leaves at once while a call slot is free, and otherwise with everything that queued
 /// while the slots were busy. Ends when the client is dropped.
+/// `o` for a namenode call that publishes a file at `dst`.
+fn publish_pb(dst: &str, o: &ConcatOptions) -> pb::Publish {
+    pb::Publish {
+        dst: dst.into(),
+        overwrite: o.overwrite,
+        dst_must_be_absent: o.dst_must_be_absent,
+        dst_expected_file_id: o.dst_expected_file_id,
+        create_parent: o.create_parent,
+        mode: o.mode,
+        xattrs: o.xattrs.clone().into_iter().collect(),
+        require_dir: o.require_dir.clone(),
+        owner: o.owner.clone(),
+    }
+}
+
 async fn batch_infos(conn: Arc<Conn>, mut rx: tokio::sync::mpsc::UnboundedReceiver<InfoWaiter>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(INFO_BATCHES_IN_FLIGHT_MAX));
     while let Some(first) = rx.recv().await {

@@ -723,15 +723,7 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
             return Err(FsError::IsADirectory { path: "/".into() });
         };
         let path = join(&parts);
-        if op.replication == 0 || op.replication > REPLICATION_MAX {
-            return Err(FsError::InvalidArgument(format!(
-                "replication {} not in 1..={REPLICATION_MAX}",
-                op.replication
-            )));
-        }
-        if op.block_size == 0 || op.block_size > BLOCK_SIZE_MAX {
-            return Err(FsError::InvalidArgument(format!("block size {} not in 1..={BLOCK_SIZE_MAX}", op.block_size)));
-        }
+        check_layout(op.replication, op.block_size)?;
         check_xattrs(&op.xattrs)?;
         let parent = if op.create_parent {
             self.mkdirs(parent_parts, 0o755, &op.owner, &op.group, true)?
@@ -1230,15 +1222,7 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
             return Err(FsError::IsADirectory { path: "/".into() });
         };
         let dst = join(&parts);
-        if op.replication == 0 || op.replication > REPLICATION_MAX {
-            return Err(FsError::InvalidArgument(format!(
-                "replication {} not in 1..={REPLICATION_MAX}",
-                op.replication
-            )));
-        }
-        if op.block_size == 0 || op.block_size > BLOCK_SIZE_MAX {
-            return Err(FsError::InvalidArgument(format!("block size {} not in 1..={BLOCK_SIZE_MAX}", op.block_size)));
-        }
+        check_layout(op.replication, op.block_size)?;
         if op.length > INLINE_MAX || op.sealed.len() > INLINE_MAX as usize + INLINE_SEAL_OVERHEAD_MAX {
             return Err(FsError::InvalidArgument(format!(
                 "{dst}: {} bytes is over the {INLINE_MAX} bytes a file kept in the namespace may hold",
@@ -1470,6 +1454,17 @@ fn new_dir(id: u64, parent: u64, name: &str, mode: u32, owner: &str, group: &str
         quota: None,
         xattrs: Default::default(),
     }
+}
+
+/// A new file's replication and block size are in range.
+fn check_layout(replication: u16, block_size: u64) -> Result<(), FsError> {
+    if replication == 0 || replication > REPLICATION_MAX {
+        return Err(FsError::InvalidArgument(format!("replication {replication} not in 1..={REPLICATION_MAX}")));
+    }
+    if block_size == 0 || block_size > BLOCK_SIZE_MAX {
+        return Err(FsError::InvalidArgument(format!("block size {block_size} not in 1..={BLOCK_SIZE_MAX}")));
+    }
+    Ok(())
 }
 
 fn check_xattrs(x: &std::collections::BTreeMap<String, Vec<u8>>) -> Result<(), FsError> {

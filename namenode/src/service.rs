@@ -329,6 +329,37 @@ impl NamenodeService {
     fn normalized(path: &str) -> Result<String, Status> {
         crate::path::normalize(path).map_err(|e| fs_status(&e))
     }
+
+    /// A new file's replication: as asked, or (0) min(default, live datanodes), since one
+    /// datanode gets one replica per block.
+    fn replication_for(&self, asked: u32) -> Result<u16, Status> {
+        if asked != 0 {
+            return u16_arg("replication", asked);
+        }
+        let live = self.s.blocks.live_count(std::time::Instant::now());
+        Ok(match u16::try_from(live) {
+            Ok(n) if n > 0 => self.s.defaults.replication.min(n),
+            _ => self.s.defaults.replication,
+        })
+    }
+
+    /// Where and how a publish (of a completed file, or of a small file's bytes) puts the
+    /// new file: its `sources` are filled in by the operation.
+    fn publish_op(who: &Caller, p: pb::Publish) -> Result<ConcatOp, Status> {
+        Ok(ConcatOp {
+            sources: Vec::new(),
+            dst: Self::normalized(&p.dst)?,
+            overwrite: p.overwrite,
+            dst_must_be_absent: p.dst_must_be_absent,
+            dst_expected_file_id: p.dst_expected_file_id,
+            create_parent: p.create_parent,
+            mode: if p.mode == 0 { 0o644 } else { p.mode },
+            owner: owner_of_new(who, p.owner)?,
+            group: String::new(),
+            xattrs: p.xattrs.into_iter().collect(),
+            require_dir: p.require_dir.map(|d| Self::normalized(&d)).transpose()?,
+        })
+    }
 }
 
 #[tonic::async_trait]
@@ -360,16 +391,7 @@ impl Namenode for NamenodeService {
             overwrite: r.overwrite,
             expected_file_id: r.expected_file_id,
             create_parent: r.create_parent,
-            replication: if r.replication == 0 {
-                // min(default, live datanodes): one datanode gets one replica per block.
-                let live = self.s.blocks.live_count(std::time::Instant::now());
-                match u16::try_from(live) {
-                    Ok(n) if n > 0 => self.s.defaults.replication.min(n),
-                    _ => self.s.defaults.replication,
-                }
-            } else {
-                u16_arg("replication", r.replication)?
-            },
+            replication: self.replication_for(r.replication)?,
             block_size: if r.block_size == 0 { self.s.defaults.block_size } else { r.block_size },
             mode: if r.mode == 0 { 0o644 } else { r.mode },
             owner,
@@ -463,19 +485,7 @@ impl Namenode for NamenodeService {
         let path = Self::normalized(&r.path)?;
         let publish = match r.publish {
             None => None,
-            Some(p) => Some(ConcatOp {
-                sources: Vec::new(),
-                dst: Self::normalized(&p.dst)?,
-                overwrite: p.overwrite,
-                dst_must_be_absent: p.dst_must_be_absent,
-                dst_expected_file_id: p.dst_expected_file_id,
-                create_parent: p.create_parent,
-                mode: if p.mode == 0 { 0o644 } else { p.mode },
-                owner: owner_of_new(&who, p.owner)?,
-                group: String::new(),
-                xattrs: p.xattrs.into_iter().collect(),
-                require_dir: p.require_dir.map(|d| Self::normalized(&d)).transpose()?,
-            }),
+            Some(p) => Some(Self::publish_op(&who, p)?),
         };
         let shown = publish.as_ref().map_or(path.clone(), |p| p.dst.clone());
         let op = Op::Complete {
@@ -497,17 +507,10 @@ impl Namenode for NamenodeService {
         let p = r
             .publish
             .ok_or_else(|| Status::invalid_argument("put_small: publish (where the file goes) is required"))?;
-        let dst = Self::normalized(&p.dst)?;
-        let replication = if r.replication == 0 {
-            // As for a create: min(default, live datanodes), what the file would have in blocks.
-            let live = self.s.blocks.live_count(std::time::Instant::now());
-            match u16::try_from(live) {
-                Ok(n) if n > 0 => self.s.defaults.replication.min(n),
-                _ => self.s.defaults.replication,
-            }
-        } else {
-            u16_arg("replication", r.replication)?
-        };
+        let publish = Self::publish_op(&who, p)?;
+        let dst = publish.dst.clone();
+        // As for a create: what the file would have in blocks.
+        let replication = self.replication_for(r.replication)?;
         let length = r.data.len() as u64;
         if length > crate::namespace::INLINE_MAX {
             return Err(inline_unavailable(format!(
@@ -532,19 +535,6 @@ impl Namenode for NamenodeService {
             )));
         }
         let sealed = if r.data.is_empty() { Vec::new() } else { tarn_security::small_file::seal(key, &r.data) };
-        let publish = ConcatOp {
-            sources: Vec::new(),
-            dst: dst.clone(),
-            overwrite: p.overwrite,
-            dst_must_be_absent: p.dst_must_be_absent,
-            dst_expected_file_id: p.dst_expected_file_id,
-            create_parent: p.create_parent,
-            mode: if p.mode == 0 { 0o644 } else { p.mode },
-            owner: owner_of_new(&who, p.owner)?,
-            group: String::new(),
-            xattrs: p.xattrs.into_iter().collect(),
-            require_dir: p.require_dir.map(|d| Self::normalized(&d)).transpose()?,
-        };
         let op =
             Op::PutInline(PutInlineOp { publish, replication, block_size: self.s.defaults.block_size, length, sealed });
         let status = self.write_inode(rid(r.request_id), on_behalf(&who, op), &dst).await?;
