@@ -984,6 +984,28 @@ impl NamenodeClient {
         rpc!(self, admin, fsck, msg.clone())
     }
 
+    /// Has the leader re-seal, under the master key it now runs with, every small file
+    /// kept in the namespace under another key (a master key rotation); all pages. The
+    /// counts and the first reasons files could not be re-sealed.
+    pub async fn reseal_small_files(&self) -> Result<pb::ResealSmallFilesResponse> {
+        let mut total = pb::ResealSmallFilesResponse::default();
+        let mut after = None;
+        loop {
+            let msg = pb::ResealSmallFilesRequest { after_file_id: after };
+            let r = rpc!(self, admin, reseal_small_files, msg)?;
+            total.key_id = r.key_id;
+            total.resealed += r.resealed;
+            total.current += r.current;
+            total.unreadable += r.unreadable;
+            let room = 10usize.saturating_sub(total.errors.len());
+            total.errors.extend(r.errors.into_iter().take(room));
+            if !r.has_more || r.last_file_id.is_none() {
+                return Ok(total);
+            }
+            after = r.last_file_id;
+        }
+    }
+
     pub async fn add_learner(&self, node_id: u64, addr: &str) -> Result<pb::ClusterStatusResponse> {
         let msg = pb::AddLearnerRequest { node_id, addr: addr.into() };
         let r = rpc!(self, admin, add_learner, msg.clone())?;

@@ -599,12 +599,16 @@ pub fn fsck(s: &NodeState, r: &pb_nn::FsckRequest) -> Result<pb_nn::FsckResponse
                 break;
             }
         }
+        let inline = inode.is_inline();
+        let inline_missing = inline && ns.inline_data(inode.id).map_err(|e| fs_status(&e))?.is_none();
         out.push(pb_nn::FsckFile {
             path,
             length: inode.length,
             replication: inode.replication as u32,
             open: inode.writer.is_some(),
             blocks,
+            inline,
+            inline_missing,
         });
     }
     Ok(pb_nn::FsckResponse { files: out, has_more })

@@ -40,6 +40,9 @@ pub const REPLICATION_MAX: u16 = 512;
 pub const BLOCK_SIZE_MAX: u64 = 1 << 40;
 /// Largest file kept in the namespace (its bytes before sealing); larger ones go to blocks.
 pub const INLINE_MAX: u64 = 64 * 1024;
+/// An inline file's id and its kept (sealed) bytes.
+pub type KeptFile = (u64, Vec<u8>);
+
 /// What sealing may add to an inline file's bytes (header, key material, tag).
 pub const INLINE_SEAL_OVERHEAD_MAX: usize = 256;
 
@@ -410,6 +413,28 @@ impl<'a, K: KvRead> Namespace<'a, K> {
         self.kv.get(CF_INLINE, &id_key(file))
     }
 
+    /// Up to `limit` inline files after file id `after`, in id order, with their kept
+    /// bytes; and whether there are more.
+    pub fn inline_page(&self, after: Option<u64>, limit: usize) -> Result<(Vec<KeptFile>, bool), FsError> {
+        let start = match after {
+            Some(u64::MAX) => return Ok((Vec::new(), false)),
+            Some(a) => id_key(a + 1),
+            None => id_key(0),
+        };
+        let mut out = Vec::new();
+        let mut more = false;
+        self.kv.scan(CF_INLINE, &start, None, &mut |k, v| {
+            if out.len() == limit {
+                more = true;
+                return Ok(false);
+            }
+            let id = u64::from_be_bytes(k.try_into().map_err(|_| FsError::Storage("a bad inline key".into()))?);
+            out.push((id, v.to_vec()));
+            Ok(true)
+        })?;
+        Ok((out, more))
+    }
+
     pub fn get_blocks(&self, file: u64, start_index: u32, limit: usize) -> Result<(Vec<BlockRec>, bool), FsError> {
         let start = block_key(file, start_index);
         let end = id_key(file + 1);
@@ -625,6 +650,7 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
                 Ok(OpOutput::Done)
             }
             Op::PutInline(p) => self.put_inline(p),
+            Op::ResealInline { file_id, seal_id, sealed } => self.reseal_inline(*file_id, seal_id, sealed),
             Op::AddBlockKey { key } => {
                 let mut keys = self.block_keys()?;
                 keys.push(key.clone());
@@ -1272,6 +1298,24 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
         self.kv.put(CF_PATHS, &path_key(&dst, Kind::File), &path_value(id, Kind::File))?;
         self.touch(parent.id)?;
         Ok(OpOutput::Inode(Box::new(file)))
+    }
+
+    fn reseal_inline(&self, file: u64, seal_id: &[u8], sealed: &[u8]) -> OpResult {
+        if sealed.is_empty() || sealed.len() > INLINE_MAX as usize + INLINE_SEAL_OVERHEAD_MAX {
+            return Err(FsError::InvalidArgument(format!(
+                "file id {file}: {} bytes cannot be a small file's kept bytes",
+                sealed.len()
+            )));
+        }
+        // Gone, or written again since the leader read it: nothing to do.
+        let Some(kept) = self.kv.get(CF_INLINE, &id_key(file))? else {
+            return Ok(OpOutput::Resealed(false));
+        };
+        if seal_id.is_empty() || !kept.starts_with(seal_id) {
+            return Ok(OpOutput::Resealed(false));
+        }
+        self.kv.put(CF_INLINE, &id_key(file), sealed)?;
+        Ok(OpOutput::Resealed(true))
     }
 
     /// Checks the conditions on an existing destination (of a rename or concat) and removes

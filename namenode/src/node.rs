@@ -340,10 +340,35 @@ fn raft_config(cfg: &NamenodeConfig) -> Result<openraft::Config, NamenodeError> 
 pub enum SmallFiles {
     /// Not at all (no master key): clients write every file to blocks.
     Off,
-    /// Sealed under the cluster master key before they enter the Raft log.
-    Sealed(tarn_security::MasterKey),
+    /// Sealed under the cluster master key `key` before they enter the Raft log; opened
+    /// with it or, during a rotation, with one of the `previous` keys.
+    Sealed { key: tarn_security::MasterKey, previous: Vec<tarn_security::MasterKey> },
     /// In the clear: dev mode without a master key (the operator was warned).
     Clear,
+}
+
+impl SmallFiles {
+    /// Sealed under `key` only.
+    pub fn sealed(key: tarn_security::MasterKey) -> SmallFiles {
+        SmallFiles::Sealed { key, previous: Vec::new() }
+    }
+
+    /// The key new files are sealed under (none: off or clear).
+    pub fn key(&self) -> Option<&tarn_security::MasterKey> {
+        match self {
+            SmallFiles::Sealed { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+
+    /// Every key kept bytes may be opened with: the current one first.
+    pub fn keys(&self) -> impl Iterator<Item = &tarn_security::MasterKey> + Clone {
+        let (key, previous) = match self {
+            SmallFiles::Sealed { key, previous } => (Some(key), &previous[..]),
+            _ => (None, &[][..]),
+        };
+        key.into_iter().chain(previous.iter())
+    }
 }
 
 /// Starts a namenode and returns once it is serving; `transport` secures every link

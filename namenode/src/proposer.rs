@@ -104,6 +104,7 @@ pub const ENTRY_DATA_BYTES_MAX: usize = 2 << 20;
 fn data_bytes(op: &Op) -> usize {
     match op {
         Op::PutInline(p) => p.sealed.len(),
+        Op::ResealInline { seal_id, sealed, .. } => seal_id.len() + sealed.len(),
         Op::As { op, .. } => data_bytes(op),
         _ => 0,
     }

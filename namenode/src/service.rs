@@ -524,7 +524,7 @@ impl Namenode for NamenodeService {
                     "{dst}: this namenode keeps no small files (it has no master key to seal them with)"
                 )))
             }
-            SmallFiles::Sealed(k) => Some(k),
+            SmallFiles::Sealed { key, .. } => Some(key),
             SmallFiles::Clear => None,
         };
         // Kept by every voter: as many copies as the file asks for, or not kept here.
@@ -617,11 +617,7 @@ impl Namenode for NamenodeService {
             })
             .await?;
         if let Some(kept) = kept {
-            let key = match &self.s.small_files {
-                crate::node::SmallFiles::Sealed(k) => Some(k),
-                _ => None,
-            };
-            let data = tarn_security::small_file::open(key, &kept)
+            let data = tarn_security::small_file::open_among(self.s.small_files.keys(), &kept)
                 .map_err(|e| Status::data_loss(format!("{}: {e}", r.path)))?;
             return Ok(Response::new(pb::GetBlocksResponse {
                 file_id: inode.id,
@@ -1068,6 +1064,63 @@ impl NamenodeAdmin for AdminService {
             .map(|(name, members)| pb::list_groups_response::Group { name, members })
             .collect();
         Ok(Response::new(pb::ListGroupsResponse { groups }))
+    }
+
+    async fn reseal_small_files(
+        &self,
+        req: Request<pb::ResealSmallFilesRequest>,
+    ) -> Result<Response<pb::ResealSmallFilesResponse>, Status> {
+        use tarn_security::small_file;
+        let after = req.into_inner().after_file_id;
+        crate::dn_service::ensure_leader(&self.s)?;
+        let Some(key) = self.s.small_files.key() else {
+            return Err(Status::failed_precondition(
+                "this namenode has no master key: it keeps no sealed small files (security.master_key_file)",
+            ));
+        };
+        let key_id = key.id();
+        self.s.reads.wait().await.map_err(|e| propose_status(self.s.node_id, &e))?;
+        let mut out = pb::ResealSmallFilesResponse { key_id: key.id_hex(), ..Default::default() };
+        let (page, more) = {
+            let view = SnapView::new(&self.s.db);
+            Namespace::new(&view, 0).inline_page(after, 512).map_err(|e| fs_status(&e))?
+        };
+        out.has_more = more;
+        out.last_file_id = page.last().map(|(id, _)| *id);
+        let mut ops = Vec::new();
+        for (id, kept) in page {
+            if small_file::sealed_by(&kept) == Some(key_id) {
+                out.current += 1;
+                continue;
+            }
+            match small_file::open_among(self.s.small_files.keys(), &kept) {
+                Ok(plain) => ops.push(Op::ResealInline {
+                    file_id: id,
+                    seal_id: small_file::seal_id(&kept).to_vec(),
+                    sealed: small_file::seal(Some(key), &plain),
+                }),
+                Err(e) => {
+                    out.unreadable += 1;
+                    if out.errors.len() < 10 {
+                        out.errors.push(format!("file id {id}: {e}"));
+                    }
+                }
+            }
+        }
+        // Proposed together: the proposer packs them into few Raft entries.
+        let results = futures::future::join_all(ops.into_iter().map(|op| self.s.proposer.propose(None, op))).await;
+        for r in results {
+            match r {
+                Ok(Ok(OpOutput::Resealed(true))) => out.resealed += 1,
+                Ok(Ok(_)) => {} // deleted or written again meanwhile: under the current key
+                Ok(Err(e)) => return Err(fs_status(&e)),
+                Err(e) => return Err(propose_status(self.s.node_id, &e)),
+            }
+        }
+        if out.resealed > 0 || out.unreadable > 0 {
+            tracing::info!(resealed = out.resealed, unreadable = out.unreadable, key = %out.key_id, "small files re-sealed");
+        }
+        Ok(Response::new(out))
     }
 
     async fn trigger_snapshot(

@@ -152,6 +152,14 @@ pub enum Op {
     /// attributes and owner; `publish.sources` is empty), its bytes kept in the namespace.
     /// (Variants are only ever added at the end: the log stores them by position.)
     PutInline(PutInlineOp),
+    /// A small file's kept bytes sealed again (a master key rotation): replaces them if they
+    /// are still the very bytes the leader read (`seal_id`, see
+    /// `tarn_security::small_file::seal_id`), else changes nothing.
+    ResealInline {
+        file_id: u64,
+        seal_id: Vec<u8>,
+        sealed: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -248,4 +256,6 @@ pub enum OpOutput {
     /// A new file and its first block (variants are only ever added at the end: the log
     /// and the retry cache store them by position).
     Created(Box<Inode>, BlockRec),
+    /// Whether a small file's kept bytes were replaced (`ResealInline`).
+    Resealed(bool),
 }

@@ -42,6 +42,10 @@ pub struct SecurityConfig {
     /// The cluster master key (hex, mode 0600): datanodes seal every replica's data key
     /// with it. `TARN_MASTER_KEY` (hex) takes precedence.
     pub master_key_file: Option<PathBuf>,
+    /// Namenodes, during a master key rotation: the keys the cluster had before, to open
+    /// the small files still sealed under them (`tarn admin rotate-master-key
+    /// --small-files` re-seals those under the current key; then drop them from here).
+    pub previous_master_key_files: Vec<PathBuf>,
 }
 
 impl SecurityConfig {
@@ -80,6 +84,13 @@ impl SecurityConfig {
                 master_key::MASTER_KEY_ENV
             ))),
         }
+    }
+}
+
+impl SecurityConfig {
+    /// The keys of `previous_master_key_files`.
+    pub fn previous_master_keys(&self) -> Result<Vec<MasterKey>, SecurityError> {
+        self.previous_master_key_files.iter().map(|f| MasterKey::load(f)).collect()
     }
 }
 

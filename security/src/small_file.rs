@@ -58,23 +58,52 @@ pub fn seal(master: Option<&MasterKey>, plain: &[u8]) -> Vec<u8> {
 /// The bytes [`seal`] kept. Refuses sealed bytes without the master key that sealed them
 /// (naming both keys), and changed bytes.
 pub fn open(master: Option<&MasterKey>, kept: &[u8]) -> Result<Vec<u8>, SecurityError> {
+    open_among(master.into_iter(), kept)
+}
+
+/// The master key id that sealed `kept` (`None`: kept in the clear, or not a sealed file).
+pub fn sealed_by(kept: &[u8]) -> Option<[u8; 8]> {
+    match kept.first() {
+        Some(&V1_SEALED) if kept.len() >= OVERHEAD_MAX => kept[1..9].try_into().ok(),
+        _ => None,
+    }
+}
+
+/// What identifies one sealing of a file's bytes (key id and fresh salt): the same prefix
+/// means the very same kept bytes. For clear bytes, all of them.
+pub fn seal_id(kept: &[u8]) -> &[u8] {
+    match sealed_by(kept) {
+        Some(_) => &kept[..HEADER_V1],
+        None => kept,
+    }
+}
+
+/// Like [`open`], with whichever of `keys` sealed the bytes (a namenode holds its master
+/// key and, during a rotation, the previous ones).
+pub fn open_among<'a>(
+    keys: impl Iterator<Item = &'a MasterKey> + Clone,
+    kept: &[u8],
+) -> Result<Vec<u8>, SecurityError> {
     match kept.first() {
         Some(&V0_CLEAR) => Ok(kept[1..].to_vec()),
         Some(&V1_SEALED) if kept.len() >= OVERHEAD_MAX => {
             let id = &kept[1..9];
-            let Some(master) = master else {
-                return Err(SecurityError::Invalid(format!(
-                    "a small file sealed under master key {} and this namenode has no master key",
-                    hex::encode(id)
-                )));
+            let Some(master) = keys.clone().find(|k| k.id()[..] == *id) else {
+                let held: Vec<String> = keys.map(|k| k.id_hex()).collect();
+                return Err(SecurityError::Invalid(if held.is_empty() {
+                    format!(
+                        "a small file sealed under master key {} and this namenode has no master key",
+                        hex::encode(id)
+                    )
+                } else {
+                    format!(
+                        "a small file sealed under master key {} and this namenode has master key {} \
+                         (give the namenodes the old key in security.previous_master_key_files)",
+                        hex::encode(id),
+                        held.join(", ")
+                    )
+                }));
             };
-            if id != master.id() {
-                return Err(SecurityError::Invalid(format!(
-                    "a small file sealed under master key {} and this namenode has master key {}",
-                    hex::encode(id),
-                    master.id_hex()
-                )));
-            }
             let (header, rest) = kept.split_at(HEADER_V1);
             let mut buf = rest.to_vec();
             let plain = file_key(master, &header[9..])
@@ -119,6 +148,19 @@ mod tests {
         assert!(open(Some(&m), &kept[..kept.len() - 1]).is_err());
         assert!(open(Some(&m), &kept[..20]).is_err());
         assert!(open(Some(&m), &[]).is_err());
+    }
+
+    #[test]
+    fn during_a_rotation_the_previous_key_still_opens() {
+        let (old, new) = (MasterKey::generate(), MasterKey::generate());
+        let kept = seal(Some(&old), b"before the rotation");
+        assert_eq!(sealed_by(&kept), Some(old.id()));
+        assert_eq!(seal_id(&kept).len(), HEADER_V1);
+        assert_ne!(seal_id(&seal(Some(&old), b"before the rotation")), seal_id(&kept), "fresh salt");
+        assert_eq!(open_among([&new, &old].into_iter(), &kept).unwrap(), b"before the rotation");
+        let e = open_among([&new].into_iter(), &kept).unwrap_err().to_string();
+        assert!(e.contains(&old.id_hex()) && e.contains("previous_master_key_files"), "{e}");
+        assert_eq!(sealed_by(&seal(None, b"dev")), None);
     }
 
     #[test]

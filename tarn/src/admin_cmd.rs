@@ -24,6 +24,9 @@ enum AdminCmd {
     /// (stopped) data directories, and with `--s3` every stored S3 secret, with the new key
     /// instead of the old one. No block data is rewritten. Run it on each datanode host,
     /// then give the daemons the new key file. Safe to run again if interrupted.
+    /// Small files kept in the namespace: restart the namenodes with the new key as
+    /// `security.master_key_file` and the old one in `security.previous_master_key_files`,
+    /// run this with `--small-files`, then drop the old key from the namenodes.
     ///
     /// Example: `tarn admin rotate-master-key --old-key-file keys/master.key --new-key-file keys/master-2.key --data-dir /disk1/tarn --s3`
     RotateMasterKey {
@@ -39,6 +42,10 @@ enum AdminCmd {
         /// Also re-seal the S3 secret keys kept in the namespace (needs the cluster).
         #[arg(long)]
         s3: bool,
+        /// Also have the namenode leader re-seal the small files kept in the namespace under
+        /// the new key (the namenodes must run with it, and the old one as a previous key).
+        #[arg(long)]
+        small_files: bool,
     },
     /// Add a namenode as a learner (it receives the log but does not vote).
     ///
@@ -149,16 +156,16 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<u8> {
     // Issuing a certificate needs the CA, not the cluster; so does rotating keys on disk.
     let cmd = match a.cmd {
         AdminCmd::IssueCert(i) => return crate::creds::issue_cert(i),
-        AdminCmd::RotateMasterKey { old_key_file, new_key_file, data_dirs, s3 } => {
-            return rotate_master_key(&a.conn, &old_key_file, &new_key_file, &data_dirs, s3).await
+        AdminCmd::RotateMasterKey { old_key_file, new_key_file, data_dirs, s3, small_files } => {
+            return rotate_master_key(&a.conn, &old_key_file, &new_key_file, &data_dirs, s3, small_files).await
         }
         cmd => cmd,
     };
     let c = a.conn.connect()?;
     match cmd {
         AdminCmd::IssueCert(i) => return crate::creds::issue_cert(i),
-        AdminCmd::RotateMasterKey { old_key_file, new_key_file, data_dirs, s3 } => {
-            return rotate_master_key(&a.conn, &old_key_file, &new_key_file, &data_dirs, s3).await
+        AdminCmd::RotateMasterKey { old_key_file, new_key_file, data_dirs, s3, small_files } => {
+            return rotate_master_key(&a.conn, &old_key_file, &new_key_file, &data_dirs, s3, small_files).await
         }
         AdminCmd::Status => print_status(&c.cluster_status().await?),
         AdminCmd::AddLearner { id, addr } => print_status(&c.add_learner(id, &addr).await?),
@@ -277,6 +284,7 @@ async fn report(c: &NamenodeClient) -> anyhow::Result<()> {
 
 async fn fsck(c: &NamenodeClient, path: &str, verbose: bool) -> anyhow::Result<u8> {
     let (mut files, mut blocks, mut under, mut missing, mut corrupt, mut bytes) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut inline, mut inline_lost) = (0u64, 0u64);
     let mut after = String::new();
     loop {
         let page = c.fsck(path, &after, 1000).await?;
@@ -284,6 +292,13 @@ async fn fsck(c: &NamenodeClient, path: &str, verbose: bool) -> anyhow::Result<u
             files += 1;
             bytes += f.length;
             let mut problems = Vec::new();
+            if f.inline {
+                inline += 1;
+            }
+            if f.inline_missing {
+                inline_lost += 1;
+                problems.push("kept bytes MISSING from the namespace".to_string());
+            }
             for b in &f.blocks {
                 blocks += 1;
                 corrupt += b.corrupt as u64;
@@ -303,14 +318,18 @@ async fn fsck(c: &NamenodeClient, path: &str, verbose: bool) -> anyhow::Result<u
             }
             if verbose || !problems.is_empty() {
                 let state = if problems.is_empty() { "OK" } else { "" };
-                println!(
-                    "{} {} bytes, {} block(s), replication {} {}",
-                    f.path,
-                    f.length,
-                    f.blocks.len(),
-                    f.replication,
-                    state
-                );
+                if f.inline {
+                    println!("{} {} bytes, kept in the namespace (no blocks) {}", f.path, f.length, state);
+                } else {
+                    println!(
+                        "{} {} bytes, {} block(s), replication {} {}",
+                        f.path,
+                        f.length,
+                        f.blocks.len(),
+                        f.replication,
+                        state
+                    );
+                }
                 for p in problems {
                     println!("  {p}");
                 }
@@ -332,9 +351,12 @@ async fn fsck(c: &NamenodeClient, path: &str, verbose: bool) -> anyhow::Result<u
             _ => break,
         }
     }
-    println!("files: {files}, blocks: {blocks}, bytes: {bytes}");
+    println!("files: {files} ({inline} kept in the namespace), blocks: {blocks}, bytes: {bytes}");
     println!("under-replicated blocks: {under}, missing blocks: {missing}, corrupt replicas: {corrupt}");
-    if missing > 0 {
+    if inline_lost > 0 {
+        println!("files whose kept bytes are missing: {inline_lost}");
+    }
+    if missing > 0 || inline_lost > 0 {
         println!("Status: CORRUPT ({path})");
         Ok(crate::EXIT_FAILED)
     } else {
@@ -350,6 +372,7 @@ async fn rotate_master_key(
     new_file: &std::path::Path,
     data_dirs: &[std::path::PathBuf],
     s3: bool,
+    small_files: bool,
 ) -> anyhow::Result<u8> {
     use tarn_security::MasterKey;
     let old = MasterKey::load(old_file)?;
@@ -361,8 +384,8 @@ async fn rotate_master_key(
         k
     };
     anyhow::ensure!(old.id() != new.id(), "the old and new key files hold the same key");
-    if data_dirs.is_empty() && !s3 {
-        anyhow::bail!("nothing to rotate: give a stopped datanode's --data-dir (repeat) and/or --s3");
+    if data_dirs.is_empty() && !s3 && !small_files {
+        anyhow::bail!("nothing to rotate: give a stopped datanode's --data-dir (repeat), --s3 and/or --small-files");
     }
     if !data_dirs.is_empty() {
         let dirs = data_dirs.to_vec();
@@ -377,6 +400,33 @@ async fn rotate_master_key(
         let nn = conn.connect()?;
         let n = tarn_gateway::keys::reseal_secrets(&nn, &old, &new).await?;
         println!("S3 keys: {n} secrets re-sealed");
+    }
+    if small_files {
+        let nn = conn.connect()?;
+        let r = nn.reseal_small_files().await?;
+        println!(
+            "small files kept in the namespace: {} re-sealed, {} already under key {}, {} unreadable",
+            r.resealed, r.current, r.key_id, r.unreadable
+        );
+        for e in &r.errors {
+            println!("  {e}");
+        }
+        if r.key_id != new.id_hex() {
+            anyhow::bail!(
+                "the namenodes seal under master key {}, not the new key {}: restart them with \
+                 security.master_key_file = {} and the old key in security.previous_master_key_files, then run this again",
+                r.key_id,
+                new.id_hex(),
+                new_file.display()
+            );
+        }
+        if r.unreadable > 0 {
+            anyhow::bail!(
+                "{} small file(s) are sealed under a key the namenodes do not hold: give them that key in \
+                 security.previous_master_key_files and run this again",
+                r.unreadable
+            );
+        }
     }
     println!(
         "master key {} replaced by {}: give the daemons {} (security.master_key_file, gateway.master_key_file)",

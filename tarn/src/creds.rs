@@ -44,7 +44,7 @@ impl ClientOpts {
         let cfg = self.config()?;
         let mut sec = cfg.security.clone();
         if self.insecure_dev {
-            sec = SecurityConfig { tls: None, insecure_dev: true, master_key_file: None };
+            sec = SecurityConfig { tls: None, insecure_dev: true, ..SecurityConfig::default() };
         }
         sec.transport().context("client credentials")
     }

@@ -287,7 +287,7 @@ fn small_files(
 ) -> anyhow::Result<tarn_namenode::SmallFiles> {
     use tarn_namenode::SmallFiles;
     Ok(match tarn_security::MasterKey::from_env_or_file(security.master_key_file.as_deref())? {
-        Some(k) => SmallFiles::Sealed(k),
+        Some(key) => SmallFiles::Sealed { key, previous: security.previous_master_keys()? },
         None if insecure_dev || security.insecure_dev => {
             tarn_security::warn_insecure(
                 "namenode: no master key, small files kept in the namespace are stored unencrypted",

@@ -115,7 +115,10 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
         cfg.up.namenodes = n;
     }
     let small_files = match &master {
-        Some(k) => tarn_namenode::SmallFiles::Sealed(k.clone()),
+        Some(k) => tarn_namenode::SmallFiles::Sealed {
+            key: k.clone(),
+            previous: cfg.security.previous_master_keys().context("security.previous_master_key_files")?,
+        },
         None => tarn_namenode::SmallFiles::Clear,
     };
     let namenodes = start_namenodes(&cfg, &a.data_dir, transport(Role::Namenode)?, small_files)

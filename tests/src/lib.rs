@@ -74,6 +74,7 @@ impl TestPki {
             tls: Some(self.paths(role, name)),
             insecure_dev: false,
             master_key_file: Some(self.master_file.clone()),
+            ..SecurityConfig::default()
         }
     }
 
@@ -208,7 +209,7 @@ pub fn nn_transport(id: u64) -> Transport {
 /// How test namenodes keep small files: sealed under the test cluster's master key, as
 /// every appliance does.
 pub fn small_files() -> tarn_namenode::SmallFiles {
-    tarn_namenode::SmallFiles::Sealed(pki().master())
+    tarn_namenode::SmallFiles::sealed(pki().master())
 }
 
 /// Namenode timings for block storage tests: datanodes heartbeat every 200 ms and count as
@@ -341,11 +342,17 @@ impl Cluster {
 
     /// Restarts node `id` on its old address and data.
     pub async fn restart(&mut self, id: u64) {
+        self.restart_with(id, small_files()).await
+    }
+
+    /// Restarts node `id` on its old address and data, keeping small files as `sf` says
+    /// (another master key, say).
+    pub async fn restart_with(&mut self, id: u64, sf: tarn_namenode::SmallFiles) {
         let c = self.configs[id as usize - 1].clone();
         // The stopped node's storage is released as its tasks wind down.
         let h = wait_for("the namenode to restart", Duration::from_secs(20), || {
-            let c = c.clone();
-            async move { tarn_namenode::start(c, nn_transport(id), small_files()).await.ok() }
+            let (c, sf) = (c.clone(), sf.clone());
+            async move { tarn_namenode::start(c, nn_transport(id), sf).await.ok() }
         })
         .await;
         assert_eq!(h.addr, self.addrs[id as usize - 1], "restarted on another address");

@@ -60,6 +60,9 @@ async fn small_files_are_kept_sealed_by_every_namenode() {
         assert!(r.located.is_empty() && r.blocks.is_empty(), "{r:?}");
         assert_eq!(r.inline_data.as_deref(), Some(&data[..]));
         assert_eq!(r.length, data.len() as u64);
+        // fsck knows it for a kept file, not a file with lost blocks.
+        let f = &nn.fsck("/w/a/x.bin", "", 10).await.unwrap().files[0];
+        assert!(f.inline && !f.inline_missing && f.blocks.is_empty(), "{f:?}");
         let st = nn.get_file_info("/w/a/x.bin", false).await.unwrap().unwrap();
         assert_eq!((st.length, st.file_id.to_string()), (data.len() as u64, put.version.clone().unwrap()));
         // Read like any file: whole, ranges, positional reads.
@@ -166,6 +169,53 @@ async fn small_files_go_to_blocks_where_the_namenodes_cannot_keep_them() {
         let e = bob.put_small("/s/bob", Bytes::from_static(b"b"), 1, &o).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
         assert!(nn.get_file_info("/s/bob", false).await.unwrap().is_none());
+        cl.shutdown().await;
+    })
+    .await
+    .expect("timed out");
+}
+
+/// A master key rotation: namenodes given the new key and the old one as a previous key
+/// still open every small file; the re-seal puts them all under the new key, after which
+/// the old key can go. Without the old key, a read is refused naming the key it needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_key_rotation_reseals_small_files() {
+    use tarn_namenode::SmallFiles;
+    use tarn_security::MasterKey;
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let mut cl = Cluster::start(1, |c| c.files.default_replication = 1).await;
+        let store = TarnStore::with_root(Arc::new(cl.client()), "/r");
+        let (a, b) = (marked(3000), marked(60_000));
+        store.put(&Path::from("a"), PutPayload::from(a.clone())).await.unwrap();
+        store.put(&Path::from("d/b"), PutPayload::from(b.clone())).await.unwrap();
+        let (old, new) = (pki().master(), MasterKey::generate());
+
+        // The new key alone: refused, naming the old key.
+        cl.stop(1).await;
+        cl.restart_with(1, SmallFiles::sealed(new.clone())).await;
+        let nn = Arc::new(cl.client());
+        let e = FileReader::open(nn.clone(), "/r/a").await.err().expect("the new key alone cannot open it");
+        assert!(e.to_string().contains(&old.id_hex()) && e.to_string().contains("previous_master_key_files"), "{e}");
+
+        // New and old: readable; new files go under the new key; the re-seal moves the rest.
+        cl.stop(1).await;
+        cl.restart_with(1, SmallFiles::Sealed { key: new.clone(), previous: vec![old.clone()] }).await;
+        let nn = Arc::new(cl.client());
+        assert_eq!(read_all(nn.clone(), "/r/a").await, a);
+        let c = marked(100);
+        TarnStore::with_root(nn.clone(), "/r").put(&Path::from("c"), PutPayload::from(c.clone())).await.unwrap();
+        let r = nn.reseal_small_files().await.unwrap();
+        assert_eq!((r.resealed, r.current, r.unreadable, r.key_id.as_str()), (2, 1, 0, new.id_hex().as_str()), "{r:?}");
+        let r = nn.reseal_small_files().await.unwrap();
+        assert_eq!((r.resealed, r.current), (0, 3), "a rerun has nothing to do: {r:?}");
+
+        // The old key dropped: everything still reads.
+        cl.stop(1).await;
+        cl.restart_with(1, SmallFiles::sealed(new.clone())).await;
+        let nn = Arc::new(cl.client());
+        for (p, want) in [("/r/a", &a), ("/r/d/b", &b), ("/r/c", &c)] {
+            assert_eq!(read_all(nn.clone(), p).await, want.to_vec(), "{p}");
+        }
         cl.shutdown().await;
     })
     .await

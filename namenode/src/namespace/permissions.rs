@@ -313,6 +313,7 @@ impl<K: KvRead> Namespace<'_, K> {
             Op::ChangeGroup { .. } => superuser_only("change groups"),
             Op::AddBlockKey { .. } => superuser_only("make block keys"),
             Op::EnsureSystemDirs => superuser_only("make the system's directories"),
+            Op::ResealInline { .. } => superuser_only("re-seal small files"),
             Op::As { .. } => Err(FsError::InvalidArgument("an operation on behalf of a user cannot nest".into())),
         }
     }
