@@ -575,6 +575,7 @@ pub fn fsck(s: &NodeState, r: &pb_nn::FsckRequest) -> Result<pb_nn::FsckResponse
     } else {
         (vec![(found.path.clone(), found.inode.clone())], false)
     };
+    let voters = s.raft.metrics().borrow().membership_config.membership().voter_ids().count() as u32;
     let mut out = Vec::new();
     for (path, inode) in files {
         let mut blocks = Vec::new();
@@ -609,6 +610,7 @@ pub fn fsck(s: &NodeState, r: &pb_nn::FsckRequest) -> Result<pb_nn::FsckResponse
             blocks,
             inline,
             inline_missing,
+            inline_copies: if inline { voters } else { 0 },
         });
     }
     Ok(pb_nn::FsckResponse { files: out, has_more })

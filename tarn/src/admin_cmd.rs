@@ -298,6 +298,12 @@ async fn fsck(c: &NamenodeClient, path: &str, verbose: bool) -> anyhow::Result<u
             if f.inline_missing {
                 inline_lost += 1;
                 problems.push("kept bytes MISSING from the namespace".to_string());
+            } else if f.inline && f.inline_copies < f.replication {
+                under += 1;
+                problems.push(format!(
+                    "under-replicated: {} copies (one per namenode voter) of {} asked",
+                    f.inline_copies, f.replication
+                ));
             }
             for b in &f.blocks {
                 blocks += 1;
@@ -352,7 +358,9 @@ async fn fsck(c: &NamenodeClient, path: &str, verbose: bool) -> anyhow::Result<u
         }
     }
     println!("files: {files} ({inline} kept in the namespace), blocks: {blocks}, bytes: {bytes}");
-    println!("under-replicated blocks: {under}, missing blocks: {missing}, corrupt replicas: {corrupt}");
+    println!(
+        "under-replicated blocks (and small files): {under}, missing blocks: {missing}, corrupt replicas: {corrupt}"
+    );
     if inline_lost > 0 {
         println!("files whose kept bytes are missing: {inline_lost}");
     }

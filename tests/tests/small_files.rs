@@ -62,7 +62,7 @@ async fn small_files_are_kept_sealed_by_every_namenode() {
         assert_eq!(r.length, data.len() as u64);
         // fsck knows it for a kept file, not a file with lost blocks.
         let f = &nn.fsck("/w/a/x.bin", "", 10).await.unwrap().files[0];
-        assert!(f.inline && !f.inline_missing && f.blocks.is_empty(), "{f:?}");
+        assert!(f.inline && !f.inline_missing && f.blocks.is_empty() && f.inline_copies == 3, "{f:?}");
         let st = nn.get_file_info("/w/a/x.bin", false).await.unwrap().unwrap();
         assert_eq!((st.length, st.file_id.to_string()), (data.len() as u64, put.version.clone().unwrap()));
         // Read like any file: whole, ranges, positional reads.
@@ -119,10 +119,18 @@ async fn small_files_are_kept_sealed_by_every_namenode() {
 
         // The leader goes: the new one opens the same bytes (every voter has them, and the
         // group's master key).
+        let o = ConcatOptions { create_parent: true, ..Default::default() };
+        nn.put_small("/w/r3", Bytes::from_static(b"three copies"), 3, &o).await.unwrap();
         let leader = cl.leader().await;
         cl.stop(leader).await;
         let nn = Arc::new(cl.client());
         assert_eq!(read_all(nn.clone(), "/w/b/y.bin").await, data);
+        // The group shrinks to the two left: fsck counts two copies of the three asked.
+        let left: Vec<u64> = (1..=3).filter(|&i| i != leader).collect();
+        nn.change_membership(left, false).await.unwrap();
+        let f = &nn.fsck("/w/r3", "", 10).await.unwrap().files[0];
+        assert_eq!((f.inline_copies, f.replication), (2, 3), "{f:?}");
+        assert_eq!(read_all(nn.clone(), "/w/r3").await, b"three copies");
         // Deleted, gone.
         nn.delete("/w/b/y.bin", false, None).await.unwrap();
         assert!(FileReader::open(nn.clone(), "/w/b/y.bin").await.is_err());
