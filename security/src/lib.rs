@@ -85,9 +85,7 @@ impl SecurityConfig {
             ))),
         }
     }
-}
 
-impl SecurityConfig {
     /// The keys of `previous_master_key_files`.
     pub fn previous_master_keys(&self) -> Result<Vec<MasterKey>, SecurityError> {
         self.previous_master_key_files.iter().map(|f| MasterKey::load(f)).collect()
