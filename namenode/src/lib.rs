@@ -4,6 +4,7 @@
 //! Module map:
 //! - [`path`]: path validation.
 //! - [`records`]: what is stored and the RocksDB key layout.
+//! - [`format`]: format versions of everything stored or sent to peers; store upgrades.
 //! - [`namespace`]: path resolution, queries and the operations (no I/O beyond the store).
 //! - [`kv`]: the database and transaction views the namespace works through.
 //! - [`store`]: openraft's log store and state machine, snapshots.
@@ -16,6 +17,7 @@
 pub mod blocks;
 pub mod dn_service;
 pub mod error;
+pub mod format;
 pub mod kv;
 pub mod leases;
 pub mod namespace;

@@ -1,8 +1,12 @@
 //! The Raft transport between namenodes: openraft's `RaftNetwork` over tonic, and the
 //! server side that hands incoming messages to the local Raft.
 //!
-//! Messages are openraft's own types in bincode inside a protobuf envelope. Connections
+//! Messages are openraft's own types in bincode inside a protobuf envelope that names the
+//! sender's format version (a message of a newer format is refused, naming both). Connections
 //! are made by the node's [`Transport`] (mutual TLS, namenode certificates only).
+
+// Messages are not stored: their envelope names their format (`RaftPayload.format`).
+#![allow(clippy::disallowed_methods)]
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -17,6 +21,8 @@ use tarn_proto::raft::raft_transport_client::RaftTransportClient;
 use tarn_proto::raft::raft_transport_server::RaftTransport;
 use tarn_proto::raft::RaftPayload;
 use tarn_security::Transport;
+
+use crate::format::FORMAT_CURRENT;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
@@ -55,7 +61,22 @@ pub struct PeerClient {
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
 
 fn encode<T: Serialize>(v: &T) -> RaftPayload {
-    RaftPayload { data: bincode::serialize(v).expect("bincode serialization of a raft message") }
+    RaftPayload {
+        data: bincode::serialize(v).expect("bincode serialization of a raft message"),
+        format: FORMAT_CURRENT as u32,
+    }
+}
+
+/// Format 0 (a binary older than versioned formats) and format 1 encode messages alike.
+fn check_format(p: &RaftPayload) -> Result<(), String> {
+    if p.format > FORMAT_CURRENT as u32 {
+        return Err(format!(
+            "raft message of format {}, but this namenode reads formats up to {FORMAT_CURRENT}: \
+             upgrade this node before the cluster's format is raised",
+            p.format
+        ));
+    }
+    Ok(())
 }
 
 impl PeerClient {
@@ -107,6 +128,7 @@ impl PeerClient {
             }
             Ok(Ok(r)) => r.into_inner(),
         };
+        check_format(&reply).map_err(|e| RPCError::Network(NetworkError::new(&std::io::Error::other(e))))?;
         let decoded: Result<Resp, RaftError<NodeId, E>> =
             bincode::deserialize(&reply.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         decoded.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
@@ -164,6 +186,7 @@ impl RaftTransportService {
 }
 
 fn decode<T: DeserializeOwned>(p: RaftPayload) -> Result<T, Status> {
+    check_format(&p).map_err(Status::failed_precondition)?;
     bincode::deserialize(&p.data).map_err(|e| Status::invalid_argument(format!("decode raft message: {e}")))
 }
 

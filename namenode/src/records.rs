@@ -25,7 +25,8 @@
 //! (sealed by the leader before they entered the log; the state machine never opens
 //! them). Renames keep the inode id, so the bytes move with the file for free.
 //!
-//! Records are bincode; every record read from disk is decoded with an error, never unwrapped.
+//! Records are bincode behind a format header (`format.rs`); every record read from disk is
+//! decoded with an error, never unwrapped.
 
 use std::collections::BTreeMap;
 
@@ -130,14 +131,7 @@ pub struct BlockRec {
     pub index: u32,
 }
 
-pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    // Serializing these plain structs into a Vec cannot fail.
-    bincode::serialize(v).expect("bincode serialization of an in-memory record")
-}
-
-pub fn decode<T: for<'de> Deserialize<'de>>(what: &str, bytes: &[u8]) -> Result<T, FsError> {
-    bincode::deserialize(bytes).map_err(|e| FsError::Storage(format!("corrupt {what} record: {e}")))
-}
+pub use crate::format::{decode, encode};
 
 pub fn id_key(id: u64) -> [u8; 8] {
     id.to_be_bytes()

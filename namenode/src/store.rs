@@ -30,6 +30,7 @@ use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, Direction, Itera
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{FsError, NamenodeError};
+use crate::format::{decode_snapshot_meta, is_versioned, upgrade_v0, SNAPSHOT_MAGIC, SNAPSHOT_MAGIC_V0};
 use crate::kv::{cf, Db, TxView};
 use crate::namespace::Namespace;
 use crate::records::*;
@@ -60,7 +61,6 @@ const SNAPSHOT_VALUE_BYTES_MAX: usize = 64 << 20;
 const RETRY_MINUTES: u64 = 3;
 /// Bytes written per batch while loading a snapshot.
 const SNAPSHOT_LOAD_BATCH_BYTES: usize = 4 << 20;
-const SNAPSHOT_MAGIC: &[u8; 8] = b"TARNSNP1";
 const RECORD_END: u8 = 0xff;
 
 /// Memory the database may use for block cache and write buffers (bounded RSS).
@@ -111,6 +111,7 @@ pub fn open_db(dir: &Path, mem: DbMemory) -> Result<Arc<Db>, NamenodeError> {
     let cfs: Vec<_> = names.map(|n| ColumnFamilyDescriptor::new(*n, cf_opts.clone())).collect();
     let db = Db::open_cf_descriptors(&opts, dir, cfs)
         .map_err(|source| NamenodeError::OpenStore { path: dir.display().to_string(), source })?;
+    crate::format::migrate_store(&db)?;
     Ok(Arc::new(db))
 }
 
@@ -150,7 +151,7 @@ impl LogStore {
     fn get_meta<T: for<'de> serde::Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>, SErr> {
         let cf = cf(&self.db, CF_RAFT_META).map_err(|e| StorageIOError::read(&e))?;
         match self.db.get_pinned_cf(cf, key).map_err(|e| StorageIOError::read(&e))? {
-            Some(v) => Ok(Some(bincode::deserialize(&v).map_err(|e| StorageIOError::read(&e))?)),
+            Some(v) => Ok(Some(decode("raft metadata", &v).map_err(|e| StorageIOError::read(&e))?)),
             None => Ok(None),
         }
     }
@@ -206,7 +207,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             if !range.contains(&idx) {
                 break;
             }
-            out.push(bincode::deserialize(&v).map_err(|e| StorageIOError::read_logs(&e))?);
+            out.push(decode("log entry", &v).map_err(|e| StorageIOError::read_logs(&e))?);
         }
         Ok(out)
     }
@@ -221,7 +222,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let last = match self.db.iterator_cf(cf, IteratorMode::End).next() {
             Some(item) => {
                 let (_, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
-                let e: Entry<TypeConfig> = bincode::deserialize(&v).map_err(|e| StorageIOError::read_logs(&e))?;
+                let e: Entry<TypeConfig> = decode("log entry", &v).map_err(|e| StorageIOError::read_logs(&e))?;
                 Some(e.log_id)
             }
             None => last_purged,
@@ -317,7 +318,7 @@ impl StateMachine {
         let current = read_current(&sm.snapshot_dir)?;
         let sm_meta = sm.db.cf_handle(CF_SM_META).expect("sm_meta column family");
         let applied: Option<LogId<NodeId>> = match sm.db.get_cf(sm_meta, SM_LAST_APPLIED)? {
-            Some(v) => bincode::deserialize(&v).map_err(|e| corrupt("last_applied", e.to_string()))?,
+            Some(v) => decode("last_applied", &v).map_err(|e| corrupt("last_applied", e.to_string()))?,
             None => None,
         };
         // A snapshot received from the leader is published before it is loaded, and the log
@@ -338,7 +339,9 @@ impl StateMachine {
     fn sm_get<T: for<'de> serde::Deserialize<'de>>(&self, key: &[u8]) -> Result<Option<T>, SErr> {
         let cf = cf(&self.db, CF_SM_META).map_err(|e| StorageIOError::read_state_machine(&e))?;
         match self.db.get_pinned_cf(cf, key).map_err(|e| StorageIOError::read_state_machine(&e))? {
-            Some(v) => Ok(Some(bincode::deserialize(&v).map_err(|e| StorageIOError::read_state_machine(&e))?)),
+            Some(v) => {
+                Ok(Some(decode("state machine metadata", &v).map_err(|e| StorageIOError::read_state_machine(&e))?))
+            }
             None => Ok(None),
         }
     }
@@ -555,6 +558,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let data = dir.join(format!("{name}.snap"));
             verify_snapshot_file(&tmp)?;
             std::fs::rename(&tmp, &data).map_err(|e| NamenodeError::io("rename received snapshot", e))?;
+            sync_dir(&dir)?;
             publish_snapshot(&dir, &name, &m, true)?;
             load_snapshot_file(&db, &data)
         })
@@ -615,6 +619,30 @@ fn corrupt(what: &str, reason: impl Into<String>) -> NamenodeError {
     NamenodeError::Corrupt { what: what.to_string(), reason: reason.into() }
 }
 
+/// A digest of the whole state machine and the log id it has applied, read from one
+/// consistent view: two replicas that applied the same entries have equal digests.
+pub fn state_digest(db: &Db) -> Result<(Option<LogId<NodeId>>, u32), NamenodeError> {
+    let snap = db.snapshot();
+    let sm_meta = db.cf_handle(CF_SM_META).expect("sm_meta column family");
+    let applied: Option<LogId<NodeId>> = match snap.get_cf(sm_meta, SM_LAST_APPLIED)? {
+        Some(v) => decode("last_applied", &v).map_err(|e| corrupt("last_applied", e.to_string()))?,
+        None => None,
+    };
+    let mut crc = 0u32;
+    for (tag, name) in SM_CFS.iter().enumerate() {
+        let handle = db.cf_handle(name).expect("state machine column family");
+        for item in snap.iterator_cf(handle, IteratorMode::Start) {
+            let (k, v) = item?;
+            crc = crc32c::crc32c_append(crc, &[tag as u8]);
+            crc = crc32c::crc32c_append(crc, &(k.len() as u32).to_be_bytes());
+            crc = crc32c::crc32c_append(crc, &k);
+            crc = crc32c::crc32c_append(crc, &(v.len() as u32).to_be_bytes());
+            crc = crc32c::crc32c_append(crc, &v);
+        }
+    }
+    Ok((applied, crc))
+}
+
 /// Writes the snapshot file and makes it current.
 fn build_snapshot_file(db: &Db, dir: &Path) -> Result<(), NamenodeError> {
     let snap = db.snapshot();
@@ -623,11 +651,11 @@ fn build_snapshot_file(db: &Db, dir: &Path) -> Result<(), NamenodeError> {
     db.flush_wal(true)?;
     let sm_meta = db.cf_handle(CF_SM_META).expect("sm_meta column family");
     let applied: Option<LogId<NodeId>> = match snap.get_cf(sm_meta, SM_LAST_APPLIED)? {
-        Some(v) => bincode::deserialize(&v).map_err(|e| corrupt("last_applied", e.to_string()))?,
+        Some(v) => decode("last_applied", &v).map_err(|e| corrupt("last_applied", e.to_string()))?,
         None => None,
     };
     let membership: Membership = match snap.get_cf(sm_meta, SM_MEMBERSHIP)? {
-        Some(v) => bincode::deserialize(&v).map_err(|e| corrupt("membership", e.to_string()))?,
+        Some(v) => decode("membership", &v).map_err(|e| corrupt("membership", e.to_string()))?,
         None => Membership::default(),
     };
     let snapshot_id = match applied {
@@ -665,6 +693,7 @@ fn build_snapshot_file(db: &Db, dir: &Path) -> Result<(), NamenodeError> {
     let file = w.into_inner().map_err(|e| NamenodeError::io("flush snapshot", e.into_error()))?;
     file.sync_all().map_err(|e| NamenodeError::io("fsync snapshot", e))?;
     std::fs::rename(&tmp, dir.join(format!("{name}.snap"))).map_err(|e| NamenodeError::io("rename snapshot", e))?;
+    sync_dir(dir)?;
     publish_snapshot(dir, &name, &meta, false)?;
     tracing::info!(snapshot = %meta.snapshot_id, records, "built snapshot");
     Ok(())
@@ -688,7 +717,9 @@ fn publish_snapshot(dir: &Path, name: &str, meta: &Meta, installed: bool) -> Res
         let mut f =
             std::fs::File::create(&tmp).map_err(|e| NamenodeError::io(format!("create {}", tmp.display()), e))?;
         f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| NamenodeError::io("write snapshot metadata", e))?;
-        std::fs::rename(&tmp, path).map_err(|e| NamenodeError::io("rename snapshot metadata", e))
+        std::fs::rename(&tmp, path).map_err(|e| NamenodeError::io("rename snapshot metadata", e))?;
+        // A rename is durable only once the directory holding it is.
+        sync_dir(dir)
     };
     write_synced(&dir.join(format!("{name}.meta")), &encode(meta))?;
     write_synced(&dir.join("current"), name.as_bytes())?;
@@ -703,6 +734,23 @@ fn publish_snapshot(dir: &Path, name: &str, meta: &Meta, installed: bool) -> Res
     Ok(())
 }
 
+/// Times a directory was fsynced (tests check that every published snapshot file was).
+static DIR_SYNCS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Makes the renames and creations in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), NamenodeError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| NamenodeError::io(format!("fsync directory {}", dir.display()), e))?;
+    DIR_SYNCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}
+
+/// How many times snapshot directories were fsynced in this process.
+pub fn dir_syncs() -> u64 {
+    DIR_SYNCS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 fn read_current(dir: &Path) -> Result<Option<(String, Meta)>, NamenodeError> {
     let name = match std::fs::read_to_string(dir.join("current")) {
         Ok(n) => n,
@@ -711,7 +759,7 @@ fn read_current(dir: &Path) -> Result<Option<(String, Meta)>, NamenodeError> {
     };
     let bytes =
         std::fs::read(dir.join(format!("{name}.meta"))).map_err(|e| NamenodeError::io("read snapshot metadata", e))?;
-    let meta = bincode::deserialize(&bytes).map_err(|e| corrupt("snapshot metadata", e.to_string()))?;
+    let meta = decode_snapshot_meta(&bytes).map_err(|e| corrupt("snapshot metadata", e.to_string()))?;
     Ok(Some((name, meta)))
 }
 
@@ -727,9 +775,11 @@ fn read_records(path: &Path, f: &mut RecordFn<'_>) -> Result<u64, NamenodeError>
     };
     let mut magic = [0u8; 8];
     read(&mut r, &mut magic)?;
-    if &magic != SNAPSHOT_MAGIC {
-        return Err(corrupt("snapshot", "bad magic"));
-    }
+    let v0 = match &magic {
+        m if m == SNAPSHOT_MAGIC => false,
+        m if m == SNAPSHOT_MAGIC_V0 => true,
+        m => return Err(corrupt("snapshot", format!("unknown format (magic {:?})", String::from_utf8_lossy(m)))),
+    };
     let mut records = 0u64;
     let (mut key, mut val) = (Vec::new(), Vec::new());
     loop {
@@ -752,7 +802,11 @@ fn read_records(path: &Path, f: &mut RecordFn<'_>) -> Result<u64, NamenodeError>
         val.resize(vlen, 0);
         read(&mut r, &mut key)?;
         read(&mut r, &mut val)?;
-        f(tag[0], &key, &val)?;
+        if v0 && is_versioned(SM_CFS[tag[0] as usize], &key) {
+            f(tag[0], &key, &upgrade_v0(&val))?;
+        } else {
+            f(tag[0], &key, &val)?;
+        }
         records += 1;
     }
     let mut count = [0u8; 8];

@@ -1,0 +1,221 @@
+//! Format versions of what the namenode keeps on disk and sends to its peers.
+//!
+//! - **Records.** Every bincode value it stores (inodes, blocks, retry results, Raft log
+//!   entries, Raft metadata, snapshot metadata, the few structured `sm_meta` values) starts
+//!   with a two-byte header: [`RECORD_MAGIC`], then the format version it was written in.
+//!   bincode is positional, so a field added to a record is a new version: [`decode`] reads
+//!   every version this binary knows and refuses a newer one with an error naming both, so
+//!   a node never guesses at bytes it does not understand.
+//! - **The store.** The database names its format under `raft_meta/store_format`. A store
+//!   written before formats had versions (format 0: bare bincode) is converted once, when
+//!   it is first opened by a binary that knows versions ([`migrate_store`]); the conversion
+//!   can be interrupted and resumed, and records already converted are never converted
+//!   twice. A store of a newer format than this binary's is refused.
+//! - **Snapshots** say in their magic whether their records carry headers
+//!   ([`SNAPSHOT_MAGIC`]) or are format 0 ([`SNAPSHOT_MAGIC_V0`], converted while loading).
+//! - **Raft messages** between namenodes name the sender's format (`RaftPayload.format`);
+//!   a node refuses messages of a format newer than its own.
+//!
+//! Fixed-width values (counters, `paths` and `dentries` values, replica lists) are part of
+//! the key layout, which the store format versions as a whole.
+//!
+//! Golden files written by each format live in `namenode/tests/golden/` and
+//! `tests/golden/`; tests decode them, so no change can make an existing cluster's data
+//! unreadable without a test failing.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{FsError, NamenodeError};
+use crate::kv::Db;
+use crate::records::{CF_BLOCKS, CF_INODES, CF_RAFT_LOG, CF_RAFT_META, CF_RETRY, CF_SM_META};
+
+/// The format this binary writes. Raise it whenever a stored record's encoding changes, and
+/// teach [`decode`] to read the version before.
+pub const FORMAT_CURRENT: u8 = 1;
+/// First byte of every versioned record. Format-0 records never start with it where the
+/// two could meet (snapshot metadata starts with an `Option` tag, 0 or 1).
+pub const RECORD_MAGIC: u8 = 0xA7;
+/// Snapshot files whose records carry headers.
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"TARNSNP2";
+/// Snapshot files of format 0 (bare bincode records).
+pub const SNAPSHOT_MAGIC_V0: &[u8; 8] = b"TARNSNP1";
+
+/// `raft_meta` key of the store's format (one byte).
+pub const META_STORE_FORMAT: &[u8] = b"store_format";
+/// `raft_meta` key of an interrupted conversion: the index of the column family in
+/// [`VERSIONED_VALUES`] being converted, then the last key converted in it.
+const META_MIGRATION: &[u8] = b"format_migration";
+/// Records converted per write batch while migrating a store.
+const MIGRATION_BATCH_RECORDS: usize = 4096;
+
+/// Which values are versioned records: every value of a column family (`None`), or those
+/// of the listed keys. Everything else is fixed-width.
+pub const VERSIONED_VALUES: [(&str, Option<&[&[u8]]>); 6] = [
+    (CF_INODES, None),
+    (CF_BLOCKS, None),
+    (CF_RETRY, None),
+    (CF_RAFT_LOG, None),
+    (CF_SM_META, Some(&[b"decommission", b"block_keys", b"last_applied", b"membership"])),
+    (CF_RAFT_META, Some(&[b"vote", b"committed", b"last_purged"])),
+];
+
+/// Whether the value under `key` in column family `cf` is a versioned record.
+pub fn is_versioned(cf: &str, key: &[u8]) -> bool {
+    VERSIONED_VALUES.iter().any(|(name, keys)| *name == cf && keys.is_none_or(|ks| ks.contains(&key)))
+}
+
+/// Encodes `v` as a record of the current format.
+pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = vec![RECORD_MAGIC, FORMAT_CURRENT];
+    // Serializing these plain structs into a Vec cannot fail.
+    bincode::serialize_into(&mut out, v).expect("bincode serialization of an in-memory record");
+    out
+}
+
+/// Decodes a record of any format this binary knows.
+#[allow(clippy::disallowed_methods)] // the one place stored records meet bincode
+pub fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, FsError> {
+    let corrupt = |reason: String| FsError::Storage(format!("corrupt {what} record: {reason}"));
+    match bytes {
+        // Format 1 encodes every record as format 0 did, behind the header. A later format
+        // that changes a record decodes the older layout here and converts it.
+        [RECORD_MAGIC, 1, body @ ..] => bincode::deserialize(body).map_err(|e| corrupt(e.to_string())),
+        [RECORD_MAGIC, v, ..] if *v > FORMAT_CURRENT => Err(FsError::Storage(format!(
+            "{what} record has format version {v}, but this binary reads formats up to {FORMAT_CURRENT}: \
+             run a newer tarn on this node"
+        ))),
+        [RECORD_MAGIC, v, ..] => Err(corrupt(format!("unknown format version {v}"))),
+        _ => Err(corrupt("no format header (a format-0 record that was never converted)".into())),
+    }
+}
+
+/// A format-0 value as the current format writes it (format 1 only adds the header).
+pub fn upgrade_v0(v0: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + v0.len());
+    out.extend_from_slice(&[RECORD_MAGIC, FORMAT_CURRENT]);
+    out.extend_from_slice(v0);
+    out
+}
+
+/// The snapshot metadata file: format 0 was bare bincode (starting with 0 or 1).
+#[allow(clippy::disallowed_methods)] // the one place stored records meet bincode
+pub fn decode_snapshot_meta<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FsError> {
+    match bytes.first() {
+        Some(&RECORD_MAGIC) => decode("snapshot metadata", bytes),
+        _ => bincode::deserialize(bytes).map_err(|e| FsError::Storage(format!("corrupt snapshot metadata: {e}"))),
+    }
+}
+
+fn store_err(what: &str, reason: impl Into<String>) -> NamenodeError {
+    NamenodeError::Corrupt { what: what.to_string(), reason: reason.into() }
+}
+
+/// Brings the store to [`FORMAT_CURRENT`] before anything reads it: a new store is stamped,
+/// a format-0 store converted (resuming an interrupted conversion), a newer one refused.
+pub fn migrate_store(db: &Db) -> Result<(), NamenodeError> {
+    let meta = db.cf_handle(CF_RAFT_META).expect("raft_meta column family");
+    match db.get_cf(meta, META_STORE_FORMAT)?.as_deref() {
+        Some([v]) if *v == FORMAT_CURRENT => return Ok(()),
+        Some([v]) if *v > FORMAT_CURRENT => {
+            return Err(NamenodeError::Config(format!(
+                "this namenode's store has format {v}, but this binary reads formats up to {FORMAT_CURRENT}: \
+                 run a newer tarn on this node"
+            )))
+        }
+        Some(other) => return Err(store_err("store format", format!("{other:?}"))),
+        None => {}
+    }
+    let resume = db.get_cf(meta, META_MIGRATION)?;
+    if resume.is_none() && store_is_empty(db)? {
+        return stamp(db);
+    }
+    let (first_cf, mut after) = match resume.as_deref() {
+        Some([i, key @ ..]) if (*i as usize) < VERSIONED_VALUES.len() => (*i as usize, Some(key.to_vec())),
+        Some(other) => return Err(store_err("format migration progress", format!("{other:?}"))),
+        None => (0, None),
+    };
+    tracing::info!(from = 0, to = FORMAT_CURRENT, "converting the namenode's store to the current format");
+    let mut converted = 0u64;
+    for (i, (cf_name, keys)) in VERSIONED_VALUES.iter().enumerate().skip(first_cf) {
+        let handle = db.cf_handle(cf_name).expect("versioned column family");
+        loop {
+            let mode = match &after {
+                Some(k) => rocksdb::IteratorMode::From(k, rocksdb::Direction::Forward),
+                None => rocksdb::IteratorMode::Start,
+            };
+            let mut batch = rocksdb::WriteBatchWithTransaction::<true>::default();
+            let mut last = None;
+            let mut n = 0;
+            for item in db.iterator_cf(handle, mode) {
+                let (k, v) = item?;
+                if after.as_deref() == Some(&k[..]) {
+                    continue;
+                }
+                if keys.is_none_or(|ks| ks.contains(&&k[..])) {
+                    batch.put_cf(handle, &k, upgrade_v0(&v));
+                }
+                last = Some(k.to_vec());
+                n += 1;
+                if n == MIGRATION_BATCH_RECORDS {
+                    break;
+                }
+            }
+            let Some(last) = last else { break };
+            let mut progress = vec![i as u8];
+            progress.extend_from_slice(&last);
+            // The progress goes in the same batch as what it covers: after a crash the
+            // conversion resumes exactly after the last key converted.
+            batch.put_cf(meta, META_MIGRATION, progress);
+            db.write(batch)?;
+            converted += n as u64;
+            after = Some(last);
+        }
+        after = None;
+    }
+    stamp(db)?;
+    tracing::info!(records = converted, format = FORMAT_CURRENT, "converted the namenode's store");
+    Ok(())
+}
+
+fn stamp(db: &Db) -> Result<(), NamenodeError> {
+    let meta = db.cf_handle(CF_RAFT_META).expect("raft_meta column family");
+    let mut batch = rocksdb::WriteBatchWithTransaction::<true>::default();
+    batch.put_cf(meta, META_STORE_FORMAT, [FORMAT_CURRENT]);
+    batch.delete_cf(meta, META_MIGRATION);
+    let mut sync = rocksdb::WriteOptions::default();
+    sync.set_sync(true);
+    db.write_opt(batch, &sync)?;
+    Ok(())
+}
+
+fn store_is_empty(db: &Db) -> Result<bool, NamenodeError> {
+    for name in [CF_RAFT_META, CF_RAFT_LOG, CF_SM_META, CF_INODES] {
+        let handle = db.cf_handle(name).expect("column family");
+        if db.iterator_cf(handle, rocksdb::IteratorMode::Start).next().transpose()?.is_some() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // format-0 bytes, as the old binary wrote them
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_newer_formats_are_refused_by_name() {
+        let bytes = encode(&(7u64, "x".to_string()));
+        assert_eq!(&bytes[..2], &[RECORD_MAGIC, FORMAT_CURRENT]);
+        assert_eq!(decode::<(u64, String)>("test", &bytes).unwrap(), (7, "x".to_string()));
+        let mut newer = bytes.clone();
+        newer[1] = FORMAT_CURRENT + 1;
+        let e = decode::<(u64, String)>("inode", &newer).unwrap_err().to_string();
+        assert!(e.contains(&format!("format version {}", FORMAT_CURRENT + 1)) && e.contains("up to 1"), "{e}");
+        let bare = bincode::serialize(&(7u64, "x".to_string())).unwrap();
+        let e = decode::<(u64, String)>("inode", &bare).unwrap_err().to_string();
+        assert!(e.contains("no format header"), "{e}");
+        assert_eq!(upgrade_v0(&bare), bytes);
+    }
+}
