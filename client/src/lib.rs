@@ -58,56 +58,10 @@ pub const INLINE_MAX: usize = 64 * 1024;
 /// Largest response accepted (a listing page).
 const MESSAGE_BYTES_MAX: usize = 64 << 20;
 
-/// What kind of refusal a namespace error is (from the server's `x-tarn-error`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    InvalidPath,
-    InvalidArgument,
-    RenameIntoSelf,
-    NotFound,
-    ParentNotFound,
-    AlreadyExists,
-    NotADirectory,
-    IsADirectory,
-    DirectoryNotEmpty,
-    ConditionFailed,
-    LeaseConflict,
-    NotLeaseHolder,
-    QuotaExceeded,
-    /// The caller may not do this (its certificate's role, or the file's permissions).
-    PermissionDenied,
-    NotLeader,
-    Unavailable,
-    /// The namenode does not keep this small file in the namespace (see
-    /// [`NamenodeClient::put_small`]): write it to blocks.
-    InlineUnavailable,
-    Other,
-}
-
-impl ErrorKind {
-    fn parse(s: &str) -> ErrorKind {
-        use ErrorKind::*;
-        match s {
-            "InvalidPath" => InvalidPath,
-            "InvalidArgument" => InvalidArgument,
-            "PermissionDenied" => PermissionDenied,
-            "RenameIntoSelf" => RenameIntoSelf,
-            "NotFound" => NotFound,
-            "ParentNotFound" => ParentNotFound,
-            "AlreadyExists" => AlreadyExists,
-            "NotADirectory" => NotADirectory,
-            "IsADirectory" => IsADirectory,
-            "DirectoryNotEmpty" => DirectoryNotEmpty,
-            "ConditionFailed" => ConditionFailed,
-            "LeaseConflict" => LeaseConflict,
-            "NotLeaseHolder" => NotLeaseHolder,
-            "QuotaExceeded" => QuotaExceeded,
-            "NotLeader" => NotLeader,
-            "InlineUnavailable" => InlineUnavailable,
-            _ => Other,
-        }
-    }
-}
+/// What kind of refusal an error is: the vocabulary the namenode names in its statuses
+/// (`x-tarn-error`), shared through `tarn-proto`.
+pub use tarn_proto::ErrorKind;
+use tarn_proto::{ERROR_KIND_HEADER, LEADER_HEADER};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
@@ -140,7 +94,7 @@ impl ClientError {
     }
 
     fn from_status(s: &Status) -> ClientError {
-        let kind = s.metadata().get("x-tarn-error").and_then(|v| v.to_str().ok()).map(ErrorKind::parse);
+        let kind = s.metadata().get(ERROR_KIND_HEADER).and_then(|v| v.to_str().ok()).map(ErrorKind::parse);
         let kind = match (kind, s.code()) {
             (Some(k), _) => k,
             (None, tonic::Code::PermissionDenied) => ErrorKind::PermissionDenied,
@@ -329,6 +283,40 @@ fn retryable(s: &Status) -> bool {
     }
 }
 
+/// The pauses of one call's retries: exponential backoff between attempts, except that the
+/// first leader redirect is followed at once. Every later redirect waits like any failure,
+/// so nodes that name each other as leader (during an election, or a stale view) are not
+/// asked again and again without pause.
+#[derive(Debug)]
+struct RetryState {
+    policy: RetryPolicy,
+    backoff: Duration,
+    redirects: u32,
+}
+
+impl RetryState {
+    fn new(policy: RetryPolicy) -> Self {
+        RetryState { policy, backoff: policy.backoff_min, redirects: 0 }
+    }
+
+    /// The pause before trying the leader a node named.
+    fn after_redirect(&mut self) -> Duration {
+        self.redirects += 1;
+        if self.redirects == 1 {
+            Duration::ZERO
+        } else {
+            self.after_failure()
+        }
+    }
+
+    /// The pause before the next attempt after a failure.
+    fn after_failure(&mut self) -> Duration {
+        let pause = self.backoff;
+        self.backoff = (self.backoff * 2).min(self.policy.backoff_max);
+        pause
+    }
+}
+
 struct Target {
     addr: String,
     channel: Channel,
@@ -421,7 +409,7 @@ impl Conn {
         Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
     {
         let start = Instant::now();
-        let mut backoff = self.retry.backoff_min;
+        let mut retry = RetryState::new(self.retry);
         loop {
             let (addr, channel) = {
                 let t = lock(&self.current);
@@ -441,20 +429,22 @@ impl Conn {
                     last: format!("{}: {}", addr, status.message()),
                 });
             }
-            let leader = status.metadata().get("x-tarn-leader").and_then(|v| v.to_str().ok()).map(str::to_string);
-            match leader {
-                Some(l) if l != addr => {
+            let leader = status.metadata().get(LEADER_HEADER).and_then(|v| v.to_str().ok());
+            let pause = match leader.filter(|l| *l != addr) {
+                Some(l) => {
                     tracing::debug!(from = %addr, to = %l, "following the namenode leader");
-                    self.switch_to(&l)?;
-                    continue;
+                    self.switch_to(l)?;
+                    retry.after_redirect()
                 }
-                _ => {
+                None => {
                     tracing::debug!(%addr, error = %status.message(), "namenode unavailable; retrying");
                     self.rotate(&addr)?;
+                    retry.after_failure()
                 }
+            };
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(self.retry.backoff_max);
         }
     }
 }
@@ -469,7 +459,13 @@ pub struct NamenodeClient {
     infos: OnceLock<tokio::sync::mpsc::UnboundedSender<InfoWaiter>>,
     /// Read replicas on this host straight from their files (see `blocks`).
     short_circuit: bool,
+    /// The uuid of the datanode this process runs beside, if any: writes place their first
+    /// replica there, reads of its replicas go short-circuit.
+    local_datanode: String,
 }
+
+/// Whom a client without a certificate (dev mode) acts as unless told (`with_user`).
+pub const DEV_USER: &str = "tarn";
 
 impl NamenodeClient {
     /// A client of the namenodes at `addrs` (`host:port`, comma-separated lists allowed),
@@ -481,11 +477,7 @@ impl NamenodeClient {
         // With a certificate the namenode knows who this is: a person is their certificate's
         // name, a daemon itself, unless told otherwise (`with_user`). Without one (dev
         // mode) the client names its user.
-        let user = if transport.is_tls() {
-            String::new()
-        } else {
-            std::env::var("TARN_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "tarn".into())
-        };
+        let user = if transport.is_tls() { String::new() } else { DEV_USER.to_string() };
         Ok(NamenodeClient {
             conn: Arc::new(Conn::new(addrs, user, RetryPolicy::default(), transport.clone())?),
             client_id,
@@ -493,6 +485,7 @@ impl NamenodeClient {
             client_name: format!("tarn-client-{client_id:016x}"),
             infos: OnceLock::new(),
             short_circuit: true,
+            local_datanode: String::new(),
         })
     }
 
@@ -501,6 +494,17 @@ impl NamenodeClient {
     pub fn with_short_circuit(mut self, on: bool) -> Self {
         self.short_circuit = on;
         self
+    }
+
+    /// The datanode this process runs beside (its uuid): first replicas of writes go there
+    /// and its replicas are read short-circuit.
+    pub fn with_local_datanode(mut self, uuid: impl Into<String>) -> Self {
+        self.local_datanode = uuid.into();
+        self
+    }
+
+    pub fn local_datanode(&self) -> &str {
+        &self.local_datanode
     }
 
     pub fn short_circuit(&self) -> bool {
@@ -544,6 +548,7 @@ impl NamenodeClient {
             client_name: format!("tarn-client-{client_id:016x}"),
             infos: OnceLock::new(),
             short_circuit: self.short_circuit,
+            local_datanode: self.local_datanode.clone(),
         }
     }
 
@@ -1087,12 +1092,9 @@ async fn send_infos(conn: &Conn, batch: Vec<InfoWaiter>) {
                 let v = if r.error_kind.is_empty() {
                     Ok(r.status.map(FileStatus::from))
                 } else {
+                    // The same error the single call gives: the kind names its status code.
                     let kind = ErrorKind::parse(&r.error_kind);
-                    let code = match kind {
-                        ErrorKind::InvalidPath | ErrorKind::InvalidArgument => tonic::Code::InvalidArgument,
-                        _ => tonic::Code::FailedPrecondition,
-                    };
-                    Err(ClientError::Refused { kind, code, message: r.error_message })
+                    Err(ClientError::Refused { kind, code: kind.code(), message: r.error_message })
                 };
                 let _ = tx.send(v);
             }
@@ -1101,6 +1103,39 @@ async fn send_infos(conn: &Conn, batch: Vec<InfoWaiter>) {
             for (_, tx) in batch {
                 let _ = tx.send(Err(e.clone()));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_naming_each_other_as_leader_are_retried_with_growing_pauses() {
+        let policy = RetryPolicy {
+            backoff_min: Duration::from_millis(20),
+            backoff_max: Duration::from_millis(500),
+            ..RetryPolicy::default()
+        };
+        let mut r = RetryState::new(policy);
+        // The first redirect is followed at once ...
+        assert_eq!(r.after_redirect(), Duration::ZERO);
+        // ... but two nodes sending the client back and forth are not asked again at once.
+        let pauses: Vec<u128> = (0..8).map(|_| r.after_redirect().as_millis()).collect();
+        assert_eq!(pauses, [20, 40, 80, 160, 320, 500, 500, 500]);
+        assert_eq!(r.after_failure(), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn batched_lookups_refuse_with_the_code_of_a_single_lookup() {
+        for kind in ErrorKind::ALL {
+            let mut status = Status::new(kind.code(), "refused");
+            status.metadata_mut().insert(ERROR_KIND_HEADER, kind.as_str().parse().unwrap());
+            let ClientError::Refused { kind: k, code, .. } = ClientError::from_status(&status) else {
+                panic!("{kind:?} is a refusal")
+            };
+            assert_eq!((k, code), (*kind, kind.code()));
         }
     }
 }

@@ -14,6 +14,7 @@ use rand::seq::SliceRandom;
 use tarn_proto::namenode as pb;
 use tarn_proto::namenode::namenode_admin_server::NamenodeAdmin;
 use tarn_proto::namenode::namenode_server::Namenode;
+use tarn_proto::{ErrorKind, ERROR_KIND_HEADER, LEADER_HEADER};
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
@@ -63,34 +64,41 @@ pub struct NodeState {
     pub small_files: crate::node::SmallFiles,
 }
 
-/// A small file the namenode will not keep: the client writes blocks instead.
-fn inline_unavailable(why: String) -> Status {
-    let mut s = Status::failed_precondition(why);
-    s.metadata_mut().insert("x-tarn-error", MetadataValue::from_static("InlineUnavailable"));
+/// A refusal of `kind`: its status code and its name in the `x-tarn-error` metadata.
+pub(crate) fn kind_status(kind: ErrorKind, message: impl Into<String>) -> Status {
+    let mut s = Status::new(kind.code(), message);
+    s.metadata_mut().insert(ERROR_KIND_HEADER, MetadataValue::from_static(kind.as_str()));
     s
 }
 
+/// A small file the namenode will not keep: the client writes blocks instead.
+fn inline_unavailable(why: String) -> Status {
+    kind_status(ErrorKind::InlineUnavailable, why)
+}
+
+/// The kind of refusal a namespace error is.
+pub(crate) fn fs_kind(e: &FsError) -> ErrorKind {
+    match e {
+        FsError::InvalidPath { .. } => ErrorKind::InvalidPath,
+        FsError::InvalidArgument(_) => ErrorKind::InvalidArgument,
+        FsError::RenameIntoSelf { .. } => ErrorKind::RenameIntoSelf,
+        FsError::NotFound { .. } => ErrorKind::NotFound,
+        FsError::ParentNotFound { .. } => ErrorKind::ParentNotFound,
+        FsError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+        FsError::NotADirectory { .. } => ErrorKind::NotADirectory,
+        FsError::IsADirectory { .. } => ErrorKind::IsADirectory,
+        FsError::DirectoryNotEmpty { .. } => ErrorKind::DirectoryNotEmpty,
+        FsError::ConditionFailed { .. } => ErrorKind::ConditionFailed,
+        FsError::LeaseConflict { .. } => ErrorKind::LeaseConflict,
+        FsError::NotLeaseHolder { .. } => ErrorKind::NotLeaseHolder,
+        FsError::QuotaExceeded { .. } => ErrorKind::QuotaExceeded,
+        FsError::PermissionDenied { .. } => ErrorKind::PermissionDenied,
+        FsError::Storage(_) => ErrorKind::Storage,
+    }
+}
+
 pub(crate) fn fs_status(e: &FsError) -> Status {
-    let (code, kind) = match e {
-        FsError::InvalidPath { .. } => (tonic::Code::InvalidArgument, "InvalidPath"),
-        FsError::InvalidArgument(_) => (tonic::Code::InvalidArgument, "InvalidArgument"),
-        FsError::RenameIntoSelf { .. } => (tonic::Code::InvalidArgument, "RenameIntoSelf"),
-        FsError::NotFound { .. } => (tonic::Code::NotFound, "NotFound"),
-        FsError::ParentNotFound { .. } => (tonic::Code::NotFound, "ParentNotFound"),
-        FsError::AlreadyExists { .. } => (tonic::Code::AlreadyExists, "AlreadyExists"),
-        FsError::NotADirectory { .. } => (tonic::Code::FailedPrecondition, "NotADirectory"),
-        FsError::IsADirectory { .. } => (tonic::Code::FailedPrecondition, "IsADirectory"),
-        FsError::DirectoryNotEmpty { .. } => (tonic::Code::FailedPrecondition, "DirectoryNotEmpty"),
-        FsError::ConditionFailed { .. } => (tonic::Code::FailedPrecondition, "ConditionFailed"),
-        FsError::LeaseConflict { .. } => (tonic::Code::FailedPrecondition, "LeaseConflict"),
-        FsError::NotLeaseHolder { .. } => (tonic::Code::FailedPrecondition, "NotLeaseHolder"),
-        FsError::QuotaExceeded { .. } => (tonic::Code::ResourceExhausted, "QuotaExceeded"),
-        FsError::PermissionDenied { .. } => (tonic::Code::PermissionDenied, "PermissionDenied"),
-        FsError::Storage(_) => (tonic::Code::Internal, "Storage"),
-    };
-    let mut s = Status::new(code, e.to_string());
-    s.metadata_mut().insert("x-tarn-error", MetadataValue::from_static(kind));
-    s
+    kind_status(fs_kind(e), e.to_string())
 }
 
 pub(crate) fn propose_status(node: NodeId, e: &ProposeError) -> Status {
@@ -102,10 +110,9 @@ pub(crate) fn propose_status(node: NodeId, e: &ProposeError) -> Status {
                 }
                 _ => format!("namenode {node} is not the leader and knows no leader yet (election in progress)"),
             };
-            let mut s = Status::unavailable(msg);
-            s.metadata_mut().insert("x-tarn-error", MetadataValue::from_static("NotLeader"));
+            let mut s = kind_status(ErrorKind::NotLeader, msg);
             if let Some(v) = leader_addr.as_deref().and_then(|a| MetadataValue::try_from(a).ok()) {
-                s.metadata_mut().insert("x-tarn-leader", v);
+                s.metadata_mut().insert(LEADER_HEADER, v);
             }
             s
         }
@@ -240,9 +247,7 @@ impl NamenodeService {
         if let Some(why) = crate::dn_service::safe_mode_message(&self.s) {
             // Only the leader's safe mode counts; a follower forwards the client anyway.
             if crate::dn_service::ensure_leader(&self.s).is_ok() {
-                let mut st = Status::unavailable(why);
-                st.metadata_mut().insert("x-tarn-error", MetadataValue::from_static("SafeMode"));
-                return Err(st);
+                return Err(kind_status(ErrorKind::SafeMode, why));
             }
         }
         match self.s.proposer.propose(r, op).await {
@@ -403,7 +408,10 @@ impl Namenode for NamenodeService {
         };
         let request_id = rid(r.request_id);
         let out = match self.write(request_id, on_behalf(&who, Op::Create(op.clone()))).await {
-            Err(s) if r.overwrite && s.metadata().get("x-tarn-error").is_some_and(|v| v == "LeaseConflict") => {
+            Err(s)
+                if r.overwrite
+                    && s.metadata().get(ERROR_KIND_HEADER).is_some_and(|v| v == ErrorKind::LeaseConflict.as_str()) =>
+            {
                 self.take_over(&who, op, request_id, s).await?
             }
             other => other?,
@@ -580,12 +588,11 @@ impl Namenode for NamenodeService {
                             ..Default::default()
                         },
                         Ok(None) => pb::FileInfoResult::default(),
-                        Err(e) => {
-                            let s = fs_status(&e);
-                            let kind =
-                                s.metadata().get("x-tarn-error").and_then(|v| v.to_str().ok()).unwrap_or("Other");
-                            pb::FileInfoResult { status: None, error_kind: kind.into(), error_message: e.to_string() }
-                        }
+                        Err(e) => pb::FileInfoResult {
+                            status: None,
+                            error_kind: fs_kind(&e).as_str().into(),
+                            error_message: e.to_string(),
+                        },
                     })
                     .collect())
             })

@@ -1,7 +1,12 @@
-//! Generated protobuf and gRPC code for every Tarn service.
+//! Generated protobuf and gRPC code for every Tarn service, and the wire vocabulary both
+//! ends share ([`ErrorKind`]).
 //!
-//! **Architecture invariant:** this crate holds only generated code; prost types stop at
-//! the RPC edge (services convert them into their own domain types).
+//! **Architecture invariant:** this crate holds generated code and the names both ends of
+//! a link must agree on, nothing else; prost types stop at the RPC edge (services convert
+//! them into their own domain types).
+
+mod error_kind;
+pub use error_kind::{ErrorKind, ERROR_KIND_HEADER, LEADER_HEADER};
 
 /// Namenode client and admin APIs.
 pub mod namenode {

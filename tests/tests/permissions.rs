@@ -363,3 +363,33 @@ async fn an_old_write_token_cannot_rewrite_a_closed_block() {
     assert_eq!(r.read_at(0, 100).await.unwrap(), b"the real bytes");
     cl.shutdown().await;
 }
+
+/// A lookup refused for permissions says so with the same kind and code whether it went
+/// alone or in a batch (concurrent lookups of one client are batched).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_lookups_are_refused_like_single_ones() {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let (cl, _admin) = cluster(&[("alice", 0o700)]).await;
+        let eve = std::sync::Arc::new(user(&cl, "eve"));
+        let single = eve.get_file_info("/home/alice/x", false).await.unwrap_err();
+        assert_eq!((single.kind(), code(&single)), (ErrorKind::PermissionDenied, tonic::Code::PermissionDenied));
+        let lookups = (0..32).map(|i| {
+            let eve = eve.clone();
+            tokio::spawn(async move { eve.get_file_info(&format!("/home/alice/f{i}"), false).await })
+        });
+        for r in futures::future::join_all(lookups).await {
+            let e = r.unwrap().unwrap_err();
+            assert_eq!((e.kind(), code(&e)), (ErrorKind::PermissionDenied, tonic::Code::PermissionDenied), "{e}");
+        }
+        cl.shutdown().await;
+    })
+    .await
+    .expect("bounded");
+}
+
+fn code(e: &tarn_client::ClientError) -> tonic::Code {
+    match e {
+        tarn_client::ClientError::Refused { code, .. } => *code,
+        other => panic!("not a refusal: {other}"),
+    }
+}
