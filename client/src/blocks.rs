@@ -325,7 +325,7 @@ impl<'a> FileWriter<'a> {
         first: bool,
     ) -> Result<FileWriter<'a>> {
         let nn = nn.into();
-        let favored = std::env::var("TARN_DATANODE_UUID").unwrap_or_default();
+        let favored = nn.local_datanode().to_string();
         let (status, pending) = nn.create_with(path, opts, first, &favored).await?;
         let block_size = status.block_size;
         if block_size == 0 {
@@ -649,7 +649,7 @@ struct LocalReplica {
 }
 
 /// Whether the datanode at `node` is on this host: a loopback address, or the datanode
-/// this process runs beside (`TARN_DATANODE_UUID`, as for write placement).
+/// this process runs beside (`NamenodeClient::with_local_datanode`, as for write placement).
 fn on_this_host(node: &dpb::DatanodeLocation, local_uuid: &str) -> bool {
     (!local_uuid.is_empty() && node.uuid == local_uuid)
         || node.addr.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback())
@@ -896,9 +896,9 @@ impl<'a> FileReader<'a> {
         }
         // Not under the lock: read-ahead of other blocks goes on meanwhile (two reads of
         // one block may both look; the second answer wins, the same either way).
-        let local_uuid = std::env::var("TARN_DATANODE_UUID").unwrap_or_default();
+        let local_uuid = self.nn.local_datanode();
         let mut found = None;
-        for node in lb.locations.iter().filter(|n| on_this_host(n, &local_uuid)) {
+        for node in lb.locations.iter().filter(|n| on_this_host(n, local_uuid)) {
             match LocalReplica::open(self.nn.transport(), node, eb, &lb.token).await {
                 Ok(l) => {
                     found = Some(Arc::new(l));

@@ -100,8 +100,12 @@ pub struct GatewayConfig {
     /// port clients use. Path-style always works.
     pub domains: Vec<String>,
     /// The cluster master key (opens the secrets of keys made by `tarn s3 keys create`);
-    /// the environment variable `TARN_MASTER_KEY` (hex) takes precedence.
+    /// `master_key_hex` takes precedence.
     pub master_key_file: Option<PathBuf>,
+    /// The master key given outside the file (the binary fills it from `TARN_MASTER_KEY`);
+    /// never written to a configuration file.
+    #[serde(skip)]
+    pub master_key_hex: Option<String>,
 }
 
 impl Default for GatewayConfig {
@@ -114,6 +118,7 @@ impl Default for GatewayConfig {
             access_keys: Vec::new(),
             domains: Vec::new(),
             master_key_file: None,
+            master_key_hex: None,
         }
     }
 }
@@ -191,7 +196,9 @@ impl s3s::auth::S3Auth for Auth {
             Ok(Some(id)) => Ok(SecretKey::from(id.secret)),
             Ok(None) => Err(s3_error!(InvalidAccessKeyId, "the access key does not exist")),
             Err(e) => {
-                tracing::error!(error = %e, "access key lookup failed");
+                // The client is answered (500: S3 clients retry it) and the namenodes come
+                // back by themselves: no person needs to look.
+                tracing::warn!(error = %e, "access key lookup failed");
                 Err(s3_error!(InternalError, "access key lookup failed: {e}"))
             }
         }
@@ -385,15 +392,8 @@ pub async fn start_on(
             ))
         }
     };
-    let master = match std::env::var("TARN_MASTER_KEY") {
-        Ok(hex) => {
-            Some(keys::MasterKey::parse(&hex).map_err(|e| GatewayError::Config(format!("TARN_MASTER_KEY: {e}")))?)
-        }
-        Err(_) => match &cfg.master_key_file {
-            Some(p) => Some(keys::MasterKey::load(p).map_err(|e| GatewayError::Config(e.to_string()))?),
-            None => None,
-        },
-    };
+    let master = keys::MasterKey::from_hex_or_file(cfg.master_key_hex.as_deref(), cfg.master_key_file.as_deref())
+        .map_err(|e| GatewayError::Config(e.to_string()))?;
     if cfg.access_keys.is_empty() && master.is_none() {
         return Err(GatewayError::Config(
             "no access key could be used: gateway.access_keys is empty and there is no master key to open stored keys"

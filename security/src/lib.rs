@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use block_token::{BlockKey, BlockKeys, TokenError};
-pub use master_key::MasterKey;
+pub use master_key::{MasterKey, MASTER_KEY_ENV};
 pub use pki::{Ca, Identity, Role, TlsPaths};
 pub use transport::{acting_user, caller, is_superuser, Peer, RequireRole, Transport};
 
@@ -40,8 +40,12 @@ pub struct SecurityConfig {
     /// key) blocks stored unencrypted. Logs a warning.
     pub insecure_dev: bool,
     /// The cluster master key (hex, mode 0600): datanodes seal every replica's data key
-    /// with it. `TARN_MASTER_KEY` (hex) takes precedence.
+    /// with it. `master_key_hex` takes precedence.
     pub master_key_file: Option<PathBuf>,
+    /// The master key given outside the file (the binary fills it from `TARN_MASTER_KEY`);
+    /// never written to a configuration file.
+    #[serde(skip)]
+    pub master_key_hex: Option<String>,
     /// Namenodes, during a master key rotation: the keys the cluster had before, to open
     /// the small files still sealed under them (`tarn admin rotate-master-key
     /// --small-files` re-seals those under the current key; then drop them from here).
@@ -71,7 +75,7 @@ impl SecurityConfig {
     /// The master key for encryption at rest; without one the process refuses to start
     /// unless the dev flag is set (then it warns and stores data in the clear).
     pub fn master_key(&self, who: &str) -> Result<Option<MasterKey>, SecurityError> {
-        match MasterKey::from_env_or_file(self.master_key_file.as_deref())? {
+        match MasterKey::from_hex_or_file(self.master_key_hex.as_deref(), self.master_key_file.as_deref())? {
             Some(k) => Ok(Some(k)),
             None if self.insecure_dev => {
                 warn_insecure(&format!("{who}: no master key, data is stored unencrypted"));

@@ -51,10 +51,11 @@ impl MasterKey {
         MasterKey::parse(&text).map_err(|e| bad(format!("{}: {e}", path.display())))
     }
 
-    /// `TARN_MASTER_KEY` if set, else the file at `path` (if any).
-    pub fn from_env_or_file(path: Option<&Path>) -> Result<Option<MasterKey>, SecurityError> {
-        if let Ok(hex) = std::env::var(MASTER_KEY_ENV) {
-            return MasterKey::parse(&hex).map(Some).map_err(|e| bad(format!("{MASTER_KEY_ENV}: {e}")));
+    /// The key given as `hex` (the binary passes `TARN_MASTER_KEY`) if any, else the file
+    /// at `path` (if any).
+    pub fn from_hex_or_file(hex: Option<&str>, path: Option<&Path>) -> Result<Option<MasterKey>, SecurityError> {
+        if let Some(hex) = hex {
+            return MasterKey::parse(hex).map(Some).map_err(|e| bad(format!("{MASTER_KEY_ENV}: {e}")));
         }
         path.map(MasterKey::load).transpose()
     }

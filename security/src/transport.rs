@@ -191,6 +191,42 @@ impl Transport {
             .map_err(|e| SecurityError::Invalid(format!("address {addr:?}: {e}")))
     }
 
+    /// Checks that the server at `addr` (`host:port`) accepts this transport's certificate:
+    /// a TLS handshake, then an HTTP/2 preface, answered by the server's settings. In TLS
+    /// 1.3 a server judges the client's certificate after the handshake, so a refusal
+    /// arrives as the alert it sends instead of settings, and is returned as the error
+    /// (e.g. "received fatal alert: UnknownCA").
+    pub async fn probe(&self, addr: &str) -> Result<(), SecurityError> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tls = self.inner.tls.as_ref().ok_or_else(|| SecurityError::Tls("not a TLS transport".into()))?;
+        let (host, port) = addr
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h.trim_start_matches('[').trim_end_matches(']'), p.parse::<u16>().ok()?)))
+            .ok_or_else(|| SecurityError::Invalid(format!("address {addr:?}: host:port expected")))?;
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|e| SecurityError::Invalid(format!("server name {host:?}: {e}")))?;
+        let failed = |e: io::Error| SecurityError::Tls(format!("{addr}: {e}"));
+        let exchange = async {
+            let tcp = TcpStream::connect((host, port)).await?;
+            let connector = tokio_rustls::TlsConnector::from(tls.current().client.clone());
+            let mut stream = connector.connect(name, tcp).await?;
+            // The client preface and an empty SETTINGS frame.
+            stream.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await?;
+            stream.flush().await?;
+            let mut first = [0u8; 9];
+            stream.read_exact(&mut first).await?;
+            // A frame header: length (3), type (4 = SETTINGS), flags, stream id.
+            if first[3] != 4 {
+                return Err(io::Error::other(format!("the server answered with frame type {}", first[3])));
+            }
+            Ok(())
+        };
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, exchange)
+            .await
+            .map_err(|_| SecurityError::Tls(format!("{addr}: no answer within {HANDSHAKE_TIMEOUT:?}")))?
+            .map_err(failed)
+    }
+
     /// A lazily connecting channel over this transport.
     pub fn channel(&self, endpoint: Endpoint) -> Channel {
         match &self.inner.tls {

@@ -57,7 +57,16 @@ impl TarnConfig {
     pub fn load(path: &Path) -> anyhow::Result<TarnConfig> {
         let text = std::fs::read_to_string(path).with_context(|| format!("read config {}", path.display()))?;
         let cfg: TarnConfig = toml::from_str(&text).with_context(|| format!("parse config {}", path.display()))?;
-        Ok(cfg)
+        Ok(cfg.with_environment())
+    }
+
+    /// What the environment adds to a configuration (this crate alone reads it): the master
+    /// key as hex in `TARN_MASTER_KEY` wins over the key files.
+    pub fn with_environment(mut self) -> TarnConfig {
+        let hex = std::env::var(tarn_security::MASTER_KEY_ENV).ok();
+        self.security.master_key_hex = hex.clone();
+        self.gateway.master_key_hex = hex;
+        self
     }
 
     /// Writes the file readable by its owner only: it may hold S3 secret keys.
@@ -99,7 +108,7 @@ impl TarnConfig {
         cfg.gateway.listen = "127.0.0.1:9000".into();
         cfg.gateway.access_keys = vec![tarn_gateway::AccessKey::generate()];
         cfg.gateway.domains = vec!["localhost:9000".into(), "localhost".into()];
-        cfg
+        cfg.with_environment()
     }
 }
 

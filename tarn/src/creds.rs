@@ -58,7 +58,15 @@ impl ClientOpts {
 
     /// A client of the cluster with this command's certificate.
     pub fn connect(&self) -> anyhow::Result<NamenodeClient> {
-        Ok(NamenodeClient::new(&self.namenodes()?, &self.transport()?)?.with_retry(crate::cli_retry()))
+        let transport = self.transport()?;
+        let mut c = NamenodeClient::new(&self.namenodes()?, &transport)?.with_retry(crate::cli_retry());
+        if !transport.is_tls() {
+            // Dev mode: no certificate names the user, so the command says whom it acts as.
+            let user = std::env::var("TARN_USER").or_else(|_| std::env::var("USER"));
+            c = c.with_user(user.unwrap_or_else(|_| tarn_client::DEV_USER.into()));
+        }
+        // On a datanode's host: the datanode beside this command (writes, short-circuit reads).
+        Ok(c.with_local_datanode(std::env::var("TARN_DATANODE_UUID").unwrap_or_default()))
     }
 }
 

@@ -286,7 +286,8 @@ fn small_files(
     insecure_dev: bool,
 ) -> anyhow::Result<tarn_namenode::SmallFiles> {
     use tarn_namenode::SmallFiles;
-    Ok(match tarn_security::MasterKey::from_env_or_file(security.master_key_file.as_deref())? {
+    let (hex, file) = (security.master_key_hex.as_deref(), security.master_key_file.as_deref());
+    Ok(match tarn_security::MasterKey::from_hex_or_file(hex, file)? {
         Some(key) => SmallFiles::Sealed { key, previous: security.previous_master_keys()? },
         None if insecure_dev || security.insecure_dev => {
             tarn_security::warn_insecure(
@@ -315,7 +316,7 @@ fn write_addr_file(file: Option<&std::path::Path>, addr: &str) -> anyhow::Result
 fn role_config(path: Option<&std::path::Path>) -> anyhow::Result<TarnConfig> {
     match path {
         Some(p) => TarnConfig::load(p),
-        None => Ok(TarnConfig::default()),
+        None => Ok(TarnConfig::default().with_environment()),
     }
 }
 

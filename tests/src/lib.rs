@@ -164,10 +164,59 @@ where
 }
 
 /// Logs to stderr once per test binary (RUST_LOG to change the level).
+/// Also watches for ERROR events from Tarn's own crates: ERROR means a person must look,
+/// so [`Cluster::shutdown`] fails a test that logged one it did not expect (see
+/// [`expect_error_lines`]).
 pub fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    use tracing_subscriber::Layer;
+    let fmt = tracing_subscriber::fmt::layer().with_test_writer().with_filter(filter);
+    let watch = ErrorWatch.with_filter(tracing_subscriber::filter::LevelFilter::ERROR);
+    let _ = tracing_subscriber::registry().with(fmt).with(watch).try_init();
+}
+
+/// ERROR lines logged by Tarn's crates in this process (the test's: nextest runs each test
+/// in a process of its own).
+static ERROR_LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static ERRORS_EXPECTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+struct ErrorWatch;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for ErrorWatch {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let meta = event.metadata();
+        if *meta.level() != tracing::Level::ERROR || !meta.target().starts_with("tarn") {
+            return;
+        }
+        let mut text = String::new();
+        event.record(&mut |field: &tracing::field::Field, value: &dyn std::fmt::Debug| {
+            text.push_str(&format!(" {}={value:?}", field.name()));
+        });
+        ERROR_LINES.lock().unwrap_or_else(|p| p.into_inner()).push(format!("{}:{text}", meta.target()));
+    }
+}
+
+/// The ERROR lines Tarn's crates logged so far in this process.
+pub fn error_lines() -> Vec<String> {
+    ERROR_LINES.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Says this test provokes ERROR lines on purpose (a storage failure it injects, say), so
+/// the harness does not fail it for them.
+pub fn expect_error_lines() {
+    ERRORS_EXPECTED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Fails the test if Tarn's crates logged an ERROR it did not expect.
+pub fn assert_no_unexpected_errors() {
+    if ERRORS_EXPECTED.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    let lines = error_lines();
+    assert!(lines.is_empty(), "unexpected ERROR lines (ERROR means a person must look):\n{}", lines.join("\n"));
 }
 
 /// Raft timings for tests: quick elections, small snapshots.
@@ -371,6 +420,7 @@ impl Cluster {
         .await
     }
 
+    /// Stops every node, then fails the test if Tarn logged an unexpected ERROR line.
     pub async fn shutdown(mut self) {
         for i in 1..=self.datanodes.len() {
             self.stop_datanode(i).await;
@@ -378,6 +428,7 @@ impl Cluster {
         for i in 1..=self.nodes.len() as u64 {
             self.stop(i).await;
         }
+        assert_no_unexpected_errors();
     }
 }
 

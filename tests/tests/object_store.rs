@@ -10,7 +10,11 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 use tarn_client::store::TarnStore;
+use tarn_client::NamenodeClient;
 use tarn_tests::{block_tuning, Cluster};
+
+/// Where uploads are staged until they complete (the namenode's staging directory).
+const STAGING: &str = "/.tarn/tmp/";
 
 fn bytes(n: usize, seed: u8) -> Bytes {
     Bytes::from((0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect::<Vec<u8>>())
@@ -18,19 +22,20 @@ fn bytes(n: usize, seed: u8) -> Bytes {
 
 async fn with_store<F, Fut>(f: F)
 where
-    F: FnOnce(TarnStore) -> Fut,
+    F: FnOnce(TarnStore, Arc<NamenodeClient>) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     let mut cl = Cluster::start(1, block_tuning).await;
     cl.start_datanodes(2).await;
-    let store = TarnStore::with_root(Arc::new(cl.client()), "/warehouse");
-    tokio::time::timeout(Duration::from_secs(60), f(store)).await.expect("timed out");
+    let nn = Arc::new(cl.client());
+    let store = TarnStore::with_root(nn.clone(), "/warehouse");
+    tokio::time::timeout(Duration::from_secs(60), f(store, nn)).await.expect("timed out");
     cl.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_get_ranges_and_conditions() {
-    with_store(|s| async move {
+    with_store(|s, _| async move {
         let p = Path::from("t/part-0.parquet");
         let data = bytes(3 << 20, 1);
         let put = s.put(&p, PutPayload::from(data.clone())).await.unwrap();
@@ -78,7 +83,7 @@ async fn put_get_ranges_and_conditions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listings_multipart_copy_rename_delete() {
-    with_store(|s| async move {
+    with_store(|s, nn| async move {
         for k in ["a/1", "a/2", "a/b/3", "a+b/4", "c"] {
             s.put(&Path::from(k), PutPayload::from(bytes(100, 2))).await.unwrap();
         }
@@ -108,8 +113,12 @@ async fn listings_multipart_copy_rename_delete() {
         assert_eq!(s.get(&Path::from("m/big")).await.unwrap().bytes().await.unwrap(), want);
         let mut aborted = s.put_multipart(&Path::from("m/aborted")).await.unwrap();
         aborted.put_part(PutPayload::from(bytes(1000, 9))).await.unwrap();
+        let staged = || async { nn.list_recursive_all(STAGING, false).await.unwrap() };
+        assert_eq!(staged().await.len(), 1, "the upload is staged");
         aborted.abort().await.unwrap();
         assert!(s.head(&Path::from("m/aborted")).await.is_err());
+        // Abort removes the staged bytes, not only the name the upload would have had.
+        assert_eq!(staged().await, vec![], "an aborted upload leaves nothing staged");
 
         // Copy, rename, delete.
         s.copy(&Path::from("c"), &Path::from("d/c2")).await.unwrap();

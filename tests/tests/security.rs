@@ -66,6 +66,13 @@ async fn strangers_and_plaintext_are_refused_at_the_handshake() {
     assert_eq!(e.kind(), ErrorKind::Unavailable, "a stranger's certificate must not get through: {e}");
     let e = datanode_read_error(&rogue, &dn_addr).await;
     assert!(refused(&e), "datanode served a stranger: {e}");
+    // Those failures could have any cause: check that it is the TLS refusal of the
+    // certificate (the server's alert), while the cluster's own certificate is accepted.
+    for addr in [&cl.addrs[0], &dn_addr] {
+        tarn_tests::admin().probe(addr).await.unwrap_or_else(|e| panic!("the admin is refused by {addr}: {e}"));
+        let e = rogue.probe(addr).await.expect_err("a stranger's certificate was accepted").to_string();
+        assert!(e.contains("alert") && (e.contains("UnknownCA") || e.contains("BadCertificate")), "{addr}: {e}");
+    }
 
     // Plaintext gRPC to the namenode and to the datanode.
     let plain = Transport::plaintext_dev();
@@ -108,7 +115,7 @@ async fn roles_limit_what_a_certificate_may_call() {
     assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
     // or send Raft messages.
     let mut raft = RaftTransportClient::new(channel(&worker_t, &addr));
-    let s = raft.vote(tarn_proto::raft::RaftPayload { data: vec![] }).await.unwrap_err();
+    let s = raft.vote(tarn_proto::raft::RaftPayload { data: vec![], format: 0 }).await.unwrap_err();
     assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
     // Neither may a datanode call the admin service; the admin may.
     let dn = client(&cl.addrs, &pki().transport(Role::Datanode, "dn-x"));
