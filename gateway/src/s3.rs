@@ -18,7 +18,9 @@ use s3s::dto::{self, ETag, ETagCondition, StreamingBlob, Timestamp};
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 use serde::{Deserialize, Serialize};
 use tarn_client::blocks::{FileReader, FileWriter};
-use tarn_client::{ClientError, ConcatOptions, CreateOptions, ErrorKind, FileStatus, ListOptions, NamenodeClient};
+use tarn_client::{
+    ClientError, ConcatOptions, CreateOptions, ErrorKind, FileStatus, ListOptions, MkdirOptions, NamenodeClient,
+};
 
 use crate::names::*;
 
@@ -139,7 +141,7 @@ fn fs_err(what: &str, e: ClientError) -> S3Error {
     let msg = format!("{what}: {e}");
     match e.kind() {
         ErrorKind::NotFound | ErrorKind::ParentNotFound => S3Error::with_message(S3ErrorCode::NoSuchKey, msg),
-        ErrorKind::ConditionFailed | ErrorKind::AlreadyExists => {
+        ErrorKind::ConditionFailed | ErrorKind::AlreadyExists | ErrorKind::AlreadyOwned => {
             S3Error::with_message(S3ErrorCode::PreconditionFailed, msg)
         }
         ErrorKind::LeaseConflict => S3Error::with_message(S3ErrorCode::ConditionalRequestConflict, msg),
@@ -783,6 +785,32 @@ impl TarnS3 {
         }
     }
 
+    /// A directory marker PUT where something already is: a directory becomes (or stays)
+    /// a marker, keeping its owner, mode and grants (S3 overwrites the object, and Tarn
+    /// takes no directory from its owner); a file there refuses the key.
+    async fn mark_existing_dir(&self, bucket: &str, key: &str, path: &str) -> S3Result<()> {
+        let st = self.nn.get_file_info(path, false).await.map_err(|e| fs_err("create directory marker", e))?;
+        let Some(st) = st.filter(|st| st.is_dir()) else {
+            return Err(s3_error!(
+                InvalidArgument,
+                "{key:?} in bucket {bucket:?}: an object {:?} is there (Tarn stores keys as paths: a key cannot be both an object and a prefix of other keys)",
+                key.trim_end_matches('/')
+            ));
+        };
+        if is_marker(&st) {
+            return Ok(());
+        }
+        let req = tarn_client::pb::SetAttributesRequest {
+            path: path.to_string(),
+            set_xattrs: HashMap::from([(MARKER_XATTR.to_string(), b"1".to_vec())]),
+            // Still the directory that was looked at (not one made since by someone else).
+            expected_file_id: Some(st.file_id),
+            ..Default::default()
+        };
+        self.nn.set_attributes(req).await.map_err(|e| fs_err("create directory marker", e))?;
+        Ok(())
+    }
+
     fn object_entry(&self, key: &str, st: &FileStatus, url: bool) -> dto::Object {
         let m = meta_of(st);
         dto::Object {
@@ -953,30 +981,32 @@ impl S3 for TarnS3 {
         let caller = self.restricted_caller(req.credentials.as_ref()).await?;
         let bucket = req.input.bucket;
         let path = bucket_path(&bucket);
-        if self.nn.get_file_info(&path, false).await.map_err(|e| fs_err("bucket lookup", e))?.is_some() {
-            return Err(s3_error!(BucketAlreadyOwnedByYou, "bucket {bucket:?} exists"));
-        }
-        // Any key may create buckets (S3's rule): the gateway makes the directory and gives
-        // it to the key's user.
-        self.nn.mkdirs(&path).await.map_err(|e| fs_err("create bucket", e))?;
+        // Any key may create buckets (S3's rule): the gateway makes the directory for the
+        // key's user, with the key's grant, in one operation that fails if anything is
+        // there, so of concurrent creators exactly one succeeds and an existing directory
+        // is never taken over.
         let owner = self.owner_for(req.credentials.as_ref()).await?;
-        let mut xattrs = std::collections::HashMap::new();
+        let mut xattrs = BTreeMap::new();
         xattrs.insert(BUCKET_XATTR.to_string(), now_ms().to_string().into_bytes());
         if let Some(ak) = caller.filter(|a| !a.is_empty()) {
             // A key that is not an admin's may use the bucket it made.
             let mut access = crate::keys::BucketAccess::default();
             access.grants.insert(ak, "rw".into());
             xattrs.insert(crate::keys::ACCESS_XATTR.to_string(), serde_json::to_vec(&access).expect("serializes"));
-            self.keys.forget_bucket(&bucket);
         }
-        let req = tarn_client::pb::SetAttributesRequest {
-            path,
-            set_xattrs: xattrs,
-            owner: owner.clone(),
-            group: owner,
-            ..Default::default()
-        };
-        self.nn.set_attributes(req).await.map_err(|e| fs_err("create bucket", e))?;
+        let opts = MkdirOptions { owner: owner.clone(), group: owner, xattrs, ..Default::default() };
+        match self.nn.mkdir_exclusive(&path, &opts).await {
+            Ok(_) => self.keys.forget_bucket(&bucket),
+            // The namenode compared the owner there with the one asked for (for an admin
+            // key: the gateway itself).
+            Err(e) if e.kind() == ErrorKind::AlreadyOwned => {
+                return Err(s3_error!(BucketAlreadyOwnedByYou, "bucket {bucket:?} exists and is yours"));
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                return Err(s3_error!(BucketAlreadyExists, "bucket {bucket:?} exists"));
+            }
+            Err(e) => return Err(fs_err("create bucket", e)),
+        }
         Ok(S3Response::new(dto::CreateBucketOutput { location: Some(format!("/{bucket}")) }))
     }
 
@@ -1088,19 +1118,26 @@ impl S3 for TarnS3 {
                 ));
             }
             // The bucket's grants decide who may write in it: the gateway makes the marker
-            // and gives it to the key's user.
-            self.nn.mkdirs(&path).await.map_err(|e| fs_err("create directory marker", e))?;
+            // (and the directories above it) for the key's user, in one operation, only if
+            // nothing is there and while the bucket exists.
             let owner = self.owner_for(req.credentials.as_ref()).await?;
-            let mut xattrs = std::collections::HashMap::new();
-            xattrs.insert(MARKER_XATTR.to_string(), b"1".to_vec());
-            let req = tarn_client::pb::SetAttributesRequest {
-                path,
-                set_xattrs: xattrs,
+            let opts = MkdirOptions {
                 owner: owner.clone(),
                 group: owner,
+                xattrs: BTreeMap::from([(MARKER_XATTR.to_string(), b"1".to_vec())]),
+                require_dir: Some(bucket_path(&i.bucket)),
                 ..Default::default()
             };
-            self.nn.set_attributes(req).await.map_err(|e| fs_err("create directory marker", e))?;
+            match self.nn.mkdir_exclusive(&path, &opts).await {
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::AlreadyExists | ErrorKind::AlreadyOwned) => {
+                    self.mark_existing_dir(&i.bucket, &i.key, &path).await?;
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    return Err(s3_error!(NoSuchBucket, "no bucket {:?}", i.bucket));
+                }
+                Err(e) => return Err(fs_err("create directory marker", e)),
+            }
             let e = format!("{:x}", Md5::digest(b""));
             return Ok(S3Response::new(dto::PutObjectOutput { e_tag: Some(ETag::Strong(e)), ..Default::default() }));
         }
@@ -1485,11 +1522,20 @@ impl S3 for TarnS3 {
                 ..Default::default()
             },
         };
-        self.nn.mkdirs(&dir).await.map_err(|e| fs_err("create upload", e))?;
-        let mut xattrs = std::collections::HashMap::new();
-        xattrs.insert(UPLOAD_XATTR.to_string(), serde_json::to_vec(&info).expect("serializes"));
-        let sa = tarn_client::pb::SetAttributesRequest { path: dir, set_xattrs: xattrs, ..Default::default() };
-        self.nn.set_attributes(sa).await.map_err(|e| fs_err("create upload", e))?;
+        // The upload's directory and its description in one operation (never one without
+        // the other), while the bucket exists.
+        let opts = MkdirOptions {
+            xattrs: BTreeMap::from([(UPLOAD_XATTR.to_string(), serde_json::to_vec(&info).expect("serializes"))]),
+            require_dir: Some(bucket_path(&i.bucket)),
+            ..Default::default()
+        };
+        match self.nn.mkdir_exclusive(&dir, &opts).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(s3_error!(NoSuchBucket, "no bucket {:?}", i.bucket));
+            }
+            Err(e) => return Err(internal("create upload", e)),
+        }
         Ok(S3Response::new(dto::CreateMultipartUploadOutput {
             bucket: Some(i.bucket),
             key: Some(i.key),
