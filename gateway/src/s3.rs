@@ -34,6 +34,10 @@ const PUT_BYTES_MAX: u64 = 5 << 30;
 const PART_BYTES_MIN: u64 = 5 << 20;
 const PARTS_MAX: i32 = 10_000;
 const LIST_KEYS_MAX: i32 = 1000;
+/// Keys one listing request reads from the namespace at most, by default
+/// (`gateway.list_scan_keys_max`): with a delimiter other than '/' the gateway groups keys
+/// itself, so without a bound one request could read a whole bucket.
+pub const LIST_SCAN_KEYS_MAX: usize = 10_000;
 /// Bytes per read from the datanodes when serving a GET, and reads kept in flight.
 const GET_PIECE_BYTES: u64 = 1 << 20;
 const GET_READ_AHEAD: usize = 4;
@@ -74,11 +78,13 @@ pub struct TarnS3 {
     keys: Arc<crate::keys::KeyStore>,
     /// Clients acting for each user that wrote through this gateway (same connections).
     users: std::sync::Mutex<HashMap<String, Arc<NamenodeClient>>>,
+    /// Keys a listing request reads at most (see [`LIST_SCAN_KEYS_MAX`]).
+    list_scan_keys_max: usize,
 }
 
 impl TarnS3 {
-    pub fn new(nn: Arc<NamenodeClient>, keys: Arc<crate::keys::KeyStore>) -> Self {
-        TarnS3 { nn, keys, users: Default::default() }
+    pub fn new(nn: Arc<NamenodeClient>, keys: Arc<crate::keys::KeyStore>, list_scan_keys_max: usize) -> Self {
+        TarnS3 { nn, keys, users: Default::default(), list_scan_keys_max: list_scan_keys_max.max(1) }
     }
 
     /// The namenode client acting for the user of the request's access key, so what the
@@ -457,8 +463,15 @@ struct Page {
     objects: Vec<(String, FileStatus)>,
     prefixes: Vec<String>,
     truncated: bool,
-    /// The last key or common prefix returned (where the next page starts).
+    /// Where the next page starts: the last key or common prefix returned or, for a page
+    /// ended by the scan bound, the last key read.
     last: Option<String>,
+}
+
+/// The common prefix `key` rolls up into under `prefix` with `delimiter`, if any.
+fn common_prefix<'k>(key: &'k str, prefix: &str, delimiter: &str) -> Option<&'k str> {
+    let i = key.strip_prefix(prefix)?.find(delimiter)?;
+    Some(&key[..prefix.len() + i + delimiter.len()])
 }
 
 impl TarnS3 {
@@ -704,6 +717,9 @@ impl TarnS3 {
 
     /// Objects and common prefixes under `prefix` after `after` (a key), in S3 order, as
     /// `nn`'s user sees them (what sits in directories it may not list is left out).
+    /// Reads at most `list_scan_keys_max` keys: a page that reaches the bound ends there,
+    /// truncated (perhaps with fewer than `max` entries, or none, as S3 may), and `last`
+    /// says where to go on.
     async fn list_page(
         &self,
         nn: &NamenodeClient,
@@ -724,8 +740,10 @@ impl TarnS3 {
             ListOptions { include_directories: true, collapse_directories: delimiter == Some("/"), with_xattrs: true };
         let list_prefix = format!("{root}{prefix}");
         let mut cursor = if after.is_empty() { String::new() } else { format!("{root}{after}") };
-        // Keys grouped under the last common prefix are skipped (also across pages).
-        let mut last_cp: Option<String> = delimiter.filter(|d| after.ends_with(*d)).map(|_| after.to_string());
+        // Keys grouped under the last common prefix are skipped (also across pages): S3
+        // lists only what sorts after `after`, and a common prefix `after` rolls up into
+        // sorts before it, so it was listed already.
+        let mut last_cp: Option<String> = delimiter.and_then(|d| common_prefix(after, prefix, d)).map(str::to_string);
         // A collapsed listing skips the listed directory itself; its marker (key == prefix)
         // is an object S3 lists first (s3a and s3fs probe directories this way).
         if opts.collapse_directories && prefix.ends_with('/') && after < prefix {
@@ -742,27 +760,41 @@ impl TarnS3 {
                 }
             }
         }
+        let mut budget = self.list_scan_keys_max;
         loop {
-            let want = (max - page.objects.len() - page.prefixes.len() + 1).min(1000) as u32;
+            // Inside a common prefix already listed, the next read starts past it: a large
+            // group costs one read, not a scan.
+            let mut start = cursor.clone();
+            if let Some(cp) = &last_cp {
+                if key_of(&root, &cursor).is_some_and(|k| k.starts_with(cp.as_str())) {
+                    // Every key of the group sorts before this (UTF-8 has nothing after
+                    // U+10FFFF); any that do not are still skipped below.
+                    start = format!("{root}{cp}{}", char::MAX);
+                }
+            }
+            let want = (max - page.objects.len() - page.prefixes.len() + 1).min(1000).min(budget) as u32;
             let (entries, more) =
-                nn.list_tree(&list_prefix, &cursor, want, &opts).await.map_err(|e| fs_err("list", e))?;
+                nn.list_tree(&list_prefix, &start, want, &opts).await.map_err(|e| fs_err("list", e))?;
             for st in entries {
                 cursor = st.path.clone();
                 let Some(key) = key_of(&root, &st.path) else { continue };
+                if key.is_empty() {
+                    continue; // the bucket's directory itself: not a key, not counted
+                }
+                budget = budget.saturating_sub(1);
                 let key = key.to_string();
                 if let Some(d) = delimiter {
-                    if let Some(i) = key[prefix.len()..].find(d) {
-                        let cp = key[..prefix.len() + i + d.len()].to_string();
-                        if last_cp.as_deref() == Some(cp.as_str()) {
+                    if let Some(cp) = common_prefix(&key, prefix, d) {
+                        if last_cp.as_deref() == Some(cp) {
                             continue;
                         }
                         if page.objects.len() + page.prefixes.len() == max {
                             page.truncated = true;
                             return Ok(page);
                         }
-                        last_cp = Some(cp.clone());
-                        page.last = Some(cp.clone());
-                        page.prefixes.push(cp);
+                        last_cp = Some(cp.to_string());
+                        page.last = Some(cp.to_string());
+                        page.prefixes.push(cp.to_string());
                         continue;
                     }
                 }
@@ -780,6 +812,12 @@ impl TarnS3 {
                 page.objects.push((key, st));
             }
             if !more {
+                return Ok(page);
+            }
+            if budget == 0 {
+                // The bound is reached: the next page starts after the last key read.
+                page.truncated = true;
+                page.last = key_of(&root, &cursor).map(str::to_string);
                 return Ok(page);
             }
         }

@@ -503,3 +503,21 @@ async fn create_bucket_races_have_one_winner() {
     env.gw.stop().await;
     env.cl.shutdown().await;
 }
+
+/// A listing request reads at most `list_scan_keys_max` keys from the namespace, whatever
+/// the delimiter (with one other than '/' the gateway groups keys itself): a bucket of
+/// many times that many keys lists in truncated pages that boto3's paginators follow to
+/// exactly the full answer, in order, nothing twice (tests/s3/list_bounded.py).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn listings_scan_a_bounded_number_of_keys() {
+    const BOUND: usize = 16;
+    let env = start_with(3, |c| c.list_scan_keys_max = BOUND).await;
+    let bound = BOUND.to_string();
+    let extra = [("LIST_SCAN_MAX", bound.as_str())];
+    let out =
+        run_client_env(&env, &env.gw.endpoint(), &python(), &["s3/list_bounded.py"], &extra, Duration::from_secs(240))
+            .await;
+    assert!(out.contains("bounded listings: ok"), "{out}");
+    env.gw.stop().await;
+    env.cl.shutdown().await;
+}
