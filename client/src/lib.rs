@@ -208,6 +208,21 @@ pub struct CreateOptions {
     pub xattrs: BTreeMap<String, Vec<u8>>,
 }
 
+/// Options of [`NamenodeClient::mkdir_exclusive`].
+#[derive(Debug, Clone, Default)]
+pub struct MkdirOptions {
+    /// 0: 0755.
+    pub mode: u32,
+    /// The owner of the directory and of the missing ones above it (None: the caller; only
+    /// the superuser may name another user).
+    pub owner: Option<String>,
+    /// None: the parent's group.
+    pub group: Option<String>,
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+    /// A directory that must exist for the mkdir to happen (else `NotFound`).
+    pub require_dir: Option<String>,
+}
+
 /// Options of [`NamenodeClient::rename`].
 #[derive(Debug, Clone, Default)]
 pub struct RenameOptions {
@@ -586,7 +601,26 @@ impl NamenodeClient {
     }
 
     pub async fn mkdirs(&self, path: &str) -> Result<FileStatus> {
-        let msg = pb::MkdirsRequest { path: path.into(), mode: 0, request_id: self.next_request_id() };
+        let msg = pb::MkdirsRequest { path: path.into(), request_id: self.next_request_id(), ..Default::default() };
+        let r = rpc!(self, nn, mkdirs, msg.clone())?;
+        Ok(status_of(r.status))
+    }
+
+    /// Makes the directory `path` only if nothing is there, with its owner, group, mode and
+    /// attributes (and any missing directories above it), in one namespace operation.
+    /// Refused with [`ErrorKind::AlreadyOwned`] if a directory of the same owner is there,
+    /// else [`ErrorKind::AlreadyExists`] if anything is; either way nothing changes.
+    pub async fn mkdir_exclusive(&self, path: &str, o: &MkdirOptions) -> Result<FileStatus> {
+        let msg = pb::MkdirsRequest {
+            path: path.into(),
+            mode: o.mode,
+            request_id: self.next_request_id(),
+            exclusive: true,
+            owner: o.owner.clone(),
+            group: o.group.clone(),
+            xattrs: o.xattrs.clone().into_iter().collect(),
+            require_dir: o.require_dir.clone(),
+        };
         let r = rpc!(self, nn, mkdirs, msg.clone())?;
         Ok(status_of(r.status))
     }

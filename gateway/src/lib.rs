@@ -106,6 +106,10 @@ pub struct GatewayConfig {
     /// never written to a configuration file.
     #[serde(skip)]
     pub master_key_hex: Option<String>,
+    /// Keys a listing request reads from the namespace at most (ListObjects, V2, versions);
+    /// past it the page ends early, truncated, and the client's next request resumes
+    /// where it stopped (as S3 may end pages). 1 or more.
+    pub list_scan_keys_max: usize,
 }
 
 impl Default for GatewayConfig {
@@ -119,6 +123,7 @@ impl Default for GatewayConfig {
             domains: Vec::new(),
             master_key_file: None,
             master_key_hex: None,
+            list_scan_keys_max: s3::LIST_SCAN_KEYS_MAX,
         }
     }
 }
@@ -403,10 +408,14 @@ pub async fn start_on(
     if master.is_none() {
         tracing::warn!("no master key: only the keys of gateway.access_keys work (not those of `tarn s3 keys create`)");
     }
+    if cfg.list_scan_keys_max == 0 {
+        return Err(GatewayError::Config("gateway.list_scan_keys_max must be at least 1".into()));
+    }
     let nn = Arc::new(NamenodeClient::new(&cfg.namenodes, &transport)?);
     let store = Arc::new(keys::KeyStore::new(nn.clone(), master, cfg.access_keys.clone()));
     let service = {
-        let mut b = s3s::service::S3ServiceBuilder::new(s3::TarnS3::new(nn.clone(), store.clone()));
+        let mut b =
+            s3s::service::S3ServiceBuilder::new(s3::TarnS3::new(nn.clone(), store.clone(), cfg.list_scan_keys_max));
         b.set_auth(Auth(store.clone()));
         b.set_access(Access(store));
         if !cfg.domains.is_empty() {

@@ -18,7 +18,9 @@ use s3s::dto::{self, ETag, ETagCondition, StreamingBlob, Timestamp};
 use s3s::{s3_error, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, S3};
 use serde::{Deserialize, Serialize};
 use tarn_client::blocks::{FileReader, FileWriter};
-use tarn_client::{ClientError, ConcatOptions, CreateOptions, ErrorKind, FileStatus, ListOptions, NamenodeClient};
+use tarn_client::{
+    ClientError, ConcatOptions, CreateOptions, ErrorKind, FileStatus, ListOptions, MkdirOptions, NamenodeClient,
+};
 
 use crate::names::*;
 
@@ -32,6 +34,10 @@ const PUT_BYTES_MAX: u64 = 5 << 30;
 const PART_BYTES_MIN: u64 = 5 << 20;
 const PARTS_MAX: i32 = 10_000;
 const LIST_KEYS_MAX: i32 = 1000;
+/// Keys one listing request reads from the namespace at most, by default
+/// (`gateway.list_scan_keys_max`): with a delimiter other than '/' the gateway groups keys
+/// itself, so without a bound one request could read a whole bucket.
+pub const LIST_SCAN_KEYS_MAX: usize = 10_000;
 /// Bytes per read from the datanodes when serving a GET, and reads kept in flight.
 const GET_PIECE_BYTES: u64 = 1 << 20;
 const GET_READ_AHEAD: usize = 4;
@@ -72,11 +78,13 @@ pub struct TarnS3 {
     keys: Arc<crate::keys::KeyStore>,
     /// Clients acting for each user that wrote through this gateway (same connections).
     users: std::sync::Mutex<HashMap<String, Arc<NamenodeClient>>>,
+    /// Keys a listing request reads at most (see [`LIST_SCAN_KEYS_MAX`]).
+    list_scan_keys_max: usize,
 }
 
 impl TarnS3 {
-    pub fn new(nn: Arc<NamenodeClient>, keys: Arc<crate::keys::KeyStore>) -> Self {
-        TarnS3 { nn, keys, users: Default::default() }
+    pub fn new(nn: Arc<NamenodeClient>, keys: Arc<crate::keys::KeyStore>, list_scan_keys_max: usize) -> Self {
+        TarnS3 { nn, keys, users: Default::default(), list_scan_keys_max: list_scan_keys_max.max(1) }
     }
 
     /// The namenode client acting for the user of the request's access key, so what the
@@ -139,7 +147,7 @@ fn fs_err(what: &str, e: ClientError) -> S3Error {
     let msg = format!("{what}: {e}");
     match e.kind() {
         ErrorKind::NotFound | ErrorKind::ParentNotFound => S3Error::with_message(S3ErrorCode::NoSuchKey, msg),
-        ErrorKind::ConditionFailed | ErrorKind::AlreadyExists => {
+        ErrorKind::ConditionFailed | ErrorKind::AlreadyExists | ErrorKind::AlreadyOwned => {
             S3Error::with_message(S3ErrorCode::PreconditionFailed, msg)
         }
         ErrorKind::LeaseConflict => S3Error::with_message(S3ErrorCode::ConditionalRequestConflict, msg),
@@ -455,8 +463,15 @@ struct Page {
     objects: Vec<(String, FileStatus)>,
     prefixes: Vec<String>,
     truncated: bool,
-    /// The last key or common prefix returned (where the next page starts).
+    /// Where the next page starts: the last key or common prefix returned or, for a page
+    /// ended by the scan bound, the last key read.
     last: Option<String>,
+}
+
+/// The common prefix `key` rolls up into under `prefix` with `delimiter`, if any.
+fn common_prefix<'k>(key: &'k str, prefix: &str, delimiter: &str) -> Option<&'k str> {
+    let i = key.strip_prefix(prefix)?.find(delimiter)?;
+    Some(&key[..prefix.len() + i + delimiter.len()])
 }
 
 impl TarnS3 {
@@ -702,6 +717,9 @@ impl TarnS3 {
 
     /// Objects and common prefixes under `prefix` after `after` (a key), in S3 order, as
     /// `nn`'s user sees them (what sits in directories it may not list is left out).
+    /// Reads at most `list_scan_keys_max` keys: a page that reaches the bound ends there,
+    /// truncated (perhaps with fewer than `max` entries, or none, as S3 may), and `last`
+    /// says where to go on.
     async fn list_page(
         &self,
         nn: &NamenodeClient,
@@ -722,8 +740,10 @@ impl TarnS3 {
             ListOptions { include_directories: true, collapse_directories: delimiter == Some("/"), with_xattrs: true };
         let list_prefix = format!("{root}{prefix}");
         let mut cursor = if after.is_empty() { String::new() } else { format!("{root}{after}") };
-        // Keys grouped under the last common prefix are skipped (also across pages).
-        let mut last_cp: Option<String> = delimiter.filter(|d| after.ends_with(*d)).map(|_| after.to_string());
+        // Keys grouped under the last common prefix are skipped (also across pages): S3
+        // lists only what sorts after `after`, and a common prefix `after` rolls up into
+        // sorts before it, so it was listed already.
+        let mut last_cp: Option<String> = delimiter.and_then(|d| common_prefix(after, prefix, d)).map(str::to_string);
         // A collapsed listing skips the listed directory itself; its marker (key == prefix)
         // is an object S3 lists first (s3a and s3fs probe directories this way).
         if opts.collapse_directories && prefix.ends_with('/') && after < prefix {
@@ -740,27 +760,41 @@ impl TarnS3 {
                 }
             }
         }
+        let mut budget = self.list_scan_keys_max;
         loop {
-            let want = (max - page.objects.len() - page.prefixes.len() + 1).min(1000) as u32;
+            // Inside a common prefix already listed, the next read starts past it: a large
+            // group costs one read, not a scan.
+            let mut start = cursor.clone();
+            if let Some(cp) = &last_cp {
+                if key_of(&root, &cursor).is_some_and(|k| k.starts_with(cp.as_str())) {
+                    // Every key of the group sorts before this (UTF-8 has nothing after
+                    // U+10FFFF); any that do not are still skipped below.
+                    start = format!("{root}{cp}{}", char::MAX);
+                }
+            }
+            let want = (max - page.objects.len() - page.prefixes.len() + 1).min(1000).min(budget) as u32;
             let (entries, more) =
-                nn.list_tree(&list_prefix, &cursor, want, &opts).await.map_err(|e| fs_err("list", e))?;
+                nn.list_tree(&list_prefix, &start, want, &opts).await.map_err(|e| fs_err("list", e))?;
             for st in entries {
                 cursor = st.path.clone();
                 let Some(key) = key_of(&root, &st.path) else { continue };
+                if key.is_empty() {
+                    continue; // the bucket's directory itself: not a key, not counted
+                }
+                budget = budget.saturating_sub(1);
                 let key = key.to_string();
                 if let Some(d) = delimiter {
-                    if let Some(i) = key[prefix.len()..].find(d) {
-                        let cp = key[..prefix.len() + i + d.len()].to_string();
-                        if last_cp.as_deref() == Some(cp.as_str()) {
+                    if let Some(cp) = common_prefix(&key, prefix, d) {
+                        if last_cp.as_deref() == Some(cp) {
                             continue;
                         }
                         if page.objects.len() + page.prefixes.len() == max {
                             page.truncated = true;
                             return Ok(page);
                         }
-                        last_cp = Some(cp.clone());
-                        page.last = Some(cp.clone());
-                        page.prefixes.push(cp);
+                        last_cp = Some(cp.to_string());
+                        page.last = Some(cp.to_string());
+                        page.prefixes.push(cp.to_string());
                         continue;
                     }
                 }
@@ -780,7 +814,39 @@ impl TarnS3 {
             if !more {
                 return Ok(page);
             }
+            if budget == 0 {
+                // The bound is reached: the next page starts after the last key read.
+                page.truncated = true;
+                page.last = key_of(&root, &cursor).map(str::to_string);
+                return Ok(page);
+            }
         }
+    }
+
+    /// A directory marker PUT where something already is: a directory becomes (or stays)
+    /// a marker, keeping its owner, mode and grants (S3 overwrites the object, and Tarn
+    /// takes no directory from its owner); a file there refuses the key.
+    async fn mark_existing_dir(&self, bucket: &str, key: &str, path: &str) -> S3Result<()> {
+        let st = self.nn.get_file_info(path, false).await.map_err(|e| fs_err("create directory marker", e))?;
+        let Some(st) = st.filter(|st| st.is_dir()) else {
+            return Err(s3_error!(
+                InvalidArgument,
+                "{key:?} in bucket {bucket:?}: an object {:?} is there (Tarn stores keys as paths: a key cannot be both an object and a prefix of other keys)",
+                key.trim_end_matches('/')
+            ));
+        };
+        if is_marker(&st) {
+            return Ok(());
+        }
+        let req = tarn_client::pb::SetAttributesRequest {
+            path: path.to_string(),
+            set_xattrs: HashMap::from([(MARKER_XATTR.to_string(), b"1".to_vec())]),
+            // Still the directory that was looked at (not one made since by someone else).
+            expected_file_id: Some(st.file_id),
+            ..Default::default()
+        };
+        self.nn.set_attributes(req).await.map_err(|e| fs_err("create directory marker", e))?;
+        Ok(())
     }
 
     fn object_entry(&self, key: &str, st: &FileStatus, url: bool) -> dto::Object {
@@ -953,30 +1019,32 @@ impl S3 for TarnS3 {
         let caller = self.restricted_caller(req.credentials.as_ref()).await?;
         let bucket = req.input.bucket;
         let path = bucket_path(&bucket);
-        if self.nn.get_file_info(&path, false).await.map_err(|e| fs_err("bucket lookup", e))?.is_some() {
-            return Err(s3_error!(BucketAlreadyOwnedByYou, "bucket {bucket:?} exists"));
-        }
-        // Any key may create buckets (S3's rule): the gateway makes the directory and gives
-        // it to the key's user.
-        self.nn.mkdirs(&path).await.map_err(|e| fs_err("create bucket", e))?;
+        // Any key may create buckets (S3's rule): the gateway makes the directory for the
+        // key's user, with the key's grant, in one operation that fails if anything is
+        // there, so of concurrent creators exactly one succeeds and an existing directory
+        // is never taken over.
         let owner = self.owner_for(req.credentials.as_ref()).await?;
-        let mut xattrs = std::collections::HashMap::new();
+        let mut xattrs = BTreeMap::new();
         xattrs.insert(BUCKET_XATTR.to_string(), now_ms().to_string().into_bytes());
         if let Some(ak) = caller.filter(|a| !a.is_empty()) {
             // A key that is not an admin's may use the bucket it made.
             let mut access = crate::keys::BucketAccess::default();
             access.grants.insert(ak, "rw".into());
             xattrs.insert(crate::keys::ACCESS_XATTR.to_string(), serde_json::to_vec(&access).expect("serializes"));
-            self.keys.forget_bucket(&bucket);
         }
-        let req = tarn_client::pb::SetAttributesRequest {
-            path,
-            set_xattrs: xattrs,
-            owner: owner.clone(),
-            group: owner,
-            ..Default::default()
-        };
-        self.nn.set_attributes(req).await.map_err(|e| fs_err("create bucket", e))?;
+        let opts = MkdirOptions { owner: owner.clone(), group: owner, xattrs, ..Default::default() };
+        match self.nn.mkdir_exclusive(&path, &opts).await {
+            Ok(_) => self.keys.forget_bucket(&bucket),
+            // The namenode compared the owner there with the one asked for (for an admin
+            // key: the gateway itself).
+            Err(e) if e.kind() == ErrorKind::AlreadyOwned => {
+                return Err(s3_error!(BucketAlreadyOwnedByYou, "bucket {bucket:?} exists and is yours"));
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                return Err(s3_error!(BucketAlreadyExists, "bucket {bucket:?} exists"));
+            }
+            Err(e) => return Err(fs_err("create bucket", e)),
+        }
         Ok(S3Response::new(dto::CreateBucketOutput { location: Some(format!("/{bucket}")) }))
     }
 
@@ -1088,19 +1156,26 @@ impl S3 for TarnS3 {
                 ));
             }
             // The bucket's grants decide who may write in it: the gateway makes the marker
-            // and gives it to the key's user.
-            self.nn.mkdirs(&path).await.map_err(|e| fs_err("create directory marker", e))?;
+            // (and the directories above it) for the key's user, in one operation, only if
+            // nothing is there and while the bucket exists.
             let owner = self.owner_for(req.credentials.as_ref()).await?;
-            let mut xattrs = std::collections::HashMap::new();
-            xattrs.insert(MARKER_XATTR.to_string(), b"1".to_vec());
-            let req = tarn_client::pb::SetAttributesRequest {
-                path,
-                set_xattrs: xattrs,
+            let opts = MkdirOptions {
                 owner: owner.clone(),
                 group: owner,
+                xattrs: BTreeMap::from([(MARKER_XATTR.to_string(), b"1".to_vec())]),
+                require_dir: Some(bucket_path(&i.bucket)),
                 ..Default::default()
             };
-            self.nn.set_attributes(req).await.map_err(|e| fs_err("create directory marker", e))?;
+            match self.nn.mkdir_exclusive(&path, &opts).await {
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::AlreadyExists | ErrorKind::AlreadyOwned) => {
+                    self.mark_existing_dir(&i.bucket, &i.key, &path).await?;
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    return Err(s3_error!(NoSuchBucket, "no bucket {:?}", i.bucket));
+                }
+                Err(e) => return Err(fs_err("create directory marker", e)),
+            }
             let e = format!("{:x}", Md5::digest(b""));
             return Ok(S3Response::new(dto::PutObjectOutput { e_tag: Some(ETag::Strong(e)), ..Default::default() }));
         }
@@ -1485,11 +1560,20 @@ impl S3 for TarnS3 {
                 ..Default::default()
             },
         };
-        self.nn.mkdirs(&dir).await.map_err(|e| fs_err("create upload", e))?;
-        let mut xattrs = std::collections::HashMap::new();
-        xattrs.insert(UPLOAD_XATTR.to_string(), serde_json::to_vec(&info).expect("serializes"));
-        let sa = tarn_client::pb::SetAttributesRequest { path: dir, set_xattrs: xattrs, ..Default::default() };
-        self.nn.set_attributes(sa).await.map_err(|e| fs_err("create upload", e))?;
+        // The upload's directory and its description in one operation (never one without
+        // the other), while the bucket exists.
+        let opts = MkdirOptions {
+            xattrs: BTreeMap::from([(UPLOAD_XATTR.to_string(), serde_json::to_vec(&info).expect("serializes"))]),
+            require_dir: Some(bucket_path(&i.bucket)),
+            ..Default::default()
+        };
+        match self.nn.mkdir_exclusive(&dir, &opts).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return Err(s3_error!(NoSuchBucket, "no bucket {:?}", i.bucket));
+            }
+            Err(e) => return Err(internal("create upload", e)),
+        }
         Ok(S3Response::new(dto::CreateMultipartUploadOutput {
             bucket: Some(i.bucket),
             key: Some(i.key),

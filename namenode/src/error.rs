@@ -40,6 +40,12 @@ pub enum FsError {
     /// The state machine's storage failed while applying; the replica stops applying.
     #[error("namespace storage error: {0}")]
     Storage(String),
+    /// An exclusive mkdir found its path taken by a directory of the very owner it asked
+    /// for: a kind of `AlreadyExists` (nothing changed), telling S3's
+    /// BucketAlreadyOwnedByYou from BucketAlreadyExists. (Variants are only ever added at
+    /// the end: the retry cache stores them by position.)
+    #[error("{path}: already exists, owned by {owner}")]
+    AlreadyOwned { path: String, owner: String },
 }
 
 impl FsError {

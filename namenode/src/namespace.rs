@@ -13,7 +13,7 @@ use crate::error::FsError;
 use crate::kv::{KvRead, KvWrite};
 use crate::path::{self, components, join};
 use crate::records::*;
-use crate::types::{ConcatOp, CreateOp, Op, OpOutput, OpResult, PutInlineOp, RenameOp, SetAttributesOp};
+use crate::types::{ConcatOp, CreateOp, MkdirOp, Op, OpOutput, OpResult, PutInlineOp, RenameOp, SetAttributesOp};
 
 /// Keys of `sm_meta`.
 pub const META_NEXT_INODE: &[u8] = b"next_inode";
@@ -650,6 +650,7 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
                 Ok(OpOutput::Done)
             }
             Op::PutInline(p) => self.put_inline(p),
+            Op::MkdirExclusive(m) => self.mkdir_exclusive(m),
             Op::ResealInline { file_id, seal_id, sealed } => self.reseal_inline(*file_id, seal_id, sealed),
             Op::AddBlockKey { key } => {
                 let mut keys = self.block_keys()?;
@@ -727,20 +728,60 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
                     cur = next;
                 }
                 None => {
-                    self.charge(cur.id, None, 1, 0, true)?;
-                    let id = self.next(META_NEXT_INODE, &self.next_inode)?;
-                    let group = if group.is_empty() { cur.group.as_str() } else { group };
-                    let dir = new_dir(id, cur.id, name, mode, owner, group, self.now_ms);
-                    self.put_inode(&dir)?;
-                    self.kv.put(CF_DENTRIES, &dentry_key(cur.id, name), &id_key(id))?;
-                    let p = join(&parts[..=i]);
-                    self.kv.put(CF_PATHS, &path_key(&p, Kind::Directory), &path_value(id, Kind::Directory))?;
-                    self.touch(cur.id)?;
-                    cur = dir;
+                    let dir = new_dir(0, cur.id, name, mode, owner, "", self.now_ms);
+                    cur = self.add_dir(&cur, dir, group, &join(&parts[..=i]))?;
                 }
             }
         }
         Ok(cur)
+    }
+
+    /// Puts `dir` (its id still to be given) into `parent` at `path`: charged to the
+    /// quotas above, with the parent's group unless `group` names one.
+    fn add_dir(&self, parent: &Inode, mut dir: Inode, group: &str, path: &str) -> Result<Inode, FsError> {
+        self.charge(parent.id, None, 1, 0, true)?;
+        dir.id = self.next(META_NEXT_INODE, &self.next_inode)?;
+        dir.group = if group.is_empty() { parent.group.clone() } else { group.to_string() };
+        self.put_inode(&dir)?;
+        self.kv.put(CF_DENTRIES, &dentry_key(parent.id, &dir.name), &id_key(dir.id))?;
+        self.kv.put(CF_PATHS, &path_key(path, Kind::Directory), &path_value(dir.id, Kind::Directory))?;
+        self.touch(parent.id)?;
+        Ok(dir)
+    }
+
+    /// [`Op::MkdirExclusive`]: the directory with its owner, group, mode and attributes
+    /// (and the missing directories above it, the same owner's), only if nothing is at its
+    /// path. Refused, changing nothing, with [`FsError::AlreadyOwned`] when a directory of
+    /// the same owner is there, else [`FsError::AlreadyExists`].
+    fn mkdir_exclusive(&self, op: &MkdirOp) -> OpResult {
+        let parts = components(&op.path)?;
+        let path = join(&parts);
+        check_principal("owner", &op.owner)?;
+        if !op.group.is_empty() {
+            check_principal("group", &op.group)?;
+        }
+        check_xattrs(&op.xattrs)?;
+        self.check_required_dir(op.require_dir.as_deref())?;
+        let Some((name, parent_parts)) = parts.split_last() else {
+            return Err(FsError::AlreadyExists { path });
+        };
+        let parent = match self.resolve_parts(parent_parts)? {
+            Some(p) if p.is_dir() => p,
+            Some(_) => return Err(FsError::NotADirectory { path: join(parent_parts) }),
+            None => self.mkdirs(parent_parts, 0o755, &op.owner, &op.group, true)?,
+        };
+        if let Some(id) = self.lookup(parent.id, name)? {
+            let there = self.inode(id)?;
+            return Err(if there.is_dir() && there.owner == op.owner {
+                FsError::AlreadyOwned { path, owner: there.owner }
+            } else {
+                FsError::AlreadyExists { path }
+            });
+        }
+        let mut dir = new_dir(0, parent.id, name, op.mode, &op.owner, "", self.now_ms);
+        dir.xattrs = op.xattrs.clone();
+        let dir = self.add_dir(&parent, dir, &op.group, &path)?;
+        Ok(OpOutput::Inode(Box::new(dir)))
     }
 
     fn create(&self, op: &CreateOp) -> OpResult {
@@ -1118,7 +1159,7 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
         if op.sources.is_empty() {
             return Err(FsError::InvalidArgument("concat needs at least one source file".into()));
         }
-        self.check_required_dir(op)?;
+        self.check_required_dir(op.require_dir.as_deref())?;
         check_xattrs(&op.xattrs)?;
         // Every source must be a closed file that still has the expected id.
         let mut sources = Vec::with_capacity(op.sources.len());
@@ -1210,8 +1251,8 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
     }
 
     /// The directory a publish (concat, inline put) requires, if it names one.
-    fn check_required_dir(&self, op: &ConcatOp) -> Result<(), FsError> {
-        if let Some(d) = &op.require_dir {
+    fn check_required_dir(&self, require_dir: Option<&str>) -> Result<(), FsError> {
+        if let Some(d) = require_dir {
             match self.resolve(&join(&components(d)?))? {
                 Some(f) if f.inode.is_dir() => {}
                 _ => return Err(FsError::not_found(d)),
@@ -1260,7 +1301,7 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
                 "{dst}: kept bytes without a length, or a length without them"
             )));
         }
-        self.check_required_dir(c)?;
+        self.check_required_dir(c.require_dir.as_deref())?;
         check_xattrs(&c.xattrs)?;
         let parent = if c.create_parent {
             self.mkdirs(parent_parts, 0o755, &c.owner, &c.group, true)?

@@ -25,7 +25,9 @@ use crate::namespace::{Caller, Sight, EXECUTE, READ, WRITE};
 use crate::namespace::{Found, Namespace};
 use crate::proposer::{ProposeError, Proposer, ReadGate};
 use crate::records::{BlockRec, Inode, Kind};
-use crate::types::{ConcatOp, CreateOp, NodeId, Op, OpOutput, PutInlineOp, Raft, RenameOp, RequestId, SetAttributesOp};
+use crate::types::{
+    ConcatOp, CreateOp, MkdirOp, NodeId, Op, OpOutput, PutInlineOp, Raft, RenameOp, RequestId, SetAttributesOp,
+};
 
 /// Entries returned by one listing call at most.
 pub const LIST_LIMIT_MAX: usize = 10_000;
@@ -94,6 +96,7 @@ pub(crate) fn fs_kind(e: &FsError) -> ErrorKind {
         FsError::QuotaExceeded { .. } => ErrorKind::QuotaExceeded,
         FsError::PermissionDenied { .. } => ErrorKind::PermissionDenied,
         FsError::Storage(_) => ErrorKind::Storage,
+        FsError::AlreadyOwned { .. } => ErrorKind::AlreadyOwned,
     }
 }
 
@@ -374,8 +377,26 @@ impl Namenode for NamenodeService {
         let r = req.into_inner();
         let path = Self::normalized(&r.path)?;
         let mode = if r.mode == 0 { 0o755 } else { r.mode };
-        // The group is the parent directory's (HDFS's rule).
-        let op = Op::Mkdirs { path: path.clone(), mode, owner: who.user.clone(), group: String::new() };
+        let op = if r.exclusive {
+            let require_dir = r.require_dir.as_deref().map(Self::normalized).transpose()?;
+            // Who may give the directory to whom is decided as it is applied.
+            Op::MkdirExclusive(MkdirOp {
+                path: path.clone(),
+                mode,
+                owner: r.owner.unwrap_or_else(|| who.user.clone()),
+                group: r.group.unwrap_or_default(),
+                xattrs: r.xattrs.into_iter().collect(),
+                require_dir,
+            })
+        } else {
+            if r.owner.is_some() || r.group.is_some() || !r.xattrs.is_empty() || r.require_dir.is_some() {
+                return Err(fs_status(&FsError::InvalidArgument(
+                    "owner, group, xattrs and require_dir are for an exclusive mkdir".into(),
+                )));
+            }
+            // The group is the parent directory's (HDFS's rule).
+            Op::Mkdirs { path: path.clone(), mode, owner: who.user.clone(), group: String::new() }
+        };
         let status = self.write_inode(rid(r.request_id), on_behalf(&who, op), &path).await?;
         Ok(Response::new(pb::MkdirsResponse { status: Some(status) }))
     }

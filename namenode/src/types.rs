@@ -160,6 +160,26 @@ pub enum Op {
         seal_id: Vec<u8>,
         sealed: Vec<u8>,
     },
+    /// A directory made only if nothing is at its path, with its owner, group, mode and
+    /// attributes, in one operation (S3's CreateBucket, directory markers, uploads): two
+    /// concurrent makers cannot both succeed, and an existing directory is never changed.
+    MkdirExclusive(MkdirOp),
+}
+
+/// See [`Op::MkdirExclusive`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MkdirOp {
+    pub path: String,
+    pub mode: u32,
+    /// The new directory's owner; missing directories above it get the same owner and
+    /// group (mode 0o755).
+    pub owner: String,
+    /// Empty: the parent directory's group (HDFS's rule).
+    pub group: String,
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+    /// A directory that must exist (S3: the bucket), so that missing directories above the
+    /// path are never made in a bucket being deleted.
+    pub require_dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -16,7 +16,8 @@ use openraft::{
 use tarn_namenode::error::FsError;
 use tarn_namenode::records::{decode, encode, BlockRec, Inode, Kind, QuotaRec};
 use tarn_namenode::types::{
-    Command, ConcatOp, CreateOp, Op, OpOutput, OpResult, PutInlineOp, RenameOp, RequestId, SetAttributesOp, TypeConfig,
+    Command, ConcatOp, CreateOp, MkdirOp, Op, OpOutput, OpResult, PutInlineOp, RenameOp, RequestId, SetAttributesOp,
+    TypeConfig,
 };
 
 fn log_id(term: u64, index: u64) -> LogId<u64> {
@@ -216,11 +217,34 @@ fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> Entry<TypeConfig> {
     Entry { log_id: log_id(2, index), payload }
 }
 
-/// Each sample: the file name, its Debug text and its bytes in the format of this binary.
-fn samples() -> Vec<(&'static str, String, Vec<u8>)> {
-    fn s<T: serde::Serialize + std::fmt::Debug>(name: &'static str, v: T) -> (&'static str, String, Vec<u8>) {
-        (name, format!("{v:?}"), encode(&v))
+/// Operations and results format 1 added (format 0 binaries cannot read them).
+fn added_in_v1() -> (Vec<(Option<RequestId>, Op)>, Vec<OpResult>) {
+    let mkdir = MkdirOp {
+        path: "/bucket".into(),
+        mode: 0o755,
+        owner: "alice".into(),
+        group: String::new(),
+        xattrs: xattrs(),
+        require_dir: Some("/".into()),
+    };
+    let ops = vec![(Some(RequestId { client_id: 7, call_id: 1 }), Op::MkdirExclusive(mkdir))];
+    (ops, vec![Err(FsError::AlreadyOwned { path: "/bucket".into(), owner: "alice".into() })])
+}
+
+/// Each sample: the file name, the first format that has it, its Debug text and its bytes
+/// in the format of this binary.
+fn samples() -> Vec<(&'static str, u8, String, Vec<u8>)> {
+    fn s<T: serde::Serialize + std::fmt::Debug>(name: &'static str, v: T) -> (&'static str, u8, String, Vec<u8>) {
+        (name, 0, format!("{v:?}"), encode(&v))
     }
+    fn since<T: serde::Serialize + std::fmt::Debug>(
+        version: u8,
+        name: &'static str,
+        v: T,
+    ) -> (&'static str, u8, String, Vec<u8>) {
+        (name, version, format!("{v:?}"), encode(&v))
+    }
+    let (v1_ops, v1_results) = added_in_v1();
     let ops: Vec<(Option<RequestId>, Op)> = every_op()
         .into_iter()
         .enumerate()
@@ -249,6 +273,12 @@ fn samples() -> Vec<(&'static str, String, Vec<u8>)> {
         ),
         s("block-keys", vec![block_key(), tarn_security::BlockKey { id: 4, secret: vec![9; 32], created_ms: 5 }]),
         s("decommission", BTreeSet::from(["dn-a".to_string(), "dn-b".to_string()])),
+        since(
+            1,
+            "entry-command-v1",
+            entry(13, EntryPayload::Normal(Command { now_ms: 1_765_000_000_001, ops: v1_ops })),
+        ),
+        since(1, "results-v1", v1_results),
     ]
 }
 
@@ -269,8 +299,10 @@ fn redecode(name: &str, bytes: &[u8]) -> (String, Vec<u8>) {
     match name {
         "inode-file" | "inode-dir" => d::<Inode>(name, bytes),
         "block" => d::<BlockRec>(name, bytes),
-        "entry-command" | "entry-membership" | "entry-blank" => d::<Entry<TypeConfig>>(name, bytes),
-        "results" => d::<Vec<OpResult>>(name, bytes),
+        "entry-command" | "entry-membership" | "entry-blank" | "entry-command-v1" => {
+            d::<Entry<TypeConfig>>(name, bytes)
+        }
+        "results" | "results-v1" => d::<Vec<OpResult>>(name, bytes),
         "vote" => d::<Vote<u64>>(name, bytes),
         "committed" | "last-applied" => d::<Option<LogId<u64>>>(name, bytes),
         "last-purged" => d::<LogId<u64>>(name, bytes),
@@ -291,7 +323,7 @@ fn every_golden_record_of_every_format_decodes_to_its_sample() {
     assert!(versions.len() >= 2, "fixtures of format 0 and the current format: {versions:?}");
     for dir in versions {
         let version: u8 = dir.file_name().unwrap().to_string_lossy().trim_start_matches('v').parse().unwrap();
-        for (name, debug, current) in &samples {
+        for (name, _, debug, current) in samples.iter().filter(|s| s.1 <= version) {
             let path = dir.join(format!("{name}.bin"));
             let golden = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             // Format 0 records were bare bincode; a store converts them once, on opening.
@@ -311,7 +343,73 @@ fn write_golden_records() {
     let out = PathBuf::from(std::env::var("TARN_GOLDEN_OUT").expect("TARN_GOLDEN_OUT names the fixture directory"));
     assert!(!out.exists(), "{} exists: fixtures are never rewritten", out.display());
     std::fs::create_dir_all(&out).unwrap();
-    for (name, _, bytes) in samples() {
+    for (name, _, _, bytes) in samples() {
         std::fs::write(out.join(format!("{name}.bin")), bytes).unwrap();
     }
+}
+
+/// The name of an operation's variant. A variant added to `Op`, `OpOutput` or `FsError`
+/// stops this file compiling until it has a sample (and a golden file) here.
+fn op_name(op: &Op) -> &'static str {
+    match op {
+        Op::Mkdirs { .. } => "Mkdirs",
+        Op::Create(_) => "Create",
+        Op::AddBlock { .. } => "AddBlock",
+        Op::Complete { .. } => "Complete",
+        Op::Delete { .. } => "Delete",
+        Op::Rename(_) => "Rename",
+        Op::SetReplication { .. } => "SetReplication",
+        Op::SetQuota { .. } => "SetQuota",
+        Op::SetAttributes(_) => "SetAttributes",
+        Op::RecoverLease { .. } => "RecoverLease",
+        Op::UpdatePipeline { .. } => "UpdatePipeline",
+        Op::ForgetInvalid { .. } => "ForgetInvalid",
+        Op::SetDecommission { .. } => "SetDecommission",
+        Op::Concat(_) => "Concat",
+        Op::As { .. } => "As",
+        Op::AddBlockKey { .. } => "AddBlockKey",
+        Op::EnsureSystemDirs => "EnsureSystemDirs",
+        Op::ChangeGroup { .. } => "ChangeGroup",
+        Op::PutInline(_) => "PutInline",
+        Op::ResealInline { .. } => "ResealInline",
+        Op::MkdirExclusive(_) => "MkdirExclusive",
+    }
+}
+
+fn result_name(r: &OpResult) -> &'static str {
+    match r {
+        Ok(OpOutput::Inode(_)) => "Inode",
+        Ok(OpOutput::Block(_)) => "Block",
+        Ok(OpOutput::Deleted { .. }) => "Deleted",
+        Ok(OpOutput::LeaseRecovered { .. }) => "LeaseRecovered",
+        Ok(OpOutput::Done) => "Done",
+        Ok(OpOutput::Created(..)) => "Created",
+        Ok(OpOutput::Resealed(_)) => "Resealed",
+        Err(FsError::InvalidPath { .. }) => "InvalidPath",
+        Err(FsError::NotFound { .. }) => "NotFound",
+        Err(FsError::ParentNotFound { .. }) => "ParentNotFound",
+        Err(FsError::AlreadyExists { .. }) => "AlreadyExists",
+        Err(FsError::NotADirectory { .. }) => "NotADirectory",
+        Err(FsError::IsADirectory { .. }) => "IsADirectory",
+        Err(FsError::DirectoryNotEmpty { .. }) => "DirectoryNotEmpty",
+        Err(FsError::ConditionFailed { .. }) => "ConditionFailed",
+        Err(FsError::LeaseConflict { .. }) => "LeaseConflict",
+        Err(FsError::NotLeaseHolder { .. }) => "NotLeaseHolder",
+        Err(FsError::QuotaExceeded { .. }) => "QuotaExceeded",
+        Err(FsError::RenameIntoSelf { .. }) => "RenameIntoSelf",
+        Err(FsError::PermissionDenied { .. }) => "PermissionDenied",
+        Err(FsError::InvalidArgument(_)) => "InvalidArgument",
+        Err(FsError::Storage(_)) => "Storage",
+        Err(FsError::AlreadyOwned { .. }) => "AlreadyOwned",
+    }
+}
+
+#[test]
+fn the_samples_hold_every_operation_and_result() {
+    let (v1_ops, v1_results) = added_in_v1();
+    let ops: BTreeSet<&str> = every_op().iter().chain(v1_ops.iter().map(|(_, op)| op)).map(op_name).collect();
+    let results: BTreeSet<&str> = every_result().iter().chain(v1_results.iter()).map(result_name).collect();
+    // As many names as the matches above have arms.
+    assert_eq!(ops.len(), 21, "{ops:?}");
+    assert_eq!(results.len(), 23, "{results:?}");
 }

@@ -55,6 +55,9 @@ kinds! {
     NotFound => NotFound,
     ParentNotFound => NotFound,
     AlreadyExists => AlreadyExists,
+    /// What an exclusive mkdir found at its path is a directory of the owner it asked for
+    /// (a kind of `AlreadyExists`: nothing changed).
+    AlreadyOwned => AlreadyExists,
     NotADirectory => FailedPrecondition,
     IsADirectory => FailedPrecondition,
     DirectoryNotEmpty => FailedPrecondition,

@@ -417,3 +417,69 @@ async fn concurrent_lookups_each_get_their_own_answer() {
     })
     .await;
 }
+
+/// An exclusive mkdir is one operation: it makes the directory with its owner, group, mode
+/// and attributes only if nothing is at the path; otherwise it is refused and the existing
+/// entry keeps its owner, group, mode, attributes and id. The refusal tells a directory of
+/// the asked-for owner (`AlreadyOwned`) from anything else (`AlreadyExists`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_mkdir_refuses_an_existing_path_and_changes_nothing() {
+    use tarn_client::MkdirOptions;
+    with_cluster(|c| async move {
+        let opts = |owner: &str, tag: &[u8]| MkdirOptions {
+            mode: 0o750,
+            owner: Some(owner.into()),
+            group: Some("analysts".into()),
+            xattrs: BTreeMap::from([("s3.bucket".into(), tag.to_vec())]),
+            require_dir: None,
+        };
+        let made = c.mkdir_exclusive("/b/deep/dir", &opts("alice", b"first")).await.unwrap();
+        assert_eq!((made.owner.as_str(), made.group.as_str(), made.mode & 0o7777), ("alice", "analysts", 0o750));
+        let made = c.get_file_info("/b/deep/dir", true).await.unwrap().unwrap();
+        assert_eq!(made.xattrs.get("s3.bucket").map(Vec::as_slice), Some(&b"first"[..]));
+        // Missing directories above it were made for the same owner.
+        let above = c.get_file_info("/b/deep", false).await.unwrap().unwrap();
+        assert_eq!((above.owner.as_str(), above.mode & 0o7777), ("alice", 0o755));
+
+        let e = c.mkdir_exclusive("/b/deep/dir", &opts("bob", b"second")).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+        let e = c.mkdir_exclusive("/b/deep/dir", &opts("alice", b"third")).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AlreadyOwned, "{e}");
+        let now = c.get_file_info("/b/deep/dir", true).await.unwrap().unwrap();
+        assert_eq!((now.owner.as_str(), now.group.as_str(), now.mode & 0o7777), ("alice", "analysts", 0o750));
+        assert_eq!(now.xattrs, made.xattrs);
+        assert_eq!((now.file_id, now.mtime_ms), (made.file_id, made.mtime_ms));
+
+        // A file in the way, whoever owns it, is AlreadyExists and stays a file.
+        let f = touch(&c, "/b/file").await;
+        let e = c.mkdir_exclusive("/b/file", &opts("tester", b"x")).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+        let st = c.get_file_info("/b/file", true).await.unwrap().unwrap();
+        assert!(!st.is_dir() && st.file_id == f && st.xattrs.is_empty(), "{st:?}");
+        // Under a file: not a directory; the root: exists.
+        let e = c.mkdir_exclusive("/b/file/sub", &MkdirOptions::default()).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotADirectory, "{e}");
+        let e = c.mkdir_exclusive("/", &MkdirOptions::default()).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+
+        // `require_dir`: only while that directory exists, and then nothing is made.
+        let req = |d: &str| MkdirOptions { require_dir: Some(d.into()), ..Default::default() };
+        let e = c.mkdir_exclusive("/gone/x/y", &req("/gone")).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+        assert!(c.get_file_info("/gone", false).await.unwrap().is_none(), "require_dir made its directory");
+        c.mkdir_exclusive("/b/x/y", &req("/b")).await.unwrap();
+
+        // Bad input: precise errors, nothing made.
+        let bad_owner = MkdirOptions { owner: Some("no body".into()), ..Default::default() };
+        let e = c.mkdir_exclusive("/bad", &bad_owner).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+        let huge = BTreeMap::from([("k".to_string(), vec![0u8; 70 * 1024])]);
+        let e = c.mkdir_exclusive("/bad", &MkdirOptions { xattrs: huge, ..Default::default() }).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+        assert!(c.get_file_info("/bad", false).await.unwrap().is_none());
+        // Plain mkdirs still succeeds on an existing directory, and changes nothing in it.
+        let again = c.mkdirs("/b/deep/dir").await.unwrap();
+        assert_eq!((again.owner.as_str(), again.file_id), ("alice", made.file_id));
+    })
+    .await;
+}

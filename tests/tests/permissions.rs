@@ -393,3 +393,36 @@ fn code(e: &tarn_client::ClientError) -> tonic::Code {
         other => panic!("not a refusal: {other}"),
     }
 }
+
+/// An exclusive mkdir by a user: made for that user only (giving it to another user or to
+/// a group not theirs is the superuser's), where the user may create; over someone else's
+/// directory it is refused and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exclusive_mkdir_is_the_callers_own() {
+    use tarn_client::MkdirOptions;
+    let (cl, admin) = cluster(&[("alice", 0o755), ("bob", 0o755)]).await;
+    let (alice, bob) = (user(&cl, "alice"), user(&cl, "bob"));
+    let mine = bob.mkdir_exclusive("/home/bob/d", &MkdirOptions::default()).await.unwrap();
+    assert_eq!((mine.owner.as_str(), mine.group.as_str()), ("bob", "supergroup"));
+    let as_alice = MkdirOptions { owner: Some("alice".into()), ..Default::default() };
+    denied(bob.mkdir_exclusive("/home/bob/e", &as_alice).await, "bob gives a directory to alice");
+    let to_group = MkdirOptions { group: Some("analysts".into()), ..Default::default() };
+    denied(bob.mkdir_exclusive("/home/bob/e", &to_group).await, "bob gives a directory to a group not his");
+    admin.change_group("analysts", &["bob".into()], &[]).await.unwrap();
+    let st = bob.mkdir_exclusive("/home/bob/e", &to_group).await.unwrap();
+    assert_eq!(st.group, "analysts");
+    denied(
+        bob.mkdir_exclusive("/home/alice/x", &MkdirOptions::default()).await,
+        "bob makes a directory in alice's home",
+    );
+    // Alice's own directory: bob is told it exists (he may see it), and it stays hers.
+    alice.mkdir_exclusive("/home/alice/a", &MkdirOptions::default()).await.unwrap();
+    let e = bob.mkdir_exclusive("/home/alice/a", &MkdirOptions::default()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e}");
+    let e = alice.mkdir_exclusive("/home/alice/a", &MkdirOptions::default()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyOwned, "{e}");
+    assert_eq!(admin.get_file_info("/home/alice/a", false).await.unwrap().unwrap().owner, "alice");
+    assert!(admin.get_file_info("/home/bob/e", false).await.unwrap().is_some());
+    assert!(admin.get_file_info("/home/alice/x", false).await.unwrap().is_none());
+    cl.shutdown().await;
+}

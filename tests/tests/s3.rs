@@ -433,3 +433,91 @@ print("deleted")
     env.gw.stop().await;
     env.cl.shutdown().await;
 }
+
+/// CreateBucket is one namespace operation (create the directory only if nothing is
+/// there, with its owner and grants): of many concurrent creators exactly one wins and
+/// keeps the bucket; the others are told whether it is theirs (BucketAlreadyOwnedByYou)
+/// or another user's (BucketAlreadyExists), and get nothing in it. A directory marker over
+/// another user's directory does not take it over (tests/s3/bucket_race.py).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn create_bucket_races_have_one_winner() {
+    use tarn_gateway::keys::{create_key, set_bucket_access, BucketAccess, MasterKey};
+    let keydir = tempfile::tempdir().unwrap();
+    let master_file = keydir.path().join("master.key");
+    let master = MasterKey::create(&master_file).unwrap();
+    let env = start_with(3, move |c| c.master_key_file = Some(master_file)).await;
+    let nn = env.cl.client();
+    let alice = create_key(&nn, &master, "alice", false).await.unwrap();
+    let bob = create_key(&nn, &master, "bob", false).await.unwrap();
+    // `marks`: a bucket both may write in, with a directory of alice's in it (made before the
+    // gateway ever looks at the bucket, so no cached grants are in the way).
+    nn.mkdirs("/marks/d").await.unwrap();
+    let own = tarn_client::pb::SetAttributesRequest {
+        path: "/marks/d".into(),
+        owner: Some("alice".into()),
+        group: Some("alice".into()),
+        ..Default::default()
+    };
+    nn.set_attributes(own).await.unwrap();
+    let mut access = BucketAccess::default();
+    access.grants.insert(alice.access_key.clone(), "rw".into());
+    access.grants.insert(bob.access_key.clone(), "rw".into());
+    set_bucket_access(&nn, "marks", &access).await.unwrap();
+
+    let extra = [
+        ("ALICE_AK", alice.access_key.as_str()),
+        ("ALICE_SK", alice.secret_key.as_str()),
+        ("BOB_AK", bob.access_key.as_str()),
+        ("BOB_SK", bob.secret_key.as_str()),
+    ];
+    let out =
+        run_client_env(&env, &env.gw.endpoint(), &python(), &["s3/bucket_race.py"], &extra, Duration::from_secs(240))
+            .await;
+    assert!(out.contains("race: ok"), "{out}");
+    let key_of = |user: &str| if user == "alice" { &alice.access_key } else { &bob.access_key };
+    let mut rounds = 0;
+    for line in out.lines() {
+        let Some(rest) = line.strip_prefix("winner ") else { continue };
+        let (bucket, user) = rest.split_once(' ').expect("winner BUCKET USER");
+        rounds += 1;
+        // The winner's owner and grant stayed: no loser overwrote them afterwards.
+        let st = nn.get_file_info(&format!("/{bucket}"), true).await.unwrap().expect("the bucket");
+        assert_eq!((st.owner.as_str(), st.group.as_str()), (user, user), "owner of {bucket}");
+        let access = tarn_gateway::keys::get_bucket_access(&nn, bucket).await.unwrap().expect("a bucket");
+        assert_eq!(access.grants.keys().collect::<Vec<_>>(), vec![key_of(user)], "grants of {bucket}");
+    }
+    assert_eq!(rounds, 5, "{out}");
+    let st = nn.get_file_info("/alice-only", true).await.unwrap().unwrap();
+    assert_eq!(st.owner, "alice");
+    let access = tarn_gateway::keys::get_bucket_access(&nn, "alice-only").await.unwrap().unwrap();
+    assert_eq!(access.grants.keys().collect::<Vec<_>>(), vec![&alice.access_key]);
+    // Bob's marker made `marks/d/` an object without taking alice's directory.
+    let d = nn.get_file_info("/marks/d", true).await.unwrap().unwrap();
+    assert_eq!(d.owner, "alice", "bob's directory marker took alice's directory over");
+    assert!(d.xattrs.contains_key("s3.marker"), "{d:?}");
+    // A marker that makes its directory (and the one above) makes them bob's.
+    for path in ["/marks/new", "/marks/new/sub"] {
+        let st = nn.get_file_info(path, true).await.unwrap().unwrap_or_else(|| panic!("{path}"));
+        assert_eq!(st.owner, "bob", "owner of {path}");
+    }
+    env.gw.stop().await;
+    env.cl.shutdown().await;
+}
+
+/// A listing request reads at most `list_scan_keys_max` keys from the namespace, whatever
+/// the delimiter (with one other than '/' the gateway groups keys itself): a bucket of
+/// many times that many keys lists in truncated pages that boto3's paginators follow to
+/// exactly the full answer, in order, nothing twice (tests/s3/list_bounded.py).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn listings_scan_a_bounded_number_of_keys() {
+    const BOUND: usize = 16;
+    let env = start_with(3, |c| c.list_scan_keys_max = BOUND).await;
+    let bound = BOUND.to_string();
+    let extra = [("LIST_SCAN_MAX", bound.as_str())];
+    let out =
+        run_client_env(&env, &env.gw.endpoint(), &python(), &["s3/list_bounded.py"], &extra, Duration::from_secs(240))
+            .await;
+    assert!(out.contains("bounded listings: ok"), "{out}");
+    env.gw.stop().await;
+    env.cl.shutdown().await;
+}

@@ -9,6 +9,7 @@
 //! | operation | needs |
 //! |---|---|
 //! | mkdirs, create, put a small file | w+x on the deepest existing directory above; replacing a file: w on it |
+//! | exclusive mkdir | as mkdirs; owned by the caller, in one of its groups |
 //! | delete | w+x on the parent; a non-empty directory: r+w+x on every directory in it |
 //! | rename | w+x on both parents |
 //! | concat | r on each source and w+x on its parent; the destination as create |
@@ -247,6 +248,23 @@ impl<K: KvRead> Namespace<'_, K> {
         let superuser_only = |what: &str| Err(denied(who, "/".into(), format!("{what} (the superuser may)")));
         match op {
             Op::Mkdirs { path, .. } => self.require_create(who, path, false),
+            // As mkdirs; the directory may be given only to the caller and one of its groups.
+            Op::MkdirExclusive(m) => {
+                if m.owner != who.user {
+                    return Err(denied(who, m.path.clone(), format!("give it to {} (the superuser may)", m.owner)));
+                }
+                if !m.group.is_empty() && !who.groups.contains(&m.group) {
+                    return Err(denied(
+                        who,
+                        m.path.clone(),
+                        format!("give it to group {} (not one of theirs)", m.group),
+                    ));
+                }
+                if let Some(d) = &m.require_dir {
+                    self.require_on(who, d, 0, "see it")?;
+                }
+                self.require_create(who, &m.path, false)
+            }
             Op::Create(c) => self.require_create(who, &c.path, c.overwrite || c.expected_file_id.is_some()),
             // The lease holder alone may change a file being written (its user is in the
             // holder's name); publishing it elsewhere is a concat of it.
