@@ -89,8 +89,10 @@ enum AdminCmd {
         #[arg(value_parser = ["get", "leave"])]
         action: String,
     },
-    /// Check the blocks of every file under PATH, like `hdfs fsck`. Exits 1 if a block has
-    /// no live replica.
+    /// Check the blocks of every file under PATH, like `hdfs fsck`: missing blocks, corrupt
+    /// replicas, and blocks with fewer live replicas than their file's replication (saying
+    /// which cannot be fixed for want of live datanodes). Exits 1 if a block has no live
+    /// replica.
     ///
     /// Example: `tarn admin fsck / -v`
     Fsck {
@@ -290,22 +292,20 @@ async fn report(c: &NamenodeClient) -> anyhow::Result<()> {
         )?;
     }
     let b = r.blocks.unwrap_or_default();
+    let unfixable = match b.under_replicated_unfixable {
+        0 => String::new(),
+        n => format!(" ({n} cannot be fixed: too few live datanodes)"),
+    };
     outln!(
-        "blocks: {} in {} files ({} bytes); under-replicated {}, missing {}, corrupt replicas {}, over-replicated {}",
-        b.blocks,
-        b.files,
-        b.bytes,
-        b.under_replicated,
-        b.missing,
-        b.corrupt_replicas,
-        b.over_replicated
+        "blocks: {} in {} files ({} bytes); under-replicated {}{unfixable}, missing {}, corrupt replicas {}, over-replicated {}",
+        b.blocks, b.files, b.bytes, b.under_replicated, b.missing, b.corrupt_replicas, b.over_replicated
     )?;
     Ok(())
 }
 
 async fn fsck(c: &NamenodeClient, path: &str, verbose: bool) -> anyhow::Result<u8> {
     let (mut files, mut blocks, mut under, mut missing, mut corrupt, mut bytes) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
-    let (mut inline, mut inline_lost) = (0u64, 0u64);
+    let (mut inline, mut inline_lost, mut unfixable) = (0u64, 0u64, 0u64);
     let mut after = String::new();
     loop {
         let page = c.fsck(path, &after, 1000).await?;
@@ -335,9 +335,21 @@ async fn fsck(c: &NamenodeClient, path: &str, verbose: bool) -> anyhow::Result<u
                 if b.live == 0 {
                     missing += 1;
                     problems.push(format!("block {} MISSING (no live replica)", b.block_id));
-                } else if b.live < b.expected {
+                } else if b.live < f.replication {
+                    // Whatever the cause (a dead datanode too): HDFS's words.
                     under += 1;
-                    problems.push(format!("block {} under-replicated: {} of {} live", b.block_id, b.live, b.expected));
+                    let mut p = format!(
+                        "block {} under-replicated: target replicas is {} but found {} live replica(s)",
+                        b.block_id, f.replication, b.live
+                    );
+                    if b.cannot_fix {
+                        unfixable += 1;
+                        p.push_str(&format!(
+                            "; cannot be fixed: too few live datanodes ({} can take a replica)",
+                            page.target_datanodes
+                        ));
+                    }
+                    problems.push(p);
                 }
                 if b.corrupt > 0 {
                     problems.push(format!("block {} has {} corrupt replica(s)", b.block_id, b.corrupt));
@@ -382,12 +394,19 @@ async fn fsck(c: &NamenodeClient, path: &str, verbose: bool) -> anyhow::Result<u
     outln!(
         "under-replicated blocks (and small files): {under}, missing blocks: {missing}, corrupt replicas: {corrupt}"
     )?;
+    if unfixable > 0 {
+        outln!("under-replicated blocks that cannot be fixed (too few live datanodes): {unfixable}")?;
+    }
     if inline_lost > 0 {
         outln!("files whose kept bytes are missing: {inline_lost}")?;
     }
     if missing > 0 || inline_lost > 0 {
         outln!("Status: CORRUPT ({path})")?;
         Ok(crate::EXIT_FAILED)
+    } else if under > 0 {
+        // Every block readable (exit 0, as HDFS), but not every copy there.
+        outln!("Status: UNDER-REPLICATED ({path})")?;
+        Ok(0)
     } else {
         outln!("Status: HEALTHY ({path})")?;
         Ok(0)

@@ -360,6 +360,78 @@ async fn killed_datanode_replicas_are_restored() {
     }
 }
 
+/// Real processes: one of three datanodes SIGKILLed. Its replicas no longer count, so every
+/// block of a replication-3 file has 2 live replicas: fsck and the report say
+/// under-replicated, and that it cannot be fixed (no third datanode to copy to), rather
+/// than OK / HEALTHY. Once the datanode is back, they say healthy again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_replicas_of_a_dead_datanode_show_as_under_replicated() {
+    let mut pc = ProcCluster::start(1, block_tuning).await;
+    pc.start_datanodes(3).await;
+    let c = pc.client();
+    let addr = pc.addrs[0].clone();
+    let tarn = |args: &[&str]| {
+        let o = std::process::Command::new(tarn_tests::tarn_bin())
+            .args(args)
+            .env("TARN_NAMENODE", &addr)
+            .env("TARN_CONFIG", tarn_tests::admin_config())
+            .output()
+            .expect("run tarn");
+        (o.status.code(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+    };
+    let result = tokio::time::timeout(Duration::from_secs(120), async {
+        let data = pattern(5 * BS as usize / 2, 51);
+        write_file(&c, "/lost/f", &data, 1 << 20, BS).await;
+        assert_eq!(wait_healthy(&c, "/lost", Duration::from_secs(30)).await, 3);
+        let (_, out) = tokio::task::block_in_place(|| tarn(&["admin", "fsck", "/lost"]));
+        assert!(
+            out.contains("Status: HEALTHY") && out.contains("under-replicated blocks (and small files): 0"),
+            "{out}"
+        );
+
+        pc.kill_datanode(2);
+        // Dead once the leader has not heard from it for dead_after (2 s).
+        wait_live_datanodes(&c, 2).await;
+        let f = c.fsck("/lost/f", "", 10).await.unwrap();
+        assert_eq!(f.target_datanodes, 2, "{f:?}");
+        for b in &f.files[0].blocks {
+            assert_eq!((b.live, f.files[0].replication, b.cannot_fix), (2, 3, true), "{b:?}");
+        }
+        let b = c.datanode_report().await.unwrap().blocks.unwrap();
+        assert_eq!((b.under_replicated, b.under_replicated_unfixable, b.missing), (3, 3, 0), "{b:?}");
+
+        let (code, out) = tokio::task::block_in_place(|| tarn(&["admin", "fsck", "/lost"]));
+        assert_eq!(code, Some(0), "every block is readable: {out}");
+        assert!(!out.contains("HEALTHY") && !out.contains(" OK"), "{out}");
+        assert!(out.contains("Status: UNDER-REPLICATED"), "{out}");
+        assert!(out.contains("target replicas is 3 but found 2 live replica(s)"), "{out}");
+        assert!(out.contains("cannot be fixed: too few live datanodes (2 can take a replica)"), "{out}");
+        assert!(out.contains("under-replicated blocks (and small files): 3,"), "{out}");
+        assert!(out.contains("under-replicated blocks that cannot be fixed (too few live datanodes): 3"), "{out}");
+        let (code, out) = tokio::task::block_in_place(|| tarn(&["admin", "report"]));
+        assert_eq!(code, Some(0), "{out}");
+        assert!(out.contains("datanodes: 2 live, 1 dead"), "{out}");
+        assert!(out.contains("under-replicated 3 (3 cannot be fixed: too few live datanodes), missing 0"), "{out}");
+        assert_eq!(read_file(&c, "/lost/f").await, data);
+
+        // Back: its replicas count again (or are copied), and nothing is short.
+        pc.restart_datanode(2).await;
+        wait_live_datanodes(&c, 3).await;
+        wait_healthy(&c, "/lost", Duration::from_secs(60)).await;
+        wait_for("the report to count nothing short", Duration::from_secs(30), || async {
+            let b = c.datanode_report().await.ok()?.blocks?;
+            (b.under_replicated, b.under_replicated_unfixable, b.missing).eq(&(0, 0, 0)).then_some(())
+        })
+        .await;
+        let (_, out) = tokio::task::block_in_place(|| tarn(&["admin", "fsck", "/lost"]));
+        assert!(out.contains("Status: HEALTHY"), "{out}");
+    })
+    .await;
+    if result.is_err() {
+        timed_out(&pc, 3);
+    }
+}
+
 /// Real processes: every namenode and datanode SIGKILLed and started again. Safe mode
 /// refuses changes until the datanodes have reported, ends by itself, and every file reads
 /// back byte-identical.
