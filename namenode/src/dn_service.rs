@@ -229,6 +229,52 @@ impl DatanodeProtocol for DatanodeService {
     }
 }
 
+/// Replicas one reader's report may name at most.
+const BAD_REPLICAS_PER_REPORT_MAX: usize = 1000;
+
+/// A reader's report of corrupt replicas (the client API's `ReportBadBlocks`, HDFS's
+/// `reportBadBlocks`): any authenticated caller may send it, so it is checked against what
+/// the leader knows. A replica is marked only if its block exists, the report is about the
+/// generation the node holds (not an older one) and another live replica remains: a
+/// reader's report never takes away a block's last live replica (its datanode's own
+/// verification can). Returns how many were marked; the block monitor replaces them.
+pub fn reader_reported_bad(s: &NodeState, user: &str, r: &pb_nn::ReportBadBlocksRequest) -> Result<u32, Status> {
+    ensure_leader(s)?;
+    if r.replicas.len() > BAD_REPLICAS_PER_REPORT_MAX {
+        return Err(Status::invalid_argument(format!(
+            "{} bad replicas in one report (at most {BAD_REPLICAS_PER_REPORT_MAX})",
+            r.replicas.len()
+        )));
+    }
+    let now = Instant::now();
+    let view = SnapView::new(&s.db);
+    let ns = Namespace::new(&view, 0);
+    let mut marked = 0;
+    for bad in &r.replicas {
+        let (Some(b), Some(node)) = (bad.block.as_ref(), bad.node.as_ref()) else {
+            return Err(Status::invalid_argument("a bad replica needs its block and its datanode"));
+        };
+        let Some((rec, _, _)) = ns.block_by_id(b.block_id).map_err(|e| fs_status(&e))? else {
+            continue; // deleted meanwhile
+        };
+        let held = s.blocks.holders(b.block_id).into_iter().find(|(u, _)| *u == node.uuid).map(|(_, g)| g);
+        if held.is_none_or(|g| g > b.gen_stamp) || b.gen_stamp < rec.generation {
+            tracing::info!(uuid = %node.uuid, block_id = b.block_id, %user, "out-of-date corruption report ignored");
+            continue;
+        }
+        let h = s.blocks.health(b.block_id, rec.generation, now);
+        if !h.live.iter().any(|l| l.uuid != node.uuid) {
+            tracing::warn!(uuid = %node.uuid, block_id = b.block_id, %user, reason = %r.reason,
+                "a reader reports the last live replica corrupt: left to its datanode's verification");
+            continue;
+        }
+        tracing::warn!(uuid = %node.uuid, block_id = b.block_id, %user, reason = %r.reason, "corrupt replica reported by a reader");
+        s.blocks.mark_corrupt(&node.uuid, b.block_id);
+        marked += 1;
+    }
+    Ok(marked)
+}
+
 /// One round of the block monitor on the leader.
 pub async fn monitor_round(s: &NodeState) {
     if ensure_leader(s).is_err() {

@@ -151,6 +151,58 @@ async fn corrupt_replica_is_never_served_and_is_replaced() {
     cl.shutdown().await;
 }
 
+/// A client that is not a datanode (the S3 gateway reading for a user, over TLS: no
+/// short-circuit read) finds a flipped byte in a replica: the namenode accepts its report
+/// (HDFS's reportBadBlocks), marks the replica and has it replaced. The datanodes' block
+/// scanner is off here, so only the reader's report can get the replica replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readers_report_of_a_corrupt_replica_gets_it_replaced() {
+    let mut cl = Cluster::start(1, block_tuning).await;
+    // One scan at start (nothing stored yet), the next in an hour.
+    cl.start_datanodes_with(3, |_, d| d.scan_interval_ms = 3_600_000).await;
+    let c = cl.client();
+    let gateway = NamenodeClient::new(&cl.addrs, &tarn_tests::pki().transport(tarn_security::Role::Gateway, "gw"))
+        .unwrap()
+        .with_user("carol")
+        .with_short_circuit(false);
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let data = pattern(3 * BS as usize / 2, 17);
+        write_file(&c, "/bad/f", &data, 1 << 20, BS).await;
+        wait_healthy(&c, "/bad", Duration::from_secs(30)).await;
+        let victim = block_files(&cl.datanode_dirs[0]).into_iter().next().expect("a replica on datanode 1");
+        let mut bad = std::fs::read(&victim).unwrap();
+        let at = bad.len() / 2;
+        bad[at] ^= 0x01;
+        std::fs::write(&victim, &bad).unwrap();
+        // Readers try replicas in the order the namenode shuffled them: read until one
+        // started with the corrupt replica, found it and reported it.
+        wait_for("a reader to report the corrupt replica", Duration::from_secs(30), || async {
+            let r = FileReader::open(&gateway, "/bad/f").await.unwrap();
+            assert_eq!(r.read_at(0, r.length()).await.unwrap(), data, "a corrupt replica was served");
+            assert_eq!(r.short_circuit_bytes(), 0);
+            (r.corrupt_replicas_reported() > 0).then_some(())
+        })
+        .await;
+        // The namenode replaces it from a good replica (a new replica has a data key of its
+        // own, so its bytes differ from both).
+        wait_for("the corrupt replica to be replaced", Duration::from_secs(60), || async {
+            (std::fs::read(&victim).ok()? != bad).then_some(())
+        })
+        .await;
+        wait_healthy(&c, "/bad", Duration::from_secs(30)).await;
+        let f = c.fsck("/bad/f", "", 10).await.unwrap();
+        assert!(f.files[0].blocks.iter().all(|b| b.live == 3 && b.corrupt == 0), "{f:?}");
+        for _ in 0..5 {
+            let r = FileReader::open(&gateway, "/bad/f").await.unwrap();
+            assert_eq!(r.read_at(0, r.length()).await.unwrap(), data);
+            assert_eq!(r.corrupt_replicas_reported(), 0, "every replica is good again");
+        }
+    })
+    .await
+    .expect("timed out");
+    cl.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocks_are_encrypted_at_rest_and_tampering_counts_as_corruption() {
     let mut cl = Cluster::start(1, block_tuning).await;
