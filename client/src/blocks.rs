@@ -16,7 +16,9 @@
 //! **Reads.** Each block is read from its replicas in the namenode's order; a replica that
 //! is unreachable, missing, or fails a checksum (the datanode verifies its stored
 //! checksums, the client verifies each piece's CRC32C) is skipped and, if corrupt, reported
-//! to the namenode. Positional reads fetch only the blocks and bytes they cover.
+//! to the namenode through the client API's `ReportBadBlocks` (open to every caller, as
+//! HDFS's `reportBadBlocks`), which has it replaced. Positional reads fetch only the blocks
+//! and bytes they cover.
 //!
 //! **Short-circuit reads** (HDFS's): a finalized replica on a datanode of this host is read
 //! from its file directly. The datanode, shown a read token over mutual TLS from this host,
@@ -25,7 +27,7 @@
 //! every chunk (the AES-GCM tag of an encrypted replica, the CRC32C of a plain one) and
 //! decrypts. That saves the datanode's decrypt and re-checksum, TLS both ways and three
 //! copies. A chunk that fails sends the read over the network (where the datanode checks
-//! the replica itself, and reports it if it is corrupt).
+//! the replica itself, and the reader reports it if it is corrupt).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -34,7 +36,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use tarn_proto::datanode as dpb;
 use tarn_proto::datanode::data_transfer_client::DataTransferClient;
-use tarn_proto::datanode::datanode_protocol_client::DatanodeProtocolClient;
 use tarn_proto::namenode as pb;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -566,18 +567,20 @@ fn extended(b: &pb::Block) -> dpb::ExtendedBlock {
     dpb::ExtendedBlock { block_id: b.block_id, gen_stamp: b.generation, length: b.length }
 }
 
-/// Reports a replica that failed verification to the namenode leader.
-async fn report_bad(nn: &NamenodeClient, node: &dpb::DatanodeLocation, block: &dpb::ExtendedBlock, reason: &str) {
-    let req =
-        dpb::ReportBadReplicasRequest { node: Some(node.clone()), blocks: vec![*block], reason: reason.to_string() };
-    let r = nn
-        .call(|c| {
-            let req = nn.request(req.clone());
-            async move { DatanodeProtocolClient::new(c).report_bad_replicas(req).await }
-        })
-        .await;
-    if let Err(e) = r {
-        tracing::warn!(block_id = block.block_id, error = %e, "could not report a corrupt replica");
+/// Reports a replica that failed verification to the namenode leader (the client API's
+/// `ReportBadBlocks`, open to every caller); `true` if the namenode marked it.
+async fn report_bad(
+    nn: &NamenodeClient,
+    node: &dpb::DatanodeLocation,
+    block: &dpb::ExtendedBlock,
+    reason: &str,
+) -> bool {
+    match nn.report_bad_blocks(&[(*block, node.clone())], reason).await {
+        Ok(marked) => marked > 0,
+        Err(e) => {
+            tracing::warn!(block_id = block.block_id, error = %e, "could not report a corrupt replica");
+            false
+        }
     }
 }
 
@@ -773,6 +776,8 @@ pub struct FileReader<'a> {
     local: std::sync::Mutex<LocalReplicas>,
     /// Bytes read that way.
     local_bytes: std::sync::atomic::AtomicU64,
+    /// Corrupt replicas this reader reported and the namenode accepted.
+    reported: std::sync::atomic::AtomicU64,
 }
 
 impl<'a> FileReader<'a> {
@@ -825,6 +830,7 @@ impl<'a> FileReader<'a> {
             inline,
             local: Default::default(),
             local_bytes: Default::default(),
+            reported: Default::default(),
         })
     }
 
@@ -840,6 +846,12 @@ impl<'a> FileReader<'a> {
     /// Bytes this reader read from replica files on this host (short-circuit reads).
     pub fn short_circuit_bytes(&self) -> u64 {
         self.local_bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Corrupt replicas this reader found and the namenode accepted its report of (it marks
+    /// them, and has them replaced).
+    pub fn corrupt_replicas_reported(&self) -> u64 {
+        self.reported.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Reads `[offset, offset + len)` in order as pieces of `piece` bytes, with `depth`
@@ -932,8 +944,8 @@ impl<'a> FileReader<'a> {
                 }
                 // Not reported from here: the file opened by path may not be the replica the
                 // datanode described (replaced meanwhile, or another mount namespace). The
-                // read over the network checks the replica on the datanode, which reports
-                // it if it is corrupt.
+                // read over the network checks the replica on the datanode, and a replica
+                // it finds corrupt is reported below.
                 Ok(Err(why)) => {
                     tracing::warn!(block_id = b.block_id, datanode = %l.node.addr, error = %why, "local replica read failed; reading over the network");
                 }
@@ -951,8 +963,8 @@ impl<'a> FileReader<'a> {
                     Ok(data) => return Ok(data),
                     Err((corrupt, why)) => {
                         tracing::warn!(block_id = b.block_id, datanode = %node.addr, error = %why, "replica read failed; trying the next");
-                        if corrupt {
-                            report_bad(&self.nn, node, &eb, &why).await;
+                        if corrupt && report_bad(&self.nn, node, &eb, &why).await {
+                            self.reported.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                         token_refused |= why.contains("block access token");
                         tried.push(format!("{}: {why}", node.addr));

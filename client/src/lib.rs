@@ -969,6 +969,21 @@ impl NamenodeClient {
         Ok(rpc!(self, nn, recover_lease, msg.clone())?.closed)
     }
 
+    /// Reports replicas a read found corrupt (HDFS's `reportBadBlocks`): the leader marks
+    /// them and has them replaced from good ones. Returns how many it marked (it ignores
+    /// out-of-date reports, and never marks a block's last live replica on a reader's word).
+    pub async fn report_bad_blocks(
+        &self,
+        replicas: &[(tarn_proto::datanode::ExtendedBlock, tarn_proto::datanode::DatanodeLocation)],
+        reason: &str,
+    ) -> Result<u32> {
+        let msg = pb::ReportBadBlocksRequest {
+            replicas: replicas.iter().map(|(b, n)| pb::BadReplica { block: Some(*b), node: Some(n.clone()) }).collect(),
+            reason: reason.to_string(),
+        };
+        Ok(rpc!(self, nn, report_bad_blocks, msg.clone())?.marked)
+    }
+
     fn admin(c: Channel) -> NamenodeAdminClient<Channel> {
         NamenodeAdminClient::new(c)
     }

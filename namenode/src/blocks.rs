@@ -284,6 +284,17 @@ impl BlockManager {
         g.nodes.values().filter(|n| self.alive(n, now) && !g.draining.contains(&n.loc.uuid)).count()
     }
 
+    /// Live datanodes that can take a new replica (not draining, not full): whether an
+    /// under-replicated block can be fixed depends on them.
+    pub fn replica_targets(&self, now: Instant) -> HashSet<String> {
+        let g = self.lock();
+        g.nodes
+            .values()
+            .filter(|n| self.alive(n, now) && !n.full() && !g.draining.contains(&n.loc.uuid))
+            .map(|n| n.loc.uuid.clone())
+            .collect()
+    }
+
     /// Replaces the set of datanodes being drained.
     pub fn set_draining(&self, uuids: HashSet<String>) {
         self.lock().draining = uuids;

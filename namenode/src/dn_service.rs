@@ -14,7 +14,7 @@ use tarn_proto::datanode::datanode_protocol_server::DatanodeProtocol;
 use tarn_proto::namenode as pb_nn;
 use tonic::{Request, Response, Status};
 
-use crate::blocks::{Command, Location, Replica, Storage};
+use crate::blocks::{BlockHealth, Command, Location, Replica, Storage};
 use crate::kv::SnapView;
 use crate::namespace::Namespace;
 use crate::proposer::ProposeError;
@@ -227,6 +227,52 @@ impl DatanodeProtocol for DatanodeService {
         }
         Ok(Response::new(pb::ReportBadReplicasResponse {}))
     }
+}
+
+/// Replicas one reader's report may name at most.
+const BAD_REPLICAS_PER_REPORT_MAX: usize = 1000;
+
+/// A reader's report of corrupt replicas (the client API's `ReportBadBlocks`, HDFS's
+/// `reportBadBlocks`): any authenticated caller may send it, so it is checked against what
+/// the leader knows. A replica is marked only if its block exists, the report is about the
+/// generation the node holds (not an older one) and another live replica remains: a
+/// reader's report never takes away a block's last live replica (its datanode's own
+/// verification can). Returns how many were marked; the block monitor replaces them.
+pub fn reader_reported_bad(s: &NodeState, user: &str, r: &pb_nn::ReportBadBlocksRequest) -> Result<u32, Status> {
+    ensure_leader(s)?;
+    if r.replicas.len() > BAD_REPLICAS_PER_REPORT_MAX {
+        return Err(Status::invalid_argument(format!(
+            "{} bad replicas in one report (at most {BAD_REPLICAS_PER_REPORT_MAX})",
+            r.replicas.len()
+        )));
+    }
+    let now = Instant::now();
+    let view = SnapView::new(&s.db);
+    let ns = Namespace::new(&view, 0);
+    let mut marked = 0;
+    for bad in &r.replicas {
+        let (Some(b), Some(node)) = (bad.block.as_ref(), bad.node.as_ref()) else {
+            return Err(Status::invalid_argument("a bad replica needs its block and its datanode"));
+        };
+        let Some((rec, _, _)) = ns.block_by_id(b.block_id).map_err(|e| fs_status(&e))? else {
+            continue; // deleted meanwhile
+        };
+        let held = s.blocks.holders(b.block_id).into_iter().find(|(u, _)| *u == node.uuid).map(|(_, g)| g);
+        if held.is_none_or(|g| g > b.gen_stamp) || b.gen_stamp < rec.generation {
+            tracing::info!(uuid = %node.uuid, block_id = b.block_id, %user, "out-of-date corruption report ignored");
+            continue;
+        }
+        let h = s.blocks.health(b.block_id, rec.generation, now);
+        if !h.live.iter().any(|l| l.uuid != node.uuid) {
+            tracing::warn!(uuid = %node.uuid, block_id = b.block_id, %user, reason = %r.reason,
+                "a reader reports the last live replica corrupt: left to its datanode's verification");
+            continue;
+        }
+        tracing::warn!(uuid = %node.uuid, block_id = b.block_id, %user, reason = %r.reason, "corrupt replica reported by a reader");
+        s.blocks.mark_corrupt(&node.uuid, b.block_id);
+        marked += 1;
+    }
+    Ok(marked)
 }
 
 /// One round of the block monitor on the leader.
@@ -505,12 +551,21 @@ fn excess(keep: &[&Location], replication: usize) -> Vec<String> {
     out
 }
 
+/// Whether a block can have `replication` replicas with the datanodes there are now: the
+/// ones it counts, plus one per datanode that could take a copy (a live one, not full, not
+/// draining, without a good replica of it). A block short of its replication that cannot
+/// waits for datanodes to come back (or for a lower replication), as HDFS says it.
+pub fn fixable(h: &BlockHealth, replication: usize, targets: &HashSet<String>) -> bool {
+    let holding: HashSet<&str> = h.live.iter().map(|l| l.uuid.as_str()).collect();
+    h.counted() + targets.iter().filter(|u| !holding.contains(u.as_str())).count() >= replication
+}
+
 /// Datanodes and block health over the whole namespace (the leader's view).
 pub fn datanode_report(s: &NodeState) -> Result<pb_nn::DatanodeReportResponse, Status> {
     ensure_leader(s)?;
     let now = Instant::now();
     let nodes = s.blocks.all_nodes(now);
-    let live = s.blocks.live_count(now);
+    let targets = s.blocks.replica_targets(now);
     let datanodes = nodes
         .iter()
         .map(|(n, alive)| pb_nn::DatanodeInfo {
@@ -544,12 +599,17 @@ pub fn datanode_report(s: &NodeState) -> Result<pb_nn::DatanodeReportResponse, S
         if open {
             return Ok(true);
         }
-        let want = (inode.replication as usize).min(live);
+        // Short of the file's replication whatever the reason, dead datanodes included
+        // (HDFS's count): the monitor copies what it can, and says what it cannot.
+        let replication = inode.replication as usize;
         if h.live.is_empty() {
             sum.missing += 1;
-        } else if h.counted() < want {
+        } else if h.counted() < replication {
             sum.under_replicated += 1;
-        } else if h.counted() > inode.replication as usize {
+            if !fixable(&h, replication, &targets) {
+                sum.under_replicated_unfixable += 1;
+            }
+        } else if h.counted() > replication {
             sum.over_replicated += 1;
         }
         Ok(true)
@@ -564,6 +624,7 @@ pub fn fsck(s: &NodeState, r: &pb_nn::FsckRequest) -> Result<pb_nn::FsckResponse
     ensure_leader(s)?;
     let now = Instant::now();
     let live_nodes = s.blocks.live_count(now);
+    let targets = s.blocks.replica_targets(now);
     let view = SnapView::new(&s.db);
     let ns = Namespace::new(&view, 0);
     let limit = if r.limit == 0 { 1000 } else { (r.limit as usize).min(10_000) };
@@ -585,7 +646,9 @@ pub fn fsck(s: &NodeState, r: &pb_nn::FsckRequest) -> Result<pb_nn::FsckResponse
             start += bs.len() as u32;
             for b in bs {
                 let h = s.blocks.health(b.block_id, b.generation, now);
+                let replication = inode.replication as usize;
                 blocks.push(pb_nn::FsckBlock {
+                    cannot_fix: h.counted() < replication && !fixable(&h, replication, &targets),
                     block_id: b.block_id,
                     gen_stamp: b.generation,
                     length: b.length,
@@ -613,7 +676,7 @@ pub fn fsck(s: &NodeState, r: &pb_nn::FsckRequest) -> Result<pb_nn::FsckResponse
             inline_copies: if inline { voters } else { 0 },
         });
     }
-    Ok(pb_nn::FsckResponse { files: out, has_more })
+    Ok(pb_nn::FsckResponse { files: out, has_more, target_datanodes: targets.len() as u32 })
 }
 
 /// Timeout of one call to a datanode during block recovery.
@@ -713,4 +776,28 @@ fn decommission_state(s: &NodeState, uuid: &str, now: Instant) -> String {
         }
     }
     "decommissioned".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(uuid: &str) -> Location {
+        Location { uuid: uuid.into(), addr: format!("{uuid}:1"), rack: "/r".into() }
+    }
+
+    #[test]
+    fn a_block_is_fixable_only_with_enough_datanodes_to_copy_to() {
+        let targets = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<HashSet<String>>();
+        let h = BlockHealth { live: vec![loc("a"), loc("b")], ..Default::default() };
+        // dn c is dead: only a and b take replicas, and they hold it already.
+        assert!(!fixable(&h, 3, &targets(&["a", "b"])));
+        assert!(fixable(&h, 2, &targets(&["a", "b"])));
+        // A third datanode (or one whose replica is corrupt) can take the copy.
+        assert!(fixable(&h, 3, &targets(&["a", "b", "c"])));
+        // A replica on a draining node does not count, and the node takes no copy.
+        let h = BlockHealth { live: vec![loc("a"), loc("d")], draining: vec!["d".into()], ..Default::default() };
+        assert!(!fixable(&h, 3, &targets(&["a", "b"])));
+        assert!(fixable(&h, 3, &targets(&["a", "b", "c"])));
+    }
 }

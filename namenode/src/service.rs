@@ -915,6 +915,15 @@ impl Namenode for NamenodeService {
             other => Err(Status::internal(format!("unexpected result {other:?}"))),
         }
     }
+
+    async fn report_bad_blocks(
+        &self,
+        req: Request<pb::ReportBadBlocksRequest>,
+    ) -> Result<Response<pb::ReportBadBlocksResponse>, Status> {
+        let who = checked_caller(&req)?;
+        let marked = crate::dn_service::reader_reported_bad(&self.s, &who.user, &req.into_inner())?;
+        Ok(Response::new(pb::ReportBadBlocksResponse { marked }))
+    }
 }
 
 fn leader_addr(raft: &Raft) -> Option<String> {

@@ -3,6 +3,8 @@
 
 use tarn_client::NamenodeClient;
 
+use crate::out::outln;
+
 #[derive(clap::Args)]
 pub struct AdminArgs {
     #[command(flatten)]
@@ -87,8 +89,10 @@ enum AdminCmd {
         #[arg(value_parser = ["get", "leave"])]
         action: String,
     },
-    /// Check the blocks of every file under PATH, like `hdfs fsck`. Exits 1 if a block has
-    /// no live replica.
+    /// Check the blocks of every file under PATH, like `hdfs fsck`: missing blocks, corrupt
+    /// replicas, and blocks with fewer live replicas than their file's replication (saying
+    /// which cannot be fixed for want of live datanodes). Exits 1 if a block has no live
+    /// replica.
     ///
     /// Example: `tarn admin fsck / -v`
     Fsck {
@@ -139,17 +143,22 @@ enum GroupsCmd {
     },
 }
 
-fn print_status(s: &tarn_client::pb::ClusterStatusResponse) {
-    println!("leader:  namenode {} at {} (term {})", s.leader_id, s.leader_addr, s.term);
-    println!(
+fn print_status(s: &tarn_client::pb::ClusterStatusResponse) -> anyhow::Result<()> {
+    outln!("leader:  namenode {} at {} (term {})", s.leader_id, s.leader_addr, s.term)?;
+    outln!(
         "answered by namenode {} ({}), last log {}, applied {}, snapshot {}",
-        s.node_id, s.state, s.last_log_index, s.last_applied, s.snapshot_index
-    );
-    println!("{:>4}  {:<24} {:<8} {:>12}", "ID", "ADDRESS", "ROLE", "MATCHED");
+        s.node_id,
+        s.state,
+        s.last_log_index,
+        s.last_applied,
+        s.snapshot_index
+    )?;
+    outln!("{:>4}  {:<24} {:<8} {:>12}", "ID", "ADDRESS", "ROLE", "MATCHED")?;
     for m in &s.members {
         let role = if m.voter { "voter" } else { "learner" };
-        println!("{:>4}  {:<24} {:<8} {:>12}", m.node_id, m.addr, role, m.matched_index);
+        outln!("{:>4}  {:<24} {:<8} {:>12}", m.node_id, m.addr, role, m.matched_index)?;
     }
+    Ok(())
 }
 
 pub async fn run(a: AdminArgs) -> anyhow::Result<u8> {
@@ -167,8 +176,8 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<u8> {
         AdminCmd::RotateMasterKey { old_key_file, new_key_file, data_dirs, s3, small_files } => {
             return rotate_master_key(&a.conn, &old_key_file, &new_key_file, &data_dirs, s3, small_files).await
         }
-        AdminCmd::Status => print_status(&c.cluster_status().await?),
-        AdminCmd::AddLearner { id, addr } => print_status(&c.add_learner(id, &addr).await?),
+        AdminCmd::Status => print_status(&c.cluster_status().await?)?,
+        AdminCmd::AddLearner { id, addr } => print_status(&c.add_learner(id, &addr).await?)?,
         AdminCmd::Promote { id } => {
             let s = c.cluster_status().await?;
             let mut voters: Vec<u64> = s.members.iter().filter(|m| m.voter).map(|m| m.node_id).collect();
@@ -176,43 +185,43 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<u8> {
                 anyhow::bail!("namenode {id} is not a member; add it first with add-learner");
             }
             voters.push(id);
-            print_status(&c.change_membership(voters, false).await?);
+            print_status(&c.change_membership(voters, false).await?)?;
         }
         AdminCmd::Remove { id } => {
             let s = c.cluster_status().await?;
             let voters: Vec<u64> = s.members.iter().filter(|m| m.voter && m.node_id != id).map(|m| m.node_id).collect();
-            print_status(&c.change_membership(voters, false).await?);
+            print_status(&c.change_membership(voters, false).await?)?;
         }
         AdminCmd::Snapshot => {
             let addr = a.conn.namenodes()?.first().cloned().unwrap_or_default();
             let idx = c.trigger_snapshot_on(&addr).await?;
-            println!("snapshot built up to log index {idx}");
+            outln!("snapshot built up to log index {idx}")?;
         }
         AdminCmd::Report => report(&c).await?,
         AdminCmd::Decommission { node, off } => {
             let uuid = c.decommission(&node, !off).await?;
-            println!("datanode {uuid}: {}", if off { "back in service" } else { "draining" });
+            outln!("datanode {uuid}: {}", if off { "back in service" } else { "draining" })?;
         }
         AdminCmd::Safemode { action } => {
             if action == "leave" {
                 c.leave_safe_mode().await?;
             }
             let on = c.datanode_report().await?.safe_mode;
-            println!("Safe mode is {}", if on { "ON" } else { "OFF" });
+            outln!("Safe mode is {}", if on { "ON" } else { "OFF" })?;
         }
         AdminCmd::Fsck { path, verbose } => return fsck(&c, &path, verbose).await,
         AdminCmd::Groups { cmd } => match cmd {
             GroupsCmd::Add { group, users } => {
                 c.change_group(&group, &users, &[]).await?;
-                println!("{group}: added {}", users.join(", "));
+                outln!("{group}: added {}", users.join(", "))?;
             }
             GroupsCmd::Remove { group, users } => {
                 c.change_group(&group, &[], &users).await?;
-                println!("{group}: removed {}", users.join(", "));
+                outln!("{group}: removed {}", users.join(", "))?;
             }
             GroupsCmd::List { user } => {
                 for (g, members) in c.list_groups(user.as_deref()).await? {
-                    println!("{g}: {}", members.join(" "));
+                    outln!("{g}: {}", members.join(" "))?;
                 }
             }
         },
@@ -220,15 +229,15 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<u8> {
             let s = c.set_quota(&path, namespace, space).await?;
             if let Some(q) = s.quota {
                 let show = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "none".into());
-                println!(
+                outln!(
                     "{path}: namespace quota {} (used {}), space quota {} (used {})",
                     show(q.namespace_quota),
                     q.namespace_used,
                     show(q.space_quota),
                     q.space_used
-                );
+                )?;
             } else {
-                println!("{path}: no quota");
+                outln!("{path}: no quota")?;
             }
         }
     }
@@ -243,13 +252,21 @@ async fn report(c: &NamenodeClient) -> anyhow::Result<()> {
     let r = c.datanode_report().await?;
     let live = r.datanodes.iter().filter(|d| d.alive).count();
     if r.safe_mode {
-        println!("Safe mode is ON: the namespace takes no changes until datanodes have reported enough blocks");
+        outln!("Safe mode is ON: the namespace takes no changes until datanodes have reported enough blocks")?;
     }
-    println!("datanodes: {} live, {} dead", live, r.datanodes.len() - live);
-    println!(
+    outln!("datanodes: {} live, {} dead", live, r.datanodes.len() - live)?;
+    outln!(
         "{:<22} {:<22} {:<16} {:<14} {:>11} {:>11} {:>11} {:>9} {:>10}",
-        "UUID", "ADDRESS", "RACK", "STATE", "CAPACITY", "USED", "FREE", "REPLICAS", "HEARTBEAT"
-    );
+        "UUID",
+        "ADDRESS",
+        "RACK",
+        "STATE",
+        "CAPACITY",
+        "USED",
+        "FREE",
+        "REPLICAS",
+        "HEARTBEAT"
+    )?;
     for d in &r.datanodes {
         let loc = d.location.clone().unwrap_or_default();
         let state = if !d.alive {
@@ -261,7 +278,7 @@ async fn report(c: &NamenodeClient) -> anyhow::Result<()> {
         } else {
             "live"
         };
-        println!(
+        outln!(
             "{:<22} {:<22} {:<16} {:<14} {:>11} {:>11} {:>11} {:>9} {:>8}ms",
             loc.uuid,
             loc.addr,
@@ -272,19 +289,23 @@ async fn report(c: &NamenodeClient) -> anyhow::Result<()> {
             gib(d.free_bytes),
             d.replicas,
             d.last_heartbeat_ms_ago
-        );
+        )?;
     }
     let b = r.blocks.unwrap_or_default();
-    println!(
-        "blocks: {} in {} files ({} bytes); under-replicated {}, missing {}, corrupt replicas {}, over-replicated {}",
+    let unfixable = match b.under_replicated_unfixable {
+        0 => String::new(),
+        n => format!(" ({n} cannot be fixed: too few live datanodes)"),
+    };
+    outln!(
+        "blocks: {} in {} files ({} bytes); under-replicated {}{unfixable}, missing {}, corrupt replicas {}, over-replicated {}",
         b.blocks, b.files, b.bytes, b.under_replicated, b.missing, b.corrupt_replicas, b.over_replicated
-    );
+    )?;
     Ok(())
 }
 
 async fn fsck(c: &NamenodeClient, path: &str, verbose: bool) -> anyhow::Result<u8> {
     let (mut files, mut blocks, mut under, mut missing, mut corrupt, mut bytes) = (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
-    let (mut inline, mut inline_lost) = (0u64, 0u64);
+    let (mut inline, mut inline_lost, mut unfixable) = (0u64, 0u64, 0u64);
     let mut after = String::new();
     loop {
         let page = c.fsck(path, &after, 1000).await?;
@@ -314,9 +335,21 @@ async fn fsck(c: &NamenodeClient, path: &str, verbose: bool) -> anyhow::Result<u
                 if b.live == 0 {
                     missing += 1;
                     problems.push(format!("block {} MISSING (no live replica)", b.block_id));
-                } else if b.live < b.expected {
+                } else if b.live < f.replication {
+                    // Whatever the cause (a dead datanode too): HDFS's words.
                     under += 1;
-                    problems.push(format!("block {} under-replicated: {} of {} live", b.block_id, b.live, b.expected));
+                    let mut p = format!(
+                        "block {} under-replicated: target replicas is {} but found {} live replica(s)",
+                        b.block_id, f.replication, b.live
+                    );
+                    if b.cannot_fix {
+                        unfixable += 1;
+                        p.push_str(&format!(
+                            "; cannot be fixed: too few live datanodes ({} can take a replica)",
+                            page.target_datanodes
+                        ));
+                    }
+                    problems.push(p);
                 }
                 if b.corrupt > 0 {
                     problems.push(format!("block {} has {} corrupt replica(s)", b.block_id, b.corrupt));
@@ -325,29 +358,29 @@ async fn fsck(c: &NamenodeClient, path: &str, verbose: bool) -> anyhow::Result<u
             if verbose || !problems.is_empty() {
                 let state = if problems.is_empty() { "OK" } else { "" };
                 if f.inline {
-                    println!("{} {} bytes, kept in the namespace (no blocks) {}", f.path, f.length, state);
+                    outln!("{} {} bytes, kept in the namespace (no blocks) {}", f.path, f.length, state)?;
                 } else {
-                    println!(
+                    outln!(
                         "{} {} bytes, {} block(s), replication {} {}",
                         f.path,
                         f.length,
                         f.blocks.len(),
                         f.replication,
                         state
-                    );
+                    )?;
                 }
                 for p in problems {
-                    println!("  {p}");
+                    outln!("  {p}")?;
                 }
                 if verbose {
                     for b in &f.blocks {
-                        println!(
+                        outln!(
                             "  block {} len {} live {} at [{}]",
                             b.block_id,
                             b.length,
                             b.live,
                             b.locations.join(", ")
-                        );
+                        )?;
                     }
                 }
             }
@@ -357,18 +390,25 @@ async fn fsck(c: &NamenodeClient, path: &str, verbose: bool) -> anyhow::Result<u
             _ => break,
         }
     }
-    println!("files: {files} ({inline} kept in the namespace), blocks: {blocks}, bytes: {bytes}");
-    println!(
+    outln!("files: {files} ({inline} kept in the namespace), blocks: {blocks}, bytes: {bytes}")?;
+    outln!(
         "under-replicated blocks (and small files): {under}, missing blocks: {missing}, corrupt replicas: {corrupt}"
-    );
+    )?;
+    if unfixable > 0 {
+        outln!("under-replicated blocks that cannot be fixed (too few live datanodes): {unfixable}")?;
+    }
     if inline_lost > 0 {
-        println!("files whose kept bytes are missing: {inline_lost}");
+        outln!("files whose kept bytes are missing: {inline_lost}")?;
     }
     if missing > 0 || inline_lost > 0 {
-        println!("Status: CORRUPT ({path})");
+        outln!("Status: CORRUPT ({path})")?;
         Ok(crate::EXIT_FAILED)
+    } else if under > 0 {
+        // Every block readable (exit 0, as HDFS), but not every copy there.
+        outln!("Status: UNDER-REPLICATED ({path})")?;
+        Ok(0)
     } else {
-        println!("Status: HEALTHY ({path})");
+        outln!("Status: HEALTHY ({path})")?;
         Ok(0)
     }
 }
@@ -388,7 +428,7 @@ async fn rotate_master_key(
         MasterKey::load(new_file)?
     } else {
         let k = MasterKey::create(new_file)?;
-        println!("created the new master key {} (id {})", new_file.display(), k.id_hex());
+        outln!("created the new master key {} (id {})", new_file.display(), k.id_hex())?;
         k
     };
     anyhow::ensure!(old.id() != new.id(), "the old and new key files hold the same key");
@@ -399,25 +439,30 @@ async fn rotate_master_key(
         let dirs = data_dirs.to_vec();
         let (o, n) = (old.clone(), new.clone());
         let r = tokio::task::spawn_blocking(move || tarn_datanode::rewrap_master_key(&dirs, &o, &n)).await??;
-        println!(
+        outln!(
             "replicas: {} data keys re-sealed, {} already under the new key, {} stored in the clear",
-            r.rewrapped, r.already, r.clear
-        );
+            r.rewrapped,
+            r.already,
+            r.clear
+        )?;
     }
     if s3 {
         let nn = conn.connect()?;
         let n = tarn_gateway::keys::reseal_secrets(&nn, &old, &new).await?;
-        println!("S3 keys: {n} secrets re-sealed");
+        outln!("S3 keys: {n} secrets re-sealed")?;
     }
     if small_files {
         let nn = conn.connect()?;
         let r = nn.reseal_small_files().await?;
-        println!(
+        outln!(
             "small files kept in the namespace: {} re-sealed, {} already under key {}, {} unreadable",
-            r.resealed, r.current, r.key_id, r.unreadable
-        );
+            r.resealed,
+            r.current,
+            r.key_id,
+            r.unreadable
+        )?;
         for e in &r.errors {
-            println!("  {e}");
+            outln!("  {e}")?;
         }
         if r.key_id != new.id_hex() {
             anyhow::bail!(
@@ -436,11 +481,11 @@ async fn rotate_master_key(
             );
         }
     }
-    println!(
+    outln!(
         "master key {} replaced by {}: give the daemons {} (security.master_key_file, gateway.master_key_file)",
         old.id_hex(),
         new.id_hex(),
         new_file.display()
-    );
+    )?;
     Ok(0)
 }

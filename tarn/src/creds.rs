@@ -8,6 +8,7 @@ use tarn_client::{NamenodeClient, Transport};
 use tarn_security::{Ca, Identity, Role, SecurityConfig, TlsPaths};
 
 use crate::config::{default_data_dir, TarnConfig};
+use crate::out::outln;
 
 /// How a client command reaches the cluster and who it is.
 #[derive(clap::Args, Clone)]
@@ -119,10 +120,10 @@ pub fn issue_cert(a: IssueCertArgs) -> anyhow::Result<u8> {
     let out = a.out.unwrap_or_else(|| a.ca_dir.clone());
     let stem = format!("{}-{}", role, a.name);
     let p = ca.issue(&id, &a.hosts, &out, &stem)?;
-    println!("issued a certificate for {id}");
-    println!("  certificate: {}", p.cert.display());
-    println!("  key:         {}", p.key.display());
-    println!("  CA:          {}", p.ca.display());
-    println!("use it with a [security] table: tls = {{ ca = {:?}, cert = {:?}, key = {:?} }}", p.ca, p.cert, p.key);
+    outln!("issued a certificate for {id}")?;
+    outln!("  certificate: {}", p.cert.display())?;
+    outln!("  key:         {}", p.key.display())?;
+    outln!("  CA:          {}", p.ca.display())?;
+    outln!("use it with a [security] table: tls = {{ ca = {:?}, cert = {:?}, key = {:?} }}", p.ca, p.cert, p.key)?;
     Ok(0)
 }

@@ -5,6 +5,7 @@
 use anyhow::Context;
 use tarn_client::{ClientError, CreateOptions, ErrorKind, FileStatus, NamenodeClient, RenameOptions};
 
+use crate::out::{self, outln};
 use crate::{EXIT_FAILED, EXIT_UNAVAILABLE};
 
 #[derive(clap::Args)]
@@ -137,6 +138,8 @@ pub async fn run(a: FsArgs) -> anyhow::Result<u8> {
     let client = a.conn.connect()?;
     match exec(&client, a.cmd).await {
         Ok(()) => Ok(0),
+        // For `main` to end quietly.
+        Err(e) if out::is_closed(&e) => Err(e),
         Err(e) => match e.downcast_ref::<ClientError>() {
             Some(ce @ ClientError::Unavailable { .. }) => {
                 eprintln!("tarn fs: {ce}");
@@ -198,10 +201,10 @@ fn time_string(ms: u64) -> String {
     format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", rem / 3600, (rem % 3600) / 60)
 }
 
-fn print_entry(s: &FileStatus, path: &str, h: bool) {
+fn print_entry(s: &FileStatus, path: &str, h: bool) -> anyhow::Result<()> {
     let size = if h { human(s.length) } else { s.length.to_string() };
     let rep = if s.is_dir() { "-".to_string() } else { s.replication.to_string() };
-    println!(
+    outln!(
         "{} {:>3} {:<8} {:<10} {:>10} {} {}",
         mode_string(s),
         rep,
@@ -210,7 +213,7 @@ fn print_entry(s: &FileStatus, path: &str, h: bool) {
         size,
         time_string(s.mtime_ms),
         path
-    );
+    )
 }
 
 fn child(dir: &str, name: &str) -> String {
@@ -224,19 +227,19 @@ fn child(dir: &str, name: &str) -> String {
 async fn ls(c: &NamenodeClient, path: &str, recursive: bool, h: bool) -> anyhow::Result<()> {
     let st = c.get_file_info(path, false).await?.with_context(|| format!("{path}: no such file or directory"))?;
     if !st.is_dir() {
-        print_entry(&st, &st.path, h);
+        print_entry(&st, &st.path, h)?;
         return Ok(());
     }
     let mut stack = vec![st.path.clone()];
     while let Some(dir) = stack.pop() {
         let entries = c.list_dir_all(&dir).await?;
         if !recursive && dir == st.path {
-            println!("Found {} items", entries.len());
+            outln!("Found {} items", entries.len())?;
         }
         let mut subdirs = Vec::new();
         for e in &entries {
             let p = child(&dir, &e.path);
-            print_entry(e, &p, h);
+            print_entry(e, &p, h)?;
             if recursive && e.is_dir() {
                 subdirs.push(p);
             }
@@ -296,33 +299,33 @@ async fn exec(c: &NamenodeClient, cmd: FsCmd) -> anyhow::Result<()> {
         FsCmd::Stat { path } => {
             let s =
                 c.get_file_info(&path, true).await?.with_context(|| format!("{path}: no such file or directory"))?;
-            println!("path:        {}", s.path);
-            println!("type:        {}", if s.is_dir() { "directory" } else { "file" });
-            println!("file id:     {}", s.file_id);
-            println!("length:      {} ({})", s.length, human(s.length));
+            outln!("path:        {}", s.path)?;
+            outln!("type:        {}", if s.is_dir() { "directory" } else { "file" })?;
+            outln!("file id:     {}", s.file_id)?;
+            outln!("length:      {} ({})", s.length, human(s.length))?;
             if !s.is_dir() {
-                println!("replication: {}", s.replication);
-                println!("block size:  {}", human(s.block_size));
-                println!("blocks:      {}", s.block_count);
+                outln!("replication: {}", s.replication)?;
+                outln!("block size:  {}", human(s.block_size))?;
+                outln!("blocks:      {}", s.block_count)?;
             }
-            println!("permission:  {} {:o}", mode_string(&s), s.mode);
-            println!("owner:group: {}:{}", s.owner, s.group);
-            println!("modified:    {} UTC", time_string(s.mtime_ms));
+            outln!("permission:  {} {:o}", mode_string(&s), s.mode)?;
+            outln!("owner:group: {}:{}", s.owner, s.group)?;
+            outln!("modified:    {} UTC", time_string(s.mtime_ms))?;
             if let Some(w) = &s.writer {
-                println!("being written by: {w}");
+                outln!("being written by: {w}")?;
             }
             if let Some(q) = &s.quota {
                 let show = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "none".into());
-                println!(
+                outln!(
                     "quota:       namespace {} (used {}), space {} (used {})",
                     show(q.namespace_quota),
                     q.namespace_used,
                     show(q.space_quota),
                     q.space_used
-                );
+                )?;
             }
             for (k, v) in &s.xattrs {
-                println!("xattr {k}: {}", String::from_utf8_lossy(v));
+                outln!("xattr {k}: {}", String::from_utf8_lossy(v))?;
             }
         }
         FsCmd::Rm { paths, recursive, force } => {
@@ -354,12 +357,12 @@ async fn exec(c: &NamenodeClient, cmd: FsCmd) -> anyhow::Result<()> {
         }
         FsCmd::Count { path } => {
             let s = c.content_summary(&path).await?;
-            println!("{:>12} {:>12} {:>16} PATHNAME", "DIR_COUNT", "FILE_COUNT", "CONTENT_SIZE");
-            println!("{:>12} {:>12} {:>16} {}", s.directory_count, s.file_count, s.length, path);
+            outln!("{:>12} {:>12} {:>16} PATHNAME", "DIR_COUNT", "FILE_COUNT", "CONTENT_SIZE")?;
+            outln!("{:>12} {:>12} {:>16} {}", s.directory_count, s.file_count, s.length, path)?;
         }
         FsCmd::Setrep { replication, path } => {
             c.set_replication(&path, replication).await?;
-            println!("Replication {replication} set: {path}");
+            outln!("Replication {replication} set: {path}")?;
         }
         FsCmd::Put { mut paths, force, parallel, replication } => {
             let dst = paths.pop().expect("clap requires two paths");
@@ -385,7 +388,7 @@ async fn exec(c: &NamenodeClient, cmd: FsCmd) -> anyhow::Result<()> {
             let show = |n: u64| if h { human(n) } else { n.to_string() };
             for t in targets {
                 let s = c.content_summary(&t).await?;
-                println!("{:>12}  {:>12}  {}", show(s.length), show(s.space_consumed), t);
+                outln!("{:>12}  {:>12}  {}", show(s.length), show(s.space_consumed), t)?;
             }
         }
     }

@@ -9,6 +9,7 @@ mod admin_cmd;
 mod config;
 mod creds;
 mod fs_cmd;
+mod out;
 mod s3_cmd;
 mod transfer_cmd;
 mod up;
@@ -19,6 +20,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::TarnConfig;
+use crate::out::outln;
 
 /// mimalloc instead of glibc's allocator: block I/O allocates and frees megabyte buffers at
 /// a high rate, which glibc serves with fresh mmaps (a page fault and a zeroed page per
@@ -200,6 +202,8 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(code) => ExitCode::from(code),
+        // `tarn fs ls -R / | head`: the reader has what it wanted.
+        Err(e) if out::is_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tarn: {e:#}");
             ExitCode::from(EXIT_FAILED)
@@ -225,7 +229,7 @@ async fn run_namenode(a: NamenodeArgs) -> anyhow::Result<u8> {
     }
     let node = tarn_namenode::start(cfg, transport, small_files(&file.security, a.insecure_dev)?).await?;
     write_addr_file(a.addr_file.as_deref(), &node.addr)?;
-    println!("namenode {} serving on {}", node.node_id, node.addr);
+    out::daemon_note(outln!("namenode {} serving on {}", node.node_id, node.addr));
     up::wait_for_signal(node.cancelled()).await;
     node.shutdown().await;
     Ok(0)
@@ -252,7 +256,7 @@ async fn run_datanode(a: DatanodeArgs) -> anyhow::Result<u8> {
     }
     let node = tarn_datanode::start(cfg, transport, master).await?;
     write_addr_file(a.addr_file.as_deref(), &node.addr)?;
-    println!("datanode {} serving on {}", node.uuid, node.addr);
+    out::daemon_note(outln!("datanode {} serving on {}", node.uuid, node.addr));
     up::wait_for_signal(tarn_namenode::node::CancellationToken::new()).await;
     node.stop().await;
     Ok(0)
@@ -273,7 +277,7 @@ async fn run_gateway(a: GatewayArgs) -> anyhow::Result<u8> {
     }
     let gw = tarn_gateway::start(cfg, transport).await?;
     write_addr_file(a.addr_file.as_deref(), &gw.endpoint())?;
-    println!("S3 gateway serving on {}", gw.endpoint());
+    out::daemon_note(outln!("S3 gateway serving on {}", gw.endpoint()));
     up::wait_for_signal(tarn_namenode::node::CancellationToken::new()).await;
     gw.stop().await;
     Ok(0)
@@ -360,7 +364,7 @@ fn run_init(a: InitArgs) -> anyhow::Result<u8> {
             anyhow::bail!("{} exists (use --force to replace it)", path.display());
         }
         cfg.save(&path)?;
-        println!("wrote {}", path.display());
+        outln!("wrote {}", path.display())?;
         Ok(())
     };
     let base = |tls_paths: tarn_security::TlsPaths| {
@@ -407,12 +411,12 @@ fn run_init(a: InitArgs) -> anyhow::Result<u8> {
     }
     let admin = base(issue(Role::Admin, "admin", vec![])?);
     write("admin.toml".into(), &admin)?;
-    println!("cluster CA: {} (its key ca-key.pem stays here; it issues new certificates)", ca.cert_path().display());
-    println!("start each namenode with: tarn namenode --config <file>; the lowest id forms the group");
-    println!("client commands: tarn fs --config {} ls /", dir.join("admin.toml").display());
-    println!(
+    outln!("cluster CA: {} (its key ca-key.pem stays here; it issues new certificates)", ca.cert_path().display())?;
+    outln!("start each namenode with: tarn namenode --config <file>; the lowest id forms the group")?;
+    outln!("client commands: tarn fs --config {} ls /", dir.join("admin.toml").display())?;
+    outln!(
         "more nodes or users: tarn admin issue-cert --ca-dir {} --role ROLE --name NAME --host HOST",
         tls.display()
-    );
+    )?;
     Ok(0)
 }

@@ -6,6 +6,7 @@ use tarn_client::NamenodeClient;
 use tarn_gateway::keys::{self, BucketAccess, MasterKey};
 
 use crate::config::default_data_dir;
+use crate::out::outln;
 
 #[derive(clap::Args)]
 pub struct S3Args {
@@ -79,28 +80,28 @@ pub async fn run(a: S3Args) -> anyhow::Result<u8> {
         S3Cmd::Keys(KeysCmd::Create { user, admin }) => {
             let master = master_key(&a)?;
             let k = keys::create_key(&nn, &master, user, *admin).await?;
-            println!("access key: {}", k.access_key);
-            println!("secret key: {}", k.secret_key);
-            println!("(the secret is not shown again)");
+            outln!("access key: {}", k.access_key)?;
+            outln!("secret key: {}", k.secret_key)?;
+            outln!("(the secret is not shown again)")?;
         }
         S3Cmd::Keys(KeysCmd::List) => {
-            println!("{:<24} {:<16} {:<6} CREATED", "ACCESS KEY", "USER", "ADMIN");
+            outln!("{:<24} {:<16} {:<6} CREATED", "ACCESS KEY", "USER", "ADMIN")?;
             for k in keys::list_keys(&nn).await? {
                 let created = chrono::DateTime::from_timestamp_millis(k.created_ms as i64)
                     .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
                     .unwrap_or_default();
-                println!("{:<24} {:<16} {:<6} {created}", k.access_key, k.user, if k.admin { "yes" } else { "no" });
+                outln!("{:<24} {:<16} {:<6} {created}", k.access_key, k.user, if k.admin { "yes" } else { "no" })?;
             }
         }
         S3Cmd::Keys(KeysCmd::Delete { access_key }) => {
             keys::delete_key(&nn, access_key).await?;
-            println!("deleted {access_key}");
+            outln!("deleted {access_key}")?;
         }
         S3Cmd::Grant { bucket, access_key, read_only } => {
             let mut acc = current(&nn, bucket).await?;
             acc.grants.insert(access_key.clone(), if *read_only { "r" } else { "rw" }.into());
             keys::set_bucket_access(&nn, bucket, &acc).await?;
-            println!("{access_key} may {} {bucket}", if *read_only { "read" } else { "read and write" });
+            outln!("{access_key} may {} {bucket}", if *read_only { "read" } else { "read and write" })?;
         }
         S3Cmd::Revoke { bucket, access_key } => {
             let mut acc = current(&nn, bucket).await?;
@@ -108,19 +109,19 @@ pub async fn run(a: S3Args) -> anyhow::Result<u8> {
                 anyhow::bail!("{access_key} has no grant on {bucket}");
             }
             keys::set_bucket_access(&nn, bucket, &acc).await?;
-            println!("{access_key} may no longer use {bucket}");
+            outln!("{access_key} may no longer use {bucket}")?;
         }
         S3Cmd::AnonymousRead { bucket, state } => {
             let mut acc = current(&nn, bucket).await?;
             acc.anonymous_read = state == "on";
             keys::set_bucket_access(&nn, bucket, &acc).await?;
-            println!("anonymous reads of {bucket}: {state}");
+            outln!("anonymous reads of {bucket}: {state}")?;
         }
         S3Cmd::Access { bucket } => {
             let acc = current(&nn, bucket).await?;
-            println!("anonymous read: {}", if acc.anonymous_read { "on" } else { "off" });
+            outln!("anonymous read: {}", if acc.anonymous_read { "on" } else { "off" })?;
             for (k, g) in &acc.grants {
-                println!("{k:<24} {}", if g.contains('w') { "read, write" } else { "read" });
+                outln!("{k:<24} {}", if g.contains('w') { "read, write" } else { "read" })?;
             }
         }
     }

@@ -196,10 +196,10 @@ pub async fn cat(c: &NamenodeClient, path: &str) -> anyhow::Result<()> {
     let mut pieces = std::pin::pin!(reader.read_pieces(0, reader.length(), IO_BYTES as u64, READ_AHEAD));
     while let Some(data) = pieces.next().await {
         for b in data.with_context(|| format!("read {path}"))? {
-            stdout.write_all(&b).await.context("write to standard output")?;
+            stdout.write_all(&b).await.map_err(crate::out::error)?;
         }
     }
-    stdout.flush().await.context("write to standard output")?;
+    stdout.flush().await.map_err(crate::out::error)?;
     Ok(())
 }
 

@@ -13,6 +13,7 @@ use tarn_namenode::node::CancellationToken;
 use tarn_security::{Ca, Identity, Role, TlsPaths};
 
 use crate::config::{default_data_dir, TarnConfig};
+use crate::out::{self, outln};
 
 #[derive(clap::Args)]
 pub struct UpArgs {
@@ -179,37 +180,45 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
         insecure_dev(&mut gw);
     }
     let gateway = tarn_gateway::start(gw.clone(), transport(Role::Gateway)?).await.context("start the S3 gateway")?;
-    println!("Tarn is up (single-process appliance).");
-    if namenodes.len() == 1 {
-        println!("  namenode (gRPC):  {}", node.addr);
-    } else {
-        println!("  namenode (gRPC):  {} (a group of {}: {})", node.addr, nn_addrs.len(), nn_addrs.join(", "));
-    }
-    for (i, dn) in datanodes.iter().enumerate() {
-        println!("  datanode {}:       {} ({})", i + 1, dn.addr, dn.uuid);
-    }
-    let key = &gw.access_keys[0];
-    println!("  S3 endpoint:      {}", gateway.endpoint());
-    println!("  S3 access key:    {}", key.access_key);
-    println!("  S3 secret key:    {}", key.secret_key);
-    let ca = pki.as_ref().map(|p| format!(" --ca-bundle {}", p[&Role::Admin].ca.display())).unwrap_or_default();
-    println!(
-        "  aws cli:          AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} aws --endpoint-url {}{ca} s3 ls",
-        key.access_key,
-        key.secret_key,
-        gateway.endpoint()
-    );
-    println!("  data directory:   {}", a.data_dir.display());
-    println!("  configuration:    {}", cfg_path.display());
-    if let Some(p) = &pki {
-        println!("  certificates:     {} (cluster CA; `tarn fs` here acts as the admin)", p[&Role::Admin].ca.display());
-    } else {
-        println!("  client commands:  add --insecure-dev (plaintext gRPC)");
-    }
-    println!("  try:              tarn fs put README.md /demo/ && tarn fs cat /demo/README.md");
-    println!("Stop with Ctrl-C.");
+    // A daemon keeps serving when nobody reads its standard output any more.
+    let banner = || -> anyhow::Result<()> {
+        outln!("Tarn is up (single-process appliance).")?;
+        if namenodes.len() == 1 {
+            outln!("  namenode (gRPC):  {}", node.addr)?;
+        } else {
+            outln!("  namenode (gRPC):  {} (a group of {}: {})", node.addr, nn_addrs.len(), nn_addrs.join(", "))?;
+        }
+        for (i, dn) in datanodes.iter().enumerate() {
+            outln!("  datanode {}:       {} ({})", i + 1, dn.addr, dn.uuid)?;
+        }
+        let key = &gw.access_keys[0];
+        outln!("  S3 endpoint:      {}", gateway.endpoint())?;
+        outln!("  S3 access key:    {}", key.access_key)?;
+        outln!("  S3 secret key:    {}", key.secret_key)?;
+        let ca = pki.as_ref().map(|p| format!(" --ca-bundle {}", p[&Role::Admin].ca.display())).unwrap_or_default();
+        outln!(
+            "  aws cli:          AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} aws --endpoint-url {}{ca} s3 ls",
+            key.access_key,
+            key.secret_key,
+            gateway.endpoint()
+        )?;
+        outln!("  data directory:   {}", a.data_dir.display())?;
+        outln!("  configuration:    {}", cfg_path.display())?;
+        if let Some(p) = &pki {
+            outln!(
+                "  certificates:     {} (cluster CA; `tarn fs` here acts as the admin)",
+                p[&Role::Admin].ca.display()
+            )?;
+        } else {
+            outln!("  client commands:  add --insecure-dev (plaintext gRPC)")?;
+        }
+        outln!("  try:              tarn fs put README.md /demo/ && tarn fs cat /demo/README.md")?;
+        outln!("Stop with Ctrl-C.")?;
+        Ok(())
+    };
+    out::daemon_note(banner());
     wait_for_signal(node.cancelled()).await;
-    println!("stopping");
+    out::daemon_note(outln!("stopping"));
     gateway.stop().await;
     for dn in datanodes {
         dn.stop().await;

@@ -151,6 +151,58 @@ async fn corrupt_replica_is_never_served_and_is_replaced() {
     cl.shutdown().await;
 }
 
+/// A client that is not a datanode (the S3 gateway reading for a user, over TLS: no
+/// short-circuit read) finds a flipped byte in a replica: the namenode accepts its report
+/// (HDFS's reportBadBlocks), marks the replica and has it replaced. The datanodes' block
+/// scanner is off here, so only the reader's report can get the replica replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readers_report_of_a_corrupt_replica_gets_it_replaced() {
+    let mut cl = Cluster::start(1, block_tuning).await;
+    // One scan at start (nothing stored yet), the next in an hour.
+    cl.start_datanodes_with(3, |_, d| d.scan_interval_ms = 3_600_000).await;
+    let c = cl.client();
+    let gateway = NamenodeClient::new(&cl.addrs, &tarn_tests::pki().transport(tarn_security::Role::Gateway, "gw"))
+        .unwrap()
+        .with_user("carol")
+        .with_short_circuit(false);
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let data = pattern(3 * BS as usize / 2, 17);
+        write_file(&c, "/bad/f", &data, 1 << 20, BS).await;
+        wait_healthy(&c, "/bad", Duration::from_secs(30)).await;
+        let victim = block_files(&cl.datanode_dirs[0]).into_iter().next().expect("a replica on datanode 1");
+        let mut bad = std::fs::read(&victim).unwrap();
+        let at = bad.len() / 2;
+        bad[at] ^= 0x01;
+        std::fs::write(&victim, &bad).unwrap();
+        // Readers try replicas in the order the namenode shuffled them: read until one
+        // started with the corrupt replica, found it and reported it.
+        wait_for("a reader to report the corrupt replica", Duration::from_secs(30), || async {
+            let r = FileReader::open(&gateway, "/bad/f").await.unwrap();
+            assert_eq!(r.read_at(0, r.length()).await.unwrap(), data, "a corrupt replica was served");
+            assert_eq!(r.short_circuit_bytes(), 0);
+            (r.corrupt_replicas_reported() > 0).then_some(())
+        })
+        .await;
+        // The namenode replaces it from a good replica (a new replica has a data key of its
+        // own, so its bytes differ from both).
+        wait_for("the corrupt replica to be replaced", Duration::from_secs(60), || async {
+            (std::fs::read(&victim).ok()? != bad).then_some(())
+        })
+        .await;
+        wait_healthy(&c, "/bad", Duration::from_secs(30)).await;
+        let f = c.fsck("/bad/f", "", 10).await.unwrap();
+        assert!(f.files[0].blocks.iter().all(|b| b.live == 3 && b.corrupt == 0), "{f:?}");
+        for _ in 0..5 {
+            let r = FileReader::open(&gateway, "/bad/f").await.unwrap();
+            assert_eq!(r.read_at(0, r.length()).await.unwrap(), data);
+            assert_eq!(r.corrupt_replicas_reported(), 0, "every replica is good again");
+        }
+    })
+    .await
+    .expect("timed out");
+    cl.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocks_are_encrypted_at_rest_and_tampering_counts_as_corruption() {
     let mut cl = Cluster::start(1, block_tuning).await;
@@ -357,6 +409,78 @@ async fn killed_datanode_replicas_are_restored() {
     .await;
     if result.is_err() {
         timed_out(&pc, 4);
+    }
+}
+
+/// Real processes: one of three datanodes SIGKILLed. Its replicas no longer count, so every
+/// block of a replication-3 file has 2 live replicas: fsck and the report say
+/// under-replicated, and that it cannot be fixed (no third datanode to copy to), rather
+/// than OK / HEALTHY. Once the datanode is back, they say healthy again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_replicas_of_a_dead_datanode_show_as_under_replicated() {
+    let mut pc = ProcCluster::start(1, block_tuning).await;
+    pc.start_datanodes(3).await;
+    let c = pc.client();
+    let addr = pc.addrs[0].clone();
+    let tarn = |args: &[&str]| {
+        let o = std::process::Command::new(tarn_tests::tarn_bin())
+            .args(args)
+            .env("TARN_NAMENODE", &addr)
+            .env("TARN_CONFIG", tarn_tests::admin_config())
+            .output()
+            .expect("run tarn");
+        (o.status.code(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+    };
+    let result = tokio::time::timeout(Duration::from_secs(120), async {
+        let data = pattern(5 * BS as usize / 2, 51);
+        write_file(&c, "/lost/f", &data, 1 << 20, BS).await;
+        assert_eq!(wait_healthy(&c, "/lost", Duration::from_secs(30)).await, 3);
+        let (_, out) = tokio::task::block_in_place(|| tarn(&["admin", "fsck", "/lost"]));
+        assert!(
+            out.contains("Status: HEALTHY") && out.contains("under-replicated blocks (and small files): 0"),
+            "{out}"
+        );
+
+        pc.kill_datanode(2);
+        // Dead once the leader has not heard from it for dead_after (2 s).
+        wait_live_datanodes(&c, 2).await;
+        let f = c.fsck("/lost/f", "", 10).await.unwrap();
+        assert_eq!(f.target_datanodes, 2, "{f:?}");
+        for b in &f.files[0].blocks {
+            assert_eq!((b.live, f.files[0].replication, b.cannot_fix), (2, 3, true), "{b:?}");
+        }
+        let b = c.datanode_report().await.unwrap().blocks.unwrap();
+        assert_eq!((b.under_replicated, b.under_replicated_unfixable, b.missing), (3, 3, 0), "{b:?}");
+
+        let (code, out) = tokio::task::block_in_place(|| tarn(&["admin", "fsck", "/lost"]));
+        assert_eq!(code, Some(0), "every block is readable: {out}");
+        assert!(!out.contains("HEALTHY") && !out.contains(" OK"), "{out}");
+        assert!(out.contains("Status: UNDER-REPLICATED"), "{out}");
+        assert!(out.contains("target replicas is 3 but found 2 live replica(s)"), "{out}");
+        assert!(out.contains("cannot be fixed: too few live datanodes (2 can take a replica)"), "{out}");
+        assert!(out.contains("under-replicated blocks (and small files): 3,"), "{out}");
+        assert!(out.contains("under-replicated blocks that cannot be fixed (too few live datanodes): 3"), "{out}");
+        let (code, out) = tokio::task::block_in_place(|| tarn(&["admin", "report"]));
+        assert_eq!(code, Some(0), "{out}");
+        assert!(out.contains("datanodes: 2 live, 1 dead"), "{out}");
+        assert!(out.contains("under-replicated 3 (3 cannot be fixed: too few live datanodes), missing 0"), "{out}");
+        assert_eq!(read_file(&c, "/lost/f").await, data);
+
+        // Back: its replicas count again (or are copied), and nothing is short.
+        pc.restart_datanode(2).await;
+        wait_live_datanodes(&c, 3).await;
+        wait_healthy(&c, "/lost", Duration::from_secs(60)).await;
+        wait_for("the report to count nothing short", Duration::from_secs(30), || async {
+            let b = c.datanode_report().await.ok()?.blocks?;
+            (b.under_replicated, b.under_replicated_unfixable, b.missing).eq(&(0, 0, 0)).then_some(())
+        })
+        .await;
+        let (_, out) = tokio::task::block_in_place(|| tarn(&["admin", "fsck", "/lost"]));
+        assert!(out.contains("Status: HEALTHY"), "{out}");
+    })
+    .await;
+    if result.is_err() {
+        timed_out(&pc, 3);
     }
 }
 

@@ -201,3 +201,79 @@ fn init_writes_one_config_and_certificate_per_node() {
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("--force"), "{}", text(&o));
 }
+
+/// `tarn ... | head`: a reader that stops reading (or never starts) must not make `tarn`
+/// panic ("failed printing to stdout: Broken pipe" and a backtrace). Every command ends
+/// quietly with status 0, whatever it was printing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_pipe_ends_every_command_quietly() {
+    use std::io::BufRead as _;
+    let cluster = Cluster::start(1, |_| {}).await;
+    let addr = cluster.addrs[0].clone();
+    let c = cluster.client();
+    // Over 300 KB of `ls -R` output: far more than a pipe holds, so `tarn` is still writing
+    // when the reader goes.
+    let long = "x".repeat(240);
+    let made = futures::future::join_all((0..1000).map(|i| {
+        let (c, p) = (&c, format!("/many/{i:04}-{long}"));
+        async move { c.mkdirs(&p).await }
+    }))
+    .await;
+    assert!(made.iter().all(|r| r.is_ok()), "{:?}", made.iter().find(|r| r.is_err()));
+    let o = tarn_client::ConcatOptions { create_parent: true, ..Default::default() };
+    c.put_small("/small/f", bytes::Bytes::from(vec![b'z'; 60_000]), 1, &o).await.unwrap();
+
+    let quiet = |what: &str, status: std::process::ExitStatus, stderr: &[u8]| {
+        let err = String::from_utf8_lossy(stderr);
+        assert!(
+            !err.contains("panicked") && !err.contains("Broken pipe") && !err.contains("backtrace"),
+            "{what}: {err}"
+        );
+        assert!(err.trim().is_empty(), "{what} wrote to stderr: {err}");
+        assert_eq!(status.code(), Some(0), "{what}: {status}, {err}");
+    };
+    let addr2 = addr.clone();
+    tokio::task::spawn_blocking(move || {
+        let tarn = |args: &[&str]| {
+            let mut cmd = Command::new(tarn_bin());
+            cmd.args(args)
+                .env("TARN_NAMENODE", &addr2)
+                .env("TARN_CONFIG", tarn_tests::admin_config())
+                .env("RUST_BACKTRACE", "1");
+            cmd
+        };
+        // Like `| head -1`: one line read, then the reader is gone.
+        let mut child = tarn(&["fs", "ls", "-R", "/"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        assert!(first.starts_with("drwx"), "a directory's line: {first}");
+        let o = child.wait_with_output().unwrap();
+        quiet("ls -R | head -1", o.status, &o.stderr);
+        // A reader gone before anything was written: every kind of output (lines,
+        // tables, a file's bytes) hits the closed pipe.
+        let commands: [&[&str]; 6] = [
+            &["fs", "ls", "-R", "/"],
+            &["fs", "stat", "/small/f"],
+            &["fs", "cat", "/small/f"],
+            &["admin", "report"],
+            &["admin", "fsck", "/", "-v"],
+            &["admin", "status"],
+        ];
+        for args in commands {
+            let (reader, writer) = std::io::pipe().unwrap();
+            drop(reader);
+            let o = tarn(args).stdout(writer).output().unwrap();
+            quiet(&args.join(" "), o.status, &o.stderr);
+        }
+    })
+    .await
+    .unwrap();
+    // Output to a reader that stays is whole.
+    let o = tokio::task::spawn_blocking(move || tarn(&addr, &["fs", "ls", "/many"])).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1001, "{}", text(&o));
+    cluster.shutdown().await;
+}
