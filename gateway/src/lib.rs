@@ -6,6 +6,8 @@
 //! it over HTTP/1.1 and HTTP/2, with TLS (rustls) unless the operator explicitly asks
 //! for plaintext.
 
+#[cfg(test)]
+mod golden_tests;
 pub mod keys;
 pub mod names;
 pub mod s3;

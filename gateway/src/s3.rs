@@ -67,10 +67,10 @@ pub struct ObjMeta {
 
 /// A multipart upload in progress (on its directory).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct UploadInfo {
-    key: String,
-    initiated_ms: u64,
-    meta: ObjMeta,
+pub(crate) struct UploadInfo {
+    pub(crate) key: String,
+    pub(crate) initiated_ms: u64,
+    pub(crate) meta: ObjMeta,
 }
 
 pub struct TarnS3 {
