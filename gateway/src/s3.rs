@@ -768,8 +768,9 @@ impl TarnS3 {
             if let Some(cp) = &last_cp {
                 if key_of(&root, &cursor).is_some_and(|k| k.starts_with(cp.as_str())) {
                     // Every key of the group sorts before this (UTF-8 has nothing after
-                    // U+10FFFF); any that do not are still skipped below.
-                    start = format!("{root}{cp}{}", char::MAX);
+                    // U+10FFFF); any that do not are still skipped below. Never backwards:
+                    // a cursor already past it (keys with U+10FFFF after the prefix) stays.
+                    start = format!("{root}{cp}{}", char::MAX).max(cursor.clone());
                 }
             }
             let want = (max - page.objects.len() - page.prefixes.len() + 1).min(1000).min(budget) as u32;

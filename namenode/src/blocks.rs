@@ -243,6 +243,29 @@ impl BlockManager {
         self.lock().corrupt.entry(block_id).or_default().insert(uuid.to_string());
     }
 
+    /// A reader's report: marks `uuid`'s replica of `block_id` corrupt only if it holds
+    /// generation `gen_stamp` and another replica of that generation is live and not
+    /// corrupt, checked and marked under one lock (two reports naming a block's two
+    /// replicas can never both be accepted). Whether it was marked.
+    pub fn mark_corrupt_unless_last(&self, uuid: &str, block_id: u64, gen_stamp: u64, now: Instant) -> bool {
+        let mut g = self.lock();
+        let Some(m) = g.replicas.get(&block_id) else { return false };
+        if m.get(uuid).is_none_or(|r| r.gen_stamp != gen_stamp) {
+            return false;
+        }
+        let corrupt = g.corrupt.get(&block_id);
+        let other_live = m.iter().any(|(u, r)| {
+            u != uuid
+                && r.gen_stamp >= gen_stamp
+                && !corrupt.is_some_and(|c| c.contains(u))
+                && g.nodes.get(u).is_some_and(|n| self.alive(n, now))
+        });
+        if other_live {
+            g.corrupt.entry(block_id).or_default().insert(uuid.to_string());
+        }
+        other_live
+    }
+
     /// Remembers the pipeline a block under construction was given.
     pub fn set_pipeline(&self, block_id: u64, nodes: Vec<String>, now: Instant) {
         self.lock().pipelines.insert(block_id, (nodes, now));

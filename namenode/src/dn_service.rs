@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 
 use crate::blocks::{BlockHealth, Command, Location, Replica, Storage};
 use crate::kv::SnapView;
-use crate::namespace::Namespace;
+use crate::namespace::{Caller, Found, Namespace, READ};
 use crate::proposer::ProposeError;
 use crate::service::{fs_status, propose_status, NodeState};
 use crate::types::Op;
@@ -234,11 +234,13 @@ const BAD_REPLICAS_PER_REPORT_MAX: usize = 1000;
 
 /// A reader's report of corrupt replicas (the client API's `ReportBadBlocks`, HDFS's
 /// `reportBadBlocks`): any authenticated caller may send it, so it is checked against what
-/// the leader knows. A replica is marked only if its block exists, the report is about the
-/// generation the node holds (not an older one) and another live replica remains: a
-/// reader's report never takes away a block's last live replica (its datanode's own
-/// verification can). Returns how many were marked; the block monitor replaces them.
-pub fn reader_reported_bad(s: &NodeState, user: &str, r: &pb_nn::ReportBadBlocksRequest) -> Result<u32, Status> {
+/// the leader knows. A replica is marked only if the caller may read the block's file, the
+/// block exists, the report names exactly the generation the file has and the node holds,
+/// and another live replica remains (checked and marked under one lock): a reader's report
+/// never takes away a block's last live replica (its datanode's own verification can).
+/// Returns how many were marked; the block monitor replaces them.
+pub fn reader_reported_bad(s: &NodeState, who: &Caller, r: &pb_nn::ReportBadBlocksRequest) -> Result<u32, Status> {
+    let user = &who.user;
     ensure_leader(s)?;
     if r.replicas.len() > BAD_REPLICAS_PER_REPORT_MAX {
         return Err(Status::invalid_argument(format!(
@@ -249,27 +251,28 @@ pub fn reader_reported_bad(s: &NodeState, user: &str, r: &pb_nn::ReportBadBlocks
     let now = Instant::now();
     let view = SnapView::new(&s.db);
     let ns = Namespace::new(&view, 0);
+    let who = ns.with_groups(who).map_err(|e| fs_status(&e))?;
     let mut marked = 0;
     for bad in &r.replicas {
         let (Some(b), Some(node)) = (bad.block.as_ref(), bad.node.as_ref()) else {
             return Err(Status::invalid_argument("a bad replica needs its block and its datanode"));
         };
-        let Some((rec, _, _)) = ns.block_by_id(b.block_id).map_err(|e| fs_status(&e))? else {
+        let Some((rec, inode, _)) = ns.block_by_id(b.block_id).map_err(|e| fs_status(&e))? else {
             continue; // deleted meanwhile
         };
-        let held = s.blocks.holders(b.block_id).into_iter().find(|(u, _)| *u == node.uuid).map(|(_, g)| g);
-        if held.is_none_or(|g| g > b.gen_stamp) || b.gen_stamp < rec.generation {
-            tracing::info!(uuid = %node.uuid, block_id = b.block_id, %user, "out-of-date corruption report ignored");
+        // Only a reader of the file may say its replicas are bad.
+        let path = ns.path_of(inode.id).map_err(|e| fs_status(&e))?;
+        ns.check_access(&Found { path, inode }, &who, READ, "report its replicas").map_err(|e| fs_status(&e))?;
+        if b.gen_stamp != rec.generation {
+            tracing::info!(uuid = %node.uuid, block_id = b.block_id, %user, "corruption report of another generation ignored");
             continue;
         }
-        let h = s.blocks.health(b.block_id, rec.generation, now);
-        if !h.live.iter().any(|l| l.uuid != node.uuid) {
+        if !s.blocks.mark_corrupt_unless_last(&node.uuid, b.block_id, rec.generation, now) {
             tracing::warn!(uuid = %node.uuid, block_id = b.block_id, %user, reason = %r.reason,
-                "a reader reports the last live replica corrupt: left to its datanode's verification");
+                "a reader's corruption report not taken (not held at that generation, or the last live replica)");
             continue;
         }
         tracing::warn!(uuid = %node.uuid, block_id = b.block_id, %user, reason = %r.reason, "corrupt replica reported by a reader");
-        s.blocks.mark_corrupt(&node.uuid, b.block_id);
         marked += 1;
     }
     Ok(marked)

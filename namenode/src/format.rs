@@ -16,8 +16,9 @@
 //! - **Raft messages** between namenodes name the sender's format (`RaftPayload.format`);
 //!   a node refuses messages of a format newer than its own.
 //!
-//! Fixed-width values (counters, `paths` and `dentries` values, replica lists) are part of
-//! the key layout, which the store format versions as a whole.
+//! Raw values (counters, `paths`, `dentries` and `blockmap` values, a lease holder's name
+//! in `uc`, a small file's sealed bytes in `inline`, which carry their own version) are part
+//! of the key layout, which the store format versions as a whole.
 //!
 //! Golden files written by each format live in `namenode/tests/golden/` and
 //! `tests/golden/`; tests decode them, so no change can make an existing cluster's data
@@ -66,6 +67,7 @@ pub fn is_versioned(cf: &str, key: &[u8]) -> bool {
 }
 
 /// Encodes `v` as a record of the current format.
+#[allow(clippy::disallowed_methods)] // the one place stored records meet bincode
 pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     let mut out = vec![RECORD_MAGIC, FORMAT_CURRENT];
     // Serializing these plain structs into a Vec cannot fail.
@@ -111,9 +113,23 @@ fn store_err(what: &str, reason: impl Into<String>) -> NamenodeError {
     NamenodeError::Corrupt { what: what.to_string(), reason: reason.into() }
 }
 
-/// Brings the store to [`FORMAT_CURRENT`] before anything reads it: a new store is stamped,
-/// a format-0 store converted (resuming an interrupted conversion), a newer one refused.
-pub fn migrate_store(db: &Db) -> Result<(), NamenodeError> {
+/// Brings the store at `dir` to [`FORMAT_CURRENT`] before anything reads it: a new store
+/// is stamped, a format-0 store converted (resuming an interrupted conversion), a newer one
+/// refused. Before the first record is converted, the store is checkpointed (hard links)
+/// beside it as `<dir>-format0`: the way back to the old binary (which cannot read
+/// converted records) is to put that checkpoint back.
+pub fn migrate_store(db: &Db, dir: &std::path::Path) -> Result<(), NamenodeError> {
+    migrate(db, dir, MIGRATION_BATCH_RECORDS, None)
+}
+
+/// [`migrate_store`] in batches of `batch_records`; `stop_after` batches (tests: an
+/// interrupted conversion) it returns without finishing.
+fn migrate(
+    db: &Db,
+    dir: &std::path::Path,
+    batch_records: usize,
+    stop_after: Option<usize>,
+) -> Result<(), NamenodeError> {
     let meta = db.cf_handle(CF_RAFT_META).expect("raft_meta column family");
     match db.get_cf(meta, META_STORE_FORMAT)?.as_deref() {
         Some([v]) if *v == FORMAT_CURRENT => return Ok(()),
@@ -130,6 +146,14 @@ pub fn migrate_store(db: &Db) -> Result<(), NamenodeError> {
     if resume.is_none() && store_is_empty(db)? {
         return stamp(db);
     }
+    if resume.is_none() {
+        let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "db".into());
+        let backup = dir.with_file_name(format!("{name}-format0"));
+        if !backup.exists() {
+            rocksdb::checkpoint::Checkpoint::new(db)?.create_checkpoint(&backup)?;
+            tracing::info!(backup = %backup.display(), "checkpointed the format-0 store before converting it");
+        }
+    }
     let (first_cf, mut after) = match resume.as_deref() {
         Some([i, key @ ..]) if (*i as usize) < VERSIONED_VALUES.len() => (*i as usize, Some(key.to_vec())),
         Some(other) => return Err(store_err("format migration progress", format!("{other:?}"))),
@@ -137,6 +161,7 @@ pub fn migrate_store(db: &Db) -> Result<(), NamenodeError> {
     };
     tracing::info!(from = 0, to = FORMAT_CURRENT, "converting the namenode's store to the current format");
     let mut converted = 0u64;
+    let mut batches = 0;
     for (i, (cf_name, keys)) in VERSIONED_VALUES.iter().enumerate().skip(first_cf) {
         let handle = db.cf_handle(cf_name).expect("versioned column family");
         loop {
@@ -157,7 +182,7 @@ pub fn migrate_store(db: &Db) -> Result<(), NamenodeError> {
                 }
                 last = Some(k.to_vec());
                 n += 1;
-                if n == MIGRATION_BATCH_RECORDS {
+                if n == batch_records {
                     break;
                 }
             }
@@ -170,6 +195,10 @@ pub fn migrate_store(db: &Db) -> Result<(), NamenodeError> {
             db.write(batch)?;
             converted += n as u64;
             after = Some(last);
+            batches += 1;
+            if stop_after == Some(batches) {
+                return Ok(());
+            }
         }
         after = None;
     }
@@ -203,6 +232,73 @@ fn store_is_empty(db: &Db) -> Result<bool, NamenodeError> {
 #[allow(clippy::disallowed_methods)] // format-0 bytes, as the old binary wrote them
 mod tests {
     use super::*;
+
+    /// What a test wrote: column family, key, value.
+    type Written = Vec<(&'static str, Vec<u8>, Vec<u8>)>;
+
+    /// A format-0 store: versioned values as bare bincode, with raw ones beside.
+    fn legacy_store(dir: &std::path::Path) -> (std::sync::Arc<Db>, Written) {
+        let db = crate::store::open_db(dir, crate::store::DbMemory::default()).unwrap();
+        let meta = db.cf_handle(CF_RAFT_META).unwrap();
+        db.delete_cf(meta, META_STORE_FORMAT).unwrap();
+        let mut written = Vec::new();
+        let mut put = |cf: &'static str, k: Vec<u8>, v: Vec<u8>| {
+            db.put_cf(db.cf_handle(cf).unwrap(), &k, &v).unwrap();
+            written.push((cf, k, v));
+        };
+        for i in 0..2_500u64 {
+            put(CF_INODES, i.to_be_bytes().to_vec(), bincode::serialize(&(i, format!("inode {i}"))).unwrap());
+        }
+        for i in 1..=700u64 {
+            put(CF_RAFT_LOG, i.to_be_bytes().to_vec(), bincode::serialize(&(i, "entry")).unwrap());
+        }
+        put(CF_RAFT_META, b"vote".to_vec(), bincode::serialize(&(3u64, 1u64, true)).unwrap());
+        put(CF_SM_META, b"last_applied".to_vec(), bincode::serialize(&Some((2u64, 700u64))).unwrap());
+        // Fixed-width: never touched.
+        put(CF_SM_META, b"next_inode".to_vec(), 2_501u64.to_be_bytes().to_vec());
+        put(CF_RAFT_META, b"sm_installing".to_vec(), b"1".to_vec());
+        (db, written)
+    }
+
+    #[test]
+    fn an_interrupted_conversion_resumes_and_converts_every_record_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("db");
+        let (db, written) = legacy_store(&dir);
+        // Three batches of 1000, then a "crash".
+        migrate(&db, &dir, 1000, Some(3)).unwrap();
+        let meta = db.cf_handle(CF_RAFT_META).unwrap();
+        assert!(db.get_cf(meta, META_STORE_FORMAT).unwrap().is_none(), "not finished");
+        assert!(db.get_cf(meta, META_MIGRATION).unwrap().is_some(), "progress kept");
+        assert!(tmp.path().join("db-format0").is_dir(), "the format-0 store was checkpointed first");
+        drop(db);
+        // Reopening finishes it (open_db converts).
+        let db = crate::store::open_db(&dir, crate::store::DbMemory::default()).unwrap();
+        let meta = db.cf_handle(CF_RAFT_META).unwrap();
+        assert_eq!(db.get_cf(meta, META_STORE_FORMAT).unwrap().as_deref(), Some(&[FORMAT_CURRENT][..]));
+        assert!(db.get_cf(meta, META_MIGRATION).unwrap().is_none());
+        for (cf, k, v) in &written {
+            let now = db.get_cf(db.cf_handle(cf).unwrap(), k).unwrap().unwrap();
+            let want = if is_versioned(cf, k) { upgrade_v0(v) } else { v.clone() };
+            assert_eq!(now, want, "{cf}/{k:?} converted exactly once (or left alone)");
+        }
+        // A converted store is not converted again.
+        drop(db);
+        let db = crate::store::open_db(&dir, crate::store::DbMemory::default()).unwrap();
+        let (cf, k, v) = &written[0];
+        assert_eq!(db.get_cf(db.cf_handle(cf).unwrap(), k).unwrap().unwrap(), upgrade_v0(v));
+    }
+
+    #[test]
+    fn a_store_of_a_newer_format_is_refused_naming_both() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("db");
+        let db = crate::store::open_db(&dir, crate::store::DbMemory::default()).unwrap();
+        db.put_cf(db.cf_handle(CF_RAFT_META).unwrap(), META_STORE_FORMAT, [FORMAT_CURRENT + 1]).unwrap();
+        drop(db);
+        let e = crate::store::open_db(&dir, crate::store::DbMemory::default()).err().unwrap().to_string();
+        assert!(e.contains(&format!("format {}", FORMAT_CURRENT + 1)) && e.contains("up to 1"), "{e}");
+    }
 
     #[test]
     fn records_round_trip_and_newer_formats_are_refused_by_name() {

@@ -5,9 +5,6 @@
 //! sender's format version (a message of a newer format is refused, naming both). Connections
 //! are made by the node's [`Transport`] (mutual TLS, namenode certificates only).
 
-// Messages are not stored: their envelope names their format (`RaftPayload.format`).
-#![allow(clippy::disallowed_methods)]
-
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -60,6 +57,7 @@ pub struct PeerClient {
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
 
+#[allow(clippy::disallowed_methods)] // messages are not stored: the envelope names their format
 fn encode<T: Serialize>(v: &T) -> RaftPayload {
     RaftPayload {
         data: bincode::serialize(v).expect("bincode serialization of a raft message"),
@@ -92,6 +90,7 @@ impl PeerClient {
         Ok(c)
     }
 
+    #[allow(clippy::disallowed_methods)] // messages are not stored: the envelope names their format
     async fn call<Req, Resp, E>(&mut self, kind: Kind, req: &Req, option: &RPCOption) -> Result<Resp, RpcErr<E>>
     where
         Req: Serialize,
@@ -185,6 +184,7 @@ impl RaftTransportService {
     }
 }
 
+#[allow(clippy::disallowed_methods)] // messages are not stored: the envelope names their format
 fn decode<T: DeserializeOwned>(p: RaftPayload) -> Result<T, Status> {
     check_format(&p).map_err(Status::failed_precondition)?;
     bincode::deserialize(&p.data).map_err(|e| Status::invalid_argument(format!("decode raft message: {e}")))

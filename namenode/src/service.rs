@@ -921,7 +921,7 @@ impl Namenode for NamenodeService {
         req: Request<pb::ReportBadBlocksRequest>,
     ) -> Result<Response<pb::ReportBadBlocksResponse>, Status> {
         let who = checked_caller(&req)?;
-        let marked = crate::dn_service::reader_reported_bad(&self.s, &who.user, &req.into_inner())?;
+        let marked = crate::dn_service::reader_reported_bad(&self.s, &who, &req.into_inner())?;
         Ok(Response::new(pb::ReportBadBlocksResponse { marked }))
     }
 }

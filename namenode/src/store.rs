@@ -14,6 +14,7 @@
 // openraft's traits fix the error type (`StorageError`, large); helpers return it too.
 #![allow(clippy::result_large_err)]
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::ops::RangeBounds;
@@ -111,7 +112,7 @@ pub fn open_db(dir: &Path, mem: DbMemory) -> Result<Arc<Db>, NamenodeError> {
     let cfs: Vec<_> = names.map(|n| ColumnFamilyDescriptor::new(*n, cf_opts.clone())).collect();
     let db = Db::open_cf_descriptors(&opts, dir, cfs)
         .map_err(|source| NamenodeError::OpenStore { path: dir.display().to_string(), source })?;
-    crate::format::migrate_store(&db)?;
+    crate::format::migrate_store(&db, dir)?;
     Ok(Arc::new(db))
 }
 
@@ -312,6 +313,7 @@ impl StateMachine {
     pub fn open(db: Arc<Db>, snapshot_dir: PathBuf) -> Result<Self, NamenodeError> {
         std::fs::create_dir_all(&snapshot_dir)
             .map_err(|e| NamenodeError::io(format!("create {}", snapshot_dir.display()), e))?;
+        remove_leftovers(&snapshot_dir)?;
         let sm = StateMachine { db, snapshot_dir, incoming: None, snapshot_lock: Default::default() };
         let meta = sm.db.cf_handle(CF_RAFT_META).expect("raft_meta column family");
         let interrupted = sm.db.get_cf(meta, META_INSTALLING)?.is_some();
@@ -734,21 +736,36 @@ fn publish_snapshot(dir: &Path, name: &str, meta: &Meta, installed: bool) -> Res
     Ok(())
 }
 
-/// Times a directory was fsynced (tests check that every published snapshot file was).
-static DIR_SYNCS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Removes what a crash left half-done in the snapshot directory: snapshots being received
+/// (`incoming-*`) and files being written (`*.tmp`); no one writes them before the state
+/// machine is open.
+fn remove_leftovers(dir: &Path) -> Result<(), NamenodeError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| NamenodeError::io("list snapshots", e))?;
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with("incoming-") || name.ends_with(".tmp") {
+            tracing::info!(file = %name, "removing a snapshot file a crash left unfinished");
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    Ok(())
+}
+
+/// Times each directory was fsynced (tests check that every published snapshot file was).
+static DIR_SYNCS: std::sync::Mutex<BTreeMap<PathBuf, u64>> = std::sync::Mutex::new(BTreeMap::new());
 
 /// Makes the renames and creations in `dir` durable.
 fn sync_dir(dir: &Path) -> Result<(), NamenodeError> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| NamenodeError::io(format!("fsync directory {}", dir.display()), e))?;
-    DIR_SYNCS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    *DIR_SYNCS.lock().unwrap_or_else(|p| p.into_inner()).entry(dir.to_path_buf()).or_default() += 1;
     Ok(())
 }
 
-/// How many times snapshot directories were fsynced in this process.
-pub fn dir_syncs() -> u64 {
-    DIR_SYNCS.load(std::sync::atomic::Ordering::Relaxed)
+/// How many times the snapshot directory `dir` was fsynced in this process.
+pub fn dir_syncs(dir: &Path) -> u64 {
+    DIR_SYNCS.lock().unwrap_or_else(|p| p.into_inner()).get(dir).copied().unwrap_or(0)
 }
 
 fn read_current(dir: &Path) -> Result<Option<(String, Meta)>, NamenodeError> {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tarn_client::blocks::{FileReader, FileWriter};
-use tarn_client::{CreateOptions, NamenodeClient, RetryPolicy};
+use tarn_client::{CreateOptions, ErrorKind, NamenodeClient, RetryPolicy};
 use tarn_tests::{block_tuning, wait_for, wait_healthy, wait_live_datanodes, Cluster, ProcCluster};
 
 const BS: u64 = 1 << 20;
@@ -828,6 +828,48 @@ async fn a_staged_file_is_published_as_it_completes() {
         assert_eq!(st.length, 0);
         assert!(read_file(&c, "/pub/empty").await.is_empty());
         wait_healthy(&c, "/pub", Duration::from_secs(30)).await;
+    })
+    .await
+    .expect("timed out");
+    cl.shutdown().await;
+}
+
+/// Any authenticated caller may report replicas bad, so a report is taken only from a
+/// reader of the file, about the generation the replicas have, and never for a block's
+/// last good replica; what it marks is replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readers_report_is_taken_only_from_readers_and_never_for_the_last_replica() {
+    let mut cl = Cluster::start(1, block_tuning).await;
+    cl.start_datanodes_with(3, |_, d| d.scan_interval_ms = 3_600_000).await;
+    let c = cl.client();
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let data = pattern(BS as usize / 2, 5);
+        write_file(&c, "/rep/f", &data, 1 << 20, BS).await;
+        wait_healthy(&c, "/rep", Duration::from_secs(30)).await;
+        let lb = c.get_blocks("/rep/f", 0, 1).await.unwrap().located.remove(0);
+        let b = lb.block.clone().unwrap();
+        assert_eq!(lb.locations.len(), 3);
+        let replicas = |generation: u64| -> Vec<_> {
+            let eb = tarn_client::dpb::ExtendedBlock { block_id: b.block_id, gen_stamp: generation, length: b.length };
+            lb.locations.iter().map(|l| (eb, l.clone())).collect()
+        };
+        // A user who may not read the file is refused.
+        let set_mode =
+            tarn_client::pb::SetAttributesRequest { path: "/rep/f".into(), mode: Some(0o600), ..Default::default() };
+        c.set_attributes(set_mode).await.unwrap();
+        let mallory =
+            NamenodeClient::new(&cl.addrs, &tarn_tests::pki().transport(tarn_security::Role::User, "mallory")).unwrap();
+        let e = mallory.report_bad_blocks(&replicas(b.generation), "not mine").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+        // A generation the file does not have (a forged one) marks nothing.
+        assert_eq!(c.report_bad_blocks(&replicas(b.generation + 1_000), "forged").await.unwrap(), 0);
+        // All three named at once: two are taken, the last good one is not.
+        assert_eq!(c.report_bad_blocks(&replicas(b.generation), "all of them").await.unwrap(), 2);
+        let f = c.fsck("/rep/f", "", 10).await.unwrap();
+        assert!(f.files[0].blocks.iter().all(|x| x.live >= 1), "the last replica stays live: {f:?}");
+        // The two marked are replaced from the good one; the bytes never changed.
+        wait_healthy(&c, "/rep", Duration::from_secs(60)).await;
+        assert_eq!(read_file(&c, "/rep/f").await, data);
     })
     .await
     .expect("timed out");

@@ -188,9 +188,10 @@ async fn a_published_snapshot_fsyncs_its_directory() {
         let cluster = Cluster::start(1, |_| {}).await;
         let c = cluster.client();
         touch(&c, "/s/f").await;
-        let before = tarn_namenode::store::dir_syncs();
+        let dir = cluster.configs[0].data_dir.join("snapshots");
+        let before = tarn_namenode::store::dir_syncs(&dir);
         assert!(c.trigger_snapshot_on(&cluster.addrs[0]).await.unwrap() > 0);
-        let synced = tarn_namenode::store::dir_syncs() - before;
+        let synced = tarn_namenode::store::dir_syncs(&dir) - before;
         assert!(synced >= 3, "the snapshot directory was fsynced {synced} times for 3 renames");
         cluster.shutdown().await;
     })
