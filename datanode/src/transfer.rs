@@ -40,6 +40,12 @@ const PACKETS_BUFFERED_MAX: usize = 32;
 const DOWNSTREAM_ACK_TIMEOUT: Duration = Duration::from_secs(60);
 /// Connecting to the next datanode of a pipeline.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Opening the write stream to the next datanode (connection, TLS, the call's answer,
+/// which comes once that node has opened its own downstream) is given this much per node
+/// below: the deepest hop gives up first, so the verdict names the node that did not
+/// answer, and it reaches the client within its 30 s wait for the first node (three
+/// replicas: 16 s at most) instead of the client blaming the first node.
+const DOWNSTREAM_SETUP_PER_HOP: Duration = Duration::from_secs(8);
 
 /// What the transfer service tells the rest of the datanode.
 #[derive(Debug, Clone)]
@@ -181,8 +187,13 @@ async fn open_downstream(
     let mut h = header.clone();
     h.downstream.remove(0);
     tx.send(pb::WritePacket { header: Some(h), ..Default::default() }).await.map_err(|_| fail("closed".into()))?;
-    let mut acks =
-        client.write_block(ReceiverStream::new(rx)).await.map_err(|s| fail(s.message().into()))?.into_inner();
+    // A downstream that does not answer (its host cut off) is reported as the failed node.
+    let setup_timeout = DOWNSTREAM_SETUP_PER_HOP * header.downstream.len() as u32;
+    let mut acks = tokio::time::timeout(setup_timeout, client.write_block(ReceiverStream::new(rx)))
+        .await
+        .map_err(|_| fail("no answer".into()))?
+        .map_err(|s| fail(s.message().into()))?
+        .into_inner();
     let setup = tokio::time::timeout(DOWNSTREAM_ACK_TIMEOUT, acks.message())
         .await
         .map_err(|_| fail("no setup ack".into()))?

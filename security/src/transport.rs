@@ -37,6 +37,12 @@ use crate::SecurityError;
 
 /// A TLS handshake that takes longer is dropped (a slow or silent client holds nothing).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 pings on every client connection: a peer that went away without closing (its
+/// host killed, its network cut) is noticed within interval + timeout, and the channel
+/// connects anew (by name, so to a new address too). Without them a cached channel keeps
+/// sending into the dead connection, and each request waits out its own timeout, forever.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Certificate files are checked for changes at most this often.
 const RELOAD_CHECK: Duration = Duration::from_secs(1);
 
@@ -188,6 +194,11 @@ impl Transport {
     /// An endpoint for `addr` (`host:port`) to tune before [`Transport::channel`].
     pub fn endpoint(addr: &str) -> Result<Endpoint, SecurityError> {
         Endpoint::from_shared(format!("http://{addr}"))
+            .map(|e| {
+                e.http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+                    .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+                    .keep_alive_while_idle(true)
+            })
             .map_err(|e| SecurityError::Invalid(format!("address {addr:?}: {e}")))
     }
 

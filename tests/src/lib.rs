@@ -4,9 +4,14 @@
 //! - [`ProcCluster`] runs each namenode as a real `tarn namenode` process and each datanode
 //!   as a `tarn datanode` process, for faults that need one: SIGKILL, SIGSTOP, restart of
 //!   everything.
+//! - [`ComposeCluster`] runs the storage roles as containers on a private docker network
+//!   (`deploy/docker/`): real hosts, SIGKILL of a host, network partitions.
 //!
-//! Both bind port 0, form the group through the admin API (node 1 bootstraps, the others
+//! The first two bind port 0, form the group through the admin API (node 1 bootstraps, the others
 //! join as learners and are promoted), and wait on conditions with deadlines, never sleeps.
+
+pub mod compose;
+pub use compose::ComposeCluster;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
