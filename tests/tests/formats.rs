@@ -152,6 +152,9 @@ async fn open_golden(version: &str) {
     init_logging();
     let tmp = tempfile::tempdir().unwrap();
     copy_dir(&golden_dir(version), tmp.path());
+    // git keeps no modes but the execute bit: the key file is private again, as it was.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(tmp.path().join("master.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
     let node = Node::start(tmp.path(), false).await;
     let store = TarnStore::new(node.client.clone());
     check_golden_contents(&node.client, &store).await;
