@@ -113,6 +113,16 @@ pub fn pki() -> &'static TestPki {
     })
 }
 
+/// A self-signed certificate for a test gateway's HTTPS (localhost, 127.0.0.1) under `dir`;
+/// clients trust its `cert` file.
+pub fn gateway_tls(dir: &Path) -> tarn_gateway::TlsFiles {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).expect("certificate");
+    let files = tarn_gateway::TlsFiles { cert: dir.join("gw.pem"), key: dir.join("gw-key.pem") };
+    std::fs::write(&files.cert, ck.cert.pem()).expect("write certificate");
+    std::fs::write(&files.key, ck.signing_key.serialize_pem()).expect("write key");
+    files
+}
+
 /// The transport of the tests' admin (the superuser): what test clients present.
 pub fn admin() -> Transport {
     pki().transport(Role::Admin, "tester")

@@ -8,7 +8,7 @@ use std::time::Duration;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
 use object_store::{ClientOptions, ObjectStoreExt, RetryConfig};
-use tarn_gateway::{GatewayConfig, TlsFiles};
+use tarn_gateway::GatewayConfig;
 use tarn_security::Role;
 use tarn_tests::{error_lines, Cluster};
 
@@ -17,10 +17,7 @@ async fn an_s3_request_while_no_namenode_is_up_is_answered_without_an_error_line
     tokio::time::timeout(Duration::from_secs(90), async {
         let mut cl = Cluster::start(1, |_| {}).await;
         let dir = tempfile::tempdir().unwrap();
-        let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-        let tls = TlsFiles { cert: dir.path().join("gw.pem"), key: dir.path().join("gw-key.pem") };
-        std::fs::write(&tls.cert, ck.cert.pem()).unwrap();
-        std::fs::write(&tls.key, ck.signing_key.serialize_pem()).unwrap();
+        let tls = tarn_tests::gateway_tls(dir.path());
         let cfg = GatewayConfig {
             listen: "127.0.0.1:0".into(),
             namenodes: cl.addrs.clone(),
@@ -33,7 +30,7 @@ async fn an_s3_request_while_no_namenode_is_up_is_answered_without_an_error_line
         // The namenode goes away: the gateway cannot look up the access key.
         cl.stop(1).await;
         let options = ClientOptions::new()
-            .with_root_certificate(object_store::Certificate::from_pem(ck.cert.pem().as_bytes()).unwrap())
+            .with_root_certificate(object_store::Certificate::from_pem(&std::fs::read(&tls.cert).unwrap()).unwrap())
             .with_timeout(Duration::from_secs(60));
         let s3 = AmazonS3Builder::new()
             .with_endpoint(gw.endpoint())

@@ -23,13 +23,7 @@ fn python() -> PathBuf {
     p
 }
 
-fn self_signed(dir: &Path) -> TlsFiles {
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let files = TlsFiles { cert: dir.join("gw.pem"), key: dir.join("gw-key.pem") };
-    std::fs::write(&files.cert, ck.cert.pem()).unwrap();
-    std::fs::write(&files.key, ck.signing_key.serialize_pem()).unwrap();
-    files
-}
+use tarn_tests::gateway_tls as self_signed;
 
 struct S3Env {
     cl: Cluster,
