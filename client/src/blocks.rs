@@ -36,13 +36,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use tarn_proto::datanode as dpb;
 use tarn_proto::datanode::data_transfer_client::DataTransferClient;
-use tarn_proto::namenode as pb;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::Streaming;
 
-use crate::{ClientError, CreateOptions, FileStatus, NamenodeClient, Result, Transport};
+use crate::{
+    Block, ClientError, CreateOptions, DatanodeLocation, FileStatus, LocatedBlock, NamenodeClient, Result, Transport,
+};
 
 /// Data bytes per write packet.
 pub const PACKET_BYTES: usize = 1 << 20;
@@ -282,7 +283,7 @@ impl From<std::sync::Arc<NamenodeClient>> for Nn<'static> {
 
 /// The block being written and its pipeline.
 struct OpenBlock {
-    block: pb::Block,
+    block: Block,
     pipeline: Pipeline,
 }
 
@@ -298,7 +299,7 @@ pub struct FileWriter<'a> {
     /// The datanode this client runs on (favored for the first replica).
     favored: String,
     /// The first block, allocated with the file and not opened yet.
-    pending: Option<(pb::Block, Vec<dpb::DatanodeLocation>, Vec<u8>)>,
+    pending: Option<LocatedBlock>,
     /// Bytes written and not sent yet: writes are gathered into packets of up to
     /// [`PACKET_BYTES`] (an S3 body arrives in frames of a few KiB), and the block's last
     /// bytes go in the packet that finalizes it.
@@ -356,7 +357,7 @@ impl<'a> FileWriter<'a> {
 
     /// Allocates the next block and opens its pipeline (the current one must be ended).
     async fn next_block(&mut self) -> Result<()> {
-        let (block, targets, token) = match self.pending.take() {
+        let LocatedBlock { block, locations, token, .. } = match self.pending.take() {
             Some(first) => first,
             None => {
                 self.nn
@@ -364,8 +365,9 @@ impl<'a> FileWriter<'a> {
                     .await?
             }
         };
+        let targets: Vec<dpb::DatanodeLocation> = locations.iter().map(dpb::DatanodeLocation::from).collect();
         self.last_block_length = Some(0);
-        let eb = extended(&block);
+        let eb = dpb::ExtendedBlock::from(&block);
         let client = self.nn.client_name().to_string();
         let t = self.nn.transport();
         let stage = dpb::WriteStage::Create;
@@ -385,7 +387,7 @@ impl<'a> FileWriter<'a> {
     /// and waits until all of it is acknowledged.
     async fn recover(
         &self,
-        block: pb::Block,
+        block: Block,
         mut nodes: Vec<dpb::DatanodeLocation>,
         from: u64,
         resend: Vec<Packet>,
@@ -401,7 +403,7 @@ impl<'a> FileWriter<'a> {
             }
             let uuids: Vec<String> = nodes.iter().map(|n| n.uuid.clone()).collect();
             let (updated, token) = self.nn.update_pipeline(&path, self.status.file_id, block.block_id, uuids).await?;
-            let eb = extended(&updated);
+            let eb = dpb::ExtendedBlock::from(&updated);
             let stage = dpb::WriteStage::Recover;
             let client = self.nn.client_name();
             let t = self.nn.transport();
@@ -563,18 +565,9 @@ fn survivors(targets: &[dpb::DatanodeLocation], f: &PipelineFailure) -> Vec<dpb:
     targets.iter().enumerate().filter(|(i, _)| *i != bad).map(|(_, t)| t.clone()).collect()
 }
 
-fn extended(b: &pb::Block) -> dpb::ExtendedBlock {
-    dpb::ExtendedBlock { block_id: b.block_id, gen_stamp: b.generation, length: b.length }
-}
-
 /// Reports a replica that failed verification to the namenode leader (the client API's
 /// `ReportBadBlocks`, open to every caller); `true` if the namenode marked it.
-async fn report_bad(
-    nn: &NamenodeClient,
-    node: &dpb::DatanodeLocation,
-    block: &dpb::ExtendedBlock,
-    reason: &str,
-) -> bool {
+async fn report_bad(nn: &NamenodeClient, node: &DatanodeLocation, block: &Block, reason: &str) -> bool {
     match nn.report_bad_blocks(&[(*block, node.clone())], reason).await {
         Ok(marked) => marked > 0,
         Err(e) => {
@@ -588,7 +581,7 @@ async fn report_bad(
 /// pieces as they arrived (no copy).
 async fn read_replica(
     transport: &Transport,
-    node: &dpb::DatanodeLocation,
+    node: &DatanodeLocation,
     block: &dpb::ExtendedBlock,
     token: &[u8],
     offset: u64,
@@ -643,7 +636,7 @@ const LOCAL_RECORD_BYTES: usize = 28;
 
 /// A replica read from its file on this host (see the module docs).
 struct LocalReplica {
-    node: dpb::DatanodeLocation,
+    node: DatanodeLocation,
     file: std::fs::File,
     length: u64,
     chunk: u64,
@@ -653,7 +646,7 @@ struct LocalReplica {
 
 /// Whether the datanode at `node` is on this host: a loopback address, or the datanode
 /// this process runs beside (`NamenodeClient::with_local_datanode`, as for write placement).
-fn on_this_host(node: &dpb::DatanodeLocation, local_uuid: &str) -> bool {
+fn on_this_host(node: &DatanodeLocation, local_uuid: &str) -> bool {
     (!local_uuid.is_empty() && node.uuid == local_uuid)
         || node.addr.parse::<std::net::SocketAddr>().is_ok_and(|a| a.ip().is_loopback())
 }
@@ -661,7 +654,7 @@ fn on_this_host(node: &dpb::DatanodeLocation, local_uuid: &str) -> bool {
 impl LocalReplica {
     async fn open(
         transport: &Transport,
-        node: &dpb::DatanodeLocation,
+        node: &DatanodeLocation,
         block: &dpb::ExtendedBlock,
         token: &[u8],
     ) -> std::result::Result<LocalReplica, String> {
@@ -765,7 +758,7 @@ impl LocalReplicas {
 pub struct FileReader<'a> {
     nn: Nn<'a>,
     path: String,
-    blocks: Vec<pb::LocatedBlock>,
+    blocks: Vec<LocatedBlock>,
     /// Start offset of each block in the file.
     starts: Vec<u64>,
     length: u64,
@@ -806,7 +799,7 @@ impl<'a> FileReader<'a> {
                 return Err(ClientError::InvalidArgument(format!("{path} was replaced while its blocks were listed")));
             }
             file_id = Some(r.file_id);
-            blocks.extend(r.located);
+            blocks.extend(r.blocks);
             if !r.has_more {
                 break;
             }
@@ -815,7 +808,7 @@ impl<'a> FileReader<'a> {
         let mut length = 0u64;
         for b in &blocks {
             starts.push(length);
-            length += b.block.as_ref().map_or(0, |b| b.length);
+            length += b.block.length;
         }
         if let Some(data) = &inline {
             length = data.len() as u64;
@@ -886,10 +879,7 @@ impl<'a> FileReader<'a> {
         while pos < end {
             let i = self.starts.partition_point(|&s| s <= pos) - 1;
             let lb = &self.blocks[i];
-            let b = lb
-                .block
-                .as_ref()
-                .ok_or_else(|| ClientError::InvalidArgument("located block without a block".into()))?;
+            let b = &lb.block;
             let in_block = pos - self.starts[i];
             let take = (b.length - in_block).min(end - pos);
             out.extend(self.read_block(lb, in_block, take).await?);
@@ -899,7 +889,7 @@ impl<'a> FileReader<'a> {
     }
 
     /// The replica of `lb` this host can read from its file, opened on first use.
-    async fn local_replica(&self, lb: &pb::LocatedBlock, eb: &dpb::ExtendedBlock) -> Option<Arc<LocalReplica>> {
+    async fn local_replica(&self, lb: &LocatedBlock, eb: &dpb::ExtendedBlock) -> Option<Arc<LocalReplica>> {
         if !self.nn.short_circuit() || lb.under_construction {
             return None;
         }
@@ -929,9 +919,9 @@ impl<'a> FileReader<'a> {
         self.local.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn read_block(&self, lb: &pb::LocatedBlock, offset: u64, len: u64) -> Result<Vec<Bytes>> {
-        let b = lb.block.as_ref().expect("checked by the caller");
-        let eb = extended(b);
+    async fn read_block(&self, lb: &LocatedBlock, offset: u64, len: u64) -> Result<Vec<Bytes>> {
+        let b = &lb.block;
+        let eb = dpb::ExtendedBlock::from(b);
         if let Some(l) = self.local_replica(lb, &eb).await {
             let r = {
                 let l = l.clone();
@@ -963,7 +953,7 @@ impl<'a> FileReader<'a> {
                     Ok(data) => return Ok(data),
                     Err((corrupt, why)) => {
                         tracing::warn!(block_id = b.block_id, datanode = %node.addr, error = %why, "replica read failed; trying the next");
-                        if corrupt && report_bad(&self.nn, node, &eb, &why).await {
+                        if corrupt && report_bad(&self.nn, node, b, &why).await {
                             self.reported.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                         token_refused |= why.contains("block access token");
@@ -977,7 +967,7 @@ impl<'a> FileReader<'a> {
                 break;
             }
             match self.nn.get_blocks(&self.path, b.index, 1).await {
-                Ok(r) if r.file_id == self.file_id => fresh = r.located.into_iter().next(),
+                Ok(r) if r.file_id == self.file_id => fresh = r.blocks.into_iter().next(),
                 _ => break,
             }
             if fresh.is_none() {

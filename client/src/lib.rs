@@ -13,21 +13,25 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 pub mod blocks;
+pub mod conn;
 pub mod fileio;
 pub mod store;
+mod types;
 
 use bytes::Bytes;
+pub use conn::{endpoint, LeaderConn, RetryPolicy};
 pub use tarn_proto::datanode as dpb;
 pub use tarn_proto::namenode as pb;
 use tarn_proto::namenode::namenode_admin_client::NamenodeAdminClient;
 use tarn_proto::namenode::namenode_client::NamenodeClient as RawClient;
 pub use tarn_security::Transport;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Status};
+pub use types::*;
 
 /// Calls `$method` on a fresh stub per attempt (tonic stubs borrow themselves for a call).
 macro_rules! rpc {
@@ -61,16 +65,16 @@ const MESSAGE_BYTES_MAX: usize = 64 << 20;
 /// What kind of refusal an error is: the vocabulary the namenode names in its statuses
 /// (`x-tarn-error`), shared through `tarn-proto`.
 pub use tarn_proto::ErrorKind;
-use tarn_proto::{ERROR_KIND_HEADER, LEADER_HEADER};
+use tarn_proto::ERROR_KIND_HEADER;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
     /// The namenode refused the operation.
     #[error("{message}")]
     Refused { kind: ErrorKind, code: tonic::Code, message: String },
-    /// No namenode answered before the deadline.
-    #[error("no namenode could serve the request within {waited:?} (tried {addrs}): {last}")]
-    Unavailable { waited: Duration, addrs: String, last: String },
+    /// No node of the service answered before the deadline.
+    #[error("no {service} could serve the request within {waited:?} (tried {addrs}): {last}")]
+    Unavailable { service: &'static str, waited: Duration, addrs: String, last: String },
     #[error("invalid namenode address {addr:?}: {reason}")]
     BadAddress { addr: String, reason: String },
     /// No replica of a block could be read.
@@ -93,7 +97,8 @@ impl ClientError {
         }
     }
 
-    fn from_status(s: &Status) -> ClientError {
+    /// The refusal a gRPC status names (its kind from `x-tarn-error`).
+    pub fn from_status(s: &Status) -> ClientError {
         let kind = s.metadata().get(ERROR_KIND_HEADER).and_then(|v| v.to_str().ok()).map(ErrorKind::parse);
         let kind = match (kind, s.code()) {
             (Some(k), _) => k,
@@ -149,7 +154,6 @@ impl FileStatus {
 
 impl From<pb::FileStatus> for FileStatus {
     fn from(s: pb::FileStatus) -> Self {
-        let opt = |v: i64| if v < 0 { None } else { Some(v as u64) };
         FileStatus {
             path: s.path,
             kind: if s.kind == pb::FileKind::Directory as i32 { FileKind::Directory } else { FileKind::File },
@@ -164,12 +168,7 @@ impl From<pb::FileStatus> for FileStatus {
             writer: Some(s.writer).filter(|w| !w.is_empty()),
             block_count: s.block_count,
             xattrs: s.xattrs.into_iter().collect(),
-            quota: s.quota.map(|q| Quota {
-                namespace_quota: opt(q.namespace_quota),
-                space_quota: opt(q.space_quota),
-                namespace_used: q.namespace_used,
-                space_used: q.space_used,
-            }),
+            quota: s.quota.map(Quota::from),
         }
     }
 }
@@ -257,216 +256,9 @@ pub struct ListOptions {
     pub with_xattrs: bool,
 }
 
-/// How long calls keep retrying.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// Give up after this long.
-    pub deadline: Duration,
-    /// One attempt's timeout.
-    pub attempt_timeout: Duration,
-    pub backoff_min: Duration,
-    pub backoff_max: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            deadline: Duration::from_secs(30),
-            attempt_timeout: Duration::from_secs(10),
-            backoff_min: Duration::from_millis(20),
-            backoff_max: Duration::from_millis(500),
-        }
-    }
-}
-
-/// The endpoint of a namenode at `addr` (`host:port`); channels to it are made by the
-/// client's [`Transport`] (mutual TLS unless in dev mode).
-pub fn endpoint(addr: &str) -> Result<Endpoint> {
-    let e = Transport::endpoint(addr)
-        .map_err(|e| ClientError::BadAddress { addr: addr.to_string(), reason: e.to_string() })?;
-    Ok(e.connect_timeout(Duration::from_secs(2)).tcp_nodelay(true))
-}
-
-/// Whether a failed attempt may be retried: the node is not the leader, unreachable, timed
-/// out, or the connection broke mid-call. Retrying mutations is safe: they carry request ids.
-fn retryable(s: &Status) -> bool {
-    use std::error::Error;
-    match s.code() {
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => true,
-        tonic::Code::Unknown => s.source().is_some_and(|e| e.downcast_ref::<tonic::transport::Error>().is_some()),
-        _ => false,
-    }
-}
-
-/// The pauses of one call's retries: exponential backoff between attempts, except that the
-/// first leader redirect is followed at once. Every later redirect waits like any failure,
-/// so nodes that name each other as leader (during an election, or a stale view) are not
-/// asked again and again without pause.
-#[derive(Debug)]
-struct RetryState {
-    policy: RetryPolicy,
-    backoff: Duration,
-    redirects: u32,
-}
-
-impl RetryState {
-    fn new(policy: RetryPolicy) -> Self {
-        RetryState { policy, backoff: policy.backoff_min, redirects: 0 }
-    }
-
-    /// The pause before trying the leader a node named.
-    fn after_redirect(&mut self) -> Duration {
-        self.redirects += 1;
-        if self.redirects == 1 {
-            Duration::ZERO
-        } else {
-            self.after_failure()
-        }
-    }
-
-    /// The pause before the next attempt after a failure.
-    fn after_failure(&mut self) -> Duration {
-        let pause = self.backoff;
-        self.backoff = (self.backoff * 2).min(self.policy.backoff_max);
-        pause
-    }
-}
-
-struct Target {
-    addr: String,
-    channel: Channel,
-}
-
-/// Connections to the namenode group and the call loop that follows the leader; shared by
-/// a client and its background lookup batcher.
-struct Conn {
-    addrs: Vec<String>,
-    /// Shared by the clients made with [`NamenodeClient::for_user`].
-    current: Arc<Mutex<Target>>,
-    channels: Arc<Mutex<BTreeMap<String, Channel>>>,
-    user: String,
-    retry: RetryPolicy,
-    transport: Transport,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Conn {
-    fn new(addrs: Vec<String>, user: String, retry: RetryPolicy, transport: Transport) -> Result<Conn> {
-        let first = addrs.first().ok_or_else(|| ClientError::BadAddress {
-            addr: String::new(),
-            reason: "no namenode address given".into(),
-        })?;
-        let channel = transport.channel(endpoint(first)?);
-        Ok(Conn {
-            current: Arc::new(Mutex::new(Target { addr: first.clone(), channel: channel.clone() })),
-            channels: Arc::new(Mutex::new(BTreeMap::from([(first.clone(), channel)]))),
-            addrs,
-            user,
-            retry,
-            transport,
-        })
-    }
-
-    /// The same connections, acting as `user`.
-    fn as_user(&self, user: String) -> Conn {
-        Conn {
-            addrs: self.addrs.clone(),
-            current: self.current.clone(),
-            channels: self.channels.clone(),
-            user,
-            retry: self.retry,
-            transport: self.transport.clone(),
-        }
-    }
-
-    fn channel_for(&self, addr: &str) -> Result<Channel> {
-        let mut chans = lock(&self.channels);
-        if let Some(c) = chans.get(addr) {
-            return Ok(c.clone());
-        }
-        let c = self.transport.channel(endpoint(addr)?);
-        chans.insert(addr.to_string(), c.clone());
-        Ok(c)
-    }
-
-    fn switch_to(&self, addr: &str) -> Result<()> {
-        let channel = self.channel_for(addr)?;
-        *lock(&self.current) = Target { addr: addr.to_string(), channel };
-        Ok(())
-    }
-
-    /// Moves on to the next known address after `failed`.
-    fn rotate(&self, failed: &str) -> Result<()> {
-        let i = self.addrs.iter().position(|a| a == failed).map(|i| i + 1).unwrap_or(0);
-        let next = self.addrs[i % self.addrs.len()].clone();
-        self.switch_to(&next)
-    }
-
-    fn request<T>(&self, msg: T) -> Request<T> {
-        let mut r = Request::new(msg);
-        r.set_timeout(self.retry.attempt_timeout);
-        if !self.user.is_empty() {
-            // A name that cannot be sent is sent as an invalid one, which the namenode
-            // refuses: leaving it out would make a daemon act as itself.
-            let v = self.user.parse().unwrap_or_else(|_| tonic::metadata::MetadataValue::from_static("?"));
-            r.metadata_mut().insert("x-tarn-user", v);
-        }
-        r
-    }
-
-    /// Runs `f` against the current leader, following redirects and retrying.
-    async fn call<T, F, Fut>(&self, f: F) -> Result<T>
-    where
-        F: Fn(Channel) -> Fut,
-        Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
-    {
-        let start = Instant::now();
-        let mut retry = RetryState::new(self.retry);
-        loop {
-            let (addr, channel) = {
-                let t = lock(&self.current);
-                (t.addr.clone(), t.channel.clone())
-            };
-            let status = match f(channel).await {
-                Ok(r) => return Ok(r.into_inner()),
-                Err(s) => s,
-            };
-            if !retryable(&status) {
-                return Err(ClientError::from_status(&status));
-            }
-            if start.elapsed() >= self.retry.deadline {
-                return Err(ClientError::Unavailable {
-                    waited: start.elapsed(),
-                    addrs: self.addrs.join(","),
-                    last: format!("{}: {}", addr, status.message()),
-                });
-            }
-            let leader = status.metadata().get(LEADER_HEADER).and_then(|v| v.to_str().ok());
-            let pause = match leader.filter(|l| *l != addr) {
-                Some(l) => {
-                    tracing::debug!(from = %addr, to = %l, "following the namenode leader");
-                    self.switch_to(l)?;
-                    retry.after_redirect()
-                }
-                None => {
-                    tracing::debug!(%addr, error = %status.message(), "namenode unavailable; retrying");
-                    self.rotate(&addr)?;
-                    retry.after_failure()
-                }
-            };
-            if !pause.is_zero() {
-                tokio::time::sleep(pause).await;
-            }
-        }
-    }
-}
-
 /// A client of the namenode group.
 pub struct NamenodeClient {
-    conn: Arc<Conn>,
+    conn: Arc<LeaderConn>,
     client_id: u64,
     calls: AtomicU64,
     client_name: String,
@@ -494,7 +286,7 @@ impl NamenodeClient {
         // mode) the client names its user.
         let user = if transport.is_tls() { String::new() } else { DEV_USER.to_string() };
         Ok(NamenodeClient {
-            conn: Arc::new(Conn::new(addrs, user, RetryPolicy::default(), transport.clone())?),
+            conn: Arc::new(LeaderConn::new("namenode", addrs, user, RetryPolicy::default(), transport.clone())?),
             client_id,
             calls: AtomicU64::new(1),
             client_name: format!("tarn-client-{client_id:016x}"),
@@ -527,7 +319,7 @@ impl NamenodeClient {
     }
 
     fn reconnect(mut self, user: String, retry: RetryPolicy) -> Self {
-        match Conn::new(self.conn.addrs.clone(), user, retry, self.conn.transport.clone()) {
+        match LeaderConn::new("namenode", self.conn.addrs().to_vec(), user, retry, self.conn.transport().clone()) {
             Ok(c) => {
                 self.conn = Arc::new(c);
                 self.infos = OnceLock::new();
@@ -538,14 +330,14 @@ impl NamenodeClient {
     }
 
     pub fn with_retry(self, retry: RetryPolicy) -> Self {
-        let user = self.conn.user.clone();
+        let user = self.conn.user().to_string();
         self.reconnect(user, retry)
     }
 
     /// Acts as `user`. The namenode holds a person to the name in their certificate;
     /// daemons (the S3 gateway, workers) act for the users they serve.
     pub fn with_user(self, user: impl Into<String>) -> Self {
-        let retry = self.conn.retry;
+        let retry = self.conn.retry();
         self.reconnect(user.into(), retry)
     }
 
@@ -569,7 +361,7 @@ impl NamenodeClient {
 
     /// How this client connects (block I/O to datanodes uses the same).
     pub fn transport(&self) -> &Transport {
-        &self.conn.transport
+        self.conn.transport()
     }
 
     /// This client's lease-holder name.
@@ -633,13 +425,13 @@ impl NamenodeClient {
     /// Creates a file for writing and, with `allocate_block`, its first block in the same
     /// operation (the block, its pipeline and write token; `None` from a namenode that
     /// does not do that: the writer then adds the block itself).
-    pub async fn create_with(
+    pub(crate) async fn create_with(
         &self,
         path: &str,
         o: &CreateOptions,
         allocate_block: bool,
         favored: &str,
-    ) -> Result<(FileStatus, Option<(pb::Block, Vec<dpb::DatanodeLocation>, Vec<u8>)>)> {
+    ) -> Result<(FileStatus, Option<LocatedBlock>)> {
         let msg = pb::CreateRequest {
             path: path.into(),
             overwrite: o.overwrite,
@@ -655,17 +447,21 @@ impl NamenodeClient {
             favored: favored.to_string(),
         };
         let r = rpc!(self, nn, create, msg.clone())?;
-        let first = r.first_block.and_then(|b| Some((b.block?, b.targets, b.token)));
+        let first = r.first_block.and_then(|b| {
+            let block = Block::from(b.block?);
+            Some(LocatedBlock { block, locations: locations(b.targets), under_construction: true, token: b.token })
+        });
         Ok((status_of(r.status), first))
     }
 
     /// Allocates the next block of a file being written, finalizing the previous one.
-    pub async fn add_block(&self, path: &str, file_id: u64, previous_block_length: Option<u64>) -> Result<pb::Block> {
-        Ok(self.allocate_block(path, file_id, previous_block_length, Vec::new(), "").await?.0)
+    pub async fn add_block(&self, path: &str, file_id: u64, previous_block_length: Option<u64>) -> Result<Block> {
+        Ok(self.allocate_block(path, file_id, previous_block_length, Vec::new(), "").await?.block)
     }
 
-    /// Adds a block to a file being written and returns it with its write pipeline.
-    /// `excluded`: datanodes (uuids) not to use; `favored`: the datanode this client runs on.
+    /// Adds a block to a file being written and returns it with its write pipeline (the
+    /// datanodes to write, in order) and write token. `excluded`: datanodes (uuids) not to
+    /// use; `favored`: the datanode this client runs on.
     pub async fn allocate_block(
         &self,
         path: &str,
@@ -673,7 +469,7 @@ impl NamenodeClient {
         previous_block_length: Option<u64>,
         excluded: Vec<String>,
         favored: &str,
-    ) -> Result<(pb::Block, Vec<dpb::DatanodeLocation>, Vec<u8>)> {
+    ) -> Result<LocatedBlock> {
         let msg = pb::AddBlockRequest {
             path: path.into(),
             file_id,
@@ -689,7 +485,12 @@ impl NamenodeClient {
             code: tonic::Code::Internal,
             message: "add_block returned no block".into(),
         })?;
-        Ok((block, r.targets, r.token))
+        Ok(LocatedBlock {
+            block: Block::from(block),
+            locations: locations(r.targets),
+            under_construction: true,
+            token: r.token,
+        })
     }
 
     /// Gives the block being written a new generation stamp after a pipeline lost a node;
@@ -700,7 +501,7 @@ impl NamenodeClient {
         file_id: u64,
         block_id: u64,
         nodes: Vec<String>,
-    ) -> Result<(pb::Block, Vec<u8>)> {
+    ) -> Result<(Block, Vec<u8>)> {
         let msg = pb::UpdatePipelineRequest {
             path: path.into(),
             file_id,
@@ -715,7 +516,7 @@ impl NamenodeClient {
             code: tonic::Code::Internal,
             message: "update_pipeline returned no block".into(),
         })?;
-        Ok((block, r.token))
+        Ok((Block::from(block), r.token))
     }
 
     pub async fn complete(
@@ -822,9 +623,11 @@ impl NamenodeClient {
         }
     }
 
-    pub async fn get_blocks(&self, path: &str, start_index: u32, limit: u32) -> Result<pb::GetBlocksResponse> {
+    /// Up to `limit` blocks of file `path` from block `start_index`, with their replicas
+    /// (0: the namenode's page size).
+    pub async fn get_blocks(&self, path: &str, start_index: u32, limit: u32) -> Result<FileBlocks> {
         let msg = pb::GetBlocksRequest { path: path.into(), start_index, limit };
-        rpc!(self, nn, get_blocks, msg.clone())
+        rpc!(self, nn, get_blocks, msg.clone()).map(FileBlocks::from)
     }
 
     /// One page of a directory's children (by name), and whether more follow.
@@ -948,14 +751,25 @@ impl NamenodeClient {
         Ok(status_of(rpc!(self, nn, set_quota, msg.clone())?.status))
     }
 
-    pub async fn set_attributes(&self, mut req: pb::SetAttributesRequest) -> Result<FileStatus> {
-        req.request_id = self.next_request_id();
+    /// Changes the mode, owner, group, modification time or attributes of `path`.
+    pub async fn set_attributes(&self, path: &str, a: SetAttributes) -> Result<FileStatus> {
+        let req = pb::SetAttributesRequest {
+            path: path.into(),
+            mode: a.mode,
+            owner: a.owner,
+            group: a.group,
+            mtime_ms: a.mtime_ms,
+            set_xattrs: a.set_xattrs.into_iter().collect(),
+            remove_xattrs: a.remove_xattrs,
+            expected_file_id: a.expected_file_id,
+            request_id: self.next_request_id(),
+        };
         Ok(status_of(rpc!(self, nn, set_attributes, req.clone())?.status))
     }
 
-    pub async fn content_summary(&self, path: &str) -> Result<pb::ContentSummary> {
+    pub async fn content_summary(&self, path: &str) -> Result<ContentSummary> {
         let msg = pb::ContentSummaryRequest { path: path.into() };
-        rpc!(self, nn, get_content_summary, msg.clone())
+        rpc!(self, nn, get_content_summary, msg.clone()).map(ContentSummary::from)
     }
 
     pub async fn renew_lease(&self) -> Result<()> {
@@ -972,13 +786,12 @@ impl NamenodeClient {
     /// Reports replicas a read found corrupt (HDFS's `reportBadBlocks`): the leader marks
     /// them and has them replaced from good ones. Returns how many it marked (it ignores
     /// out-of-date reports, and never marks a block's last live replica on a reader's word).
-    pub async fn report_bad_blocks(
-        &self,
-        replicas: &[(tarn_proto::datanode::ExtendedBlock, tarn_proto::datanode::DatanodeLocation)],
-        reason: &str,
-    ) -> Result<u32> {
+    pub async fn report_bad_blocks(&self, replicas: &[(Block, DatanodeLocation)], reason: &str) -> Result<u32> {
         let msg = pb::ReportBadBlocksRequest {
-            replicas: replicas.iter().map(|(b, n)| pb::BadReplica { block: Some(*b), node: Some(n.clone()) }).collect(),
+            replicas: replicas
+                .iter()
+                .map(|(b, n)| pb::BadReplica { block: Some(b.into()), node: Some(n.into()) })
+                .collect(),
             reason: reason.to_string(),
         };
         Ok(rpc!(self, nn, report_bad_blocks, msg.clone())?.marked)
@@ -989,23 +802,23 @@ impl NamenodeClient {
     }
 
     /// The group as the node at `addr` sees it (no redirection: any node answers).
-    pub async fn cluster_status_of(&self, addr: &str) -> Result<pb::ClusterStatusResponse> {
+    pub async fn cluster_status_of(&self, addr: &str) -> Result<ClusterStatus> {
         let ch = self.conn.channel_for(addr)?;
         Self::admin(ch)
             .cluster_status(self.request(pb::ClusterStatusRequest {}))
             .await
-            .map(|r| r.into_inner())
+            .map(|r| ClusterStatus::from(r.into_inner()))
             .map_err(|s| ClientError::from_status(&s))
     }
 
     /// The group as the leader sees it.
-    pub async fn cluster_status(&self) -> Result<pb::ClusterStatusResponse> {
-        rpc!(self, admin, cluster_status, pb::ClusterStatusRequest {})
+    pub async fn cluster_status(&self) -> Result<ClusterStatus> {
+        rpc!(self, admin, cluster_status, pb::ClusterStatusRequest {}).map(ClusterStatus::from)
     }
 
     /// Datanodes and block health, from the leader.
-    pub async fn datanode_report(&self) -> Result<pb::DatanodeReportResponse> {
-        rpc!(self, admin, datanode_report, pb::DatanodeReportRequest {})
+    pub async fn datanode_report(&self) -> Result<DatanodeReport> {
+        rpc!(self, admin, datanode_report, pb::DatanodeReportRequest {}).map(DatanodeReport::from)
     }
 
     /// Starts (`on`) or stops draining datanode `node` (uuid or address); returns its uuid.
@@ -1033,16 +846,16 @@ impl NamenodeClient {
     }
 
     /// One page of per-file block health under `path`.
-    pub async fn fsck(&self, path: &str, start_after: &str, limit: u32) -> Result<pb::FsckResponse> {
+    pub async fn fsck(&self, path: &str, start_after: &str, limit: u32) -> Result<FsckPage> {
         let msg = pb::FsckRequest { path: path.into(), start_after: start_after.into(), limit };
-        rpc!(self, admin, fsck, msg.clone())
+        rpc!(self, admin, fsck, msg.clone()).map(FsckPage::from)
     }
 
     /// Has the leader re-seal, under the master key it now runs with, every small file
     /// kept in the namespace under another key (a master key rotation); all pages. The
     /// counts and the first reasons files could not be re-sealed.
-    pub async fn reseal_small_files(&self) -> Result<pb::ResealSmallFilesResponse> {
-        let mut total = pb::ResealSmallFilesResponse::default();
+    pub async fn reseal_small_files(&self) -> Result<ResealReport> {
+        let mut total = ResealReport::default();
         let mut after = None;
         loop {
             let msg = pb::ResealSmallFilesRequest { after_file_id: after };
@@ -1060,20 +873,20 @@ impl NamenodeClient {
         }
     }
 
-    pub async fn add_learner(&self, node_id: u64, addr: &str) -> Result<pb::ClusterStatusResponse> {
+    /// Adds namenode `node_id` at `addr` to the group as a learner (it receives the log,
+    /// does not vote); the group as the leader then sees it.
+    pub async fn add_learner(&self, node_id: u64, addr: &str) -> Result<ClusterStatus> {
         let msg = pb::AddLearnerRequest { node_id, addr: addr.into() };
         let r = rpc!(self, admin, add_learner, msg.clone())?;
-        Ok(r.status.unwrap_or_default())
+        Ok(r.status.map(ClusterStatus::from).unwrap_or_default())
     }
 
-    pub async fn change_membership(
-        &self,
-        voters: Vec<u64>,
-        retain_as_learners: bool,
-    ) -> Result<pb::ClusterStatusResponse> {
+    /// Makes `voters` the group's voters (the others stay as learners if
+    /// `retain_as_learners`).
+    pub async fn change_membership(&self, voters: Vec<u64>, retain_as_learners: bool) -> Result<ClusterStatus> {
         let msg = pb::ChangeMembershipRequest { voters, retain_as_learners };
         let r = rpc!(self, admin, change_membership, msg.clone())?;
-        Ok(r.status.unwrap_or_default())
+        Ok(r.status.map(ClusterStatus::from).unwrap_or_default())
     }
 
     /// Builds a snapshot on the node at `addr`; returns its last included log index.
@@ -1089,9 +902,10 @@ impl NamenodeClient {
     }
 }
 
-/// Sends queued lookups as `GetFileInfos` calls: a lookup never waits for a timer; it
-/// leaves at once while a call slot is free, and otherwise with everything that queued
-/// while the slots were busy. Ends when the client is dropped.
+fn locations(v: Vec<dpb::DatanodeLocation>) -> Vec<DatanodeLocation> {
+    v.into_iter().map(DatanodeLocation::from).collect()
+}
+
 /// `o` for a namenode call that publishes a file at `dst`.
 fn publish_pb(dst: &str, o: &ConcatOptions) -> pb::Publish {
     pb::Publish {
@@ -1107,7 +921,10 @@ fn publish_pb(dst: &str, o: &ConcatOptions) -> pb::Publish {
     }
 }
 
-async fn batch_infos(conn: Arc<Conn>, mut rx: tokio::sync::mpsc::UnboundedReceiver<InfoWaiter>) {
+/// Sends queued lookups as `GetFileInfos` calls: a lookup never waits for a timer; it
+/// leaves at once while a call slot is free, and otherwise with everything that queued
+/// while the slots were busy. Ends when the client is dropped.
+async fn batch_infos(conn: Arc<LeaderConn>, mut rx: tokio::sync::mpsc::UnboundedReceiver<InfoWaiter>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(INFO_BATCHES_IN_FLIGHT_MAX));
     while let Some(first) = rx.recv().await {
         let Ok(permit) = slots.clone().acquire_owned().await else { return };
@@ -1126,7 +943,7 @@ async fn batch_infos(conn: Arc<Conn>, mut rx: tokio::sync::mpsc::UnboundedReceiv
     }
 }
 
-async fn send_infos(conn: &Conn, batch: Vec<InfoWaiter>) {
+async fn send_infos(conn: &LeaderConn, batch: Vec<InfoWaiter>) {
     let req = pb::GetFileInfosRequest { requests: batch.iter().map(|(q, _)| q.clone()).collect() };
     let r = conn
         .call(|c| {
@@ -1167,7 +984,7 @@ mod tests {
             backoff_max: Duration::from_millis(500),
             ..RetryPolicy::default()
         };
-        let mut r = RetryState::new(policy);
+        let mut r = conn::RetryState::new(policy);
         // The first redirect is followed at once ...
         assert_eq!(r.after_redirect(), Duration::ZERO);
         // ... but two nodes sending the client back and forth are not asked again at once.

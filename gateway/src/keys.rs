@@ -157,8 +157,8 @@ pub async fn reseal_secrets(nn: &NamenodeClient, old: &MasterKey, new: &MasterKe
         let mut xattrs = HashMap::new();
         xattrs.insert(KEY_XATTR.to_string(), serde_json::to_vec(&rec).expect("serializes"));
         let path = key_path(&rec.access_key);
-        nn.set_attributes(tarn_client::pb::SetAttributesRequest { path, set_xattrs: xattrs, ..Default::default() })
-            .await?;
+        let set_xattrs = xattrs.into_iter().collect();
+        nn.set_attributes(&path, tarn_client::SetAttributes { set_xattrs, ..Default::default() }).await?;
         n += 1;
     }
     Ok(n)
@@ -229,7 +229,8 @@ pub async fn set_bucket_access(nn: &NamenodeClient, bucket: &str, access: &Bucke
     }
     let mut xattrs = HashMap::new();
     xattrs.insert(ACCESS_XATTR.to_string(), serde_json::to_vec(access).expect("serializes"));
-    nn.set_attributes(tarn_client::pb::SetAttributesRequest { path, set_xattrs: xattrs, ..Default::default() }).await?;
+    let set_xattrs = xattrs.into_iter().collect();
+    nn.set_attributes(&path, tarn_client::SetAttributes { set_xattrs, ..Default::default() }).await?;
     Ok(())
 }
 

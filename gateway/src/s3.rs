@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tarn_client::blocks::{FileReader, FileWriter};
 use tarn_client::{
     ClientError, ConcatOptions, CreateOptions, ErrorKind, FileStatus, ListOptions, MkdirOptions, NamenodeClient,
+    SetAttributes,
 };
 
 use crate::names::*;
@@ -839,14 +840,13 @@ impl TarnS3 {
         if is_marker(&st) {
             return Ok(());
         }
-        let req = tarn_client::pb::SetAttributesRequest {
-            path: path.to_string(),
-            set_xattrs: HashMap::from([(MARKER_XATTR.to_string(), b"1".to_vec())]),
+        let a = SetAttributes {
+            set_xattrs: BTreeMap::from([(MARKER_XATTR.to_string(), b"1".to_vec())]),
             // Still the directory that was looked at (not one made since by someone else).
             expected_file_id: Some(st.file_id),
             ..Default::default()
         };
-        self.nn.set_attributes(req).await.map_err(|e| fs_err("create directory marker", e))?;
+        self.nn.set_attributes(path, a).await.map_err(|e| fs_err("create directory marker", e))?;
         Ok(())
     }
 
@@ -923,12 +923,8 @@ impl TarnS3 {
             Some(st) if marker && st.is_dir() && is_marker(&st) => {
                 // An empty marked directory goes; one with objects under it loses the marker.
                 if self.nn.delete(&path, false, Some(st.file_id)).await.is_err() {
-                    let req = tarn_client::pb::SetAttributesRequest {
-                        path: path.clone(),
-                        remove_xattrs: vec![MARKER_XATTR.into()],
-                        ..Default::default()
-                    };
-                    self.nn.set_attributes(req).await.map_err(|e| fs_err("delete marker", e))?;
+                    let a = SetAttributes { remove_xattrs: vec![MARKER_XATTR.into()], ..Default::default() };
+                    self.nn.set_attributes(&path, a).await.map_err(|e| fs_err("delete marker", e))?;
                     return Ok(());
                 }
             }
@@ -1883,9 +1879,7 @@ pub async fn make_system_dir_private(nn: &NamenodeClient) -> Result<(), ClientEr
         None => nn.mkdirs(SYSTEM_DIR).await?,
     };
     if st.mode & 0o7777 != 0o700 {
-        let req =
-            tarn_client::pb::SetAttributesRequest { path: SYSTEM_DIR.into(), mode: Some(0o700), ..Default::default() };
-        nn.set_attributes(req).await?;
+        nn.set_attributes(SYSTEM_DIR, SetAttributes { mode: Some(0o700), ..Default::default() }).await?;
     }
     Ok(())
 }

@@ -143,8 +143,12 @@ enum GroupsCmd {
     },
 }
 
-fn print_status(s: &tarn_client::pb::ClusterStatusResponse) -> anyhow::Result<()> {
-    outln!("leader:  namenode {} at {} (term {})", s.leader_id, s.leader_addr, s.term)?;
+fn print_status(s: &tarn_client::ClusterStatus) -> anyhow::Result<()> {
+    match (s.leader_id, &s.leader_addr) {
+        (Some(id), Some(addr)) => outln!("leader:  namenode {id} at {addr} (term {})", s.term)?,
+        (Some(id), None) => outln!("leader:  namenode {id} (term {})", s.term)?,
+        _ => outln!("leader:  none known (term {})", s.term)?,
+    }
     outln!(
         "answered by namenode {} ({}), last log {}, applied {}, snapshot {}",
         s.node_id,
@@ -268,10 +272,10 @@ async fn report(c: &NamenodeClient) -> anyhow::Result<()> {
         "HEARTBEAT"
     )?;
     for d in &r.datanodes {
-        let loc = d.location.clone().unwrap_or_default();
+        let loc = &d.location;
         let state = if !d.alive {
             "dead"
-        } else if !d.decommission.is_empty() {
+        } else if d.decommission != tarn_client::Decommission::InService {
             d.decommission.as_str()
         } else if d.full {
             "full"
@@ -288,10 +292,10 @@ async fn report(c: &NamenodeClient) -> anyhow::Result<()> {
             gib(d.used_bytes),
             gib(d.free_bytes),
             d.replicas,
-            d.last_heartbeat_ms_ago
+            d.since_heartbeat.as_millis()
         )?;
     }
-    let b = r.blocks.unwrap_or_default();
+    let b = r.blocks;
     let unfixable = match b.under_replicated_unfixable {
         0 => String::new(),
         n => format!(" ({n} cannot be fixed: too few live datanodes)"),

@@ -3,7 +3,7 @@
 //! files at a time).
 
 use anyhow::Context;
-use tarn_client::{ClientError, CreateOptions, ErrorKind, FileStatus, NamenodeClient, RenameOptions};
+use tarn_client::{ClientError, CreateOptions, ErrorKind, FileStatus, NamenodeClient, RenameOptions, SetAttributes};
 
 use crate::out::{self, outln};
 use crate::{EXIT_FAILED, EXIT_UNAVAILABLE};
@@ -276,25 +276,22 @@ async fn exec(c: &NamenodeClient, cmd: FsCmd) -> anyhow::Result<()> {
                 .ok()
                 .filter(|m| *m <= 0o7777)
                 .with_context(|| format!("{mode:?} is not an octal mode (like 640)"))?;
-            let req = tarn_client::pb::SetAttributesRequest { path, mode: Some(mode), ..Default::default() };
-            c.set_attributes(req).await?;
+            c.set_attributes(&path, SetAttributes { mode: Some(mode), ..Default::default() }).await?;
         }
         FsCmd::Chown { owner, path } => {
             let (user, group) = match owner.split_once(':') {
                 Some((u, g)) => (u.to_string(), g.to_string()),
                 None => (owner.clone(), String::new()),
             };
-            let req = tarn_client::pb::SetAttributesRequest {
-                path,
+            let a = SetAttributes {
                 owner: Some(user).filter(|u| !u.is_empty()),
                 group: Some(group).filter(|g| !g.is_empty()),
                 ..Default::default()
             };
-            c.set_attributes(req).await?;
+            c.set_attributes(&path, a).await?;
         }
         FsCmd::Chgrp { group, path } => {
-            let req = tarn_client::pb::SetAttributesRequest { path, group: Some(group), ..Default::default() };
-            c.set_attributes(req).await?;
+            c.set_attributes(&path, SetAttributes { group: Some(group), ..Default::default() }).await?;
         }
         FsCmd::Stat { path } => {
             let s =

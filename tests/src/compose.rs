@@ -403,6 +403,11 @@ mod tests {
         let members = vec![(1, 9), (2, 17), (3, 17)];
         let want = Status { leader: 2, answered_by: 2, state: "Leader".into(), last_log: 17, members };
         assert_eq!(s, want);
-        assert_eq!(Status::parse("leader:  namenode 0 at  (term 1)\nanswered by namenode 1 (Candidate), last log 3, applied 3, snapshot 0\n"), None);
+        assert_eq!(
+            Status::parse(
+                "leader:  none known (term 1)\nanswered by namenode 1 (Candidate), last log 3, applied 3, snapshot 0\n"
+            ),
+            None
+        );
     }
 }

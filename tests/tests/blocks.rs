@@ -270,7 +270,7 @@ async fn a_full_datanode_gets_no_new_blocks() {
     wait_live_datanodes(&c, 3).await;
     tokio::time::timeout(Duration::from_secs(60), async {
         let r = c.datanode_report().await.unwrap();
-        let me = r.datanodes.iter().find(|n| n.location.as_ref().is_some_and(|l| l.uuid == full.uuid)).unwrap();
+        let me = r.datanodes.iter().find(|n| n.location.uuid == full.uuid).unwrap();
         assert!(me.full, "the datanode reports itself full: {me:?}");
         let data = pattern(3 * BS as usize, 5);
         let mut w = FileWriter::create(&c, "/full/f", &CreateOptions { replication: 3, ..opts(BS) }).await.unwrap();
@@ -281,7 +281,7 @@ async fn a_full_datanode_gets_no_new_blocks() {
         // Three replicas asked for, two datanodes with room: under-replicated, not refused.
         let f = c.fsck("/full/f", "", 10).await.unwrap();
         assert!(f.files[0].blocks.iter().all(|b| b.live == 2 && b.expected == 3), "{f:?}");
-        let b = c.datanode_report().await.unwrap().blocks.unwrap();
+        let b = c.datanode_report().await.unwrap().blocks;
         assert_eq!((b.under_replicated, b.missing), (3, 0), "{b:?}");
     })
     .await
@@ -400,7 +400,7 @@ async fn killed_datanode_replicas_are_restored() {
         assert_eq!(blocks, 16);
         let r = c.datanode_report().await.unwrap();
         assert_eq!(r.datanodes.iter().filter(|d| d.alive).count(), 3);
-        let b = r.blocks.unwrap();
+        let b = r.blocks;
         assert_eq!((b.under_replicated, b.missing), (0, 0), "{b:?}");
         for i in 0..8 {
             assert_eq!(read_file(&c, &format!("/r/f{i}")).await, pattern(BS as usize + 1000, i));
@@ -449,7 +449,7 @@ async fn lost_replicas_of_a_dead_datanode_show_as_under_replicated() {
         for b in &f.files[0].blocks {
             assert_eq!((b.live, f.files[0].replication, b.cannot_fix), (2, 3, true), "{b:?}");
         }
-        let b = c.datanode_report().await.unwrap().blocks.unwrap();
+        let b = c.datanode_report().await.unwrap().blocks;
         assert_eq!((b.under_replicated, b.under_replicated_unfixable, b.missing), (3, 3, 0), "{b:?}");
 
         let (code, out) = tokio::task::block_in_place(|| tarn(&["admin", "fsck", "/lost"]));
@@ -471,7 +471,7 @@ async fn lost_replicas_of_a_dead_datanode_show_as_under_replicated() {
         wait_live_datanodes(&c, 3).await;
         wait_healthy(&c, "/lost", Duration::from_secs(60)).await;
         wait_for("the report to count nothing short", Duration::from_secs(30), || async {
-            let b = c.datanode_report().await.ok()?.blocks?;
+            let b = c.datanode_report().await.ok()?.blocks;
             (b.under_replicated, b.under_replicated_unfixable, b.missing).eq(&(0, 0, 0)).then_some(())
         })
         .await;
@@ -580,8 +580,8 @@ async fn decommissioned_datanode_can_leave_without_losing_a_replica() {
         assert_eq!(c.decommission(&victim, true).await.unwrap(), victim);
         wait_for("the datanode to be decommissioned", Duration::from_secs(60), || async {
             let r = c.datanode_report().await.ok()?;
-            let me = r.datanodes.iter().find(|n| n.location.as_ref().is_some_and(|l| l.uuid == victim))?;
-            (me.decommission == "decommissioned").then_some(())
+            let me = r.datanodes.iter().find(|n| n.location.uuid == victim)?;
+            (me.decommission == tarn_client::Decommission::Decommissioned).then_some(())
         })
         .await;
         // New blocks avoid the draining node.
@@ -627,7 +627,7 @@ async fn topology_file_spreads_replicas_over_racks() {
             .datanodes
             .iter()
             .map(|d| {
-                let l = d.location.clone().unwrap();
+                let l = d.location.clone();
                 (l.addr.split(':').next().unwrap().to_string(), l.rack)
             })
             .collect();
@@ -645,8 +645,8 @@ async fn topology_file_spreads_replicas_over_racks() {
         write_file(&c, "/racks/f", &data, 1 << 16, 1 << 16).await;
         assert_eq!(read_file(&c, "/racks/f").await, data);
         let blocks = c.get_blocks("/racks/f", 0, 100).await.unwrap();
-        assert_eq!(blocks.located.len(), 12);
-        for b in &blocks.located {
+        assert_eq!(blocks.blocks.len(), 12);
+        for b in &blocks.blocks {
             let racks: std::collections::HashSet<&str> = b.locations.iter().map(|l| l.rack.as_str()).collect();
             assert_eq!(b.locations.len(), 2, "{b:?}");
             assert_eq!(racks.len(), 2, "block on one rack only: {b:?}");
@@ -685,12 +685,12 @@ async fn blocks_on_one_rack_spread_when_a_second_rack_appears() {
         let data = pattern(8 << 16, 12);
         write_file(&c, "/one-rack/f", &data, 1 << 16, 1 << 16).await;
         let on_r1 = c.get_blocks("/one-rack/f", 0, 100).await.unwrap();
-        assert!(on_r1.located.iter().all(|b| b.locations.iter().all(|l| l.rack == "/r1")));
+        assert!(on_r1.blocks.iter().all(|b| b.locations.iter().all(|l| l.rack == "/r1")));
         cl.start_datanodes_with(1, |i, d| d.listen = format!("127.0.0.{}:0", i + 1)).await;
         wait_for("every block on two racks with 3 replicas", Duration::from_secs(60), || async {
             let blocks = c.get_blocks("/one-rack/f", 0, 100).await.ok()?;
             blocks
-                .located
+                .blocks
                 .iter()
                 .all(|b| {
                     let racks: std::collections::HashSet<&str> = b.locations.iter().map(|l| l.rack.as_str()).collect();
@@ -701,7 +701,7 @@ async fn blocks_on_one_rack_spread_when_a_second_rack_appears() {
         .await;
         assert_eq!(read_file(&c, "/one-rack/f").await, data);
         let r = c.datanode_report().await.unwrap();
-        assert_eq!(r.blocks.map(|s| s.under_replicated), Some(0));
+        assert_eq!(r.blocks.under_replicated, 0);
     })
     .await
     .expect("timed out");
@@ -733,13 +733,13 @@ async fn concat_moves_blocks_without_copying() {
             let c = &c;
             async move {
                 let b = c.get_blocks(path, 0, 100).await.unwrap();
-                b.located.iter().map(|l| l.block.as_ref().unwrap().block_id).collect::<Vec<_>>()
+                b.blocks.iter().map(|l| l.block.block_id).collect::<Vec<_>>()
             }
         };
         let mut before = Vec::new();
         for (p, _) in &sources {
             let b = c.get_blocks(p, 0, 100).await.unwrap();
-            before.extend(b.located.iter().map(|l| l.block.as_ref().unwrap().block_id));
+            before.extend(b.blocks.iter().map(|l| l.block.block_id));
         }
 
         // A wrong source id refuses the whole operation.
@@ -846,17 +846,16 @@ async fn a_readers_report_is_taken_only_from_readers_and_never_for_the_last_repl
         let data = pattern(BS as usize / 2, 5);
         write_file(&c, "/rep/f", &data, 1 << 20, BS).await;
         wait_healthy(&c, "/rep", Duration::from_secs(30)).await;
-        let lb = c.get_blocks("/rep/f", 0, 1).await.unwrap().located.remove(0);
-        let b = lb.block.clone().unwrap();
+        let lb = c.get_blocks("/rep/f", 0, 1).await.unwrap().blocks.remove(0);
+        let b = lb.block;
         assert_eq!(lb.locations.len(), 3);
         let replicas = |generation: u64| -> Vec<_> {
-            let eb = tarn_client::dpb::ExtendedBlock { block_id: b.block_id, gen_stamp: generation, length: b.length };
-            lb.locations.iter().map(|l| (eb, l.clone())).collect()
+            let block = tarn_client::Block { generation, ..b };
+            lb.locations.iter().map(|l| (block, l.clone())).collect()
         };
         // A user who may not read the file is refused.
-        let set_mode =
-            tarn_client::pb::SetAttributesRequest { path: "/rep/f".into(), mode: Some(0o600), ..Default::default() };
-        c.set_attributes(set_mode).await.unwrap();
+        let set_mode = tarn_client::SetAttributes { mode: Some(0o600), ..Default::default() };
+        c.set_attributes("/rep/f", set_mode).await.unwrap();
         let mallory =
             NamenodeClient::new(&cl.addrs, &tarn_tests::pki().transport(tarn_security::Role::User, "mallory")).unwrap();
         let e = mallory.report_bad_blocks(&replicas(b.generation), "not mine").await.unwrap_err();

@@ -48,7 +48,7 @@ impl Node {
         let nn = tarn_namenode::start(nn_config(dir, bootstrap), nn_transport(1), sf).await.expect("start namenode");
         let client = Arc::new(NamenodeClient::new(std::slice::from_ref(&nn.addr), &admin()).expect("client"));
         wait_for("the namenode to lead", Duration::from_secs(20), || async {
-            client.cluster_status().await.ok().filter(|s| s.leader_id == 1).map(|_| ())
+            client.cluster_status().await.ok().filter(|s| s.leader_id == Some(1)).map(|_| ())
         })
         .await;
         let cfg = datanode_config(&dir.join("dn"), std::slice::from_ref(&nn.addr));
@@ -113,10 +113,9 @@ async fn write_golden_data_dirs() {
     c.set_quota("/golden", 1000, 1 << 30).await.unwrap();
     put(&store, "golden/sales/big.bin", noise(300_000, 1).into()).await;
     put(&store, "golden/sales/small.txt", Bytes::from_static(b"hello golden")).await;
-    let mut attrs =
-        tarn_client::pb::SetAttributesRequest { path: "/golden/sales/small.txt".into(), ..Default::default() };
+    let mut attrs = tarn_client::SetAttributes::default();
     attrs.set_xattrs.insert("user.note".into(), b"kept".to_vec());
-    c.set_attributes(attrs).await.unwrap();
+    c.set_attributes("/golden/sales/small.txt", attrs).await.unwrap();
     c.change_group("analysts", &["alice".into()], &[]).await.unwrap();
     c.mkdirs("/golden/tmp").await.unwrap();
     c.trigger_snapshot_on(&node.nn.addr).await.unwrap();

@@ -53,7 +53,7 @@ async fn create_write_blocks_and_complete() {
         assert_eq!(info.block_count, 2);
         assert_eq!(info.xattrs.get("etag").map(Vec::as_slice), Some(&b"x1"[..]));
         let blocks = c.get_blocks("/data/in/a.parquet", 0, 0).await.unwrap();
-        assert_eq!(blocks.blocks.iter().map(|b| b.length).collect::<Vec<_>>(), vec![1024, 100]);
+        assert_eq!(blocks.blocks.iter().map(|b| b.block.length).collect::<Vec<_>>(), vec![1024, 100]);
         // A closed file takes no more blocks.
         let e = c.add_block("/data/in/a.parquet", f.file_id, Some(1)).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotLeaseHolder, "{e}");
@@ -81,7 +81,7 @@ async fn one_writer_per_file() {
 }
 
 async fn c_addr(c: &NamenodeClient) -> String {
-    c.cluster_status().await.unwrap().leader_addr
+    c.cluster_status().await.unwrap().leader_addr.expect("a leader")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use tarn_client::blocks::{FileReader, FileWriter};
-use tarn_client::{CreateOptions, ErrorKind, ListOptions, NamenodeClient, RenameOptions, RetryPolicy, Transport};
+use tarn_client::{
+    CreateOptions, ErrorKind, ListOptions, NamenodeClient, RenameOptions, RetryPolicy, SetAttributes, Transport,
+};
 use tarn_proto::datanode as dpb;
 use tarn_proto::datanode::data_transfer_client::DataTransferClient;
 use tarn_security::Role;
@@ -28,13 +30,8 @@ fn user(cl: &Cluster, name: &str) -> NamenodeClient {
 async fn give_home(admin: &NamenodeClient, user: &str, mode: u32) {
     let path = format!("/home/{user}");
     admin.mkdirs(&path).await.unwrap();
-    let own = tarn_client::pb::SetAttributesRequest {
-        path,
-        owner: Some(user.into()),
-        mode: Some(mode),
-        ..Default::default()
-    };
-    admin.set_attributes(own).await.unwrap();
+    let own = SetAttributes { owner: Some(user.into()), mode: Some(mode), ..Default::default() };
+    admin.set_attributes(&path, own).await.unwrap();
 }
 
 /// One namenode and one datanode (replication 1), and the admin's client, with
@@ -63,8 +60,8 @@ fn denied<T: std::fmt::Debug>(r: Result<T, tarn_client::ClientError>, what: &str
     }
 }
 
-fn chmod(path: &str, mode: u32) -> tarn_client::pb::SetAttributesRequest {
-    tarn_client::pb::SetAttributesRequest { path: path.into(), mode: Some(mode), ..Default::default() }
+fn chmod(mode: u32) -> SetAttributes {
+    SetAttributes { mode: Some(mode), ..Default::default() }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,14 +122,13 @@ async fn groups_share_a_directory_and_owners_keep_the_rest() {
 
     // A shared directory: owned by bob, group analysts, rwxrwx---.
     admin.mkdirs("/shared").await.unwrap();
-    let own = tarn_client::pb::SetAttributesRequest {
-        path: "/shared".into(),
+    let own = SetAttributes {
         owner: Some("bob".into()),
         group: Some("analysts".into()),
         mode: Some(0o770),
         ..Default::default()
     };
-    admin.set_attributes(own).await.unwrap();
+    admin.set_attributes("/shared", own).await.unwrap();
     // alice (a member) writes in it; what she makes belongs to the directory's group.
     write(&alice, "/shared/report", 0o640, b"q3").await;
     let st = admin.get_file_info("/shared/report", false).await.unwrap().unwrap();
@@ -149,21 +145,14 @@ async fn groups_share_a_directory_and_owners_keep_the_rest() {
 
     // Owners: a mode change is the owner's; a group change the owner's to a group of
     // theirs; the owner the admin's.
-    denied(bob.set_attributes(chmod("/shared/report", 0o666)).await, "chmod of another's file");
-    alice.set_attributes(chmod("/shared/report", 0o600)).await.unwrap();
-    let chgrp = |g: &str| tarn_client::pb::SetAttributesRequest {
-        path: "/shared/report".into(),
-        group: Some(g.into()),
-        ..Default::default()
-    };
-    denied(alice.set_attributes(chgrp("admins")).await, "chgrp to a group she is not in");
-    assert_eq!(alice.set_attributes(chgrp("alice")).await.unwrap().group, "alice");
-    let chown = tarn_client::pb::SetAttributesRequest {
-        path: "/shared/report".into(),
-        owner: Some("carol".into()),
-        ..Default::default()
-    };
-    denied(alice.set_attributes(chown).await, "chown by a user");
+    let report = "/shared/report";
+    denied(bob.set_attributes(report, chmod(0o666)).await, "chmod of another's file");
+    alice.set_attributes(report, chmod(0o600)).await.unwrap();
+    let chgrp = |g: &str| SetAttributes { group: Some(g.into()), ..Default::default() };
+    denied(alice.set_attributes(report, chgrp("admins")).await, "chgrp to a group she is not in");
+    assert_eq!(alice.set_attributes(report, chgrp("alice")).await.unwrap().group, "alice");
+    let chown = SetAttributes { owner: Some("carol".into()), ..Default::default() };
+    denied(alice.set_attributes(report, chown).await, "chown by a user");
     // Quotas and replication: the admin's, and the file writer's.
     denied(alice.set_quota("/shared", 10, 0).await, "a user setting a quota");
     denied(carol.set_replication("/shared/report", 2).await, "setrep of another's file");
@@ -257,15 +246,15 @@ async fn datanodes_want_a_block_access_token() {
     let (alice, bob) = (user(&cl, "alice"), user(&cl, "bob"));
     write(&bob, "/home/bob/secret", 0o600, b"bob's secret").await;
     write(&alice, "/home/alice/mine", 0o600, b"alice's own").await;
-    let secret = bob.get_blocks("/home/bob/secret", 0, 10).await.unwrap().located.remove(0);
-    let mine = alice.get_blocks("/home/alice/mine", 0, 10).await.unwrap().located.remove(0);
+    let secret = bob.get_blocks("/home/bob/secret", 0, 10).await.unwrap().blocks.remove(0);
+    let mine = alice.get_blocks("/home/alice/mine", 0, 10).await.unwrap().blocks.remove(0);
     let dn_addr = secret.locations[0].addr.clone();
     let alice_t: Transport = pki().transport(Role::User, "alice");
     let mut dn = DataTransferClient::new(
         alice_t.channel(Transport::endpoint(&dn_addr).unwrap().connect_timeout(Duration::from_secs(2))),
     );
-    let read = |lb: &tarn_client::pb::LocatedBlock, token: Vec<u8>| {
-        let b = lb.block.as_ref().unwrap();
+    let read = |lb: &tarn_client::LocatedBlock, token: Vec<u8>| {
+        let b = &lb.block;
         dpb::ReadBlockRequest {
             block: Some(dpb::ExtendedBlock { block_id: b.block_id, gen_stamp: b.generation, length: b.length }),
             offset: 0,
@@ -312,7 +301,7 @@ async fn datanodes_want_a_block_access_token() {
     assert!(own.into_inner().data_path.starts_with('/'));
     // Writing a replica needs a write token: a read token is not one.
     let (tx, rx) = tokio::sync::mpsc::channel(2);
-    let b = mine.block.as_ref().unwrap();
+    let b = &mine.block;
     let header = dpb::WriteHeader {
         block: Some(dpb::ExtendedBlock { block_id: b.block_id + 1000, gen_stamp: 1, length: 0 }),
         expected_bytes: 1,
@@ -340,8 +329,9 @@ async fn an_old_write_token_cannot_rewrite_a_closed_block() {
     let (cl, _) = cluster(&[("alice", 0o755)]).await;
     let alice = user(&cl, "alice");
     let st = alice.create("/home/alice/f", &CreateOptions::default()).await.unwrap();
-    let (block, targets, token) =
-        alice.allocate_block("/home/alice/f", st.file_id, None, Vec::new(), "").await.unwrap();
+    let lb = alice.allocate_block("/home/alice/f", st.file_id, None, Vec::new(), "").await.unwrap();
+    let (block, token) = (lb.block, lb.token);
+    let targets: Vec<dpb::DatanodeLocation> = lb.locations.iter().map(dpb::DatanodeLocation::from).collect();
     let eb = dpb::ExtendedBlock { block_id: block.block_id, gen_stamp: block.generation, length: 0 };
     let t = alice.transport().clone();
     let (stage, name) = (dpb::WriteStage::Create, alice.client_name().to_string());

@@ -48,7 +48,7 @@ async fn sigkill_leader_during_creates_loses_nothing_acknowledged() {
             (acked.lock().unwrap().len() >= 400).then_some(())
         })
         .await;
-        let leader = c.cluster_status().await.expect("status").leader_id;
+        let leader = c.cluster_status().await.expect("status").leader_id.expect("a leader");
         pc.kill(leader);
         let at_kill = acked.lock().unwrap().len();
         // Writers carry on through the election; a new leader must serve them.
@@ -57,7 +57,7 @@ async fn sigkill_leader_during_creates_loses_nothing_acknowledged() {
         })
         .await;
         let new_leader = c.cluster_status().await.expect("status").leader_id;
-        assert_ne!(new_leader, leader, "the killed node cannot lead");
+        assert_ne!(new_leader, Some(leader), "the killed node cannot lead");
         stop.notify_waiters();
         for w in writers {
             w.abort();
@@ -76,7 +76,11 @@ async fn sigkill_leader_during_creates_loses_nothing_acknowledged() {
         pc.restart(leader).await;
         let back = NamenodeClient::new(&[pc.addrs[leader as usize - 1].clone()], &tarn_tests::admin()).unwrap();
         wait_for("the restarted node to rejoin", Duration::from_secs(30), || async {
-            back.cluster_status_of(&pc.addrs[leader as usize - 1]).await.ok().filter(|s| s.leader_id != 0).map(|_| ())
+            back.cluster_status_of(&pc.addrs[leader as usize - 1])
+                .await
+                .ok()
+                .filter(|s| s.leader_id.is_some())
+                .map(|_| ())
         })
         .await;
         assert!(all_paths(&c, "/w/").await.is_superset(&acked));
@@ -127,7 +131,7 @@ async fn frozen_leader_does_not_serve_stale_reads_after_waking() {
     let result = tokio::time::timeout(Duration::from_secs(90), async {
         let c = pc.client();
         c.mkdirs("/lease").await.expect("mkdirs");
-        let old = c.cluster_status().await.expect("status").leader_id;
+        let old = c.cluster_status().await.expect("status").leader_id.expect("a leader");
         let old_addr = pc.addrs[old as usize - 1].clone();
         // A client that only knows the old leader; its reads are served under the lease.
         let at_old = NamenodeClient::new(&[old_addr], &tarn_tests::admin()).unwrap();
@@ -141,7 +145,7 @@ async fn frozen_leader_does_not_serve_stale_reads_after_waking() {
         let c2 = NamenodeClient::new(&others, &tarn_tests::admin()).unwrap().with_retry(retry);
         // The create retries through the election until a new leader commits it.
         let x = c2.create("/lease/x", &CreateOptions::default()).await.expect("create on the new leader");
-        assert_ne!(c2.cluster_status().await.expect("status").leader_id, old);
+        assert_ne!(c2.cluster_status().await.expect("status").leader_id, Some(old));
         pc.resume(old);
         let seen = at_old.get_file_info("/lease/x", false).await.expect("read after waking");
         assert_eq!(seen.map(|s| s.file_id), Some(x.file_id), "the woken old leader served a stale read");

@@ -151,10 +151,10 @@ print("small objects: ok")
     let nn = env.cl.client();
     for key in ["chunked", "plain"] {
         let r = nn.get_blocks(&format!("/small/{key}"), 0, 10).await.unwrap();
-        assert!(r.inline_data.is_some() && r.located.is_empty(), "{key}: {r:?}");
+        assert!(r.inline_data.is_some() && r.blocks.is_empty(), "{key}: {r:?}");
     }
     let r = nn.get_blocks("/small/big", 0, 10).await.unwrap();
-    assert!(r.inline_data.is_none() && r.located.len() == 1, "big: {r:?}");
+    assert!(r.inline_data.is_none() && r.blocks.len() == 1, "big: {r:?}");
     env.gw.stop().await;
     env.cl.shutdown().await;
 }
@@ -239,7 +239,7 @@ async fn gateway_killed_mid_upload_leaves_a_completable_upload() {
         }
         let (page, _) = nn.list_tree("/.tarn/s3/tmp/", "", 100, &Default::default()).await.ok()?;
         let open = page.into_iter().find(|st| st.writer.is_some())?;
-        let written = nn.get_blocks(&open.path, 0, 10).await.ok()?.located.len();
+        let written = nn.get_blocks(&open.path, 0, 10).await.ok()?.blocks.len();
         (written > 0).then_some(open.path)
     })
     .await;
@@ -322,12 +322,8 @@ async fn keys_grants_and_anonymous_reads() {
     // directory the admin gave him.
     let bob = tarn_client::NamenodeClient::new(&env.cl.addrs, &tarn_tests::pki().transport(Role::User, "bob")).unwrap();
     nn.mkdirs("/shared/bob").await.unwrap();
-    let own = tarn_client::pb::SetAttributesRequest {
-        path: "/shared/bob".into(),
-        owner: Some("bob".into()),
-        ..Default::default()
-    };
-    nn.set_attributes(own).await.unwrap();
+    let own = tarn_client::SetAttributes { owner: Some("bob".into()), ..Default::default() };
+    nn.set_attributes("/shared/bob", own).await.unwrap();
     let opts = tarn_client::CreateOptions { mode: 0o600, ..Default::default() };
     let mut w = tarn_client::blocks::FileWriter::create(&bob, "/shared/bob/only.txt", &opts).await.unwrap();
     w.write(b"bob only").await.unwrap();
@@ -446,13 +442,9 @@ async fn create_bucket_races_have_one_winner() {
     // `marks`: a bucket both may write in, with a directory of alice's in it (made before the
     // gateway ever looks at the bucket, so no cached grants are in the way).
     nn.mkdirs("/marks/d").await.unwrap();
-    let own = tarn_client::pb::SetAttributesRequest {
-        path: "/marks/d".into(),
-        owner: Some("alice".into()),
-        group: Some("alice".into()),
-        ..Default::default()
-    };
-    nn.set_attributes(own).await.unwrap();
+    let own =
+        tarn_client::SetAttributes { owner: Some("alice".into()), group: Some("alice".into()), ..Default::default() };
+    nn.set_attributes("/marks/d", own).await.unwrap();
     let mut access = BucketAccess::default();
     access.grants.insert(alice.access_key.clone(), "rw".into());
     access.grants.insert(bob.access_key.clone(), "rw".into());

@@ -157,7 +157,7 @@ async fn certificates_are_reloaded_without_a_restart() {
     let addrs = vec![node.addr.clone()];
     let admin = tarn_tests::admin();
     wait_for("the namenode to lead", Duration::from_secs(20), || async {
-        client(&addrs, &admin).cluster_status().await.ok().filter(|s| s.leader_id == 1)
+        client(&addrs, &admin).cluster_status().await.ok().filter(|s| s.leader_id == Some(1))
     })
     .await;
 
@@ -395,15 +395,11 @@ async fn a_users_private_file_is_private() {
         b"bob's bytes"
     );
     // Nor can she make it readable, take it, delete it, or stitch it into a file of hers.
-    let chmod = tarn_client::pb::SetAttributesRequest {
-        path: "/home/bob/secret".into(),
-        mode: Some(0o644),
-        ..Default::default()
-    };
-    let e = alice.set_attributes(chmod.clone()).await.unwrap_err();
+    let chmod = tarn_client::SetAttributes { mode: Some(0o644), ..Default::default() };
+    let e = alice.set_attributes("/home/bob/secret", chmod.clone()).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
-    let chown = tarn_client::pb::SetAttributesRequest { owner: Some("alice".into()), ..chmod.clone() };
-    assert_eq!(alice.set_attributes(chown).await.unwrap_err().kind(), ErrorKind::PermissionDenied);
+    let chown = tarn_client::SetAttributes { owner: Some("alice".into()), ..chmod.clone() };
+    assert_eq!(alice.set_attributes("/home/bob/secret", chown).await.unwrap_err().kind(), ErrorKind::PermissionDenied);
     assert_eq!(alice.delete("/home/bob/secret", false, None).await.unwrap_err().kind(), ErrorKind::PermissionDenied);
     let id = bob.get_file_info("/home/bob/secret", false).await.unwrap().unwrap().file_id;
     let o = tarn_client::ConcatOptions { create_parent: true, ..Default::default() };
@@ -445,13 +441,8 @@ async fn a_users_private_file_is_private() {
 async fn give_home(admin: &NamenodeClient, user: &str) {
     let path = format!("/home/{user}");
     admin.mkdirs(&path).await.unwrap();
-    let own = tarn_client::pb::SetAttributesRequest {
-        path,
-        owner: Some(user.into()),
-        group: Some(user.into()),
-        ..Default::default()
-    };
-    admin.set_attributes(own).await.unwrap();
+    let own = tarn_client::SetAttributes { owner: Some(user.into()), group: Some(user.into()), ..Default::default() };
+    admin.set_attributes(&path, own).await.unwrap();
 }
 
 /// A person's certificate cannot serve: clients refuse a "namenode" presenting it.

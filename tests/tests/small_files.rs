@@ -57,7 +57,7 @@ async fn small_files_are_kept_sealed_by_every_namenode() {
         let put = store.put(&p, PutPayload::from(data.clone())).await.unwrap();
         // No blocks: the namenode answers with the bytes themselves.
         let r = nn.get_blocks("/w/a/x.bin", 0, 10).await.unwrap();
-        assert!(r.located.is_empty() && r.blocks.is_empty(), "{r:?}");
+        assert!(r.blocks.is_empty(), "{r:?}");
         assert_eq!(r.inline_data.as_deref(), Some(&data[..]));
         assert_eq!(r.length, data.len() as u64);
         // fsck knows it for a kept file, not a file with lost blocks.
@@ -95,7 +95,7 @@ async fn small_files_are_kept_sealed_by_every_namenode() {
         assert_eq!(read_all(nn.clone(), "/w/b/y.bin").await, second);
         let big = marked(INLINE_MAX + 1);
         store.put(&Path::from("b/y.bin"), PutPayload::from(big.clone())).await.unwrap();
-        assert_eq!(nn.get_blocks("/w/b/y.bin", 0, 10).await.unwrap().located.len(), 1, "over the limit: a block");
+        assert_eq!(nn.get_blocks("/w/b/y.bin", 0, 10).await.unwrap().blocks.len(), 1, "over the limit: a block");
         assert_eq!(read_all(nn.clone(), "/w/b/y.bin").await, big);
         store.put(&Path::from("b/y.bin"), PutPayload::from(data.clone())).await.unwrap();
         assert_eq!(read_all(nn.clone(), "/w/b/y.bin").await, data);
@@ -163,7 +163,7 @@ async fn small_files_go_to_blocks_where_the_namenodes_cannot_keep_them() {
         let store = TarnStore::with_root(nn.clone(), "/s");
         store.put(&Path::from("g"), PutPayload::from_static(b"ghi")).await.unwrap();
         let r = nn.get_blocks("/s/g", 0, 10).await.unwrap();
-        assert!(r.inline_data.is_none() && r.located.len() == 1, "{r:?}");
+        assert!(r.inline_data.is_none() && r.blocks.len() == 1, "{r:?}");
         assert_eq!(store.get(&Path::from("g")).await.unwrap().bytes().await.unwrap(), Bytes::from_static(b"ghi"));
         // Quotas count a small file's bytes times its replication.
         nn.mkdirs("/q").await.unwrap();

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
 use tarn_client::{CreateOptions, NamenodeClient, RetryPolicy};
@@ -271,12 +272,12 @@ async fn failover(runs: usize) -> anyhow::Result<()> {
             backoff_max: Duration::from_millis(50),
         });
         c.mkdirs(&format!("/failover/{run}")).await?;
-        let leader = c.cluster_status().await?.leader_id;
+        let leader = c.cluster_status().await?.leader_id.context("no leader")?;
         pc.kill(leader);
         let t = Instant::now();
         c.mkdirs(&format!("/failover/{run}/after")).await?;
         let took = t.elapsed();
-        let new_leader = c.cluster_status().await?.leader_id;
+        let new_leader = c.cluster_status().await?.leader_id.unwrap_or(0);
         println!("run {run}: killed leader {leader}, namenode {new_leader} acknowledged a write after {took:?}");
         times.push(took);
         pc.restart(leader).await;
@@ -287,7 +288,7 @@ async fn failover(runs: usize) -> anyhow::Result<()> {
             async move {
                 let s = c.cluster_status_of(&addr).await.ok()?;
                 let l = c.cluster_status().await.ok()?;
-                (s.leader_id != 0 && s.last_applied >= l.last_applied.saturating_sub(1)).then_some(())
+                (s.leader_id.is_some() && s.last_applied >= l.last_applied.saturating_sub(1)).then_some(())
             }
         })
         .await;
