@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -62,8 +62,10 @@ pub struct Transport {
 }
 
 struct Inner {
-    tls: Option<TlsState>,
+    tls: Option<Arc<TlsState>>,
     channels: Mutex<HashMap<String, Channel>>,
+    /// The local address outgoing connections are made from (`None`: the system's choice).
+    source_ip: Option<IpAddr>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -174,12 +176,29 @@ impl Transport {
     pub fn tls(paths: &TlsPaths) -> Result<Transport, SecurityError> {
         let m = load(paths)?;
         let tls = TlsState { paths: paths.clone(), current: Mutex::new((Arc::new(m), Instant::now())) };
-        Ok(Transport { inner: Arc::new(Inner { tls: Some(tls), channels: Mutex::default() }) })
+        Ok(Transport {
+            inner: Arc::new(Inner { tls: Some(Arc::new(tls)), channels: Mutex::default(), source_ip: None }),
+        })
     }
 
     /// Plaintext, no authentication: development only (callers print the warning).
     pub fn plaintext_dev() -> Transport {
-        Transport { inner: Arc::new(Inner { tls: None, channels: Mutex::default() }) }
+        Transport { inner: Arc::new(Inner { tls: None, channels: Mutex::default(), source_ip: None }) }
+    }
+
+    /// The same identity, with every outgoing connection made from local address `ip` (a
+    /// host with several addresses, or a test cluster whose nodes each have a loopback
+    /// address of their own, so that a proxy can tell them apart). Channels are not shared
+    /// with `self`.
+    pub fn with_source_ip(&self, ip: IpAddr) -> Transport {
+        Transport {
+            inner: Arc::new(Inner { tls: self.inner.tls.clone(), channels: Mutex::default(), source_ip: Some(ip) }),
+        }
+    }
+
+    /// See [`Transport::with_source_ip`].
+    pub fn source_ip(&self) -> Option<IpAddr> {
+        self.inner.source_ip
     }
 
     pub fn is_tls(&self) -> bool {
@@ -241,7 +260,7 @@ impl Transport {
     /// A lazily connecting channel over this transport.
     pub fn channel(&self, endpoint: Endpoint) -> Channel {
         match &self.inner.tls {
-            None => endpoint.connect_lazy(),
+            None => endpoint.local_address(self.inner.source_ip).connect_lazy(),
             Some(_) => endpoint.connect_with_connector_lazy(Connector { transport: self.clone() }),
         }
     }
@@ -332,6 +351,21 @@ struct Connector {
     transport: Transport,
 }
 
+/// A connection to `host:port` from local address `ip` (the first of the host's addresses
+/// of the same family that answers).
+async fn connect_from(ip: IpAddr, host: &str, port: u16) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address of the family of {ip}"));
+    for addr in tokio::net::lookup_host((host, port)).await?.filter(|a| a.is_ipv4() == ip.is_ipv4()) {
+        let socket = if ip.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        socket.bind(SocketAddr::new(ip, 0))?;
+        match socket.connect(addr).await {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
 type TlsIo = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
 
 impl tower_service::Service<Uri> for Connector {
@@ -350,7 +384,10 @@ impl tower_service::Service<Uri> for Connector {
             let host = uri.host().ok_or_else(|| bad(format!("{uri}: no host")))?;
             let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
             let port = uri.port_u16().ok_or_else(|| bad(format!("{uri}: no port")))?;
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            let tcp = match transport.inner.source_ip {
+                None => TcpStream::connect((host.as_str(), port)).await?,
+                Some(ip) => connect_from(ip, &host, port).await?,
+            };
             tcp.set_nodelay(true)?;
             let name = ServerName::try_from(host.clone()).map_err(|e| bad(format!("server name {host:?}: {e}")))?;
             let tls = transport.inner.tls.as_ref().ok_or_else(|| bad("not a TLS transport".into()))?;

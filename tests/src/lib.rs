@@ -11,6 +11,7 @@
 //! join as learners and are promoted), and wait on conditions with deadlines, never sleeps.
 
 pub mod compose;
+pub mod netproxy;
 pub use compose::ComposeCluster;
 
 use std::future::Future;
@@ -252,7 +253,7 @@ pub fn test_config(node_id: u64, dir: &Path) -> NamenodeConfig {
 pub async fn form_group(addrs: &[String]) -> NamenodeClient {
     let client = NamenodeClient::new(&addrs[..1], &admin()).expect("client");
     wait_for("node 1 to lead", Duration::from_secs(20), || async {
-        client.cluster_status().await.ok().filter(|s| s.leader_id == 1).map(|_| ())
+        client.cluster_status().await.ok().filter(|s| s.leader_id == Some(1)).map(|_| ())
     })
     .await;
     for (i, a) in addrs.iter().enumerate().skip(1) {
