@@ -77,7 +77,10 @@ impl DatanodeConfig {
 
 /// A running datanode.
 pub struct DatanodeHandle {
+    /// The address clients and other datanodes reach it at.
     pub addr: String,
+    /// The address it listens on (the same unless `advertise` names another).
+    pub listen: std::net::SocketAddr,
     pub uuid: String,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -163,5 +166,5 @@ pub async fn start(cfg: DatanodeConfig, transport: Transport, master: Option<Mas
     let link = Link { shared, nn, me, heartbeat_interval: Duration::from_secs(1), unsent_corrupt: Default::default() };
     let link = tokio::spawn(link.run(events_rx, shutdown.clone()));
     tracing::info!(%addr, %uuid, dirs = ?cfg.data_dirs, "datanode serving");
-    Ok(DatanodeHandle { addr, uuid, shutdown, tasks: vec![server, link, scanner] })
+    Ok(DatanodeHandle { addr, listen: bound, uuid, shutdown, tasks: vec![server, link, scanner] })
 }

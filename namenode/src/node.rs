@@ -263,6 +263,8 @@ pub struct NamenodeHandle {
     pub node_id: NodeId,
     /// The address clients and peers reach this node at.
     pub addr: String,
+    /// The address it listens on (the same unless `advertise` names another).
+    pub listen: SocketAddr,
     pub raft: Raft,
     shutdown: CancellationToken,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
@@ -450,7 +452,7 @@ pub async fn start(
     tokio::spawn(lease_monitor(state.clone(), shutdown.clone()));
     tokio::spawn(block_monitor(state, shutdown.clone()));
     tracing::info!(node_id = cfg.node_id, %addr, data_dir = %dir.display(), "namenode serving");
-    Ok(NamenodeHandle { node_id: cfg.node_id, addr, raft, shutdown, server, db: db_handle })
+    Ok(NamenodeHandle { node_id: cfg.node_id, addr, listen: bound, raft, shutdown, server, db: db_handle })
 }
 
 /// Who may call what: any certificate of the cluster may use the file system API (each

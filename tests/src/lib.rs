@@ -1,6 +1,9 @@
 //! The cluster harness every integration test and benchmark uses.
 //!
-//! - [`Cluster`] runs namenodes in this process (fast; stop and restart a node).
+//! - [`Cluster`] runs namenodes and datanodes in this process (fast; stop and restart a
+//!   node). Built with [`Cluster::builder`]; a `partitionable()` cluster puts a proxy in
+//!   front of every node ([`netproxy`]), so a test can cut the traffic between two nodes
+//!   ([`Cluster::partition`]) or between one node and all others ([`Cluster::isolate`]).
 //! - [`ProcCluster`] runs each namenode as a real `tarn namenode` process and each datanode
 //!   as a `tarn datanode` process, for faults that need one: SIGKILL, SIGSTOP, restart of
 //!   everything.
@@ -320,41 +323,217 @@ pub async fn wait_healthy(c: &NamenodeClient, path: &str, timeout: Duration) -> 
 }
 
 /// Namenodes (and optionally datanodes) in this process.
+/// A node of a test cluster: namenode `id`, or datanode `i` (both 1-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Node {
+    Namenode(u64),
+    Datanode(usize),
+}
+
+impl Node {
+    /// The loopback address it connects from in a partitionable cluster.
+    fn ip(self) -> std::net::IpAddr {
+        match self {
+            Node::Namenode(id) => netproxy::namenode_ip(id),
+            Node::Datanode(i) => netproxy::datanode_ip(i),
+        }
+    }
+}
+
+type NamenodeTune = Box<dyn Fn(&mut NamenodeConfig)>;
+type DatanodeTune = Box<dyn Fn(usize, &mut DatanodeConfig)>;
+
+/// What cluster to start: see [`Cluster::builder`].
+pub struct ClusterBuilder {
+    namenodes: usize,
+    datanodes: usize,
+    partitionable: bool,
+    tune_namenodes: NamenodeTune,
+    tune_datanodes: DatanodeTune,
+}
+
+impl ClusterBuilder {
+    pub fn namenodes(mut self, n: usize) -> Self {
+        self.namenodes = n;
+        self
+    }
+
+    /// Datanodes started (and counted live by the leader) before `start` returns.
+    pub fn datanodes(mut self, k: usize) -> Self {
+        self.datanodes = k;
+        self
+    }
+
+    /// Adjusts every namenode's configuration.
+    pub fn tune_namenodes(mut self, f: impl Fn(&mut NamenodeConfig) + 'static) -> Self {
+        self.tune_namenodes = Box::new(f);
+        self
+    }
+
+    /// Adjusts datanode `i`'s configuration (1-based).
+    pub fn tune_datanodes(mut self, f: impl Fn(usize, &mut DatanodeConfig) + 'static) -> Self {
+        self.tune_datanodes = Box::new(f);
+        self
+    }
+
+    /// Every node behind a proxy of the harness, connecting from a loopback address of its
+    /// own, so that tests can cut links ([`Cluster::partition`]). Off by default: the
+    /// proxies copy every byte once more.
+    pub fn partitionable(mut self) -> Self {
+        self.partitionable = true;
+        self
+    }
+
+    /// Starts the cluster in this process.
+    pub async fn start(self) -> Cluster {
+        init_logging();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cl = Cluster {
+            nodes: Vec::new(),
+            configs: Vec::new(),
+            addrs: Vec::new(),
+            datanodes: Vec::new(),
+            datanode_dirs: Vec::new(),
+            proxies: std::collections::BTreeMap::new(),
+            partitionable: self.partitionable,
+            tune_datanodes: self.tune_datanodes,
+            _dir: dir,
+        };
+        for i in 1..=self.namenodes as u64 {
+            let mut c = test_config(i, &cl._dir.path().join(format!("nn{i}")));
+            if i == 1 {
+                c.initial_members = vec!["1@".into()];
+            }
+            (self.tune_namenodes)(&mut c);
+            if cl.partitionable {
+                let p = netproxy::NodeProxy::start().await;
+                c.advertise = Some(p.addr());
+                cl.proxies.insert(Node::Namenode(i), p);
+            }
+            let h = tarn_namenode::start(c.clone(), cl.nn_transport(i), small_files()).await.expect("start namenode");
+            cl.route(Node::Namenode(i), &h.listen.to_string());
+            cl.addrs.push(h.addr.clone());
+            cl.nodes.push(Some(h));
+            cl.configs.push(c);
+        }
+        form_group(&cl.addrs).await;
+        cl.start_datanodes(self.datanodes).await;
+        cl
+    }
+}
+
 pub struct Cluster {
     pub nodes: Vec<Option<NamenodeHandle>>,
     pub configs: Vec<NamenodeConfig>,
     pub addrs: Vec<String>,
     pub datanodes: Vec<Option<DatanodeHandle>>,
     pub datanode_dirs: Vec<PathBuf>,
+    proxies: std::collections::BTreeMap<Node, netproxy::NodeProxy>,
+    partitionable: bool,
+    tune_datanodes: DatanodeTune,
     _dir: tempfile::TempDir,
 }
 
 impl Cluster {
-    /// Starts `n` namenodes, `tune` adjusting each configuration.
-    pub async fn start(n: usize, tune: impl Fn(&mut NamenodeConfig)) -> Cluster {
-        init_logging();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut nodes = Vec::new();
-        let mut configs = Vec::new();
-        let mut addrs = Vec::new();
-        for i in 1..=n as u64 {
-            let mut c = test_config(i, &dir.path().join(format!("nn{i}")));
-            if i == 1 {
-                c.initial_members = vec!["1@".into()];
-            }
-            tune(&mut c);
-            let h = tarn_namenode::start(c.clone(), nn_transport(i), small_files()).await.expect("start namenode");
-            addrs.push(h.addr.clone());
-            nodes.push(Some(h));
-            configs.push(c);
+    /// A cluster of one namenode and no datanodes, in this process, unless told otherwise.
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder {
+            namenodes: 1,
+            datanodes: 0,
+            partitionable: false,
+            tune_namenodes: Box::new(|_| {}),
+            tune_datanodes: Box::new(|_, _| {}),
         }
-        form_group(&addrs).await;
-        Cluster { nodes, configs, addrs, datanodes: Vec::new(), datanode_dirs: Vec::new(), _dir: dir }
     }
 
-    /// Starts `k` more datanodes in this process and waits until the leader counts them.
+    /// Starts `n` namenodes, `tune` adjusting each configuration.
+    pub async fn start(n: usize, tune: impl Fn(&mut NamenodeConfig) + 'static) -> Cluster {
+        Cluster::builder().namenodes(n).tune_namenodes(tune).start().await
+    }
+
+    /// Namenode `id`'s transport (from its own loopback address if partitionable).
+    fn nn_transport(&self, id: u64) -> Transport {
+        let t = nn_transport(id);
+        if self.partitionable {
+            t.with_source_ip(Node::Namenode(id).ip())
+        } else {
+            t
+        }
+    }
+
+    /// Points `node`'s proxy (if any) at where it listens now.
+    fn route(&self, node: Node, listen: &str) {
+        if let Some(p) = self.proxies.get(&node) {
+            p.set_target(listen);
+        }
+    }
+
+    fn proxy(&self, node: Node) -> &netproxy::NodeProxy {
+        assert!(self.partitionable, "links can be cut only in a cluster built partitionable()");
+        self.proxies.get(&node).unwrap_or_else(|| panic!("{node:?} is not in the cluster"))
+    }
+
+    /// Cuts the traffic between `a` and `b` both ways (a real cut: their connections stall,
+    /// nothing is refused or reset). Clients of the test are not cut.
+    pub fn partition(&self, a: Node, b: Node) {
+        self.proxy(b).block(a.ip());
+        self.proxy(a).block(b.ip());
+    }
+
+    /// Lets traffic between `a` and `b` flow again; stalled connections carry on.
+    pub fn heal(&self, a: Node, b: Node) {
+        self.proxy(b).unblock(a.ip());
+        self.proxy(a).unblock(b.ip());
+    }
+
+    /// Every node of the cluster but `a`.
+    fn others(&self, a: Node) -> Vec<Node> {
+        self.proxies.keys().copied().filter(|n| *n != a).collect()
+    }
+
+    /// Cuts `a` off from every other node (not from the test's clients).
+    pub fn isolate(&self, a: Node) {
+        for b in self.others(a) {
+            self.partition(a, b);
+        }
+    }
+
+    /// Heals every cut of `a`.
+    pub fn rejoin(&self, a: Node) {
+        for b in self.others(a) {
+            self.heal(a, b);
+        }
+    }
+
+    /// Flips a byte in the middle of datanode `i`'s replica of block `block_id` (its file
+    /// on disk, underneath the datanode); returns the file.
+    pub fn corrupt_replica(&self, i: usize, block_id: u64) -> PathBuf {
+        let name = format!("blk_{block_id}");
+        let mut stack = vec![self.datanode_dirs[i - 1].clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if e.file_name().to_string_lossy() == name {
+                    let mut bytes = std::fs::read(&p).expect("read replica");
+                    assert!(!bytes.is_empty(), "{}: an empty replica has no byte to flip", p.display());
+                    let at = bytes.len() / 2;
+                    bytes[at] ^= 0x01;
+                    std::fs::write(&p, &bytes).expect("write replica");
+                    return p;
+                }
+            }
+        }
+        panic!("datanode {i} holds no replica of block {block_id}")
+    }
+
+    /// Starts `k` more datanodes in this process (tuned as the builder said) and waits
+    /// until the leader counts them.
     pub async fn start_datanodes(&mut self, k: usize) {
-        self.start_datanodes_with(k, |_, _| {}).await
+        let tune = std::mem::replace(&mut self.tune_datanodes, Box::new(|_, _| {}));
+        self.start_datanodes_with(k, &tune).await;
+        self.tune_datanodes = tune;
     }
 
     /// Starts `k` more datanodes, `tune(i, config)` adjusting datanode `i`'s (1-based).
@@ -364,9 +543,15 @@ impl Cluster {
             let d = self._dir.path().join(format!("dn{i}"));
             let mut cfg = datanode_config(&d, &self.addrs);
             tune(i, &mut cfg);
-            let h = tarn_datanode::start(cfg, pki().transport(Role::Datanode, &format!("dn{i}")), Some(pki().master()))
-                .await
-                .expect("start datanode");
+            let mut t = pki().transport(Role::Datanode, &format!("dn{i}"));
+            if self.partitionable {
+                let p = netproxy::NodeProxy::start().await;
+                cfg.advertise = Some(p.addr());
+                self.proxies.insert(Node::Datanode(i), p);
+                t = t.with_source_ip(Node::Datanode(i).ip());
+            }
+            let h = tarn_datanode::start(cfg, t, Some(pki().master())).await.expect("start datanode");
+            self.route(Node::Datanode(i), &h.listen.to_string());
             self.datanodes.push(Some(h));
             self.datanode_dirs.push(d);
         }
@@ -389,8 +574,14 @@ impl Cluster {
     /// Starts a new node `id` that is not yet a member (join it with the admin API).
     pub async fn start_unjoined(&mut self, id: u64) -> String {
         assert_eq!(id as usize, self.nodes.len() + 1, "node ids are dense");
-        let c = test_config(id, &self._dir.path().join(format!("nn{id}")));
-        let h = tarn_namenode::start(c.clone(), nn_transport(id), small_files()).await.expect("start namenode");
+        let mut c = test_config(id, &self._dir.path().join(format!("nn{id}")));
+        if self.partitionable {
+            let p = netproxy::NodeProxy::start().await;
+            c.advertise = Some(p.addr());
+            self.proxies.insert(Node::Namenode(id), p);
+        }
+        let h = tarn_namenode::start(c.clone(), self.nn_transport(id), small_files()).await.expect("start namenode");
+        self.route(Node::Namenode(id), &h.listen.to_string());
         let addr = h.addr.clone();
         self.nodes.push(Some(h));
         self.configs.push(c);
@@ -415,12 +606,14 @@ impl Cluster {
     pub async fn restart_with(&mut self, id: u64, sf: tarn_namenode::SmallFiles) {
         let c = self.configs[id as usize - 1].clone();
         // The stopped node's storage is released as its tasks wind down.
+        let t = self.nn_transport(id);
         let h = wait_for("the namenode to restart", Duration::from_secs(20), || {
-            let (c, sf) = (c.clone(), sf.clone());
-            async move { tarn_namenode::start(c, nn_transport(id), sf).await.ok() }
+            let (c, sf, t) = (c.clone(), sf.clone(), t.clone());
+            async move { tarn_namenode::start(c, t, sf).await.ok() }
         })
         .await;
         assert_eq!(h.addr, self.addrs[id as usize - 1], "restarted on another address");
+        self.route(Node::Namenode(id), &h.listen.to_string());
         self.nodes[id as usize - 1] = Some(h);
     }
 
@@ -446,6 +639,21 @@ impl Cluster {
         }
         assert_no_unexpected_errors();
     }
+}
+
+/// Waits until `nodes` have applied the same entries, failing if two nodes at the same
+/// index hold different bytes; returns that index and the state's digest.
+pub async fn same_state(nodes: &[&NamenodeHandle]) -> (u64, u32) {
+    wait_for("equal state machines", Duration::from_secs(20), || async {
+        let states: Vec<(u64, u32)> = nodes.iter().map(|n| n.state_digest().expect("digest")).collect();
+        let first = states[0];
+        // At one index every replica must hold the same bytes.
+        for s in &states {
+            assert!(s.0 != first.0 || s.1 == first.1, "replicas differ at index {}: {states:?}", first.0);
+        }
+        states.iter().all(|s| *s == first).then_some(first)
+    })
+    .await
 }
 
 /// The `tarn` binary built beside the test executable (`target/<profile>/tarn`).

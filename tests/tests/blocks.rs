@@ -169,11 +169,10 @@ async fn a_readers_report_of_a_corrupt_replica_gets_it_replaced() {
         let data = pattern(3 * BS as usize / 2, 17);
         write_file(&c, "/bad/f", &data, 1 << 20, BS).await;
         wait_healthy(&c, "/bad", Duration::from_secs(30)).await;
-        let victim = block_files(&cl.datanode_dirs[0]).into_iter().next().expect("a replica on datanode 1");
-        let mut bad = std::fs::read(&victim).unwrap();
-        let at = bad.len() / 2;
-        bad[at] ^= 0x01;
-        std::fs::write(&victim, &bad).unwrap();
+        // Three datanodes, three replicas: datanode 1 holds the first block.
+        let first = c.get_blocks("/bad/f", 0, 1).await.unwrap().blocks[0].block.block_id;
+        let victim = cl.corrupt_replica(1, first);
+        let bad = std::fs::read(&victim).unwrap();
         // Readers try replicas in the order the namenode shuffled them: read until one
         // started with the corrupt replica, found it and reported it.
         wait_for("a reader to report the corrupt replica", Duration::from_secs(30), || async {

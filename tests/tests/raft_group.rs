@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tarn_client::{CreateOptions, NamenodeClient};
-use tarn_tests::{wait_for, Cluster};
+use tarn_tests::{same_state, wait_for, Cluster};
 
 async fn touch(c: &NamenodeClient, path: &str) {
     let f = c.create(path, &CreateOptions { create_parent: true, ..Default::default() }).await.expect("create");
@@ -21,18 +21,6 @@ async fn full_listing(c: &NamenodeClient) -> Vec<(String, u64)> {
 
 /// Waits until `nodes` have applied the same entries and returns the index and the digest
 /// of the state machine they then share; fails the test if their contents differ.
-async fn same_state(nodes: &[&tarn_namenode::NamenodeHandle]) -> (u64, u32) {
-    wait_for("equal state machines", Duration::from_secs(20), || async {
-        let states: Vec<(u64, u32)> = nodes.iter().map(|n| n.state_digest().expect("digest")).collect();
-        let first = states[0];
-        // At one index every replica must hold the same bytes.
-        for s in &states {
-            assert!(s.0 != first.0 || s.1 == first.1, "replicas differ at index {}: {states:?}", first.0);
-        }
-        states.iter().all(|s| *s == first).then_some(first)
-    })
-    .await
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn followers_redirect_and_replicate() {
