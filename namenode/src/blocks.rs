@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use rand::seq::SliceRandom;
 
+/// A transfer not confirmed by a block report within this time is scheduled again.
+pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Where a datanode is reached.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Location {
@@ -475,9 +478,7 @@ impl BlockManager {
     /// Whether a copy of `block_id` was queued recently enough to still be under way.
     pub fn transfer_pending(&self, block_id: u64, now: Instant) -> bool {
         let g = self.lock();
-        g.transfers
-            .get(&block_id)
-            .is_some_and(|t| now.saturating_duration_since(*t) < crate::dn_service::TRANSFER_TIMEOUT)
+        g.transfers.get(&block_id).is_some_and(|t| now.saturating_duration_since(*t) < TRANSFER_TIMEOUT)
     }
 
     /// A replica of `block_id` arrived somewhere: a queued copy is no longer pending.

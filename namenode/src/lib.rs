@@ -11,7 +11,14 @@
 //! - [`network`]: the Raft transport between namenodes.
 //! - [`proposer`]: write batching and linearizable reads on the leader.
 //! - [`leases`]: writer leases (leader soft state).
-//! - [`service`]: the gRPC client and admin services.
+//! - [`blocks`]: the block manager: datanodes, replica locations, placement (leader soft state).
+//! - [`state`]: what the services and background tasks share; the leader's typed error.
+//! - [`safe_mode`]: no changes after a start until enough blocks have a reported replica.
+//! - [`monitor`]: the block monitor (replication, deletion, draining, block recovery).
+//! - [`report`]: the datanode report, fsck, readers' corrupt-replica reports.
+//! - [`tokens`]: block access tokens.
+//! - [`service`], [`dn_service`]: the gRPC client, admin and datanode services (the RPC
+//!   edge: the only modules besides [`network`] that make gRPC statuses).
 //! - [`node`]: configuration, start-up and shutdown.
 
 pub mod blocks;
@@ -20,13 +27,17 @@ pub mod error;
 pub mod format;
 pub mod kv;
 pub mod leases;
+pub mod monitor;
 pub mod namespace;
 pub mod network;
 pub mod node;
 pub mod path;
 pub mod proposer;
 pub mod records;
+pub mod report;
+pub mod safe_mode;
 pub mod service;
+pub mod state;
 pub mod store;
 pub mod tokens;
 pub mod topology;

@@ -24,7 +24,9 @@ use crate::leases::{LeaseLimits, Leases};
 use crate::network::{RaftNet, RaftTransportService, RAFT_MESSAGE_BYTES_MAX};
 use crate::proposer::{BatchLimits, Proposer, ReadGate};
 use crate::records::{parse_u64, CF_UC};
-use crate::service::{AdminService, FileDefaults, NamenodeService, NodeState};
+use crate::service::{AdminService, NamenodeService};
+pub use crate::state::SmallFiles;
+use crate::state::{FileDefaults, NodeState};
 use crate::store::{open_db, DbMemory, LogStore, StateMachine};
 use crate::types::{NodeId, Op, Raft};
 
@@ -343,43 +345,6 @@ fn raft_config(cfg: &NamenodeConfig) -> Result<openraft::Config, NamenodeError> 
     c.validate().map_err(|e| NamenodeError::Config(format!("namenode.raft: {e}")))
 }
 
-/// Whether and how a namenode keeps small files' bytes in the namespace
-/// (`tarn_security::small_file`).
-#[derive(Debug, Clone)]
-pub enum SmallFiles {
-    /// Not at all (no master key): clients write every file to blocks.
-    Off,
-    /// Sealed under the cluster master key `key` before they enter the Raft log; opened
-    /// with it or, during a rotation, with one of the `previous` keys.
-    Sealed { key: tarn_security::MasterKey, previous: Vec<tarn_security::MasterKey> },
-    /// In the clear: dev mode without a master key (the operator was warned).
-    Clear,
-}
-
-impl SmallFiles {
-    /// Sealed under `key` only.
-    pub fn sealed(key: tarn_security::MasterKey) -> SmallFiles {
-        SmallFiles::Sealed { key, previous: Vec::new() }
-    }
-
-    /// The key new files are sealed under (none: off or clear).
-    pub fn key(&self) -> Option<&tarn_security::MasterKey> {
-        match self {
-            SmallFiles::Sealed { key, .. } => Some(key),
-            _ => None,
-        }
-    }
-
-    /// Every key kept bytes may be opened with: the current one first.
-    pub fn keys(&self) -> impl Iterator<Item = &tarn_security::MasterKey> + Clone {
-        let (key, previous) = match self {
-            SmallFiles::Sealed { key, previous } => (Some(key), &previous[..]),
-            _ => (None, &[][..]),
-        };
-        key.into_iter().chain(previous.iter())
-    }
-}
-
 /// Starts a namenode and returns once it is serving; `transport` secures every link
 /// (clients, peers, datanodes); `small_files` says whether the namespace keeps small
 /// files' bytes (every namenode of a group should be given the same master key).
@@ -439,7 +404,7 @@ pub async fn start(
             ..Default::default()
         }),
         datanode_heartbeat: Duration::from_millis(cfg.datanodes.heartbeat_interval_ms),
-        safe_mode: crate::dn_service::SafeMode::new(cfg.datanodes.safe_mode_threshold),
+        safe_mode: crate::safe_mode::SafeMode::new(cfg.datanodes.safe_mode_threshold),
         topology,
         transport: transport.clone(),
         block_keys: tarn_security::BlockKeys::new(),
@@ -527,12 +492,12 @@ async fn initialize(cfg: &NamenodeConfig, raft: &Raft, addr: &str) -> Result<(),
 /// Runs the block monitor on the leader: dead datanodes, deleted blocks' replicas,
 /// re-replication.
 async fn block_monitor(state: Arc<NodeState>, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(crate::dn_service::MONITOR_INTERVAL);
+    let mut tick = tokio::time::interval(crate::monitor::MONITOR_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tick.tick() => crate::dn_service::monitor_round(&state).await,
+            _ = tick.tick() => crate::monitor::monitor_round(&state).await,
         }
     }
 }
@@ -574,7 +539,7 @@ async fn lease_monitor(state: Arc<NodeState>, shutdown: CancellationToken) {
         }
         for (file_id, holder) in expired {
             tracing::info!(file_id, %holder, "lease hard limit passed; closing the file");
-            let last_block_length = crate::dn_service::recover_last_block(&state, file_id, &holder).await;
+            let last_block_length = crate::monitor::recover_last_block(&state, file_id, &holder).await;
             let op = Op::RecoverLease { file_id, holder: Some(holder), last_block_length };
             if let Err(e) = state.proposer.propose(None, op).await {
                 tracing::debug!(error = %e, "lease recovery not proposed");

@@ -19,12 +19,12 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use crate::error::FsError;
-use crate::kv::{Db, SnapView};
-use crate::leases::Leases;
+use crate::kv::SnapView;
 use crate::namespace::{Caller, Sight, EXECUTE, READ, WRITE};
 use crate::namespace::{Found, Namespace};
-use crate::proposer::{ProposeError, Proposer, ReadGate};
+use crate::proposer::ProposeError;
 use crate::records::{BlockRec, Inode, Kind};
+use crate::state::{NodeState, StateError};
 use crate::types::{
     ConcatOp, CreateOp, MkdirOp, NodeId, Op, OpOutput, PutInlineOp, Raft, RenameOp, RequestId, SetAttributesOp,
 };
@@ -32,39 +32,6 @@ use crate::types::{
 /// Entries returned by one listing call at most.
 pub const LIST_LIMIT_MAX: usize = 10_000;
 pub const LIST_LIMIT_DEFAULT: usize = 1000;
-
-/// Defaults for new files.
-#[derive(Debug, Clone, Copy)]
-pub struct FileDefaults {
-    pub replication: u16,
-    pub block_size: u64,
-}
-
-/// What the services share.
-pub struct NodeState {
-    pub node_id: NodeId,
-    pub raft: Raft,
-    pub db: Arc<Db>,
-    pub proposer: Proposer,
-    pub reads: ReadGate,
-    pub leases: Leases,
-    pub defaults: FileDefaults,
-    /// Datanodes and replica locations (leader soft state).
-    pub blocks: crate::blocks::BlockManager,
-    /// The heartbeat interval datanodes are told to use.
-    pub datanode_heartbeat: std::time::Duration,
-    pub safe_mode: crate::dn_service::SafeMode,
-    /// Racks of datanodes, from `namenode.datanodes.topology_file`.
-    pub topology: crate::topology::Topology,
-    /// How this node reaches its peers and datanodes.
-    pub transport: tarn_security::Transport,
-    /// The block keys this node signs block access tokens with (see [`crate::tokens`]).
-    pub block_keys: tarn_security::BlockKeys,
-    /// One new block key at a time.
-    pub block_key_lock: tokio::sync::Mutex<()>,
-    /// How small files' bytes are kept in the namespace, if at all.
-    pub small_files: crate::node::SmallFiles,
-}
 
 /// A refusal of `kind`: its status code and its name in the `x-tarn-error` metadata.
 pub(crate) fn kind_status(kind: ErrorKind, message: impl Into<String>) -> Status {
@@ -122,6 +89,20 @@ pub(crate) fn propose_status(node: NodeId, e: &ProposeError) -> Status {
         ProposeError::NoQuorum(m) => Status::unavailable(format!("namenode {node} cannot reach a quorum: {m}")),
         ProposeError::Fatal(m) => Status::unavailable(format!("namenode {node} is stopping: {m}")),
     }
+}
+
+/// The status a client sees for an error of the leader's core work.
+pub(crate) fn state_status(node: NodeId, e: &StateError) -> Status {
+    match e {
+        StateError::Fs(e) => fs_status(e),
+        StateError::Propose(e) => propose_status(node, e),
+        StateError::InvalidRequest(m) => Status::invalid_argument(m.clone()),
+    }
+}
+
+/// Refuses the call unless this node leads (with the leader's address when known).
+pub(crate) fn require_leader(s: &NodeState) -> Result<(), Status> {
+    crate::state::ensure_leader(s).map_err(|e| propose_status(s.node_id, &e))
 }
 
 fn rid(r: Option<pb::RequestId>) -> Option<RequestId> {
@@ -247,9 +228,9 @@ impl NamenodeService {
     }
 
     async fn write(&self, r: Option<RequestId>, op: Op) -> Result<OpOutput, Status> {
-        if let Some(why) = crate::dn_service::safe_mode_message(&self.s) {
+        if let Some(why) = crate::monitor::safe_mode_message(&self.s) {
             // Only the leader's safe mode counts; a follower forwards the client anyway.
-            if crate::dn_service::ensure_leader(&self.s).is_ok() {
+            if crate::state::ensure_leader(&self.s).is_ok() {
                 return Err(kind_status(ErrorKind::SafeMode, why));
             }
         }
@@ -321,7 +302,7 @@ impl NamenodeService {
         self.s.blocks.set_pipeline(b.block_id, targets.iter().map(|t| t.uuid.clone()).collect(), now);
         pb::AddBlockResponse {
             block: Some(block_pb(b)),
-            targets: targets.iter().map(crate::dn_service::location_pb).collect(),
+            targets: targets.iter().map(crate::report::location_pb).collect(),
             token: crate::tokens::issue(&self.s, b.block_id, b.generation, crate::tokens::WRITE, &who.user),
         }
     }
@@ -408,8 +389,8 @@ impl Namenode for NamenodeService {
         let path = Self::normalized(&r.path)?;
         let client_name = holder(&who, &r.client_name)?;
         if r.allocate_block {
-            crate::dn_service::ensure_leader(&self.s)?;
-            crate::tokens::ensure_key(&self.s).await?;
+            require_leader(&self.s)?;
+            crate::tokens::ensure_key(&self.s).await.map_err(|e| state_status(self.s.node_id, &e))?;
         }
         self.s.leases.renew(&client_name);
         let op = CreateOp {
@@ -458,8 +439,8 @@ impl Namenode for NamenodeService {
         let who = checked_caller(&req)?;
         let r = req.into_inner();
         let path = Self::normalized(&r.path)?;
-        crate::dn_service::ensure_leader(&self.s)?;
-        crate::tokens::ensure_key(&self.s).await?;
+        require_leader(&self.s)?;
+        crate::tokens::ensure_key(&self.s).await.map_err(|e| state_status(self.s.node_id, &e))?;
         let client_name = holder(&who, &r.client_name)?;
         self.s.leases.renew(&client_name);
         let replication = {
@@ -486,7 +467,7 @@ impl Namenode for NamenodeService {
         let who = checked_caller(&req)?;
         let r = req.into_inner();
         let path = Self::normalized(&r.path)?;
-        crate::tokens::ensure_key(&self.s).await?;
+        crate::tokens::ensure_key(&self.s).await.map_err(|e| state_status(self.s.node_id, &e))?;
         let client_name = holder(&who, &r.client_name)?;
         self.s.leases.renew(&client_name);
         let op = Op::UpdatePipeline { path, file_id: r.file_id, client_name, block_id: r.block_id };
@@ -499,7 +480,7 @@ impl Namenode for NamenodeService {
                     .nodes
                     .iter()
                     .filter_map(|u| live.iter().find(|n| &n.loc.uuid == u))
-                    .map(|n| crate::dn_service::location_pb(&n.loc))
+                    .map(|n| crate::report::location_pb(&n.loc))
                     .collect();
                 let token = crate::tokens::issue(&self.s, b.block_id, b.generation, crate::tokens::WRITE, &who.user);
                 Ok(Response::new(pb::UpdatePipelineResponse { block: Some(block_pb(&b)), targets, token }))
@@ -530,7 +511,7 @@ impl Namenode for NamenodeService {
     }
 
     async fn put_small(&self, req: Request<pb::PutSmallRequest>) -> Result<Response<pb::CompleteResponse>, Status> {
-        use crate::node::SmallFiles;
+        use crate::state::SmallFiles;
         let who = checked_caller(&req)?;
         let r = req.into_inner();
         let p = r
@@ -654,7 +635,7 @@ impl Namenode for NamenodeService {
                 ..Default::default()
             }));
         }
-        crate::tokens::ensure_key(&self.s).await?;
+        crate::tokens::ensure_key(&self.s).await.map_err(|e| state_status(self.s.node_id, &e))?;
         let now = std::time::Instant::now();
         let located = blocks
             .iter()
@@ -664,7 +645,7 @@ impl Namenode for NamenodeService {
                 live.shuffle(&mut rand::rng());
                 pb::LocatedBlock {
                     block: Some(block_pb(b)),
-                    locations: live.iter().map(crate::dn_service::location_pb).collect(),
+                    locations: live.iter().map(crate::report::location_pb).collect(),
                     under_construction: inode.last_block_open && b.index + 1 == inode.block_count,
                     token: crate::tokens::issue(&self.s, b.block_id, 0, crate::tokens::READ, &who.user),
                 }
@@ -907,8 +888,8 @@ impl Namenode for NamenodeService {
         let Some(holder) = found.inode.writer.clone() else {
             return Ok(Response::new(pb::RecoverLeaseResponse { closed: true }));
         };
-        crate::dn_service::ensure_leader(&self.s)?;
-        let last_block_length = crate::dn_service::recover_last_block(&self.s, found.inode.id, &holder).await;
+        require_leader(&self.s)?;
+        let last_block_length = crate::monitor::recover_last_block(&self.s, found.inode.id, &holder).await;
         let op = Op::RecoverLease { file_id: found.inode.id, holder: Some(holder), last_block_length };
         match self.write(rid(r.request_id), on_behalf(&who, op)).await? {
             OpOutput::LeaseRecovered { closed } => Ok(Response::new(pb::RecoverLeaseResponse { closed })),
@@ -921,7 +902,8 @@ impl Namenode for NamenodeService {
         req: Request<pb::ReportBadBlocksRequest>,
     ) -> Result<Response<pb::ReportBadBlocksResponse>, Status> {
         let who = checked_caller(&req)?;
-        let marked = crate::dn_service::reader_reported_bad(&self.s, &who, &req.into_inner())?;
+        let marked = crate::report::reader_reported_bad(&self.s, &who, &req.into_inner())
+            .map_err(|e| state_status(self.s.node_id, &e))?;
         Ok(Response::new(pb::ReportBadBlocksResponse { marked }))
     }
 }
@@ -1029,7 +1011,7 @@ impl NamenodeAdmin for AdminService {
         &self,
         _req: Request<pb::DatanodeReportRequest>,
     ) -> Result<Response<pb::DatanodeReportResponse>, Status> {
-        Ok(Response::new(crate::dn_service::datanode_report(&self.s)?))
+        Ok(Response::new(crate::report::datanode_report(&self.s).map_err(|e| state_status(self.s.node_id, &e))?))
     }
 
     async fn decommission(
@@ -1037,7 +1019,7 @@ impl NamenodeAdmin for AdminService {
         req: Request<pb::DecommissionRequest>,
     ) -> Result<Response<pb::DecommissionResponse>, Status> {
         let r = req.into_inner();
-        crate::dn_service::ensure_leader(&self.s)?;
+        require_leader(&self.s)?;
         let nodes = self.s.blocks.all_nodes(std::time::Instant::now());
         let uuid = nodes
             .iter()
@@ -1051,7 +1033,7 @@ impl NamenodeAdmin for AdminService {
             Ok(Err(e)) => return Err(fs_status(&e)),
             Err(e) => return Err(propose_status(self.s.node_id, &e)),
         }
-        crate::dn_service::refresh_draining(&self.s);
+        crate::monitor::refresh_draining(&self.s);
         tracing::info!(%uuid, on = r.on, "decommission set");
         Ok(Response::new(pb::DecommissionResponse { uuid }))
     }
@@ -1060,14 +1042,14 @@ impl NamenodeAdmin for AdminService {
         &self,
         _req: Request<pb::LeaveSafeModeRequest>,
     ) -> Result<Response<pb::LeaveSafeModeResponse>, Status> {
-        crate::dn_service::ensure_leader(&self.s)?;
-        crate::dn_service::leave_safe_mode(&self.s);
+        require_leader(&self.s)?;
+        crate::monitor::leave_safe_mode(&self.s);
         Ok(Response::new(pb::LeaveSafeModeResponse {}))
     }
 
     async fn fsck(&self, req: Request<pb::FsckRequest>) -> Result<Response<pb::FsckResponse>, Status> {
         let r = req.into_inner();
-        Ok(Response::new(crate::dn_service::fsck(&self.s, &r)?))
+        Ok(Response::new(crate::report::fsck(&self.s, &r).map_err(|e| state_status(self.s.node_id, &e))?))
     }
 
     async fn change_group(
@@ -1109,7 +1091,7 @@ impl NamenodeAdmin for AdminService {
     ) -> Result<Response<pb::ResealSmallFilesResponse>, Status> {
         use tarn_security::small_file;
         let after = req.into_inner().after_file_id;
-        crate::dn_service::ensure_leader(&self.s)?;
+        require_leader(&self.s)?;
         let Some(key) = self.s.small_files.key() else {
             return Err(Status::failed_precondition(
                 "this namenode has no master key: it keeps no sealed small files (security.master_key_file)",

@@ -7,19 +7,19 @@
 
 use tarn_security::block_token::{self, KEY_ROLL_MS};
 use tarn_security::BlockKey;
-use tonic::Status;
 
+use crate::error::FsError;
 use crate::kv::SnapView;
 use crate::namespace::Namespace;
-use crate::service::{fs_status, propose_status, NodeState};
+use crate::state::{NodeState, StateError};
 use crate::types::Op;
 
 pub use tarn_security::block_token::{READ, WRITE};
 
 /// Copies the replicated keys into this node's signer.
-pub fn load(s: &NodeState) -> Result<(), Status> {
+pub fn load(s: &NodeState) -> Result<(), FsError> {
     let view = SnapView::new(&s.db);
-    let keys = Namespace::new(&view, 0).block_keys().map_err(|e| fs_status(&e))?;
+    let keys = Namespace::new(&view, 0).block_keys()?;
     s.block_keys.set(keys);
     Ok(())
 }
@@ -30,7 +30,7 @@ fn fresh(k: Option<&BlockKey>, now_ms: u64) -> bool {
 
 /// Makes sure this node (the leader) signs with a key that is not due to roll: loads the
 /// replicated keys, and if the newest is missing or old, proposes a new one.
-pub async fn ensure_key(s: &NodeState) -> Result<(), Status> {
+pub async fn ensure_key(s: &NodeState) -> Result<(), StateError> {
     let now = block_token::now_ms();
     if fresh(s.block_keys.newest().as_ref(), now) {
         return Ok(());
@@ -43,13 +43,9 @@ pub async fn ensure_key(s: &NodeState) -> Result<(), Status> {
     }
     let id = newest.map(|k| k.id.wrapping_add(1)).unwrap_or(1);
     let op = Op::AddBlockKey { key: BlockKey::generate(id, now) };
-    match s.proposer.propose(None, op).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(fs_status(&e)),
-        Err(e) => return Err(propose_status(s.node_id, &e)),
-    }
+    s.propose(op).await?;
     tracing::info!(key_id = id, "new block key");
-    load(s)
+    Ok(load(s)?)
 }
 
 /// A token letting `user` use `block_id` for `modes` (a write token for generation
