@@ -840,6 +840,15 @@ impl NamenodeClient {
         Ok(r.groups.into_iter().map(|g| (g.name, g.members)).collect())
     }
 
+    /// Raises the cluster's format to the newest its members' binaries read (the last step
+    /// of a rolling upgrade); returns the format before and after. Refused with
+    /// [`ErrorKind::UpgradePending`], naming them, while a member runs an older binary or
+    /// has not answered the leader lately.
+    pub async fn finalize_upgrade(&self) -> Result<(u32, u32)> {
+        let r = rpc!(self, admin, finalize_upgrade, pb::FinalizeUpgradeRequest {})?;
+        Ok((r.previous_format, r.cluster_format))
+    }
+
     /// Makes the leader leave safe mode now.
     pub async fn leave_safe_mode(&self) -> Result<()> {
         rpc!(self, admin, leave_safe_mode, pb::LeaveSafeModeRequest {}).map(|_| ())

@@ -174,6 +174,10 @@ pub struct ClusterStatus {
     pub last_applied: u64,
     pub snapshot_index: u64,
     pub members: Vec<Member>,
+    /// The format the group writes in (raised by [`crate::NamenodeClient::finalize_upgrade`]).
+    pub cluster_format: u32,
+    /// The newest format the answering node's binary reads.
+    pub binary_format: u32,
 }
 
 impl From<pb::ClusterStatusResponse> for ClusterStatus {
@@ -187,6 +191,8 @@ impl From<pb::ClusterStatusResponse> for ClusterStatus {
             last_log_index: s.last_log_index,
             last_applied: s.last_applied,
             snapshot_index: s.snapshot_index,
+            cluster_format: s.cluster_format,
+            binary_format: s.binary_format,
             members: s
                 .members
                 .into_iter()

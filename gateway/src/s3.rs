@@ -159,7 +159,10 @@ fn fs_err(what: &str, e: ClientError) -> S3Error {
         ErrorKind::QuotaExceeded => custom("QuotaExceeded", http::StatusCode::FORBIDDEN, msg),
         ErrorKind::PermissionDenied => S3Error::with_message(S3ErrorCode::AccessDenied, msg),
         ErrorKind::InvalidPath | ErrorKind::InvalidArgument => S3Error::with_message(S3ErrorCode::InvalidArgument, msg),
-        ErrorKind::Unavailable | ErrorKind::NotLeader => S3Error::with_message(S3ErrorCode::ServiceUnavailable, msg),
+        // SafeMode and an unfinished upgrade pass: the client may retry later.
+        ErrorKind::Unavailable | ErrorKind::NotLeader | ErrorKind::SafeMode | ErrorKind::UpgradePending => {
+            S3Error::with_message(S3ErrorCode::ServiceUnavailable, msg)
+        }
         _ => internal(what, e),
     }
 }

@@ -46,6 +46,13 @@ pub enum FsError {
     /// the end: the retry cache stores them by position.)
     #[error("{path}: already exists, owned by {owner}")]
     AlreadyOwned { path: String, owner: String },
+    /// The operation needs a newer cluster format than the cluster runs (an upgrade that
+    /// is not finalized).
+    #[error(
+        "this operation needs cluster format {needs}, but the cluster runs format {cluster}: once every \
+         namenode runs the new tarn, finish the upgrade with `tarn admin finalize-upgrade`"
+    )]
+    UpgradePending { needs: u8, cluster: u8 },
 }
 
 impl FsError {

@@ -42,6 +42,8 @@ pub const SNAPSHOT_MAGIC: &[u8; 8] = b"TARNSNP2";
 /// Snapshot files of format 0 (bare bincode records).
 pub const SNAPSHOT_MAGIC_V0: &[u8; 8] = b"TARNSNP1";
 
+/// `sm_meta` key of the cluster's format (one byte; absent: 0), see `crate::upgrade`.
+pub const META_CLUSTER_FORMAT: &[u8] = b"cluster_format";
 /// `raft_meta` key of the store's format (one byte).
 pub const META_STORE_FORMAT: &[u8] = b"store_format";
 /// `raft_meta` key of an interrupted conversion: the index of the column family in

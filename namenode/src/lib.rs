@@ -42,6 +42,7 @@ pub mod store;
 pub mod tokens;
 pub mod topology;
 pub mod types;
+pub mod upgrade;
 
 pub use error::{FsError, NamenodeError};
 pub use node::{start, NamenodeConfig, NamenodeHandle, SmallFiles};

@@ -226,6 +226,15 @@ impl<'a, K: KvRead> Namespace<'a, K> {
         }
     }
 
+    /// The format the group writes in (see `crate::upgrade`; absent: 0, a group formed
+    /// before formats had versions).
+    pub fn cluster_format(&self) -> Result<u8, FsError> {
+        match self.kv.get(CF_SM_META, crate::format::META_CLUSTER_FORMAT)? {
+            Some(v) => v.first().copied().ok_or_else(|| FsError::Storage("empty cluster format".into())),
+            None => Ok(0),
+        }
+    }
+
     pub fn decommissioning(&self) -> Result<std::collections::BTreeSet<String>, FsError> {
         match self.kv.get(CF_SM_META, META_DECOMMISSION)? {
             Some(v) => decode("decommission set", &v),
@@ -651,6 +660,12 @@ impl<'a, K: KvWrite> Namespace<'a, K> {
             }
             Op::PutInline(p) => self.put_inline(p),
             Op::MkdirExclusive(m) => self.mkdir_exclusive(m),
+            Op::SetClusterFormat { format } => {
+                if *format > self.cluster_format()? {
+                    self.kv.put(CF_SM_META, crate::format::META_CLUSTER_FORMAT, &[*format])?;
+                }
+                Ok(OpOutput::Done)
+            }
             Op::ResealInline { file_id, seal_id, sealed } => self.reseal_inline(*file_id, seal_id, sealed),
             Op::AddBlockKey { key } => {
                 let mut keys = self.block_keys()?;

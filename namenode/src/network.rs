@@ -2,7 +2,9 @@
 //! server side that hands incoming messages to the local Raft.
 //!
 //! Messages are openraft's own types in bincode inside a protobuf envelope that names the
-//! sender's format version (a message of a newer format is refused, naming both). Connections
+//! format of its content (the cluster's; a message of a newer format is refused, naming
+//! both) and the newest format the sender's binary reads, which the leader remembers per
+//! member for finalizing upgrades (`crate::upgrade`). Connections
 //! are made by the node's [`Transport`] (mutual TLS, namenode certificates only).
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
@@ -19,7 +21,10 @@ use tarn_proto::raft::raft_transport_server::RaftTransport;
 use tarn_proto::raft::RaftPayload;
 use tarn_security::Transport;
 
+use std::sync::Arc;
+
 use crate::format::FORMAT_CURRENT;
+use crate::upgrade::Formats;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
@@ -38,13 +43,20 @@ pub fn endpoint(addr: &str) -> Result<Endpoint, tarn_security::SecurityError> {
 #[derive(Clone)]
 pub struct RaftNet {
     pub transport: Transport,
+    pub formats: Arc<Formats>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for RaftNet {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
-        PeerClient { target, addr: node.addr.clone(), client: None, transport: self.transport.clone() }
+        PeerClient {
+            target,
+            addr: node.addr.clone(),
+            client: None,
+            transport: self.transport.clone(),
+            formats: self.formats.clone(),
+        }
     }
 }
 
@@ -53,15 +65,17 @@ pub struct PeerClient {
     addr: String,
     client: Option<RaftTransportClient<Channel>>,
     transport: Transport,
+    formats: Arc<Formats>,
 }
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
 
 #[allow(clippy::disallowed_methods)] // messages are not stored: the envelope names their format
-fn encode<T: Serialize>(v: &T) -> RaftPayload {
+fn encode<T: Serialize>(v: &T, formats: &Formats) -> RaftPayload {
     RaftPayload {
         data: bincode::serialize(v).expect("bincode serialization of a raft message"),
-        format: FORMAT_CURRENT as u32,
+        format: formats.cluster() as u32,
+        binary_format: FORMAT_CURRENT as u32,
     }
 }
 
@@ -98,7 +112,7 @@ impl PeerClient {
         E: std::error::Error + DeserializeOwned,
     {
         let mut c = self.client()?;
-        let mut request = Request::new(encode(req));
+        let mut request = Request::new(encode(req, &self.formats));
         request.set_timeout(option.hard_ttl());
         let fut = async {
             match kind {
@@ -128,6 +142,8 @@ impl PeerClient {
             Ok(Ok(r)) => r.into_inner(),
         };
         check_format(&reply).map_err(|e| RPCError::Network(NetworkError::new(&std::io::Error::other(e))))?;
+        // A binary older than this field answers 0.
+        self.formats.heard(self.target, u8::try_from(reply.binary_format).unwrap_or(u8::MAX));
         let decoded: Result<Resp, RaftError<NodeId, E>> =
             bincode::deserialize(&reply.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         decoded.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
@@ -176,11 +192,12 @@ pub const RAFT_UNREACHABLE_RETRY: std::time::Duration = std::time::Duration::fro
 /// Receives Raft messages from peers.
 pub struct RaftTransportService {
     raft: Raft,
+    formats: Arc<Formats>,
 }
 
 impl RaftTransportService {
-    pub fn new(raft: Raft) -> Self {
-        RaftTransportService { raft }
+    pub fn new(raft: Raft, formats: Arc<Formats>) -> Self {
+        RaftTransportService { raft, formats }
     }
 }
 
@@ -194,16 +211,16 @@ fn decode<T: DeserializeOwned>(p: RaftPayload) -> Result<T, Status> {
 impl RaftTransport for RaftTransportService {
     async fn append_entries(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = decode(req.into_inner())?;
-        Ok(Response::new(encode(&self.raft.append_entries(rpc).await)))
+        Ok(Response::new(encode(&self.raft.append_entries(rpc).await, &self.formats)))
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let rpc: VoteRequest<NodeId> = decode(req.into_inner())?;
-        Ok(Response::new(encode(&self.raft.vote(rpc).await)))
+        Ok(Response::new(encode(&self.raft.vote(rpc).await, &self.formats)))
     }
 
     async fn install_snapshot(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(req.into_inner())?;
-        Ok(Response::new(encode(&self.raft.install_snapshot(rpc).await)))
+        Ok(Response::new(encode(&self.raft.install_snapshot(rpc).await, &self.formats)))
     }
 }

@@ -371,10 +371,16 @@ pub async fn start(
     let db = open_db(&dir.join("db"), mem)?;
     let db_handle = db.clone();
     let log = LogStore::new(db.clone());
-    let sm = StateMachine::open(db.clone(), dir.join("snapshots"))?;
-    let raft = Raft::new(cfg.node_id, Arc::new(raft_config(&cfg)?), RaftNet { transport: transport.clone() }, log, sm)
+    let formats = Arc::new(crate::upgrade::Formats::default());
+    let sm = StateMachine::open(db.clone(), dir.join("snapshots"), formats.clone())?;
+    let net = RaftNet { transport: transport.clone(), formats: formats.clone() };
+    let raft = Raft::new(cfg.node_id, Arc::new(raft_config(&cfg)?), net, log, sm)
         .await
         .map_err(|e| NamenodeError::Raft(e.to_string()))?;
+    // A node that starts on an empty store to form a new group: its group starts at this
+    // binary's format (an existing group's format is raised only by an operator).
+    let forming = !cfg.initial_members.is_empty()
+        && !raft.is_initialized().await.map_err(|e| NamenodeError::Raft(e.to_string()))?;
 
     let shutdown = CancellationToken::new();
     let limits = BatchLimits {
@@ -386,7 +392,7 @@ pub async fn start(
         node_id: cfg.node_id,
         raft: raft.clone(),
         db,
-        proposer: Proposer::spawn(raft.clone(), limits, shutdown.clone()),
+        proposer: Proposer::spawn(raft.clone(), limits, formats.clone(), shutdown.clone()),
         reads: ReadGate::spawn(
             raft.clone(),
             cfg.node_id,
@@ -410,10 +416,18 @@ pub async fn start(
         block_keys: tarn_security::BlockKeys::new(),
         block_key_lock: tokio::sync::Mutex::new(()),
         small_files,
+        formats,
     });
 
     let server = serve(listener, state.clone(), &transport, shutdown.clone());
     initialize(&cfg, &raft, &addr).await?;
+    if forming {
+        let stamp = tokio::spawn(stamp_new_group(state.clone(), shutdown.clone()));
+        // A group of one is led at once: it writes in its format before anyone calls.
+        if cfg.members()?.len() == 1 {
+            let _ = stamp.await;
+        }
+    }
     tokio::spawn(lease_monitor(state.clone(), shutdown.clone()));
     tokio::spawn(block_monitor(state, shutdown.clone()));
     tracing::info!(node_id = cfg.node_id, %addr, data_dir = %dir.display(), "namenode serving");
@@ -443,7 +457,7 @@ fn serve(
         .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(CLIENT_MESSAGE_BYTES_MAX);
     let datanodes = InterceptedService::new(datanodes, DATANODES_ONLY);
-    let raft = RaftTransportServer::new(RaftTransportService::new(state.raft.clone()))
+    let raft = RaftTransportServer::new(RaftTransportService::new(state.raft.clone(), state.formats.clone()))
         .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);
     let raft = InterceptedService::new(raft, NAMENODES_ONLY);
@@ -464,6 +478,40 @@ fn serve(
         shutdown.cancel();
         r
     })
+}
+
+/// A new group writes in this binary's format from the start: whichever of its first
+/// members leads first raises the cluster format, once every member answered it with a
+/// binary that reads it (the same check as an operator's finalize).
+async fn stamp_new_group(state: Arc<NodeState>, shutdown: CancellationToken) {
+    let target = crate::format::FORMAT_CURRENT;
+    let mut metrics = state.raft.metrics();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        if state.formats.cluster() >= target {
+            return;
+        }
+        let (leads, members) = {
+            let m = metrics.borrow_and_update();
+            let members: Vec<NodeId> = m.membership_config.membership().nodes().map(|(id, _)| *id).collect();
+            (m.current_leader == Some(state.node_id) && m.state == openraft::ServerState::Leader, members)
+        };
+        if leads && state.formats.check_members(state.node_id, &members, target).is_ok() {
+            match state.proposer.propose(None, Op::SetClusterFormat { format: target }).await {
+                Ok(Ok(_)) => {
+                    tracing::info!(cluster_format = target, "a new namenode group writes in format {target}");
+                    return;
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not set the new group's format"),
+                Err(e) => tracing::debug!(error = %e, "could not set the new group's format yet"),
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = metrics.changed() => {}
+            _ = tick.tick() => {}
+        }
+    }
 }
 
 /// Forms the group on first start when this node is the lowest id of `initial_members`.

@@ -74,18 +74,29 @@ struct Pending {
 /// Gathers operations into Raft entries.
 #[derive(Clone)]
 pub struct Proposer {
+    /// Operations of a newer format than the cluster's are refused (`crate::upgrade`).
+    formats: Arc<crate::upgrade::Formats>,
     tx: mpsc::Sender<Pending>,
 }
 
 impl Proposer {
-    pub fn spawn(raft: Raft, limits: BatchLimits, shutdown: CancellationToken) -> Self {
+    pub fn spawn(
+        raft: Raft,
+        limits: BatchLimits,
+        formats: Arc<crate::upgrade::Formats>,
+        shutdown: CancellationToken,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(limits.queue_ops_max);
         tokio::spawn(batch_loop(raft, limits, rx, shutdown));
-        Proposer { tx }
+        Proposer { formats, tx }
     }
 
     /// Proposes `op` and waits until it is committed and applied.
     pub async fn propose(&self, rid: Option<RequestId>, op: Op) -> Result<OpResult, ProposeError> {
+        let (needs, cluster) = (crate::upgrade::op_format(&op), self.formats.cluster());
+        if needs > cluster {
+            return Ok(Err(crate::error::FsError::UpgradePending { needs, cluster }));
+        }
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Pending { rid, op, reply })

@@ -64,6 +64,7 @@ pub(crate) fn fs_kind(e: &FsError) -> ErrorKind {
         FsError::PermissionDenied { .. } => ErrorKind::PermissionDenied,
         FsError::Storage(_) => ErrorKind::Storage,
         FsError::AlreadyOwned { .. } => ErrorKind::AlreadyOwned,
+        FsError::UpgradePending { .. } => ErrorKind::UpgradePending,
     }
 }
 
@@ -925,7 +926,10 @@ impl AdminService {
     }
 
     fn status(&self) -> pb::ClusterStatusResponse {
-        cluster_status(&self.s.raft)
+        let mut s = cluster_status(&self.s.raft);
+        s.cluster_format = self.s.formats.cluster() as u32;
+        s.binary_format = crate::upgrade::binary_format() as u32;
+        s
     }
 
     fn raft_status(
@@ -970,6 +974,9 @@ pub fn cluster_status(raft: &Raft) -> pb::ClusterStatusResponse {
         last_applied: m.last_applied.map(|l| l.index).unwrap_or(0),
         snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
         members,
+        // Filled in by the admin service, which knows the formats.
+        cluster_format: 0,
+        binary_format: 0,
     }
 }
 
@@ -1036,6 +1043,36 @@ impl NamenodeAdmin for AdminService {
         crate::monitor::refresh_draining(&self.s);
         tracing::info!(%uuid, on = r.on, "decommission set");
         Ok(Response::new(pb::DecommissionResponse { uuid }))
+    }
+
+    async fn finalize_upgrade(
+        &self,
+        _req: Request<pb::FinalizeUpgradeRequest>,
+    ) -> Result<Response<pb::FinalizeUpgradeResponse>, Status> {
+        require_leader(&self.s)?;
+        let target = crate::upgrade::binary_format();
+        let previous = self.s.formats.cluster();
+        if previous < target {
+            let members: Vec<NodeId> = {
+                let m = self.s.raft.metrics().borrow().clone();
+                m.membership_config.membership().nodes().map(|(id, _)| *id).collect()
+            };
+            if let Err(why) = self.s.formats.check_members(self.s.node_id, &members, target) {
+                let msg = format!(
+                    "the cluster stays at format {previous}: {} (upgrade every namenode to this tarn and run it again)",
+                    why.join("; ")
+                );
+                return Err(kind_status(ErrorKind::UpgradePending, msg));
+            }
+            self.s
+                .propose(Op::SetClusterFormat { format: target })
+                .await
+                .map_err(|e| state_status(self.s.node_id, &e))?;
+        }
+        Ok(Response::new(pb::FinalizeUpgradeResponse {
+            previous_format: previous as u32,
+            cluster_format: self.s.formats.cluster() as u32,
+        }))
     }
 
     async fn leave_safe_mode(

@@ -79,6 +79,8 @@ pub struct NodeState {
     pub block_key_lock: tokio::sync::Mutex<()>,
     /// How small files' bytes are kept in the namespace, if at all.
     pub small_files: SmallFiles,
+    /// The cluster's format and the members' binaries (see [`crate::upgrade`]).
+    pub formats: Arc<crate::upgrade::Formats>,
 }
 
 impl NodeState {

@@ -31,11 +31,15 @@ use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, Direction, Itera
 use tokio::io::AsyncWriteExt;
 
 use crate::error::{FsError, NamenodeError};
-use crate::format::{decode_snapshot_meta, is_versioned, upgrade_v0, SNAPSHOT_MAGIC, SNAPSHOT_MAGIC_V0};
+use crate::format::{
+    decode_snapshot_meta, is_versioned, upgrade_v0, META_CLUSTER_FORMAT, RECORD_MAGIC, SNAPSHOT_MAGIC,
+    SNAPSHOT_MAGIC_V0,
+};
 use crate::kv::{cf, Db, TxView};
 use crate::namespace::Namespace;
 use crate::records::*;
-use crate::types::{CommandResponse, NodeId, OpResult, RequestId, TypeConfig};
+use crate::types::{CommandResponse, NodeId, Op, OpResult, RequestId, TypeConfig};
+use crate::upgrade::Formats;
 
 type SErr = StorageError<NodeId>;
 type Membership = StoredMembership<NodeId, openraft::BasicNode>;
@@ -305,16 +309,24 @@ pub struct StateMachine {
     incoming: Option<PathBuf>,
     /// Serializes building and installing snapshots (both publish `current`).
     snapshot_lock: Arc<std::sync::Mutex<()>>,
+    /// The cluster's format, kept current as entries and snapshots change it.
+    formats: Arc<Formats>,
+}
+
+/// The cluster format the state in `db` names (absent: 0).
+pub fn cluster_format(db: &Db) -> Result<u8, NamenodeError> {
+    let sm_meta = db.cf_handle(CF_SM_META).expect("sm_meta column family");
+    Ok(db.get_cf(sm_meta, META_CLUSTER_FORMAT)?.and_then(|v| v.first().copied()).unwrap_or(0))
 }
 
 impl StateMachine {
     /// Opens the state machine, creating the root directory of an empty namespace and
     /// finishing a snapshot load that a crash interrupted.
-    pub fn open(db: Arc<Db>, snapshot_dir: PathBuf) -> Result<Self, NamenodeError> {
+    pub fn open(db: Arc<Db>, snapshot_dir: PathBuf, formats: Arc<Formats>) -> Result<Self, NamenodeError> {
         std::fs::create_dir_all(&snapshot_dir)
             .map_err(|e| NamenodeError::io(format!("create {}", snapshot_dir.display()), e))?;
         remove_leftovers(&snapshot_dir)?;
-        let sm = StateMachine { db, snapshot_dir, incoming: None, snapshot_lock: Default::default() };
+        let sm = StateMachine { db, snapshot_dir, incoming: None, snapshot_lock: Default::default(), formats };
         let meta = sm.db.cf_handle(CF_RAFT_META).expect("raft_meta column family");
         let interrupted = sm.db.get_cf(meta, META_INSTALLING)?.is_some();
         let current = read_current(&sm.snapshot_dir)?;
@@ -335,6 +347,7 @@ impl StateMachine {
         let view = TxView { db: &sm.db, tx: &tx };
         Namespace::new(&view, 0).init_root().map_err(|e| NamenodeError::Raft(e.to_string()))?;
         tx.commit()?;
+        sm.formats.set_cluster(cluster_format(&sm.db)?);
         Ok(sm)
     }
 
@@ -497,6 +510,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             let (resp, expire) =
                 self.apply_entry(&entry).map_err(|e| StorageIOError::apply(entry.log_id, &io_err(e)))?;
+            let raises_format = match &entry.payload {
+                EntryPayload::Normal(c) => c.ops.iter().any(|(_, op)| matches!(op, Op::SetClusterFormat { .. })),
+                _ => false,
+            };
+            if raises_format {
+                let f = cluster_format(&self.db).map_err(|e| StorageIOError::read_state_machine(&io_err(e)))?;
+                tracing::info!(cluster_format = f, "the cluster's format was raised");
+                self.formats.set_cluster(f);
+            }
             if let Some(before) = expire {
                 // Entries older than the retry window are never looked up again; removing
                 // them outside the transaction changes no result.
@@ -567,6 +589,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .await
         .map_err(|e| werr(&e))?
         .map_err(|e| werr(&e.chain()))?;
+        self.formats.set_cluster(cluster_format(&self.db).map_err(|e| werr(&e.chain()))?);
         tracing::info!(snapshot = %meta.snapshot_id, "installed snapshot from leader");
         Ok(())
     }
@@ -665,6 +688,9 @@ fn build_snapshot_file(db: &Db, dir: &Path) -> Result<(), NamenodeError> {
         None => format!("0-0-{}", unique()),
     };
     let meta = SnapshotMeta { last_log_id: applied, last_membership: membership, snapshot_id };
+    // Built in the cluster's format, so that any member can install it: until an upgrade
+    // is finalized, format 0 (records without headers) for members on the old binary.
+    let cluster = snap.get_cf(sm_meta, META_CLUSTER_FORMAT)?.and_then(|v| v.first().copied()).unwrap_or(0);
     let name = snapshot_name(&meta);
     let tmp = dir.join(format!("{name}.snap.tmp"));
     let file = std::fs::File::create(&tmp).map_err(|e| NamenodeError::io("create snapshot file", e))?;
@@ -674,17 +700,22 @@ fn build_snapshot_file(db: &Db, dir: &Path) -> Result<(), NamenodeError> {
         crc = crc32c::crc32c_append(crc, bytes);
         w.write_all(bytes).map_err(|e| NamenodeError::io("write snapshot", e))
     };
-    put(&mut w, SNAPSHOT_MAGIC)?;
+    put(&mut w, if cluster == 0 { SNAPSHOT_MAGIC_V0 } else { SNAPSHOT_MAGIC })?;
     let mut records = 0u64;
     for (tag, name) in SM_CFS.iter().enumerate() {
         let handle = db.cf_handle(name).expect("state machine column family");
         for item in snap.iterator_cf(handle, IteratorMode::Start) {
             let (k, v) = item?;
+            // Format 1 is format 0 behind a header.
+            let v = match (cluster, v.first()) {
+                (0, Some(&RECORD_MAGIC)) if is_versioned(name, &k) => &v[2..],
+                _ => &v[..],
+            };
             put(&mut w, &[tag as u8])?;
             put(&mut w, &(k.len() as u32).to_be_bytes())?;
             put(&mut w, &(v.len() as u32).to_be_bytes())?;
             put(&mut w, &k)?;
-            put(&mut w, &v)?;
+            put(&mut w, v)?;
             records += 1;
         }
     }
@@ -697,7 +728,7 @@ fn build_snapshot_file(db: &Db, dir: &Path) -> Result<(), NamenodeError> {
     std::fs::rename(&tmp, dir.join(format!("{name}.snap"))).map_err(|e| NamenodeError::io("rename snapshot", e))?;
     sync_dir(dir)?;
     publish_snapshot(dir, &name, &meta, false)?;
-    tracing::info!(snapshot = %meta.snapshot_id, records, "built snapshot");
+    tracing::info!(snapshot = %meta.snapshot_id, records, format = cluster, "built snapshot");
     Ok(())
 }
 

@@ -164,6 +164,11 @@ pub enum Op {
     /// attributes, in one operation (S3's CreateBucket, directory markers, uploads): two
     /// concurrent makers cannot both succeed, and an existing directory is never changed.
     MkdirExclusive(MkdirOp),
+    /// Raises the cluster's format (a finalized upgrade, see `crate::upgrade`); a lower or
+    /// equal one changes nothing.
+    SetClusterFormat {
+        format: u8,
+    },
 }
 
 /// See [`Op::MkdirExclusive`].

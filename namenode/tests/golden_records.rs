@@ -231,6 +231,13 @@ fn added_in_v1() -> (Vec<(Option<RequestId>, Op)>, Vec<OpResult>) {
     (ops, vec![Err(FsError::AlreadyOwned { path: "/bucket".into(), owner: "alice".into() })])
 }
 
+/// Operations and results added later in format 1 (rolling upgrades): appended variants,
+/// so the format's encoding is unchanged and format-1 binaries of before read them as
+/// unknown variants (and stop, naming the entry), never as something else.
+fn added_in_v1_upgrades() -> (Vec<(Option<RequestId>, Op)>, Vec<OpResult>) {
+    (vec![(None, Op::SetClusterFormat { format: 1 })], vec![Err(FsError::UpgradePending { needs: 1, cluster: 0 })])
+}
+
 /// Each sample: the file name, the first format that has it, its Debug text and its bytes
 /// in the format of this binary.
 fn samples() -> Vec<(&'static str, u8, String, Vec<u8>)> {
@@ -245,6 +252,7 @@ fn samples() -> Vec<(&'static str, u8, String, Vec<u8>)> {
         (name, version, format!("{v:?}"), encode(&v))
     }
     let (v1_ops, v1_results) = added_in_v1();
+    let (up_ops, up_results) = added_in_v1_upgrades();
     let ops: Vec<(Option<RequestId>, Op)> = every_op()
         .into_iter()
         .enumerate()
@@ -279,6 +287,12 @@ fn samples() -> Vec<(&'static str, u8, String, Vec<u8>)> {
             entry(13, EntryPayload::Normal(Command { now_ms: 1_765_000_000_001, ops: v1_ops })),
         ),
         since(1, "results-v1", v1_results),
+        since(
+            1,
+            "entry-command-v1-upgrade",
+            entry(14, EntryPayload::Normal(Command { now_ms: 1_765_000_000_002, ops: up_ops })),
+        ),
+        since(1, "results-v1-upgrade", up_results),
     ]
 }
 
@@ -299,10 +313,10 @@ fn redecode(name: &str, bytes: &[u8]) -> (String, Vec<u8>) {
     match name {
         "inode-file" | "inode-dir" => d::<Inode>(name, bytes),
         "block" => d::<BlockRec>(name, bytes),
-        "entry-command" | "entry-membership" | "entry-blank" | "entry-command-v1" => {
+        "entry-command" | "entry-membership" | "entry-blank" | "entry-command-v1" | "entry-command-v1-upgrade" => {
             d::<Entry<TypeConfig>>(name, bytes)
         }
-        "results" | "results-v1" => d::<Vec<OpResult>>(name, bytes),
+        "results" | "results-v1" | "results-v1-upgrade" => d::<Vec<OpResult>>(name, bytes),
         "vote" => d::<Vote<u64>>(name, bytes),
         "committed" | "last-applied" => d::<Option<LogId<u64>>>(name, bytes),
         "last-purged" => d::<LogId<u64>>(name, bytes),
@@ -373,6 +387,7 @@ fn op_name(op: &Op) -> &'static str {
         Op::PutInline(_) => "PutInline",
         Op::ResealInline { .. } => "ResealInline",
         Op::MkdirExclusive(_) => "MkdirExclusive",
+        Op::SetClusterFormat { .. } => "SetClusterFormat",
     }
 }
 
@@ -401,17 +416,21 @@ fn result_name(r: &OpResult) -> &'static str {
         Err(FsError::InvalidArgument(_)) => "InvalidArgument",
         Err(FsError::Storage(_)) => "Storage",
         Err(FsError::AlreadyOwned { .. }) => "AlreadyOwned",
+        Err(FsError::UpgradePending { .. }) => "UpgradePending",
     }
 }
 
 #[test]
 fn the_samples_hold_every_operation_and_result() {
     let (v1_ops, v1_results) = added_in_v1();
-    let ops: BTreeSet<&str> = every_op().iter().chain(v1_ops.iter().map(|(_, op)| op)).map(op_name).collect();
-    let results: BTreeSet<&str> = every_result().iter().chain(v1_results.iter()).map(result_name).collect();
+    let (up_ops, up_results) = added_in_v1_upgrades();
+    let ops: BTreeSet<&str> =
+        every_op().iter().chain(v1_ops.iter().chain(up_ops.iter()).map(|(_, op)| op)).map(op_name).collect();
+    let results: BTreeSet<&str> =
+        every_result().iter().chain(v1_results.iter()).chain(up_results.iter()).map(result_name).collect();
     // As many names as the matches above have arms.
-    assert_eq!(ops.len(), 21, "{ops:?}");
-    assert_eq!(results.len(), 23, "{results:?}");
+    assert_eq!(ops.len(), 22, "{ops:?}");
+    assert_eq!(results.len(), 24, "{results:?}");
 }
 
 /// A snapshot of format 0 (`TARNSNP1`, bare bincode records), as a leader still on the
@@ -430,7 +449,7 @@ fn a_format_0_snapshot_is_loaded_with_its_records_converted() {
     assert_eq!(&std::fs::read(snap.unwrap().path()).unwrap()[..8], b"TARNSNP1", "the fixture is a format-0 snapshot");
     let db = tarn_namenode::store::open_db(&tmp.path().join("db"), tarn_namenode::store::DbMemory::default()).unwrap();
     // The new store is behind the current snapshot: opening loads it.
-    let _sm = tarn_namenode::store::StateMachine::open(db.clone(), snapshots).unwrap();
+    let _sm = tarn_namenode::store::StateMachine::open(db.clone(), snapshots, Default::default()).unwrap();
     let view = tarn_namenode::kv::SnapView::new(&db);
     let ns = tarn_namenode::namespace::Namespace::new(&view, 0);
     let big = ns.resolve("/golden/sales/big.bin").unwrap().expect("a file of the snapshot");
@@ -440,4 +459,42 @@ fn a_format_0_snapshot_is_loaded_with_its_records_converted() {
     assert_eq!(small.inode.length, 12);
     let (applied, _) = tarn_namenode::store::state_digest(&db).unwrap();
     assert_eq!(applied.map(|l| l.index), Some(15), "last applied, converted like every versioned value");
+}
+
+/// A snapshot built while the cluster is at format 0 (an upgrade not finalized) is a
+/// format-0 snapshot, as an old follower needs it, and loads back to the same state.
+#[tokio::test]
+async fn a_snapshot_built_at_cluster_format_0_is_format_0_and_loads_back_the_same() {
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/v0/nn/snapshots");
+    let tmp = tempfile::tempdir().unwrap();
+    let open = |name: &str, snapshots: &Path| {
+        let db = tarn_namenode::store::open_db(&tmp.path().join(name), Default::default()).unwrap();
+        let sm = tarn_namenode::store::StateMachine::open(db.clone(), snapshots.to_path_buf(), Default::default());
+        (db, sm.unwrap())
+    };
+    let old = tmp.path().join("old-snapshots");
+    std::fs::create_dir_all(&old).unwrap();
+    for e in std::fs::read_dir(&fixture).unwrap().flatten() {
+        std::fs::copy(e.path(), old.join(e.file_name())).unwrap();
+    }
+    let (db1, mut sm1) = open("db1", &old);
+    assert_eq!(tarn_namenode::store::cluster_format(&db1).unwrap(), 0, "a group of the old binary");
+    let built = sm1.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let name = std::fs::read_to_string(old.join("current")).unwrap();
+    let bytes = std::fs::read(old.join(format!("{}.snap", name.trim()))).unwrap();
+    assert_eq!(&bytes[..8], b"TARNSNP1");
+    // A new node receives it: same state, record for record.
+    let new = tmp.path().join("new-snapshots");
+    std::fs::create_dir_all(&new).unwrap();
+    for e in std::fs::read_dir(&old).unwrap().flatten() {
+        std::fs::copy(e.path(), new.join(e.file_name())).unwrap();
+    }
+    let (db2, _sm2) = open("db2", &new);
+    assert_eq!(
+        tarn_namenode::store::state_digest(&db2).unwrap(),
+        tarn_namenode::store::state_digest(&db1).unwrap(),
+        "snapshot {} loads back to the state it was built from",
+        built.meta.snapshot_id
+    );
 }

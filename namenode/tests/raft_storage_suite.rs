@@ -12,7 +12,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let dir = tempfile::tempdir().expect("tempdir");
         let mem = DbMemory { block_cache_bytes: 8 << 20, write_buffer_bytes: 8 << 20 };
         let db = open_db(&dir.path().join("db"), mem).expect("open db");
-        let sm = StateMachine::open(db.clone(), dir.path().join("snapshots")).expect("open state machine");
+        let sm = StateMachine::open(db.clone(), dir.path().join("snapshots"), Default::default())
+            .expect("open state machine");
         Ok((dir, LogStore::new(db), sm))
     }
 }

@@ -40,7 +40,7 @@ const MEM: DbMemory = DbMemory { block_cache_bytes: 8 << 20, write_buffer_bytes:
 /// A state machine on a fresh database in `dir`.
 fn open_sm(dir: &std::path::Path) -> (std::sync::Arc<tarn_namenode::kv::Db>, StateMachine) {
     let db = open_db(&dir.join("db"), MEM).unwrap();
-    let sm = StateMachine::open(db.clone(), dir.join("snapshots")).unwrap();
+    let sm = StateMachine::open(db.clone(), dir.join("snapshots"), Default::default()).unwrap();
     (db, sm)
 }
 

@@ -75,6 +75,9 @@ kinds! {
     Unavailable => Unavailable,
     /// The namenode does not keep this small file in the namespace: write it to blocks.
     InlineUnavailable => FailedPrecondition,
+    /// The operation needs a newer cluster format than the cluster runs: an upgrade is
+    /// not finalized yet (`tarn admin finalize-upgrade` once every node runs the new binary).
+    UpgradePending => FailedPrecondition,
     /// The namenode's storage failed: a person should look at that node.
     Storage => Internal,
     /// Anything else (an unknown kind from a newer server among them).

@@ -70,6 +70,13 @@ enum AdminCmd {
     },
     /// Build a snapshot now on the namenode at --namenode.
     Snapshot,
+    /// Finish a rolling upgrade: once every namenode runs the new tarn, raise the cluster's
+    /// format so that features needing it (S3's atomic CreateBucket, ...) work. Until then
+    /// the cluster writes what the old binary reads, so a node can still be rolled back.
+    /// Refused, naming the nodes, while any runs an older binary or is unreachable.
+    ///
+    /// Example: `tarn admin finalize-upgrade`
+    FinalizeUpgrade,
     /// Datanodes (capacity, use, liveness) and block health: under-replicated, missing and
     /// corrupt counts.
     Report,
@@ -157,6 +164,14 @@ fn print_status(s: &tarn_client::ClusterStatus) -> anyhow::Result<()> {
         s.last_applied,
         s.snapshot_index
     )?;
+    if s.cluster_format < s.binary_format {
+        outln!(
+            "format:  the cluster writes format {}, this namenode's binary reads up to {}: an upgrade is not finalized (tarn admin finalize-upgrade)",
+            s.cluster_format, s.binary_format
+        )?;
+    } else {
+        outln!("format:  {}", s.cluster_format)?;
+    }
     outln!("{:>4}  {:<24} {:<8} {:>12}", "ID", "ADDRESS", "ROLE", "MATCHED")?;
     for m in &s.members {
         let role = if m.voter { "voter" } else { "learner" };
@@ -202,6 +217,14 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<u8> {
             outln!("snapshot built up to log index {idx}")?;
         }
         AdminCmd::Report => report(&c).await?,
+        AdminCmd::FinalizeUpgrade => {
+            let (before, after) = c.finalize_upgrade().await?;
+            if before == after {
+                outln!("the cluster already writes format {after}: nothing to finalize")?;
+            } else {
+                outln!("upgrade finalized: the cluster writes format {after} (was {before})")?;
+            }
+        }
         AdminCmd::Decommission { node, off } => {
             let uuid = c.decommission(&node, !off).await?;
             outln!("datanode {uuid}: {}", if off { "back in service" } else { "draining" })?;

@@ -335,7 +335,8 @@ impl Status {
         let (who, rest) = answered.split_once(" (")?;
         let (state, rest) = rest.split_once("), ")?;
         let last_log = rest.split(", ").find_map(|p| p.strip_prefix("last log "))?.parse().ok()?;
-        lines.next()?; // column heads
+        // The format line, then the column heads.
+        lines.by_ref().find(|l| l.trim_start().starts_with("ID"))?;
         let members = lines
             .filter_map(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
@@ -394,7 +395,8 @@ mod tests {
     #[test]
     fn parses_admin_status() {
         let text = "leader:  namenode 2 at nn2:8020 (term 3)\n\
-                    answered by namenode 2 (Leader), last log 17, applied 17, snapshot 0\n  \
+                    answered by namenode 2 (Leader), last log 17, applied 17, snapshot 0\n\
+                    format:  1\n  \
                     ID  ADDRESS                  ROLE          MATCHED\n   \
                     1  nn1:8020                 voter               9\n   \
                     2  nn2:8020                 voter              17\n   \

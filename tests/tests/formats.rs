@@ -172,3 +172,63 @@ async fn open_golden(version: &str) {
 async fn a_data_directory_of_format_0_is_served() {
     tokio::time::timeout(Duration::from_secs(120), open_golden("v0")).await.expect("bounded");
 }
+
+/// The first bytes of the namenode's current snapshot file in data directory `dir`.
+fn current_snapshot_magic(dir: &Path) -> Vec<u8> {
+    let snaps = dir.join("nn/snapshots");
+    let name = std::fs::read_to_string(snaps.join("current")).expect("a current snapshot");
+    let bytes = std::fs::read(snaps.join(format!("{}.snap", name.trim()))).expect("snapshot file");
+    bytes[..8].to_vec()
+}
+
+/// A group formed by the old binary keeps writing what that binary reads until an operator
+/// finalizes the upgrade: operations of the new format are refused with a clear error,
+/// snapshots stay in format 0 (an old follower can install them); after the finalize
+/// both are of the new format. A group formed by the new binary starts there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_group_writes_the_old_format_until_the_upgrade_is_finalized() {
+    init_logging();
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let tmp = tempfile::tempdir().unwrap();
+        copy_dir(&golden_dir("v0"), tmp.path());
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path().join("master.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        let node = Node::start(tmp.path(), false).await;
+        let c = &node.client;
+        let s = c.cluster_status().await.unwrap();
+        assert_eq!((s.cluster_format, s.binary_format), (0, 1), "{s:?}");
+        // S3's atomic CreateBucket is format 1: refused, nothing made.
+        let opts = tarn_client::MkdirOptions::default();
+        let e = c.mkdir_exclusive("/bucket", &opts).await.unwrap_err();
+        assert_eq!(e.kind(), tarn_client::ErrorKind::UpgradePending, "{e}");
+        assert!(e.to_string().contains("tarn admin finalize-upgrade"), "{e}");
+        assert!(c.get_file_info("/bucket", false).await.unwrap().is_none());
+        // Everything else works, and snapshots are what the old binary reads.
+        c.mkdirs("/plain").await.unwrap();
+        c.trigger_snapshot_on(&node.nn.addr).await.unwrap();
+        assert_eq!(current_snapshot_magic(tmp.path()), b"TARNSNP1");
+        // A group of one: every member runs this binary.
+        assert_eq!(c.finalize_upgrade().await.unwrap(), (0, 1));
+        assert_eq!(c.finalize_upgrade().await.unwrap(), (1, 1), "a second finalize changes nothing");
+        assert_eq!(c.cluster_status().await.unwrap().cluster_format, 1);
+        c.mkdir_exclusive("/bucket", &opts).await.expect("format 1 after the finalize");
+        c.trigger_snapshot_on(&node.nn.addr).await.unwrap();
+        assert_eq!(current_snapshot_magic(tmp.path()), b"TARNSNP2");
+        check_golden_contents(c, &TarnStore::new(node.client.clone())).await;
+        node.stop().await;
+        // The raised format is replicated state: it survives a restart.
+        let node = Node::start(tmp.path(), false).await;
+        assert_eq!(node.client.cluster_status().await.unwrap().cluster_format, 1);
+        node.stop().await;
+
+        // A new group starts at the new format.
+        let fresh = tempfile::tempdir().unwrap();
+        std::fs::copy(tmp.path().join("master.key"), fresh.path().join("master.key")).unwrap();
+        let node = Node::start(fresh.path(), true).await;
+        assert_eq!(node.client.cluster_status().await.unwrap().cluster_format, 1);
+        node.client.mkdir_exclusive("/bucket", &opts).await.expect("a new group needs no finalize");
+        node.stop().await;
+    })
+    .await
+    .expect("bounded");
+}

@@ -115,7 +115,7 @@ async fn roles_limit_what_a_certificate_may_call() {
     assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
     // or send Raft messages.
     let mut raft = RaftTransportClient::new(channel(&worker_t, &addr));
-    let s = raft.vote(tarn_proto::raft::RaftPayload { data: vec![], format: 0 }).await.unwrap_err();
+    let s = raft.vote(tarn_proto::raft::RaftPayload { data: vec![], format: 0, binary_format: 0 }).await.unwrap_err();
     assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
     // Neither may a datanode call the admin service; the admin may.
     let dn = client(&cl.addrs, &pki().transport(Role::Datanode, "dn-x"));

@@ -332,6 +332,7 @@ impl<K: KvRead> Namespace<'_, K> {
             Op::AddBlockKey { .. } => superuser_only("make block keys"),
             Op::EnsureSystemDirs => superuser_only("make the system's directories"),
             Op::ResealInline { .. } => superuser_only("re-seal small files"),
+            Op::SetClusterFormat { .. } => superuser_only("raise the cluster's format"),
             Op::As { .. } => Err(FsError::InvalidArgument("an operation on behalf of a user cannot nest".into())),
         }
     }
