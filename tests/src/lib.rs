@@ -6,7 +6,7 @@
 //!   ([`Cluster::partition`]) or between one node and all others ([`Cluster::isolate`]).
 //! - [`ProcCluster`] runs each namenode as a real `tarn namenode` process and each datanode
 //!   as a `tarn datanode` process, for faults that need one: SIGKILL, SIGSTOP, restart of
-//!   everything.
+//!   everything. The same builder makes it (`Cluster::builder()...start_processes()`).
 //! - [`ComposeCluster`] runs the storage roles as containers on a private docker network
 //!   (`deploy/docker/`): real hosts, SIGKILL of a host, network partitions.
 //!
@@ -382,6 +382,18 @@ impl ClusterBuilder {
     pub fn partitionable(mut self) -> Self {
         self.partitionable = true;
         self
+    }
+
+    /// Starts every node as a real `tarn` process instead (SIGKILL, SIGSTOP, restart of
+    /// a process: [`ProcCluster`]). Datanode tuning and partitions are for in-process
+    /// clusters only (the compose cluster cuts real networks: [`ComposeCluster`]).
+    pub async fn start_processes(self) -> ProcCluster {
+        assert!(!self.partitionable, "a process cluster cannot be cut yet: use an in-process or compose cluster");
+        let mut pc = ProcCluster::start(self.namenodes, self.tune_namenodes).await;
+        if self.datanodes > 0 {
+            pc.start_datanodes(self.datanodes).await;
+        }
+        pc
     }
 
     /// Starts the cluster in this process.

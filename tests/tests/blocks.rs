@@ -73,8 +73,7 @@ fn block_files(dir: &Path) -> Vec<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_round_trip_at_block_edges_with_three_replicas() {
-    let mut cl = Cluster::start(1, block_tuning).await;
-    cl.start_datanodes(3).await;
+    let cl = Cluster::builder().tune_namenodes(block_tuning).datanodes(3).start().await;
     let c = cl.client();
     tokio::time::timeout(Duration::from_secs(120), async {
         let n = BS as usize;
@@ -117,8 +116,7 @@ async fn files_round_trip_at_block_edges_with_three_replicas() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_replica_is_never_served_and_is_replaced() {
-    let mut cl = Cluster::start(1, block_tuning).await;
-    cl.start_datanodes(3).await;
+    let cl = Cluster::builder().tune_namenodes(block_tuning).datanodes(3).start().await;
     let c = cl.client();
     tokio::time::timeout(Duration::from_secs(120), async {
         let data = pattern(3 * BS as usize / 2, 7);
@@ -204,8 +202,7 @@ async fn a_readers_report_of_a_corrupt_replica_gets_it_replaced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocks_are_encrypted_at_rest_and_tampering_counts_as_corruption() {
-    let mut cl = Cluster::start(1, block_tuning).await;
-    cl.start_datanodes(3).await;
+    let cl = Cluster::builder().tune_namenodes(block_tuning).datanodes(3).start().await;
     let c = cl.client();
     tokio::time::timeout(Duration::from_secs(120), async {
         let marker = b"KNOWN-PLAINTEXT-PATTERN-";
@@ -252,8 +249,7 @@ async fn blocks_are_encrypted_at_rest_and_tampering_counts_as_corruption() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_datanode_gets_no_new_blocks() {
-    let mut cl = Cluster::start(1, block_tuning).await;
-    cl.start_datanodes(2).await;
+    let cl = Cluster::builder().tune_namenodes(block_tuning).datanodes(2).start().await;
     // A third datanode whose disk counts as full: everything on it is below the reserve.
     let d = cl.datanode_dirs[0].parent().unwrap().join("dn-full");
     let mut cfg = tarn_tests::datanode_config(&d, &cl.addrs);
@@ -293,8 +289,7 @@ async fn a_full_datanode_gets_no_new_blocks() {
 /// other replicas and returns the right bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn datanode_killed_mid_read_the_read_completes() {
-    let mut pc = ProcCluster::start(1, block_tuning).await;
-    pc.start_datanodes(3).await;
+    let mut pc = Cluster::builder().tune_namenodes(block_tuning).datanodes(3).start_processes().await;
     let c = pc.client();
     tokio::time::timeout(Duration::from_secs(60), async {
         let data = pattern(8 * BS as usize, 21);
@@ -315,8 +310,7 @@ async fn datanode_killed_mid_read_the_read_completes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_file_deletes_its_replicas() {
-    let mut cl = Cluster::start(1, block_tuning).await;
-    cl.start_datanodes(2).await;
+    let cl = Cluster::builder().tune_namenodes(block_tuning).datanodes(2).start().await;
     let c = cl.client();
     tokio::time::timeout(Duration::from_secs(60), async {
         write_file(&c, "/d/keep", &pattern(1000, 1), 1000, BS).await;
@@ -349,8 +343,7 @@ async fn no_datanode_means_a_clear_refusal() {
 /// Real processes: a datanode of the pipeline is SIGKILLed in the middle of a write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn datanode_killed_mid_write_the_write_completes() {
-    let mut pc = ProcCluster::start(1, block_tuning).await;
-    pc.start_datanodes(4).await;
+    let mut pc = Cluster::builder().tune_namenodes(block_tuning).datanodes(4).start_processes().await;
     let c = pc.client();
     let result = tokio::time::timeout(Duration::from_secs(120), async {
         let bs = 4 * BS;
@@ -382,8 +375,7 @@ async fn datanode_killed_mid_write_the_write_completes() {
 /// Real processes: the replicas a SIGKILLed datanode held come back without any action.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_datanode_replicas_are_restored() {
-    let mut pc = ProcCluster::start(1, block_tuning).await;
-    pc.start_datanodes(4).await;
+    let mut pc = Cluster::builder().tune_namenodes(block_tuning).datanodes(4).start_processes().await;
     let c = pc.client();
     let result = tokio::time::timeout(Duration::from_secs(120), async {
         for i in 0..8 {
@@ -417,8 +409,7 @@ async fn killed_datanode_replicas_are_restored() {
 /// than OK / HEALTHY. Once the datanode is back, they say healthy again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_replicas_of_a_dead_datanode_show_as_under_replicated() {
-    let mut pc = ProcCluster::start(1, block_tuning).await;
-    pc.start_datanodes(3).await;
+    let mut pc = Cluster::builder().tune_namenodes(block_tuning).datanodes(3).start_processes().await;
     let c = pc.client();
     let addr = pc.addrs[0].clone();
     let tarn = |args: &[&str]| {
@@ -488,8 +479,7 @@ async fn lost_replicas_of_a_dead_datanode_show_as_under_replicated() {
 /// back byte-identical.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whole_cluster_restart_ends_safe_mode_by_itself() {
-    let mut pc = ProcCluster::start(1, block_tuning).await;
-    pc.start_datanodes(3).await;
+    let mut pc = Cluster::builder().tune_namenodes(block_tuning).datanodes(3).start_processes().await;
     let result = tokio::time::timeout(Duration::from_secs(120), async {
         let c = pc.client();
         let files: Vec<(String, Vec<u8>)> =
@@ -565,8 +555,7 @@ async fn dead_writers_last_block_is_recovered_from_its_replicas() {
 /// its three replicas without any re-replication.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decommissioned_datanode_can_leave_without_losing_a_replica() {
-    let mut cl = Cluster::start(1, block_tuning).await;
-    cl.start_datanodes(4).await;
+    let mut cl = Cluster::builder().tune_namenodes(block_tuning).datanodes(4).start().await;
     let c = cl.client();
     tokio::time::timeout(Duration::from_secs(90), async {
         for i in 0..6 {
@@ -713,8 +702,7 @@ async fn blocks_on_one_rack_spread_when_a_second_rack_appears() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concat_moves_blocks_without_copying() {
     use tarn_client::{ConcatOptions, ErrorKind};
-    let mut cl = Cluster::start(1, block_tuning).await;
-    cl.start_datanodes(3).await;
+    let cl = Cluster::builder().tune_namenodes(block_tuning).datanodes(3).start().await;
     let c = cl.client();
     tokio::time::timeout(Duration::from_secs(120), async {
         let sizes = [BS as usize + 5, 300 << 10, 7];
@@ -794,8 +782,7 @@ async fn concat_moves_blocks_without_copying() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_staged_file_is_published_as_it_completes() {
     use tarn_client::{ConcatOptions, ErrorKind};
-    let mut cl = Cluster::start(1, block_tuning).await;
-    cl.start_datanodes(3).await;
+    let cl = Cluster::builder().tune_namenodes(block_tuning).datanodes(3).start().await;
     let c = cl.client();
     tokio::time::timeout(Duration::from_secs(60), async {
         write_file(&c, "/pub/existing", b"old bytes", 1 << 16, BS).await;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tarn_client::{CreateOptions, NamenodeClient, RetryPolicy};
-use tarn_tests::{wait_for, ProcCluster};
+use tarn_tests::{wait_for, Cluster, ProcCluster};
 
 /// Creates `/w/<writer>/f<n>` one after another until `stop`, recording acknowledged ones.
 async fn writer(
@@ -37,7 +37,7 @@ async fn all_paths(c: &NamenodeClient, prefix: &str) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_leader_during_creates_loses_nothing_acknowledged() {
-    let mut pc = ProcCluster::start(3, |_| {}).await;
+    let mut pc = Cluster::builder().namenodes(3).start_processes().await;
     let result = tokio::time::timeout(Duration::from_secs(120), async {
         let c = Arc::new(pc.client());
         let acked = Arc::new(Mutex::new(Vec::new()));
@@ -127,7 +127,7 @@ async fn sigkill_everything_and_restart_keeps_the_namespace() {
 /// new leader and commit a write does not answer a read from its stale state when it wakes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_leader_does_not_serve_stale_reads_after_waking() {
-    let pc = ProcCluster::start(3, |_| {}).await;
+    let pc = Cluster::builder().namenodes(3).start_processes().await;
     let result = tokio::time::timeout(Duration::from_secs(90), async {
         let c = pc.client();
         c.mkdirs("/lease").await.expect("mkdirs");
