@@ -1572,7 +1572,8 @@ impl S3 for TarnS3 {
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 return Err(s3_error!(NoSuchBucket, "no bucket {:?}", i.bucket));
             }
-            Err(e) => return Err(internal("create upload", e)),
+            // Refusals say what they are (an unfinished upgrade is a 503).
+            Err(e) => return Err(fs_err("create upload", e)),
         }
         Ok(S3Response::new(dto::CreateMultipartUploadOutput {
             bucket: Some(i.bucket),

@@ -12,9 +12,11 @@
 //!   can be interrupted and resumed, and records already converted are never converted
 //!   twice. A store of a newer format than this binary's is refused.
 //! - **Snapshots** say in their magic whether their records carry headers
-//!   ([`SNAPSHOT_MAGIC`]) or are format 0 ([`SNAPSHOT_MAGIC_V0`], converted while loading).
-//! - **Raft messages** between namenodes name the sender's format (`RaftPayload.format`);
-//!   a node refuses messages of a format newer than its own.
+//!   ([`SNAPSHOT_MAGIC`]) or are format 0 ([`SNAPSHOT_MAGIC_V0`], converted while loading;
+//!   built so while the cluster's format is 0, see `crate::upgrade`).
+//! - **Raft messages** between namenodes name the format of their content, the cluster's
+//!   (`RaftPayload.format`), and the sender binary's; a node refuses messages of a format
+//!   newer than its own.
 //!
 //! Raw values (counters, `paths`, `dentries` and `blockmap` values, a lease holder's name
 //! in `uc`, a small file's sealed bytes in `inline`, which carry their own version) are part

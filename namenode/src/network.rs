@@ -143,7 +143,8 @@ impl PeerClient {
         };
         check_format(&reply).map_err(|e| RPCError::Network(NetworkError::new(&std::io::Error::other(e))))?;
         // A binary older than this field answers 0.
-        self.formats.heard(self.target, u8::try_from(reply.binary_format).unwrap_or(u8::MAX));
+        let byte = |v: u32| u8::try_from(v).unwrap_or(u8::MAX);
+        self.formats.heard(self.target, byte(reply.binary_format), byte(reply.format));
         let decoded: Result<Resp, RaftError<NodeId, E>> =
             bincode::deserialize(&reply.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         decoded.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))

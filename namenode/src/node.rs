@@ -22,7 +22,7 @@ use crate::error::NamenodeError;
 use crate::kv::SnapView;
 use crate::leases::{LeaseLimits, Leases};
 use crate::network::{RaftNet, RaftTransportService, RAFT_MESSAGE_BYTES_MAX};
-use crate::proposer::{BatchLimits, Proposer, ReadGate};
+use crate::proposer::{BatchLimits, ProposeError, Proposer, ReadGate};
 use crate::records::{parse_u64, CF_UC};
 use crate::service::{AdminService, NamenodeService};
 pub use crate::state::SmallFiles;
@@ -356,6 +356,12 @@ pub async fn start(
     cfg.validate()?;
     let dir = &cfg.data_dir;
     std::fs::create_dir_all(dir).map_err(|e| NamenodeError::io(format!("create {}", dir.display()), e))?;
+    // The store holds the keys that sign block access tokens (and small files' sealed
+    // bytes): the namenode's OS user's alone, whatever the umask (a container on the same
+    // host must not read them).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| NamenodeError::io(format!("make {} private", dir.display()), e))?;
     let listener = bind(&cfg).await?;
     let bound = listener.local_addr().map_err(|e| NamenodeError::io("read bound address", e))?;
     let addr = cfg.advertise.clone().unwrap_or_else(|| bound.to_string());
@@ -377,10 +383,6 @@ pub async fn start(
     let raft = Raft::new(cfg.node_id, Arc::new(raft_config(&cfg)?), net, log, sm)
         .await
         .map_err(|e| NamenodeError::Raft(e.to_string()))?;
-    // A node that starts on an empty store to form a new group: its group starts at this
-    // binary's format (an existing group's format is raised only by an operator).
-    let forming = !cfg.initial_members.is_empty()
-        && !raft.is_initialized().await.map_err(|e| NamenodeError::Raft(e.to_string()))?;
 
     let shutdown = CancellationToken::new();
     let limits = BatchLimits {
@@ -420,12 +422,13 @@ pub async fn start(
     });
 
     let server = serve(listener, state.clone(), &transport, shutdown.clone());
-    initialize(&cfg, &raft, &addr).await?;
-    if forming {
+    // The node that forms a new group starts it at this binary's format (an existing
+    // group's format is raised only by an operator: `finalize-upgrade`).
+    if initialize(&cfg, &raft, &addr).await? {
         let stamp = tokio::spawn(stamp_new_group(state.clone(), shutdown.clone()));
         // A group of one is led at once: it writes in its format before anyone calls.
-        if cfg.members()?.len() == 1 {
-            let _ = stamp.await;
+        if cfg.members()?.len() == 1 && tokio::time::timeout(STAMP_WAIT, stamp).await.is_err() {
+            tracing::warn!("the new group's format is not set yet; it will be once this node leads");
         }
     }
     tokio::spawn(lease_monitor(state.clone(), shutdown.clone()));
@@ -480,11 +483,16 @@ fn serve(
     })
 }
 
-/// A new group writes in this binary's format from the start: whichever of its first
-/// members leads first raises the cluster format, once every member answered it with a
-/// binary that reads it (the same check as an operator's finalize).
+/// How long `start` waits for a new group of one to take its format.
+const STAMP_WAIT: Duration = Duration::from_secs(10);
+
+/// A new group writes in this binary's format from the start: the node that formed it
+/// raises the cluster format once it leads and every member answered it with a binary
+/// that reads it (the check of an operator's finalize). A member on an older binary
+/// leaves it to the operator.
 async fn stamp_new_group(state: Arc<NodeState>, shutdown: CancellationToken) {
     let target = crate::format::FORMAT_CURRENT;
+    let since = std::time::Instant::now();
     let mut metrics = state.raft.metrics();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
@@ -496,33 +504,50 @@ async fn stamp_new_group(state: Arc<NodeState>, shutdown: CancellationToken) {
             let members: Vec<NodeId> = m.membership_config.membership().nodes().map(|(id, _)| *id).collect();
             (m.current_leader == Some(state.node_id) && m.state == openraft::ServerState::Leader, members)
         };
-        if leads && state.formats.check_members(state.node_id, &members, target).is_ok() {
-            match state.proposer.propose(None, Op::SetClusterFormat { format: target }).await {
-                Ok(Ok(_)) => {
-                    tracing::info!(cluster_format = target, "a new namenode group writes in format {target}");
+        if leads {
+            match state.formats.check_members(state.node_id, &members, target, since) {
+                Ok(()) => match state.proposer.propose(None, Op::SetClusterFormat { format: target }).await {
+                    Ok(Ok(_)) => {
+                        tracing::info!(cluster_format = target, "a new namenode group writes in format {target}");
+                        return;
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "could not set the new group's format"),
+                    Err(ProposeError::Fatal(e)) => {
+                        tracing::warn!(error = %e, "could not set the new group's format");
+                        return;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "could not set the new group's format yet"),
+                },
+                Err(crate::upgrade::Unready::Older(why)) => {
+                    tracing::warn!(
+                        reasons = %why.join("; "),
+                        "a member of the new group runs an older binary: the group stays at format {}; \
+                         finish with `tarn admin finalize-upgrade`",
+                        state.formats.cluster()
+                    );
                     return;
                 }
-                Ok(Err(e)) => tracing::warn!(error = %e, "could not set the new group's format"),
-                Err(e) => tracing::debug!(error = %e, "could not set the new group's format yet"),
+                Err(crate::upgrade::Unready::Waiting(_)) => {}
             }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = metrics.changed() => {}
+            r = metrics.changed() => if r.is_err() { return },
             _ = tick.tick() => {}
         }
     }
 }
 
 /// Forms the group on first start when this node is the lowest id of `initial_members`.
-async fn initialize(cfg: &NamenodeConfig, raft: &Raft, addr: &str) -> Result<(), NamenodeError> {
+/// Returns whether it did (this node formed a new group just now).
+async fn initialize(cfg: &NamenodeConfig, raft: &Raft, addr: &str) -> Result<bool, NamenodeError> {
     let initial = cfg.members()?;
     let lowest = initial.keys().next().copied();
     if lowest != Some(cfg.node_id) {
-        return Ok(());
+        return Ok(false);
     }
     if raft.is_initialized().await.map_err(|e| NamenodeError::Raft(e.to_string()))? {
-        return Ok(());
+        return Ok(false);
     }
     let members: BTreeMap<NodeId, BasicNode> = initial
         .iter()
@@ -532,7 +557,8 @@ async fn initialize(cfg: &NamenodeConfig, raft: &Raft, addr: &str) -> Result<(),
         })
         .collect();
     tracing::info!(?members, "initializing a new namenode group");
-    raft.initialize(members).await.map_err(|e| NamenodeError::Raft(format!("initialize: {e}")))
+    raft.initialize(members).await.map_err(|e| NamenodeError::Raft(format!("initialize: {e}")))?;
+    Ok(true)
 }
 
 /// On the leader: closes files whose writer has been silent past the hard limit. Open

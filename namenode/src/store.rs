@@ -510,8 +510,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             let (resp, expire) =
                 self.apply_entry(&entry).map_err(|e| StorageIOError::apply(entry.log_id, &io_err(e)))?;
+            fn raises(op: &Op) -> bool {
+                match op {
+                    Op::SetClusterFormat { .. } => true,
+                    Op::As { op, .. } => raises(op),
+                    _ => false,
+                }
+            }
             let raises_format = match &entry.payload {
-                EntryPayload::Normal(c) => c.ops.iter().any(|(_, op)| matches!(op, Op::SetClusterFormat { .. })),
+                EntryPayload::Normal(c) => c.ops.iter().any(|(_, op)| raises(op)),
                 _ => false,
             };
             if raises_format {

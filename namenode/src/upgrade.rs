@@ -13,10 +13,10 @@
 //!   beside it; the leader remembers each member's.
 //!
 //! Finalizing raises the cluster format to the leader's binary format through the log
-//! (`Op::SetClusterFormat`), and only when every member has answered the leader recently
-//! with a binary that reads it. A group formed by this binary starts at its format. A node
-//! that still meets what it cannot read stops with an error naming both versions
-//! (`format::decode`, `network::check_format`).
+//! (`Op::SetClusterFormat`), and only when every member has answered the leader since the
+//! finalize began with a binary that reads it. A group formed by this binary starts at its
+//! format. A node that still meets what it cannot read stops with an error naming both
+//! versions (`format::decode`, `network::check_format`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -26,8 +26,25 @@ use std::time::{Duration, Instant};
 use crate::format::FORMAT_CURRENT;
 use crate::types::{NodeId, Op};
 
-/// How recently a member must have answered the leader for its binary format to count.
-pub const PEER_FORMAT_FRESH: Duration = Duration::from_secs(10);
+/// How long a finalize waits for every member to answer the leader.
+pub const FINALIZE_WAIT: Duration = Duration::from_secs(3);
+
+/// Why the members cannot take a format yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unready {
+    /// Some have not answered since the check began (down, cut off, or slow): try again.
+    Waiting(Vec<String>),
+    /// Some run a binary that cannot read it: upgrade them first.
+    Older(Vec<String>),
+}
+
+impl Unready {
+    pub fn reasons(&self) -> &[String] {
+        match self {
+            Unready::Waiting(w) | Unready::Older(w) => w,
+        }
+    }
+}
 
 /// The cluster's format and what this node (as leader) heard of each member's binary.
 #[derive(Debug, Default)]
@@ -50,33 +67,34 @@ impl Formats {
         self.cluster.store(format, Ordering::Release);
     }
 
-    /// A member answered with a binary reading formats up to `binary`.
-    pub fn heard(&self, node: NodeId, binary: u8) {
-        self.peers.lock().unwrap_or_else(|p| p.into_inner()).insert(node, (binary, Instant::now()));
+    /// A member answered: its binary reads formats up to `binary`, and its message was of
+    /// format `content` (a binary from before `binary_format` existed sends 0 there, but a
+    /// message in format 1 proves it reads format 1).
+    pub fn heard(&self, node: NodeId, binary: u8, content: u8) {
+        let f = binary.max(content);
+        self.peers.lock().unwrap_or_else(|p| p.into_inner()).insert(node, (f, Instant::now()));
     }
 
-    /// Whether every one of `members` but `me` answered within [`PEER_FORMAT_FRESH`] with a
-    /// binary that reads `target`; else the reasons, one per member.
-    pub fn check_members(&self, me: NodeId, members: &[NodeId], target: u8) -> Result<(), Vec<String>> {
+    /// Whether every one of `members` but `me` answered at or after `since` with a binary
+    /// that reads `target`.
+    pub fn check_members(&self, me: NodeId, members: &[NodeId], target: u8, since: Instant) -> Result<(), Unready> {
         let peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let mut why = Vec::new();
+        let (mut older, mut waiting) = (Vec::new(), Vec::new());
         for &m in members.iter().filter(|m| **m != me) {
             match peers.get(&m) {
-                Some((_, at)) if now.duration_since(*at) > PEER_FORMAT_FRESH => {
-                    why.push(format!("namenode {m} has not answered for {:?}", now.duration_since(*at)))
+                Some((f, at)) if *at >= since && *f < target => {
+                    older.push(format!("namenode {m} runs a binary that reads formats up to {f}, not {target}"))
                 }
-                Some((f, _)) if *f < target => {
-                    why.push(format!("namenode {m} runs a binary that reads formats up to {f}, not {target}"))
-                }
-                Some(_) => {}
-                None => why.push(format!("namenode {m} has not answered this leader yet")),
+                Some((_, at)) if *at >= since => {}
+                _ => waiting.push(format!("namenode {m} has not answered this leader")),
             }
         }
-        if why.is_empty() {
-            Ok(())
+        if !older.is_empty() {
+            Err(Unready::Older(older))
+        } else if !waiting.is_empty() {
+            Err(Unready::Waiting(waiting))
         } else {
-            Err(why)
+            Ok(())
         }
     }
 }
@@ -123,17 +141,21 @@ mod tests {
     use crate::types::MkdirOp;
 
     #[test]
-    fn a_member_not_heard_from_or_on_an_older_binary_blocks_the_finalize() {
+    fn a_member_not_heard_from_since_or_on_an_older_binary_blocks_the_finalize() {
         let f = Formats::new(0);
         let members = [1, 2, 3];
-        let why = f.check_members(1, &members, 1).unwrap_err();
-        assert_eq!(why.len(), 2, "{why:?}");
-        f.heard(2, 1);
-        f.heard(3, 0);
-        let why = f.check_members(1, &members, 1).unwrap_err();
-        assert_eq!(why, vec!["namenode 3 runs a binary that reads formats up to 0, not 1".to_string()]);
-        f.heard(3, 1);
-        assert_eq!(f.check_members(1, &members, 1), Ok(()));
+        f.heard(2, 1, 0);
+        let since = Instant::now();
+        // Node 2's answer came before the check began: it does not count.
+        let why = f.check_members(1, &members, 1, since).unwrap_err();
+        assert!(matches!(&why, Unready::Waiting(w) if w.len() == 2), "{why:?}");
+        f.heard(2, 1, 0);
+        f.heard(3, 0, 0);
+        let why = f.check_members(1, &members, 1, since).unwrap_err();
+        assert_eq!(why, Unready::Older(vec!["namenode 3 runs a binary that reads formats up to 0, not 1".into()]));
+        // A binary from before `binary_format` that sends format 1 reads format 1.
+        f.heard(3, 0, 1);
+        assert_eq!(f.check_members(1, &members, 1, since), Ok(()));
     }
 
     #[test]

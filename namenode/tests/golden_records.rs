@@ -480,10 +480,16 @@ async fn a_snapshot_built_at_cluster_format_0_is_format_0_and_loads_back_the_sam
     }
     let (db1, mut sm1) = open("db1", &old);
     assert_eq!(tarn_namenode::store::cluster_format(&db1).unwrap(), 0, "a group of the old binary");
+    let snap_of = |dir: &Path| {
+        let name = std::fs::read_to_string(dir.join("current")).unwrap();
+        std::fs::read(dir.join(format!("{}.snap", name.trim()))).unwrap()
+    };
+    let written_by_old_binary = snap_of(&fixture);
     let built = sm1.get_snapshot_builder().await.build_snapshot().await.unwrap();
-    let name = std::fs::read_to_string(old.join("current")).unwrap();
-    let bytes = std::fs::read(old.join(format!("{}.snap", name.trim()))).unwrap();
+    let bytes = snap_of(&old);
+    // The same state, so the very bytes the old binary wrote: records, count, checksum.
     assert_eq!(&bytes[..8], b"TARNSNP1");
+    assert!(bytes == written_by_old_binary, "a format-0 snapshot differs from the old binary's");
     // A new node receives it: same state, record for record.
     let new = tmp.path().join("new-snapshots");
     std::fs::create_dir_all(&new).unwrap();

@@ -33,7 +33,7 @@ pub fn datanode_ip(i: usize) -> IpAddr {
 #[derive(Default)]
 struct Rules {
     blocked: HashSet<IpAddr>,
-    /// Where the node listens now (`None` until it has started, and while it restarts).
+    /// Where the node listens (`None` until it has started; a restart points it anew).
     target: Option<SocketAddr>,
 }
 
@@ -90,7 +90,15 @@ async fn accept_loop(listener: TcpListener, rules: watch::Receiver<Rules>) {
     let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
     let _abort_all = AbortOnDrop(conns.clone());
     loop {
-        let Ok((inbound, peer)) = listener.accept().await else { continue };
+        let (inbound, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors, say: the test sees its calls fail.
+                tracing::warn!(error = %e, "proxy accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
         let rules = rules.clone();
         let task = tokio::spawn(async move {
             let _ = inbound.set_nodelay(true);
@@ -109,10 +117,10 @@ async fn accept_loop(listener: TcpListener, rules: watch::Receiver<Rules>) {
             let _ = outbound.set_nodelay(true);
             let (ir, iw) = inbound.into_split();
             let (or, ow) = outbound.into_split();
-            let up = tokio::spawn(pump(ir, ow, rules.clone(), ip));
-            let down = pump(or, iw, rules, ip);
-            down.await;
-            up.abort();
+            // Both directions end with the connection task (aborted with the proxy).
+            let up = AbortOnDrop(Arc::new(Mutex::new(vec![tokio::spawn(pump(ir, ow, rules.clone(), ip))])));
+            pump(or, iw, rules, ip).await;
+            drop(up);
         });
         let mut c = conns.lock().unwrap_or_else(|p| p.into_inner());
         c.retain(|t| !t.is_finished());

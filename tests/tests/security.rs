@@ -457,3 +457,17 @@ async fn a_users_certificate_cannot_pose_as_a_server() {
     assert_eq!(e.kind(), ErrorKind::Unavailable, "a client accepted a person's certificate as a server: {e}");
     node.shutdown().await;
 }
+
+/// What the nodes keep on disk is theirs alone whatever the umask: the namenode's store
+/// holds the keys that sign block access tokens, a datanode's the replicas (a container on
+/// the same host must read neither).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_directories_are_private_to_the_daemons() {
+    use std::os::unix::fs::PermissionsExt;
+    let cl = Cluster::builder().datanodes(1).start().await;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&cl.configs[0].data_dir), 0o700, "the namenode's data directory");
+    let store = cl.datanode_dirs[0].join("tarn-datanode");
+    assert_eq!(mode(&store), 0o700, "the datanode's store");
+    cl.shutdown().await;
+}
