@@ -5,7 +5,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     // SAFETY: build scripts are single-threaded; nothing else reads the environment.
     unsafe { std::env::set_var("PROTOC", protoc) };
-    let protos = ["proto/tarn/namenode.proto", "proto/tarn/raft.proto", "proto/tarn/datanode.proto"];
+    let protos = [
+        "proto/tarn/namenode.proto",
+        "proto/tarn/raft.proto",
+        "proto/tarn/datanode.proto",
+        "proto/tarn/resource_manager.proto",
+    ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }
@@ -23,5 +28,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".tarn.datanode.v1.WritePacket.data")
         .bytes(".tarn.datanode.v1.ReadChunk.data")
         .compile_protos(&["proto/tarn/datanode.proto"], &["proto"])?;
+    tonic_prost_build::configure().compile_protos(&["proto/tarn/resource_manager.proto"], &["proto"])?;
     Ok(())
 }

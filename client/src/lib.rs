@@ -19,6 +19,7 @@ use std::time::Duration;
 pub mod blocks;
 pub mod conn;
 pub mod fileio;
+pub mod rm;
 pub mod store;
 mod types;
 
@@ -75,7 +76,7 @@ pub enum ClientError {
     /// No node of the service answered before the deadline.
     #[error("no {service} could serve the request within {waited:?} (tried {addrs}): {last}")]
     Unavailable { service: &'static str, waited: Duration, addrs: String, last: String },
-    #[error("invalid namenode address {addr:?}: {reason}")]
+    #[error("invalid address {addr:?}: {reason}")]
     BadAddress { addr: String, reason: String },
     /// No replica of a block could be read.
     #[error("block {block_id} of {path}: no replica could be read ({tried})")]

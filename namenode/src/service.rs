@@ -35,9 +35,7 @@ pub const LIST_LIMIT_DEFAULT: usize = 1000;
 
 /// A refusal of `kind`: its status code and its name in the `x-tarn-error` metadata.
 pub(crate) fn kind_status(kind: ErrorKind, message: impl Into<String>) -> Status {
-    let mut s = Status::new(kind.code(), message);
-    s.metadata_mut().insert(ERROR_KIND_HEADER, MetadataValue::from_static(kind.as_str()));
-    s
+    kind.status(message)
 }
 
 /// A small file the namenode will not keep: the client writes blocks instead.
@@ -1057,12 +1055,25 @@ impl NamenodeAdmin for AdminService {
                 let m = self.s.raft.metrics().borrow().clone();
                 m.membership_config.membership().nodes().map(|(id, _)| *id).collect()
             };
-            if let Err(why) = self.s.formats.check_members(self.s.node_id, &members, target) {
-                let msg = format!(
-                    "the cluster stays at format {previous}: {} (upgrade every namenode to this tarn and run it again)",
-                    why.join("; ")
-                );
-                return Err(kind_status(ErrorKind::UpgradePending, msg));
+            // Every member must answer after this moment (a node rolled back a moment ago
+            // must not count with what its newer binary said).
+            let since = std::time::Instant::now();
+            let deadline = tokio::time::Instant::now() + crate::upgrade::FINALIZE_WAIT;
+            loop {
+                match self.s.formats.check_members(self.s.node_id, &members, target, since) {
+                    Ok(()) => break,
+                    Err(crate::upgrade::Unready::Waiting(_)) if tokio::time::Instant::now() < deadline => {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                    Err(why) => {
+                        let msg = format!(
+                            "the cluster stays at format {previous}: {} (upgrade every namenode to this tarn, \
+                             start it, and run this again)",
+                            why.reasons().join("; ")
+                        );
+                        return Err(kind_status(ErrorKind::UpgradePending, msg));
+                    }
+                }
             }
             self.s
                 .propose(Op::SetClusterFormat { format: target })

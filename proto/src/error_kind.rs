@@ -38,6 +38,14 @@ macro_rules! kinds {
                 }
             }
 
+            /// A refusal of this kind as it goes on the wire: its status code, and its name
+            /// in [`ERROR_KIND_HEADER`].
+            pub fn status(self, message: impl Into<String>) -> tonic::Status {
+                let mut s = tonic::Status::new(self.code(), message);
+                s.metadata_mut().insert(ERROR_KIND_HEADER, tonic::metadata::MetadataValue::from_static(self.as_str()));
+                s
+            }
+
             /// The gRPC status code a refusal of this kind is sent with.
             pub fn code(self) -> tonic::Code {
                 match self {

@@ -20,6 +20,12 @@ pub mod raft {
     tonic::include_proto!("tarn.raft.v1");
 }
 
+/// The resource manager: workers, and what clients ask of it.
+pub mod rm {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("tarn.rm.v1");
+}
+
 /// Block storage: datanode-to-namenode protocol and block data transfer.
 pub mod datanode {
     #![allow(clippy::all, missing_docs)]

@@ -17,6 +17,8 @@ pub struct TarnConfig {
     pub datanode: DatanodeConfig,
     pub client: ClientConfig,
     pub gateway: GatewayConfig,
+    pub resource_manager: tarn_resource_manager::ResourceManagerConfig,
+    pub worker: tarn_worker::WorkerConfig,
     pub up: UpConfig,
     /// This process's certificate (mutual TLS with every peer), or the dev flag.
     pub security: SecurityConfig,
@@ -45,11 +47,13 @@ impl Default for UpConfig {
 pub struct ClientConfig {
     /// Namenode addresses (`host:port`); any of them will do, the leader is found.
     pub namenodes: Vec<String>,
+    /// Resource manager addresses (`host:port`).
+    pub resource_managers: Vec<String>,
 }
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        ClientConfig { namenodes: vec!["127.0.0.1:8020".into()] }
+        ClientConfig { namenodes: vec!["127.0.0.1:8020".into()], resource_managers: vec!["127.0.0.1:8032".into()] }
     }
 }
 
@@ -108,6 +112,12 @@ impl TarnConfig {
         cfg.gateway.listen = "127.0.0.1:9000".into();
         cfg.gateway.access_keys = vec![tarn_gateway::AccessKey::generate()];
         cfg.gateway.domains = vec!["localhost:9000".into(), "localhost".into()];
+        // YARN's port beside the namenode's (a picked one when the namenode's is).
+        let host = listen.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1");
+        let rm_port = if listen.ends_with(":0") { 0 } else { 8032 };
+        cfg.resource_manager.listen = format!("{host}:{rm_port}");
+        cfg.worker.resource_managers = vec![cfg.resource_manager.listen.clone()];
+        cfg.client.resource_managers = vec![cfg.resource_manager.listen.clone()];
         cfg.with_environment()
     }
 }

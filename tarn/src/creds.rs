@@ -17,6 +17,10 @@ pub struct ClientOpts {
     /// configuration's `client.namenodes`.
     #[arg(long, env = "TARN_NAMENODE", global = true)]
     pub namenode: Option<String>,
+    /// Resource manager addresses (comma-separated host:port). Default: the
+    /// configuration's `client.resource_managers`.
+    #[arg(long, env = "TARN_RESOURCE_MANAGER", global = true)]
+    pub resource_manager: Option<String>,
     /// Configuration naming this client's certificate (`[security]`) and the namenodes
     /// (`[client]`). Default: ./tarn-data/tarn.toml when it exists (the appliance's admin).
     #[arg(long, env = "TARN_CONFIG", global = true)]
@@ -57,6 +61,16 @@ impl ClientOpts {
         })
     }
 
+    /// A client of the resource managers with this command's certificate.
+    pub fn connect_rm(&self) -> anyhow::Result<tarn_client::rm::RmClient> {
+        let transport = self.transport()?;
+        let addrs = match &self.resource_manager {
+            Some(a) => vec![a.clone()],
+            None => self.config()?.client.resource_managers,
+        };
+        Ok(tarn_client::rm::RmClient::new(&addrs, &transport)?.with_retry(crate::cli_retry())?)
+    }
+
     /// A client of the cluster with this command's certificate.
     pub fn connect(&self) -> anyhow::Result<NamenodeClient> {
         let transport = self.transport()?;
@@ -90,8 +104,14 @@ pub fn ensure_cert(ca: &Ca, tls_dir: &Path, stem: &str, id: &Identity, hosts: &[
 }
 
 /// The stems of the appliance's certificates, one per role it runs.
-pub const UP_ROLES: [(Role, &str); 4] =
-    [(Role::Namenode, "namenode"), (Role::Datanode, "datanode"), (Role::Gateway, "gateway"), (Role::Admin, "admin")];
+pub const UP_ROLES: [(Role, &str); 6] = [
+    (Role::Namenode, "namenode"),
+    (Role::Datanode, "datanode"),
+    (Role::Gateway, "gateway"),
+    (Role::ResourceManager, "resource-manager"),
+    (Role::Worker, "worker"),
+    (Role::Admin, "admin"),
+];
 
 /// `tarn admin issue-cert`: a certificate for a new node or user from the CA in `ca_dir`.
 #[derive(clap::Args)]

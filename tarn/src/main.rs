@@ -58,6 +58,20 @@ enum Command {
     ///
     /// Example: `tarn gateway --config /etc/tarn/gateway.toml --listen 0.0.0.0:9000`
     Gateway(GatewayArgs),
+    /// Run a resource manager (knows the cluster's workers; YARN's ResourceManager).
+    ///
+    /// Example: `tarn resource-manager --config /etc/tarn/rm.toml`
+    ResourceManager(RmArgs),
+    /// Run a worker: offers this node's cores and memory to the resource manager (YARN's
+    /// NodeManager); `--label core` where a datanode runs beside it, `task` otherwise.
+    ///
+    /// Example: `tarn worker --config /etc/tarn/worker.toml --label task`
+    Worker(WorkerArgs),
+    /// The workers the resource manager knows: label, capacity, use, liveness (like
+    /// `yarn node -list -all`).
+    ///
+    /// Example: `tarn workers`
+    Workers(WorkersArgs),
     /// Write configuration files for a topology.
     ///
     /// Example: `tarn init --dir conf --namenodes 10.0.0.1:8020,10.0.0.2:8020,10.0.0.3:8020`
@@ -123,6 +137,53 @@ struct DatanodeArgs {
 }
 
 #[derive(clap::Args)]
+struct RmArgs {
+    /// TOML configuration file (its `[resource_manager]` table).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Overrides `resource_manager.listen` (host:port; port 0 picks one).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Write the bound address to this file once serving (for scripts and tests).
+    #[arg(long)]
+    addr_file: Option<PathBuf>,
+    /// Development only: plaintext, unauthenticated gRPC (prints a warning).
+    #[arg(long)]
+    insecure_dev: bool,
+}
+
+#[derive(clap::Args)]
+struct WorkerArgs {
+    /// TOML configuration file (its `[worker]` table).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Overrides `worker.resource_managers` (comma-separated host:port).
+    #[arg(long, value_delimiter = ',')]
+    resource_managers: Option<Vec<String>>,
+    /// Overrides `worker.label`: core or task.
+    #[arg(long)]
+    label: Option<String>,
+    /// Overrides `worker.vcores` (0: every core).
+    #[arg(long)]
+    vcores: Option<u32>,
+    /// Overrides `worker.memory_mib` (0: the host's, less a quarter).
+    #[arg(long)]
+    memory_mib: Option<u64>,
+    /// Overrides `worker.name` (the id of a worker without a certificate, dev mode).
+    #[arg(long)]
+    name: Option<String>,
+    /// Development only: plaintext, unauthenticated gRPC (prints a warning).
+    #[arg(long)]
+    insecure_dev: bool,
+}
+
+#[derive(clap::Args)]
+struct WorkersArgs {
+    #[command(flatten)]
+    conn: creds::ClientOpts,
+}
+
+#[derive(clap::Args)]
 struct GatewayArgs {
     /// TOML configuration file (its `[gateway]` table: keys, TLS files, domains).
     #[arg(long, short)]
@@ -177,8 +238,15 @@ fn init_logging(default: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let daemon =
-        matches!(cli.command, Command::Up(_) | Command::Namenode(_) | Command::Datanode(_) | Command::Gateway(_));
+    let daemon = matches!(
+        cli.command,
+        Command::Up(_)
+            | Command::Namenode(_)
+            | Command::Datanode(_)
+            | Command::Gateway(_)
+            | Command::ResourceManager(_)
+            | Command::Worker(_)
+    );
     // s3s logs every refused request (a 404 too) at error level: the gateway answers them.
     init_logging(if daemon { "info,openraft=warn,s3s=off" } else { "warn" });
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -194,6 +262,9 @@ fn main() -> ExitCode {
             Command::Namenode(a) => run_namenode(a).await,
             Command::Datanode(a) => run_datanode(a).await,
             Command::Gateway(a) => run_gateway(a).await,
+            Command::ResourceManager(a) => run_resource_manager(a).await,
+            Command::Worker(a) => run_worker(a).await,
+            Command::Workers(a) => list_workers(a).await,
             Command::Init(a) => run_init(a),
             Command::Fs(a) => fs_cmd::run(a).await,
             Command::Admin(a) => admin_cmd::run(a).await,
@@ -280,6 +351,83 @@ async fn run_gateway(a: GatewayArgs) -> anyhow::Result<u8> {
     out::daemon_note(outln!("S3 gateway serving on {}", gw.endpoint()));
     up::wait_for_signal(tarn_namenode::node::CancellationToken::new()).await;
     gw.stop().await;
+    Ok(0)
+}
+
+async fn run_resource_manager(a: RmArgs) -> anyhow::Result<u8> {
+    let file = role_config(a.config.as_deref())?;
+    let transport = role_transport(&file, a.insecure_dev)?;
+    let mut cfg = file.resource_manager;
+    if let Some(v) = a.listen {
+        cfg.listen = v;
+    }
+    let rm = tarn_resource_manager::start(cfg, transport).await?;
+    write_addr_file(a.addr_file.as_deref(), &rm.addr)?;
+    out::daemon_note(outln!("resource manager serving on {}", rm.addr));
+    up::wait_for_signal(tarn_namenode::node::CancellationToken::new()).await;
+    rm.shutdown().await;
+    Ok(0)
+}
+
+async fn run_worker(a: WorkerArgs) -> anyhow::Result<u8> {
+    let file = role_config(a.config.as_deref())?;
+    let transport = role_transport(&file, a.insecure_dev)?;
+    let mut cfg = file.worker;
+    if let Some(v) = a.resource_managers {
+        cfg.resource_managers = v;
+    }
+    if let Some(v) = a.label {
+        cfg.label = v;
+    }
+    if let Some(v) = a.vcores {
+        cfg.vcores = v;
+    }
+    if let Some(v) = a.memory_mib {
+        cfg.memory_mib = v;
+    }
+    if let Some(v) = a.name {
+        cfg.name = v;
+    }
+    let w = tarn_worker::start(cfg, transport).await?;
+    out::daemon_note(outln!("worker {} offering {} vcores and {} MiB", w.id, w.capacity.vcores, w.capacity.memory_mib));
+    up::wait_for_signal(tarn_namenode::node::CancellationToken::new()).await;
+    w.stop().await;
+    Ok(0)
+}
+
+async fn list_workers(a: WorkersArgs) -> anyhow::Result<u8> {
+    use tarn_client::rm::WorkerState;
+    let workers = a.conn.connect_rm()?.workers().await?;
+    outln!(
+        "{:<24} {:<24} {:<16} {:<6} {:<8} {:>7} {:>12} {:>10}",
+        "WORKER",
+        "HOST",
+        "RACK",
+        "LABEL",
+        "STATE",
+        "VCORES",
+        "MEMORY MIB",
+        "HEARTBEAT"
+    )?;
+    for w in &workers {
+        let state = match w.state {
+            WorkerState::Running => "running",
+            WorkerState::Lost => "LOST",
+        };
+        outln!(
+            "{:<24} {:<24} {:<16} {:<6} {:<8} {:>7} {:>12} {:>8}ms",
+            w.worker_id,
+            w.host,
+            w.rack,
+            w.label.as_str(),
+            state,
+            format!("{}/{}", w.used.vcores, w.capacity.vcores),
+            format!("{}/{}", w.used.memory_mib, w.capacity.memory_mib),
+            w.since_heartbeat.as_millis()
+        )?;
+    }
+    let lost = workers.iter().filter(|w| w.state == WorkerState::Lost).count();
+    outln!("workers: {} running, {lost} lost", workers.len() - lost)?;
     Ok(0)
 }
 

@@ -34,6 +34,9 @@ pub struct UpArgs {
     /// S3 endpoint address (overrides `gateway.listen`; port 0 picks one).
     #[arg(long)]
     s3_listen: Option<String>,
+    /// Resource manager address (overrides `resource_manager.listen`; port 0 picks one).
+    #[arg(long)]
+    rm_listen: Option<String>,
     /// Development only: serve S3 over plaintext HTTP (prints a warning).
     #[arg(long)]
     insecure_dev: bool,
@@ -180,6 +183,22 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
         insecure_dev(&mut gw);
     }
     let gateway = tarn_gateway::start(gw.clone(), transport(Role::Gateway)?).await.context("start the S3 gateway")?;
+    // Compute: the resource manager, and a worker on this (core) node.
+    let mut rm_cfg = cfg.resource_manager.clone();
+    if let Some(l) = a.rm_listen {
+        rm_cfg.listen = l;
+    }
+    let rm = tarn_resource_manager::start(rm_cfg, transport(Role::ResourceManager)?)
+        .await
+        .context("start the resource manager")?;
+    if cfg.client.resource_managers != [rm.addr.clone()] {
+        cfg.client.resource_managers = vec![rm.addr.clone()];
+        cfg.save(&cfg_path)?;
+    }
+    let mut w = cfg.worker.clone();
+    w.resource_managers = vec![rm.addr.clone()];
+    w.label = "core".into();
+    let worker = tarn_worker::start(w, transport(Role::Worker)?).await.context("start the worker")?;
     // A daemon keeps serving when nobody reads its standard output any more.
     let banner = || -> anyhow::Result<()> {
         outln!("Tarn is up (single-process appliance).")?;
@@ -192,6 +211,13 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
             outln!("  datanode {}:       {} ({})", i + 1, dn.addr, dn.uuid)?;
         }
         let key = &gw.access_keys[0];
+        outln!("  resource manager: {}", rm.addr)?;
+        outln!(
+            "  worker:           {} (core; {} vcores, {} MiB)",
+            worker.id,
+            worker.capacity.vcores,
+            worker.capacity.memory_mib
+        )?;
         outln!("  S3 endpoint:      {}", gateway.endpoint())?;
         outln!("  S3 access key:    {}", key.access_key)?;
         outln!("  S3 secret key:    {}", key.secret_key)?;
@@ -219,6 +245,8 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
     out::daemon_note(banner());
     wait_for_signal(node.cancelled()).await;
     out::daemon_note(outln!("stopping"));
+    worker.stop().await;
+    rm.shutdown().await;
     gateway.stop().await;
     for dn in datanodes {
         dn.stop().await;

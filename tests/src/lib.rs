@@ -322,7 +322,6 @@ pub async fn wait_healthy(c: &NamenodeClient, path: &str, timeout: Duration) -> 
     .await
 }
 
-/// Namenodes (and optionally datanodes) in this process.
 /// A node of a test cluster: namenode `id`, or datanode `i` (both 1-based).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Node {
@@ -342,6 +341,18 @@ impl Node {
 
 type NamenodeTune = Box<dyn Fn(&mut NamenodeConfig)>;
 type DatanodeTune = Box<dyn Fn(usize, &mut DatanodeConfig)>;
+type WorkerTune = Box<dyn Fn(usize, &mut tarn_worker::WorkerConfig)>;
+
+/// The resource manager's timings in tests: workers heartbeat every 100 ms and are lost
+/// after a second of silence.
+pub fn rm_config() -> tarn_resource_manager::ResourceManagerConfig {
+    tarn_resource_manager::ResourceManagerConfig {
+        listen: "127.0.0.1:0".into(),
+        worker_heartbeat_ms: 100,
+        worker_expiry_ms: 1_000,
+        ..Default::default()
+    }
+}
 
 /// What cluster to start: see [`Cluster::builder`].
 pub struct ClusterBuilder {
@@ -350,9 +361,24 @@ pub struct ClusterBuilder {
     partitionable: bool,
     tune_namenodes: NamenodeTune,
     tune_datanodes: DatanodeTune,
+    workers: (usize, usize),
+    tune_workers: WorkerTune,
 }
 
 impl ClusterBuilder {
+    /// A resource manager and workers: `core` of them labelled core, then `task` labelled
+    /// task (worker `i` is named `w<i>`, 1-based).
+    pub fn workers(mut self, core: usize, task: usize) -> Self {
+        self.workers = (core, task);
+        self
+    }
+
+    /// Adjusts worker `i`'s configuration (1-based).
+    pub fn tune_workers(mut self, f: impl Fn(usize, &mut tarn_worker::WorkerConfig) + 'static) -> Self {
+        self.tune_workers = Box::new(f);
+        self
+    }
+
     pub fn namenodes(mut self, n: usize) -> Self {
         self.namenodes = n;
         self
@@ -385,10 +411,11 @@ impl ClusterBuilder {
     }
 
     /// Starts every node as a real `tarn` process instead (SIGKILL, SIGSTOP, restart of
-    /// a process: [`ProcCluster`]). Datanode tuning and partitions are for in-process
-    /// clusters only (the compose cluster cuts real networks: [`ComposeCluster`]).
+    /// a process: [`ProcCluster`]). Datanode tuning, workers and partitions are for
+    /// in-process clusters only (the compose cluster cuts real networks: [`ComposeCluster`]).
     pub async fn start_processes(self) -> ProcCluster {
         assert!(!self.partitionable, "a process cluster cannot be cut yet: use an in-process or compose cluster");
+        assert_eq!(self.workers, (0, 0), "workers run in process clusters later: use start()");
         let mut pc = ProcCluster::start(self.namenodes, self.tune_namenodes).await;
         if self.datanodes > 0 {
             pc.start_datanodes(self.datanodes).await;
@@ -409,6 +436,9 @@ impl ClusterBuilder {
             proxies: std::collections::BTreeMap::new(),
             partitionable: self.partitionable,
             tune_datanodes: self.tune_datanodes,
+            rm: None,
+            workers: Vec::new(),
+            worker_configs: Vec::new(),
             _dir: dir,
         };
         for i in 1..=self.namenodes as u64 {
@@ -430,10 +460,40 @@ impl ClusterBuilder {
         }
         form_group(&cl.addrs).await;
         cl.start_datanodes(self.datanodes).await;
+        let (core, task) = self.workers;
+        if core + task > 0 {
+            let rm = tarn_resource_manager::start(rm_config(), pki().transport(Role::ResourceManager, "rm"))
+                .await
+                .expect("start the resource manager");
+            for i in 1..=core + task {
+                let mut w = tarn_worker::WorkerConfig {
+                    resource_managers: vec![rm.addr.clone()],
+                    host: "127.0.0.1".into(),
+                    label: if i <= core { "core" } else { "task" }.into(),
+                    vcores: 2,
+                    memory_mib: 2048,
+                    ..Default::default()
+                };
+                (self.tune_workers)(i, &mut w);
+                cl.worker_configs.push(w);
+            }
+            cl.rm = Some(rm);
+            for i in 1..=core + task {
+                cl.start_worker(i).await;
+            }
+            let n = core + task;
+            let rmc = cl.rm_client();
+            wait_for(&format!("{n} workers registered"), Duration::from_secs(20), || async {
+                let ws = rmc.workers().await.ok()?;
+                (ws.iter().filter(|w| w.state == tarn_client::rm::WorkerState::Running).count() == n).then_some(())
+            })
+            .await;
+        }
         cl
     }
 }
 
+/// Namenodes (and optionally datanodes, a resource manager and workers) in this process.
 pub struct Cluster {
     pub nodes: Vec<Option<NamenodeHandle>>,
     pub configs: Vec<NamenodeConfig>,
@@ -443,6 +503,10 @@ pub struct Cluster {
     proxies: std::collections::BTreeMap<Node, netproxy::NodeProxy>,
     partitionable: bool,
     tune_datanodes: DatanodeTune,
+    pub rm: Option<tarn_resource_manager::RmHandle>,
+    /// Worker `i` at `[i - 1]` (`None` while stopped).
+    pub workers: Vec<Option<tarn_worker::WorkerHandle>>,
+    worker_configs: Vec<tarn_worker::WorkerConfig>,
     _dir: tempfile::TempDir,
 }
 
@@ -455,7 +519,32 @@ impl Cluster {
             partitionable: false,
             tune_namenodes: Box::new(|_| {}),
             tune_datanodes: Box::new(|_, _| {}),
+            workers: (0, 0),
+            tune_workers: Box::new(|_, _| {}),
         }
+    }
+
+    /// (Re)starts worker `i` (1-based) with its certificate `w<i>`.
+    pub async fn start_worker(&mut self, i: usize) {
+        let cfg = self.worker_configs[i - 1].clone();
+        let h = tarn_worker::start(cfg, pki().transport(Role::Worker, &format!("w{i}"))).await.expect("start worker");
+        if self.workers.len() < i {
+            self.workers.resize_with(i, || None);
+        }
+        self.workers[i - 1] = Some(h);
+    }
+
+    /// Stops worker `i` (1-based): it falls silent.
+    pub async fn stop_worker(&mut self, i: usize) {
+        if let Some(h) = self.workers[i - 1].take() {
+            h.stop().await;
+        }
+    }
+
+    /// A client of the resource manager with the tests' admin certificate.
+    pub fn rm_client(&self) -> tarn_client::rm::RmClient {
+        let rm = self.rm.as_ref().expect("a cluster built with workers()");
+        tarn_client::rm::RmClient::new(std::slice::from_ref(&rm.addr), &admin()).expect("rm client")
     }
 
     /// Starts `n` namenodes, `tune` adjusting each configuration.
@@ -643,6 +732,12 @@ impl Cluster {
 
     /// Stops every node, then fails the test if Tarn logged an unexpected ERROR line.
     pub async fn shutdown(mut self) {
+        for i in 1..=self.workers.len() {
+            self.stop_worker(i).await;
+        }
+        if let Some(rm) = self.rm.take() {
+            rm.shutdown().await;
+        }
         for i in 1..=self.datanodes.len() {
             self.stop_datanode(i).await;
         }

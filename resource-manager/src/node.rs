@@ -1,0 +1,134 @@
+//! A resource manager process: configuration, start-up, the expiry monitor and shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tarn_proto::rm::application_client_server::ApplicationClientServer;
+use tarn_proto::rm::resource_tracker_server::ResourceTrackerServer;
+use tarn_security::{RequireRole, Role, Transport};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::ClusterState;
+use crate::error::RmError;
+use crate::service::{ClientService, TrackerService};
+use crate::state::RmState;
+
+/// The `[resource_manager]` table of the TOML config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResourceManagerConfig {
+    /// Address of its gRPC services (YARN's 8032). Port 0 picks a free port.
+    pub listen: String,
+    /// Address workers and clients use; defaults to the bound address.
+    pub advertise: Option<String>,
+    /// How often workers heartbeat.
+    pub worker_heartbeat_ms: u64,
+    /// A worker silent this long is lost, and what it ran with it (more than two
+    /// heartbeats).
+    pub worker_expiry_ms: u64,
+}
+
+impl Default for ResourceManagerConfig {
+    fn default() -> Self {
+        ResourceManagerConfig {
+            listen: "127.0.0.1:8032".into(),
+            advertise: None,
+            worker_heartbeat_ms: 1000,
+            worker_expiry_ms: 10_000,
+        }
+    }
+}
+
+impl ResourceManagerConfig {
+    pub fn validate(&self) -> Result<(), RmError> {
+        let bad = |key: &str, why: String| Err(RmError::Config(format!("resource_manager.{key}: {why}")));
+        if self.listen.parse::<SocketAddr>().is_err() {
+            return bad("listen", format!("{:?} is not ip:port", self.listen));
+        }
+        if self.worker_heartbeat_ms == 0 {
+            return bad("worker_heartbeat_ms", "must be > 0".into());
+        }
+        if self.worker_expiry_ms <= 2 * self.worker_heartbeat_ms {
+            return bad(
+                "worker_expiry_ms",
+                format!("must be more than two heartbeats ({} ms)", 2 * self.worker_heartbeat_ms),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A running resource manager.
+pub struct RmHandle {
+    /// The address workers and clients reach it at.
+    pub addr: String,
+    /// The address it listens on.
+    pub listen: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RmHandle {
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// Resolves when it stops by itself (its server failed).
+    pub async fn stopped(&self) {
+        self.shutdown.cancelled().await
+    }
+}
+
+const WORKERS_ONLY: RequireRole = RequireRole { service: "the resource tracker", roles: &[Role::Worker] };
+
+/// Starts a resource manager and returns once it listens; `transport` secures its services.
+pub async fn start(cfg: ResourceManagerConfig, transport: Transport) -> Result<RmHandle, RmError> {
+    cfg.validate()?;
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .map_err(|source| RmError::Bind { addr: cfg.listen.clone(), source })?;
+    let bound = listener.local_addr().map_err(|source| RmError::Io { what: "read bound address".into(), source })?;
+    let addr = cfg.advertise.clone().unwrap_or_else(|| bound.to_string());
+    let expiry = Duration::from_millis(cfg.worker_expiry_ms);
+    let state = Arc::new(RmState::new(ClusterState::new(expiry), Duration::from_millis(cfg.worker_heartbeat_ms)));
+    let shutdown = CancellationToken::new();
+
+    use tonic::service::interceptor::InterceptedService;
+    let tracker = InterceptedService::new(ResourceTrackerServer::new(TrackerService::new(state.clone())), WORKERS_ONLY);
+    let client = ApplicationClientServer::new(ClientService::new(state.clone()));
+    let incoming = transport.incoming(listener, shutdown.clone());
+    let stop = shutdown.clone();
+    let server = tokio::spawn(async move {
+        let r = tonic::transport::Server::builder()
+            .add_service(tracker)
+            .add_service(client)
+            .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned())
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "resource manager server stopped");
+        }
+        stop.cancel();
+    });
+    let monitor = tokio::spawn(monitor(state, expiry, shutdown.clone()));
+    tracing::info!(%addr, "resource manager serving");
+    Ok(RmHandle { addr, listen: bound, shutdown, tasks: vec![server, monitor] })
+}
+
+/// Declares silent workers lost, a few times per expiry.
+async fn monitor(state: Arc<RmState>, expiry: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval((expiry / 4).min(Duration::from_millis(250)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        state.core().expire(Instant::now());
+    }
+}

@@ -1,0 +1,87 @@
+//! The resource manager and its workers: workers register with their label and capacity,
+//! a silent one is declared lost and comes back by registering again, and a worker speaks
+//! only for itself.
+
+use std::time::Duration;
+
+use tarn_client::rm::{NodeLabel, Resources, WorkerState};
+use tarn_proto::rm as pb;
+use tarn_proto::rm::resource_tracker_client::ResourceTrackerClient;
+use tarn_security::{Role, Transport};
+use tarn_tests::{pki, wait_for, Cluster};
+
+fn state_of(ws: &[tarn_client::rm::WorkerReport], id: &str) -> Option<WorkerState> {
+    ws.iter().find(|w| w.worker_id == id).map(|w| w.state)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_register_and_a_silent_one_is_lost_until_it_registers_again() {
+    let mut cl = Cluster::builder().workers(1, 1).tune_workers(|i, w| w.vcores = i as u32).start().await;
+    let rm = cl.rm_client();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let ws = rm.workers().await.unwrap();
+        let seen: Vec<(&str, NodeLabel, Resources, WorkerState)> =
+            ws.iter().map(|w| (w.worker_id.as_str(), w.label, w.capacity, w.state)).collect();
+        assert_eq!(
+            seen,
+            [
+                ("w1", NodeLabel::Core, Resources::new(1, 2048), WorkerState::Running),
+                ("w2", NodeLabel::Task, Resources::new(2, 2048), WorkerState::Running),
+            ]
+        );
+        // w2 falls silent: lost after the expiry (1 s here), while w1 keeps running.
+        cl.stop_worker(2).await;
+        wait_for("the silent worker to be lost", Duration::from_secs(10), || async {
+            (state_of(&rm.workers().await.ok()?, "w2")? == WorkerState::Lost).then_some(())
+        })
+        .await;
+        assert_eq!(state_of(&rm.workers().await.unwrap(), "w1"), Some(WorkerState::Running));
+        // Back, it registers again.
+        cl.start_worker(2).await;
+        wait_for("the worker back", Duration::from_secs(10), || async {
+            (state_of(&rm.workers().await.ok()?, "w2")? == WorkerState::Running).then_some(())
+        })
+        .await;
+    })
+    .await
+    .expect("timed out");
+    cl.shutdown().await;
+}
+
+fn tracker(t: &Transport, addr: &str) -> ResourceTrackerClient<tonic::transport::Channel> {
+    ResourceTrackerClient::new(t.channel(Transport::endpoint(addr).unwrap().connect_timeout(Duration::from_secs(2))))
+}
+
+fn registration(id: &str, label: pb::NodeLabel) -> pb::RegisterWorkerRequest {
+    pb::RegisterWorkerRequest {
+        worker_id: id.into(),
+        host: "h".into(),
+        rack: "/r".into(),
+        label: label as i32,
+        capacity: Some(pb::Resources { vcores: 1, memory_mib: 512 }),
+        version: "test".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_speaks_only_for_itself_and_only_workers_register() {
+    let cl = Cluster::builder().workers(1, 0).start().await;
+    let addr = cl.rm.as_ref().unwrap().addr.clone();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let mut w1 = tracker(&pki().transport(Role::Worker, "w1"), &addr);
+        let e = w1.register_worker(registration("w9", pb::NodeLabel::Task)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+        assert!(e.message().contains("w9"), "{e}");
+        let e = w1.register_worker(registration("w1", pb::NodeLabel::Unspecified)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+        let mut alice = tracker(&pki().transport(Role::User, "alice"), &addr);
+        let e = alice.register_worker(registration("alice", pb::NodeLabel::Core)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e}");
+        // Nothing of those was taken.
+        let ids: Vec<String> = cl.rm_client().workers().await.unwrap().into_iter().map(|w| w.worker_id).collect();
+        assert_eq!(ids, ["w1"]);
+    })
+    .await
+    .expect("timed out");
+    cl.shutdown().await;
+}

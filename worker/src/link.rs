@@ -1,0 +1,81 @@
+//! The worker's conversation with the resource manager: register, then heartbeat; a
+//! resource manager that does not know this worker (it restarted, or declared it lost)
+//! answers `reregister`, and the cycle starts again.
+
+use std::time::Duration;
+
+use tarn_client::rm::{NodeLabel, Resources, RmClient};
+use tarn_proto::rm as pb;
+use tarn_proto::rm::resource_tracker_client::ResourceTrackerClient;
+use tokio_util::sync::CancellationToken;
+
+/// Pause before registering again after the resource manager could not be reached.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+pub struct Link {
+    pub rm: RmClient,
+    pub id: String,
+    pub host: String,
+    pub rack: String,
+    pub label: NodeLabel,
+    pub capacity: Resources,
+}
+
+fn stub(c: tonic::transport::Channel) -> ResourceTrackerClient<tonic::transport::Channel> {
+    ResourceTrackerClient::new(c)
+}
+
+impl Link {
+    /// Runs until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = self.cycle() => if let Err(e) = r {
+                    tracing::warn!(error = %e, "lost the resource manager; registering again");
+                },
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(RETRY_PAUSE) => {}
+            }
+        }
+    }
+
+    /// Register, then heartbeat until the resource manager asks for a new registration.
+    async fn cycle(&self) -> Result<(), tarn_client::ClientError> {
+        let conn = self.rm.conn();
+        let reg = pb::RegisterWorkerRequest {
+            worker_id: self.id.clone(),
+            host: self.host.clone(),
+            rack: self.rack.clone(),
+            label: self.label.to_pb(),
+            capacity: Some(self.capacity.into()),
+            version: env!("CARGO_PKG_VERSION").into(),
+        };
+        let r = conn
+            .call(|c| {
+                let req = conn.request(reg.clone());
+                async move { stub(c).register_worker(req).await }
+            })
+            .await?;
+        tracing::info!(worker = %self.id, label = self.label.as_str(), "registered with the resource manager");
+        let epoch = r.rm_epoch;
+        let mut interval = Duration::from_millis(r.heartbeat_interval_ms.max(1));
+        loop {
+            tokio::time::sleep(interval).await;
+            let hb = pb::WorkerHeartbeatRequest { worker_id: self.id.clone(), rm_epoch: epoch };
+            let r = conn
+                .call(|c| {
+                    let req = conn.request(hb.clone());
+                    async move { stub(c).worker_heartbeat(req).await }
+                })
+                .await?;
+            if r.reregister {
+                tracing::info!(worker = %self.id, "the resource manager asks for a new registration");
+                return Ok(());
+            }
+            interval = Duration::from_millis(r.heartbeat_interval_ms.max(1));
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! A worker process: configuration, capacity detection, start-up and shutdown.
+
+use serde::{Deserialize, Serialize};
+use tarn_client::rm::{NodeLabel, Resources, RmClient};
+use tarn_client::{RetryPolicy, Transport};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::link::Link;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Client(#[from] tarn_client::ClientError),
+}
+
+/// The `[worker]` table of the TOML config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// The resource managers (`host:port`).
+    pub resource_managers: Vec<String>,
+    /// The worker's id when it has no certificate (dev mode); with one, its name.
+    pub name: String,
+    /// The host name given for locality; empty: this host's name.
+    pub host: String,
+    pub rack: String,
+    /// `core` (a datanode runs beside it) or `task`.
+    pub label: String,
+    /// Cores offered to containers; 0: every core of the host.
+    pub vcores: u32,
+    /// Memory offered to containers (MiB); 0: the host's, less what the system and the
+    /// node's daemons keep (a quarter, at least 1 GiB).
+    pub memory_mib: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            resource_managers: vec!["127.0.0.1:8032".into()],
+            name: String::new(),
+            host: String::new(),
+            rack: "/default-rack".into(),
+            label: "core".into(),
+            vcores: 0,
+            memory_mib: 0,
+        }
+    }
+}
+
+impl WorkerConfig {
+    pub fn validate(&self) -> Result<NodeLabel, WorkerError> {
+        let bad = |key: &str, why: String| Err(WorkerError::Config(format!("worker.{key}: {why}")));
+        if self.resource_managers.is_empty() {
+            return bad("resource_managers", "at least one resource manager address is needed".into());
+        }
+        if !self.rack.starts_with('/') {
+            return bad("rack", "must start with '/' (like /dc1/rack7)".into());
+        }
+        match NodeLabel::parse(&self.label) {
+            Some(l) => Ok(l),
+            None => bad("label", format!("{:?} is neither core nor task", self.label)),
+        }
+    }
+}
+
+/// What this host offers: the configured figures, else what it has.
+pub fn capacity(cfg: &WorkerConfig) -> Resources {
+    let vcores = match cfg.vcores {
+        0 => std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
+        n => n,
+    };
+    let memory_mib = match cfg.memory_mib {
+        0 => {
+            let total = host_memory_mib().unwrap_or(4096);
+            total.saturating_sub((total / 4).max(1024)).max(256)
+        }
+        n => n,
+    };
+    Resources { vcores, memory_mib }
+}
+
+/// `MemTotal` of /proc/meminfo, in MiB.
+fn host_memory_mib() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+fn host_name() -> String {
+    let h = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    if h.is_empty() {
+        "localhost".into()
+    } else {
+        h
+    }
+}
+
+/// A running worker.
+pub struct WorkerHandle {
+    pub id: String,
+    pub capacity: Resources,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Starts a worker: it registers with the resource manager and heartbeats until stopped.
+/// `transport` names it (its certificate's name is its id) and secures its link.
+pub async fn start(cfg: WorkerConfig, transport: Transport) -> Result<WorkerHandle, WorkerError> {
+    let label = cfg.validate()?;
+    let id = match transport.identity() {
+        Some(me) => me.name,
+        None if !cfg.name.is_empty() => cfg.name.clone(),
+        None => host_name(),
+    };
+    let capacity = capacity(&cfg);
+    // A worker keeps trying the resource manager; each try gives up after a while.
+    let retry = RetryPolicy { deadline: std::time::Duration::from_secs(10), ..Default::default() };
+    let rm = RmClient::new(&cfg.resource_managers, &transport)?.with_retry(retry)?;
+    let host = if cfg.host.is_empty() { host_name() } else { cfg.host.clone() };
+    let link = Link { rm, id: id.clone(), host, rack: cfg.rack.clone(), label, capacity };
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(link.run(shutdown.clone()));
+    tracing::info!(worker = %id, label = label.as_str(), vcores = capacity.vcores, memory_mib = capacity.memory_mib, "worker started");
+    Ok(WorkerHandle { id, capacity, shutdown, tasks: vec![task] })
+}
