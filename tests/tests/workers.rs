@@ -85,3 +85,77 @@ async fn a_worker_speaks_only_for_itself_and_only_workers_register() {
     .expect("timed out");
     cl.shutdown().await;
 }
+
+/// A `[role]` table and the `[security]` of `name`, as a config file in `dir`.
+fn role_file<T: serde::Serialize>(dir: &std::path::Path, table: &str, value: &T, role: Role, name: &str) {
+    let mut doc = toml::Table::new();
+    doc.insert(table.into(), toml::Value::try_from(value).unwrap());
+    doc.insert("security".into(), toml::Value::try_from(pki().security(role, name)).unwrap());
+    std::fs::write(dir.join("tarn.toml"), toml::to_string(&doc).unwrap()).unwrap();
+}
+
+/// `tarn workers` against a running resource manager.
+fn list(addr: &str) -> String {
+    let o = std::process::Command::new(tarn_tests::tarn_bin())
+        .arg("workers")
+        .arg("--config")
+        .arg(tarn_tests::admin_config())
+        .args(["--resource-manager", addr])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The roles as real processes: `tarn resource-manager`, `tarn worker` (SIGKILLed: lost),
+/// and `tarn workers` showing both states.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_processes_register_and_a_killed_one_is_lost() {
+    tarn_tests::init_logging();
+    let dir = tempfile::tempdir().unwrap();
+    let (rm_dir, w_dir) = (dir.path().join("rm"), dir.path().join("w"));
+    std::fs::create_dir_all(&rm_dir).unwrap();
+    std::fs::create_dir_all(&w_dir).unwrap();
+    role_file(&rm_dir, "resource_manager", &tarn_tests::rm_config(), Role::ResourceManager, "prm");
+    let (mut rm, addr) = tarn_tests::spawn_role("resource-manager", &rm_dir, "info").await;
+    let w = tarn_worker::WorkerConfig {
+        resource_managers: vec![addr.clone()],
+        label: "task".into(),
+        vcores: 3,
+        memory_mib: 1024,
+        ..Default::default()
+    };
+    role_file(&w_dir, "worker", &w, Role::Worker, "pw1");
+    let log = std::fs::File::create(w_dir.join("worker.log")).unwrap();
+    let mut worker = std::process::Command::new(tarn_tests::tarn_bin())
+        .arg("worker")
+        .arg("--config")
+        .arg(w_dir.join("tarn.toml"))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let rmc = tarn_client::rm::RmClient::new(std::slice::from_ref(&addr), &tarn_tests::admin()).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(60), async {
+        wait_for("the worker process to register", Duration::from_secs(20), || async {
+            (state_of(&rmc.workers().await.ok()?, "pw1")? == WorkerState::Running).then_some(())
+        })
+        .await;
+        let text = list(&addr);
+        let row = text.lines().find(|l| l.starts_with("pw1")).unwrap_or_else(|| panic!("{text}"));
+        assert!(row.contains("task") && row.contains("running") && row.contains("0/3"), "{row}");
+        worker.kill().unwrap();
+        worker.wait().unwrap();
+        wait_for("the killed worker to be lost", Duration::from_secs(20), || async {
+            (state_of(&rmc.workers().await.ok()?, "pw1")? == WorkerState::Lost).then_some(())
+        })
+        .await;
+        let text = list(&addr);
+        assert!(text.contains("LOST") && text.contains("workers: 0 running, 1 lost"), "{text}");
+    })
+    .await;
+    let _ = worker.kill();
+    let _ = rm.kill();
+    let _ = rm.wait();
+    result.expect("timed out");
+}
