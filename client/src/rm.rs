@@ -140,6 +140,301 @@ impl From<pb::WorkerReport> for WorkerReport {
     }
 }
 
+/// A process a worker runs: `command[0]` is a path or a name looked up in `PATH`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ContainerSpec {
+    pub command: Vec<String>,
+    pub env: std::collections::BTreeMap<String, String>,
+}
+
+impl From<Option<pb::ContainerSpec>> for ContainerSpec {
+    fn from(s: Option<pb::ContainerSpec>) -> Self {
+        s.map(|s| ContainerSpec { command: s.command, env: s.env.into_iter().collect() }).unwrap_or_default()
+    }
+}
+
+impl From<&ContainerSpec> for pb::ContainerSpec {
+    fn from(s: &ContainerSpec) -> Self {
+        pb::ContainerSpec { command: s.command.clone(), env: s.env.clone().into_iter().collect() }
+    }
+}
+
+/// Why a container ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitReason {
+    /// Its process exited by itself (see the exit code).
+    Exited,
+    KilledByResourceManager,
+    /// Its processes' resident memory passed the grant.
+    KilledExceededPmem,
+    WorkerLost,
+    /// It could not be started.
+    LaunchFailed,
+}
+
+impl ExitReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExitReason::Exited => "exited",
+            ExitReason::KilledByResourceManager => "killed by the resource manager",
+            ExitReason::KilledExceededPmem => "killed: over its memory grant",
+            ExitReason::WorkerLost => "its worker was lost",
+            ExitReason::LaunchFailed => "could not be started",
+        }
+    }
+
+    fn from_pb(v: i32) -> ExitReason {
+        match pb::ExitReason::try_from(v).unwrap_or(pb::ExitReason::Unspecified) {
+            pb::ExitReason::KilledByResourceManager => ExitReason::KilledByResourceManager,
+            pb::ExitReason::KilledExceededPmem => ExitReason::KilledExceededPmem,
+            pb::ExitReason::WorkerLost => ExitReason::WorkerLost,
+            pb::ExitReason::LaunchFailed => ExitReason::LaunchFailed,
+            pb::ExitReason::Exited | pb::ExitReason::Unspecified => ExitReason::Exited,
+        }
+    }
+
+    pub fn to_pb(self) -> i32 {
+        (match self {
+            ExitReason::Exited => pb::ExitReason::Exited,
+            ExitReason::KilledByResourceManager => pb::ExitReason::KilledByResourceManager,
+            ExitReason::KilledExceededPmem => pb::ExitReason::KilledExceededPmem,
+            ExitReason::WorkerLost => pb::ExitReason::WorkerLost,
+            ExitReason::LaunchFailed => pb::ExitReason::LaunchFailed,
+        }) as i32
+    }
+}
+
+/// A container's state as its worker reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerStatus {
+    pub container_id: String,
+    /// `None` while it runs; why it ended once it has.
+    pub ended: Option<ExitReason>,
+    /// The exit code; 128 + the signal when a signal ended it.
+    pub exit_code: i32,
+    pub diagnostics: String,
+    pub rss_bytes: u64,
+}
+
+impl ContainerStatus {
+    pub fn running(container_id: &str) -> Self {
+        ContainerStatus {
+            container_id: container_id.into(),
+            ended: None,
+            exit_code: 0,
+            diagnostics: String::new(),
+            rss_bytes: 0,
+        }
+    }
+
+    pub fn ended(container_id: &str, reason: ExitReason, exit_code: i32, diagnostics: impl Into<String>) -> Self {
+        ContainerStatus {
+            container_id: container_id.into(),
+            ended: Some(reason),
+            exit_code,
+            diagnostics: diagnostics.into(),
+            rss_bytes: 0,
+        }
+    }
+}
+
+impl From<pb::ContainerStatus> for ContainerStatus {
+    fn from(s: pb::ContainerStatus) -> Self {
+        let complete = s.state == pb::ContainerState::Complete as i32;
+        ContainerStatus {
+            container_id: s.container_id,
+            ended: complete.then(|| ExitReason::from_pb(s.reason)),
+            exit_code: s.exit_code,
+            diagnostics: s.diagnostics,
+            rss_bytes: s.rss_bytes,
+        }
+    }
+}
+
+impl From<&ContainerStatus> for pb::ContainerStatus {
+    fn from(s: &ContainerStatus) -> Self {
+        pb::ContainerStatus {
+            container_id: s.container_id.clone(),
+            state: if s.ended.is_some() { pb::ContainerState::Complete } else { pb::ContainerState::Running } as i32,
+            reason: s.ended.map(ExitReason::to_pb).unwrap_or(0),
+            exit_code: s.exit_code,
+            diagnostics: s.diagnostics.clone(),
+            rss_bytes: s.rss_bytes,
+        }
+    }
+}
+
+/// What a worker is told to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartContainer {
+    pub container_id: String,
+    pub app_id: String,
+    pub attempt: u32,
+    /// Whose application it is.
+    pub user: String,
+    pub resources: Resources,
+    pub spec: ContainerSpec,
+}
+
+impl From<pb::StartContainer> for StartContainer {
+    fn from(s: pb::StartContainer) -> Self {
+        StartContainer {
+            container_id: s.container_id,
+            app_id: s.app_id,
+            attempt: s.attempt,
+            user: s.user,
+            resources: s.resources.into(),
+            spec: s.spec.into(),
+        }
+    }
+}
+
+impl From<&StartContainer> for pb::StartContainer {
+    fn from(s: &StartContainer) -> Self {
+        pb::StartContainer {
+            container_id: s.container_id.clone(),
+            app_id: s.app_id.clone(),
+            attempt: s.attempt,
+            user: s.user.clone(),
+            resources: Some(s.resources.into()),
+            spec: Some((&s.spec).into()),
+        }
+    }
+}
+
+/// What an application asks for when submitted.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AppSubmission {
+    pub name: String,
+    /// "" = default.
+    pub queue: String,
+    /// Its master's container.
+    pub am_resources: Resources,
+    pub am_spec: ContainerSpec,
+    /// 0 = the resource manager's default (2).
+    pub max_attempts: u32,
+}
+
+/// Where an application is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppState {
+    /// Waiting for its master's container.
+    Accepted,
+    Running,
+    Finished,
+    Failed,
+    Killed,
+}
+
+impl AppState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppState::Accepted => "ACCEPTED",
+            AppState::Running => "RUNNING",
+            AppState::Finished => "FINISHED",
+            AppState::Failed => "FAILED",
+            AppState::Killed => "KILLED",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, AppState::Finished | AppState::Failed | AppState::Killed)
+    }
+
+    pub fn to_pb(self) -> i32 {
+        (match self {
+            AppState::Accepted => pb::AppState::Accepted,
+            AppState::Running => pb::AppState::Running,
+            AppState::Finished => pb::AppState::Finished,
+            AppState::Failed => pb::AppState::Failed,
+            AppState::Killed => pb::AppState::Killed,
+        }) as i32
+    }
+
+    fn from_pb(v: i32) -> AppState {
+        match pb::AppState::try_from(v).unwrap_or(pb::AppState::Unspecified) {
+            pb::AppState::Running => AppState::Running,
+            pb::AppState::Finished => AppState::Finished,
+            pb::AppState::Failed => AppState::Failed,
+            pb::AppState::Killed => AppState::Killed,
+            pb::AppState::Accepted | pb::AppState::Unspecified => AppState::Accepted,
+        }
+    }
+}
+
+/// One attempt at running an application's master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptReport {
+    pub attempt: u32,
+    pub container_id: String,
+    pub worker_id: String,
+    pub status: ContainerStatus,
+}
+
+/// An application as the resource manager sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppReport {
+    pub app_id: String,
+    pub name: String,
+    pub user: String,
+    pub queue: String,
+    pub state: AppState,
+    pub diagnostics: String,
+    pub max_attempts: u32,
+    pub attempts: Vec<AttemptReport>,
+}
+
+impl From<pb::AppReport> for AppReport {
+    fn from(r: pb::AppReport) -> Self {
+        AppReport {
+            app_id: r.app_id,
+            name: r.name,
+            user: r.user,
+            queue: r.queue,
+            state: AppState::from_pb(r.state),
+            diagnostics: r.diagnostics,
+            max_attempts: r.max_attempts,
+            attempts: r
+                .attempts
+                .into_iter()
+                .map(|a| AttemptReport {
+                    attempt: a.attempt,
+                    container_id: a.container_id.clone(),
+                    worker_id: a.worker_id,
+                    status: a
+                        .status
+                        .map(ContainerStatus::from)
+                        .unwrap_or_else(|| ContainerStatus::running(&a.container_id)),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<&AppReport> for pb::AppReport {
+    fn from(r: &AppReport) -> Self {
+        pb::AppReport {
+            app_id: r.app_id.clone(),
+            name: r.name.clone(),
+            user: r.user.clone(),
+            queue: r.queue.clone(),
+            state: r.state.to_pb(),
+            diagnostics: r.diagnostics.clone(),
+            max_attempts: r.max_attempts,
+            attempts: r
+                .attempts
+                .iter()
+                .map(|a| pb::AttemptReport {
+                    attempt: a.attempt,
+                    container_id: a.container_id.clone(),
+                    worker_id: a.worker_id.clone(),
+                    status: Some((&a.status).into()),
+                })
+                .collect(),
+        }
+    }
+}
+
 /// A client of the resource managers.
 pub struct RmClient {
     conn: LeaderConn,
@@ -189,5 +484,53 @@ impl RmClient {
             })
             .await?;
         Ok(r.workers.into_iter().map(WorkerReport::from).collect())
+    }
+
+    /// Submits an application (as this client's user); returns its id.
+    pub async fn submit(&self, s: &AppSubmission) -> Result<String> {
+        let msg = pb::SubmitApplicationRequest {
+            name: s.name.clone(),
+            queue: s.queue.clone(),
+            am_resources: Some(s.am_resources.into()),
+            am_spec: Some((&s.am_spec).into()),
+            max_attempts: s.max_attempts,
+        };
+        let r = self
+            .conn
+            .call(|c| {
+                let mut stub = Self::client(c);
+                let req = self.conn.request(msg.clone());
+                async move { stub.submit_application(req).await }
+            })
+            .await?;
+        Ok(r.app_id)
+    }
+
+    /// An application of this user's (an admin sees every one).
+    pub async fn application(&self, app_id: &str) -> Result<AppReport> {
+        let msg = pb::GetApplicationRequest { app_id: app_id.into() };
+        let r = self
+            .conn
+            .call(|c| {
+                let mut stub = Self::client(c);
+                let req = self.conn.request(msg.clone());
+                async move { stub.get_application(req).await }
+            })
+            .await?;
+        Ok(r.into())
+    }
+
+    /// Kills an application and its containers; `false` if it had already ended.
+    pub async fn kill(&self, app_id: &str) -> Result<bool> {
+        let msg = pb::KillApplicationRequest { app_id: app_id.into() };
+        let r = self
+            .conn
+            .call(|c| {
+                let mut stub = Self::client(c);
+                let req = self.conn.request(msg.clone());
+                async move { stub.kill_application(req).await }
+            })
+            .await?;
+        Ok(r.killed)
     }
 }

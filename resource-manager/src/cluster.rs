@@ -1,10 +1,20 @@
-//! What the resource manager knows of the cluster's compute, and the rules that change it.
-//! No I/O and no clock of its own (the caller passes `now`), so every rule is unit-tested.
+//! What the resource manager knows of the cluster's compute, and the rules that change it:
+//! workers and their liveness, applications and their attempts, containers and where
+//! they run. No I/O and no clock of its own (the caller passes `now`), so every rule is
+//! unit-tested.
+//!
+//! An application's master runs in a container on a core worker with room (task nodes may
+//! vanish). The master container ending with exit code 0 finishes the application; ending
+//! any other way (an exit code, a kill over its memory grant, its worker lost, a failed
+//! launch) fails the attempt, and a new attempt starts until `max_attempts` have failed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use tarn_client::rm::{NodeLabel, Resources, WorkerReport, WorkerState};
+use tarn_client::rm::{
+    AppReport, AppState, AppSubmission, AttemptReport, ContainerStatus, ExitReason, NodeLabel, Resources,
+    StartContainer, WorkerReport, WorkerState,
+};
 use tarn_proto::ErrorKind;
 
 use crate::error::Refusal;
@@ -26,19 +36,100 @@ struct WorkerRec {
     state: WorkerState,
     last_seen: Instant,
     used: Resources,
+    /// Commands for its next heartbeat answer.
+    start: Vec<StartContainer>,
+    kill: Vec<(String, ExitReason, String)>,
+    forget: Vec<String>,
 }
 
-/// The cluster's workers.
+impl WorkerRec {
+    fn free(&self) -> Resources {
+        Resources {
+            vcores: self.info.capacity.vcores.saturating_sub(self.used.vcores),
+            memory_mib: self.info.capacity.memory_mib.saturating_sub(self.used.memory_mib),
+        }
+    }
+}
+
+/// What a worker is told in a heartbeat answer.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct WorkerCommands {
+    pub start: Vec<StartContainer>,
+    pub kill: Vec<(String, ExitReason, String)>,
+    pub forget: Vec<String>,
+}
+
+#[derive(Debug)]
+struct ContainerRec {
+    app: String,
+    attempt: u32,
+    worker: String,
+    resources: Resources,
+}
+
+#[derive(Debug)]
+struct AttemptRec {
+    n: u32,
+    container: String,
+    worker: String,
+    status: ContainerStatus,
+}
+
+#[derive(Debug)]
+struct AppRec {
+    id: String,
+    user: String,
+    sub: AppSubmission,
+    state: AppState,
+    diagnostics: String,
+    attempts: Vec<AttemptRec>,
+}
+
+/// Limits of what applications may ask.
+#[derive(Debug, Clone, Copy)]
+pub struct AppLimits {
+    pub default_max_attempts: u32,
+    pub max_attempts: u32,
+    /// The largest container granted.
+    pub max_container: Resources,
+}
+
+impl Default for AppLimits {
+    fn default() -> Self {
+        AppLimits { default_max_attempts: 2, max_attempts: 4, max_container: Resources::new(32, 256 * 1024) }
+    }
+}
+
+/// The cluster's workers, applications and containers.
 #[derive(Debug)]
 pub struct ClusterState {
     workers: BTreeMap<String, WorkerRec>,
+    apps: BTreeMap<String, AppRec>,
+    containers: HashMap<String, ContainerRec>,
     /// A worker silent this long is lost.
     expiry: Duration,
+    limits: AppLimits,
+    /// Names this resource manager's applications (YARN's cluster timestamp).
+    cluster_ts: u64,
+    next_app: u32,
 }
 
 impl ClusterState {
     pub fn new(expiry: Duration) -> Self {
-        ClusterState { workers: BTreeMap::new(), expiry }
+        Self::with_limits(expiry, AppLimits::default(), 0)
+    }
+
+    /// `cluster_ts`: unique per resource manager start (its start time, in ms).
+    pub fn with_limits(expiry: Duration, limits: AppLimits, cluster_ts: u64) -> Self {
+        ClusterState {
+            workers: BTreeMap::new(),
+            apps: BTreeMap::new(),
+            containers: HashMap::new(),
+            expiry,
+            limits,
+            cluster_ts,
+            next_app: 1,
+        }
     }
 
     /// A worker (re)registers: known from now on, running, with what it offers.
@@ -53,6 +144,15 @@ impl ClusterState {
             ));
         }
         let id = info.id.clone();
+        // What it ran before this registration is given up (it restarted, or was lost):
+        // anything of it still running is killed when it reports it.
+        let before: Vec<String> =
+            self.containers.iter().filter(|(_, c)| c.worker == id).map(|(cid, _)| cid.clone()).collect();
+        for cid in before {
+            let status =
+                ContainerStatus::ended(&cid, ExitReason::WorkerLost, -1, format!("worker {id} registered again"));
+            self.complete(&cid, status);
+        }
         match self.workers.get(&id) {
             Some(w) if w.state == WorkerState::Lost => tracing::info!(worker = %id, "lost worker registered again"),
             Some(_) => tracing::info!(worker = %id, "worker registered again"),
@@ -65,33 +165,283 @@ impl ClusterState {
                 "worker registered"
             ),
         }
-        self.workers
-            .insert(id, WorkerRec { info, state: WorkerState::Running, last_seen: now, used: Resources::default() });
+        let rec = WorkerRec {
+            info,
+            state: WorkerState::Running,
+            last_seen: now,
+            used: Resources::default(),
+            start: Vec::new(),
+            kill: Vec::new(),
+            forget: Vec::new(),
+        };
+        self.workers.insert(id, rec);
+        self.schedule();
         Ok(())
     }
 
-    /// A heartbeat from worker `id`: `false` if it must register again (unknown here, or
-    /// declared lost: what it ran has been given up).
-    pub fn heartbeat(&mut self, id: &str, now: Instant) -> bool {
+    /// A heartbeat from worker `id` with its containers' statuses: what it must do, or
+    /// `None` if it must register again (unknown here, or declared lost: what it ran has
+    /// been given up).
+    pub fn heartbeat(&mut self, id: &str, statuses: Vec<ContainerStatus>, now: Instant) -> Option<WorkerCommands> {
         match self.workers.get_mut(id) {
-            Some(w) if w.state == WorkerState::Running => {
-                w.last_seen = now;
-                true
+            Some(w) if w.state == WorkerState::Running => w.last_seen = now,
+            _ => return None,
+        }
+        for st in statuses {
+            let ours = self.containers.get(&st.container_id).is_some_and(|c| c.worker == id);
+            let w = self.workers.get_mut(id).expect("checked above");
+            match (ours, st.ended.is_some()) {
+                (true, true) => {
+                    w.forget.push(st.container_id.clone());
+                    let cid = st.container_id.clone();
+                    self.complete(&cid, st);
+                }
+                (true, false) => self.note_running(st),
+                // Ended, and already settled here (a repeat, or one given up): acknowledge.
+                (false, true) => w.forget.push(st.container_id),
+                // Running, but not placed here (given up when the worker was lost): stop it.
+                (false, false) => w.kill.push((
+                    st.container_id,
+                    ExitReason::KilledByResourceManager,
+                    "the resource manager does not know this container".into(),
+                )),
             }
-            _ => false,
+        }
+        self.schedule();
+        let w = self.workers.get_mut(id).expect("checked above");
+        Some(WorkerCommands {
+            start: std::mem::take(&mut w.start),
+            kill: std::mem::take(&mut w.kill),
+            forget: std::mem::take(&mut w.forget),
+        })
+    }
+
+    fn note_running(&mut self, st: ContainerStatus) {
+        let Some(c) = self.containers.get(&st.container_id) else { return };
+        if let Some(a) = self.apps.get_mut(&c.app).and_then(|a| a.attempts.get_mut(c.attempt as usize - 1)) {
+            a.status = st;
         }
     }
 
-    /// Declares lost every running worker silent past the expiry; returns them.
+    /// A container ended: its resources are free, and its application moves on.
+    fn complete(&mut self, cid: &str, status: ContainerStatus) {
+        let Some(c) = self.containers.remove(cid) else { return };
+        if let Some(w) = self.workers.get_mut(&c.worker) {
+            w.used.vcores = w.used.vcores.saturating_sub(c.resources.vcores);
+            w.used.memory_mib = w.used.memory_mib.saturating_sub(c.resources.memory_mib);
+        }
+        let Some(app) = self.apps.get_mut(&c.app) else { return };
+        let max = app.sub.max_attempts;
+        let Some(attempt) = app.attempts.get_mut(c.attempt as usize - 1) else { return };
+        attempt.status = status.clone();
+        if app.state.is_final() || c.attempt as usize != app.attempts.len() {
+            return;
+        }
+        let reason = status.ended.unwrap_or(ExitReason::Exited);
+        if reason == ExitReason::Exited && status.exit_code == 0 {
+            app.state = AppState::Finished;
+            app.diagnostics = String::new();
+            tracing::info!(app = %app.id, "application finished");
+            return;
+        }
+        let why = describe(&status);
+        if c.attempt < max {
+            app.state = AppState::Accepted;
+            app.diagnostics = format!("attempt {} failed: {why}; starting attempt {}", c.attempt, c.attempt + 1);
+        } else {
+            app.state = AppState::Failed;
+            app.diagnostics = format!("{max} of {max} attempts failed; the last: {why}");
+        }
+        tracing::warn!(app = %app.id, attempt = c.attempt, %why, "application master ended");
+    }
+
+    /// Places the master container of every application waiting for one (in submission
+    /// order) on a running core worker with room, the most free memory first, away from
+    /// the worker of the attempt before if another has room.
+    fn schedule(&mut self) {
+        let waiting: Vec<String> =
+            self.apps.values().filter(|a| a.state == AppState::Accepted).map(|a| a.id.clone()).collect();
+        for id in waiting {
+            let app = &self.apps[&id];
+            let need = app.sub.am_resources;
+            let avoid = app.attempts.last().map(|a| a.worker.clone());
+            let fits = |w: &&WorkerRec| {
+                w.state == WorkerState::Running && w.info.label == NodeLabel::Core && w.free().fits(&need)
+            };
+            let best = |prefer_other: bool| {
+                self.workers
+                    .values()
+                    .filter(fits)
+                    .filter(|w| !prefer_other || Some(&w.info.id) != avoid.as_ref())
+                    .max_by_key(|w| (w.free().memory_mib, std::cmp::Reverse(w.info.id.clone())))
+                    .map(|w| w.info.id.clone())
+            };
+            let Some(worker) = best(true).or_else(|| best(false)) else {
+                let app = self.apps.get_mut(&id).expect("listed above");
+                if app.attempts.is_empty() {
+                    app.diagnostics = format!(
+                        "waiting for a core worker with {} vcores and {} MiB free",
+                        need.vcores, need.memory_mib
+                    );
+                }
+                continue;
+            };
+            let app = self.apps.get_mut(&id).expect("listed above");
+            let n = app.attempts.len() as u32 + 1;
+            let cid = format!("{id}_{n:02}_000001");
+            app.attempts.push(AttemptRec {
+                n,
+                container: cid.clone(),
+                worker: worker.clone(),
+                status: ContainerStatus::running(&cid),
+            });
+            app.state = AppState::Running;
+            let start = StartContainer {
+                container_id: cid.clone(),
+                app_id: id.clone(),
+                attempt: n,
+                user: app.user.clone(),
+                resources: need,
+                spec: app.sub.am_spec.clone(),
+            };
+            let w = self.workers.get_mut(&worker).expect("picked above");
+            w.used.vcores += need.vcores;
+            w.used.memory_mib += need.memory_mib;
+            w.start.push(start);
+            let rec = ContainerRec { app: id.clone(), attempt: n, worker: worker.clone(), resources: need };
+            self.containers.insert(cid.clone(), rec);
+            tracing::info!(app = %id, attempt = n, container = %cid, %worker, "application master placed");
+        }
+    }
+
+    /// Accepts an application of `user`; its master is placed as soon as a core worker
+    /// has room.
+    pub fn submit(&mut self, user: &str, mut sub: AppSubmission) -> Result<String, Refusal> {
+        let bad = |why: String| Err(Refusal::new(ErrorKind::InvalidArgument, why));
+        if sub.am_spec.command.first().is_none_or(|c| c.is_empty()) {
+            return bad("am_spec.command is empty: name the program the application master runs".into());
+        }
+        let (r, max) = (sub.am_resources, self.limits.max_container);
+        if r.vcores == 0 || r.memory_mib == 0 {
+            return bad(format!("am_resources: {} vcores and {} MiB; both must be > 0", r.vcores, r.memory_mib));
+        }
+        if !max.fits(&r) {
+            return bad(format!(
+                "am_resources: {} vcores and {} MiB is more than a container may have ({} vcores, {} MiB)",
+                r.vcores, r.memory_mib, max.vcores, max.memory_mib
+            ));
+        }
+        if sub.max_attempts > self.limits.max_attempts {
+            return bad(format!("max_attempts {} is more than {}", sub.max_attempts, self.limits.max_attempts));
+        }
+        if sub.name.len() > 256 {
+            return bad("name: at most 256 bytes".into());
+        }
+        if sub.am_spec.env.keys().any(|k| k.starts_with("TARN_")) {
+            return bad("am_spec.env: TARN_* variables are set by the worker".into());
+        }
+        if !sub.queue.is_empty() && sub.queue != "default" {
+            return Err(Refusal::new(ErrorKind::NotFound, format!("no queue {:?} (there is: default)", sub.queue)));
+        }
+        sub.queue = "default".into();
+        if sub.max_attempts == 0 {
+            sub.max_attempts = self.limits.default_max_attempts;
+        }
+        let id = format!("app-{}-{:04}", self.cluster_ts, self.next_app);
+        self.next_app += 1;
+        tracing::info!(app = %id, %user, name = %sub.name, "application submitted");
+        let rec = AppRec {
+            id: id.clone(),
+            user: user.to_string(),
+            sub,
+            state: AppState::Accepted,
+            diagnostics: String::new(),
+            attempts: Vec::new(),
+        };
+        self.apps.insert(id.clone(), rec);
+        self.schedule();
+        Ok(id)
+    }
+
+    fn app_of(&self, id: &str, user: &str, superuser: bool) -> Result<&AppRec, Refusal> {
+        let app = self.apps.get(id).ok_or_else(|| Refusal::new(ErrorKind::NotFound, format!("no application {id}")))?;
+        if app.user != user && !superuser {
+            return Err(Refusal::new(
+                ErrorKind::PermissionDenied,
+                format!("application {id} is {}'s: {user} may not see or kill it", app.user),
+            ));
+        }
+        Ok(app)
+    }
+
+    /// Kills an application and its containers; `false` if it had already ended.
+    pub fn kill_app(&mut self, id: &str, user: &str, superuser: bool) -> Result<bool, Refusal> {
+        if self.app_of(id, user, superuser)?.state.is_final() {
+            return Ok(false);
+        }
+        for (cid, c) in self.containers.iter().filter(|(_, c)| c.app == id) {
+            if let Some(w) = self.workers.get_mut(&c.worker) {
+                w.kill.push((
+                    cid.clone(),
+                    ExitReason::KilledByResourceManager,
+                    format!("application killed by {user}"),
+                ));
+            }
+        }
+        let app = self.apps.get_mut(id).expect("checked above");
+        app.state = AppState::Killed;
+        app.diagnostics = format!("killed by {user}");
+        tracing::info!(app = %id, %user, "application killed");
+        Ok(true)
+    }
+
+    /// An application, as its user (or an admin) sees it.
+    pub fn report(&self, id: &str, user: &str, superuser: bool) -> Result<AppReport, Refusal> {
+        let a = self.app_of(id, user, superuser)?;
+        Ok(AppReport {
+            app_id: a.id.clone(),
+            name: a.sub.name.clone(),
+            user: a.user.clone(),
+            queue: a.sub.queue.clone(),
+            state: a.state,
+            diagnostics: a.diagnostics.clone(),
+            max_attempts: a.sub.max_attempts,
+            attempts: a
+                .attempts
+                .iter()
+                .map(|t| AttemptReport {
+                    attempt: t.n,
+                    container_id: t.container.clone(),
+                    worker_id: t.worker.clone(),
+                    status: t.status.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Declares lost every running worker silent past the expiry, and its containers
+    /// with it; returns them.
     pub fn expire(&mut self, now: Instant) -> Vec<String> {
         let mut lost = Vec::new();
         for (id, w) in &mut self.workers {
             if w.state == WorkerState::Running && now.saturating_duration_since(w.last_seen) > self.expiry {
                 w.state = WorkerState::Lost;
-                w.used = Resources::default();
+                w.start.clear();
+                w.kill.clear();
                 tracing::warn!(worker = %id, silent = ?now.saturating_duration_since(w.last_seen), "worker lost");
                 lost.push(id.clone());
             }
+        }
+        for id in &lost {
+            let gone: Vec<String> =
+                self.containers.iter().filter(|(_, c)| &c.worker == id).map(|(cid, _)| cid.clone()).collect();
+            for cid in gone {
+                let status = ContainerStatus::ended(&cid, ExitReason::WorkerLost, -1, format!("worker {id} was lost"));
+                self.complete(&cid, status);
+            }
+        }
+        if !lost.is_empty() {
+            self.schedule();
         }
         lost
     }
@@ -114,6 +464,19 @@ impl ClusterState {
     }
 }
 
+/// Why a container ended, in words.
+fn describe(s: &ContainerStatus) -> String {
+    let reason = s.ended.unwrap_or(ExitReason::Exited);
+    let mut out = match reason {
+        ExitReason::Exited => format!("container {} exited with code {}", s.container_id, s.exit_code),
+        r => format!("container {} {}", s.container_id, r.as_str()),
+    };
+    if !s.diagnostics.is_empty() {
+        out.push_str(&format!(" ({})", s.diagnostics));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,18 +497,18 @@ mod tests {
         let mut c = ClusterState::new(Duration::from_secs(10));
         c.register(info("w1", NodeLabel::Core), t0).unwrap();
         c.register(info("w2", NodeLabel::Task), t0).unwrap();
-        assert!(c.heartbeat("w1", t0 + Duration::from_secs(8)));
+        assert!(c.heartbeat("w1", vec![], t0 + Duration::from_secs(8)).is_some());
         // w2 said nothing for 11 s: lost; w1 heard 3 s ago: running.
         assert_eq!(c.expire(t0 + Duration::from_secs(11)), vec!["w2".to_string()]);
         let states: Vec<(String, WorkerState)> =
             c.workers(t0 + Duration::from_secs(11)).into_iter().map(|w| (w.worker_id, w.state)).collect();
         assert_eq!(states, [("w1".into(), WorkerState::Running), ("w2".into(), WorkerState::Lost)]);
         // Lost once, its heartbeats are answered "register again", and nothing is lost twice.
-        assert!(!c.heartbeat("w2", t0 + Duration::from_secs(12)));
+        assert!(c.heartbeat("w2", vec![], t0 + Duration::from_secs(12)).is_none());
         assert!(c.expire(t0 + Duration::from_secs(12)).is_empty());
         c.register(info("w2", NodeLabel::Task), t0 + Duration::from_secs(12)).unwrap();
-        assert!(c.heartbeat("w2", t0 + Duration::from_secs(13)));
-        assert!(!c.heartbeat("stranger", t0 + Duration::from_secs(13)));
+        assert!(c.heartbeat("w2", vec![], t0 + Duration::from_secs(13)).is_some());
+        assert!(c.heartbeat("stranger", vec![], t0 + Duration::from_secs(13)).is_none());
     }
 
     #[test]
@@ -156,5 +519,135 @@ mod tests {
         assert_eq!(c.register(none, Instant::now()).unwrap_err().kind, ErrorKind::InvalidArgument);
         assert_eq!(c.register(info("", NodeLabel::Core), Instant::now()).unwrap_err().kind, ErrorKind::InvalidArgument);
         assert!(c.workers(Instant::now()).is_empty());
+    }
+
+    fn app(cmd: &str) -> AppSubmission {
+        AppSubmission {
+            name: "etl".into(),
+            am_resources: Resources::new(1, 1024),
+            am_spec: tarn_client::rm::ContainerSpec { command: vec![cmd.into()], ..Default::default() },
+            ..Default::default()
+        }
+    }
+
+    fn cluster(workers: &[(&str, NodeLabel)], t: Instant) -> ClusterState {
+        let mut c = ClusterState::with_limits(Duration::from_secs(10), AppLimits::default(), 7);
+        for (id, l) in workers {
+            c.register(info(id, *l), t).unwrap();
+        }
+        c
+    }
+
+    fn state(c: &ClusterState, id: &str) -> AppState {
+        c.report(id, "alice", false).unwrap().state
+    }
+
+    #[test]
+    fn the_master_runs_on_a_core_worker_and_exit_0_finishes_the_application() {
+        let t = Instant::now();
+        let mut c = cluster(&[("task1", NodeLabel::Task), ("core1", NodeLabel::Core)], t);
+        let id = c.submit("alice", app("/bin/true")).unwrap();
+        assert_eq!(id, "app-7-0001");
+        assert!(c.heartbeat("task1", vec![], t).unwrap().start.is_empty(), "never on a task node");
+        let start = c.heartbeat("core1", vec![], t).unwrap().start;
+        assert_eq!(start.len(), 1);
+        let cid = start[0].container_id.clone();
+        assert_eq!((start[0].user.as_str(), start[0].app_id.as_str()), ("alice", id.as_str()));
+        assert_eq!(c.workers(t).iter().find(|w| w.worker_id == "core1").unwrap().used, Resources::new(1, 1024));
+        c.heartbeat("core1", vec![ContainerStatus::running(&cid)], t).unwrap();
+        assert_eq!(state(&c, &id), AppState::Running);
+        let done = c.heartbeat("core1", vec![ContainerStatus::ended(&cid, ExitReason::Exited, 0, "")], t).unwrap();
+        assert_eq!(done.forget, vec![cid.clone()], "the worker may forget what was reported");
+        assert_eq!(state(&c, &id), AppState::Finished);
+        assert_eq!(c.workers(t).iter().find(|w| w.worker_id == "core1").unwrap().used, Resources::default());
+        // A repeat of the same report is acknowledged and changes nothing.
+        let again = c.heartbeat("core1", vec![ContainerStatus::ended(&cid, ExitReason::Exited, 0, "")], t).unwrap();
+        assert_eq!(again.forget, vec![cid]);
+        assert_eq!(state(&c, &id), AppState::Finished);
+    }
+
+    #[test]
+    fn a_failed_master_gets_a_second_attempt_elsewhere_then_the_application_fails() {
+        let t = Instant::now();
+        let mut c = cluster(&[("core1", NodeLabel::Core), ("core2", NodeLabel::Core)], t);
+        let id = c.submit("alice", app("/bin/false")).unwrap();
+        let first = c.report(&id, "alice", false).unwrap().attempts[0].clone();
+        let w1 = first.worker_id.clone();
+        let fail = |cid: &str| vec![ContainerStatus::ended(cid, ExitReason::Exited, 3, "")];
+        c.heartbeat(&w1, fail(&first.container_id), t).unwrap();
+        let r = c.report(&id, "alice", false).unwrap();
+        assert_eq!(r.state, AppState::Running, "{r:?}");
+        assert_eq!(r.attempts.len(), 2);
+        assert_ne!(r.attempts[1].worker_id, w1, "the next attempt goes to another core worker");
+        assert!(r.diagnostics.contains("attempt 1 failed") && r.diagnostics.contains("code 3"), "{}", r.diagnostics);
+        let second = r.attempts[1].clone();
+        c.heartbeat(&second.worker_id, fail(&second.container_id), t).unwrap();
+        let r = c.report(&id, "alice", false).unwrap();
+        assert_eq!(r.state, AppState::Failed);
+        assert!(r.diagnostics.starts_with("2 of 2 attempts failed"), "{}", r.diagnostics);
+        assert_eq!(r.attempts.len(), 2);
+    }
+
+    #[test]
+    fn a_lost_worker_fails_the_attempt_and_its_later_reports_are_refused() {
+        let t = Instant::now();
+        let mut c = cluster(&[("core1", NodeLabel::Core), ("core2", NodeLabel::Core)], t);
+        let id = c.submit("alice", app("sleep")).unwrap();
+        let first = c.report(&id, "alice", false).unwrap().attempts[0].clone();
+        let other = if first.worker_id == "core1" { "core2" } else { "core1" };
+        c.heartbeat(other, vec![], t + Duration::from_secs(9)).unwrap();
+        assert_eq!(c.expire(t + Duration::from_secs(11)), vec![first.worker_id.clone()]);
+        let r = c.report(&id, "alice", false).unwrap();
+        assert_eq!(r.attempts[0].status.ended, Some(ExitReason::WorkerLost));
+        assert_eq!((r.attempts.len(), r.attempts[1].worker_id.as_str()), (2, other));
+        // Back, it registers again and is told to kill what it still runs.
+        assert!(c.heartbeat(&first.worker_id, vec![], t + Duration::from_secs(12)).is_none());
+        c.register(info(&first.worker_id, NodeLabel::Core), t + Duration::from_secs(12)).unwrap();
+        let k = c.heartbeat(&first.worker_id, vec![ContainerStatus::running(&first.container_id)], t).unwrap();
+        assert_eq!(
+            k.kill.iter().map(|(cid, r, _)| (cid.as_str(), *r)).collect::<Vec<_>>(),
+            [(first.container_id.as_str(), ExitReason::KilledByResourceManager)]
+        );
+    }
+
+    #[test]
+    fn only_its_user_or_an_admin_sees_or_kills_an_application() {
+        let t = Instant::now();
+        let mut c = cluster(&[("core1", NodeLabel::Core)], t);
+        let id = c.submit("alice", app("sleep")).unwrap();
+        assert_eq!(c.report(&id, "bob", false).unwrap_err().kind, ErrorKind::PermissionDenied);
+        assert_eq!(c.kill_app(&id, "bob", false).unwrap_err().kind, ErrorKind::PermissionDenied);
+        assert_eq!(c.report("app-7-9999", "alice", false).unwrap_err().kind, ErrorKind::NotFound);
+        let cid = c.heartbeat("core1", vec![], t).unwrap().start[0].container_id.clone();
+        assert!(c.kill_app(&id, "root", true).unwrap());
+        assert!(!c.kill_app(&id, "alice", false).unwrap(), "already ended");
+        let cmds = c.heartbeat("core1", vec![ContainerStatus::running(&cid)], t).unwrap();
+        assert_eq!(cmds.kill.len(), 1);
+        let ended = ContainerStatus::ended(&cid, ExitReason::KilledByResourceManager, 137, "");
+        c.heartbeat("core1", vec![ended], t).unwrap();
+        let r = c.report(&id, "alice", false).unwrap();
+        assert_eq!((r.state, r.diagnostics.as_str()), (AppState::Killed, "killed by root"));
+        assert_eq!(c.workers(t)[0].used, Resources::default(), "its resources are free again");
+    }
+
+    #[test]
+    fn submissions_name_what_is_wrong() {
+        let mut c = cluster(&[], Instant::now());
+        let mut s = app("");
+        assert!(c.submit("alice", s.clone()).unwrap_err().message.contains("am_spec.command"));
+        s = app("x");
+        s.am_resources = Resources::new(64, 1024);
+        assert!(c.submit("alice", s.clone()).unwrap_err().message.contains("more than a container may have"));
+        s = app("x");
+        s.max_attempts = 9;
+        assert!(c.submit("alice", s.clone()).unwrap_err().message.contains("max_attempts"));
+        s = app("x");
+        s.queue = "gold".into();
+        assert_eq!(c.submit("alice", s).unwrap_err().kind, ErrorKind::NotFound);
+        // No core worker: accepted, and it says what it waits for.
+        let id = c.submit("alice", app("x")).unwrap();
+        let r = c.report(&id, "alice", false).unwrap();
+        assert_eq!(r.state, AppState::Accepted);
+        assert!(r.diagnostics.contains("waiting for a core worker with 1 vcores and 1024 MiB"), "{}", r.diagnostics);
     }
 }

@@ -11,7 +11,7 @@ use tarn_security::{RequireRole, Role, Transport};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::ClusterState;
+use crate::cluster::{AppLimits, ClusterState};
 use crate::error::RmError;
 use crate::service::{ClientService, TrackerService};
 use crate::state::RmState;
@@ -96,7 +96,12 @@ pub async fn start(cfg: ResourceManagerConfig, transport: Transport) -> Result<R
     let bound = listener.local_addr().map_err(|source| RmError::Io { what: "read bound address".into(), source })?;
     let addr = cfg.advertise.clone().unwrap_or_else(|| bound.to_string());
     let expiry = Duration::from_millis(cfg.worker_expiry_ms);
-    let state = Arc::new(RmState::new(ClusterState::new(expiry), Duration::from_millis(cfg.worker_heartbeat_ms)));
+    // Applications are named after this start (YARN's cluster timestamp): ids of an
+    // earlier run are never reused.
+    let started_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let core = ClusterState::with_limits(expiry, AppLimits::default(), started_ms);
+    let state = Arc::new(RmState::new(core, Duration::from_millis(cfg.worker_heartbeat_ms)));
     let shutdown = CancellationToken::new();
 
     use tonic::service::interceptor::InterceptedService;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tarn_client::rm::{NodeLabel, Resources};
+use tarn_client::rm::{AppSubmission, ContainerStatus, NodeLabel, Resources};
 use tarn_proto::rm as pb;
 use tarn_proto::rm::application_client_server::ApplicationClient;
 use tarn_proto::rm::resource_tracker_server::ResourceTracker;
@@ -69,10 +69,34 @@ impl ResourceTracker for TrackerService {
         req: Request<pb::WorkerHeartbeatRequest>,
     ) -> Result<Response<pb::WorkerHeartbeatResponse>, Status> {
         let id = worker_id(&req, &req.get_ref().worker_id)?;
-        let known = req.get_ref().rm_epoch == self.s.epoch && self.s.core().heartbeat(&id, Instant::now());
+        let r = req.into_inner();
+        let statuses: Vec<ContainerStatus> = r.containers.into_iter().map(ContainerStatus::from).collect();
+        let commands = match r.rm_epoch == self.s.epoch {
+            true => self.s.core().heartbeat(&id, statuses, Instant::now()),
+            false => None,
+        };
+        let interval = ms(self.s.heartbeat);
+        let Some(c) = commands else {
+            return Ok(Response::new(pb::WorkerHeartbeatResponse {
+                reregister: true,
+                heartbeat_interval_ms: interval,
+                ..Default::default()
+            }));
+        };
         Ok(Response::new(pb::WorkerHeartbeatResponse {
-            reregister: !known,
-            heartbeat_interval_ms: ms(self.s.heartbeat),
+            reregister: false,
+            heartbeat_interval_ms: interval,
+            start: c.start.iter().map(Into::into).collect(),
+            kill: c
+                .kill
+                .into_iter()
+                .map(|(container_id, reason, diagnostics)| pb::KillContainer {
+                    container_id,
+                    reason: reason.to_pb(),
+                    diagnostics,
+                })
+                .collect(),
+            forget: c.forget,
         }))
     }
 }
@@ -88,8 +112,50 @@ impl ClientService {
     }
 }
 
+/// Who calls, and whether they are the superuser (an admin certificate).
+fn user_of<T>(req: &Request<T>) -> Result<(String, bool), Status> {
+    let claim = req.metadata().get("x-tarn-user").and_then(|v| v.to_str().ok());
+    let user = tarn_security::acting_user(req.extensions(), claim)?;
+    Ok((user, tarn_security::is_superuser(req.extensions(), claim)))
+}
+
 #[tonic::async_trait]
 impl ApplicationClient for ClientService {
+    async fn submit_application(
+        &self,
+        req: Request<pb::SubmitApplicationRequest>,
+    ) -> Result<Response<pb::SubmitApplicationResponse>, Status> {
+        let (user, _) = user_of(&req)?;
+        let r = req.into_inner();
+        let sub = AppSubmission {
+            name: r.name,
+            queue: r.queue,
+            am_resources: Resources::from(r.am_resources),
+            am_spec: r.am_spec.into(),
+            max_attempts: r.max_attempts,
+        };
+        let app_id = self.s.core().submit(&user, sub).map_err(status)?;
+        Ok(Response::new(pb::SubmitApplicationResponse { app_id }))
+    }
+
+    async fn get_application(
+        &self,
+        req: Request<pb::GetApplicationRequest>,
+    ) -> Result<Response<pb::AppReport>, Status> {
+        let (user, superuser) = user_of(&req)?;
+        let r = self.s.core().report(&req.get_ref().app_id, &user, superuser).map_err(status)?;
+        Ok(Response::new((&r).into()))
+    }
+
+    async fn kill_application(
+        &self,
+        req: Request<pb::KillApplicationRequest>,
+    ) -> Result<Response<pb::KillApplicationResponse>, Status> {
+        let (user, superuser) = user_of(&req)?;
+        let killed = self.s.core().kill_app(&req.get_ref().app_id, &user, superuser).map_err(status)?;
+        Ok(Response::new(pb::KillApplicationResponse { killed }))
+    }
+
     async fn list_workers(
         &self,
         _req: Request<pb::ListWorkersRequest>,

@@ -117,6 +117,7 @@ impl TarnConfig {
         let rm_port = if listen.ends_with(":0") { 0 } else { 8032 };
         cfg.resource_manager.listen = format!("{host}:{rm_port}");
         cfg.worker.resource_managers = vec![cfg.resource_manager.listen.clone()];
+        cfg.worker.local_dir = data_dir.join("worker");
         cfg.client.resource_managers = vec![cfg.resource_manager.listen.clone()];
         cfg.with_environment()
     }

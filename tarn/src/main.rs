@@ -6,6 +6,7 @@
 //! typed configuration.
 
 mod admin_cmd;
+mod app_cmd;
 mod config;
 mod creds;
 mod fs_cmd;
@@ -72,6 +73,10 @@ enum Command {
     ///
     /// Example: `tarn workers`
     Workers(WorkersArgs),
+    /// Applications on the resource manager: submit, status, kill (like `yarn application`).
+    ///
+    /// Example: `tarn app submit --wait -- /bin/sh -c 'echo hello from a container'`
+    App(app_cmd::AppArgs),
     /// Write configuration files for a topology.
     ///
     /// Example: `tarn init --dir conf --namenodes 10.0.0.1:8020,10.0.0.2:8020,10.0.0.3:8020`
@@ -265,6 +270,7 @@ fn main() -> ExitCode {
             Command::ResourceManager(a) => run_resource_manager(a).await,
             Command::Worker(a) => run_worker(a).await,
             Command::Workers(a) => list_workers(a).await,
+            Command::App(a) => app_cmd::run(a).await,
             Command::Init(a) => run_init(a),
             Command::Fs(a) => fs_cmd::run(a).await,
             Command::Admin(a) => admin_cmd::run(a).await,

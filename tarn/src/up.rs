@@ -198,6 +198,9 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
     let mut w = cfg.worker.clone();
     w.resource_managers = vec![rm.addr.clone()];
     w.label = "core".into();
+    if w.local_dir == tarn_worker::WorkerConfig::default().local_dir {
+        w.local_dir = a.data_dir.join("worker");
+    }
     let worker = tarn_worker::start(w, transport(Role::Worker)?).await.context("start the worker")?;
     // A daemon keeps serving when nobody reads its standard output any more.
     let banner = || -> anyhow::Result<()> {

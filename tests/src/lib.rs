@@ -462,6 +462,10 @@ impl ClusterBuilder {
         cl.start_datanodes(self.datanodes).await;
         let (core, task) = self.workers;
         if core + task > 0 {
+            // Containers run as other users: they pass through (not list) the cluster's
+            // directory to their own.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(cl._dir.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod");
             let rm = tarn_resource_manager::start(rm_config(), pki().transport(Role::ResourceManager, "rm"))
                 .await
                 .expect("start the resource manager");
@@ -472,6 +476,8 @@ impl ClusterBuilder {
                     label: if i <= core { "core" } else { "task" }.into(),
                     vcores: 2,
                     memory_mib: 2048,
+                    local_dir: cl._dir.path().join(format!("w{i}")),
+                    pmem_check_ms: 100,
                     ..Default::default()
                 };
                 (self.tune_workers)(i, &mut w);
@@ -539,6 +545,11 @@ impl Cluster {
         if let Some(h) = self.workers[i - 1].take() {
             h.stop().await;
         }
+    }
+
+    /// The working directory of container `cid` of application `app` on worker `i`.
+    pub fn container_dir(&self, i: usize, app: &str, cid: &str) -> PathBuf {
+        self.worker_configs[i - 1].local_dir.join("apps").join(app).join(cid)
     }
 
     /// A client of the resource manager with the tests' admin certificate.

@@ -123,6 +123,7 @@ async fn worker_processes_register_and_a_killed_one_is_lost() {
         label: "task".into(),
         vcores: 3,
         memory_mib: 1024,
+        local_dir: w_dir.join("local"),
         ..Default::default()
     };
     role_file(&w_dir, "worker", &w, Role::Worker, "pw1");

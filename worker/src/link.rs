@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use tarn_client::rm::{NodeLabel, Resources, RmClient};
+use std::sync::Arc;
+
+use tarn_client::rm::{ExitReason, NodeLabel, Resources, RmClient, StartContainer};
 use tarn_proto::rm as pb;
 use tarn_proto::rm::resource_tracker_client::ResourceTrackerClient;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +21,7 @@ pub struct Link {
     pub rack: String,
     pub label: NodeLabel,
     pub capacity: Resources,
+    pub containers: Arc<crate::containers::Containers>,
 }
 
 fn stub(c: tonic::transport::Channel) -> ResourceTrackerClient<tonic::transport::Channel> {
@@ -63,8 +66,13 @@ impl Link {
         let epoch = r.rm_epoch;
         let mut interval = Duration::from_millis(r.heartbeat_interval_ms.max(1));
         loop {
-            tokio::time::sleep(interval).await;
-            let hb = pb::WorkerHeartbeatRequest { worker_id: self.id.clone(), rm_epoch: epoch };
+            // At the interval, or at once when a container ended.
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = self.containers.changed.notified() => {}
+            }
+            let containers = self.containers.statuses().iter().map(pb::ContainerStatus::from).collect();
+            let hb = pb::WorkerHeartbeatRequest { worker_id: self.id.clone(), rm_epoch: epoch, containers };
             let r = conn
                 .call(|c| {
                     let req = conn.request(hb.clone());
@@ -76,6 +84,17 @@ impl Link {
                 return Ok(());
             }
             interval = Duration::from_millis(r.heartbeat_interval_ms.max(1));
+            self.containers.forget(&r.forget);
+            for k in r.kill {
+                let reason = match pb::ExitReason::try_from(k.reason) {
+                    Ok(pb::ExitReason::KilledExceededPmem) => ExitReason::KilledExceededPmem,
+                    _ => ExitReason::KilledByResourceManager,
+                };
+                self.containers.kill(&k.container_id, reason, k.diagnostics);
+            }
+            for s in r.start {
+                self.containers.start(StartContainer::from(s));
+            }
         }
     }
 }

@@ -1,11 +1,16 @@
 //! A worker process: configuration, capacity detection, start-up and shutdown.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 use tarn_client::rm::{NodeLabel, Resources, RmClient};
 use tarn_client::{RetryPolicy, Transport};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
+use crate::containers::{ContainerSettings, Containers};
 use crate::link::Link;
 
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +19,8 @@ pub enum WorkerError {
     Config(String),
     #[error(transparent)]
     Client(#[from] tarn_client::ClientError),
+    #[error("worker.local_dir {dir}: {source}")]
+    LocalDir { dir: PathBuf, source: std::io::Error },
 }
 
 /// The `[worker]` table of the TOML config.
@@ -34,6 +41,12 @@ pub struct WorkerConfig {
     /// Memory offered to containers (MiB); 0: the host's, less what the system and the
     /// node's daemons keep (a quarter, at least 1 GiB).
     pub memory_mib: u64,
+    /// Where containers' working directories are made.
+    pub local_dir: PathBuf,
+    /// How often each container's resident memory is checked against its grant (ms).
+    pub pmem_check_ms: u64,
+    /// Applications whose user this host lacks run as uids from here up (one each).
+    pub container_uid_base: u32,
 }
 
 impl Default for WorkerConfig {
@@ -46,6 +59,9 @@ impl Default for WorkerConfig {
             label: "core".into(),
             vcores: 0,
             memory_mib: 0,
+            local_dir: PathBuf::from("tarn-data/worker"),
+            pmem_check_ms: 1000,
+            container_uid_base: 3_000_000,
         }
     }
 }
@@ -58,6 +74,12 @@ impl WorkerConfig {
         }
         if !self.rack.starts_with('/') {
             return bad("rack", "must start with '/' (like /dc1/rack7)".into());
+        }
+        if self.pmem_check_ms == 0 {
+            return bad("pmem_check_ms", "must be > 0".into());
+        }
+        if self.container_uid_base < 1000 {
+            return bad("container_uid_base", "below 1000 are the system's users".into());
         }
         match NodeLabel::parse(&self.label) {
             Some(l) => Ok(l),
@@ -103,16 +125,20 @@ fn host_name() -> String {
 pub struct WorkerHandle {
     pub id: String,
     pub capacity: Resources,
+    containers: Arc<Containers>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl WorkerHandle {
+    /// Stops talking to the resource manager, then kills every container (the resource
+    /// manager learns of them as of a lost worker's).
     pub async fn stop(self) {
         self.shutdown.cancel();
         for t in self.tasks {
             let _ = t.await;
         }
+        self.containers.kill_all();
     }
 }
 
@@ -130,9 +156,26 @@ pub async fn start(cfg: WorkerConfig, transport: Transport) -> Result<WorkerHand
     let retry = RetryPolicy { deadline: std::time::Duration::from_secs(10), ..Default::default() };
     let rm = RmClient::new(&cfg.resource_managers, &transport)?.with_retry(retry)?;
     let host = if cfg.host.is_empty() { host_name() } else { cfg.host.clone() };
-    let link = Link { rm, id: id.clone(), host, rack: cfg.rack.clone(), label, capacity };
+    // SAFETY: geteuid(2) only reads this process's effective uid.
+    let isolate = unsafe { libc::geteuid() } == 0;
+    if !isolate {
+        tarn_security::warn_insecure(
+            "the worker is not root: containers run as its own user and can read what it can \
+             (its certificate, the node's data); run workers as root to isolate them",
+        );
+    }
+    let settings = ContainerSettings {
+        local_dir: cfg.local_dir.clone(),
+        pmem_check: std::time::Duration::from_millis(cfg.pmem_check_ms),
+        isolate,
+        uid_base: cfg.container_uid_base,
+    };
+    let containers =
+        Containers::new(settings).map_err(|source| WorkerError::LocalDir { dir: cfg.local_dir.clone(), source })?;
+    let link =
+        Link { rm, id: id.clone(), host, rack: cfg.rack.clone(), label, capacity, containers: containers.clone() };
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(link.run(shutdown.clone()));
     tracing::info!(worker = %id, label = label.as_str(), vcores = capacity.vcores, memory_mib = capacity.memory_mib, "worker started");
-    Ok(WorkerHandle { id, capacity, shutdown, tasks: vec![task] })
+    Ok(WorkerHandle { id, capacity, containers, shutdown, tasks: vec![task] })
 }

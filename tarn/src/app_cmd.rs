@@ -1,0 +1,107 @@
+//! `tarn app`: applications on the resource manager (like `yarn application`): submit one
+//! whose master runs a command, see where it is, kill it.
+
+use anyhow::Context;
+use tarn_client::rm::{AppReport, AppSubmission, ContainerSpec, Resources};
+
+use crate::creds::ClientOpts;
+use crate::out::outln;
+
+#[derive(clap::Args)]
+pub struct AppArgs {
+    #[command(subcommand)]
+    cmd: AppCmd,
+    #[command(flatten)]
+    conn: ClientOpts,
+}
+
+#[derive(clap::Subcommand)]
+enum AppCmd {
+    /// Submit an application whose master runs COMMAND in a container on a core node; with
+    /// --wait, wait for it to end and exit 0 only if it finished.
+    ///
+    /// Example: `tarn app submit --name nightly --memory-mib 512 --wait -- /bin/sh -c 'echo hi'`
+    Submit {
+        #[arg(long, default_value = "")]
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        vcores: u32,
+        #[arg(long, default_value_t = 1024)]
+        memory_mib: u64,
+        /// Attempts at running its master (0: the resource manager's default, 2).
+        #[arg(long, default_value_t = 0)]
+        max_attempts: u32,
+        /// Environment of the master (KEY=VALUE, repeat).
+        #[arg(long = "env", value_parser = key_value)]
+        env: Vec<(String, String)>,
+        #[arg(long)]
+        wait: bool,
+        #[arg(required = true, last = true)]
+        command: Vec<String>,
+    },
+    /// An application's state, diagnostics and attempts.
+    Status { app_id: String },
+    /// Kill an application and its containers.
+    Kill { app_id: String },
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?} is not KEY=VALUE"))?;
+    Ok((k.to_string(), v.to_string()))
+}
+
+fn print(r: &AppReport) -> anyhow::Result<()> {
+    outln!("{}  {}  user {}  queue {}", r.app_id, r.state.as_str(), r.user, r.queue)?;
+    if !r.name.is_empty() {
+        outln!("  name:        {}", r.name)?;
+    }
+    if !r.diagnostics.is_empty() {
+        outln!("  diagnostics: {}", r.diagnostics)?;
+    }
+    for a in &r.attempts {
+        let state = match a.status.ended {
+            None => "running".to_string(),
+            Some(reason) if a.status.diagnostics.is_empty() => {
+                format!("{} (exit code {})", reason.as_str(), a.status.exit_code)
+            }
+            Some(reason) => format!("{} (exit code {}): {}", reason.as_str(), a.status.exit_code, a.status.diagnostics),
+        };
+        outln!("  attempt {} of {}: {} on {}: {state}", a.attempt, r.max_attempts, a.container_id, a.worker_id)?;
+    }
+    Ok(())
+}
+
+pub async fn run(a: AppArgs) -> anyhow::Result<u8> {
+    let rm = a.conn.connect_rm()?;
+    match a.cmd {
+        AppCmd::Submit { name, vcores, memory_mib, max_attempts, env, wait, command } => {
+            let sub = AppSubmission {
+                name,
+                queue: String::new(),
+                am_resources: Resources::new(vcores, memory_mib),
+                am_spec: ContainerSpec { command, env: env.into_iter().collect() },
+                max_attempts,
+            };
+            let id = rm.submit(&sub).await?;
+            outln!("{id}")?;
+            if !wait {
+                return Ok(0);
+            }
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let r = rm.application(&id).await.with_context(|| format!("follow {id}"))?;
+                if r.state.is_final() {
+                    print(&r)?;
+                    return Ok(if r.state == tarn_client::rm::AppState::Finished { 0 } else { 1 });
+                }
+            }
+        }
+        AppCmd::Status { app_id } => print(&rm.application(&app_id).await?)?,
+        AppCmd::Kill { app_id } => {
+            let killed = rm.kill(&app_id).await?;
+            outln!("{app_id}: {}", if killed { "killed" } else { "had already ended" })?;
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,161 @@
+//! Applications and their containers on real workers: the master runs in a container on a
+//! core node, as an unprivileged user of its own, in its own directory; a container past
+//! its memory grant is killed and says why; a failed master gets another attempt; a lost
+//! worker's master is started again elsewhere; a killed application's processes are gone.
+
+use std::time::Duration;
+
+use tarn_client::rm::{AppReport, AppState, AppSubmission, ContainerSpec, ExitReason, Resources, RmClient};
+use tarn_tests::{wait_for, Cluster};
+
+fn sh(script: &str, memory_mib: u64, max_attempts: u32) -> AppSubmission {
+    AppSubmission {
+        name: "test".into(),
+        am_resources: Resources::new(1, memory_mib),
+        am_spec: ContainerSpec { command: vec!["/bin/sh".into(), "-c".into(), script.into()], ..Default::default() },
+        max_attempts,
+        ..Default::default()
+    }
+}
+
+async fn wait_state(rm: &RmClient, id: &str, want: AppState) -> AppReport {
+    wait_for(&format!("{id} {}", want.as_str()), Duration::from_secs(30), || async {
+        let r = rm.application(id).await.ok()?;
+        (r.state == want).then_some(r)
+    })
+    .await
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid(2) only reads this process's effective uid.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_runs_on_a_core_node_as_an_unprivileged_user_in_its_own_directory() {
+    let cl = Cluster::builder().workers(1, 1).start().await;
+    let rm = cl.rm_client();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        // What a container must not read: the worker's certificate key.
+        let key = tarn_tests::pki().paths(tarn_security::Role::Worker, "w1").key;
+        let script = format!(
+            "id -u > uid; id -G > groups; pwd > pwd; echo \"$TARN_CONTAINER_ID $TARN_APP_ID\" > ids; \
+             cat {} > stolen 2> refused; echo done",
+            key.display()
+        );
+        let id = rm.submit(&sh(&script, 256, 1)).await.unwrap();
+        let r = wait_state(&rm, &id, AppState::Finished).await;
+        let a = &r.attempts[0];
+        assert_eq!(a.worker_id, "w1", "the master runs on the core node");
+        let dir = cl.container_dir(1, &id, &a.container_id);
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert_eq!(read("stdout"), "done\n");
+        assert_eq!(read("pwd").trim(), dir.to_str().unwrap());
+        assert_eq!(read("ids").trim(), format!("{} {id}", a.container_id));
+        let uid: u32 = read("uid").trim().parse().unwrap();
+        if is_root() {
+            assert!(uid >= 3_000_000, "a uid of the application's own, not {uid}");
+            assert!(!read("groups").split_whitespace().any(|g| g == "0"), "no root group: {}", read("groups"));
+            assert_eq!(read("stolen"), "", "the container read the worker's key");
+            assert!(read("refused").contains("Permission denied"), "{}", read("refused"));
+        } else {
+            // A worker that is not root runs containers as itself (it warns at start).
+            // SAFETY: as above.
+            assert_eq!(uid, unsafe { libc::geteuid() });
+        }
+    })
+    .await
+    .expect("timed out");
+    cl.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_over_its_memory_grant_is_killed_and_says_why() {
+    let cl = Cluster::builder().workers(1, 0).start().await;
+    let rm = cl.rm_client();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        // `tail` of an endless line holds all of it: memory grows until the check.
+        let id = rm.submit(&sh("tail /dev/zero", 64, 1)).await.unwrap();
+        let r = wait_state(&rm, &id, AppState::Failed).await;
+        let st = &r.attempts[0].status;
+        assert_eq!(st.ended, Some(ExitReason::KilledExceededPmem), "{r:?}");
+        assert!(st.diagnostics.contains("64 MiB granted"), "{}", st.diagnostics);
+        assert!(r.diagnostics.contains("over its memory grant"), "{}", r.diagnostics);
+    })
+    .await
+    .expect("timed out");
+    cl.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_master_gets_another_attempt_then_the_application_fails() {
+    let cl = Cluster::builder().workers(2, 0).start().await;
+    let rm = cl.rm_client();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let id = rm.submit(&sh("echo \"attempt $TARN_ATTEMPT\"; exit 3", 128, 2)).await.unwrap();
+        let r = wait_state(&rm, &id, AppState::Failed).await;
+        assert_eq!(r.attempts.len(), 2, "{r:?}");
+        for (i, a) in r.attempts.iter().enumerate() {
+            assert_eq!((a.status.ended, a.status.exit_code), (Some(ExitReason::Exited), 3));
+            let w: usize = a.worker_id.trim_start_matches('w').parse().unwrap();
+            let out = std::fs::read_to_string(cl.container_dir(w, &id, &a.container_id).join("stdout")).unwrap();
+            assert_eq!(out, format!("attempt {}\n", i + 1));
+        }
+        assert_ne!(r.attempts[0].worker_id, r.attempts[1].worker_id, "the second attempt runs elsewhere");
+        assert!(r.diagnostics.starts_with("2 of 2 attempts failed"), "{}", r.diagnostics);
+        // A bad submission is refused with what is wrong.
+        let e = rm.submit(&sh("true", 1 << 30, 1)).await.unwrap_err();
+        assert_eq!(e.kind(), tarn_client::ErrorKind::InvalidArgument, "{e}");
+        assert!(e.to_string().contains("more than a container may have"), "{e}");
+    })
+    .await
+    .expect("timed out");
+    cl.shutdown().await;
+}
+
+/// Whether a process whose command line holds `marker` runs on this host.
+fn running(marker: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_workers_master_starts_again_elsewhere_and_a_killed_application_stops() {
+    let mut cl = Cluster::builder().workers(2, 0).start().await;
+    let rm = cl.rm_client();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let marker = format!("tarn-test-sleeper-{}", std::process::id());
+        // The shell's command line carries the marker while it waits for `sleep`.
+        let id = rm.submit(&sh(&format!("sleep 600; echo {marker}"), 128, 2)).await.unwrap();
+        let first = wait_for("the first attempt running", Duration::from_secs(30), || async {
+            let r = rm.application(&id).await.ok()?;
+            (r.state == AppState::Running && r.attempts.len() == 1).then(|| r.attempts[0].clone())
+        })
+        .await;
+        wait_for("the master's process", Duration::from_secs(10), || async { running(&marker).then_some(()) }).await;
+        // Its worker goes (its containers with it); the resource manager gives the attempt up.
+        let w: usize = first.worker_id.trim_start_matches('w').parse().unwrap();
+        cl.stop_worker(w).await;
+        let second = wait_for("a second attempt elsewhere", Duration::from_secs(30), || async {
+            let r = rm.application(&id).await.ok()?;
+            (r.attempts.len() == 2).then_some(r)
+        })
+        .await;
+        assert_eq!(second.attempts[0].status.ended, Some(ExitReason::WorkerLost), "{second:?}");
+        assert_ne!(second.attempts[1].worker_id, first.worker_id);
+        // Killed, its container's processes are gone.
+        assert!(rm.kill(&id).await.unwrap());
+        let r = wait_state(&rm, &id, AppState::Killed).await;
+        assert_eq!(r.diagnostics, "killed by tester");
+        wait_for("the master's processes gone", Duration::from_secs(10), || async {
+            (!running(&marker)).then_some(())
+        })
+        .await;
+        assert!(!rm.kill(&id).await.unwrap(), "already ended");
+    })
+    .await
+    .expect("timed out");
+    cl.shutdown().await;
+}

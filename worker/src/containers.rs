@@ -1,0 +1,294 @@
+//! Containers: the OS processes a worker runs for applications (YARN's containers).
+//!
+//! Each runs in a working directory of its own (`<local_dir>/apps/<app>/<container>`,
+//! 0700, with its `stdout` and `stderr` files), in a process group of its own, with a clean
+//! environment (`TARN_CONTAINER_ID`, `TARN_APP_ID`, `TARN_ATTEMPT`, `HOME`, `PATH`, and the
+//! application's own variables). A worker running as root never runs a container as root
+//! nor as itself: as the application's user where the host has one, else as a uid of the
+//! application's own from `uid_base` up (YARN's LinuxContainerExecutor), without the
+//! worker's supplementary groups, so a container reads neither the node's keys,
+//! certificates, block files nor another application's directories. The worker samples
+//! the resident memory of each container's process group and kills the group when it
+//! passes the grant (YARN's pmem check), saying so in the container's status.
+
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tarn_client::rm::{ContainerStatus, ExitReason, StartContainer};
+use tokio::sync::Notify;
+
+/// How a worker runs containers.
+#[derive(Debug, Clone)]
+pub struct ContainerSettings {
+    pub local_dir: PathBuf,
+    /// How often each container's memory is sampled.
+    pub pmem_check: Duration,
+    /// Run containers as other users (the worker is root); else as the worker's own user.
+    pub isolate: bool,
+    /// Applications whose user the host lacks get uids from here up.
+    pub uid_base: u32,
+}
+
+struct Running {
+    pgid: i32,
+    rss: u64,
+    /// Why the worker ended it, if it did.
+    killed: Option<(ExitReason, String)>,
+}
+
+#[derive(Default)]
+struct Inner {
+    running: HashMap<String, Running>,
+    /// Ended, reported until the resource manager says `forget`.
+    done: BTreeMap<String, ContainerStatus>,
+    /// The uid each application's containers run as here.
+    uids: HashMap<String, u32>,
+}
+
+/// The containers of one worker.
+pub struct Containers {
+    settings: ContainerSettings,
+    inner: Mutex<Inner>,
+    /// Signalled when a container ends (the worker reports it at once).
+    pub changed: Notify,
+}
+
+impl Containers {
+    pub fn new(settings: ContainerSettings) -> std::io::Result<Arc<Self>> {
+        let apps = settings.local_dir.join("apps");
+        std::fs::create_dir_all(&apps)?;
+        // Containers of other users must pass through (not list) the worker's directories.
+        for d in [&settings.local_dir, &apps] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711))?;
+        }
+        Ok(Arc::new(Containers { settings, inner: Mutex::default(), changed: Notify::new() }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every running container and the ended ones not yet forgotten.
+    pub fn statuses(&self) -> Vec<ContainerStatus> {
+        let inner = self.lock();
+        let mut out: Vec<ContainerStatus> = inner
+            .running
+            .iter()
+            .map(|(id, r)| ContainerStatus { rss_bytes: r.rss, ..ContainerStatus::running(id) })
+            .collect();
+        out.extend(inner.done.values().cloned());
+        out
+    }
+
+    pub fn forget(&self, ids: &[String]) {
+        let mut inner = self.lock();
+        for id in ids {
+            inner.done.remove(id);
+        }
+    }
+
+    /// Kills container `id`'s process group, saying why.
+    pub fn kill(&self, id: &str, reason: ExitReason, diagnostics: String) {
+        let mut inner = self.lock();
+        if let Some(r) = inner.running.get_mut(id) {
+            r.killed.get_or_insert((reason, diagnostics));
+            kill_group(r.pgid);
+        }
+    }
+
+    /// Kills every container (the worker stops).
+    pub fn kill_all(&self) {
+        let mut inner = self.lock();
+        for r in inner.running.values_mut() {
+            r.killed.get_or_insert((ExitReason::KilledByResourceManager, "the worker stopped".into()));
+            kill_group(r.pgid);
+        }
+    }
+
+    /// The uid and gid application `app` of `user` runs as here.
+    fn identity(&self, app: &str, user: &str) -> (u32, u32) {
+        if let Some((uid, gid)) = host_user(user).filter(|(uid, _)| *uid != 0) {
+            return (uid, gid);
+        }
+        let mut inner = self.lock();
+        let n = inner.uids.len() as u32;
+        let uid = *inner.uids.entry(app.to_string()).or_insert(self.settings.uid_base + n);
+        (uid, uid)
+    }
+
+    /// Starts a container; its end is reported through [`Containers::statuses`].
+    pub fn start(self: &Arc<Self>, s: StartContainer) {
+        if self.lock().running.contains_key(&s.container_id) || self.lock().done.contains_key(&s.container_id) {
+            return;
+        }
+        let me = self.clone();
+        let id = s.container_id.clone();
+        match me.launch(&s) {
+            Ok((child, pgid)) => {
+                self.lock().running.insert(id.clone(), Running { pgid, rss: 0, killed: None });
+                tracing::info!(container = %id, app = %s.app_id, pid = pgid, "container started");
+                tokio::spawn(async move { me.watch(id, child, pgid, s.resources.memory_mib << 20).await });
+            }
+            Err(e) => {
+                tracing::warn!(container = %id, error = %e, "container could not be started");
+                let st = ContainerStatus::ended(&id, ExitReason::LaunchFailed, -1, e);
+                self.lock().done.insert(id, st);
+                self.changed.notify_one();
+            }
+        }
+    }
+
+    fn launch(&self, s: &StartContainer) -> Result<(tokio::process::Child, i32), String> {
+        let program = s.spec.command.first().filter(|c| !c.is_empty()).ok_or("an empty command")?;
+        let app_dir = self.settings.local_dir.join("apps").join(safe(&s.app_id)?);
+        let dir = app_dir.join(safe(&s.container_id)?);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let out = std::fs::File::create(dir.join("stdout")).map_err(|e| format!("create stdout: {e}"))?;
+        let err = std::fs::File::create(dir.join("stderr")).map_err(|e| format!("create stderr: {e}"))?;
+        let mut cmd = tokio::process::Command::new(program);
+        if self.settings.isolate {
+            let (uid, gid) = self.identity(&s.app_id, &s.user);
+            for p in [&app_dir, &dir, &dir.join("stdout"), &dir.join("stderr")] {
+                chown(p, uid, gid)?;
+            }
+            // std drops the worker's supplementary groups when root sets a uid.
+            cmd.uid(uid).gid(gid);
+        }
+        for d in [&app_dir, &dir] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).map_err(|e| e.to_string())?;
+        }
+        cmd.args(&s.spec.command[1..])
+            .env_clear()
+            .envs(&s.spec.env)
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("HOME", &dir)
+            .env("TARN_CONTAINER_ID", &s.container_id)
+            .env("TARN_APP_ID", &s.app_id)
+            .env("TARN_ATTEMPT", s.attempt.to_string())
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0)
+            .kill_on_drop(false);
+        let child = cmd.spawn().map_err(|e| format!("run {program:?}: {e}"))?;
+        let pgid = child.id().ok_or("the process ended at once")? as i32;
+        Ok((child, pgid))
+    }
+
+    /// Waits for the container to end, sampling its memory and killing it past its grant.
+    async fn watch(self: Arc<Self>, id: String, mut child: tokio::process::Child, pgid: i32, grant: u64) {
+        let mut tick = tokio::time::interval(self.settings.pmem_check);
+        let exit = loop {
+            tokio::select! {
+                r = child.wait() => break r,
+                _ = tick.tick() => {
+                    let rss = group_rss(pgid);
+                    let mut inner = self.lock();
+                    let Some(r) = inner.running.get_mut(&id) else { continue };
+                    r.rss = rss;
+                    if rss > grant && r.killed.is_none() {
+                        let why = format!("used {} MiB of memory, {} MiB granted", rss >> 20, grant >> 20);
+                        tracing::warn!(container = %id, %why, "container over its memory grant: killed");
+                        r.killed = Some((ExitReason::KilledExceededPmem, why));
+                        kill_group(pgid);
+                    }
+                }
+            }
+        };
+        // What else is left of the group goes with it.
+        kill_group(pgid);
+        let code = match &exit {
+            Ok(s) => s.code().unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(s).unwrap_or(0)),
+            Err(_) => -1,
+        };
+        let mut inner = self.lock();
+        let killed = inner.running.remove(&id).and_then(|r| r.killed);
+        let st = match (killed, exit) {
+            (Some((reason, why)), _) => ContainerStatus::ended(&id, reason, code, why),
+            (None, Ok(_)) => ContainerStatus::ended(&id, ExitReason::Exited, code, ""),
+            (None, Err(e)) => ContainerStatus::ended(&id, ExitReason::Exited, code, format!("wait: {e}")),
+        };
+        tracing::info!(container = %id, exit_code = code, reason = ?st.ended, "container ended");
+        inner.done.insert(id, st);
+        drop(inner);
+        self.changed.notify_one();
+    }
+}
+
+/// A name that is one path component.
+fn safe(name: &str) -> Result<&str, String> {
+    let ok = !name.is_empty() && name != "." && name != ".." && !name.contains('/') && !name.contains('\0');
+    if ok {
+        Ok(name)
+    } else {
+        Err(format!("{name:?} cannot name a directory"))
+    }
+}
+
+/// The uid and gid of `user` in /etc/passwd.
+fn host_user(user: &str) -> Option<(u32, u32)> {
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 4 && f[0] == user).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?))).flatten()
+    })
+}
+
+fn chown(p: &Path, uid: u32, gid: u32) -> Result<(), String> {
+    std::os::unix::fs::chown(p, Some(uid), Some(gid)).map_err(|e| format!("chown {}: {e}", p.display()))
+}
+
+fn kill_group(pgid: i32) {
+    if pgid > 1 {
+        // SAFETY: kill(2) with a negative pid signals the process group; no memory is shared.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Resident bytes of every process in group `pgid` (from /proc/<pid>/stat).
+fn group_rss(pgid: i32) -> u64 {
+    let page = 4096u64;
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
+    let mut total = 0;
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // The command name may hold spaces and parentheses: fields start after the last ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // rest: state(0) ppid(1) pgrp(2) ... rss (field 24 of stat) at 21.
+        if f.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid) {
+            total += f.get(21).and_then(|r| r.parse::<u64>().ok()).unwrap_or(0) * page;
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_would_leave_the_directory_are_refused() {
+        for bad in ["", ".", "..", "a/b", "../x"] {
+            assert!(safe(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(safe("app-1-0001_01_000001"), Ok("app-1-0001_01_000001"));
+    }
+
+    #[test]
+    fn this_process_group_has_resident_memory() {
+        // SAFETY: getpgrp(2) reads this process's group id.
+        let pgid = unsafe { libc::getpgrp() };
+        assert!(group_rss(pgid) > 1 << 20, "a test process holds more than 1 MiB");
+        assert_eq!(group_rss(i32::MAX), 0);
+    }
+}
