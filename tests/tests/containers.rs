@@ -159,3 +159,31 @@ async fn a_lost_workers_master_starts_again_elsewhere_and_a_killed_application_s
     .expect("timed out");
     cl.shutdown().await;
 }
+
+/// An application's directory is its user's, so an earlier container can plant a link
+/// where the worker will make the next attempt's directory. The worker follows no link:
+/// the next attempt fails to launch, and what the link points to is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_planted_by_a_container_is_not_followed_by_the_worker() {
+    let cl = Cluster::builder().workers(1, 0).start().await;
+    let rm = cl.rm_client();
+    let victim = tempfile::tempdir().unwrap();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let script = format!("ln -s {} \"../${{TARN_APP_ID}}_02_000001\" && exit 1", victim.path().display());
+        let id = rm.submit(&sh(&script, 128, 2)).await.unwrap();
+        let r = wait_state(&rm, &id, AppState::Failed).await;
+        assert_eq!(r.attempts.len(), 2, "{r:?}");
+        assert_eq!(r.attempts[0].status.exit_code, 1, "the link was planted: {r:?}");
+        let second = &r.attempts[1].status;
+        assert_eq!(second.ended, Some(ExitReason::LaunchFailed), "{r:?}");
+        assert!(second.diagnostics.contains("exists"), "{}", second.diagnostics);
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(victim.path()).unwrap();
+        // SAFETY: geteuid(2) only reads this process's effective uid.
+        assert_eq!(m.uid(), unsafe { libc::geteuid() }, "the link's target was given away");
+        assert!(std::fs::read_dir(victim.path()).unwrap().next().is_none(), "files were made through the link");
+    })
+    .await
+    .expect("timed out");
+    cl.shutdown().await;
+}

@@ -122,8 +122,11 @@ impl Containers {
 
     /// Starts a container; its end is reported through [`Containers::statuses`].
     pub fn start(self: &Arc<Self>, s: StartContainer) {
-        if self.lock().running.contains_key(&s.container_id) || self.lock().done.contains_key(&s.container_id) {
-            return;
+        {
+            let inner = self.lock();
+            if inner.running.contains_key(&s.container_id) || inner.done.contains_key(&s.container_id) {
+                return;
+            }
         }
         let me = self.clone();
         let id = s.container_id.clone();
@@ -146,20 +149,41 @@ impl Containers {
         let program = s.spec.command.first().filter(|c| !c.is_empty()).ok_or("an empty command")?;
         let app_dir = self.settings.local_dir.join("apps").join(safe(&s.app_id)?);
         let dir = app_dir.join(safe(&s.container_id)?);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-        let out = std::fs::File::create(dir.join("stdout")).map_err(|e| format!("create stdout: {e}"))?;
-        let err = std::fs::File::create(dir.join("stderr")).map_err(|e| format!("create stderr: {e}"))?;
+        // The application's directory is its user's: what is in it may have been put there
+        // by an earlier container (a link to /etc, say). So the worker follows no link: the
+        // application's directory must be a plain directory, the container's is made new
+        // (refused if anything is there) and so are the files in it, all before they are
+        // given to the container's user.
+        let (uid, gid) = if self.settings.isolate { self.identity(&s.app_id, &s.user) } else { (0, 0) };
+        match std::fs::symlink_metadata(&app_dir) {
+            Ok(m) if m.file_type().is_dir() => {}
+            Ok(_) => return Err(format!("{} is not a directory", app_dir.display())),
+            Err(_) => {
+                std::fs::create_dir(&app_dir).map_err(|e| format!("create {}: {e}", app_dir.display()))?;
+                std::fs::set_permissions(&app_dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(|e| e.to_string())?;
+                if self.settings.isolate {
+                    chown(&app_dir, uid, gid)?;
+                }
+            }
+        }
+        std::fs::create_dir(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| e.to_string())?;
+        let new_file = |name: &str| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(dir.join(name))
+                .map_err(|e| format!("create {name}: {e}"))
+        };
+        let (out, err) = (new_file("stdout")?, new_file("stderr")?);
         let mut cmd = tokio::process::Command::new(program);
         if self.settings.isolate {
-            let (uid, gid) = self.identity(&s.app_id, &s.user);
-            for p in [&app_dir, &dir, &dir.join("stdout"), &dir.join("stderr")] {
+            for p in [&dir.join("stdout"), &dir.join("stderr"), &dir] {
                 chown(p, uid, gid)?;
             }
             // std drops the worker's supplementary groups when root sets a uid.
             cmd.uid(uid).gid(gid);
-        }
-        for d in [&app_dir, &dir] {
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).map_err(|e| e.to_string())?;
         }
         cmd.args(&s.spec.command[1..])
             .env_clear()
@@ -239,8 +263,9 @@ fn host_user(user: &str) -> Option<(u32, u32)> {
     })
 }
 
+/// Gives `p` (never what a link at `p` points to) to `uid`.
 fn chown(p: &Path, uid: u32, gid: u32) -> Result<(), String> {
-    std::os::unix::fs::chown(p, Some(uid), Some(gid)).map_err(|e| format!("chown {}: {e}", p.display()))
+    std::os::unix::fs::lchown(p, Some(uid), Some(gid)).map_err(|e| format!("chown {}: {e}", p.display()))
 }
 
 fn kill_group(pgid: i32) {
