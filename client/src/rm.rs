@@ -435,6 +435,21 @@ impl From<&AppReport> for pb::AppReport {
     }
 }
 
+/// Calls `$method` of the client service with `$msg`, following the leader and retrying.
+macro_rules! rm_rpc {
+    ($self:ident, $method:ident, $msg:expr) => {{
+        let msg = $msg;
+        $self
+            .conn
+            .call(|c| {
+                let mut stub = Self::client(c);
+                let req = $self.conn.request(msg.clone());
+                async move { stub.$method(req).await }
+            })
+            .await
+    }};
+}
+
 /// A client of the resource managers.
 pub struct RmClient {
     conn: LeaderConn,
@@ -475,14 +490,7 @@ impl RmClient {
 
     /// Every worker the resource manager knows, running or lost.
     pub async fn workers(&self) -> Result<Vec<WorkerReport>> {
-        let r = self
-            .conn
-            .call(|c| {
-                let mut stub = Self::client(c);
-                let req = self.conn.request(pb::ListWorkersRequest {});
-                async move { stub.list_workers(req).await }
-            })
-            .await?;
+        let r = rm_rpc!(self, list_workers, pb::ListWorkersRequest {})?;
         Ok(r.workers.into_iter().map(WorkerReport::from).collect())
     }
 
@@ -495,42 +503,21 @@ impl RmClient {
             am_spec: Some((&s.am_spec).into()),
             max_attempts: s.max_attempts,
         };
-        let r = self
-            .conn
-            .call(|c| {
-                let mut stub = Self::client(c);
-                let req = self.conn.request(msg.clone());
-                async move { stub.submit_application(req).await }
-            })
-            .await?;
+        let r = rm_rpc!(self, submit_application, msg)?;
         Ok(r.app_id)
     }
 
     /// An application of this user's (an admin sees every one).
     pub async fn application(&self, app_id: &str) -> Result<AppReport> {
         let msg = pb::GetApplicationRequest { app_id: app_id.into() };
-        let r = self
-            .conn
-            .call(|c| {
-                let mut stub = Self::client(c);
-                let req = self.conn.request(msg.clone());
-                async move { stub.get_application(req).await }
-            })
-            .await?;
+        let r = rm_rpc!(self, get_application, msg)?;
         Ok(r.into())
     }
 
     /// Kills an application and its containers; `false` if it had already ended.
     pub async fn kill(&self, app_id: &str) -> Result<bool> {
         let msg = pb::KillApplicationRequest { app_id: app_id.into() };
-        let r = self
-            .conn
-            .call(|c| {
-                let mut stub = Self::client(c);
-                let req = self.conn.request(msg.clone());
-                async move { stub.kill_application(req).await }
-            })
-            .await?;
+        let r = rm_rpc!(self, kill_application, msg)?;
         Ok(r.killed)
     }
 }
