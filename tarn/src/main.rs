@@ -224,6 +224,15 @@ struct InitArgs {
     /// S3 gateway hosts (comma-separated): one configuration and certificate each.
     #[arg(long, value_delimiter = ',')]
     gateways: Vec<String>,
+    /// Resource manager hosts (comma-separated): one configuration and certificate each.
+    #[arg(long, value_delimiter = ',')]
+    resource_managers: Vec<String>,
+    /// Workers on core nodes (comma-separated hosts, where datanodes run).
+    #[arg(long, value_delimiter = ',')]
+    workers: Vec<String>,
+    /// Workers on task nodes (comma-separated hosts: compute only).
+    #[arg(long, value_delimiter = ',')]
+    task_workers: Vec<String>,
     /// Replace existing configuration files (the CA and master key are kept).
     #[arg(long)]
     force: bool,
@@ -521,9 +530,14 @@ fn run_init(a: InitArgs) -> anyhow::Result<u8> {
         outln!("wrote {}", path.display())?;
         Ok(())
     };
+    let rms: Vec<String> = a.resource_managers.iter().map(|h| format!("{h}:8032")).collect();
     let base = |tls_paths: tarn_security::TlsPaths| {
         let mut cfg = TarnConfig::default();
         cfg.client.namenodes = a.namenodes.clone();
+        if !rms.is_empty() {
+            cfg.client.resource_managers = rms.clone();
+            cfg.worker.resource_managers = rms.clone();
+        }
         cfg.datanode.namenodes = a.namenodes.clone();
         cfg.gateway.namenodes = a.namenodes.clone();
         cfg.security.tls = Some(tls_paths);
@@ -562,6 +576,21 @@ fn run_init(a: InitArgs) -> anyhow::Result<u8> {
         cfg.gateway.access_keys = vec![tarn_gateway::AccessKey::generate()];
         cfg.gateway.domains = vec![format!("{host}:9000"), host.clone()];
         write(format!("gateway-{}.toml", i + 1), &cfg)?;
+    }
+    for (i, host) in a.resource_managers.iter().enumerate() {
+        let mut cfg = base(issue(Role::ResourceManager, &format!("rm{}", i + 1), vec![host.clone()])?);
+        cfg.resource_manager.listen = "0.0.0.0:8032".into();
+        cfg.resource_manager.advertise = Some(format!("{host}:8032"));
+        write(format!("resource-manager-{}.toml", i + 1), &cfg)?;
+    }
+    let workers = a.workers.iter().map(|h| (h, "core")).chain(a.task_workers.iter().map(|h| (h, "task")));
+    for (i, (host, label)) in workers.enumerate() {
+        let mut cfg = base(issue(Role::Worker, &format!("w{}", i + 1), vec![host.clone()])?);
+        cfg.worker.host = host.clone();
+        cfg.worker.label = label.into();
+        cfg.worker.local_dir = a.data_dir.join("worker");
+        cfg.worker.validate()?;
+        write(format!("worker-{}.toml", i + 1), &cfg)?;
     }
     let admin = base(issue(Role::Admin, "admin", vec![])?);
     write("admin.toml".into(), &admin)?;

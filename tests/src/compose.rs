@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::process::Command;
 
 /// Every service of the compose file.
-pub const SERVICES: [&str; 7] = ["nn1", "nn2", "nn3", "dn1", "dn2", "dn3", "gw"];
+pub const SERVICES: [&str; 11] = ["nn1", "nn2", "nn3", "dn1", "dn2", "dn3", "gw", "rm", "w1", "w2", "w3"];
 /// The service whose container runs client commands.
 pub const CLIENT_SERVICE: &str = "gw";
 /// A docker or compose command that takes longer than this is stuck.

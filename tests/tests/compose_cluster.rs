@@ -83,6 +83,16 @@ async fn leader_kill_and_datanode_partition_lose_nothing_acknowledged() {
     // Inside the bound, not around start: the cluster is dropped (torn down) either way.
     let r = tokio::time::timeout(Duration::from_secs(240), async {
         let mut w = Written { files: BTreeMap::new(), next: 0 };
+        // Compute on the same hosts' network: three workers register (two core, one task),
+        // and an application's master runs in a container on a core worker.
+        wait_for("the workers registered", Duration::from_secs(60), || async {
+            c.client(&["workers"]).await.text().contains("workers: 3 running, 0 lost").then_some(())
+        })
+        .await;
+        let o = c.client_ok(&["app", "submit", "--memory-mib", "64", "--wait", "--", "tarn", "--version"]).await;
+        let text = o.text();
+        assert!(text.contains("FINISHED"), "{text}");
+        assert!(text.contains(" on w1:") || text.contains(" on w2:"), "the master runs on a core worker: {text}");
         c.client_ok(&["fs", "mkdir", "-p", "/compose"]).await;
         for _ in 0..4 {
             w.put(&c, "healthy").await;

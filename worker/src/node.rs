@@ -112,6 +112,25 @@ fn host_memory_mib() -> Option<u64> {
     Some(kib / 1024)
 }
 
+/// Whether this process may start processes as other users, give them their directories
+/// and kill them: root with CAP_CHOWN, CAP_KILL, CAP_SETGID and CAP_SETUID in effect (a
+/// container runtime's root may have none of them).
+fn can_run_as_others() -> bool {
+    // SAFETY: geteuid(2) only reads this process's effective uid.
+    if unsafe { libc::geteuid() } != 0 {
+        return false;
+    }
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return false };
+    let caps = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    // linux/capability.h: CAP_CHOWN 0, CAP_KILL 5, CAP_SETGID 6, CAP_SETUID 7.
+    let needed: u64 = (1 << 0) | (1 << 5) | (1 << 6) | (1 << 7);
+    caps & needed == needed
+}
+
 fn host_name() -> String {
     let h = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
     if h.is_empty() {
@@ -156,12 +175,13 @@ pub async fn start(cfg: WorkerConfig, transport: Transport) -> Result<WorkerHand
     let retry = RetryPolicy { deadline: std::time::Duration::from_secs(10), ..Default::default() };
     let rm = RmClient::new(&cfg.resource_managers, &transport)?.with_retry(retry)?;
     let host = if cfg.host.is_empty() { host_name() } else { cfg.host.clone() };
-    // SAFETY: geteuid(2) only reads this process's effective uid.
-    let isolate = unsafe { libc::geteuid() } == 0;
+    let isolate = can_run_as_others();
     if !isolate {
         tarn_security::warn_insecure(
-            "the worker is not root: containers run as its own user and can read what it can \
-             (its certificate, the node's data); run workers as root to isolate them",
+            "the worker cannot run processes as other users (it is not root, or lacks \
+             CAP_SETUID, CAP_SETGID, CAP_CHOWN or CAP_KILL): containers run as its own user and \
+             can read what it can (its certificate, the node's data); run workers as root to \
+             isolate them",
         );
     }
     let settings = ContainerSettings {
