@@ -514,6 +514,12 @@ impl RmClient {
         Ok(r.into())
     }
 
+    /// This user's applications (with `all_users`, everyone's: admins only), oldest first.
+    pub async fn applications(&self, all_users: bool) -> Result<Vec<AppReport>> {
+        let r = rm_rpc!(self, list_applications, pb::ListApplicationsRequest { all_users })?;
+        Ok(r.apps.into_iter().map(AppReport::from).collect())
+    }
+
     /// Kills an application and its containers; `false` if it had already ended.
     pub async fn kill(&self, app_id: &str) -> Result<bool> {
         let msg = pb::KillApplicationRequest { app_id: app_id.into() };

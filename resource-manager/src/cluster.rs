@@ -395,10 +395,25 @@ impl ClusterState {
         Ok(true)
     }
 
+    /// The applications of `user` (with `all`, everyone's: admins only), oldest first.
+    pub fn list(&self, user: &str, superuser: bool, all: bool) -> Result<Vec<AppReport>, Refusal> {
+        if all && !superuser {
+            return Err(Refusal::new(
+                ErrorKind::PermissionDenied,
+                format!("{user} may list only their own applications"),
+            ));
+        }
+        let mine = self.apps.values().filter(|a| all || a.user == user);
+        Ok(mine.map(|a| self.report_of(a)).collect())
+    }
+
     /// An application, as its user (or an admin) sees it.
     pub fn report(&self, id: &str, user: &str, superuser: bool) -> Result<AppReport, Refusal> {
-        let a = self.app_of(id, user, superuser)?;
-        Ok(AppReport {
+        Ok(self.report_of(self.app_of(id, user, superuser)?))
+    }
+
+    fn report_of(&self, a: &AppRec) -> AppReport {
+        AppReport {
             app_id: a.id.clone(),
             name: a.sub.name.clone(),
             user: a.user.clone(),
@@ -416,7 +431,7 @@ impl ClusterState {
                     status: t.status.clone(),
                 })
                 .collect(),
-        })
+        }
     }
 
     /// Declares lost every running worker silent past the expiry, and its containers
@@ -628,6 +643,11 @@ mod tests {
         let r = c.report(&id, "alice", false).unwrap();
         assert_eq!((r.state, r.diagnostics.as_str()), (AppState::Killed, "killed by root"));
         assert_eq!(c.workers(t)[0].used, Resources::default(), "its resources are free again");
+        c.submit("bob", app("sleep")).unwrap();
+        let ids = |v: Vec<AppReport>| v.into_iter().map(|r| r.user).collect::<Vec<_>>();
+        assert_eq!(ids(c.list("alice", false, false).unwrap()), ["alice"]);
+        assert_eq!(ids(c.list("root", true, true).unwrap()), ["alice", "bob"]);
+        assert_eq!(c.list("alice", false, true).unwrap_err().kind, ErrorKind::PermissionDenied);
     }
 
     #[test]

@@ -147,6 +147,15 @@ impl ApplicationClient for ClientService {
         Ok(Response::new((&r).into()))
     }
 
+    async fn list_applications(
+        &self,
+        req: Request<pb::ListApplicationsRequest>,
+    ) -> Result<Response<pb::ListApplicationsResponse>, Status> {
+        let (user, superuser) = user_of(&req)?;
+        let apps = self.s.core().list(&user, superuser, req.get_ref().all_users).map_err(status)?;
+        Ok(Response::new(pb::ListApplicationsResponse { apps: apps.iter().map(Into::into).collect() }))
+    }
+
     async fn kill_application(
         &self,
         req: Request<pb::KillApplicationRequest>,

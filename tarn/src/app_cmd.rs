@@ -41,6 +41,11 @@ enum AppCmd {
     },
     /// An application's state, diagnostics and attempts.
     Status { app_id: String },
+    /// Your applications, oldest first (`--all`: everyone's, for admins).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
     /// Kill an application and its containers.
     Kill { app_id: String },
 }
@@ -98,6 +103,27 @@ pub async fn run(a: AppArgs) -> anyhow::Result<u8> {
             }
         }
         AppCmd::Status { app_id } => print(&rm.application(&app_id).await?)?,
+        AppCmd::List { all } => {
+            outln!(
+                "{:<28} {:<9} {:<12} {:<20} {:>8}  DIAGNOSTICS",
+                "APPLICATION",
+                "STATE",
+                "USER",
+                "NAME",
+                "ATTEMPTS"
+            )?;
+            for r in rm.applications(all).await? {
+                outln!(
+                    "{:<28} {:<9} {:<12} {:<20} {:>8}  {}",
+                    r.app_id,
+                    r.state.as_str(),
+                    r.user,
+                    r.name,
+                    r.attempts.len(),
+                    r.diagnostics
+                )?;
+            }
+        }
         AppCmd::Kill { app_id } => {
             let killed = rm.kill(&app_id).await?;
             outln!("{app_id}: {}", if killed { "killed" } else { "had already ended" })?;

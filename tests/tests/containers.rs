@@ -103,6 +103,17 @@ async fn a_failed_master_gets_another_attempt_then_the_application_fails() {
         }
         assert_ne!(r.attempts[0].worker_id, r.attempts[1].worker_id, "the second attempt runs elsewhere");
         assert!(r.diagnostics.starts_with("2 of 2 attempts failed"), "{}", r.diagnostics);
+        // Listed for its user (the admin here); another user sees none of it.
+        let listed = rm.applications(false).await.unwrap();
+        assert!(listed.iter().any(|a| a.app_id == id && a.state == AppState::Failed), "{listed:?}");
+        let alice = RmClient::new(
+            std::slice::from_ref(&cl.rm.as_ref().unwrap().addr),
+            &tarn_tests::pki().transport(tarn_security::Role::User, "alice"),
+        )
+        .unwrap();
+        assert!(alice.applications(false).await.unwrap().is_empty());
+        assert_eq!(alice.applications(true).await.unwrap_err().kind(), tarn_client::ErrorKind::PermissionDenied);
+        assert_eq!(alice.application(&id).await.unwrap_err().kind(), tarn_client::ErrorKind::PermissionDenied);
         // A bad submission is refused with what is wrong.
         let e = rm.submit(&sh("true", 1 << 30, 1)).await.unwrap_err();
         assert_eq!(e.kind(), tarn_client::ErrorKind::InvalidArgument, "{e}");
