@@ -83,6 +83,8 @@ impl NodeDesc {
 #[derive(Default)]
 struct Inner {
     nodes: HashMap<String, NodeDesc>,
+    /// Datanode uuid → the certificate name that speaks for it (first use, this leader).
+    owners: HashMap<String, String>,
     /// block id → node uuid → replica.
     replicas: HashMap<u64, BTreeMap<String, Replica>>,
     /// Blocks being written → the pipeline they were given (locations until reported)
@@ -153,6 +155,20 @@ impl BlockManager {
 
     fn alive(&self, n: &NodeDesc, now: Instant) -> bool {
         now.saturating_duration_since(n.last_seen) < self.limits.dead_after
+    }
+
+    /// Binds datanode `uuid` to the certificate name `who` on first use; `Err(owner)` if
+    /// another certificate already speaks for it.
+    pub fn claim(&self, uuid: &str, who: &str) -> Result<(), String> {
+        let mut g = self.lock();
+        match g.owners.get(uuid) {
+            Some(owner) if owner != who => Err(owner.clone()),
+            Some(_) => Ok(()),
+            None => {
+                g.owners.insert(uuid.to_string(), who.to_string());
+                Ok(())
+            }
+        }
     }
 
     /// A datanode (re)registers: it is known again, with no replicas until it reports.

@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status};
 
 use crate::blocks::{Command, Location, Replica, Storage};
 use crate::report::location_pb;
-use crate::service::{fs_status, require_leader, state_status};
+use crate::service::{denied_status, fs_status, require_leader, state_status};
 use crate::state::NodeState;
 
 /// A datanode's location, its rack from the topology table when the table names it.
@@ -71,10 +71,21 @@ impl DatanodeService {
         require_leader(&self.s)
     }
 
-    fn node(&self, l: Option<pb::DatanodeLocation>) -> Result<Location, Status> {
+    /// The datanode a request speaks for. The first certificate to speak for a uuid (on
+    /// this leader) owns it: another datanode's certificate cannot heartbeat, report or
+    /// register in its name (`who` is `None` in dev mode, without certificates).
+    fn node(&self, who: Option<&str>, l: Option<pb::DatanodeLocation>) -> Result<Location, Status> {
         let l = l.ok_or_else(|| Status::invalid_argument("request without the datanode's location"))?;
         if l.uuid.is_empty() || l.addr.is_empty() {
             return Err(Status::invalid_argument("datanode location needs a uuid and an address"));
+        }
+        if let Some(who) = who {
+            if let Err(owner) = self.s.blocks.claim(&l.uuid, who) {
+                return Err(denied_status(format!(
+                    "datanode {} speaks with the certificate of {owner}; {who} may not speak for it",
+                    l.uuid
+                )));
+            }
         }
         Ok(location_of(&l, &self.s.topology))
     }
@@ -90,8 +101,9 @@ impl DatanodeService {
 impl DatanodeProtocol for DatanodeService {
     async fn register(&self, req: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
         self.ensure_leader()?;
+        let who = tarn_security::caller(req.extensions())?.map(|id| id.name.clone());
         let r = req.into_inner();
-        let loc = self.node(r.node)?;
+        let loc = self.node(who.as_deref(), r.node)?;
         // A registered datanode can check clients' block access tokens at once.
         crate::tokens::ensure_key(&self.s).await.map_err(|e| state_status(self.s.node_id, &e))?;
         tracing::info!(uuid = %loc.uuid, addr = %loc.addr, "datanode registered");
@@ -105,8 +117,9 @@ impl DatanodeProtocol for DatanodeService {
 
     async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
         self.ensure_leader()?;
+        let who = tarn_security::caller(req.extensions())?.map(|id| id.name.clone());
         let r = req.into_inner();
-        let loc = self.node(r.node)?;
+        let loc = self.node(who.as_deref(), r.node)?;
         let cmds = self.s.blocks.heartbeat(&loc, storages_of(&r.storages), r.transfers_in_flight, Instant::now());
         let block_keys = crate::tokens::keys_pb(&self.s);
         Ok(Response::new(match cmds {
@@ -124,8 +137,9 @@ impl DatanodeProtocol for DatanodeService {
         req: Request<pb::BlockReportRequest>,
     ) -> Result<Response<pb::BlockReportResponse>, Status> {
         self.ensure_leader()?;
+        let who = tarn_security::caller(req.extensions())?.map(|id| id.name.clone());
         let r = req.into_inner();
-        let loc = self.node(r.node)?;
+        let loc = self.node(who.as_deref(), r.node)?;
         let replicas: Vec<(u64, Replica)> = r.replicas.iter().map(replica_of).collect();
         let unwanted = self.unwanted(&replicas)?;
         let wanted: Vec<(u64, Replica)> =
@@ -145,8 +159,9 @@ impl DatanodeProtocol for DatanodeService {
         req: Request<pb::IncrementalBlockReportRequest>,
     ) -> Result<Response<pb::IncrementalBlockReportResponse>, Status> {
         self.ensure_leader()?;
+        let who = tarn_security::caller(req.extensions())?.map(|id| id.name.clone());
         let r = req.into_inner();
-        let loc = self.node(r.node)?;
+        let loc = self.node(who.as_deref(), r.node)?;
         let received: Vec<(u64, Replica)> = r.received.iter().map(replica_of).collect();
         let unwanted = self.unwanted(&received)?;
         let wanted: Vec<(u64, Replica)> =
@@ -168,8 +183,9 @@ impl DatanodeProtocol for DatanodeService {
         req: Request<pb::ReportBadReplicasRequest>,
     ) -> Result<Response<pb::ReportBadReplicasResponse>, Status> {
         self.ensure_leader()?;
+        let who = tarn_security::caller(req.extensions())?.map(|id| id.name.clone());
         let r = req.into_inner();
-        let loc = self.node(r.node)?;
+        let loc = self.node(who.as_deref(), r.node)?;
         for b in &r.blocks {
             // A report about an older version than the node now holds is out of date.
             let held = self.s.blocks.holders(b.block_id).into_iter().find(|(u, _)| *u == loc.uuid).map(|(_, g)| g);

@@ -66,6 +66,11 @@ pub(crate) fn fs_kind(e: &FsError) -> ErrorKind {
     }
 }
 
+/// A refusal of the caller's right (`PermissionDenied`).
+pub(crate) fn denied_status(message: impl Into<String>) -> Status {
+    kind_status(ErrorKind::PermissionDenied, message)
+}
+
 pub(crate) fn fs_status(e: &FsError) -> Status {
     kind_status(fs_kind(e), e.to_string())
 }

@@ -471,3 +471,32 @@ async fn data_directories_are_private_to_the_daemons() {
     assert_eq!(mode(&store), 0o700, "the datanode's store");
     cl.shutdown().await;
 }
+
+/// A datanode speaks only for itself: once a certificate speaks for a datanode (uuid),
+/// another datanode's certificate can neither heartbeat, report bad replicas nor register
+/// in its name, and the real one carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_datanode_cannot_speak_for_another() {
+    let cl = Cluster::builder().tune_namenodes(block_tuning).datanodes(1).start().await;
+    let c = cl.client();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let dn1 = cl.datanodes[0].as_ref().unwrap();
+        let me = dpb::DatanodeLocation { uuid: dn1.uuid.clone(), addr: dn1.addr.clone(), rack: "/default-rack".into() };
+        let mut other = DatanodeProtocolClient::new(channel(&pki().transport(Role::Datanode, "dn-evil"), &cl.addrs[0]));
+        let hb = dpb::HeartbeatRequest { node: Some(me.clone()), ..Default::default() };
+        let s = other.heartbeat(hb).await.unwrap_err();
+        assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+        assert!(s.message().contains("dn1") && s.message().contains("dn-evil"), "{s:?}");
+        let bad = dpb::ReportBadReplicasRequest { node: Some(me.clone()), ..Default::default() };
+        assert_eq!(other.report_bad_replicas(bad).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+        let reg = dpb::RegisterRequest { node: Some(me), storages: vec![] };
+        assert_eq!(other.register(reg).await.unwrap_err().code(), tonic::Code::PermissionDenied);
+        // The real one is still live (it keeps heartbeating under its own certificate).
+        tarn_tests::wait_live_datanodes(&c, 1).await;
+        let r = c.datanode_report().await.unwrap();
+        assert_eq!(r.datanodes[0].location.addr, dn1.addr, "nothing of it was taken over");
+    })
+    .await
+    .expect("timed out");
+    cl.shutdown().await;
+}
