@@ -96,6 +96,8 @@ struct Inner {
     transfers: HashMap<u64, Instant>,
     /// Datanodes being drained (a copy of the replicated set, refreshed by the monitor).
     draining: HashSet<String>,
+    /// When a datanode last joined (registered while not known here as alive).
+    last_join: Option<Instant>,
 }
 
 /// How long after a block was handed a pipeline its replicas may go unreported before the
@@ -175,8 +177,13 @@ impl BlockManager {
     pub fn register(&self, loc: Location, storages: Vec<Storage>, now: Instant) {
         let mut g = self.lock();
         let uuid = loc.uuid.clone();
+        let mut joined = true;
         if let Some(old) = g.nodes.remove(&uuid) {
+            joined = !self.alive(&old, now) || old.expired;
             forget_node_replicas(&mut g, &uuid, &old.blocks);
+        }
+        if joined {
+            g.last_join = Some(now);
         }
         g.nodes.insert(
             uuid,
@@ -434,6 +441,11 @@ impl BlockManager {
             chosen.push(candidates.remove(pick).loc.clone());
         }
         chosen
+    }
+
+    /// When a datanode last joined: registered while not known here as alive.
+    pub fn last_join(&self) -> Option<Instant> {
+        self.lock().last_join
     }
 
     /// Racks with a live datanode that takes replicas (not draining).

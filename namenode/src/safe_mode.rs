@@ -39,6 +39,18 @@ impl SafeMode {
         matches!(self.lock().leading, Some((t, since)) if t == term && now.saturating_duration_since(since) >= grace)
     }
 
+    /// How long this node has led in `term` (zero when it only now notices the term).
+    pub(crate) fn led_for(&self, term: u64, now: Instant) -> Duration {
+        let mut g = self.lock();
+        match g.leading {
+            Some((t, since)) if t == term => now.saturating_duration_since(since),
+            _ => {
+                g.leading = Some((term, now));
+                Duration::ZERO
+            }
+        }
+    }
+
     /// Whether this node has led in `term` for at least `grace`.
     pub(crate) fn settled(&self, term: u64, now: Instant, grace: Duration) -> bool {
         let mut g = self.lock();

@@ -287,6 +287,14 @@ impl NamenodeService {
         let now = std::time::Instant::now();
         let favored = Some(favored).filter(|f| !f.is_empty());
         let targets = self.s.blocks.choose_targets(replication, favored, excluded, now);
+        if targets.len() < replication {
+            if let Some(why) = self.gathering_datanodes(now) {
+                return Err(Status::unavailable(format!(
+                    "{path}: a new block would get {} of {replication} replicas: {why}",
+                    targets.len()
+                )));
+            }
+        }
         if targets.is_empty() {
             let live = self.s.blocks.live_nodes(now);
             let full = live.iter().filter(|n| n.full()).count();
@@ -297,6 +305,30 @@ impl NamenodeService {
             )));
         }
         Ok(targets)
+    }
+
+    /// `Some(why)` while a leader new in its term may not yet have heard from every
+    /// datanode: datanodes register with whichever node leads, so in its first heartbeats a
+    /// new leader knows only those that found it first, and a block placed then would get
+    /// fewer replicas than the cluster can hold (and none would be copied until the monitor's
+    /// grace ends). It waits until no datanode has joined for two heartbeat intervals, at
+    /// most five after it took over; clients retry meanwhile.
+    fn gathering_datanodes(&self, now: std::time::Instant) -> Option<String> {
+        let hb = self.s.datanode_heartbeat;
+        let term = self.s.raft.metrics().borrow().current_term;
+        let led = self.s.safe_mode.led_for(term, now);
+        if led >= 5 * hb {
+            return None;
+        }
+        let quiet = self.s.blocks.last_join().map(|j| now.saturating_duration_since(j));
+        if led >= 2 * hb && quiet.is_some_and(|q| q >= 2 * hb) {
+            return None;
+        }
+        Some(format!(
+            "namenode {} has led for {led:.1?} and heard from {} datanodes; it waits for the others to register",
+            self.s.node_id,
+            self.s.blocks.live_count(now)
+        ))
     }
 
     /// The answer for a block just allocated: its pipeline (noted as where its replicas

@@ -340,6 +340,34 @@ async fn no_datanode_means_a_clear_refusal() {
     cl.shutdown().await;
 }
 
+/// A new leader knows only the datanodes that found it first: it places no block with
+/// fewer replicas than the cluster holds while the others are still registering. (The
+/// compose test once lost a file's only replica to a partition this way: written in the
+/// first second of a new leader, on the one datanode that had registered.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_places_blocks_on_every_datanode() {
+    let mut cl = Cluster::builder().namenodes(3).tune_namenodes(block_tuning).datanodes(3).start().await;
+    let c = cl.client();
+    let r = tokio::time::timeout(Duration::from_secs(90), async {
+        for round in 0..3 {
+            let old = cl.leader().await;
+            cl.stop(old).await;
+            // At once: the client's retries find the new leader as soon as it is elected.
+            let f = c.create(&format!("/nl/f{round}"), &opts(BS)).await.expect("create after the leader stopped");
+            let b = c
+                .allocate_block(&format!("/nl/f{round}"), f.file_id, None, Vec::new(), "")
+                .await
+                .expect("a block from the new leader");
+            let targets: Vec<&str> = b.locations.iter().map(|l| l.uuid.as_str()).collect();
+            assert_eq!(targets.len(), 3, "round {round}: a new leader placed a block on {targets:?} only");
+            cl.restart(old).await;
+        }
+    })
+    .await;
+    r.expect("timed out");
+    cl.shutdown().await;
+}
+
 /// Real processes: a datanode of the pipeline is SIGKILLed in the middle of a write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn datanode_killed_mid_write_the_write_completes() {
