@@ -274,6 +274,24 @@ pub struct StartContainer {
     pub user: String,
     pub resources: Resources,
     pub spec: ContainerSpec,
+    /// Its delegation credential (the resource manager adds it as it sends the command).
+    pub credential: Option<Credential>,
+}
+
+/// A container's delegation credential: a client certificate of its user from the
+/// container CA, and the certificate's key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// Milliseconds since the Unix epoch.
+    pub not_after_ms: u64,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential").field("not_after_ms", &self.not_after_ms).finish_non_exhaustive()
+    }
 }
 
 impl From<pb::StartContainer> for StartContainer {
@@ -285,6 +303,11 @@ impl From<pb::StartContainer> for StartContainer {
             user: s.user,
             resources: s.resources.into(),
             spec: s.spec.into(),
+            credential: s.credential.map(|c| Credential {
+                cert_pem: c.cert_pem,
+                key_pem: c.key_pem,
+                not_after_ms: c.not_after_ms,
+            }),
         }
     }
 }
@@ -298,6 +321,11 @@ impl From<&StartContainer> for pb::StartContainer {
             user: s.user.clone(),
             resources: Some(s.resources.into()),
             spec: Some((&s.spec).into()),
+            credential: s.credential.as_ref().map(|c| pb::ContainerCredential {
+                cert_pem: c.cert_pem.clone(),
+                key_pem: c.key_pem.clone(),
+                not_after_ms: c.not_after_ms,
+            }),
         }
     }
 }

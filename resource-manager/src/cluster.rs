@@ -303,6 +303,7 @@ impl ClusterState {
                 user: app.user.clone(),
                 resources: need,
                 spec: app.sub.am_spec.clone(),
+                credential: None,
             };
             let w = self.workers.get_mut(&worker).expect("picked above");
             w.used.vcores += need.vcores;

@@ -1,13 +1,14 @@
 //! A resource manager process: configuration, start-up, the expiry monitor and shutdown.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tarn_proto::rm::application_client_server::ApplicationClientServer;
 use tarn_proto::rm::resource_tracker_server::ResourceTrackerServer;
-use tarn_security::{RequireRole, Role, Transport};
+use tarn_security::{ContainerCa, RequireRole, Role, Transport};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -29,6 +30,12 @@ pub struct ResourceManagerConfig {
     /// A worker silent this long is lost, and what it ran with it (more than two
     /// heartbeats).
     pub worker_expiry_ms: u64,
+    /// The container CA (`tarn init`'s `tls/container-ca.pem`, its key beside it as
+    /// `container-ca-key.pem`): every container gets a client certificate of its user from
+    /// it. `None`: containers get no credential (dev mode only).
+    pub container_ca: Option<PathBuf>,
+    /// How long a container's credential is valid.
+    pub container_credential_hours: u64,
 }
 
 impl Default for ResourceManagerConfig {
@@ -38,6 +45,8 @@ impl Default for ResourceManagerConfig {
             advertise: None,
             worker_heartbeat_ms: 1000,
             worker_expiry_ms: 10_000,
+            container_ca: None,
+            container_credential_hours: 24,
         }
     }
 }
@@ -57,7 +66,19 @@ impl ResourceManagerConfig {
                 format!("must be more than two heartbeats ({} ms)", 2 * self.worker_heartbeat_ms),
             );
         }
+        if self.container_credential_hours == 0 || self.container_credential_hours > 24 * 7 {
+            return bad("container_credential_hours", "must be between 1 and 168 (a week)".into());
+        }
         Ok(())
+    }
+
+    /// The container CA this configuration names, loaded.
+    pub fn load_container_ca(&self) -> Result<Option<ContainerCa>, RmError> {
+        let Some(cert) = &self.container_ca else { return Ok(None) };
+        let key = cert.with_file_name(tarn_security::container_ca::CONTAINER_CA_KEY_FILE);
+        ContainerCa::load(cert, &key)
+            .map(Some)
+            .map_err(|e| RmError::Config(format!("resource_manager.container_ca: {e}")))
     }
 }
 
@@ -101,7 +122,12 @@ pub async fn start(cfg: ResourceManagerConfig, transport: Transport) -> Result<R
     let started_ms =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     let core = ClusterState::with_limits(expiry, AppLimits::default(), started_ms);
-    let state = Arc::new(RmState::new(core, Duration::from_millis(cfg.worker_heartbeat_ms)));
+    let container_ca = cfg.load_container_ca()?;
+    if container_ca.is_none() && transport.is_tls() {
+        tracing::warn!("no container CA (resource_manager.container_ca): containers get no credential");
+    }
+    let credentials = container_ca.map(|ca| (ca, Duration::from_secs(cfg.container_credential_hours * 3600)));
+    let state = Arc::new(RmState::new(core, Duration::from_millis(cfg.worker_heartbeat_ms), credentials));
     let shutdown = CancellationToken::new();
 
     use tonic::service::interceptor::InterceptedService;

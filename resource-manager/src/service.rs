@@ -76,13 +76,16 @@ impl ResourceTracker for TrackerService {
             false => None,
         };
         let interval = ms(self.s.heartbeat);
-        let Some(c) = commands else {
+        let Some(mut c) = commands else {
             return Ok(Response::new(pb::WorkerHeartbeatResponse {
                 reregister: true,
                 heartbeat_interval_ms: interval,
                 ..Default::default()
             }));
         };
+        for st in &mut c.start {
+            self.s.add_credential(st);
+        }
         Ok(Response::new(pb::WorkerHeartbeatResponse {
             reregister: false,
             heartbeat_interval_ms: interval,

@@ -3,10 +3,15 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use tarn_client::rm::{Credential, StartContainer};
+use tarn_security::ContainerCa;
+
 use crate::cluster::ClusterState;
 
 pub struct RmState {
     core: Mutex<ClusterState>,
+    /// The container CA and how long its credentials last.
+    credentials: Option<(ContainerCa, Duration)>,
     /// Random per start: a worker that sees another epoch registers again.
     pub epoch: u64,
     /// How often workers are told to heartbeat.
@@ -14,8 +19,22 @@ pub struct RmState {
 }
 
 impl RmState {
-    pub fn new(core: ClusterState, heartbeat: Duration) -> Self {
-        RmState { core: Mutex::new(core), epoch: rand::random::<u64>().max(1), heartbeat }
+    pub fn new(core: ClusterState, heartbeat: Duration, credentials: Option<(ContainerCa, Duration)>) -> Self {
+        RmState { core: Mutex::new(core), credentials, epoch: rand::random::<u64>().max(1), heartbeat }
+    }
+
+    /// Gives a container about to start its delegation credential (none without a
+    /// container CA). A container that cannot get one is started without: it then cannot
+    /// reach the cluster, which its logs say.
+    pub fn add_credential(&self, s: &mut StartContainer) {
+        let Some((ca, valid)) = &self.credentials else { return };
+        match ca.issue(&s.user, &s.container_id, *valid) {
+            Ok(c) => {
+                s.credential =
+                    Some(Credential { cert_pem: c.cert_pem, key_pem: c.key_pem, not_after_ms: c.not_after_ms })
+            }
+            Err(e) => tracing::warn!(container = %s.container_id, user = %s.user, error = %e, "no credential issued"),
+        }
     }
 
     /// The core, for one decision (never held across an await).

@@ -6,6 +6,7 @@
 
 pub mod block_token;
 pub mod chunk_cipher;
+pub mod container_ca;
 pub mod master_key;
 pub mod pki;
 pub mod small_file;
@@ -16,6 +17,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use block_token::{BlockKey, BlockKeys, TokenError};
+pub use container_ca::{ContainerCa, ContainerCredential};
 pub use master_key::{MasterKey, MASTER_KEY_ENV};
 pub use pki::{Ca, Identity, Role, TlsPaths};
 pub use transport::{acting_user, caller, is_superuser, Peer, RequireRole, Transport};

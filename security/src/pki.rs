@@ -140,12 +140,18 @@ impl std::fmt::Display for Identity {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsPaths {
-    /// The cluster CA certificate: peers must present certificates it signed.
+    /// The cluster CA certificate: servers must present certificates it signed, and so
+    /// must clients (but see `container_ca`).
     pub ca: PathBuf,
     /// This holder's certificate (PEM; reloaded when the file changes).
     pub cert: PathBuf,
     /// Its private key (PEM, mode 0600).
     pub key: PathBuf,
+    /// The container CA certificate (see [`crate::container_ca`]): clients may also present
+    /// certificates it signed, each naming a user and a container. Never trusted for a
+    /// server. `None`: containers' certificates are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_ca: Option<PathBuf>,
 }
 
 /// The cluster CA, able to issue certificates.
@@ -280,10 +286,13 @@ impl Ca {
         p.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
         let key = KeyPair::generate().map_err(rcgen_err("key"))?;
         let cert = p.signed_by(&key, &self.issuer).map_err(rcgen_err("certificate"))?;
+        // Daemons of a cluster with a container CA accept its containers as clients.
+        let container_ca = self.dir.join(crate::container_ca::CONTAINER_CA_CERT_FILE);
         let paths = TlsPaths {
             ca: self.cert_path(),
             cert: out.join(format!("{stem}.pem")),
             key: out.join(format!("{stem}-key.pem")),
+            container_ca: container_ca.exists().then_some(container_ca),
         };
         // Key first: a reloading daemon that sees the new certificate finds its key.
         write_private(&paths.key, &key.serialize_pem(), 0o600)?;

@@ -87,6 +87,9 @@ struct Material {
     client: Arc<ClientConfig>,
     identity: Identity,
     stamps: Stamps,
+    /// The container CA's subject, when containers' certificates are accepted: a client
+    /// certificate it issued must name a user, and names its container.
+    container_issuer: Option<Vec<u8>>,
 }
 
 /// What tells a changed file: modification time, length and inode (files are replaced
@@ -95,8 +98,9 @@ type Stamps = Vec<Option<(SystemTime, u64, u64)>>;
 
 fn stamps(p: &TlsPaths) -> Stamps {
     use std::os::unix::fs::MetadataExt as _;
-    [&p.ca, &p.cert, &p.key]
+    [Some(&p.ca), Some(&p.cert), Some(&p.key), p.container_ca.as_ref()]
         .iter()
+        .flatten()
         .map(|f| std::fs::metadata(f).ok().and_then(|m| Some((m.modified().ok()?, m.len(), m.ino()))))
         .collect()
 }
@@ -130,7 +134,17 @@ fn load(paths: &TlsPaths) -> Result<Material, SecurityError> {
         roots.add(c).map_err(tls_err("CA certificate"))?;
     }
     let roots = Arc::new(roots);
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+    // Clients may also be containers (their certificates from the container CA); servers
+    // never: the client side trusts the cluster CA alone.
+    let mut client_roots = (*roots).clone();
+    let mut container_issuer = None;
+    if let Some(path) = &paths.container_ca {
+        for c in read_certs(path, "container CA certificate")? {
+            container_issuer = crate::container_ca::subject_of(&c);
+            client_roots.add(c).map_err(tls_err("container CA certificate"))?;
+        }
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(client_roots), provider())
         .build()
         .map_err(|e| SecurityError::Tls(format!("client verifier: {e}")))?;
     let mut server = ServerConfig::builder_with_provider(provider())
@@ -147,7 +161,7 @@ fn load(paths: &TlsPaths) -> Result<Material, SecurityError> {
         .with_client_auth_cert(chain, key)
         .map_err(tls_err("certificate and key"))?;
     client.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Material { server: Arc::new(server), client: Arc::new(client), identity, stamps })
+    Ok(Material { server: Arc::new(server), client: Arc::new(client), identity, stamps, container_issuer })
 }
 
 impl TlsState {
@@ -199,6 +213,11 @@ impl Transport {
     /// See [`Transport::with_source_ip`].
     pub fn source_ip(&self) -> Option<IpAddr> {
         self.inner.source_ip
+    }
+
+    /// The certificate files this transport loads (`None` in dev mode).
+    pub fn tls_paths(&self) -> Option<&TlsPaths> {
+        self.inner.tls.as_ref().map(|t| &t.paths)
     }
 
     pub fn is_tls(&self) -> bool {
@@ -302,13 +321,14 @@ impl Transport {
                 };
                 let _ = tcp.set_nodelay(true);
                 let Some(tls) = &t.inner.tls else {
-                    let conn = Conn { io: ConnIo::Plain(tcp), peer: Peer { addr, identity: None } };
+                    let conn = Conn { io: ConnIo::Plain(tcp), peer: Peer { addr, identity: None, container: None } };
                     if tx.send(Ok(conn)).await.is_err() {
                         break;
                     }
                     continue;
                 };
-                let acceptor = tokio_rustls::TlsAcceptor::from(tls.current().server.clone());
+                let material = tls.current();
+                let acceptor = tokio_rustls::TlsAcceptor::from(material.server.clone());
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -323,6 +343,7 @@ impl Transport {
                         }
                     };
                     let cert = stream.get_ref().1.peer_certificates().and_then(|c| c.first().cloned());
+                    let cert_der = cert.clone().unwrap_or_else(|| CertificateDer::from(Vec::new()));
                     let identity = match cert.map(|c| Identity::of_cert(&c)) {
                         Some(Ok(id)) => id,
                         Some(Err(e)) => {
@@ -334,8 +355,15 @@ impl Transport {
                             return;
                         }
                     };
-                    let conn =
-                        Conn { io: ConnIo::Tls(Box::new(stream)), peer: Peer { addr, identity: Some(identity) } };
+                    let container = match container_peer(&material, &cert_der, &identity) {
+                        Ok(c) => c,
+                        Err(why) => {
+                            tracing::info!(peer = %addr, %why, "refused a connection");
+                            return;
+                        }
+                    };
+                    let peer = Peer { addr, identity: Some(identity), container };
+                    let conn = Conn { io: ConnIo::Tls(Box::new(stream)), peer };
                     let _ = tx.send(Ok(conn)).await;
                 });
             }
@@ -403,12 +431,35 @@ impl tower_service::Service<Uri> for Connector {
     }
 }
 
+/// The container a client certificate speaks for: `Some` only for certificates of the
+/// container CA, which must name a user and a container; `Err(why)` refuses the peer.
+fn container_peer(m: &Material, cert: &[u8], id: &Identity) -> Result<Option<String>, String> {
+    let Some(issuer) = &m.container_issuer else { return Ok(None) };
+    if crate::container_ca::issuer_of(cert).as_ref() != Some(issuer) {
+        return Ok(None);
+    }
+    if id.role != Role::User {
+        return Err(format!("a container's certificate names {id}: it may only name a user"));
+    }
+    crate::container_ca::container_of_cert(cert)
+        .map(Some)
+        .ok_or_else(|| format!("the container certificate of {id} names no container"))
+}
+
 /// Who is on the other end of an accepted connection; in every request's extensions.
 #[derive(Debug, Clone)]
 pub struct Peer {
     pub addr: SocketAddr,
     /// The identity its certificate proved; `None` on a plaintext (dev mode) connection.
     pub identity: Option<Identity>,
+    /// The container it runs as, when its certificate came from the container CA (a user's
+    /// application, holding a delegation credential).
+    pub container: Option<String>,
+}
+
+/// The container a request came from (see [`Peer::container`]).
+pub fn caller_container(ext: &Extensions) -> Option<&str> {
+    ext.get::<Peer>().and_then(|p| p.container.as_deref())
 }
 
 /// An accepted connection (plaintext in dev mode, else TLS).

@@ -91,6 +91,7 @@ pub fn paths(tls_dir: &Path, stem: &str) -> TlsPaths {
         ca: tls_dir.join(tarn_security::pki::CA_CERT_FILE),
         cert: tls_dir.join(format!("{stem}.pem")),
         key: tls_dir.join(format!("{stem}-key.pem")),
+        container_ca: Some(tls_dir.join(tarn_security::container_ca::CONTAINER_CA_CERT_FILE)).filter(|p| p.exists()),
     }
 }
 

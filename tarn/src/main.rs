@@ -512,6 +512,8 @@ fn run_init(a: InitArgs) -> anyhow::Result<u8> {
     let dir = std::fs::canonicalize(&a.dir)?;
     let tls = dir.join("tls");
     let ca = Ca::load_or_create(&tls, "tarn")?;
+    // Before any certificate: daemons' files name it, to accept containers' credentials.
+    let container_ca = tarn_security::ContainerCa::load_or_create(&tls, "tarn")?;
     let master = dir.join("keys/master.key");
     if !master.exists() {
         tarn_gateway::keys::MasterKey::create(&master)?;
@@ -540,6 +542,7 @@ fn run_init(a: InitArgs) -> anyhow::Result<u8> {
         }
         cfg.datanode.namenodes = a.namenodes.clone();
         cfg.gateway.namenodes = a.namenodes.clone();
+        cfg.worker.namenodes = a.namenodes.clone();
         cfg.security.tls = Some(tls_paths);
         cfg.security.master_key_file = Some(master.clone());
         cfg
@@ -581,6 +584,7 @@ fn run_init(a: InitArgs) -> anyhow::Result<u8> {
         let mut cfg = base(issue(Role::ResourceManager, &format!("rm{}", i + 1), vec![host.clone()])?);
         cfg.resource_manager.listen = "0.0.0.0:8032".into();
         cfg.resource_manager.advertise = Some(format!("{host}:8032"));
+        cfg.resource_manager.container_ca = Some(container_ca.cert_path().to_path_buf());
         write(format!("resource-manager-{}.toml", i + 1), &cfg)?;
     }
     let workers = a.workers.iter().map(|h| (h, "core")).chain(a.task_workers.iter().map(|h| (h, "task")));

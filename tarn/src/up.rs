@@ -49,6 +49,9 @@ pub struct UpArgs {
 pub fn ensure_pki(dir: &Path) -> anyhow::Result<BTreeMap<Role, TlsPaths>> {
     let fresh = !dir.join(tarn_security::pki::CA_CERT_FILE).exists();
     let ca = Ca::load_or_create(dir, "tarn up").context("the cluster CA")?;
+    // Before any certificate is issued: daemons' certificate files name it, to accept
+    // containers' credentials.
+    tarn_security::ContainerCa::load_or_create(dir, "tarn up").context("the container CA")?;
     let hosts = tarn_security::pki::local_hosts();
     let admin = std::env::var("USER").ok().filter(|u| Identity::new(Role::Admin, u.as_str()).is_ok());
     let mut out = BTreeMap::new();
@@ -188,6 +191,9 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
     if let Some(l) = a.rm_listen {
         rm_cfg.listen = l;
     }
+    if rm_cfg.container_ca.is_none() && !a.insecure_dev {
+        rm_cfg.container_ca = Some(a.data_dir.join("tls").join(tarn_security::container_ca::CONTAINER_CA_CERT_FILE));
+    }
     let rm = tarn_resource_manager::start(rm_cfg, transport(Role::ResourceManager)?)
         .await
         .context("start the resource manager")?;
@@ -197,6 +203,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
     }
     let mut w = cfg.worker.clone();
     w.resource_managers = vec![rm.addr.clone()];
+    w.namenodes = nn_addrs.clone();
     w.label = "core".into();
     if w.local_dir == tarn_worker::WorkerConfig::default().local_dir {
         w.local_dir = a.data_dir.join("worker");

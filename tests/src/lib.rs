@@ -111,6 +111,7 @@ pub fn pki() -> &'static TestPki {
         let dir = root.join(std::process::id().to_string());
         let _ = std::fs::remove_dir_all(&dir);
         let ca = Ca::create(&dir, "tests").expect("test CA");
+        tarn_security::ContainerCa::load_or_create(&dir, "tests").expect("test container CA");
         let master_file = dir.join("master.key");
         let master = MasterKey::create(&master_file).expect("test master key");
         TestPki { dir, ca, master, master_file, issued: Mutex::default() }
@@ -350,6 +351,7 @@ pub fn rm_config() -> tarn_resource_manager::ResourceManagerConfig {
         listen: "127.0.0.1:0".into(),
         worker_heartbeat_ms: 100,
         worker_expiry_ms: 1_000,
+        container_ca: Some(pki().dir().join(tarn_security::container_ca::CONTAINER_CA_CERT_FILE)),
         ..Default::default()
     }
 }
@@ -472,6 +474,7 @@ impl ClusterBuilder {
             for i in 1..=core + task {
                 let mut w = tarn_worker::WorkerConfig {
                     resource_managers: vec![rm.addr.clone()],
+                    namenodes: cl.addrs.clone(),
                     host: "127.0.0.1".into(),
                     label: if i <= core { "core" } else { "task" }.into(),
                     vcores: 2,
@@ -676,6 +679,18 @@ impl Cluster {
         if let Some(h) = self.datanodes[i - 1].take() {
             h.stop().await;
         }
+    }
+
+    /// The `tarn` binary where containers may run it (a link, or a copy, in the cluster's
+    /// directory: the build's own is under a home directory they cannot enter).
+    pub fn shared_tarn_bin(&self) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let dst = self._dir.path().join("tarn");
+        if !dst.exists() && std::fs::hard_link(tarn_bin(), &dst).is_err() {
+            std::fs::copy(tarn_bin(), &dst).expect("copy the tarn binary");
+        }
+        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755)).expect("chmod the tarn binary");
+        dst
     }
 
     /// A client with the tests' admin certificate.

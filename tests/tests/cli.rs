@@ -184,6 +184,7 @@ fn init_writes_one_config_and_certificate_per_node() {
         ca: conf.join("tls/ca.pem"),
         cert: out.join("worker-w1.pem"),
         key: out.join("worker-w1-key.pem"),
+        container_ca: None,
     };
     assert_eq!(tarn_client::Transport::tls(&paths).unwrap().identity().unwrap().to_string(), "worker w1");
     for id in 1..=3 {

@@ -198,3 +198,60 @@ async fn a_link_planted_by_a_container_is_not_followed_by_the_worker() {
     .expect("timed out");
     cl.shutdown().await;
 }
+
+/// A container's delegation credential: it reaches the namespace as its application's
+/// user and as nobody else. alice's container writes in her directory, and is refused
+/// bob's 0600 file and the superuser's root directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_acts_as_its_user_and_no_one_else() {
+    use tarn_client::blocks::FileWriter;
+    use tarn_client::{CreateOptions, NamenodeClient, SetAttributes};
+    use tarn_security::Role;
+    let cl = Cluster::builder().datanodes(1).workers(1, 0).start().await;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let admin = cl.client();
+        for u in ["alice", "bob"] {
+            admin.mkdirs(&format!("/home/{u}")).await.unwrap();
+            let own = SetAttributes { owner: Some(u.into()), mode: Some(0o755), ..Default::default() };
+            admin.set_attributes(&format!("/home/{u}"), own).await.unwrap();
+        }
+        let bob = NamenodeClient::new(&cl.addrs, &tarn_tests::pki().transport(Role::User, "bob")).unwrap();
+        let mut w = FileWriter::create(&bob, "/home/bob/secret", &CreateOptions::default()).await.unwrap();
+        w.write(b"bob's secret").await.unwrap();
+        w.close().await.unwrap();
+        bob.set_attributes("/home/bob/secret", SetAttributes { mode: Some(0o600), ..Default::default() })
+            .await
+            .unwrap();
+
+        let tarn = cl.shared_tarn_bin();
+        let t = tarn.display();
+        let script = format!(
+            "set -u; echo from-alice > mine; \
+             {t} fs put mine /home/alice/mine 2> put-err; {t} fs cat /home/alice/mine > readback; \
+             {t} fs cat /home/bob/secret > stolen 2> refused-read; \
+             {t} fs mkdir /by-alice 2> refused-mkdir; echo done"
+        );
+        let rm_alice =
+            RmClient::new(&[cl.rm.as_ref().unwrap().addr.clone()], &tarn_tests::pki().transport(Role::User, "alice"))
+                .unwrap();
+        let id = rm_alice.submit(&sh(&script, 512, 1)).await.unwrap();
+        let r = wait_state(&rm_alice, &id, AppState::Finished).await;
+        let dir = cl.container_dir(1, &id, &r.attempts[0].container_id);
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert_eq!(read("stdout"), "done\n", "stderr: {}", read("stderr"));
+        assert_eq!(read("readback"), "from-alice\n", "put: {}", read("put-err"));
+        let st = admin.get_file_info("/home/alice/mine", false).await.unwrap().expect("the container's file");
+        assert_eq!(st.owner, "alice", "the container wrote as its application's user");
+        assert_eq!(read("stolen"), "", "alice's container read bob's 0600 file");
+        assert!(read("refused-read").to_lowercase().contains("permission"), "{}", read("refused-read"));
+        assert!(read("refused-mkdir").to_lowercase().contains("permission"), "{}", read("refused-mkdir"));
+        assert!(admin.get_file_info("/by-alice", false).await.unwrap().is_none());
+        // Its credential is a user's certificate for this container, not the worker's.
+        let cert = std::fs::read_to_string(dir.join("tls/cert.pem")).unwrap();
+        let (who, container) = tarn_security::container_ca::names_of_pem(&cert).unwrap();
+        assert_eq!((who.to_string(), container), ("user alice".into(), Some(r.attempts[0].container_id.clone())));
+    })
+    .await
+    .expect("timed out");
+    cl.shutdown().await;
+}

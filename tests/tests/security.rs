@@ -500,3 +500,66 @@ async fn a_datanode_cannot_speak_for_another() {
     .expect("timed out");
     cl.shutdown().await;
 }
+
+/// Writes a container credential (or any certificate and key) as files a transport loads,
+/// trusting the cluster CA.
+fn credential_transport(dir: &std::path::Path, stem: &str, cert_pem: &str, key_pem: &str) -> Transport {
+    let cert = dir.join(format!("{stem}.pem"));
+    let key = dir.join(format!("{stem}-key.pem"));
+    tarn_security::pki::write_private(&cert, cert_pem, 0o644).unwrap();
+    tarn_security::pki::write_private(&key, key_pem, 0o600).unwrap();
+    Transport::tls(&TlsPaths { ca: pki().ca().cert_path(), cert, key, container_ca: None }).unwrap()
+}
+
+/// A container's credential (a certificate from the container CA) is a user's and nothing
+/// more: the namenode takes it as that user; one from the same CA that names an admin or a
+/// daemon is refused; and no client takes it as a server's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_containers_credential_is_a_users_and_nothing_more() {
+    use tarn_security::container_ca::{CONTAINER_CA_CERT_FILE, CONTAINER_CA_KEY_FILE};
+    use tarn_security::ContainerCa;
+    let cl = Cluster::start(1, |_| {}).await;
+    give_home(&cl.client(), "alice").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_dir = pki().dir();
+    let cca = ContainerCa::load(&ca_dir.join(CONTAINER_CA_CERT_FILE), &ca_dir.join(CONTAINER_CA_KEY_FILE)).unwrap();
+
+    // Alice's container: alice, and only alice.
+    let c = cca.issue("alice", "app-1-0001_01_000002", Duration::from_secs(600)).unwrap();
+    let alice = client(&cl.addrs, &credential_transport(dir.path(), "alice", &c.cert_pem, &c.key_pem));
+    assert_eq!(alice.mkdirs("/home/alice/from-container").await.unwrap().owner, "alice");
+    let e = alice.mkdirs("/not-hers").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    let e = alice.with_user("bob").mkdirs("/home/alice/as-bob").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+
+    // The container CA's key signing an admin's certificate (as a stolen key might): refused.
+    let key_pem = std::fs::read_to_string(ca_dir.join(CONTAINER_CA_KEY_FILE)).unwrap();
+    let ca_pem = std::fs::read_to_string(ca_dir.join(CONTAINER_CA_CERT_FILE)).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, rcgen::KeyPair::from_pem(&key_pem).unwrap()).unwrap();
+    for (role, name) in [(Role::Admin, "mallory"), (Role::Namenode, "1")] {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        let uri = Identity::new(role, name).unwrap().uri();
+        p.subject_alt_names.push(rcgen::SanType::URI(rcgen::string::Ia5String::try_from(uri).unwrap()));
+        p.subject_alt_names.push(rcgen::SanType::URI(
+            rcgen::string::Ia5String::try_from("tarn-container://app-1-0001_01_000003").unwrap(),
+        ));
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let k = rcgen::KeyPair::generate().unwrap();
+        let cert = p.signed_by(&k, &issuer).unwrap();
+        let forged = credential_transport(dir.path(), name, &cert.pem(), &k.serialize_pem());
+        let e = client(&cl.addrs, &forged).get_file_info("/", false).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{role} from the container CA got in: {e}");
+        forged.probe(&cl.addrs[0]).await.expect_err("the namenode took a container certificate naming a daemon");
+    }
+
+    // A namenode presenting a container's certificate: no client trusts it.
+    let mut cfg = test_config(1, &dir.path().join("nn"));
+    cfg.initial_members = vec!["1@".into()];
+    let poser = credential_transport(dir.path(), "poser", &c.cert_pem, &c.key_pem);
+    let node = tarn_namenode::start(cfg, poser, tarn_namenode::SmallFiles::Off).await.unwrap();
+    let e = client(std::slice::from_ref(&node.addr), &tarn_tests::admin()).get_file_info("/", false).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "a container's certificate served as a namenode: {e}");
+    node.shutdown().await;
+    cl.shutdown().await;
+}

@@ -31,6 +31,16 @@ pub struct ContainerSettings {
     pub isolate: bool,
     /// Applications whose user the host lacks get uids from here up.
     pub uid_base: u32,
+    pub client: ClientSetup,
+}
+
+/// What a container needs to reach the cluster as a client (with its credential).
+#[derive(Debug, Clone, Default)]
+pub struct ClientSetup {
+    /// The cluster CA certificate (PEM); `None` in dev mode.
+    pub cluster_ca: Option<String>,
+    pub namenodes: Vec<String>,
+    pub resource_managers: Vec<String>,
 }
 
 struct Running {
@@ -177,16 +187,22 @@ impl Containers {
                 .map_err(|e| format!("create {name}: {e}"))
         };
         let (out, err) = (new_file("stdout")?, new_file("stderr")?);
+        let mut owned = vec![dir.join("stdout"), dir.join("stderr")];
+        let config = self.write_client_config(s, &dir, &mut owned)?;
+        owned.push(dir.clone());
         let mut cmd = tokio::process::Command::new(program);
+        cmd.env_clear();
+        if let Some(c) = &config {
+            cmd.env("TARN_CONFIG", c);
+        }
         if self.settings.isolate {
-            for p in [&dir.join("stdout"), &dir.join("stderr"), &dir] {
+            for p in &owned {
                 chown(p, uid, gid)?;
             }
             // std drops the worker's supplementary groups when root sets a uid.
             cmd.uid(uid).gid(gid);
         }
         cmd.args(&s.spec.command[1..])
-            .env_clear()
             .envs(&s.spec.env)
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("HOME", &dir)
@@ -202,6 +218,52 @@ impl Containers {
         let child = cmd.spawn().map_err(|e| format!("run {program:?}: {e}"))?;
         let pgid = child.id().ok_or("the process ended at once")? as i32;
         Ok((child, pgid))
+    }
+
+    /// Writes the container's client configuration (`tarn.toml`: its credential, the
+    /// cluster CA, where the namenodes and resource managers are) under `dir/tls` and
+    /// returns its path; `None` without a credential. Every file is new (nothing there is
+    /// followed) and goes in `owned`, to be given to the container's user.
+    fn write_client_config(
+        &self,
+        s: &StartContainer,
+        dir: &Path,
+        owned: &mut Vec<PathBuf>,
+    ) -> Result<Option<PathBuf>, String> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let (Some(cred), Some(ca)) = (&s.credential, &self.settings.client.cluster_ca) else { return Ok(None) };
+        let tls = dir.join("tls");
+        std::fs::create_dir(&tls).map_err(|e| format!("create {}: {e}", tls.display()))?;
+        std::fs::set_permissions(&tls, std::fs::Permissions::from_mode(0o700)).map_err(|e| e.to_string())?;
+        owned.push(tls.clone());
+        let write = |path: PathBuf, text: &str, mode: u32, owned: &mut Vec<PathBuf>| -> Result<PathBuf, String> {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&path)
+                .map_err(|e| format!("create {}: {e}", path.display()))?;
+            f.write_all(text.as_bytes()).map_err(|e| format!("write {}: {e}", path.display()))?;
+            owned.push(path.clone());
+            Ok(path)
+        };
+        let ca = write(tls.join("ca.pem"), ca, 0o644, owned)?;
+        let cert = write(tls.join("cert.pem"), &cred.cert_pem, 0o644, owned)?;
+        let key = write(tls.join("key.pem"), &cred.key_pem, 0o600, owned)?;
+        let list = |v: &[String]| v.iter().map(|a| toml_str(a)).collect::<Vec<_>>().join(", ");
+        let c = &self.settings.client;
+        let text = format!(
+            "# This container's client configuration (written by its worker).\n\
+             [security.tls]\nca = {}\ncert = {}\nkey = {}\n\n\
+             [client]\nnamenodes = [{}]\nresource_managers = [{}]\n",
+            toml_str(&ca.to_string_lossy()),
+            toml_str(&cert.to_string_lossy()),
+            toml_str(&key.to_string_lossy()),
+            list(&c.namenodes),
+            list(&c.resource_managers),
+        );
+        write(dir.join("tarn.toml"), &text, 0o644, owned).map(Some)
     }
 
     /// Waits for the container to end, sampling its memory and killing it past its grant.
@@ -242,6 +304,22 @@ impl Containers {
         drop(inner);
         self.changed.notify_one();
     }
+}
+
+/// `v` as a TOML basic string.
+fn toml_str(v: &str) -> String {
+    let mut out = String::with_capacity(v.len() + 2);
+    out.push('"');
+    for ch in v.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// A name that is one path component.

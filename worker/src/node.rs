@@ -29,6 +29,8 @@ pub enum WorkerError {
 pub struct WorkerConfig {
     /// The resource managers (`host:port`).
     pub resource_managers: Vec<String>,
+    /// The namenodes (`host:port`), for containers' client configuration.
+    pub namenodes: Vec<String>,
     /// The worker's id when it has no certificate (dev mode); with one, its name.
     pub name: String,
     /// The host name given for locality; empty: this host's name.
@@ -53,6 +55,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             resource_managers: vec!["127.0.0.1:8032".into()],
+            namenodes: vec!["127.0.0.1:8020".into()],
             name: String::new(),
             host: String::new(),
             rack: "/default-rack".into(),
@@ -184,11 +187,24 @@ pub async fn start(cfg: WorkerConfig, transport: Transport) -> Result<WorkerHand
              isolate them",
         );
     }
+    // Containers reach the cluster as clients: the cluster CA to check servers with, where
+    // the services are (their own certificate comes with each container).
+    let cluster_ca = match transport.tls_paths() {
+        Some(p) => {
+            Some(std::fs::read_to_string(&p.ca).map_err(|source| WorkerError::LocalDir { dir: p.ca.clone(), source })?)
+        }
+        None => None,
+    };
     let settings = ContainerSettings {
         local_dir: cfg.local_dir.clone(),
         pmem_check: std::time::Duration::from_millis(cfg.pmem_check_ms),
         isolate,
         uid_base: cfg.container_uid_base,
+        client: crate::containers::ClientSetup {
+            cluster_ca,
+            namenodes: cfg.namenodes.clone(),
+            resource_managers: cfg.resource_managers.clone(),
+        },
     };
     let containers =
         Containers::new(settings).map_err(|source| WorkerError::LocalDir { dir: cfg.local_dir.clone(), source })?;
