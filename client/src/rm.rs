@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tarn_proto::rm as pb;
 use tarn_proto::rm::application_client_client::ApplicationClientClient;
+use tarn_proto::rm::application_master_client::ApplicationMasterClient;
 use tonic::transport::Channel;
 
 use crate::conn::{LeaderConn, RetryPolicy};
@@ -170,6 +171,10 @@ pub enum ExitReason {
     WorkerLost,
     /// It could not be started.
     LaunchFailed,
+    /// Its application's master gave it back.
+    Released,
+    /// Its application's master attempt ended (failed, or finished the application).
+    AttemptEnded,
 }
 
 impl ExitReason {
@@ -180,6 +185,8 @@ impl ExitReason {
             ExitReason::KilledExceededPmem => "killed: over its memory grant",
             ExitReason::WorkerLost => "its worker was lost",
             ExitReason::LaunchFailed => "could not be started",
+            ExitReason::Released => "released by its application master",
+            ExitReason::AttemptEnded => "stopped: its application master's attempt ended",
         }
     }
 
@@ -189,6 +196,8 @@ impl ExitReason {
             pb::ExitReason::KilledExceededPmem => ExitReason::KilledExceededPmem,
             pb::ExitReason::WorkerLost => ExitReason::WorkerLost,
             pb::ExitReason::LaunchFailed => ExitReason::LaunchFailed,
+            pb::ExitReason::Released => ExitReason::Released,
+            pb::ExitReason::AttemptEnded => ExitReason::AttemptEnded,
             pb::ExitReason::Exited | pb::ExitReason::Unspecified => ExitReason::Exited,
         }
     }
@@ -200,6 +209,8 @@ impl ExitReason {
             ExitReason::KilledExceededPmem => pb::ExitReason::KilledExceededPmem,
             ExitReason::WorkerLost => pb::ExitReason::WorkerLost,
             ExitReason::LaunchFailed => pb::ExitReason::LaunchFailed,
+            ExitReason::Released => pb::ExitReason::Released,
+            ExitReason::AttemptEnded => pb::ExitReason::AttemptEnded,
         }) as i32
     }
 }
@@ -463,15 +474,197 @@ impl From<&AppReport> for pb::AppReport {
     }
 }
 
+/// The master's answer to its registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MasterRegistration {
+    pub app_id: String,
+    pub attempt: u32,
+    pub max_container: Resources,
+}
+
+/// Containers of one kind an application master wants (see the proto's `ContainerAsk`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ContainerAsk {
+    pub ask_id: u64,
+    pub resources: Resources,
+    /// How many more it wants (absolute; 0 withdraws the ask).
+    pub count: u32,
+    pub hosts: Vec<String>,
+    pub racks: Vec<String>,
+    pub relax_locality: bool,
+    /// Only on nodes of this label (`None`: any).
+    pub label: Option<NodeLabel>,
+}
+
+/// One allocate call of an application master.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AllocateCall {
+    /// The last answer's `response_id` (0 before the first).
+    pub response_id: u64,
+    pub asks: Vec<ContainerAsk>,
+    /// Allocated containers to start: (container id, what it runs).
+    pub launch: Vec<(String, ContainerSpec)>,
+    pub release: Vec<String>,
+    pub progress: f32,
+}
+
+/// A container granted to an application master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocated {
+    pub container_id: String,
+    pub worker_id: String,
+    pub host: String,
+    pub rack: String,
+    pub resources: Resources,
+    pub ask_id: u64,
+}
+
+/// The answer to an allocate call.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AllocateReply {
+    pub response_id: u64,
+    pub allocated: Vec<Allocated>,
+    /// The attempt's containers that ended since the last answer.
+    pub completed: Vec<ContainerStatus>,
+}
+
+/// How an application master ends its application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinalStatus {
+    Succeeded,
+    Failed,
+    Killed,
+}
+
+impl FinalStatus {
+    pub fn to_pb(self) -> i32 {
+        (match self {
+            FinalStatus::Succeeded => pb::FinalStatus::Succeeded,
+            FinalStatus::Failed => pb::FinalStatus::Failed,
+            FinalStatus::Killed => pb::FinalStatus::Killed,
+        }) as i32
+    }
+
+    pub fn from_pb(v: i32) -> Option<FinalStatus> {
+        match pb::FinalStatus::try_from(v).ok()? {
+            pb::FinalStatus::Succeeded => Some(FinalStatus::Succeeded),
+            pb::FinalStatus::Failed => Some(FinalStatus::Failed),
+            pb::FinalStatus::Killed => Some(FinalStatus::Killed),
+            pb::FinalStatus::Unspecified => None,
+        }
+    }
+}
+
+impl From<&ContainerAsk> for pb::ContainerAsk {
+    fn from(a: &ContainerAsk) -> Self {
+        pb::ContainerAsk {
+            ask_id: a.ask_id,
+            resources: Some(a.resources.into()),
+            count: a.count,
+            hosts: a.hosts.clone(),
+            racks: a.racks.clone(),
+            relax_locality: a.relax_locality,
+            label: a.label.map(NodeLabel::to_pb).unwrap_or(0),
+        }
+    }
+}
+
+impl From<pb::ContainerAsk> for ContainerAsk {
+    fn from(a: pb::ContainerAsk) -> Self {
+        ContainerAsk {
+            ask_id: a.ask_id,
+            resources: a.resources.into(),
+            count: a.count,
+            hosts: a.hosts,
+            racks: a.racks,
+            relax_locality: a.relax_locality,
+            label: NodeLabel::from_pb(a.label),
+        }
+    }
+}
+
+impl From<&AllocateCall> for pb::AllocateRequest {
+    fn from(c: &AllocateCall) -> Self {
+        pb::AllocateRequest {
+            response_id: c.response_id,
+            asks: c.asks.iter().map(Into::into).collect(),
+            launch: c
+                .launch
+                .iter()
+                .map(|(id, spec)| pb::LaunchContainer { container_id: id.clone(), spec: Some(spec.into()) })
+                .collect(),
+            release: c.release.clone(),
+            progress: c.progress,
+        }
+    }
+}
+
+impl From<pb::AllocateRequest> for AllocateCall {
+    fn from(r: pb::AllocateRequest) -> Self {
+        AllocateCall {
+            response_id: r.response_id,
+            asks: r.asks.into_iter().map(Into::into).collect(),
+            launch: r.launch.into_iter().map(|l| (l.container_id, l.spec.into())).collect(),
+            release: r.release,
+            progress: r.progress,
+        }
+    }
+}
+
+impl From<&AllocateReply> for pb::AllocateResponse {
+    fn from(r: &AllocateReply) -> Self {
+        pb::AllocateResponse {
+            response_id: r.response_id,
+            allocated: r
+                .allocated
+                .iter()
+                .map(|a| pb::AllocatedContainer {
+                    container_id: a.container_id.clone(),
+                    worker_id: a.worker_id.clone(),
+                    host: a.host.clone(),
+                    rack: a.rack.clone(),
+                    resources: Some(a.resources.into()),
+                    ask_id: a.ask_id,
+                })
+                .collect(),
+            completed: r.completed.iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<pb::AllocateResponse> for AllocateReply {
+    fn from(r: pb::AllocateResponse) -> Self {
+        AllocateReply {
+            response_id: r.response_id,
+            allocated: r
+                .allocated
+                .into_iter()
+                .map(|a| Allocated {
+                    container_id: a.container_id,
+                    worker_id: a.worker_id,
+                    host: a.host,
+                    rack: a.rack,
+                    resources: a.resources.into(),
+                    ask_id: a.ask_id,
+                })
+                .collect(),
+            completed: r.completed.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
 /// Calls `$method` of the client service with `$msg`, following the leader and retrying.
 macro_rules! rm_rpc {
-    ($self:ident, $method:ident, $msg:expr) => {{
+    ($self:ident, $method:ident, $msg:expr) => {
+        rm_rpc!($self, Self::client, $method, $msg)
+    };
+    ($self:ident, $stub:path, $method:ident, $msg:expr) => {{
         let msg = $msg;
         $self
             .conn
             .call(|c| {
-                let mut stub = Self::client(c);
-                let req = $self.conn.request(msg.clone());
+                let mut stub = $stub(c);
+                let req = $self.request(msg.clone());
                 async move { stub.$method(req).await }
             })
             .await
@@ -481,6 +674,8 @@ macro_rules! rm_rpc {
 /// A client of the resource managers.
 pub struct RmClient {
     conn: LeaderConn,
+    /// Dev mode only (no credential names it): the container this client runs in.
+    container: String,
 }
 
 impl RmClient {
@@ -492,6 +687,7 @@ impl RmClient {
         let user = if transport.is_tls() { String::new() } else { crate::DEV_USER.to_string() };
         Ok(RmClient {
             conn: LeaderConn::new("resource manager", addrs, user, RetryPolicy::default(), transport.clone())?,
+            container: String::new(),
         })
     }
 
@@ -504,7 +700,25 @@ impl RmClient {
             retry,
             c.transport().clone(),
         )?;
-        Ok(RmClient { conn })
+        Ok(RmClient { conn, container: self.container })
+    }
+
+    /// Dev mode (plaintext, no credential): names the container this client runs in, as an
+    /// application master must. With TLS the container's certificate names it instead and
+    /// this is ignored by the resource manager.
+    pub fn with_container(mut self, container_id: &str) -> Self {
+        self.container = container_id.to_string();
+        self
+    }
+
+    fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = self.conn.request(msg);
+        if !self.container.is_empty() {
+            if let Ok(v) = self.container.parse() {
+                r.metadata_mut().insert("x-tarn-container", v);
+            }
+        }
+        r
     }
 
     /// The connection, for the other resource manager services (the workers' tracker).
@@ -553,5 +767,32 @@ impl RmClient {
         let msg = pb::KillApplicationRequest { app_id: app_id.into() };
         let r = rm_rpc!(self, kill_application, msg)?;
         Ok(r.killed)
+    }
+
+    fn master(c: Channel) -> ApplicationMasterClient<Channel> {
+        ApplicationMasterClient::new(c)
+    }
+
+    /// Registers the application master this client runs in (its credential names the
+    /// container; in dev mode `TARN_CONTAINER_ID` is sent instead).
+    pub async fn register_master(&self, tracking_url: &str) -> Result<MasterRegistration> {
+        let msg = pb::RegisterMasterRequest { tracking_url: tracking_url.into() };
+        let r = rm_rpc!(self, Self::master, register_master, msg)?;
+        Ok(MasterRegistration { app_id: r.app_id, attempt: r.attempt, max_container: r.max_container.into() })
+    }
+
+    /// The master's heartbeat: asks, launches and releases; new allocations and ended
+    /// containers back. Retried with the same `response_id`, a lost answer is repeated.
+    pub async fn allocate(&self, call: &AllocateCall) -> Result<AllocateReply> {
+        let msg = pb::AllocateRequest::from(call);
+        let r = rm_rpc!(self, Self::master, allocate, msg)?;
+        Ok(r.into())
+    }
+
+    /// Ends the application with the master's verdict; its other containers are stopped.
+    pub async fn finish_master(&self, status: FinalStatus, diagnostics: &str) -> Result<()> {
+        let msg = pb::FinishMasterRequest { final_status: status.to_pb(), diagnostics: diagnostics.into() };
+        rm_rpc!(self, Self::master, finish_master, msg)?;
+        Ok(())
     }
 }

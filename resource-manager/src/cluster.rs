@@ -7,13 +7,22 @@
 //! vanish). The master container ending with exit code 0 finishes the application; ending
 //! any other way (an exit code, a kill over its memory grant, its worker lost, a failed
 //! launch) fails the attempt, and a new attempt starts until `max_attempts` have failed.
+//!
+//! A master may register and then drive its application (YARN's ApplicationMasterProtocol):
+//! it asks for containers of kinds it names (resources, count, hosts, racks, relax
+//! locality, label), gets allocations placed node-local, then rack-local, then (if it
+//! allows) anywhere, has them started with its commands, releases them, hears of their
+//! ends, and finishes the application with its verdict. Only the master container of
+//! the latest attempt is heard (fencing); when an attempt ends, the containers it had are
+//! stopped.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use tarn_client::rm::{
-    AppReport, AppState, AppSubmission, AttemptReport, ContainerStatus, ExitReason, NodeLabel, Resources,
-    StartContainer, WorkerReport, WorkerState,
+    AllocateCall, AllocateReply, Allocated, AppReport, AppState, AppSubmission, AttemptReport, ContainerAsk,
+    ContainerStatus, ExitReason, FinalStatus, MasterRegistration, NodeLabel, Resources, StartContainer, WorkerReport,
+    WorkerState,
 };
 use tarn_proto::ErrorKind;
 
@@ -65,6 +74,10 @@ struct ContainerRec {
     attempt: u32,
     worker: String,
     resources: Resources,
+    /// The attempt's master (else a container its master asked for).
+    master: bool,
+    /// Started on its worker (an allocation is not, until its master launches it).
+    launched: bool,
 }
 
 #[derive(Debug)]
@@ -73,7 +86,44 @@ struct AttemptRec {
     container: String,
     worker: String,
     status: ContainerStatus,
+    /// What its master said and was told (empty until it registers).
+    registered: bool,
+    tracking_url: String,
+    asks: BTreeMap<u64, ContainerAsk>,
+    /// Allocated since the last answer.
+    new_allocated: Vec<Allocated>,
+    /// Its containers that ended since the last answer.
+    completed: Vec<ContainerStatus>,
+    /// The last answer, sent again for a repeated request.
+    last: Option<AllocateReply>,
+    /// The next container's number (the master is 1).
+    next_container: u32,
+    progress: f32,
 }
+
+impl AttemptRec {
+    fn new(n: u32, container: String, worker: String) -> Self {
+        AttemptRec {
+            n,
+            status: ContainerStatus::running(&container),
+            container,
+            worker,
+            registered: false,
+            tracking_url: String::new(),
+            asks: BTreeMap::new(),
+            new_allocated: Vec::new(),
+            completed: Vec::new(),
+            last: None,
+            next_container: 2,
+            progress: 0.0,
+        }
+    }
+}
+
+/// Most containers one ask may want at once.
+const ASK_COUNT_MAX: u32 = 10_000;
+/// Most hosts or racks one ask may name.
+const ASK_PLACES_MAX: usize = 1_000;
 
 #[derive(Debug)]
 struct AppRec {
@@ -232,19 +282,35 @@ impl ClusterState {
         }
         let Some(app) = self.apps.get_mut(&c.app) else { return };
         let max = app.sub.max_attempts;
+        let current = c.attempt as usize == app.attempts.len();
         let Some(attempt) = app.attempts.get_mut(c.attempt as usize - 1) else { return };
+        if !c.master {
+            // Its master hears of it (unless the attempt or the application is over).
+            if current && !app.state.is_final() {
+                attempt.completed.push(status);
+            }
+            return;
+        }
         attempt.status = status.clone();
-        if app.state.is_final() || c.attempt as usize != app.attempts.len() {
+        if app.state.is_final() || !current {
             return;
         }
         let reason = status.ended.unwrap_or(ExitReason::Exited);
-        if reason == ExitReason::Exited && status.exit_code == 0 {
+        // A master that registered must finish the application; one that never did is a
+        // plain command, done when it exits with 0.
+        if reason == ExitReason::Exited && status.exit_code == 0 && !attempt.registered {
             app.state = AppState::Finished;
             app.diagnostics = String::new();
             tracing::info!(app = %app.id, "application finished");
             return;
         }
-        let why = describe(&status);
+        let mut why = describe(&status);
+        if reason == ExitReason::Exited && status.exit_code == 0 {
+            why.push_str(" without finishing the application");
+        }
+        let app_id = app.id.clone();
+        self.stop_attempt(&app_id, c.attempt, &format!("attempt {} of {app_id} ended", c.attempt));
+        let app = self.apps.get_mut(&app_id).expect("looked up above");
         if c.attempt < max {
             app.state = AppState::Accepted;
             app.diagnostics = format!("attempt {} failed: {why}; starting attempt {}", c.attempt, c.attempt + 1);
@@ -255,6 +321,25 @@ impl ClusterState {
         tracing::warn!(app = %app.id, attempt = c.attempt, %why, "application master ended");
     }
 
+    /// Stops the containers of `app`'s attempt `n` other than its master: started ones are
+    /// killed on their workers, allocations not started are given up at once.
+    fn stop_attempt(&mut self, app: &str, n: u32, why: &str) {
+        let theirs: Vec<(String, bool, String)> = self
+            .containers
+            .iter()
+            .filter(|(_, c)| c.app == app && c.attempt == n && !c.master)
+            .map(|(cid, c)| (cid.clone(), c.launched, c.worker.clone()))
+            .collect();
+        for (cid, launched, worker) in theirs {
+            if launched {
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    w.kill.push((cid, ExitReason::AttemptEnded, why.to_string()));
+                }
+            } else {
+                self.complete(&cid, ContainerStatus::ended(&cid, ExitReason::AttemptEnded, -1, why));
+            }
+        }
+    }
     /// Places the master container of every application waiting for one (in submission
     /// order) on a running core worker with room, the most free memory first, away from
     /// the worker of the attempt before if another has room.
@@ -289,12 +374,7 @@ impl ClusterState {
             let app = self.apps.get_mut(&id).expect("listed above");
             let n = app.attempts.len() as u32 + 1;
             let cid = format!("{id}_{n:02}_000001");
-            app.attempts.push(AttemptRec {
-                n,
-                container: cid.clone(),
-                worker: worker.clone(),
-                status: ContainerStatus::running(&cid),
-            });
+            app.attempts.push(AttemptRec::new(n, cid.clone(), worker.clone()));
             app.state = AppState::Running;
             let start = StartContainer {
                 container_id: cid.clone(),
@@ -309,10 +389,266 @@ impl ClusterState {
             w.used.vcores += need.vcores;
             w.used.memory_mib += need.memory_mib;
             w.start.push(start);
-            let rec = ContainerRec { app: id.clone(), attempt: n, worker: worker.clone(), resources: need };
+            let rec = ContainerRec {
+                app: id.clone(),
+                attempt: n,
+                worker: worker.clone(),
+                resources: need,
+                master: true,
+                launched: true,
+            };
             self.containers.insert(cid.clone(), rec);
             tracing::info!(app = %id, attempt = n, container = %cid, %worker, "application master placed");
         }
+        self.allocate_asks();
+    }
+
+    /// Places what registered masters ask for, oldest application first.
+    fn allocate_asks(&mut self) {
+        let asking: Vec<String> = self
+            .apps
+            .values()
+            .filter(|a| {
+                a.state == AppState::Running
+                    && a.attempts.last().is_some_and(|t| t.registered && t.asks.values().any(|k| k.count > 0))
+            })
+            .map(|a| a.id.clone())
+            .collect();
+        for id in asking {
+            let ask_ids: Vec<u64> =
+                self.apps[&id].attempts.last().map(|t| t.asks.keys().copied().collect()).unwrap_or_default();
+            for ask_id in ask_ids {
+                loop {
+                    let app = &self.apps[&id];
+                    let t = app.attempts.last().expect("filtered above");
+                    let ask = &t.asks[&ask_id];
+                    if ask.count == 0 {
+                        break;
+                    }
+                    let Some(worker) = self.place(ask) else { break };
+                    let need = ask.resources;
+                    let app = self.apps.get_mut(&id).expect("listed above");
+                    let t = app.attempts.last_mut().expect("filtered above");
+                    let cid = format!("{id}_{:02}_{:06}", t.n, t.next_container);
+                    t.next_container += 1;
+                    t.asks.get_mut(&ask_id).expect("listed above").count -= 1;
+                    let w = self.workers.get_mut(&worker).expect("placed on it");
+                    w.used.vcores += need.vcores;
+                    w.used.memory_mib += need.memory_mib;
+                    t.new_allocated.push(Allocated {
+                        container_id: cid.clone(),
+                        worker_id: worker.clone(),
+                        host: w.info.host.clone(),
+                        rack: w.info.rack.clone(),
+                        resources: need,
+                        ask_id,
+                    });
+                    let n = t.n;
+                    let rec = ContainerRec {
+                        app: id.clone(),
+                        attempt: n,
+                        worker,
+                        resources: need,
+                        master: false,
+                        launched: false,
+                    };
+                    self.containers.insert(cid, rec);
+                }
+            }
+        }
+    }
+
+    /// The worker for one container of `ask`: a running one of its label with room, on
+    /// one of its hosts, else on one of its racks, else (if it allows, or names no place)
+    /// anywhere; the most free memory first.
+    fn place(&self, ask: &ContainerAsk) -> Option<String> {
+        let fits = |w: &&WorkerRec| {
+            w.state == WorkerState::Running
+                && ask.label.is_none_or(|l| l == w.info.label)
+                && w.free().fits(&ask.resources)
+        };
+        let best = |tier: &dyn Fn(&WorkerRec) -> bool| {
+            self.workers
+                .values()
+                .filter(fits)
+                .filter(|w| tier(w))
+                .max_by_key(|w| (w.free().memory_mib, std::cmp::Reverse(w.info.id.clone())))
+                .map(|w| w.info.id.clone())
+        };
+        let anywhere = ask.relax_locality || (ask.hosts.is_empty() && ask.racks.is_empty());
+        best(&|w| ask.hosts.iter().any(|h| *h == w.info.host || *h == w.info.id))
+            .or_else(|| best(&|w| ask.racks.contains(&w.info.rack)))
+            .or_else(|| if anywhere { best(&|_| true) } else { None })
+    }
+
+    /// The application and attempt whose current master is container `cid` of `user`.
+    fn master_of(&self, cid: &str, user: &str) -> Result<(String, u32), Refusal> {
+        let denied = |why: String| Err(Refusal::new(ErrorKind::PermissionDenied, why));
+        let Some(c) = self.containers.get(cid).filter(|c| c.master) else {
+            return denied(format!("container {cid} is not a running application master"));
+        };
+        let app = &self.apps[&c.app];
+        if app.user != user {
+            return denied(format!("container {cid} is {}'s application's; {user} may not speak for it", app.user));
+        }
+        if c.attempt as usize != app.attempts.len() {
+            return denied(format!(
+                "{cid} was the master of attempt {}; attempt {} is current",
+                c.attempt,
+                app.attempts.len()
+            ));
+        }
+        if app.state.is_final() {
+            return Err(Refusal::new(
+                ErrorKind::ConditionFailed,
+                format!("application {} has ended ({})", app.id, app.state.as_str()),
+            ));
+        }
+        Ok((c.app.clone(), c.attempt))
+    }
+
+    /// The master in container `cid` registers.
+    pub fn register_master(
+        &mut self,
+        cid: &str,
+        user: &str,
+        tracking_url: &str,
+    ) -> Result<MasterRegistration, Refusal> {
+        let (id, n) = self.master_of(cid, user)?;
+        let t = &mut self.apps.get_mut(&id).expect("checked").attempts[n as usize - 1];
+        if !t.registered {
+            tracing::info!(app = %id, attempt = n, container = %cid, "application master registered");
+        }
+        t.registered = true;
+        t.tracking_url = tracking_url.chars().take(1024).collect();
+        Ok(MasterRegistration { app_id: id, attempt: n, max_container: self.limits.max_container })
+    }
+
+    /// One allocate call of the master in container `cid` (see [`AllocateCall`]).
+    pub fn allocate(&mut self, cid: &str, user: &str, call: AllocateCall) -> Result<AllocateReply, Refusal> {
+        let bad = |why: String| Err(Refusal::new(ErrorKind::InvalidArgument, why));
+        let (id, n) = self.master_of(cid, user)?;
+        let max = self.limits.max_container;
+        {
+            let t = &self.apps[&id].attempts[n as usize - 1];
+            if !t.registered {
+                return Err(Refusal::new(ErrorKind::ConditionFailed, format!("{cid}: register the master first")));
+            }
+            let last_id = t.last.as_ref().map(|r| r.response_id).unwrap_or(0);
+            if call.response_id + 1 == last_id {
+                return Ok(t.last.clone().expect("an answer was given"));
+            }
+            if call.response_id != last_id {
+                return bad(format!(
+                    "response_id {} is not that of the last answer ({last_id}): a master sends the id it last got",
+                    call.response_id
+                ));
+            }
+            for a in &call.asks {
+                let r = a.resources;
+                if a.count > 0 && (r.vcores == 0 || r.memory_mib == 0 || !max.fits(&r)) {
+                    return bad(format!(
+                        "ask {}: {} vcores and {} MiB; each must be > 0 and at most {} vcores, {} MiB",
+                        a.ask_id, r.vcores, r.memory_mib, max.vcores, max.memory_mib
+                    ));
+                }
+                if a.count > ASK_COUNT_MAX || a.hosts.len() > ASK_PLACES_MAX || a.racks.len() > ASK_PLACES_MAX {
+                    return bad(format!(
+                        "ask {}: at most {ASK_COUNT_MAX} containers and {ASK_PLACES_MAX} hosts or racks",
+                        a.ask_id
+                    ));
+                }
+            }
+            for (lcid, spec) in &call.launch {
+                let ours = self.containers.get(lcid).is_some_and(|c| c.app == id && c.attempt == n && !c.master);
+                if !ours {
+                    return bad(format!("launch {lcid}: not a container allocated to this attempt"));
+                }
+                if spec.command.first().is_none_or(|c| c.is_empty()) {
+                    return bad(format!("launch {lcid}: the command is empty"));
+                }
+                if spec.env.keys().any(|k| k.starts_with("TARN_")) {
+                    return bad(format!("launch {lcid}: TARN_* variables are set by the worker"));
+                }
+            }
+        }
+        for rcid in &call.release {
+            let ours = self.containers.get(rcid).filter(|c| c.app == id && c.attempt == n && !c.master);
+            match ours.map(|c| (c.launched, c.worker.clone())) {
+                Some((true, worker)) => {
+                    if let Some(w) = self.workers.get_mut(&worker) {
+                        w.kill.push((rcid.clone(), ExitReason::Released, "released by its application master".into()));
+                    }
+                }
+                Some((false, _)) => {
+                    let st = ContainerStatus::ended(rcid, ExitReason::Released, -1, "released before it started");
+                    self.complete(rcid, st);
+                }
+                None => {}
+            }
+        }
+        let user = self.apps[&id].user.clone();
+        for (lcid, spec) in call.launch {
+            let c = self.containers.get_mut(&lcid).expect("checked above");
+            if c.launched {
+                continue;
+            }
+            c.launched = true;
+            let start = StartContainer {
+                container_id: lcid.clone(),
+                app_id: id.clone(),
+                attempt: n,
+                user: user.clone(),
+                resources: c.resources,
+                spec,
+                credential: None,
+            };
+            if let Some(w) = self.workers.get_mut(&c.worker) {
+                w.start.push(start);
+            }
+        }
+        {
+            let t = &mut self.apps.get_mut(&id).expect("checked").attempts[n as usize - 1];
+            t.progress = call.progress.clamp(0.0, 1.0);
+            for a in call.asks {
+                if a.count == 0 {
+                    t.asks.remove(&a.ask_id);
+                } else {
+                    t.asks.insert(a.ask_id, a);
+                }
+            }
+        }
+        self.schedule();
+        let t = &mut self.apps.get_mut(&id).expect("checked").attempts[n as usize - 1];
+        let reply = AllocateReply {
+            response_id: t.last.as_ref().map(|r| r.response_id).unwrap_or(0) + 1,
+            allocated: std::mem::take(&mut t.new_allocated),
+            completed: std::mem::take(&mut t.completed),
+        };
+        t.last = Some(reply.clone());
+        Ok(reply)
+    }
+
+    /// The master in container `cid` ends its application with `status`; the attempt's
+    /// other containers are stopped (the master exits by itself).
+    pub fn finish_master(
+        &mut self,
+        cid: &str,
+        user: &str,
+        status: FinalStatus,
+        diagnostics: &str,
+    ) -> Result<(), Refusal> {
+        let (id, n) = self.master_of(cid, user)?;
+        self.stop_attempt(&id, n, &format!("application {id} finished"));
+        let app = self.apps.get_mut(&id).expect("checked");
+        app.state = match status {
+            FinalStatus::Succeeded => AppState::Finished,
+            FinalStatus::Failed => AppState::Failed,
+            FinalStatus::Killed => AppState::Killed,
+        };
+        app.diagnostics = diagnostics.chars().take(4096).collect();
+        tracing::info!(app = %id, attempt = n, state = app.state.as_str(), "application master finished the application");
+        Ok(())
     }
 
     /// Accepts an application of `user`; its master is placed as soon as a core worker
@@ -380,13 +716,20 @@ impl ClusterState {
         if self.app_of(id, user, superuser)?.state.is_final() {
             return Ok(false);
         }
-        for (cid, c) in self.containers.iter().filter(|(_, c)| c.app == id) {
-            if let Some(w) = self.workers.get_mut(&c.worker) {
-                w.kill.push((
-                    cid.clone(),
-                    ExitReason::KilledByResourceManager,
-                    format!("application killed by {user}"),
-                ));
+        let why = format!("application killed by {user}");
+        let theirs: Vec<(String, bool, String)> = self
+            .containers
+            .iter()
+            .filter(|(_, c)| c.app == id)
+            .map(|(cid, c)| (cid.clone(), c.launched, c.worker.clone()))
+            .collect();
+        let app = self.apps.get_mut(id).expect("checked above");
+        app.state = AppState::Killed;
+        for (cid, launched, worker) in theirs {
+            if !launched {
+                self.complete(&cid, ContainerStatus::ended(&cid, ExitReason::KilledByResourceManager, -1, why.clone()));
+            } else if let Some(w) = self.workers.get_mut(&worker) {
+                w.kill.push((cid, ExitReason::KilledByResourceManager, why.clone()));
             }
         }
         let app = self.apps.get_mut(id).expect("checked above");
@@ -670,5 +1013,168 @@ mod tests {
         let r = c.report(&id, "alice", false).unwrap();
         assert_eq!(r.state, AppState::Accepted);
         assert!(r.diagnostics.contains("waiting for a core worker with 1 vcores and 1024 MiB"), "{}", r.diagnostics);
+    }
+
+    /// A cluster with one application whose master (on `core1`) has registered; returns
+    /// the application and the master's container.
+    fn registered(workers: &[(&str, NodeLabel)], t: Instant) -> (ClusterState, String, String) {
+        let mut c = cluster(workers, t);
+        let id = c.submit("alice", app("am")).unwrap();
+        let am = c.report(&id, "alice", false).unwrap().attempts[0].container_id.clone();
+        let reg = c.register_master(&am, "alice", "http://am:1").unwrap();
+        assert_eq!((reg.app_id.as_str(), reg.attempt), (id.as_str(), 1));
+        // The workers take their commands (the master's start).
+        for (w, _) in workers {
+            c.heartbeat(w, vec![], t).unwrap();
+        }
+        (c, id, am)
+    }
+
+    fn ask(id: u64, count: u32, hosts: &[&str], relax: bool) -> ContainerAsk {
+        ContainerAsk {
+            ask_id: id,
+            resources: Resources::new(1, 1024),
+            count,
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+            relax_locality: relax,
+            ..Default::default()
+        }
+    }
+
+    fn call(response_id: u64, asks: Vec<ContainerAsk>) -> AllocateCall {
+        AllocateCall { response_id, asks, ..Default::default() }
+    }
+
+    fn spec(cmd: &str) -> tarn_client::rm::ContainerSpec {
+        tarn_client::rm::ContainerSpec { command: vec![cmd.into()], ..Default::default() }
+    }
+
+    #[test]
+    fn a_master_asks_launches_hears_of_ends_and_finishes() {
+        let t = Instant::now();
+        let (mut c, id, am) = registered(&[("core1", NodeLabel::Core), ("task1", NodeLabel::Task)], t);
+        // Three anywhere: room for 3 on task1 (4 vcores) and 3 on core1 (the master holds one).
+        let r = c.allocate(&am, "alice", call(0, vec![ask(1, 3, &[], true)])).unwrap();
+        assert_eq!((r.response_id, r.allocated.len()), (1, 3));
+        let ids: Vec<String> = r.allocated.iter().map(|a| a.container_id.clone()).collect();
+        assert_eq!(ids[0], format!("{id}_01_000002"));
+        // Nothing starts before the master launches it; launched, the workers are told.
+        assert!(c.heartbeat("task1", vec![], t).unwrap().start.is_empty());
+        let mut launch = call(1, vec![]);
+        launch.launch = ids.iter().map(|i| (i.clone(), spec("/bin/work"))).collect();
+        c.allocate(&am, "alice", launch).unwrap();
+        let started: usize = ["core1", "task1"].iter().map(|w| c.heartbeat(w, vec![], t).unwrap().start.len()).sum();
+        assert_eq!(started, 3);
+        // One ends: its master hears of it once.
+        let w0 = r.allocated[0].worker_id.clone();
+        c.heartbeat(&w0, vec![ContainerStatus::ended(&ids[0], ExitReason::Exited, 0, "")], t).unwrap();
+        let r = c.allocate(&am, "alice", call(2, vec![])).unwrap();
+        assert_eq!(r.completed.iter().map(|s| s.container_id.as_str()).collect::<Vec<_>>(), [ids[0].as_str()]);
+        assert!(c.allocate(&am, "alice", call(3, vec![])).unwrap().completed.is_empty());
+        // Finished by its master: the others are stopped, the application is done.
+        c.finish_master(&am, "alice", FinalStatus::Succeeded, "").unwrap();
+        assert_eq!(state(&c, &id), AppState::Finished);
+        let kills: Vec<(String, ExitReason)> = ["core1", "task1"]
+            .iter()
+            .flat_map(|w| c.heartbeat(w, vec![], t).unwrap().kill)
+            .map(|(cid, r, _)| (cid, r))
+            .collect();
+        assert_eq!(kills.len(), 2, "{kills:?}");
+        assert!(kills.iter().all(|(_, r)| *r == ExitReason::AttemptEnded));
+        // The master's own exit afterwards changes nothing.
+        c.heartbeat("core1", vec![ContainerStatus::ended(&am, ExitReason::Exited, 0, "")], t).unwrap();
+        assert_eq!(state(&c, &id), AppState::Finished);
+        assert!(c.allocate(&am, "alice", call(4, vec![])).is_err(), "a finished master is not heard");
+    }
+
+    #[test]
+    fn containers_go_to_the_asked_host_then_elsewhere_only_if_allowed() {
+        let t = Instant::now();
+        let (mut c, _, am) = registered(&[("core1", NodeLabel::Core), ("core2", NodeLabel::Core)], t);
+        let other = if c.containers[&am].worker == "core1" { "core2" } else { "core1" };
+        let host = format!("{other}.local");
+        // Strict: only on that host (4 vcores: 4 containers), then it waits.
+        let r = c.allocate(&am, "alice", call(0, vec![ask(7, 6, &[&host], false)])).unwrap();
+        assert_eq!(r.allocated.len(), 4);
+        assert!(r.allocated.iter().all(|a| a.worker_id == other && a.host == host && a.ask_id == 7));
+        let r = c.allocate(&am, "alice", call(1, vec![])).unwrap();
+        assert!(r.allocated.is_empty(), "2 still asked, none placed off the host");
+        // Relaxed: the rest go to the master's node.
+        let r = c.allocate(&am, "alice", call(2, vec![ask(7, 2, &[&host], true)])).unwrap();
+        assert_eq!(r.allocated.len(), 2);
+        assert!(r.allocated.iter().all(|a| a.worker_id != other));
+        // A label limits where: no task node here, so nothing.
+        let mut on_task = ask(8, 1, &[], true);
+        on_task.label = Some(NodeLabel::Task);
+        assert!(c.allocate(&am, "alice", call(3, vec![on_task])).unwrap().allocated.is_empty());
+    }
+
+    #[test]
+    fn a_lost_answer_is_sent_again_and_a_wrong_id_is_refused() {
+        let t = Instant::now();
+        let (mut c, _, am) = registered(&[("core1", NodeLabel::Core)], t);
+        let first = c.allocate(&am, "alice", call(0, vec![ask(1, 2, &[], true)])).unwrap();
+        assert_eq!(first.allocated.len(), 2);
+        // The same request again (its answer was lost): the same answer, nothing more.
+        assert_eq!(c.allocate(&am, "alice", call(0, vec![ask(1, 2, &[], true)])).unwrap(), first);
+        assert_eq!(c.workers(t)[0].used, Resources::new(3, 3072));
+        let e = c.allocate(&am, "alice", call(5, vec![])).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidArgument);
+        // Released before starting: its resources are free at once, and its master hears.
+        let mut rel = call(1, vec![]);
+        rel.release = vec![first.allocated[0].container_id.clone()];
+        let r = c.allocate(&am, "alice", rel).unwrap();
+        assert_eq!(c.workers(t)[0].used, Resources::new(2, 2048));
+        assert_eq!(r.completed.len(), 1);
+        assert_eq!(r.completed[0].ended, Some(ExitReason::Released));
+    }
+
+    #[test]
+    fn only_the_current_master_of_its_user_is_heard() {
+        let t = Instant::now();
+        let (mut c, id, am) = registered(&[("core1", NodeLabel::Core), ("core2", NodeLabel::Core)], t);
+        assert_eq!(c.register_master(&am, "bob", "").unwrap_err().kind, ErrorKind::PermissionDenied);
+        let r = c.allocate(&am, "alice", call(0, vec![ask(1, 1, &[], true)])).unwrap();
+        let task = r.allocated[0].clone();
+        // A container that is not the master cannot speak for the application.
+        assert_eq!(c.register_master(&task.container_id, "alice", "").unwrap_err().kind, ErrorKind::PermissionDenied);
+        let mut launch = call(1, vec![]);
+        launch.launch = vec![(task.container_id.clone(), spec("/bin/work"))];
+        c.allocate(&am, "alice", launch).unwrap();
+        // The master dies: its attempt's containers are stopped, and a new attempt starts
+        // clean; the old master is not heard again.
+        let w = c.containers[&am].worker.clone();
+        c.heartbeat(&w, vec![ContainerStatus::ended(&am, ExitReason::Exited, 137, "")], t).unwrap();
+        let kill = c.heartbeat(&task.worker_id, vec![ContainerStatus::running(&task.container_id)], t).unwrap().kill;
+        assert_eq!(
+            kill.iter().map(|k| (k.0.as_str(), k.1)).collect::<Vec<_>>(),
+            [(task.container_id.as_str(), ExitReason::AttemptEnded)]
+        );
+        assert_eq!(c.allocate(&am, "alice", call(2, vec![])).unwrap_err().kind, ErrorKind::PermissionDenied);
+        let r = c.report(&id, "alice", false).unwrap();
+        assert_eq!((r.state, r.attempts.len()), (AppState::Running, 2));
+        let am2 = r.attempts[1].container_id.clone();
+        assert_eq!(c.register_master(&am2, "alice", "").unwrap().attempt, 2);
+        assert_eq!(c.allocate(&am2, "alice", call(0, vec![])).unwrap().response_id, 1, "a new attempt starts at 1");
+        // A registered master that exits 0 without finishing fails its attempt.
+        let w2 = c.containers[&am2].worker.clone();
+        c.heartbeat(&w2, vec![ContainerStatus::ended(&am2, ExitReason::Exited, 0, "")], t).unwrap();
+        let r = c.report(&id, "alice", false).unwrap();
+        assert_eq!(r.state, AppState::Failed);
+        assert!(r.diagnostics.contains("without finishing"), "{}", r.diagnostics);
+    }
+
+    #[test]
+    fn a_killed_application_frees_what_it_was_allocated() {
+        let t = Instant::now();
+        let (mut c, id, am) = registered(&[("core1", NodeLabel::Core)], t);
+        c.allocate(&am, "alice", call(0, vec![ask(1, 2, &[], true)])).unwrap();
+        assert_eq!(c.workers(t)[0].used, Resources::new(3, 3072));
+        c.kill_app(&id, "alice", false).unwrap();
+        // Allocations never started are free at once; the master when its worker says so.
+        assert_eq!(c.workers(t)[0].used, Resources::new(1, 1024));
+        c.heartbeat("core1", vec![ContainerStatus::ended(&am, ExitReason::KilledByResourceManager, 137, "")], t)
+            .unwrap();
+        assert_eq!(c.workers(t)[0].used, Resources::default());
     }
 }

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tarn_proto::rm::application_client_server::ApplicationClientServer;
+use tarn_proto::rm::application_master_server::ApplicationMasterServer;
 use tarn_proto::rm::resource_tracker_server::ResourceTrackerServer;
 use tarn_security::{ContainerCa, RequireRole, Role, Transport};
 use tokio::task::JoinHandle;
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{AppLimits, ClusterState};
 use crate::error::RmError;
-use crate::service::{ClientService, TrackerService};
+use crate::service::{ClientService, MasterService, TrackerService};
 use crate::state::RmState;
 
 /// The `[resource_manager]` table of the TOML config.
@@ -133,12 +134,14 @@ pub async fn start(cfg: ResourceManagerConfig, transport: Transport) -> Result<R
     use tonic::service::interceptor::InterceptedService;
     let tracker = InterceptedService::new(ResourceTrackerServer::new(TrackerService::new(state.clone())), WORKERS_ONLY);
     let client = ApplicationClientServer::new(ClientService::new(state.clone()));
+    let master = ApplicationMasterServer::new(MasterService::new(state.clone()));
     let incoming = transport.incoming(listener, shutdown.clone());
     let stop = shutdown.clone();
     let server = tokio::spawn(async move {
         let r = tonic::transport::Server::builder()
             .add_service(tracker)
             .add_service(client)
+            .add_service(master)
             .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned())
             .await;
         if let Err(e) = r {

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tarn_client::rm::{AppSubmission, ContainerStatus, NodeLabel, Resources};
+use tarn_client::rm::{AllocateCall, AppSubmission, ContainerStatus, FinalStatus, NodeLabel, Resources};
 use tarn_proto::rm as pb;
 use tarn_proto::rm::application_client_server::ApplicationClient;
+use tarn_proto::rm::application_master_server::ApplicationMaster;
 use tarn_proto::rm::resource_tracker_server::ResourceTracker;
 use tarn_proto::ErrorKind;
 use tonic::{Request, Response, Status};
@@ -174,5 +175,70 @@ impl ApplicationClient for ClientService {
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
         let workers = self.s.core().workers(Instant::now());
         Ok(Response::new(pb::ListWorkersResponse { workers: workers.into_iter().map(Into::into).collect() }))
+    }
+}
+
+/// Application masters register, allocate and finish (only a current master's container:
+/// its credential names the container).
+pub struct MasterService {
+    s: Arc<RmState>,
+}
+
+impl MasterService {
+    pub fn new(s: Arc<RmState>) -> Self {
+        MasterService { s }
+    }
+}
+
+/// The container a master's call comes from and its user: what its certificate from the
+/// container CA names; in dev mode (plaintext) what it claims.
+fn master_caller<T>(req: &Request<T>) -> Result<(String, String), Status> {
+    let (user, _) = user_of(req)?;
+    if let Some(cid) = tarn_security::transport::caller_container(req.extensions()) {
+        return Ok((cid.to_string(), user));
+    }
+    let dev = tarn_security::caller(req.extensions())?.is_none();
+    let claimed = req.metadata().get("x-tarn-container").and_then(|v| v.to_str().ok());
+    match claimed {
+        Some(cid) if dev => Ok((cid.to_string(), user)),
+        _ => Err(ErrorKind::PermissionDenied.status(
+            "only an application master calls this, with its container's credential (a certificate \
+             from the container CA naming the container)",
+        )),
+    }
+}
+
+#[tonic::async_trait]
+impl ApplicationMaster for MasterService {
+    async fn register_master(
+        &self,
+        req: Request<pb::RegisterMasterRequest>,
+    ) -> Result<Response<pb::RegisterMasterResponse>, Status> {
+        let (cid, user) = master_caller(&req)?;
+        let r = self.s.core().register_master(&cid, &user, &req.get_ref().tracking_url).map_err(status)?;
+        Ok(Response::new(pb::RegisterMasterResponse {
+            app_id: r.app_id,
+            attempt: r.attempt,
+            max_container: Some(r.max_container.into()),
+        }))
+    }
+
+    async fn allocate(&self, req: Request<pb::AllocateRequest>) -> Result<Response<pb::AllocateResponse>, Status> {
+        let (cid, user) = master_caller(&req)?;
+        let call = AllocateCall::from(req.into_inner());
+        let reply = self.s.core().allocate(&cid, &user, call).map_err(status)?;
+        Ok(Response::new((&reply).into()))
+    }
+
+    async fn finish_master(
+        &self,
+        req: Request<pb::FinishMasterRequest>,
+    ) -> Result<Response<pb::FinishMasterResponse>, Status> {
+        let (cid, user) = master_caller(&req)?;
+        let r = req.into_inner();
+        let final_status = FinalStatus::from_pb(r.final_status)
+            .ok_or_else(|| ErrorKind::InvalidArgument.status("final_status: SUCCEEDED, FAILED or KILLED"))?;
+        self.s.core().finish_master(&cid, &user, final_status, &r.diagnostics).map_err(status)?;
+        Ok(Response::new(pb::FinishMasterResponse {}))
     }
 }

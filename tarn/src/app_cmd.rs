@@ -48,6 +48,30 @@ enum AppCmd {
     },
     /// Kill an application and its containers.
     Kill { app_id: String },
+    /// Run COMMAND in N containers (the built-in test application, like YARN's
+    /// DistributedShell): its master asks for the containers, replaces failed ones, and
+    /// finishes once every one has exited 0. Each sees SHELL_INDEX (0..N-1). Waits for the
+    /// end (exit 0 only if it finished) unless --detach.
+    ///
+    /// Example: `tarn app run-shell -n 6 --memory-mib 128 -- /bin/sh -c 'hostname; echo $SHELL_INDEX'`
+    RunShell {
+        #[command(flatten)]
+        spec: crate::shell_app::ShellSpec,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// The `tarn` program the master runs, as the workers' hosts have it (default:
+        /// this one's path).
+        #[arg(long)]
+        tarn_bin: Option<String>,
+        #[arg(long)]
+        detach: bool,
+    },
+    /// The shell application's master (run by the resource manager; not for people).
+    #[command(hide = true)]
+    ShellMaster {
+        #[command(flatten)]
+        spec: crate::shell_app::ShellSpec,
+    },
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -79,6 +103,10 @@ fn print(r: &AppReport) -> anyhow::Result<()> {
 pub async fn run(a: AppArgs) -> anyhow::Result<u8> {
     let rm = a.conn.connect_rm()?;
     match a.cmd {
+        AppCmd::RunShell { spec, name, tarn_bin, detach } => {
+            return crate::shell_app::run_shell(&rm, spec, name, tarn_bin, detach).await
+        }
+        AppCmd::ShellMaster { spec } => return crate::shell_app::shell_master(rm, spec).await,
         AppCmd::Submit { name, vcores, memory_mib, max_attempts, env, wait, command } => {
             let sub = AppSubmission {
                 name,

@@ -12,6 +12,7 @@ mod creds;
 mod fs_cmd;
 mod out;
 mod s3_cmd;
+mod shell_app;
 mod transfer_cmd;
 mod up;
 

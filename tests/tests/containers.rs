@@ -255,3 +255,48 @@ async fn a_container_acts_as_its_user_and_no_one_else() {
     .expect("timed out");
     cl.shutdown().await;
 }
+
+/// The built-in shell application on two core workers and a task worker: its master asks
+/// for six containers (more than fit at once), starts the command in each, and finishes
+/// once every one has exited 0; each container's output is its index's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shell_application_runs_its_command_in_six_containers() {
+    let cl = Cluster::builder().workers(2, 1).start().await;
+    let rm_addr = cl.rm.as_ref().unwrap().addr.clone();
+    let tarn = cl.shared_tarn_bin();
+    let config = tarn_tests::config_file(tarn_security::Role::User, "alice");
+    let run = tokio::process::Command::new(&tarn)
+        .args(["app", "run-shell", "--resource-manager", &rm_addr, "--config"])
+        .arg(&config)
+        .args(["-n", "6", "--memory-mib", "128", "--tarn-bin"])
+        .arg(&tarn)
+        .args(["--", "/bin/sh", "-c", "echo index=$SHELL_INDEX"])
+        .kill_on_drop(true)
+        .output();
+    let o = tokio::time::timeout(Duration::from_secs(60), run).await.expect("run-shell within 60 s").unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "run-shell failed ({:?}):\n{out}\n{err}", o.status.code());
+    let app = out.lines().next().unwrap().to_string();
+    assert!(out.contains("FINISHED: 6 of 6 containers succeeded"), "{out}");
+    // The master's log says where each index ran; each container's output is its own.
+    let rm = cl.rm_client();
+    let r = rm.application(&app).await.unwrap();
+    let a = &r.attempts[0];
+    let master_worker: usize = a.worker_id.trim_start_matches('w').parse().unwrap();
+    assert!(master_worker <= 2, "the master runs on a core worker");
+    let log = std::fs::read_to_string(cl.container_dir(master_worker, &app, &a.container_id).join("stdout")).unwrap();
+    let mut placed = std::collections::BTreeMap::new();
+    for line in log.lines().filter(|l| l.contains(": container ") && l.contains(" on w")) {
+        // "index K: container CID on wN"
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let index: u32 = f[1].trim_end_matches(':').parse().unwrap();
+        let worker: usize = f[5].trim_start_matches('w').parse().unwrap();
+        let stdout = std::fs::read_to_string(cl.container_dir(worker, &app, f[3]).join("stdout")).unwrap();
+        assert_eq!(stdout, format!("index={index}\n"), "{line}");
+        placed.insert(index, worker);
+    }
+    assert_eq!(placed.keys().copied().collect::<Vec<_>>(), (0..6).collect::<Vec<_>>(), "master log:\n{log}");
+    assert!(placed.values().any(|&w| w == 3), "containers run on the task node too: {placed:?}");
+    cl.shutdown().await;
+}
