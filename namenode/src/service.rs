@@ -311,23 +311,25 @@ impl NamenodeService {
     /// datanode: datanodes register with whichever node leads, so in its first heartbeats a
     /// new leader knows only those that found it first, and a block placed then would get
     /// fewer replicas than the cluster can hold (and none would be copied until the monitor's
-    /// grace ends). It waits until no datanode has joined for two heartbeat intervals, at
-    /// most five after it took over; clients retry meanwhile.
+    /// grace ends). It waits until no datanode has joined for three heartbeat intervals, at
+    /// most ten after it took over (knowing none: until datanodes would count as dead);
+    /// clients retry meanwhile.
     fn gathering_datanodes(&self, now: std::time::Instant) -> Option<String> {
         let hb = self.s.datanode_heartbeat;
         let term = self.s.raft.metrics().borrow().current_term;
         let led = self.s.safe_mode.led_for(term, now);
-        if led >= 5 * hb {
+        let live = self.s.blocks.live_count(now);
+        let cap = if live == 0 { self.s.blocks.limits.dead_after } else { 10 * hb };
+        if led >= cap {
             return None;
         }
         let quiet = self.s.blocks.last_join().map(|j| now.saturating_duration_since(j));
-        if led >= 2 * hb && quiet.is_some_and(|q| q >= 2 * hb) {
+        if live > 0 && led >= 3 * hb && quiet.is_some_and(|q| q >= 3 * hb) {
             return None;
         }
         Some(format!(
-            "namenode {} has led for {led:.1?} and heard from {} datanodes; it waits for the others to register",
+            "namenode {} has led for {led:.1?} and heard from {live} datanodes; it waits for the others to register",
             self.s.node_id,
-            self.s.blocks.live_count(now)
         ))
     }
 
