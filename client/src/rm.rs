@@ -190,7 +190,7 @@ impl ExitReason {
         }
     }
 
-    fn from_pb(v: i32) -> ExitReason {
+    pub fn from_pb(v: i32) -> ExitReason {
         match pb::ExitReason::try_from(v).unwrap_or(pb::ExitReason::Unspecified) {
             pb::ExitReason::KilledByResourceManager => ExitReason::KilledByResourceManager,
             pb::ExitReason::KilledExceededPmem => ExitReason::KilledExceededPmem,

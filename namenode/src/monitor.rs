@@ -64,10 +64,24 @@ async fn ensure_system_dirs(s: &NodeState) -> Result<(), StateError> {
         let view = SnapView::new(&s.db);
         Namespace::new(&view, 0).resolve(crate::namespace::STAGING_DIR)?.is_some()
     };
-    if present {
-        return Ok(());
+    if !present {
+        s.propose(Op::EnsureSystemDirs).await?;
     }
-    s.propose(Op::EnsureSystemDirs).await?;
+    // Applications' logs: every user's worker-made directory under it, like YARN's
+    // /tmp/logs (a plain mkdir through the log, so older nodes apply it alike).
+    let logs = {
+        let view = SnapView::new(&s.db);
+        Namespace::new(&view, 0).resolve(crate::namespace::LOGS_DIR)?.is_some()
+    };
+    if !logs {
+        let op = Op::Mkdirs {
+            path: crate::namespace::LOGS_DIR.into(),
+            mode: 0o1777,
+            owner: "root".into(),
+            group: "supergroup".into(),
+        };
+        s.propose(op).await?;
+    }
     Ok(())
 }
 

@@ -30,6 +30,8 @@ pub const META_BLOCK_KEYS: &[u8] = b"block_keys";
 pub const SYSTEM_DIR: &str = "/.tarn";
 /// Where clients stage files before publishing them with a rename (mode 1733).
 pub const STAGING_DIR: &str = "/.tarn/tmp";
+/// Where workers keep applications' logs, one directory per user (mode 1777).
+pub const LOGS_DIR: &str = "/.tarn/logs";
 
 /// Rows handled per page when walking a subtree, so that memory stays bounded.
 const SUBTREE_PAGE_ROWS: usize = 4096;

@@ -16,7 +16,7 @@
 //! the latest attempt is heard (fencing); when an attempt ends, the containers it had are
 //! stopped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use tarn_client::rm::{
@@ -66,6 +66,9 @@ pub struct WorkerCommands {
     pub start: Vec<StartContainer>,
     pub kill: Vec<(String, ExitReason, String)>,
     pub forget: Vec<String>,
+    /// Applications (id, user) that ended with nothing left running on the worker: it
+    /// keeps their logs in the file system and removes their directories.
+    pub finished: Vec<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -133,6 +136,8 @@ struct AppRec {
     state: AppState,
     diagnostics: String,
     attempts: Vec<AttemptRec>,
+    /// Workers that ran a container of it and have not yet been told it ended.
+    touched: BTreeSet<String>,
 }
 
 /// Limits of what applications may ask.
@@ -258,12 +263,32 @@ impl ClusterState {
             }
         }
         self.schedule();
+        let finished = self.finished_on(id);
         let w = self.workers.get_mut(id).expect("checked above");
         Some(WorkerCommands {
             start: std::mem::take(&mut w.start),
             kill: std::mem::take(&mut w.kill),
             forget: std::mem::take(&mut w.forget),
+            finished,
         })
+    }
+
+    /// Applications that ended with nothing of theirs left on worker `id` (told once).
+    fn finished_on(&mut self, id: &str) -> Vec<(String, String)> {
+        // Ended applications a worker has not been told of are few; the scan is of those
+        // that still name a worker.
+        let ended: Vec<String> =
+            self.apps.values().filter(|a| a.state.is_final() && a.touched.contains(id)).map(|a| a.id.clone()).collect();
+        let mut out = Vec::new();
+        for app in ended {
+            if self.containers.values().any(|c| c.app == app && c.worker == id) {
+                continue;
+            }
+            let a = self.apps.get_mut(&app).expect("listed above");
+            a.touched.remove(id);
+            out.push((app, a.user.clone()));
+        }
+        out
     }
 
     fn note_running(&mut self, st: ContainerStatus) {
@@ -376,6 +401,7 @@ impl ClusterState {
             let cid = format!("{id}_{n:02}_000001");
             app.attempts.push(AttemptRec::new(n, cid.clone(), worker.clone()));
             app.state = AppState::Running;
+            app.touched.insert(worker.clone());
             let start = StartContainer {
                 container_id: cid.clone(),
                 app_id: id.clone(),
@@ -603,9 +629,11 @@ impl ClusterState {
                 spec,
                 credential: None,
             };
-            if let Some(w) = self.workers.get_mut(&c.worker) {
+            let worker = c.worker.clone();
+            if let Some(w) = self.workers.get_mut(&worker) {
                 w.start.push(start);
             }
+            self.apps.get_mut(&id).expect("checked").touched.insert(worker);
         }
         {
             let t = &mut self.apps.get_mut(&id).expect("checked").attempts[n as usize - 1];
@@ -694,6 +722,7 @@ impl ClusterState {
             state: AppState::Accepted,
             diagnostics: String::new(),
             attempts: Vec::new(),
+            touched: BTreeSet::new(),
         };
         self.apps.insert(id.clone(), rec);
         self.schedule();

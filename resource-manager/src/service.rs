@@ -101,6 +101,7 @@ impl ResourceTracker for TrackerService {
                 })
                 .collect(),
             forget: c.forget,
+            finished: c.finished.into_iter().map(|(app_id, user)| pb::AppFinished { app_id, user }).collect(),
         }))
     }
 }

@@ -48,6 +48,16 @@ enum AppCmd {
     },
     /// Kill an application and its containers.
     Kill { app_id: String },
+    /// The logs of an ended application's containers, as its workers kept them in the file
+    /// system (`/.tarn/logs/USER/APP/CONTAINER/{stdout,stderr}`), like `yarn logs`.
+    ///
+    /// Example: `tarn app logs app-1764979200000-0001 --container app-1764979200000-0001_01_000002`
+    Logs {
+        app_id: String,
+        /// Only this container's.
+        #[arg(long)]
+        container: Option<String>,
+    },
     /// Run COMMAND in N containers (the built-in test application, like YARN's
     /// DistributedShell): its master asks for the containers, replaces failed ones, and
     /// finishes once every one has exited 0. Each sees SHELL_INDEX (0..N-1). Waits for the
@@ -72,6 +82,45 @@ enum AppCmd {
         #[command(flatten)]
         spec: crate::shell_app::ShellSpec,
     },
+}
+
+/// `tarn app logs`: every kept log file of the application, each under a header.
+async fn logs(
+    conn: &ClientOpts,
+    rm: &tarn_client::rm::RmClient,
+    app_id: &str,
+    only: Option<&str>,
+) -> anyhow::Result<u8> {
+    let r = rm.application(app_id).await?;
+    let nn = conn.connect()?;
+    let dir = tarn_worker::logs::app_logs_dir(&r.user, app_id);
+    if nn.get_file_info(&dir, false).await?.is_none() {
+        let why = if r.state.is_final() {
+            "its workers have not kept them yet (a few heartbeats after it ends)"
+        } else {
+            "they are kept when it ends"
+        };
+        anyhow::bail!("{app_id} is {}: no logs in {dir} yet; {why}", r.state.as_str());
+    }
+    let mut containers: Vec<String> =
+        nn.list_dir_all(&dir).await?.into_iter().map(|s| s.path.rsplit('/').next().unwrap_or("").to_string()).collect();
+    containers.sort();
+    let mut shown = 0;
+    for cid in containers.iter().filter(|c| only.is_none_or(|o| o == c.as_str())) {
+        for f in ["stdout", "stderr"] {
+            let path = format!("{dir}/{cid}/{f}");
+            if nn.get_file_info(&path, false).await?.is_none() {
+                continue;
+            }
+            outln!("==> {cid}/{f} <==")?;
+            crate::transfer_cmd::cat(&nn, &path).await?;
+            shown += 1;
+        }
+    }
+    if shown == 0 {
+        anyhow::bail!("{dir}: no logs{}", only.map(|o| format!(" of container {o}")).unwrap_or_default());
+    }
+    Ok(0)
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -152,6 +201,7 @@ pub async fn run(a: AppArgs) -> anyhow::Result<u8> {
                 )?;
             }
         }
+        AppCmd::Logs { app_id, container } => return logs(&a.conn, &rm, &app_id, container.as_deref()).await,
         AppCmd::Kill { app_id } => {
             let killed = rm.kill(&app_id).await?;
             outln!("{app_id}: {}", if killed { "killed" } else { "had already ended" })?;

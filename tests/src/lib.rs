@@ -481,6 +481,8 @@ impl ClusterBuilder {
                     memory_mib: 2048,
                     local_dir: cl._dir.path().join(format!("w{i}")),
                     pmem_check_ms: 100,
+                    // Tests look into containers' directories after the end.
+                    delete_delay_ms: 600_000,
                     ..Default::default()
                 };
                 (self.tune_workers)(i, &mut w);

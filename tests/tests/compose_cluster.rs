@@ -83,17 +83,29 @@ async fn leader_kill_and_datanode_partition_lose_nothing_acknowledged() {
     // Inside the bound, not around start: the cluster is dropped (torn down) either way.
     let r = tokio::time::timeout(Duration::from_secs(240), async {
         let mut w = Written { files: BTreeMap::new(), next: 0 };
-        // Compute on the same hosts' network: three workers register (two core, one task),
-        // and an application's master runs in a container on a core worker.
+        // Compute on the same hosts' network: three workers register (two core, one task);
+        // a shell application's master (on a core worker) runs `tarn fs ls /` in six
+        // containers across the three, each reaching the namenodes on other hosts with its
+        // own credential; the workers keep every container's output in the file system.
         wait_for("the workers registered", Duration::from_secs(60), || async {
             c.client(&["workers"]).await.text().contains("workers: 3 running, 0 lost").then_some(())
         })
         .await;
-        let o = c.client_ok(&["app", "submit", "--memory-mib", "64", "--wait", "--", "tarn", "--version"]).await;
-        let text = o.text();
-        assert!(text.contains("FINISHED"), "{text}");
-        assert!(text.contains(" on w1:") || text.contains(" on w2:"), "the master runs on a core worker: {text}");
         c.client_ok(&["fs", "mkdir", "-p", "/compose"]).await;
+        let o =
+            c.client_ok(&["app", "run-shell", "-n", "6", "--memory-mib", "64", "--", "tarn", "fs", "ls", "/"]).await;
+        let text = o.text();
+        assert!(text.contains("FINISHED: 6 of 6 containers succeeded"), "{text}");
+        let app = text.lines().next().unwrap_or_default().to_string();
+        let logs = wait_for("the shell application's logs", Duration::from_secs(30), || async {
+            let text = c.client(&["app", "logs", &app]).await.text();
+            (text.matches("/stdout <==").count() == 7).then_some(text)
+        })
+        .await;
+        assert_eq!(logs.matches("/compose").count(), 6, "each container listed / as its user:\n{logs}");
+        assert!(logs.contains(" on w3"), "containers ran on the task node too:\n{logs}");
+        let status = c.client_ok(&["app", "status", &app]).await.text();
+        assert!(status.contains(" on w1:") || status.contains(" on w2:"), "the master runs on a core worker: {status}");
         for _ in 0..4 {
             w.put(&c, "healthy").await;
         }
@@ -133,8 +145,8 @@ async fn leader_kill_and_datanode_partition_lose_nothing_acknowledged() {
             s.members.iter().any(|&(id, matched)| id == old && matched >= target).then_some(())
         })
         .await;
-        let fsck = wait_for("fsck / to report every block fully replicated", Duration::from_secs(120), || async {
-            let o = c.client(&["admin", "fsck", "/"]).await;
+        let fsck = wait_for("fsck /compose to report every block fully replicated", Duration::from_secs(120), || async {
+            let o = c.client(&["admin", "fsck", "/compose"]).await;
             let text = o.text();
             (o.ok()
                 && text.contains("Status: HEALTHY")

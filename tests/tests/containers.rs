@@ -258,10 +258,12 @@ async fn a_container_acts_as_its_user_and_no_one_else() {
 
 /// The built-in shell application on two core workers and a task worker: its master asks
 /// for six containers (more than fit at once), starts the command in each, and finishes
-/// once every one has exited 0; each container's output is its index's.
+/// once every one has exited 0; each container's output is its index's. Then the workers
+/// keep every container's output in the file system as the user's, and `tarn app logs`
+/// shows it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shell_application_runs_its_command_in_six_containers() {
-    let cl = Cluster::builder().workers(2, 1).start().await;
+    let cl = Cluster::builder().datanodes(1).workers(2, 1).tune_workers(|_, w| w.delete_delay_ms = 1_000).start().await;
     let rm_addr = cl.rm.as_ref().unwrap().addr.clone();
     let tarn = cl.shared_tarn_bin();
     let config = tarn_tests::config_file(tarn_security::Role::User, "alice");
@@ -279,24 +281,97 @@ async fn a_shell_application_runs_its_command_in_six_containers() {
     assert!(o.status.success(), "run-shell failed ({:?}):\n{out}\n{err}", o.status.code());
     let app = out.lines().next().unwrap().to_string();
     assert!(out.contains("FINISHED: 6 of 6 containers succeeded"), "{out}");
-    // The master's log says where each index ran; each container's output is its own.
     let rm = cl.rm_client();
     let r = rm.application(&app).await.unwrap();
     let a = &r.attempts[0];
     let master_worker: usize = a.worker_id.trim_start_matches('w').parse().unwrap();
     assert!(master_worker <= 2, "the master runs on a core worker");
-    let log = std::fs::read_to_string(cl.container_dir(master_worker, &app, &a.container_id).join("stdout")).unwrap();
+
+    // Aggregated: `tarn app logs` holds every container's output (and the master's).
+    let logs = wait_for("the application's logs in the file system", Duration::from_secs(30), || async {
+        let o = tokio::process::Command::new(&tarn)
+            .args(["app", "logs", &app, "--resource-manager", &rm_addr, "--namenode", &cl.addrs[0], "--config"])
+            .arg(&config)
+            .output()
+            .await
+            .ok()?;
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        // Each worker keeps its own containers' logs: all seven (the master's too) in time.
+        let complete = text.contains("6 of 6 containers succeeded") && text.matches("/stdout <==").count() == 7;
+        (o.status.success() && complete).then_some(text)
+    })
+    .await;
+    // Sections "==> CONTAINER/FILE <==" followed by the file.
+    let mut sections = std::collections::BTreeMap::new();
+    let mut current = String::new();
+    for line in logs.lines() {
+        if let Some(h) = line.strip_prefix("==> ").and_then(|l| l.strip_suffix(" <==")) {
+            current = h.to_string();
+            sections.insert(current.clone(), String::new());
+        } else if let Some(text) = sections.get_mut(&current) {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    // The master's log says where each index ran; each container's output is its own.
+    let master_log = sections.get(&format!("{}/stdout", a.container_id)).cloned().unwrap_or_default();
     let mut placed = std::collections::BTreeMap::new();
-    for line in log.lines().filter(|l| l.contains(": container ") && l.contains(" on w")) {
+    for line in master_log.lines().filter(|l| l.contains(": container ") && l.contains(" on w")) {
         // "index K: container CID on wN"
         let f: Vec<&str> = line.split_whitespace().collect();
         let index: u32 = f[1].trim_end_matches(':').parse().unwrap();
         let worker: usize = f[5].trim_start_matches('w').parse().unwrap();
-        let stdout = std::fs::read_to_string(cl.container_dir(worker, &app, f[3]).join("stdout")).unwrap();
-        assert_eq!(stdout, format!("index={index}\n"), "{line}");
+        assert_eq!(sections.get(&format!("{}/stdout", f[3])), Some(&format!("index={index}\n")), "{line}\n{logs}");
         placed.insert(index, worker);
     }
-    assert_eq!(placed.keys().copied().collect::<Vec<_>>(), (0..6).collect::<Vec<_>>(), "master log:\n{log}");
+    assert_eq!(placed.keys().copied().collect::<Vec<_>>(), (0..6).collect::<Vec<_>>(), "logs:\n{logs}");
     assert!(placed.values().any(|&w| w == 3), "containers run on the task node too: {placed:?}");
+    let kept = format!("/.tarn/logs/alice/{app}/{}/stdout", a.container_id);
+    let st = cl.client().get_file_info(&kept, false).await.unwrap().expect("kept log");
+    assert_eq!(st.owner, "alice");
+    let home = cl.client().get_file_info("/.tarn/logs/alice", false).await.unwrap().unwrap();
+    assert_eq!((home.owner.as_str(), home.mode & 0o777), ("alice", 0o700));
+    // Bob may not read them.
+    let bob =
+        tarn_client::NamenodeClient::new(&cl.addrs, &tarn_tests::pki().transport(tarn_security::Role::User, "bob"))
+            .unwrap();
+    assert!(bob.list_dir_all(&format!("/.tarn/logs/alice/{app}")).await.is_err());
+    // Once kept, the workers' local directories of the application are gone.
+    wait_for("the local directories removed", Duration::from_secs(10), || async {
+        (1..=3).all(|w| !cl.container_dir(w, &app, "x").parent().unwrap().exists()).then_some(())
+    })
+    .await;
+    cl.shutdown().await;
+}
+
+/// A container that swaps its log files for links to the worker's key (and its own
+/// directory for a link elsewhere) gets none of it copied into the file system: the
+/// worker keeps only regular files it reached without following a link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_aggregation_follows_no_link_a_container_planted() {
+    let cl = Cluster::builder().datanodes(1).workers(1, 0).tune_workers(|_, w| w.delete_delay_ms = 0).start().await;
+    let rm = cl.rm_client();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let key = tarn_tests::pki().paths(tarn_security::Role::Worker, "w1").key;
+        let script = format!(
+            "rm -f stdout stderr; ln -s {key} stdout; mkfifo stderr; \
+             mkdir ../decoy && echo decoy > ../decoy/stdout && ln -s ../decoy \"../${{TARN_APP_ID}}_01_000009\"; exit 0",
+            key = key.display()
+        );
+        let id = rm.submit(&sh(&script, 128, 1)).await.unwrap();
+        wait_state(&rm, &id, AppState::Finished).await;
+        let admin = cl.client();
+        let dir = format!("/.tarn/logs/tester/{id}");
+        // The worker removes the application's directory once it has copied what it keeps.
+        let local = cl.container_dir(1, &id, "x").parent().unwrap().to_path_buf();
+        wait_for("the logs kept", Duration::from_secs(20), || async { (!local.exists()).then_some(()) }).await;
+        assert!(admin.get_file_info(&dir, false).await.unwrap().is_some(), "{dir} made");
+        let kept: Vec<String> =
+            admin.list_recursive_all(&dir, false).await.unwrap().into_iter().map(|s| s.path).collect();
+        assert!(kept.is_empty(), "copied through links or from a fifo: {kept:?}");
+        assert!(admin.get_file_info(&format!("{dir}/{id}_01_000009"), false).await.unwrap().is_none());
+    })
+    .await
+    .expect("timed out");
     cl.shutdown().await;
 }

@@ -7,9 +7,11 @@
 //! - `node.rs`: configuration, capacity detection, start-up and shutdown.
 //! - `link.rs`: the conversation with the resource manager.
 //! - `containers.rs`: the containers (processes, users, directories, the memory check).
+//! - `logs.rs`: ended applications' logs, kept in the file system as their user.
 
 pub mod containers;
 pub mod link;
+pub mod logs;
 pub mod node;
 
 pub use node::{start, WorkerConfig, WorkerError, WorkerHandle};

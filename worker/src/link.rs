@@ -22,6 +22,7 @@ pub struct Link {
     pub label: NodeLabel,
     pub capacity: Resources,
     pub containers: Arc<crate::containers::Containers>,
+    pub logs: Arc<crate::logs::LogKeeper>,
 }
 
 fn stub(c: tonic::transport::Channel) -> ResourceTrackerClient<tonic::transport::Channel> {
@@ -86,14 +87,17 @@ impl Link {
             interval = Duration::from_millis(r.heartbeat_interval_ms.max(1));
             self.containers.forget(&r.forget);
             for k in r.kill {
-                let reason = match pb::ExitReason::try_from(k.reason) {
-                    Ok(pb::ExitReason::KilledExceededPmem) => ExitReason::KilledExceededPmem,
-                    _ => ExitReason::KilledByResourceManager,
+                let reason = match ExitReason::from_pb(k.reason) {
+                    ExitReason::Exited => ExitReason::KilledByResourceManager,
+                    r => r,
                 };
                 self.containers.kill(&k.container_id, reason, k.diagnostics);
             }
             for s in r.start {
                 self.containers.start(StartContainer::from(s));
+            }
+            for f in r.finished {
+                self.logs.keep(f.app_id, f.user);
             }
         }
     }

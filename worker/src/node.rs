@@ -49,6 +49,9 @@ pub struct WorkerConfig {
     pub pmem_check_ms: u64,
     /// Applications whose user this host lacks run as uids from here up (one each).
     pub container_uid_base: u32,
+    /// How long an ended application's local directories stay after its logs were kept
+    /// (for debugging on the node; YARN's `delete.debug-delay-sec`).
+    pub delete_delay_ms: u64,
 }
 
 impl Default for WorkerConfig {
@@ -65,6 +68,7 @@ impl Default for WorkerConfig {
             local_dir: PathBuf::from("tarn-data/worker"),
             pmem_check_ms: 1000,
             container_uid_base: 3_000_000,
+            delete_delay_ms: 0,
         }
     }
 }
@@ -208,8 +212,24 @@ pub async fn start(cfg: WorkerConfig, transport: Transport) -> Result<WorkerHand
     };
     let containers =
         Containers::new(settings).map_err(|source| WorkerError::LocalDir { dir: cfg.local_dir.clone(), source })?;
-    let link =
-        Link { rm, id: id.clone(), host, rack: cfg.rack.clone(), label, capacity, containers: containers.clone() };
+    // Ended applications' logs go to the file system, written by this worker for their
+    // users (a worker may act for users, never as the superuser).
+    let nn = match cfg.namenodes.is_empty() {
+        true => None,
+        false => Some(tarn_client::NamenodeClient::new(&cfg.namenodes, &transport)?),
+    };
+    let delay = std::time::Duration::from_millis(cfg.delete_delay_ms);
+    let logs = crate::logs::LogKeeper::new(nn, cfg.local_dir.clone(), delay);
+    let link = Link {
+        rm,
+        id: id.clone(),
+        host,
+        rack: cfg.rack.clone(),
+        label,
+        capacity,
+        containers: containers.clone(),
+        logs,
+    };
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(link.run(shutdown.clone()));
     tracing::info!(worker = %id, label = label.as_str(), vcores = capacity.vcores, memory_mib = capacity.memory_mib, "worker started");
