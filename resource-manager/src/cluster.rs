@@ -81,6 +81,8 @@ struct ContainerRec {
     master: bool,
     /// Started on its worker (an allocation is not, until its master launches it).
     launched: bool,
+    /// Told to stop (why): the kill is sent again while the worker reports it running.
+    stopping: Option<(ExitReason, String)>,
 }
 
 #[derive(Debug)]
@@ -251,7 +253,14 @@ impl ClusterState {
                     let cid = st.container_id.clone();
                     self.complete(&cid, st);
                 }
-                (true, false) => self.note_running(st),
+                (true, false) => {
+                    // A kill the worker has not acted on (lost with an answer): again.
+                    let stopping = self.containers.get(&st.container_id).and_then(|c| c.stopping.clone());
+                    if let Some((reason, why)) = stopping.filter(|_| !w.kill.iter().any(|k| k.0 == st.container_id)) {
+                        w.kill.push((st.container_id.clone(), reason, why));
+                    }
+                    self.note_running(st)
+                }
                 // Ended, and already settled here (a repeat, or one given up): acknowledge.
                 (false, true) => w.forget.push(st.container_id),
                 // Running, but not placed here (given up when the worker was lost): stop it.
@@ -292,7 +301,7 @@ impl ClusterState {
     }
 
     fn note_running(&mut self, st: ContainerStatus) {
-        let Some(c) = self.containers.get(&st.container_id) else { return };
+        let Some(c) = self.containers.get(&st.container_id).filter(|c| c.master) else { return };
         if let Some(a) = self.apps.get_mut(&c.app).and_then(|a| a.attempts.get_mut(c.attempt as usize - 1)) {
             a.status = st;
         }
@@ -349,20 +358,35 @@ impl ClusterState {
     /// Stops the containers of `app`'s attempt `n` other than its master: started ones are
     /// killed on their workers, allocations not started are given up at once.
     fn stop_attempt(&mut self, app: &str, n: u32, why: &str) {
-        let theirs: Vec<(String, bool, String)> = self
+        let theirs: Vec<String> = self
             .containers
             .iter()
             .filter(|(_, c)| c.app == app && c.attempt == n && !c.master)
-            .map(|(cid, c)| (cid.clone(), c.launched, c.worker.clone()))
+            .map(|(cid, _)| cid.clone())
             .collect();
-        for (cid, launched, worker) in theirs {
-            if launched {
-                if let Some(w) = self.workers.get_mut(&worker) {
-                    w.kill.push((cid, ExitReason::AttemptEnded, why.to_string()));
-                }
-            } else {
-                self.complete(&cid, ContainerStatus::ended(&cid, ExitReason::AttemptEnded, -1, why));
-            }
+        for cid in theirs {
+            self.stop_container(&cid, ExitReason::AttemptEnded, why);
+        }
+    }
+
+    /// Stops container `cid`: one not started on its worker yet (never launched, or its
+    /// start not yet delivered) ends at once; a started one is killed by its worker, the
+    /// kill sent again while it is reported running.
+    fn stop_container(&mut self, cid: &str, reason: ExitReason, why: &str) {
+        let Some(c) = self.containers.get_mut(cid) else { return };
+        let undelivered = c.launched
+            && self.workers.get_mut(&c.worker).is_some_and(|w| {
+                let before = w.start.len();
+                w.start.retain(|s| s.container_id != cid);
+                w.start.len() < before
+            });
+        if !c.launched || undelivered {
+            self.complete(cid, ContainerStatus::ended(cid, reason, -1, why));
+            return;
+        }
+        c.stopping = Some((reason, why.to_string()));
+        if let Some(w) = self.workers.get_mut(&c.worker) {
+            w.kill.push((cid.to_string(), reason, why.to_string()));
         }
     }
     /// Places the master container of every application waiting for one (in submission
@@ -422,6 +446,7 @@ impl ClusterState {
                 resources: need,
                 master: true,
                 launched: true,
+                stopping: None,
             };
             self.containers.insert(cid.clone(), rec);
             tracing::info!(app = %id, attempt = n, container = %cid, %worker, "application master placed");
@@ -477,6 +502,7 @@ impl ClusterState {
                         resources: need,
                         master: false,
                         launched: false,
+                        stopping: None,
                     };
                     self.containers.insert(cid, rec);
                 }
@@ -561,8 +587,8 @@ impl ClusterState {
                 return Err(Refusal::new(ErrorKind::ConditionFailed, format!("{cid}: register the master first")));
             }
             let last_id = t.last.as_ref().map(|r| r.response_id).unwrap_or(0);
-            if call.response_id + 1 == last_id {
-                return Ok(t.last.clone().expect("an answer was given"));
+            if let Some(last) = t.last.as_ref().filter(|_| call.response_id.checked_add(1) == Some(last_id)) {
+                return Ok(last.clone());
             }
             if call.response_id != last_id {
                 return bad(format!(
@@ -586,6 +612,9 @@ impl ClusterState {
                 }
             }
             for (lcid, spec) in &call.launch {
+                if call.release.contains(lcid) {
+                    return bad(format!("{lcid}: launched and released in one call"));
+                }
                 let ours = self.containers.get(lcid).is_some_and(|c| c.app == id && c.attempt == n && !c.master);
                 if !ours {
                     return bad(format!("launch {lcid}: not a container allocated to this attempt"));
@@ -599,23 +628,13 @@ impl ClusterState {
             }
         }
         for rcid in &call.release {
-            let ours = self.containers.get(rcid).filter(|c| c.app == id && c.attempt == n && !c.master);
-            match ours.map(|c| (c.launched, c.worker.clone())) {
-                Some((true, worker)) => {
-                    if let Some(w) = self.workers.get_mut(&worker) {
-                        w.kill.push((rcid.clone(), ExitReason::Released, "released by its application master".into()));
-                    }
-                }
-                Some((false, _)) => {
-                    let st = ContainerStatus::ended(rcid, ExitReason::Released, -1, "released before it started");
-                    self.complete(rcid, st);
-                }
-                None => {}
+            if self.containers.get(rcid).is_some_and(|c| c.app == id && c.attempt == n && !c.master) {
+                self.stop_container(rcid, ExitReason::Released, "released by its application master");
             }
         }
         let user = self.apps[&id].user.clone();
         for (lcid, spec) in call.launch {
-            let c = self.containers.get_mut(&lcid).expect("checked above");
+            let Some(c) = self.containers.get_mut(&lcid) else { continue };
             if c.launched {
                 continue;
             }
@@ -746,20 +765,12 @@ impl ClusterState {
             return Ok(false);
         }
         let why = format!("application killed by {user}");
-        let theirs: Vec<(String, bool, String)> = self
-            .containers
-            .iter()
-            .filter(|(_, c)| c.app == id)
-            .map(|(cid, c)| (cid.clone(), c.launched, c.worker.clone()))
-            .collect();
+        let theirs: Vec<String> =
+            self.containers.iter().filter(|(_, c)| c.app == id).map(|(cid, _)| cid.clone()).collect();
         let app = self.apps.get_mut(id).expect("checked above");
         app.state = AppState::Killed;
-        for (cid, launched, worker) in theirs {
-            if !launched {
-                self.complete(&cid, ContainerStatus::ended(&cid, ExitReason::KilledByResourceManager, -1, why.clone()));
-            } else if let Some(w) = self.workers.get_mut(&worker) {
-                w.kill.push((cid, ExitReason::KilledByResourceManager, why.clone()));
-            }
+        for cid in theirs {
+            self.stop_container(&cid, ExitReason::KilledByResourceManager, &why);
         }
         let app = self.apps.get_mut(id).expect("checked above");
         app.state = AppState::Killed;
@@ -1170,6 +1181,7 @@ mod tests {
         let mut launch = call(1, vec![]);
         launch.launch = vec![(task.container_id.clone(), spec("/bin/work"))];
         c.allocate(&am, "alice", launch).unwrap();
+        assert_eq!(c.heartbeat(&task.worker_id, vec![], t).unwrap().start.len(), 1, "the task started");
         // The master dies: its attempt's containers are stopped, and a new attempt starts
         // clean; the old master is not heard again.
         let w = c.containers[&am].worker.clone();
@@ -1205,5 +1217,56 @@ mod tests {
         c.heartbeat("core1", vec![ContainerStatus::ended(&am, ExitReason::KilledByResourceManager, 137, "")], t)
             .unwrap();
         assert_eq!(c.workers(t)[0].used, Resources::default());
+    }
+
+    #[test]
+    fn odd_master_requests_are_refused_without_harm() {
+        let t = Instant::now();
+        let (mut c, _, am) = registered(&[("core1", NodeLabel::Core)], t);
+        let r = c.allocate(&am, "alice", call(0, vec![ask(1, 1, &[], true)])).unwrap();
+        let cid = r.allocated[0].container_id.clone();
+        let mut both = call(1, vec![]);
+        both.launch = vec![(cid.clone(), spec("/bin/work"))];
+        both.release = vec![cid.clone()];
+        assert_eq!(c.allocate(&am, "alice", both).unwrap_err().kind, ErrorKind::InvalidArgument);
+        assert_eq!(c.allocate(&am, "alice", call(u64::MAX, vec![])).unwrap_err().kind, ErrorKind::InvalidArgument);
+        assert_eq!(c.workers(t)[0].used, Resources::new(2, 2048), "nothing changed");
+    }
+
+    #[test]
+    fn a_stop_reaches_a_container_whose_start_was_not_delivered_or_whose_kill_was_lost() {
+        let t = Instant::now();
+        let (mut c, _, am) = registered(&[("core1", NodeLabel::Core)], t);
+        let r = c.allocate(&am, "alice", call(0, vec![ask(1, 2, &[], true)])).unwrap();
+        let (a, b) = (r.allocated[0].container_id.clone(), r.allocated[1].container_id.clone());
+        let mut launch = call(1, vec![]);
+        launch.launch = vec![(a.clone(), spec("/bin/work")), (b.clone(), spec("/bin/work"))];
+        c.allocate(&am, "alice", launch).unwrap();
+        // a's start reaches the worker; b's is still queued when the master releases both.
+        let cmds = c.heartbeat("core1", vec![], t).unwrap();
+        assert_eq!(cmds.start.len(), 2);
+        let mut launch_more = call(2, vec![ask(1, 1, &[], true)]);
+        launch_more.release = vec![];
+        let r = c.allocate(&am, "alice", launch_more).unwrap();
+        let d = r.allocated[0].container_id.clone();
+        let mut l = call(3, vec![]);
+        l.launch = vec![(d.clone(), spec("/bin/work"))];
+        c.allocate(&am, "alice", l).unwrap();
+        let mut rel = call(4, vec![]);
+        rel.release = vec![a.clone(), d.clone()];
+        let r = c.allocate(&am, "alice", rel).unwrap();
+        // d never left the queue: it ends at once, and no start of it goes out.
+        assert_eq!(r.completed.iter().map(|s| s.container_id.as_str()).collect::<Vec<_>>(), [d.as_str()]);
+        let cmds = c.heartbeat("core1", vec![ContainerStatus::running(&a)], t).unwrap();
+        assert!(cmds.start.is_empty(), "{cmds:?}");
+        assert_eq!(cmds.kill.iter().filter(|k| k.0 == a).count(), 1);
+        // The answer with the kill was lost: a is reported running again, the kill goes again.
+        let cmds = c.heartbeat("core1", vec![ContainerStatus::running(&a)], t).unwrap();
+        assert_eq!(
+            cmds.kill.iter().map(|k| (k.0.as_str(), k.1)).collect::<Vec<_>>(),
+            [(a.as_str(), ExitReason::Released)]
+        );
+        c.heartbeat("core1", vec![ContainerStatus::ended(&a, ExitReason::Released, 137, "")], t).unwrap();
+        assert_eq!(c.workers(t)[0].used, Resources::new(2, 2048), "the master and b");
     }
 }

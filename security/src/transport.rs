@@ -89,7 +89,8 @@ struct Material {
     stamps: Stamps,
     /// The container CA's subject, when containers' certificates are accepted: a client
     /// certificate it issued must name a user, and names its container.
-    container_issuer: Option<Vec<u8>>,
+    /// (Every certificate of the file: old and new during a rotation.)
+    container_issuers: Vec<Vec<u8>>,
 }
 
 /// What tells a changed file: modification time, length and inode (files are replaced
@@ -137,10 +138,10 @@ fn load(paths: &TlsPaths) -> Result<Material, SecurityError> {
     // Clients may also be containers (their certificates from the container CA); servers
     // never: the client side trusts the cluster CA alone.
     let mut client_roots = (*roots).clone();
-    let mut container_issuer = None;
+    let mut container_issuers = Vec::new();
     if let Some(path) = &paths.container_ca {
         for c in read_certs(path, "container CA certificate")? {
-            container_issuer = crate::container_ca::subject_of(&c);
+            container_issuers.extend(crate::container_ca::subject_of(&c));
             client_roots.add(c).map_err(tls_err("container CA certificate"))?;
         }
     }
@@ -161,7 +162,7 @@ fn load(paths: &TlsPaths) -> Result<Material, SecurityError> {
         .with_client_auth_cert(chain, key)
         .map_err(tls_err("certificate and key"))?;
     client.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Material { server: Arc::new(server), client: Arc::new(client), identity, stamps, container_issuer })
+    Ok(Material { server: Arc::new(server), client: Arc::new(client), identity, stamps, container_issuers })
 }
 
 impl TlsState {
@@ -434,8 +435,8 @@ impl tower_service::Service<Uri> for Connector {
 /// The container a client certificate speaks for: `Some` only for certificates of the
 /// container CA, which must name a user and a container; `Err(why)` refuses the peer.
 fn container_peer(m: &Material, cert: &[u8], id: &Identity) -> Result<Option<String>, String> {
-    let Some(issuer) = &m.container_issuer else { return Ok(None) };
-    if crate::container_ca::issuer_of(cert).as_ref() != Some(issuer) {
+    let Some(issuer) = crate::container_ca::issuer_of(cert) else { return Ok(None) };
+    if !m.container_issuers.contains(&issuer) {
         return Ok(None);
     }
     if id.role != Role::User {

@@ -365,9 +365,17 @@ pub struct ClusterBuilder {
     tune_datanodes: DatanodeTune,
     workers: (usize, usize),
     tune_workers: WorkerTune,
+    worker_processes: bool,
 }
 
 impl ClusterBuilder {
+    /// Workers as real `tarn worker` processes (the rest stays in this process), so that
+    /// a test can SIGKILL one ([`Cluster::stop_worker`]) with its containers.
+    pub fn worker_processes(mut self) -> Self {
+        self.worker_processes = true;
+        self
+    }
+
     /// A resource manager and workers: `core` of them labelled core, then `task` labelled
     /// task (worker `i` is named `w<i>`, 1-based).
     pub fn workers(mut self, core: usize, task: usize) -> Self {
@@ -440,6 +448,8 @@ impl ClusterBuilder {
             tune_datanodes: self.tune_datanodes,
             rm: None,
             workers: Vec::new(),
+            worker_procs: Vec::new(),
+            worker_processes: self.worker_processes,
             worker_configs: Vec::new(),
             _dir: dir,
         };
@@ -517,8 +527,21 @@ pub struct Cluster {
     pub rm: Option<tarn_resource_manager::RmHandle>,
     /// Worker `i` at `[i - 1]` (`None` while stopped).
     pub workers: Vec<Option<tarn_worker::WorkerHandle>>,
+    /// With `worker_processes`: worker `i`'s process at `[i - 1]`.
+    worker_procs: Vec<Option<std::process::Child>>,
+    worker_processes: bool,
     worker_configs: Vec<tarn_worker::WorkerConfig>,
     _dir: tempfile::TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // A failed test leaves no worker process behind.
+        for mut p in self.worker_procs.drain(..).flatten() {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
 }
 
 impl Cluster {
@@ -532,12 +555,41 @@ impl Cluster {
             tune_datanodes: Box::new(|_, _| {}),
             workers: (0, 0),
             tune_workers: Box::new(|_, _| {}),
+            worker_processes: false,
         }
     }
 
     /// (Re)starts worker `i` (1-based) with its certificate `w<i>`.
     pub async fn start_worker(&mut self, i: usize) {
         let cfg = self.worker_configs[i - 1].clone();
+        if self.worker_processes {
+            let mut doc = toml::Table::new();
+            doc.insert("worker".into(), toml::Value::try_from(&cfg).expect("worker config"));
+            let sec = pki().security(Role::Worker, &format!("w{i}"));
+            doc.insert("security".into(), toml::Value::try_from(sec).expect("security config"));
+            let file = self._dir.path().join(format!("w{i}.toml"));
+            std::fs::write(&file, toml::to_string(&doc).expect("toml")).expect("write worker config");
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self._dir.path().join(format!("w{i}.log")))
+                .expect("worker log");
+            let child = Command::new(tarn_bin())
+                .arg("worker")
+                .arg("--config")
+                .arg(&file)
+                .env("RUST_LOG", std::env::var("TARN_TEST_NODE_LOG").unwrap_or_else(|_| "info".into()))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .spawn()
+                .expect("spawn tarn worker");
+            if self.worker_procs.len() < i {
+                self.worker_procs.resize_with(i, || None);
+            }
+            self.worker_procs[i - 1] = Some(child);
+            return;
+        }
         let h = tarn_worker::start(cfg, pki().transport(Role::Worker, &format!("w{i}"))).await.expect("start worker");
         if self.workers.len() < i {
             self.workers.resize_with(i, || None);
@@ -545,11 +597,20 @@ impl Cluster {
         self.workers[i - 1] = Some(h);
     }
 
-    /// Stops worker `i` (1-based): it falls silent.
+    /// Stops worker `i` (1-based): it falls silent. A worker process is SIGKILLed.
     pub async fn stop_worker(&mut self, i: usize) {
-        if let Some(h) = self.workers[i - 1].take() {
+        if let Some(mut p) = self.worker_procs.get_mut(i - 1).and_then(Option::take) {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        if let Some(h) = self.workers.get_mut(i - 1).and_then(Option::take) {
             h.stop().await;
         }
+    }
+
+    /// The log of worker process `i`.
+    pub fn worker_log(&self, i: usize) -> String {
+        std::fs::read_to_string(self._dir.path().join(format!("w{i}.log"))).unwrap_or_default()
     }
 
     /// The working directory of container `cid` of application `app` on worker `i`.
@@ -760,7 +821,7 @@ impl Cluster {
 
     /// Stops every node, then fails the test if Tarn logged an unexpected ERROR line.
     pub async fn shutdown(mut self) {
-        for i in 1..=self.workers.len() {
+        for i in 1..=self.workers.len().max(self.worker_procs.len()) {
             self.stop_worker(i).await;
         }
         if let Some(rm) = self.rm.take() {

@@ -145,16 +145,18 @@ async fn leader_kill_and_datanode_partition_lose_nothing_acknowledged() {
             s.members.iter().any(|&(id, matched)| id == old && matched >= target).then_some(())
         })
         .await;
-        let fsck = wait_for("fsck /compose to report every block fully replicated", Duration::from_secs(120), || async {
-            let o = c.client(&["admin", "fsck", "/compose"]).await;
-            let text = o.text();
-            (o.ok()
-                && text.contains("Status: HEALTHY")
-                && text
-                    .contains("under-replicated blocks (and small files): 0, missing blocks: 0, corrupt replicas: 0"))
-            .then_some(text)
-        })
-        .await;
+        let fsck =
+            wait_for("fsck /compose to report every block fully replicated", Duration::from_secs(120), || async {
+                let o = c.client(&["admin", "fsck", "/compose"]).await;
+                let text = o.text();
+                (o.ok()
+                    && text.contains("Status: HEALTHY")
+                    && text.contains(
+                        "under-replicated blocks (and small files): 0, missing blocks: 0, corrupt replicas: 0",
+                    ))
+                .then_some(text)
+            })
+            .await;
         assert!(fsck.contains(&format!("files: {} (0 kept in the namespace)", w.files.len())), "fsck:\n{fsck}");
         verify(&c, &w, "after the faults").await;
         w.files.len()

@@ -184,10 +184,19 @@ async fn a_link_planted_by_a_container_is_not_followed_by_the_worker() {
         let id = rm.submit(&sh(&script, 128, 2)).await.unwrap();
         let r = wait_state(&rm, &id, AppState::Failed).await;
         assert_eq!(r.attempts.len(), 2, "{r:?}");
-        assert_eq!(r.attempts[0].status.exit_code, 1, "the link was planted: {r:?}");
+        assert_eq!(r.attempts[0].status.exit_code, 1, "{r:?}");
         let second = &r.attempts[1].status;
-        assert_eq!(second.ended, Some(ExitReason::LaunchFailed), "{r:?}");
-        assert!(second.diagnostics.contains("exists"), "{}", second.diagnostics);
+        if is_root() {
+            // The application's directory is the worker's: the link cannot even be made.
+            let dir = cl.container_dir(1, &id, &r.attempts[0].container_id);
+            let err = std::fs::read_to_string(dir.join("stderr")).unwrap();
+            assert!(err.contains("Permission denied"), "{err}");
+            assert_eq!((second.ended, second.exit_code), (Some(ExitReason::Exited), 1), "{r:?}");
+        } else {
+            // Same user as the worker: the link is made, and the worker refuses to use it.
+            assert_eq!(second.ended, Some(ExitReason::LaunchFailed), "{r:?}");
+            assert!(second.diagnostics.contains("exists"), "{}", second.diagnostics);
+        }
         use std::os::unix::fs::MetadataExt;
         let m = std::fs::metadata(victim.path()).unwrap();
         // SAFETY: geteuid(2) only reads this process's effective uid.
@@ -373,5 +382,114 @@ async fn log_aggregation_follows_no_link_a_container_planted() {
     })
     .await
     .expect("timed out");
+    cl.shutdown().await;
+}
+
+/// The process groups a worker notes for its running containers (`<local_dir>/run/`).
+fn noted_groups(cl: &Cluster, worker: usize) -> Vec<i32> {
+    let run = cl.container_dir(worker, "x", "x").parent().unwrap().parent().unwrap().parent().unwrap().join("run");
+    let Ok(dir) = std::fs::read_dir(run) else { return Vec::new() };
+    dir.flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok()?.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+fn group_alive(pgid: i32) -> bool {
+    // SAFETY: kill(2) with signal 0 only checks that the group exists.
+    unsafe { libc::kill(-pgid, 0) == 0 }
+}
+
+/// Workers as real processes. SIGKILL of a worker running containers of an application:
+/// its containers die with it, the resource manager declares it lost, the master hears of
+/// it and replaces them, and the application finishes. SIGKILL of the master's worker: a
+/// new attempt on the other core worker finishes the application.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_a_worker_or_of_the_masters_worker_and_the_application_still_finishes() {
+    let mut cl = Cluster::builder().datanodes(1).workers(2, 1).worker_processes().start().await;
+    let rm = cl.rm_client();
+    let rm_addr = cl.rm.as_ref().unwrap().addr.clone();
+    let tarn = cl.shared_tarn_bin();
+    let config = tarn_tests::config_file(tarn_security::Role::User, "alice");
+    // Containers wait for a gate file (theirs to poll) before they print and exit; each
+    // leaves a process behind in its group, which its worker's end must take too.
+    let gates = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(gates.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let submit = |n: &str, gate: &std::path::Path| {
+        let script =
+            format!("sleep 600 & while [ ! -e {} ]; do sleep 0.05; done; echo index=$SHELL_INDEX", gate.display());
+        std::process::Command::new(&tarn)
+            .args(["app", "run-shell", "--detach", "--resource-manager", &rm_addr, "--config"])
+            .arg(&config)
+            .args(["-n", n, "--memory-mib", "64", "--tarn-bin"])
+            .arg(&tarn)
+            .args(["--", "/bin/sh", "-c", &script])
+            .output()
+            .unwrap()
+    };
+    let r = tokio::time::timeout(Duration::from_secs(120), async {
+        // Four containers: five vcores busy with the master, so the task node runs some.
+        let o = submit("4", &gates.path().join("go1"));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let app = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        wait_for("four containers running, some on the task node", Duration::from_secs(30), || async {
+            let ws = rm.workers().await.ok()?;
+            let busy: u32 = ws.iter().map(|w| w.used.vcores).sum();
+            (busy == 5 && noted_groups(&cl, 3).len() == 2).then_some(())
+        })
+        .await;
+        let orphans = noted_groups(&cl, 3);
+        assert!(orphans.iter().all(|&g| group_alive(g)));
+        cl.stop_worker(3).await; // SIGKILL
+                                 // The core workers' four vcores fill up: the master, its two containers there, and
+                                 // one replacement (the other waits for room).
+        wait_for("the master to replace the lost containers", Duration::from_secs(30), || async {
+            let ws = rm.workers().await.ok()?;
+            let lost = ws.iter().any(|w| w.worker_id == "w3" && w.state == tarn_client::rm::WorkerState::Lost);
+            let busy: u32 = ws.iter().filter(|w| w.worker_id != "w3").map(|w| w.used.vcores).sum();
+            (lost && busy == 4).then_some(())
+        })
+        .await;
+        // Restarted, the worker ends what its killed run left (each group's first process
+        // died with it; the one left behind in each group has not).
+        cl.start_worker(3).await;
+        wait_for("the restarted worker to end the orphaned containers", Duration::from_secs(10), || async {
+            orphans.iter().all(|&g| !group_alive(g)).then_some(())
+        })
+        .await;
+        std::fs::write(gates.path().join("go1"), "").unwrap();
+        let r = wait_state(&rm, &app, AppState::Finished).await;
+        assert!(r.diagnostics.contains("4 of 4 containers succeeded (2 failed"), "{r:?}");
+
+        // The master's worker killed: the next attempt finishes the application.
+        let o = submit("2", &gates.path().join("go2"));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let app = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        let first = wait_for("the master's containers running", Duration::from_secs(30), || async {
+            let r = rm.application(&app).await.ok()?;
+            let busy: u32 = rm.workers().await.ok()?.iter().map(|w| w.used.vcores).sum();
+            (busy == 3).then(|| r.attempts[0].clone())
+        })
+        .await;
+        let victim: usize = first.worker_id.trim_start_matches('w').parse().unwrap();
+        cl.stop_worker(victim).await; // SIGKILL
+        let second = wait_for("a second attempt", Duration::from_secs(30), || async {
+            let r = rm.application(&app).await.ok()?;
+            (r.attempts.len() == 2).then(|| r.attempts[1].clone())
+        })
+        .await;
+        assert_ne!(second.worker_id, first.worker_id);
+        assert!(second.worker_id == "w1" || second.worker_id == "w2", "masters stay on core nodes: {second:?}");
+        std::fs::write(gates.path().join("go2"), "").unwrap();
+        let r = wait_state(&rm, &app, AppState::Finished).await;
+        assert_eq!(r.attempts.len(), 2, "{r:?}");
+    })
+    .await;
+    if r.is_err() {
+        for i in 1..=3 {
+            eprintln!("--- worker {i} ---\n{}", cl.worker_log(i));
+        }
+        panic!("timed out");
+    }
     cl.shutdown().await;
 }

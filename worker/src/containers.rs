@@ -10,6 +10,12 @@
 //! certificates, block files nor another application's directories. The worker samples
 //! the resident memory of each container's process group and kills the group when it
 //! passes the grant (YARN's pmem check), saying so in the container's status.
+//!
+//! A container does not outlive its worker: its first process gets SIGKILL when the worker
+//! dies (`PR_SET_PDEATHSIG`), and the worker notes each running container's process group
+//! under `<local_dir>/run/`; a worker that starts finds the groups of the one before it
+//! that still run (same group, uid and start time) and kills them, since the resource
+//! manager has given them up.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::PermissionsExt;
@@ -75,7 +81,16 @@ impl Containers {
         for d in [&settings.local_dir, &apps] {
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711))?;
         }
+        let run = settings.local_dir.join("run");
+        std::fs::create_dir_all(&run)?;
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))?;
+        reap_orphans(&run);
         Ok(Arc::new(Containers { settings, inner: Mutex::default(), changed: Notify::new() }))
+    }
+
+    /// Where the record of container `id`'s process group is kept while it runs.
+    fn record(&self, id: &str) -> PathBuf {
+        self.settings.local_dir.join("run").join(id)
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -142,6 +157,12 @@ impl Containers {
         let id = s.container_id.clone();
         match me.launch(&s) {
             Ok((child, pgid)) => {
+                // pgid, uid, start time: enough for a later worker to find this group again.
+                if let Some((uid, start)) = proc_uid_start(pgid) {
+                    if let Err(e) = std::fs::write(self.record(&id), format!("{pgid} {uid} {start}\n")) {
+                        tracing::warn!(container = %id, error = %e, "could not note the container's process group");
+                    }
+                }
                 self.lock().running.insert(id.clone(), Running { pgid, rss: 0, killed: None });
                 tracing::info!(container = %id, app = %s.app_id, pid = pgid, "container started");
                 tokio::spawn(async move { me.watch(id, child, pgid, s.resources.memory_mib << 20).await });
@@ -159,22 +180,19 @@ impl Containers {
         let program = s.spec.command.first().filter(|c| !c.is_empty()).ok_or("an empty command")?;
         let app_dir = self.settings.local_dir.join("apps").join(safe(&s.app_id)?);
         let dir = app_dir.join(safe(&s.container_id)?);
-        // The application's directory is its user's: what is in it may have been put there
-        // by an earlier container (a link to /etc, say). So the worker follows no link: the
-        // application's directory must be a plain directory, the container's is made new
-        // (refused if anything is there) and so are the files in it, all before they are
-        // given to the container's user.
+        // The application's directory stays the worker's (0711): a container can neither
+        // add to it nor swap a sibling's directory for a link while the worker fills it.
+        // The worker follows no link anyway: the application's directory must be a plain
+        // directory, the container's is made new (refused if anything is there) and so are
+        // the files in it, all before they are given to the container's user.
         let (uid, gid) = if self.settings.isolate { self.identity(&s.app_id, &s.user) } else { (0, 0) };
         match std::fs::symlink_metadata(&app_dir) {
             Ok(m) if m.file_type().is_dir() => {}
             Ok(_) => return Err(format!("{} is not a directory", app_dir.display())),
             Err(_) => {
                 std::fs::create_dir(&app_dir).map_err(|e| format!("create {}: {e}", app_dir.display()))?;
-                std::fs::set_permissions(&app_dir, std::fs::Permissions::from_mode(0o700))
+                std::fs::set_permissions(&app_dir, std::fs::Permissions::from_mode(0o711))
                     .map_err(|e| e.to_string())?;
-                if self.settings.isolate {
-                    chown(&app_dir, uid, gid)?;
-                }
             }
         }
         std::fs::create_dir(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
@@ -215,6 +233,17 @@ impl Containers {
             .stderr(err)
             .process_group(0)
             .kill_on_drop(false);
+        // SAFETY: prctl(2) only, between fork and exec (async-signal-safe). std changes the
+        // uid before running this, so the setting (cleared on a credential change) holds:
+        // the container's first process is SIGKILLed when the worker dies.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         let child = cmd.spawn().map_err(|e| format!("run {program:?}: {e}"))?;
         let pgid = child.id().ok_or("the process ended at once")? as i32;
         Ok((child, pgid))
@@ -288,6 +317,7 @@ impl Containers {
         };
         // What else is left of the group goes with it.
         kill_group(pgid);
+        let _ = std::fs::remove_file(self.record(&id));
         let code = match &exit {
             Ok(s) => s.code().unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(s).unwrap_or(0)),
             Err(_) => -1,
@@ -353,6 +383,54 @@ fn kill_group(pgid: i32) {
             libc::kill(-pgid, libc::SIGKILL);
         }
     }
+}
+
+/// The fields of /proc/<pid>/stat after the command name (state is the first).
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// A process's uid and start time (clock ticks since boot).
+fn proc_uid_start(pid: i32) -> Option<(u32, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata(format!("/proc/{pid}")).ok()?.uid();
+    // rest: state(0) ... starttime (field 22 of stat) at 19.
+    let start = stat_fields(pid)?.get(19)?.parse().ok()?;
+    Some((uid, start))
+}
+
+/// Kills the process groups of containers a previous worker left running: a group whose
+/// members have the recorded uid and started no earlier than the recorded leader (a reused
+/// group id belongs to someone else).
+fn reap_orphans(run: &Path) {
+    let Ok(dir) = std::fs::read_dir(run) else { return };
+    for e in dir.flatten() {
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        let f: Vec<u64> = text.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        if let [pgid, uid, start] = f[..] {
+            let pgid = pgid as i32;
+            let members = group_members(pgid)
+                .into_iter()
+                .filter(|&p| proc_uid_start(p).is_some_and(|(u, s)| u64::from(u) == uid && s >= start))
+                .count();
+            if members > 0 {
+                tracing::warn!(container = ?e.file_name(), pgid, members, "killing a container a previous worker left running");
+                kill_group(pgid);
+            }
+        }
+        let _ = std::fs::remove_file(e.path());
+    }
+}
+
+/// The processes in group `pgid`.
+fn group_members(pgid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter(|&pid| stat_fields(pid).and_then(|f| f.get(2)?.parse::<i32>().ok()) == Some(pgid))
+        .collect()
 }
 
 /// Resident bytes of every process in group `pgid` (from /proc/<pid>/stat).

@@ -86,15 +86,16 @@ impl Link {
             }
             interval = Duration::from_millis(r.heartbeat_interval_ms.max(1));
             self.containers.forget(&r.forget);
+            // Starts first: a kill in the same answer is for a container it starts.
+            for s in r.start {
+                self.containers.start(StartContainer::from(s));
+            }
             for k in r.kill {
                 let reason = match ExitReason::from_pb(k.reason) {
                     ExitReason::Exited => ExitReason::KilledByResourceManager,
                     r => r,
                 };
                 self.containers.kill(&k.container_id, reason, k.diagnostics);
-            }
-            for s in r.start {
-                self.containers.start(StartContainer::from(s));
             }
             for f in r.finished {
                 self.logs.keep(f.app_id, f.user);

@@ -7,7 +7,9 @@
 //! The container directories belong to the application's uid, which may have put links
 //! or other files where its logs were: every file is opened relative to its directory's
 //! descriptor without following links (`openat`, `O_NOFOLLOW`), and only regular files
-//! are copied, so a container can never have the worker copy a file it could not read.
+//! with a single link are copied, each up to the size it had when opened, so a container
+//! can never have the worker copy a file it could not read, nor keep it copying forever.
+//! A copy that fails is tried again a few times; then the directories stay on the node.
 
 use std::collections::HashSet;
 use std::ffi::CString;
@@ -26,6 +28,8 @@ pub const LOGS_DIR: &str = "/.tarn/logs";
 const LOG_FILES: [&str; 2] = ["stdout", "stderr"];
 /// Bytes read per write to the file system.
 const CHUNK: usize = 1 << 20;
+/// Tries at keeping an application's logs (1, 2, 4, 8 s apart).
+const KEEP_TRIES: u32 = 5;
 
 /// Keeps ended applications' logs; one copy per application at a time.
 pub struct LogKeeper {
@@ -55,7 +59,16 @@ impl LogKeeper {
         let me = self.clone();
         tokio::spawn(async move {
             let app_dir = me.local_dir.join("apps").join(&app);
-            match keep_logs(&client, &app_dir, &app, &user).await {
+            let mut pause = Duration::from_secs(1);
+            let mut result = keep_logs(&client, &app_dir, &app, &user).await;
+            for _ in 1..KEEP_TRIES {
+                let Err(e) = &result else { break };
+                tracing::info!(%app, error = %e, ?pause, "keeping the application's logs failed; trying again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                result = keep_logs(&client, &app_dir, &app, &user).await;
+            }
+            match result {
                 Ok(files) => {
                     tracing::info!(%app, %user, files, "application logs kept in the file system");
                     tokio::time::sleep(me.delete_delay).await;
@@ -124,7 +137,10 @@ fn open_logs(app_dir: &Path, app: &str) -> std::io::Result<Vec<(String, &'static
         for f in LOG_FILES {
             let Ok(fd) = open_at(cdir.as_raw_fd(), f, libc::O_RDONLY | libc::O_NONBLOCK) else { continue };
             let file = std::fs::File::from(fd);
-            if file.metadata().map(|m| m.file_type().is_file()).unwrap_or(false) {
+            // A regular file with one link: not a device or fifo, nor another name of a
+            // file the container could not read (a hard link).
+            use std::os::unix::fs::MetadataExt;
+            if file.metadata().map(|m| m.file_type().is_file() && m.nlink() == 1).unwrap_or(false) {
                 out.push((cid.clone(), f, file));
             }
         }
@@ -152,12 +168,23 @@ async fn keep_logs(client: &NamenodeClient, app_dir: &Path, app: &str, user: &st
     let base = app_logs_dir(user, app);
     // Made even when no file is kept: its presence says the worker is done.
     c.mkdirs(&base).await.map_err(|e| format!("mkdir {base}: {e}"))?;
+    // /.tarn/logs is everyone's (1777): a directory someone else made under another
+    // user's name is not that user's, and nothing of theirs goes in it.
+    for d in [&home, &base] {
+        match c.get_file_info(d, false).await.map_err(|e| e.to_string())? {
+            Some(st) if st.is_dir() && st.owner == user => {}
+            Some(st) => return Err(format!("{d} is {}'s, not {user}'s: the logs stay on the node", st.owner)),
+            None => return Err(format!("{d} vanished")),
+        }
+    }
     let opts = CreateOptions { overwrite: true, create_parent: true, mode: 0o640, ..Default::default() };
     let mut n = 0;
     for (cid, name, file) in files {
         let path = format!("{base}/{cid}/{name}");
         let mut w = FileWriter::create(&c, &path, &opts).await.map_err(|e| format!("create {path}: {e}"))?;
-        let mut src = tokio::fs::File::from_std(file);
+        // What it held when opened, no more (a process still writing cannot keep the copy going).
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut src = tokio::fs::File::from_std(file).take(len);
         let mut buf = vec![0u8; CHUNK];
         loop {
             let k = src.read(&mut buf).await.map_err(|e| format!("read {cid}/{name}: {e}"))?;
