@@ -140,6 +140,8 @@ struct AppRec {
     attempts: Vec<AttemptRec>,
     /// Workers that ran a container of it and have not yet been told it ended.
     touched: BTreeSet<String>,
+    /// When its master finished it (the master must then exit, or is stopped).
+    finished_at: Option<Instant>,
 }
 
 /// Limits of what applications may ask.
@@ -149,11 +151,18 @@ pub struct AppLimits {
     pub max_attempts: u32,
     /// The largest container granted.
     pub max_container: Resources,
+    /// How long a master may run on after finishing its application before it is stopped.
+    pub master_exit_grace: Duration,
 }
 
 impl Default for AppLimits {
     fn default() -> Self {
-        AppLimits { default_max_attempts: 2, max_attempts: 4, max_container: Resources::new(32, 256 * 1024) }
+        AppLimits {
+            default_max_attempts: 2,
+            max_attempts: 4,
+            max_container: Resources::new(32, 256 * 1024),
+            master_exit_grace: Duration::from_secs(10),
+        }
     }
 }
 
@@ -271,7 +280,9 @@ impl ClusterState {
                 )),
             }
         }
-        self.schedule();
+        // Room that freed up here goes to what is asked (node-driven, like YARN's: each
+        // heartbeat looks at one worker, not the whole cluster).
+        self.schedule_on(Some(id));
         let finished = self.finished_on(id);
         let w = self.workers.get_mut(id).expect("checked above");
         Some(WorkerCommands {
@@ -393,6 +404,17 @@ impl ClusterState {
     /// order) on a running core worker with room, the most free memory first, away from
     /// the worker of the attempt before if another has room.
     fn schedule(&mut self) {
+        self.schedule_on(None)
+    }
+
+    /// [`Self::schedule`]; masters' asks only on worker `only` when given.
+    fn schedule_on(&mut self, only: Option<&str>) {
+        self.place_masters();
+        self.allocate_asks(only, None);
+    }
+
+    /// Places masters waiting for a container (see [`Self::schedule`]).
+    fn place_masters(&mut self) {
         let waiting: Vec<String> =
             self.apps.values().filter(|a| a.state == AppState::Accepted).map(|a| a.id.clone()).collect();
         for id in waiting {
@@ -451,14 +473,15 @@ impl ClusterState {
             self.containers.insert(cid.clone(), rec);
             tracing::info!(app = %id, attempt = n, container = %cid, %worker, "application master placed");
         }
-        self.allocate_asks();
     }
 
     /// Places what registered masters ask for, oldest application first.
-    fn allocate_asks(&mut self) {
+    /// (Only worker `only` when given, only application `app` when given.)
+    fn allocate_asks(&mut self, only: Option<&str>, app: Option<&str>) {
         let asking: Vec<String> = self
             .apps
             .values()
+            .filter(|a| app.is_none_or(|id| id == a.id))
             .filter(|a| {
                 a.state == AppState::Running
                     && a.attempts.last().is_some_and(|t| t.registered && t.asks.values().any(|k| k.count > 0))
@@ -476,7 +499,7 @@ impl ClusterState {
                     if ask.count == 0 {
                         break;
                     }
-                    let Some(worker) = self.place(ask) else { break };
+                    let Some(worker) = self.place(ask, only) else { break };
                     let need = ask.resources;
                     let app = self.apps.get_mut(&id).expect("listed above");
                     let t = app.attempts.last_mut().expect("filtered above");
@@ -512,16 +535,21 @@ impl ClusterState {
 
     /// The worker for one container of `ask`: a running one of its label with room, on
     /// one of its hosts, else on one of its racks, else (if it allows, or names no place)
-    /// anywhere; the most free memory first.
-    fn place(&self, ask: &ContainerAsk) -> Option<String> {
+    /// anywhere; the most free memory first. Only worker `only` when given.
+    fn place(&self, ask: &ContainerAsk, only: Option<&str>) -> Option<String> {
         let fits = |w: &&WorkerRec| {
             w.state == WorkerState::Running
                 && ask.label.is_none_or(|l| l == w.info.label)
                 && w.free().fits(&ask.resources)
         };
+        let candidates: Vec<&WorkerRec> = match only {
+            Some(id) => self.workers.get(id).into_iter().collect(),
+            None => self.workers.values().collect(),
+        };
         let best = |tier: &dyn Fn(&WorkerRec) -> bool| {
-            self.workers
-                .values()
+            candidates
+                .iter()
+                .copied()
                 .filter(fits)
                 .filter(|w| tier(w))
                 .max_by_key(|w| (w.free().memory_mib, std::cmp::Reverse(w.info.id.clone())))
@@ -604,6 +632,9 @@ impl ClusterState {
                         a.ask_id, r.vcores, r.memory_mib, max.vcores, max.memory_mib
                     ));
                 }
+                if let Some(why) = (a.count > 0).then(|| self.too_large(&r, a.label)).flatten() {
+                    return bad(format!("ask {}: {why}", a.ask_id));
+                }
                 if a.count > ASK_COUNT_MAX || a.hosts.len() > ASK_PLACES_MAX || a.racks.len() > ASK_PLACES_MAX {
                     return bad(format!(
                         "ask {}: at most {ASK_COUNT_MAX} containers and {ASK_PLACES_MAX} hosts or racks",
@@ -665,7 +696,9 @@ impl ClusterState {
                 }
             }
         }
-        self.schedule();
+        // This master's asks, anywhere (others' are placed as workers heartbeat).
+        self.place_masters();
+        self.allocate_asks(None, Some(&id));
         let t = &mut self.apps.get_mut(&id).expect("checked").attempts[n as usize - 1];
         let reply = AllocateReply {
             response_id: t.last.as_ref().map(|r| r.response_id).unwrap_or(0) + 1,
@@ -684,10 +717,12 @@ impl ClusterState {
         user: &str,
         status: FinalStatus,
         diagnostics: &str,
+        now: Instant,
     ) -> Result<(), Refusal> {
         let (id, n) = self.master_of(cid, user)?;
         self.stop_attempt(&id, n, &format!("application {id} finished"));
         let app = self.apps.get_mut(&id).expect("checked");
+        app.finished_at = Some(now);
         app.state = match status {
             FinalStatus::Succeeded => AppState::Finished,
             FinalStatus::Failed => AppState::Failed,
@@ -714,6 +749,9 @@ impl ClusterState {
                 "am_resources: {} vcores and {} MiB is more than a container may have ({} vcores, {} MiB)",
                 r.vcores, r.memory_mib, max.vcores, max.memory_mib
             ));
+        }
+        if let Some(why) = self.too_large(&r, Some(NodeLabel::Core)) {
+            return bad(format!("am_resources: {why}"));
         }
         if sub.max_attempts > self.limits.max_attempts {
             return bad(format!("max_attempts {} is more than {}", sub.max_attempts, self.limits.max_attempts));
@@ -742,6 +780,7 @@ impl ClusterState {
             diagnostics: String::new(),
             attempts: Vec::new(),
             touched: BTreeSet::new(),
+            finished_at: None,
         };
         self.apps.insert(id.clone(), rec);
         self.schedule();
@@ -818,9 +857,43 @@ impl ClusterState {
         }
     }
 
+    /// `Some(why)` when no running worker (of `label`) could ever hold `r`, though some
+    /// run: a request that would wait forever. (With none running yet, it waits.)
+    fn too_large(&self, r: &Resources, label: Option<NodeLabel>) -> Option<String> {
+        let mut them = self
+            .workers
+            .values()
+            .filter(|w| w.state == WorkerState::Running && label.is_none_or(|l| l == w.info.label));
+        let largest = them.clone().map(|w| w.info.capacity).max_by_key(|c| (c.memory_mib, c.vcores))?;
+        if them.any(|w| w.info.capacity.fits(r)) {
+            return None;
+        }
+        let kind = label.map(|l| format!("{} ", l.as_str())).unwrap_or_default();
+        Some(format!(
+            "{} vcores and {} MiB: no {kind}worker has that much (the largest has {} vcores, {} MiB)",
+            r.vcores, r.memory_mib, largest.vcores, largest.memory_mib
+        ))
+    }
+
     /// Declares lost every running worker silent past the expiry, and its containers
-    /// with it; returns them.
+    /// with it; returns them. Stops masters that outstayed their finished application.
     pub fn expire(&mut self, now: Instant) -> Vec<String> {
+        let grace = self.limits.master_exit_grace;
+        let stale: Vec<String> = self
+            .apps
+            .values()
+            .filter(|a| a.finished_at.is_some_and(|t| now.saturating_duration_since(t) > grace))
+            .filter_map(|a| a.attempts.last().map(|t| t.container.clone()))
+            .filter(|cid| self.containers.get(cid).is_some_and(|c| c.stopping.is_none()))
+            .collect();
+        for cid in stale {
+            tracing::warn!(container = %cid, "a master did not exit after finishing its application: stopped");
+            self.stop_container(
+                &cid,
+                ExitReason::KilledByResourceManager,
+                "did not exit after finishing its application",
+            );
+        }
         let mut lost = Vec::new();
         for (id, w) in &mut self.workers {
             if w.state == WorkerState::Running && now.saturating_duration_since(w.last_seen) > self.expiry {
@@ -1112,7 +1185,7 @@ mod tests {
         assert_eq!(r.completed.iter().map(|s| s.container_id.as_str()).collect::<Vec<_>>(), [ids[0].as_str()]);
         assert!(c.allocate(&am, "alice", call(3, vec![])).unwrap().completed.is_empty());
         // Finished by its master: the others are stopped, the application is done.
-        c.finish_master(&am, "alice", FinalStatus::Succeeded, "").unwrap();
+        c.finish_master(&am, "alice", FinalStatus::Succeeded, "", t).unwrap();
         assert_eq!(state(&c, &id), AppState::Finished);
         let kills: Vec<(String, ExitReason)> = ["core1", "task1"]
             .iter()
@@ -1268,5 +1341,36 @@ mod tests {
         );
         c.heartbeat("core1", vec![ContainerStatus::ended(&a, ExitReason::Released, 137, "")], t).unwrap();
         assert_eq!(c.workers(t)[0].used, Resources::new(2, 2048), "the master and b");
+    }
+
+    #[test]
+    fn what_no_worker_could_hold_is_refused_and_a_lingering_master_is_stopped() {
+        let t = Instant::now();
+        let (mut c, id, am) = registered(&[("core1", NodeLabel::Core), ("task1", NodeLabel::Task)], t);
+        // Workers have 4 vcores, 8 GiB.
+        let mut big = app("am");
+        big.am_resources = Resources::new(8, 1024);
+        let e = c.submit("alice", big).unwrap_err();
+        assert!(
+            e.message.contains("no core worker has that much (the largest has 4 vcores, 8192 MiB)"),
+            "{}",
+            e.message
+        );
+        let mut huge = ask(1, 1, &[], true);
+        huge.resources = Resources::new(1, 9000);
+        let e = c.allocate(&am, "alice", call(0, vec![huge])).unwrap_err();
+        assert!(e.message.contains("no worker has that much"), "{}", e.message);
+        // Finished by its master, which then does not exit: stopped after the grace.
+        c.finish_master(&am, "alice", FinalStatus::Succeeded, "done", t).unwrap();
+        c.expire(t + Duration::from_secs(5));
+        assert!(c
+            .heartbeat("core1", vec![ContainerStatus::running(&am)], t + Duration::from_secs(5))
+            .unwrap()
+            .kill
+            .is_empty());
+        c.expire(t + Duration::from_secs(11));
+        let kill = c.heartbeat("core1", vec![ContainerStatus::running(&am)], t + Duration::from_secs(11)).unwrap().kill;
+        assert_eq!(kill.len(), 1, "{kill:?}");
+        assert_eq!(state(&c, &id), AppState::Finished, "it stays finished");
     }
 }

@@ -239,7 +239,7 @@ impl ApplicationMaster for MasterService {
         let r = req.into_inner();
         let final_status = FinalStatus::from_pb(r.final_status)
             .ok_or_else(|| ErrorKind::InvalidArgument.status("final_status: SUCCEEDED, FAILED or KILLED"))?;
-        self.s.core().finish_master(&cid, &user, final_status, &r.diagnostics).map_err(status)?;
+        self.s.core().finish_master(&cid, &user, final_status, &r.diagnostics, Instant::now()).map_err(status)?;
         Ok(Response::new(pb::FinishMasterResponse {}))
     }
 }
