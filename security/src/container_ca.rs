@@ -16,18 +16,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    SanType,
-};
+use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose, SanType};
 
-use crate::pki::{check_private, write_private, Identity, Role};
+use crate::pki::{check_private, make_ca, random_serial, Identity, Role};
 use crate::SecurityError;
 
 pub const CONTAINER_CA_CERT_FILE: &str = "container-ca.pem";
 pub const CONTAINER_CA_KEY_FILE: &str = "container-ca-key.pem";
 const CONTAINER_URI_PREFIX: &str = "tarn-container://";
-const CA_DAYS: i64 = 3650;
 
 /// A container's credential: its certificate and private key (PEM) and when it expires.
 #[derive(Clone)]
@@ -71,19 +67,8 @@ impl ContainerCa {
         if cert.exists() {
             return ContainerCa::load(&cert, &key);
         }
-        let mut p = CertificateParams::new(Vec::<String>::new()).map_err(rcgen_err("container CA parameters"))?;
         // Another subject than the cluster CA's: a peer's issuer tells which root vouched.
-        p.distinguished_name.push(DnType::CommonName, format!("tarn container CA ({cluster})"));
-        p.distinguished_name.push(DnType::OrganizationName, "tarn");
-        p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        let now = time::OffsetDateTime::now_utc();
-        p.not_before = now - time::Duration::hours(1);
-        p.not_after = now + time::Duration::days(CA_DAYS);
-        let k = KeyPair::generate().map_err(rcgen_err("container CA key"))?;
-        let c = p.self_signed(&k).map_err(rcgen_err("container CA certificate"))?;
-        write_private(&key, &k.serialize_pem(), 0o600)?;
-        write_private(&cert, &c.pem(), 0o644)?;
+        make_ca(format!("tarn container CA ({cluster})"), &cert, &key)?;
         ContainerCa::load(&cert, &key)
     }
 
@@ -128,11 +113,7 @@ impl ContainerCa {
         let valid = time::Duration::try_from(valid_for).map_err(|_| SecurityError::Invalid("lifetime".into()))?;
         p.not_before = now - time::Duration::minutes(5);
         p.not_after = now + valid;
-        let mut serial = [0u8; 16];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut serial)
-            .map_err(|_| SecurityError::Invalid("no system randomness".into()))?;
-        serial[0] &= 0x7f;
-        p.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+        p.serial_number = Some(random_serial()?);
         let key = KeyPair::generate().map_err(rcgen_err("key"))?;
         let cert = p.signed_by(&key, &self.issuer).map_err(rcgen_err("certificate"))?;
         let not_after_ms = (p.not_after.unix_timestamp_nanos() / 1_000_000).max(0) as u64;

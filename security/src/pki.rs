@@ -214,18 +214,7 @@ impl Ca {
                 cert_path.display()
             )));
         }
-        let mut p = CertificateParams::new(Vec::<String>::new()).map_err(rcgen_err("CA parameters"))?;
-        p.distinguished_name.push(DnType::CommonName, format!("tarn cluster CA ({cluster})"));
-        p.distinguished_name.push(DnType::OrganizationName, "tarn");
-        p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        let now = time::OffsetDateTime::now_utc();
-        p.not_before = now - time::Duration::hours(1);
-        p.not_after = now + time::Duration::days(CA_DAYS);
-        let key = KeyPair::generate().map_err(rcgen_err("CA key"))?;
-        let cert = p.self_signed(&key).map_err(rcgen_err("CA certificate"))?;
-        write_private(&dir.join(CA_KEY_FILE), &key.serialize_pem(), 0o600)?;
-        write_private(&cert_path, &cert.pem(), 0o644)?;
+        make_ca(format!("tarn cluster CA ({cluster})"), &cert_path, &dir.join(CA_KEY_FILE))?;
         Ca::load(dir)
     }
 
@@ -279,11 +268,7 @@ impl Ca {
         let now = time::OffsetDateTime::now_utc();
         p.not_before = now - time::Duration::hours(1);
         p.not_after = now + time::Duration::days(CERT_DAYS);
-        let mut serial = [0u8; 16];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut serial)
-            .map_err(|_| SecurityError::Invalid("no system randomness".into()))?;
-        serial[0] &= 0x7f;
-        p.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+        p.serial_number = Some(random_serial()?);
         let key = KeyPair::generate().map_err(rcgen_err("key"))?;
         let cert = p.signed_by(&key, &self.issuer).map_err(rcgen_err("certificate"))?;
         // Daemons of a cluster with a container CA accept its containers as clients.
@@ -299,6 +284,32 @@ impl Ca {
         write_private(&paths.cert, &cert.pem(), 0o644)?;
         Ok(paths)
     }
+}
+
+/// Makes a self-signed CA named `cn` (ten years), its certificate at `cert` (0644) and its
+/// key at `key` (0600).
+pub(crate) fn make_ca(cn: String, cert: &Path, key: &Path) -> Result<(), SecurityError> {
+    let mut p = CertificateParams::new(Vec::<String>::new()).map_err(rcgen_err("CA parameters"))?;
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.distinguished_name.push(DnType::OrganizationName, "tarn");
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::hours(1);
+    p.not_after = now + time::Duration::days(CA_DAYS);
+    let k = KeyPair::generate().map_err(rcgen_err("CA key"))?;
+    let c = p.self_signed(&k).map_err(rcgen_err("CA certificate"))?;
+    write_private(key, &k.serialize_pem(), 0o600)?;
+    write_private(cert, &c.pem(), 0o644)
+}
+
+/// A random positive 128-bit certificate serial number.
+pub(crate) fn random_serial() -> Result<rcgen::SerialNumber, SecurityError> {
+    let mut serial = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut serial)
+        .map_err(|_| SecurityError::Invalid("no system randomness".into()))?;
+    serial[0] &= 0x7f;
+    Ok(rcgen::SerialNumber::from_slice(&serial))
 }
 
 /// Host names a certificate for this machine should carry: loopback, the host name.
