@@ -70,7 +70,7 @@ enum AppCmd {
         #[arg(long, default_value = "")]
         name: String,
         /// The `tarn` program the master runs, as the workers' hosts have it (default:
-        /// this one's path).
+        /// `tarn`, which workers put first on their containers' PATH).
         #[arg(long)]
         tarn_bin: Option<String>,
         #[arg(long)]

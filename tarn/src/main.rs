@@ -404,6 +404,8 @@ async fn run_worker(a: WorkerArgs) -> anyhow::Result<u8> {
     if let Some(v) = a.name {
         cfg.name = v;
     }
+    // Containers run this same program by name (`tarn`), from the worker's directory.
+    cfg.tarn_bin = std::env::current_exe().ok();
     let w = tarn_worker::start(cfg, transport).await?;
     out::daemon_note(outln!("worker {} offering {} vcores and {} MiB", w.id, w.capacity.vcores, w.capacity.memory_mib));
     up::wait_for_signal(tarn_namenode::node::CancellationToken::new()).await;

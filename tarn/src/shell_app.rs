@@ -73,12 +73,9 @@ pub async fn run_shell(
     if let Some(l) = &spec.label {
         tarn_client::rm::NodeLabel::parse(l).with_context(|| format!("--label {l:?}: core or task"))?;
     }
-    // The master runs this same program on a worker: by default the path it has here
-    // (the same on every node of a cluster installed alike).
-    let bin = match tarn_bin {
-        Some(b) => b,
-        None => std::env::current_exe().context("this program's path (give --tarn-bin)")?.display().to_string(),
-    };
+    // The master runs `tarn` on a worker: by name, the worker's own (first on a
+    // container's PATH), unless told otherwise.
+    let bin = tarn_bin.unwrap_or_else(|| "tarn".into());
     let mut command = vec![bin, "app".into(), "shell-master".into()];
     command.extend(spec.args());
     let sub = AppSubmission {

@@ -204,6 +204,8 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
     let mut w = cfg.worker.clone();
     w.resource_managers = vec![rm.addr.clone()];
     w.namenodes = nn_addrs.clone();
+    // Containers run this same program by name (`tarn`), from the worker's directory.
+    w.tarn_bin = std::env::current_exe().ok();
     w.label = "core".into();
     if w.local_dir == tarn_worker::WorkerConfig::default().local_dir {
         w.local_dir = a.data_dir.join("worker");

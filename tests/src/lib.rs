@@ -493,6 +493,8 @@ impl ClusterBuilder {
                     pmem_check_ms: 100,
                     // Tests look into containers' directories after the end.
                     delete_delay_ms: 600_000,
+                    // Containers run `tarn` by name, as on a real worker.
+                    tarn_bin: Some(tarn_bin()),
                     ..Default::default()
                 };
                 (self.tune_workers)(i, &mut w);
@@ -742,18 +744,6 @@ impl Cluster {
         if let Some(h) = self.datanodes[i - 1].take() {
             h.stop().await;
         }
-    }
-
-    /// The `tarn` binary where containers may run it (a link, or a copy, in the cluster's
-    /// directory: the build's own is under a home directory they cannot enter).
-    pub fn shared_tarn_bin(&self) -> PathBuf {
-        use std::os::unix::fs::PermissionsExt;
-        let dst = self._dir.path().join("tarn");
-        if !dst.exists() && std::fs::hard_link(tarn_bin(), &dst).is_err() {
-            std::fs::copy(tarn_bin(), &dst).expect("copy the tarn binary");
-        }
-        std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755)).expect("chmod the tarn binary");
-        dst
     }
 
     /// A client with the tests' admin certificate.

@@ -232,18 +232,15 @@ async fn a_container_acts_as_its_user_and_no_one_else() {
             .await
             .unwrap();
 
-        let tarn = cl.shared_tarn_bin();
-        let t = tarn.display();
-        let script = format!(
-            "set -u; echo from-alice > mine; \
-             {t} fs put mine /home/alice/mine 2> put-err; {t} fs cat /home/alice/mine > readback; \
-             {t} fs cat /home/bob/secret > stolen 2> refused-read; \
-             {t} fs mkdir /by-alice 2> refused-mkdir; echo done"
-        );
+        // `tarn` by name: the worker's own, first on the container's PATH.
+        let script = "set -u; echo from-alice > mine; \
+             tarn fs put mine /home/alice/mine 2> put-err; tarn fs cat /home/alice/mine > readback; \
+             tarn fs cat /home/bob/secret > stolen 2> refused-read; \
+             tarn fs mkdir /by-alice 2> refused-mkdir; echo done";
         let rm_alice =
             RmClient::new(&[cl.rm.as_ref().unwrap().addr.clone()], &tarn_tests::pki().transport(Role::User, "alice"))
                 .unwrap();
-        let id = rm_alice.submit(&sh(&script, 512, 1)).await.unwrap();
+        let id = rm_alice.submit(&sh(script, 512, 1)).await.unwrap();
         let r = wait_state(&rm_alice, &id, AppState::Finished).await;
         let dir = cl.container_dir(1, &id, &r.attempts[0].container_id);
         let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
@@ -274,14 +271,13 @@ async fn a_container_acts_as_its_user_and_no_one_else() {
 async fn a_shell_application_runs_its_command_in_six_containers() {
     let cl = Cluster::builder().datanodes(1).workers(2, 1).tune_workers(|_, w| w.delete_delay_ms = 1_000).start().await;
     let rm_addr = cl.rm.as_ref().unwrap().addr.clone();
-    let tarn = cl.shared_tarn_bin();
+    let tarn = tarn_tests::tarn_bin();
     let config = tarn_tests::config_file(tarn_security::Role::User, "alice");
+    // The master runs `tarn` by name: the worker's own (run-shell's default).
     let run = tokio::process::Command::new(&tarn)
         .args(["app", "run-shell", "--resource-manager", &rm_addr, "--config"])
         .arg(&config)
-        .args(["-n", "6", "--memory-mib", "128", "--tarn-bin"])
-        .arg(&tarn)
-        .args(["--", "/bin/sh", "-c", "echo index=$SHELL_INDEX"])
+        .args(["-n", "6", "--memory-mib", "128", "--", "/bin/sh", "-c", "echo index=$SHELL_INDEX"])
         .kill_on_drop(true)
         .output();
     let o = tokio::time::timeout(Duration::from_secs(60), run).await.expect("run-shell within 60 s").unwrap();
@@ -408,7 +404,7 @@ async fn sigkill_of_a_worker_or_of_the_masters_worker_and_the_application_still_
     let mut cl = Cluster::builder().datanodes(1).workers(2, 1).worker_processes().start().await;
     let rm = cl.rm_client();
     let rm_addr = cl.rm.as_ref().unwrap().addr.clone();
-    let tarn = cl.shared_tarn_bin();
+    let tarn = tarn_tests::tarn_bin();
     let config = tarn_tests::config_file(tarn_security::Role::User, "alice");
     // Containers wait for a gate file (theirs to poll) before they print and exit; each
     // leaves a process behind in its group, which its worker's end must take too.
@@ -421,9 +417,7 @@ async fn sigkill_of_a_worker_or_of_the_masters_worker_and_the_application_still_
         std::process::Command::new(&tarn)
             .args(["app", "run-shell", "--detach", "--resource-manager", &rm_addr, "--config"])
             .arg(&config)
-            .args(["-n", n, "--memory-mib", "64", "--tarn-bin"])
-            .arg(&tarn)
-            .args(["--", "/bin/sh", "-c", &script])
+            .args(["-n", n, "--memory-mib", "64", "--", "/bin/sh", "-c", &script])
             .output()
             .unwrap()
     };

@@ -37,6 +37,8 @@ pub struct ContainerSettings {
     pub isolate: bool,
     /// Applications whose user the host lacks get uids from here up.
     pub uid_base: u32,
+    /// `tarn`, offered to containers in `<local_dir>/bin` (first on their `PATH`).
+    pub tarn_bin: Option<PathBuf>,
     pub client: ClientSetup,
 }
 
@@ -74,18 +76,34 @@ pub struct Containers {
 }
 
 impl Containers {
-    pub fn new(settings: ContainerSettings) -> std::io::Result<Arc<Self>> {
+    pub fn new(mut settings: ContainerSettings) -> std::io::Result<Arc<Self>> {
         let apps = settings.local_dir.join("apps");
         std::fs::create_dir_all(&apps)?;
+        // Containers run elsewhere (their own directory): every path they are given
+        // (HOME, PATH, their configuration's files) is absolute.
+        settings.local_dir = std::fs::canonicalize(&settings.local_dir)?;
+        let apps = settings.local_dir.join("apps");
         // Containers of other users must pass through (not list) the worker's directories.
         for d in [&settings.local_dir, &apps] {
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711))?;
+        }
+        if let Some(src) = &settings.tarn_bin {
+            offer_program(src, &settings.local_dir.join("bin"))?;
         }
         let run = settings.local_dir.join("run");
         std::fs::create_dir_all(&run)?;
         std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))?;
         reap_orphans(&run);
         Ok(Arc::new(Containers { settings, inner: Mutex::default(), changed: Notify::new() }))
+    }
+
+    /// Containers' `PATH`: the worker's `tarn` first, when it offers it.
+    fn path(&self) -> String {
+        let system = "/usr/local/bin:/usr/bin:/bin";
+        match &self.settings.tarn_bin {
+            Some(_) => format!("{}:{system}", self.settings.local_dir.join("bin").display()),
+            None => system.to_string(),
+        }
     }
 
     /// Where the record of container `id`'s process group is kept while it runs.
@@ -222,7 +240,7 @@ impl Containers {
         }
         cmd.args(&s.spec.command[1..])
             .envs(&s.spec.env)
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("PATH", self.path())
             .env("HOME", &dir)
             .env("TARN_CONTAINER_ID", &s.container_id)
             .env("TARN_APP_ID", &s.app_id)
@@ -334,6 +352,27 @@ impl Containers {
         drop(inner);
         self.changed.notify_one();
     }
+}
+
+/// Puts `src` as `<bin>/tarn` where any user may run it (its own home may be closed to
+/// containers): a hard link, else a copy, renamed into place (a running container keeps
+/// the old one); left alone when already the same file.
+fn offer_program(src: &Path, bin: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::create_dir_all(bin)?;
+    std::fs::set_permissions(bin, std::fs::Permissions::from_mode(0o711))?;
+    let dst = bin.join("tarn");
+    let s = std::fs::metadata(src)?;
+    if std::fs::metadata(&dst).is_ok_and(|d| (d.dev(), d.ino()) == (s.dev(), s.ino())) {
+        return Ok(());
+    }
+    let tmp = bin.join(".tarn.new");
+    let _ = std::fs::remove_file(&tmp);
+    if std::fs::hard_link(src, &tmp).is_err() {
+        std::fs::copy(src, &tmp)?;
+    }
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::rename(&tmp, &dst)
 }
 
 /// `v` as a TOML basic string.

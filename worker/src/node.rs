@@ -52,6 +52,10 @@ pub struct WorkerConfig {
     /// How long an ended application's local directories stay after its logs were kept
     /// (for debugging on the node; YARN's `delete.debug-delay-sec`).
     pub delete_delay_ms: u64,
+    /// The `tarn` program containers find first on their `PATH` (a link or copy of it in
+    /// `<local_dir>/bin`, where any user may run it): set by the binary to itself.
+    #[serde(skip)]
+    pub tarn_bin: Option<PathBuf>,
 }
 
 impl Default for WorkerConfig {
@@ -69,6 +73,7 @@ impl Default for WorkerConfig {
             pmem_check_ms: 1000,
             container_uid_base: 3_000_000,
             delete_delay_ms: 0,
+            tarn_bin: None,
         }
     }
 }
@@ -204,6 +209,7 @@ pub async fn start(cfg: WorkerConfig, transport: Transport) -> Result<WorkerHand
         pmem_check: std::time::Duration::from_millis(cfg.pmem_check_ms),
         isolate,
         uid_base: cfg.container_uid_base,
+        tarn_bin: cfg.tarn_bin.clone(),
         client: crate::containers::ClientSetup {
             cluster_ca,
             namenodes: cfg.namenodes.clone(),
