@@ -93,6 +93,8 @@ pub enum WorkerState {
     Running,
     /// Silent past the expiry: its containers are lost.
     Lost,
+    /// Running, but given no new container (an admin drains it).
+    Draining,
 }
 
 /// One worker as the resource manager sees it.
@@ -118,6 +120,7 @@ impl From<WorkerReport> for pb::WorkerReport {
             state: match w.state {
                 WorkerState::Running => pb::WorkerState::Running as i32,
                 WorkerState::Lost => pb::WorkerState::Lost as i32,
+                WorkerState::Draining => pb::WorkerState::Draining as i32,
             },
             capacity: Some(w.capacity.into()),
             used: Some(w.used.into()),
@@ -133,7 +136,11 @@ impl From<pb::WorkerReport> for WorkerReport {
             host: w.host,
             rack: w.rack,
             label: NodeLabel::from_pb(w.label).unwrap_or(NodeLabel::Task),
-            state: if w.state == pb::WorkerState::Lost as i32 { WorkerState::Lost } else { WorkerState::Running },
+            state: match pb::WorkerState::try_from(w.state) {
+                Ok(pb::WorkerState::Lost) => WorkerState::Lost,
+                Ok(pb::WorkerState::Draining) => WorkerState::Draining,
+                _ => WorkerState::Running,
+            },
             capacity: w.capacity.into(),
             used: w.used.into(),
             since_heartbeat: Duration::from_millis(w.last_heartbeat_ms_ago),
@@ -767,6 +774,14 @@ impl RmClient {
         let msg = pb::KillApplicationRequest { app_id: app_id.into() };
         let r = rm_rpc!(self, kill_application, msg)?;
         Ok(r.killed)
+    }
+
+    /// Drains worker `worker_id` (admins): no new container there; what runs has
+    /// `deadline` before it is stopped. `cancel` takes it back into service. Returns the
+    /// containers still on it.
+    pub async fn drain_worker(&self, worker_id: &str, deadline: Duration, cancel: bool) -> Result<u32> {
+        let msg = pb::DrainWorkerRequest { worker_id: worker_id.into(), deadline_secs: deadline.as_secs(), cancel };
+        Ok(rm_rpc!(self, drain_worker, msg)?.containers)
     }
 
     fn master(c: Channel) -> ApplicationMasterClient<Channel> {

@@ -49,6 +49,8 @@ struct WorkerRec {
     start: Vec<StartContainer>,
     kill: Vec<(String, ExitReason, String)>,
     forget: Vec<String>,
+    /// Being drained: no new container; what runs is stopped at this deadline.
+    drain_until: Option<Instant>,
 }
 
 impl WorkerRec {
@@ -231,6 +233,8 @@ impl ClusterState {
                 "worker registered"
             ),
         }
+        // A drain outlives a re-registration (the admin's decision, not the worker's).
+        let drain_until = self.workers.get(&id).and_then(|w| w.drain_until);
         let rec = WorkerRec {
             info,
             state: WorkerState::Running,
@@ -239,6 +243,7 @@ impl ClusterState {
             start: Vec::new(),
             kill: Vec::new(),
             forget: Vec::new(),
+            drain_until,
         };
         self.workers.insert(id, rec);
         self.schedule();
@@ -422,7 +427,10 @@ impl ClusterState {
             let need = app.sub.am_resources;
             let avoid = app.attempts.last().map(|a| a.worker.clone());
             let fits = |w: &&WorkerRec| {
-                w.state == WorkerState::Running && w.info.label == NodeLabel::Core && w.free().fits(&need)
+                w.state == WorkerState::Running
+                    && w.drain_until.is_none()
+                    && w.info.label == NodeLabel::Core
+                    && w.free().fits(&need)
             };
             let best = |prefer_other: bool| {
                 self.workers
@@ -539,6 +547,7 @@ impl ClusterState {
     fn place(&self, ask: &ContainerAsk, only: Option<&str>) -> Option<String> {
         let fits = |w: &&WorkerRec| {
             w.state == WorkerState::Running
+                && w.drain_until.is_none()
                 && ask.label.is_none_or(|l| l == w.info.label)
                 && w.free().fits(&ask.resources)
         };
@@ -857,6 +866,23 @@ impl ClusterState {
         }
     }
 
+    /// Drains worker `id` (an admin's call): no new container there from now; what runs
+    /// on it is stopped at `until`. `None` takes it back into service. Returns how many
+    /// containers it still has.
+    pub fn drain(&mut self, id: &str, until: Option<Instant>) -> Result<usize, Refusal> {
+        let w = self.workers.get_mut(id).ok_or_else(|| Refusal::new(ErrorKind::NotFound, format!("no worker {id}")))?;
+        w.drain_until = until;
+        match until {
+            Some(_) => tracing::info!(worker = %id, "worker drained: no new containers"),
+            None => tracing::info!(worker = %id, "worker back in service"),
+        }
+        let left = self.containers.values().filter(|c| c.worker == id).count();
+        if until.is_none() {
+            self.schedule();
+        }
+        Ok(left)
+    }
+
     /// `Some(why)` when no running worker (of `label`) could ever hold `r`, though some
     /// run: a request that would wait forever. (With none running yet, it waits.)
     fn too_large(&self, r: &Resources, label: Option<NodeLabel>) -> Option<String> {
@@ -894,6 +920,18 @@ impl ClusterState {
                 "did not exit after finishing its application",
             );
         }
+        // Drained workers past their deadline: what still runs there is stopped.
+        let overdue: Vec<(String, String)> = self
+            .containers
+            .iter()
+            .filter(|(_, c)| c.stopping.is_none())
+            .filter(|(_, c)| self.workers.get(&c.worker).and_then(|w| w.drain_until).is_some_and(|d| now >= d))
+            .map(|(cid, c)| (cid.clone(), c.worker.clone()))
+            .collect();
+        for (cid, worker) in overdue {
+            let why = format!("worker {worker} was drained and its deadline passed");
+            self.stop_container(&cid, ExitReason::KilledByResourceManager, &why);
+        }
         let mut lost = Vec::new();
         for (id, w) in &mut self.workers {
             if w.state == WorkerState::Running && now.saturating_duration_since(w.last_seen) > self.expiry {
@@ -927,7 +965,10 @@ impl ClusterState {
                 host: w.info.host.clone(),
                 rack: w.info.rack.clone(),
                 label: w.info.label,
-                state: w.state,
+                state: match (w.state, w.drain_until) {
+                    (WorkerState::Running, Some(_)) => WorkerState::Draining,
+                    (s, _) => s,
+                },
                 capacity: w.info.capacity,
                 used: w.used,
                 since_heartbeat: now.saturating_duration_since(w.last_seen),
@@ -1372,5 +1413,48 @@ mod tests {
         let kill = c.heartbeat("core1", vec![ContainerStatus::running(&am)], t + Duration::from_secs(11)).unwrap().kill;
         assert_eq!(kill.len(), 1, "{kill:?}");
         assert_eq!(state(&c, &id), AppState::Finished, "it stays finished");
+    }
+
+    #[test]
+    fn a_drained_worker_gets_nothing_new_and_its_containers_are_stopped_at_the_deadline() {
+        let t = Instant::now();
+        let mut c = cluster(&[("core1", NodeLabel::Core), ("core2", NodeLabel::Core)], t);
+        let id = c.submit("alice", app("sleep")).unwrap();
+        let first = c.report(&id, "alice", false).unwrap().attempts[0].clone();
+        let (drained, other) = (first.worker_id.clone(), if first.worker_id == "core1" { "core2" } else { "core1" });
+        assert_eq!(c.drain(&drained, Some(t + Duration::from_secs(60))).unwrap(), 1);
+        assert_eq!(c.drain("nope", None).unwrap_err().kind, ErrorKind::NotFound);
+        // It stays drained when it registers again, and reports say so.
+        c.register(info(&drained, NodeLabel::Core), t).unwrap();
+        let state = |c: &ClusterState, w: &str| c.workers(t).into_iter().find(|r| r.worker_id == w).unwrap().state;
+        assert_eq!(state(&c, &drained), WorkerState::Draining);
+        // (Its re-registration gave up the first master: the next attempt goes elsewhere.)
+        let r = c.report(&id, "alice", false).unwrap();
+        assert_eq!(r.attempts[1].worker_id, other, "nothing new on a drained worker");
+        // A new application's master too goes to the other worker.
+        let id2 = c.submit("alice", app("sleep")).unwrap();
+        let a2 = c.report(&id2, "alice", false).unwrap().attempts[0].clone();
+        assert_eq!(a2.worker_id, other);
+        // Back in service: the drain ends, and nothing is stopped.
+        c.drain(&drained, None).unwrap();
+        assert_eq!(state(&c, &drained), WorkerState::Running);
+        // Drained with a deadline: what runs there is stopped once it passes.
+        let id3 = c.submit("alice", app("sleep")).unwrap();
+        let a3 = c.report(&id3, "alice", false).unwrap().attempts[0].clone();
+        c.heartbeat(&a3.worker_id, vec![], t).unwrap();
+        c.drain(&a3.worker_id, Some(t + Duration::from_secs(5))).unwrap();
+        c.expire(t + Duration::from_secs(4));
+        assert!(c
+            .heartbeat(&a3.worker_id, vec![ContainerStatus::running(&a3.container_id)], t + Duration::from_secs(4))
+            .unwrap()
+            .kill
+            .is_empty());
+        c.expire(t + Duration::from_secs(6));
+        let kill = c
+            .heartbeat(&a3.worker_id, vec![ContainerStatus::running(&a3.container_id)], t + Duration::from_secs(6))
+            .unwrap()
+            .kill;
+        assert_eq!(kill.len(), 1);
+        assert!(kill[0].2.contains("drained"), "{kill:?}");
     }
 }

@@ -170,6 +170,21 @@ impl ApplicationClient for ClientService {
         Ok(Response::new(pb::KillApplicationResponse { killed }))
     }
 
+    async fn drain_worker(
+        &self,
+        req: Request<pb::DrainWorkerRequest>,
+    ) -> Result<Response<pb::DrainWorkerResponse>, Status> {
+        let (user, superuser) = user_of(&req)?;
+        if !superuser {
+            return Err(ErrorKind::PermissionDenied.status(format!("{user} may not drain workers (admins only)")));
+        }
+        let r = req.into_inner();
+        let now = Instant::now();
+        let until = (!r.cancel).then(|| now + Duration::from_secs(r.deadline_secs.min(7 * 24 * 3600)));
+        let left = self.s.core().drain(&r.worker_id, until).map_err(status)?;
+        Ok(Response::new(pb::DrainWorkerResponse { containers: left as u32 }))
+    }
+
     async fn list_workers(
         &self,
         _req: Request<pb::ListWorkersRequest>,

@@ -90,6 +90,20 @@ enum AdminCmd {
         #[arg(long)]
         off: bool,
     },
+    /// The workers the resource manager knows (as `tarn workers`).
+    Nodes,
+    /// Drain a worker: no new containers go there; those running have until the deadline,
+    /// then they are stopped (their applications replace them elsewhere). `--cancel` puts it
+    /// back in service.
+    ///
+    /// Example: `tarn admin drain-worker w7 --deadline-secs 600`
+    DrainWorker {
+        worker: String,
+        #[arg(long, default_value_t = 600)]
+        deadline_secs: u64,
+        #[arg(long)]
+        cancel: bool,
+    },
     /// Safe mode: `get` shows it; `leave` ends it now (when some blocks will never be
     /// reported and the cluster should run without them).
     Safemode {
@@ -194,6 +208,17 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<u8> {
         AdminCmd::IssueCert(i) => return crate::creds::issue_cert(i),
         AdminCmd::RotateMasterKey { old_key_file, new_key_file, data_dirs, s3, small_files } => {
             return rotate_master_key(&a.conn, &old_key_file, &new_key_file, &data_dirs, s3, small_files).await
+        }
+        AdminCmd::Nodes => return crate::print_workers(&a.conn).await,
+        AdminCmd::DrainWorker { worker, deadline_secs, cancel } => {
+            let rm = a.conn.connect_rm()?;
+            let left = rm.drain_worker(&worker, std::time::Duration::from_secs(deadline_secs), cancel).await?;
+            if cancel {
+                outln!("worker {worker}: back in service ({left} containers on it)")?;
+            } else {
+                outln!("worker {worker}: draining; {left} containers on it have {deadline_secs} s")?;
+            }
+            return Ok(0);
         }
         AdminCmd::Status => print_status(&c.cluster_status().await?)?,
         AdminCmd::AddLearner { id, addr } => print_status(&c.add_learner(id, &addr).await?)?,

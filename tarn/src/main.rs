@@ -414,8 +414,13 @@ async fn run_worker(a: WorkerArgs) -> anyhow::Result<u8> {
 }
 
 async fn list_workers(a: WorkersArgs) -> anyhow::Result<u8> {
+    print_workers(&a.conn).await
+}
+
+/// `tarn workers` and `tarn admin nodes`: every worker the resource manager knows.
+pub async fn print_workers(conn: &creds::ClientOpts) -> anyhow::Result<u8> {
     use tarn_client::rm::WorkerState;
-    let workers = a.conn.connect_rm()?.workers().await?;
+    let workers = conn.connect_rm()?.workers().await?;
     outln!(
         "{:<24} {:<24} {:<16} {:<6} {:<8} {:>7} {:>12} {:>10}",
         "WORKER",
@@ -431,6 +436,7 @@ async fn list_workers(a: WorkersArgs) -> anyhow::Result<u8> {
         let state = match w.state {
             WorkerState::Running => "running",
             WorkerState::Lost => "LOST",
+            WorkerState::Draining => "DRAINING",
         };
         outln!(
             "{:<24} {:<24} {:<16} {:<6} {:<8} {:>7} {:>12} {:>8}ms",

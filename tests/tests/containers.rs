@@ -487,3 +487,56 @@ async fn sigkill_of_a_worker_or_of_the_masters_worker_and_the_application_still_
     }
     cl.shutdown().await;
 }
+
+/// `tarn admin drain-worker`: the drained worker gets no new container, its master is
+/// stopped at the deadline and the next attempt runs on the other worker; `tarn admin
+/// nodes` says DRAINING; only an admin may drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_drains_a_worker() {
+    let cl = Cluster::builder().workers(2, 0).start().await;
+    let rm = cl.rm_client();
+    let rm_addr = cl.rm.as_ref().unwrap().addr.clone();
+    let tarn = |config: std::path::PathBuf, args: &[&str]| {
+        let o = std::process::Command::new(tarn_tests::tarn_bin())
+            .args(args)
+            .args(["--resource-manager", &rm_addr, "--config"])
+            .arg(config)
+            .output()
+            .unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr))
+    };
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let id = rm.submit(&sh("sleep 600", 64, 2)).await.unwrap();
+        let first = wait_for("the master running", Duration::from_secs(20), || async {
+            let r = rm.application(&id).await.ok()?;
+            let a = r.attempts.first()?.clone();
+            (r.state == AppState::Running
+                && cl.container_dir(a.worker_id[1..].parse().ok()?, &id, &a.container_id).exists())
+            .then_some(a)
+        })
+        .await;
+        let alice = tarn_tests::config_file(tarn_security::Role::User, "alice");
+        let (code, text) = tarn(alice, &["admin", "drain-worker", &first.worker_id]);
+        assert_eq!(code, Some(1), "{text}");
+        assert!(text.contains("admins only"), "{text}");
+        let admin = tarn_tests::admin_config();
+        let (code, text) = tarn(admin.clone(), &["admin", "drain-worker", &first.worker_id, "--deadline-secs", "1"]);
+        assert_eq!(code, Some(0), "{text}");
+        assert!(text.contains("draining; 1 containers on it have 1 s"), "{text}");
+        let (_, nodes) = tarn(admin, &["admin", "nodes"]);
+        let row = nodes.lines().find(|l| l.starts_with(&first.worker_id)).unwrap_or_default();
+        assert!(row.contains("DRAINING"), "{nodes}");
+        // At the deadline the master is stopped; the next attempt runs on the other worker.
+        let r = wait_for("a second attempt", Duration::from_secs(20), || async {
+            let r = rm.application(&id).await.ok()?;
+            (r.attempts.len() == 2).then_some(r)
+        })
+        .await;
+        assert!(r.attempts[0].status.diagnostics.contains("drained"), "{r:?}");
+        assert_ne!(r.attempts[1].worker_id, first.worker_id);
+        rm.kill(&id).await.unwrap();
+    })
+    .await
+    .expect("timed out");
+    cl.shutdown().await;
+}
