@@ -298,6 +298,13 @@ impl ClusterState {
         })
     }
 
+    /// The user of container `cid` when it runs on worker `worker` and is not being
+    /// stopped: whose credential it may have renewed.
+    pub fn renewable(&self, worker: &str, cid: &str) -> Option<String> {
+        let c = self.containers.get(cid).filter(|c| c.worker == worker && c.launched && c.stopping.is_none())?;
+        self.apps.get(&c.app).filter(|a| !a.state.is_final() || c.master).map(|a| a.user.clone())
+    }
+
     /// Applications that ended with nothing of theirs left on worker `id` (told once).
     fn finished_on(&mut self, id: &str) -> Vec<(String, String)> {
         // Ended applications a worker has not been told of are few; the scan is of those

@@ -35,8 +35,10 @@ pub struct ResourceManagerConfig {
     /// `container-ca-key.pem`): every container gets a client certificate of its user from
     /// it. `None`: containers get no credential (dev mode only).
     pub container_ca: Option<PathBuf>,
-    /// How long a container's credential is valid.
-    pub container_credential_hours: u64,
+    /// How long a container's credential is valid; its worker has it renewed at half
+    /// life while the container runs, so a credential outlives its container by at most
+    /// this long.
+    pub container_credential_secs: u64,
 }
 
 impl Default for ResourceManagerConfig {
@@ -47,7 +49,7 @@ impl Default for ResourceManagerConfig {
             worker_heartbeat_ms: 1000,
             worker_expiry_ms: 10_000,
             container_ca: None,
-            container_credential_hours: 24,
+            container_credential_secs: 3600,
         }
     }
 }
@@ -67,8 +69,8 @@ impl ResourceManagerConfig {
                 format!("must be more than two heartbeats ({} ms)", 2 * self.worker_heartbeat_ms),
             );
         }
-        if self.container_credential_hours == 0 || self.container_credential_hours > 24 * 7 {
-            return bad("container_credential_hours", "must be between 1 and 168 (a week)".into());
+        if !(10..=7 * 24 * 3600).contains(&self.container_credential_secs) {
+            return bad("container_credential_secs", "must be between 10 and 604800 (a week)".into());
         }
         Ok(())
     }
@@ -127,7 +129,7 @@ pub async fn start(cfg: ResourceManagerConfig, transport: Transport) -> Result<R
     if container_ca.is_none() && transport.is_tls() {
         tracing::warn!("no container CA (resource_manager.container_ca): containers get no credential");
     }
-    let credentials = container_ca.map(|ca| (ca, Duration::from_secs(cfg.container_credential_hours * 3600)));
+    let credentials = container_ca.map(|ca| (ca, Duration::from_secs(cfg.container_credential_secs)));
     let state = Arc::new(RmState::new(core, Duration::from_millis(cfg.worker_heartbeat_ms), credentials));
     let shutdown = CancellationToken::new();
 

@@ -87,6 +87,22 @@ impl ResourceTracker for TrackerService {
         for st in &mut c.start {
             self.s.add_credential(st);
         }
+        let renewed: Vec<pb::RenewedCredential> = r
+            .renew
+            .iter()
+            .filter_map(|cid| {
+                let user = self.s.core().renewable(&id, cid)?;
+                let c = self.s.credential(&user, cid)?;
+                Some(pb::RenewedCredential {
+                    container_id: cid.clone(),
+                    credential: Some(pb::ContainerCredential {
+                        cert_pem: c.cert_pem,
+                        key_pem: c.key_pem,
+                        not_after_ms: c.not_after_ms,
+                    }),
+                })
+            })
+            .collect();
         Ok(Response::new(pb::WorkerHeartbeatResponse {
             reregister: false,
             heartbeat_interval_ms: interval,
@@ -102,6 +118,7 @@ impl ResourceTracker for TrackerService {
                 .collect(),
             forget: c.forget,
             finished: c.finished.into_iter().map(|(app_id, user)| pb::AppFinished { app_id, user }).collect(),
+            renewed,
         }))
     }
 }

@@ -27,13 +27,18 @@ impl RmState {
     /// container CA). A container that cannot get one is started without: it then cannot
     /// reach the cluster, which its logs say.
     pub fn add_credential(&self, s: &mut StartContainer) {
-        let Some((ca, valid)) = &self.credentials else { return };
-        match ca.issue(&s.user, &s.container_id, *valid) {
-            Ok(c) => {
-                s.credential =
-                    Some(Credential { cert_pem: c.cert_pem, key_pem: c.key_pem, not_after_ms: c.not_after_ms })
+        s.credential = self.credential(&s.user, &s.container_id);
+    }
+
+    /// A new credential for container `cid` of `user` (none without a container CA).
+    pub fn credential(&self, user: &str, cid: &str) -> Option<Credential> {
+        let (ca, valid) = self.credentials.as_ref()?;
+        match ca.issue(user, cid, *valid) {
+            Ok(c) => Some(Credential { cert_pem: c.cert_pem, key_pem: c.key_pem, not_after_ms: c.not_after_ms }),
+            Err(e) => {
+                tracing::warn!(container = %cid, %user, error = %e, "no credential issued");
+                None
             }
-            Err(e) => tracing::warn!(container = %s.container_id, user = %s.user, error = %e, "no credential issued"),
         }
     }
 

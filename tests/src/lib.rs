@@ -366,9 +366,16 @@ pub struct ClusterBuilder {
     workers: (usize, usize),
     tune_workers: WorkerTune,
     worker_processes: bool,
+    tune_rm: Box<dyn Fn(&mut tarn_resource_manager::ResourceManagerConfig)>,
 }
 
 impl ClusterBuilder {
+    /// Adjusts the resource manager's configuration (see [`rm_config`]).
+    pub fn tune_rm(mut self, f: impl Fn(&mut tarn_resource_manager::ResourceManagerConfig) + 'static) -> Self {
+        self.tune_rm = Box::new(f);
+        self
+    }
+
     /// Workers as real `tarn worker` processes (the rest stays in this process), so that
     /// a test can SIGKILL one ([`Cluster::stop_worker`]) with its containers.
     pub fn worker_processes(mut self) -> Self {
@@ -478,7 +485,9 @@ impl ClusterBuilder {
             // directory to their own.
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(cl._dir.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod");
-            let rm = tarn_resource_manager::start(rm_config(), pki().transport(Role::ResourceManager, "rm"))
+            let mut rc = rm_config();
+            (self.tune_rm)(&mut rc);
+            let rm = tarn_resource_manager::start(rc, pki().transport(Role::ResourceManager, "rm"))
                 .await
                 .expect("start the resource manager");
             for i in 1..=core + task {
@@ -558,6 +567,7 @@ impl Cluster {
             workers: (0, 0),
             tune_workers: Box::new(|_, _| {}),
             worker_processes: false,
+            tune_rm: Box::new(|_| {}),
         }
     }
 

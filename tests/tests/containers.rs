@@ -540,3 +540,27 @@ async fn an_admin_drains_a_worker() {
     .expect("timed out");
     cl.shutdown().await;
 }
+
+/// A container's credential is renewed while it runs: with 10-second credentials, a
+/// container that reaches the namenode every 2 s for 14 s keeps getting in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_containers_credential_is_renewed_before_it_expires() {
+    let cl = Cluster::builder().workers(1, 0).tune_rm(|r| r.container_credential_secs = 10).start().await;
+    let rm = cl.rm_client();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let script = "first=$(cat tls/cert.pem); for i in 1 2 3 4 5 6 7 8; do tarn fs ls / > /dev/null || exit 3; \
+                      sleep 2; done; [ \"$first\" != \"$(cat tls/cert.pem)\" ] || exit 4; echo renewed";
+        let id = rm.submit(&sh(script, 256, 1)).await.unwrap();
+        let r = wait_for(&format!("{id} to end"), Duration::from_secs(40), || async {
+            let r = rm.application(&id).await.ok()?;
+            r.state.is_final().then_some(r)
+        })
+        .await;
+        let a = &r.attempts[0];
+        let err = std::fs::read_to_string(cl.container_dir(1, &id, &a.container_id).join("stderr")).unwrap_or_default();
+        assert_eq!(r.state, AppState::Finished, "exit {} (3: refused, 4: not renewed): {err}", a.status.exit_code);
+    })
+    .await
+    .expect("timed out");
+    cl.shutdown().await;
+}

@@ -56,6 +56,22 @@ struct Running {
     rss: u64,
     /// Why the worker ended it, if it did.
     killed: Option<(ExitReason, String)>,
+    /// Its credential's life (issued, expires; ms since the epoch), its directory and owner,
+    /// and when a renewal was last asked for.
+    credential: Option<CredentialLife>,
+}
+
+struct CredentialLife {
+    issued_ms: u64,
+    not_after_ms: u64,
+    asked_ms: u64,
+    dir: PathBuf,
+    uid: u32,
+    gid: u32,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 #[derive(Default)]
@@ -103,6 +119,39 @@ impl Containers {
         match &self.settings.tarn_bin {
             Some(_) => format!("{}:{system}", self.settings.local_dir.join("bin").display()),
             None => system.to_string(),
+        }
+    }
+
+    /// Running containers whose credential is past half its life (asked again at most
+    /// every few seconds until renewed).
+    pub fn due_renewals(&self) -> Vec<String> {
+        let now = now_ms();
+        let mut inner = self.lock();
+        let mut out = Vec::new();
+        for (id, r) in inner.running.iter_mut() {
+            let Some(c) = r.credential.as_mut() else { continue };
+            let half = c.issued_ms + c.not_after_ms.saturating_sub(c.issued_ms) / 2;
+            if now >= half && now.saturating_sub(c.asked_ms) >= 5_000 {
+                c.asked_ms = now;
+                out.push(id.clone());
+            }
+        }
+        out
+    }
+
+    /// Puts a renewed credential in place for container `id` (its files replaced by
+    /// rename, so the container's TLS reload picks them up).
+    pub fn renew(&self, id: &str, cred: &tarn_client::rm::Credential) {
+        let mut inner = self.lock();
+        let Some(c) = inner.running.get_mut(id).and_then(|r| r.credential.as_mut()) else { return };
+        let uid = if self.settings.isolate { Some((c.uid, c.gid)) } else { None };
+        match replace_credential(&c.dir, uid, cred) {
+            Ok(()) => {
+                c.issued_ms = now_ms();
+                c.not_after_ms = cred.not_after_ms;
+                tracing::info!(container = %id, "container credential renewed");
+            }
+            Err(e) => tracing::warn!(container = %id, error = %e, "could not renew the container's credential"),
         }
     }
 
@@ -174,14 +223,22 @@ impl Containers {
         let me = self.clone();
         let id = s.container_id.clone();
         match me.launch(&s) {
-            Ok((child, pgid)) => {
+            Ok((child, pgid, uid, gid)) => {
                 // pgid, uid, start time: enough for a later worker to find this group again.
                 if let Some((uid, start)) = proc_uid_start(pgid) {
                     if let Err(e) = std::fs::write(self.record(&id), format!("{pgid} {uid} {start}\n")) {
                         tracing::warn!(container = %id, error = %e, "could not note the container's process group");
                     }
                 }
-                self.lock().running.insert(id.clone(), Running { pgid, rss: 0, killed: None });
+                let credential = s.credential.as_ref().map(|c| CredentialLife {
+                    issued_ms: now_ms(),
+                    not_after_ms: c.not_after_ms,
+                    asked_ms: 0,
+                    dir: self.settings.local_dir.join("apps").join(&s.app_id).join(&id),
+                    uid,
+                    gid,
+                });
+                self.lock().running.insert(id.clone(), Running { pgid, rss: 0, killed: None, credential });
                 tracing::info!(container = %id, app = %s.app_id, pid = pgid, "container started");
                 tokio::spawn(async move { me.watch(id, child, pgid, s.resources.memory_mib << 20).await });
             }
@@ -194,7 +251,7 @@ impl Containers {
         }
     }
 
-    fn launch(&self, s: &StartContainer) -> Result<(tokio::process::Child, i32), String> {
+    fn launch(&self, s: &StartContainer) -> Result<(tokio::process::Child, i32, u32, u32), String> {
         let program = s.spec.command.first().filter(|c| !c.is_empty()).ok_or("an empty command")?;
         let app_dir = self.settings.local_dir.join("apps").join(safe(&s.app_id)?);
         let dir = app_dir.join(safe(&s.container_id)?);
@@ -264,7 +321,7 @@ impl Containers {
         }
         let child = cmd.spawn().map_err(|e| format!("run {program:?}: {e}"))?;
         let pgid = child.id().ok_or("the process ended at once")? as i32;
-        Ok((child, pgid))
+        Ok((child, pgid, uid, gid))
     }
 
     /// Writes the container's client configuration (`tarn.toml`: its credential, the
@@ -352,6 +409,50 @@ impl Containers {
         drop(inner);
         self.changed.notify_one();
     }
+}
+
+/// Writes a renewed certificate and key into `<dir>/tls` of a running container. The
+/// directory is the container's, so everything goes through descriptors opened without
+/// following links (a `tls` swapped for a link to /etc gets nothing written there): each
+/// file is made new beside the old one, given to the container's user, renamed over it.
+fn replace_credential(dir: &Path, owner: Option<(u32, u32)>, cred: &tarn_client::rm::Credential) -> Result<(), String> {
+    use std::ffi::CString;
+    use std::io::Write as _;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let open = |at: i32, name: &str, flags: i32, mode: u32| -> Result<OwnedFd, String> {
+        let c = CString::new(name).map_err(|_| "a name with NUL".to_string())?;
+        // SAFETY: openat(2) with a valid directory descriptor (or AT_FDCWD) and a
+        // NUL-terminated name; the descriptor is owned below.
+        let fd = unsafe { libc::openat(at, c.as_ptr(), flags | libc::O_NOFOLLOW | libc::O_CLOEXEC, mode) };
+        if fd < 0 {
+            return Err(format!("open {name}: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: a new descriptor nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    };
+    let cdir = open(libc::AT_FDCWD, &dir.to_string_lossy(), libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    let tls = open(cdir.as_raw_fd(), "tls", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    for (name, text, mode) in [("cert.pem", &cred.cert_pem, 0o644), ("key.pem", &cred.key_pem, 0o600)] {
+        let tmp = format!(".{name}.new");
+        let t = CString::new(tmp.as_str()).map_err(|_| "name".to_string())?;
+        // SAFETY: unlinkat(2) of a name in a directory descriptor (a stale temporary file).
+        unsafe { libc::unlinkat(tls.as_raw_fd(), t.as_ptr(), 0) };
+        let fd = open(tls.as_raw_fd(), &tmp, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, mode)?;
+        if let Some((uid, gid)) = owner {
+            // SAFETY: fchown(2) of the descriptor just made.
+            if unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) } != 0 {
+                return Err(format!("chown {tmp}: {}", std::io::Error::last_os_error()));
+            }
+        }
+        let mut f = std::fs::File::from(fd);
+        f.write_all(text.as_bytes()).map_err(|e| format!("write {tmp}: {e}"))?;
+        let to = CString::new(name).map_err(|_| "name".to_string())?;
+        // SAFETY: renameat(2) within one directory descriptor.
+        if unsafe { libc::renameat(tls.as_raw_fd(), t.as_ptr(), tls.as_raw_fd(), to.as_ptr()) } != 0 {
+            return Err(format!("rename {tmp}: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
 }
 
 /// Puts `src` as `<bin>/tarn` where any user may run it (its own home may be closed to

@@ -73,7 +73,8 @@ impl Link {
                 _ = self.containers.changed.notified() => {}
             }
             let containers = self.containers.statuses().iter().map(pb::ContainerStatus::from).collect();
-            let hb = pb::WorkerHeartbeatRequest { worker_id: self.id.clone(), rm_epoch: epoch, containers };
+            let renew = self.containers.due_renewals();
+            let hb = pb::WorkerHeartbeatRequest { worker_id: self.id.clone(), rm_epoch: epoch, containers, renew };
             let r = conn
                 .call(|c| {
                     let req = conn.request(hb.clone());
@@ -96,6 +97,16 @@ impl Link {
                     r => r,
                 };
                 self.containers.kill(&k.container_id, reason, k.diagnostics);
+            }
+            for rc in r.renewed {
+                if let Some(c) = rc.credential {
+                    let cred = tarn_client::rm::Credential {
+                        cert_pem: c.cert_pem,
+                        key_pem: c.key_pem,
+                        not_after_ms: c.not_after_ms,
+                    };
+                    self.containers.renew(&rc.container_id, &cred);
+                }
             }
             for f in r.finished {
                 self.logs.keep(f.app_id, f.user);
