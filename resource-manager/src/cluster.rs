@@ -963,6 +963,11 @@ impl ClusterState {
         lost
     }
 
+    /// Containers placed and not yet ended (masters included).
+    pub fn container_count(&self) -> usize {
+        self.containers.len()
+    }
+
     /// Every worker, running or lost, by id.
     pub fn workers(&self, now: Instant) -> Vec<WorkerReport> {
         self.workers

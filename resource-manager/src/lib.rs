@@ -8,10 +8,12 @@
 //! - `service.rs`: the gRPC services (the RPC edge; the only place that makes statuses).
 //! - `state.rs`: what the services and the monitor share.
 //! - `node.rs`: configuration, start-up, the expiry monitor and shutdown.
+//! - `rest.rs`: the REST/JSON API (YARN's `/ws/v1/cluster/...`), read only.
 
 pub mod cluster;
 pub mod error;
 pub mod node;
+pub mod rest;
 pub mod service;
 pub mod state;
 

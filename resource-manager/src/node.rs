@@ -26,6 +26,9 @@ pub struct ResourceManagerConfig {
     pub listen: String,
     /// Address workers and clients use; defaults to the bound address.
     pub advertise: Option<String>,
+    /// Address of the REST/JSON API (YARN's 8088; HTTPS with client certificates);
+    /// `None`: not served.
+    pub rest_listen: Option<String>,
     /// How often workers heartbeat.
     pub worker_heartbeat_ms: u64,
     /// A worker silent this long is lost, and what it ran with it (more than two
@@ -46,6 +49,7 @@ impl Default for ResourceManagerConfig {
         ResourceManagerConfig {
             listen: "127.0.0.1:8032".into(),
             advertise: None,
+            rest_listen: Some("127.0.0.1:8088".into()),
             worker_heartbeat_ms: 1000,
             worker_expiry_ms: 10_000,
             container_ca: None,
@@ -59,6 +63,9 @@ impl ResourceManagerConfig {
         let bad = |key: &str, why: String| Err(RmError::Config(format!("resource_manager.{key}: {why}")));
         if self.listen.parse::<SocketAddr>().is_err() {
             return bad("listen", format!("{:?} is not ip:port", self.listen));
+        }
+        if let Some(r) = self.rest_listen.as_ref().filter(|r| r.parse::<SocketAddr>().is_err()) {
+            return bad("rest_listen", format!("{r:?} is not ip:port"));
         }
         if self.worker_heartbeat_ms == 0 {
             return bad("worker_heartbeat_ms", "must be > 0".into());
@@ -91,6 +98,8 @@ pub struct RmHandle {
     pub addr: String,
     /// The address it listens on.
     pub listen: SocketAddr,
+    /// Where its REST API listens, if it serves one.
+    pub rest_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -151,9 +160,24 @@ pub async fn start(cfg: ResourceManagerConfig, transport: Transport) -> Result<R
         }
         stop.cancel();
     });
-    let monitor = tokio::spawn(monitor(state, expiry, shutdown.clone()));
+    let mut tasks = vec![server];
+    let mut rest_addr = None;
+    if let Some(l) = &cfg.rest_listen {
+        let rl = tokio::net::TcpListener::bind(l).await.map_err(|source| RmError::Bind { addr: l.clone(), source })?;
+        let a = rl.local_addr().map_err(|source| RmError::Io { what: "read bound address".into(), source })?;
+        tracing::info!(addr = %a, "resource manager REST API serving");
+        rest_addr = Some(a);
+        tasks.push(tokio::spawn(crate::rest::serve(
+            rl,
+            transport.clone(),
+            state.clone(),
+            started_ms,
+            shutdown.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(monitor(state, expiry, shutdown.clone())));
     tracing::info!(%addr, "resource manager serving");
-    Ok(RmHandle { addr, listen: bound, shutdown, tasks: vec![server, monitor] })
+    Ok(RmHandle { addr, listen: bound, rest_addr, shutdown, tasks })
 }
 
 /// Declares silent workers lost, a few times per expiry.

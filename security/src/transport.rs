@@ -474,6 +474,13 @@ enum ConnIo {
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
+impl Conn {
+    /// Who is on the other end.
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+}
+
 impl tonic::transport::server::Connected for Conn {
     type ConnectInfo = Peer;
     fn connect_info(&self) -> Peer {

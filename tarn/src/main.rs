@@ -593,6 +593,7 @@ fn run_init(a: InitArgs) -> anyhow::Result<u8> {
         let mut cfg = base(issue(Role::ResourceManager, &format!("rm{}", i + 1), vec![host.clone()])?);
         cfg.resource_manager.listen = "0.0.0.0:8032".into();
         cfg.resource_manager.advertise = Some(format!("{host}:8032"));
+        cfg.resource_manager.rest_listen = Some("0.0.0.0:8088".into());
         cfg.resource_manager.container_ca = Some(container_ca.cert_path().to_path_buf());
         write(format!("resource-manager-{}.toml", i + 1), &cfg)?;
     }

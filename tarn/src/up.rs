@@ -224,6 +224,13 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
         }
         let key = &gw.access_keys[0];
         outln!("  resource manager: {}", rm.addr)?;
+        if let Some(r) = rm.rest_addr {
+            let t = a.data_dir.join("tls");
+            let t = t.display();
+            outln!(
+                "  RM REST API:      curl --cacert {t}/ca.pem --cert {t}/admin.pem --key {t}/admin-key.pem https://{r}/ws/v1/cluster/metrics"
+            )?;
+        }
         outln!(
             "  worker:           {} (core; {} vcores, {} MiB)",
             worker.id,

@@ -351,6 +351,7 @@ pub fn rm_config() -> tarn_resource_manager::ResourceManagerConfig {
         listen: "127.0.0.1:0".into(),
         worker_heartbeat_ms: 100,
         worker_expiry_ms: 1_000,
+        rest_listen: Some("127.0.0.1:0".into()),
         container_ca: Some(pki().dir().join(tarn_security::container_ca::CONTAINER_CA_CERT_FILE)),
         ..Default::default()
     }

@@ -160,3 +160,78 @@ async fn worker_processes_register_and_a_killed_one_is_lost() {
     let _ = rm.wait();
     result.expect("timed out");
 }
+
+/// The resource manager's REST API (YARN's `/ws/v1/cluster/...`) with curl and client
+/// certificates: nodes with their labels, metrics, a user's own applications only (an
+/// admin's: all), YARN's error shape; no certificate, no answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rest_api_answers_curl_with_a_client_certificate() {
+    let cl = Cluster::builder().workers(1, 1).start().await;
+    let rest = cl.rm.as_ref().unwrap().rest_addr.expect("a REST address").to_string();
+    let curl = |who: Option<(Role, &str)>, path: &str, extra: &[&str]| {
+        let mut c = std::process::Command::new("curl");
+        c.args(["-sS", "--max-time", "10", "--cacert"]).arg(pki().ca().cert_path());
+        if let Some((role, name)) = who {
+            let p = pki().paths(role, name);
+            c.arg("--cert").arg(&p.cert).arg("--key").arg(&p.key);
+        }
+        let o = c.args(extra).arg(format!("https://{rest}{path}")).output().expect("curl");
+        (o.status.success(), String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr))
+    };
+    let json =
+        |text: &str| -> serde_json::Value { serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}")) };
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let rm_alice = tarn_client::rm::RmClient::new(
+            &[cl.rm.as_ref().unwrap().addr.clone()],
+            &pki().transport(Role::User, "alice"),
+        )
+        .unwrap();
+        let mine = rm_alice.submit(&app_sleeping()).await.unwrap();
+        let theirs = cl.rm_client().submit(&app_sleeping()).await.unwrap();
+        let admin = Some((Role::Admin, "tester"));
+        let (ok, text) = curl(admin, "/ws/v1/cluster/nodes", &[]);
+        assert!(ok, "{text}");
+        let nodes = json(&text)["nodes"]["node"].as_array().cloned().unwrap_or_default();
+        let labels: Vec<(String, String)> = nodes
+            .iter()
+            .map(|n| (n["id"].as_str().unwrap().into(), n["nodeLabels"][0].as_str().unwrap().into()))
+            .collect();
+        assert_eq!(labels, [("w1".into(), "core".into()), ("w2".into(), "task".into())]);
+        let (_, text) = curl(admin, "/ws/v1/cluster/metrics", &[]);
+        let m = &json(&text)["clusterMetrics"];
+        assert_eq!((m["activeNodes"].as_u64(), m["appsSubmitted"].as_u64()), (Some(2), Some(2)), "{text}");
+        // alice sees hers only; the admin both.
+        let ids = |text: &str| -> Vec<String> {
+            json(text)["apps"]["app"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["id"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let alice = Some((Role::User, "alice"));
+        assert_eq!(ids(&curl(alice, "/ws/v1/cluster/apps", &[]).1), [mine.clone()]);
+        assert_eq!(ids(&curl(admin, "/ws/v1/cluster/apps", &[]).1).len(), 2);
+        let (_, text) = curl(alice, &format!("/ws/v1/cluster/apps/{theirs}"), &[]);
+        assert_eq!(json(&text)["RemoteException"]["exception"], "ForbiddenException", "{text}");
+        let (_, text) = curl(alice, "/ws/v1/cluster/nothing", &[]);
+        assert_eq!(json(&text)["RemoteException"]["exception"], "NotFoundException", "{text}");
+        let (_, text) = curl(admin, "/ws/v1/cluster/apps", &["-X", "DELETE"]);
+        assert!(text.contains("read only"), "{text}");
+        // Without a certificate: refused at the handshake.
+        let (ok, text) = curl(None, "/ws/v1/cluster/info", &[]);
+        assert!(!ok, "answered without a certificate: {text}");
+    })
+    .await
+    .expect("timed out");
+    cl.shutdown().await;
+}
+
+fn app_sleeping() -> tarn_client::rm::AppSubmission {
+    tarn_client::rm::AppSubmission {
+        name: "sleeper".into(),
+        am_resources: Resources::new(1, 64),
+        am_spec: tarn_client::rm::ContainerSpec { command: vec!["sleep".into(), "60".into()], ..Default::default() },
+        ..Default::default()
+    }
+}
