@@ -210,7 +210,7 @@ async fn the_rest_api_answers_curl_with_a_client_certificate() {
                 .collect()
         };
         let alice = Some((Role::User, "alice"));
-        assert_eq!(ids(&curl(alice, "/ws/v1/cluster/apps", &[]).1), [mine.clone()]);
+        assert_eq!(ids(&curl(alice, "/ws/v1/cluster/apps", &[]).1), vec![mine]);
         assert_eq!(ids(&curl(admin, "/ws/v1/cluster/apps", &[]).1).len(), 2);
         let (_, text) = curl(alice, &format!("/ws/v1/cluster/apps/{theirs}"), &[]);
         assert_eq!(json(&text)["RemoteException"]["exception"], "ForbiddenException", "{text}");
