@@ -368,7 +368,11 @@ impl ClusterState {
         let app_id = app.id.clone();
         self.stop_attempt(&app_id, c.attempt, &format!("attempt {} of {app_id} ended", c.attempt));
         let app = self.apps.get_mut(&app_id).expect("looked up above");
-        if c.attempt < max {
+        // Attempts the resource manager ended itself (a drained worker, say) are not the
+        // application's failures (YARN's KILLED_BY_RESOURCEMANAGER).
+        let failed =
+            app.attempts.iter().filter(|t| t.status.ended != Some(ExitReason::KilledByResourceManager)).count() as u32;
+        if failed < max {
             app.state = AppState::Accepted;
             app.diagnostics = format!("attempt {} failed: {why}; starting attempt {}", c.attempt, c.attempt + 1);
         } else {
@@ -879,6 +883,18 @@ impl ClusterState {
     pub fn drain(&mut self, id: &str, until: Option<Instant>) -> Result<usize, Refusal> {
         let w = self.workers.get_mut(id).ok_or_else(|| Refusal::new(ErrorKind::NotFound, format!("no worker {id}")))?;
         w.drain_until = until;
+        if until.is_some() {
+            // Allocations there that their masters have not started yet will not be.
+            let unstarted: Vec<String> = self
+                .containers
+                .iter()
+                .filter(|(_, c)| c.worker == id && !c.launched)
+                .map(|(cid, _)| cid.clone())
+                .collect();
+            for cid in unstarted {
+                self.stop_container(&cid, ExitReason::KilledByResourceManager, &format!("worker {id} is drained"));
+            }
+        }
         match until {
             Some(_) => tracing::info!(worker = %id, "worker drained: no new containers"),
             None => tracing::info!(worker = %id, "worker back in service"),
@@ -1468,5 +1484,23 @@ mod tests {
             .kill;
         assert_eq!(kill.len(), 1);
         assert!(kill[0].2.contains("drained"), "{kill:?}");
+    }
+
+    #[test]
+    fn a_master_stopped_by_a_drain_does_not_use_up_an_attempt() {
+        let t = Instant::now();
+        let mut c = cluster(&[("core1", NodeLabel::Core), ("core2", NodeLabel::Core)], t);
+        let mut one = app("sleep");
+        one.max_attempts = 1;
+        let id = c.submit("alice", one).unwrap();
+        let a = c.report(&id, "alice", false).unwrap().attempts[0].clone();
+        c.heartbeat(&a.worker_id, vec![], t).unwrap();
+        c.drain(&a.worker_id, Some(t)).unwrap();
+        c.expire(t + Duration::from_secs(1));
+        let ended = ContainerStatus::ended(&a.container_id, ExitReason::KilledByResourceManager, 137, "drained");
+        c.heartbeat(&a.worker_id, vec![ended], t + Duration::from_secs(1)).unwrap();
+        let r = c.report(&id, "alice", false).unwrap();
+        assert_eq!((r.state, r.attempts.len()), (AppState::Running, 2), "{r:?}");
+        assert_ne!(r.attempts[1].worker_id, a.worker_id);
     }
 }

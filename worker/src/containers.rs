@@ -141,18 +141,32 @@ impl Containers {
 
     /// Puts a renewed credential in place for container `id` (its files replaced by
     /// rename, so the container's TLS reload picks them up).
-    pub fn renew(&self, id: &str, cred: &tarn_client::rm::Credential) {
-        let mut inner = self.lock();
-        let Some(c) = inner.running.get_mut(id).and_then(|r| r.credential.as_mut()) else { return };
-        let uid = if self.settings.isolate { Some((c.uid, c.gid)) } else { None };
-        match replace_credential(&c.dir, uid, cred) {
-            Ok(()) => {
-                c.issued_ms = now_ms();
-                c.not_after_ms = cred.not_after_ms;
-                tracing::info!(container = %id, "container credential renewed");
+    pub fn renew(self: &Arc<Self>, id: &str, cred: tarn_client::rm::Credential) {
+        let (dir, owner) = {
+            let mut inner = self.lock();
+            let Some(c) = inner.running.get_mut(id).and_then(|r| r.credential.as_mut()) else { return };
+            (c.dir.clone(), self.settings.isolate.then_some((c.uid, c.gid)))
+        };
+        // Written outside the lock (the directory is the container's: its file system
+        // could be slow on purpose), then noted.
+        let (me, id) = (self.clone(), id.to_string());
+        tokio::task::spawn_blocking(move || {
+            let result = replace_credential(&dir, owner, &cred);
+            let mut inner = me.lock();
+            let Some(c) = inner.running.get_mut(&id).and_then(|r| r.credential.as_mut()) else { return };
+            match result {
+                Ok(()) => {
+                    c.issued_ms = now_ms();
+                    c.not_after_ms = cred.not_after_ms;
+                    tracing::info!(container = %id, "container credential renewed");
+                }
+                Err(e) => {
+                    // Not again for a minute: each try costs the resource manager a key.
+                    c.asked_ms = now_ms() + 60_000;
+                    tracing::warn!(container = %id, error = %e, "could not renew the container's credential");
+                }
             }
-            Err(e) => tracing::warn!(container = %id, error = %e, "could not renew the container's credential"),
-        }
+        });
     }
 
     /// Where the record of container `id`'s process group is kept while it runs.
@@ -432,7 +446,8 @@ fn replace_credential(dir: &Path, owner: Option<(u32, u32)>, cred: &tarn_client:
     };
     let cdir = open(libc::AT_FDCWD, &dir.to_string_lossy(), libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
     let tls = open(cdir.as_raw_fd(), "tls", libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-    for (name, text, mode) in [("cert.pem", &cred.cert_pem, 0o644), ("key.pem", &cred.key_pem, 0o600)] {
+    // The key first: a reload that sees the new certificate finds its key.
+    for (name, text, mode) in [("key.pem", &cred.key_pem, 0o600), ("cert.pem", &cred.cert_pem, 0o644)] {
         let tmp = format!(".{name}.new");
         let t = CString::new(tmp.as_str()).map_err(|_| "name".to_string())?;
         // SAFETY: unlinkat(2) of a name in a directory descriptor (a stale temporary file).
@@ -469,10 +484,13 @@ fn offer_program(src: &Path, bin: &Path) -> std::io::Result<()> {
     }
     let tmp = bin.join(".tarn.new");
     let _ = std::fs::remove_file(&tmp);
-    if std::fs::hard_link(src, &tmp).is_err() {
+    // A link only to a program everyone may already run (a chmod of the link would be
+    // one of the original); else a copy of its own.
+    let linked = s.mode() & 0o005 == 0o005 && std::fs::hard_link(src, &tmp).is_ok();
+    if !linked {
         std::fs::copy(src, &tmp)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
     }
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
     std::fs::rename(&tmp, &dst)
 }
 

@@ -105,7 +105,7 @@ impl Link {
                         key_pem: c.key_pem,
                         not_after_ms: c.not_after_ms,
                     };
-                    self.containers.renew(&rc.container_id, &cred);
+                    self.containers.renew(&rc.container_id, cred);
                 }
             }
             for f in r.finished {
