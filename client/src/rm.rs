@@ -153,17 +153,60 @@ impl From<pb::WorkerReport> for WorkerReport {
 pub struct ContainerSpec {
     pub command: Vec<String>,
     pub env: std::collections::BTreeMap<String, String>,
+    /// Files copied from the file system into its directory before it starts.
+    pub files: Vec<LocalFile>,
+}
+
+/// A file of the file system a container gets in its directory (as its user reads it).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LocalFile {
+    pub path: String,
+    /// Its name in the container's directory.
+    pub name: String,
+    pub executable: bool,
+}
+
+impl LocalFile {
+    /// Why `name` cannot name a localized file, if it cannot: one path component, not a
+    /// name the worker uses itself.
+    pub fn bad_name(&self) -> Option<String> {
+        let n = &self.name;
+        let reserved = ["stdout", "stderr", "tls", "tarn.toml"];
+        let ok = !n.is_empty() && n.len() <= 255 && n != "." && n != ".." && !n.contains(['/', '\0']);
+        match (ok, reserved.contains(&n.as_str())) {
+            (true, false) => None,
+            (false, _) => Some(format!("file name {n:?}: one path component")),
+            (true, true) => Some(format!("file name {n:?} is the worker's own")),
+        }
+    }
 }
 
 impl From<Option<pb::ContainerSpec>> for ContainerSpec {
     fn from(s: Option<pb::ContainerSpec>) -> Self {
-        s.map(|s| ContainerSpec { command: s.command, env: s.env.into_iter().collect() }).unwrap_or_default()
+        s.map(|s| ContainerSpec {
+            command: s.command,
+            env: s.env.into_iter().collect(),
+            files: s
+                .files
+                .into_iter()
+                .map(|f| LocalFile { path: f.path, name: f.name, executable: f.executable })
+                .collect(),
+        })
+        .unwrap_or_default()
     }
 }
 
 impl From<&ContainerSpec> for pb::ContainerSpec {
     fn from(s: &ContainerSpec) -> Self {
-        pb::ContainerSpec { command: s.command.clone(), env: s.env.clone().into_iter().collect() }
+        pb::ContainerSpec {
+            command: s.command.clone(),
+            env: s.env.clone().into_iter().collect(),
+            files: s
+                .files
+                .iter()
+                .map(|f| pb::LocalFile { path: f.path.clone(), name: f.name.clone(), executable: f.executable })
+                .collect(),
+        }
     }
 }
 

@@ -676,6 +676,9 @@ impl ClusterState {
                 if spec.env.keys().any(|k| k.starts_with("TARN_")) {
                     return bad(format!("launch {lcid}: TARN_* variables are set by the worker"));
                 }
+                if let Some(why) = bad_files(spec) {
+                    return bad(format!("launch {lcid}: files: {why}"));
+                }
             }
         }
         for rcid in &call.release {
@@ -781,6 +784,9 @@ impl ClusterState {
         }
         if sub.am_spec.env.keys().any(|k| k.starts_with("TARN_")) {
             return bad("am_spec.env: TARN_* variables are set by the worker".into());
+        }
+        if let Some(why) = bad_files(&sub.am_spec) {
+            return bad(format!("am_spec.files: {why}"));
         }
         if !sub.queue.is_empty() && sub.queue != "default" {
             return Err(Refusal::new(ErrorKind::NotFound, format!("no queue {:?} (there is: default)", sub.queue)));
@@ -1003,6 +1009,29 @@ impl ClusterState {
             })
             .collect()
     }
+}
+
+/// Most files localized into one container.
+const LOCAL_FILES_MAX: usize = 100;
+
+/// What is wrong with a spec's files to localize, if anything.
+fn bad_files(spec: &tarn_client::rm::ContainerSpec) -> Option<String> {
+    if spec.files.len() > LOCAL_FILES_MAX {
+        return Some(format!("{} files; at most {LOCAL_FILES_MAX}", spec.files.len()));
+    }
+    let mut seen = BTreeSet::new();
+    for f in &spec.files {
+        if let Some(why) = f.bad_name() {
+            return Some(why);
+        }
+        if !f.path.starts_with('/') {
+            return Some(format!("{:?}: a path in the file system starts with /", f.path));
+        }
+        if !seen.insert(f.name.as_str()) {
+            return Some(format!("two files named {:?}", f.name));
+        }
+    }
+    None
 }
 
 /// Why a container ended, in words.

@@ -34,6 +34,12 @@ enum AppCmd {
         /// Environment of the master (KEY=VALUE, repeat).
         #[arg(long = "env", value_parser = key_value)]
         env: Vec<(String, String)>,
+        /// A file of the cluster copied into the master's directory before it starts, as
+        /// PATH or PATH#NAME (repeat); `--exec-file` makes it executable.
+        #[arg(long = "file")]
+        files: Vec<String>,
+        #[arg(long = "exec-file")]
+        exec_files: Vec<String>,
         #[arg(long)]
         wait: bool,
         #[arg(required = true, last = true)]
@@ -156,12 +162,21 @@ pub async fn run(a: AppArgs) -> anyhow::Result<u8> {
             return crate::shell_app::run_shell(&rm, spec, name, tarn_bin, detach).await
         }
         AppCmd::ShellMaster { spec } => return crate::shell_app::shell_master(rm, spec).await,
-        AppCmd::Submit { name, vcores, memory_mib, max_attempts, env, wait, command } => {
+        AppCmd::Submit { name, vcores, memory_mib, max_attempts, env, files, exec_files, wait, command } => {
+            let local = |spec: &String, executable: bool| {
+                let (path, name) = match spec.split_once('#') {
+                    Some((p, n)) => (p.to_string(), n.to_string()),
+                    None => (spec.clone(), spec.rsplit('/').next().unwrap_or_default().to_string()),
+                };
+                tarn_client::rm::LocalFile { path, name, executable }
+            };
+            let files =
+                files.iter().map(|f| local(f, false)).chain(exec_files.iter().map(|f| local(f, true))).collect();
             let sub = AppSubmission {
                 name,
                 queue: String::new(),
                 am_resources: Resources::new(vcores, memory_mib),
-                am_spec: ContainerSpec { command, env: env.into_iter().collect() },
+                am_spec: ContainerSpec { command, env: env.into_iter().collect(), files },
                 max_attempts,
             };
             let id = rm.submit(&sub).await?;

@@ -82,7 +82,7 @@ pub async fn run_shell(
         name: if name.is_empty() { "run-shell".into() } else { name },
         queue: String::new(),
         am_resources: Resources::new(1, 256),
-        am_spec: ContainerSpec { command, env: BTreeMap::new() },
+        am_spec: ContainerSpec { command, env: BTreeMap::new(), files: Vec::new() },
         max_attempts: 0,
     };
     let id = rm.submit(&sub).await?;
@@ -167,7 +167,7 @@ pub async fn shell_master(mut rm: RmClient, spec: ShellSpec) -> anyhow::Result<u
             env.insert("SHELL_INDEX".to_string(), index.to_string());
             outln!("index {index}: container {} on {}", a.container_id, a.worker_id)?;
             running.insert(a.container_id.clone(), index);
-            launch.push((a.container_id, ContainerSpec { command: spec.command.clone(), env }));
+            launch.push((a.container_id, ContainerSpec { command: spec.command.clone(), env, files: Vec::new() }));
         }
         for st in reply.completed {
             let Some(index) = running.remove(&st.container_id) else { continue };

@@ -564,3 +564,61 @@ async fn a_running_containers_credential_is_renewed_before_it_expires() {
     .expect("timed out");
     cl.shutdown().await;
 }
+
+/// Files localized from the file system: alice's script reaches her container's
+/// directory, executable, read as alice; bob's 0600 file does not (the launch fails and
+/// says why); a name that would leave the directory is refused at submit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_containers_files_come_from_the_file_system_read_as_its_user() {
+    use tarn_client::blocks::FileWriter;
+    use tarn_client::rm::LocalFile;
+    use tarn_client::{CreateOptions, NamenodeClient, SetAttributes};
+    use tarn_security::Role;
+    let cl = Cluster::builder().datanodes(1).workers(1, 0).start().await;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let admin = cl.client();
+        let put = |who: NamenodeClient, path: &'static str, text: &'static [u8], mode: u32| async move {
+            let mut w = FileWriter::create(&who, path, &CreateOptions { create_parent: true, ..Default::default() })
+                .await
+                .unwrap();
+            w.write(text).await.unwrap();
+            w.close().await.unwrap();
+            who.set_attributes(path, SetAttributes { mode: Some(mode), ..Default::default() }).await.unwrap();
+        };
+        for u in ["alice", "bob"] {
+            admin.mkdirs(&format!("/home/{u}")).await.unwrap();
+            let own = SetAttributes { owner: Some(u.into()), mode: Some(0o755), ..Default::default() };
+            admin.set_attributes(&format!("/home/{u}"), own).await.unwrap();
+        }
+        let as_user = |u: &str| NamenodeClient::new(&cl.addrs, &tarn_tests::pki().transport(Role::User, u)).unwrap();
+        put(as_user("alice"), "/home/alice/job.sh", b"#!/bin/sh\necho localized as $(id -u)\n", 0o644).await;
+        put(as_user("bob"), "/home/bob/secret", b"bob's", 0o600).await;
+        let rm =
+            RmClient::new(&[cl.rm.as_ref().unwrap().addr.clone()], &tarn_tests::pki().transport(Role::User, "alice"))
+                .unwrap();
+        let mut sub = sh("./run.sh", 128, 1);
+        sub.am_spec.command = vec!["./run.sh".into()];
+        sub.am_spec.files =
+            vec![LocalFile { path: "/home/alice/job.sh".into(), name: "run.sh".into(), executable: true }];
+        let id = rm.submit(&sub).await.unwrap();
+        let r = wait_state(&rm, &id, AppState::Finished).await;
+        let out =
+            std::fs::read_to_string(cl.container_dir(1, &id, &r.attempts[0].container_id).join("stdout")).unwrap();
+        assert!(out.starts_with("localized as "), "{out}");
+        // Bob's private file: not for alice's container.
+        sub.am_spec.files = vec![LocalFile { path: "/home/bob/secret".into(), name: "s".into(), executable: false }];
+        let id = rm.submit(&sub).await.unwrap();
+        let r = wait_state(&rm, &id, AppState::Failed).await;
+        let st = &r.attempts[0].status;
+        assert_eq!(st.ended, Some(ExitReason::LaunchFailed), "{r:?}");
+        assert!(st.diagnostics.to_lowercase().contains("permission"), "{}", st.diagnostics);
+        // A name that would leave the directory: refused at submit.
+        sub.am_spec.files =
+            vec![LocalFile { path: "/home/alice/job.sh".into(), name: "../x".into(), executable: false }];
+        let e = rm.submit(&sub).await.unwrap_err();
+        assert!(e.to_string().contains("one path component"), "{e}");
+    })
+    .await
+    .expect("timed out");
+    cl.shutdown().await;
+}

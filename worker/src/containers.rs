@@ -81,18 +81,25 @@ struct Inner {
     done: BTreeMap<String, ContainerStatus>,
     /// The uid each application's containers run as here.
     uids: HashMap<String, u32>,
+    /// Containers whose files are being localized.
+    starting: std::collections::HashSet<String>,
 }
 
 /// The containers of one worker.
 pub struct Containers {
     settings: ContainerSettings,
+    /// Reads the files containers get (as their user); `None`: no namenode configured.
+    nn: Option<Arc<tarn_client::NamenodeClient>>,
     inner: Mutex<Inner>,
     /// Signalled when a container ends (the worker reports it at once).
     pub changed: Notify,
 }
 
 impl Containers {
-    pub fn new(mut settings: ContainerSettings) -> std::io::Result<Arc<Self>> {
+    pub fn new(
+        mut settings: ContainerSettings,
+        nn: Option<Arc<tarn_client::NamenodeClient>>,
+    ) -> std::io::Result<Arc<Self>> {
         let apps = settings.local_dir.join("apps");
         std::fs::create_dir_all(&apps)?;
         // Containers run elsewhere (their own directory): every path they are given
@@ -110,7 +117,11 @@ impl Containers {
         std::fs::create_dir_all(&run)?;
         std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700))?;
         reap_orphans(&run);
-        Ok(Arc::new(Containers { settings, inner: Mutex::default(), changed: Notify::new() }))
+        let stage = settings.local_dir.join("stage");
+        let _ = std::fs::remove_dir_all(&stage);
+        std::fs::create_dir_all(&stage)?;
+        std::fs::set_permissions(&stage, std::fs::Permissions::from_mode(0o700))?;
+        Ok(Arc::new(Containers { settings, nn, inner: Mutex::default(), changed: Notify::new() }))
     }
 
     /// Containers' `PATH`: the worker's `tarn` first, when it offers it.
@@ -229,14 +240,78 @@ impl Containers {
     /// Starts a container; its end is reported through [`Containers::statuses`].
     pub fn start(self: &Arc<Self>, s: StartContainer) {
         {
-            let inner = self.lock();
-            if inner.running.contains_key(&s.container_id) || inner.done.contains_key(&s.container_id) {
+            let mut inner = self.lock();
+            let known = inner.running.contains_key(&s.container_id)
+                || inner.done.contains_key(&s.container_id)
+                || !inner.starting.insert(s.container_id.clone());
+            if known {
                 return;
             }
         }
         let me = self.clone();
+        tokio::spawn(async move {
+            // Its files first (as its user), then the process.
+            let staged = me.localize(&s).await;
+            let id = s.container_id.clone();
+            me.lock().starting.remove(&id);
+            match staged {
+                Ok(stage) => me.start_staged(s, stage),
+                Err(e) => me.launch_failed(&id, format!("localizing its files: {e}")),
+            }
+        });
+    }
+
+    fn launch_failed(&self, id: &str, e: String) {
+        tracing::warn!(container = %id, error = %e, "container could not be started");
+        let st = ContainerStatus::ended(id, ExitReason::LaunchFailed, -1, e);
+        self.lock().done.insert(id.to_string(), st);
+        self.changed.notify_one();
+    }
+
+    /// Copies the container's files from the file system, read as its user, into a
+    /// staging directory of the worker's; returns it (`None` when there are none).
+    async fn localize(&self, s: &StartContainer) -> Result<Option<PathBuf>, String> {
+        if s.spec.files.is_empty() {
+            return Ok(None);
+        }
+        let nn = self.nn.as_ref().ok_or("the worker has no namenodes configured (worker.namenodes)")?;
+        let nn = nn.for_user(&s.user);
+        let stage = self.settings.local_dir.join("stage").join(safe(&s.container_id)?);
+        let _ = std::fs::remove_dir_all(&stage);
+        std::fs::create_dir(&stage).map_err(|e| format!("create {}: {e}", stage.display()))?;
+        for f in &s.spec.files {
+            if let Some(why) = f.bad_name() {
+                return Err(why);
+            }
+            let r =
+                tarn_client::blocks::FileReader::open(&nn, &f.path).await.map_err(|e| format!("{}: {e}", f.path))?;
+            let mut out = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(stage.join(&f.name))
+                .map_err(|e| format!("create {}: {e}", f.name))?;
+            let (len, mut at) = (r.length(), 0u64);
+            while at < len {
+                let n = (len - at).min(4 << 20);
+                let chunk = r.read_at(at, n).await.map_err(|e| format!("{}: {e}", f.path))?;
+                std::io::Write::write_all(&mut out, &chunk).map_err(|e| format!("write {}: {e}", f.name))?;
+                at += n;
+            }
+            let mode = if f.executable { 0o755 } else { 0o644 };
+            std::fs::set_permissions(stage.join(&f.name), std::fs::Permissions::from_mode(mode))
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(Some(stage))
+    }
+
+    fn start_staged(self: &Arc<Self>, s: StartContainer, stage: Option<PathBuf>) {
+        let me = self.clone();
         let id = s.container_id.clone();
-        match me.launch(&s) {
+        let launched = me.launch(&s, stage.as_deref());
+        if let Some(stage) = stage {
+            let _ = std::fs::remove_dir_all(stage);
+        }
+        match launched {
             Ok((child, pgid, uid, gid)) => {
                 // pgid, uid, start time: enough for a later worker to find this group again.
                 if let Some((uid, start)) = proc_uid_start(pgid) {
@@ -256,16 +331,15 @@ impl Containers {
                 tracing::info!(container = %id, app = %s.app_id, pid = pgid, "container started");
                 tokio::spawn(async move { me.watch(id, child, pgid, s.resources.memory_mib << 20).await });
             }
-            Err(e) => {
-                tracing::warn!(container = %id, error = %e, "container could not be started");
-                let st = ContainerStatus::ended(&id, ExitReason::LaunchFailed, -1, e);
-                self.lock().done.insert(id, st);
-                self.changed.notify_one();
-            }
+            Err(e) => self.launch_failed(&id, e),
         }
     }
 
-    fn launch(&self, s: &StartContainer) -> Result<(tokio::process::Child, i32, u32, u32), String> {
+    fn launch(
+        &self,
+        s: &StartContainer,
+        stage: Option<&Path>,
+    ) -> Result<(tokio::process::Child, i32, u32, u32), String> {
         let program = s.spec.command.first().filter(|c| !c.is_empty()).ok_or("an empty command")?;
         let app_dir = self.settings.local_dir.join("apps").join(safe(&s.app_id)?);
         let dir = app_dir.join(safe(&s.container_id)?);
@@ -295,6 +369,12 @@ impl Containers {
         };
         let (out, err) = (new_file("stdout")?, new_file("stderr")?);
         let mut owned = vec![dir.join("stdout"), dir.join("stderr")];
+        // Its localized files, moved in from the worker's staging directory.
+        for f in stage.map(|_| &s.spec.files[..]).unwrap_or_default() {
+            let (from, to) = (stage.unwrap_or(Path::new("")).join(&f.name), dir.join(&f.name));
+            std::fs::rename(&from, &to).map_err(|e| format!("move {} in: {e}", f.name))?;
+            owned.push(to);
+        }
         let config = self.write_client_config(s, &dir, &mut owned)?;
         owned.push(dir.clone());
         let mut cmd = tokio::process::Command::new(program);

@@ -42,8 +42,8 @@ pub struct LogKeeper {
 }
 
 impl LogKeeper {
-    pub fn new(client: Option<NamenodeClient>, local_dir: PathBuf, delete_delay: Duration) -> Arc<Self> {
-        Arc::new(LogKeeper { client: client.map(Arc::new), local_dir, delete_delay, busy: Mutex::default() })
+    pub fn new(client: Option<Arc<NamenodeClient>>, local_dir: PathBuf, delete_delay: Duration) -> Arc<Self> {
+        Arc::new(LogKeeper { client, local_dir, delete_delay, busy: Mutex::default() })
     }
 
     /// Copies application `app`'s logs (as `user`) and removes its directories, in the

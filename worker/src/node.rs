@@ -216,14 +216,14 @@ pub async fn start(cfg: WorkerConfig, transport: Transport) -> Result<WorkerHand
             resource_managers: cfg.resource_managers.clone(),
         },
     };
-    let containers =
-        Containers::new(settings).map_err(|source| WorkerError::LocalDir { dir: cfg.local_dir.clone(), source })?;
-    // Ended applications' logs go to the file system, written by this worker for their
-    // users (a worker may act for users, never as the superuser).
+    // Containers' files are read, and ended applications' logs written, by this worker
+    // for their users (a worker may act for users, never as the superuser).
     let nn = match cfg.namenodes.is_empty() {
         true => None,
-        false => Some(tarn_client::NamenodeClient::new(&cfg.namenodes, &transport)?),
+        false => Some(Arc::new(tarn_client::NamenodeClient::new(&cfg.namenodes, &transport)?)),
     };
+    let containers = Containers::new(settings, nn.clone())
+        .map_err(|source| WorkerError::LocalDir { dir: cfg.local_dir.clone(), source })?;
     let delay = std::time::Duration::from_millis(cfg.delete_delay_ms);
     let logs = crate::logs::LogKeeper::new(nn, cfg.local_dir.clone(), delay);
     let link = Link {
