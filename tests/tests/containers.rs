@@ -453,7 +453,12 @@ async fn sigkill_of_a_worker_or_of_the_masters_worker_and_the_application_still_
         .await;
         std::fs::write(gates.path().join("go1"), "").unwrap();
         let r = wait_state(&rm, &app, AppState::Finished).await;
-        assert!(r.diagnostics.contains("4 of 4 containers succeeded (2 failed"), "{r:?}");
+        let am = &r.attempts[0];
+        let am_log = std::fs::read_to_string(
+            cl.container_dir(am.worker_id[1..].parse().unwrap(), &app, &am.container_id).join("stdout"),
+        )
+        .unwrap_or_default();
+        assert!(r.diagnostics.contains("4 of 4 containers succeeded (2 failed"), "{r:?}\nmaster:\n{am_log}");
 
         // The master's worker killed: the next attempt finishes the application.
         let o = submit("2", &gates.path().join("go2"));

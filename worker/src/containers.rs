@@ -349,14 +349,17 @@ impl Containers {
         // directory, the container's is made new (refused if anything is there) and so are
         // the files in it, all before they are given to the container's user.
         let (uid, gid) = if self.settings.isolate { self.identity(&s.app_id, &s.user) } else { (0, 0) };
-        match std::fs::symlink_metadata(&app_dir) {
-            Ok(m) if m.file_type().is_dir() => {}
-            Ok(_) => return Err(format!("{} is not a directory", app_dir.display())),
-            Err(_) => {
-                std::fs::create_dir(&app_dir).map_err(|e| format!("create {}: {e}", app_dir.display()))?;
-                std::fs::set_permissions(&app_dir, std::fs::Permissions::from_mode(0o711))
-                    .map_err(|e| e.to_string())?;
+        // Containers of one application start side by side: whichever makes the
+        // directory first, the others find it made.
+        match std::fs::create_dir(&app_dir) {
+            Ok(()) => {
+                std::fs::set_permissions(&app_dir, std::fs::Permissions::from_mode(0o711)).map_err(|e| e.to_string())?
             }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("create {}: {e}", app_dir.display())),
+        }
+        if !std::fs::symlink_metadata(&app_dir).is_ok_and(|m| m.file_type().is_dir()) {
+            return Err(format!("{} is not a directory", app_dir.display()));
         }
         std::fs::create_dir(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| e.to_string())?;
