@@ -26,6 +26,29 @@ async fn wait_state(rm: &RmClient, id: &str, want: AppState) -> AppReport {
     .await
 }
 
+/// Home directories `/home/<u>` (0755) owned by each user, and bob's private file
+/// `/home/bob/secret` (0600), as the tests of containers' users want them.
+async fn homes_and_bobs_secret(cl: &Cluster) {
+    let admin = cl.client();
+    for u in ["alice", "bob"] {
+        admin.mkdirs(&format!("/home/{u}")).await.unwrap();
+        let own = tarn_client::SetAttributes { owner: Some(u.into()), mode: Some(0o755), ..Default::default() };
+        admin.set_attributes(&format!("/home/{u}"), own).await.unwrap();
+    }
+    put_as(cl, "bob", "/home/bob/secret", b"bob's secret", 0o600).await;
+}
+
+/// Writes `text` to `path` as `user`, with `mode`.
+async fn put_as(cl: &Cluster, user: &str, path: &str, text: &[u8], mode: u32) {
+    use tarn_client::blocks::FileWriter;
+    let c = tarn_client::NamenodeClient::new(&cl.addrs, &tarn_tests::pki().transport(tarn_security::Role::User, user))
+        .unwrap();
+    let mut w = FileWriter::create(&c, path, &tarn_client::CreateOptions::default()).await.unwrap();
+    w.write(text).await.unwrap();
+    w.close().await.unwrap();
+    c.set_attributes(path, tarn_client::SetAttributes { mode: Some(mode), ..Default::default() }).await.unwrap();
+}
+
 fn is_root() -> bool {
     // SAFETY: geteuid(2) only reads this process's effective uid.
     unsafe { libc::geteuid() == 0 }
@@ -213,24 +236,11 @@ async fn a_link_planted_by_a_container_is_not_followed_by_the_worker() {
 /// bob's 0600 file and the superuser's root directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_acts_as_its_user_and_no_one_else() {
-    use tarn_client::blocks::FileWriter;
-    use tarn_client::{CreateOptions, NamenodeClient, SetAttributes};
     use tarn_security::Role;
     let cl = Cluster::builder().datanodes(1).workers(1, 0).start().await;
     tokio::time::timeout(Duration::from_secs(60), async {
         let admin = cl.client();
-        for u in ["alice", "bob"] {
-            admin.mkdirs(&format!("/home/{u}")).await.unwrap();
-            let own = SetAttributes { owner: Some(u.into()), mode: Some(0o755), ..Default::default() };
-            admin.set_attributes(&format!("/home/{u}"), own).await.unwrap();
-        }
-        let bob = NamenodeClient::new(&cl.addrs, &tarn_tests::pki().transport(Role::User, "bob")).unwrap();
-        let mut w = FileWriter::create(&bob, "/home/bob/secret", &CreateOptions::default()).await.unwrap();
-        w.write(b"bob's secret").await.unwrap();
-        w.close().await.unwrap();
-        bob.set_attributes("/home/bob/secret", SetAttributes { mode: Some(0o600), ..Default::default() })
-            .await
-            .unwrap();
+        homes_and_bobs_secret(&cl).await;
 
         // `tarn` by name: the worker's own, first on the container's PATH.
         let script = "set -u; echo from-alice > mine; \
@@ -575,29 +585,12 @@ async fn a_running_containers_credential_is_renewed_before_it_expires() {
 /// says why); a name that would leave the directory is refused at submit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_containers_files_come_from_the_file_system_read_as_its_user() {
-    use tarn_client::blocks::FileWriter;
     use tarn_client::rm::LocalFile;
-    use tarn_client::{CreateOptions, NamenodeClient, SetAttributes};
     use tarn_security::Role;
     let cl = Cluster::builder().datanodes(1).workers(1, 0).start().await;
     tokio::time::timeout(Duration::from_secs(60), async {
-        let admin = cl.client();
-        let put = |who: NamenodeClient, path: &'static str, text: &'static [u8], mode: u32| async move {
-            let mut w = FileWriter::create(&who, path, &CreateOptions { create_parent: true, ..Default::default() })
-                .await
-                .unwrap();
-            w.write(text).await.unwrap();
-            w.close().await.unwrap();
-            who.set_attributes(path, SetAttributes { mode: Some(mode), ..Default::default() }).await.unwrap();
-        };
-        for u in ["alice", "bob"] {
-            admin.mkdirs(&format!("/home/{u}")).await.unwrap();
-            let own = SetAttributes { owner: Some(u.into()), mode: Some(0o755), ..Default::default() };
-            admin.set_attributes(&format!("/home/{u}"), own).await.unwrap();
-        }
-        let as_user = |u: &str| NamenodeClient::new(&cl.addrs, &tarn_tests::pki().transport(Role::User, u)).unwrap();
-        put(as_user("alice"), "/home/alice/job.sh", b"#!/bin/sh\necho localized as $(id -u)\n", 0o644).await;
-        put(as_user("bob"), "/home/bob/secret", b"bob's", 0o600).await;
+        homes_and_bobs_secret(&cl).await;
+        put_as(&cl, "alice", "/home/alice/job.sh", b"#!/bin/sh\necho localized as $(id -u)\n", 0o644).await;
         let rm =
             RmClient::new(&[cl.rm.as_ref().unwrap().addr.clone()], &tarn_tests::pki().transport(Role::User, "alice"))
                 .unwrap();
