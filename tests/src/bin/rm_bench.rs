@@ -7,6 +7,12 @@
 //! pending across the applications while containers run for a few rounds and end, and
 //! reports allocations per second and the latency of allocate and heartbeat calls.
 //!
+//! `rm-bench rpc --workers 100 --pending 1000` does the same over the wire: a resource
+//! manager in this process (mutual TLS, as deployed), simulated workers heartbeating through
+//! its tracker service with their own certificates, and masters allocating through its
+//! master service with the credentials their containers were given; it reports allocate
+//! latency as a master sees it and allocations per second.
+//!
 //! Build in release (`cargo build --release --bin rm-bench`); results go into BENCHMARKS.md.
 
 use std::collections::BTreeMap;
@@ -44,6 +50,18 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         runs_for: usize,
     },
+    /// Allocate latency and allocations per second through the gRPC services.
+    Rpc {
+        #[arg(long, default_value_t = 100)]
+        workers: usize,
+        #[arg(long, default_value_t = 10)]
+        apps: usize,
+        #[arg(long, default_value_t = 1000)]
+        pending: u32,
+        /// How long to measure.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+    },
 }
 
 fn hist() -> Histogram<u64> {
@@ -55,7 +73,194 @@ fn us(h: &Histogram<u64>, q: f64) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    let Cmd::Scheduler { workers, apps, pending, rounds, runs_for } = Args::parse().cmd;
+    match Args::parse().cmd {
+        Cmd::Scheduler { workers, apps, pending, rounds, runs_for } => {
+            scheduler(workers, apps, pending, rounds, runs_for)
+        }
+        Cmd::Rpc { workers, apps, pending, secs } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(rpc(workers, apps, pending, secs))
+        }
+    }
+}
+
+/// A simulated worker over gRPC: registers, then heartbeats every 100 ms; a container it
+/// is told to start runs for 5 heartbeats (a master's runs until the bench ends); masters'
+/// credentials go to `masters`.
+async fn sim_worker(
+    i: usize,
+    addr: String,
+    masters: tokio::sync::mpsc::UnboundedSender<(String, tarn_client::rm::Credential)>,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    use tarn_proto::rm as pb;
+    let id = format!("sw{i:03}");
+    let t = tarn_tests::pki().transport(tarn_security::Role::Worker, &id);
+    let ch = t.channel(tarn_client::Transport::endpoint(&addr)?);
+    let mut rt = tarn_proto::rm::resource_tracker_client::ResourceTrackerClient::new(ch);
+    let reg = pb::RegisterWorkerRequest {
+        worker_id: id.clone(),
+        host: format!("{id}.example"),
+        rack: format!("/rack{}", i % 10),
+        label: if i % 5 == 4 { pb::NodeLabel::Task } else { pb::NodeLabel::Core } as i32,
+        capacity: Some(pb::Resources { vcores: 16, memory_mib: 64 * 1024 }),
+        version: "bench".into(),
+    };
+    let epoch = rt.register_worker(reg).await?.into_inner().rm_epoch;
+    // container -> heartbeats left (None: a master, runs on).
+    let mut running: BTreeMap<String, Option<u32>> = BTreeMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    while !stop.is_cancelled() {
+        tick.tick().await;
+        let mut containers = Vec::new();
+        for (cid, left) in running.iter_mut() {
+            let ended = left.as_mut().is_some_and(|l| {
+                *l = l.saturating_sub(1);
+                *l == 0
+            });
+            let st = if ended {
+                ContainerStatus::ended(cid, ExitReason::Exited, 0, "")
+            } else {
+                ContainerStatus::running(cid)
+            };
+            containers.push(pb::ContainerStatus::from(&st));
+        }
+        let hb = pb::WorkerHeartbeatRequest { worker_id: id.clone(), rm_epoch: epoch, containers, renew: vec![] };
+        let r = rt.worker_heartbeat(hb).await?.into_inner();
+        for f in &r.forget {
+            running.remove(f);
+        }
+        for s in r.start {
+            let s = tarn_client::rm::StartContainer::from(s);
+            let master = s.container_id.ends_with("_000001");
+            running.insert(s.container_id.clone(), if master { None } else { Some(5) });
+            if let (true, Some(c)) = (master, s.credential) {
+                let _ = masters.send((s.container_id, c));
+            }
+        }
+        for k in r.kill {
+            running.insert(k.container_id, Some(1));
+        }
+    }
+    Ok(())
+}
+
+/// A master over gRPC with its container's credential: keeps `want` requests pending,
+/// launches what it gets; returns the allocate latencies (us) and allocations.
+async fn sim_master(
+    addr: String,
+    cid: String,
+    cred: tarn_client::rm::Credential,
+    dir: std::path::PathBuf,
+    want: u32,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<(Histogram<u64>, u64)> {
+    let cert = dir.join(format!("{cid}.pem"));
+    let key = dir.join(format!("{cid}-key.pem"));
+    tarn_security::pki::write_private(&key, &cred.key_pem, 0o600)?;
+    tarn_security::pki::write_private(&cert, &cred.cert_pem, 0o644)?;
+    let paths = tarn_security::TlsPaths { ca: tarn_tests::pki().ca().cert_path(), cert, key, container_ca: None };
+    let rm = tarn_client::rm::RmClient::new(&[addr], &tarn_client::Transport::tls(&paths)?)?;
+    rm.register_master("").await?;
+    let (mut h, mut allocated, mut response_id) = (hist(), 0u64, 0u64);
+    let mut launch = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    while !stop.is_cancelled() {
+        tick.tick().await;
+        let ask = ContainerAsk {
+            ask_id: 1,
+            resources: Resources::new(1, 2048),
+            count: want,
+            relax_locality: true,
+            ..Default::default()
+        };
+        let call =
+            AllocateCall { response_id, asks: vec![ask], launch: std::mem::take(&mut launch), ..Default::default() };
+        let t = Instant::now();
+        let reply = rm.allocate(&call).await?;
+        h.record(t.elapsed().as_micros().max(1) as u64)?;
+        response_id = reply.response_id;
+        allocated += reply.allocated.len() as u64;
+        launch = reply
+            .allocated
+            .into_iter()
+            .map(|g| (g.container_id, ContainerSpec { command: vec!["task".into()], ..Default::default() }))
+            .collect();
+    }
+    Ok((h, allocated))
+}
+
+async fn rpc(workers: usize, apps: usize, pending: u32, secs: u64) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut cfg = tarn_tests::rm_config();
+    cfg.worker_heartbeat_ms = 100;
+    cfg.worker_expiry_ms = 10_000;
+    let rm = tarn_resource_manager::start(cfg, tarn_tests::pki().transport(tarn_security::Role::ResourceManager, "rm"))
+        .await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut tasks = Vec::new();
+    for i in 0..workers {
+        tasks.push(tokio::spawn(sim_worker(i, rm.addr.clone(), tx.clone(), stop.clone())));
+    }
+    let client = tarn_client::rm::RmClient::new(std::slice::from_ref(&rm.addr), &tarn_tests::admin())?;
+    tarn_tests::wait_for("the simulated workers", Duration::from_secs(60), || async {
+        (client.workers().await.ok()?.len() == workers).then_some(())
+    })
+    .await;
+    let sub = AppSubmission {
+        name: "bench".into(),
+        am_resources: Resources::new(1, 1024),
+        am_spec: ContainerSpec { command: vec!["am".into()], ..Default::default() },
+        ..Default::default()
+    };
+    for _ in 0..apps {
+        client.submit(&sub).await?;
+    }
+    let measure = tokio_util::sync::CancellationToken::new();
+    let mut masters = Vec::new();
+    for _ in 0..apps {
+        let (cid, cred) = rx.recv().await.ok_or_else(|| anyhow::anyhow!("no master started"))?;
+        let want = pending / apps as u32;
+        masters.push(tokio::spawn(sim_master(
+            rm.addr.clone(),
+            cid,
+            cred,
+            dir.path().to_path_buf(),
+            want,
+            measure.clone(),
+        )));
+    }
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    measure.cancel();
+    let took = t0.elapsed();
+    let (mut h, mut allocated) = (hist(), 0u64);
+    for m in masters {
+        let (mh, n) = m.await??;
+        h.add(&mh)?;
+        allocated += n;
+    }
+    stop.cancel();
+    for t in tasks {
+        let _ = t.await;
+    }
+    rm.shutdown().await;
+    println!(
+        "rm-bench rpc: {workers} workers, {apps} masters, {pending} requests pending, {secs} s, gRPC over mutual TLS"
+    );
+    println!("  allocations: {allocated} in {took:.1?}: {:.0} allocations/s", allocated as f64 / took.as_secs_f64());
+    println!(
+        "  allocate call (as a master sees it): p50 {:.0} us, p99 {:.0} us, max {:.0} us ({} calls)",
+        us(&h, 0.5),
+        us(&h, 0.99),
+        h.max() as f64,
+        h.len()
+    );
+    Ok(())
+}
+
+fn scheduler(workers: usize, apps: usize, pending: u32, rounds: usize, runs_for: usize) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let limits = AppLimits::default();
     let mut c = ClusterState::with_limits(Duration::from_secs(3600), limits, 1);
