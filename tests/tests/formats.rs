@@ -56,6 +56,12 @@ impl Node {
             .await
             .expect("start datanode");
         tarn_tests::wait_live_datanodes(&client, 1).await;
+        // Registered is not reported: reads find replicas once the block report is in
+        // (safe mode ends with it).
+        wait_for("the datanode's block report", Duration::from_secs(20), || async {
+            (!client.datanode_report().await.ok()?.safe_mode).then_some(())
+        })
+        .await;
         Node { nn, dn, client }
     }
 
