@@ -45,6 +45,10 @@ use crate::{
     Block, ClientError, CreateOptions, DatanodeLocation, FileStatus, LocatedBlock, NamenodeClient, Result, Transport,
 };
 
+/// Times a reader asks the namenode again for a block no datanode has reported yet
+/// (0.2, 0.4, 0.8 s apart) before it gives up.
+const NO_REPLICA_RETRIES: u32 = 3;
+
 /// Data bytes per write packet.
 pub const PACKET_BYTES: usize = 1 << 20;
 /// Packets in flight (sent, not yet acknowledged by the whole pipeline).
@@ -945,8 +949,25 @@ impl<'a> FileReader<'a> {
         }
         let mut tried = Vec::new();
         let mut fresh = None;
-        for round in 0..2 {
+        let mut waits = 0;
+        let mut token_retried = false;
+        loop {
             let lb = fresh.as_ref().unwrap_or(lb);
+            if lb.locations.is_empty() && waits < NO_REPLICA_RETRIES {
+                // No datanode has reported a replica yet (after a restart the block reports
+                // follow the registrations): ask the namenode again shortly, as HDFS's
+                // client does before it gives up on a block.
+                tokio::time::sleep(Duration::from_millis(200 << waits)).await;
+                waits += 1;
+                match self.nn.get_blocks(&self.path, b.index, 1).await {
+                    Ok(r) if r.file_id == self.file_id => fresh = r.blocks.into_iter().next(),
+                    _ => break,
+                }
+                if fresh.is_none() {
+                    break;
+                }
+                continue;
+            }
             let mut token_refused = false;
             for node in &lb.locations {
                 match read_replica(self.nn.transport(), node, &eb, &lb.token, offset, len).await {
@@ -963,9 +984,10 @@ impl<'a> FileReader<'a> {
             }
             // A token that expired (a reader open for hours) or whose key a datanode does
             // not know: ask the namenode for the block again, once.
-            if round > 0 || !token_refused {
+            if token_retried || !token_refused {
                 break;
             }
+            token_retried = true;
             match self.nn.get_blocks(&self.path, b.index, 1).await {
                 Ok(r) if r.file_id == self.file_id => fresh = r.blocks.into_iter().next(),
                 _ => break,

@@ -888,3 +888,33 @@ async fn a_readers_report_is_taken_only_from_readers_and_never_for_the_last_repl
     .expect("timed out");
     cl.shutdown().await;
 }
+
+/// Real processes: a read that starts right after a restart, before the datanode is back
+/// and has reported its replicas, waits for them briefly (as HDFS's client asks the
+/// namenode again) instead of failing at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_just_after_a_restart_waits_for_the_block_report() {
+    let mut pc = ProcCluster::start(1, |c| {
+        block_tuning(c);
+        c.files.default_replication = 1;
+    })
+    .await;
+    pc.start_datanodes(1).await;
+    let data = pattern(BS as usize + 1000, 7);
+    let result = tokio::time::timeout(Duration::from_secs(60), async {
+        write_file(&pc.client(), "/restart/f", &data, 1 << 20, BS).await;
+        pc.kill_datanode(1);
+        pc.kill(1);
+        pc.restart(1).await;
+        // The namenode knows no replica now; the reader starts before the datanode is back.
+        let c = pc.client();
+        let reader = tokio::spawn(async move { read_file(&c, "/restart/f").await });
+        pc.restart_datanode(1).await;
+        reader.await.expect("the reader")
+    })
+    .await;
+    match result {
+        Ok(read) => assert!(read == data, "read {} bytes back, wrote {}", read.len(), data.len()),
+        Err(_) => timed_out(&pc, 1),
+    }
+}
