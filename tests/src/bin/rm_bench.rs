@@ -31,18 +31,25 @@ struct Args {
     cmd: Cmd,
 }
 
+/// The simulated cluster and its load, the same for both modes.
+#[derive(clap::Args)]
+struct Load {
+    #[arg(long, default_value_t = 100)]
+    workers: usize,
+    /// Applications sharing the pending requests.
+    #[arg(long, default_value_t = 10)]
+    apps: usize,
+    /// Container requests kept pending.
+    #[arg(long, default_value_t = 1000)]
+    pending: u32,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Allocations per second and call latencies with pending requests kept constant.
     Scheduler {
-        #[arg(long, default_value_t = 100)]
-        workers: usize,
-        /// Applications sharing the pending requests.
-        #[arg(long, default_value_t = 10)]
-        apps: usize,
-        /// Container requests kept pending.
-        #[arg(long, default_value_t = 1000)]
-        pending: u32,
+        #[command(flatten)]
+        load: Load,
         /// Rounds (every worker heartbeats, every master allocates, once per round).
         #[arg(long, default_value_t = 200)]
         rounds: usize,
@@ -52,12 +59,8 @@ enum Cmd {
     },
     /// Allocate latency and allocations per second through the gRPC services.
     Rpc {
-        #[arg(long, default_value_t = 100)]
-        workers: usize,
-        #[arg(long, default_value_t = 10)]
-        apps: usize,
-        #[arg(long, default_value_t = 1000)]
-        pending: u32,
+        #[command(flatten)]
+        load: Load,
         /// How long to measure.
         #[arg(long, default_value_t = 10)]
         secs: u64,
@@ -74,12 +77,10 @@ fn us(h: &Histogram<u64>, q: f64) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     match Args::parse().cmd {
-        Cmd::Scheduler { workers, apps, pending, rounds, runs_for } => {
-            scheduler(workers, apps, pending, rounds, runs_for)
-        }
-        Cmd::Rpc { workers, apps, pending, secs } => {
+        Cmd::Scheduler { load, rounds, runs_for } => scheduler(load, rounds, runs_for),
+        Cmd::Rpc { load, secs } => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            rt.block_on(rpc(workers, apps, pending, secs))
+            rt.block_on(rpc(load, secs))
         }
     }
 }
@@ -190,7 +191,7 @@ async fn sim_master(
     Ok((h, allocated))
 }
 
-async fn rpc(workers: usize, apps: usize, pending: u32, secs: u64) -> anyhow::Result<()> {
+async fn rpc(Load { workers, apps, pending }: Load, secs: u64) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut cfg = tarn_tests::rm_config();
     cfg.worker_heartbeat_ms = 100;
@@ -260,7 +261,7 @@ async fn rpc(workers: usize, apps: usize, pending: u32, secs: u64) -> anyhow::Re
     Ok(())
 }
 
-fn scheduler(workers: usize, apps: usize, pending: u32, rounds: usize, runs_for: usize) -> anyhow::Result<()> {
+fn scheduler(Load { workers, apps, pending }: Load, rounds: usize, runs_for: usize) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let limits = AppLimits::default();
     let mut c = ClusterState::with_limits(Duration::from_secs(3600), limits, 1);
