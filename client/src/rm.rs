@@ -404,6 +404,30 @@ pub struct AppSubmission {
     pub max_attempts: u32,
 }
 
+impl From<&AppSubmission> for pb::SubmitApplicationRequest {
+    fn from(s: &AppSubmission) -> Self {
+        pb::SubmitApplicationRequest {
+            name: s.name.clone(),
+            queue: s.queue.clone(),
+            am_resources: Some(s.am_resources.into()),
+            am_spec: Some((&s.am_spec).into()),
+            max_attempts: s.max_attempts,
+        }
+    }
+}
+
+impl From<pb::SubmitApplicationRequest> for AppSubmission {
+    fn from(r: pb::SubmitApplicationRequest) -> Self {
+        AppSubmission {
+            name: r.name,
+            queue: r.queue,
+            am_resources: Resources::from(r.am_resources),
+            am_spec: r.am_spec.into(),
+            max_attempts: r.max_attempts,
+        }
+    }
+}
+
 /// Where an application is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppState {
@@ -440,7 +464,7 @@ impl AppState {
         }) as i32
     }
 
-    fn from_pb(v: i32) -> AppState {
+    pub fn from_pb(v: i32) -> AppState {
         match pb::AppState::try_from(v).unwrap_or(pb::AppState::Unspecified) {
             pb::AppState::Running => AppState::Running,
             pb::AppState::Finished => AppState::Finished,
@@ -530,6 +554,9 @@ pub struct MasterRegistration {
     pub app_id: String,
     pub attempt: u32,
     pub max_container: Resources,
+    /// The attempt's containers the resource manager knows: a master registering again
+    /// after a failover gives up the others it thought it had (their start was lost).
+    pub containers: Vec<String>,
 }
 
 /// Containers of one kind an application master wants (see the proto's `ContainerAsk`).
@@ -728,6 +755,16 @@ pub struct RmClient {
     container: String,
 }
 
+/// The longest one call to a resource manager may take: every call is answered in
+/// moments, so a longer one is to a resource manager that stopped (paused, or cut off),
+/// and the next is tried (the standby that takes over).
+pub const RM_ATTEMPT_MAX: std::time::Duration = std::time::Duration::from_secs(3);
+
+fn rm_retry(mut r: RetryPolicy) -> RetryPolicy {
+    r.attempt_timeout = r.attempt_timeout.min(RM_ATTEMPT_MAX);
+    r
+}
+
 impl RmClient {
     /// A client of the resource managers at `addrs` (`host:port`, comma-separated lists
     /// allowed), connecting over `transport`.
@@ -736,7 +773,13 @@ impl RmClient {
             addrs.iter().flat_map(|a| a.split(',')).map(|a| a.trim().to_string()).filter(|a| !a.is_empty()).collect();
         let user = if transport.is_tls() { String::new() } else { crate::DEV_USER.to_string() };
         Ok(RmClient {
-            conn: LeaderConn::new("resource manager", addrs, user, RetryPolicy::default(), transport.clone())?,
+            conn: LeaderConn::new(
+                "resource manager",
+                addrs,
+                user,
+                rm_retry(RetryPolicy::default()),
+                transport.clone(),
+            )?,
             container: String::new(),
         })
     }
@@ -747,7 +790,7 @@ impl RmClient {
             "resource manager",
             c.addrs().to_vec(),
             c.user().to_string(),
-            retry,
+            rm_retry(retry),
             c.transport().clone(),
         )?;
         Ok(RmClient { conn, container: self.container })
@@ -788,13 +831,7 @@ impl RmClient {
 
     /// Submits an application (as this client's user); returns its id.
     pub async fn submit(&self, s: &AppSubmission) -> Result<String> {
-        let msg = pb::SubmitApplicationRequest {
-            name: s.name.clone(),
-            queue: s.queue.clone(),
-            am_resources: Some(s.am_resources.into()),
-            am_spec: Some((&s.am_spec).into()),
-            max_attempts: s.max_attempts,
-        };
+        let msg = pb::SubmitApplicationRequest::from(s);
         let r = rm_rpc!(self, submit_application, msg)?;
         Ok(r.app_id)
     }
@@ -836,7 +873,12 @@ impl RmClient {
     pub async fn register_master(&self, tracking_url: &str) -> Result<MasterRegistration> {
         let msg = pb::RegisterMasterRequest { tracking_url: tracking_url.into() };
         let r = rm_rpc!(self, Self::master, register_master, msg)?;
-        Ok(MasterRegistration { app_id: r.app_id, attempt: r.attempt, max_container: r.max_container.into() })
+        Ok(MasterRegistration {
+            app_id: r.app_id,
+            attempt: r.attempt,
+            max_container: r.max_container.into(),
+            containers: r.containers,
+        })
     }
 
     /// The master's heartbeat: asks, launches and releases; new allocations and ended

@@ -82,6 +82,21 @@ async fn ensure_system_dirs(s: &NodeState) -> Result<(), StateError> {
         };
         s.propose(op).await?;
     }
+    // The resource managers' lease and applications' records: theirs alone (the user
+    // their certificates act as).
+    let rm = {
+        let view = SnapView::new(&s.db);
+        Namespace::new(&view, 0).resolve(crate::namespace::RM_DIR)?.is_some()
+    };
+    if !rm {
+        let op = Op::Mkdirs {
+            path: crate::namespace::RM_DIR.into(),
+            mode: 0o700,
+            owner: tarn_security::Role::ResourceManager.as_str().into(),
+            group: "supergroup".into(),
+        };
+        s.propose(op).await?;
+    }
     Ok(())
 }
 

@@ -32,6 +32,8 @@ pub const SYSTEM_DIR: &str = "/.tarn";
 pub const STAGING_DIR: &str = "/.tarn/tmp";
 /// Where workers keep applications' logs, one directory per user (mode 1777).
 pub const LOGS_DIR: &str = "/.tarn/logs";
+/// The resource managers' lease and applications' records (theirs, mode 0700).
+pub const RM_DIR: &str = "/.tarn/rm";
 
 /// Rows handled per page when walking a subtree, so that memory stays bounded.
 const SUBTREE_PAGE_ROWS: usize = 4096;

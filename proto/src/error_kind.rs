@@ -86,6 +86,10 @@ kinds! {
     /// The operation needs a newer cluster format than the cluster runs: an upgrade is
     /// not finalized yet (`tarn admin finalize-upgrade` once every node runs the new binary).
     UpgradePending => FailedPrecondition,
+    /// An application master calls a resource manager that does not know it as registered
+    /// (one that took over after a failover): it registers again and sends all its asks
+    /// (YARN's ApplicationMasterNotRegisteredException).
+    MasterNotRegistered => FailedPrecondition,
     /// The namenode's storage failed: a person should look at that node.
     Storage => Internal,
     /// Anything else (an unknown kind from a newer server among them).

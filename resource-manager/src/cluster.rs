@@ -51,9 +51,39 @@ struct WorkerRec {
     forget: Vec<String>,
     /// Being drained: no new container; what runs is stopped at this deadline.
     drain_until: Option<Instant>,
+    /// Known only from the records of a resource manager this one took over from (a
+    /// master runs there): waiting for it to register with what it runs.
+    placeholder: bool,
 }
 
 impl WorkerRec {
+    /// A worker named by a recovered attempt, not heard from yet: it offers nothing until
+    /// it registers, and is lost if it does not within the expiry.
+    fn placeholder(id: &str, now: Instant) -> Self {
+        WorkerRec {
+            info: WorkerInfo {
+                id: id.to_string(),
+                host: String::new(),
+                rack: String::new(),
+                label: NodeLabel::Core,
+                capacity: Resources::default(),
+            },
+            state: WorkerState::Running,
+            last_seen: now,
+            used: Resources::default(),
+            start: Vec::new(),
+            kill: Vec::new(),
+            forget: Vec::new(),
+            drain_until: None,
+            placeholder: true,
+        }
+    }
+
+    fn take(&mut self, r: Resources) {
+        self.used.vcores += r.vcores;
+        self.used.memory_mib += r.memory_mib;
+    }
+
     fn free(&self) -> Resources {
         Resources {
             vcores: self.info.capacity.vcores.saturating_sub(self.used.vcores),
@@ -106,6 +136,11 @@ struct AttemptRec {
     /// The next container's number (the master is 1).
     next_container: u32,
     progress: f32,
+    /// Its master registered with this resource manager (a recovered attempt's master,
+    /// registered with the one before, must register again).
+    synced: bool,
+    /// Taken over from the records of the resource manager before.
+    recovered: bool,
 }
 
 impl AttemptRec {
@@ -123,6 +158,8 @@ impl AttemptRec {
             last: None,
             next_container: 2,
             progress: 0.0,
+            synced: false,
+            recovered: false,
         }
     }
 }
@@ -168,6 +205,47 @@ impl Default for AppLimits {
     }
 }
 
+/// What is kept durable of an application (`ha.rs` writes it): enough for a resource
+/// manager that takes over to know it, its attempts and where its master runs. Containers
+/// are not kept: their workers report them when they register.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppRecord {
+    pub id: String,
+    pub user: String,
+    pub sub: AppSubmission,
+    pub state: AppState,
+    pub diagnostics: String,
+    pub attempts: Vec<AttemptRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    pub n: u32,
+    pub container: String,
+    pub worker: String,
+    pub status: ContainerStatus,
+    pub registered: bool,
+    pub tracking_url: String,
+}
+
+/// What changed since it was last taken (see [`ClusterState::take_dirty`]).
+#[derive(Debug, Default)]
+pub struct Dirty {
+    pub gen: u64,
+    pub records: Vec<AppRecord>,
+    pub workers: Option<Vec<String>>,
+}
+
+/// A container a worker reports when it registers, with whose it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportedContainer {
+    pub status: ContainerStatus,
+    pub app_id: String,
+    pub attempt: u32,
+    pub user: String,
+    pub resources: Resources,
+}
+
 /// The cluster's workers, applications and containers.
 #[derive(Debug)]
 pub struct ClusterState {
@@ -180,6 +258,31 @@ pub struct ClusterState {
     /// Names this resource manager's applications (YARN's cluster timestamp).
     cluster_ts: u64,
     next_app: u32,
+    /// Changes are kept durable (by the caller, see [`Self::take_dirty`]): a master starts
+    /// only once the record of its attempt is written.
+    persist: bool,
+    /// Counts changes to records; `dirty` are the applications changed since they were
+    /// last taken.
+    gen: u64,
+    dirty: BTreeSet<String>,
+    /// Masters' starts (change, worker, start) waiting for their record to be durable.
+    held: Vec<(u64, String, StartContainer)>,
+    /// In the ids of containers allocated here ("" or `eN_` after the Nth takeover), so
+    /// that none repeats one an earlier resource manager allocated and this one never saw.
+    tag: String,
+    /// Took over from another: until then (and until every recovered worker registered),
+    /// masters wait to register again.
+    recovering: Option<Instant>,
+    /// Names this core (one per start or takeover): a change's number means something
+    /// only with it.
+    id: u64,
+    /// Every change up to this one is on record.
+    durable_gen: u64,
+    /// Masters' containers whose end is not on record yet (by change): their workers are
+    /// not told to forget them until it is, so a takeover still hears of the end.
+    settling: HashMap<String, u64>,
+    /// The set of workers changed since it was last taken (see [`Self::take_dirty`]).
+    workers_dirty: bool,
 }
 
 impl ClusterState {
@@ -197,11 +300,160 @@ impl ClusterState {
             limits,
             cluster_ts,
             next_app: 1,
+            persist: false,
+            gen: 0,
+            dirty: BTreeSet::new(),
+            held: Vec::new(),
+            tag: String::new(),
+            recovering: None,
+            id: rand::random(),
+            durable_gen: 0,
+            settling: HashMap::new(),
+            workers_dirty: false,
         }
     }
 
-    /// A worker (re)registers: known from now on, running, with what it offers.
-    pub fn register(&mut self, info: WorkerInfo, now: Instant) -> Result<(), Refusal> {
+    /// Names this core: changes are numbered per core.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Keeps records durable from now on (see [`Self::take_dirty`]); the takeover `epoch`
+    /// (1 for the first active resource manager) tags the ids of containers it allocates.
+    pub fn persist(&mut self, epoch: u64) {
+        self.persist = true;
+        self.tag = if epoch > 1 { format!("e{epoch}_") } else { String::new() };
+    }
+
+    /// Application `app` changed in what its record keeps; returns the change's number.
+    fn touch(&mut self, app: &str) -> u64 {
+        self.gen += 1;
+        if self.persist {
+            self.dirty.insert(app.to_string());
+        }
+        self.gen
+    }
+
+    /// The number of the latest change (durable once [`Self::durable`] reaches it).
+    pub fn generation(&self) -> u64 {
+        self.gen
+    }
+
+    /// What changed since the last call: the change it is current to, the applications'
+    /// records, and the set of workers if it changed (the workers a resource manager
+    /// taking over waits for).
+    pub fn take_dirty(&mut self) -> Dirty {
+        let ids = std::mem::take(&mut self.dirty);
+        let records = ids.iter().filter_map(|id| self.apps.get(id)).map(record_of).collect();
+        let workers = std::mem::take(&mut self.workers_dirty).then(|| self.recorded_workers());
+        Dirty { gen: self.gen, records, workers }
+    }
+
+    /// The workers a takeover waits for: every one not lost.
+    fn recorded_workers(&self) -> Vec<String> {
+        self.workers.values().filter(|w| w.state == WorkerState::Running).map(|w| w.info.id.clone()).collect()
+    }
+
+    /// What could not be written: taken again next time.
+    pub fn redo(&mut self, ids: impl IntoIterator<Item = String>, workers: bool) {
+        self.dirty.extend(ids);
+        self.workers_dirty |= workers;
+    }
+
+    /// Every change up to `gen` is durable: masters held for it are started.
+    pub fn durable(&mut self, gen: u64) {
+        self.durable_gen = self.durable_gen.max(gen);
+        self.settling.retain(|_, g| *g > gen);
+        let (ready, held): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held).into_iter().partition(|h| h.0 <= gen);
+        self.held = held;
+        for (_, worker, start) in ready {
+            let known = self.containers.get(&start.container_id).is_some_and(|c| c.worker == worker);
+            if let Some(w) = self.workers.get_mut(&worker).filter(|_| known) {
+                w.start.push(start);
+            }
+        }
+    }
+
+    /// Whether masters are waiting for workers to report after a takeover.
+    pub fn recovering(&self) -> bool {
+        self.recovering.is_some()
+    }
+
+    /// Takes over `records` (this resource manager became active). Ended applications are
+    /// known as they ended; a running one's master is expected on its worker, which must
+    /// register with what it runs within the expiry or is lost (and the attempt with it).
+    /// Masters registering again wait until `settle` has passed and every such worker has
+    /// registered (or is lost), so that they learn every container they still have.
+    /// Workers get `grace` on top of the expiry to find the new active one (their calls
+    /// to the one before must time out first).
+    pub fn recover(
+        &mut self,
+        records: Vec<AppRecord>,
+        workers: Vec<String>,
+        now: Instant,
+        settle: Duration,
+        grace: Duration,
+    ) {
+        let n = records.len();
+        // Every worker the one before knew is waited for (it reports what it runs).
+        for w in workers {
+            self.workers.entry(w.clone()).or_insert_with(|| WorkerRec::placeholder(&w, now + grace));
+        }
+        for r in records {
+            let master = match (r.state, r.attempts.last()) {
+                (AppState::Running, Some(t)) => Some((t.n, t.container.clone(), t.worker.clone())),
+                _ => None,
+            };
+            let attempts = r
+                .attempts
+                .into_iter()
+                .map(|t| AttemptRec {
+                    registered: t.registered,
+                    tracking_url: t.tracking_url,
+                    status: t.status,
+                    recovered: true,
+                    ..AttemptRec::new(t.n, t.container, t.worker)
+                })
+                .collect();
+            let mut app = AppRec {
+                id: r.id.clone(),
+                user: r.user,
+                sub: r.sub,
+                state: r.state,
+                diagnostics: r.diagnostics,
+                attempts,
+                touched: BTreeSet::new(),
+                finished_at: None,
+            };
+            if let Some((n, cid, worker)) = master {
+                let need = app.sub.am_resources;
+                self.workers
+                    .entry(worker.clone())
+                    .or_insert_with(|| WorkerRec::placeholder(&worker, now + grace))
+                    .take(need);
+                let rec = ContainerRec {
+                    app: r.id.clone(),
+                    attempt: n,
+                    worker: worker.clone(),
+                    resources: need,
+                    master: true,
+                    launched: true,
+                    stopping: None,
+                };
+                self.containers.insert(cid, rec);
+                app.touched.insert(worker);
+            }
+            self.apps.insert(r.id, app);
+        }
+        self.recovering = Some(now + settle);
+        tracing::info!(applications = n, workers = self.workers.len(), "took over the applications' records");
+    }
+
+    /// A worker (re)registers: known from now on, running, with what it offers. A worker
+    /// this resource manager did not know (it took over from another) brings what it
+    /// runs: containers of the applications' current attempts are adopted, so a failover
+    /// restarts none.
+    pub fn register(&mut self, info: WorkerInfo, has: Vec<ReportedContainer>, now: Instant) -> Result<(), Refusal> {
         if info.id.is_empty() {
             return Err(Refusal::new(ErrorKind::InvalidArgument, "worker_id is empty"));
         }
@@ -212,14 +464,28 @@ impl ClusterState {
             ));
         }
         let id = info.id.clone();
-        // What it ran before this registration is given up (it restarted, or was lost):
-        // anything of it still running is killed when it reports it.
-        let before: Vec<String> =
-            self.containers.iter().filter(|(_, c)| c.worker == id).map(|(cid, _)| cid.clone()).collect();
+        // A lost worker's containers were given up; any other keeps what it reports (one
+        // this resource manager took over, or a registration sent again).
+        let adopting = self.workers.get(&id).is_none_or(|w| w.placeholder || w.state == WorkerState::Running);
+        if self.workers.get(&id).is_none_or(|w| w.state == WorkerState::Lost) {
+            self.workers_dirty = true;
+        }
+        // What it ran before this registration and does not report is given up (it
+        // restarted); after it was lost, all of it is (anything still running is killed
+        // when it reports it).
+        let reported: BTreeSet<&str> = has.iter().map(|c| c.status.container_id.as_str()).collect();
+        let before: Vec<String> = self
+            .containers
+            .iter()
+            .filter(|(cid, c)| c.worker == id && !(adopting && reported.contains(cid.as_str())))
+            .map(|(cid, _)| cid.clone())
+            .collect();
         for cid in before {
-            let status =
-                ContainerStatus::ended(&cid, ExitReason::WorkerLost, -1, format!("worker {id} registered again"));
-            self.complete(&cid, status);
+            let why = match adopting {
+                true => format!("not on worker {id} when it registered again"),
+                false => format!("worker {id} registered again after it was lost"),
+            };
+            self.complete(&cid, ContainerStatus::ended(&cid, ExitReason::WorkerLost, -1, why));
         }
         match self.workers.get(&id) {
             Some(w) if w.state == WorkerState::Lost => tracing::info!(worker = %id, "lost worker registered again"),
@@ -244,10 +510,64 @@ impl ClusterState {
             kill: Vec::new(),
             forget: Vec::new(),
             drain_until,
+            placeholder: false,
         };
-        self.workers.insert(id, rec);
+        self.workers.insert(id.clone(), rec);
+        if adopting {
+            let kept: Vec<Resources> =
+                self.containers.values().filter(|c| c.worker == id).map(|c| c.resources).collect();
+            let w = self.workers.get_mut(&id).expect("inserted above");
+            for r in kept {
+                w.take(r);
+            }
+            for c in has {
+                self.adopt(&id, c);
+            }
+        }
         self.schedule();
         Ok(())
+    }
+
+    /// A container worker `worker` reports at its first registration here: one of an
+    /// application's current attempt (not its master, which the records name) is taken
+    /// into account if it runs, and its master hears of it if it ended.
+    fn adopt(&mut self, worker: &str, c: ReportedContainer) {
+        let cid = c.status.container_id.clone();
+        if self.containers.contains_key(&cid) {
+            return;
+        }
+        let Some(app) = self.apps.get_mut(&c.app_id) else { return };
+        let current = c.attempt > 0 && c.attempt as usize == app.attempts.len();
+        // Only while the attempt runs (an attempt that ended meanwhile has its containers
+        // stopped: the worker's next heartbeat reports them, and they are killed).
+        if app.state != AppState::Running || !current || app.user != c.user {
+            return;
+        }
+        let t = app.attempts.last_mut().expect("current above");
+        if cid == t.container {
+            return;
+        }
+        if c.status.ended.is_some() {
+            if !t.completed.iter().any(|s| s.container_id == cid) {
+                t.completed.push(c.status);
+            }
+            return;
+        }
+        app.touched.insert(worker.to_string());
+        tracing::info!(container = %cid, app = %c.app_id, %worker, "container adopted after the takeover");
+        let rec = ContainerRec {
+            app: c.app_id,
+            attempt: c.attempt,
+            worker: worker.to_string(),
+            resources: c.resources,
+            master: false,
+            launched: true,
+            stopping: None,
+        };
+        self.containers.insert(cid, rec);
+        if let Some(w) = self.workers.get_mut(worker) {
+            w.take(c.resources);
+        }
     }
 
     /// A heartbeat from worker `id` with its containers' statuses: what it must do, or
@@ -263,9 +583,16 @@ impl ClusterState {
             let w = self.workers.get_mut(id).expect("checked above");
             match (ours, st.ended.is_some()) {
                 (true, true) => {
-                    w.forget.push(st.container_id.clone());
                     let cid = st.container_id.clone();
+                    let master = self.containers.get(&cid).is_some_and(|c| c.master);
                     self.complete(&cid, st);
+                    // A master's end is forgotten by its worker only once it is on record
+                    // (its verdict must survive a takeover); it reports it until then.
+                    if master && self.persist && self.gen > self.durable_gen {
+                        self.settling.insert(cid, self.gen);
+                    } else {
+                        self.workers.get_mut(id).expect("checked above").forget.push(cid);
+                    }
                 }
                 (true, false) => {
                     // A kill the worker has not acted on (lost with an answer): again.
@@ -275,8 +602,13 @@ impl ClusterState {
                     }
                     self.note_running(st)
                 }
-                // Ended, and already settled here (a repeat, or one given up): acknowledge.
-                (false, true) => w.forget.push(st.container_id),
+                // Ended, and already settled here (a repeat, or one given up): acknowledge,
+                // once on record.
+                (false, true) => {
+                    if !self.settling.contains_key(&st.container_id) {
+                        w.forget.push(st.container_id)
+                    }
+                }
                 // Running, but not placed here (given up when the worker was lost): stop it.
                 (false, false) => w.kill.push((
                     st.container_id,
@@ -333,6 +665,9 @@ impl ClusterState {
     /// A container ended: its resources are free, and its application moves on.
     fn complete(&mut self, cid: &str, status: ContainerStatus) {
         let Some(c) = self.containers.remove(cid) else { return };
+        if c.master {
+            self.touch(&c.app);
+        }
         if let Some(w) = self.workers.get_mut(&c.worker) {
             w.used.vcores = w.used.vcores.saturating_sub(c.resources.vcores);
             w.used.memory_mib = w.used.memory_mib.saturating_sub(c.resources.memory_mib);
@@ -401,12 +736,15 @@ impl ClusterState {
     /// kill sent again while it is reported running.
     fn stop_container(&mut self, cid: &str, reason: ExitReason, why: &str) {
         let Some(c) = self.containers.get_mut(cid) else { return };
+        let held = self.held.len();
+        self.held.retain(|h| h.2.container_id != cid);
         let undelivered = c.launched
-            && self.workers.get_mut(&c.worker).is_some_and(|w| {
-                let before = w.start.len();
-                w.start.retain(|s| s.container_id != cid);
-                w.start.len() < before
-            });
+            && (self.held.len() < held
+                || self.workers.get_mut(&c.worker).is_some_and(|w| {
+                    let before = w.start.len();
+                    w.start.retain(|s| s.container_id != cid);
+                    w.start.len() < before
+                }));
         if !c.launched || undelivered {
             self.complete(cid, ContainerStatus::ended(cid, reason, -1, why));
             return;
@@ -476,10 +814,15 @@ impl ClusterState {
                 spec: app.sub.am_spec.clone(),
                 credential: None,
             };
+            let gen = self.touch(&id);
             let w = self.workers.get_mut(&worker).expect("picked above");
-            w.used.vcores += need.vcores;
-            w.used.memory_mib += need.memory_mib;
-            w.start.push(start);
+            w.take(need);
+            match self.persist {
+                // Started once its attempt is on record: a resource manager taking over
+                // then knows it, and never starts a second master for the same attempt.
+                true => self.held.push((gen, worker.clone(), start)),
+                false => w.start.push(start),
+            }
             let rec = ContainerRec {
                 app: id.clone(),
                 attempt: n,
@@ -522,12 +865,11 @@ impl ClusterState {
                     let need = ask.resources;
                     let app = self.apps.get_mut(&id).expect("listed above");
                     let t = app.attempts.last_mut().expect("filtered above");
-                    let cid = format!("{id}_{:02}_{:06}", t.n, t.next_container);
+                    let cid = format!("{id}_{:02}_{}{:06}", t.n, self.tag, t.next_container);
                     t.next_container += 1;
                     t.asks.get_mut(&ask_id).expect("listed above").count -= 1;
                     let w = self.workers.get_mut(&worker).expect("placed on it");
-                    w.used.vcores += need.vcores;
-                    w.used.memory_mib += need.memory_mib;
+                    w.take(need);
                     t.new_allocated.push(Allocated {
                         container_id: cid.clone(),
                         worker_id: worker.clone(),
@@ -615,13 +957,42 @@ impl ClusterState {
         tracking_url: &str,
     ) -> Result<MasterRegistration, Refusal> {
         let (id, n) = self.master_of(cid, user)?;
+        if self.recovering.is_some() {
+            return Err(Refusal::new(
+                ErrorKind::Unavailable,
+                "this resource manager has just taken over and waits for workers to report what they run; \
+                 registering again in a moment",
+            ));
+        }
         let t = &mut self.apps.get_mut(&id).expect("checked").attempts[n as usize - 1];
-        if !t.registered {
-            tracing::info!(app = %id, attempt = n, container = %cid, "application master registered");
+        let first = !t.registered;
+        match (t.registered, t.synced) {
+            (false, _) => tracing::info!(app = %id, attempt = n, container = %cid, "application master registered"),
+            (true, false) => {
+                tracing::info!(app = %id, attempt = n, container = %cid, "application master registered again");
+                // It starts over: its asks come again in full, answers count from 0.
+                t.last = None;
+                t.asks.clear();
+            }
+            (true, true) => {}
         }
         t.registered = true;
+        t.synced = true;
         t.tracking_url = tracking_url.chars().take(1024).collect();
-        Ok(MasterRegistration { app_id: id, attempt: n, max_container: self.limits.max_container })
+        if first {
+            self.touch(&id);
+        }
+        // Its containers known here: running, and ended but not yet told (it hears of
+        // those in its next allocate answer).
+        let mut containers: Vec<String> = self
+            .containers
+            .iter()
+            .filter(|(_, c)| c.app == id && c.attempt == n && !c.master)
+            .map(|(cid, _)| cid.clone())
+            .collect();
+        containers.extend(self.apps[&id].attempts[n as usize - 1].completed.iter().map(|s| s.container_id.clone()));
+        containers.sort();
+        Ok(MasterRegistration { app_id: id, attempt: n, max_container: self.limits.max_container, containers })
     }
 
     /// One allocate call of the master in container `cid` (see [`AllocateCall`]).
@@ -631,8 +1002,14 @@ impl ClusterState {
         let max = self.limits.max_container;
         {
             let t = &self.apps[&id].attempts[n as usize - 1];
-            if !t.registered {
+            if !t.registered && !t.recovered {
                 return Err(Refusal::new(ErrorKind::ConditionFailed, format!("{cid}: register the master first")));
+            }
+            if !t.synced {
+                return Err(Refusal::new(
+                    ErrorKind::MasterNotRegistered,
+                    format!("{cid}: this resource manager took over from another; register again and send every ask"),
+                ));
             }
             let last_id = t.last.as_ref().map(|r| r.response_id).unwrap_or(0);
             if let Some(last) = t.last.as_ref().filter(|_| call.response_id.checked_add(1) == Some(last_id)) {
@@ -743,6 +1120,13 @@ impl ClusterState {
         now: Instant,
     ) -> Result<(), Refusal> {
         let (id, n) = self.master_of(cid, user)?;
+        if !self.apps[&id].attempts[n as usize - 1].synced {
+            return Err(Refusal::new(
+                ErrorKind::MasterNotRegistered,
+                format!("{cid}: this resource manager took over from another; register again, then finish"),
+            ));
+        }
+        self.touch(&id);
         self.stop_attempt(&id, n, &format!("application {id} finished"));
         let app = self.apps.get_mut(&id).expect("checked");
         app.finished_at = Some(now);
@@ -795,8 +1179,14 @@ impl ClusterState {
         if sub.max_attempts == 0 {
             sub.max_attempts = self.limits.default_max_attempts;
         }
-        let id = format!("app-{}-{:04}", self.cluster_ts, self.next_app);
+        let mut id = format!("app-{}-{:04}", self.cluster_ts, self.next_app);
         self.next_app += 1;
+        // Ids of the resource manager taken over from are kept (two that started in the
+        // same millisecond would name alike).
+        while self.apps.contains_key(&id) {
+            id = format!("app-{}-{:04}", self.cluster_ts, self.next_app);
+            self.next_app += 1;
+        }
         tracing::info!(app = %id, %user, name = %sub.name, "application submitted");
         let rec = AppRec {
             id: id.clone(),
@@ -809,6 +1199,7 @@ impl ClusterState {
             finished_at: None,
         };
         self.apps.insert(id.clone(), rec);
+        self.touch(&id);
         self.schedule();
         Ok(id)
     }
@@ -832,6 +1223,7 @@ impl ClusterState {
         let why = format!("application killed by {user}");
         let theirs: Vec<String> =
             self.containers.iter().filter(|(_, c)| c.app == id).map(|(cid, _)| cid.clone()).collect();
+        self.touch(id);
         let app = self.apps.get_mut(id).expect("checked above");
         app.state = AppState::Killed;
         for cid in theirs {
@@ -918,7 +1310,7 @@ impl ClusterState {
         let mut them = self
             .workers
             .values()
-            .filter(|w| w.state == WorkerState::Running && label.is_none_or(|l| l == w.info.label));
+            .filter(|w| w.state == WorkerState::Running && !w.placeholder && label.is_none_or(|l| l == w.info.label));
         let largest = them.clone().map(|w| w.info.capacity).max_by_key(|c| (c.memory_mib, c.vcores))?;
         if them.any(|w| w.info.capacity.fits(r)) {
             return None;
@@ -965,6 +1357,8 @@ impl ClusterState {
         for (id, w) in &mut self.workers {
             if w.state == WorkerState::Running && now.saturating_duration_since(w.last_seen) > self.expiry {
                 w.state = WorkerState::Lost;
+                w.placeholder = false;
+                self.workers_dirty = true;
                 w.start.clear();
                 w.kill.clear();
                 tracing::warn!(worker = %id, silent = ?now.saturating_duration_since(w.last_seen), "worker lost");
@@ -982,7 +1376,19 @@ impl ClusterState {
         if !lost.is_empty() {
             self.schedule();
         }
+        if self.recovering.is_some_and(|until| now >= until) && !self.workers.values().any(|w| w.placeholder) {
+            self.recovering = None;
+            tracing::info!("every worker the records named is back or lost: masters may register again");
+        }
         lost
+    }
+
+    /// Counts every running worker as heard from now: this resource manager did not serve
+    /// for a while (its lease lapsed), so their silence was its own.
+    pub fn heard_all(&mut self, now: Instant) {
+        for w in self.workers.values_mut().filter(|w| w.state == WorkerState::Running) {
+            w.last_seen = w.last_seen.max(now);
+        }
     }
 
     /// Containers placed and not yet ended (masters included).
@@ -1008,6 +1414,39 @@ impl ClusterState {
                 since_heartbeat: now.saturating_duration_since(w.last_seen),
             })
             .collect()
+    }
+}
+
+/// `s`, cut to at most `max` bytes (at a character's boundary).
+fn clip(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// What is kept of application `a`: its submission (bounded at submit) and texts cut
+/// short, so that a record always fits where it is kept (`ha::RECORD_MAX`).
+fn record_of(a: &AppRec) -> AppRecord {
+    AppRecord {
+        id: a.id.clone(),
+        user: a.user.clone(),
+        sub: a.sub.clone(),
+        state: a.state,
+        diagnostics: clip(&a.diagnostics, 2048),
+        attempts: a
+            .attempts
+            .iter()
+            .map(|t| AttemptRecord {
+                n: t.n,
+                container: t.container.clone(),
+                worker: t.worker.clone(),
+                status: ContainerStatus { diagnostics: clip(&t.status.diagnostics, 1024), ..t.status.clone() },
+                registered: t.registered,
+                tracking_url: clip(&t.tracking_url, 1024),
+            })
+            .collect(),
     }
 }
 
@@ -1051,6 +1490,12 @@ fn describe(s: &ContainerStatus) -> String {
 mod tests {
     use super::*;
 
+    impl ClusterState {
+        fn register_bare(&mut self, info: WorkerInfo, now: Instant) -> Result<(), Refusal> {
+            self.register(info, Vec::new(), now)
+        }
+    }
+
     fn info(id: &str, label: NodeLabel) -> WorkerInfo {
         WorkerInfo {
             id: id.into(),
@@ -1065,8 +1510,8 @@ mod tests {
     fn a_silent_worker_is_lost_and_must_register_again() {
         let t0 = Instant::now();
         let mut c = ClusterState::new(Duration::from_secs(10));
-        c.register(info("w1", NodeLabel::Core), t0).unwrap();
-        c.register(info("w2", NodeLabel::Task), t0).unwrap();
+        c.register_bare(info("w1", NodeLabel::Core), t0).unwrap();
+        c.register_bare(info("w2", NodeLabel::Task), t0).unwrap();
         assert!(c.heartbeat("w1", vec![], t0 + Duration::from_secs(8)).is_some());
         // w2 said nothing for 11 s: lost; w1 heard 3 s ago: running.
         assert_eq!(c.expire(t0 + Duration::from_secs(11)), vec!["w2".to_string()]);
@@ -1076,7 +1521,7 @@ mod tests {
         // Lost once, its heartbeats are answered "register again", and nothing is lost twice.
         assert!(c.heartbeat("w2", vec![], t0 + Duration::from_secs(12)).is_none());
         assert!(c.expire(t0 + Duration::from_secs(12)).is_empty());
-        c.register(info("w2", NodeLabel::Task), t0 + Duration::from_secs(12)).unwrap();
+        c.register_bare(info("w2", NodeLabel::Task), t0 + Duration::from_secs(12)).unwrap();
         assert!(c.heartbeat("w2", vec![], t0 + Duration::from_secs(13)).is_some());
         assert!(c.heartbeat("stranger", vec![], t0 + Duration::from_secs(13)).is_none());
     }
@@ -1086,8 +1531,11 @@ mod tests {
         let mut c = ClusterState::new(Duration::from_secs(10));
         let mut none = info("w1", NodeLabel::Core);
         none.capacity = Resources::new(0, 1024);
-        assert_eq!(c.register(none, Instant::now()).unwrap_err().kind, ErrorKind::InvalidArgument);
-        assert_eq!(c.register(info("", NodeLabel::Core), Instant::now()).unwrap_err().kind, ErrorKind::InvalidArgument);
+        assert_eq!(c.register_bare(none, Instant::now()).unwrap_err().kind, ErrorKind::InvalidArgument);
+        assert_eq!(
+            c.register_bare(info("", NodeLabel::Core), Instant::now()).unwrap_err().kind,
+            ErrorKind::InvalidArgument
+        );
         assert!(c.workers(Instant::now()).is_empty());
     }
 
@@ -1103,7 +1551,7 @@ mod tests {
     fn cluster(workers: &[(&str, NodeLabel)], t: Instant) -> ClusterState {
         let mut c = ClusterState::with_limits(Duration::from_secs(10), AppLimits::default(), 7);
         for (id, l) in workers {
-            c.register(info(id, *l), t).unwrap();
+            c.register_bare(info(id, *l), t).unwrap();
         }
         c
     }
@@ -1172,7 +1620,7 @@ mod tests {
         assert_eq!((r.attempts.len(), r.attempts[1].worker_id.as_str()), (2, other));
         // Back, it registers again and is told to kill what it still runs.
         assert!(c.heartbeat(&first.worker_id, vec![], t + Duration::from_secs(12)).is_none());
-        c.register(info(&first.worker_id, NodeLabel::Core), t + Duration::from_secs(12)).unwrap();
+        c.register_bare(info(&first.worker_id, NodeLabel::Core), t + Duration::from_secs(12)).unwrap();
         let k = c.heartbeat(&first.worker_id, vec![ContainerStatus::running(&first.container_id)], t).unwrap();
         assert_eq!(
             k.kill.iter().map(|(cid, r, _)| (cid.as_str(), *r)).collect::<Vec<_>>(),
@@ -1482,7 +1930,7 @@ mod tests {
         assert_eq!(c.drain(&drained, Some(t + Duration::from_secs(60))).unwrap(), 1);
         assert_eq!(c.drain("nope", None).unwrap_err().kind, ErrorKind::NotFound);
         // It stays drained when it registers again, and reports say so.
-        c.register(info(&drained, NodeLabel::Core), t).unwrap();
+        c.register_bare(info(&drained, NodeLabel::Core), t).unwrap();
         let state = |c: &ClusterState, w: &str| c.workers(t).into_iter().find(|r| r.worker_id == w).unwrap().state;
         assert_eq!(state(&c, &drained), WorkerState::Draining);
         // (Its re-registration gave up the first master: the next attempt goes elsewhere.)
@@ -1531,5 +1979,180 @@ mod tests {
         let r = c.report(&id, "alice", false).unwrap();
         assert_eq!((r.state, r.attempts.len()), (AppState::Running, 2), "{r:?}");
         assert_ne!(r.attempts[1].worker_id, a.worker_id);
+    }
+
+    /// What worker `w` runs of application `id`, as it reports it when it registers.
+    fn reported(status: ContainerStatus, id: &str, attempt: u32) -> ReportedContainer {
+        ReportedContainer {
+            status,
+            app_id: id.into(),
+            attempt,
+            user: "alice".into(),
+            resources: Resources::new(1, 1024),
+        }
+    }
+
+    /// Another resource manager takes over from the records: the workers register with
+    /// what they run, it is adopted (nothing restarts), and the master, told to register
+    /// again, learns which containers it still has and hears of one that ended meanwhile.
+    #[test]
+    fn a_takeover_adopts_what_workers_run_and_the_master_registers_again() {
+        let t = Instant::now();
+        let (mut c, id, am) = registered(&[("core1", NodeLabel::Core), ("core2", NodeLabel::Core)], t);
+        let r = c.allocate(&am, "alice", call(0, vec![ask(1, 2, &[], true)])).unwrap();
+        let ids: Vec<String> = r.allocated.iter().map(|a| a.container_id.clone()).collect();
+        let mut launch = call(1, vec![]);
+        launch.launch = ids.iter().map(|i| (i.clone(), spec("/bin/work"))).collect();
+        c.allocate(&am, "alice", launch).unwrap();
+        let records: Vec<AppRecord> = c.apps.values().map(record_of).collect();
+        assert_eq!(records.len(), 1);
+        let on = |cid: &str| c.containers[cid].worker.clone();
+        let (w_am, w_a, w_b) = (on(&am), on(&ids[0]), on(&ids[1]));
+
+        let mut b = ClusterState::with_limits(Duration::from_secs(10), AppLimits::default(), 8);
+        b.persist(2);
+        b.recover(records, Vec::new(), t, Duration::ZERO, Duration::ZERO);
+        assert_eq!(b.report(&id, "alice", false).unwrap().state, AppState::Running);
+        // Until the master's worker is back, its master waits.
+        assert_eq!(b.register_master(&am, "alice", "").unwrap_err().kind, ErrorKind::Unavailable);
+        // The workers register: ids[0] still runs; ids[1] ended meanwhile.
+        let mut has: BTreeMap<String, Vec<ReportedContainer>> = BTreeMap::new();
+        has.entry(w_am.clone()).or_default().push(reported(ContainerStatus::running(&am), &id, 1));
+        has.entry(w_a.clone()).or_default().push(reported(ContainerStatus::running(&ids[0]), &id, 1));
+        let done = ContainerStatus::ended(&ids[1], ExitReason::Exited, 0, "");
+        has.entry(w_b.clone()).or_default().push(reported(done, &id, 1));
+        for w in ["core1", "core2"] {
+            b.register(info(w, NodeLabel::Core), has.remove(w).unwrap_or_default(), t).unwrap();
+        }
+        b.expire(t);
+        assert!(!b.recovering());
+        // Nothing running is killed, and the grants count again.
+        for w in ["core1", "core2"] {
+            let mut st = vec![ContainerStatus::running(&am), ContainerStatus::running(&ids[0])];
+            st.retain(|s| on(&s.container_id) == w);
+            assert!(b.heartbeat(w, st, t).unwrap().kill.is_empty());
+        }
+        let used: u32 = b.workers(t).iter().map(|w| w.used.vcores).sum();
+        assert_eq!(used, 2, "the master and the container that still runs");
+        // The master must register again; then it knows what it has and hears of the end.
+        assert_eq!(b.allocate(&am, "alice", call(2, vec![])).unwrap_err().kind, ErrorKind::MasterNotRegistered);
+        let reg = b.register_master(&am, "alice", "").unwrap();
+        let mut known = ids.clone();
+        known.sort();
+        assert_eq!(reg.containers, known, "the running one, and the ended one it has not heard of yet");
+        let r = b.allocate(&am, "alice", call(0, vec![ask(1, 1, &[], true)])).unwrap();
+        assert_eq!(r.response_id, 1);
+        assert_eq!(r.completed.iter().map(|s| s.container_id.as_str()).collect::<Vec<_>>(), [ids[1].as_str()]);
+        // New containers never repeat an id the one before allocated.
+        assert!(r.allocated[0].container_id.starts_with(&format!("{id}_01_e2_")), "{:?}", r.allocated);
+        b.finish_master(&am, "alice", FinalStatus::Succeeded, "", t).unwrap();
+        assert_eq!(b.report(&id, "alice", false).unwrap().state, AppState::Finished);
+    }
+
+    /// With records kept, a master starts only once its attempt is on record: a resource
+    /// manager taking over then never starts a second master for the same attempt.
+    #[test]
+    fn a_master_starts_only_once_its_attempt_is_on_record() {
+        let t = Instant::now();
+        let mut c = cluster(&[("core1", NodeLabel::Core)], t);
+        c.persist(1);
+        let id = c.submit("alice", app("am")).unwrap();
+        assert!(c.heartbeat("core1", vec![], t).unwrap().start.is_empty(), "not on record yet");
+        let d = c.take_dirty();
+        assert_eq!(d.records[0].attempts.len(), 1, "the record names the attempt");
+        c.durable(d.gen);
+        let start = c.heartbeat("core1", vec![], t).unwrap().start;
+        assert_eq!(start.len(), 1);
+        assert_eq!(start[0].app_id, id);
+        // A kill before it is delivered ends it at once.
+        let id2 = c.submit("alice", app("am")).unwrap();
+        c.kill_app(&id2, "alice", false).unwrap();
+        let gen = c.take_dirty().gen;
+        c.durable(gen);
+        assert!(c.heartbeat("core1", vec![], t).unwrap().start.is_empty());
+        assert_eq!(c.report(&id2, "alice", false).unwrap().state, AppState::Killed);
+    }
+
+    /// A worker the records name that never registers with the new resource manager is
+    /// lost at the expiry, and the attempt with it: the next one runs elsewhere.
+    #[test]
+    fn a_worker_missing_after_a_takeover_is_lost_with_its_attempt() {
+        let t = Instant::now();
+        let (c, id, am) = registered(&[("core1", NodeLabel::Core), ("core2", NodeLabel::Core)], t);
+        let w_am = c.containers[&am].worker.clone();
+        let other = if w_am == "core1" { "core2" } else { "core1" };
+        let records: Vec<AppRecord> = c.apps.values().map(record_of).collect();
+        let mut b = ClusterState::with_limits(Duration::from_secs(10), AppLimits::default(), 8);
+        b.persist(2);
+        b.recover(records, Vec::new(), t, Duration::ZERO, Duration::ZERO);
+        b.register(info(other, NodeLabel::Core), Vec::new(), t).unwrap();
+        b.expire(t + Duration::from_secs(5));
+        assert!(b.recovering(), "still waiting for {w_am}");
+        b.heartbeat(other, vec![], t + Duration::from_secs(9)).unwrap();
+        assert_eq!(b.expire(t + Duration::from_secs(11)), vec![w_am.clone()]);
+        assert!(!b.recovering());
+        let r = b.report(&id, "alice", false).unwrap();
+        assert_eq!(r.attempts[0].status.ended, Some(ExitReason::WorkerLost));
+        assert_eq!((r.attempts.len(), r.attempts[1].worker_id.as_str()), (2, other));
+    }
+
+    /// After a takeover: masters wait for every worker the one before knew (not only the
+    /// masters' workers); a container of an attempt that ended meanwhile is not adopted
+    /// (its worker is told to kill it); a master whose registration was not on record yet
+    /// is told to register again, not refused.
+    #[test]
+    fn a_takeover_waits_for_every_known_worker_and_adopts_only_running_attempts() {
+        let t = Instant::now();
+        let (mut c, id, am) = registered(&[("core1", NodeLabel::Core), ("core2", NodeLabel::Core)], t);
+        let r = c.allocate(&am, "alice", call(0, vec![ask(1, 1, &[], true)])).unwrap();
+        let cid = r.allocated[0].container_id.clone();
+        let w_am = c.containers[&am].worker.clone();
+        let mut records: Vec<AppRecord> = c.apps.values().map(record_of).collect();
+        records[0].attempts[0].registered = false; // its registration never reached the record
+        let mut b = ClusterState::with_limits(Duration::from_secs(10), AppLimits::default(), 8);
+        b.persist(2);
+        b.recover(records.clone(), vec!["core1".into(), "core2".into()], t, Duration::ZERO, Duration::ZERO);
+        b.register(info(&w_am, NodeLabel::Core), vec![reported(ContainerStatus::running(&am), &id, 1)], t).unwrap();
+        b.expire(t);
+        assert!(b.recovering(), "the other worker the records name is not back yet");
+        let other = if w_am == "core1" { "core2" } else { "core1" };
+        b.register(info(other, NodeLabel::Core), vec![], t).unwrap();
+        b.expire(t);
+        assert!(!b.recovering());
+        assert_eq!(b.allocate(&am, "alice", call(3, vec![])).unwrap_err().kind, ErrorKind::MasterNotRegistered);
+
+        // Its master gone when its worker registers: the attempt ended, and a container of
+        // it that the worker still runs is not adopted but killed.
+        let mut d = ClusterState::with_limits(Duration::from_secs(10), AppLimits::default(), 9);
+        d.persist(3);
+        d.recover(records, vec![w_am.clone()], t, Duration::ZERO, Duration::ZERO);
+        let leftover = reported(ContainerStatus::running(&cid), &id, 1);
+        d.register(info(&w_am, NodeLabel::Core), vec![leftover], t).unwrap();
+        let r = d.report(&id, "alice", false).unwrap();
+        assert_eq!(r.attempts[0].status.ended, Some(ExitReason::WorkerLost), "{r:?}");
+        assert_eq!(r.attempts.len(), 2, "a new attempt: {r:?}");
+        let kill = d.heartbeat(&w_am, vec![ContainerStatus::running(&cid)], t).unwrap().kill;
+        assert_eq!(kill.iter().map(|k| k.0.as_str()).collect::<Vec<_>>(), [cid.as_str()]);
+    }
+
+    /// A master's end is forgotten by its worker only once on record: until then the
+    /// worker reports it again, so a takeover still learns how the attempt ended.
+    #[test]
+    fn a_masters_end_is_forgotten_only_once_on_record() {
+        let t = Instant::now();
+        let mut c = cluster(&[("core1", NodeLabel::Core)], t);
+        c.persist(1);
+        let id = c.submit("alice", app("am")).unwrap();
+        let gen = c.take_dirty().gen;
+        c.durable(gen);
+        let cid = c.heartbeat("core1", vec![], t).unwrap().start[0].container_id.clone();
+        let end = || vec![ContainerStatus::ended(&cid, ExitReason::Exited, 0, "")];
+        assert!(c.heartbeat("core1", end(), t).unwrap().forget.is_empty(), "not on record yet");
+        assert_eq!(state(&c, &id), AppState::Finished);
+        assert!(c.heartbeat("core1", end(), t).unwrap().forget.is_empty(), "reported again: still not");
+        let d = c.take_dirty();
+        assert_eq!(d.records[0].state, AppState::Finished);
+        c.durable(d.gen);
+        assert_eq!(c.heartbeat("core1", end(), t).unwrap().forget, vec![cid.clone()]);
     }
 }

@@ -8,10 +8,13 @@
 //! - `service.rs`: the gRPC services (the RPC edge; the only place that makes statuses).
 //! - `state.rs`: what the services and the monitor share.
 //! - `node.rs`: configuration, start-up, the expiry monitor and shutdown.
+//! - `ha.rs`: high availability: the active resource manager's lease, the applications'
+//!   records in the file system, and the takeover.
 //! - `rest.rs`: the REST/JSON API (YARN's `/ws/v1/cluster/...`), read only.
 
 pub mod cluster;
 pub mod error;
+pub mod ha;
 pub mod node;
 pub mod rest;
 pub mod service;

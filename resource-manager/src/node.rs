@@ -42,6 +42,15 @@ pub struct ResourceManagerConfig {
     /// life while the container runs, so a credential outlives its container by at most
     /// this long.
     pub container_credential_secs: u64,
+    /// The namenodes (`host:port`). With them, applications are kept on record in the
+    /// file system (`/.tarn/rm`) and resource managers naming the same namenodes form one
+    /// highly available group: one active, the others standing by to take over. Without,
+    /// it is the only one and what it knows lives in its memory.
+    pub namenodes: Vec<String>,
+    /// The active resource manager's lease: a standby takes over when the active one has
+    /// not renewed it for this long; the active one stops serving after half of it without
+    /// a renewal.
+    pub ha_lease_ms: u64,
 }
 
 impl Default for ResourceManagerConfig {
@@ -54,6 +63,8 @@ impl Default for ResourceManagerConfig {
             worker_expiry_ms: 10_000,
             container_ca: None,
             container_credential_secs: 3600,
+            namenodes: Vec::new(),
+            ha_lease_ms: 1500,
         }
     }
 }
@@ -75,6 +86,9 @@ impl ResourceManagerConfig {
                 "worker_expiry_ms",
                 format!("must be more than two heartbeats ({} ms)", 2 * self.worker_heartbeat_ms),
             );
+        }
+        if !(300..=60_000).contains(&self.ha_lease_ms) {
+            return bad("ha_lease_ms", "must be between 300 and 60000".into());
         }
         if !(10..=7 * 24 * 3600).contains(&self.container_credential_secs) {
             return bad("container_credential_secs", "must be between 10 and 604800 (a week)".into());
@@ -129,17 +143,24 @@ pub async fn start(cfg: ResourceManagerConfig, transport: Transport) -> Result<R
     let bound = listener.local_addr().map_err(|source| RmError::Io { what: "read bound address".into(), source })?;
     let addr = cfg.advertise.clone().unwrap_or_else(|| bound.to_string());
     let expiry = Duration::from_millis(cfg.worker_expiry_ms);
-    // Applications are named after this start (YARN's cluster timestamp): ids of an
-    // earlier run are never reused.
-    let started_ms =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-    let core = ClusterState::with_limits(expiry, AppLimits::default(), started_ms);
+    // Applications are named after this start (YARN's cluster timestamp), or after the
+    // takeover that made it active: ids of an earlier run are never reused.
+    let started_ms = now_ms();
+    let fresh = move || ClusterState::with_limits(expiry, AppLimits::default(), now_ms());
+    let ha = !cfg.namenodes.is_empty();
+    if !ha {
+        tracing::warn!(
+            "no namenodes configured (resource_manager.namenodes): applications are kept in memory only, and \
+             no standby can take over"
+        );
+    }
     let container_ca = cfg.load_container_ca()?;
     if container_ca.is_none() && transport.is_tls() {
         tracing::warn!("no container CA (resource_manager.container_ca): containers get no credential");
     }
     let credentials = container_ca.map(|ca| (ca, Duration::from_secs(cfg.container_credential_secs)));
-    let state = Arc::new(RmState::new(core, Duration::from_millis(cfg.worker_heartbeat_ms), credentials));
+    let heartbeat = Duration::from_millis(cfg.worker_heartbeat_ms);
+    let state = Arc::new(RmState::new(fresh(), heartbeat, credentials, addr.clone(), ha));
     let shutdown = CancellationToken::new();
 
     use tonic::service::interceptor::InterceptedService;
@@ -175,20 +196,51 @@ pub async fn start(cfg: ResourceManagerConfig, transport: Transport) -> Result<R
             shutdown.clone(),
         )));
     }
+    if ha {
+        let lease = Duration::from_millis(cfg.ha_lease_ms);
+        // Calls on the namenodes give up within a lease: a beat that cannot land in time
+        // is as good as lost.
+        let retry = tarn_client::RetryPolicy { deadline: lease, attempt_timeout: lease / 2, ..Default::default() };
+        let nn = tarn_client::NamenodeClient::new(&cfg.namenodes, &transport)
+            .map(|c| c.with_retry(retry))
+            .map_err(|e| RmError::Config(format!("resource_manager.namenodes: {e}")))?;
+        let run = crate::ha::Ha {
+            nn: Arc::new(nn),
+            state: state.clone(),
+            lease,
+            fresh: Box::new(fresh),
+            settle: 2 * heartbeat,
+        };
+        tasks.push(tokio::spawn(run.run(shutdown.clone())));
+    }
     tasks.push(tokio::spawn(monitor(state, expiry, shutdown.clone())));
     tracing::info!(%addr, "resource manager serving");
     Ok(RmHandle { addr, listen: bound, rest_addr, shutdown, tasks })
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Declares silent workers lost, a few times per expiry.
 async fn monitor(state: Arc<RmState>, expiry: Duration, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval((expiry / 4).min(Duration::from_millis(250)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_serving = true;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        state.core().expire(Instant::now());
+        // Only while it serves: heartbeats are refused otherwise, and silence then is its
+        // own, not the workers' (on resuming, every worker counts as heard from).
+        let serving = state.is_serving();
+        if serving && !was_serving {
+            state.core().heard_all(Instant::now());
+        }
+        was_serving = serving;
+        if serving {
+            state.core().expire(Instant::now());
+        }
     }
 }

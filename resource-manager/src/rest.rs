@@ -76,15 +76,25 @@ fn answer(s: &RmState, peer: &Peer, started_ms: u64, req: &Request<Incoming>) ->
     let (user, admin) = caller(peer);
     let path = req.uri().path().trim_end_matches('/');
     let now = Instant::now();
+    let serving = s.is_serving();
+    let path = path.strip_prefix("/ws/v1/cluster").unwrap_or("?");
+    if !serving && !matches!(path, "" | "/info") {
+        // YARN's standby answers with where the active one is; a standby knows nothing.
+        let why = match s.serving() {
+            Err(n) => n.message,
+            Ok(()) => "this resource manager is not active".into(),
+        };
+        return error(StatusCode::SERVICE_UNAVAILABLE, "StandbyException", why);
+    }
     let core = s.core();
-    match path.strip_prefix("/ws/v1/cluster").unwrap_or("?") {
+    match path {
         "" | "/info" => reply(
             StatusCode::OK,
             json!({"clusterInfo": {
                 "id": started_ms,
                 "startedOn": started_ms,
                 "state": "STARTED",
-                "haState": "ACTIVE",
+                "haState": if serving { "ACTIVE" } else { "STANDBY" },
                 "resourceManagerVersion": env!("CARGO_PKG_VERSION"),
             }}),
         ),

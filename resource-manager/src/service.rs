@@ -12,12 +12,23 @@ use tarn_proto::rm::resource_tracker_server::ResourceTracker;
 use tarn_proto::ErrorKind;
 use tonic::{Request, Response, Status};
 
-use crate::cluster::WorkerInfo;
+use crate::cluster::{ReportedContainer, WorkerInfo};
 use crate::error::Refusal;
 use crate::state::RmState;
 
 fn status(r: Refusal) -> Status {
     r.kind.status(r.message)
+}
+
+/// `Ok` when this resource manager serves; else `NotLeader` (clients retry), naming the
+/// active one in `x-tarn-leader` when it is known.
+fn serving(s: &RmState) -> Result<(), Status> {
+    let Err(n) = s.serving() else { return Ok(()) };
+    let mut st = ErrorKind::NotLeader.status(n.message);
+    if let Some(v) = n.leader.and_then(|l| l.parse().ok()) {
+        st.metadata_mut().insert(tarn_proto::LEADER_HEADER, v);
+    }
+    Err(st)
 }
 
 fn ms(d: Duration) -> u64 {
@@ -53,14 +64,28 @@ impl ResourceTracker for TrackerService {
         &self,
         req: Request<pb::RegisterWorkerRequest>,
     ) -> Result<Response<pb::RegisterWorkerResponse>, Status> {
+        serving(&self.s)?;
         let id = worker_id(&req, &req.get_ref().worker_id)?;
         let r = req.into_inner();
         let label = NodeLabel::from_pb(r.label)
             .ok_or_else(|| ErrorKind::InvalidArgument.status(format!("worker {id}: label must be core or task")))?;
+        let has = r
+            .containers
+            .into_iter()
+            .filter_map(|c| {
+                Some(ReportedContainer {
+                    status: ContainerStatus::from(c.status?),
+                    app_id: c.app_id,
+                    attempt: c.attempt,
+                    user: c.user,
+                    resources: Resources::from(c.resources),
+                })
+            })
+            .collect();
         let info = WorkerInfo { id, host: r.host, rack: r.rack, label, capacity: Resources::from(r.capacity) };
-        self.s.core().register(info, Instant::now()).map_err(status)?;
+        self.s.core().register(info, has, Instant::now()).map_err(status)?;
         Ok(Response::new(pb::RegisterWorkerResponse {
-            rm_epoch: self.s.epoch,
+            rm_epoch: self.s.epoch(),
             heartbeat_interval_ms: ms(self.s.heartbeat),
         }))
     }
@@ -69,10 +94,11 @@ impl ResourceTracker for TrackerService {
         &self,
         req: Request<pb::WorkerHeartbeatRequest>,
     ) -> Result<Response<pb::WorkerHeartbeatResponse>, Status> {
+        serving(&self.s)?;
         let id = worker_id(&req, &req.get_ref().worker_id)?;
         let r = req.into_inner();
         let statuses: Vec<ContainerStatus> = r.containers.into_iter().map(ContainerStatus::from).collect();
-        let commands = match r.rm_epoch == self.s.epoch {
+        let commands = match r.rm_epoch == self.s.epoch() {
             true => self.s.core().heartbeat(&id, statuses, Instant::now()),
             false => None,
         };
@@ -147,16 +173,25 @@ impl ApplicationClient for ClientService {
         &self,
         req: Request<pb::SubmitApplicationRequest>,
     ) -> Result<Response<pb::SubmitApplicationResponse>, Status> {
+        serving(&self.s)?;
         let (user, _) = user_of(&req)?;
         let r = req.into_inner();
-        let sub = AppSubmission {
-            name: r.name,
-            queue: r.queue,
-            am_resources: Resources::from(r.am_resources),
-            am_spec: r.am_spec.into(),
-            max_attempts: r.max_attempts,
+        let size = prost::Message::encoded_len(&r);
+        if size > crate::ha::RECORD_MAX / 2 {
+            return Err(ErrorKind::InvalidArgument.status(format!(
+                "the application's submission takes {size} bytes; at most {} (put large files in the file system \
+                 and have them localized instead)",
+                crate::ha::RECORD_MAX / 2
+            )));
+        }
+        let sub = AppSubmission::from(r);
+        let (app_id, gen) = {
+            let mut core = self.s.core();
+            let id = core.submit(&user, sub).map_err(status)?;
+            (id, (core.id(), core.generation()))
         };
-        let app_id = self.s.core().submit(&user, sub).map_err(status)?;
+        // Answered once on record: an application a client was told of is never lost.
+        self.s.wait_durable(gen.0, gen.1).await.map_err(status)?;
         Ok(Response::new(pb::SubmitApplicationResponse { app_id }))
     }
 
@@ -164,6 +199,7 @@ impl ApplicationClient for ClientService {
         &self,
         req: Request<pb::GetApplicationRequest>,
     ) -> Result<Response<pb::AppReport>, Status> {
+        serving(&self.s)?;
         let (user, superuser) = user_of(&req)?;
         let r = self.s.core().report(&req.get_ref().app_id, &user, superuser).map_err(status)?;
         Ok(Response::new((&r).into()))
@@ -173,6 +209,7 @@ impl ApplicationClient for ClientService {
         &self,
         req: Request<pb::ListApplicationsRequest>,
     ) -> Result<Response<pb::ListApplicationsResponse>, Status> {
+        serving(&self.s)?;
         let (user, superuser) = user_of(&req)?;
         let apps = self.s.core().list(&user, superuser, req.get_ref().all_users).map_err(status)?;
         Ok(Response::new(pb::ListApplicationsResponse { apps: apps.iter().map(Into::into).collect() }))
@@ -182,8 +219,14 @@ impl ApplicationClient for ClientService {
         &self,
         req: Request<pb::KillApplicationRequest>,
     ) -> Result<Response<pb::KillApplicationResponse>, Status> {
+        serving(&self.s)?;
         let (user, superuser) = user_of(&req)?;
-        let killed = self.s.core().kill_app(&req.get_ref().app_id, &user, superuser).map_err(status)?;
+        let (killed, gen) = {
+            let mut core = self.s.core();
+            let killed = core.kill_app(&req.get_ref().app_id, &user, superuser).map_err(status)?;
+            (killed, (core.id(), core.generation()))
+        };
+        self.s.wait_durable(gen.0, gen.1).await.map_err(status)?;
         Ok(Response::new(pb::KillApplicationResponse { killed }))
     }
 
@@ -191,6 +234,7 @@ impl ApplicationClient for ClientService {
         &self,
         req: Request<pb::DrainWorkerRequest>,
     ) -> Result<Response<pb::DrainWorkerResponse>, Status> {
+        serving(&self.s)?;
         let (user, superuser) = user_of(&req)?;
         if !superuser {
             return Err(ErrorKind::PermissionDenied.status(format!("{user} may not drain workers (admins only)")));
@@ -206,6 +250,7 @@ impl ApplicationClient for ClientService {
         &self,
         _req: Request<pb::ListWorkersRequest>,
     ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        serving(&self.s)?;
         let workers = self.s.core().workers(Instant::now());
         Ok(Response::new(pb::ListWorkersResponse { workers: workers.into_iter().map(Into::into).collect() }))
     }
@@ -247,16 +292,19 @@ impl ApplicationMaster for MasterService {
         &self,
         req: Request<pb::RegisterMasterRequest>,
     ) -> Result<Response<pb::RegisterMasterResponse>, Status> {
+        serving(&self.s)?;
         let (cid, user) = master_caller(&req)?;
         let r = self.s.core().register_master(&cid, &user, &req.get_ref().tracking_url).map_err(status)?;
         Ok(Response::new(pb::RegisterMasterResponse {
             app_id: r.app_id,
             attempt: r.attempt,
             max_container: Some(r.max_container.into()),
+            containers: r.containers,
         }))
     }
 
     async fn allocate(&self, req: Request<pb::AllocateRequest>) -> Result<Response<pb::AllocateResponse>, Status> {
+        serving(&self.s)?;
         let (cid, user) = master_caller(&req)?;
         let call = AllocateCall::from(req.into_inner());
         let reply = self.s.core().allocate(&cid, &user, call).map_err(status)?;
@@ -267,11 +315,18 @@ impl ApplicationMaster for MasterService {
         &self,
         req: Request<pb::FinishMasterRequest>,
     ) -> Result<Response<pb::FinishMasterResponse>, Status> {
+        serving(&self.s)?;
         let (cid, user) = master_caller(&req)?;
         let r = req.into_inner();
         let final_status = FinalStatus::from_pb(r.final_status)
             .ok_or_else(|| ErrorKind::InvalidArgument.status("final_status: SUCCEEDED, FAILED or KILLED"))?;
-        self.s.core().finish_master(&cid, &user, final_status, &r.diagnostics, Instant::now()).map_err(status)?;
+        let gen = {
+            let mut core = self.s.core();
+            core.finish_master(&cid, &user, final_status, &r.diagnostics, Instant::now()).map_err(status)?;
+            (core.id(), core.generation())
+        };
+        // Answered once on record: a master that exits after this never gets a new attempt.
+        self.s.wait_durable(gen.0, gen.1).await.map_err(status)?;
         Ok(Response::new(pb::FinishMasterResponse {}))
     }
 }

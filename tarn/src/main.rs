@@ -552,6 +552,7 @@ fn run_init(a: InitArgs) -> anyhow::Result<u8> {
         cfg.datanode.namenodes = a.namenodes.clone();
         cfg.gateway.namenodes = a.namenodes.clone();
         cfg.worker.namenodes = a.namenodes.clone();
+        cfg.resource_manager.namenodes = a.namenodes.clone();
         cfg.security.tls = Some(tls_paths);
         cfg.security.master_key_file = Some(master.clone());
         cfg

@@ -117,7 +117,11 @@ pub async fn run_shell(
 }
 
 /// The shell application's master, inside its container.
-pub async fn shell_master(mut rm: RmClient, spec: ShellSpec) -> anyhow::Result<u8> {
+pub async fn shell_master(rm: RmClient, spec: ShellSpec) -> anyhow::Result<u8> {
+    // A master rides out a failover of the resource manager (the standby's takeover, the
+    // workers' registration with it) rather than failing its attempt.
+    let retry = tarn_client::RetryPolicy { deadline: Duration::from_secs(60), ..Default::default() };
+    let mut rm = rm.with_retry(retry)?;
     // Dev mode: no credential names the container, so the master says which it is.
     if let Ok(cid) = std::env::var("TARN_CONTAINER_ID") {
         rm = rm.with_container(&cid);
@@ -156,7 +160,25 @@ pub async fn shell_master(mut rm: RmClient, spec: ShellSpec) -> anyhow::Result<u
             release: std::mem::take(&mut release),
             progress: done as f32 / n as f32,
         };
-        let reply = rm.allocate(&call).await.context("allocate")?;
+        let reply = match rm.allocate(&call).await {
+            Ok(r) => r,
+            // The resource manager failed over: register with the new one, which says
+            // which containers it knows; the others' starts were lost.
+            Err(e) if e.kind() == tarn_client::ErrorKind::MasterNotRegistered => {
+                let reg = rm.register_master("").await.context("register the application master again")?;
+                let known: BTreeSet<String> = reg.containers.into_iter().collect();
+                let lost: Vec<String> = running.keys().filter(|c| !known.contains(*c)).cloned().collect();
+                for cid in lost {
+                    let index = running.remove(&cid).expect("listed above");
+                    outln!("index {index}: container {cid} was lost in the failover; running it again")?;
+                    todo.insert(index);
+                }
+                outln!("registered again after a failover of the resource manager")?;
+                response_id = 0;
+                continue;
+            }
+            Err(e) => return Err(e).context("allocate"),
+        };
         response_id = reply.response_id;
         for a in reply.allocated {
             let Some(index) = todo.pop_first() else {
@@ -188,7 +210,7 @@ pub async fn shell_master(mut rm: RmClient, spec: ShellSpec) -> anyhow::Result<u
             outln!("{why}")?;
             if failures > spec.max_failures {
                 let msg = format!("{failures} containers failed (at most {} may); the last: {why}", spec.max_failures);
-                rm.finish_master(FinalStatus::Failed, &msg).await.context("finish")?;
+                finish(&rm, FinalStatus::Failed, &msg).await?;
                 return Ok(1);
             }
             todo.insert(index);
@@ -196,8 +218,19 @@ pub async fn shell_master(mut rm: RmClient, spec: ShellSpec) -> anyhow::Result<u
         if done == n {
             let msg = format!("{n} of {n} containers succeeded ({failures} failed and were replaced)");
             outln!("{msg}")?;
-            rm.finish_master(FinalStatus::Succeeded, &msg).await.context("finish")?;
+            finish(&rm, FinalStatus::Succeeded, &msg).await?;
             return Ok(0);
         }
+    }
+}
+
+/// Ends the application; after a failover of the resource manager, registers first.
+async fn finish(rm: &RmClient, status: FinalStatus, msg: &str) -> anyhow::Result<()> {
+    match rm.finish_master(status, msg).await {
+        Err(e) if e.kind() == tarn_client::ErrorKind::MasterNotRegistered => {
+            rm.register_master("").await.context("register the application master again")?;
+            rm.finish_master(status, msg).await.context("finish")
+        }
+        r => r.context("finish"),
     }
 }

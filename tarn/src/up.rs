@@ -188,6 +188,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
     let gateway = tarn_gateway::start(gw.clone(), transport(Role::Gateway)?).await.context("start the S3 gateway")?;
     // Compute: the resource manager, and a worker on this (core) node.
     let mut rm_cfg = cfg.resource_manager.clone();
+    rm_cfg.namenodes = nn_addrs.clone();
     if let Some(l) = a.rm_listen {
         rm_cfg.listen = l;
     }

@@ -367,10 +367,19 @@ pub struct ClusterBuilder {
     workers: (usize, usize),
     tune_workers: WorkerTune,
     worker_processes: bool,
+    rm_processes: usize,
     tune_rm: Box<dyn Fn(&mut tarn_resource_manager::ResourceManagerConfig)>,
 }
 
 impl ClusterBuilder {
+    /// `n` resource managers as real `tarn resource-manager` processes (one highly
+    /// available group: the first is active once started, the others stand by), so that a
+    /// test can SIGKILL or SIGSTOP one ([`Cluster::kill_rm`], [`Cluster::pause_rm`]).
+    pub fn rm_processes(mut self, n: usize) -> Self {
+        self.rm_processes = n;
+        self
+    }
+
     /// Adjusts the resource manager's configuration (see [`rm_config`]).
     pub fn tune_rm(mut self, f: impl Fn(&mut tarn_resource_manager::ResourceManagerConfig) + 'static) -> Self {
         self.tune_rm = Box::new(f);
@@ -459,6 +468,8 @@ impl ClusterBuilder {
             worker_procs: Vec::new(),
             worker_processes: self.worker_processes,
             worker_configs: Vec::new(),
+            rm_addrs: Vec::new(),
+            rm_procs: Vec::new(),
             _dir: dir,
         };
         for i in 1..=self.namenodes as u64 {
@@ -487,13 +498,38 @@ impl ClusterBuilder {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(cl._dir.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod");
             let mut rc = rm_config();
+            // Applications on record in the file system, as in every real cluster.
+            rc.namenodes = cl.addrs.clone();
             (self.tune_rm)(&mut rc);
-            let rm = tarn_resource_manager::start(rc, pki().transport(Role::ResourceManager, "rm"))
-                .await
-                .expect("start the resource manager");
+            if self.rm_processes == 0 {
+                let rm = tarn_resource_manager::start(rc.clone(), pki().transport(Role::ResourceManager, "rm"))
+                    .await
+                    .expect("start the resource manager");
+                cl.rm_addrs.push(rm.addr.clone());
+                cl.rm = Some(rm);
+            }
+            for i in 1..=self.rm_processes {
+                let dir = cl._dir.path().join(format!("rm{i}"));
+                std::fs::create_dir_all(&dir).expect("rm dir");
+                let mut doc = toml::Table::new();
+                doc.insert("resource_manager".into(), toml::Value::try_from(&rc).expect("rm config"));
+                let sec = pki().security(Role::ResourceManager, &format!("rm{i}"));
+                doc.insert("security".into(), toml::Value::try_from(sec).expect("security config"));
+                std::fs::write(dir.join("tarn.toml"), toml::to_string(&doc).expect("toml")).expect("write rm config");
+                let (child, addr) = spawn_role("resource-manager", &dir, "info").await;
+                cl.rm_procs.push(Some(child));
+                cl.rm_addrs.push(addr.clone());
+                // The first takes the lease before the next starts: it is the active one.
+                if i == 1 {
+                    wait_for("the first resource manager active", Duration::from_secs(20), || async {
+                        rm_is_active(&addr).await.then_some(())
+                    })
+                    .await;
+                }
+            }
             for i in 1..=core + task {
                 let mut w = tarn_worker::WorkerConfig {
-                    resource_managers: vec![rm.addr.clone()],
+                    resource_managers: cl.rm_addrs.clone(),
                     namenodes: cl.addrs.clone(),
                     host: "127.0.0.1".into(),
                     label: if i <= core { "core" } else { "task" }.into(),
@@ -510,7 +546,6 @@ impl ClusterBuilder {
                 (self.tune_workers)(i, &mut w);
                 cl.worker_configs.push(w);
             }
-            cl.rm = Some(rm);
             for i in 1..=core + task {
                 cl.start_worker(i).await;
             }
@@ -543,13 +578,20 @@ pub struct Cluster {
     worker_procs: Vec<Option<std::process::Child>>,
     worker_processes: bool,
     worker_configs: Vec<tarn_worker::WorkerConfig>,
+    /// The resource managers' addresses (the in-process one, or each process's).
+    pub rm_addrs: Vec<String>,
+    /// With `rm_processes`: resource manager `i`'s process at `[i - 1]`.
+    rm_procs: Vec<Option<std::process::Child>>,
     _dir: tempfile::TempDir,
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        // A failed test leaves no worker process behind.
-        for mut p in self.worker_procs.drain(..).flatten() {
+        // A failed test leaves no worker or resource manager process behind.
+        for mut p in self.worker_procs.drain(..).chain(self.rm_procs.drain(..)).flatten() {
+            // SIGCONT first: a paused process would not die before it ran again.
+            // SAFETY: kill(2) on a child of ours.
+            unsafe { libc::kill(p.id() as i32, libc::SIGCONT) };
             let _ = p.kill();
             let _ = p.wait();
         }
@@ -568,6 +610,7 @@ impl Cluster {
             workers: (0, 0),
             tune_workers: Box::new(|_, _| {}),
             worker_processes: false,
+            rm_processes: 0,
             tune_rm: Box::new(|_| {}),
         }
     }
@@ -631,10 +674,34 @@ impl Cluster {
         self.worker_configs[i - 1].local_dir.join("apps").join(app).join(cid)
     }
 
-    /// A client of the resource manager with the tests' admin certificate.
+    /// A client of the resource managers with the tests' admin certificate.
     pub fn rm_client(&self) -> tarn_client::rm::RmClient {
-        let rm = self.rm.as_ref().expect("a cluster built with workers()");
-        tarn_client::rm::RmClient::new(std::slice::from_ref(&rm.addr), &admin()).expect("rm client")
+        assert!(!self.rm_addrs.is_empty(), "a cluster built with workers()");
+        tarn_client::rm::RmClient::new(&self.rm_addrs, &admin()).expect("rm client")
+    }
+
+    /// SIGKILLs resource manager process `i` (1-based).
+    pub fn kill_rm(&mut self, i: usize) {
+        if let Some(mut p) = self.rm_procs.get_mut(i - 1).and_then(Option::take) {
+            // SAFETY: kill(2) on a child of ours.
+            unsafe { libc::kill(p.id() as i32, libc::SIGCONT) };
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+    }
+
+    /// SIGSTOPs (`true`) or SIGCONTs resource manager process `i` (1-based).
+    pub fn pause_rm(&self, i: usize, pause: bool) {
+        let p = self.rm_procs[i - 1].as_ref().expect("a running resource manager process");
+        let sig = if pause { libc::SIGSTOP } else { libc::SIGCONT };
+        // SAFETY: kill(2) on a child of ours.
+        assert_eq!(unsafe { libc::kill(p.id() as i32, sig) }, 0, "signal resource manager {i}");
+    }
+
+    /// The log of resource manager process `i`.
+    pub fn rm_log(&self, i: usize) -> String {
+        std::fs::read_to_string(self._dir.path().join(format!("rm{i}")).join("resource-manager.log"))
+            .unwrap_or_default()
     }
 
     /// Starts `n` namenodes, `tune` adjusting each configuration.
@@ -827,6 +894,9 @@ impl Cluster {
         }
         if let Some(rm) = self.rm.take() {
             rm.shutdown().await;
+        }
+        for i in 1..=self.rm_procs.len() {
+            self.kill_rm(i);
         }
         for i in 1..=self.datanodes.len() {
             self.stop_datanode(i).await;
@@ -1048,6 +1118,17 @@ impl Drop for ProcCluster {
             self.kill(i);
         }
     }
+}
+
+/// Whether the resource manager at `addr` serves (is the active one): asked directly,
+/// without following a redirect to another, within 2 s.
+pub async fn rm_is_active(addr: &str) -> bool {
+    use tarn_proto::rm::application_client_client::ApplicationClientClient;
+    let Ok(e) = Transport::endpoint(addr) else { return false };
+    let mut c = ApplicationClientClient::new(admin().channel(e));
+    let mut req = tonic::Request::new(tarn_proto::rm::ListWorkersRequest {});
+    req.set_timeout(Duration::from_secs(2));
+    matches!(tokio::time::timeout(Duration::from_secs(2), c.list_workers(req)).await, Ok(Ok(_)))
 }
 
 /// The last 40 lines of a log file.

@@ -60,6 +60,7 @@ fn registration(id: &str, label: pb::NodeLabel) -> pb::RegisterWorkerRequest {
         label: label as i32,
         capacity: Some(pb::Resources { vcores: 1, memory_mib: 512 }),
         version: "test".into(),
+        containers: Vec::new(),
     }
 }
 

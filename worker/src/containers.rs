@@ -83,6 +83,18 @@ struct Inner {
     uids: HashMap<String, u32>,
     /// Containers whose files are being localized.
     starting: std::collections::HashSet<String>,
+    /// Whose each started container is (until it is forgotten): told to a resource
+    /// manager the worker registers with, so that one that took over can adopt them.
+    owners: HashMap<String, Owner>,
+}
+
+/// The application, attempt, user and grant of a container.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Owner {
+    pub app_id: String,
+    pub attempt: u32,
+    pub user: String,
+    pub resources: tarn_client::rm::Resources,
 }
 
 /// The containers of one worker.
@@ -204,8 +216,29 @@ impl Containers {
     pub fn forget(&self, ids: &[String]) {
         let mut inner = self.lock();
         for id in ids {
-            inner.done.remove(id);
+            if inner.done.remove(id).is_some() {
+                inner.owners.remove(id);
+            }
         }
+    }
+
+    /// Every container it has (running, or ended and not yet forgotten) with whose it is:
+    /// what a registration tells the resource manager.
+    pub fn report(&self) -> Vec<(ContainerStatus, Option<Owner>)> {
+        let statuses = self.statuses();
+        let inner = self.lock();
+        // Containers still getting their files count as running: the resource manager
+        // must not give them up (and start their work again elsewhere).
+        let starting = inner.starting.iter().filter(|id| !statuses.iter().any(|s| s.container_id == **id));
+        let starting: Vec<ContainerStatus> = starting.map(|id| ContainerStatus::running(id)).collect();
+        statuses
+            .into_iter()
+            .chain(starting)
+            .map(|st| {
+                let owner = inner.owners.get(&st.container_id).cloned();
+                (st, owner)
+            })
+            .collect()
     }
 
     /// Kills container `id`'s process group, saying why.
@@ -247,13 +280,17 @@ impl Containers {
             if known {
                 return;
             }
+            let owner =
+                Owner { app_id: s.app_id.clone(), attempt: s.attempt, user: s.user.clone(), resources: s.resources };
+            inner.owners.insert(s.container_id.clone(), owner);
         }
         let me = self.clone();
         tokio::spawn(async move {
             // Its files first (as its user), then the process.
             let staged = me.localize(&s).await;
             let id = s.container_id.clone();
-            me.lock().starting.remove(&id);
+            // Out of `starting` only once running or ended (in the same step), so that a
+            // registration never misses it.
             match staged {
                 Ok(stage) => me.start_staged(s, stage),
                 Err(e) => me.launch_failed(&id, format!("localizing its files: {e}")),
@@ -264,7 +301,10 @@ impl Containers {
     fn launch_failed(&self, id: &str, e: String) {
         tracing::warn!(container = %id, error = %e, "container could not be started");
         let st = ContainerStatus::ended(id, ExitReason::LaunchFailed, -1, e);
-        self.lock().done.insert(id.to_string(), st);
+        let mut inner = self.lock();
+        inner.starting.remove(id);
+        inner.done.insert(id.to_string(), st);
+        drop(inner);
         self.changed.notify_one();
     }
 
@@ -327,7 +367,10 @@ impl Containers {
                     uid,
                     gid,
                 });
-                self.lock().running.insert(id.clone(), Running { pgid, rss: 0, killed: None, credential });
+                let mut inner = self.lock();
+                inner.starting.remove(&id);
+                inner.running.insert(id.clone(), Running { pgid, rss: 0, killed: None, credential });
+                drop(inner);
                 tracing::info!(container = %id, app = %s.app_id, pid = pgid, "container started");
                 tokio::spawn(async move { me.watch(id, child, pgid, s.resources.memory_mib << 20).await });
             }

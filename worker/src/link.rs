@@ -35,8 +35,10 @@ impl Link {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                r = self.cycle() => if let Err(e) = r {
-                    tracing::warn!(error = %e, "lost the resource manager; registering again");
+                r = self.cycle() => match r {
+                    // Asked to register again (a resource manager that took over): at once.
+                    Ok(()) => continue,
+                    Err(e) => tracing::warn!(error = %e, "lost the resource manager; registering again"),
                 },
             }
             tokio::select! {
@@ -56,6 +58,21 @@ impl Link {
             label: self.label.to_pb(),
             capacity: Some(self.capacity.into()),
             version: env!("CARGO_PKG_VERSION").into(),
+            containers: self
+                .containers
+                .report()
+                .into_iter()
+                .map(|(st, owner)| {
+                    let owner = owner.unwrap_or_default();
+                    pb::WorkerContainer {
+                        status: Some((&st).into()),
+                        app_id: owner.app_id,
+                        attempt: owner.attempt,
+                        user: owner.user,
+                        resources: Some(owner.resources.into()),
+                    }
+                })
+                .collect(),
         };
         let r = conn
             .call(|c| {

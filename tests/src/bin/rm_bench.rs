@@ -13,6 +13,14 @@
 //! master service with the credentials their containers were given; it reports allocate
 //! latency as a master sees it and allocations per second.
 //!
+//! `rm-bench failover --rounds 5` measures a failover of the resource manager: two
+//! `tarn resource-manager` processes (one active, one standing by) over an in-process
+//! namenode, two real workers running two applications' masters; SIGKILL of the active
+//! one, then the time until the standby serves, and until every worker has registered with
+//! it and its containers are adopted (what a running application waits for). Its baseline
+//! is the lease (`resource_manager.ha_lease_ms`): the part of the failover spent noticing
+//! that the active one is gone.
+//!
 //! Build in release (`cargo build --release --bin rm-bench`); results go into BENCHMARKS.md.
 
 use std::collections::BTreeMap;
@@ -65,6 +73,11 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         secs: u64,
     },
+    /// Failover time after SIGKILL of the active resource manager.
+    Failover {
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
 }
 
 fn hist() -> Histogram<u64> {
@@ -81,6 +94,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Rpc { load, secs } => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(rpc(load, secs))
+        }
+        Cmd::Failover { rounds } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(failover(rounds))
         }
     }
 }
@@ -106,6 +123,7 @@ async fn sim_worker(
         label: if i % 5 == 4 { pb::NodeLabel::Task } else { pb::NodeLabel::Core } as i32,
         capacity: Some(pb::Resources { vcores: 16, memory_mib: 64 * 1024 }),
         version: "bench".into(),
+        containers: Vec::new(),
     };
     let epoch = rt.register_worker(reg).await?.into_inner().rm_epoch;
     // container -> heartbeats left (None: a master, runs on).
@@ -275,7 +293,7 @@ fn scheduler(Load { workers, apps, pending }: Load, rounds: usize, runs_for: usi
             label: if i % 5 == 4 { NodeLabel::Task } else { NodeLabel::Core },
             capacity: Resources::new(16, 64 * 1024),
         };
-        c.register(info, t0).map_err(|e| anyhow::anyhow!("{e}"))?;
+        c.register(info, Vec::new(), t0).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     // The masters: submitted, started (their workers' first heartbeats), registered.
     let sub = AppSubmission {
@@ -390,5 +408,62 @@ fn scheduler(Load { workers, apps, pending }: Load, rounds: usize, runs_for: usi
         hb_h.len()
     );
     println!("  at the end: {busy} of {cap} vcores busy");
+    Ok(())
+}
+
+/// See the module's `rm-bench failover`.
+async fn failover(rounds: usize) -> anyhow::Result<()> {
+    use tarn_client::rm::RmClient;
+    let lease = Duration::from_millis(tarn_tests::rm_config().ha_lease_ms);
+    let (mut serve, mut adopted) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let mut cl = tarn_tests::Cluster::builder().datanodes(1).workers(2, 0).rm_processes(2).start().await;
+        let alice = RmClient::new(&cl.rm_addrs, &tarn_tests::pki().transport(tarn_security::Role::User, "alice"))?;
+        let admin = cl.rm_client();
+        let sleeper = AppSubmission {
+            name: "sleeps".into(),
+            am_resources: Resources::new(2, 64),
+            am_spec: ContainerSpec { command: vec!["/bin/sleep".into(), "600".into()], ..Default::default() },
+            ..Default::default()
+        };
+        let apps = [alice.submit(&sleeper).await?, alice.submit(&sleeper).await?];
+        let busy = || async { admin.workers().await.map(|ws| ws.iter().map(|w| w.used.vcores).sum::<u32>()) };
+        while busy().await.unwrap_or(0) < 4 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        cl.kill_rm(1);
+        let t0 = Instant::now();
+        while !tarn_tests::rm_is_active(&cl.rm_addrs[1]).await {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let t_serve = t0.elapsed();
+        while busy().await.unwrap_or(0) < 4 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let t_adopted = t0.elapsed();
+        for a in &apps {
+            let r = alice.application(a).await?;
+            anyhow::ensure!(r.attempts.len() == 1, "{a} started again: {r:?}");
+        }
+        println!("round {round}: serving after {t_serve:?}, workers and containers adopted after {t_adopted:?}");
+        serve.push(t_serve);
+        adopted.push(t_adopted);
+        for a in &apps {
+            alice.kill(a).await?;
+        }
+        cl.shutdown().await;
+    }
+    serve.sort();
+    adopted.sort();
+    let mid = |v: &[Duration]| v[v.len() / 2];
+    println!(
+        "failover over {rounds} rounds (lease {lease:?}): standby serving median {:?} (max {:?}), \
+         {:.2}x the lease; everything adopted median {:?} (max {:?})",
+        mid(&serve),
+        serve.last().expect("a round"),
+        mid(&serve).as_secs_f64() / lease.as_secs_f64(),
+        mid(&adopted),
+        adopted.last().expect("a round"),
+    );
     Ok(())
 }
