@@ -548,6 +548,58 @@ impl From<&AppReport> for pb::AppReport {
     }
 }
 
+/// A leaf queue as the resource manager reports it (fractions of the cluster).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct QueueReport {
+    pub path: String,
+    pub guarantee: f64,
+    pub max: f64,
+    pub used: f64,
+    pub used_resources: Resources,
+    pub pending_apps: u32,
+    pub running_apps: u32,
+    pub user_limit_factor: f64,
+    pub max_am_share: f64,
+    pub submit_users: Vec<String>,
+    pub labels: Vec<String>,
+}
+
+impl From<pb::QueueReport> for QueueReport {
+    fn from(q: pb::QueueReport) -> Self {
+        QueueReport {
+            path: q.path,
+            guarantee: q.guarantee,
+            max: q.max,
+            used: q.used,
+            used_resources: Resources::from(q.used_resources),
+            pending_apps: q.pending_apps,
+            running_apps: q.running_apps,
+            user_limit_factor: q.user_limit_factor,
+            max_am_share: q.max_am_share,
+            submit_users: q.submit_users,
+            labels: q.labels,
+        }
+    }
+}
+
+impl From<&QueueReport> for pb::QueueReport {
+    fn from(q: &QueueReport) -> Self {
+        pb::QueueReport {
+            path: q.path.clone(),
+            guarantee: q.guarantee,
+            max: q.max,
+            used: q.used,
+            used_resources: Some(q.used_resources.into()),
+            pending_apps: q.pending_apps,
+            running_apps: q.running_apps,
+            user_limit_factor: q.user_limit_factor,
+            max_am_share: q.max_am_share,
+            submit_users: q.submit_users.clone(),
+            labels: q.labels.clone(),
+        }
+    }
+}
+
 /// The master's answer to its registration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MasterRegistration {
@@ -859,6 +911,18 @@ impl RmClient {
     /// Drains worker `worker_id` (admins): no new container there; what runs has
     /// `deadline` before it is stopped. `cancel` takes it back into service. Returns the
     /// containers still on it.
+    /// The leaf queues with their settings and use, and the TOML they came from.
+    pub async fn queues(&self) -> Result<(Vec<QueueReport>, String)> {
+        let r = rm_rpc!(self, get_queues, pb::GetQueuesRequest {})?;
+        Ok((r.queues.into_iter().map(QueueReport::from).collect(), r.source))
+    }
+
+    /// Replaces the queues with those of `toml` (admins only); returns the leaves.
+    pub async fn refresh_queues(&self, toml: &str) -> Result<u32> {
+        let msg = pb::RefreshQueuesRequest { toml: toml.into() };
+        Ok(rm_rpc!(self, refresh_queues, msg)?.leaves)
+    }
+
     pub async fn drain_worker(&self, worker_id: &str, deadline: Duration, cancel: bool) -> Result<u32> {
         let msg = pb::DrainWorkerRequest { worker_id: worker_id.into(), deadline_secs: deadline.as_secs(), cancel };
         Ok(rm_rpc!(self, drain_worker, msg)?.containers)

@@ -27,6 +27,7 @@ use tarn_client::rm::{
 use tarn_proto::ErrorKind;
 
 use crate::error::Refusal;
+use crate::queues::{minus, plus, share, Queues};
 
 /// What a worker says of itself when it registers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,6 +235,8 @@ pub struct Dirty {
     pub gen: u64,
     pub records: Vec<AppRecord>,
     pub workers: Option<Vec<String>>,
+    /// The queues' TOML, if they changed.
+    pub queues: Option<String>,
 }
 
 /// A container a worker reports when it registers, with whose it is.
@@ -283,6 +286,13 @@ pub struct ClusterState {
     settling: HashMap<String, u64>,
     /// The set of workers changed since it was last taken (see [`Self::take_dirty`]).
     workers_dirty: bool,
+    /// The queues, and what each leaf, each user in a leaf and each leaf's masters use.
+    queues: Queues,
+    used_leaf: Vec<Resources>,
+    am_leaf: Vec<Resources>,
+    used_user: HashMap<(usize, String), Resources>,
+    /// The queues changed since they were last taken.
+    queues_dirty: bool,
 }
 
 impl ClusterState {
@@ -310,7 +320,129 @@ impl ClusterState {
             durable_gen: 0,
             settling: HashMap::new(),
             workers_dirty: false,
+            queues: Queues::default(),
+            used_leaf: vec![Resources::default()],
+            am_leaf: vec![Resources::default()],
+            used_user: HashMap::new(),
+            queues_dirty: false,
         }
+    }
+
+    /// Takes queues from the record (a takeover): no check, nothing to record.
+    pub fn load_queues(&mut self, q: Queues) {
+        self.queues = q;
+        self.recharge();
+    }
+
+    /// Replaces the queues (an admin's refresh); refused if an application not ended is in
+    /// a queue the new tree lacks. Returns the change's number.
+    pub fn set_queues(&mut self, q: Queues) -> Result<u64, Refusal> {
+        let mut orphans: BTreeMap<&str, usize> = BTreeMap::new();
+        for a in self.apps.values().filter(|a| !a.state.is_final()) {
+            if !q.leaves.iter().any(|l| l.path == a.sub.queue) {
+                *orphans.entry(a.sub.queue.as_str()).or_default() += 1;
+            }
+        }
+        if let Some((queue, n)) = orphans.into_iter().next() {
+            return Err(Refusal::new(
+                ErrorKind::ConditionFailed,
+                format!(
+                    "queue {queue:?} has {n} application(s) waiting or running and the new queues have no leaf \
+                     of that path: keep it until they end"
+                ),
+            ));
+        }
+        self.queues = q;
+        self.recharge();
+        self.queues_dirty = true;
+        self.gen += 1;
+        tracing::info!(leaves = self.queues.leaves.len(), "queues refreshed");
+        self.schedule();
+        Ok(self.gen)
+    }
+
+    /// The queues' source (TOML; empty for the default queue).
+    pub fn queues_source(&self) -> &str {
+        &self.queues.source
+    }
+
+    /// Every leaf queue, its settings and use.
+    pub fn queue_reports(&self) -> Vec<tarn_client::rm::QueueReport> {
+        let total = self.total();
+        self.queues
+            .leaves
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let mine = self.apps.values().filter(|a| self.queues.index(&a.sub.queue) == i);
+                let (mut pending, mut running) = (0, 0);
+                for a in mine {
+                    match a.state {
+                        AppState::Accepted => pending += 1,
+                        AppState::Running => running += 1,
+                        _ => {}
+                    }
+                }
+                tarn_client::rm::QueueReport {
+                    path: l.path.clone(),
+                    guarantee: l.guarantee,
+                    max: l.max,
+                    used: share(self.used_leaf[i], total),
+                    used_resources: self.used_leaf[i],
+                    pending_apps: pending,
+                    running_apps: running,
+                    user_limit_factor: l.user_limit_factor,
+                    max_am_share: l.max_am_share,
+                    submit_users: l.users.iter().flatten().cloned().collect(),
+                    labels: l.labels.iter().flatten().map(|l| l.as_str().to_string()).collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// Counts again what each queue, user and queue's masters use (after the queues
+    /// changed).
+    fn recharge(&mut self) {
+        let n = self.queues.leaves.len();
+        self.used_leaf = vec![Resources::default(); n];
+        self.am_leaf = vec![Resources::default(); n];
+        self.used_user.clear();
+        let all: Vec<(String, Resources, bool)> =
+            self.containers.values().map(|c| (c.app.clone(), c.resources, c.master)).collect();
+        for (app, r, master) in all {
+            self.charge(&app, r, master, true);
+        }
+    }
+
+    /// Counts (or, `add` false, stops counting) `r` against application `app`'s queue and
+    /// user.
+    fn charge(&mut self, app: &str, r: Resources, master: bool, add: bool) {
+        let Some(a) = self.apps.get(app) else { return };
+        let leaf = self.queues.index(&a.sub.queue);
+        let f = if add { plus } else { minus };
+        self.used_leaf[leaf] = f(self.used_leaf[leaf], r);
+        if master {
+            self.am_leaf[leaf] = f(self.am_leaf[leaf], r);
+        }
+        let u = self.used_user.entry((leaf, a.user.clone())).or_default();
+        *u = f(*u, r);
+    }
+
+    /// Places a container: known, counted on its worker's and its queue's books.
+    fn add_container(&mut self, cid: String, rec: ContainerRec) {
+        if let Some(w) = self.workers.get_mut(&rec.worker) {
+            w.take(rec.resources);
+        }
+        self.charge(&rec.app, rec.resources, rec.master, true);
+        self.containers.insert(cid, rec);
+    }
+
+    /// What the workers offer (running ones, known beyond the records).
+    fn total(&self) -> Resources {
+        self.workers
+            .values()
+            .filter(|w| w.state == WorkerState::Running && !w.placeholder)
+            .fold(Resources::default(), |t, w| plus(t, w.info.capacity))
     }
 
     /// Names this core: changes are numbered per core.
@@ -346,7 +478,8 @@ impl ClusterState {
         let ids = std::mem::take(&mut self.dirty);
         let records = ids.iter().filter_map(|id| self.apps.get(id)).map(record_of).collect();
         let workers = std::mem::take(&mut self.workers_dirty).then(|| self.recorded_workers());
-        Dirty { gen: self.gen, records, workers }
+        let queues = std::mem::take(&mut self.queues_dirty).then(|| self.queues.source.clone());
+        Dirty { gen: self.gen, records, workers, queues }
     }
 
     /// The workers a takeover waits for: every one not lost.
@@ -355,9 +488,10 @@ impl ClusterState {
     }
 
     /// What could not be written: taken again next time.
-    pub fn redo(&mut self, ids: impl IntoIterator<Item = String>, workers: bool) {
+    pub fn redo(&mut self, ids: impl IntoIterator<Item = String>, workers: bool, queues: bool) {
         self.dirty.extend(ids);
         self.workers_dirty |= workers;
+        self.queues_dirty |= queues;
     }
 
     /// Every change up to `gen` is durable: masters held for it are started.
@@ -427,10 +561,7 @@ impl ClusterState {
             };
             if let Some((n, cid, worker)) = master {
                 let need = app.sub.am_resources;
-                self.workers
-                    .entry(worker.clone())
-                    .or_insert_with(|| WorkerRec::placeholder(&worker, now + grace))
-                    .take(need);
+                self.workers.entry(worker.clone()).or_insert_with(|| WorkerRec::placeholder(&worker, now + grace));
                 let rec = ContainerRec {
                     app: r.id.clone(),
                     attempt: n,
@@ -440,8 +571,10 @@ impl ClusterState {
                     launched: true,
                     stopping: None,
                 };
-                self.containers.insert(cid, rec);
                 app.touched.insert(worker);
+                self.apps.insert(r.id.clone(), app);
+                self.add_container(cid, rec);
+                continue;
             }
             self.apps.insert(r.id, app);
         }
@@ -564,10 +697,7 @@ impl ClusterState {
             launched: true,
             stopping: None,
         };
-        self.containers.insert(cid, rec);
-        if let Some(w) = self.workers.get_mut(worker) {
-            w.take(c.resources);
-        }
+        self.add_container(cid, rec);
     }
 
     /// A heartbeat from worker `id` with its containers' statuses: what it must do, or
@@ -665,6 +795,7 @@ impl ClusterState {
     /// A container ended: its resources are free, and its application moves on.
     fn complete(&mut self, cid: &str, status: ContainerStatus) {
         let Some(c) = self.containers.remove(cid) else { return };
+        self.charge(&c.app, c.resources, c.master, false);
         if c.master {
             self.touch(&c.app);
         }
@@ -754,29 +885,153 @@ impl ClusterState {
             w.kill.push((cid.to_string(), reason, why.to_string()));
         }
     }
-    /// Places the master container of every application waiting for one (in submission
-    /// order) on a running core worker with room, the most free memory first, away from
-    /// the worker of the attempt before if another has room.
+    /// Places what is waiting (see [`Self::assign`]) anywhere.
     fn schedule(&mut self) {
         self.schedule_on(None)
     }
 
-    /// [`Self::schedule`]; masters' asks only on worker `only` when given.
+    /// [`Self::schedule`]; masters' asks only on worker `only` when given (masters
+    /// anywhere).
     fn schedule_on(&mut self, only: Option<&str>) {
-        self.place_masters();
-        self.allocate_asks(only, None);
+        self.assign(only, None);
     }
 
-    /// Places masters waiting for a container (see [`Self::schedule`]).
-    fn place_masters(&mut self) {
-        let waiting: Vec<String> =
-            self.apps.values().filter(|a| a.state == AppState::Accepted).map(|a| a.id.clone()).collect();
-        for id in waiting {
-            let app = &self.apps[&id];
+    /// Places containers one at a time: each for the leaf queue furthest below its
+    /// guarantee (used / guarantee, dominant shares), within it for the application whose
+    /// user uses the least, then the oldest; a master for an application waiting for one,
+    /// else one of what a registered master asks. Queues, their parents, users and
+    /// masters stay within their limits (see `queues.rs`). With `app`, that application's
+    /// only, and only while its queue is first in line or within its guarantee (else
+    /// heartbeats place in order).
+    fn assign(&mut self, only: Option<&str>, app: Option<&str>) {
+        let total = self.total();
+        if total.vcores == 0 || total.memory_mib == 0 {
+            for a in self.apps.values_mut().filter(|a| a.state == AppState::Accepted && a.attempts.is_empty()) {
+                let need = a.sub.am_resources;
+                a.diagnostics =
+                    format!("waiting for a core worker with {} vcores and {} MiB free", need.vcores, need.memory_mib);
+            }
+            return;
+        }
+        let wants = |a: &AppRec| match a.state {
+            AppState::Accepted => true,
+            AppState::Running => a.attempts.last().is_some_and(|t| t.synced && t.asks.values().any(|k| k.count > 0)),
+            _ => false,
+        };
+        let mut waiting: Vec<String> = self.apps.values().filter(|a| wants(a)).map(|a| a.id.clone()).collect();
+        loop {
+            waiting.retain(|id| self.apps.get(id).is_some_and(wants));
+            if waiting.is_empty() {
+                return;
+            }
+            let mut by_leaf: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+            for id in &waiting {
+                by_leaf.entry(self.queues.index(&self.apps[id].sub.queue)).or_default().push(id.clone());
+            }
+            let ratio = |l: usize| {
+                let g = self.queues.leaves[l].guarantee;
+                if g <= 0.0 {
+                    f64::MAX
+                } else {
+                    share(self.used_leaf[l], total) / g
+                }
+            };
+            let mut leaves: Vec<usize> = by_leaf.keys().copied().collect();
+            leaves.sort_by(|a, b| ratio(*a).total_cmp(&ratio(*b)).then(a.cmp(b)));
+            if let Some(id) = app {
+                let Some(&l) = by_leaf.iter().find(|(_, v)| v.iter().any(|x| x == id)).map(|(l, _)| l) else {
+                    return;
+                };
+                if leaves[0] != l && ratio(l) >= 1.0 {
+                    return;
+                }
+                leaves = vec![l];
+                by_leaf.insert(l, vec![id.to_string()]);
+            }
+            let mut placed = false;
+            'leaves: for l in leaves {
+                let mut apps = by_leaf.remove(&l).unwrap_or_default();
+                let user_share = |id: &String| {
+                    let u = self.used_user.get(&(l, self.apps[id].user.clone())).copied().unwrap_or_default();
+                    share(u, total)
+                };
+                apps.sort_by(|a, b| user_share(a).total_cmp(&user_share(b)).then(a.cmp(b)));
+                for id in apps {
+                    if self.place_one(&id, l, only, total) {
+                        placed = true;
+                        break 'leaves;
+                    }
+                    waiting.retain(|x| *x != id);
+                }
+            }
+            if !placed {
+                return;
+            }
+        }
+    }
+
+    /// Why `need` more for `user` in leaf `l` (a master's, with `master`) would break a
+    /// limit, if it would.
+    fn over_limit(&self, l: usize, user: &str, need: Resources, master: bool, total: Resources) -> Option<String> {
+        const EPS: f64 = 1e-9;
+        let leaf = &self.queues.leaves[l];
+        if share(plus(self.used_leaf[l], need), total) > leaf.max + EPS {
+            return Some(format!("queue {} is at its maximum ({:.0}% of the cluster)", leaf.path, leaf.max * 100.0));
+        }
+        for (p, pmax) in &leaf.parents {
+            let prefix = format!("{p}.");
+            let used = (0..self.queues.leaves.len())
+                .filter(|i| self.queues.leaves[*i].path.starts_with(&prefix))
+                .fold(Resources::default(), |t, i| plus(t, self.used_leaf[i]));
+            if share(plus(used, need), total) > pmax + EPS {
+                return Some(format!("queue {p} is at its maximum ({:.0}% of the cluster)", pmax * 100.0));
+            }
+        }
+        let mine = self.used_user.get(&(l, user.to_string())).copied().unwrap_or_default();
+        let user_max = leaf.user_limit_factor * leaf.guarantee;
+        if mine != Resources::default() && share(plus(mine, need), total) > user_max + EPS {
+            return Some(format!(
+                "{user} uses {:.0}% of the cluster in queue {}, its user limit ({} x its guarantee)",
+                share(mine, total) * 100.0,
+                leaf.path,
+                leaf.user_limit_factor
+            ));
+        }
+        let am = self.am_leaf[l];
+        if master
+            && am != Resources::default()
+            && share(plus(am, need), total) > leaf.max_am_share * leaf.guarantee + EPS
+        {
+            return Some(format!(
+                "the masters of queue {} hold their share of it ({:.0}% of its guarantee)",
+                leaf.path,
+                leaf.max_am_share * 100.0
+            ));
+        }
+        None
+    }
+
+    /// Places one container of application `id` (of leaf `l`): its master if it waits for
+    /// one (on a core worker with room, the most free memory first, away from the worker
+    /// of the attempt before if another has room), else one of its master's asks (on
+    /// worker `only` when given). `false` if nothing of it can be placed now.
+    fn place_one(&mut self, id: &str, l: usize, only: Option<&str>, total: Resources) -> bool {
+        let app = &self.apps[id];
+        let labels = self.queues.leaves[l].labels.clone();
+        if app.state == AppState::Accepted {
             let need = app.sub.am_resources;
+            let first = app.attempts.is_empty();
+            if let Some(why) = self.over_limit(l, &app.user, need, true, total) {
+                if first {
+                    self.apps.get_mut(id).expect("listed").diagnostics = format!("waiting: {why}");
+                }
+                return false;
+            }
             let avoid = app.attempts.last().map(|a| a.worker.clone());
+            let core_ok = labels.as_ref().is_none_or(|ls| ls.contains(&NodeLabel::Core));
             let fits = |w: &&WorkerRec| {
-                w.state == WorkerState::Running
+                core_ok
+                    && w.state == WorkerState::Running
                     && w.drain_until.is_none()
                     && w.info.label == NodeLabel::Core
                     && w.free().fits(&need)
@@ -790,41 +1045,41 @@ impl ClusterState {
                     .map(|w| w.info.id.clone())
             };
             let Some(worker) = best(true).or_else(|| best(false)) else {
-                let app = self.apps.get_mut(&id).expect("listed above");
-                if app.attempts.is_empty() {
-                    app.diagnostics = format!(
+                if first {
+                    self.apps.get_mut(id).expect("listed").diagnostics = format!(
                         "waiting for a core worker with {} vcores and {} MiB free",
                         need.vcores, need.memory_mib
                     );
                 }
-                continue;
+                return false;
             };
-            let app = self.apps.get_mut(&id).expect("listed above");
+            let app = self.apps.get_mut(id).expect("listed");
             let n = app.attempts.len() as u32 + 1;
             let cid = format!("{id}_{n:02}_000001");
             app.attempts.push(AttemptRec::new(n, cid.clone(), worker.clone()));
             app.state = AppState::Running;
+            if first {
+                app.diagnostics = String::new();
+            }
             app.touched.insert(worker.clone());
             let start = StartContainer {
                 container_id: cid.clone(),
-                app_id: id.clone(),
+                app_id: id.to_string(),
                 attempt: n,
                 user: app.user.clone(),
                 resources: need,
                 spec: app.sub.am_spec.clone(),
                 credential: None,
             };
-            let gen = self.touch(&id);
-            let w = self.workers.get_mut(&worker).expect("picked above");
-            w.take(need);
+            let gen = self.touch(id);
             match self.persist {
                 // Started once its attempt is on record: a resource manager taking over
                 // then knows it, and never starts a second master for the same attempt.
                 true => self.held.push((gen, worker.clone(), start)),
-                false => w.start.push(start),
+                false => self.workers.get_mut(&worker).expect("picked above").start.push(start),
             }
             let rec = ContainerRec {
-                app: id.clone(),
+                app: id.to_string(),
                 attempt: n,
                 worker: worker.clone(),
                 resources: need,
@@ -832,76 +1087,58 @@ impl ClusterState {
                 launched: true,
                 stopping: None,
             };
-            self.containers.insert(cid.clone(), rec);
+            self.add_container(cid.clone(), rec);
             tracing::info!(app = %id, attempt = n, container = %cid, %worker, "application master placed");
+            return true;
         }
-    }
-
-    /// Places what registered masters ask for, oldest application first.
-    /// (Only worker `only` when given, only application `app` when given.)
-    fn allocate_asks(&mut self, only: Option<&str>, app: Option<&str>) {
-        let asking: Vec<String> = self
-            .apps
-            .values()
-            .filter(|a| app.is_none_or(|id| id == a.id))
-            .filter(|a| {
-                a.state == AppState::Running
-                    && a.attempts.last().is_some_and(|t| t.registered && t.asks.values().any(|k| k.count > 0))
-            })
-            .map(|a| a.id.clone())
-            .collect();
-        for id in asking {
-            let ask_ids: Vec<u64> =
-                self.apps[&id].attempts.last().map(|t| t.asks.keys().copied().collect()).unwrap_or_default();
-            for ask_id in ask_ids {
-                loop {
-                    let app = &self.apps[&id];
-                    let t = app.attempts.last().expect("filtered above");
-                    let ask = &t.asks[&ask_id];
-                    if ask.count == 0 {
-                        break;
-                    }
-                    let Some(worker) = self.place(ask, only) else { break };
-                    let need = ask.resources;
-                    let app = self.apps.get_mut(&id).expect("listed above");
-                    let t = app.attempts.last_mut().expect("filtered above");
-                    let cid = format!("{id}_{:02}_{}{:06}", t.n, self.tag, t.next_container);
-                    t.next_container += 1;
-                    t.asks.get_mut(&ask_id).expect("listed above").count -= 1;
-                    let w = self.workers.get_mut(&worker).expect("placed on it");
-                    w.take(need);
-                    t.new_allocated.push(Allocated {
-                        container_id: cid.clone(),
-                        worker_id: worker.clone(),
-                        host: w.info.host.clone(),
-                        rack: w.info.rack.clone(),
-                        resources: need,
-                        ask_id,
-                    });
-                    let n = t.n;
-                    let rec = ContainerRec {
-                        app: id.clone(),
-                        attempt: n,
-                        worker,
-                        resources: need,
-                        master: false,
-                        launched: false,
-                        stopping: None,
-                    };
-                    self.containers.insert(cid, rec);
-                }
+        let t = app.attempts.last().expect("a running application has an attempt");
+        let user = app.user.clone();
+        let asks: Vec<(u64, ContainerAsk)> =
+            t.asks.iter().filter(|(_, k)| k.count > 0).map(|(i, k)| (*i, k.clone())).collect();
+        for (ask_id, ask) in asks {
+            let need = ask.resources;
+            if self.over_limit(l, &user, need, false, total).is_some() {
+                continue;
             }
+            let Some(worker) = self.place(&ask, only, labels.as_deref()) else { continue };
+            let app = self.apps.get_mut(id).expect("listed");
+            let t = app.attempts.last_mut().expect("checked above");
+            let cid = format!("{id}_{:02}_{}{:06}", t.n, self.tag, t.next_container);
+            t.next_container += 1;
+            t.asks.get_mut(&ask_id).expect("listed above").count -= 1;
+            let w = &self.workers[&worker];
+            t.new_allocated.push(Allocated {
+                container_id: cid.clone(),
+                worker_id: worker.clone(),
+                host: w.info.host.clone(),
+                rack: w.info.rack.clone(),
+                resources: need,
+                ask_id,
+            });
+            let rec = ContainerRec {
+                app: id.to_string(),
+                attempt: t.n,
+                worker,
+                resources: need,
+                master: false,
+                launched: false,
+                stopping: None,
+            };
+            self.add_container(cid, rec);
+            return true;
         }
+        false
     }
 
     /// The worker for one container of `ask`: a running one of its label with room, on
     /// one of its hosts, else on one of its racks, else (if it allows, or names no place)
     /// anywhere; the most free memory first. Only worker `only` when given.
-    fn place(&self, ask: &ContainerAsk, only: Option<&str>) -> Option<String> {
+    fn place(&self, ask: &ContainerAsk, only: Option<&str>, labels: Option<&[NodeLabel]>) -> Option<String> {
         let fits = |w: &&WorkerRec| {
             w.state == WorkerState::Running
                 && w.drain_until.is_none()
                 && ask.label.is_none_or(|l| l == w.info.label)
+                && labels.is_none_or(|ls| ls.contains(&w.info.label))
                 && w.free().fits(&ask.resources)
         };
         let candidates: Vec<&WorkerRec> = match only {
@@ -1097,8 +1334,7 @@ impl ClusterState {
             }
         }
         // This master's asks, anywhere (others' are placed as workers heartbeat).
-        self.place_masters();
-        self.allocate_asks(None, Some(&id));
+        self.assign(None, Some(&id));
         let t = &mut self.apps.get_mut(&id).expect("checked").attempts[n as usize - 1];
         let reply = AllocateReply {
             response_id: t.last.as_ref().map(|r| r.response_id).unwrap_or(0) + 1,
@@ -1142,7 +1378,12 @@ impl ClusterState {
 
     /// Accepts an application of `user`; its master is placed as soon as a core worker
     /// has room.
-    pub fn submit(&mut self, user: &str, mut sub: AppSubmission) -> Result<String, Refusal> {
+    pub fn submit(&mut self, user: &str, sub: AppSubmission) -> Result<String, Refusal> {
+        self.submit_as(user, false, sub)
+    }
+
+    /// [`Self::submit`] by `user`, an admin if `superuser` (who may submit to any queue).
+    pub fn submit_as(&mut self, user: &str, superuser: bool, mut sub: AppSubmission) -> Result<String, Refusal> {
         let bad = |why: String| Err(Refusal::new(ErrorKind::InvalidArgument, why));
         if sub.am_spec.command.first().is_none_or(|c| c.is_empty()) {
             return bad("am_spec.command is empty: name the program the application master runs".into());
@@ -1172,10 +1413,25 @@ impl ClusterState {
         if let Some(why) = bad_files(&sub.am_spec) {
             return bad(format!("am_spec.files: {why}"));
         }
-        if !sub.queue.is_empty() && sub.queue != "default" {
-            return Err(Refusal::new(ErrorKind::NotFound, format!("no queue {:?} (there is: default)", sub.queue)));
+        let leaf =
+            &self.queues.leaves[self.queues.find(&sub.queue).map_err(|e| Refusal::new(ErrorKind::NotFound, e))?];
+        if let Some(users) = leaf.users.as_ref().filter(|u| !superuser && !u.contains(user)) {
+            return Err(Refusal::new(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "{user} may not submit to queue {} (its submit_users: {})",
+                    leaf.path,
+                    users.iter().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
         }
-        sub.queue = "default".into();
+        if leaf.labels.as_ref().is_some_and(|ls| !ls.contains(&NodeLabel::Core)) {
+            return bad(format!(
+                "queue {} may use only task nodes, and an application's master runs on a core node",
+                leaf.path
+            ));
+        }
+        sub.queue = leaf.path.clone();
         if sub.max_attempts == 0 {
             sub.max_attempts = self.limits.default_max_attempts;
         }
@@ -2154,5 +2410,106 @@ mod tests {
         assert_eq!(d.records[0].state, AppState::Finished);
         c.durable(d.gen);
         assert_eq!(c.heartbeat("core1", end(), t).unwrap().forget, vec![cid.clone()]);
+    }
+
+    fn queues(text: &str) -> Queues {
+        Queues::parse(text).unwrap()
+    }
+
+    /// Two queues at 70/30 with a backlog each: as containers end, what frees up goes to
+    /// the queue furthest below its guarantee, and the shares settle at 70/30.
+    #[test]
+    fn two_queues_under_a_backlog_share_the_cluster_70_30() {
+        let t = Instant::now();
+        let mut c = ClusterState::with_limits(Duration::from_secs(10), AppLimits::default(), 7);
+        let ws: Vec<String> = (1..=10).map(|i| format!("w{i}")).collect();
+        for w in &ws {
+            c.register_bare(info(w, NodeLabel::Core), t).unwrap();
+        }
+        c.set_queues(queues(
+            "[queue.a]\ncapacity = 70\nuser_limit_factor = 2\n[queue.b]\ncapacity = 30\nuser_limit_factor = 4\n",
+        ))
+        .unwrap();
+        let mut masters = Vec::new();
+        for (q, user) in [("a", "alice"), ("b", "bob")] {
+            let mut sub = app("am");
+            sub.queue = q.into();
+            let id = c.submit(user, sub).unwrap();
+            let am = c.report(&id, user, false).unwrap().attempts[0].container_id.clone();
+            c.register_master(&am, user, "").unwrap();
+            masters.push((am, user, 0u64));
+        }
+        // Each round every master keeps 100 asked for; what was allocated the round before
+        // ends (a churn of the whole cluster).
+        let mut live: Vec<(String, String)> = Vec::new();
+        let (mut sum_a, mut sum_b) = (0.0, 0.0);
+        for round in 0..40 {
+            for (am, user, rid) in masters.iter_mut() {
+                let r = c.allocate(am, user, call(*rid, vec![ask(1, 100, &[], true)])).unwrap();
+                *rid = r.response_id;
+                live.extend(r.allocated.into_iter().map(|a| (a.container_id, a.worker_id)));
+            }
+            let ending = std::mem::take(&mut live);
+            for w in &ws {
+                let st: Vec<ContainerStatus> = ending
+                    .iter()
+                    .filter(|(_, on)| on == w)
+                    .map(|(cid, _)| ContainerStatus::ended(cid, ExitReason::Exited, 0, ""))
+                    .collect();
+                c.heartbeat(w, st, t).unwrap();
+            }
+            if round >= 10 {
+                let q = c.queue_reports();
+                sum_a += q[0].used;
+                sum_b += q[1].used;
+            }
+        }
+        let a = sum_a / (sum_a + sum_b);
+        assert!((a - 0.7).abs() < 0.05, "queue a had {:.1}% of what was used", a * 100.0);
+        let busy: u32 = c.workers(t).iter().map(|w| w.used.vcores).sum();
+        assert_eq!(busy, 40, "the cluster stays full");
+    }
+
+    /// A queue stays within its maximum, a user within the user limit, masters within
+    /// their share (one always runs); only listed users submit; a refresh that would drop
+    /// a busy queue is refused.
+    #[test]
+    fn queues_keep_their_limits_and_their_users() {
+        let t = Instant::now();
+        let mut c = cluster(&[("w1", NodeLabel::Core), ("w2", NodeLabel::Core), ("w3", NodeLabel::Core)], t);
+        c.set_queues(queues(
+            "[queue.etl]\ncapacity = 50\nmax_capacity = 50\nuser_limit_factor = 10\nmax_am_share = 0.1\n\
+             [queue.adhoc]\ncapacity = 50\nuser_limit_factor = 0.5\nsubmit_users = [\"alice\"]\n",
+        ))
+        .unwrap();
+        // 12 vcores: etl may use 6 (its maximum), its masters 0.6 (so one).
+        let mut sub = app("am");
+        sub.queue = "etl".into();
+        let e1 = c.submit("carol", sub.clone()).unwrap();
+        let e2 = c.submit("carol", sub.clone()).unwrap();
+        assert_eq!(c.report(&e1, "carol", false).unwrap().state, AppState::Running);
+        let r = c.report(&e2, "carol", false).unwrap();
+        assert_eq!(r.state, AppState::Accepted, "one master only");
+        assert!(r.diagnostics.contains("masters of queue etl"), "{}", r.diagnostics);
+        let am = c.report(&e1, "carol", false).unwrap().attempts[0].container_id.clone();
+        c.register_master(&am, "carol", "").unwrap();
+        let got = c.allocate(&am, "carol", call(0, vec![ask(1, 20, &[], true)])).unwrap().allocated.len();
+        assert_eq!(got, 5, "the master and 5 containers: etl's maximum");
+        // adhoc: alice only; a user there may use 0.5 x 50% = 3 vcores.
+        sub.queue = "adhoc".into();
+        let refused = c.submit("bob", sub.clone()).unwrap_err();
+        assert_eq!(refused.kind, ErrorKind::PermissionDenied);
+        assert!(refused.message.contains("submit_users: alice"), "{}", refused.message);
+        assert!(c.submit_as("root", true, sub.clone()).is_ok(), "an admin may");
+        let h = c.submit("alice", sub).unwrap();
+        let am = c.report(&h, "alice", false).unwrap().attempts[0].container_id.clone();
+        c.register_master(&am, "alice", "").unwrap();
+        let got = c.allocate(&am, "alice", call(0, vec![ask(1, 20, &[], true)])).unwrap().allocated.len();
+        assert_eq!(got, 2, "alice's master and 2 containers: her user limit");
+        // A refresh that drops queue etl (applications running there) is refused.
+        let e = c.set_queues(queues("[queue.adhoc]\ncapacity = 100\n")).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::ConditionFailed);
+        assert!(e.message.contains("\"etl\""), "{}", e.message);
+        assert_eq!(c.queue_reports().len(), 2, "nothing changed");
     }
 }

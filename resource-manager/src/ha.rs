@@ -45,6 +45,8 @@ const X_BEAT: &str = "tarn.rm.beat";
 pub const X_RECORD: &str = "tarn.rm.record";
 /// The attribute of the records' directory holding the set of workers.
 pub const X_WORKERS: &str = "tarn.rm.workers";
+/// The attribute of the records' directory holding the queues (their TOML, as loaded).
+pub const X_QUEUES: &str = "tarn.rm.queues";
 /// The records' format this build writes (and the oldest it reads).
 pub const RECORD_FORMAT: u32 = 1;
 /// The largest record kept (an attribute's room, with margin).
@@ -294,8 +296,9 @@ impl Ha {
             return Err(TakeoverError::Slow(at.elapsed()));
         }
         let records = read_records(&self.nn, &dir).await?;
-        let workers = match self.nn.get_file_info(&dir, true).await?.and_then(|d| d.xattrs.get(X_WORKERS).cloned()) {
-            Some(b) => decode_workers(&dir, &b).unwrap_or_else(|e| {
+        let attrs = self.nn.get_file_info(&dir, true).await?.map(|d| d.xattrs).unwrap_or_default();
+        let workers = match attrs.get(X_WORKERS) {
+            Some(b) => decode_workers(&dir, b).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "the set of workers is unreadable: waiting for none");
                 Vec::new()
             }),
@@ -303,6 +306,12 @@ impl Ha {
         };
         let mut core = (self.fresh)();
         core.persist(epoch);
+        if let Some(text) = attrs.get(X_QUEUES).filter(|t| !t.is_empty()) {
+            match crate::queues::Queues::parse(&String::from_utf8_lossy(text)) {
+                Ok(q) => core.load_queues(q),
+                Err(e) => tracing::error!(error = %e, "the queues on record are unreadable: the default queue serves"),
+            }
+        }
         // Workers find this one once their calls to the one before time out and they
         // follow the lease's new holder: that long more before a worker is lost.
         core.recover(records, workers, Instant::now(), self.settle, self.lease + tarn_client::rm::RM_ATTEMPT_MAX);
@@ -383,19 +392,27 @@ async fn persist(nn: Arc<NamenodeClient>, state: Arc<RmState>, dir: String, lost
             let mut c = state.core();
             (c.id(), c.take_dirty())
         };
-        if d.records.is_empty() && d.workers.is_none() {
+        if d.records.is_empty() && d.workers.is_none() && d.queues.is_none() {
             state.note_durable(core, d.gen);
             continue;
         }
         if !state.is_serving() {
-            state.core().redo(d.records.into_iter().map(|r| r.id), d.workers.is_some());
+            state.core().redo(d.records.into_iter().map(|r| r.id), d.workers.is_some(), d.queues.is_some());
             continue;
         }
         let writes = d.records.iter().map(|r| write_record(&nn, &dir, r, known.contains(&r.id)));
+        // The set of workers and the queues: attributes of the epoch's directory.
         let workers = async {
-            let Some(w) = &d.workers else { return Ok(()) };
             let mut set_xattrs = BTreeMap::new();
-            set_xattrs.insert(X_WORKERS.to_string(), encode_workers(w));
+            if let Some(w) = &d.workers {
+                set_xattrs.insert(X_WORKERS.to_string(), encode_workers(w));
+            }
+            if let Some(q) = &d.queues {
+                set_xattrs.insert(X_QUEUES.to_string(), q.clone().into_bytes());
+            }
+            if set_xattrs.is_empty() {
+                return Ok(());
+            }
             nn.set_attributes(&dir, SetAttributes { set_xattrs, ..Default::default() }).await.map(|_| ())
         };
         let (results, workers) = tokio::join!(futures::future::join_all(writes), workers);
@@ -409,7 +426,7 @@ async fn persist(nn: Arc<NamenodeClient>, state: Arc<RmState>, dir: String, lost
                 return;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "could not write the set of workers; retrying");
+                tracing::warn!(error = %e, "could not write the set of workers or the queues; retrying");
                 true
             }
         };
@@ -437,7 +454,7 @@ async fn persist(nn: Arc<NamenodeClient>, state: Arc<RmState>, dir: String, lost
         if failed.is_empty() && !workers_failed {
             state.note_durable(core, d.gen);
         } else {
-            state.core().redo(failed, workers_failed);
+            state.core().redo(failed, workers_failed && d.workers.is_some(), workers_failed && d.queues.is_some());
         }
     }
 }

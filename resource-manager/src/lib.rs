@@ -10,12 +10,14 @@
 //! - `node.rs`: configuration, start-up, the expiry monitor and shutdown.
 //! - `ha.rs`: high availability: the active resource manager's lease, the applications'
 //!   records in the file system, and the takeover.
+//! - `queues.rs`: the queues' tree (capacity scheduler), parsed and checked.
 //! - `rest.rs`: the REST/JSON API (YARN's `/ws/v1/cluster/...`), read only.
 
 pub mod cluster;
 pub mod error;
 pub mod ha;
 pub mod node;
+pub mod queues;
 pub mod rest;
 pub mod service;
 pub mod state;

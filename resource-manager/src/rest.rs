@@ -137,13 +137,33 @@ fn answer(s: &RmState, peer: &Peer, started_ms: u64, req: &Request<Incoming>) ->
             Ok(apps) => reply(StatusCode::OK, json!({"apps": {"app": apps.iter().map(app).collect::<Vec<_>>()}})),
             Err(e) => error(StatusCode::FORBIDDEN, "ForbiddenException", e.message),
         },
-        "/scheduler" => reply(
-            StatusCode::OK,
-            json!({"scheduler": {"schedulerInfo": {
-                "type": "fifoScheduler",
-                "queues": {"queue": [{"queueName": "default", "capacity": 100.0}]},
-            }}}),
-        ),
+        "/scheduler" => {
+            let queues: Vec<Value> = core
+                .queue_reports()
+                .iter()
+                .map(|q| {
+                    json!({
+                        "queueName": q.path,
+                        "capacity": q.guarantee * 100.0,
+                        "maxCapacity": q.max * 100.0,
+                        "usedCapacity": if q.guarantee > 0.0 { q.used / q.guarantee * 100.0 } else { 0.0 },
+                        "absoluteUsedCapacity": q.used * 100.0,
+                        "numPendingApplications": q.pending_apps,
+                        "numActiveApplications": q.running_apps,
+                        "userLimitFactor": q.user_limit_factor,
+                        "maxAMResourcePercent": q.max_am_share,
+                        "resourcesUsed": {"memory": q.used_resources.memory_mib, "vCores": q.used_resources.vcores},
+                    })
+                })
+                .collect();
+            reply(
+                StatusCode::OK,
+                json!({"scheduler": {"schedulerInfo": {
+                    "type": "capacityScheduler",
+                    "queues": {"queue": queues},
+                }}}),
+            )
+        }
         p => match p.strip_prefix("/apps/") {
             Some(id) => match core.report(id, &user, admin) {
                 Ok(a) => reply(StatusCode::OK, json!({"app": app(&a)})),

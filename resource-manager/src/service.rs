@@ -174,7 +174,7 @@ impl ApplicationClient for ClientService {
         req: Request<pb::SubmitApplicationRequest>,
     ) -> Result<Response<pb::SubmitApplicationResponse>, Status> {
         serving(&self.s)?;
-        let (user, _) = user_of(&req)?;
+        let (user, superuser) = user_of(&req)?;
         let r = req.into_inner();
         let size = prost::Message::encoded_len(&r);
         if size > crate::ha::RECORD_MAX / 2 {
@@ -187,7 +187,7 @@ impl ApplicationClient for ClientService {
         let sub = AppSubmission::from(r);
         let (app_id, gen) = {
             let mut core = self.s.core();
-            let id = core.submit(&user, sub).map_err(status)?;
+            let id = core.submit_as(&user, superuser, sub).map_err(status)?;
             (id, (core.id(), core.generation()))
         };
         // Answered once on record: an application a client was told of is never lost.
@@ -244,6 +244,44 @@ impl ApplicationClient for ClientService {
         let until = (!r.cancel).then(|| now + Duration::from_secs(r.deadline_secs.min(7 * 24 * 3600)));
         let left = self.s.core().drain(&r.worker_id, until).map_err(status)?;
         Ok(Response::new(pb::DrainWorkerResponse { containers: left as u32 }))
+    }
+
+    async fn get_queues(&self, _req: Request<pb::GetQueuesRequest>) -> Result<Response<pb::GetQueuesResponse>, Status> {
+        serving(&self.s)?;
+        let core = self.s.core();
+        Ok(Response::new(pb::GetQueuesResponse {
+            queues: core.queue_reports().iter().map(Into::into).collect(),
+            source: core.queues_source().to_string(),
+        }))
+    }
+
+    async fn refresh_queues(
+        &self,
+        req: Request<pb::RefreshQueuesRequest>,
+    ) -> Result<Response<pb::RefreshQueuesResponse>, Status> {
+        serving(&self.s)?;
+        let (user, superuser) = user_of(&req)?;
+        if !superuser {
+            return Err(ErrorKind::PermissionDenied.status(format!("{user} may not change the queues (admins only)")));
+        }
+        let text = req.into_inner().toml;
+        if text.len() > crate::ha::RECORD_MAX {
+            return Err(ErrorKind::InvalidArgument.status(format!(
+                "the queues file is {} bytes; at most {}",
+                text.len(),
+                crate::ha::RECORD_MAX
+            )));
+        }
+        let q = crate::queues::Queues::parse(&text).map_err(|e| ErrorKind::InvalidArgument.status(e))?;
+        let leaves = q.leaves.len() as u32;
+        let gen = {
+            let mut core = self.s.core();
+            let gen = core.set_queues(q).map_err(status)?;
+            (core.id(), gen)
+        };
+        // Answered once on record: a standby taking over schedules with these queues.
+        self.s.wait_durable(gen.0, gen.1).await.map_err(status)?;
+        Ok(Response::new(pb::RefreshQueuesResponse { leaves }))
     }
 
     async fn list_workers(

@@ -104,6 +104,24 @@ enum AdminCmd {
         #[arg(long)]
         cancel: bool,
     },
+    /// The resource manager's queues: each leaf's guarantee and maximum (percent of the
+    /// cluster), its use now, and its applications waiting and running.
+    ///
+    /// Example: `tarn admin queues`
+    Queues {
+        /// Print the TOML the queues were loaded from instead.
+        #[arg(long)]
+        source: bool,
+    },
+    /// Replace the resource manager's queues with those of a TOML file, without a restart
+    /// (the capacity scheduler's refresh). Each `[queue.NAME]` table (NAME a dotted path
+    /// below the root) sets `capacity` (percent of its parent; siblings add up to 100),
+    /// `max_capacity` (percent of the cluster), `user_limit_factor`, `max_am_share`,
+    /// `submit_users` and `labels` ("core", "task"). Refused, changing nothing, if the
+    /// file is wrong or a queue with applications waiting or running would go.
+    ///
+    /// Example: `tarn admin refresh-queues queues.toml`
+    RefreshQueues { file: std::path::PathBuf },
     /// Safe mode: `get` shows it; `leave` ends it now (when some blocks will never be
     /// reported and the cluster should run without them).
     Safemode {
@@ -210,6 +228,44 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<u8> {
             return rotate_master_key(&a.conn, &old_key_file, &new_key_file, &data_dirs, s3, small_files).await
         }
         AdminCmd::Nodes => return crate::print_workers(&a.conn).await,
+        AdminCmd::Queues { source } => {
+            let (queues, text) = a.conn.connect_rm()?.queues().await?;
+            if source {
+                outln!("{}", if text.is_empty() { "# the default queue: no queues loaded" } else { text.trim_end() })?;
+                return Ok(0);
+            }
+            outln!(
+                "{:<24} {:>9} {:>8} {:>7} {:>14} {:>8} {:>8}  USERS",
+                "QUEUE",
+                "CAPACITY",
+                "MAXIMUM",
+                "USED",
+                "VCORES/MIB",
+                "WAITING",
+                "RUNNING"
+            )?;
+            for q in &queues {
+                let pct = |f: f64| format!("{:.1}%", f * 100.0);
+                let users = if q.submit_users.is_empty() { "*".to_string() } else { q.submit_users.join(",") };
+                outln!(
+                    "{:<24} {:>9} {:>8} {:>7} {:>14} {:>8} {:>8}  {users}",
+                    q.path,
+                    pct(q.guarantee),
+                    pct(q.max),
+                    pct(q.used),
+                    format!("{}/{}", q.used_resources.vcores, q.used_resources.memory_mib),
+                    q.pending_apps,
+                    q.running_apps
+                )?;
+            }
+            return Ok(0);
+        }
+        AdminCmd::RefreshQueues { file } => {
+            let text = std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("read {}: {e}", file.display()))?;
+            let leaves = a.conn.connect_rm()?.refresh_queues(&text).await?;
+            outln!("queues refreshed from {}: {leaves} leaf queues", file.display())?;
+            return Ok(0);
+        }
         AdminCmd::DrainWorker { worker, deadline_secs, cancel } => {
             let rm = a.conn.connect_rm()?;
             let left = rm.drain_worker(&worker, std::time::Duration::from_secs(deadline_secs), cancel).await?;

@@ -24,6 +24,10 @@ enum AppCmd {
     Submit {
         #[arg(long, default_value = "")]
         name: String,
+        /// The leaf queue (its path, or its name when no other leaf has it; default: the
+        /// queue `default`). `tarn admin queues` lists them.
+        #[arg(long, default_value = "")]
+        queue: String,
         #[arg(long, default_value_t = 1)]
         vcores: u32,
         #[arg(long, default_value_t = 1024)]
@@ -75,6 +79,9 @@ enum AppCmd {
         spec: crate::shell_app::ShellSpec,
         #[arg(long, default_value = "")]
         name: String,
+        /// The leaf queue (default: `default`).
+        #[arg(long, default_value = "")]
+        queue: String,
         /// The `tarn` program the master runs, as the workers' hosts have it (default:
         /// `tarn`, which workers put first on their containers' PATH).
         #[arg(long)]
@@ -158,11 +165,11 @@ fn print(r: &AppReport) -> anyhow::Result<()> {
 pub async fn run(a: AppArgs) -> anyhow::Result<u8> {
     let rm = a.conn.connect_rm()?;
     match a.cmd {
-        AppCmd::RunShell { spec, name, tarn_bin, detach } => {
-            return crate::shell_app::run_shell(&rm, spec, name, tarn_bin, detach).await
+        AppCmd::RunShell { spec, name, queue, tarn_bin, detach } => {
+            return crate::shell_app::run_shell(&rm, spec, name, queue, tarn_bin, detach).await
         }
         AppCmd::ShellMaster { spec } => return crate::shell_app::shell_master(rm, spec).await,
-        AppCmd::Submit { name, vcores, memory_mib, max_attempts, env, files, exec_files, wait, command } => {
+        AppCmd::Submit { name, queue, vcores, memory_mib, max_attempts, env, files, exec_files, wait, command } => {
             let local = |spec: &String, executable: bool| {
                 let (path, name) = match spec.split_once('#') {
                     Some((p, n)) => (p.to_string(), n.to_string()),
@@ -174,7 +181,7 @@ pub async fn run(a: AppArgs) -> anyhow::Result<u8> {
                 files.iter().map(|f| local(f, false)).chain(exec_files.iter().map(|f| local(f, true))).collect();
             let sub = AppSubmission {
                 name,
-                queue: String::new(),
+                queue,
                 am_resources: Resources::new(vcores, memory_mib),
                 am_spec: ContainerSpec { command, env: env.into_iter().collect(), files },
                 max_attempts,

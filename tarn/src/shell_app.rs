@@ -64,6 +64,7 @@ pub async fn run_shell(
     rm: &RmClient,
     spec: ShellSpec,
     name: String,
+    queue: String,
     tarn_bin: Option<String>,
     detach: bool,
 ) -> anyhow::Result<u8> {
@@ -80,7 +81,7 @@ pub async fn run_shell(
     command.extend(spec.args());
     let sub = AppSubmission {
         name: if name.is_empty() { "run-shell".into() } else { name },
-        queue: String::new(),
+        queue,
         am_resources: Resources::new(1, 256),
         am_spec: ContainerSpec { command, env: BTreeMap::new(), files: Vec::new() },
         max_attempts: 0,
