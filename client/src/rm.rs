@@ -225,6 +225,8 @@ pub enum ExitReason {
     Released,
     /// Its application's master attempt ended (failed, or finished the application).
     AttemptEnded,
+    /// Taken back for a queue under its guarantee (after a notice to its master).
+    Preempted,
 }
 
 impl ExitReason {
@@ -237,6 +239,7 @@ impl ExitReason {
             ExitReason::LaunchFailed => "could not be started",
             ExitReason::Released => "released by its application master",
             ExitReason::AttemptEnded => "stopped: its application master's attempt ended",
+            ExitReason::Preempted => "preempted for a queue under its guarantee",
         }
     }
 
@@ -248,6 +251,7 @@ impl ExitReason {
             pb::ExitReason::LaunchFailed => ExitReason::LaunchFailed,
             pb::ExitReason::Released => ExitReason::Released,
             pb::ExitReason::AttemptEnded => ExitReason::AttemptEnded,
+            pb::ExitReason::Preempted => ExitReason::Preempted,
             pb::ExitReason::Exited | pb::ExitReason::Unspecified => ExitReason::Exited,
         }
     }
@@ -261,6 +265,7 @@ impl ExitReason {
             ExitReason::LaunchFailed => pb::ExitReason::LaunchFailed,
             ExitReason::Released => pb::ExitReason::Released,
             ExitReason::AttemptEnded => pb::ExitReason::AttemptEnded,
+            ExitReason::Preempted => pb::ExitReason::Preempted,
         }) as i32
     }
 }
@@ -655,6 +660,8 @@ pub struct AllocateReply {
     pub allocated: Vec<Allocated>,
     /// The attempt's containers that ended since the last answer.
     pub completed: Vec<ContainerStatus>,
+    /// Containers the resource manager will take back after a notice (preemption).
+    pub preempted: Vec<String>,
 }
 
 /// How an application master ends its application.
@@ -757,6 +764,7 @@ impl From<&AllocateReply> for pb::AllocateResponse {
                 })
                 .collect(),
             completed: r.completed.iter().map(Into::into).collect(),
+            preempted: r.preempted.clone(),
         }
     }
 }
@@ -778,6 +786,7 @@ impl From<pb::AllocateResponse> for AllocateReply {
                 })
                 .collect(),
             completed: r.completed.into_iter().map(Into::into).collect(),
+            preempted: r.preempted,
         }
     }
 }

@@ -142,6 +142,8 @@ struct AttemptRec {
     synced: bool,
     /// Taken over from the records of the resource manager before.
     recovered: bool,
+    /// Its containers to be preempted, not yet told to its master.
+    preempt_notice: Vec<String>,
 }
 
 impl AttemptRec {
@@ -161,6 +163,7 @@ impl AttemptRec {
             progress: 0.0,
             synced: false,
             recovered: false,
+            preempt_notice: Vec::new(),
         }
     }
 }
@@ -193,6 +196,9 @@ pub struct AppLimits {
     pub max_container: Resources,
     /// How long a master may run on after finishing its application before it is stopped.
     pub master_exit_grace: Duration,
+    /// Preemption: a container taken back for a queue under its guarantee is stopped this
+    /// long after its master is told (`None`: no preemption).
+    pub preemption_wait: Option<Duration>,
 }
 
 impl Default for AppLimits {
@@ -202,6 +208,7 @@ impl Default for AppLimits {
             max_attempts: 4,
             max_container: Resources::new(32, 256 * 1024),
             master_exit_grace: Duration::from_secs(10),
+            preemption_wait: Some(Duration::from_secs(15)),
         }
     }
 }
@@ -293,6 +300,8 @@ pub struct ClusterState {
     used_user: HashMap<(usize, String), Resources>,
     /// The queues changed since they were last taken.
     queues_dirty: bool,
+    /// Containers being preempted: when their notice ends, and for which queue.
+    preempting: HashMap<String, (Instant, String)>,
 }
 
 impl ClusterState {
@@ -325,6 +334,7 @@ impl ClusterState {
             am_leaf: vec![Resources::default()],
             used_user: HashMap::new(),
             queues_dirty: false,
+            preempting: HashMap::new(),
         }
     }
 
@@ -1340,6 +1350,7 @@ impl ClusterState {
             response_id: t.last.as_ref().map(|r| r.response_id).unwrap_or(0) + 1,
             allocated: std::mem::take(&mut t.new_allocated),
             completed: std::mem::take(&mut t.completed),
+            preempted: std::mem::take(&mut t.preempt_notice),
         };
         t.last = Some(reply.clone());
         Ok(reply)
@@ -1581,6 +1592,7 @@ impl ClusterState {
     /// Declares lost every running worker silent past the expiry, and its containers
     /// with it; returns them. Stops masters that outstayed their finished application.
     pub fn expire(&mut self, now: Instant) -> Vec<String> {
+        self.preempt(now);
         let grace = self.limits.master_exit_grace;
         let stale: Vec<String> = self
             .apps
@@ -1637,6 +1649,146 @@ impl ClusterState {
             tracing::info!("every worker the records named is back or lost: masters may register again");
         }
         lost
+    }
+
+    /// Preemption (YARN's ProportionalCapacityPreemptionPolicy, simply): for each leaf
+    /// queue under its guarantee with something waiting that no worker has room for,
+    /// containers of queues over their guarantee are chosen, newest application and
+    /// container first, never a master, never taking a queue below its guarantee nor
+    /// lifting the starved one above its own. A chosen container's master is told (its
+    /// next allocate answer); when the notice ends it is stopped, `PREEMPTED`, and what
+    /// frees up goes to the starved queue (it is first in line). A choice no longer needed
+    /// (the starved queue got room, or its work went) is dropped.
+    fn preempt(&mut self, now: Instant) {
+        const EPS: f64 = 1e-9;
+        let Some(wait) = self.limits.preemption_wait else { return };
+        let total = self.total();
+        if total.vcores == 0 || total.memory_mib == 0 || self.queues.leaves.len() < 2 {
+            self.preempting.clear();
+            return;
+        }
+        // What each leaf waits for and its limits allow: masters, then asks (at most 100
+        // containers a leaf). What a limit holds back is not worth a preemption.
+        // (A master's need is met on core workers only.)
+        let mut demand: BTreeMap<usize, Vec<(Resources, bool)>> = BTreeMap::new();
+        for a in self.apps.values() {
+            let l = self.queues.index(&a.sub.queue);
+            let wants: Vec<(Resources, bool)> = match a.state {
+                AppState::Accepted if self.over_limit(l, &a.user, a.sub.am_resources, true, total).is_none() => {
+                    vec![(a.sub.am_resources, true)]
+                }
+                AppState::Running => match a.attempts.last().filter(|t| t.synced) {
+                    Some(t) => t
+                        .asks
+                        .values()
+                        .filter(|k| self.over_limit(l, &a.user, k.resources, false, total).is_none())
+                        .flat_map(|k| std::iter::repeat_n((k.resources, false), k.count.min(100) as usize))
+                        .collect(),
+                    None => Vec::new(),
+                },
+                _ => Vec::new(),
+            };
+            let d = demand.entry(l).or_default();
+            d.extend(wants);
+            d.truncate(100);
+        }
+        let guarantee = |l: usize| self.queues.leaves[l].guarantee;
+        let mut used = self.used_leaf.clone();
+        let mut free: BTreeMap<String, Resources> = self
+            .workers
+            .values()
+            .filter(|w| w.state == WorkerState::Running && !w.placeholder && w.drain_until.is_none())
+            .map(|w| (w.info.id.clone(), w.free()))
+            .collect();
+        let core: BTreeSet<String> =
+            self.workers.values().filter(|w| w.info.label == NodeLabel::Core).map(|w| w.info.id.clone()).collect();
+        // Victims: containers of queues over their guarantee, newest first.
+        let mut victims: Vec<(usize, String, Resources, String)> = self
+            .containers
+            .iter()
+            .filter(|(_, c)| !c.master && c.stopping.is_none())
+            .filter_map(|(cid, c)| {
+                let l = self.queues.index(&self.apps.get(&c.app)?.sub.queue);
+                (share(used[l], total) > guarantee(l) + EPS).then(|| (l, cid.clone(), c.resources, c.worker.clone()))
+            })
+            .collect();
+        victims.sort_by(|a, b| b.1.cmp(&a.1));
+        let mut starved: Vec<usize> =
+            demand.keys().copied().filter(|l| share(used[*l], total) + EPS < guarantee(*l)).collect();
+        starved.sort_by(|a, b| {
+            (share(used[*a], total) / guarantee(*a)).total_cmp(&(share(used[*b], total) / guarantee(*b)))
+        });
+        let mut chosen: HashMap<String, String> = HashMap::new();
+        for s in starved {
+            for (need, master) in demand.remove(&s).unwrap_or_default() {
+                let usable = |w: &String| !master || core.contains(w);
+                if share(plus(used[s], need), total) > guarantee(s) + EPS {
+                    break;
+                }
+                // Room somewhere already: the next heartbeat places it.
+                if let Some(f) = free.iter_mut().filter(|(w, _)| usable(w)).map(|(_, f)| f).find(|f| f.fits(&need)) {
+                    *f = minus(*f, need);
+                    used[s] = plus(used[s], need);
+                    continue;
+                }
+                // Else the worker where the fewest of the newest victims make room.
+                let mut best: Option<(String, Vec<usize>)> = None;
+                for (w, room) in free.iter().filter(|(w, _)| usable(w)) {
+                    let mut room = *room;
+                    let mut taken = used.clone();
+                    let mut picked = Vec::new();
+                    for (i, (l, _, r, on)) in victims.iter().enumerate() {
+                        if on != w || *l == s || share(minus(taken[*l], *r), total) + EPS < guarantee(*l) {
+                            continue;
+                        }
+                        taken[*l] = minus(taken[*l], *r);
+                        room = plus(room, *r);
+                        picked.push(i);
+                        if room.fits(&need) {
+                            break;
+                        }
+                    }
+                    if room.fits(&need) && best.as_ref().is_none_or(|(_, p)| picked.len() < p.len()) {
+                        best = Some((w.clone(), picked));
+                    }
+                }
+                let Some((w, picked)) = best else { break };
+                let mut room = free[&w];
+                for i in picked.iter().rev() {
+                    let (l, cid, r, _) = victims.remove(*i);
+                    used[l] = minus(used[l], r);
+                    room = plus(room, r);
+                    chosen.insert(cid, self.queues.leaves[s].path.clone());
+                }
+                free.insert(w, minus(room, need));
+                used[s] = plus(used[s], need);
+            }
+        }
+        // Choices no longer needed are dropped; new ones are told to their masters.
+        self.preempting.retain(|cid, _| chosen.contains_key(cid));
+        for (cid, queue) in chosen {
+            if self.preempting.contains_key(&cid) {
+                continue;
+            }
+            let Some(c) = self.containers.get(&cid) else { continue };
+            let (app, n) = (c.app.clone(), c.attempt);
+            if let Some(t) = self.apps.get_mut(&app).and_then(|a| a.attempts.get_mut(n as usize - 1)) {
+                t.preempt_notice.push(cid.clone());
+            }
+            tracing::info!(container = %cid, %app, for_queue = %queue, "container to be preempted");
+            self.preempting.insert(cid, (now + wait, queue));
+        }
+        let due: Vec<(String, String)> = self
+            .preempting
+            .iter()
+            .filter(|(_, (at, _))| now >= *at)
+            .map(|(cid, (_, q))| (cid.clone(), q.clone()))
+            .collect();
+        for (cid, queue) in due {
+            self.preempting.remove(&cid);
+            let why = format!("preempted for queue {queue}, under its guarantee");
+            self.stop_container(&cid, ExitReason::Preempted, &why);
+        }
     }
 
     /// Counts every running worker as heard from now: this resource manager did not serve
@@ -2511,5 +2663,66 @@ mod tests {
         assert_eq!(e.kind, ErrorKind::ConditionFailed);
         assert!(e.message.contains("\"etl\""), "{}", e.message);
         assert_eq!(c.queue_reports().len(), 2, "nothing changed");
+    }
+
+    /// A queue under its guarantee with work waiting, and no room: the newest containers
+    /// of the queue over its guarantee are taken back after a notice to their master,
+    /// until the starved queue has its guarantee (within a container) and the other still
+    /// has its own; masters are never taken.
+    #[test]
+    fn preemption_brings_a_starved_queue_up_to_its_guarantee_after_a_notice() {
+        let t = Instant::now();
+        let limits = AppLimits { preemption_wait: Some(Duration::from_secs(5)), ..AppLimits::default() };
+        let mut c = ClusterState::with_limits(Duration::from_secs(60), limits, 7);
+        let ws = ["w1", "w2", "w3"];
+        for w in ws {
+            c.register_bare(info(w, NodeLabel::Core), t).unwrap();
+        }
+        c.set_queues(queues("[queue.a]\ncapacity = 70\nuser_limit_factor = 10\n[queue.b]\ncapacity = 30\n")).unwrap();
+        let mut sub = app("am");
+        sub.queue = "a".into();
+        let a = c.submit("alice", sub.clone()).unwrap();
+        let am_a = c.report(&a, "alice", false).unwrap().attempts[0].container_id.clone();
+        c.register_master(&am_a, "alice", "").unwrap();
+        let got = c.allocate(&am_a, "alice", call(0, vec![ask(1, 20, &[], true)])).unwrap();
+        assert_eq!(got.allocated.len(), 11, "queue a takes the idle cluster");
+        sub.queue = "b".into();
+        let b = c.submit("bob", sub).unwrap();
+        assert_eq!(c.report(&b, "bob", false).unwrap().state, AppState::Accepted);
+        // Rounds of the monitor and heartbeats; workers report killed containers ended.
+        let mut kills: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        let mut now = t;
+        let mut told = Vec::new();
+        let mut rid_a = 1;
+        let mut b_master: Option<(String, u64)> = None;
+        for _ in 0..20 {
+            now += Duration::from_secs(1);
+            c.expire(now);
+            for w in ws {
+                let ended: Vec<ContainerStatus> = kills
+                    .remove(w)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|cid| ContainerStatus::ended(cid, ExitReason::Preempted, 137, ""))
+                    .collect();
+                let cmds = c.heartbeat(w, ended, now).unwrap();
+                assert!(cmds.kill.iter().all(|k| k.1 == ExitReason::Preempted && k.0 != am_a));
+                kills.entry(w).or_default().extend(cmds.kill.into_iter().map(|k| k.0));
+            }
+            let r = c.allocate(&am_a, "alice", call(rid_a, vec![ask(1, 20, &[], true)])).unwrap();
+            rid_a = r.response_id;
+            told.extend(r.preempted);
+            if b_master.is_none() && c.report(&b, "bob", false).unwrap().state == AppState::Running {
+                let am = c.report(&b, "bob", false).unwrap().attempts[0].container_id.clone();
+                c.register_master(&am, "bob", "").unwrap();
+                b_master = Some((am, 0));
+            }
+            if let Some((am, rid)) = b_master.as_mut() {
+                *rid = c.allocate(am, "bob", call(*rid, vec![ask(1, 10, &[], true)])).unwrap().response_id;
+            }
+        }
+        let q = c.queue_reports();
+        assert_eq!((q[0].used_resources.vcores, q[1].used_resources.vcores), (9, 3), "{q:?}");
+        assert!(!told.is_empty() && told.len() <= 3, "its master was told first: {told:?}");
     }
 }

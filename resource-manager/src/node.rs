@@ -51,6 +51,9 @@ pub struct ResourceManagerConfig {
     /// not renewed it for this long; the active one stops serving after half of it without
     /// a renewal.
     pub ha_lease_ms: u64,
+    /// Preemption: a container taken back for a queue under its guarantee is stopped this
+    /// long after its master is told (YARN's max_wait_before_kill); 0 turns preemption off.
+    pub preemption_wait_ms: u64,
 }
 
 impl Default for ResourceManagerConfig {
@@ -65,6 +68,7 @@ impl Default for ResourceManagerConfig {
             container_credential_secs: 3600,
             namenodes: Vec::new(),
             ha_lease_ms: 1500,
+            preemption_wait_ms: 15_000,
         }
     }
 }
@@ -146,7 +150,11 @@ pub async fn start(cfg: ResourceManagerConfig, transport: Transport) -> Result<R
     // Applications are named after this start (YARN's cluster timestamp), or after the
     // takeover that made it active: ids of an earlier run are never reused.
     let started_ms = now_ms();
-    let fresh = move || ClusterState::with_limits(expiry, AppLimits::default(), now_ms());
+    let limits = AppLimits {
+        preemption_wait: (cfg.preemption_wait_ms > 0).then(|| Duration::from_millis(cfg.preemption_wait_ms)),
+        ..AppLimits::default()
+    };
+    let fresh = move || ClusterState::with_limits(expiry, limits, now_ms());
     let ha = !cfg.namenodes.is_empty();
     if !ha {
         tracing::warn!(

@@ -181,6 +181,9 @@ pub async fn shell_master(rm: RmClient, spec: ShellSpec) -> anyhow::Result<u8> {
             Err(e) => return Err(e).context("allocate"),
         };
         response_id = reply.response_id;
+        for cid in &reply.preempted {
+            outln!("container {cid} will be preempted (its queue is over its guarantee)")?;
+        }
         for a in reply.allocated {
             let Some(index) = todo.pop_first() else {
                 release.push(a.container_id);
@@ -194,6 +197,12 @@ pub async fn shell_master(rm: RmClient, spec: ShellSpec) -> anyhow::Result<u8> {
         }
         for st in reply.completed {
             let Some(index) = running.remove(&st.container_id) else { continue };
+            // Taken back for another queue: not this command's failure; it runs again.
+            if st.ended == Some(tarn_client::rm::ExitReason::Preempted) {
+                outln!("index {index}: container {} was preempted; running it again", st.container_id)?;
+                todo.insert(index);
+                continue;
+            }
             let ok = st.ended == Some(tarn_client::rm::ExitReason::Exited) && st.exit_code == 0;
             if ok {
                 done += 1;

@@ -117,3 +117,63 @@ async fn two_queues_at_70_30_share_a_busy_cluster() {
     assert!(r.is_ok(), "timed out");
     cl.shutdown().await;
 }
+
+/// Queue a (70%) holds the whole idle cluster; bob's work arrives in queue b (30%): the
+/// newest of a's containers are taken back after a notice to a's master, until b has its
+/// guarantee (within one container), within 30 s; a keeps its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preemption_brings_a_starved_queue_up_to_its_guarantee_within_30_s() {
+    let cl = Cluster::builder()
+        .datanodes(1)
+        .workers(3, 0)
+        .tune_workers(|_, w| w.vcores = 4)
+        .tune_rm(|r| r.preemption_wait_ms = 1_000)
+        .start()
+        .await;
+    let rms = cl.rm_addrs.join(",");
+    let admin = cl.rm_client();
+    let r = tokio::time::timeout(Duration::from_secs(120), async {
+        admin
+            .refresh_queues("[queue.a]\ncapacity = 70\nuser_limit_factor = 10\n[queue.b]\ncapacity = 30\n")
+            .await
+            .unwrap();
+        let shell = |user: &str, queue: &str, n: &str| {
+            let args =
+                ["app", "run-shell", "--detach", "--queue", queue, "-n", n, "--memory-mib", "32", "--", "sleep", "600"];
+            let o = tarn(user, &args, &rms);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        };
+        let used = |q: &[tarn_client::rm::QueueReport], name: &str| {
+            q.iter().find(|q| q.path == name).map(|q| q.used_resources.vcores).unwrap_or(0)
+        };
+        let a = shell("alice", "a", "40");
+        wait_for("queue a to take the idle cluster", Duration::from_secs(30), || async {
+            let (q, _) = admin.queues().await.ok()?;
+            (used(&q, "a") == 12).then_some(())
+        })
+        .await;
+        let b = shell("bob", "b", "10");
+        let start = Instant::now();
+        let q = wait_for("queue b at its guarantee", Duration::from_secs(30), || async {
+            let (q, _) = admin.queues().await.ok()?;
+            (used(&q, "b") >= 3).then_some(q)
+        })
+        .await;
+        eprintln!("preemption: queue b had its guarantee {:?} after it asked", start.elapsed());
+        assert!(used(&q, "a") >= 9, "queue a keeps its guarantee: {q:?}");
+        // The master of a was told, and ran the preempted containers' work again.
+        let r = admin.application(&a).await.unwrap();
+        let am = &r.attempts[0];
+        let worker: usize = am.worker_id.trim_start_matches('w').parse().unwrap();
+        let log = std::fs::read_to_string(cl.container_dir(worker, &a, &am.container_id).join("stdout")).unwrap();
+        assert!(log.contains("will be preempted") && log.contains("was preempted; running it again"), "{log}");
+        for (id, user) in [(&a, "alice"), (&b, "bob")] {
+            let o = tarn(user, &["app", "kill", id], &rms);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+    })
+    .await;
+    assert!(r.is_ok(), "timed out");
+    cl.shutdown().await;
+}
