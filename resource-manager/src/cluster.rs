@@ -144,6 +144,9 @@ struct AttemptRec {
     recovered: bool,
     /// Its containers to be preempted, not yet told to its master.
     preempt_notice: Vec<String>,
+    /// Per ask, the placement opportunities it let pass waiting for a local node (delay
+    /// scheduling); back to 0 when it gets a container.
+    missed: BTreeMap<u64, u32>,
 }
 
 impl AttemptRec {
@@ -164,6 +167,7 @@ impl AttemptRec {
             synced: false,
             recovered: false,
             preempt_notice: Vec::new(),
+            missed: BTreeMap::new(),
         }
     }
 }
@@ -199,6 +203,10 @@ pub struct AppLimits {
     /// Preemption: a container taken back for a queue under its guarantee is stopped this
     /// long after its master is told (`None`: no preemption).
     pub preemption_wait: Option<Duration>,
+    /// Delay scheduling: placement opportunities an ask naming hosts lets pass before it
+    /// takes a rack-local node, and as many more before any node (`None`: as many as
+    /// there are workers, one round of heartbeats; YARN's node-locality-delay).
+    pub locality_delay: Option<u32>,
 }
 
 impl Default for AppLimits {
@@ -209,8 +217,17 @@ impl Default for AppLimits {
             max_container: Resources::new(32, 256 * 1024),
             master_exit_grace: Duration::from_secs(10),
             preemption_wait: Some(Duration::from_secs(15)),
+            locality_delay: None,
         }
     }
+}
+
+/// How far from what it names an ask may be placed now (delay scheduling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Tier {
+    Node,
+    Rack,
+    Any,
 }
 
 /// What is kept durable of an application (`ha.rs` writes it): enough for a resource
@@ -297,11 +314,15 @@ pub struct ClusterState {
     queues: Queues,
     used_leaf: Vec<Resources>,
     am_leaf: Vec<Resources>,
-    used_user: HashMap<(usize, String), Resources>,
+    used_user: Vec<HashMap<String, Resources>>,
     /// The queues changed since they were last taken.
     queues_dirty: bool,
     /// Containers being preempted: when their notice ends, and for which queue.
     preempting: HashMap<String, (Instant, String)>,
+    /// What the running workers offer, and how many they are (see [`Self::recount`]).
+    capacity: (Resources, u32),
+    /// Workers by host name (asks name hosts).
+    by_host: HashMap<String, BTreeSet<String>>,
 }
 
 impl ClusterState {
@@ -332,9 +353,11 @@ impl ClusterState {
             queues: Queues::default(),
             used_leaf: vec![Resources::default()],
             am_leaf: vec![Resources::default()],
-            used_user: HashMap::new(),
+            used_user: vec![HashMap::new()],
             queues_dirty: false,
             preempting: HashMap::new(),
+            capacity: (Resources::default(), 0),
+            by_host: HashMap::new(),
         }
     }
 
@@ -416,7 +439,7 @@ impl ClusterState {
         let n = self.queues.leaves.len();
         self.used_leaf = vec![Resources::default(); n];
         self.am_leaf = vec![Resources::default(); n];
-        self.used_user.clear();
+        self.used_user = vec![HashMap::new(); n];
         let all: Vec<(String, Resources, bool)> =
             self.containers.values().map(|c| (c.app.clone(), c.resources, c.master)).collect();
         for (app, r, master) in all {
@@ -434,8 +457,12 @@ impl ClusterState {
         if master {
             self.am_leaf[leaf] = f(self.am_leaf[leaf], r);
         }
-        let u = self.used_user.entry((leaf, a.user.clone())).or_default();
-        *u = f(*u, r);
+        match self.used_user[leaf].get_mut(&a.user) {
+            Some(u) => *u = f(*u, r),
+            None => {
+                self.used_user[leaf].insert(a.user.clone(), f(Resources::default(), r));
+            }
+        }
     }
 
     /// Places a container: known, counted on its worker's and its queue's books.
@@ -449,10 +476,13 @@ impl ClusterState {
 
     /// What the workers offer (running ones, known beyond the records).
     fn total(&self) -> Resources {
-        self.workers
-            .values()
-            .filter(|w| w.state == WorkerState::Running && !w.placeholder)
-            .fold(Resources::default(), |t, w| plus(t, w.info.capacity))
+        self.capacity.0
+    }
+
+    /// Counts again what the workers offer and how many run (after one joined or left).
+    fn recount(&mut self) {
+        let live = self.workers.values().filter(|w| w.state == WorkerState::Running && !w.placeholder);
+        self.capacity = live.fold((Resources::default(), 0), |(t, n), w| (plus(t, w.info.capacity), n + 1));
     }
 
     /// Names this core: changes are numbered per core.
@@ -644,6 +674,12 @@ impl ClusterState {
         }
         // A drain outlives a re-registration (the admin's decision, not the worker's).
         let drain_until = self.workers.get(&id).and_then(|w| w.drain_until);
+        if let Some(old) = self.workers.get(&id).map(|w| w.info.host.clone()) {
+            if let Some(set) = self.by_host.get_mut(&old) {
+                set.remove(&id);
+            }
+        }
+        self.by_host.entry(info.host.clone()).or_default().insert(id.clone());
         let rec = WorkerRec {
             info,
             state: WorkerState::Running,
@@ -667,6 +703,7 @@ impl ClusterState {
                 self.adopt(&id, c);
             }
         }
+        self.recount();
         self.schedule();
         Ok(())
     }
@@ -928,7 +965,16 @@ impl ClusterState {
             AppState::Running => a.attempts.last().is_some_and(|t| t.synced && t.asks.values().any(|k| k.count > 0)),
             _ => false,
         };
+        // A heartbeat of a full worker places only masters (anywhere), if any wait.
+        let full = |w: &WorkerRec| w.free().vcores == 0 || w.free().memory_mib == 0;
+        if only.is_some_and(|w| self.workers.get(w).is_none_or(full))
+            && !self.apps.values().any(|a| a.state == AppState::Accepted)
+        {
+            return;
+        }
         let mut waiting: Vec<String> = self.apps.values().filter(|a| wants(a)).map(|a| a.id.clone()).collect();
+        // Delay scheduling waits up to a round of heartbeats, at most 40 (YARN's default).
+        let delay = self.limits.locality_delay.unwrap_or(self.capacity.1.min(40)).max(1);
         loop {
             waiting.retain(|id| self.apps.get(id).is_some_and(wants));
             if waiting.is_empty() {
@@ -938,45 +984,74 @@ impl ClusterState {
             for id in &waiting {
                 by_leaf.entry(self.queues.index(&self.apps[id].sub.queue)).or_default().push(id.clone());
             }
-            let ratio = |l: usize| {
-                let g = self.queues.leaves[l].guarantee;
-                if g <= 0.0 {
-                    f64::MAX
-                } else {
-                    share(self.used_leaf[l], total) / g
-                }
-            };
             let mut leaves: Vec<usize> = by_leaf.keys().copied().collect();
-            leaves.sort_by(|a, b| ratio(*a).total_cmp(&ratio(*b)).then(a.cmp(b)));
+            leaves.sort_by(|a, b| self.leaf_ratio(*a, total).total_cmp(&self.leaf_ratio(*b, total)).then(a.cmp(b)));
             if let Some(id) = app {
                 let Some(&l) = by_leaf.iter().find(|(_, v)| v.iter().any(|x| x == id)).map(|(l, _)| l) else {
                     return;
                 };
-                if leaves[0] != l && ratio(l) >= 1.0 {
+                if leaves[0] != l && self.leaf_ratio(l, total) >= 1.0 {
                     return;
                 }
                 leaves = vec![l];
                 by_leaf.insert(l, vec![id.to_string()]);
             }
             let mut placed = false;
-            'leaves: for l in leaves {
-                let mut apps = by_leaf.remove(&l).unwrap_or_default();
-                let user_share = |id: &String| {
-                    let u = self.used_user.get(&(l, self.apps[id].user.clone())).copied().unwrap_or_default();
-                    share(u, total)
-                };
-                apps.sort_by(|a, b| user_share(a).total_cmp(&user_share(b)).then(a.cmp(b)));
-                for id in apps {
-                    if self.place_one(&id, l, only, total) {
-                        placed = true;
-                        break 'leaves;
+            for (k, &l) in leaves.iter().enumerate() {
+                // The next leaf's ratio: this one keeps placing while it stays below.
+                let next_leaf = leaves.get(k + 1).map(|n| self.leaf_ratio(*n, total)).unwrap_or(f64::MAX);
+                let apps = by_leaf.remove(&l).unwrap_or_default();
+                let mut keyed: Vec<(f64, String)> = apps
+                    .into_iter()
+                    .map(|id| {
+                        let u = self.used_user[l].get(&self.apps[&id].user).copied();
+                        (share(u.unwrap_or_default(), total), id)
+                    })
+                    .collect();
+                keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                for (j, (_, id)) in keyed.iter().enumerate() {
+                    if !self.place_one(id, l, only, total, delay) {
+                        waiting.retain(|x| x != id);
+                        continue;
                     }
-                    waiting.retain(|x| *x != id);
+                    placed = true;
+                    // Placing on for the same application while its queue and its user
+                    // stay first in line: the order cannot have changed otherwise.
+                    let user = self.apps[id].user.clone();
+                    let next_user = keyed[j + 1..]
+                        .iter()
+                        .find(|(_, other)| self.apps[other].user != user)
+                        .map(|(sh, _)| *sh)
+                        .unwrap_or(f64::MAX);
+                    loop {
+                        let mine = share(self.used_user[l].get(&user).copied().unwrap_or_default(), total);
+                        if self.leaf_ratio(l, total) > next_leaf
+                            || mine > next_user
+                            || !self.place_one(id, l, only, total, delay)
+                        {
+                            break;
+                        }
+                    }
+                    break;
+                }
+                if placed {
+                    break;
                 }
             }
             if !placed {
                 return;
             }
+        }
+    }
+
+    /// How far leaf `l` is toward its guarantee (used / guarantee; a queue guaranteed
+    /// nothing comes last).
+    fn leaf_ratio(&self, l: usize, total: Resources) -> f64 {
+        let g = self.queues.leaves[l].guarantee;
+        if g <= 0.0 {
+            f64::MAX
+        } else {
+            share(self.used_leaf[l], total) / g
         }
     }
 
@@ -997,7 +1072,7 @@ impl ClusterState {
                 return Some(format!("queue {p} is at its maximum ({:.0}% of the cluster)", pmax * 100.0));
             }
         }
-        let mine = self.used_user.get(&(l, user.to_string())).copied().unwrap_or_default();
+        let mine = self.used_user[l].get(user).copied().unwrap_or_default();
         let user_max = leaf.user_limit_factor * leaf.guarantee;
         if mine != Resources::default() && share(plus(mine, need), total) > user_max + EPS {
             return Some(format!(
@@ -1025,7 +1100,7 @@ impl ClusterState {
     /// one (on a core worker with room, the most free memory first, away from the worker
     /// of the attempt before if another has room), else one of its master's asks (on
     /// worker `only` when given). `false` if nothing of it can be placed now.
-    fn place_one(&mut self, id: &str, l: usize, only: Option<&str>, total: Resources) -> bool {
+    fn place_one(&mut self, id: &str, l: usize, only: Option<&str>, total: Resources, delay: u32) -> bool {
         let app = &self.apps[id];
         let labels = self.queues.leaves[l].labels.clone();
         if app.state == AppState::Accepted {
@@ -1103,16 +1178,50 @@ impl ClusterState {
         }
         let t = app.attempts.last().expect("a running application has an attempt");
         let user = app.user.clone();
-        let asks: Vec<(u64, ContainerAsk)> =
-            t.asks.iter().filter(|(_, k)| k.count > 0).map(|(i, k)| (*i, k.clone())).collect();
-        for (ask_id, ask) in asks {
+        let asks: Vec<(u64, u32)> = t
+            .asks
+            .iter()
+            .filter(|(_, k)| k.count > 0)
+            .map(|(i, _)| (*i, t.missed.get(i).copied().unwrap_or(0)))
+            .collect();
+        for (ask_id, missed) in asks {
+            let ask = &self.apps[id].attempts.last().expect("checked above").asks[&ask_id];
             let need = ask.resources;
             if self.over_limit(l, &user, need, false, total).is_some() {
                 continue;
             }
-            let Some(worker) = self.place(&ask, only, labels.as_deref()) else { continue };
+            // Delay scheduling: an ask naming hosts waits a round of opportunities for one
+            // of them, then a round more for its racks, before it takes any node (if it
+            // allows that at all).
+            let tier = match (ask.hosts.is_empty(), ask.racks.is_empty()) {
+                (true, true) => Tier::Any,
+                _ if !ask.relax_locality => Tier::Rack,
+                (true, false) if missed >= delay => Tier::Any,
+                (true, false) => Tier::Rack,
+                _ if missed >= 2 * delay => Tier::Any,
+                _ if missed >= delay => Tier::Rack,
+                _ => Tier::Node,
+            };
+            let Some(worker) = self.place(ask, only, labels.as_deref(), tier) else {
+                // An opportunity let pass: a node had room but is not where it wants.
+                let room = |w: &WorkerRec| w.state == WorkerState::Running && w.free().fits(&need);
+                let passed = only.is_some_and(|w| self.workers.get(w).is_some_and(room));
+                if passed && tier != Tier::Any {
+                    let t = self.apps.get_mut(id).expect("listed").attempts.last_mut().expect("checked above");
+                    *t.missed.entry(ask_id).or_default() += 1;
+                }
+                continue;
+            };
+            let local = self
+                .workers
+                .get(&worker)
+                .is_some_and(|w| ask.hosts.iter().any(|h| *h == w.info.host || *h == w.info.id));
             let app = self.apps.get_mut(id).expect("listed");
             let t = app.attempts.last_mut().expect("checked above");
+            // Waiting starts over after a node-local container (YARN's reset).
+            if local {
+                t.missed.remove(&ask_id);
+            }
             let cid = format!("{id}_{:02}_{}{:06}", t.n, self.tag, t.next_container);
             t.next_container += 1;
             t.asks.get_mut(&ask_id).expect("listed above").count -= 1;
@@ -1143,7 +1252,13 @@ impl ClusterState {
     /// The worker for one container of `ask`: a running one of its label with room, on
     /// one of its hosts, else on one of its racks, else (if it allows, or names no place)
     /// anywhere; the most free memory first. Only worker `only` when given.
-    fn place(&self, ask: &ContainerAsk, only: Option<&str>, labels: Option<&[NodeLabel]>) -> Option<String> {
+    fn place(
+        &self,
+        ask: &ContainerAsk,
+        only: Option<&str>,
+        labels: Option<&[NodeLabel]>,
+        tier: Tier,
+    ) -> Option<String> {
         let fits = |w: &&WorkerRec| {
             w.state == WorkerState::Running
                 && w.drain_until.is_none()
@@ -1165,9 +1280,30 @@ impl ClusterState {
                 .map(|w| w.info.id.clone())
         };
         let anywhere = ask.relax_locality || (ask.hosts.is_empty() && ask.racks.is_empty());
-        best(&|w| ask.hosts.iter().any(|h| *h == w.info.host || *h == w.info.id))
-            .or_else(|| best(&|w| ask.racks.contains(&w.info.rack)))
-            .or_else(|| if anywhere { best(&|_| true) } else { None })
+        let on_host = |w: &WorkerRec| ask.hosts.iter().any(|h| *h == w.info.host || *h == w.info.id);
+        // Node-local: the workers of the hosts it names, looked up (not searched).
+        let local = ask
+            .hosts
+            .iter()
+            .flat_map(|h| self.by_host.get(h).into_iter().flatten().chain(std::iter::once(h)))
+            .filter_map(|id| self.workers.get(id))
+            .filter(|w| only.is_none_or(|o| o == w.info.id))
+            .filter(fits)
+            .max_by_key(|w| (w.free().memory_mib, std::cmp::Reverse(w.info.id.clone())))
+            .map(|w| w.info.id.clone());
+        local
+            .or_else(|| {
+                if tier < Tier::Rack {
+                    return None;
+                }
+                // Rack-local: on a rack it names, or (relaxed) on the rack of a host it names.
+                let host_racks: BTreeSet<&str> = match ask.hosts.is_empty() || !ask.relax_locality {
+                    true => BTreeSet::new(),
+                    false => self.workers.values().filter(|w| on_host(w)).map(|w| w.info.rack.as_str()).collect(),
+                };
+                best(&|w| ask.racks.contains(&w.info.rack) || host_racks.contains(w.info.rack.as_str()))
+            })
+            .or_else(|| if anywhere && tier >= Tier::Any { best(&|_| true) } else { None })
     }
 
     /// The application and attempt whose current master is container `cid` of `user`.
@@ -1642,6 +1778,7 @@ impl ClusterState {
             }
         }
         if !lost.is_empty() {
+            self.recount();
             self.schedule();
         }
         if self.recovering.is_some_and(|until| now >= until) && !self.workers.values().any(|w| w.placeholder) {
@@ -2166,14 +2303,23 @@ mod tests {
         assert!(r.allocated.iter().all(|a| a.worker_id == other && a.host == host && a.ask_id == 7));
         let r = c.allocate(&am, "alice", call(1, vec![])).unwrap();
         assert!(r.allocated.is_empty(), "2 still asked, none placed off the host");
-        // Relaxed: the rest go to the master's node.
+        // Relaxed: not at once (delay scheduling); once the master's node (same rack) let a
+        // round of opportunities (2 workers: 2 heartbeats) pass, the rest go there.
         let r = c.allocate(&am, "alice", call(2, vec![ask(7, 2, &[&host], true)])).unwrap();
+        assert!(r.allocated.is_empty(), "waits for its host first");
+        let mine = c.containers[&am].worker.clone();
+        c.heartbeat(&mine, vec![], t).unwrap();
+        assert!(c.allocate(&am, "alice", call(3, vec![])).unwrap().allocated.is_empty(), "one opportunity passed");
+        for _ in 0..3 {
+            c.heartbeat(&mine, vec![], t).unwrap();
+        }
+        let r = c.allocate(&am, "alice", call(4, vec![])).unwrap();
         assert_eq!(r.allocated.len(), 2);
         assert!(r.allocated.iter().all(|a| a.worker_id != other));
         // A label limits where: no task node here, so nothing.
         let mut on_task = ask(8, 1, &[], true);
         on_task.label = Some(NodeLabel::Task);
-        assert!(c.allocate(&am, "alice", call(3, vec![on_task])).unwrap().allocated.is_empty());
+        assert!(c.allocate(&am, "alice", call(5, vec![on_task])).unwrap().allocated.is_empty());
     }
 
     #[test]
