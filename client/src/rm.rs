@@ -407,6 +407,9 @@ pub struct AppSubmission {
     pub am_spec: ContainerSpec,
     /// 0 = the resource manager's default (2).
     pub max_attempts: u32,
+    /// Makes a submission sent again the same application (empty: [`RmClient::submit`]
+    /// picks one).
+    pub submission_id: String,
 }
 
 impl From<&AppSubmission> for pb::SubmitApplicationRequest {
@@ -417,6 +420,7 @@ impl From<&AppSubmission> for pb::SubmitApplicationRequest {
             am_resources: Some(s.am_resources.into()),
             am_spec: Some((&s.am_spec).into()),
             max_attempts: s.max_attempts,
+            submission_id: s.submission_id.clone(),
         }
     }
 }
@@ -429,6 +433,7 @@ impl From<pb::SubmitApplicationRequest> for AppSubmission {
             am_resources: Resources::from(r.am_resources),
             am_spec: r.am_spec.into(),
             max_attempts: r.max_attempts,
+            submission_id: r.submission_id,
         }
     }
 }
@@ -892,7 +897,11 @@ impl RmClient {
 
     /// Submits an application (as this client's user); returns its id.
     pub async fn submit(&self, s: &AppSubmission) -> Result<String> {
-        let msg = pb::SubmitApplicationRequest::from(s);
+        let mut msg = pb::SubmitApplicationRequest::from(s);
+        // Every retry (a lost answer, a failover) carries the same id: one application.
+        if msg.submission_id.is_empty() {
+            msg.submission_id = format!("{:032x}", rand::random::<u128>());
+        }
         let r = rm_rpc!(self, submit_application, msg)?;
         Ok(r.app_id)
     }

@@ -61,22 +61,28 @@ impl WorkerRec {
     /// A worker named by a recovered attempt, not heard from yet: it offers nothing until
     /// it registers, and is lost if it does not within the expiry.
     fn placeholder(id: &str, now: Instant) -> Self {
+        let info = WorkerInfo {
+            id: id.to_string(),
+            host: String::new(),
+            rack: String::new(),
+            label: NodeLabel::Core,
+            capacity: Resources::default(),
+        };
+        WorkerRec { placeholder: true, ..WorkerRec::new(info, now, None) }
+    }
+
+    /// A worker just registered: running, heard from `now`, nothing on it yet.
+    fn new(info: WorkerInfo, now: Instant, drain_until: Option<Instant>) -> Self {
         WorkerRec {
-            info: WorkerInfo {
-                id: id.to_string(),
-                host: String::new(),
-                rack: String::new(),
-                label: NodeLabel::Core,
-                capacity: Resources::default(),
-            },
+            info,
             state: WorkerState::Running,
             last_seen: now,
             used: Resources::default(),
             start: Vec::new(),
             kill: Vec::new(),
             forget: Vec::new(),
-            drain_until: None,
-            placeholder: true,
+            drain_until,
+            placeholder: false,
         }
     }
 
@@ -323,6 +329,8 @@ pub struct ClusterState {
     capacity: (Resources, u32),
     /// Workers by host name (asks name hosts).
     by_host: HashMap<String, BTreeSet<String>>,
+    /// Applications by (user, submission id): a submission sent again is the same one.
+    submissions: HashMap<(String, String), String>,
 }
 
 impl ClusterState {
@@ -358,6 +366,7 @@ impl ClusterState {
             preempting: HashMap::new(),
             capacity: (Resources::default(), 0),
             by_host: HashMap::new(),
+            submissions: HashMap::new(),
         }
     }
 
@@ -589,6 +598,9 @@ impl ClusterState {
                     ..AttemptRec::new(t.n, t.container, t.worker)
                 })
                 .collect();
+            if !r.sub.submission_id.is_empty() {
+                self.submissions.insert((r.user.clone(), r.sub.submission_id.clone()), r.id.clone());
+            }
             let mut app = AppRec {
                 id: r.id.clone(),
                 user: r.user,
@@ -680,18 +692,7 @@ impl ClusterState {
             }
         }
         self.by_host.entry(info.host.clone()).or_default().insert(id.clone());
-        let rec = WorkerRec {
-            info,
-            state: WorkerState::Running,
-            last_seen: now,
-            used: Resources::default(),
-            start: Vec::new(),
-            kill: Vec::new(),
-            forget: Vec::new(),
-            drain_until,
-            placeholder: false,
-        };
-        self.workers.insert(id.clone(), rec);
+        self.workers.insert(id.clone(), WorkerRec::new(info, now, drain_until));
         if adopting {
             let kept: Vec<Resources> =
                 self.containers.values().filter(|c| c.worker == id).map(|c| c.resources).collect();
@@ -1531,6 +1532,13 @@ impl ClusterState {
 
     /// [`Self::submit`] by `user`, an admin if `superuser` (who may submit to any queue).
     pub fn submit_as(&mut self, user: &str, superuser: bool, mut sub: AppSubmission) -> Result<String, Refusal> {
+        if sub.submission_id.len() > 128 {
+            return Err(Refusal::new(ErrorKind::InvalidArgument, "submission_id: at most 128 bytes"));
+        }
+        let key = (user.to_string(), sub.submission_id.clone());
+        if let Some(id) = self.submissions.get(&key).filter(|_| !key.1.is_empty()) {
+            return Ok(id.clone());
+        }
         let bad = |why: String| Err(Refusal::new(ErrorKind::InvalidArgument, why));
         if sub.am_spec.command.first().is_none_or(|c| c.is_empty()) {
             return bad("am_spec.command is empty: name the program the application master runs".into());
@@ -1602,6 +1610,9 @@ impl ClusterState {
             finished_at: None,
         };
         self.apps.insert(id.clone(), rec);
+        if !key.1.is_empty() {
+            self.submissions.insert(key, id.clone());
+        }
         self.touch(&id);
         self.schedule();
         Ok(id)
@@ -2870,5 +2881,25 @@ mod tests {
         let q = c.queue_reports();
         assert_eq!((q[0].used_resources.vcores, q[1].used_resources.vcores), (9, 3), "{q:?}");
         assert!(!told.is_empty() && told.len() <= 3, "its master was told first: {told:?}");
+    }
+
+    /// A submission sent again (a lost answer, a failover between) with its id is the
+    /// same application, also for the resource manager that took over; another user's
+    /// with the same id is another.
+    #[test]
+    fn a_submission_sent_again_is_the_same_application_even_after_a_takeover() {
+        let t = Instant::now();
+        let mut c = cluster(&[("core1", NodeLabel::Core)], t);
+        let mut s = app("am");
+        s.submission_id = "7f3a".into();
+        let id = c.submit("alice", s.clone()).unwrap();
+        assert_eq!(c.submit("alice", s.clone()).unwrap(), id);
+        assert_ne!(c.submit("bob", s.clone()).unwrap(), id);
+        let records: Vec<AppRecord> = c.apps.values().map(record_of).collect();
+        let mut b = ClusterState::with_limits(Duration::from_secs(10), AppLimits::default(), 8);
+        b.persist(2);
+        b.recover(records, Vec::new(), t, Duration::ZERO, Duration::ZERO);
+        assert_eq!(b.submit("alice", s).unwrap(), id);
+        assert_eq!(b.list("alice", false, false).unwrap().len(), 1);
     }
 }

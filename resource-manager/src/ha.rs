@@ -507,6 +507,7 @@ mod tests {
                     }],
                 },
                 max_attempts: 2,
+                submission_id: String::new(),
             },
             state: AppState::Running,
             diagnostics: "attempt 1 failed: container app-1765000000000-0007_01_000001 worker lost".into(),

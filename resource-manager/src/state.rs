@@ -201,12 +201,13 @@ impl RmState {
         let on_record = tokio::time::timeout(DURABLE_WAIT, rx.wait_for(|v| done(v) || self.core().id() != core)).await;
         match on_record.is_ok_and(|r| r.is_ok_and(|v| done(&v))) {
             true => Ok(()),
-            // Not a kind clients retry: a submission sent again would be a second one.
+            // Clients try again: every call that waits here is idempotent (a submission
+            // carries its id, a kill or a finish of an ended application changes nothing).
             false => Err(Refusal::new(
-                ErrorKind::Storage,
+                ErrorKind::Unavailable,
                 format!(
                     "the change was made but is not on record after {DURABLE_WAIT:?} (the namenodes may be \
-                     unreachable): check with `tarn app list` before trying again"
+                     unreachable)"
                 ),
             )),
         }

@@ -185,6 +185,7 @@ pub async fn run(a: AppArgs) -> anyhow::Result<u8> {
                 am_resources: Resources::new(vcores, memory_mib),
                 am_spec: ContainerSpec { command, env: env.into_iter().collect(), files },
                 max_attempts,
+                submission_id: String::new(),
             };
             let id = rm.submit(&sub).await?;
             outln!("{id}")?;

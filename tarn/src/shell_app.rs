@@ -85,6 +85,7 @@ pub async fn run_shell(
         am_resources: Resources::new(1, 256),
         am_spec: ContainerSpec { command, env: BTreeMap::new(), files: Vec::new() },
         max_attempts: 0,
+        submission_id: String::new(),
     };
     let id = rm.submit(&sub).await?;
     outln!("{id}")?;
