@@ -926,9 +926,6 @@ impl RmClient {
         Ok(r.killed)
     }
 
-    /// Drains worker `worker_id` (admins): no new container there; what runs has
-    /// `deadline` before it is stopped. `cancel` takes it back into service. Returns the
-    /// containers still on it.
     /// The leaf queues with their settings and use, and the TOML they came from.
     pub async fn queues(&self) -> Result<(Vec<QueueReport>, String)> {
         let r = rm_rpc!(self, get_queues, pb::GetQueuesRequest {})?;
@@ -941,6 +938,9 @@ impl RmClient {
         Ok(rm_rpc!(self, refresh_queues, msg)?.leaves)
     }
 
+    /// Drains worker `worker_id` (admins): no new container there; what runs has
+    /// `deadline` before it is stopped. `cancel` takes it back into service. Returns the
+    /// containers still on it.
     pub async fn drain_worker(&self, worker_id: &str, deadline: Duration, cancel: bool) -> Result<u32> {
         let msg = pb::DrainWorkerRequest { worker_id: worker_id.into(), deadline_secs: deadline.as_secs(), cancel };
         Ok(rm_rpc!(self, drain_worker, msg)?.containers)

@@ -974,6 +974,8 @@ impl ClusterState {
             return;
         }
         let mut waiting: Vec<String> = self.apps.values().filter(|a| wants(a)).map(|a| a.id.clone()).collect();
+        // Asks that let this opportunity pass (counted once however often they are tried).
+        let mut counted: BTreeSet<(String, u64)> = BTreeSet::new();
         // Delay scheduling waits up to a round of heartbeats, at most 40 (YARN's default).
         let delay = self.limits.locality_delay.unwrap_or(self.capacity.1.min(40)).max(1);
         loop {
@@ -987,6 +989,8 @@ impl ClusterState {
             }
             let mut leaves: Vec<usize> = by_leaf.keys().copied().collect();
             leaves.sort_by(|a, b| self.leaf_ratio(*a, total).total_cmp(&self.leaf_ratio(*b, total)).then(a.cmp(b)));
+            // How far the leaf placing may go before another's turn (see below).
+            let mut bound: Option<f64> = None;
             if let Some(id) = app {
                 let Some(&l) = by_leaf.iter().find(|(_, v)| v.iter().any(|x| x == id)).map(|(l, _)| l) else {
                     return;
@@ -994,13 +998,19 @@ impl ClusterState {
                 if leaves[0] != l && self.leaf_ratio(l, total) >= 1.0 {
                     return;
                 }
+                // First in line: until the next leaf's turn; else within its guarantee.
+                bound = Some(match leaves[0] == l {
+                    true => leaves.get(1).map(|n| self.leaf_ratio(*n, total)).unwrap_or(f64::MAX),
+                    false => 1.0,
+                });
                 leaves = vec![l];
                 by_leaf.insert(l, vec![id.to_string()]);
             }
             let mut placed = false;
             for (k, &l) in leaves.iter().enumerate() {
                 // The next leaf's ratio: this one keeps placing while it stays below.
-                let next_leaf = leaves.get(k + 1).map(|n| self.leaf_ratio(*n, total)).unwrap_or(f64::MAX);
+                let next_leaf =
+                    bound.unwrap_or_else(|| leaves.get(k + 1).map(|n| self.leaf_ratio(*n, total)).unwrap_or(f64::MAX));
                 let apps = by_leaf.remove(&l).unwrap_or_default();
                 let mut keyed: Vec<(f64, String)> = apps
                     .into_iter()
@@ -1011,7 +1021,7 @@ impl ClusterState {
                     .collect();
                 keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
                 for (j, (_, id)) in keyed.iter().enumerate() {
-                    if !self.place_one(id, l, only, total, delay) {
+                    if !self.place_one(id, l, only, total, delay, &mut counted) {
                         waiting.retain(|x| x != id);
                         continue;
                     }
@@ -1028,7 +1038,7 @@ impl ClusterState {
                         let mine = share(self.used_user[l].get(&user).copied().unwrap_or_default(), total);
                         if self.leaf_ratio(l, total) > next_leaf
                             || mine > next_user
-                            || !self.place_one(id, l, only, total, delay)
+                            || !self.place_one(id, l, only, total, delay, &mut counted)
                         {
                             break;
                         }
@@ -1074,7 +1084,8 @@ impl ClusterState {
             }
         }
         let mine = self.used_user[l].get(user).copied().unwrap_or_default();
-        let user_max = leaf.user_limit_factor * leaf.guarantee;
+        // (Of a queue guaranteed nothing, of what it may use at most.)
+        let user_max = leaf.user_limit_factor * if leaf.guarantee > 0.0 { leaf.guarantee } else { leaf.max };
         if mine != Resources::default() && share(plus(mine, need), total) > user_max + EPS {
             return Some(format!(
                 "{user} uses {:.0}% of the cluster in queue {}, its user limit ({} x its guarantee)",
@@ -1101,7 +1112,15 @@ impl ClusterState {
     /// one (on a core worker with room, the most free memory first, away from the worker
     /// of the attempt before if another has room), else one of its master's asks (on
     /// worker `only` when given). `false` if nothing of it can be placed now.
-    fn place_one(&mut self, id: &str, l: usize, only: Option<&str>, total: Resources, delay: u32) -> bool {
+    fn place_one(
+        &mut self,
+        id: &str,
+        l: usize,
+        only: Option<&str>,
+        total: Resources,
+        delay: u32,
+        counted: &mut BTreeSet<(String, u64)>,
+    ) -> bool {
         let app = &self.apps[id];
         let labels = self.queues.leaves[l].labels.clone();
         if app.state == AppState::Accepted {
@@ -1205,9 +1224,15 @@ impl ClusterState {
             };
             let Some(worker) = self.place(ask, only, labels.as_deref(), tier) else {
                 // An opportunity let pass: a node had room but is not where it wants.
-                let room = |w: &WorkerRec| w.state == WorkerState::Running && w.free().fits(&need);
+                let room = |w: &WorkerRec| {
+                    w.state == WorkerState::Running
+                        && w.drain_until.is_none()
+                        && ask.label.is_none_or(|x| x == w.info.label)
+                        && labels.as_ref().is_none_or(|ls| ls.contains(&w.info.label))
+                        && w.free().fits(&need)
+                };
                 let passed = only.is_some_and(|w| self.workers.get(w).is_some_and(room));
-                if passed && tier != Tier::Any {
+                if passed && tier != Tier::Any && counted.insert((id.to_string(), ask_id)) {
                     let t = self.apps.get_mut(id).expect("listed").attempts.last_mut().expect("checked above");
                     *t.missed.entry(ask_id).or_default() += 1;
                 }
@@ -1475,6 +1500,7 @@ impl ClusterState {
             for a in call.asks {
                 if a.count == 0 {
                     t.asks.remove(&a.ask_id);
+                    t.missed.remove(&a.ask_id);
                 } else {
                     t.asks.insert(a.ask_id, a);
                 }
@@ -1811,56 +1837,103 @@ impl ClusterState {
         const EPS: f64 = 1e-9;
         let Some(wait) = self.limits.preemption_wait else { return };
         let total = self.total();
-        if total.vcores == 0 || total.memory_mib == 0 || self.queues.leaves.len() < 2 {
+        // Not while workers are still reporting after a takeover: the books are not whole.
+        if total.vcores == 0 || total.memory_mib == 0 || self.queues.leaves.len() < 2 || self.recovering.is_some() {
             self.preempting.clear();
             return;
         }
-        // What each leaf waits for and its limits allow: masters, then asks (at most 100
-        // containers a leaf). What a limit holds back is not worth a preemption.
-        // (A master's need is met on core workers only.)
-        let mut demand: BTreeMap<usize, Vec<(Resources, bool)>> = BTreeMap::new();
-        for a in self.apps.values() {
-            let l = self.queues.index(&a.sub.queue);
-            let wants: Vec<(Resources, bool)> = match a.state {
-                AppState::Accepted if self.over_limit(l, &a.user, a.sub.am_resources, true, total).is_none() => {
-                    vec![(a.sub.am_resources, true)]
-                }
-                AppState::Running => match a.attempts.last().filter(|t| t.synced) {
-                    Some(t) => t
-                        .asks
-                        .values()
-                        .filter(|k| self.over_limit(l, &a.user, k.resources, false, total).is_none())
-                        .flat_map(|k| std::iter::repeat_n((k.resources, false), k.count.min(100) as usize))
-                        .collect(),
-                    None => Vec::new(),
-                },
-                _ => Vec::new(),
-            };
-            let d = demand.entry(l).or_default();
-            d.extend(wants);
-            d.truncate(100);
-        }
         let guarantee = |l: usize| self.queues.leaves[l].guarantee;
         let mut used = self.used_leaf.clone();
+        // Kills already sent count as done: the room is on its way to the starved queue.
+        for c in self.containers.values() {
+            if let Some((ExitReason::Preempted, why)) = &c.stopping {
+                let victim = self.leaf_of(&c.app);
+                let starved = why.strip_prefix("preempted for queue ").and_then(|r| r.split(',').next());
+                if let Some(s) = starved.and_then(|q| self.queues.leaves.iter().position(|l| l.path == q)) {
+                    used[victim] = minus(used[victim], c.resources);
+                    used[s] = plus(used[s], c.resources);
+                }
+            }
+        }
+        // What each leaf waits for, within its limits counted together: masters, then
+        // asks (at most 100 containers a leaf), with the labels it may use. An ask bound
+        // to its hosts (no relaxed locality) is not worth a preemption.
+        struct Need {
+            r: Resources,
+            master: bool,
+            labels: Option<Vec<NodeLabel>>,
+        }
+        let mut demand: BTreeMap<usize, Vec<Need>> = BTreeMap::new();
+        let mut am_add: HashMap<usize, Resources> = HashMap::new();
+        let mut user_add: HashMap<(usize, String), Resources> = HashMap::new();
+        for a in self.apps.values() {
+            let l = self.leaf_of(&a.id);
+            let leaf = &self.queues.leaves[l];
+            let user_max = leaf.user_limit_factor * if leaf.guarantee > 0.0 { leaf.guarantee } else { leaf.max };
+            let mut items: Vec<(Resources, bool, Option<NodeLabel>)> = Vec::new();
+            match a.state {
+                AppState::Accepted => items.push((a.sub.am_resources, true, Some(NodeLabel::Core))),
+                AppState::Running => {
+                    let Some(t) = a.attempts.last().filter(|t| t.synced) else { continue };
+                    for k in t.asks.values().filter(|k| k.relax_locality || (k.hosts.is_empty() && k.racks.is_empty()))
+                    {
+                        items.extend(std::iter::repeat_n((k.resources, false, k.label), k.count.min(100) as usize));
+                    }
+                }
+                _ => continue,
+            }
+            for (r, master, label) in items {
+                let mine = self.used_user[l].get(&a.user).copied().unwrap_or_default();
+                let added = user_add.entry((l, a.user.clone())).or_default();
+                let u = plus(mine, *added);
+                if u != Resources::default() && share(plus(u, r), total) > user_max + EPS {
+                    break;
+                }
+                if master {
+                    let am = plus(self.am_leaf[l], am_add.get(&l).copied().unwrap_or_default());
+                    if am != Resources::default()
+                        && share(plus(am, r), total) > leaf.max_am_share * leaf.guarantee + EPS
+                    {
+                        continue;
+                    }
+                    *am_add.entry(l).or_default() = plus(am_add.get(&l).copied().unwrap_or_default(), r);
+                }
+                *added = plus(*added, r);
+                let labels = match (&leaf.labels, label) {
+                    (Some(ls), Some(one)) => Some(ls.iter().copied().filter(|x| *x == one).collect()),
+                    (Some(ls), None) => Some(ls.clone()),
+                    (None, Some(one)) => Some(vec![one]),
+                    (None, None) => None,
+                };
+                let d = demand.entry(l).or_default();
+                if d.len() < 100 {
+                    d.push(Need { r, master, labels });
+                }
+            }
+        }
+        let label_of: HashMap<&str, NodeLabel> =
+            self.workers.values().map(|w| (w.info.id.as_str(), w.info.label)).collect();
         let mut free: BTreeMap<String, Resources> = self
             .workers
             .values()
             .filter(|w| w.state == WorkerState::Running && !w.placeholder && w.drain_until.is_none())
             .map(|w| (w.info.id.clone(), w.free()))
             .collect();
-        let core: BTreeSet<String> =
-            self.workers.values().filter(|w| w.info.label == NodeLabel::Core).map(|w| w.info.id.clone()).collect();
-        // Victims: containers of queues over their guarantee, newest first.
+        // Victims: containers of queues over their guarantee; those already chosen first
+        // (their notice runs), then the newest.
         let mut victims: Vec<(usize, String, Resources, String)> = self
             .containers
             .iter()
             .filter(|(_, c)| !c.master && c.stopping.is_none())
             .filter_map(|(cid, c)| {
-                let l = self.queues.index(&self.apps.get(&c.app)?.sub.queue);
+                let l = self.leaf_of(&c.app);
                 (share(used[l], total) > guarantee(l) + EPS).then(|| (l, cid.clone(), c.resources, c.worker.clone()))
             })
             .collect();
-        victims.sort_by(|a, b| b.1.cmp(&a.1));
+        victims.sort_by(|a, b| {
+            let (ca, cb) = (self.preempting.contains_key(&a.1), self.preempting.contains_key(&b.1));
+            cb.cmp(&ca).then(b.1.cmp(&a.1))
+        });
         let mut starved: Vec<usize> =
             demand.keys().copied().filter(|l| share(used[*l], total) + EPS < guarantee(*l)).collect();
         starved.sort_by(|a, b| {
@@ -1868,18 +1941,22 @@ impl ClusterState {
         });
         let mut chosen: HashMap<String, String> = HashMap::new();
         for s in starved {
-            for (need, master) in demand.remove(&s).unwrap_or_default() {
-                let usable = |w: &String| !master || core.contains(w);
-                if share(plus(used[s], need), total) > guarantee(s) + EPS {
+            for need in demand.remove(&s).unwrap_or_default() {
+                let usable = |w: &String| {
+                    let label = label_of.get(w.as_str()).copied();
+                    (!need.master || label == Some(NodeLabel::Core))
+                        && need.labels.as_ref().is_none_or(|ls| label.is_some_and(|l| ls.contains(&l)))
+                };
+                if share(plus(used[s], need.r), total) > guarantee(s) + EPS {
                     break;
                 }
                 // Room somewhere already: the next heartbeat places it.
-                if let Some(f) = free.iter_mut().filter(|(w, _)| usable(w)).map(|(_, f)| f).find(|f| f.fits(&need)) {
-                    *f = minus(*f, need);
-                    used[s] = plus(used[s], need);
+                if let Some(f) = free.iter_mut().filter(|(w, _)| usable(w)).map(|(_, f)| f).find(|f| f.fits(&need.r)) {
+                    *f = minus(*f, need.r);
+                    used[s] = plus(used[s], need.r);
                     continue;
                 }
-                // Else the worker where the fewest of the newest victims make room.
+                // Else the worker where the fewest victims (in their order) make room.
                 let mut best: Option<(String, Vec<usize>)> = None;
                 for (w, room) in free.iter().filter(|(w, _)| usable(w)) {
                     let mut room = *room;
@@ -1892,11 +1969,11 @@ impl ClusterState {
                         taken[*l] = minus(taken[*l], *r);
                         room = plus(room, *r);
                         picked.push(i);
-                        if room.fits(&need) {
+                        if room.fits(&need.r) {
                             break;
                         }
                     }
-                    if room.fits(&need) && best.as_ref().is_none_or(|(_, p)| picked.len() < p.len()) {
+                    if room.fits(&need.r) && best.as_ref().is_none_or(|(_, p)| picked.len() < p.len()) {
                         best = Some((w.clone(), picked));
                     }
                 }
@@ -1908,8 +1985,8 @@ impl ClusterState {
                     room = plus(room, r);
                     chosen.insert(cid, self.queues.leaves[s].path.clone());
                 }
-                free.insert(w, minus(room, need));
-                used[s] = plus(used[s], need);
+                free.insert(w, minus(room, need.r));
+                used[s] = plus(used[s], need.r);
             }
         }
         // Choices no longer needed are dropped; new ones are told to their masters.
@@ -1921,7 +1998,9 @@ impl ClusterState {
             let Some(c) = self.containers.get(&cid) else { continue };
             let (app, n) = (c.app.clone(), c.attempt);
             if let Some(t) = self.apps.get_mut(&app).and_then(|a| a.attempts.get_mut(n as usize - 1)) {
-                t.preempt_notice.push(cid.clone());
+                if !t.preempt_notice.contains(&cid) {
+                    t.preempt_notice.push(cid.clone());
+                }
             }
             tracing::info!(container = %cid, %app, for_queue = %queue, "container to be preempted");
             self.preempting.insert(cid, (now + wait, queue));
@@ -1937,6 +2016,11 @@ impl ClusterState {
             let why = format!("preempted for queue {queue}, under its guarantee");
             self.stop_container(&cid, ExitReason::Preempted, &why);
         }
+    }
+
+    /// The leaf of application `app` (the first if unknown).
+    fn leaf_of(&self, app: &str) -> usize {
+        self.apps.get(app).map(|a| self.queues.index(&a.sub.queue)).unwrap_or(0)
     }
 
     /// Counts every running worker as heard from now: this resource manager did not serve
@@ -2843,6 +2927,12 @@ mod tests {
         c.register_master(&am_a, "alice", "").unwrap();
         let got = c.allocate(&am_a, "alice", call(0, vec![ask(1, 20, &[], true)])).unwrap();
         assert_eq!(got.allocated.len(), 11, "queue a takes the idle cluster");
+        let mut launch = call(1, vec![ask(1, 20, &[], true)]);
+        launch.launch = got.allocated.iter().map(|a| (a.container_id.clone(), spec("/bin/work"))).collect();
+        c.allocate(&am_a, "alice", launch).unwrap();
+        for w in ws {
+            assert!(!c.heartbeat(w, vec![], t).unwrap().start.is_empty(), "started on {w}");
+        }
         sub.queue = "b".into();
         let b = c.submit("bob", sub).unwrap();
         assert_eq!(c.report(&b, "bob", false).unwrap().state, AppState::Accepted);
@@ -2850,7 +2940,8 @@ mod tests {
         let mut kills: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         let mut now = t;
         let mut told = Vec::new();
-        let mut rid_a = 1;
+        let mut rid_a = 2;
+        let mut killed = 0;
         let mut b_master: Option<(String, u64)> = None;
         for _ in 0..20 {
             now += Duration::from_secs(1);
@@ -2864,6 +2955,7 @@ mod tests {
                     .collect();
                 let cmds = c.heartbeat(w, ended, now).unwrap();
                 assert!(cmds.kill.iter().all(|k| k.1 == ExitReason::Preempted && k.0 != am_a));
+                killed += cmds.kill.len();
                 kills.entry(w).or_default().extend(cmds.kill.into_iter().map(|k| k.0));
             }
             let r = c.allocate(&am_a, "alice", call(rid_a, vec![ask(1, 20, &[], true)])).unwrap();
@@ -2880,7 +2972,8 @@ mod tests {
         }
         let q = c.queue_reports();
         assert_eq!((q[0].used_resources.vcores, q[1].used_resources.vcores), (9, 3), "{q:?}");
-        assert!(!told.is_empty() && told.len() <= 3, "its master was told first: {told:?}");
+        assert_eq!(killed, 3, "three of a's containers, each killed once");
+        assert_eq!(told.len(), 3, "its master was told of each, once: {told:?}");
     }
 
     /// A submission sent again (a lost answer, a failover between) with its id is the

@@ -169,6 +169,42 @@ impl Queues {
                 ));
             }
         }
+        // Absolute guarantee and maximum of each queue (fractions of the cluster).
+        let abs = |name: &str| {
+            let (mut g, mut m, mut at) = (q[name].capacity / 100.0, q[name].max_capacity / 100.0, name);
+            while let Some((p, _)) = at.rsplit_once('.') {
+                g *= q[p].capacity / 100.0;
+                m = m.min(q[p].max_capacity / 100.0);
+                at = p;
+            }
+            (g, m)
+        };
+        let defaults = QueueConf::default();
+        for (name, c) in q {
+            let (g, m) = abs(name);
+            if m + 1e-9 < g {
+                return Err(format!(
+                    "queue {name:?}: its max_capacity (or a parent's) is below its guarantee ({:.1}% of the cluster)",
+                    g * 100.0
+                ));
+            }
+            let parent = children.contains_key(name.as_str());
+            let leaf_only = c.user_limit_factor != defaults.user_limit_factor
+                || c.max_am_share != defaults.max_am_share
+                || !c.submit_users.is_empty()
+                || !c.labels.is_empty();
+            if parent && leaf_only {
+                return Err(format!(
+                    "queue {name:?} has queues under it: only capacity and max_capacity apply to it (users, \
+                     labels and limits are set on leaf queues)"
+                ));
+            }
+            if !parent && !c.labels.is_empty() && !c.labels.iter().any(|l| l == "core") {
+                return Err(format!(
+                    "queue {name:?}: its labels must include core (an application's master runs on a core node)"
+                ));
+            }
+        }
         let mut leaves = Vec::new();
         for (name, c) in q {
             if children.contains_key(name.as_str()) {
@@ -271,7 +307,7 @@ mod tests {
             capacity = 30
             user_limit_factor = 2.0
             submit_users = ["alice"]
-            labels = ["task"]
+            labels = ["core", "task"]
             "#,
         )
         .unwrap();
@@ -282,7 +318,7 @@ mod tests {
         let hourly = &q.leaves[q.find("etl.hourly").unwrap()];
         assert!((hourly.guarantee - 0.28).abs() < 1e-9 && (hourly.max - 0.5).abs() < 1e-9);
         let adhoc = &q.leaves[q.find("adhoc").unwrap()];
-        assert_eq!(adhoc.labels, Some(vec![NodeLabel::Task]));
+        assert_eq!(adhoc.labels, Some(vec![NodeLabel::Core, NodeLabel::Task]));
         assert!(adhoc.users.as_ref().unwrap().contains("alice"));
         assert!(q.find("gold").unwrap_err().contains("leaf queues: adhoc, etl.daily, etl.hourly"));
         assert!(q.find("etl").is_err(), "a parent takes no applications");
@@ -302,6 +338,9 @@ mod tests {
         bad("[queue.a]\ncapacity = 100\ncolour = 1\n", "not a queues file");
         bad("", "at least one queue");
         bad("[queue.\"a b\"]\ncapacity = 100\n", "a name is dotted parts");
+        bad("[queue.a]\ncapacity = 100\nlabels = [\"task\"]\n", "must include core");
+        bad("[queue.a]\ncapacity = 100\nsubmit_users = [\"x\"]\n[queue.\"a.b\"]\ncapacity = 100\n", "only capacity");
+        bad("[queue.a]\ncapacity = 100\nmax_capacity = 40\n[queue.\"a.b\"]\ncapacity = 100\n", "below its guarantee");
     }
 
     #[test]

@@ -139,7 +139,9 @@ async fn leader_kill_and_datanode_partition_lose_nothing_acknowledged() {
         // Back to whole: three live datanodes, the restarted namenode caught up, every file
         // fully replicated (blocks written without dn1 get their third replica).
         c.wait_ready(Duration::from_secs(90)).await;
-        let target = c.status().await.expect("a leader").last_log;
+        // Asked again until a namenode answers as leader (the restarted one may answer
+        // first, before it knows who leads).
+        let target = wait_for("a leader's log index", Duration::from_secs(30), || c.status()).await.last_log;
         wait_for(&format!("namenode {old} to catch up to log index {target}"), Duration::from_secs(60), || async {
             let s = c.status().await?;
             s.members.iter().any(|&(id, matched)| id == old && matched >= target).then_some(())
