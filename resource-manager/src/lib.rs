@@ -11,6 +11,7 @@
 //! - `ha.rs`: high availability: the active resource manager's lease, the applications'
 //!   records in the file system, and the takeover.
 //! - `queues.rs`: the queues' tree (capacity scheduler), parsed and checked.
+//! - `retention.rs`: deletes applications' logs past their retention.
 //! - `rest.rs`: the REST/JSON API (YARN's `/ws/v1/cluster/...`), read only.
 
 pub mod cluster;
@@ -19,6 +20,7 @@ pub mod ha;
 pub mod node;
 pub mod queues;
 pub mod rest;
+pub mod retention;
 pub mod service;
 pub mod state;
 

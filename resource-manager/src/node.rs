@@ -54,6 +54,9 @@ pub struct ResourceManagerConfig {
     /// Preemption: a container taken back for a queue under its guarantee is stopped this
     /// long after its master is told (YARN's max_wait_before_kill); 0 turns preemption off.
     pub preemption_wait_ms: u64,
+    /// How long applications' logs stay in the file system (`/.tarn/logs`) after their
+    /// end; 0 keeps them forever. Needs `namenodes`.
+    pub log_retention_secs: u64,
 }
 
 impl Default for ResourceManagerConfig {
@@ -69,6 +72,7 @@ impl Default for ResourceManagerConfig {
             namenodes: Vec::new(),
             ha_lease_ms: 1500,
             preemption_wait_ms: 15_000,
+            log_retention_secs: 7 * 24 * 3600,
         }
     }
 }
@@ -212,13 +216,12 @@ pub async fn start(cfg: ResourceManagerConfig, transport: Transport) -> Result<R
         let nn = tarn_client::NamenodeClient::new(&cfg.namenodes, &transport)
             .map(|c| c.with_retry(retry))
             .map_err(|e| RmError::Config(format!("resource_manager.namenodes: {e}")))?;
-        let run = crate::ha::Ha {
-            nn: Arc::new(nn),
-            state: state.clone(),
-            lease,
-            fresh: Box::new(fresh),
-            settle: 2 * heartbeat,
-        };
+        let nn = Arc::new(nn);
+        if cfg.log_retention_secs > 0 {
+            let keep = Duration::from_secs(cfg.log_retention_secs);
+            tasks.push(tokio::spawn(crate::retention::run(nn.clone(), state.clone(), keep, shutdown.clone())));
+        }
+        let run = crate::ha::Ha { nn, state: state.clone(), lease, fresh: Box::new(fresh), settle: 2 * heartbeat };
         tasks.push(tokio::spawn(run.run(shutdown.clone())));
     }
     tasks.push(tokio::spawn(monitor(state, expiry, shutdown.clone())));

@@ -620,3 +620,35 @@ async fn a_containers_files_come_from_the_file_system_read_as_its_user() {
     .expect("timed out");
     cl.shutdown().await;
 }
+
+/// An application's logs stay in the file system for `log_retention_secs`, then the
+/// resource manager deletes them (as their user).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_logs_are_deleted_after_their_retention() {
+    let cl = Cluster::builder()
+        .datanodes(1)
+        .workers(1, 0)
+        .tune_workers(|_, w| w.delete_delay_ms = 1_000)
+        .tune_rm(|r| r.log_retention_secs = 3)
+        .start()
+        .await;
+    let rm = cl.rm_client();
+    let c = cl.client();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let id = rm.submit(&sh("echo kept for a while", 64, 1)).await.unwrap();
+        let r = wait_state(&rm, &id, AppState::Finished).await;
+        let dir = format!("/.tarn/logs/{}/{id}", r.user);
+        let kept = wait_for("the logs kept", Duration::from_secs(30), || async {
+            c.get_file_info(&dir, false).await.ok()?.map(|_| std::time::Instant::now())
+        })
+        .await;
+        wait_for("the logs deleted after their retention", Duration::from_secs(30), || async {
+            c.get_file_info(&dir, false).await.ok()?.is_none().then_some(())
+        })
+        .await;
+        assert!(kept.elapsed() >= Duration::from_secs(2), "deleted before their time: {:?}", kept.elapsed());
+    })
+    .await
+    .expect("timed out");
+    cl.shutdown().await;
+}
