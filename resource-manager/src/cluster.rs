@@ -321,6 +321,8 @@ pub struct ClusterState {
     used_leaf: Vec<Resources>,
     am_leaf: Vec<Resources>,
     used_user: Vec<HashMap<String, Resources>>,
+    /// Of that, what each user's masters hold.
+    am_user: Vec<HashMap<String, Resources>>,
     /// The queues changed since they were last taken.
     queues_dirty: bool,
     /// Containers being preempted: when their notice ends, and for which queue.
@@ -362,6 +364,7 @@ impl ClusterState {
             used_leaf: vec![Resources::default()],
             am_leaf: vec![Resources::default()],
             used_user: vec![HashMap::new()],
+            am_user: vec![HashMap::new()],
             queues_dirty: false,
             preempting: HashMap::new(),
             capacity: (Resources::default(), 0),
@@ -449,6 +452,7 @@ impl ClusterState {
         self.used_leaf = vec![Resources::default(); n];
         self.am_leaf = vec![Resources::default(); n];
         self.used_user = vec![HashMap::new(); n];
+        self.am_user = vec![HashMap::new(); n];
         let all: Vec<(String, Resources, bool)> =
             self.containers.values().map(|c| (c.app.clone(), c.resources, c.master)).collect();
         for (app, r, master) in all {
@@ -465,6 +469,8 @@ impl ClusterState {
         self.used_leaf[leaf] = f(self.used_leaf[leaf], r);
         if master {
             self.am_leaf[leaf] = f(self.am_leaf[leaf], r);
+            let u = self.am_user[leaf].entry(a.user.clone()).or_default();
+            *u = f(*u, r);
         }
         match self.used_user[leaf].get_mut(&a.user) {
             Some(u) => *u = f(*u, r),
@@ -1086,7 +1092,11 @@ impl ClusterState {
         let mine = self.used_user[l].get(user).copied().unwrap_or_default();
         // (Of a queue guaranteed nothing, of what it may use at most.)
         let user_max = leaf.user_limit_factor * if leaf.guarantee > 0.0 { leaf.guarantee } else { leaf.max };
-        if mine != Resources::default() && share(plus(mine, need), total) > user_max + EPS {
+        // A user may always run a master, and one container besides its masters: a small
+        // queue on a small cluster is slow, never stuck.
+        let masters = self.am_user[l].get(user).copied().unwrap_or_default();
+        let first = if master { mine == Resources::default() } else { minus(mine, masters) == Resources::default() };
+        if !first && share(plus(mine, need), total) > user_max + EPS {
             return Some(format!(
                 "{user} uses {:.0}% of the cluster in queue {}, its user limit ({} x its guarantee)",
                 share(mine, total) * 100.0,
@@ -2994,5 +3004,21 @@ mod tests {
         b.recover(records, Vec::new(), t, Duration::ZERO, Duration::ZERO);
         assert_eq!(b.submit("alice", s).unwrap(), id);
         assert_eq!(b.list("alice", false, false).unwrap().len(), 1);
+    }
+
+    /// A queue too small for even a master and a container by its user limit still runs
+    /// one of each: slow, never stuck.
+    #[test]
+    fn a_small_queue_still_runs_a_master_and_a_container() {
+        let t = Instant::now();
+        let mut c = cluster(&[("w1", NodeLabel::Core)], t);
+        c.set_queues(queues("[queue.big]\ncapacity = 90\n[queue.small]\ncapacity = 10\n")).unwrap();
+        let mut sub = app("am");
+        sub.queue = "small".into();
+        let id = c.submit("alice", sub).unwrap();
+        let am = c.report(&id, "alice", false).unwrap().attempts[0].container_id.clone();
+        c.register_master(&am, "alice", "").unwrap();
+        let r = c.allocate(&am, "alice", call(0, vec![ask(1, 3, &[], true)])).unwrap();
+        assert_eq!(r.allocated.len(), 1, "one container besides the master, no more");
     }
 }
