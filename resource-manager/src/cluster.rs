@@ -124,6 +124,22 @@ struct ContainerRec {
     stopping: Option<(ExitReason, String)>,
 }
 
+impl ContainerRec {
+    /// A container of application `app`'s attempt on `worker`: its master or not,
+    /// started on its worker or (an allocation) not yet.
+    fn new(app: &str, attempt: u32, worker: &str, resources: Resources, master: bool, launched: bool) -> Self {
+        ContainerRec {
+            app: app.to_string(),
+            attempt,
+            worker: worker.to_string(),
+            resources,
+            master,
+            launched,
+            stopping: None,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct AttemptRec {
     n: u32,
@@ -620,15 +636,7 @@ impl ClusterState {
             if let Some((n, cid, worker)) = master {
                 let need = app.sub.am_resources;
                 self.workers.entry(worker.clone()).or_insert_with(|| WorkerRec::placeholder(&worker, now + grace));
-                let rec = ContainerRec {
-                    app: r.id.clone(),
-                    attempt: n,
-                    worker: worker.clone(),
-                    resources: need,
-                    master: true,
-                    launched: true,
-                    stopping: None,
-                };
+                let rec = ContainerRec::new(&r.id, n, &worker, need, true, true);
                 app.touched.insert(worker);
                 self.apps.insert(r.id.clone(), app);
                 self.add_container(cid, rec);
@@ -742,15 +750,7 @@ impl ClusterState {
         }
         app.touched.insert(worker.to_string());
         tracing::info!(container = %cid, app = %c.app_id, %worker, "container adopted after the takeover");
-        let rec = ContainerRec {
-            app: c.app_id,
-            attempt: c.attempt,
-            worker: worker.to_string(),
-            resources: c.resources,
-            master: false,
-            launched: true,
-            stopping: None,
-        };
+        let rec = ContainerRec::new(&c.app_id, c.attempt, worker, c.resources, false, true);
         self.add_container(cid, rec);
     }
 
@@ -1193,15 +1193,7 @@ impl ClusterState {
                 true => self.held.push((gen, worker.clone(), start)),
                 false => self.workers.get_mut(&worker).expect("picked above").start.push(start),
             }
-            let rec = ContainerRec {
-                app: id.to_string(),
-                attempt: n,
-                worker: worker.clone(),
-                resources: need,
-                master: true,
-                launched: true,
-                stopping: None,
-            };
+            let rec = ContainerRec::new(id, n, &worker, need, true, true);
             self.add_container(cid.clone(), rec);
             tracing::info!(app = %id, attempt = n, container = %cid, %worker, "application master placed");
             return true;
@@ -1270,15 +1262,7 @@ impl ClusterState {
                 resources: need,
                 ask_id,
             });
-            let rec = ContainerRec {
-                app: id.to_string(),
-                attempt: t.n,
-                worker,
-                resources: need,
-                master: false,
-                launched: false,
-                stopping: None,
-            };
+            let rec = ContainerRec::new(id, t.n, &worker, need, false, false);
             self.add_container(cid, rec);
             return true;
         }
