@@ -229,6 +229,9 @@ pub struct AppLimits {
     /// takes a rack-local node, and as many more before any node (`None`: as many as
     /// there are workers, one round of heartbeats; YARN's node-locality-delay).
     pub locality_delay: Option<u32>,
+    /// Ended applications kept (their records too); the oldest beyond are forgotten
+    /// (YARN's max-completed-applications).
+    pub max_completed_apps: usize,
 }
 
 impl Default for AppLimits {
@@ -240,6 +243,7 @@ impl Default for AppLimits {
             master_exit_grace: Duration::from_secs(10),
             preemption_wait: Some(Duration::from_secs(15)),
             locality_delay: None,
+            max_completed_apps: 10_000,
         }
     }
 }
@@ -283,6 +287,8 @@ pub struct Dirty {
     pub workers: Option<Vec<String>>,
     /// The queues' TOML, if they changed.
     pub queues: Option<String>,
+    /// Applications forgotten: their records go.
+    pub removed: Vec<String>,
 }
 
 /// A container a worker reports when it registers, with whose it is.
@@ -349,6 +355,8 @@ pub struct ClusterState {
     by_host: HashMap<String, BTreeSet<String>>,
     /// Applications by (user, submission id): a submission sent again is the same one.
     submissions: HashMap<(String, String), String>,
+    /// Applications forgotten whose records are still to go.
+    removed: Vec<String>,
 }
 
 impl ClusterState {
@@ -386,6 +394,7 @@ impl ClusterState {
             capacity: (Resources::default(), 0),
             by_host: HashMap::new(),
             submissions: HashMap::new(),
+            removed: Vec::new(),
         }
     }
 
@@ -550,7 +559,8 @@ impl ClusterState {
         let records = ids.iter().filter_map(|id| self.apps.get(id)).map(record_of).collect();
         let workers = std::mem::take(&mut self.workers_dirty).then(|| self.recorded_workers());
         let queues = std::mem::take(&mut self.queues_dirty).then(|| self.queues.source.clone());
-        Dirty { gen: self.gen, records, workers, queues }
+        let removed = std::mem::take(&mut self.removed);
+        Dirty { gen: self.gen, records, workers, queues, removed }
     }
 
     /// The workers a takeover waits for: every one not lost.
@@ -560,7 +570,16 @@ impl ClusterState {
 
     /// What could not be written: taken again next time.
     pub fn redo(&mut self, ids: impl IntoIterator<Item = String>, workers: bool, queues: bool) {
-        self.dirty.extend(ids);
+        for id in ids {
+            // A record to write again, or (forgotten meanwhile) to delete again.
+            match self.apps.contains_key(&id) {
+                true => self.dirty.insert(id),
+                false => {
+                    self.removed.push(id);
+                    true
+                }
+            };
+        }
         self.workers_dirty |= workers;
         self.queues_dirty |= queues;
     }
@@ -1760,6 +1779,7 @@ impl ClusterState {
     /// with it; returns them. Stops masters that outstayed their finished application.
     pub fn expire(&mut self, now: Instant) -> Vec<String> {
         self.preempt(now);
+        self.prune();
         let grace = self.limits.master_exit_grace;
         let stale: Vec<String> = self
             .apps
@@ -2015,6 +2035,29 @@ impl ClusterState {
     /// The leaf of application `app` (the first if unknown).
     fn leaf_of(&self, app: &str) -> usize {
         self.apps.get(app).map(|a| self.queues.index(&a.sub.queue)).unwrap_or(0)
+    }
+
+    /// Forgets the oldest ended applications beyond `max_completed_apps` (those whose
+    /// workers were told they ended; their records go too).
+    fn prune(&mut self) {
+        let max = self.limits.max_completed_apps;
+        if self.apps.len() <= max {
+            return;
+        }
+        let ended: Vec<String> =
+            self.apps.values().filter(|a| a.state.is_final() && a.touched.is_empty()).map(|a| a.id.clone()).collect();
+        let excess = ended.len().saturating_sub(max);
+        for id in ended.into_iter().take(excess) {
+            let Some(a) = self.apps.remove(&id) else { continue };
+            if !a.sub.submission_id.is_empty() {
+                self.submissions.remove(&(a.user, a.sub.submission_id));
+            }
+            self.dirty.remove(&id);
+            if self.persist {
+                self.gen += 1;
+                self.removed.push(id);
+            }
+        }
     }
 
     /// Counts every running worker as heard from now: this resource manager did not serve
@@ -3004,5 +3047,39 @@ mod tests {
         c.register_master(&am, "alice", "").unwrap();
         let r = c.allocate(&am, "alice", call(0, vec![ask(1, 3, &[], true)])).unwrap();
         assert_eq!(r.allocated.len(), 1, "one container besides the master, no more");
+    }
+
+    /// Beyond `max_completed_apps`, the oldest ended applications are forgotten, their
+    /// records with them; running ones and ones whose workers were not told yet stay.
+    #[test]
+    fn the_oldest_ended_applications_are_forgotten_beyond_the_limit() {
+        let t = Instant::now();
+        let limits = AppLimits { max_completed_apps: 2, ..AppLimits::default() };
+        let mut c = ClusterState::with_limits(Duration::from_secs(10), limits, 7);
+        c.register_bare(info("core1", NodeLabel::Core), t).unwrap();
+        c.persist(1);
+        let mut ids = Vec::new();
+        for _ in 0..4 {
+            let mut s = app("/bin/true");
+            s.submission_id = format!("s{}", ids.len());
+            let id = c.submit("alice", s).unwrap();
+            let gen = c.take_dirty().gen;
+            c.durable(gen);
+            let cid = c.heartbeat("core1", vec![], t).unwrap().start[0].container_id.clone();
+            c.heartbeat("core1", vec![ContainerStatus::ended(&cid, ExitReason::Exited, 0, "")], t).unwrap();
+            let gen = c.take_dirty().gen;
+            c.durable(gen);
+            // Told it ended (its logs are kept), the worker forgets it.
+            c.heartbeat("core1", vec![ContainerStatus::ended(&cid, ExitReason::Exited, 0, "")], t).unwrap();
+            ids.push(id);
+        }
+        let running = c.submit("alice", app("sleep")).unwrap();
+        c.expire(t);
+        let known: Vec<String> = c.list("alice", false, false).unwrap().into_iter().map(|r| r.app_id).collect();
+        assert_eq!(known, [ids[2].clone(), ids[3].clone(), running], "the two oldest ended ones are forgotten");
+        assert_eq!(c.take_dirty().removed, ids[..2].to_vec(), "their records go");
+        let mut again = app("/bin/true");
+        again.submission_id = "s0".into();
+        assert_ne!(c.submit("alice", again).unwrap(), ids[0], "a forgotten submission id is free again");
     }
 }

@@ -392,7 +392,7 @@ async fn persist(nn: Arc<NamenodeClient>, state: Arc<RmState>, dir: String, lost
             let mut c = state.core();
             (c.id(), c.take_dirty())
         };
-        if d.records.is_empty() && d.workers.is_none() && d.queues.is_none() {
+        if d.records.is_empty() && d.workers.is_none() && d.queues.is_none() && d.removed.is_empty() {
             state.note_durable(core, d.gen);
             continue;
         }
@@ -415,8 +415,28 @@ async fn persist(nn: Arc<NamenodeClient>, state: Arc<RmState>, dir: String, lost
             }
             nn.set_attributes(&dir, SetAttributes { set_xattrs, ..Default::default() }).await.map(|_| ())
         };
-        let (results, workers) = tokio::join!(futures::future::join_all(writes), workers);
-        let mut failed = Vec::new();
+        // Forgotten applications' records go (a delete names the epoch's directory: one of
+        // an earlier epoch finds nothing to delete).
+        let removals = d.removed.iter().map(|id| {
+            let path = format!("{dir}/{id}");
+            let nn = &nn;
+            async move {
+                match nn.delete(&path, false, None).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if kind(&e) == ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+        });
+        let (results, workers, removals) =
+            tokio::join!(futures::future::join_all(writes), workers, futures::future::join_all(removals));
+        let mut failed: Vec<String> = Vec::new();
+        for (id, r) in d.removed.iter().zip(removals) {
+            if let Err(e) = r {
+                tracing::warn!(app = %id, error = %e, "could not delete a forgotten application's record; retrying");
+                failed.push(id.clone());
+            }
+        }
         let fenced = |e: &ClientError| matches!(kind(e), ErrorKind::NotFound | ErrorKind::ParentNotFound);
         let workers_failed = match workers {
             Ok(()) => false,

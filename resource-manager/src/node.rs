@@ -57,6 +57,9 @@ pub struct ResourceManagerConfig {
     /// How long applications' logs stay in the file system (`/.tarn/logs`) after their
     /// end; 0 keeps them forever. Needs `namenodes`.
     pub log_retention_secs: u64,
+    /// Ended applications remembered (and kept on record); the oldest beyond are
+    /// forgotten (YARN's max-completed-applications).
+    pub max_completed_apps: usize,
 }
 
 impl Default for ResourceManagerConfig {
@@ -73,6 +76,7 @@ impl Default for ResourceManagerConfig {
             ha_lease_ms: 1500,
             preemption_wait_ms: 15_000,
             log_retention_secs: 7 * 24 * 3600,
+            max_completed_apps: 10_000,
         }
     }
 }
@@ -156,6 +160,7 @@ pub async fn start(cfg: ResourceManagerConfig, transport: Transport) -> Result<R
     let started_ms = now_ms();
     let limits = AppLimits {
         preemption_wait: (cfg.preemption_wait_ms > 0).then(|| Duration::from_millis(cfg.preemption_wait_ms)),
+        max_completed_apps: cfg.max_completed_apps,
         ..AppLimits::default()
     };
     let fresh = move || ClusterState::with_limits(expiry, limits, now_ms());
