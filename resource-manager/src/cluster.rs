@@ -50,8 +50,10 @@ struct WorkerRec {
     start: Vec<StartContainer>,
     kill: Vec<(String, ExitReason, String)>,
     forget: Vec<String>,
-    /// Being drained: no new container; what runs is stopped at this deadline.
+    /// Being drained: no new container; what runs is stopped at this deadline (and the
+    /// same deadline by the wall clock, ms since the epoch, for the record).
     drain_until: Option<Instant>,
+    drain_until_ms: Option<u64>,
     /// Known only from the records of a resource manager this one took over from (a
     /// master runs there): waiting for it to register with what it runs.
     placeholder: bool,
@@ -68,11 +70,11 @@ impl WorkerRec {
             label: NodeLabel::Core,
             capacity: Resources::default(),
         };
-        WorkerRec { placeholder: true, ..WorkerRec::new(info, now, None) }
+        WorkerRec { placeholder: true, ..WorkerRec::new(info, now, None, None) }
     }
 
     /// A worker just registered: running, heard from `now`, nothing on it yet.
-    fn new(info: WorkerInfo, now: Instant, drain_until: Option<Instant>) -> Self {
+    fn new(info: WorkerInfo, now: Instant, drain_until: Option<Instant>, drain_until_ms: Option<u64>) -> Self {
         WorkerRec {
             info,
             state: WorkerState::Running,
@@ -82,6 +84,7 @@ impl WorkerRec {
             kill: Vec::new(),
             forget: Vec::new(),
             drain_until,
+            drain_until_ms,
             placeholder: false,
         }
     }
@@ -284,7 +287,7 @@ pub struct AttemptRecord {
 pub struct Dirty {
     pub gen: u64,
     pub records: Vec<AppRecord>,
-    pub workers: Option<Vec<String>>,
+    pub workers: Option<Vec<(String, Option<u64>)>>,
     /// The queues' TOML, if they changed.
     pub queues: Option<String>,
     /// Applications forgotten: their records go.
@@ -564,8 +567,29 @@ impl ClusterState {
     }
 
     /// The workers a takeover waits for: every one not lost.
-    fn recorded_workers(&self) -> Vec<String> {
-        self.workers.values().filter(|w| w.state == WorkerState::Running).map(|w| w.info.id.clone()).collect()
+    fn recorded_workers(&self) -> Vec<(String, Option<u64>)> {
+        let running = self.workers.values().filter(|w| w.state == WorkerState::Running);
+        running.map(|w| (w.info.id.clone(), w.drain_until.and(w.drain_until_ms))).collect()
+    }
+
+    /// Notes worker `id`'s drain deadline by the wall clock (ms since the epoch), for the
+    /// record: a resource manager taking over drains it on.
+    pub fn note_drain_ms(&mut self, id: &str, until_ms: Option<u64>) {
+        if let Some(w) = self.workers.get_mut(id) {
+            w.drain_until_ms = until_ms;
+            self.workers_dirty = true;
+        }
+    }
+
+    /// Drains on record (worker, deadline in ms since the epoch) go on after a takeover;
+    /// `now_ms` is `now` by the wall clock.
+    pub fn restore_drains(&mut self, drains: Vec<(String, u64)>, now: Instant, now_ms: u64) {
+        for (id, until_ms) in drains {
+            let w = self.workers.entry(id.clone()).or_insert_with(|| WorkerRec::placeholder(&id, now));
+            w.drain_until = Some(now + Duration::from_millis(until_ms.saturating_sub(now_ms)));
+            w.drain_until_ms = Some(until_ms);
+            tracing::info!(worker = %id, "drain taken over");
+        }
     }
 
     /// What could not be written: taken again next time.
@@ -725,7 +749,8 @@ impl ClusterState {
             }
         }
         self.by_host.entry(info.host.clone()).or_default().insert(id.clone());
-        self.workers.insert(id.clone(), WorkerRec::new(info, now, drain_until));
+        let drain_until_ms = self.workers.get(&id).and_then(|w| w.drain_until_ms);
+        self.workers.insert(id.clone(), WorkerRec::new(info, now, drain_until, drain_until_ms));
         if adopting {
             let kept: Vec<Resources> =
                 self.containers.values().filter(|c| c.worker == id).map(|c| c.resources).collect();
@@ -3081,5 +3106,30 @@ mod tests {
         let mut again = app("/bin/true");
         again.submission_id = "s0".into();
         assert_ne!(c.submit("alice", again).unwrap(), ids[0], "a forgotten submission id is free again");
+    }
+
+    /// An admin's drain is on record (with its deadline by the wall clock): the resource
+    /// manager that takes over drains the worker on.
+    #[test]
+    fn a_drain_outlives_a_takeover() {
+        let t = Instant::now();
+        let mut c = cluster(&[("core1", NodeLabel::Core), ("core2", NodeLabel::Core)], t);
+        c.persist(1);
+        c.drain("core1", Some(t + Duration::from_secs(60))).unwrap();
+        c.note_drain_ms("core1", Some(1_000_060_000));
+        let workers = c.take_dirty().workers.expect("the set of workers changed");
+        assert!(workers.contains(&("core1".to_string(), Some(1_000_060_000))), "{workers:?}");
+        let (ids, drains) = crate::ha::decode_workers("x", &crate::ha::encode_workers(&workers)).unwrap();
+        let mut b = ClusterState::with_limits(Duration::from_secs(10), AppLimits::default(), 8);
+        b.persist(2);
+        b.recover(Vec::new(), ids, t, Duration::ZERO, Duration::ZERO);
+        b.restore_drains(drains, t, 1_000_000_000);
+        for w in ["core1", "core2"] {
+            b.register_bare(info(w, NodeLabel::Core), t).unwrap();
+        }
+        let id = b.submit("alice", app("am")).unwrap();
+        assert_eq!(b.report(&id, "alice", false).unwrap().attempts[0].worker_id, "core2", "not on the drained one");
+        let states: Vec<WorkerState> = b.workers(t).into_iter().map(|w| w.state).collect();
+        assert_eq!(states, [WorkerState::Draining, WorkerState::Running]);
     }
 }

@@ -99,19 +99,30 @@ pub fn encode(r: &AppRecord) -> Vec<u8> {
     m.encode_to_vec()
 }
 
-/// Encodes the set of workers.
-pub fn encode_workers(ids: &[String]) -> Vec<u8> {
-    pb::WorkerSetRecord { format: RECORD_FORMAT, worker_ids: ids.to_vec() }.encode_to_vec()
+/// Encodes the set of workers (with the drained ones' deadlines).
+pub fn encode_workers(workers: &[(String, Option<u64>)]) -> Vec<u8> {
+    pb::WorkerSetRecord {
+        format: RECORD_FORMAT,
+        worker_ids: workers.iter().map(|(id, _)| id.clone()).collect(),
+        drains: workers
+            .iter()
+            .filter_map(|(id, d)| d.map(|until_ms| pb::DrainRecord { worker_id: id.clone(), until_ms }))
+            .collect(),
+    }
+    .encode_to_vec()
 }
 
+/// The workers on record, and the drained ones with their deadline (ms since the epoch).
+pub type RecordedWorkers = (Vec<String>, Vec<(String, u64)>);
+
 /// Decodes a set of workers written by this build or an earlier one.
-pub fn decode_workers(path: &str, bytes: &[u8]) -> Result<Vec<String>, RecordError> {
+pub fn decode_workers(path: &str, bytes: &[u8]) -> Result<RecordedWorkers, RecordError> {
     let bad = |why: String| RecordError::Corrupt { path: path.to_string(), why };
     let m = pb::WorkerSetRecord::decode(bytes).map_err(|e| bad(format!("not a set of workers: {e}")))?;
     if m.format == 0 || m.format > RECORD_FORMAT {
         return Err(bad(format!("format {} (this build reads 1..={RECORD_FORMAT})", m.format)));
     }
-    Ok(m.worker_ids)
+    Ok((m.worker_ids, m.drains.into_iter().map(|d| (d.worker_id, d.until_ms)).collect()))
 }
 
 /// Decodes a record written by this build or an earlier one.
@@ -297,12 +308,12 @@ impl Ha {
         }
         let records = read_records(&self.nn, &dir).await?;
         let attrs = self.nn.get_file_info(&dir, true).await?.map(|d| d.xattrs).unwrap_or_default();
-        let workers = match attrs.get(X_WORKERS) {
+        let (workers, drains) = match attrs.get(X_WORKERS) {
             Some(b) => decode_workers(&dir, b).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "the set of workers is unreadable: waiting for none");
-                Vec::new()
+                (Vec::new(), Vec::new())
             }),
-            None => Vec::new(),
+            None => (Vec::new(), Vec::new()),
         };
         let mut core = (self.fresh)();
         core.persist(epoch);
@@ -314,7 +325,13 @@ impl Ha {
         }
         // Workers find this one once their calls to the one before time out and they
         // follow the lease's new holder: that long more before a worker is lost.
-        core.recover(records, workers, Instant::now(), self.settle, self.lease + tarn_client::rm::RM_ATTEMPT_MAX);
+        let now = Instant::now();
+        core.recover(records, workers, now, self.settle, self.lease + tarn_client::rm::RM_ATTEMPT_MAX);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        core.restore_drains(drains, now, now_ms);
         tracing::debug!(took = ?started.elapsed(), "records read");
         Ok((epoch, core, at + self.lease / 2))
     }

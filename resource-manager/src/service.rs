@@ -242,7 +242,21 @@ impl ApplicationClient for ClientService {
         let r = req.into_inner();
         let now = Instant::now();
         let until = (!r.cancel).then(|| now + Duration::from_secs(r.deadline_secs.min(7 * 24 * 3600)));
-        let left = self.s.core().drain(&r.worker_id, until).map_err(status)?;
+        let until_ms = (!r.cancel).then(|| {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            now_ms + r.deadline_secs.min(7 * 24 * 3600) * 1000
+        });
+        let (left, gen) = {
+            let mut core = self.s.core();
+            let left = core.drain(&r.worker_id, until).map_err(status)?;
+            core.note_drain_ms(&r.worker_id, until_ms);
+            (left, (core.id(), core.generation()))
+        };
+        // On record before the answer: a standby taking over drains it on.
+        self.s.wait_durable(gen.0, gen.1).await.map_err(status)?;
         Ok(Response::new(pb::DrainWorkerResponse { containers: left as u32 }))
     }
 
