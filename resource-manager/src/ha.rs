@@ -327,11 +327,7 @@ impl Ha {
         // follow the lease's new holder: that long more before a worker is lost.
         let now = Instant::now();
         core.recover(records, workers, now, self.settle, self.lease + tarn_client::rm::RM_ATTEMPT_MAX);
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        core.restore_drains(drains, now, now_ms);
+        core.restore_drains(drains, now, crate::state::now_ms());
         tracing::debug!(took = ?started.elapsed(), "records read");
         Ok((epoch, core, at + self.lease / 2))
     }

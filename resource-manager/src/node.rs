@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cluster::{AppLimits, ClusterState};
 use crate::error::RmError;
 use crate::service::{ClientService, MasterService, TrackerService};
-use crate::state::RmState;
+use crate::state::{now_ms, RmState};
 
 /// The `[resource_manager]` table of the TOML config.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -232,10 +232,6 @@ pub async fn start(cfg: ResourceManagerConfig, transport: Transport) -> Result<R
     tasks.push(tokio::spawn(monitor(state, expiry, shutdown.clone())));
     tracing::info!(%addr, "resource manager serving");
     Ok(RmHandle { addr, listen: bound, rest_addr, shutdown, tasks })
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Declares silent workers lost, a few times per expiry.

@@ -10,14 +10,10 @@ use std::time::Duration;
 use tarn_client::{ClientError, ErrorKind, NamenodeClient};
 use tokio_util::sync::CancellationToken;
 
-use crate::state::RmState;
+use crate::state::{now_ms, RmState};
 
 /// Where workers keep applications' logs (the namenodes make it, mode 1777).
 pub const LOGS_DIR: &str = "/.tarn/logs";
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
 
 fn name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)

@@ -160,6 +160,14 @@ impl ClientService {
     }
 }
 
+/// The caller, if an admin (the superuser); else a refusal saying they may not `what`.
+fn admin_only<T>(req: &Request<T>, what: &str) -> Result<String, Status> {
+    match user_of(req)? {
+        (user, true) => Ok(user),
+        (user, false) => Err(ErrorKind::PermissionDenied.status(format!("{user} may not {what} (admins only)"))),
+    }
+}
+
 /// Who calls, and whether they are the superuser (an admin certificate).
 fn user_of<T>(req: &Request<T>) -> Result<(String, bool), Status> {
     let claim = req.metadata().get("x-tarn-user").and_then(|v| v.to_str().ok());
@@ -185,13 +193,8 @@ impl ApplicationClient for ClientService {
             )));
         }
         let sub = AppSubmission::from(r);
-        let (app_id, gen) = {
-            let mut core = self.s.core();
-            let id = core.submit_as(&user, superuser, sub).map_err(status)?;
-            (id, (core.id(), core.generation()))
-        };
         // Answered once on record: an application a client was told of is never lost.
-        self.s.wait_durable(gen.0, gen.1).await.map_err(status)?;
+        let app_id = self.s.durably(|core| core.submit_as(&user, superuser, sub)).await.map_err(status)?;
         Ok(Response::new(pb::SubmitApplicationResponse { app_id }))
     }
 
@@ -221,12 +224,8 @@ impl ApplicationClient for ClientService {
     ) -> Result<Response<pb::KillApplicationResponse>, Status> {
         serving(&self.s)?;
         let (user, superuser) = user_of(&req)?;
-        let (killed, gen) = {
-            let mut core = self.s.core();
-            let killed = core.kill_app(&req.get_ref().app_id, &user, superuser).map_err(status)?;
-            (killed, (core.id(), core.generation()))
-        };
-        self.s.wait_durable(gen.0, gen.1).await.map_err(status)?;
+        let app_id = &req.get_ref().app_id;
+        let killed = self.s.durably(|core| core.kill_app(app_id, &user, superuser)).await.map_err(status)?;
         Ok(Response::new(pb::KillApplicationResponse { killed }))
     }
 
@@ -235,28 +234,21 @@ impl ApplicationClient for ClientService {
         req: Request<pb::DrainWorkerRequest>,
     ) -> Result<Response<pb::DrainWorkerResponse>, Status> {
         serving(&self.s)?;
-        let (user, superuser) = user_of(&req)?;
-        if !superuser {
-            return Err(ErrorKind::PermissionDenied.status(format!("{user} may not drain workers (admins only)")));
-        }
+        admin_only(&req, "drain workers")?;
         let r = req.into_inner();
         let now = Instant::now();
         let until = (!r.cancel).then(|| now + Duration::from_secs(r.deadline_secs.min(7 * 24 * 3600)));
-        let until_ms = (!r.cancel).then(|| {
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0);
-            now_ms + r.deadline_secs.min(7 * 24 * 3600) * 1000
-        });
-        let (left, gen) = {
-            let mut core = self.s.core();
-            let left = core.drain(&r.worker_id, until).map_err(status)?;
-            core.note_drain_ms(&r.worker_id, until_ms);
-            (left, (core.id(), core.generation()))
-        };
+        let until_ms = (!r.cancel).then(|| crate::state::now_ms() + r.deadline_secs.min(7 * 24 * 3600) * 1000);
         // On record before the answer: a standby taking over drains it on.
-        self.s.wait_durable(gen.0, gen.1).await.map_err(status)?;
+        let left = self
+            .s
+            .durably(|core| {
+                let left = core.drain(&r.worker_id, until)?;
+                core.note_drain_ms(&r.worker_id, until_ms);
+                Ok(left)
+            })
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::DrainWorkerResponse { containers: left as u32 }))
     }
 
@@ -274,10 +266,7 @@ impl ApplicationClient for ClientService {
         req: Request<pb::RefreshQueuesRequest>,
     ) -> Result<Response<pb::RefreshQueuesResponse>, Status> {
         serving(&self.s)?;
-        let (user, superuser) = user_of(&req)?;
-        if !superuser {
-            return Err(ErrorKind::PermissionDenied.status(format!("{user} may not change the queues (admins only)")));
-        }
+        admin_only(&req, "change the queues")?;
         let text = req.into_inner().toml;
         if text.len() > crate::ha::RECORD_MAX {
             return Err(ErrorKind::InvalidArgument.status(format!(
@@ -288,13 +277,8 @@ impl ApplicationClient for ClientService {
         }
         let q = crate::queues::Queues::parse(&text).map_err(|e| ErrorKind::InvalidArgument.status(e))?;
         let leaves = q.leaves.len() as u32;
-        let gen = {
-            let mut core = self.s.core();
-            let gen = core.set_queues(q).map_err(status)?;
-            (core.id(), gen)
-        };
         // Answered once on record: a standby taking over schedules with these queues.
-        self.s.wait_durable(gen.0, gen.1).await.map_err(status)?;
+        self.s.durably(|core| core.set_queues(q)).await.map_err(status)?;
         Ok(Response::new(pb::RefreshQueuesResponse { leaves }))
     }
 
@@ -372,13 +356,12 @@ impl ApplicationMaster for MasterService {
         let r = req.into_inner();
         let final_status = FinalStatus::from_pb(r.final_status)
             .ok_or_else(|| ErrorKind::InvalidArgument.status("final_status: SUCCEEDED, FAILED or KILLED"))?;
-        let gen = {
-            let mut core = self.s.core();
-            core.finish_master(&cid, &user, final_status, &r.diagnostics, Instant::now()).map_err(status)?;
-            (core.id(), core.generation())
-        };
         // Answered once on record: a master that exits after this never gets a new attempt.
-        self.s.wait_durable(gen.0, gen.1).await.map_err(status)?;
+        let now = Instant::now();
+        self.s
+            .durably(|core| core.finish_master(&cid, &user, final_status, &r.diagnostics, now))
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::FinishMasterResponse {}))
     }
 }

@@ -23,6 +23,11 @@ pub struct NotServing {
 /// (within a client's attempt, [`tarn_client::rm::RM_ATTEMPT_MAX`]).
 const DURABLE_WAIT: Duration = Duration::from_millis(2500);
 
+/// The wall clock, in ms since the epoch (what records keep).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -187,6 +192,18 @@ impl RmState {
             *g = (*g).max(gen);
             newer
         });
+    }
+
+    /// Makes one change with the core (`f`) and answers once it is on record (see
+    /// [`Self::wait_durable`]).
+    pub async fn durably<T>(&self, f: impl FnOnce(&mut ClusterState) -> Result<T, Refusal>) -> Result<T, Refusal> {
+        let (out, core, gen) = {
+            let mut c = self.core();
+            let out = f(&mut c)?;
+            (out, c.id(), c.generation())
+        };
+        self.wait_durable(core, gen).await?;
+        Ok(out)
     }
 
     /// Waits until change `gen` of core `core` is on record (at once when records are not
