@@ -67,35 +67,26 @@ async fn ensure_system_dirs(s: &NodeState) -> Result<(), StateError> {
     if !present {
         s.propose(Op::EnsureSystemDirs).await?;
     }
-    // Applications' logs: every user's worker-made directory under it, like YARN's
-    // /tmp/logs (a plain mkdir through the log, so older nodes apply it alike).
-    let logs = {
-        let view = SnapView::new(&s.db);
-        Namespace::new(&view, 0).resolve(crate::namespace::LOGS_DIR)?.is_some()
-    };
-    if !logs {
-        let op = Op::Mkdirs {
-            path: crate::namespace::LOGS_DIR.into(),
-            mode: 0o1777,
-            owner: "root".into(),
-            group: "supergroup".into(),
+    // Plain mkdirs through the log, so older nodes apply them alike:
+    // - applications' logs: every user's worker-made directory under it, like YARN's
+    //   /tmp/logs;
+    // - jobs' records: every user's own directory (0700) under it;
+    // - the resource managers' lease and applications' records: theirs alone (the user
+    //   their certificates act as).
+    let rm_user = tarn_security::Role::ResourceManager.as_str();
+    for (path, mode, owner) in [
+        (crate::namespace::LOGS_DIR, 0o1777, "root"),
+        (crate::namespace::JOBS_DIR, 0o1777, "root"),
+        (crate::namespace::RM_DIR, 0o700, rm_user),
+    ] {
+        let present = {
+            let view = SnapView::new(&s.db);
+            Namespace::new(&view, 0).resolve(path)?.is_some()
         };
-        s.propose(op).await?;
-    }
-    // The resource managers' lease and applications' records: theirs alone (the user
-    // their certificates act as).
-    let rm = {
-        let view = SnapView::new(&s.db);
-        Namespace::new(&view, 0).resolve(crate::namespace::RM_DIR)?.is_some()
-    };
-    if !rm {
-        let op = Op::Mkdirs {
-            path: crate::namespace::RM_DIR.into(),
-            mode: 0o700,
-            owner: tarn_security::Role::ResourceManager.as_str().into(),
-            group: "supergroup".into(),
-        };
-        s.propose(op).await?;
+        if !present {
+            let op = Op::Mkdirs { path: path.into(), mode, owner: owner.into(), group: "supergroup".into() };
+            s.propose(op).await?;
+        }
     }
     Ok(())
 }

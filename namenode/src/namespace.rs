@@ -32,6 +32,8 @@ pub const SYSTEM_DIR: &str = "/.tarn";
 pub const STAGING_DIR: &str = "/.tarn/tmp";
 /// Where workers keep applications' logs, one directory per user (mode 1777).
 pub const LOGS_DIR: &str = "/.tarn/logs";
+/// Where jobs keep their records, one directory per user (mode 1777).
+pub const JOBS_DIR: &str = "/.tarn/jobs";
 /// The resource managers' lease and applications' records (theirs, mode 0700).
 pub const RM_DIR: &str = "/.tarn/rm";
 

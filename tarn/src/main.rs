@@ -10,6 +10,7 @@ mod app_cmd;
 mod config;
 mod creds;
 mod fs_cmd;
+mod job_cmd;
 mod out;
 mod s3_cmd;
 mod shell_app;
@@ -78,6 +79,11 @@ enum Command {
     ///
     /// Example: `tarn app submit --wait -- /bin/sh -c 'echo hello from a container'`
     App(app_cmd::AppArgs),
+    /// Distributed SQL jobs: DataFusion SQL over the cluster's files, run by Ballista in
+    /// containers next to the data.
+    ///
+    /// Example: `tarn job submit --wait --sql "SELECT count(*) FROM 's3://my-bucket/orders/'"`
+    Job(job_cmd::JobArgs),
     /// Write configuration files for a topology.
     ///
     /// Example: `tarn init --dir conf --namenodes 10.0.0.1:8020,10.0.0.2:8020,10.0.0.3:8020`
@@ -261,7 +267,7 @@ fn main() -> ExitCode {
             | Command::Gateway(_)
             | Command::ResourceManager(_)
             | Command::Worker(_)
-    );
+    ) || matches!(&cli.command, Command::Job(j) if j.runs_in_container());
     // s3s logs every refused request (a 404 too) at error level: the gateway answers them.
     init_logging(if daemon { "info,openraft=warn,s3s=off" } else { "warn" });
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -281,6 +287,7 @@ fn main() -> ExitCode {
             Command::Worker(a) => run_worker(a).await,
             Command::Workers(a) => list_workers(a).await,
             Command::App(a) => app_cmd::run(a).await,
+            Command::Job(a) => job_cmd::run(a).await,
             Command::Init(a) => run_init(a),
             Command::Fs(a) => fs_cmd::run(a).await,
             Command::Admin(a) => admin_cmd::run(a).await,

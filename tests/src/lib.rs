@@ -923,6 +923,17 @@ pub async fn same_state(nodes: &[&NamenodeHandle]) -> (u64, u32) {
     .await
 }
 
+/// Program `name` of the Python virtualenv that scripts/setup makes (the S3 clients,
+/// `tpchgen-cli`); `TARN_VENV` names another.
+pub fn venv_bin(name: &str) -> PathBuf {
+    let venv = std::env::var("TARN_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/tarn/venv"));
+    let p = venv.join("bin").join(name);
+    assert!(p.is_file(), "{} is missing: run scripts/setup (it installs it)", p.display());
+    p
+}
+
 /// The `tarn` binary built beside the test executable (`target/<profile>/tarn`).
 pub fn tarn_bin() -> PathBuf {
     if let Ok(p) = std::env::var("TARN_BIN") {

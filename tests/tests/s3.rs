@@ -15,12 +15,7 @@ use tarn_tests::{block_tuning, Cluster};
 
 /// The Python with the S3 clients (scripts/setup makes it).
 fn python() -> PathBuf {
-    let venv = std::env::var("TARN_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/tarn/venv"));
-    let p = venv.join("bin/python");
-    assert!(p.is_file(), "{} is missing: run scripts/setup (it installs the S3 clients)", p.display());
-    p
+    tarn_tests::venv_bin("python")
 }
 
 use tarn_tests::gateway_tls as self_signed;

@@ -2,7 +2,7 @@
 //!
 //! Each runs in a working directory of its own (`<local_dir>/apps/<app>/<container>`,
 //! 0700, with its `stdout` and `stderr` files), in a process group of its own, with a clean
-//! environment (`TARN_CONTAINER_ID`, `TARN_APP_ID`, `TARN_ATTEMPT`, `HOME`, `PATH`, and the
+//! environment (`TARN_CONTAINER_ID`, `TARN_APP_ID`, `TARN_ATTEMPT`, `TARN_NODE_HOST`, `HOME`, `PATH`, and the
 //! application's own variables). A worker running as root never runs a container as root
 //! nor as itself: as the application's user where the host has one, else as a uid of the
 //! application's own from `uid_base` up (YARN's LinuxContainerExecutor), without the
@@ -39,6 +39,9 @@ pub struct ContainerSettings {
     pub uid_base: u32,
     /// `tarn`, offered to containers in `<local_dir>/bin` (first on their `PATH`).
     pub tarn_bin: Option<PathBuf>,
+    /// This node's address as other nodes reach it (a container's `TARN_NODE_HOST`: where
+    /// a service it runs is found, e.g. a job's scheduler).
+    pub host: String,
     pub client: ClientSetup,
 }
 
@@ -442,6 +445,7 @@ impl Containers {
             .env("TARN_CONTAINER_ID", &s.container_id)
             .env("TARN_APP_ID", &s.app_id)
             .env("TARN_ATTEMPT", s.attempt.to_string())
+            .env("TARN_NODE_HOST", &self.settings.host)
             .current_dir(&dir)
             .stdin(Stdio::null())
             .stdout(out)

@@ -210,6 +210,7 @@ pub async fn start(cfg: WorkerConfig, transport: Transport) -> Result<WorkerHand
         isolate,
         uid_base: cfg.container_uid_base,
         tarn_bin: cfg.tarn_bin.clone(),
+        host: host.clone(),
         client: crate::containers::ClientSetup {
             cluster_ca,
             namenodes: cfg.namenodes.clone(),

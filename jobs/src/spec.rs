@@ -1,0 +1,149 @@
+//! What a job runs ([`JobSpec`]) and the DataFusion sessions it runs in.
+
+use std::sync::Arc;
+
+use ballista_core::extension::SessionConfigExt;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::{DFParser, Statement};
+use serde::{Deserialize, Serialize};
+
+use crate::stores::TarnStores;
+use crate::tls::JobTls;
+use crate::{JobError, Result};
+
+/// A job: SQL statements, run in order in one session (`CREATE EXTERNAL TABLE`, queries,
+/// `COPY ... TO`); the last one's rows are the job's result. Passed to the master as its
+/// argument, so the resource manager's record of the application holds it, and a new
+/// attempt runs the same job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// [`JobSpec::FORMAT`]: a master refuses a spec newer than it knows.
+    pub format: u32,
+    pub sql: String,
+    /// Executor containers.
+    pub executors: u32,
+    /// Cores of each executor (the tasks it runs at once).
+    pub vcores: u32,
+    /// Memory of each executor's container (MiB); its DataFusion pool is this less
+    /// [`crate::executor::OVERHEAD_MIB`].
+    pub memory_mib: u64,
+}
+
+impl JobSpec {
+    pub const FORMAT: u32 = 1;
+
+    pub fn new(sql: impl Into<String>) -> JobSpec {
+        JobSpec { format: Self::FORMAT, sql: sql.into(), executors: 2, vcores: 1, memory_mib: 1024 }
+    }
+
+    pub fn to_arg(&self) -> String {
+        serde_json::to_string(self).expect("a spec serializes")
+    }
+
+    pub fn from_arg(s: &str) -> Result<JobSpec> {
+        let spec: JobSpec = serde_json::from_str(s).map_err(|e| JobError::Invalid(format!("job spec: {e}")))?;
+        if spec.format > Self::FORMAT {
+            return Err(JobError::Invalid(format!(
+                "job spec format {} is newer than this binary's ({})",
+                spec.format,
+                Self::FORMAT
+            )));
+        }
+        Ok(spec)
+    }
+
+    /// Why the spec cannot run, if it cannot (before anything is submitted).
+    pub fn check_shape(&self) -> Result<()> {
+        if self.executors == 0 {
+            return Err(JobError::Invalid("a job needs at least one executor".into()));
+        }
+        if self.vcores == 0 {
+            return Err(JobError::Invalid("an executor needs at least one core".into()));
+        }
+        if self.memory_mib < crate::executor::OVERHEAD_MIB + 64 {
+            return Err(JobError::Invalid(format!(
+                "an executor needs more than {} MiB of memory ({} MiB asked)",
+                crate::executor::OVERHEAD_MIB + 64,
+                self.memory_mib
+            )));
+        }
+        Ok(())
+    }
+
+    /// The statements of its SQL.
+    pub fn statements(&self) -> Result<Vec<Statement>> {
+        let stmts =
+            DFParser::parse_sql(&self.sql).map_err(|e| JobError::Plan(format!("the SQL does not parse: {e}")))?;
+        if stmts.is_empty() {
+            return Err(JobError::Plan("the SQL holds no statement".into()));
+        }
+        Ok(stmts.into_iter().collect())
+    }
+}
+
+/// Ballista's settings every session of a job shares, with the job's TLS on every link.
+pub fn session_config(tls: Option<&JobTls>) -> SessionConfig {
+    let mut c = SessionConfig::new_with_ballista();
+    if let Some(tls) = tls {
+        c = c.with_ballista_use_tls(true).with_ballista_override_create_grpc_client_endpoint(tls.endpoint_override());
+    }
+    // The adaptive planner does not recompute a lost executor's map output (Ballista
+    // issue 1986): a job must survive the loss of a node.
+    c.with_ballista_adaptive_query_planner(false)
+}
+
+/// A session whose paths resolve to the cluster ([`TarnStores`]), with Ballista's
+/// functions and rules.
+pub fn session_state(stores: Arc<TarnStores>, config: SessionConfig) -> datafusion::error::Result<SessionState> {
+    let base = ballista_core::utils::default_session_builder(config)?;
+    let runtime =
+        RuntimeEnvBuilder::from_runtime_env(base.runtime_env()).with_object_store_registry(stores).build_arc()?;
+    Ok(SessionStateBuilder::new_from_existing(base).with_runtime_env(runtime).build())
+}
+
+/// Plans every statement of `spec` in a local session over the cluster's store, as the
+/// submitting user: SQL that does not parse or plan, or a table whose files are not
+/// there or not readable, is refused before anything runs. Runs nothing but DDL (which
+/// only reads schemas).
+pub async fn check(spec: &JobSpec, stores: Arc<TarnStores>) -> Result<()> {
+    spec.check_shape()?;
+    let ctx = SessionContext::new_with_state(
+        session_state(stores, SessionConfig::new()).map_err(|e| JobError::Invalid(e.to_string()))?,
+    );
+    let stmts = spec.statements()?;
+    let n = stmts.len();
+    for (i, stmt) in stmts.into_iter().enumerate() {
+        let which = if n == 1 { String::new() } else { format!("statement {} of {n}: ", i + 1) };
+        let plan = ctx.state().statement_to_plan(stmt).await.map_err(|e| JobError::Plan(format!("{which}{e}")))?;
+        if matches!(plan, LogicalPlan::Ddl(_)) {
+            ctx.execute_logical_plan(plan).await.map_err(|e| JobError::Plan(format!("{which}{e}")))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_round_trips_and_refuses_newer_formats() {
+        let s = JobSpec::new("select 1");
+        assert_eq!(JobSpec::from_arg(&s.to_arg()).unwrap(), s);
+        let newer = JobSpec { format: JobSpec::FORMAT + 1, ..s };
+        let e = JobSpec::from_arg(&newer.to_arg()).unwrap_err().to_string();
+        assert!(e.contains("newer"), "{e}");
+    }
+
+    #[test]
+    fn statements_split_and_bad_sql_is_refused() {
+        let s = JobSpec::new("create external table t stored as parquet location 's3://b/t/'; select count(*) from t");
+        assert_eq!(s.statements().unwrap().len(), 2);
+        let e = JobSpec::new("selec 1").statements().unwrap_err().to_string();
+        assert!(e.contains("does not parse"), "{e}");
+        assert!(JobSpec::new("  ").statements().is_err());
+    }
+}

@@ -1,0 +1,255 @@
+//! `tarn job`: distributed SQL jobs on the cluster (DataFusion SQL run by Ballista in
+//! containers, see the `tarn-jobs` crate): submit, follow, see the result, kill.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use tarn_client::rm::{AppState, AppSubmission, ContainerSpec, Resources};
+use tarn_jobs::JobSpec;
+
+use crate::creds::ClientOpts;
+use crate::out::outln;
+
+#[derive(clap::Args)]
+pub struct JobArgs {
+    #[command(subcommand)]
+    cmd: JobCmd,
+    #[command(flatten)]
+    conn: ClientOpts,
+}
+
+#[derive(clap::Subcommand)]
+enum JobCmd {
+    /// Submit SQL as a distributed job (DataFusion's SQL over `s3://bucket/...` and
+    /// `tarn://path` paths: CREATE EXTERNAL TABLE, queries, COPY ... TO), checked first:
+    /// SQL that does not parse or plan, or reads what is not there, is refused here. The
+    /// last statement's rows are the job's result (`tarn job result`).
+    ///
+    /// Example: `tarn job submit --wait --sql "CREATE EXTERNAL TABLE t STORED AS PARQUET
+    /// LOCATION 's3://my-bucket/orders/'; SELECT count(*) FROM t"`
+    Submit {
+        /// The statements (separated by `;`).
+        #[arg(long, required_unless_present = "file", conflicts_with = "file")]
+        sql: Option<String>,
+        /// A local file holding the statements.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// The leaf queue (default: `default`).
+        #[arg(long, default_value = "")]
+        queue: String,
+        /// Executor containers.
+        #[arg(long, default_value_t = 2)]
+        executors: u32,
+        /// Cores of each executor.
+        #[arg(long, default_value_t = 1)]
+        vcores: u32,
+        /// Memory of each executor (MiB).
+        #[arg(long, default_value_t = 1024)]
+        memory_mib: u64,
+        /// Memory of the job's master (MiB).
+        #[arg(long, default_value_t = 1024)]
+        master_memory_mib: u64,
+        /// The `tarn` program the job's containers run, as the workers' hosts have it
+        /// (default: `tarn`, which workers put first on their containers' PATH).
+        #[arg(long)]
+        tarn_bin: Option<String>,
+        /// Follow the job to its end, then print its result; exit 0 only if it succeeded.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// A job's state and diagnostics.
+    Status { app_id: String },
+    /// Your jobs (`--all`: everyone's, for admins).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Kill a job: its containers stop and its tasks with them.
+    Kill { app_id: String },
+    /// The rows of a finished job's last statement, as a table.
+    Result { app_id: String },
+    /// A job's application master (run by the resource manager; not for people).
+    #[command(hide = true)]
+    Master {
+        #[arg(long, default_value = "tarn")]
+        tarn_bin: String,
+        spec: String,
+    },
+    /// A job's executor (run by its master in a container; not for people).
+    #[command(hide = true)]
+    Executor {
+        #[arg(long)]
+        scheduler: String,
+        #[arg(long)]
+        vcores: u32,
+        #[arg(long)]
+        memory_mib: u64,
+    },
+}
+
+impl JobArgs {
+    /// A job's master or executor: logs like a daemon (to its container's stderr).
+    pub fn runs_in_container(&self) -> bool {
+        matches!(self.cmd, JobCmd::Master { .. } | JobCmd::Executor { .. })
+    }
+}
+
+/// The name of jobs' applications (`job: ` and the start of the SQL unless named).
+const JOB_PREFIX: &str = "job";
+
+fn node_host() -> String {
+    std::env::var("TARN_NODE_HOST").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "127.0.0.1".into())
+}
+
+pub async fn run(a: JobArgs) -> anyhow::Result<u8> {
+    match a.cmd {
+        JobCmd::Master { tarn_bin, spec } => {
+            let spec = JobSpec::from_arg(&spec)?;
+            let retry = tarn_client::RetryPolicy { deadline: Duration::from_secs(60), ..Default::default() };
+            let mut rm = a.conn.connect_rm()?.with_retry(retry)?;
+            if let Ok(cid) = std::env::var("TARN_CONTAINER_ID") {
+                rm = rm.with_container(&cid);
+            }
+            let nn = Arc::new(a.conn.connect()?);
+            let opts = tarn_jobs::master::MasterOptions { tarn_bin, node_host: node_host() };
+            let out = tarn_jobs::master::run(rm, nn, spec, opts).await?;
+            outln!("{}", out.message)?;
+            Ok(if out.succeeded { 0 } else { 1 })
+        }
+        JobCmd::Executor { scheduler, vcores, memory_mib } => {
+            let nn = Arc::new(a.conn.connect()?);
+            let opts = tarn_jobs::executor::ExecutorOptions {
+                scheduler,
+                vcores,
+                memory_mib,
+                node_host: node_host(),
+                container_id: std::env::var("TARN_CONTAINER_ID").context("TARN_CONTAINER_ID: not in a container")?,
+                dir: std::env::current_dir().context("the container's directory")?,
+            };
+            tarn_jobs::executor::run(nn, opts).await?;
+            Ok(0)
+        }
+        JobCmd::Submit { sql, file, name, queue, executors, vcores, memory_mib, master_memory_mib, tarn_bin, wait } => {
+            let sql = match (sql, file) {
+                (Some(s), _) => s,
+                (None, Some(f)) => std::fs::read_to_string(&f).with_context(|| format!("read {}", f.display()))?,
+                (None, None) => anyhow::bail!("--sql or --file: the job's statements"),
+            };
+            let spec = JobSpec { executors, vcores, memory_mib, ..JobSpec::new(sql) };
+            let nn = Arc::new(a.conn.connect()?);
+            tarn_jobs::spec::check(&spec, tarn_jobs::stores::TarnStores::new(nn.clone()))
+                .await
+                .context("the job was not submitted")?;
+            let rm = a.conn.connect_rm()?;
+            let name = if name.is_empty() {
+                let head: String = spec.sql.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(40).collect();
+                format!("{JOB_PREFIX}: {head}")
+            } else {
+                name
+            };
+            let bin = tarn_bin.unwrap_or_else(|| "tarn".into());
+            let command = vec![bin.clone(), "job".into(), "master".into(), "--tarn-bin".into(), bin, spec.to_arg()];
+            let sub = AppSubmission {
+                name,
+                queue,
+                am_resources: Resources::new(1, master_memory_mib),
+                am_spec: ContainerSpec { command, env: Default::default(), files: Vec::new() },
+                max_attempts: 0,
+                submission_id: String::new(),
+            };
+            let id = rm.submit(&sub).await?;
+            outln!("{id}")?;
+            if !wait {
+                return Ok(0);
+            }
+            let state = follow(&rm, &id).await?;
+            if state != AppState::Finished {
+                return Ok(1);
+            }
+            print_result(&rm, &nn, &id, true).await?;
+            Ok(0)
+        }
+        JobCmd::Status { app_id } => {
+            let rm = a.conn.connect_rm()?;
+            let r = rm.application(&app_id).await?;
+            outln!("{}  {}  user {}  queue {}", r.app_id, r.state.as_str(), r.user, r.queue)?;
+            if !r.diagnostics.is_empty() {
+                outln!("  {}", r.diagnostics)?;
+            }
+            Ok(0)
+        }
+        JobCmd::List { all } => {
+            let rm = a.conn.connect_rm()?;
+            outln!("{:<28} {:<9} {:<12} {:<44} DIAGNOSTICS", "JOB", "STATE", "USER", "NAME")?;
+            for r in rm.applications(all).await?.into_iter().filter(|r| r.name.starts_with(JOB_PREFIX)) {
+                outln!("{:<28} {:<9} {:<12} {:<44} {}", r.app_id, r.state.as_str(), r.user, r.name, r.diagnostics)?;
+            }
+            Ok(0)
+        }
+        JobCmd::Kill { app_id } => {
+            let rm = a.conn.connect_rm()?;
+            let killed = rm.kill(&app_id).await?;
+            outln!("{app_id}: {}", if killed { "killed" } else { "had already ended" })?;
+            Ok(0)
+        }
+        JobCmd::Result { app_id } => {
+            let rm = a.conn.connect_rm()?;
+            let nn = Arc::new(a.conn.connect()?);
+            print_result(&rm, &nn, &app_id, false).await?;
+            Ok(0)
+        }
+    }
+}
+
+/// Follows application `id` to its end, showing its state; returns it.
+async fn follow(rm: &tarn_client::rm::RmClient, id: &str) -> anyhow::Result<AppState> {
+    let pb = ProgressBar::new_spinner();
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let r = loop {
+        tick.tick().await;
+        pb.tick();
+        let r = rm.application(id).await.with_context(|| format!("follow {id}"))?;
+        pb.set_message(format!("{id}: {}", r.state.as_str()));
+        if r.state.is_final() {
+            break r;
+        }
+    };
+    pb.finish_and_clear();
+    let diag = if r.diagnostics.is_empty() { String::new() } else { format!(": {}", r.diagnostics) };
+    if r.state == AppState::Finished {
+        eprintln!("{id}: {}{diag}", r.state.as_str());
+    } else {
+        outln!("{id}: {}{diag}", r.state.as_str())?;
+    }
+    Ok(r.state)
+}
+
+async fn print_result(
+    rm: &tarn_client::rm::RmClient,
+    nn: &Arc<tarn_client::NamenodeClient>,
+    id: &str,
+    quiet_if_none: bool,
+) -> anyhow::Result<()> {
+    let r = rm.application(id).await?;
+    let dir = tarn_jobs::job_dir(&r.user, id);
+    match tarn_jobs::result::read(nn.clone(), &dir).await? {
+        Some((_, batches)) => {
+            let table =
+                datafusion::arrow::util::pretty::pretty_format_batches(&batches).context("format the result")?;
+            outln!("{table}")?;
+        }
+        None if quiet_if_none => {}
+        None => anyhow::bail!("{id} is {}: it kept no result in {dir}", r.state.as_str()),
+    }
+    Ok(())
+}
