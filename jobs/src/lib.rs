@@ -14,6 +14,7 @@
 //! What a job runs is a [`JobSpec`]: DataFusion SQL statements, run in order in one
 //! session; the last statement's rows are the job's result.
 
+pub mod commit;
 pub mod executor;
 pub mod master;
 pub mod result;

@@ -73,7 +73,8 @@ pub async fn run(rm: RmClient, nn: Arc<NamenodeClient>, spec: JobSpec, opts: Mas
     let user = rm.application(&app_id).await.map_err(JobError::cluster("look up the application"))?.user;
     let dir = job_dir(&user, &app_id);
     let rm = Arc::new(rm);
-    let outcome = match prepare_and_run(&rm, nn.clone(), &spec, &opts, &app_id, &dir).await {
+    let job = JobCtx { app_id: app_id.clone(), attempt: reg.attempt, dir: dir.clone() };
+    let outcome = match prepare_and_run(&rm, nn.clone(), &spec, &opts, &job).await {
         Ok(msg) => Outcome { succeeded: true, message: msg },
         Err(e) => Outcome { succeeded: false, message: e.to_string() },
     };
@@ -116,14 +117,21 @@ async fn write_job_files(nn: &Arc<NamenodeClient>, dir: &str, spec: &JobSpec, tl
     Ok(())
 }
 
+/// Which run of which job this is, and its directory.
+struct JobCtx {
+    app_id: String,
+    attempt: u32,
+    dir: String,
+}
+
 async fn prepare_and_run(
     rm: &Arc<RmClient>,
     nn: Arc<NamenodeClient>,
     spec: &JobSpec,
     opts: &MasterOptions,
-    app_id: &str,
-    dir: &str,
+    job: &JobCtx,
 ) -> Result<String> {
+    let (app_id, dir) = (job.app_id.as_str(), job.dir.as_str());
     debug_assert!(dir.starts_with(JOBS_DIR));
     let tls = JobTls::generate(app_id)?;
     write_job_files(&nn, dir, spec, &tls).await?;
@@ -153,7 +161,7 @@ async fn prepare_and_run(
     let state = session_state(stores, session_config(Some(&tls)))?
         .upgrade_for_ballista(format!("https://127.0.0.1:{}", addr.port()))?;
     let ctx = SessionContext::new_with_state(state);
-    let run = run_statements(&ctx, spec, nn.clone(), dir);
+    let run = run_statements(&ctx, spec, nn.clone(), job);
     let out = tokio::select! {
         r = run => r,
         r = pool_task => match r {
@@ -162,16 +170,31 @@ async fn prepare_and_run(
         },
     };
     cancel.cancel();
+    // What was staged and not published (the job failed, or an output had no rows).
+    if let Err(e) = nn.delete(&format!("{dir}/{STAGING}"), true, None).await {
+        tracing::warn!(error = %e, "could not remove the job's staging directory");
+    }
     out
 }
 
-async fn run_statements(ctx: &SessionContext, spec: &JobSpec, nn: Arc<NamenodeClient>, dir: &str) -> Result<String> {
+/// Where a job's outputs are staged, in its directory (see [`crate::commit`]).
+const STAGING: &str = "staging";
+
+async fn run_statements(ctx: &SessionContext, spec: &JobSpec, nn: Arc<NamenodeClient>, job: &JobCtx) -> Result<String> {
     let stmts = spec.statements()?;
     let n = stmts.len();
+    let staging = format!("{}/{STAGING}", job.dir);
+    let mut outputs = Vec::new();
     let mut last: Option<(datafusion::arrow::datatypes::SchemaRef, Vec<RecordBatch>)> = None;
     for (i, stmt) in stmts.into_iter().enumerate() {
         let which = if n == 1 { String::new() } else { format!("statement {} of {n}: ", i + 1) };
-        let plan = ctx.state().statement_to_plan(stmt).await.map_err(|e| JobError::Plan(format!("{which}{e}")))?;
+        let mut plan = ctx.state().statement_to_plan(stmt).await.map_err(|e| JobError::Plan(format!("{which}{e}")))?;
+        if let LogicalPlan::Copy(copy) = &mut plan {
+            if let Some(o) = crate::commit::stage(copy, &staging, &job.app_id, job.attempt, i + 1)? {
+                crate::commit::check_target(&nn, &o.target, Some(&o.tag)).await?;
+                outputs.push(o);
+            }
+        }
         let ddl = matches!(plan, LogicalPlan::Ddl(_));
         let df = ctx.execute_logical_plan(plan).await.map_err(|e| JobError::Run(format!("{which}{e}")))?;
         let schema = Arc::new(df.schema().as_arrow().clone());
@@ -180,8 +203,12 @@ async fn run_statements(ctx: &SessionContext, spec: &JobSpec, nn: Arc<NamenodeCl
             last = Some((schema, batches));
         }
     }
+    // Every statement succeeded: the outputs appear, each in one step.
+    for o in &outputs {
+        crate::commit::publish(&nn, o).await?;
+    }
     let Some((schema, batches)) = last else { return Ok("done (no query)".into()) };
-    let kept = crate::result::write(nn, dir, schema, &batches).await?;
+    let kept = crate::result::write(nn, &job.dir, schema, &batches).await?;
     Ok(if kept.dropped > 0 {
         format!("{} rows ({} kept as the result)", kept.rows + kept.dropped, kept.rows)
     } else {

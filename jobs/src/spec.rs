@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::stores::TarnStores;
 use crate::tls::JobTls;
 use crate::{JobError, Result};
+use tarn_client::NamenodeClient;
 
 /// A job: SQL statements, run in order in one session (`CREATE EXTERNAL TABLE`, queries,
 /// `COPY ... TO`); the last one's rows are the job's result. Passed to the master as its
@@ -105,19 +106,27 @@ pub fn session_state(stores: Arc<TarnStores>, config: SessionConfig) -> datafusi
 }
 
 /// Plans every statement of `spec` in a local session over the cluster's store, as the
-/// submitting user: SQL that does not parse or plan, or a table whose files are not
-/// there or not readable, is refused before anything runs. Runs nothing but DDL (which
-/// only reads schemas).
-pub async fn check(spec: &JobSpec, stores: Arc<TarnStores>) -> Result<()> {
+/// submitting user: SQL that does not parse or plan, a table whose files are not there or
+/// not readable, or a `COPY` onto an existing output, is refused before anything runs.
+/// Runs nothing but DDL (which only reads schemas).
+pub async fn check(spec: &JobSpec, nn: Arc<NamenodeClient>) -> Result<()> {
     spec.check_shape()?;
     let ctx = SessionContext::new_with_state(
-        session_state(stores, SessionConfig::new()).map_err(|e| JobError::Invalid(e.to_string()))?,
+        session_state(TarnStores::new(nn.clone()), SessionConfig::new())
+            .map_err(|e| JobError::Invalid(e.to_string()))?,
     );
     let stmts = spec.statements()?;
     let n = stmts.len();
     for (i, stmt) in stmts.into_iter().enumerate() {
         let which = if n == 1 { String::new() } else { format!("statement {} of {n}: ", i + 1) };
         let plan = ctx.state().statement_to_plan(stmt).await.map_err(|e| JobError::Plan(format!("{which}{e}")))?;
+        if let LogicalPlan::Copy(copy) = &plan {
+            if let Some((target, _)) = crate::commit::cluster_path(&copy.output_url) {
+                crate::commit::check_target(&nn, &target, None)
+                    .await
+                    .map_err(|e| JobError::Plan(format!("{which}{e}")))?;
+            }
+        }
         if matches!(plan, LogicalPlan::Ddl(_)) {
             ctx.execute_logical_plan(plan).await.map_err(|e| JobError::Plan(format!("{which}{e}")))?;
         }

@@ -141,9 +141,7 @@ pub async fn run(a: JobArgs) -> anyhow::Result<u8> {
             };
             let spec = JobSpec { executors, vcores, memory_mib, ..JobSpec::new(sql) };
             let nn = Arc::new(a.conn.connect()?);
-            tarn_jobs::spec::check(&spec, tarn_jobs::stores::TarnStores::new(nn.clone()))
-                .await
-                .context("the job was not submitted")?;
+            tarn_jobs::spec::check(&spec, nn.clone()).await.context("the job was not submitted")?;
             let rm = a.conn.connect_rm()?;
             let name = if name.is_empty() {
                 let head: String = spec.sql.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(40).collect();

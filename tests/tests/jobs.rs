@@ -220,3 +220,113 @@ async fn read_all(nn: &Arc<tarn_client::NamenodeClient>, path: &str) -> Vec<u8> 
     let got = store.get(&loc).await.unwrap_or_else(|e| panic!("{path}: {e}"));
     got.bytes().await.unwrap().to_vec()
 }
+
+/// The seed's pipeline as a job: purchases summed per customer, ordered by the total,
+/// written as parquet to `s3://shop/processed-data/`; pyarrow reads it back through the
+/// S3 gateway with the rows (and order) DataFusion computes. The output appears whole:
+/// with `_SUCCESS`, nothing left in staging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_job_writes_parquet_that_pyarrow_reads_through_the_gateway() {
+    let cl = Cluster::builder().datanodes(3).workers(3, 0).start().await;
+    bucket(&cl, "shop", "alice").await;
+    let local = tempfile::tempdir().unwrap();
+    for (i, f) in purchases(4, 20_000).iter().enumerate() {
+        put_as(&cl, "alice", &format!("/shop/customer-data/part-{i}.parquet"), f).await;
+        std::fs::write(local.path().join(format!("part-{i}.parquet")), f).unwrap();
+    }
+    let query = "SELECT customer_id, sum(purchase_amount) AS total FROM tx GROUP BY customer_id \
+                 ORDER BY total DESC, customer_id";
+    let ctx = SessionContext::new();
+    ctx.register_parquet("tx", local.path().to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+    let want: Vec<String> = {
+        let b = ctx.sql(query).await.unwrap().collect().await.unwrap();
+        let mut rows = Vec::new();
+        for batch in &b {
+            let ids = batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+            let totals = batch.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+            rows.extend((0..batch.num_rows()).map(|i| format!("{},{}", ids.value(i), totals.value(i))));
+        }
+        rows
+    };
+    let sql = format!(
+        "CREATE EXTERNAL TABLE tx STORED AS PARQUET LOCATION 's3://shop/customer-data/'; \
+         COPY ({query}) TO 's3://shop/processed-data/' STORED AS PARQUET"
+    );
+    let (code, out, err) =
+        job(&cl, "alice", &["submit", "--wait", "--executors", "2", "--memory-mib", "512", "--sql", &sql]).await;
+    assert_eq!(code, 0, "the job failed:\n{out}\n{err}");
+    let app = out.lines().next().unwrap().to_string();
+    let nn = cl.client();
+    let out_dir = nn.get_file_info("/shop/processed-data", true).await.unwrap().expect("the output is published");
+    assert_eq!(out_dir.owner, "alice");
+    assert_eq!(
+        out_dir.xattrs.get(tarn_jobs::commit::OUTPUT_XATTR).map(|v| v.as_slice()),
+        Some(format!("{app}/2").as_bytes())
+    );
+    assert!(nn.get_file_info("/shop/processed-data/_SUCCESS", false).await.unwrap().is_some());
+    let staging = format!("{}/staging", tarn_jobs::job_dir("alice", &app));
+    assert!(nn.get_file_info(&staging, false).await.unwrap().is_none(), "staging is removed");
+
+    // pyarrow, through the gateway.
+    let dir = tempfile::tempdir().unwrap();
+    let tls = tarn_tests::gateway_tls(dir.path());
+    let key = tarn_gateway::AccessKey::generate();
+    let cfg = tarn_gateway::GatewayConfig {
+        listen: "127.0.0.1:0".into(),
+        namenodes: cl.addrs.clone(),
+        tls: Some(tls.clone()),
+        access_keys: vec![key.clone()],
+        domains: vec!["localhost".into()],
+        ..Default::default()
+    };
+    let gw = tarn_gateway::start(cfg, tarn_tests::pki().transport(Role::Gateway, "gw")).await.unwrap();
+    let endpoint = gw.endpoint();
+    let (scheme, host) = endpoint.split_once("://").unwrap();
+    let script = format!(
+        "import pyarrow.fs as f, pyarrow.parquet as pq\n\
+         fs = f.S3FileSystem(access_key='{}', secret_key='{}', region='us-east-1', scheme='{scheme}', \
+         endpoint_override='{host}', tls_ca_file_path='{}')\n\
+         files = sorted(i.path for i in fs.get_file_info(f.FileSelector('shop/processed-data')) if i.path.endswith('.parquet'))\n\
+         for p in files:\n    t = pq.read_table(p, filesystem=fs)\n    \
+         for a, b in zip(t.column('customer_id').to_pylist(), t.column('total').to_pylist()): print(f'{{a}},{{b}}')\n",
+        key.access_key,
+        key.secret_key,
+        tls.cert.display()
+    );
+    let run =
+        tokio::process::Command::new(tarn_tests::venv_bin("python")).args(["-c", &script]).kill_on_drop(true).output();
+    let o = tokio::time::timeout(Duration::from_secs(60), run).await.expect("pyarrow within 60 s").unwrap();
+    assert!(o.status.success(), "pyarrow: {}", String::from_utf8_lossy(&o.stderr));
+    let got: Vec<String> = String::from_utf8_lossy(&o.stdout).lines().map(String::from).collect();
+    assert_eq!(got.len(), want.len(), "rows read through S3");
+    assert_eq!(got, want, "the files, in name order, hold the rows in the query's order");
+    gw.stop().await;
+}
+
+/// A job that fails (here: its second statement) publishes nothing, and a COPY onto an
+/// existing output is refused at submit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_job_leaves_nothing_at_its_output() {
+    let cl = Cluster::builder().datanodes(1).workers(2, 0).start().await;
+    bucket(&cl, "shop", "alice").await;
+    put_as(&cl, "alice", "/shop/tx/part-0.parquet", &purchases(1, 1000)[0]).await;
+    // The second COPY fails at run time (not at planning): no number in 'x<id>'.
+    let sql = "CREATE EXTERNAL TABLE tx STORED AS PARQUET LOCATION 's3://shop/tx/'; \
+               COPY (SELECT customer_id FROM tx) TO 's3://shop/out-a/' STORED AS PARQUET; \
+               COPY (SELECT CAST(concat('x', customer_id) AS BIGINT) AS boom FROM tx) TO 's3://shop/out-b/' STORED AS PARQUET";
+    let (code, out, err) =
+        job(&cl, "alice", &["submit", "--wait", "--executors", "1", "--memory-mib", "512", "--sql", sql]).await;
+    assert_ne!(code, 0, "the job should fail:\n{out}\n{err}");
+    assert!(out.contains("FAILED") && out.to_lowercase().contains("cast"), "{out}");
+    let nn = cl.client();
+    for p in ["/shop/out-a", "/shop/out-b"] {
+        assert!(nn.get_file_info(p, false).await.unwrap().is_none(), "{p} must not appear");
+    }
+    // An existing output is refused before anything runs.
+    nn.mkdirs("/shop/taken/x").await.unwrap();
+    let sql = "CREATE EXTERNAL TABLE tx STORED AS PARQUET LOCATION 's3://shop/tx/'; \
+               COPY (SELECT * FROM tx) TO 's3://shop/taken/' STORED AS PARQUET";
+    let (code, _, err) = job(&cl, "alice", &["submit", "--sql", sql]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("/shop/taken exists"), "{err}");
+}

@@ -1,0 +1,158 @@
+//! The output commit. Ballista and DataFusion write a `COPY ... TO` straight to its
+//! target, and a task that is retried, or a job that fails half way, leaves partial files
+//! there. A job's master therefore points each `COPY` at a staging path in the job's own
+//! directory (`STAGING/a<attempt>/s<statement>/`), and only once every statement has
+//! succeeded publishes each output with one namespace operation: a rename onto the
+//! target (which must be absent, or an empty directory). A directory output gets its
+//! `_SUCCESS` file in staging, so it appears with the data. A failed or killed job leaves
+//! nothing at any target.
+//!
+//! The published output carries the extended attribute [`OUTPUT_XATTR`] (application and
+//! statement): an attempt that runs again after its master died mid-publish finds the
+//! outputs already published by this job and leaves them (no duplicate, no partial
+//! file), and an output that someone else put there is refused rather than replaced.
+//!
+//! Only outputs in the cluster's store (`tarn://`, `s3://`) are committed this way;
+//! other schemes are written in place.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::logical_expr::dml::CopyTo;
+use object_store::ObjectStoreExt;
+use tarn_client::store::TarnStore;
+use tarn_client::{ErrorKind, NamenodeClient, RenameOptions, SetAttributes};
+use url::Url;
+
+use crate::stores::TARN_SCHEMES;
+use crate::{JobError, Result};
+
+/// Names the job (`APP/STATEMENT`) whose output a published path is.
+pub const OUTPUT_XATTR: &str = "tarn.job.output";
+/// The marker of a complete directory output (Hadoop's and Spark's).
+pub const SUCCESS_FILE: &str = "_SUCCESS";
+
+/// One `COPY` target of a job, and where its output is staged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// The target in the cluster (`/bucket/path`, no trailing `/`).
+    pub target: String,
+    /// Where the statement writes it (a path of the cluster).
+    pub staged: String,
+    /// A directory of files (else one file).
+    pub dir: bool,
+    /// The value of [`OUTPUT_XATTR`] on the published output.
+    pub tag: String,
+}
+
+/// The cluster path a URL names (`s3://b/k` and `tarn://b/k` are `/b/k`; `tarn:///p` is
+/// `/p`), with whether it ends in `/`; `None` for other stores.
+pub fn cluster_path(url: &str) -> Option<(String, bool)> {
+    let u = Url::parse(url).ok()?;
+    if !TARN_SCHEMES.contains(&u.scheme()) {
+        return None;
+    }
+    let host = u.host_str().unwrap_or("");
+    let path = format!("/{host}{}", u.path()).replace("//", "/");
+    let slash = path.ends_with('/');
+    let path = path.trim_end_matches('/').to_string();
+    Some((if path.is_empty() { "/".into() } else { path }, slash))
+}
+
+/// Whether DataFusion writes `url` as one file: told by `single_file_output`, else a path
+/// without a trailing `/` whose last part has an extension.
+fn single_file(copy: &CopyTo, slash: bool, target: &str) -> bool {
+    match copy.options.get("single_file_output").map(String::as_str) {
+        Some("true") => true,
+        Some("false") => false,
+        _ => !slash && target.rsplit('/').next().is_some_and(|last| last.contains('.')),
+    }
+}
+
+/// Points `copy` at its staging path under `staging` (for statement `stmt` of attempt
+/// `attempt` of `app`) and returns its [`Output`]; `None` (and `copy` unchanged) for a
+/// target outside the cluster.
+pub fn stage(copy: &mut CopyTo, staging: &str, app: &str, attempt: u32, stmt: usize) -> Result<Option<Output>> {
+    let Some((target, slash)) = cluster_path(&copy.output_url) else { return Ok(None) };
+    if target == "/" || target.starts_with("/.tarn") {
+        return Err(JobError::Plan(format!("COPY TO {}: not a place for a job's output", copy.output_url)));
+    }
+    let dir = !single_file(copy, slash, &target);
+    let name = target.rsplit('/').next().unwrap_or("out").to_string();
+    let staged = format!("{staging}/a{attempt}/s{stmt}/{name}");
+    // Written exactly as staged: the mode DataFusion would have inferred from the target.
+    copy.options.insert("single_file_output".into(), (!dir).to_string());
+    copy.output_url = format!("tarn://{staged}{}", if dir { "/" } else { "" });
+    Ok(Some(Output { target, staged, dir, tag: format!("{app}/{stmt}") }))
+}
+
+/// Why `o`'s target cannot take the output, if it cannot: it exists and is neither an
+/// empty directory nor this job's own published output.
+pub async fn check_target(nn: &NamenodeClient, target: &str, tag: Option<&str>) -> Result<()> {
+    let what = format!("look up {target}");
+    let Some(st) = nn.get_file_info(target, true).await.map_err(JobError::cluster(what))? else { return Ok(()) };
+    if tag.is_some_and(|t| st.xattrs.get(OUTPUT_XATTR).is_some_and(|v| v == t.as_bytes())) {
+        return Ok(());
+    }
+    if st.is_dir() {
+        let (entries, _) = nn.list_dir(target, "", 1).await.map_err(JobError::cluster(format!("list {target}")))?;
+        if entries.is_empty() {
+            return Ok(());
+        }
+    }
+    Err(JobError::Plan(format!("the output {target} exists: remove it (`tarn fs rm -r {target}`) or write elsewhere")))
+}
+
+/// Publishes a staged output onto its target; a target this job already published is
+/// left as it is.
+pub async fn publish(nn: &Arc<NamenodeClient>, o: &Output) -> Result<()> {
+    let cluster = |what: String| JobError::cluster(what);
+    if let Some(st) = nn.get_file_info(&o.target, true).await.map_err(cluster(format!("look up {}", o.target)))? {
+        if st.xattrs.get(OUTPUT_XATTR).is_some_and(|v| v == o.tag.as_bytes()) {
+            return Ok(());
+        }
+        check_target(nn, &o.target, None).await?;
+        // An empty directory: the output takes its place (if it is still that one).
+        nn.delete(&o.target, false, Some(st.file_id)).await.map_err(cluster(format!("replace {}", o.target)))?;
+    }
+    if o.dir {
+        // An output of no rows is an empty directory, as DataFusion would leave it.
+        nn.mkdirs(&o.staged).await.map_err(cluster(format!("make {}", o.staged)))?;
+        let marker = format!("{}/{SUCCESS_FILE}", o.staged);
+        let loc = object_store::path::Path::parse(marker.trim_start_matches('/'))
+            .map_err(|e| JobError::Invalid(format!("{marker}: {e}")))?;
+        TarnStore::new(nn.clone())
+            .put(&loc, bytes::Bytes::new().into())
+            .await
+            .map_err(|e| JobError::Run(format!("write {marker}: {e}")))?;
+    }
+    let tag = SetAttributes {
+        set_xattrs: BTreeMap::from([(OUTPUT_XATTR.to_string(), o.tag.clone().into_bytes())]),
+        ..Default::default()
+    };
+    nn.set_attributes(&o.staged, tag).await.map_err(cluster(format!("tag {}", o.staged)))?;
+    if let Some((parent, _)) = o.target.rsplit_once('/').filter(|(p, _)| !p.is_empty()) {
+        nn.mkdirs(parent).await.map_err(cluster(format!("make {parent}")))?;
+    }
+    let absent = RenameOptions { dst_must_be_absent: true, ..Default::default() };
+    match nn.rename(&o.staged, &o.target, &absent).await {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(e.kind(), ErrorKind::AlreadyExists | ErrorKind::ConditionFailed) => Err(JobError::Plan(
+            format!("the output {} appeared while the job ran: its result stays in {}", o.target, o.staged),
+        )),
+        Err(e) => Err(JobError::Cluster { what: format!("publish {} as {}", o.staged, o.target), source: e }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_paths() {
+        assert_eq!(cluster_path("s3://b/out/"), Some(("/b/out".into(), true)));
+        assert_eq!(cluster_path("s3://b/out/q1.parquet"), Some(("/b/out/q1.parquet".into(), false)));
+        assert_eq!(cluster_path("tarn:///warehouse/t"), Some(("/warehouse/t".into(), false)));
+        assert_eq!(cluster_path("file:///tmp/x"), None);
+    }
+}
