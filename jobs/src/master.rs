@@ -18,7 +18,7 @@ use ballista_core::extension::SessionStateExt;
 use ballista_core::serde::protobuf::scheduler_grpc_server::{SchedulerGrpc, SchedulerGrpcServer};
 use ballista_core::serde::protobuf::ExecutorStoppedParams;
 use ballista_core::ConfigProducer;
-use ballista_scheduler::cluster::BallistaCluster;
+use ballista_scheduler::cluster::{BallistaCluster, JobState};
 use ballista_scheduler::config::SchedulerConfig;
 use ballista_scheduler::scheduler_process::create_scheduler;
 use ballista_scheduler::scheduler_server::SchedulerServer;
@@ -56,6 +56,32 @@ pub struct MasterOptions {
     /// This node's address as other nodes reach it (the worker's `host`).
     pub node_host: String,
 }
+
+/// What a running job has done, kept as the extended attribute [`PROGRESS_XATTR`] of its
+/// directory (JSON), for `tarn job submit --wait` and `tarn job status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JobProgress {
+    /// The statement running (1-based) and how many there are.
+    pub statement: usize,
+    pub statements: usize,
+    /// Ballista stages of the job's queries: done, and planned so far.
+    pub stages_done: usize,
+    pub stages: usize,
+    /// Stages run again (their map output was lost with an executor, or a task failed
+    /// too often).
+    pub stage_retries: usize,
+    /// Statements run again because a Ballista stage was (see `run_statements`).
+    pub statement_reruns: usize,
+    /// Executors running, and executor containers that ended before the job did.
+    pub executors: usize,
+    pub executors_lost: usize,
+    pub elapsed_ms: u64,
+}
+
+/// The extended attribute of a job's directory holding its [`JobProgress`].
+pub const PROGRESS_XATTR: &str = "tarn.job.progress";
+/// How often a running job's progress is looked at (and written when it changed).
+const PROGRESS_EVERY: Duration = Duration::from_millis(300);
 
 /// How a job ended.
 #[derive(Debug, Clone)]
@@ -138,12 +164,14 @@ async fn prepare_and_run(
     let stores = TarnStores::new(nn.clone());
     let cancel = CancellationToken::new();
     let _stop = cancel.clone().drop_guard();
-    let (scheduler, addr) = start_scheduler(&tls, stores.clone(), app_id, &opts.node_host, cancel.clone()).await?;
+    let (scheduler, addr, jobs) =
+        start_scheduler(&tls, stores.clone(), app_id, &opts.node_host, cancel.clone()).await?;
     let advertised = format!("{}:{}", opts.node_host, addr.port());
     tracing::info!(app = %app_id, scheduler = %advertised, "Ballista scheduler serving");
 
     // The executors, kept running until the job ends.
     let failed = Arc::new(Mutex::new(None::<String>));
+    let shared = Arc::new(Mutex::new(JobProgress { statements: spec.statements()?.len(), ..Default::default() }));
     let pool = ExecutorPool {
         rm: rm.clone(),
         spec: spec.clone(),
@@ -154,14 +182,23 @@ async fn prepare_and_run(
             .collect(),
         scheduler: scheduler.clone(),
         failed: failed.clone(),
+        shared: shared.clone(),
     };
     let pool_task = tokio::spawn(pool.run(cancel.clone()));
+    let reporter = Reporter {
+        nn: nn.clone(),
+        dir: dir.to_string(),
+        scheduler: scheduler.clone(),
+        shared: shared.clone(),
+        started: std::time::Instant::now(),
+    };
+    let reporter = tokio::spawn(reporter.run(cancel.clone()));
 
     // The statements, through a Ballista session against our own scheduler.
     let state = session_state(stores, session_config(Some(&tls)))?
         .upgrade_for_ballista(format!("https://127.0.0.1:{}", addr.port()))?;
     let ctx = SessionContext::new_with_state(state);
-    let run = run_statements(&ctx, spec, nn.clone(), job);
+    let run = run_statements(&ctx, spec, nn.clone(), job, &shared, jobs.as_ref());
     let out = tokio::select! {
         r = run => r,
         r = pool_task => match r {
@@ -170,6 +207,8 @@ async fn prepare_and_run(
         },
     };
     cancel.cancel();
+    // Its final counts, before the application ends.
+    let _ = tokio::time::timeout(Duration::from_secs(5), reporter).await;
     // What was staged and not published (the job failed, or an output had no rows).
     if let Err(e) = nn.delete(&format!("{dir}/{STAGING}"), true, None).await {
         tracing::warn!(error = %e, "could not remove the job's staging directory");
@@ -177,10 +216,31 @@ async fn prepare_and_run(
     out
 }
 
+/// Runs of one statement (the first and the ones after a lost executor) before the job fails.
+const MAX_STATEMENT_RUNS: u32 = 3;
+
+/// Stages run again, summed over the Ballista jobs that started after `before` was taken.
+async fn stages_run_again(jobs: &dyn JobState, before: &std::collections::HashSet<ballista_core::JobId>) -> usize {
+    let mut n = 0;
+    for id in jobs.get_all_jobs().await.unwrap_or_default().difference(before) {
+        if let Ok(Some(graph)) = jobs.get_execution_graph(id).await {
+            n += graph.stages().values().map(stage_attempt).sum::<usize>();
+        }
+    }
+    n
+}
+
 /// Where a job's outputs are staged, in its directory (see [`crate::commit`]).
 const STAGING: &str = "staging";
 
-async fn run_statements(ctx: &SessionContext, spec: &JobSpec, nn: Arc<NamenodeClient>, job: &JobCtx) -> Result<String> {
+async fn run_statements(
+    ctx: &SessionContext,
+    spec: &JobSpec,
+    nn: Arc<NamenodeClient>,
+    job: &JobCtx,
+    shared: &Mutex<JobProgress>,
+    jobs: &dyn JobState,
+) -> Result<String> {
     let stmts = spec.statements()?;
     let n = stmts.len();
     let staging = format!("{}/{STAGING}", job.dir);
@@ -188,17 +248,48 @@ async fn run_statements(ctx: &SessionContext, spec: &JobSpec, nn: Arc<NamenodeCl
     let mut last: Option<(datafusion::arrow::datatypes::SchemaRef, Vec<RecordBatch>)> = None;
     for (i, stmt) in stmts.into_iter().enumerate() {
         let which = if n == 1 { String::new() } else { format!("statement {} of {n}: ", i + 1) };
+        shared.lock().unwrap_or_else(|p| p.into_inner()).statement = i + 1;
         let mut plan = ctx.state().statement_to_plan(stmt).await.map_err(|e| JobError::Plan(format!("{which}{e}")))?;
+        let mut staged = None;
         if let LogicalPlan::Copy(copy) = &mut plan {
             if let Some(o) = crate::commit::stage(copy, &staging, &job.app_id, job.attempt, i + 1)? {
                 crate::commit::check_target(&nn, &o.target, Some(&o.tag)).await?;
+                staged = Some(o.staged.clone());
                 outputs.push(o);
             }
         }
         let ddl = matches!(plan, LogicalPlan::Ddl(_));
-        let df = ctx.execute_logical_plan(plan).await.map_err(|e| JobError::Run(format!("{which}{e}")))?;
-        let schema = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await.map_err(|e| JobError::Run(format!("{which}{e}")))?;
+        let mut runs = 0;
+        let (schema, batches) = loop {
+            runs += 1;
+            let before = jobs.get_all_jobs().await.unwrap_or_default();
+            let df = ctx.execute_logical_plan(plan.clone()).await.map_err(|e| JobError::Run(format!("{which}{e}")))?;
+            let schema = Arc::new(df.schema().as_arrow().clone());
+            let batches = df.collect().await.map_err(|e| JobError::Run(format!("{which}{e}")))?;
+            // Ballista's recovery of a lost executor's map output can count rows twice
+            // (a stage rolled back and run again while its first run's output stays
+            // registered: seen here as inflated sums after a worker's SIGKILL). Rows of
+            // a Ballista job that ran any stage again are not trusted: the statement
+            // runs again, from its staged output's removal on.
+            let rerun = stages_run_again(jobs, &before).await;
+            if rerun == 0 {
+                break (schema, batches);
+            }
+            if runs > MAX_STATEMENT_RUNS {
+                return Err(JobError::Run(format!(
+                    "{which}stages were run again in each of {MAX_STATEMENT_RUNS} runs (executors lost)"
+                )));
+            }
+            tracing::warn!(
+                statement = i + 1,
+                stages = rerun,
+                "stages were run again (an executor was lost): running the statement again"
+            );
+            shared.lock().unwrap_or_else(|p| p.into_inner()).statement_reruns += 1;
+            if let Some(staged) = &staged {
+                nn.delete(staged, true, None).await.map_err(JobError::cluster(format!("clear {staged}")))?;
+            }
+        };
         if !ddl {
             last = Some((schema, batches));
         }
@@ -223,7 +314,7 @@ pub(crate) async fn start_scheduler(
     app_id: &str,
     node_host: &str,
     cancel: CancellationToken,
-) -> Result<(Scheduler, SocketAddr)> {
+) -> Result<(Scheduler, SocketAddr, Arc<dyn JobState>)> {
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0")
         .await
         .map_err(|e| JobError::Io { what: "bind the scheduler's port".into(), source: e })?;
@@ -249,6 +340,7 @@ pub(crate) async fn start_scheduler(
         ..SchedulerConfig::default()
     };
     let cluster = BallistaCluster::new_memory(config.scheduler_id.clone(), builder, producer);
+    let jobs = cluster.job_state();
     let scheduler: Scheduler = create_scheduler(cluster, Arc::new(config.clone()))
         .await
         .map_err(|e| JobError::Run(format!("start the Ballista scheduler: {e}")))?;
@@ -265,7 +357,7 @@ pub(crate) async fn start_scheduler(
             tracing::warn!(error = %e, "the Ballista scheduler's server stopped");
         }
     });
-    Ok((scheduler, addr))
+    Ok((scheduler, addr, jobs))
 }
 
 fn executor_command(opts: &MasterOptions, scheduler: &str, spec: &JobSpec) -> Vec<String> {
@@ -291,6 +383,8 @@ struct ExecutorPool {
     scheduler: Scheduler,
     /// Why the pool gave up, when it did.
     failed: Arc<Mutex<Option<String>>>,
+    /// Where it counts executors running and lost.
+    shared: Arc<Mutex<JobProgress>>,
 }
 
 impl ExecutorPool {
@@ -344,6 +438,7 @@ impl ExecutorPool {
                 Err(e) => return Err(format!("allocate: {e}")),
             };
             response_id = reply.response_id;
+            self.shared.lock().unwrap_or_else(|p| p.into_inner()).executors = running.len();
             for a in reply.allocated {
                 if running.len() as u32 >= want {
                     release.push(a.container_id);
@@ -370,6 +465,7 @@ impl ExecutorPool {
                     if st.diagnostics.is_empty() { String::new() } else { format!(": {}", st.diagnostics) }
                 );
                 tracing::warn!("{why}");
+                self.shared.lock().unwrap_or_else(|p| p.into_inner()).executors_lost += 1;
                 self.stopped(&st.container_id, &why).await;
                 if st.ended != Some(ExitReason::Preempted) {
                     failures += 1;
@@ -391,5 +487,79 @@ impl ExecutorPool {
         if let Err(e) = SchedulerGrpc::executor_stopped(&self.scheduler, req).await {
             tracing::debug!(executor = %id, error = %e, "executor_stopped");
         }
+    }
+}
+
+/// Writes the job's progress into its directory whenever it changes.
+struct Reporter {
+    nn: Arc<NamenodeClient>,
+    dir: String,
+    scheduler: Scheduler,
+    shared: Arc<Mutex<JobProgress>>,
+    started: std::time::Instant,
+}
+
+impl Reporter {
+    async fn run(self, cancel: CancellationToken) {
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        let mut written = JobProgress::default();
+        // Stage attempts seen per Ballista job (a finished job leaves the running cache).
+        let mut retries: std::collections::HashMap<String, usize> = Default::default();
+        loop {
+            // The last look is after the job's end: its final counts are kept.
+            let last = tokio::select! {
+                _ = cancel.cancelled() => true,
+                _ = tick.tick() => false,
+            };
+            let tm = &self.scheduler.state.task_manager;
+            let (mut stages, mut done) = (0, 0);
+            for j in tm.get_all_jobs().await.unwrap_or_default() {
+                stages += j.num_stages;
+                done += j.completed_stages;
+            }
+            for (id, cache) in tm.get_running_job_cache().iter() {
+                let graph = cache.execution_graph.read().await;
+                let n: usize = graph.stages().values().map(stage_attempt).sum();
+                let seen = retries.entry(id.to_string()).or_default();
+                *seen = (*seen).max(n);
+            }
+            let mut p = self.shared.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            p.stages = stages;
+            p.stages_done = done;
+            p.stage_retries = retries.values().sum();
+            let changed =
+                JobProgress { elapsed_ms: 0, ..p.clone() } != JobProgress { elapsed_ms: 0, ..written.clone() };
+            if !changed {
+                if last {
+                    return;
+                }
+                continue;
+            }
+            p.elapsed_ms = self.started.elapsed().as_millis() as u64;
+            let json = serde_json::to_vec(&p).expect("progress serializes");
+            let attrs = SetAttributes {
+                set_xattrs: std::collections::BTreeMap::from([(PROGRESS_XATTR.to_string(), json)]),
+                ..Default::default()
+            };
+            match self.nn.set_attributes(&self.dir, attrs).await {
+                Ok(_) => written = p,
+                Err(e) => tracing::debug!(error = %e, "could not write the job's progress"),
+            }
+            if last {
+                return;
+            }
+        }
+    }
+}
+
+/// How many times a stage was run again.
+fn stage_attempt(s: &ballista_scheduler::state::execution_stage::ExecutionStage) -> usize {
+    use ballista_scheduler::state::execution_stage::ExecutionStage as S;
+    match s {
+        S::UnResolved(x) => x.stage_attempt_num,
+        S::Resolved(x) => x.stage_attempt_num,
+        S::Running(x) => x.stage_attempt_num,
+        S::Successful(x) => x.stage_attempt_num,
+        S::Failed(x) => x.stage_attempt_num,
     }
 }

@@ -219,7 +219,7 @@ mod tests {
             .unwrap();
         let stores = crate::stores::TarnStores::new(std::sync::Arc::new(nn));
         let cancel = CancellationToken::new();
-        let (_sched, addr) =
+        let (_sched, addr, _jobs) =
             crate::master::start_scheduler(&job, stores, "app-1", "127.0.0.1", cancel.clone()).await.unwrap();
         let work = tempfile::tempdir().unwrap();
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use tarn_client::rm::{AppState, AppSubmission, ContainerSpec, Resources};
+use tarn_jobs::master::JobProgress;
 use tarn_jobs::JobSpec;
 
 use crate::creds::ClientOpts;
@@ -164,7 +165,7 @@ pub async fn run(a: JobArgs) -> anyhow::Result<u8> {
             if !wait {
                 return Ok(0);
             }
-            let state = follow(&rm, &id).await?;
+            let state = follow(&rm, &nn, &id).await?;
             if state != AppState::Finished {
                 return Ok(1);
             }
@@ -175,6 +176,10 @@ pub async fn run(a: JobArgs) -> anyhow::Result<u8> {
             let rm = a.conn.connect_rm()?;
             let r = rm.application(&app_id).await?;
             outln!("{}  {}  user {}  queue {}", r.app_id, r.state.as_str(), r.user, r.queue)?;
+            let nn = a.conn.connect()?;
+            if let Some(p) = progress(&nn, &r.user, &app_id).await {
+                outln!("  {}", show(&p))?;
+            }
             if !r.diagnostics.is_empty() {
                 outln!("  {}", r.diagnostics)?;
             }
@@ -203,8 +208,37 @@ pub async fn run(a: JobArgs) -> anyhow::Result<u8> {
     }
 }
 
-/// Follows application `id` to its end, showing its state; returns it.
-async fn follow(rm: &tarn_client::rm::RmClient, id: &str) -> anyhow::Result<AppState> {
+/// The progress job `id` of `user` last recorded, if any.
+async fn progress(nn: &tarn_client::NamenodeClient, user: &str, id: &str) -> Option<JobProgress> {
+    let st = nn.get_file_info(&tarn_jobs::job_dir(user, id), true).await.ok()??;
+    serde_json::from_slice(st.xattrs.get(tarn_jobs::master::PROGRESS_XATTR)?).ok()
+}
+
+fn show(p: &JobProgress) -> String {
+    let mut s = format!(
+        "statement {}/{}, stages {}/{}, {} executors, {:.1} s",
+        p.statement,
+        p.statements,
+        p.stages_done,
+        p.stages,
+        p.executors,
+        p.elapsed_ms as f64 / 1000.0
+    );
+    if p.executors_lost > 0 || p.stage_retries > 0 {
+        s.push_str(&format!(
+            " ({} executors lost, {} stages and {} statements run again)",
+            p.executors_lost, p.stage_retries, p.statement_reruns
+        ));
+    }
+    s
+}
+
+/// Follows application `id` to its end, showing its state and progress; returns it.
+async fn follow(
+    rm: &tarn_client::rm::RmClient,
+    nn: &tarn_client::NamenodeClient,
+    id: &str,
+) -> anyhow::Result<AppState> {
     let pb = ProgressBar::new_spinner();
     if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -217,7 +251,11 @@ async fn follow(rm: &tarn_client::rm::RmClient, id: &str) -> anyhow::Result<AppS
         tick.tick().await;
         pb.tick();
         let r = rm.application(id).await.with_context(|| format!("follow {id}"))?;
-        pb.set_message(format!("{id}: {}", r.state.as_str()));
+        let p = match r.state {
+            AppState::Running => progress(nn, &r.user, id).await.map(|p| format!(": {}", show(&p))),
+            _ => None,
+        };
+        pb.set_message(format!("{id}: {}{}", r.state.as_str(), p.unwrap_or_default()));
         if r.state.is_final() {
             break r;
         }

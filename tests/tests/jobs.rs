@@ -330,3 +330,78 @@ async fn a_failed_job_leaves_nothing_at_its_output() {
     assert_ne!(code, 0);
     assert!(err.contains("/shop/taken exists"), "{err}");
 }
+
+/// SIGKILL of a worker (a real process) whose executor holds map output that the running
+/// stage still needs: the master hears of the lost container and tells the scheduler,
+/// which runs the lost stages again; since Ballista's recovery can count rows twice, the
+/// master runs such a statement again and the job returns the rows it would have returned
+/// anyway. Its progress counts the loss, the stages and the statement run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_job_costs_its_map_output_not_the_job() {
+    let data = tempfile::tempdir().unwrap();
+    let gen = std::process::Command::new(tarn_tests::venv_bin("tpchgen-cli"))
+        .args(["parquet", "-s", "0.1", "--tables=lineitem", "-o"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(gen.status.success(), "tpchgen-cli: {}", String::from_utf8_lossy(&gen.stderr));
+    let local = data.path().join("lineitem.parquet");
+
+    let mut cl = Cluster::builder().datanodes(3).workers(3, 0).worker_processes().start().await;
+    bucket(&cl, "tpch", "alice").await;
+    put_as(&cl, "alice", "/tpch/lineitem/lineitem.parquet", &std::fs::read(&local).unwrap()).await;
+    // A self-join on the part key: two scan stages, then a join stage that reads their map
+    // output for several seconds, then the aggregation.
+    let query = "SELECT l1.l_suppkey, count(*) AS pairs, sum(l2.l_quantity) AS qty \
+                 FROM lineitem l1 JOIN lineitem l2 ON l1.l_partkey = l2.l_partkey \
+                 GROUP BY l1.l_suppkey ORDER BY pairs DESC, l1.l_suppkey LIMIT 20";
+    let ctx = SessionContext::new();
+    ctx.register_parquet("lineitem", local.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+    let want = ctx.sql(query).await.unwrap().collect().await.unwrap();
+    let want = datafusion::arrow::util::pretty::pretty_format_batches(&want).unwrap().to_string();
+
+    let sql = format!("CREATE EXTERNAL TABLE lineitem STORED AS PARQUET LOCATION 's3://tpch/lineitem/'; {query}");
+    let (code, out, err) = job(
+        &cl,
+        "alice",
+        &["submit", "--executors", "3", "--memory-mib", "768", "--master-memory-mib", "512", "--sql", &sql],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let app = out.trim().to_string();
+    let rm = cl.rm_client();
+    let nn = cl.client();
+    let dir = tarn_jobs::job_dir("alice", &app);
+    let progress = |st: Option<tarn_client::FileStatus>| -> Option<tarn_jobs::master::JobProgress> {
+        serde_json::from_slice(st?.xattrs.get(tarn_jobs::master::PROGRESS_XATTR)?).ok()
+    };
+    // Both scans done, the join running: their map output is on the executors.
+    tarn_tests::wait_for("the scan stages done", Duration::from_secs(90), || async {
+        let p = progress(nn.get_file_info(&dir, true).await.ok()?)?;
+        (p.statement == 2 && p.stages_done >= 2).then_some(())
+    })
+    .await;
+    // A worker with one of the job's executors, not its master.
+    let am_worker = rm.application(&app).await.unwrap().attempts[0].worker_id.clone();
+    let victim = (1..=3)
+        .find(|i| {
+            let apps = cl.container_dir(*i, &app, "x");
+            let apps = apps.parent().unwrap();
+            format!("w{i}") != am_worker && std::fs::read_dir(apps).map(|d| d.count() > 0).unwrap_or(false)
+        })
+        .expect("a worker running an executor and not the master");
+    cl.stop_worker(victim).await;
+
+    let r = tarn_tests::wait_for("the job's end", Duration::from_secs(120), || async {
+        let r = rm.application(&app).await.ok()?;
+        r.state.is_final().then_some(r)
+    })
+    .await;
+    assert_eq!(r.state, tarn_client::rm::AppState::Finished, "{}", r.diagnostics);
+    let (code, got, err) = job(&cl, "alice", &["result", &app]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(got.trim(), want.trim(), "the rows after the loss");
+    let p = progress(nn.get_file_info(&dir, true).await.unwrap()).expect("progress");
+    assert!(p.executors_lost >= 1, "the lost executor is counted: {p:?}");
+    assert!(p.stage_retries >= 1 && p.statement_reruns >= 1, "its work was done again: {p:?}");
+}
