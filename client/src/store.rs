@@ -70,6 +70,7 @@ fn os_err(path: &str, e: ClientError) -> object_store::Error {
         ErrorKind::NotFound | ErrorKind::ParentNotFound => object_store::Error::NotFound { path, source: e.into() },
         ErrorKind::AlreadyExists => object_store::Error::AlreadyExists { path, source: e.into() },
         ErrorKind::ConditionFailed => object_store::Error::Precondition { path, source: e.into() },
+        ErrorKind::PermissionDenied => object_store::Error::PermissionDenied { path, source: e.into() },
         _ => generic(e),
     }
 }
@@ -307,6 +308,17 @@ impl ObjectStore for TarnStore {
             let (store, dir) = (store.clone(), dir.clone());
             async move {
                 let Some(after) = after else { return Ok::<_, object_store::Error>(None) };
+                // The namespace's recursive listing passes over what the caller may not read
+                // (as S3 listings do); a prefix that is itself such a directory is refused
+                // instead, so that a table there is not read as empty.
+                if after.is_empty() && dir.len() > 1 {
+                    let probe = dir.trim_end_matches('/');
+                    if let Err(e) = store.nn.list_dir(probe, "", 1).await {
+                        if e.kind() == ErrorKind::PermissionDenied {
+                            return Err(os_err(probe, e));
+                        }
+                    }
+                }
                 let (page, more) =
                     store.nn.list_recursive(&dir, &after, LIST_PAGE, false).await.map_err(|e| os_err(&dir, e))?;
                 let next = if more { page.last().map(|s| s.path.clone()) } else { None };

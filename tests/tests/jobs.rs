@@ -405,3 +405,129 @@ async fn a_worker_killed_mid_job_costs_its_map_output_not_the_job() {
     assert!(p.executors_lost >= 1, "the lost executor is counted: {p:?}");
     assert!(p.stage_retries >= 1 && p.statement_reruns >= 1, "its work was done again: {p:?}");
 }
+
+/// A job runs as its user: alice's job cannot read bob's private files. `tarn job submit`
+/// refuses it, naming the path; a master started without that check (submitted straight to
+/// the resource manager) fails the job with the same reason, and reads nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_as_alice_cannot_read_bobs_private_input() {
+    let cl = Cluster::builder().datanodes(1).workers(2, 0).start().await;
+    bucket(&cl, "bobs", "bob").await;
+    put_as(&cl, "bob", "/bobs/private/part-0.parquet", &purchases(1, 100)[0]).await;
+    let bob = tarn_client::NamenodeClient::new(&cl.addrs, &tarn_tests::pki().transport(Role::User, "bob")).unwrap();
+    bob.set_attributes("/bobs/private", tarn_client::SetAttributes { mode: Some(0o700), ..Default::default() })
+        .await
+        .unwrap();
+    let sql = "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 's3://bobs/private/'; SELECT count(*) FROM t";
+    let (code, _, err) = job(&cl, "alice", &["submit", "--sql", sql]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("/bobs/private") && err.to_lowercase().contains("permission"), "{err}");
+
+    // The same spec, straight to the resource manager as alice.
+    let mut spec = tarn_jobs::JobSpec::new(sql);
+    spec.executors = 1;
+    spec.memory_mib = 512;
+    let sub = tarn_client::rm::AppSubmission {
+        name: "job: sneaky".into(),
+        am_resources: tarn_client::rm::Resources::new(1, 512),
+        am_spec: tarn_client::rm::ContainerSpec {
+            command: vec!["tarn".into(), "job".into(), "master".into(), spec.to_arg()],
+            ..Default::default()
+        },
+        max_attempts: 1,
+        ..Default::default()
+    };
+    let rm = tarn_client::rm::RmClient::new(&cl.rm_addrs, &tarn_tests::pki().transport(Role::User, "alice")).unwrap();
+    let app = rm.submit(&sub).await.unwrap();
+    let r = tarn_tests::wait_for("the job's end", Duration::from_secs(60), || async {
+        let r = rm.application(&app).await.ok()?;
+        r.state.is_final().then_some(r)
+    })
+    .await;
+    assert_eq!(r.state, tarn_client::rm::AppState::Failed, "{r:?}");
+    assert!(r.diagnostics.contains("/bobs/private"), "{}", r.diagnostics);
+}
+
+/// SIGKILL of the worker running a job's master mid-job: the resource manager starts a
+/// second attempt elsewhere, which runs the job from its spec; the output is published
+/// once, whole, with the rows DataFusion computes (no duplicate or partial file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_master_is_killed_finishes_in_a_new_attempt_with_one_output() {
+    let data = tempfile::tempdir().unwrap();
+    let gen = std::process::Command::new(tarn_tests::venv_bin("tpchgen-cli"))
+        .args(["parquet", "-s", "0.1", "--tables=lineitem", "-o"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(gen.status.success(), "tpchgen-cli: {}", String::from_utf8_lossy(&gen.stderr));
+    let local = data.path().join("lineitem.parquet");
+    let mut cl = Cluster::builder().datanodes(3).workers(3, 0).worker_processes().start().await;
+    bucket(&cl, "tpch", "alice").await;
+    put_as(&cl, "alice", "/tpch/lineitem/lineitem.parquet", &std::fs::read(&local).unwrap()).await;
+    let query = "SELECT l1.l_suppkey, count(*) AS pairs FROM lineitem l1 JOIN lineitem l2 \
+                 ON l1.l_partkey = l2.l_partkey GROUP BY l1.l_suppkey";
+    let ctx = SessionContext::new();
+    ctx.register_parquet("lineitem", local.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+    let sorted = |b: &[RecordBatch]| {
+        let mut rows: Vec<String> = datafusion::arrow::util::pretty::pretty_format_batches(b)
+            .unwrap()
+            .to_string()
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.contains("l_suppkey"))
+            .map(String::from)
+            .collect();
+        rows.sort();
+        rows
+    };
+    let want = sorted(&ctx.sql(query).await.unwrap().collect().await.unwrap());
+    let sql = format!(
+        "CREATE EXTERNAL TABLE lineitem STORED AS PARQUET LOCATION 's3://tpch/lineitem/'; \
+         COPY ({query}) TO 's3://tpch/pairs/' STORED AS PARQUET"
+    );
+    let (code, out, err) = job(
+        &cl,
+        "alice",
+        &["submit", "--executors", "2", "--memory-mib", "768", "--master-memory-mib", "512", "--sql", &sql],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let app = out.trim().to_string();
+    let rm = cl.rm_client();
+    let nn = cl.client();
+    let dir = tarn_jobs::job_dir("alice", &app);
+    tarn_tests::wait_for("the query running", Duration::from_secs(90), || async {
+        let st = nn.get_file_info(&dir, true).await.ok()??;
+        let p: tarn_jobs::master::JobProgress =
+            serde_json::from_slice(st.xattrs.get(tarn_jobs::master::PROGRESS_XATTR)?).ok()?;
+        (p.statement == 2 && p.stages_done >= 1).then_some(())
+    })
+    .await;
+    let first = rm.application(&app).await.unwrap().attempts[0].worker_id.clone();
+    let victim: usize = first.trim_start_matches('w').parse().unwrap();
+    cl.stop_worker(victim).await;
+
+    let r = tarn_tests::wait_for("the job's end", Duration::from_secs(180), || async {
+        let r = rm.application(&app).await.ok()?;
+        r.state.is_final().then_some(r)
+    })
+    .await;
+    assert_eq!(r.state, tarn_client::rm::AppState::Finished, "{}", r.diagnostics);
+    assert_eq!(r.attempts.len(), 2, "a second attempt ran the job: {r:?}");
+    let files: Vec<String> =
+        nn.list_dir_all("/tpch/pairs").await.unwrap().into_iter().map(|s| format!("/tpch/pairs/{}", s.path)).collect();
+    assert!(files.iter().any(|f| f.ends_with("/_SUCCESS")), "{files:?}");
+    let nn = Arc::new(nn);
+    let got_dir = tempfile::tempdir().unwrap();
+    for f in files.iter().filter(|f| f.ends_with(".parquet")) {
+        let name = f.rsplit('/').next().unwrap();
+        std::fs::write(got_dir.path().join(name), read_all(&nn, f).await).unwrap();
+    }
+    let got = SessionContext::new()
+        .read_parquet(got_dir.path().to_str().unwrap(), ParquetReadOptions::default())
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(sorted(&got), want, "one whole output: no file twice, none partial");
+}
