@@ -197,7 +197,8 @@ async fn prepare_and_run(
     // The statements, through a Ballista session against our own scheduler.
     let state = session_state(stores, session_config(Some(&tls)))?
         .upgrade_for_ballista(format!("https://127.0.0.1:{}", addr.port()))?;
-    let ctx = SessionContext::new_with_state(state);
+    // `SELECT * FROM 's3://bucket/path/'`: paths as tables, as in DataFusion's CLI.
+    let ctx = SessionContext::new_with_state(state).enable_url_table();
     let run = run_statements(&ctx, spec, nn.clone(), job, &shared, jobs.as_ref());
     let out = tokio::select! {
         r = run => r,

@@ -114,7 +114,8 @@ pub async fn check(spec: &JobSpec, nn: Arc<NamenodeClient>) -> Result<()> {
     let ctx = SessionContext::new_with_state(
         session_state(TarnStores::new(nn.clone()), SessionConfig::new())
             .map_err(|e| JobError::Invalid(e.to_string()))?,
-    );
+    )
+    .enable_url_table();
     let stmts = spec.statements()?;
     let n = stmts.len();
     for (i, stmt) in stmts.into_iter().enumerate() {

@@ -187,9 +187,9 @@ pub async fn run(a: JobArgs) -> anyhow::Result<u8> {
         }
         JobCmd::List { all } => {
             let rm = a.conn.connect_rm()?;
-            outln!("{:<28} {:<9} {:<12} {:<44} DIAGNOSTICS", "JOB", "STATE", "USER", "NAME")?;
+            outln!("{:<28} {:<9} {:<12} {:<46} DIAGNOSTICS", "JOB", "STATE", "USER", "NAME")?;
             for r in rm.applications(all).await?.into_iter().filter(|r| r.name.starts_with(JOB_PREFIX)) {
-                outln!("{:<28} {:<9} {:<12} {:<44} {}", r.app_id, r.state.as_str(), r.user, r.name, r.diagnostics)?;
+                outln!("{:<28} {:<9} {:<12} {:<46} {}", r.app_id, r.state.as_str(), r.user, r.name, r.diagnostics)?;
             }
             Ok(0)
         }

@@ -59,7 +59,7 @@ async fn bucket(cl: &Cluster, name: &str, user: &str) {
 /// Runs `tarn job ARGS` as `user` against the cluster; (exit code, stdout, stderr).
 async fn job(cl: &Cluster, user: &str, args: &[&str]) -> (i32, String, String) {
     let config = tarn_tests::config_file(Role::User, user);
-    let rm_addr = cl.rm_addrs[0].clone();
+    let rm_addr = cl.rm_addrs.join(",");
     let run = tokio::process::Command::new(tarn_tests::tarn_bin())
         .args(["job", "--resource-manager", &rm_addr, "--namenode", &cl.addrs[0], "--config"])
         .arg(&config)
@@ -131,6 +131,9 @@ async fn bad_sql_a_missing_path_and_an_unknown_queue_are_refused_at_submit() {
     let (code, _, err) = job(&cl, "alice", &["submit", "--sql", missing]).await;
     assert_ne!(code, 0);
     assert!(err.contains("missing/x.parquet"), "the error names the path: {err}");
+    let (code, _, err) = job(&cl, "alice", &["submit", "--sql", "SELECT * FROM 's3://shop/none/'"]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("s3://shop/none/"), "the error names the path: {err}");
     let (code, _, err) = job(&cl, "alice", &["submit", "--queue", "nowhere", "--sql", "SELECT 1"]).await;
     assert_ne!(code, 0);
     assert!(err.contains("nowhere"), "{err}");
@@ -530,4 +533,59 @@ async fn a_job_whose_master_is_killed_finishes_in_a_new_attempt_with_one_output(
         .await
         .unwrap();
     assert_eq!(sorted(&got), want, "one whole output: no file twice, none partial");
+}
+
+/// SIGKILL of the active resource manager mid-job: the standby takes over, the job's
+/// master registers with it (its executors adopted with their workers), and the job
+/// finishes with DataFusion's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_rides_out_a_failover_of_the_resource_manager() {
+    let data = tempfile::tempdir().unwrap();
+    let gen = std::process::Command::new(tarn_tests::venv_bin("tpchgen-cli"))
+        .args(["parquet", "-s", "0.1", "--tables=lineitem", "-o"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(gen.status.success(), "tpchgen-cli: {}", String::from_utf8_lossy(&gen.stderr));
+    let local = data.path().join("lineitem.parquet");
+    let mut cl = Cluster::builder().datanodes(3).workers(3, 0).rm_processes(2).start().await;
+    bucket(&cl, "tpch", "alice").await;
+    put_as(&cl, "alice", "/tpch/lineitem/lineitem.parquet", &std::fs::read(&local).unwrap()).await;
+    let query = "SELECT l1.l_suppkey, count(*) AS pairs FROM lineitem l1 JOIN lineitem l2 \
+                 ON l1.l_partkey = l2.l_partkey GROUP BY l1.l_suppkey ORDER BY pairs DESC, l1.l_suppkey LIMIT 10";
+    let ctx = SessionContext::new();
+    ctx.register_parquet("lineitem", local.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+    let want = ctx.sql(query).await.unwrap().collect().await.unwrap();
+    let want = datafusion::arrow::util::pretty::pretty_format_batches(&want).unwrap().to_string();
+    let sql = format!("CREATE EXTERNAL TABLE lineitem STORED AS PARQUET LOCATION 's3://tpch/lineitem/'; {query}");
+    let (code, out, err) = job(
+        &cl,
+        "alice",
+        &["submit", "--executors", "2", "--memory-mib", "768", "--master-memory-mib", "512", "--sql", &sql],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let app = out.trim().to_string();
+    let nn = cl.client();
+    let dir = tarn_jobs::job_dir("alice", &app);
+    tarn_tests::wait_for("the query running", Duration::from_secs(90), || async {
+        let st = nn.get_file_info(&dir, true).await.ok()??;
+        let p: tarn_jobs::master::JobProgress =
+            serde_json::from_slice(st.xattrs.get(tarn_jobs::master::PROGRESS_XATTR)?).ok()?;
+        (p.statement == 2 && p.stages_done >= 1).then_some(())
+    })
+    .await;
+    assert!(tarn_tests::rm_is_active(&cl.rm_addrs[0]).await, "the first resource manager is the active one");
+    cl.kill_rm(1);
+    let rm = cl.rm_client();
+    let r = tarn_tests::wait_for("the job's end", Duration::from_secs(120), || async {
+        let r = rm.application(&app).await.ok()?;
+        r.state.is_final().then_some(r)
+    })
+    .await;
+    assert_eq!(r.state, tarn_client::rm::AppState::Finished, "{}", r.diagnostics);
+    assert_eq!(r.attempts.len(), 1, "the same attempt finished: {r:?}");
+    let (code, got, err) = job(&cl, "alice", &["result", &app]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(got.trim(), want.trim());
 }
