@@ -10,6 +10,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use tarn_security::Role;
+use tarn_tests::jobs::{bucket, put_as, run_job, tpch_data, tpch_query, TPCH_TABLES};
 use tarn_tests::Cluster;
 
 /// Purchases (customer_id, purchase_amount in cents) in `files` parquet files of `rows`
@@ -38,40 +39,9 @@ fn purchases(files: usize, rows: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Writes `data` to `path` as `user` (making its directory).
-async fn put_as(cl: &Cluster, user: &str, path: &str, data: &[u8]) {
-    use tarn_client::blocks::FileWriter;
-    let c = tarn_client::NamenodeClient::new(&cl.addrs, &tarn_tests::pki().transport(Role::User, user)).unwrap();
-    c.mkdirs(path.rsplit_once('/').unwrap().0).await.unwrap();
-    let mut w = FileWriter::create(&c, path, &tarn_client::CreateOptions::default()).await.unwrap();
-    w.write(data).await.unwrap();
-    w.close().await.unwrap();
-}
-
-/// `/NAME` owned by `user` (a bucket of theirs).
-async fn bucket(cl: &Cluster, name: &str, user: &str) {
-    let admin = cl.client();
-    admin.mkdirs(&format!("/{name}")).await.unwrap();
-    let own = tarn_client::SetAttributes { owner: Some(user.into()), mode: Some(0o755), ..Default::default() };
-    admin.set_attributes(&format!("/{name}"), own).await.unwrap();
-}
-
-/// Runs `tarn job ARGS` as `user` against the cluster; (exit code, stdout, stderr).
+/// `tarn job ARGS` as `user` (within 120 s).
 async fn job(cl: &Cluster, user: &str, args: &[&str]) -> (i32, String, String) {
-    let config = tarn_tests::config_file(Role::User, user);
-    let rm_addr = cl.rm_addrs.join(",");
-    let run = tokio::process::Command::new(tarn_tests::tarn_bin())
-        .args(["job", "--resource-manager", &rm_addr, "--namenode", &cl.addrs[0], "--config"])
-        .arg(&config)
-        .args(args)
-        .kill_on_drop(true)
-        .output();
-    let o = tokio::time::timeout(Duration::from_secs(120), run).await.expect("tarn job within 120 s").unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).to_string(),
-        String::from_utf8_lossy(&o.stderr).to_string(),
-    )
+    run_job(cl, user, args, Duration::from_secs(120)).await
 }
 
 const SEED_QUERY: &str = "SELECT customer_id, sum(purchase_amount) AS total FROM tx \
@@ -141,27 +111,13 @@ async fn bad_sql_a_missing_path_and_an_unknown_queue_are_refused_at_submit() {
     assert!(cl.rm_client().applications(true).await.unwrap().is_empty());
 }
 
-const TPCH_TABLES: [&str; 8] = ["customer", "lineitem", "nation", "orders", "part", "partsupp", "region", "supplier"];
-
-/// The statements of TPC-H query `n` (`tests/tpch/qN.sql`).
-fn tpch_query(n: usize) -> Vec<String> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tpch/q{n}.sql"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.split(';').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
-}
-
 /// The 22 TPC-H queries at scale 0.1, as one distributed job on three workers (each query
 /// written with `COPY ... TO` a parquet file of the cluster), return the rows that
 /// single-process DataFusion returns over the same files, in the same order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_22_tpch_queries_return_what_datafusion_does() {
     let data = tempfile::tempdir().unwrap();
-    let gen = std::process::Command::new(tarn_tests::venv_bin("tpchgen-cli"))
-        .args(["parquet", "-s", "0.1", "-o"])
-        .arg(data.path())
-        .output()
-        .unwrap();
-    assert!(gen.status.success(), "tpchgen-cli: {}", String::from_utf8_lossy(&gen.stderr));
+    tpch_data(data.path(), "0.1", None);
 
     let cl = Cluster::builder().datanodes(3).workers(3, 0).start().await;
     bucket(&cl, "tpch", "alice").await;
@@ -342,12 +298,7 @@ async fn a_failed_job_leaves_nothing_at_its_output() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_job_costs_its_map_output_not_the_job() {
     let data = tempfile::tempdir().unwrap();
-    let gen = std::process::Command::new(tarn_tests::venv_bin("tpchgen-cli"))
-        .args(["parquet", "-s", "0.1", "--tables=lineitem", "-o"])
-        .arg(data.path())
-        .output()
-        .unwrap();
-    assert!(gen.status.success(), "tpchgen-cli: {}", String::from_utf8_lossy(&gen.stderr));
+    tpch_data(data.path(), "0.1", Some("lineitem"));
     let local = data.path().join("lineitem.parquet");
 
     let mut cl = Cluster::builder().datanodes(3).workers(3, 0).worker_processes().start().await;
@@ -457,12 +408,7 @@ async fn a_job_as_alice_cannot_read_bobs_private_input() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_master_is_killed_finishes_in_a_new_attempt_with_one_output() {
     let data = tempfile::tempdir().unwrap();
-    let gen = std::process::Command::new(tarn_tests::venv_bin("tpchgen-cli"))
-        .args(["parquet", "-s", "0.1", "--tables=lineitem", "-o"])
-        .arg(data.path())
-        .output()
-        .unwrap();
-    assert!(gen.status.success(), "tpchgen-cli: {}", String::from_utf8_lossy(&gen.stderr));
+    tpch_data(data.path(), "0.1", Some("lineitem"));
     let local = data.path().join("lineitem.parquet");
     let mut cl = Cluster::builder().datanodes(3).workers(3, 0).worker_processes().start().await;
     bucket(&cl, "tpch", "alice").await;
@@ -541,12 +487,7 @@ async fn a_job_whose_master_is_killed_finishes_in_a_new_attempt_with_one_output(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_rides_out_a_failover_of_the_resource_manager() {
     let data = tempfile::tempdir().unwrap();
-    let gen = std::process::Command::new(tarn_tests::venv_bin("tpchgen-cli"))
-        .args(["parquet", "-s", "0.1", "--tables=lineitem", "-o"])
-        .arg(data.path())
-        .output()
-        .unwrap();
-    assert!(gen.status.success(), "tpchgen-cli: {}", String::from_utf8_lossy(&gen.stderr));
+    tpch_data(data.path(), "0.1", Some("lineitem"));
     let local = data.path().join("lineitem.parquet");
     let mut cl = Cluster::builder().datanodes(3).workers(3, 0).rm_processes(2).start().await;
     bucket(&cl, "tpch", "alice").await;
