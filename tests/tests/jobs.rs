@@ -44,6 +44,54 @@ async fn job(cl: &Cluster, user: &str, args: &[&str]) -> (i32, String, String) {
     run_job(cl, user, args, Duration::from_secs(120)).await
 }
 
+/// A self-join of lineitem on the part key: two scan stages, then a join stage reading
+/// their map output for seconds, then the aggregation.
+const SELF_JOIN: &str = "SELECT l1.l_suppkey, count(*) AS pairs FROM lineitem l1 JOIN lineitem l2 \
+                         ON l1.l_partkey = l2.l_partkey GROUP BY l1.l_suppkey";
+const LINEITEM_TABLE: &str = "CREATE EXTERNAL TABLE lineitem STORED AS PARQUET LOCATION 's3://tpch/lineitem/'";
+
+/// TPC-H `lineitem` at scale 0.1 in `data` and in alice's bucket `tpch`; a DataFusion
+/// session over the local file.
+async fn lineitem(cl: &Cluster, data: &std::path::Path) -> SessionContext {
+    tpch_data(data, "0.1", Some("lineitem"));
+    let local = data.join("lineitem.parquet");
+    bucket(cl, "tpch", "alice").await;
+    put_as(cl, "alice", "/tpch/lineitem/lineitem.parquet", &std::fs::read(&local).unwrap()).await;
+    let ctx = SessionContext::new();
+    ctx.register_parquet("lineitem", local.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+    ctx
+}
+
+/// Submits `sql` as alice without waiting; the application's id.
+async fn submit(cl: &Cluster, executors: &str, sql: &str) -> String {
+    let args = ["submit", "--executors", executors, "--memory-mib", "768", "--master-memory-mib", "512", "--sql", sql];
+    let (code, out, err) = job(cl, "alice", &args).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    out.trim().to_string()
+}
+
+/// Waits until alice's job `app` records progress that `pred` accepts.
+async fn wait_progress(cl: &Cluster, app: &str, what: &str, pred: impl Fn(&tarn_jobs::master::JobProgress) -> bool) {
+    let nn = cl.client();
+    let dir = tarn_jobs::job_dir("alice", app);
+    tarn_tests::wait_for(what, Duration::from_secs(90), || async {
+        let st = nn.get_file_info(&dir, true).await.ok()??;
+        let p: tarn_jobs::master::JobProgress =
+            serde_json::from_slice(st.xattrs.get(tarn_jobs::master::PROGRESS_XATTR)?).ok()?;
+        pred(&p).then_some(())
+    })
+    .await;
+}
+
+/// Waits for application `app`'s end (within 180 s).
+async fn wait_end(rm: &tarn_client::rm::RmClient, app: &str) -> tarn_client::rm::AppReport {
+    tarn_tests::wait_for("the job's end", Duration::from_secs(180), || async {
+        let r = rm.application(app).await.ok()?;
+        r.state.is_final().then_some(r)
+    })
+    .await
+}
+
 const SEED_QUERY: &str = "SELECT customer_id, sum(purchase_amount) AS total FROM tx \
                           GROUP BY customer_id ORDER BY total DESC, customer_id LIMIT 25";
 
@@ -298,44 +346,19 @@ async fn a_failed_job_leaves_nothing_at_its_output() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_job_costs_its_map_output_not_the_job() {
     let data = tempfile::tempdir().unwrap();
-    tpch_data(data.path(), "0.1", Some("lineitem"));
-    let local = data.path().join("lineitem.parquet");
-
     let mut cl = Cluster::builder().datanodes(3).workers(3, 0).worker_processes().start().await;
-    bucket(&cl, "tpch", "alice").await;
-    put_as(&cl, "alice", "/tpch/lineitem/lineitem.parquet", &std::fs::read(&local).unwrap()).await;
-    // A self-join on the part key: two scan stages, then a join stage that reads their map
-    // output for several seconds, then the aggregation.
-    let query = "SELECT l1.l_suppkey, count(*) AS pairs, sum(l2.l_quantity) AS qty \
-                 FROM lineitem l1 JOIN lineitem l2 ON l1.l_partkey = l2.l_partkey \
-                 GROUP BY l1.l_suppkey ORDER BY pairs DESC, l1.l_suppkey LIMIT 20";
-    let ctx = SessionContext::new();
-    ctx.register_parquet("lineitem", local.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
-    let want = ctx.sql(query).await.unwrap().collect().await.unwrap();
-    let want = datafusion::arrow::util::pretty::pretty_format_batches(&want).unwrap().to_string();
-
-    let sql = format!("CREATE EXTERNAL TABLE lineitem STORED AS PARQUET LOCATION 's3://tpch/lineitem/'; {query}");
-    let (code, out, err) = job(
-        &cl,
-        "alice",
-        &["submit", "--executors", "3", "--memory-mib", "768", "--master-memory-mib", "512", "--sql", &sql],
+    let ctx = lineitem(&cl, data.path()).await;
+    let query = format!("{SELF_JOIN} ORDER BY pairs DESC, l1.l_suppkey LIMIT 20");
+    let want = datafusion::arrow::util::pretty::pretty_format_batches(
+        &ctx.sql(&query).await.unwrap().collect().await.unwrap(),
     )
-    .await;
-    assert_eq!(code, 0, "{out}\n{err}");
-    let app = out.trim().to_string();
-    let rm = cl.rm_client();
-    let nn = cl.client();
-    let dir = tarn_jobs::job_dir("alice", &app);
-    let progress = |st: Option<tarn_client::FileStatus>| -> Option<tarn_jobs::master::JobProgress> {
-        serde_json::from_slice(st?.xattrs.get(tarn_jobs::master::PROGRESS_XATTR)?).ok()
-    };
+    .unwrap()
+    .to_string();
+    let app = submit(&cl, "3", &format!("{LINEITEM_TABLE}; {query}")).await;
     // Both scans done, the join running: their map output is on the executors.
-    tarn_tests::wait_for("the scan stages done", Duration::from_secs(90), || async {
-        let p = progress(nn.get_file_info(&dir, true).await.ok()?)?;
-        (p.statement == 2 && p.stages_done >= 2).then_some(())
-    })
-    .await;
+    wait_progress(&cl, &app, "the scan stages done", |p| p.statement == 2 && p.stages_done >= 2).await;
     // A worker with one of the job's executors, not its master.
+    let rm = cl.rm_client();
     let am_worker = rm.application(&app).await.unwrap().attempts[0].worker_id.clone();
     let victim = (1..=3)
         .find(|i| {
@@ -346,16 +369,14 @@ async fn a_worker_killed_mid_job_costs_its_map_output_not_the_job() {
         .expect("a worker running an executor and not the master");
     cl.stop_worker(victim).await;
 
-    let r = tarn_tests::wait_for("the job's end", Duration::from_secs(120), || async {
-        let r = rm.application(&app).await.ok()?;
-        r.state.is_final().then_some(r)
-    })
-    .await;
+    let r = wait_end(&rm, &app).await;
     assert_eq!(r.state, tarn_client::rm::AppState::Finished, "{}", r.diagnostics);
     let (code, got, err) = job(&cl, "alice", &["result", &app]).await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(got.trim(), want.trim(), "the rows after the loss");
-    let p = progress(nn.get_file_info(&dir, true).await.unwrap()).expect("progress");
+    let st = cl.client().get_file_info(&tarn_jobs::job_dir("alice", &app), true).await.unwrap().unwrap();
+    let p: tarn_jobs::master::JobProgress =
+        serde_json::from_slice(&st.xattrs[tarn_jobs::master::PROGRESS_XATTR]).expect("progress");
     assert!(p.executors_lost >= 1, "the lost executor is counted: {p:?}");
     assert!(p.stage_retries >= 1 && p.statement_reruns >= 1, "its work was done again: {p:?}");
 }
@@ -408,15 +429,8 @@ async fn a_job_as_alice_cannot_read_bobs_private_input() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_master_is_killed_finishes_in_a_new_attempt_with_one_output() {
     let data = tempfile::tempdir().unwrap();
-    tpch_data(data.path(), "0.1", Some("lineitem"));
-    let local = data.path().join("lineitem.parquet");
     let mut cl = Cluster::builder().datanodes(3).workers(3, 0).worker_processes().start().await;
-    bucket(&cl, "tpch", "alice").await;
-    put_as(&cl, "alice", "/tpch/lineitem/lineitem.parquet", &std::fs::read(&local).unwrap()).await;
-    let query = "SELECT l1.l_suppkey, count(*) AS pairs FROM lineitem l1 JOIN lineitem l2 \
-                 ON l1.l_partkey = l2.l_partkey GROUP BY l1.l_suppkey";
-    let ctx = SessionContext::new();
-    ctx.register_parquet("lineitem", local.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+    let ctx = lineitem(&cl, data.path()).await;
     let sorted = |b: &[RecordBatch]| {
         let mut rows: Vec<String> = datafusion::arrow::util::pretty::pretty_format_batches(b)
             .unwrap()
@@ -428,44 +442,22 @@ async fn a_job_whose_master_is_killed_finishes_in_a_new_attempt_with_one_output(
         rows.sort();
         rows
     };
-    let want = sorted(&ctx.sql(query).await.unwrap().collect().await.unwrap());
-    let sql = format!(
-        "CREATE EXTERNAL TABLE lineitem STORED AS PARQUET LOCATION 's3://tpch/lineitem/'; \
-         COPY ({query}) TO 's3://tpch/pairs/' STORED AS PARQUET"
-    );
-    let (code, out, err) = job(
-        &cl,
-        "alice",
-        &["submit", "--executors", "2", "--memory-mib", "768", "--master-memory-mib", "512", "--sql", &sql],
-    )
-    .await;
-    assert_eq!(code, 0, "{out}\n{err}");
-    let app = out.trim().to_string();
+    let want = sorted(&ctx.sql(SELF_JOIN).await.unwrap().collect().await.unwrap());
+    let app =
+        submit(&cl, "2", &format!("{LINEITEM_TABLE}; COPY ({SELF_JOIN}) TO 's3://tpch/pairs/' STORED AS PARQUET"))
+            .await;
+    wait_progress(&cl, &app, "the query running", |p| p.statement == 2 && p.stages_done >= 1).await;
     let rm = cl.rm_client();
-    let nn = cl.client();
-    let dir = tarn_jobs::job_dir("alice", &app);
-    tarn_tests::wait_for("the query running", Duration::from_secs(90), || async {
-        let st = nn.get_file_info(&dir, true).await.ok()??;
-        let p: tarn_jobs::master::JobProgress =
-            serde_json::from_slice(st.xattrs.get(tarn_jobs::master::PROGRESS_XATTR)?).ok()?;
-        (p.statement == 2 && p.stages_done >= 1).then_some(())
-    })
-    .await;
     let first = rm.application(&app).await.unwrap().attempts[0].worker_id.clone();
-    let victim: usize = first.trim_start_matches('w').parse().unwrap();
-    cl.stop_worker(victim).await;
+    cl.stop_worker(first.trim_start_matches('w').parse().unwrap()).await;
 
-    let r = tarn_tests::wait_for("the job's end", Duration::from_secs(180), || async {
-        let r = rm.application(&app).await.ok()?;
-        r.state.is_final().then_some(r)
-    })
-    .await;
+    let r = wait_end(&rm, &app).await;
     assert_eq!(r.state, tarn_client::rm::AppState::Finished, "{}", r.diagnostics);
     assert_eq!(r.attempts.len(), 2, "a second attempt ran the job: {r:?}");
+    let nn = Arc::new(cl.client());
     let files: Vec<String> =
         nn.list_dir_all("/tpch/pairs").await.unwrap().into_iter().map(|s| format!("/tpch/pairs/{}", s.path)).collect();
     assert!(files.iter().any(|f| f.ends_with("/_SUCCESS")), "{files:?}");
-    let nn = Arc::new(nn);
     let got_dir = tempfile::tempdir().unwrap();
     for f in files.iter().filter(|f| f.ends_with(".parquet")) {
         let name = f.rsplit('/').next().unwrap();
@@ -487,46 +479,46 @@ async fn a_job_whose_master_is_killed_finishes_in_a_new_attempt_with_one_output(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_rides_out_a_failover_of_the_resource_manager() {
     let data = tempfile::tempdir().unwrap();
-    tpch_data(data.path(), "0.1", Some("lineitem"));
-    let local = data.path().join("lineitem.parquet");
     let mut cl = Cluster::builder().datanodes(3).workers(3, 0).rm_processes(2).start().await;
-    bucket(&cl, "tpch", "alice").await;
-    put_as(&cl, "alice", "/tpch/lineitem/lineitem.parquet", &std::fs::read(&local).unwrap()).await;
-    let query = "SELECT l1.l_suppkey, count(*) AS pairs FROM lineitem l1 JOIN lineitem l2 \
-                 ON l1.l_partkey = l2.l_partkey GROUP BY l1.l_suppkey ORDER BY pairs DESC, l1.l_suppkey LIMIT 10";
-    let ctx = SessionContext::new();
-    ctx.register_parquet("lineitem", local.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
-    let want = ctx.sql(query).await.unwrap().collect().await.unwrap();
-    let want = datafusion::arrow::util::pretty::pretty_format_batches(&want).unwrap().to_string();
-    let sql = format!("CREATE EXTERNAL TABLE lineitem STORED AS PARQUET LOCATION 's3://tpch/lineitem/'; {query}");
-    let (code, out, err) = job(
-        &cl,
-        "alice",
-        &["submit", "--executors", "2", "--memory-mib", "768", "--master-memory-mib", "512", "--sql", &sql],
+    let ctx = lineitem(&cl, data.path()).await;
+    let query = format!("{SELF_JOIN} ORDER BY pairs DESC, l1.l_suppkey LIMIT 10");
+    let want = datafusion::arrow::util::pretty::pretty_format_batches(
+        &ctx.sql(&query).await.unwrap().collect().await.unwrap(),
     )
-    .await;
-    assert_eq!(code, 0, "{out}\n{err}");
-    let app = out.trim().to_string();
-    let nn = cl.client();
-    let dir = tarn_jobs::job_dir("alice", &app);
-    tarn_tests::wait_for("the query running", Duration::from_secs(90), || async {
-        let st = nn.get_file_info(&dir, true).await.ok()??;
-        let p: tarn_jobs::master::JobProgress =
-            serde_json::from_slice(st.xattrs.get(tarn_jobs::master::PROGRESS_XATTR)?).ok()?;
-        (p.statement == 2 && p.stages_done >= 1).then_some(())
-    })
-    .await;
+    .unwrap()
+    .to_string();
+    let app = submit(&cl, "2", &format!("{LINEITEM_TABLE}; {query}")).await;
+    wait_progress(&cl, &app, "the query running", |p| p.statement == 2 && p.stages_done >= 1).await;
     assert!(tarn_tests::rm_is_active(&cl.rm_addrs[0]).await, "the first resource manager is the active one");
     cl.kill_rm(1);
-    let rm = cl.rm_client();
-    let r = tarn_tests::wait_for("the job's end", Duration::from_secs(120), || async {
-        let r = rm.application(&app).await.ok()?;
-        r.state.is_final().then_some(r)
-    })
-    .await;
+    let r = wait_end(&cl.rm_client(), &app).await;
     assert_eq!(r.state, tarn_client::rm::AppState::Finished, "{}", r.diagnostics);
     assert_eq!(r.attempts.len(), 1, "the same attempt finished: {r:?}");
     let (code, got, err) = job(&cl, "alice", &["result", &app]).await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(got.trim(), want.trim());
+}
+
+/// `tarn job kill` mid-job: the application ends KILLED, its containers stop (the
+/// workers' capacity is free again), and nothing appears at its output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_job_releases_its_containers_and_leaves_no_output() {
+    let data = tempfile::tempdir().unwrap();
+    let cl = Cluster::builder().datanodes(1).workers(2, 0).start().await;
+    lineitem(&cl, data.path()).await;
+    let app =
+        submit(&cl, "2", &format!("{LINEITEM_TABLE}; COPY ({SELF_JOIN}) TO 's3://tpch/killed/' STORED AS PARQUET"))
+            .await;
+    wait_progress(&cl, &app, "the query running", |p| p.statement == 2 && p.executors >= 1).await;
+    let (code, out, err) = job(&cl, "alice", &["kill", &app]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("killed"), "{out}");
+    let rm = cl.rm_client();
+    assert_eq!(rm.application(&app).await.unwrap().state, tarn_client::rm::AppState::Killed);
+    tarn_tests::wait_for("every container stopped", Duration::from_secs(30), || async {
+        let used: u32 = rm.workers().await.ok()?.iter().map(|w| w.used.vcores).sum();
+        (used == 0).then_some(())
+    })
+    .await;
+    assert!(cl.client().get_file_info("/tpch/killed", false).await.unwrap().is_none(), "no output");
 }
