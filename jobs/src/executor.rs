@@ -20,9 +20,10 @@ use crate::stores::TarnStores;
 use crate::tls::JobTls;
 use crate::{JobError, Result};
 
-/// What an executor's container keeps outside DataFusion's memory pool (the process,
-/// its buffers, gRPC): the pool is the container's grant less this, so the worker's
-/// memory check does not kill an executor that DataFusion thinks is within bounds.
+/// What an executor's container keeps outside DataFusion's memory pool by default (the
+/// process, its buffers, gRPC): the pool is the container's grant less this, so the
+/// worker's memory check does not kill an executor that DataFusion thinks is within
+/// bounds.
 pub const OVERHEAD_MIB: u64 = 192;
 /// Largest gRPC message an executor sends or takes (a shuffle batch).
 const GRPC_MESSAGE_MAX: usize = 16 << 20;
@@ -32,8 +33,9 @@ pub struct ExecutorOptions {
     /// The job's scheduler (`host:port`).
     pub scheduler: String,
     pub vcores: u32,
-    /// The container's memory grant (MiB).
+    /// The container's memory grant (MiB), and what of it stays outside the pool.
     pub memory_mib: u64,
+    pub overhead_mib: u64,
     /// This node's address as other nodes reach it.
     pub node_host: String,
     /// The container's id, which is the executor's id in the scheduler.
@@ -79,7 +81,7 @@ pub async fn run(nn: Arc<NamenodeClient>, opts: ExecutorOptions) -> Result<()> {
     let stores = TarnStores::new(nn);
     let temp = work_s.clone();
     let tls_c = tls.clone();
-    let pool = opts.memory_mib.saturating_sub(OVERHEAD_MIB).max(64) << 20;
+    let pool = opts.memory_mib.saturating_sub(opts.overhead_mib).max(16) << 20;
     let config = ExecutorProcessConfig {
         executor_id: opts.container_id.clone(),
         bind_host: "0.0.0.0".into(),

@@ -372,6 +372,8 @@ fn executor_command(opts: &MasterOptions, scheduler: &str, spec: &JobSpec) -> Ve
         spec.vcores.to_string(),
         "--memory-mib".into(),
         spec.memory_mib.to_string(),
+        "--overhead-mib".into(),
+        spec.overhead_mib.to_string(),
     ]
 }
 

@@ -29,15 +29,30 @@ pub struct JobSpec {
     /// Cores of each executor (the tasks it runs at once).
     pub vcores: u32,
     /// Memory of each executor's container (MiB); its DataFusion pool is this less
-    /// [`crate::executor::OVERHEAD_MIB`].
+    /// `overhead_mib`.
     pub memory_mib: u64,
+    /// What each executor keeps outside DataFusion's memory pool (MiB; Spark's
+    /// `spark.executor.memoryOverhead`): the process, its buffers, gRPC.
+    #[serde(default = "default_overhead")]
+    pub overhead_mib: u64,
+}
+
+fn default_overhead() -> u64 {
+    crate::executor::OVERHEAD_MIB
 }
 
 impl JobSpec {
     pub const FORMAT: u32 = 1;
 
     pub fn new(sql: impl Into<String>) -> JobSpec {
-        JobSpec { format: Self::FORMAT, sql: sql.into(), executors: 2, vcores: 1, memory_mib: 1024 }
+        JobSpec {
+            format: Self::FORMAT,
+            sql: sql.into(),
+            executors: 2,
+            vcores: 1,
+            memory_mib: 1024,
+            overhead_mib: crate::executor::OVERHEAD_MIB,
+        }
     }
 
     pub fn to_arg(&self) -> String {
@@ -64,11 +79,10 @@ impl JobSpec {
         if self.vcores == 0 {
             return Err(JobError::Invalid("an executor needs at least one core".into()));
         }
-        if self.memory_mib < crate::executor::OVERHEAD_MIB + 64 {
+        if self.memory_mib < self.overhead_mib + 16 {
             return Err(JobError::Invalid(format!(
-                "an executor needs more than {} MiB of memory ({} MiB asked)",
-                crate::executor::OVERHEAD_MIB + 64,
-                self.memory_mib
+                "an executor needs at least 16 MiB of memory besides its overhead of {} MiB ({} MiB asked)",
+                self.overhead_mib, self.memory_mib
             )));
         }
         Ok(())
@@ -146,6 +160,17 @@ mod tests {
         let newer = JobSpec { format: JobSpec::FORMAT + 1, ..s };
         let e = JobSpec::from_arg(&newer.to_arg()).unwrap_err().to_string();
         assert!(e.contains("newer"), "{e}");
+    }
+
+    #[test]
+    fn a_spec_without_an_overhead_gets_the_default_and_a_pool_must_remain() {
+        // As written before `overhead_mib` existed (format 1).
+        let old = r#"{"format":1,"sql":"select 1","executors":2,"vcores":1,"memory_mib":1024}"#;
+        let s = JobSpec::from_arg(old).unwrap();
+        assert_eq!(s.overhead_mib, crate::executor::OVERHEAD_MIB);
+        let tight = JobSpec { memory_mib: 256, overhead_mib: 250, ..s };
+        let e = tight.check_shape().unwrap_err().to_string();
+        assert!(e.contains("16 MiB") && e.contains("250"), "{e}");
     }
 
     #[test]

@@ -51,6 +51,10 @@ enum JobCmd {
         /// Memory of each executor (MiB).
         #[arg(long, default_value_t = 1024)]
         memory_mib: u64,
+        /// What of each executor's memory stays outside DataFusion's pool (MiB; Spark's
+        /// `spark.executor.memoryOverhead`).
+        #[arg(long, default_value_t = tarn_jobs::executor::OVERHEAD_MIB)]
+        memory_overhead_mib: u64,
         /// Memory of the job's master (MiB).
         #[arg(long, default_value_t = 1024)]
         master_memory_mib: u64,
@@ -89,6 +93,8 @@ enum JobCmd {
         vcores: u32,
         #[arg(long)]
         memory_mib: u64,
+        #[arg(long, default_value_t = tarn_jobs::executor::OVERHEAD_MIB)]
+        overhead_mib: u64,
     },
 }
 
@@ -121,12 +127,13 @@ pub async fn run(a: JobArgs) -> anyhow::Result<u8> {
             outln!("{}", out.message)?;
             Ok(if out.succeeded { 0 } else { 1 })
         }
-        JobCmd::Executor { scheduler, vcores, memory_mib } => {
+        JobCmd::Executor { scheduler, vcores, memory_mib, overhead_mib } => {
             let nn = Arc::new(a.conn.connect()?);
             let opts = tarn_jobs::executor::ExecutorOptions {
                 scheduler,
                 vcores,
                 memory_mib,
+                overhead_mib,
                 node_host: node_host(),
                 container_id: std::env::var("TARN_CONTAINER_ID").context("TARN_CONTAINER_ID: not in a container")?,
                 dir: std::env::current_dir().context("the container's directory")?,
@@ -134,13 +141,26 @@ pub async fn run(a: JobArgs) -> anyhow::Result<u8> {
             tarn_jobs::executor::run(nn, opts).await?;
             Ok(0)
         }
-        JobCmd::Submit { sql, file, name, queue, executors, vcores, memory_mib, master_memory_mib, tarn_bin, wait } => {
+        JobCmd::Submit {
+            sql,
+            file,
+            name,
+            queue,
+            executors,
+            vcores,
+            memory_mib,
+            memory_overhead_mib,
+            master_memory_mib,
+            tarn_bin,
+            wait,
+        } => {
             let sql = match (sql, file) {
                 (Some(s), _) => s,
                 (None, Some(f)) => std::fs::read_to_string(&f).with_context(|| format!("read {}", f.display()))?,
                 (None, None) => anyhow::bail!("--sql or --file: the job's statements"),
             };
-            let spec = JobSpec { executors, vcores, memory_mib, ..JobSpec::new(sql) };
+            let spec =
+                JobSpec { executors, vcores, memory_mib, overhead_mib: memory_overhead_mib, ..JobSpec::new(sql) };
             let nn = Arc::new(a.conn.connect()?);
             tarn_jobs::spec::check(&spec, nn.clone()).await.context("the job was not submitted")?;
             let rm = a.conn.connect_rm()?;
