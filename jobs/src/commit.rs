@@ -69,21 +69,29 @@ fn single_file(copy: &CopyTo, slash: bool, target: &str) -> bool {
     }
 }
 
-/// Points `copy` at its staging path under `staging` (for statement `stmt` of attempt
-/// `attempt` of `app`) and returns its [`Output`]; `None` (and `copy` unchanged) for a
-/// target outside the cluster.
-pub fn stage(copy: &mut CopyTo, staging: &str, app: &str, attempt: u32, stmt: usize) -> Result<Option<Output>> {
+/// Points `copy` at the staging directory `staging` (of statement `stmt` of `app`) and
+/// returns its [`Output`]; `None` (and `copy` unchanged) for a target outside the cluster.
+pub fn stage(copy: &mut CopyTo, staging: &str, app: &str, stmt: usize) -> Result<Option<Output>> {
     let Some((target, slash)) = cluster_path(&copy.output_url) else { return Ok(None) };
-    if target == "/" || target.starts_with("/.tarn") {
-        return Err(JobError::Plan(format!("COPY TO {}: not a place for a job's output", copy.output_url)));
-    }
+    check_place(&target, &copy.output_url)?;
     let dir = !single_file(copy, slash, &target);
     let name = target.rsplit('/').next().unwrap_or("out").to_string();
-    let staged = format!("{staging}/a{attempt}/s{stmt}/{name}");
+    let staged = format!("{staging}/{name}");
     // Written exactly as staged: the mode DataFusion would have inferred from the target.
     copy.options.insert("single_file_output".into(), (!dir).to_string());
     copy.output_url = format!("tarn://{staged}{}", if dir { "/" } else { "" });
     Ok(Some(Output { target, staged, dir, tag: format!("{app}/{stmt}") }))
+}
+
+/// Refuses a target that would replace a bucket or the root whole (with its owner,
+/// grants and attributes), or lies in the system's own directory.
+pub fn check_place(target: &str, url: &str) -> Result<()> {
+    if target.matches('/').count() < 2 || target.starts_with("/.tarn") {
+        return Err(JobError::Plan(format!(
+            "COPY TO {url}: not a place for a job's output (name a path inside a bucket)"
+        )));
+    }
+    Ok(())
 }
 
 /// Why `o`'s target cannot take the output, if it cannot: it exists and is neither an
@@ -137,9 +145,9 @@ pub async fn publish(nn: &Arc<NamenodeClient>, o: &Output) -> Result<()> {
     let absent = RenameOptions { dst_must_be_absent: true, ..Default::default() };
     match nn.rename(&o.staged, &o.target, &absent).await {
         Ok(_) => Ok(()),
-        Err(e) if matches!(e.kind(), ErrorKind::AlreadyExists | ErrorKind::ConditionFailed) => Err(JobError::Plan(
-            format!("the output {} appeared while the job ran: its result stays in {}", o.target, o.staged),
-        )),
+        Err(e) if matches!(e.kind(), ErrorKind::AlreadyExists | ErrorKind::ConditionFailed) => {
+            Err(JobError::Plan(format!("the output {} appeared while the job was publishing", o.target)))
+        }
         Err(e) => Err(JobError::Cluster { what: format!("publish {} as {}", o.staged, o.target), source: e }),
     }
 }

@@ -122,12 +122,31 @@ async fn finish(rm: &RmClient, status: FinalStatus, msg: &str) -> Result<()> {
 
 /// Makes the job's directory (the user's jobs directory 0700) with its TLS files.
 async fn write_job_files(nn: &Arc<NamenodeClient>, dir: &str, spec: &JobSpec, tls: &JobTls) -> Result<()> {
-    let user_dir = dir.rsplit_once('/').map(|(u, _)| u.to_string()).unwrap_or_default();
-    let what = format!("make {user_dir}");
-    nn.mkdirs(&user_dir).await.map_err(JobError::cluster(what.clone()))?;
-    nn.set_attributes(&user_dir, SetAttributes { mode: Some(0o700), ..Default::default() })
-        .await
-        .map_err(JobError::cluster(what))?;
+    // The user's directory is made 0700 in one step; one that is there must be the
+    // user's (/.tarn/jobs is 1777: anyone could have made it first).
+    let (user_dir, _) = dir.rsplit_once('/').ok_or_else(|| JobError::Invalid(format!("{dir}: no parent")))?;
+    let user = user_dir.rsplit('/').next().unwrap_or_default();
+    let private = tarn_client::MkdirOptions { mode: 0o700, ..Default::default() };
+    match nn.mkdir_exclusive(user_dir, &private).await {
+        Ok(_) => {}
+        Err(e) if matches!(e.kind(), ErrorKind::AlreadyOwned | ErrorKind::AlreadyExists) => {
+            let st =
+                nn.get_file_info(user_dir, false).await.map_err(JobError::cluster(format!("look up {user_dir}")))?;
+            match st {
+                Some(st) if st.owner == user && st.is_dir() && st.mode & 0o077 == 0 => {}
+                Some(st) => {
+                    return Err(JobError::Invalid(format!(
+                        "{user_dir} belongs to {} with mode {:o}: it must be {user}'s own, 0700 \
+                         (an administrator can remove it)",
+                        st.owner,
+                        st.mode & 0o7777
+                    )))
+                }
+                None => return Err(JobError::Invalid(format!("{user_dir} vanished"))),
+            }
+        }
+        Err(e) => return Err(JobError::Cluster { what: format!("make {user_dir}"), source: e }),
+    }
     nn.mkdirs(&format!("{dir}/tls")).await.map_err(JobError::cluster(format!("make {dir}")))?;
     let store = TarnStore::new(nn.clone());
     let files = [
@@ -139,6 +158,9 @@ async fn write_job_files(nn: &Arc<NamenodeClient>, dir: &str, spec: &JobSpec, tl
     for (path, text) in files {
         let loc = Path::parse(path.trim_start_matches('/')).map_err(|e| JobError::Invalid(format!("{path}: {e}")))?;
         store.put(&loc, text.into_bytes().into()).await.map_err(|e| JobError::Run(format!("write {path}: {e}")))?;
+        nn.set_attributes(&path, SetAttributes { mode: Some(0o600), ..Default::default() })
+            .await
+            .map_err(JobError::cluster(format!("chmod 600 {path}")))?;
     }
     Ok(())
 }
@@ -158,6 +180,7 @@ async fn prepare_and_run(
     job: &JobCtx,
 ) -> Result<String> {
     let (app_id, dir) = (job.app_id.as_str(), job.dir.as_str());
+    spec.check_shape()?;
     debug_assert!(dir.starts_with(JOBS_DIR));
     let tls = JobTls::generate(app_id)?;
     write_job_files(&nn, dir, spec, &tls).await?;
@@ -210,8 +233,8 @@ async fn prepare_and_run(
     cancel.cancel();
     // Its final counts, before the application ends.
     let _ = tokio::time::timeout(Duration::from_secs(5), reporter).await;
-    // What was staged and not published (the job failed, or an output had no rows).
-    if let Err(e) = nn.delete(&format!("{dir}/{STAGING}"), true, None).await {
+    // What this attempt staged and did not publish (it failed, or a run was not trusted).
+    if let Err(e) = nn.delete(&format!("{dir}/{STAGING}/a{}", job.attempt), true, None).await {
         tracing::warn!(error = %e, "could not remove the job's staging directory");
     }
     out
@@ -231,7 +254,8 @@ async fn stages_run_again(jobs: &dyn JobState, before: &std::collections::HashSe
     n
 }
 
-/// Where a job's outputs are staged, in its directory (see [`crate::commit`]).
+/// Where a job's outputs are staged, in its directory (see [`crate::commit`]):
+/// `staging/a<attempt>/s<statement>r<run>/`.
 const STAGING: &str = "staging";
 
 async fn run_statements(
@@ -250,52 +274,73 @@ async fn run_statements(
     for (i, stmt) in stmts.into_iter().enumerate() {
         let which = if n == 1 { String::new() } else { format!("statement {} of {n}: ", i + 1) };
         shared.lock().unwrap_or_else(|p| p.into_inner()).statement = i + 1;
-        let mut plan = ctx.state().statement_to_plan(stmt).await.map_err(|e| JobError::Plan(format!("{which}{e}")))?;
-        let mut staged = None;
-        if let LogicalPlan::Copy(copy) = &mut plan {
-            if let Some(o) = crate::commit::stage(copy, &staging, &job.app_id, job.attempt, i + 1)? {
-                crate::commit::check_target(&nn, &o.target, Some(&o.tag)).await?;
-                staged = Some(o.staged.clone());
-                outputs.push(o);
-            }
-        }
+        let plan = ctx.state().statement_to_plan(stmt).await.map_err(|e| JobError::Plan(format!("{which}{e}")))?;
         let ddl = matches!(plan, LogicalPlan::Ddl(_));
-        let mut runs = 0;
+        // What may run again: a query, or a COPY into the cluster (staged). An INSERT or a
+        // COPY elsewhere writes in place and would write twice.
+        let writes_in_place = matches!(plan, LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::Copy(_));
+        let mut run = 0u32;
         let (schema, batches) = loop {
-            runs += 1;
+            run += 1;
+            // Each run of a COPY writes a staging path of its own: a straggler of an
+            // earlier run writes nowhere this run publishes.
+            let mut plan = plan.clone();
+            let mut output = None;
+            if let LogicalPlan::Copy(copy) = &mut plan {
+                let staging = format!("{staging}/a{}/s{}r{run}", job.attempt, i + 1);
+                if let Some(o) = crate::commit::stage(copy, &staging, &job.app_id, i + 1)? {
+                    crate::commit::check_target(&nn, &o.target, Some(&o.tag))
+                        .await
+                        .map_err(|e| JobError::Plan(format!("{which}{e}")))?;
+                    output = Some(o);
+                }
+            }
+            let rerunnable = !writes_in_place || output.is_some();
             let before = jobs.get_all_jobs().await.unwrap_or_default();
-            let df = ctx.execute_logical_plan(plan.clone()).await.map_err(|e| JobError::Run(format!("{which}{e}")))?;
+            let lost_before = shared.lock().unwrap_or_else(|p| p.into_inner()).executors_lost;
+            let df = ctx.execute_logical_plan(plan).await.map_err(|e| JobError::Run(format!("{which}{e}")))?;
             let schema = Arc::new(df.schema().as_arrow().clone());
             let batches = df.collect().await.map_err(|e| JobError::Run(format!("{which}{e}")))?;
             // Ballista's recovery of a lost executor's map output can count rows twice
             // (a stage rolled back and run again while its first run's output stays
-            // registered: seen here as inflated sums after a worker's SIGKILL). Rows of
-            // a Ballista job that ran any stage again are not trusted: the statement
-            // runs again, from its staged output's removal on.
+            // registered: seen here as inflated sums after a worker's SIGKILL), and a
+            // writing task run again after its executor was lost leaves the files its
+            // first run finished. Rows of a run that ran any stage again, or lost an
+            // executor, are not trusted: the statement runs again.
             let rerun = stages_run_again(jobs, &before).await;
-            if rerun == 0 {
+            let lost = shared.lock().unwrap_or_else(|p| p.into_inner()).executors_lost - lost_before;
+            if rerun == 0 && lost == 0 {
+                outputs.extend(output);
                 break (schema, batches);
             }
-            if runs > MAX_STATEMENT_RUNS {
+            if !rerunnable {
                 return Err(JobError::Run(format!(
-                    "{which}stages were run again in each of {MAX_STATEMENT_RUNS} runs (executors lost)"
+                    "{which}an executor was lost while it wrote in place: run the job again \
+                     (only queries and COPY into the cluster are run again by the job)"
+                )));
+            }
+            if run >= MAX_STATEMENT_RUNS {
+                return Err(JobError::Run(format!(
+                    "{which}executors were lost in each of {MAX_STATEMENT_RUNS} runs of the statement"
                 )));
             }
             tracing::warn!(
                 statement = i + 1,
                 stages = rerun,
-                "stages were run again (an executor was lost): running the statement again"
+                executors_lost = lost,
+                "an executor was lost or stages were run again: running the statement again"
             );
             shared.lock().unwrap_or_else(|p| p.into_inner()).statement_reruns += 1;
-            if let Some(staged) = &staged {
-                nn.delete(staged, true, None).await.map_err(JobError::cluster(format!("clear {staged}")))?;
-            }
         };
         if !ddl {
             last = Some((schema, batches));
         }
     }
-    // Every statement succeeded: the outputs appear, each in one step.
+    // Every statement succeeded: the outputs appear, each in one step, once every target
+    // is still free (a target taken meanwhile fails the job before anything appears).
+    for o in &outputs {
+        crate::commit::check_target(&nn, &o.target, Some(&o.tag)).await?;
+    }
     for o in &outputs {
         crate::commit::publish(&nn, o).await?;
     }

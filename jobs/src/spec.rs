@@ -137,6 +137,8 @@ pub async fn check(spec: &JobSpec, nn: Arc<NamenodeClient>) -> Result<()> {
         let plan = ctx.state().statement_to_plan(stmt).await.map_err(|e| JobError::Plan(format!("{which}{e}")))?;
         if let LogicalPlan::Copy(copy) = &plan {
             if let Some((target, _)) = crate::commit::cluster_path(&copy.output_url) {
+                crate::commit::check_place(&target, &copy.output_url)
+                    .map_err(|e| JobError::Plan(format!("{which}{e}")))?;
                 crate::commit::check_target(&nn, &target, None)
                     .await
                     .map_err(|e| JobError::Plan(format!("{which}{e}")))?;

@@ -105,8 +105,9 @@ impl JobArgs {
     }
 }
 
-/// The name of jobs' applications (`job: ` and the start of the SQL unless named).
-const JOB_PREFIX: &str = "job";
+/// What the name of a job's application starts with (then `--name`, or the start of
+/// its SQL): `tarn job list` lists these.
+const JOB_PREFIX: &str = "job: ";
 
 fn node_host() -> String {
     std::env::var("TARN_NODE_HOST").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "127.0.0.1".into())
@@ -165,11 +166,11 @@ pub async fn run(a: JobArgs) -> anyhow::Result<u8> {
             tarn_jobs::spec::check(&spec, nn.clone()).await.context("the job was not submitted")?;
             let rm = a.conn.connect_rm()?;
             let name = if name.is_empty() {
-                let head: String = spec.sql.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(40).collect();
-                format!("{JOB_PREFIX}: {head}")
+                spec.sql.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(40).collect()
             } else {
                 name
             };
+            let name = format!("{JOB_PREFIX}{name}");
             let bin = tarn_bin.unwrap_or_else(|| "tarn".into());
             let command = vec![bin.clone(), "job".into(), "master".into(), "--tarn-bin".into(), bin, spec.to_arg()];
             let sub = AppSubmission {

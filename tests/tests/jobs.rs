@@ -271,8 +271,10 @@ async fn the_seed_job_writes_parquet_that_pyarrow_reads_through_the_gateway() {
         Some(format!("{app}/2").as_bytes())
     );
     assert!(nn.get_file_info("/shop/processed-data/_SUCCESS", false).await.unwrap().is_some());
-    let staging = format!("{}/staging", tarn_jobs::job_dir("alice", &app));
+    let staging = format!("{}/staging/a1", tarn_jobs::job_dir("alice", &app));
     assert!(nn.get_file_info(&staging, false).await.unwrap().is_none(), "staging is removed");
+    let key = format!("{}/tls/job-key.pem", tarn_jobs::job_dir("alice", &app));
+    assert_eq!(nn.get_file_info(&key, false).await.unwrap().unwrap().mode & 0o777, 0o600);
 
     // pyarrow, through the gateway.
     let dir = tempfile::tempdir().unwrap();
@@ -329,6 +331,13 @@ async fn a_failed_job_leaves_nothing_at_its_output() {
     for p in ["/shop/out-a", "/shop/out-b"] {
         assert!(nn.get_file_info(p, false).await.unwrap().is_none(), "{p} must not appear");
     }
+    // A bucket itself is not an output.
+    let sql = "CREATE EXTERNAL TABLE tx STORED AS PARQUET LOCATION 's3://shop/tx/'; \
+               COPY (SELECT * FROM tx) TO 's3://shop/' STORED AS PARQUET";
+    let (code, out, err) =
+        job(&cl, "alice", &["submit", "--wait", "--executors", "1", "--memory-mib", "512", "--sql", sql]).await;
+    assert_ne!(code, 0);
+    assert!(format!("{out}{err}").contains("inside a bucket"), "{out}{err}");
     // An existing output is refused before anything runs.
     nn.mkdirs("/shop/taken/x").await.unwrap();
     let sql = "CREATE EXTERNAL TABLE tx STORED AS PARQUET LOCATION 's3://shop/tx/'; \
