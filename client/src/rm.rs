@@ -977,4 +977,16 @@ impl RmClient {
         rm_rpc!(self, Self::master, finish_master, msg)?;
         Ok(())
     }
+
+    /// [`RmClient::finish_master`], registering the master again first if the resource
+    /// manager failed over since it last did (a master's end must reach the active one).
+    pub async fn finish_master_after_failover(&self, status: FinalStatus, diagnostics: &str) -> Result<()> {
+        match self.finish_master(status, diagnostics).await {
+            Err(e) if e.kind() == crate::ErrorKind::MasterNotRegistered => {
+                self.register_master("").await?;
+                self.finish_master(status, diagnostics).await
+            }
+            r => r,
+        }
+    }
 }

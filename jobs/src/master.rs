@@ -106,18 +106,10 @@ pub async fn run(rm: RmClient, nn: Arc<NamenodeClient>, spec: JobSpec, opts: Mas
     };
     tracing::info!(app = %app_id, succeeded = outcome.succeeded, message = %outcome.message, "job ended");
     let status = if outcome.succeeded { FinalStatus::Succeeded } else { FinalStatus::Failed };
-    finish(&rm, status, &outcome.message).await?;
+    rm.finish_master_after_failover(status, &outcome.message)
+        .await
+        .map_err(JobError::cluster("finish the application"))?;
     Ok(outcome)
-}
-
-async fn finish(rm: &RmClient, status: FinalStatus, msg: &str) -> Result<()> {
-    match rm.finish_master(status, msg).await {
-        Err(e) if e.kind() == ErrorKind::MasterNotRegistered => {
-            rm.register_master("").await.map_err(JobError::cluster("register the application master again"))?;
-            rm.finish_master(status, msg).await.map_err(JobError::cluster("finish the application"))
-        }
-        r => r.map_err(JobError::cluster("finish the application")),
-    }
 }
 
 /// Makes the job's directory (the user's jobs directory 0700) with its TLS files.

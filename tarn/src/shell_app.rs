@@ -221,7 +221,7 @@ pub async fn shell_master(rm: RmClient, spec: ShellSpec) -> anyhow::Result<u8> {
             outln!("{why}")?;
             if failures > spec.max_failures {
                 let msg = format!("{failures} containers failed (at most {} may); the last: {why}", spec.max_failures);
-                finish(&rm, FinalStatus::Failed, &msg).await?;
+                rm.finish_master_after_failover(FinalStatus::Failed, &msg).await.context("finish")?;
                 return Ok(1);
             }
             todo.insert(index);
@@ -229,19 +229,8 @@ pub async fn shell_master(rm: RmClient, spec: ShellSpec) -> anyhow::Result<u8> {
         if done == n {
             let msg = format!("{n} of {n} containers succeeded ({failures} failed and were replaced)");
             outln!("{msg}")?;
-            finish(&rm, FinalStatus::Succeeded, &msg).await?;
+            rm.finish_master_after_failover(FinalStatus::Succeeded, &msg).await.context("finish")?;
             return Ok(0);
         }
-    }
-}
-
-/// Ends the application; after a failover of the resource manager, registers first.
-async fn finish(rm: &RmClient, status: FinalStatus, msg: &str) -> anyhow::Result<()> {
-    match rm.finish_master(status, msg).await {
-        Err(e) if e.kind() == tarn_client::ErrorKind::MasterNotRegistered => {
-            rm.register_master("").await.context("register the application master again")?;
-            rm.finish_master(status, msg).await.context("finish")
-        }
-        r => r.context("finish"),
     }
 }
