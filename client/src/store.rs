@@ -280,6 +280,33 @@ impl ObjectStore for TarnStore {
         Ok(GetResult { payload: GetResultPayload::Stream(payload), meta, range, attributes: Default::default() })
     }
 
+    /// Many ranges of one file (a parquet reader's column chunks): the file's blocks are
+    /// looked up once, not once per range, and nearby ranges are read as one.
+    async fn get_ranges(&self, location: &Path, ranges: &[std::ops::Range<u64>]) -> object_store::Result<Vec<Bytes>> {
+        if ranges.is_empty() {
+            return Ok(Vec::new());
+        }
+        let path = self.path_of(location);
+        let reader = FileReader::open(self.nn.clone(), &path).await.map_err(|e| os_err(&path, e))?;
+        if let Some(r) = ranges.iter().find(|r| r.start > r.end || r.end > reader.length()) {
+            return Err(generic(format!("{path}: range {}..{} of a {}-byte object", r.start, r.end, reader.length())));
+        }
+        let reader = &reader;
+        object_store::coalesce_ranges(
+            ranges,
+            |r| async move {
+                let pieces =
+                    reader.read_at_bytes(r.start, r.end - r.start).await.map_err(|e| generic(e.to_string()))?;
+                Ok::<_, object_store::Error>(match pieces.len() {
+                    1 => pieces.into_iter().next().unwrap_or_default(),
+                    _ => Bytes::from(pieces.concat()),
+                })
+            },
+            object_store::OBJECT_STORE_COALESCE_DEFAULT,
+        )
+        .await
+    }
+
     fn delete_stream(
         &self,
         locations: BoxStream<'static, object_store::Result<Path>>,

@@ -53,6 +53,15 @@ async fn put_get_ranges_and_conditions() {
         assert!(s.get_opts(&p, r).await.is_err(), "a range past the end is refused");
         let ranges = s.get_ranges(&p, &[0..1, (1 << 20) - 1..(1 << 20) + 1]).await.unwrap();
         assert_eq!(ranges, vec![data.slice(0..1), data.slice((1 << 20) - 1..(1 << 20) + 1)]);
+        // Out of order, far apart (read apart) and near (read as one), each its own bytes.
+        let end = 3u64 << 20;
+        let want = [end - 10..end, 5..9, 2 << 20..(2 << 20) + 3, 7..12];
+        let got = s.get_ranges(&p, &want).await.unwrap();
+        let want: Vec<Bytes> = want.iter().map(|r| data.slice(r.start as usize..r.end as usize)).collect();
+        assert_eq!(got, want);
+        assert!(s.get_ranges(&p, &[0..1, 0..end + 1]).await.is_err(), "a range past the end is refused");
+        let missing = s.get_ranges(&Path::from("t/missing"), &[0..1, 2..3]).await;
+        assert!(matches!(missing, Err(object_store::Error::NotFound { .. })), "{missing:?}");
         let head = s.head(&p).await.unwrap();
         assert_eq!((head.size, head.location.clone()), (data.len() as u64, p.clone()));
         // Conditional gets.
