@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/tarn/raft.proto",
         "proto/tarn/datanode.proto",
         "proto/tarn/resource_manager.proto",
+        "proto/tarn/jobs.proto",
     ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
@@ -29,5 +30,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".tarn.datanode.v1.ReadChunk.data")
         .compile_protos(&["proto/tarn/datanode.proto"], &["proto"])?;
     tonic_prost_build::configure().compile_protos(&["proto/tarn/resource_manager.proto"], &["proto"])?;
+    tonic_prost_build::configure()
+        .bytes(".tarn.jobs.v1.RunEvent.arrow")
+        .bytes(".tarn.jobs.v1.RunRequest.logical_plan")
+        .compile_protos(&["proto/tarn/jobs.proto"], &["proto"])?;
     Ok(())
 }

@@ -12,12 +12,15 @@
 //!   [`JOBS_DIR`] (its spec and result), which outlives the application.
 //!
 //! What a job runs is a [`JobSpec`]: DataFusion SQL statements, run in order in one
-//! session; the last statement's rows are the job's result.
+//! session; the last statement's rows are the job's result. A session application
+//! ([`session`]) instead keeps its master and warm executors and runs the jobs its user
+//! sends it, streaming their rows back.
 
 pub mod commit;
 pub mod executor;
 pub mod master;
 pub mod result;
+pub mod session;
 pub mod spec;
 pub mod stores;
 pub mod tls;

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ballista_core::config::TaskSchedulingPolicy;
-use ballista_core::extension::SessionStateExt;
+use ballista_core::extension::{SessionConfigExt, SessionStateExt};
 use ballista_core::serde::protobuf::scheduler_grpc_server::{SchedulerGrpc, SchedulerGrpcServer};
 use ballista_core::serde::protobuf::ExecutorStoppedParams;
 use ballista_core::ConfigProducer;
@@ -100,7 +100,7 @@ pub async fn run(rm: RmClient, nn: Arc<NamenodeClient>, spec: JobSpec, opts: Mas
     let dir = job_dir(&user, &app_id);
     let rm = Arc::new(rm);
     let job = JobCtx { app_id: app_id.clone(), attempt: reg.attempt, dir: dir.clone() };
-    let outcome = match prepare_and_run(&rm, nn.clone(), &spec, &opts, &job).await {
+    let outcome = match prepare_and_run(&rm, nn.clone(), &spec, &opts, job).await {
         Ok(msg) => Outcome { succeeded: true, message: msg },
         Err(e) => Outcome { succeeded: false, message: e.to_string() },
     };
@@ -158,10 +158,11 @@ async fn write_job_files(nn: &Arc<NamenodeClient>, dir: &str, spec: &JobSpec, tl
 }
 
 /// Which run of which job this is, and its directory.
-struct JobCtx {
-    app_id: String,
-    attempt: u32,
-    dir: String,
+#[derive(Clone)]
+pub(crate) struct JobCtx {
+    pub(crate) app_id: String,
+    pub(crate) attempt: u32,
+    pub(crate) dir: String,
 }
 
 async fn prepare_and_run(
@@ -169,24 +170,25 @@ async fn prepare_and_run(
     nn: Arc<NamenodeClient>,
     spec: &JobSpec,
     opts: &MasterOptions,
-    job: &JobCtx,
+    job: JobCtx,
 ) -> Result<String> {
-    let (app_id, dir) = (job.app_id.as_str(), job.dir.as_str());
+    let (app_id, dir) = (job.app_id.clone(), job.dir.clone());
     spec.check_shape()?;
     debug_assert!(dir.starts_with(JOBS_DIR));
-    let tls = JobTls::generate(app_id)?;
-    write_job_files(&nn, dir, spec, &tls).await?;
+    let tls = JobTls::generate(&app_id)?;
+    write_job_files(&nn, &dir, spec, &tls).await?;
     let stores = TarnStores::new(nn.clone());
     let cancel = CancellationToken::new();
     let _stop = cancel.clone().drop_guard();
-    let (scheduler, addr, jobs) =
-        start_scheduler(&tls, stores.clone(), app_id, &opts.node_host, cancel.clone()).await?;
-    let advertised = format!("{}:{}", opts.node_host, addr.port());
-    tracing::info!(app = %app_id, scheduler = %advertised, "Ballista scheduler serving");
+    let sched = start_scheduler(&tls, stores.clone(), &app_id, &opts.node_host).await?;
+    let port = sched.addr.port();
+    let advertised = format!("{}:{port}", opts.node_host);
+    let statements = if spec.session.is_some() { 0 } else { spec.statements()?.len() };
 
-    // The executors, kept running until the job ends.
+    // The executors, kept running until the job ends (a session's grow and shrink).
     let failed = Arc::new(Mutex::new(None::<String>));
-    let shared = Arc::new(Mutex::new(JobProgress { statements: spec.statements()?.len(), ..Default::default() }));
+    let shared = Arc::new(Mutex::new(JobProgress { statements, ..Default::default() }));
+    let demand = spec.session.as_ref().map(|s| Arc::new(Demand::new(s.min_executors, s.idle_timeout_s)));
     let pool = ExecutorPool {
         rm: rm.clone(),
         spec: spec.clone(),
@@ -195,28 +197,61 @@ async fn prepare_and_run(
             .iter()
             .map(|f| LocalFile { path: format!("{dir}/tls/{f}"), name: f.to_string(), executable: false })
             .collect(),
-        scheduler: scheduler.clone(),
+        scheduler: sched.scheduler.clone(),
         failed: failed.clone(),
         shared: shared.clone(),
+        demand: demand.clone(),
     };
     let pool_task = tokio::spawn(pool.run(cancel.clone()));
     let reporter = Reporter {
         nn: nn.clone(),
-        dir: dir.to_string(),
-        scheduler: scheduler.clone(),
+        dir: dir.clone(),
+        scheduler: sched.scheduler.clone(),
         shared: shared.clone(),
         started: std::time::Instant::now(),
     };
     let reporter = tokio::spawn(reporter.run(cancel.clone()));
 
-    // The statements, through a Ballista session against our own scheduler.
-    let state = session_state(stores, session_config(Some(&tls)))?
-        .upgrade_for_ballista(format!("https://127.0.0.1:{}", addr.port()))?;
-    // `SELECT * FROM 's3://bucket/path/'`: paths as tables, as in DataFusion's CLI.
-    let ctx = SessionContext::new_with_state(state).enable_url_table();
-    let run = run_statements(&ctx, spec, nn.clone(), job, &shared, jobs.as_ref());
+    let engine = Engine {
+        nn: nn.clone(),
+        stores,
+        tls: tls.clone(),
+        scheduler_url: format!("https://127.0.0.1:{port}"),
+        scheduler: sched.scheduler.clone(),
+        jobs: sched.jobs.clone(),
+        shared: shared.clone(),
+        job,
+    };
+    let stopped = CancellationToken::new();
+    let session = demand.map(|d| crate::session::SessionService::new(engine.clone(), d, stopped.clone()));
+    serve(sched, &tls, session, cancel.clone())?;
+    tracing::info!(app = %app_id, scheduler = %advertised, "Ballista scheduler serving");
+
+    let work = async {
+        match &spec.session {
+            Some(s) => {
+                crate::session::advertise(&nn, &dir, &advertised, engine.job.attempt).await?;
+                tracing::info!(app = %app_id, session = %s.name, address = %advertised, "session open");
+                stopped.cancelled().await;
+                Ok("the session was stopped".to_string())
+            }
+            None => {
+                let stmts = spec.statements()?.into_iter().map(Stmt::Sql).collect();
+                let ctx = engine.context(&app_id)?;
+                let staging = format!("{dir}/{STAGING}/a{}", engine.job.attempt);
+                let ran = engine.run_statements(&ctx, stmts, &app_id, &staging, &shared).await?;
+                let Some((schema, batches)) = ran.last else { return Ok("done (no query)".into()) };
+                let kept = crate::result::write(nn.clone(), &dir, schema, &batches).await?;
+                Ok(if kept.dropped > 0 {
+                    format!("{} rows ({} kept as the result)", kept.rows + kept.dropped, kept.rows)
+                } else {
+                    format!("{} rows", kept.rows)
+                })
+            }
+        }
+    };
     let out = tokio::select! {
-        r = run => r,
+        r = work => r,
         r = pool_task => match r {
             Ok(()) => Err(JobError::Run(failed.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_else(|| "the executors stopped".into()))),
             Err(e) => Err(JobError::Run(format!("the executor pool: {e}"))),
@@ -226,7 +261,7 @@ async fn prepare_and_run(
     // Its final counts, before the application ends.
     let _ = tokio::time::timeout(Duration::from_secs(5), reporter).await;
     // What this attempt staged and did not publish (it failed, or a run was not trusted).
-    if let Err(e) = nn.delete(&format!("{dir}/{STAGING}/a{}", job.attempt), true, None).await {
+    if let Err(e) = nn.delete(&format!("{dir}/{STAGING}/a{}", engine.job.attempt), true, None).await {
         tracing::warn!(error = %e, "could not remove the job's staging directory");
     }
     out
@@ -235,124 +270,200 @@ async fn prepare_and_run(
 /// Runs of one statement (the first and the ones after a lost executor) before the job fails.
 const MAX_STATEMENT_RUNS: u32 = 3;
 
-/// Stages run again, summed over the Ballista jobs that started after `before` was taken.
-async fn stages_run_again(jobs: &dyn JobState, before: &std::collections::HashSet<ballista_core::JobId>) -> usize {
-    let mut n = 0;
-    for id in jobs.get_all_jobs().await.unwrap_or_default().difference(before) {
-        if let Ok(Some(graph)) = jobs.get_execution_graph(id).await {
-            n += graph.stages().values().map(stage_attempt).sum::<usize>();
-        }
-    }
-    n
-}
-
 /// Where a job's outputs are staged, in its directory (see [`crate::commit`]):
-/// `staging/a<attempt>/s<statement>r<run>/`.
-const STAGING: &str = "staging";
+/// `staging/a<attempt>/[<run>/]s<statement>r<run>/`.
+pub(crate) const STAGING: &str = "staging";
 
-async fn run_statements(
-    ctx: &SessionContext,
-    spec: &JobSpec,
-    nn: Arc<NamenodeClient>,
-    job: &JobCtx,
-    shared: &Mutex<JobProgress>,
-    jobs: &dyn JobState,
-) -> Result<String> {
-    let stmts = spec.statements()?;
-    let n = stmts.len();
-    let staging = format!("{}/{STAGING}", job.dir);
-    let mut outputs = Vec::new();
-    let mut last: Option<(datafusion::arrow::datatypes::SchemaRef, Vec<RecordBatch>)> = None;
-    for (i, stmt) in stmts.into_iter().enumerate() {
-        let which = if n == 1 { String::new() } else { format!("statement {} of {n}: ", i + 1) };
-        shared.lock().unwrap_or_else(|p| p.into_inner()).statement = i + 1;
-        let plan = ctx.state().statement_to_plan(stmt).await.map_err(|e| JobError::Plan(format!("{which}{e}")))?;
-        let ddl = matches!(plan, LogicalPlan::Ddl(_));
-        // What may run again: a query, or a COPY into the cluster (staged). An INSERT or a
-        // COPY elsewhere writes in place and would write twice.
-        let writes_in_place = matches!(plan, LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::Copy(_));
-        let mut run = 0u32;
-        let (schema, batches) = loop {
-            run += 1;
-            // Each run of a COPY writes a staging path of its own: a straggler of an
-            // earlier run writes nowhere this run publishes.
-            let mut plan = plan.clone();
-            let mut output = None;
-            if let LogicalPlan::Copy(copy) = &mut plan {
-                let staging = format!("{staging}/a{}/s{}r{run}", job.attempt, i + 1);
-                if let Some(o) = crate::commit::stage(copy, &staging, &job.app_id, i + 1)? {
-                    crate::commit::check_target(&nn, &o.target, Some(&o.tag))
-                        .await
-                        .map_err(|e| JobError::Plan(format!("{which}{e}")))?;
-                    output = Some(o);
-                }
-            }
-            let rerunnable = !writes_in_place || output.is_some();
-            let before = jobs.get_all_jobs().await.unwrap_or_default();
-            let lost_before = shared.lock().unwrap_or_else(|p| p.into_inner()).executors_lost;
-            let df = ctx.execute_logical_plan(plan).await.map_err(|e| JobError::Run(format!("{which}{e}")))?;
-            let schema = Arc::new(df.schema().as_arrow().clone());
-            let batches = df.collect().await.map_err(|e| JobError::Run(format!("{which}{e}")))?;
-            // Ballista's recovery of a lost executor's map output can count rows twice
-            // (a stage rolled back and run again while its first run's output stays
-            // registered: seen here as inflated sums after a worker's SIGKILL), and a
-            // writing task run again after its executor was lost leaves the files its
-            // first run finished. Rows of a run that ran any stage again, or lost an
-            // executor, are not trusted: the statement runs again.
-            let rerun = stages_run_again(jobs, &before).await;
-            let lost = shared.lock().unwrap_or_else(|p| p.into_inner()).executors_lost - lost_before;
-            if rerun == 0 && lost == 0 {
-                outputs.extend(output);
-                break (schema, batches);
-            }
-            if !rerunnable {
-                return Err(JobError::Run(format!(
-                    "{which}an executor was lost while it wrote in place: run the job again \
-                     (only queries and COPY into the cluster are run again by the job)"
-                )));
-            }
-            if run >= MAX_STATEMENT_RUNS {
-                return Err(JobError::Run(format!(
-                    "{which}executors were lost in each of {MAX_STATEMENT_RUNS} runs of the statement"
-                )));
-            }
-            tracing::warn!(
-                statement = i + 1,
-                stages = rerun,
-                executors_lost = lost,
-                "an executor was lost or stages were run again: running the statement again"
-            );
-            shared.lock().unwrap_or_else(|p| p.into_inner()).statement_reruns += 1;
-        };
-        if !ddl {
-            last = Some((schema, batches));
-        }
-    }
-    // Every statement succeeded: the outputs appear, each in one step, once every target
-    // is still free (a target taken meanwhile fails the job before anything appears).
-    for o in &outputs {
-        crate::commit::check_target(&nn, &o.target, Some(&o.tag)).await?;
-    }
-    for o in &outputs {
-        crate::commit::publish(&nn, o).await?;
-    }
-    let Some((schema, batches)) = last else { return Ok("done (no query)".into()) };
-    let kept = crate::result::write(nn, &job.dir, schema, &batches).await?;
-    Ok(if kept.dropped > 0 {
-        format!("{} rows ({} kept as the result)", kept.rows + kept.dropped, kept.rows)
-    } else {
-        format!("{} rows", kept.rows)
-    })
+/// One statement of a job: SQL, or a plan made elsewhere (a programmatic client's).
+pub(crate) enum Stmt {
+    Sql(datafusion::sql::parser::Statement),
+    Plan(LogicalPlan),
 }
 
-/// Starts the Ballista scheduler, served on the job's TLS on every interface, port 0.
+/// What a job's statements left: the last query's rows.
+pub(crate) struct Ran {
+    pub(crate) last: Option<(datafusion::arrow::datatypes::SchemaRef, Vec<RecordBatch>)>,
+}
+
+/// What runs jobs in an application: its scheduler, its executors' counts, its record.
+#[derive(Clone)]
+pub(crate) struct Engine {
+    pub(crate) nn: Arc<NamenodeClient>,
+    stores: Arc<TarnStores>,
+    tls: JobTls,
+    /// Where this process reaches its own scheduler.
+    scheduler_url: String,
+    pub(crate) scheduler: Scheduler,
+    jobs: Arc<dyn JobState>,
+    /// The application's counts (executors running and lost).
+    pub(crate) shared: Arc<Mutex<JobProgress>>,
+    pub(crate) job: JobCtx,
+}
+
+impl Engine {
+    /// A fresh Ballista session against the application's scheduler; its Ballista jobs
+    /// are named `label`.
+    pub(crate) fn context(&self, label: &str) -> Result<SessionContext> {
+        let config = session_config(Some(&self.tls)).with_ballista_job_name(label);
+        let state = session_state(self.stores.clone(), config)?.upgrade_for_ballista(self.scheduler_url.clone())?;
+        // `SELECT * FROM 's3://bucket/path/'`: paths as tables, as in DataFusion's CLI.
+        Ok(SessionContext::new_with_state(state).enable_url_table())
+    }
+
+    /// Ballista stages of the jobs named `label`: done, and planned so far.
+    pub(crate) async fn stages(&self, label: &str) -> (usize, usize) {
+        let (mut done, mut stages) = (0, 0);
+        for j in self.scheduler.state.task_manager.get_all_jobs().await.unwrap_or_default() {
+            if j.job_name == label {
+                stages += j.num_stages;
+                done += j.completed_stages;
+            }
+        }
+        (done, stages)
+    }
+
+    /// Stages run again, summed over the Ballista jobs named `label` that started after
+    /// `before` was taken.
+    async fn stages_run_again(&self, label: &str, before: &std::collections::HashSet<ballista_core::JobId>) -> usize {
+        let named: std::collections::HashSet<_> = self
+            .scheduler
+            .state
+            .task_manager
+            .get_all_jobs()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|j| j.job_name == label)
+            .map(|j| j.job_id)
+            .collect();
+        let mut n = 0;
+        for id in self.jobs.get_all_jobs().await.unwrap_or_default().difference(before) {
+            if !named.contains(id) {
+                continue;
+            }
+            if let Ok(Some(graph)) = self.jobs.get_execution_graph(id).await {
+                n += graph.stages().values().map(stage_attempt).sum::<usize>();
+            }
+        }
+        n
+    }
+
+    /// Runs `stmts` in order in `ctx` (whose Ballista jobs are named `label`), staging
+    /// COPY outputs under `staging` and publishing them once all succeeded; `progress`
+    /// gets the statement running and the statements run again.
+    pub(crate) async fn run_statements(
+        &self,
+        ctx: &SessionContext,
+        stmts: Vec<Stmt>,
+        label: &str,
+        staging: &str,
+        progress: &Mutex<JobProgress>,
+    ) -> Result<Ran> {
+        let nn = &self.nn;
+        let n = stmts.len();
+        let mut outputs = Vec::new();
+        let mut last = None;
+        for (i, stmt) in stmts.into_iter().enumerate() {
+            let which = if n == 1 { String::new() } else { format!("statement {} of {n}: ", i + 1) };
+            progress.lock().unwrap_or_else(|p| p.into_inner()).statement = i + 1;
+            let plan = match stmt {
+                Stmt::Sql(stmt) => {
+                    ctx.state().statement_to_plan(stmt).await.map_err(|e| JobError::Plan(format!("{which}{e}")))?
+                }
+                Stmt::Plan(plan) => plan,
+            };
+            let ddl = matches!(plan, LogicalPlan::Ddl(_));
+            // What may run again: a query, or a COPY into the cluster (staged). An INSERT or
+            // a COPY elsewhere writes in place and would write twice.
+            let writes_in_place = matches!(plan, LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::Copy(_));
+            let mut run = 0u32;
+            let (schema, batches) = loop {
+                run += 1;
+                // Each run of a COPY writes a staging path of its own: a straggler of an
+                // earlier run writes nowhere this run publishes.
+                let mut plan = plan.clone();
+                let mut output = None;
+                if let LogicalPlan::Copy(copy) = &mut plan {
+                    let staging = format!("{staging}/s{}r{run}", i + 1);
+                    if let Some(o) = crate::commit::stage(copy, &staging, label, i + 1)? {
+                        crate::commit::check_target(nn, &o.target, Some(&o.tag))
+                            .await
+                            .map_err(|e| JobError::Plan(format!("{which}{e}")))?;
+                        output = Some(o);
+                    }
+                }
+                let rerunnable = !writes_in_place || output.is_some();
+                let before = self.jobs.get_all_jobs().await.unwrap_or_default();
+                let lost_before = self.shared.lock().unwrap_or_else(|p| p.into_inner()).executors_lost;
+                let df = ctx.execute_logical_plan(plan).await.map_err(|e| JobError::Run(format!("{which}{e}")))?;
+                let schema = Arc::new(df.schema().as_arrow().clone());
+                let batches = df.collect().await.map_err(|e| JobError::Run(format!("{which}{e}")))?;
+                // Ballista's recovery of a lost executor's map output can count rows twice
+                // (a stage rolled back and run again while its first run's output stays
+                // registered: seen here as inflated sums after a worker's SIGKILL), and a
+                // writing task run again after its executor was lost leaves the files its
+                // first run finished. Rows of a run that ran any stage again, or lost an
+                // executor, are not trusted: the statement runs again.
+                let rerun = self.stages_run_again(label, &before).await;
+                let lost = self.shared.lock().unwrap_or_else(|p| p.into_inner()).executors_lost - lost_before;
+                if rerun == 0 && lost == 0 {
+                    outputs.extend(output);
+                    break (schema, batches);
+                }
+                if !rerunnable {
+                    return Err(JobError::Run(format!(
+                        "{which}an executor was lost while it wrote in place: run the job again \
+                         (only queries and COPY into the cluster are run again by the job)"
+                    )));
+                }
+                if run >= MAX_STATEMENT_RUNS {
+                    return Err(JobError::Run(format!(
+                        "{which}executors were lost in each of {MAX_STATEMENT_RUNS} runs of the statement"
+                    )));
+                }
+                tracing::warn!(
+                    job = %label,
+                    statement = i + 1,
+                    stages = rerun,
+                    executors_lost = lost,
+                    "an executor was lost or stages were run again: running the statement again"
+                );
+                progress.lock().unwrap_or_else(|p| p.into_inner()).statement_reruns += 1;
+            };
+            if !ddl {
+                last = Some((schema, batches));
+            }
+        }
+        // Every statement succeeded: the outputs appear, each in one step, once every
+        // target is still free (a target taken meanwhile fails the job before anything
+        // appears).
+        for o in &outputs {
+            crate::commit::check_target(nn, &o.target, Some(&o.tag)).await?;
+        }
+        for o in &outputs {
+            crate::commit::publish(nn, o).await?;
+        }
+        Ok(Ran { last })
+    }
+}
+
+/// The scheduler, not yet served.
+pub(crate) struct Sched {
+    scheduler: Scheduler,
+    listener: tokio::net::TcpListener,
+    pub(crate) addr: SocketAddr,
+    jobs: Arc<dyn JobState>,
+    max_encoding: usize,
+    max_decoding: usize,
+}
+
+/// Makes the Ballista scheduler, on a port of every interface (not yet served).
 pub(crate) async fn start_scheduler(
     tls: &JobTls,
     stores: Arc<TarnStores>,
     app_id: &str,
     node_host: &str,
-    cancel: CancellationToken,
-) -> Result<(Scheduler, SocketAddr, Arc<dyn JobState>)> {
+) -> Result<Sched> {
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0")
         .await
         .map_err(|e| JobError::Io { what: "bind the scheduler's port".into(), source: e })?;
@@ -382,20 +493,39 @@ pub(crate) async fn start_scheduler(
     let scheduler: Scheduler = create_scheduler(cluster, Arc::new(config.clone()))
         .await
         .map_err(|e| JobError::Run(format!("start the Ballista scheduler: {e}")))?;
-    let service = SchedulerGrpcServer::new(scheduler.clone())
-        .max_encoding_message_size(config.grpc_server_max_encoding_message_size as usize)
-        .max_decoding_message_size(config.grpc_server_max_decoding_message_size as usize);
+    Ok(Sched {
+        scheduler,
+        listener,
+        addr,
+        jobs,
+        max_encoding: config.grpc_server_max_encoding_message_size as usize,
+        max_decoding: config.grpc_server_max_decoding_message_size as usize,
+    })
+}
+
+/// Serves the scheduler (and a session's service beside it) on the job's TLS until
+/// `cancel`.
+pub(crate) fn serve(
+    sched: Sched,
+    tls: &JobTls,
+    session: Option<crate::session::SessionService>,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let service = SchedulerGrpcServer::new(sched.scheduler.clone())
+        .max_encoding_message_size(sched.max_encoding)
+        .max_decoding_message_size(sched.max_decoding);
     let server = tonic::transport::Server::builder()
         .tls_config(tls.server_config())
         .map_err(|e| JobError::Tls(format!("the scheduler's TLS: {e}")))?
-        .add_service(service);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        .add_service(service)
+        .add_optional_service(session.map(crate::session::server));
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(sched.listener);
     tokio::spawn(async move {
         if let Err(e) = server.serve_with_incoming_shutdown(incoming, cancel.cancelled_owned()).await {
             tracing::warn!(error = %e, "the Ballista scheduler's server stopped");
         }
     });
-    Ok((scheduler, addr, jobs))
+    Ok(())
 }
 
 fn executor_command(opts: &MasterOptions, scheduler: &str, spec: &JobSpec) -> Vec<String> {
@@ -414,7 +544,61 @@ fn executor_command(opts: &MasterOptions, scheduler: &str, spec: &JobSpec) -> Ve
     ]
 }
 
-/// Keeps `spec.executors` executor containers running until cancelled.
+/// When a session wants executors: while jobs run (or ran less than the idle timeout
+/// ago) as many as their waiting tasks need, up to the spec's `executors`; otherwise its
+/// least (Spark's dynamic allocation). Executors are released only when no job has run
+/// for the idle timeout, so no job loses map output it still needs.
+pub(crate) struct Demand {
+    min: u32,
+    idle: Duration,
+    /// Jobs running, and when the last one ended.
+    active: Mutex<(usize, std::time::Instant)>,
+}
+
+impl Demand {
+    pub(crate) fn new(min: u32, idle_timeout_s: u64) -> Demand {
+        Demand { min, idle: Duration::from_secs(idle_timeout_s), active: Mutex::new((0, std::time::Instant::now())) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, std::time::Instant)> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A job started; the returned guard marks its end when dropped.
+    pub(crate) fn begin(self: &Arc<Self>) -> DemandGuard {
+        self.lock().0 += 1;
+        DemandGuard(self.clone())
+    }
+
+    /// Executors wanted now, with `running` running and `waiting` tasks that no executor
+    /// has taken, each executor running `vcores` tasks, at most `max`.
+    fn want(&self, running: u32, waiting: usize, vcores: u32, max: u32) -> u32 {
+        let (jobs, ended) = *self.lock();
+        let busy = jobs > 0 || ended.elapsed() < self.idle;
+        let want = if !busy {
+            self.min
+        } else if waiting > 0 {
+            running + (waiting as u32).div_ceil(vcores.max(1))
+        } else {
+            running
+        };
+        want.clamp(self.min, max.max(self.min))
+    }
+}
+
+/// Marks a session's job ended when dropped.
+pub(crate) struct DemandGuard(Arc<Demand>);
+
+impl Drop for DemandGuard {
+    fn drop(&mut self) {
+        let mut a = self.0.lock();
+        a.0 = a.0.saturating_sub(1);
+        a.1 = std::time::Instant::now();
+    }
+}
+
+/// Keeps the job's executor containers running until cancelled: `spec.executors`, or
+/// for a session as many as its [`Demand`] wants.
 struct ExecutorPool {
     rm: Arc<RmClient>,
     spec: JobSpec,
@@ -425,6 +609,8 @@ struct ExecutorPool {
     failed: Arc<Mutex<Option<String>>>,
     /// Where it counts executors running and lost.
     shared: Arc<Mutex<JobProgress>>,
+    /// A session's demand (a job's executors are fixed).
+    demand: Option<Arc<Demand>>,
 }
 
 impl ExecutorPool {
@@ -436,7 +622,7 @@ impl ExecutorPool {
     }
 
     async fn keep(&self, cancel: CancellationToken) -> std::result::Result<(), String> {
-        let want = self.spec.executors;
+        // Executors released for want of demand leave this map first: their end is no loss.
         let mut running: BTreeMap<String, String> = BTreeMap::new();
         let mut failures = 0u32;
         let mut response_id = 0u64;
@@ -447,6 +633,20 @@ impl ExecutorPool {
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
                 _ = tick.tick() => {}
+            }
+            let want = match &self.demand {
+                None => self.spec.executors,
+                Some(d) => {
+                    let waiting = self.waiting_tasks().await;
+                    d.want(running.len() as u32, waiting, self.spec.vcores, self.spec.executors)
+                }
+            };
+            // Idle executors above the session's least go (the newest first).
+            while running.len() as u32 > want {
+                let Some((cid, _)) = running.pop_last() else { break };
+                tracing::info!(container = %cid, "releasing an idle executor");
+                self.stopped(&cid, "released: the session was idle").await;
+                release.push(cid);
             }
             let ask = ContainerAsk {
                 ask_id: 1,
@@ -517,6 +717,16 @@ impl ExecutorPool {
                 }
             }
         }
+    }
+
+    /// Tasks of running Ballista jobs that wait for an executor.
+    async fn waiting_tasks(&self) -> usize {
+        let tm = &self.scheduler.state.task_manager;
+        let mut n = 0;
+        for id in tm.get_running_job_cache().keys() {
+            n += tm.get_available_task_count(id).await.unwrap_or(0);
+        }
+        n
     }
 
     /// Tells the scheduler that executor `id` is gone: its running tasks and its map
@@ -601,5 +811,32 @@ fn stage_attempt(s: &ballista_scheduler::state::execution_stage::ExecutionStage)
         S::Running(x) => x.stage_attempt_num,
         S::Successful(x) => x.stage_attempt_num,
         S::Failed(x) => x.stage_attempt_num,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_grows_while_tasks_wait_and_shrinks_only_when_idle() {
+        let d = Arc::new(Demand::new(1, 0));
+        // Idle (a timeout of 0): its least, whatever runs.
+        assert_eq!(d.want(3, 0, 1, 4), 1);
+        let job = d.begin();
+        // 5 tasks waiting, 2 cores an executor: 3 more, but at most 4 in all.
+        assert_eq!(d.want(1, 5, 2, 4), 4);
+        assert_eq!(d.want(1, 2, 2, 4), 2);
+        // Nothing waits while the job runs: what runs stays (map output lives there).
+        assert_eq!(d.want(3, 0, 2, 4), 3);
+        drop(job);
+        assert_eq!(d.want(3, 0, 2, 4), 1);
+
+        // Within the idle timeout after a job, nothing is released.
+        let d = Arc::new(Demand::new(0, 3600));
+        drop(d.begin());
+        assert_eq!(d.want(2, 0, 1, 4), 2);
+        // A least above the most is the least.
+        assert_eq!(Demand::new(2, 0).want(0, 0, 1, 1), 2);
     }
 }

@@ -35,6 +35,22 @@ pub struct JobSpec {
     /// `spark.executor.memoryOverhead`): the process, its buffers, gRPC.
     #[serde(default = "default_overhead")]
     pub overhead_mib: u64,
+    /// Set for a session application: no statements of its own; it runs the jobs its user
+    /// sends ([`crate::session`]) on executors it grows and shrinks with demand
+    /// (`executors` is then their most).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionOpts>,
+}
+
+/// What makes an application a session (see [`JobSpec::session`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionOpts {
+    /// The session's name (`tarn job submit --session NAME`); one running per user and name.
+    pub name: String,
+    /// Executors kept warm while no job runs.
+    pub min_executors: u32,
+    /// Executors above the least are released after this long without a job (seconds).
+    pub idle_timeout_s: u64,
 }
 
 fn default_overhead() -> u64 {
@@ -52,6 +68,16 @@ impl JobSpec {
             vcores: 1,
             memory_mib: 1024,
             overhead_mib: crate::executor::OVERHEAD_MIB,
+            session: None,
+        }
+    }
+
+    /// A session application's spec: up to `max_executors` executors, `min` kept warm.
+    pub fn session(name: impl Into<String>, min: u32, max_executors: u32, idle_timeout_s: u64) -> JobSpec {
+        JobSpec {
+            executors: max_executors,
+            session: Some(SessionOpts { name: name.into(), min_executors: min, idle_timeout_s }),
+            ..JobSpec::new("")
         }
     }
 
@@ -78,6 +104,23 @@ impl JobSpec {
         }
         if self.vcores == 0 {
             return Err(JobError::Invalid("an executor needs at least one core".into()));
+        }
+        if let Some(s) = &self.session {
+            if s.min_executors > self.executors {
+                return Err(JobError::Invalid(format!(
+                    "a session keeps at least {} executors warm but may have only {}",
+                    s.min_executors, self.executors
+                )));
+            }
+            if s.name.is_empty()
+                || s.name.len() > 64
+                || !s.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(JobError::Invalid(format!(
+                    "session name {:?}: 1 to 64 letters, digits, '-', '_' or '.'",
+                    s.name
+                )));
+            }
         }
         if self.memory_mib < self.overhead_mib + 16 {
             return Err(JobError::Invalid(format!(

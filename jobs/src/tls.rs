@@ -219,8 +219,9 @@ mod tests {
             .unwrap();
         let stores = crate::stores::TarnStores::new(std::sync::Arc::new(nn));
         let cancel = CancellationToken::new();
-        let (_sched, addr, _jobs) =
-            crate::master::start_scheduler(&job, stores, "app-1", "127.0.0.1", cancel.clone()).await.unwrap();
+        let sched = crate::master::start_scheduler(&job, stores, "app-1", "127.0.0.1").await.unwrap();
+        let addr = sched.addr;
+        crate::master::serve(sched, &job, None, cancel.clone()).unwrap();
         let work = tempfile::tempdir().unwrap();
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let shuffle = l.local_addr().unwrap().port();

@@ -26,6 +26,12 @@ pub mod rm {
     tonic::include_proto!("tarn.rm.v1");
 }
 
+/// A session application's master: jobs sent to its warm executors.
+pub mod jobs {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("tarn.jobs.v1");
+}
+
 /// Block storage: datanode-to-namenode protocol and block data transfer.
 pub mod datanode {
     #![allow(clippy::all, missing_docs)]

@@ -65,6 +65,18 @@ enum JobCmd {
         /// Follow the job to its end, then print its result; exit 0 only if it succeeded.
         #[arg(long)]
         wait: bool,
+        /// Run it on your running session of this name (`tarn job session start`): its
+        /// warm executors start at once, and the rows come back here (always waits; the
+        /// executor options above are the session's).
+        #[arg(long, conflicts_with_all = ["wait", "name", "queue"])]
+        session: Option<String>,
+    },
+    /// Session applications: a master with warm executors that runs many jobs (`tarn
+    /// job submit --session NAME`), growing its executors while tasks wait and releasing
+    /// them when idle.
+    Session {
+        #[command(subcommand)]
+        cmd: SessionCmd,
     },
     /// A job's state and diagnostics.
     Status { app_id: String },
@@ -96,6 +108,202 @@ enum JobCmd {
         #[arg(long, default_value_t = tarn_jobs::executor::OVERHEAD_MIB)]
         overhead_mib: u64,
     },
+}
+
+#[derive(clap::Subcommand)]
+enum SessionCmd {
+    /// Start a session and wait until it serves.
+    Start {
+        /// Its name (one running per user and name).
+        #[arg(default_value = "default")]
+        name: String,
+        /// Executors kept warm while no job runs.
+        #[arg(long, default_value_t = 1)]
+        min_executors: u32,
+        /// Executors it may grow to while tasks wait.
+        #[arg(long, default_value_t = 4)]
+        max_executors: u32,
+        /// Executors above the least are released after this long without a job.
+        #[arg(long, default_value_t = 60)]
+        idle_timeout_s: u64,
+        /// The leaf queue (default: `default`).
+        #[arg(long, default_value = "")]
+        queue: String,
+        /// Cores of each executor.
+        #[arg(long, default_value_t = 1)]
+        vcores: u32,
+        /// Memory of each executor (MiB).
+        #[arg(long, default_value_t = 1024)]
+        memory_mib: u64,
+        /// What of each executor's memory stays outside DataFusion's pool (MiB).
+        #[arg(long, default_value_t = tarn_jobs::executor::OVERHEAD_MIB)]
+        memory_overhead_mib: u64,
+        /// Memory of the session's master (MiB).
+        #[arg(long, default_value_t = 1024)]
+        master_memory_mib: u64,
+        #[arg(long)]
+        tarn_bin: Option<String>,
+    },
+    /// Stop a session: its application finishes and its containers stop.
+    Stop {
+        #[arg(default_value = "default")]
+        name: String,
+    },
+    /// Your sessions.
+    List,
+}
+
+/// Submits the application of `spec` (a job or a session) named `name`.
+async fn submit_app(
+    rm: &tarn_client::rm::RmClient,
+    name: String,
+    queue: String,
+    spec: &JobSpec,
+    master_memory_mib: u64,
+    tarn_bin: Option<String>,
+) -> anyhow::Result<String> {
+    let bin = tarn_bin.unwrap_or_else(|| "tarn".into());
+    let command = vec![bin.clone(), "job".into(), "master".into(), "--tarn-bin".into(), bin, spec.to_arg()];
+    let sub = AppSubmission {
+        name,
+        queue,
+        am_resources: Resources::new(1, master_memory_mib),
+        am_spec: ContainerSpec { command, env: Default::default(), files: Vec::new() },
+        max_attempts: 0,
+        submission_id: String::new(),
+    };
+    Ok(rm.submit(&sub).await?)
+}
+
+/// How long `tarn job session start` waits for the session to serve.
+const SESSION_OPEN_WAIT: Duration = Duration::from_secs(180);
+
+async fn session(cmd: SessionCmd, conn: &ClientOpts) -> anyhow::Result<u8> {
+    let rm = conn.connect_rm()?;
+    match cmd {
+        SessionCmd::Start {
+            name,
+            min_executors,
+            max_executors,
+            idle_timeout_s,
+            queue,
+            vcores,
+            memory_mib,
+            memory_overhead_mib,
+            master_memory_mib,
+            tarn_bin,
+        } => {
+            let spec = JobSpec {
+                vcores,
+                memory_mib,
+                overhead_mib: memory_overhead_mib,
+                ..JobSpec::session(&name, min_executors, max_executors, idle_timeout_s)
+            };
+            spec.check_shape()?;
+            if let Some(app) = tarn_jobs::session::find(&rm, &name).await? {
+                anyhow::bail!("session {name:?} is already {} as {}", app.state.as_str(), app.app_id);
+            }
+            let app_name = format!("{}{name}", tarn_jobs::session::SESSION_PREFIX);
+            let id = submit_app(&rm, app_name, queue, &spec, master_memory_mib, tarn_bin).await?;
+            let nn = Arc::new(conn.connect()?);
+            let pb = spinner();
+            pb.set_message(format!("{id}: starting session {name:?}"));
+            let deadline = tokio::time::Instant::now() + SESSION_OPEN_WAIT;
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            let client = loop {
+                tick.tick().await;
+                pb.tick();
+                let r = rm.application(&id).await.with_context(|| format!("follow {id}"))?;
+                if r.state.is_final() {
+                    pb.finish_and_clear();
+                    anyhow::bail!("{id}: {} before it served: {}", r.state.as_str(), r.diagnostics);
+                }
+                if r.state == AppState::Running {
+                    if let Some(c) = tarn_jobs::session::SessionClient::connect_app(nn.clone(), &r.user, &id).await? {
+                        break c;
+                    }
+                }
+                if tokio::time::Instant::now() > deadline {
+                    pb.finish_and_clear();
+                    anyhow::bail!(
+                        "{id}: not serving after {} s (it is {})",
+                        SESSION_OPEN_WAIT.as_secs(),
+                        r.state.as_str()
+                    );
+                }
+            };
+            pb.finish_and_clear();
+            outln!("{id}")?;
+            eprintln!("session {name:?} serves at {}: tarn job submit --session {name} --sql \"...\"", client.address);
+            Ok(0)
+        }
+        SessionCmd::Stop { name } => {
+            let Some(app) = tarn_jobs::session::find(&rm, &name).await? else {
+                anyhow::bail!("no session {name:?} of yours is running");
+            };
+            let nn = Arc::new(conn.connect()?);
+            let stopped = match tarn_jobs::session::SessionClient::connect_app(nn, &app.user, &app.app_id).await {
+                Ok(Some(mut c)) => c.stop().await.is_ok(),
+                _ => false,
+            };
+            // Not serving (yet, or any more): end it through the resource manager.
+            if !stopped {
+                rm.kill(&app.app_id).await?;
+            }
+            outln!("{}: session {name:?} stopped", app.app_id)?;
+            Ok(0)
+        }
+        SessionCmd::List => {
+            outln!("{:<28} {:<9} {:<20} DIAGNOSTICS", "APPLICATION", "STATE", "SESSION")?;
+            for r in rm.applications(false).await? {
+                if let Some(name) = r.name.strip_prefix(tarn_jobs::session::SESSION_PREFIX) {
+                    outln!("{:<28} {:<9} {:<20} {}", r.app_id, r.state.as_str(), name, r.diagnostics)?;
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn spinner() -> ProgressBar {
+    let pb = ProgressBar::new_spinner();
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    pb
+}
+
+/// Runs `sql` on session `name`, showing its progress, and prints its rows.
+async fn submit_to_session(conn: &ClientOpts, name: &str, sql: &str) -> anyhow::Result<u8> {
+    let rm = conn.connect_rm()?;
+    let nn = Arc::new(conn.connect()?);
+    let mut client = tarn_jobs::session::SessionClient::connect(&rm, nn, name).await?;
+    let pb = spinner();
+    pb.set_message(format!("session {name:?}: starting"));
+    let out = client
+        .run_sql(sql, |p| {
+            pb.set_message(format!(
+                "session {name:?}: statement {}/{}, stages {}/{}, {} executors",
+                p.statement, p.statements, p.stages_done, p.stages, p.executors
+            ))
+        })
+        .await;
+    pb.finish_and_clear();
+    match out {
+        Ok(r) => {
+            if r.schema.is_some() {
+                let table =
+                    datafusion::arrow::util::pretty::pretty_format_batches(&r.batches).context("format the result")?;
+                outln!("{table}")?;
+            }
+            eprintln!("{}: {} in {:.2} s", client.app_id, r.message, r.elapsed_ms as f64 / 1000.0);
+            Ok(0)
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!("session {name:?} ({})", client.app_id))),
+    }
 }
 
 impl JobArgs {
@@ -154,12 +362,16 @@ pub async fn run(a: JobArgs) -> anyhow::Result<u8> {
             master_memory_mib,
             tarn_bin,
             wait,
+            session,
         } => {
             let sql = match (sql, file) {
                 (Some(s), _) => s,
                 (None, Some(f)) => std::fs::read_to_string(&f).with_context(|| format!("read {}", f.display()))?,
                 (None, None) => anyhow::bail!("--sql or --file: the job's statements"),
             };
+            if let Some(name) = session {
+                return submit_to_session(&a.conn, &name, &sql).await;
+            }
             let spec =
                 JobSpec { executors, vcores, memory_mib, overhead_mib: memory_overhead_mib, ..JobSpec::new(sql) };
             let nn = Arc::new(a.conn.connect()?);
@@ -171,17 +383,7 @@ pub async fn run(a: JobArgs) -> anyhow::Result<u8> {
                 name
             };
             let name = format!("{JOB_PREFIX}{name}");
-            let bin = tarn_bin.unwrap_or_else(|| "tarn".into());
-            let command = vec![bin.clone(), "job".into(), "master".into(), "--tarn-bin".into(), bin, spec.to_arg()];
-            let sub = AppSubmission {
-                name,
-                queue,
-                am_resources: Resources::new(1, master_memory_mib),
-                am_spec: ContainerSpec { command, env: Default::default(), files: Vec::new() },
-                max_attempts: 0,
-                submission_id: String::new(),
-            };
-            let id = rm.submit(&sub).await?;
+            let id = submit_app(&rm, name, queue, &spec, master_memory_mib, tarn_bin).await?;
             outln!("{id}")?;
             if !wait {
                 return Ok(0);
@@ -193,6 +395,7 @@ pub async fn run(a: JobArgs) -> anyhow::Result<u8> {
             print_result(&rm, &nn, &id, true).await?;
             Ok(0)
         }
+        JobCmd::Session { cmd } => session(cmd, &a.conn).await,
         JobCmd::Status { app_id } => {
             let rm = a.conn.connect_rm()?;
             let r = rm.application(&app_id).await?;
@@ -209,7 +412,11 @@ pub async fn run(a: JobArgs) -> anyhow::Result<u8> {
         JobCmd::List { all } => {
             let rm = a.conn.connect_rm()?;
             outln!("{:<28} {:<9} {:<12} {:<46} DIAGNOSTICS", "JOB", "STATE", "USER", "NAME")?;
-            for r in rm.applications(all).await?.into_iter().filter(|r| r.name.starts_with(JOB_PREFIX)) {
+            for r in
+                rm.applications(all).await?.into_iter().filter(|r| {
+                    r.name.starts_with(JOB_PREFIX) || r.name.starts_with(tarn_jobs::session::SESSION_PREFIX)
+                })
+            {
                 outln!("{:<28} {:<9} {:<12} {:<46} {}", r.app_id, r.state.as_str(), r.user, r.name, r.diagnostics)?;
             }
             Ok(0)
@@ -260,13 +467,7 @@ async fn follow(
     nn: &tarn_client::NamenodeClient,
     id: &str,
 ) -> anyhow::Result<AppState> {
-    let pb = ProgressBar::new_spinner();
-    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    pb.set_style(
-        ProgressStyle::with_template("{spinner} {elapsed} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
+    let pb = spinner();
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let r = loop {
         tick.tick().await;

@@ -531,3 +531,135 @@ async fn a_killed_job_releases_its_containers_and_leaves_no_output() {
     .await;
     assert!(cl.client().get_file_info("/tpch/killed", false).await.unwrap().is_none(), "no output");
 }
+
+/// alice's client of her running session `name`.
+async fn session_client(cl: &Cluster, name: &str) -> tarn_jobs::session::SessionClient {
+    let nn = Arc::new(
+        tarn_client::NamenodeClient::new(&cl.addrs, &tarn_tests::pki().transport(Role::User, "alice")).unwrap(),
+    );
+    let rm = tarn_client::rm::RmClient::new(&cl.rm_addrs, &tarn_tests::pki().transport(Role::User, "alice")).unwrap();
+    tarn_jobs::session::SessionClient::connect(&rm, nn, name).await.unwrap()
+}
+
+fn table(batches: &[RecordBatch]) -> String {
+    datafusion::arrow::util::pretty::pretty_format_batches(batches).unwrap().to_string()
+}
+
+/// A session application keeps one executor warm, runs jobs sent by the CLI (SQL) and
+/// by a programmatic client (a DataFusion logical plan) with DataFusion's answers, grows
+/// to its most executors while tasks wait and shrinks back after its idle timeout, stages
+/// and publishes COPY outputs like a job, answers bad SQL with the reason and goes on
+/// serving, and ends cleanly when stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_runs_many_jobs_on_warm_executors_that_grow_and_shrink() {
+    let data = tempfile::tempdir().unwrap();
+    let cl = Cluster::builder().datanodes(1).workers(2, 0).start().await;
+    let want_join = lineitem(&cl, data.path()).await;
+    let files = purchases(3, 5_000);
+    let local = tempfile::tempdir().unwrap();
+    for (i, f) in files.iter().enumerate() {
+        put_as(&cl, "alice", &format!("/tpch/tx/part-{i}.parquet"), f).await;
+        std::fs::write(local.path().join(format!("part-{i}.parquet")), f).unwrap();
+    }
+    let ctx = SessionContext::new();
+    ctx.register_parquet("tx", local.path().to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+    let want_seed = table(&ctx.sql(SEED_QUERY).await.unwrap().collect().await.unwrap());
+
+    let start = [
+        "session",
+        "start",
+        "s1",
+        "--min-executors",
+        "1",
+        "--max-executors",
+        "2",
+        "--idle-timeout-s",
+        "2",
+        "--memory-mib",
+        "768",
+        "--master-memory-mib",
+        "512",
+    ];
+    let (code, out, err) = job(&cl, "alice", &start).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let app = out.trim().to_string();
+    assert!(err.contains("serves at"), "{err}");
+    let (code, _, err) = job(&cl, "alice", &start).await;
+    assert_ne!(code, 0, "a second session of one name");
+    assert!(err.contains("already"), "{err}");
+    wait_progress(&cl, &app, "one executor warm", |p| p.executors == 1).await;
+
+    // SQL from the CLI: the rows come back here.
+    let sql = format!("CREATE EXTERNAL TABLE tx STORED AS PARQUET LOCATION 's3://tpch/tx/'; {SEED_QUERY}");
+    let (code, out, err) = job(&cl, "alice", &["submit", "--session", "s1", "--sql", &sql]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), want_seed.trim(), "{err}");
+
+    // A self-join of lineitem keeps tasks waiting for seconds: the session grows to two
+    // executors, then after the idle timeout shrinks back to one.
+    let mut client = session_client(&cl, "s1").await;
+    let mut most = 0;
+    let got = client
+        .run_sql(&format!("{LINEITEM_TABLE}; {SELF_JOIN} ORDER BY l_suppkey"), |p| most = most.max(p.executors))
+        .await
+        .unwrap();
+    let want = want_join.sql(&format!("{SELF_JOIN} ORDER BY l_suppkey")).await.unwrap().collect().await.unwrap();
+    assert_eq!(table(&got.batches), table(&want));
+    assert_eq!(most, 2, "the session grew while tasks waited");
+    wait_progress(&cl, &app, "the idle session back to one executor", |p| p.executors == 1).await;
+
+    // A logical plan made by a programmatic client (as Spark Connect will send).
+    let alice_nn = Arc::new(
+        tarn_client::NamenodeClient::new(&cl.addrs, &tarn_tests::pki().transport(Role::User, "alice")).unwrap(),
+    );
+    let planner = SessionContext::new_with_state(
+        tarn_jobs::spec::session_state(
+            tarn_jobs::stores::TarnStores::new(alice_nn.clone()),
+            datafusion::prelude::SessionConfig::new(),
+        )
+        .unwrap(),
+    );
+    planner.register_parquet("tx", "s3://tpch/tx/", ParquetReadOptions::default()).await.unwrap();
+    let plan = planner.sql(SEED_QUERY).await.unwrap().into_optimized_plan().unwrap();
+    let got = client.run_plan(&plan, |_| {}).await.unwrap();
+    assert_eq!(table(&got.batches).trim(), want_seed.trim());
+
+    // A COPY is staged and published as a job's is; the output names the session's job.
+    let copy = format!(
+        "CREATE EXTERNAL TABLE tx STORED AS PARQUET LOCATION 's3://tpch/tx/'; \
+         COPY ({SEED_QUERY}) TO 's3://tpch/top/' STORED AS PARQUET"
+    );
+    client.run_sql(&copy, |_| {}).await.unwrap();
+    let out = alice_nn.get_file_info("/tpch/top", true).await.unwrap().expect("published");
+    let tag = String::from_utf8(out.xattrs[tarn_jobs::commit::OUTPUT_XATTR].clone()).unwrap();
+    assert!(tag.starts_with(&format!("{app}/r")) && tag.ends_with("/2"), "{tag}");
+    assert!(alice_nn.get_file_info("/tpch/top/_SUCCESS", false).await.unwrap().is_some());
+    // The same COPY again: the output is there, so it is refused, and the session serves on.
+    let e = client.run_sql(&copy, |_| {}).await.unwrap_err().to_string();
+    assert!(e.contains("exists"), "{e}");
+    let (code, _, err) = job(&cl, "alice", &["submit", "--session", "s1", "--sql", "SELEC 1"]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("does not parse"), "{err}");
+    let got = client.run_sql("SELECT 41 + 1 AS x", |_| {}).await.unwrap();
+    assert!(table(&got.batches).contains("42"));
+
+    // bob has no session of that name; alice's is hers alone.
+    let (code, _, err) = job(&cl, "bob", &["submit", "--session", "s1", "--sql", "SELECT 1"]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("no session"), "{err}");
+
+    let (code, _, err) = job(&cl, "alice", &["session", "stop", "s1"]).await;
+    assert_eq!(code, 0, "{err}");
+    let rm = cl.rm_client();
+    let r = wait_end(&rm, &app).await;
+    assert_eq!(r.state, tarn_client::rm::AppState::Finished, "{}", r.diagnostics);
+    tarn_tests::wait_for("every container stopped", Duration::from_secs(30), || async {
+        let used: u32 = rm.workers().await.ok()?.iter().map(|w| w.used.vcores).sum();
+        (used == 0).then_some(())
+    })
+    .await;
+    // Nothing staged is left behind.
+    let staging = format!("{}/staging", tarn_jobs::job_dir("alice", &app));
+    let left = alice_nn.list_dir(&staging, "", 100).await.map(|(e, _)| e.len()).unwrap_or(0);
+    assert_eq!(left, 0, "staging left in {staging}");
+}

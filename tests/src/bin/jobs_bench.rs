@@ -9,10 +9,16 @@
 //!   by the total, written as parquet), as `tarn job submit --wait` against DataFusion's
 //!   `COPY` to local disk;
 //! - `tpch`: the 22 TPC-H queries as one job against DataFusion running them in turn;
-//! - `trivial`: `SELECT 1` as a job on a fresh application (submit to result).
+//! - `trivial`: `SELECT 1` as a job on a fresh application (submit to result);
+//! - `session-seed`, `session-tpch`, `session-trivial`: the same on a session application
+//!   started beforehand (`tarn job session start`, one warm executor), sent with `tarn job
+//!   submit --session`;
+//! - `client-trivial`: `SELECT 1` sent to the session by an in-process client
+//!   (`SessionClient`: connect, send, rows back), the path the Spark Connect endpoint takes.
 //!
-//! Each Tarn figure is wall-clock time of the `tarn job` command, so it includes the job's
-//! application starting (master container, scheduler, executor containers).
+//! Each Tarn figure is wall-clock time of the `tarn job` command (or of the client call),
+//! so a fresh application's includes its start (master container, scheduler, executor
+//! containers).
 //!
 //! `cargo build --release --bin tarn --bin jobs-bench`, then
 //! `jobs-bench --scale 1 --runs 3`; results go into BENCHMARKS.md.
@@ -42,6 +48,13 @@ struct Args {
     /// Memory of the executor (MiB).
     #[arg(long, default_value_t = 8192)]
     memory_mib: u64,
+    /// What to measure, in this order (see the top of this file).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "seed,tpch,trivial,session-trivial,client-trivial,session-seed,session-tpch"
+    )]
+    measures: Vec<String>,
 }
 
 const USER: &str = "bench";
@@ -129,18 +142,66 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let out_dir = tmp.path().join("df-out");
     let mut rows = Vec::new();
-    for what in ["seed", "tpch", "trivial"] {
+    let mut session_open = false;
+    for what in args.measures.iter().map(String::as_str) {
+        let on_session = what.starts_with("session-") || what.starts_with("client-");
+        if on_session && !session_open {
+            // Started after the fresh applications' measures: the worker fits one at a time.
+            let start = [
+                "session",
+                "start",
+                "bench",
+                "--min-executors",
+                "1",
+                "--max-executors",
+                "1",
+                "--vcores",
+                &args.vcores.to_string(),
+                "--memory-mib",
+                &args.memory_mib.to_string(),
+                "--master-memory-mib",
+                "1024",
+            ];
+            let (code, out, err) = run_job(&cl, USER, &start, Duration::from_secs(300)).await;
+            assert_eq!(code, 0, "the session did not start:\n{out}\n{err}");
+            session_open = true;
+        }
         let (mut t_tarn, mut t_df) = (Vec::new(), Vec::new());
         for run in 0..args.runs {
-            let (sql_tarn, df_stmts): (String, Vec<String>) = match what {
+            let base = what.trim_start_matches("session-").trim_start_matches("client-");
+            let (sql_tarn, df_stmts): (String, Vec<String>) = match base {
                 "seed" => (
-                    format!("{ddl}COPY ({SEED}) TO 's3://out/seed-{run}/' STORED AS PARQUET"),
-                    vec![format!("COPY ({SEED}) TO '{}/seed-{run}/' STORED AS PARQUET", out_dir.display())],
+                    format!("{ddl}COPY ({SEED}) TO 's3://out/{what}-{run}/' STORED AS PARQUET"),
+                    vec![format!("COPY ({SEED}) TO '{}/{what}-{run}/' STORED AS PARQUET", out_dir.display())],
                 ),
                 "tpch" => (format!("{ddl}{tpch}"), (1..=22).flat_map(tpch_query).collect()),
-                _ => ("SELECT 1".into(), vec!["SELECT 1".into()]),
+                "trivial" => ("SELECT 1".into(), vec!["SELECT 1".into()]),
+                other => anyhow::bail!("unknown measure {other:?}"),
             };
-            t_tarn.push(tarn(sql_tarn).await);
+            let took = if what.starts_with("client-") {
+                let t = Instant::now();
+                let transport = tarn_tests::pki().transport(tarn_security::Role::User, USER);
+                let nn = std::sync::Arc::new(tarn_client::NamenodeClient::new(&cl.addrs, &transport)?);
+                let rm = tarn_client::rm::RmClient::new(&cl.rm_addrs, &transport)?;
+                let mut c = tarn_jobs::session::SessionClient::connect(&rm, nn, "bench").await?;
+                let got = c.run_sql(&sql_tarn, |_| {}).await?;
+                anyhow::ensure!(!got.batches.is_empty(), "no rows");
+                t.elapsed().as_secs_f64()
+            } else if on_session {
+                let t = Instant::now();
+                let (code, out, err) = run_job(
+                    &cl,
+                    USER,
+                    &["submit", "--session", "bench", "--sql", &sql_tarn],
+                    Duration::from_secs(3600),
+                )
+                .await;
+                assert_eq!(code, 0, "the job failed:\n{out}\n{err}");
+                t.elapsed().as_secs_f64()
+            } else {
+                tarn(sql_tarn).await
+            };
+            t_tarn.push(took);
             let t = Instant::now();
             for s in &df_stmts {
                 ctx.sql(s).await?.collect().await?;
