@@ -43,6 +43,8 @@ use crate::{job_dir, JobError, Result, JOBS_DIR};
 
 /// Executor containers that may fail (each is replaced) before the job fails.
 const MAX_EXECUTOR_FAILURES: u32 = 8;
+/// Executor failures further apart than this are not counted together.
+const FAILURE_WINDOW: Duration = Duration::from_secs(600);
 /// How often the master talks to the resource manager.
 const ALLOCATE_EVERY: Duration = Duration::from_millis(250);
 
@@ -223,6 +225,7 @@ async fn prepare_and_run(
         job,
     };
     let stopped = CancellationToken::new();
+    let demand_wait = demand.clone().unwrap_or_else(|| Arc::new(Demand::new(0, 0)));
     let session = demand.map(|d| crate::session::SessionService::new(engine.clone(), d, stopped.clone()));
     serve(sched, &tls, session, cancel.clone())?;
     tracing::info!(app = %app_id, scheduler = %advertised, "Ballista scheduler serving");
@@ -233,6 +236,10 @@ async fn prepare_and_run(
                 crate::session::advertise(&nn, &dir, &advertised, engine.job.attempt).await?;
                 tracing::info!(app = %app_id, session = %s.name, address = %advertised, "session open");
                 stopped.cancelled().await;
+                // Jobs still running finish first (new ones are refused meanwhile).
+                if !demand_wait.wait_idle(STOP_WAIT).await {
+                    tracing::warn!(app = %app_id, "jobs still ran {} s after the session was stopped", STOP_WAIT.as_secs());
+                }
                 Ok("the session was stopped".to_string())
             }
             None => {
@@ -266,6 +273,9 @@ async fn prepare_and_run(
     }
     out
 }
+
+/// How long a stopped session waits for its running jobs.
+const STOP_WAIT: Duration = Duration::from_secs(600);
 
 /// Runs of one statement (the first and the ones after a lost executor) before the job fails.
 const MAX_STATEMENT_RUNS: u32 = 3;
@@ -486,6 +496,9 @@ pub(crate) async fn start_scheduler(
         // executor that hangs without its container ending.
         executor_timeout_seconds: 60,
         expire_dead_executor_interval_seconds: 5,
+        // Finished jobs' graphs are looked at right after they end (the rerun rule) and
+        // then only cost memory and time in a long-lived session.
+        finished_job_state_clean_up_interval_seconds: 300,
         ..SchedulerConfig::default()
     };
     let cluster = BallistaCluster::new_memory(config.scheduler_id.clone(), builder, producer);
@@ -553,11 +566,18 @@ pub(crate) struct Demand {
     idle: Duration,
     /// Jobs running, and when the last one ended.
     active: Mutex<(usize, std::time::Instant)>,
+    /// Told whenever a job ends.
+    ended: tokio::sync::Notify,
 }
 
 impl Demand {
     pub(crate) fn new(min: u32, idle_timeout_s: u64) -> Demand {
-        Demand { min, idle: Duration::from_secs(idle_timeout_s), active: Mutex::new((0, std::time::Instant::now())) }
+        Demand {
+            min,
+            idle: Duration::from_secs(idle_timeout_s),
+            active: Mutex::new((0, std::time::Instant::now())),
+            ended: tokio::sync::Notify::new(),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, (usize, std::time::Instant)> {
@@ -570,19 +590,37 @@ impl Demand {
         DemandGuard(self.clone())
     }
 
-    /// Executors wanted now, with `running` running and `waiting` tasks that no executor
-    /// has taken, each executor running `vcores` tasks, at most `max`.
-    fn want(&self, running: u32, waiting: usize, vcores: u32, max: u32) -> u32 {
+    /// Executors wanted now, with `running` containers of which `registered` have
+    /// executors the scheduler knows (the others are starting, and will take tasks), and
+    /// `waiting` tasks that no executor has taken, each executor running `vcores` tasks,
+    /// at most `max`.
+    fn want(&self, running: u32, registered: u32, waiting: usize, vcores: u32, max: u32) -> u32 {
         let (jobs, ended) = *self.lock();
         let busy = jobs > 0 || ended.elapsed() < self.idle;
         let want = if !busy {
             self.min
         } else if waiting > 0 {
-            running + (waiting as u32).div_ceil(vcores.max(1))
+            running.max(registered + (waiting as u32).div_ceil(vcores.max(1)))
         } else {
             running
         };
         want.clamp(self.min, max.max(self.min))
+    }
+
+    /// Waits until no job runs, at most `bound`; whether none does.
+    pub(crate) async fn wait_idle(&self, bound: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if self.lock().0 == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                return self.lock().0 == 0;
+            }
+        }
     }
 }
 
@@ -591,9 +629,12 @@ pub(crate) struct DemandGuard(Arc<Demand>);
 
 impl Drop for DemandGuard {
     fn drop(&mut self) {
-        let mut a = self.0.lock();
-        a.0 = a.0.saturating_sub(1);
-        a.1 = std::time::Instant::now();
+        {
+            let mut a = self.0.lock();
+            a.0 = a.0.saturating_sub(1);
+            a.1 = std::time::Instant::now();
+        }
+        self.0.ended.notify_waiters();
     }
 }
 
@@ -624,7 +665,9 @@ impl ExecutorPool {
     async fn keep(&self, cancel: CancellationToken) -> std::result::Result<(), String> {
         // Executors released for want of demand leave this map first: their end is no loss.
         let mut running: BTreeMap<String, String> = BTreeMap::new();
+        let mut released = std::collections::BTreeSet::new();
         let mut failures = 0u32;
+        let mut last_failure = std::time::Instant::now();
         let mut response_id = 0u64;
         let mut launch: Vec<(String, ContainerSpec)> = Vec::new();
         let mut release: Vec<String> = Vec::new();
@@ -638,7 +681,9 @@ impl ExecutorPool {
                 None => self.spec.executors,
                 Some(d) => {
                     let waiting = self.waiting_tasks().await;
-                    d.want(running.len() as u32, waiting, self.spec.vcores, self.spec.executors)
+                    let em = &self.scheduler.state.executor_manager;
+                    let registered = running.keys().filter(|c| em.get_executor_hearbeat(c).is_some()).count();
+                    d.want(running.len() as u32, registered as u32, waiting, self.spec.vcores, self.spec.executors)
                 }
             };
             // Idle executors above the session's least go (the newest first).
@@ -646,6 +691,7 @@ impl ExecutorPool {
                 let Some((cid, _)) = running.pop_last() else { break };
                 tracing::info!(container = %cid, "releasing an idle executor");
                 self.stopped(&cid, "released: the session was idle").await;
+                released.insert(cid.clone());
                 release.push(cid);
             }
             let ask = ContainerAsk {
@@ -695,6 +741,11 @@ impl ExecutorPool {
             }
             for st in reply.completed {
                 if running.remove(&st.container_id).is_none() {
+                    // A released executor may have polled again between its release and
+                    // its end (and been taken back): the scheduler hears of the end too.
+                    if released.remove(&st.container_id) {
+                        self.stopped(&st.container_id, "released: the session was idle").await;
+                    }
                     continue;
                 }
                 let why = format!(
@@ -708,6 +759,11 @@ impl ExecutorPool {
                 self.shared.lock().unwrap_or_else(|p| p.into_inner()).executors_lost += 1;
                 self.stopped(&st.container_id, &why).await;
                 if st.ended != Some(ExitReason::Preempted) {
+                    // A session lives for days: only failures close together end it.
+                    if last_failure.elapsed() > FAILURE_WINDOW {
+                        failures = 0;
+                    }
+                    last_failure = std::time::Instant::now();
                     failures += 1;
                     if failures > MAX_EXECUTOR_FAILURES {
                         return Err(format!(
@@ -822,21 +878,38 @@ mod tests {
     fn a_session_grows_while_tasks_wait_and_shrinks_only_when_idle() {
         let d = Arc::new(Demand::new(1, 0));
         // Idle (a timeout of 0): its least, whatever runs.
-        assert_eq!(d.want(3, 0, 1, 4), 1);
+        assert_eq!(d.want(3, 3, 0, 1, 4), 1);
         let job = d.begin();
         // 5 tasks waiting, 2 cores an executor: 3 more, but at most 4 in all.
-        assert_eq!(d.want(1, 5, 2, 4), 4);
-        assert_eq!(d.want(1, 2, 2, 4), 2);
+        assert_eq!(d.want(1, 1, 5, 2, 4), 4);
+        assert_eq!(d.want(1, 1, 2, 2, 4), 2);
+        // One task waits while the executor asked for it starts: no more are asked.
+        assert_eq!(d.want(2, 1, 1, 1, 8), 2);
+        assert_eq!(d.want(2, 1, 2, 1, 8), 3);
         // Nothing waits while the job runs: what runs stays (map output lives there).
-        assert_eq!(d.want(3, 0, 2, 4), 3);
+        assert_eq!(d.want(3, 3, 0, 2, 4), 3);
         drop(job);
-        assert_eq!(d.want(3, 0, 2, 4), 1);
+        assert_eq!(d.want(3, 3, 0, 2, 4), 1);
 
         // Within the idle timeout after a job, nothing is released.
         let d = Arc::new(Demand::new(0, 3600));
         drop(d.begin());
-        assert_eq!(d.want(2, 0, 1, 4), 2);
+        assert_eq!(d.want(2, 2, 0, 1, 4), 2);
         // A least above the most is the least.
-        assert_eq!(Demand::new(2, 0).want(0, 0, 1, 1), 2);
+        assert_eq!(Demand::new(2, 0).want(0, 0, 0, 1, 1), 2);
+    }
+
+    #[tokio::test]
+    async fn a_stopped_session_waits_for_its_jobs() {
+        let d = Arc::new(Demand::new(0, 0));
+        assert!(d.wait_idle(Duration::from_millis(1)).await, "no job runs");
+        let job = d.begin();
+        assert!(!d.wait_idle(Duration::from_millis(20)).await, "a job runs");
+        let waiter = tokio::spawn({
+            let d = d.clone();
+            async move { d.wait_idle(Duration::from_secs(60)).await }
+        });
+        drop(job);
+        assert!(waiter.await.unwrap(), "told of the job's end");
     }
 }

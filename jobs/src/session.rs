@@ -48,6 +48,9 @@ pub const SESSION_XATTR: &str = "tarn.job.session";
 const MESSAGE_MAX: usize = 64 << 20;
 /// Rows are sent in Arrow IPC pieces of about this many bytes.
 const PIECE_BYTES: usize = 2 << 20;
+/// The most a job's rows may take in the master's memory; larger outputs belong in files
+/// (`COPY ... TO`).
+const RESULT_BYTES_MAX: usize = 512 << 20;
 /// How often a running job's progress is sent (when it changed).
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
@@ -97,7 +100,8 @@ fn status(e: JobError) -> Status {
         JobError::Cluster { source, .. } if source.kind() == tarn_client::ErrorKind::PermissionDenied => {
             Status::permission_denied(e.to_string())
         }
-        _ => Status::aborted(e.to_string()),
+        // Not a code clients retry on their own: the job may have written in place.
+        _ => Status::internal(e.to_string()),
     }
 }
 
@@ -120,6 +124,26 @@ fn statements(req: &RunRequest, ctx: &datafusion::prelude::SessionContext) -> Re
     }
 }
 
+/// `b` with its view columns holding only the strings they show: a slice of a view
+/// array keeps its whole buffers, and Arrow IPC would send them all with every piece.
+fn compact(b: RecordBatch) -> Result<RecordBatch> {
+    use datafusion::arrow::array::{ArrayRef, AsArray};
+    use datafusion::arrow::datatypes::DataType;
+    if !b.columns().iter().any(|c| matches!(c.data_type(), DataType::Utf8View | DataType::BinaryView)) {
+        return Ok(b);
+    }
+    let cols: Vec<ArrayRef> = b
+        .columns()
+        .iter()
+        .map(|c| match c.data_type() {
+            DataType::Utf8View => Arc::new(c.as_string_view().gc()) as ArrayRef,
+            DataType::BinaryView => Arc::new(c.as_binary_view().gc()) as ArrayRef,
+            _ => c.clone(),
+        })
+        .collect();
+    RecordBatch::try_new(b.schema(), cols).map_err(|e| JobError::Run(format!("encode the result: {e}")))
+}
+
 /// `batches` as Arrow IPC streams of about [`PIECE_BYTES`] each (at least one: the
 /// schema).
 fn arrow_pieces(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<Bytes>> {
@@ -139,7 +163,7 @@ fn arrow_pieces(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<Bytes
         let mut at = 0;
         while at < b.num_rows() {
             let n = rows.min(b.num_rows() - at);
-            out.push(encode(Some(&b.slice(at, n)))?);
+            out.push(encode(Some(&compact(b.slice(at, n))?))?);
             at += n;
         }
     }
@@ -161,9 +185,14 @@ impl JobSession for SessionService {
 
     async fn run(&self, req: Request<RunRequest>) -> std::result::Result<Response<EventStream>, Status> {
         let req = req.into_inner();
+        if self.stopped.is_cancelled() {
+            return Err(Status::unavailable("the session is stopping: it takes no new job"));
+        }
         let n = self.runs.fetch_add(1, Ordering::Relaxed) + 1;
         let engine = self.engine.clone();
-        let label = format!("{}/r{n}", engine.job.app_id);
+        // The attempt too: a new attempt's run 1 is not the last attempt's (its outputs
+        // carry this label).
+        let label = format!("{}/a{}/r{n}", engine.job.app_id, engine.job.attempt);
         let ctx = engine.context(&label).map_err(status)?;
         let stmts = statements(&req, &ctx).map_err(status)?;
         let staging = format!("{}/{STAGING}/a{}/r{n}", engine.job.dir, engine.job.attempt);
@@ -171,6 +200,8 @@ impl JobSession for SessionService {
         tracing::info!(job = %label, name = %req.name, statements = stmts.len(), "job started");
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(async move {
+            // A job runs to its end (its outputs published whole, or none) even if its
+            // client leaves: only the sending stops.
             let _running = guard;
             let started = Instant::now();
             let progress = Mutex::new(JobProgress { statements: stmts.len(), ..Default::default() });
@@ -178,38 +209,47 @@ impl JobSession for SessionService {
             tokio::pin!(run);
             let mut tick = tokio::time::interval(PROGRESS_EVERY);
             let mut sent = RunProgress::default();
+            let look = |sent: &mut RunProgress, stages: (usize, usize)| {
+                let p = {
+                    let p = progress.lock().unwrap_or_else(|p| p.into_inner());
+                    RunProgress {
+                        statement: p.statement as u32,
+                        statements: p.statements as u32,
+                        stages_done: stages.0 as u32,
+                        stages: stages.1 as u32,
+                        executors: engine.shared.lock().unwrap_or_else(|p| p.into_inner()).executors as u32,
+                        elapsed_ms: 0,
+                        statement_reruns: p.statement_reruns as u32,
+                    }
+                };
+                if p == *sent {
+                    return None;
+                }
+                *sent = p;
+                Some(RunProgress { elapsed_ms: started.elapsed().as_millis() as u64, ..p })
+            };
             let out = loop {
                 tokio::select! {
-                    r = &mut run => break Some(r),
-                    _ = tx.closed() => break None,
+                    r = &mut run => break r,
                     _ = tick.tick() => {
-                        let (done, stages) = engine.stages(&label).await;
-                        let p = {
-                            let p = progress.lock().unwrap_or_else(|p| p.into_inner());
-                            RunProgress {
-                                statement: p.statement as u32,
-                                statements: p.statements as u32,
-                                stages_done: done as u32,
-                                stages: stages as u32,
-                                executors: engine.shared.lock().unwrap_or_else(|p| p.into_inner()).executors as u32,
-                                elapsed_ms: 0,
-                                statement_reruns: p.statement_reruns as u32,
-                            }
-                        };
-                        if p != sent {
-                            sent = p;
-                            let p = RunProgress { elapsed_ms: started.elapsed().as_millis() as u64, ..p };
-                            let _ = tx.send(event(run_event::Event::Progress(p))).await;
+                        let stages = engine.stages(&label).await;
+                        if let Some(p) = look(&mut sent, stages) {
+                            // A slow client misses progress, it does not hold the job up.
+                            let _ = tx.try_send(event(run_event::Event::Progress(p)));
                         }
                     }
                 }
             };
             // What this job staged and did not publish.
             let _ = engine.nn.delete(&staging, true, None).await;
-            let Some(out) = out else {
-                tracing::info!(job = %label, "the client left: the job was dropped");
+            if tx.is_closed() {
+                tracing::info!(job = %label, ok = out.is_ok(), "the job ended after its client left");
                 return;
-            };
+            }
+            // The last counts, before the rows.
+            if let Some(p) = look(&mut sent, engine.stages(&label).await) {
+                let _ = tx.send(event(run_event::Event::Progress(p))).await;
+            }
             let elapsed_ms = started.elapsed().as_millis() as u64;
             let (schema, batches) = match out {
                 Ok(ran) => match ran.last {
@@ -227,7 +267,18 @@ impl JobSession for SessionService {
                 }
             };
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+            let bytes: usize = batches.iter().map(|b| b.get_array_memory_size()).sum();
             tracing::info!(job = %label, rows, elapsed_ms, "job done");
+            if bytes > RESULT_BYTES_MAX {
+                let e = JobError::Run(format!(
+                    "the result is {} MiB ({rows} rows), more than a session sends back ({} MiB): \
+                     write it to files with COPY ... TO",
+                    bytes >> 20,
+                    RESULT_BYTES_MAX >> 20
+                ));
+                let _ = tx.send(Err(status(e))).await;
+                return;
+            }
             match arrow_pieces(&schema, &batches) {
                 Ok(pieces) => {
                     for p in pieces {
@@ -281,7 +332,8 @@ pub async fn find(rm: &RmClient, name: &str) -> Result<Option<AppReport>> {
 
 fn from_status(s: Status) -> JobError {
     match s.code() {
-        tonic::Code::InvalidArgument | tonic::Code::PermissionDenied => JobError::Plan(s.message().to_string()),
+        tonic::Code::InvalidArgument => JobError::Plan(s.message().to_string()),
+        tonic::Code::PermissionDenied => JobError::Plan(format!("permission denied: {}", s.message())),
         _ => JobError::Run(format!("the session: {}", s.message())),
     }
 }
@@ -297,19 +349,24 @@ impl SessionClient {
         if app.state != AppState::Running {
             return Err(JobError::Invalid(format!("session {name:?} ({}) is {}", app.app_id, app.state.as_str())));
         }
-        Self::connect_app(nn, &app.user, &app.app_id).await?.ok_or_else(|| {
+        Self::connect_app(nn, &app).await?.ok_or_else(|| {
             JobError::Invalid(format!("session {name:?} ({}) has not opened yet: try again shortly", app.app_id))
         })
     }
 
-    /// Connects to session application `app_id` of `user`; `None` if it has not opened
-    /// yet (its master serves nowhere on record).
-    pub async fn connect_app(nn: Arc<NamenodeClient>, user: &str, app_id: &str) -> Result<Option<SessionClient>> {
-        let dir = job_dir(user, app_id);
+    /// Connects to session application `app`; `None` if its latest attempt has not
+    /// opened yet (it serves nowhere on record, or the address on record is an earlier
+    /// attempt's).
+    pub async fn connect_app(nn: Arc<NamenodeClient>, app: &AppReport) -> Result<Option<SessionClient>> {
+        let app_id = app.app_id.as_str();
+        let dir = job_dir(&app.user, app_id);
         let st = nn.get_file_info(&dir, true).await.map_err(JobError::cluster(format!("look up {dir}")))?;
         let Some(raw) = st.and_then(|st| st.xattrs.get(SESSION_XATTR).cloned()) else { return Ok(None) };
         let advert: Advert = serde_json::from_slice(&raw)
             .map_err(|e| JobError::Invalid(format!("{dir}: the session's address does not read: {e}")))?;
+        if app.attempts.iter().any(|a| a.attempt > advert.attempt) {
+            return Ok(None);
+        }
         let store = TarnStore::new(nn);
         let read = |name: &'static str| {
             let path = format!("{dir}/tls/{name}");
@@ -425,5 +482,27 @@ mod tests {
             }
         }
         assert_eq!(next, 1_000_000);
+    }
+
+    #[test]
+    fn pieces_of_a_string_view_batch_carry_only_their_own_strings() {
+        use datafusion::arrow::array::{Array, StringViewArray};
+        let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8View, false)]));
+        // 200k strings of 40 bytes (not inlined in the views): about 8 MiB of data.
+        let strings: StringViewArray = (0..200_000).map(|i| Some(format!("{i:0>40}"))).collect();
+        let b = RecordBatch::try_new(schema.clone(), vec![Arc::new(strings)]).unwrap();
+        let pieces = arrow_pieces(&schema, &[b]).unwrap();
+        assert!(pieces.len() > 2, "{} pieces", pieces.len());
+        let mut rows = 0;
+        for p in &pieces {
+            assert!(p.len() <= PIECE_BYTES + 4096, "a piece of {} bytes", p.len());
+            for b in StreamReader::try_new(std::io::Cursor::new(p.clone()), None).unwrap() {
+                let b = b.unwrap();
+                let col = b.column(0).as_any().downcast_ref::<StringViewArray>().unwrap();
+                assert_eq!(col.value(0), format!("{rows:0>40}"));
+                rows += col.len();
+            }
+        }
+        assert_eq!(rows, 200_000);
     }
 }

@@ -219,7 +219,7 @@ async fn session(cmd: SessionCmd, conn: &ClientOpts) -> anyhow::Result<u8> {
                     anyhow::bail!("{id}: {} before it served: {}", r.state.as_str(), r.diagnostics);
                 }
                 if r.state == AppState::Running {
-                    if let Some(c) = tarn_jobs::session::SessionClient::connect_app(nn.clone(), &r.user, &id).await? {
+                    if let Some(c) = tarn_jobs::session::SessionClient::connect_app(nn.clone(), &r).await? {
                         break c;
                     }
                 }
@@ -242,7 +242,7 @@ async fn session(cmd: SessionCmd, conn: &ClientOpts) -> anyhow::Result<u8> {
                 anyhow::bail!("no session {name:?} of yours is running");
             };
             let nn = Arc::new(conn.connect()?);
-            let stopped = match tarn_jobs::session::SessionClient::connect_app(nn, &app.user, &app.app_id).await {
+            let stopped = match tarn_jobs::session::SessionClient::connect_app(nn, &app).await {
                 Ok(Some(mut c)) => c.stop().await.is_ok(),
                 _ => false,
             };
@@ -250,7 +250,7 @@ async fn session(cmd: SessionCmd, conn: &ClientOpts) -> anyhow::Result<u8> {
             if !stopped {
                 rm.kill(&app.app_id).await?;
             }
-            outln!("{}: session {name:?} stopped", app.app_id)?;
+            outln!("{}: session {name:?} stopping (jobs running finish first)", app.app_id)?;
             Ok(0)
         }
         SessionCmd::List => {

@@ -597,6 +597,7 @@ async fn a_session_runs_many_jobs_on_warm_executors_that_grow_and_shrink() {
 
     // A self-join of lineitem keeps tasks waiting for seconds: the session grows to two
     // executors, then after the idle timeout shrinks back to one.
+    wait_progress(&cl, &app, "one executor before the join", |p| p.executors == 1).await;
     let mut client = session_client(&cl, "s1").await;
     let mut most = 0;
     let got = client
@@ -607,6 +608,19 @@ async fn a_session_runs_many_jobs_on_warm_executors_that_grow_and_shrink() {
     assert_eq!(table(&got.batches), table(&want));
     assert_eq!(most, 2, "the session grew while tasks waited");
     wait_progress(&cl, &app, "the idle session back to one executor", |p| p.executors == 1).await;
+    // Its container really ended: the master's core and one executor's are all in use.
+    let rm = cl.rm_client();
+    tarn_tests::wait_for("the released executor's container ended", Duration::from_secs(30), || async {
+        let used: u32 = rm.workers().await.ok()?.iter().map(|w| w.used.vcores).sum();
+        (used == 2).then_some(())
+    })
+    .await;
+
+    // Two jobs at once, from two clients: each gets its own rows.
+    let mut other = session_client(&cl, "s1").await;
+    let (a, b) = tokio::join!(client.run_sql(&sql, |_| {}), other.run_sql("SELECT 41 + 1 AS x", |_| {}));
+    assert_eq!(table(&a.unwrap().batches).trim(), want_seed.trim());
+    assert!(table(&b.unwrap().batches).contains("42"));
 
     // A logical plan made by a programmatic client (as Spark Connect will send).
     let alice_nn = Arc::new(
@@ -632,7 +646,7 @@ async fn a_session_runs_many_jobs_on_warm_executors_that_grow_and_shrink() {
     client.run_sql(&copy, |_| {}).await.unwrap();
     let out = alice_nn.get_file_info("/tpch/top", true).await.unwrap().expect("published");
     let tag = String::from_utf8(out.xattrs[tarn_jobs::commit::OUTPUT_XATTR].clone()).unwrap();
-    assert!(tag.starts_with(&format!("{app}/r")) && tag.ends_with("/2"), "{tag}");
+    assert!(tag.starts_with(&format!("{app}/a1/r")) && tag.ends_with("/2"), "{tag}");
     assert!(alice_nn.get_file_info("/tpch/top/_SUCCESS", false).await.unwrap().is_some());
     // The same COPY again: the output is there, so it is refused, and the session serves on.
     let e = client.run_sql(&copy, |_| {}).await.unwrap_err().to_string();
@@ -643,14 +657,25 @@ async fn a_session_runs_many_jobs_on_warm_executors_that_grow_and_shrink() {
     let got = client.run_sql("SELECT 41 + 1 AS x", |_| {}).await.unwrap();
     assert!(table(&got.batches).contains("42"));
 
-    // bob has no session of that name; alice's is hers alone.
+    // Nothing staged is left behind by the runs (each removes its own).
+    let staging = format!("{}/staging/a1", tarn_jobs::job_dir("alice", &app));
+    match alice_nn.list_dir(&staging, "", 100).await {
+        Ok((entries, _)) => assert!(entries.is_empty(), "staging left in {staging}: {entries:?}"),
+        Err(e) => assert_eq!(e.kind(), tarn_client::ErrorKind::NotFound, "{e}"),
+    }
+
+    // bob has no session of that name, and cannot reach alice's: its key is hers.
     let (code, _, err) = job(&cl, "bob", &["submit", "--session", "s1", "--sql", "SELECT 1"]).await;
     assert_ne!(code, 0);
     assert!(err.contains("no session"), "{err}");
+    let bob_nn =
+        Arc::new(tarn_client::NamenodeClient::new(&cl.addrs, &tarn_tests::pki().transport(Role::User, "bob")).unwrap());
+    let report = rm.application(&app).await.unwrap();
+    let e = tarn_jobs::session::SessionClient::connect_app(bob_nn, &report).await.unwrap_err().to_string();
+    assert!(e.to_lowercase().contains("permission"), "{e}");
 
     let (code, _, err) = job(&cl, "alice", &["session", "stop", "s1"]).await;
     assert_eq!(code, 0, "{err}");
-    let rm = cl.rm_client();
     let r = wait_end(&rm, &app).await;
     assert_eq!(r.state, tarn_client::rm::AppState::Finished, "{}", r.diagnostics);
     tarn_tests::wait_for("every container stopped", Duration::from_secs(30), || async {
@@ -658,8 +683,4 @@ async fn a_session_runs_many_jobs_on_warm_executors_that_grow_and_shrink() {
         (used == 0).then_some(())
     })
     .await;
-    // Nothing staged is left behind.
-    let staging = format!("{}/staging", tarn_jobs::job_dir("alice", &app));
-    let left = alice_nn.list_dir(&staging, "", 100).await.map(|(e, _)| e.len()).unwrap_or(0);
-    assert_eq!(left, 0, "staging left in {staging}");
 }
