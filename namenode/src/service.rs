@@ -358,12 +358,22 @@ impl NamenodeService {
     }
 
     /// A new file's replication: as asked, or (0) min(default, live datanodes), since one
-    /// datanode gets one replica per block.
+    /// datanode gets one replica per block. A leader still gathering its datanodes does not
+    /// yet know how many are live, and the count would stay the file's replication for
+    /// good: the caller retries until it knows (as `pipeline_for` makes block writes
+    /// wait). (The compose test once lost a file's only replica this way: created in a
+    /// new leader's first second, while one datanode had registered, so replication 1.)
     fn replication_for(&self, asked: u32) -> Result<u16, Status> {
         if asked != 0 {
             return u16_arg("replication", asked);
         }
-        let live = self.s.blocks.live_count(std::time::Instant::now());
+        let now = std::time::Instant::now();
+        let live = self.s.blocks.live_count(now);
+        if live > 0 && live < usize::from(self.s.defaults.replication) && crate::state::ensure_leader(&self.s).is_ok() {
+            if let Some(why) = self.gathering_datanodes(now) {
+                return Err(Status::unavailable(format!("a new file's replication is not known yet: {why}")));
+            }
+        }
         Ok(match u16::try_from(live) {
             Ok(n) if n > 0 => self.s.defaults.replication.min(n),
             _ => self.s.defaults.replication,

@@ -354,6 +354,9 @@ async fn a_new_leader_places_blocks_on_every_datanode() {
             cl.stop(old).await;
             // At once: the client's retries find the new leader as soon as it is elected.
             let f = c.create(&format!("/nl/f{round}"), &opts(BS)).await.expect("create after the leader stopped");
+            // The default replication, not the count of datanodes that found the new
+            // leader first (a file keeps it for good).
+            assert_eq!(f.replication, 3, "round {round}: a new leader's file got replication {}", f.replication);
             let b = c
                 .allocate_block(&format!("/nl/f{round}"), f.file_id, None, Vec::new(), "")
                 .await
