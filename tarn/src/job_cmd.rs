@@ -39,29 +39,11 @@ enum JobCmd {
         file: Option<std::path::PathBuf>,
         #[arg(long, default_value = "")]
         name: String,
-        /// The leaf queue (default: `default`).
-        #[arg(long, default_value = "")]
-        queue: String,
         /// Executor containers.
         #[arg(long, default_value_t = 2)]
         executors: u32,
-        /// Cores of each executor.
-        #[arg(long, default_value_t = 1)]
-        vcores: u32,
-        /// Memory of each executor (MiB).
-        #[arg(long, default_value_t = 1024)]
-        memory_mib: u64,
-        /// What of each executor's memory stays outside DataFusion's pool (MiB; Spark's
-        /// `spark.executor.memoryOverhead`).
-        #[arg(long, default_value_t = tarn_jobs::executor::OVERHEAD_MIB)]
-        memory_overhead_mib: u64,
-        /// Memory of the job's master (MiB).
-        #[arg(long, default_value_t = 1024)]
-        master_memory_mib: u64,
-        /// The `tarn` program the job's containers run, as the workers' hosts have it
-        /// (default: `tarn`, which workers put first on their containers' PATH).
-        #[arg(long)]
-        tarn_bin: Option<String>,
+        #[command(flatten)]
+        app: AppOpts,
         /// Follow the job to its end, then print its result; exit 0 only if it succeeded.
         #[arg(long)]
         wait: bool,
@@ -110,6 +92,53 @@ enum JobCmd {
     },
 }
 
+/// Where a job's or a session's application runs, and its executors' size.
+#[derive(clap::Args)]
+struct AppOpts {
+    /// The leaf queue (default: `default`).
+    #[arg(long, default_value = "")]
+    queue: String,
+    /// Cores of each executor.
+    #[arg(long, default_value_t = 1)]
+    vcores: u32,
+    /// Memory of each executor (MiB).
+    #[arg(long, default_value_t = 1024)]
+    memory_mib: u64,
+    /// What of each executor's memory stays outside DataFusion's pool (MiB; Spark's
+    /// `spark.executor.memoryOverhead`).
+    #[arg(long, default_value_t = tarn_jobs::executor::OVERHEAD_MIB)]
+    memory_overhead_mib: u64,
+    /// Memory of the application's master (MiB).
+    #[arg(long, default_value_t = 1024)]
+    master_memory_mib: u64,
+    /// The `tarn` program the application's containers run, as the workers' hosts have
+    /// it (default: `tarn`, which workers put first on their containers' PATH).
+    #[arg(long)]
+    tarn_bin: Option<String>,
+}
+
+impl AppOpts {
+    /// `spec` with these executors' size.
+    fn size(&self, spec: JobSpec) -> JobSpec {
+        JobSpec { vcores: self.vcores, memory_mib: self.memory_mib, overhead_mib: self.memory_overhead_mib, ..spec }
+    }
+
+    /// Submits the application of `spec` (a job or a session) named `name`.
+    async fn submit(self, rm: &tarn_client::rm::RmClient, name: String, spec: &JobSpec) -> anyhow::Result<String> {
+        let bin = self.tarn_bin.unwrap_or_else(|| "tarn".into());
+        let command = vec![bin.clone(), "job".into(), "master".into(), "--tarn-bin".into(), bin, spec.to_arg()];
+        let sub = AppSubmission {
+            name,
+            queue: self.queue,
+            am_resources: Resources::new(1, self.master_memory_mib),
+            am_spec: ContainerSpec { command, env: Default::default(), files: Vec::new() },
+            max_attempts: 0,
+            submission_id: String::new(),
+        };
+        Ok(rm.submit(&sub).await?)
+    }
+}
+
 #[derive(clap::Subcommand)]
 enum SessionCmd {
     /// Start a session and wait until it serves.
@@ -126,23 +155,8 @@ enum SessionCmd {
         /// Executors above the least are released after this long without a job.
         #[arg(long, default_value_t = 60)]
         idle_timeout_s: u64,
-        /// The leaf queue (default: `default`).
-        #[arg(long, default_value = "")]
-        queue: String,
-        /// Cores of each executor.
-        #[arg(long, default_value_t = 1)]
-        vcores: u32,
-        /// Memory of each executor (MiB).
-        #[arg(long, default_value_t = 1024)]
-        memory_mib: u64,
-        /// What of each executor's memory stays outside DataFusion's pool (MiB).
-        #[arg(long, default_value_t = tarn_jobs::executor::OVERHEAD_MIB)]
-        memory_overhead_mib: u64,
-        /// Memory of the session's master (MiB).
-        #[arg(long, default_value_t = 1024)]
-        master_memory_mib: u64,
-        #[arg(long)]
-        tarn_bin: Option<String>,
+        #[command(flatten)]
+        app: AppOpts,
     },
     /// Stop a session: its application finishes and its containers stop.
     Stop {
@@ -153,58 +167,20 @@ enum SessionCmd {
     List,
 }
 
-/// Submits the application of `spec` (a job or a session) named `name`.
-async fn submit_app(
-    rm: &tarn_client::rm::RmClient,
-    name: String,
-    queue: String,
-    spec: &JobSpec,
-    master_memory_mib: u64,
-    tarn_bin: Option<String>,
-) -> anyhow::Result<String> {
-    let bin = tarn_bin.unwrap_or_else(|| "tarn".into());
-    let command = vec![bin.clone(), "job".into(), "master".into(), "--tarn-bin".into(), bin, spec.to_arg()];
-    let sub = AppSubmission {
-        name,
-        queue,
-        am_resources: Resources::new(1, master_memory_mib),
-        am_spec: ContainerSpec { command, env: Default::default(), files: Vec::new() },
-        max_attempts: 0,
-        submission_id: String::new(),
-    };
-    Ok(rm.submit(&sub).await?)
-}
-
 /// How long `tarn job session start` waits for the session to serve.
 const SESSION_OPEN_WAIT: Duration = Duration::from_secs(180);
 
 async fn session(cmd: SessionCmd, conn: &ClientOpts) -> anyhow::Result<u8> {
     let rm = conn.connect_rm()?;
     match cmd {
-        SessionCmd::Start {
-            name,
-            min_executors,
-            max_executors,
-            idle_timeout_s,
-            queue,
-            vcores,
-            memory_mib,
-            memory_overhead_mib,
-            master_memory_mib,
-            tarn_bin,
-        } => {
-            let spec = JobSpec {
-                vcores,
-                memory_mib,
-                overhead_mib: memory_overhead_mib,
-                ..JobSpec::session(&name, min_executors, max_executors, idle_timeout_s)
-            };
+        SessionCmd::Start { name, min_executors, max_executors, idle_timeout_s, app } => {
+            let spec = app.size(JobSpec::session(&name, min_executors, max_executors, idle_timeout_s));
             spec.check_shape()?;
             if let Some(app) = tarn_jobs::session::find(&rm, &name).await? {
                 anyhow::bail!("session {name:?} is already {} as {}", app.state.as_str(), app.app_id);
             }
             let app_name = format!("{}{name}", tarn_jobs::session::SESSION_PREFIX);
-            let id = submit_app(&rm, app_name, queue, &spec, master_memory_mib, tarn_bin).await?;
+            let id = app.submit(&rm, app_name, &spec).await?;
             let nn = Arc::new(conn.connect()?);
             let pb = spinner();
             pb.set_message(format!("{id}: starting session {name:?}"));
@@ -350,20 +326,7 @@ pub async fn run(a: JobArgs) -> anyhow::Result<u8> {
             tarn_jobs::executor::run(nn, opts).await?;
             Ok(0)
         }
-        JobCmd::Submit {
-            sql,
-            file,
-            name,
-            queue,
-            executors,
-            vcores,
-            memory_mib,
-            memory_overhead_mib,
-            master_memory_mib,
-            tarn_bin,
-            wait,
-            session,
-        } => {
+        JobCmd::Submit { sql, file, name, executors, app, wait, session } => {
             let sql = match (sql, file) {
                 (Some(s), _) => s,
                 (None, Some(f)) => std::fs::read_to_string(&f).with_context(|| format!("read {}", f.display()))?,
@@ -372,8 +335,7 @@ pub async fn run(a: JobArgs) -> anyhow::Result<u8> {
             if let Some(name) = session {
                 return submit_to_session(&a.conn, &name, &sql).await;
             }
-            let spec =
-                JobSpec { executors, vcores, memory_mib, overhead_mib: memory_overhead_mib, ..JobSpec::new(sql) };
+            let spec = app.size(JobSpec { executors, ..JobSpec::new(sql) });
             let nn = Arc::new(a.conn.connect()?);
             tarn_jobs::spec::check(&spec, nn.clone()).await.context("the job was not submitted")?;
             let rm = a.conn.connect_rm()?;
@@ -383,7 +345,7 @@ pub async fn run(a: JobArgs) -> anyhow::Result<u8> {
                 name
             };
             let name = format!("{JOB_PREFIX}{name}");
-            let id = submit_app(&rm, name, queue, &spec, master_memory_mib, tarn_bin).await?;
+            let id = app.submit(&rm, name, &spec).await?;
             outln!("{id}")?;
             if !wait {
                 return Ok(0);
