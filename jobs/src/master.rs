@@ -219,6 +219,7 @@ async fn prepare_and_run(
         stores,
         tls: tls.clone(),
         scheduler_url: format!("https://127.0.0.1:{port}"),
+        partitions: spec.partitions(),
         scheduler: sched.scheduler.clone(),
         jobs: sched.jobs.clone(),
         shared: shared.clone(),
@@ -308,13 +309,16 @@ pub(crate) struct Engine {
     /// The application's counts (executors running and lost).
     pub(crate) shared: Arc<Mutex<JobProgress>>,
     pub(crate) job: JobCtx,
+    /// DataFusion's target partitions for the job's queries (see [`JobSpec::partitions`]).
+    partitions: usize,
 }
 
 impl Engine {
     /// A fresh Ballista session against the application's scheduler; its Ballista jobs
     /// are named `label`.
     pub(crate) fn context(&self, label: &str) -> Result<SessionContext> {
-        let config = session_config(Some(&self.tls)).with_ballista_job_name(label);
+        let config =
+            session_config(Some(&self.tls)).with_ballista_job_name(label).with_target_partitions(self.partitions);
         let state = session_state(self.stores.clone(), config)?.upgrade_for_ballista(self.scheduler_url.clone())?;
         // `SELECT * FROM 's3://bucket/path/'`: paths as tables, as in DataFusion's CLI.
         Ok(SessionContext::new_with_state(state).enable_url_table())

@@ -599,6 +599,9 @@ async fn a_session_runs_many_jobs_on_warm_executors_that_grow_and_shrink() {
     // executors, then after the idle timeout shrinks back to one.
     wait_progress(&cl, &app, "one executor before the join", |p| p.executors == 1).await;
     let mut client = session_client(&cl, "s1").await;
+    // Its queries are planned for its executors' cores (2 of 1 core), not Ballista's 16.
+    let got = client.run_sql("SHOW datafusion.execution.target_partitions", |_| {}).await.unwrap();
+    assert!(table(&got.batches).contains("| 2 "), "{}", table(&got.batches));
     let mut most = 0;
     let got = client
         .run_sql(&format!("{LINEITEM_TABLE}; {SELF_JOIN} ORDER BY l_suppkey"), |p| most = most.max(p.executors))
