@@ -103,24 +103,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     eprintln!("data put into the cluster ({:.1} s)", t.elapsed().as_secs_f64());
 
+    // One executor of the measured size, for a job and for the session alike.
+    let size: Vec<String> = ["--vcores", &args.vcores.to_string(), "--memory-mib", &args.memory_mib.to_string()]
+        .into_iter()
+        .chain(["--master-memory-mib", "1024"])
+        .map(String::from)
+        .collect();
     let job_args = |sql: String| -> Vec<String> {
-        [
-            "submit",
-            "--wait",
-            "--executors",
-            "1",
-            "--vcores",
-            &args.vcores.to_string(),
-            "--memory-mib",
-            &args.memory_mib.to_string(),
-            "--master-memory-mib",
-            "1024",
-            "--sql",
-            &sql,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+        let head = ["submit", "--wait", "--executors", "1"].map(String::from);
+        head.into_iter().chain(size.iter().cloned()).chain(["--sql".to_string(), sql]).collect()
     };
     let tarn = |sql: String| {
         let a = job_args(sql);
@@ -147,21 +138,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let on_session = what.starts_with("session-") || what.starts_with("client-");
         if on_session && !session_open {
             // Started after the fresh applications' measures: the worker fits one at a time.
-            let start = [
-                "session",
-                "start",
-                "bench",
-                "--min-executors",
-                "1",
-                "--max-executors",
-                "1",
-                "--vcores",
-                &args.vcores.to_string(),
-                "--memory-mib",
-                &args.memory_mib.to_string(),
-                "--master-memory-mib",
-                "1024",
-            ];
+            let mut start: Vec<&str> =
+                vec!["session", "start", "bench", "--min-executors", "1", "--max-executors", "1"];
+            start.extend(size.iter().map(String::as_str));
             let (code, out, err) = run_job(&cl, USER, &start, Duration::from_secs(300)).await;
             assert_eq!(code, 0, "the session did not start:\n{out}\n{err}");
             session_open = true;
