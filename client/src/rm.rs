@@ -880,6 +880,13 @@ impl RmClient {
         r
     }
 
+    /// A client on the same connections that acts for `user` (a daemon serving users, such
+    /// as the Spark Connect endpoint, submits and follows applications as each user).
+    pub fn for_user(&self, user: impl Into<String>) -> RmClient {
+        let user = Some(user.into()).filter(|u| !u.is_empty()).unwrap_or_else(|| "?".into());
+        RmClient { conn: self.conn.as_user(user), container: self.container.clone() }
+    }
+
     /// The connection, for the other resource manager services (the workers' tracker).
     pub fn conn(&self) -> &LeaderConn {
         &self.conn

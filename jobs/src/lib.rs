@@ -47,6 +47,10 @@ pub enum JobError {
     /// A call to the cluster failed.
     #[error("{what}: {source}")]
     Cluster { what: String, source: tarn_client::ClientError },
+    /// A session could not take the job (it is stopping, or did not answer): nothing of
+    /// it ran, so it may be sent again, to another session.
+    #[error("{0}")]
+    Gone(String),
     /// Ballista or DataFusion failed while running the job.
     #[error("{0}")]
     Run(String),

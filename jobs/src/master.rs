@@ -236,7 +236,28 @@ async fn prepare_and_run(
             Some(s) => {
                 crate::session::advertise(&nn, &dir, &advertised, engine.job.attempt).await?;
                 tracing::info!(app = %app_id, session = %s.name, address = %advertised, "session open");
-                stopped.cancelled().await;
+                let idle_stop = async {
+                    if s.stop_after_idle_s == 0 {
+                        return std::future::pending().await;
+                    }
+                    let bound = Duration::from_secs(s.stop_after_idle_s);
+                    loop {
+                        match demand_wait.idle_for() {
+                            Some(d) if d >= bound => return,
+                            Some(d) => tokio::time::sleep(bound - d).await,
+                            None => {
+                                demand_wait.wait_idle(bound).await;
+                            }
+                        }
+                    }
+                };
+                tokio::select! {
+                    _ = stopped.cancelled() => {}
+                    _ = idle_stop => {
+                        tracing::info!(app = %app_id, idle_s = s.stop_after_idle_s, "the session was idle: it ends");
+                        stopped.cancel();
+                    }
+                }
                 // Jobs still running finish first (new ones are refused meanwhile).
                 if !demand_wait.wait_idle(STOP_WAIT).await {
                     tracing::warn!(app = %app_id, "jobs still ran {} s after the session was stopped", STOP_WAIT.as_secs());
@@ -609,6 +630,12 @@ impl Demand {
             running
         };
         want.clamp(self.min, max.max(self.min))
+    }
+
+    /// How long no job has run (`None` while one runs).
+    pub(crate) fn idle_for(&self) -> Option<Duration> {
+        let (jobs, ended) = *self.lock();
+        (jobs == 0).then(|| ended.elapsed())
     }
 
     /// Waits until no job runs, at most `bound`; whether none does.

@@ -194,6 +194,20 @@ impl JobSession for SessionService {
         // carry this label).
         let label = format!("{}/a{}/r{n}", engine.job.app_id, engine.job.attempt);
         let ctx = engine.context(&label).map_err(status)?;
+        for (k, v) in &req.settings {
+            if !k.starts_with("datafusion.execution.") && !k.starts_with("datafusion.sql_parser.") {
+                return Err(Status::invalid_argument(format!(
+                    "setting {k}: only datafusion.execution.* and datafusion.sql_parser.* may be set per job"
+                )));
+            }
+            let state = ctx.state_ref();
+            let mut state = state.write();
+            state
+                .config_mut()
+                .options_mut()
+                .set(k, v)
+                .map_err(|e| Status::invalid_argument(format!("setting {k}: {e}")))?;
+        }
         let stmts = statements(&req, &ctx).map_err(status)?;
         let staging = format!("{}/{STAGING}/a{}/r{n}", engine.job.dir, engine.job.attempt);
         let guard = self.demand.begin();
@@ -315,6 +329,67 @@ pub struct SessionResult {
     pub elapsed_ms: u64,
 }
 
+/// The submission of application `app_name` (a job or a session) running `spec` with
+/// the `tarn` program `tarn_bin` in its containers.
+pub fn submission(
+    app_name: String,
+    queue: String,
+    master_memory_mib: u64,
+    tarn_bin: &str,
+    spec: &JobSpec,
+) -> tarn_client::rm::AppSubmission {
+    use tarn_client::rm::{AppSubmission, ContainerSpec, Resources};
+    let command = vec![
+        tarn_bin.to_string(),
+        "job".into(),
+        "master".into(),
+        "--tarn-bin".into(),
+        tarn_bin.to_string(),
+        spec.to_arg(),
+    ];
+    AppSubmission {
+        name: app_name,
+        queue,
+        am_resources: Resources::new(1, master_memory_mib),
+        am_spec: ContainerSpec { command, env: Default::default(), files: Vec::new() },
+        max_attempts: 0,
+        submission_id: String::new(),
+    }
+}
+
+/// Waits (at most `bound`) until session application `app_id` serves and connects to it;
+/// `tick` sees each report while it starts.
+pub async fn wait_open(
+    rm: &RmClient,
+    nn: Arc<NamenodeClient>,
+    app_id: &str,
+    bound: Duration,
+    mut tick: impl FnMut(&AppReport),
+) -> Result<SessionClient> {
+    let deadline = tokio::time::Instant::now() + bound;
+    let mut every = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        every.tick().await;
+        let r = rm.application(app_id).await.map_err(JobError::cluster(format!("follow {app_id}")))?;
+        tick(&r);
+        if r.state.is_final() {
+            return Err(JobError::Run(format!("{app_id}: {} before it served: {}", r.state.as_str(), r.diagnostics)));
+        }
+        if r.state == AppState::Running {
+            if let Some(c) = SessionClient::connect_app(nn.clone(), &r).await? {
+                return Ok(c);
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(JobError::Run(format!(
+                "{app_id}: not serving after {} s (it is {})",
+                bound.as_secs(),
+                r.state.as_str()
+            )));
+        }
+    }
+}
+
 /// A client of one user's session.
 #[derive(Debug, Clone)]
 pub struct SessionClient {
@@ -334,6 +409,7 @@ fn from_status(s: Status) -> JobError {
     match s.code() {
         tonic::Code::InvalidArgument => JobError::Plan(s.message().to_string()),
         tonic::Code::PermissionDenied => JobError::Plan(format!("permission denied: {}", s.message())),
+        tonic::Code::Unavailable => JobError::Gone(format!("the session: {}", s.message())),
         _ => JobError::Run(format!("the session: {}", s.message())),
     }
 }
@@ -405,10 +481,21 @@ impl SessionClient {
         plan: &datafusion::logical_expr::LogicalPlan,
         on_progress: impl FnMut(&RunProgress),
     ) -> Result<SessionResult> {
+        self.run_plan_with(plan, Default::default(), on_progress).await
+    }
+
+    /// [`SessionClient::run_plan`] with DataFusion `settings` for this job (keys under
+    /// `datafusion.execution.` or `datafusion.sql_parser.`).
+    pub async fn run_plan_with(
+        &mut self,
+        plan: &datafusion::logical_expr::LogicalPlan,
+        settings: std::collections::HashMap<String, String>,
+        on_progress: impl FnMut(&RunProgress),
+    ) -> Result<SessionResult> {
         let codec = ballista_core::serde::BallistaLogicalExtensionCodec::default();
         let bytes = datafusion_proto::bytes::logical_plan_to_bytes_with_extension_codec(plan, &codec)
             .map_err(|e| JobError::Plan(format!("the logical plan does not encode: {e}")))?;
-        self.run_collect(RunRequest { logical_plan: bytes, ..Default::default() }, on_progress).await
+        self.run_collect(RunRequest { logical_plan: bytes, settings, ..Default::default() }, on_progress).await
     }
 
     /// Runs a job and collects its rows.

@@ -51,6 +51,14 @@ pub struct SessionOpts {
     pub min_executors: u32,
     /// Executors above the least are released after this long without a job (seconds).
     pub idle_timeout_s: u64,
+    /// The whole session ends (succeeded) after this long without a job (seconds; 0:
+    /// never), giving its master's container back.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stop_after_idle_s: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 fn default_overhead() -> u64 {
@@ -76,7 +84,7 @@ impl JobSpec {
     pub fn session(name: impl Into<String>, min: u32, max_executors: u32, idle_timeout_s: u64) -> JobSpec {
         JobSpec {
             executors: max_executors,
-            session: Some(SessionOpts { name: name.into(), min_executors: min, idle_timeout_s }),
+            session: Some(SessionOpts { name: name.into(), min_executors: min, idle_timeout_s, stop_after_idle_s: 0 }),
             ..JobSpec::new("")
         }
     }

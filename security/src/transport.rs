@@ -322,7 +322,10 @@ impl Transport {
                 };
                 let _ = tcp.set_nodelay(true);
                 let Some(tls) = &t.inner.tls else {
-                    let conn = Conn { io: ConnIo::Plain(tcp), peer: Peer { addr, identity: None, container: None } };
+                    let conn = Conn {
+                        io: ConnIo::Plain(tcp),
+                        peer: Peer { addr, identity: None, container: None, public: false },
+                    };
                     if tx.send(Ok(conn)).await.is_err() {
                         break;
                     }
@@ -363,7 +366,7 @@ impl Transport {
                             return;
                         }
                     };
-                    let peer = Peer { addr, identity: Some(identity), container };
+                    let peer = Peer { addr, identity: Some(identity), container, public: false };
                     let conn = Conn { io: ConnIo::Tls(Box::new(stream)), peer };
                     let _ = tx.send(Ok(conn)).await;
                 });
@@ -371,6 +374,76 @@ impl Transport {
         });
         tokio_stream::wrappers::ReceiverStream::new(rx)
     }
+}
+
+/// TLS for a service whose clients authenticate with a token, not a certificate (Spark
+/// Connect): this server's certificate chain and key (PEM files), ALPN `h2`.
+pub fn public_server_config(cert: &std::path::Path, key: &std::path::Path) -> Result<Arc<ServerConfig>, SecurityError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| SecurityError::Tls(format!("read certificates from {}: {e}", cert.display())))?;
+    if certs.is_empty() {
+        return Err(SecurityError::Tls(format!("{} holds no certificate", cert.display())));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| SecurityError::Tls(format!("read private key from {}: {e}", key.display())))?;
+    let mut cfg = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| SecurityError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| SecurityError::Tls(format!("certificate and key: {e}")))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// The connections accepted on `listener` for a token-authenticated service: TLS with
+/// `server` (no client certificate asked), or plaintext when `None` (dev mode). Their
+/// [`Peer`] is `public`: nothing in them is a Tarn identity.
+pub fn public_incoming(
+    listener: TcpListener,
+    server: Option<Arc<ServerConfig>>,
+    shutdown: CancellationToken,
+) -> tokio_stream::wrappers::ReceiverStream<io::Result<Conn>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, addr) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tx.closed() => break,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let peer = Peer { addr, identity: None, container: None, public: true };
+            let Some(server) = &server else {
+                if tx.send(Ok(Conn { io: ConnIo::Plain(tcp), peer })).await.is_err() {
+                    break;
+                }
+                continue;
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(server.clone());
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => {
+                        let _ = tx.send(Ok(Conn { io: ConnIo::Tls(Box::new(s)), peer })).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::info!(peer = %addr, error = %e, "refused a connection: TLS handshake failed")
+                    }
+                    Err(_) => tracing::info!(peer = %addr, "refused a connection: TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 /// Dials `host:port` and runs the TLS handshake, checking the server's certificate
@@ -456,6 +529,9 @@ pub struct Peer {
     /// The container it runs as, when its certificate came from the container CA (a user's
     /// application, holding a delegation credential).
     pub container: Option<String>,
+    /// Accepted by [`public_incoming`]: the client proved nothing at the connection (it
+    /// sends a token with each call), so [`caller`] refuses it.
+    pub public: bool,
 }
 
 /// The container a request came from (see [`Peer::container`]).
@@ -542,6 +618,7 @@ impl AsyncWrite for Conn {
 /// allowed there), the certificate's identity otherwise.
 pub fn caller(ext: &Extensions) -> Result<Option<&Identity>, Status> {
     match ext.get::<Peer>() {
+        Some(p) if p.public => Err(Status::permission_denied("a token-authenticated connection has no Tarn identity")),
         Some(p) => Ok(p.identity.as_ref()),
         None => Err(Status::permission_denied("the connection carries no peer identity")),
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use tarn_client::rm::{AppState, AppSubmission, ContainerSpec, Resources};
+use tarn_client::rm::AppState;
 use tarn_jobs::master::JobProgress;
 use tarn_jobs::JobSpec;
 
@@ -126,15 +126,7 @@ impl AppOpts {
     /// Submits the application of `spec` (a job or a session) named `name`.
     async fn submit(self, rm: &tarn_client::rm::RmClient, name: String, spec: &JobSpec) -> anyhow::Result<String> {
         let bin = self.tarn_bin.unwrap_or_else(|| "tarn".into());
-        let command = vec![bin.clone(), "job".into(), "master".into(), "--tarn-bin".into(), bin, spec.to_arg()];
-        let sub = AppSubmission {
-            name,
-            queue: self.queue,
-            am_resources: Resources::new(1, self.master_memory_mib),
-            am_spec: ContainerSpec { command, env: Default::default(), files: Vec::new() },
-            max_attempts: 0,
-            submission_id: String::new(),
-        };
+        let sub = tarn_jobs::session::submission(name, self.queue, self.master_memory_mib, &bin, spec);
         Ok(rm.submit(&sub).await?)
     }
 }
@@ -155,6 +147,9 @@ enum SessionCmd {
         /// Executors above the least are released after this long without a job.
         #[arg(long, default_value_t = 60)]
         idle_timeout_s: u64,
+        /// The session ends after this long without a job (0: only when stopped).
+        #[arg(long, default_value_t = 0)]
+        stop_after_idle_s: u64,
         #[command(flatten)]
         app: AppOpts,
     },
@@ -173,8 +168,11 @@ const SESSION_OPEN_WAIT: Duration = Duration::from_secs(180);
 async fn session(cmd: SessionCmd, conn: &ClientOpts) -> anyhow::Result<u8> {
     let rm = conn.connect_rm()?;
     match cmd {
-        SessionCmd::Start { name, min_executors, max_executors, idle_timeout_s, app } => {
-            let spec = app.size(JobSpec::session(&name, min_executors, max_executors, idle_timeout_s));
+        SessionCmd::Start { name, min_executors, max_executors, idle_timeout_s, stop_after_idle_s, app } => {
+            let mut spec = app.size(JobSpec::session(&name, min_executors, max_executors, idle_timeout_s));
+            if let Some(o) = spec.session.as_mut() {
+                o.stop_after_idle_s = stop_after_idle_s;
+            }
             spec.check_shape()?;
             if let Some(app) = tarn_jobs::session::find(&rm, &name).await? {
                 anyhow::bail!("session {name:?} is already {} as {}", app.state.as_str(), app.app_id);
@@ -184,31 +182,9 @@ async fn session(cmd: SessionCmd, conn: &ClientOpts) -> anyhow::Result<u8> {
             let nn = Arc::new(conn.connect()?);
             let pb = spinner();
             pb.set_message(format!("{id}: starting session {name:?}"));
-            let deadline = tokio::time::Instant::now() + SESSION_OPEN_WAIT;
-            let mut tick = tokio::time::interval(Duration::from_millis(200));
-            let client = loop {
-                tick.tick().await;
-                pb.tick();
-                let r = rm.application(&id).await.with_context(|| format!("follow {id}"))?;
-                if r.state.is_final() {
-                    pb.finish_and_clear();
-                    anyhow::bail!("{id}: {} before it served: {}", r.state.as_str(), r.diagnostics);
-                }
-                if r.state == AppState::Running {
-                    if let Some(c) = tarn_jobs::session::SessionClient::connect_app(nn.clone(), &r).await? {
-                        break c;
-                    }
-                }
-                if tokio::time::Instant::now() > deadline {
-                    pb.finish_and_clear();
-                    anyhow::bail!(
-                        "{id}: not serving after {} s (it is {})",
-                        SESSION_OPEN_WAIT.as_secs(),
-                        r.state.as_str()
-                    );
-                }
-            };
+            let open = tarn_jobs::session::wait_open(&rm, nn, &id, SESSION_OPEN_WAIT, |_| pb.tick()).await;
             pb.finish_and_clear();
+            let client = open?;
             outln!("{id}")?;
             eprintln!("session {name:?} serves at {}: tarn job submit --session {name} --sql \"...\"", client.address);
             Ok(0)
