@@ -19,6 +19,8 @@ pub struct TarnConfig {
     pub gateway: GatewayConfig,
     pub resource_manager: tarn_resource_manager::ResourceManagerConfig,
     pub worker: tarn_worker::WorkerConfig,
+    /// The Spark Connect endpoint (`tarn up` runs one).
+    pub connect: tarn_connect::ConnectConfig,
     pub up: UpConfig,
     /// This process's certificate (mutual TLS with every peer), or the dev flag.
     pub security: SecurityConfig,
@@ -33,11 +35,16 @@ pub struct UpConfig {
     /// Namenodes in the process, one Raft group: node 1 is `[namenode]`, node N keeps
     /// `<data_dir>/namenode-N` and listens N-1 ports above it.
     pub namenodes: usize,
+    /// The S3 key (and Spark Connect token) `tarn up` prints: a key of the person who runs
+    /// the appliance (the user its admin certificate names), made on first start, so
+    /// what it makes through S3 is theirs and their jobs may write there. The
+    /// `[gateway] access_keys` stay the S3 root's.
+    pub user_key: Option<tarn_gateway::AccessKey>,
 }
 
 impl Default for UpConfig {
     fn default() -> Self {
-        UpConfig { datanodes: 1, namenodes: 1 }
+        UpConfig { datanodes: 1, namenodes: 1, user_key: None }
     }
 }
 
@@ -112,6 +119,7 @@ impl TarnConfig {
         cfg.gateway.listen = "127.0.0.1:9000".into();
         cfg.gateway.access_keys = vec![tarn_gateway::AccessKey::generate()];
         cfg.gateway.domains = vec!["localhost:9000".into(), "localhost".into()];
+        cfg.connect.listen = format!("127.0.0.1:{}", tarn_connect::DEFAULT_PORT);
         // YARN's port beside the namenode's (a picked one when the namenode's is).
         let host = listen.rsplit_once(':').map(|(h, _)| h).unwrap_or("127.0.0.1");
         let rm_port = if listen.ends_with(":0") { 0 } else { 8032 };

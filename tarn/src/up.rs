@@ -37,6 +37,9 @@ pub struct UpArgs {
     /// Resource manager address (overrides `resource_manager.listen`; port 0 picks one).
     #[arg(long)]
     rm_listen: Option<String>,
+    /// Spark Connect endpoint address (overrides `connect.listen`; port 0 picks one).
+    #[arg(long)]
+    connect_listen: Option<String>,
     /// Development only: serve S3 over plaintext HTTP (prints a warning).
     #[arg(long)]
     insecure_dev: bool,
@@ -53,10 +56,9 @@ pub fn ensure_pki(dir: &Path) -> anyhow::Result<BTreeMap<Role, TlsPaths>> {
     // containers' credentials.
     tarn_security::ContainerCa::load_or_create(dir, "tarn up").context("the container CA")?;
     let hosts = tarn_security::pki::local_hosts();
-    let admin = std::env::var("USER").ok().filter(|u| Identity::new(Role::Admin, u.as_str()).is_ok());
     let mut out = BTreeMap::new();
     for (role, stem) in crate::creds::UP_ROLES {
-        let name = if role == Role::Admin { admin.clone().unwrap_or_else(|| "admin".into()) } else { stem.to_string() };
+        let name = if role == Role::Admin { admin_name() } else { stem.to_string() };
         let id = Identity::new(role, name)?;
         // A new CA re-issues everything (older data directories held a self-signed
         // S3 certificate under the same name).
@@ -68,6 +70,14 @@ pub fn ensure_pki(dir: &Path) -> anyhow::Result<BTreeMap<Role, TlsPaths>> {
         out.insert(role, paths);
     }
     Ok(out)
+}
+
+/// The name of the appliance's person: whoever runs `tarn up` (`$USER`), else `admin`.
+fn admin_name() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| Identity::new(Role::Admin, u.as_str()).is_ok())
+        .unwrap_or_else(|| "admin".into())
 }
 
 pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
@@ -212,6 +222,38 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
         w.local_dir = a.data_dir.join("worker");
     }
     let worker = tarn_worker::start(w, transport(Role::Worker)?).await.context("start the worker")?;
+    // The person's own S3 key (not the S3 root's): buckets they make are theirs, so their
+    // Spark Connect and `tarn job` writes may go there.
+    if cfg.up.user_key.is_none() {
+        if let Some(m) = &master {
+            let user = if pki.is_some() { admin_name() } else { tarn_client::DEV_USER.to_string() };
+            let nn = tarn_client::NamenodeClient::new(&nn_addrs, &transport(Role::Gateway)?)?;
+            let key = tarn_gateway::keys::create_key(&nn, m, &user, false)
+                .await
+                .with_context(|| format!("make an S3 key for {user}"))?;
+            cfg.up.user_key = Some(key);
+            cfg.save(&cfg_path)?;
+        }
+    }
+    // Spark Connect: plans run on each user's session application; its TLS is the S3
+    // gateway's certificate, its tokens the S3 keys.
+    let mut cc = cfg.connect.clone();
+    cc.namenodes = nn_addrs.clone();
+    cc.resource_managers = vec![rm.addr.clone()];
+    cc.access_keys = gw.access_keys.clone();
+    cc.master_key_file = gw.master_key_file.clone();
+    if cc.tls.is_none() {
+        cc.tls = gw.tls.clone();
+    }
+    if let Some(l) = a.connect_listen {
+        cc.listen = l;
+    }
+    if a.insecure_dev {
+        cc.insecure_dev = true;
+        cc.tls = None;
+    }
+    let connect =
+        tarn_connect::start(cc, transport(Role::Gateway)?).await.context("start the Spark Connect endpoint")?;
     // A daemon keeps serving when nobody reads its standard output any more.
     let banner = || -> anyhow::Result<()> {
         outln!("Tarn is up (single-process appliance).")?;
@@ -223,7 +265,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
         for (i, dn) in datanodes.iter().enumerate() {
             outln!("  datanode {}:       {} ({})", i + 1, dn.addr, dn.uuid)?;
         }
-        let key = &gw.access_keys[0];
+        let key = cfg.up.user_key.as_ref().unwrap_or(&gw.access_keys[0]);
         outln!("  resource manager: {}", rm.addr)?;
         if let Some(r) = rm.rest_addr {
             let t = a.data_dir.join("tls");
@@ -248,6 +290,11 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
             key.secret_key,
             gateway.endpoint()
         )?;
+        let token = format!("{}:{}", key.access_key, key.secret_key);
+        outln!("  Spark Connect:    export SPARK_REMOTE=\"{}\"", connect.remote("localhost", &token))?;
+        if let Some(p) = &pki {
+            outln!("                    export GRPC_DEFAULT_SSL_ROOTS_FILE_PATH={}", p[&Role::Admin].ca.display())?;
+        }
         outln!("  data directory:   {}", a.data_dir.display())?;
         outln!("  configuration:    {}", cfg_path.display())?;
         if let Some(p) = &pki {
@@ -265,6 +312,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
     out::daemon_note(banner());
     wait_for_signal(node.cancelled()).await;
     out::daemon_note(outln!("stopping"));
+    connect.stop().await;
     worker.stop().await;
     rm.shutdown().await;
     gateway.stop().await;

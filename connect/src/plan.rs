@@ -1,0 +1,777 @@
+//! Spark Connect's unresolved plans as DataFusion logical plans, with Spark's names and
+//! semantics where DataFusion's differ (case-insensitive columns, Spark's output names
+//! such as `sum(purchase_amount)`, `/` in double, nulls first in ascending sorts).
+//!
+//! What is not translated is refused before anything runs, naming the relation,
+//! expression or function ([`SparkError::unsupported`]): never a wrong result.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{Column, DFSchema, ScalarValue, TableReference};
+use datafusion::datasource::file_format::format_as_file_type;
+use datafusion::datasource::file_format::{
+    csv::CsvFormatFactory, json::JsonFormatFactory, parquet::ParquetFormatFactory,
+};
+use datafusion::datasource::ViewTable;
+use datafusion::functions_aggregate::expr_fn as agg;
+use datafusion::logical_expr::{
+    cast, lit, not, Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, Operator, SortExpr,
+};
+use datafusion::prelude::{CsvReadOptions, JsonReadOptions, ParquetReadOptions, SessionContext};
+use futures::future::BoxFuture;
+use sc::expression::{self as ex, ExprType};
+use sc::relation::RelType;
+use spark_connect_proto::spark::connect as sc;
+
+use crate::errors::SparkError;
+use crate::types;
+
+/// Translates one request's plans in `ctx` (the user's stores and temp views).
+pub struct Planner<'a> {
+    pub ctx: &'a SessionContext,
+    /// Relative paths resolve under this directory (`/user/NAME`, as in HDFS).
+    pub home: &'a str,
+    /// The cluster as the user sees it: a missing input path is named before DataFusion
+    /// would call it an empty location.
+    pub nn: &'a tarn_client::NamenodeClient,
+}
+
+/// A data source path as a URL DataFusion reads: `s3://`, `s3a://` and `tarn://` are the
+/// cluster's; an absolute path is a cluster path; a relative one is under `home`.
+pub fn resolve_path(path: &str, home: &str) -> Result<String, SparkError> {
+    if path.is_empty() {
+        return Err(SparkError::invalid("an empty path"));
+    }
+    if let Some((scheme, _)) = path.split_once("://") {
+        return match scheme {
+            "s3" | "s3a" | "tarn" => Ok(path.to_string()),
+            other => Err(SparkError::unsupported(format!("paths of scheme {other}:// ({path})"))),
+        };
+    }
+    if path.starts_with('/') {
+        return Ok(format!("tarn://{path}"));
+    }
+    Ok(format!("tarn://{}/{}", home.trim_end_matches('/'), path))
+}
+
+fn df_err(e: datafusion::error::DataFusionError) -> SparkError {
+    SparkError::from_datafusion(e)
+}
+
+impl<'a> Planner<'a> {
+    /// The logical plan of `rel`.
+    pub fn relation<'b>(&'b self, rel: &'b sc::Relation) -> BoxFuture<'b, Result<LogicalPlan, SparkError>> {
+        Box::pin(async move {
+            let Some(t) = &rel.rel_type else { return Err(SparkError::invalid("a relation without a type")) };
+            match t {
+                RelType::Read(r) => self.read(r).await,
+                RelType::Project(p) => {
+                    let input = match &p.input {
+                        Some(i) => self.relation(i).await?,
+                        // `spark.select(...)`-like projections of nothing: one row.
+                        None => LogicalPlanBuilder::empty(true).build().map_err(df_err)?,
+                    };
+                    self.project(input, &p.expressions)
+                }
+                RelType::Filter(f) => {
+                    let input = self.input(&f.input).await?;
+                    let cond =
+                        f.condition.as_ref().ok_or_else(|| SparkError::invalid("a filter without a condition"))?;
+                    let (e, _) = self.expr(cond, input.schema())?;
+                    LogicalPlanBuilder::from(input).filter(e).and_then(|b| b.build()).map_err(df_err)
+                }
+                RelType::Aggregate(a) => self.aggregate(a).await,
+                RelType::Sort(s) => {
+                    let input = self.input(&s.input).await?;
+                    let order =
+                        s.order.iter().map(|o| self.sort_order(o, input.schema())).collect::<Result<Vec<_>, _>>()?;
+                    LogicalPlanBuilder::from(input).sort(order).and_then(|b| b.build()).map_err(df_err)
+                }
+                RelType::Limit(l) => {
+                    let input = self.input(&l.input).await?;
+                    let n = usize::try_from(l.limit).map_err(|_| SparkError::invalid("a negative limit"))?;
+                    LogicalPlanBuilder::from(input).limit(0, Some(n)).and_then(|b| b.build()).map_err(df_err)
+                }
+                RelType::Offset(o) => {
+                    let input = self.input(&o.input).await?;
+                    let n = usize::try_from(o.offset).map_err(|_| SparkError::invalid("a negative offset"))?;
+                    LogicalPlanBuilder::from(input).limit(n, None).and_then(|b| b.build()).map_err(df_err)
+                }
+                #[allow(deprecated)]
+                RelType::Sql(q) => {
+                    if !q.args.is_empty()
+                        || !q.pos_args.is_empty()
+                        || !q.named_arguments.is_empty()
+                        || !q.pos_arguments.is_empty()
+                    {
+                        return Err(SparkError::unsupported("parameters of spark.sql"));
+                    }
+                    let df = self.ctx.sql(&q.query).await.map_err(df_err)?;
+                    Ok(df.into_unoptimized_plan())
+                }
+                RelType::Range(r) => self.range(r),
+                RelType::SubqueryAlias(a) => {
+                    let input = self.input(&a.input).await?;
+                    LogicalPlanBuilder::from(input).alias(a.alias.as_str()).and_then(|b| b.build()).map_err(df_err)
+                }
+                RelType::ToDf(t) => {
+                    let input = self.input(&t.input).await?;
+                    let fields = input.schema().columns();
+                    if fields.len() != t.column_names.len() {
+                        return Err(SparkError::analysis(
+                            "INVALID_COLUMN_NAMES",
+                            format!("toDF names {} columns; the data has {}", t.column_names.len(), fields.len()),
+                        ));
+                    }
+                    let exprs: Vec<Expr> =
+                        fields.into_iter().zip(&t.column_names).map(|(c, n)| Expr::Column(c).alias(n)).collect();
+                    LogicalPlanBuilder::from(input).project(exprs).and_then(|b| b.build()).map_err(df_err)
+                }
+                RelType::WithColumnsRenamed(w) => {
+                    let input = self.input(&w.input).await?;
+                    let mut renames: Vec<(String, String)> =
+                        w.renames.iter().map(|r| (r.col_name.clone(), r.new_col_name.clone())).collect();
+                    renames.extend(w.rename_columns_map.iter().map(|(a, b)| (a.clone(), b.clone())));
+                    let exprs: Vec<Expr> = input
+                        .schema()
+                        .columns()
+                        .into_iter()
+                        .map(|c| match renames.iter().find(|(from, _)| from.eq_ignore_ascii_case(&c.name)) {
+                            Some((_, to)) => Expr::Column(c).alias(to),
+                            None => Expr::Column(c),
+                        })
+                        .collect();
+                    LogicalPlanBuilder::from(input).project(exprs).and_then(|b| b.build()).map_err(df_err)
+                }
+                RelType::WithColumns(w) => {
+                    let input = self.input(&w.input).await?;
+                    let mut added: Vec<(String, Expr)> = Vec::new();
+                    for a in &w.aliases {
+                        let [name] = a.name.as_slice() else {
+                            return Err(SparkError::unsupported("withColumns with a multi-part name"));
+                        };
+                        let inner =
+                            a.expr.as_deref().ok_or_else(|| SparkError::invalid("an alias without an expression"))?;
+                        let (e, _) = self.expr(inner, input.schema())?;
+                        added.push((name.clone(), e));
+                    }
+                    let mut exprs = Vec::new();
+                    for c in input.schema().columns() {
+                        match added.iter().position(|(n, _)| n.eq_ignore_ascii_case(&c.name)) {
+                            Some(i) => {
+                                let (n, e) = added.remove(i);
+                                exprs.push(e.alias(n));
+                            }
+                            None => exprs.push(Expr::Column(c)),
+                        }
+                    }
+                    exprs.extend(added.into_iter().map(|(n, e)| e.alias(n)));
+                    LogicalPlanBuilder::from(input).project(exprs).and_then(|b| b.build()).map_err(df_err)
+                }
+                RelType::Drop(d) => {
+                    let input = self.input(&d.input).await?;
+                    let mut gone: Vec<Column> = Vec::new();
+                    for n in &d.column_names {
+                        // Dropping a column that is not there is not an error in Spark.
+                        if let Ok(c) = resolve(input.schema(), n) {
+                            gone.push(c);
+                        }
+                    }
+                    for e in &d.columns {
+                        if let (Expr::Column(c), _) = self.expr(e, input.schema())? {
+                            gone.push(c);
+                        }
+                    }
+                    let exprs: Vec<Expr> =
+                        input.schema().columns().into_iter().filter(|c| !gone.contains(c)).map(Expr::Column).collect();
+                    LogicalPlanBuilder::from(input).project(exprs).and_then(|b| b.build()).map_err(df_err)
+                }
+                RelType::Deduplicate(d) => {
+                    let input = self.input(&d.input).await?;
+                    if d.all_columns_as_keys.unwrap_or(false) || d.column_names.is_empty() {
+                        return LogicalPlanBuilder::from(input).distinct().and_then(|b| b.build()).map_err(df_err);
+                    }
+                    Err(SparkError::unsupported("dropDuplicates on a subset of columns"))
+                }
+                RelType::ShowString(_) => Err(SparkError::invalid("show() is a result, not an input")),
+                other => Err(SparkError::unsupported(format!("the relation {}", relation_name(other)))),
+            }
+        })
+    }
+
+    async fn input(&self, input: &Option<Box<sc::Relation>>) -> Result<LogicalPlan, SparkError> {
+        match input {
+            Some(i) => self.relation(i).await,
+            None => Err(SparkError::invalid("a relation without its input")),
+        }
+    }
+
+    async fn read(&self, r: &sc::Read) -> Result<LogicalPlan, SparkError> {
+        use sc::read::ReadType;
+        let Some(t) = &r.read_type else { return Err(SparkError::invalid("a read without a source")) };
+        if r.is_streaming {
+            return Err(SparkError::unsupported("streaming reads"));
+        }
+        match t {
+            ReadType::NamedTable(t) => {
+                let name = t.unparsed_identifier.trim_matches('`');
+                let df = self.ctx.table(name).await.map_err(|_| {
+                    SparkError::analysis_with(
+                        "TABLE_OR_VIEW_NOT_FOUND",
+                        format!("The table or view `{name}` cannot be found."),
+                        "42P01",
+                        &[("relationName", format!("`{name}`"))],
+                    )
+                })?;
+                Ok(df.into_unoptimized_plan())
+            }
+            ReadType::DataSource(d) => {
+                let format = d.format.as_deref().unwrap_or("parquet").to_ascii_lowercase();
+                if d.paths.is_empty() {
+                    return Err(SparkError::invalid(format!("a {format} read without a path")));
+                }
+                let paths = d.paths.iter().map(|p| resolve_path(p, self.home)).collect::<Result<Vec<_>, _>>()?;
+                for (url, given) in paths.iter().zip(&d.paths) {
+                    let Some((path, _)) = tarn_jobs::commit::cluster_path(url) else { continue };
+                    if path.contains(['*', '?', '[', '{']) {
+                        continue;
+                    }
+                    match self.nn.get_file_info(&path, false).await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => {
+                            return Err(SparkError::analysis_with(
+                                "PATH_NOT_FOUND",
+                                format!("Path does not exist: {given}."),
+                                "42K03",
+                                &[("path", given.clone())],
+                            ))
+                        }
+                        Err(e) if e.kind() == tarn_client::ErrorKind::PermissionDenied => {
+                            return Err(SparkError::analysis_with(
+                                "INSUFFICIENT_PERMISSIONS",
+                                format!("Permission denied: {given} ({e})."),
+                                "42501",
+                                &[("path", given.clone())],
+                            ))
+                        }
+                        Err(e) => return Err(SparkError::internal(format!("look up {given}: {e}"))),
+                    }
+                }
+                let schema = match d.schema.as_deref().filter(|s| !s.trim().is_empty()) {
+                    Some(s) => Some(ddl_schema(s)?),
+                    None => None,
+                };
+                let opt =
+                    |k: &str| d.options.iter().find(|(key, _)| key.eq_ignore_ascii_case(k)).map(|(_, v)| v.as_str());
+                let df = match format.as_str() {
+                    "parquet" => {
+                        let mut o = ParquetReadOptions::default();
+                        if let Some(s) = &schema {
+                            o = o.schema(s);
+                        }
+                        self.ctx.read_parquet(paths, o).await
+                    }
+                    "csv" => {
+                        let mut o = CsvReadOptions::new()
+                            .has_header(opt("header").is_some_and(|v| v.eq_ignore_ascii_case("true")))
+                            .file_extension(".csv");
+                        if let Some(sep) = opt("sep").or(opt("delimiter")) {
+                            let [b] = sep.as_bytes() else {
+                                return Err(SparkError::unsupported(format!("the csv separator {sep:?}")));
+                            };
+                            o = o.delimiter(*b);
+                        }
+                        if let Some(s) = &schema {
+                            o = o.schema(s);
+                        }
+                        self.ctx.read_csv(paths, o).await
+                    }
+                    "json" => {
+                        let mut o = JsonReadOptions::default();
+                        if let Some(s) = &schema {
+                            o = o.schema(s);
+                        }
+                        self.ctx.read_json(paths, o).await
+                    }
+                    other => return Err(SparkError::unsupported(format!("the data source format {other:?}"))),
+                };
+                let df = df.map_err(|e| path_error(e, &d.paths))?;
+                Ok(df.into_unoptimized_plan())
+            }
+        }
+    }
+
+    fn range(&self, r: &sc::Range) -> Result<LogicalPlan, SparkError> {
+        let start = r.start.unwrap_or(0);
+        let step = if r.step == 0 { 1 } else { r.step };
+        let n = ((r.end as i128 - start as i128) + step as i128 - step.signum() as i128) / step as i128;
+        if n > 10_000_000 {
+            return Err(SparkError::unsupported("spark.range of more than 10 million rows"));
+        }
+        let range = datafusion::functions_nested::expr_fn::range(lit(start), lit(r.end), lit(step));
+        let plan = LogicalPlanBuilder::empty(true)
+            .project(vec![range.alias("id")])
+            .and_then(|b| b.unnest_column("id"))
+            .and_then(|b| b.build())
+            .map_err(df_err)?;
+        Ok(plan)
+    }
+
+    async fn aggregate(&self, a: &sc::Aggregate) -> Result<LogicalPlan, SparkError> {
+        use sc::aggregate::GroupType;
+        let input = self.input(&a.input).await?;
+        match GroupType::try_from(a.group_type).unwrap_or(GroupType::Unspecified) {
+            GroupType::Groupby | GroupType::Unspecified => {}
+            other => return Err(SparkError::unsupported(format!("aggregation of type {}", other.as_str_name()))),
+        }
+        let schema = input.schema().clone();
+        let mut group = Vec::new();
+        for g in &a.grouping_expressions {
+            let (e, name) = self.expr(g, &schema)?;
+            group.push(named(e, &name));
+        }
+        let mut aggs = Vec::new();
+        for x in &a.aggregate_expressions {
+            let (e, name) = self.expr(x, &schema)?;
+            aggs.push(named(e, &name));
+        }
+        LogicalPlanBuilder::from(input).aggregate(group, aggs).and_then(|b| b.build()).map_err(df_err)
+    }
+
+    fn project(&self, input: LogicalPlan, exprs: &[sc::Expression]) -> Result<LogicalPlan, SparkError> {
+        let schema = input.schema().clone();
+        let mut out = Vec::new();
+        for x in exprs {
+            if let Some(ExprType::UnresolvedStar(s)) = &x.expr_type {
+                out.extend(star(&schema, s)?);
+                continue;
+            }
+            let (e, name) = self.expr(x, &schema)?;
+            out.push(named(e, &name));
+        }
+        LogicalPlanBuilder::from(input).project(out).and_then(|b| b.build()).map_err(df_err)
+    }
+
+    fn sort_order(&self, s: &ex::SortOrder, schema: &DFSchema) -> Result<SortExpr, SparkError> {
+        use ex::sort_order::{NullOrdering, SortDirection};
+        let child = s.child.as_deref().ok_or_else(|| SparkError::invalid("a sort order without an expression"))?;
+        let (e, _) = self.expr(child, schema)?;
+        let asc =
+            SortDirection::try_from(s.direction).unwrap_or(SortDirection::Unspecified) != SortDirection::Descending;
+        let nulls_first = match NullOrdering::try_from(s.null_ordering).unwrap_or(NullOrdering::SortNullsUnspecified) {
+            NullOrdering::SortNullsFirst => true,
+            NullOrdering::SortNullsLast => false,
+            NullOrdering::SortNullsUnspecified => asc,
+        };
+        Ok(e.sort(asc, nulls_first))
+    }
+
+    /// An expression over `schema` and the name Spark gives its column.
+    pub fn expr(&self, x: &sc::Expression, schema: &DFSchema) -> Result<(Expr, String), SparkError> {
+        let Some(t) = &x.expr_type else { return Err(SparkError::invalid("an expression without a type")) };
+        match t {
+            ExprType::UnresolvedAttribute(a) => {
+                let c = resolve(schema, &a.unparsed_identifier)?;
+                let name = c.name.clone();
+                Ok((Expr::Column(c), name))
+            }
+            ExprType::Literal(l) => literal(l),
+            ExprType::Alias(a) => {
+                let inner = a.expr.as_deref().ok_or_else(|| SparkError::invalid("an alias without an expression"))?;
+                let [name] = a.name.as_slice() else {
+                    return Err(SparkError::unsupported("an alias of several names"));
+                };
+                let (e, _) = self.expr(inner, schema)?;
+                Ok((e.alias(name), name.clone()))
+            }
+            ExprType::Cast(c) => {
+                use ex::cast::CastToType;
+                let inner = c.expr.as_deref().ok_or_else(|| SparkError::invalid("a cast without an expression"))?;
+                let (e, name) = self.expr(inner, schema)?;
+                let (to, ty) = match &c.cast_to_type {
+                    Some(CastToType::Type(t)) => (types::from_spark(t)?, format!("{:?}", t.kind)),
+                    Some(CastToType::TypeStr(s)) => (types::from_ddl(s)?, s.to_ascii_uppercase()),
+                    None => return Err(SparkError::invalid("a cast without a type")),
+                };
+                let ty = spark_type_name(&to).unwrap_or(ty);
+                Ok((cast(e, to), format!("CAST({name} AS {ty})")))
+            }
+            ExprType::UnresolvedFunction(f) => self.function(f, schema),
+            ExprType::ExpressionString(s) => {
+                let e = self.ctx.parse_sql_expr(&s.expression, schema).map_err(df_err)?;
+                Ok((e, s.expression.clone()))
+            }
+            ExprType::UnresolvedStar(_) => Err(SparkError::unsupported("`*` outside a select or count")),
+            ExprType::SortOrder(_) => Err(SparkError::invalid("a sort order outside a sort")),
+            other => Err(SparkError::unsupported(format!("the expression {}", expression_name(other)))),
+        }
+    }
+
+    fn function(&self, f: &ex::UnresolvedFunction, schema: &DFSchema) -> Result<(Expr, String), SparkError> {
+        let fname = f.function_name.to_ascii_lowercase();
+        if f.is_user_defined_function {
+            return Err(SparkError::unsupported(format!("the user-defined function {}", f.function_name)));
+        }
+        // count(*) counts rows: Spark names it count(1).
+        if fname == "count"
+            && matches!(f.arguments.as_slice(), [a] if matches!(a.expr_type, Some(ExprType::UnresolvedStar(_))))
+        {
+            return Ok((agg::count(lit(1i64)), "count(1)".into()));
+        }
+        let mut args = Vec::new();
+        let mut names = Vec::new();
+        for a in &f.arguments {
+            let (e, n) = self.expr(a, schema)?;
+            args.push(e);
+            names.push(n);
+        }
+        let binary =
+            |op: Operator, sym: &str, args: &mut Vec<Expr>, names: &[String]| -> Result<(Expr, String), SparkError> {
+                let (Some(r), Some(l)) = (args.pop(), args.pop()) else {
+                    return Err(SparkError::invalid(format!("{sym} needs two arguments")));
+                };
+                Ok((datafusion::logical_expr::binary_expr(l, op, r), format!("({} {sym} {})", names[0], names[1])))
+            };
+        let distinct = if f.is_distinct { "DISTINCT " } else { "" };
+        let call_name = format!("{fname}({distinct}{})", names.join(", "));
+        let one = |args: &mut Vec<Expr>| -> Result<Expr, SparkError> {
+            if args.len() != 1 {
+                return Err(SparkError::analysis(
+                    "WRONG_NUM_ARGS.WITHOUT_SUGGESTION",
+                    format!("{} takes one argument, not {}", f.function_name, args.len()),
+                ));
+            }
+            Ok(args.pop().expect("one"))
+        };
+        let e = match fname.as_str() {
+            "==" => return binary(Operator::Eq, "=", &mut args, &names),
+            "<=>" => return binary(Operator::IsNotDistinctFrom, "<=>", &mut args, &names),
+            "!=" => return binary(Operator::NotEq, "!=", &mut args, &names),
+            "<" => return binary(Operator::Lt, "<", &mut args, &names),
+            "<=" => return binary(Operator::LtEq, "<=", &mut args, &names),
+            ">" => return binary(Operator::Gt, ">", &mut args, &names),
+            ">=" => return binary(Operator::GtEq, ">=", &mut args, &names),
+            "+" => return binary(Operator::Plus, "+", &mut args, &names),
+            "-" if args.len() == 2 => return binary(Operator::Minus, "-", &mut args, &names),
+            "*" => return binary(Operator::Multiply, "*", &mut args, &names),
+            "%" => return binary(Operator::Modulo, "%", &mut args, &names),
+            "and" => return binary(Operator::And, "AND", &mut args, &names),
+            "or" => return binary(Operator::Or, "OR", &mut args, &names),
+            "/" => {
+                // Spark divides in double unless an operand is a decimal.
+                for a in args.iter_mut() {
+                    let t = a.get_type(schema).map_err(df_err)?;
+                    if !matches!(t, DataType::Decimal128(..) | DataType::Decimal256(..)) {
+                        *a = cast(a.clone(), DataType::Float64);
+                    }
+                }
+                return binary(Operator::Divide, "/", &mut args, &names);
+            }
+            "!" | "not" => return Ok((not(one(&mut args)?), format!("(NOT {})", names[0]))),
+            "negative" | "-" => {
+                return Ok((Expr::Negative(Box::new(one(&mut args)?)), format!("negative({})", names[0])))
+            }
+            "isnull" => return Ok((one(&mut args)?.is_null(), format!("({} IS NULL)", names[0]))),
+            "isnotnull" => return Ok((one(&mut args)?.is_not_null(), format!("({} IS NOT NULL)", names[0]))),
+            "in" => {
+                if args.is_empty() {
+                    return Err(SparkError::invalid("in needs a value"));
+                }
+                let v = args.remove(0);
+                let name = format!("({} IN ({}))", names[0], names[1..].join(", "));
+                return Ok((v.in_list(args, false), name));
+            }
+            "sum" if !f.is_distinct => agg::sum(one(&mut args)?),
+            "count" if f.is_distinct => agg::count_distinct(one(&mut args)?),
+            "count" => agg::count(one(&mut args)?),
+            "avg" | "mean" if !f.is_distinct => agg::avg(one(&mut args)?),
+            "min" => agg::min(one(&mut args)?),
+            "max" => agg::max(one(&mut args)?),
+            _ if f.is_distinct => {
+                return Err(SparkError::unsupported(format!("{}(DISTINCT ...)", f.function_name)));
+            }
+            _ => {
+                let state = self.ctx.state();
+                if let Some(u) = state.scalar_functions().get(&fname) {
+                    u.call(args)
+                } else if let Some(u) = state.aggregate_functions().get(&fname) {
+                    u.call(args)
+                } else {
+                    return Err(SparkError::analysis_with(
+                        "UNRESOLVED_ROUTINE",
+                        format!("Cannot resolve routine `{}`: Tarn does not support it yet.", f.function_name),
+                        "42883",
+                        &[("routineName", format!("`{}`", f.function_name))],
+                    ));
+                }
+            }
+        };
+        // avg over integers is a double in Spark; sum of them a bigint: DataFusion agrees.
+        Ok((e, call_name))
+    }
+}
+
+/// `e` named `name` (a bare column keeps its own name).
+fn named(e: Expr, name: &str) -> Expr {
+    match &e {
+        Expr::Column(c) if c.name == name => e,
+        Expr::Alias(a) if a.name == name => e,
+        _ => e.alias(name),
+    }
+}
+
+/// The columns of `*` (or `alias.*`).
+fn star(schema: &DFSchema, s: &ex::UnresolvedStar) -> Result<Vec<Expr>, SparkError> {
+    let target = s.unparsed_target.as_deref().map(|t| t.trim_end_matches(".*").trim_matches('`'));
+    let cols: Vec<Expr> = schema
+        .iter()
+        .filter(|(q, _)| match (target, q) {
+            (None, _) => true,
+            (Some(t), Some(q)) => q.table().eq_ignore_ascii_case(t),
+            (Some(_), None) => false,
+        })
+        .map(|(q, f)| Expr::Column(Column::new(q.cloned(), f.name())))
+        .collect();
+    if cols.is_empty() {
+        return Err(SparkError::analysis("CANNOT_RESOLVE_STAR_EXPAND", format!("cannot expand {target:?}.*")));
+    }
+    Ok(cols)
+}
+
+/// The column `ident` names in `schema`: exact first, then ignoring case (Spark's default),
+/// and `alias.column` by its qualifier.
+pub fn resolve(schema: &DFSchema, ident: &str) -> Result<Column, SparkError> {
+    let ident_clean = ident.replace('`', "");
+    let found = |name: &str, qual: Option<&str>| -> Vec<Column> {
+        let mut exact = Vec::new();
+        let mut folded = Vec::new();
+        for (q, f) in schema.iter() {
+            let q_ok = match qual {
+                None => true,
+                Some(want) => q.is_some_and(|q: &TableReference| q.table().eq_ignore_ascii_case(want)),
+            };
+            if !q_ok {
+                continue;
+            }
+            if f.name() == name {
+                exact.push(Column::new(q.cloned(), f.name()));
+            } else if f.name().eq_ignore_ascii_case(name) {
+                folded.push(Column::new(q.cloned(), f.name()));
+            }
+        }
+        if exact.is_empty() {
+            folded
+        } else {
+            exact
+        }
+    };
+    let mut hits = found(&ident_clean, None);
+    if hits.is_empty() {
+        if let Some((q, n)) = ident_clean.rsplit_once('.') {
+            hits = found(n, Some(q));
+        }
+    }
+    match hits.len() {
+        1 => Ok(hits.remove(0)),
+        0 => {
+            let names: Vec<String> = schema.fields().iter().map(|f| format!("`{}`", f.name())).collect();
+            Err(SparkError::analysis_with(
+                "UNRESOLVED_COLUMN.WITH_SUGGESTION",
+                format!(
+                    "A column, variable, or function parameter with name `{ident_clean}` cannot be resolved. Did you mean one of the following? [{}].",
+                    names.join(", ")
+                ),
+                "42703",
+                &[("objectName", format!("`{ident_clean}`")), ("proposal", names.join(", "))],
+            ))
+        }
+        _ => Err(SparkError::analysis_with(
+            "AMBIGUOUS_REFERENCE",
+            format!("Reference `{ident_clean}` is ambiguous."),
+            "42704",
+            &[("name", format!("`{ident_clean}`"))],
+        )),
+    }
+}
+
+fn literal(l: &ex::Literal) -> Result<(Expr, String), SparkError> {
+    use ex::literal::LiteralType as L;
+    let Some(t) = &l.literal_type else { return Err(SparkError::invalid("a literal without a value")) };
+    let v = match t {
+        L::Null(ty) => ScalarValue::try_from(&types::from_spark(ty)?).map_err(df_err)?,
+        L::Binary(b) => ScalarValue::Binary(Some(b.to_vec())),
+        L::Boolean(b) => ScalarValue::Boolean(Some(*b)),
+        L::Byte(v) => ScalarValue::Int8(Some(*v as i8)),
+        L::Short(v) => ScalarValue::Int16(Some(*v as i16)),
+        L::Integer(v) => ScalarValue::Int32(Some(*v)),
+        L::Long(v) => ScalarValue::Int64(Some(*v)),
+        L::Float(v) => ScalarValue::Float32(Some(*v)),
+        L::Double(v) => ScalarValue::Float64(Some(*v)),
+        L::Decimal(d) => decimal(d)?,
+        L::String(s) => ScalarValue::Utf8(Some(s.clone())),
+        L::Date(d) => ScalarValue::Date32(Some(*d)),
+        L::Timestamp(us) => ScalarValue::TimestampMicrosecond(Some(*us), Some("UTC".into())),
+        L::TimestampNtz(us) => ScalarValue::TimestampMicrosecond(Some(*us), None),
+        _ => return Err(SparkError::unsupported("this kind of literal")),
+    };
+    let name = match &v {
+        ScalarValue::Utf8(Some(s)) => s.clone(),
+        v if v.is_null() => "NULL".into(),
+        v => v.to_string(),
+    };
+    Ok((lit(v), name))
+}
+
+fn decimal(d: &ex::literal::Decimal) -> Result<ScalarValue, SparkError> {
+    let s = d.value.trim();
+    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    let scale = d.scale.unwrap_or(frac.len() as i32);
+    let digits = format!("{int}{frac}");
+    let unscaled: i128 = digits.parse().map_err(|_| SparkError::invalid(format!("the decimal {s:?}")))?;
+    let unscaled = unscaled * 10i128.pow((scale - frac.len() as i32).max(0) as u32);
+    let precision = d.precision.unwrap_or((digits.trim_start_matches('-').len() as i32).max(scale).max(1));
+    Ok(ScalarValue::Decimal128(Some(unscaled), precision as u8, scale as i8))
+}
+
+/// A schema from Spark's DDL string (`a INT, b STRING`), or a JSON struct type.
+pub fn ddl_schema(s: &str) -> Result<datafusion::arrow::datatypes::Schema, SparkError> {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    let mut fields = Vec::new();
+    let mut depth = 0;
+    let mut start = 0;
+    let mut parts = Vec::new();
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' | '<' => depth += 1,
+            ')' | '>' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    for p in parts {
+        let p = p.trim();
+        let bad = || SparkError::parse(format!("the schema {s:?}"));
+        let (name, ty) = match p.strip_prefix('`') {
+            Some(rest) => rest.split_once('`').ok_or_else(bad)?,
+            None => p.split_once(|c: char| c.is_whitespace() || c == ':').ok_or_else(bad)?,
+        };
+        let ty = ty.trim().trim_start_matches(':').trim().trim_end_matches("NOT NULL").trim();
+        fields.push(Field::new(name, types::from_ddl(ty)?, true));
+    }
+    Ok(Schema::new(fields))
+}
+
+/// A read that failed: a missing path is Spark's PATH_NOT_FOUND.
+fn path_error(e: datafusion::error::DataFusionError, paths: &[String]) -> SparkError {
+    let msg = e.to_string();
+    if msg.contains("not found")
+        || msg.contains("NotFound")
+        || msg.contains("No such")
+        || msg.contains("does not exist")
+    {
+        let p = paths.join(", ");
+        return SparkError::analysis_with(
+            "PATH_NOT_FOUND",
+            format!("Path does not exist: {p}."),
+            "42K03",
+            &[("path", p.clone())],
+        );
+    }
+    SparkError::from_datafusion(e)
+}
+
+/// Spark's SQL name of a type, for column names such as `CAST(x AS BIGINT)`.
+fn spark_type_name(t: &DataType) -> Option<String> {
+    Some(match t {
+        DataType::Boolean => "BOOLEAN".into(),
+        DataType::Int8 => "TINYINT".into(),
+        DataType::Int16 => "SMALLINT".into(),
+        DataType::Int32 => "INT".into(),
+        DataType::Int64 => "BIGINT".into(),
+        DataType::Float32 => "FLOAT".into(),
+        DataType::Float64 => "DOUBLE".into(),
+        DataType::Decimal128(p, s) => format!("DECIMAL({p},{s})"),
+        DataType::Utf8 => "STRING".into(),
+        DataType::Binary => "BINARY".into(),
+        DataType::Date32 => "DATE".into(),
+        DataType::Timestamp(_, Some(_)) => "TIMESTAMP".into(),
+        DataType::Timestamp(_, None) => "TIMESTAMP_NTZ".into(),
+        _ => return None,
+    })
+}
+
+/// A temp view, as a table the SQL planner and `spark.table` see.
+pub fn view_table(plan: LogicalPlan) -> Arc<ViewTable> {
+    Arc::new(ViewTable::new(plan, None))
+}
+
+/// The file type of a write's `source` (parquet when unspecified, as Spark's default).
+pub fn file_type(
+    source: Option<&str>,
+) -> Result<(Arc<dyn datafusion::common::file_options::file_type::FileType>, &'static str), SparkError> {
+    let s = source.unwrap_or("parquet").to_ascii_lowercase();
+    Ok(match s.as_str() {
+        "parquet" => (format_as_file_type(Arc::new(ParquetFormatFactory::new())), "parquet"),
+        "csv" => (format_as_file_type(Arc::new(CsvFormatFactory::new())), "csv"),
+        "json" => (format_as_file_type(Arc::new(JsonFormatFactory::new())), "json"),
+        other => return Err(SparkError::unsupported(format!("writing the format {other:?}"))),
+    })
+}
+
+/// The relation's name as Spark's protocol names it.
+fn relation_name(r: &RelType) -> String {
+    let d = format!("{r:?}");
+    d.split('(').next().unwrap_or("?").to_string()
+}
+
+fn expression_name(e: &ExprType) -> String {
+    let d = format!("{e:?}");
+    d.split('(').next().unwrap_or("?").to_string()
+}
+
+/// The columns of `plan` as Spark's names (unused qualifiers dropped).
+pub fn column_names(plan: &LogicalPlan) -> Vec<String> {
+    plan.schema().fields().iter().map(|f| f.name().clone()).collect()
+}
+
+/// Registers the session's temp views in `ctx`.
+pub fn register_views(ctx: &SessionContext, views: &HashMap<String, LogicalPlan>) -> Result<(), SparkError> {
+    for (name, plan) in views {
+        ctx.register_table(TableReference::bare(name.clone()), view_table(plan.clone())).map_err(df_err)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_resolve_to_the_cluster() {
+        assert_eq!(resolve_path("s3://b/k/", "/user/a").unwrap(), "s3://b/k/");
+        assert_eq!(resolve_path("/b/k", "/user/a").unwrap(), "tarn:///b/k");
+        assert_eq!(resolve_path("out", "/user/a").unwrap(), "tarn:///user/a/out");
+        assert!(resolve_path("hdfs://x/y", "/user/a").is_err());
+    }
+
+    #[test]
+    fn decimals_keep_their_scale() {
+        let d = ex::literal::Decimal { value: "12.50".into(), precision: Some(10), scale: Some(2) };
+        assert_eq!(decimal(&d).unwrap(), ScalarValue::Decimal128(Some(1250), 10, 2));
+        let d = ex::literal::Decimal { value: "-3".into(), precision: None, scale: None };
+        assert_eq!(decimal(&d).unwrap(), ScalarValue::Decimal128(Some(-3), 1, 0));
+    }
+
+    #[test]
+    fn ddl_schemas_parse() {
+        let s = ddl_schema("a INT, `b c` STRING, d decimal(10, 2)").unwrap();
+        assert_eq!(s.field(1).name(), "b c");
+        assert_eq!(s.field(2).data_type(), &DataType::Decimal128(10, 2));
+    }
+}

@@ -1,0 +1,981 @@
+//! The `SparkConnectService` RPC edge: who the caller is (a bearer token), their Spark
+//! sessions (configuration, temp views, operations), and each RPC.
+//!
+//! An operation's responses are kept until the client releases them (`ReleaseExecute`),
+//! so a client whose stream broke reattaches (`ReattachExecute`) and continues after the
+//! last response it saw. The stream of a reattachable operation ends with
+//! `ResultComplete`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::common::tree_node::TreeNode;
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
+use datafusion::prelude::SessionContext;
+use futures::Stream;
+use sc::execute_plan_response::ResponseType;
+use spark_connect_proto::spark::connect as sc;
+use tarn_client::NamenodeClient;
+use tarn_gateway::keys::KeyStore;
+use tarn_jobs::stores::TarnStores;
+use tokio::sync::Notify;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::apps::Apps;
+use crate::errors::SparkError;
+use crate::pb::spark_connect_service_server::SparkConnectService;
+use crate::plan::{self, Planner};
+use crate::types;
+
+/// The Spark version the endpoint answers (`spark.version`): the protocol it speaks.
+pub const SPARK_VERSION: &str = "4.2.0";
+/// Rows of one `ArrowBatch` at most (about 4 MiB each besides).
+const BATCH_ROWS: usize = 65_536;
+/// Operations a session keeps (finished and not released) at most; the oldest finished
+/// ones go first.
+const OPS_MAX: usize = 256;
+
+pub(crate) struct Endpoint {
+    pub keys: Arc<KeyStore>,
+    pub nn: Arc<NamenodeClient>,
+    pub apps: Apps,
+    /// Dev mode: a request without a token acts as this user.
+    pub dev_user: Option<String>,
+    sessions: Mutex<HashMap<(String, String), Arc<Session>>>,
+}
+
+impl Endpoint {
+    pub fn new(keys: Arc<KeyStore>, nn: Arc<NamenodeClient>, apps: Apps, dev_user: Option<String>) -> Endpoint {
+        Endpoint { keys, nn, apps, dev_user, sessions: Mutex::default() }
+    }
+}
+
+/// One client session (`session_id`) of one user.
+struct Session {
+    id: String,
+    server_id: String,
+    user: String,
+    conf: Mutex<BTreeMap<String, String>>,
+    views: Mutex<HashMap<String, LogicalPlan>>,
+    ops: Mutex<HashMap<String, Arc<Op>>>,
+    /// The cluster as the user.
+    nn: Arc<NamenodeClient>,
+    stores: Arc<TarnStores>,
+}
+
+/// An operation's responses, from the first not yet released.
+#[derive(Default)]
+struct OpBuf {
+    kept: VecDeque<sc::ExecutePlanResponse>,
+    /// Index of `kept[0]` among all the operation's responses.
+    first: usize,
+    /// Set when the operation ended: `Ok` after its last response, or its error.
+    end: Option<Result<(), Status>>,
+}
+
+struct Op {
+    buf: Mutex<OpBuf>,
+    changed: Notify,
+    tags: Vec<String>,
+    task: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Op {
+    fn push(&self, r: sc::ExecutePlanResponse) {
+        self.buf.lock().expect("op").kept.push_back(r);
+        self.changed.notify_waiters();
+    }
+
+    fn finish(&self, end: Result<(), Status>) {
+        self.buf.lock().expect("op").end.get_or_insert(end);
+        self.changed.notify_waiters();
+    }
+
+    fn ended(&self) -> bool {
+        self.buf.lock().expect("op").end.is_some()
+    }
+
+    fn interrupt(&self) {
+        if let Some(t) = self.task.lock().expect("op task").take() {
+            t.abort();
+        }
+        self.finish(Err(SparkError::analysis("OPERATION_CANCELED", "the operation was interrupted").to_status()));
+    }
+}
+
+type RespStream = Pin<Box<dyn Stream<Item = Result<sc::ExecutePlanResponse, Status>> + Send>>;
+
+/// The responses of `op` from index `from` on, as they come.
+fn follow(op: Arc<Op>, from: usize) -> RespStream {
+    Box::pin(async_stream(op, from))
+}
+
+fn async_stream(op: Arc<Op>, at: usize) -> impl Stream<Item = Result<sc::ExecutePlanResponse, Status>> + Send {
+    futures::stream::unfold((op, at, false), move |(op, at, done)| async move {
+        if done {
+            return None;
+        }
+        loop {
+            let waiting = op.changed.notified();
+            {
+                let b = op.buf.lock().expect("op");
+                if at < b.first {
+                    let e = SparkError::analysis(
+                        "INVALID_CURSOR.POSITION_NOT_AVAILABLE",
+                        "the position was released by the client",
+                    );
+                    return Some((Err(e.to_status()), (op.clone(), at, true)));
+                }
+                if let Some(r) = b.kept.get(at - b.first) {
+                    return Some((Ok(r.clone()), (op.clone(), at + 1, false)));
+                }
+                match &b.end {
+                    Some(Ok(())) => return None,
+                    Some(Err(s)) => return Some((Err(s.clone()), (op.clone(), at, true))),
+                    None => {}
+                }
+            }
+            waiting.await;
+        }
+    })
+}
+
+fn new_id() -> String {
+    let b: [u8; 16] = rand::random();
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+/// The configuration PySpark reads, with Spark's defaults.
+fn default_conf() -> BTreeMap<String, String> {
+    [
+        ("spark.sql.session.timeZone", "UTC"),
+        ("spark.sql.connect.compression.codec", "none"),
+        ("spark.connect.session.planCompression.threshold", "-1"),
+        ("spark.sql.execution.arrow.pyspark.enabled", "true"),
+        ("spark.sql.execution.arrow.pyspark.fallback.enabled", "false"),
+        ("spark.sql.execution.arrow.maxRecordsPerBatch", "10000"),
+        ("spark.sql.execution.pandas.convertToArrowArraySafely", "false"),
+        ("spark.sql.execution.pythonUDF.arrow.enabled", "false"),
+        ("spark.sql.pyspark.inferNestedDictAsStruct.enabled", "false"),
+        ("spark.sql.pyspark.legacy.inferArrayTypeFromFirstElement.enabled", "false"),
+        ("spark.sql.pyspark.jvmStacktrace.enabled", "false"),
+        ("spark.sql.connect.serverStacktrace.enabled", "false"),
+        ("spark.python.sql.dataFrameDebugging.enabled", "false"),
+        ("spark.sql.ansi.enabled", "true"),
+        ("spark.sql.caseSensitive", "false"),
+        ("spark.sql.repl.eagerEval.enabled", "false"),
+        ("spark.sql.repl.eagerEval.maxNumRows", "20"),
+        ("spark.sql.repl.eagerEval.truncate", "20"),
+        ("spark.sql.timestampType", "TIMESTAMP_LTZ"),
+        ("spark.sql.shuffle.partitions", "200"),
+        ("spark.connect.session.planCompression.defaultAlgorithm", "NONE"),
+        ("spark.sql.execution.pandas.structHandlingMode", "legacy"),
+        ("spark.sql.execution.arrow.pyspark.selfDestruct.enabled", "false"),
+        ("spark.sql.execution.pyspark.binaryAsBytes", "true"),
+        ("spark.sql.session.localRelationCacheThreshold", "67108864"),
+        ("spark.sql.session.localRelationChunkSizeRows", "10000"),
+        ("spark.sql.session.localRelationChunkSizeBytes", "16777216"),
+        ("spark.sql.session.localRelationBatchOfChunksSizeBytes", "134217728"),
+        ("spark.sql.execution.arrow.useLargeVarTypes", "false"),
+        ("spark.sql.execution.pandas.inferPandasDictAsMap", "false"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+impl Endpoint {
+    /// The user a request acts as: its bearer token (`ACCESS_KEY:SECRET`, an S3 key of
+    /// Tarn's), or the dev user without TLS.
+    async fn user<T>(&self, req: &Request<T>) -> Result<String, Status> {
+        let token = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim);
+        let Some(token) = token else {
+            return match &self.dev_user {
+                Some(u) => Ok(u.clone()),
+                None => Err(Status::unauthenticated(
+                    "a token is required: connect with sc://HOST:PORT/;use_ssl=true;token=ACCESS_KEY:SECRET",
+                )),
+            };
+        };
+        let (ak, secret) = token
+            .split_once(':')
+            .ok_or_else(|| Status::unauthenticated("the token is not ACCESS_KEY:SECRET (an S3 key of the cluster)"))?;
+        let id = match self.keys.identity(ak).await {
+            Ok(Some(id)) => id,
+            Ok(None) => return Err(Status::unauthenticated("the token's access key does not exist")),
+            Err(e) => {
+                tracing::warn!(error = %e, "access key lookup failed");
+                return Err(Status::unavailable(format!("the token could not be checked: {e}")));
+            }
+        };
+        if !tarn_gateway::ct_eq(id.secret.as_bytes(), secret.as_bytes()) {
+            return Err(Status::unauthenticated("the token's secret does not match"));
+        }
+        Ok(id.user)
+    }
+
+    /// The caller's session `session_id` (made on first use); a client that saw another
+    /// server-side session (the endpoint restarted) is told its session changed.
+    fn session(&self, user: &str, session_id: &str, observed: Option<&str>) -> Result<Arc<Session>, Status> {
+        if session_id.is_empty() {
+            return Err(SparkError::invalid("a request without a session_id").to_status());
+        }
+        let mut all = self.sessions.lock().expect("sessions");
+        let key = (user.to_string(), session_id.to_string());
+        if let Some(s) = all.get(&key) {
+            if let Some(o) = observed.filter(|o| !o.is_empty() && *o != s.server_id) {
+                return Err(SparkError::analysis(
+                    "INVALID_HANDLE.SESSION_CHANGED",
+                    format!(
+                        "The existing Spark server driver instance has restarted (session {o} is gone); reconnect."
+                    ),
+                )
+                .to_status());
+            }
+            return Ok(s.clone());
+        }
+        if let Some(o) = observed.filter(|o| !o.is_empty()) {
+            return Err(SparkError::analysis(
+                "INVALID_HANDLE.SESSION_CHANGED",
+                format!("The existing Spark server driver instance has restarted (session {o} is gone); reconnect."),
+            )
+            .to_status());
+        }
+        let nn = Arc::new(self.nn.for_user(user));
+        let s = Arc::new(Session {
+            id: session_id.to_string(),
+            server_id: new_id(),
+            user: user.to_string(),
+            conf: Mutex::new(default_conf()),
+            views: Mutex::default(),
+            ops: Mutex::default(),
+            nn: nn.clone(),
+            stores: TarnStores::new(nn),
+        });
+        all.insert(key, s.clone());
+        Ok(s)
+    }
+
+    /// A DataFusion context with the session's stores and views, for planning.
+    fn context(&self, s: &Session) -> Result<SessionContext, SparkError> {
+        let config = tarn_jobs::spec::session_config(None);
+        let state = tarn_jobs::spec::session_state(s.stores.clone(), config).map_err(SparkError::from_datafusion)?;
+        let ctx = SessionContext::new_with_state(state);
+        plan::register_views(&ctx, &s.views.lock().expect("views"))?;
+        Ok(ctx)
+    }
+}
+
+fn home(user: &str) -> String {
+    format!("/user/{user}")
+}
+
+/// Arrow IPC stream bytes of `batch` (schema first).
+fn ipc(schema: &SchemaRef, batch: Option<&RecordBatch>) -> Result<Bytes, SparkError> {
+    let err = |e: datafusion::arrow::error::ArrowError| SparkError::internal(format!("encode results: {e}"));
+    let mut w = StreamWriter::try_new(Vec::new(), schema).map_err(err)?;
+    if let Some(b) = batch {
+        w.write(b).map_err(err)?;
+    }
+    w.finish().map_err(err)?;
+    Ok(Bytes::from(w.into_inner().map_err(err)?))
+}
+
+/// Builds responses of one operation.
+struct Responder<'a> {
+    s: &'a Session,
+    op_id: String,
+    op: Arc<Op>,
+}
+
+impl Responder<'_> {
+    fn send(&self, t: ResponseType, schema: Option<sc::DataType>) {
+        self.op.push(sc::ExecutePlanResponse {
+            session_id: self.s.id.clone(),
+            server_side_session_id: self.s.server_id.clone(),
+            operation_id: self.op_id.clone(),
+            response_id: new_id(),
+            response_type: Some(t),
+            schema,
+            ..Default::default()
+        });
+    }
+
+    /// Rows as `ArrowBatch`es (an empty one when there are none, for the schema).
+    fn rows(&self, schema: &Schema, batches: &[RecordBatch]) -> Result<(), SparkError> {
+        let out_schema = types::spark_schema(schema);
+        let spark = types::schema_to_spark(&out_schema)?;
+        let mut first = Some(spark);
+        let mut offset = 0i64;
+        for b in batches {
+            let b = types::for_spark(b, &out_schema)?;
+            let mut at = 0;
+            while at < b.num_rows() {
+                let n = BATCH_ROWS.min(b.num_rows() - at);
+                let piece = b.slice(at, n);
+                let data = ipc(&out_schema, Some(&piece))?;
+                self.send(
+                    ResponseType::ArrowBatch(sc::execute_plan_response::ArrowBatch {
+                        row_count: n as i64,
+                        data,
+                        start_offset: Some(offset),
+                        ..Default::default()
+                    }),
+                    first.take(),
+                );
+                offset += n as i64;
+                at += n;
+            }
+        }
+        if offset == 0 {
+            let data = ipc(&out_schema, None)?;
+            self.send(
+                ResponseType::ArrowBatch(sc::execute_plan_response::ArrowBatch {
+                    row_count: 0,
+                    data,
+                    start_offset: Some(0),
+                    ..Default::default()
+                }),
+                first.take(),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl SparkConnectService for Arc<Endpoint> {
+    type ExecutePlanStream = RespStream;
+    type ReattachExecuteStream = RespStream;
+
+    async fn execute_plan(
+        &self,
+        req: Request<sc::ExecutePlanRequest>,
+    ) -> Result<Response<Self::ExecutePlanStream>, Status> {
+        let user = self.user(&req).await?;
+        let req = req.into_inner();
+        let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref())?;
+        let op_id = req.operation_id.clone().filter(|o| !o.is_empty()).unwrap_or_else(new_id);
+        let op = Arc::new(Op {
+            buf: Mutex::default(),
+            changed: Notify::new(),
+            tags: req.tags.clone(),
+            task: Mutex::new(None),
+        });
+        {
+            let mut ops = s.ops.lock().expect("ops");
+            if ops.contains_key(&op_id) {
+                return Err(SparkError::analysis(
+                    "INVALID_HANDLE.OPERATION_ALREADY_EXISTS",
+                    format!("Operation {op_id} already exists."),
+                )
+                .to_status());
+            }
+            if ops.len() >= OPS_MAX {
+                // Forget finished operations the client never released.
+                let done: Vec<String> = ops.iter().filter(|(_, o)| o.ended()).map(|(k, _)| k.clone()).collect();
+                for k in done {
+                    ops.remove(&k);
+                }
+            }
+            ops.insert(op_id.clone(), op.clone());
+        }
+        let plan = req.plan.unwrap_or_default();
+        let endpoint = self.clone();
+        let (s2, op2, id2) = (s.clone(), op.clone(), op_id.clone());
+        let task = tokio::spawn(async move {
+            let r = Responder { s: &s2, op_id: id2, op: op2.clone() };
+            let result = endpoint.execute(&r, plan).await;
+            match result {
+                Ok(()) => {
+                    r.send(ResponseType::ResultComplete(Default::default()), None);
+                    op2.finish(Ok(()));
+                }
+                Err(e) => {
+                    tracing::info!(user = %s2.user, error = %e, "a Spark Connect operation failed");
+                    op2.finish(Err(e.to_status()));
+                }
+            }
+        });
+        *op.task.lock().expect("op task") = Some(task.abort_handle());
+        Ok(Response::new(follow(op, 0)))
+    }
+
+    async fn analyze_plan(
+        &self,
+        req: Request<sc::AnalyzePlanRequest>,
+    ) -> Result<Response<sc::AnalyzePlanResponse>, Status> {
+        use sc::analyze_plan_request::Analyze;
+        use sc::analyze_plan_response as ar;
+        let user = self.user(&req).await?;
+        let req = req.into_inner();
+        let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref())?;
+        let Some(a) = req.analyze else {
+            return Err(SparkError::invalid("an analyze request without a question").into());
+        };
+        let result = match a {
+            Analyze::SparkVersion(_) => ar::Result::SparkVersion(ar::SparkVersion { version: SPARK_VERSION.into() }),
+            Analyze::Schema(p) => {
+                let plan = self.logical(&s, p.plan.as_ref()).await?;
+                let out = types::spark_schema(plan.schema().as_arrow());
+                ar::Result::Schema(ar::Schema { schema: Some(types::schema_to_spark(&out)?) })
+            }
+            Analyze::TreeString(p) => {
+                let plan = self.logical(&s, p.plan.as_ref()).await?;
+                ar::Result::TreeString(ar::TreeString { tree_string: tree_string(plan.schema().as_arrow()) })
+            }
+            Analyze::Explain(p) => {
+                let plan = self.logical(&s, p.plan.as_ref()).await?;
+                let ctx = self.context(&s)?;
+                let optimized = ctx.state().optimize(&plan).map_err(SparkError::from_datafusion)?;
+                ar::Result::Explain(ar::Explain {
+                    explain_string: format!(
+                        "== Logical Plan ==\n{}\n== Optimized Logical Plan ==\n{}\n",
+                        plan.display_indent(),
+                        optimized.display_indent()
+                    ),
+                })
+            }
+            Analyze::IsLocal(_) => ar::Result::IsLocal(ar::IsLocal { is_local: false }),
+            Analyze::IsStreaming(_) => ar::Result::IsStreaming(ar::IsStreaming { is_streaming: false }),
+            Analyze::InputFiles(p) => {
+                let plan = self.logical(&s, p.plan.as_ref()).await?;
+                ar::Result::InputFiles(ar::InputFiles { files: input_files(&plan) })
+            }
+            Analyze::DdlParse(d) => {
+                let schema = plan::ddl_schema(&d.ddl_string)?;
+                ar::Result::DdlParse(ar::DdlParse { parsed: Some(types::schema_to_spark(&schema)?) })
+            }
+            Analyze::SameSemantics(p) => {
+                let a = self.logical(&s, p.target_plan.as_ref()).await?;
+                let b = self.logical(&s, p.other_plan.as_ref()).await?;
+                ar::Result::SameSemantics(ar::SameSemantics { result: a == b })
+            }
+            Analyze::SemanticHash(p) => {
+                use std::hash::{Hash, Hasher};
+                let plan = self.logical(&s, p.plan.as_ref()).await?;
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                plan.hash(&mut h);
+                ar::Result::SemanticHash(ar::SemanticHash { result: h.finish() as i32 })
+            }
+            // Nothing is cached: persisting is accepted and changes nothing.
+            Analyze::Persist(_) => ar::Result::Persist(ar::Persist {}),
+            Analyze::Unpersist(_) => ar::Result::Unpersist(ar::Unpersist {}),
+            Analyze::GetStorageLevel(_) => ar::Result::GetStorageLevel(ar::GetStorageLevel {
+                storage_level: Some(sc::StorageLevel {
+                    use_disk: false,
+                    use_memory: false,
+                    use_off_heap: false,
+                    deserialized: false,
+                    replication: 1,
+                }),
+            }),
+            Analyze::JsonToDdl(_) => return Err(SparkError::unsupported("JSON schema strings").into()),
+        };
+        Ok(Response::new(sc::AnalyzePlanResponse {
+            session_id: s.id.clone(),
+            server_side_session_id: s.server_id.clone(),
+            result: Some(result),
+        }))
+    }
+
+    async fn config(&self, req: Request<sc::ConfigRequest>) -> Result<Response<sc::ConfigResponse>, Status> {
+        use sc::config_request::operation::OpType;
+        let user = self.user(&req).await?;
+        let req = req.into_inner();
+        let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref())?;
+        let op = req
+            .operation
+            .and_then(|o| o.op_type)
+            .ok_or_else(|| SparkError::invalid("a config request without an operation"))?;
+        let mut conf = s.conf.lock().expect("conf");
+        let kv = |k: &str, v: Option<String>| sc::KeyValue { key: k.to_string(), value: v };
+        let mut warnings = Vec::new();
+        let pairs = match op {
+            OpType::Set(set) => {
+                for p in set.pairs {
+                    match p.value {
+                        Some(v) => conf.insert(p.key, v),
+                        None => conf.remove(&p.key),
+                    };
+                }
+                Vec::new()
+            }
+            // Every key asked for gets a pair (the client indexes the answer by key); an
+            // unknown one without a value.
+            OpType::Get(g) => g.keys.iter().map(|k| kv(k, conf.get(k).cloned())).collect(),
+            OpType::GetWithDefault(g) => g
+                .pairs
+                .into_iter()
+                .map(|p| {
+                    let v = conf.get(&p.key).cloned().or(p.value);
+                    kv(&p.key, v)
+                })
+                .collect(),
+            OpType::GetOption(g) => g.keys.iter().map(|k| kv(k, conf.get(k).cloned())).collect(),
+            OpType::GetAll(g) => {
+                let prefix = g.prefix.unwrap_or_default();
+                conf.iter().filter(|(k, _)| k.starts_with(&prefix)).map(|(k, v)| kv(k, Some(v.clone()))).collect()
+            }
+            OpType::Unset(u) => {
+                for k in u.keys {
+                    conf.remove(&k);
+                }
+                Vec::new()
+            }
+            OpType::IsModifiable(m) => m
+                .keys
+                .iter()
+                .map(|k| {
+                    let modifiable = k.starts_with("spark.sql.");
+                    if !modifiable {
+                        warnings.push(format!("{k} is a static setting"));
+                    }
+                    kv(k, Some(modifiable.to_string()))
+                })
+                .collect(),
+        };
+        Ok(Response::new(sc::ConfigResponse {
+            session_id: s.id.clone(),
+            server_side_session_id: s.server_id.clone(),
+            pairs,
+            warnings,
+        }))
+    }
+
+    async fn add_artifacts(
+        &self,
+        req: Request<Streaming<sc::AddArtifactsRequest>>,
+    ) -> Result<Response<sc::AddArtifactsResponse>, Status> {
+        self.user(&req).await?;
+        let mut stream = req.into_inner();
+        let mut names = Vec::new();
+        while let Some(m) = stream.message().await? {
+            match m.payload {
+                Some(sc::add_artifacts_request::Payload::Batch(b)) => {
+                    names.extend(b.artifacts.into_iter().map(|a| a.name))
+                }
+                Some(sc::add_artifacts_request::Payload::BeginChunk(b)) => names.push(b.name),
+                _ => {}
+            }
+        }
+        Err(SparkError::not_supported_op(format!(
+            "Tarn runs no JVM or Python code shipped by clients (artifacts {}): use DataFrame operations and SQL",
+            names.join(", ")
+        ))
+        .into())
+    }
+
+    async fn artifact_status(
+        &self,
+        req: Request<sc::ArtifactStatusesRequest>,
+    ) -> Result<Response<sc::ArtifactStatusesResponse>, Status> {
+        let user = self.user(&req).await?;
+        let req = req.into_inner();
+        let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref())?;
+        let statuses = req
+            .names
+            .into_iter()
+            .map(|n| (n, sc::artifact_statuses_response::ArtifactStatus { exists: false }))
+            .collect();
+        Ok(Response::new(sc::ArtifactStatusesResponse {
+            session_id: s.id.clone(),
+            server_side_session_id: s.server_id.clone(),
+            statuses,
+        }))
+    }
+
+    async fn interrupt(&self, req: Request<sc::InterruptRequest>) -> Result<Response<sc::InterruptResponse>, Status> {
+        use sc::interrupt_request::{Interrupt, InterruptType};
+        let user = self.user(&req).await?;
+        let req = req.into_inner();
+        let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref())?;
+        let kind = InterruptType::try_from(req.interrupt_type).unwrap_or(InterruptType::Unspecified);
+        let ops: Vec<(String, Arc<Op>)> =
+            s.ops.lock().expect("ops").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut interrupted = Vec::new();
+        for (id, op) in ops {
+            let hit = match (kind, &req.interrupt) {
+                (InterruptType::All, _) => true,
+                (InterruptType::Tag, Some(Interrupt::OperationTag(t))) => op.tags.contains(t),
+                (InterruptType::OperationId, Some(Interrupt::OperationId(o))) => &id == o,
+                _ => false,
+            };
+            if hit && !op.ended() {
+                op.interrupt();
+                interrupted.push(id);
+            }
+        }
+        Ok(Response::new(sc::InterruptResponse {
+            session_id: s.id.clone(),
+            server_side_session_id: s.server_id.clone(),
+            interrupted_ids: interrupted,
+        }))
+    }
+
+    async fn reattach_execute(
+        &self,
+        req: Request<sc::ReattachExecuteRequest>,
+    ) -> Result<Response<Self::ReattachExecuteStream>, Status> {
+        let user = self.user(&req).await?;
+        let req = req.into_inner();
+        let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref())?;
+        let op = s.ops.lock().expect("ops").get(&req.operation_id).cloned().ok_or_else(|| {
+            SparkError::analysis(
+                "INVALID_HANDLE.OPERATION_NOT_FOUND",
+                format!("Operation {} is not known (released, or the endpoint restarted).", req.operation_id),
+            )
+            .to_status()
+        })?;
+        let from = {
+            let b = op.buf.lock().expect("op");
+            match req.last_response_id.as_deref().filter(|r| !r.is_empty()) {
+                None => b.first,
+                Some(last) => match b.kept.iter().position(|r| r.response_id == last) {
+                    Some(i) => b.first + i + 1,
+                    None => {
+                        return Err(SparkError::analysis(
+                            "INVALID_CURSOR.POSITION_NOT_AVAILABLE",
+                            format!("Response {last} of operation {} is no longer kept.", req.operation_id),
+                        )
+                        .to_status())
+                    }
+                },
+            }
+        };
+        Ok(Response::new(follow(op, from)))
+    }
+
+    async fn release_execute(
+        &self,
+        req: Request<sc::ReleaseExecuteRequest>,
+    ) -> Result<Response<sc::ReleaseExecuteResponse>, Status> {
+        use sc::release_execute_request::Release;
+        let user = self.user(&req).await?;
+        let req = req.into_inner();
+        let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref())?;
+        let op = s.ops.lock().expect("ops").get(&req.operation_id).cloned();
+        if let Some(op) = op {
+            match req.release {
+                Some(Release::ReleaseUntil(u)) => {
+                    let mut b = op.buf.lock().expect("op");
+                    if let Some(i) = b.kept.iter().position(|r| r.response_id == u.response_id) {
+                        b.kept.drain(..=i);
+                        b.first += i + 1;
+                    }
+                }
+                _ => {
+                    if !op.ended() {
+                        op.interrupt();
+                    }
+                    s.ops.lock().expect("ops").remove(&req.operation_id);
+                }
+            }
+        }
+        Ok(Response::new(sc::ReleaseExecuteResponse {
+            session_id: s.id.clone(),
+            server_side_session_id: s.server_id.clone(),
+            operation_id: Some(req.operation_id),
+        }))
+    }
+
+    async fn release_session(
+        &self,
+        req: Request<sc::ReleaseSessionRequest>,
+    ) -> Result<Response<sc::ReleaseSessionResponse>, Status> {
+        let user = self.user(&req).await?;
+        let req = req.into_inner();
+        let gone = self.sessions.lock().expect("sessions").remove(&(user, req.session_id.clone()));
+        let server_id = match gone {
+            Some(s) => {
+                for op in s.ops.lock().expect("ops").values() {
+                    if !op.ended() {
+                        op.interrupt();
+                    }
+                }
+                s.server_id.clone()
+            }
+            None => String::new(),
+        };
+        Ok(Response::new(sc::ReleaseSessionResponse { session_id: req.session_id, server_side_session_id: server_id }))
+    }
+
+    async fn fetch_error_details(
+        &self,
+        req: Request<sc::FetchErrorDetailsRequest>,
+    ) -> Result<Response<sc::FetchErrorDetailsResponse>, Status> {
+        let user = self.user(&req).await?;
+        let req = req.into_inner();
+        let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref())?;
+        // Errors carry everything in their ErrorInfo; none is kept to fetch.
+        Ok(Response::new(sc::FetchErrorDetailsResponse {
+            session_id: s.id.clone(),
+            server_side_session_id: s.server_id.clone(),
+            root_error_idx: None,
+            errors: Vec::new(),
+        }))
+    }
+}
+
+impl Endpoint {
+    async fn logical(&self, s: &Session, plan: Option<&sc::Plan>) -> Result<LogicalPlan, SparkError> {
+        let Some(sc::plan::OpType::Root(rel)) = plan.and_then(|p| p.op_type.as_ref()) else {
+            return Err(SparkError::invalid("a plan without a relation"));
+        };
+        let ctx = self.context(s)?;
+        let home = home(&s.user);
+        Planner { ctx: &ctx, home: &home, nn: &s.nn }.relation(rel).await
+    }
+
+    /// Runs one ExecutePlan request's plan, sending its responses.
+    async fn execute(&self, r: &Responder<'_>, plan: sc::Plan) -> Result<(), SparkError> {
+        use sc::command::CommandType;
+        use sc::plan::OpType;
+        let s = r.s;
+        match plan.op_type {
+            Some(OpType::Root(rel)) => {
+                if let Some(sc::relation::RelType::ShowString(show)) = &rel.rel_type {
+                    return self.show(r, show).await;
+                }
+                let ctx = self.context(s)?;
+                let home = home(&s.user);
+                let plan = Planner { ctx: &ctx, home: &home, nn: &s.nn }.relation(&rel).await?;
+                let res = self.apps.run(&s.user, &plan, &HashMap::new()).await?;
+                let schema = res.schema.clone().unwrap_or_else(|| Arc::new(plan.schema().as_arrow().clone()));
+                r.rows(&schema, &res.batches)
+            }
+            Some(OpType::Command(cmd)) => match cmd.command_type {
+                Some(CommandType::WriteOperation(w)) => self.write(s, &w).await,
+                Some(CommandType::CreateDataframeView(v)) => {
+                    let input = v.input.ok_or_else(|| SparkError::invalid("a view without a relation"))?;
+                    let ctx = self.context(s)?;
+                    let home = home(&s.user);
+                    let plan = Planner { ctx: &ctx, home: &home, nn: &s.nn }.relation(&input).await?;
+                    let mut views = s.views.lock().expect("views");
+                    if !v.replace && views.contains_key(&v.name) {
+                        return Err(SparkError::analysis_with(
+                            "TEMP_TABLE_OR_VIEW_ALREADY_EXISTS",
+                            format!("Cannot create the temporary view `{}` because it already exists.", v.name),
+                            "42P07",
+                            &[("relationName", format!("`{}`", v.name))],
+                        ));
+                    }
+                    views.insert(v.name, plan);
+                    Ok(())
+                }
+                Some(CommandType::SqlCommand(c)) => {
+                    let input = match c.input {
+                        Some(i) => i,
+                        #[allow(deprecated)]
+                        None => sc::Relation {
+                            common: None,
+                            rel_type: Some(sc::relation::RelType::Sql(sc::Sql { query: c.sql, ..Default::default() })),
+                        },
+                    };
+                    // A query is answered with its relation, which the client then runs
+                    // (or analyzes) like any DataFrame; it must plan now.
+                    let ctx = self.context(s)?;
+                    let home = home(&s.user);
+                    Planner { ctx: &ctx, home: &home, nn: &s.nn }.relation(&input).await?;
+                    r.send(
+                        ResponseType::SqlCommandResult(sc::execute_plan_response::SqlCommandResult {
+                            relation: Some(input),
+                        }),
+                        None,
+                    );
+                    Ok(())
+                }
+                Some(CommandType::MlCommand(m)) => match m.command {
+                    // The client's exit hook: there is no model cache to clean.
+                    Some(sc::ml_command::Command::CleanCache(_)) => {
+                        r.send(
+                            ResponseType::MlCommandResult(sc::MlCommandResult {
+                                result_type: Some(sc::ml_command_result::ResultType::Summary(String::new())),
+                            }),
+                            None,
+                        );
+                        Ok(())
+                    }
+                    _ => Err(SparkError::unsupported("Spark ML")),
+                },
+                Some(other) => Err(SparkError::unsupported(format!("the command {}", command_name(&other)))),
+                None => Err(SparkError::invalid("a command without a type")),
+            },
+            Some(OpType::CompressedOperation(_)) => Err(SparkError::unsupported(
+                "compressed plans (set spark.connect.session.planCompression.threshold to -1)",
+            )),
+            None => Err(SparkError::invalid("a plan without a relation or command")),
+        }
+    }
+
+    /// `df.show()`: the first rows as Spark's ASCII table, one string.
+    async fn show(&self, r: &Responder<'_>, show: &sc::ShowString) -> Result<(), SparkError> {
+        let s = r.s;
+        let input = show.input.as_deref().ok_or_else(|| SparkError::invalid("show() without a relation"))?;
+        let ctx = self.context(s)?;
+        let home = home(&s.user);
+        let plan = Planner { ctx: &ctx, home: &home, nn: &s.nn }.relation(input).await?;
+        let n = show.num_rows.max(0) as usize;
+        let limited = LogicalPlanBuilder::from(plan.clone())
+            .limit(0, Some(n + 1))
+            .and_then(|b| b.build())
+            .map_err(SparkError::from_datafusion)?;
+        let res = self.apps.run(&s.user, &limited, &HashMap::new()).await?;
+        let schema = res.schema.clone().unwrap_or_else(|| Arc::new(plan.schema().as_arrow().clone()));
+        let text = crate::show::render(&schema, &res.batches, n, show.truncate.max(0) as usize, show.vertical)?;
+        let out = Arc::new(Schema::new(vec![Field::new("show_string", DataType::Utf8, false)]));
+        let b = RecordBatch::try_new(out.clone(), vec![Arc::new(StringArray::from(vec![text]))])
+            .map_err(|e| SparkError::internal(e.to_string()))?;
+        r.rows(&out, &[b])
+    }
+
+    /// `df.write...save(path)`: a COPY job committed like any job's output.
+    async fn write(&self, s: &Session, w: &sc::WriteOperation) -> Result<(), SparkError> {
+        use sc::write_operation::{SaveMode, SaveType};
+        let path = match &w.save_type {
+            Some(SaveType::Path(p)) => p.clone(),
+            Some(SaveType::Table(_)) => return Err(SparkError::unsupported("saveAsTable / insertInto (the catalog)")),
+            None => return Err(SparkError::invalid("a write without a path")),
+        };
+        if !w.sort_column_names.is_empty() || w.bucket_by.is_some() || !w.clustering_columns.is_empty() {
+            return Err(SparkError::unsupported("bucketBy / sortBy / clusterBy in writes"));
+        }
+        let input = w.input.as_ref().ok_or_else(|| SparkError::invalid("a write without a relation"))?;
+        let (file_type, format) = plan::file_type(w.source.as_deref())?;
+        let mut options = HashMap::new();
+        for (k, v) in &w.options {
+            match (format, k.to_ascii_lowercase().as_str()) {
+                ("parquet", "compression") => options.insert("format.compression".into(), v.to_ascii_lowercase()),
+                ("csv", "header") => options.insert("format.has_header".into(), v.to_ascii_lowercase()),
+                ("csv", "sep" | "delimiter") => options.insert("format.delimiter".into(), v.clone()),
+                (_, "path") => None,
+                _ => return Err(SparkError::unsupported(format!("the {format} write option {k:?}"))),
+            };
+        }
+        let mut url = plan::resolve_path(&path, &home(&s.user))?;
+        if !url.ends_with('/') {
+            url.push('/');
+        }
+        let Some((target, _)) = tarn_jobs::commit::cluster_path(&url) else {
+            return Err(SparkError::unsupported(format!("writing outside the cluster ({path})")));
+        };
+        let nn = &s.nn;
+        let exists = match nn.get_file_info(&target, false).await {
+            Ok(st) => st.is_some(),
+            Err(e) => return Err(SparkError::internal(format!("look up {target}: {e}"))),
+        };
+        let mode = SaveMode::try_from(w.mode).unwrap_or(SaveMode::Unspecified);
+        if exists {
+            match mode {
+                SaveMode::Unspecified | SaveMode::ErrorIfExists => {
+                    return Err(SparkError::analysis_with(
+                        "PATH_ALREADY_EXISTS",
+                        format!(
+                            "Path {path} already exists. Set mode as \"overwrite\" to overwrite the existing path."
+                        ),
+                        "42K04",
+                        &[("outputPath", path.clone())],
+                    ))
+                }
+                SaveMode::Ignore => return Ok(()),
+                SaveMode::Append => return Err(SparkError::unsupported("mode(\"append\") onto an existing path")),
+                SaveMode::Overwrite => {}
+            }
+        }
+        let ctx = self.context(s)?;
+        let home = home(&s.user);
+        let plan = Planner { ctx: &ctx, home: &home, nn: &s.nn }.relation(input).await?;
+        // Rows in the order of a sort stay in order across files only if one writer fills
+        // the files one after another.
+        let mut settings = HashMap::new();
+        if ends_in_sort(&plan) {
+            settings.insert("datafusion.execution.minimum_parallel_output_files".to_string(), "1".to_string());
+        }
+        let copy = LogicalPlanBuilder::copy_to(plan, url, file_type, options, w.partitioning_columns.clone())
+            .and_then(|b| b.build())
+            .map_err(SparkError::from_datafusion)?;
+        if exists && mode == SaveMode::Overwrite {
+            // Not atomic yet: the old output goes before the new one is published.
+            nn.delete(&target, true, None).await.map_err(|e| SparkError::internal(format!("overwrite {path}: {e}")))?;
+        }
+        self.apps.run(&s.user, &copy, &settings).await?;
+        Ok(())
+    }
+}
+
+/// Whether `plan`'s rows come out of a sort (through projections and limits).
+fn ends_in_sort(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::Sort(_) => true,
+        LogicalPlan::Projection(p) => ends_in_sort(&p.input),
+        LogicalPlan::Limit(l) => ends_in_sort(&l.input),
+        LogicalPlan::SubqueryAlias(a) => ends_in_sort(&a.input),
+        _ => false,
+    }
+}
+
+/// The files (or directories) the scans of `plan` read.
+fn input_files(plan: &LogicalPlan) -> Vec<String> {
+    let mut out = Vec::new();
+    let _ = plan.apply(|p| {
+        if let LogicalPlan::TableScan(t) = p {
+            if let Ok(provider) = datafusion::datasource::source_as_provider(&t.source) {
+                if let Some(l) = provider.downcast_ref::<datafusion::datasource::listing::ListingTable>() {
+                    out.extend(l.table_paths().iter().map(|u| u.to_string()));
+                }
+            }
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    });
+    out
+}
+
+/// Spark's `printSchema()` text.
+fn tree_string(schema: &Schema) -> String {
+    let mut s = String::from("root\n");
+    for f in schema.fields() {
+        let t =
+            types::to_spark(f.data_type()).map(|t| spark_simple_name(&t)).unwrap_or_else(|| f.data_type().to_string());
+        s.push_str(&format!(" |-- {}: {} (nullable = {})\n", f.name(), t, f.is_nullable()));
+    }
+    s
+}
+
+fn spark_simple_name(t: &sc::DataType) -> String {
+    use sc::data_type::Kind;
+    match &t.kind {
+        Some(Kind::Boolean(_)) => "boolean".into(),
+        Some(Kind::Byte(_)) => "byte".into(),
+        Some(Kind::Short(_)) => "short".into(),
+        Some(Kind::Integer(_)) => "integer".into(),
+        Some(Kind::Long(_)) => "long".into(),
+        Some(Kind::Float(_)) => "float".into(),
+        Some(Kind::Double(_)) => "double".into(),
+        Some(Kind::Decimal(d)) => format!("decimal({},{})", d.precision.unwrap_or(10), d.scale.unwrap_or(0)),
+        Some(Kind::String(_)) => "string".into(),
+        Some(Kind::Binary(_)) => "binary".into(),
+        Some(Kind::Date(_)) => "date".into(),
+        Some(Kind::Timestamp(_)) => "timestamp".into(),
+        Some(Kind::TimestampNtz(_)) => "timestamp_ntz".into(),
+        Some(Kind::Array(_)) => "array".into(),
+        Some(Kind::Struct(_)) => "struct".into(),
+        Some(Kind::Map(_)) => "map".into(),
+        _ => "void".into(),
+    }
+}
+
+fn command_name(c: &sc::command::CommandType) -> String {
+    let d = format!("{c:?}");
+    d.split('(').next().unwrap_or("?").to_string()
+}

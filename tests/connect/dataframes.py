@@ -1,0 +1,88 @@
+"""DataFrame and SQL operations through Tarn's Spark Connect endpoint (pyspark-client),
+checked against pandas over the same parquet files (argv[1], a local directory).
+
+Run by tests/tests/connect.rs with SPARK_REMOTE and GRPC_DEFAULT_SSL_ROOTS_FILE_PATH set;
+prints "ok" at the end, or fails with the first check that did not hold.
+"""
+import contextlib
+import io
+import sys
+
+import pandas as pd
+import pyarrow.parquet as pq
+from pyspark.errors import AnalysisException
+from pyspark.sql import SparkSession, functions as F
+
+spark = SparkSession.builder.appName("checks").getOrCreate()
+local = pq.read_table(sys.argv[1]).to_pandas()
+df = spark.read.parquet("s3://my-bucket/customer-data/")
+
+
+def check(what, got, want):
+    if got != want:
+        raise AssertionError(f"{what}: got {got!r}, want {want!r}")
+
+
+def fails(what, error_class, f):
+    try:
+        f()
+    except AnalysisException as e:
+        check(f"{what}: error class", e.getCondition(), error_class)
+        return
+    raise AssertionError(f"{what}: no AnalysisException")
+
+
+check("spark.version", spark.version, "4.2.0")
+check("columns", df.columns, ["customer_id", "purchase_amount"])
+check("count", df.count(), len(local))
+
+rows = (
+    df.filter(F.col("customer_id") < 10)
+    .select("customer_id", (F.col("purchase_amount") * 2).alias("twice"))
+    .orderBy("customer_id", "twice")
+    .collect()
+)
+want = local[local.customer_id < 10].assign(twice=lambda d: d.purchase_amount * 2).sort_values(["customer_id", "twice"])
+check("filter, select, orderBy", [(r.customer_id, r.twice) for r in rows], list(zip(want.customer_id, want.twice)))
+
+agg = df.groupBy("customer_id").agg(F.sum("purchase_amount"), F.count("*"), F.max("purchase_amount")).orderBy("customer_id")
+check("Spark's names", agg.columns, ["customer_id", "sum(purchase_amount)", "count(1)", "max(purchase_amount)"])
+pdf = agg.toPandas()
+g = local.groupby("customer_id").purchase_amount
+check("toPandas sums", list(pdf["sum(purchase_amount)"]), list(g.sum().sort_index()))
+check("toPandas counts", list(pdf["count(1)"]), list(g.count().sort_index()))
+
+check("case-insensitive columns", df.select("CUSTOMER_ID").columns, ["customer_id"])
+
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    df.orderBy("customer_id", "purchase_amount").show(2)
+first = local.sort_values(["customer_id", "purchase_amount"]).head(2)
+lines = out.getvalue().rstrip("\n").splitlines()
+check("show: header", lines[:3], ["+-----------+---------------+", "|customer_id|purchase_amount|", "+-----------+---------------+"])
+check("show: first row", lines[3], f"|{first.customer_id.iloc[0]:>11}|{first.purchase_amount.iloc[0]:>15}|")
+check("show: footer", lines[-1], "only showing top 2 rows")
+
+df.createOrReplaceTempView("tx")
+top = spark.sql(
+    "SELECT customer_id, sum(purchase_amount) AS total FROM tx GROUP BY customer_id ORDER BY total DESC, customer_id LIMIT 3"
+).collect()
+totals = g.sum().reset_index().sort_values(["purchase_amount", "customer_id"], ascending=[False, True]).head(3)
+check("spark.sql over a temp view", [(r.customer_id, r.total) for r in top], list(zip(totals.customer_id, totals.purchase_amount)))
+
+check("spark.range", [r.id for r in spark.range(2, 7, 2).collect()], [2, 4, 6])
+
+fails("a missing column", "UNRESOLVED_COLUMN.WITH_SUGGESTION", lambda: df.select("nope").collect())
+fails("a missing path", "PATH_NOT_FOUND", lambda: spark.read.parquet("s3://my-bucket/missing/").collect())
+
+small = df.filter(F.col("customer_id") == 7)
+small.write.parquet("s3://my-bucket/checks/seven/")
+fails("writing onto an existing path", "PATH_ALREADY_EXISTS", lambda: small.write.parquet("s3://my-bucket/checks/seven/"))
+df.filter(F.col("customer_id") == 8).write.mode("overwrite").parquet("s3://my-bucket/checks/seven/")
+back = spark.read.parquet("s3://my-bucket/checks/seven/").select("customer_id").distinct().collect()
+check("overwrite replaced the output", [r.customer_id for r in back], [8])
+df.write.mode("ignore").parquet("s3://my-bucket/checks/seven/")
+check("ignore left it", spark.read.parquet("s3://my-bucket/checks/seven/").count(), int((local.customer_id == 8).sum()))
+
+spark.stop()
+print("ok")

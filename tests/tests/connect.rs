@@ -1,0 +1,189 @@
+//! The Spark Connect endpoint driven by the real PySpark thin client (`pyspark-client`):
+//! the seed's script runs unchanged and its output reads back through the S3 gateway with
+//! the rows DataFusion computes; DataFrame and SQL operations match pandas; errors arrive
+//! as PySpark's AnalysisException with Spark's error classes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::{Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use tarn_security::Role;
+use tarn_tests::jobs::{bucket, put_as};
+use tarn_tests::{pki, venv_bin, Cluster};
+
+/// Purchases (customer_id, purchase_amount) in `files` parquet files of `rows` rows each.
+fn purchases(files: usize, rows: usize) -> Vec<Vec<u8>> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("customer_id", DataType::Int64, false),
+        Field::new("purchase_amount", DataType::Int64, false),
+    ]));
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    (0..files)
+        .map(|_| {
+            let ids: Int64Array = (0..rows).map(|_| (next() % 300) as i64).collect();
+            let amounts: Int64Array = (0..rows).map(|_| (next() % 100_000) as i64).collect();
+            let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(amounts)]).unwrap();
+            let mut w = ArrowWriter::try_new(Vec::new(), schema.clone(), None).unwrap();
+            w.write(&batch).unwrap();
+            w.into_inner().unwrap()
+        })
+        .collect()
+}
+
+/// Runs python `args` with `env` within `secs`; its stdout (fails the test on failure).
+async fn python(args: &[&str], env: &[(&str, String)], secs: u64) -> String {
+    let mut cmd = tokio::process::Command::new(venv_bin("python"));
+    cmd.args(args).kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let o = tokio::time::timeout(Duration::from_secs(secs), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("python {args:?} within {secs} s"))
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "python {args:?} failed:\n{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}
+
+/// The seed's PySpark script, verbatim (`examples/customer_analytics.py`), against the
+/// endpoint with only SPARK_REMOTE (its token) and the CA path set: its parquet output,
+/// read back through the S3 gateway with pyarrow in file-name order, holds DataFusion's
+/// sums per customer in descending order. Then the DataFrame checks of
+/// `tests/connect/dataframes.py`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_pyspark_script_runs_unchanged_on_the_cluster() {
+    let cl = Cluster::builder().datanodes(1).workers(2, 0).start().await;
+    let key = tarn_gateway::AccessKey::generate();
+    // The token's user: the configured keys act as the administrator, "admin".
+    bucket(&cl, "my-bucket", "admin").await;
+    let local = tempfile::tempdir().unwrap();
+    for (i, f) in purchases(3, 4_000).iter().enumerate() {
+        put_as(&cl, "admin", &format!("/my-bucket/customer-data/part-{i}.parquet"), f).await;
+        std::fs::write(local.path().join(format!("part-{i}.parquet")), f).unwrap();
+    }
+    let ctx = SessionContext::new();
+    ctx.register_parquet("tx", local.path().to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+    let want: BTreeMap<i64, i64> = {
+        let b = ctx.sql("SELECT customer_id, sum(purchase_amount) FROM tx GROUP BY customer_id").await.unwrap();
+        let mut m = BTreeMap::new();
+        for batch in b.collect().await.unwrap() {
+            let ids = batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+            let sums = batch.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+            m.extend((0..batch.num_rows()).map(|i| (ids.value(i), sums.value(i))));
+        }
+        m
+    };
+
+    let tls = pki().paths(Role::Gateway, "gw");
+    let files = tarn_gateway::TlsFiles { cert: tls.cert.clone(), key: tls.key.clone() };
+    let cfg = tarn_connect::ConnectConfig {
+        listen: "127.0.0.1:0".into(),
+        namenodes: cl.addrs.clone(),
+        resource_managers: cl.rm_addrs.clone(),
+        tls: Some(files.clone()),
+        access_keys: vec![key.clone()],
+        session: tarn_connect::SessionSize {
+            min_executors: 1,
+            max_executors: 2,
+            stop_after_idle_s: 3,
+            memory_mib: 768,
+            master_memory_mib: 512,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let connect = tarn_connect::start(cfg, pki().transport(Role::Gateway, "gw")).await.unwrap();
+    let remote = connect.remote("localhost", &format!("{}:{}", key.access_key, key.secret_key));
+    let env = [("SPARK_REMOTE", remote.clone()), ("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", tls.ca.display().to_string())];
+    let seed = repo().join("examples/customer_analytics.py");
+    python(&[seed.to_str().unwrap()], &env, 240).await;
+
+    // The output through the S3 gateway, files in name order.
+    let gw_cfg = tarn_gateway::GatewayConfig {
+        listen: "127.0.0.1:0".into(),
+        namenodes: cl.addrs.clone(),
+        tls: Some(files),
+        access_keys: vec![key.clone()],
+        ..Default::default()
+    };
+    let gw = tarn_gateway::start(gw_cfg, pki().transport(Role::Gateway, "gw")).await.unwrap();
+    let endpoint = gw.endpoint();
+    let (scheme, host) = endpoint.split_once("://").unwrap();
+    let read = format!(
+        "import pyarrow.fs as f, pyarrow.parquet as pq\n\
+         fs = f.S3FileSystem(access_key='{}', secret_key='{}', region='us-east-1', scheme='{scheme}', \
+         endpoint_override='{host}', tls_ca_file_path='{}')\n\
+         names = sorted(i.path for i in fs.get_file_info(f.FileSelector('my-bucket/processed-data')))\n\
+         assert any(n.endswith('/_SUCCESS') for n in names), names\n\
+         for p in (n for n in names if n.endswith('.parquet')):\n    t = pq.read_table(p, filesystem=fs)\n    \
+         assert t.column_names == ['customer_id', 'sum(purchase_amount)'], t.column_names\n    \
+         for a, b in zip(t.column(0).to_pylist(), t.column(1).to_pylist()): print(f'{{a}},{{b}}')\n",
+        key.access_key,
+        key.secret_key,
+        tls.ca.display()
+    );
+    let out = python(&["-c", &read], &[], 60).await;
+    let got: Vec<(i64, i64)> = out
+        .lines()
+        .map(|l| {
+            let (a, b) = l.split_once(',').unwrap();
+            (a.parse().unwrap(), b.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(got.len(), want.len(), "one row per customer");
+    assert_eq!(got.iter().copied().collect::<BTreeMap<_, _>>(), want, "DataFusion's sums");
+    assert!(got.windows(2).all(|w| w[0].1 >= w[1].1), "the files in name order hold the rows in descending order");
+    gw.stop().await;
+
+    let checks = repo().join("tests/connect/dataframes.py");
+    let out = python(&[checks.to_str().unwrap(), local.path().to_str().unwrap()], &env, 300).await;
+    assert_eq!(out.lines().last(), Some("ok"), "{out}");
+
+    // The session application ends after 3 s without a query, giving its containers
+    // back; the next query starts another.
+    let rm = cl.rm_client();
+    let ended: Vec<String> = tarn_tests::wait_for("the idle session to end", Duration::from_secs(60), || async {
+        let apps = rm.applications(true).await.ok()?;
+        let s: Vec<_> = apps.into_iter().filter(|a| a.name == "session: spark-connect").collect();
+        let done = !s.is_empty() && s.iter().all(|a| a.state == tarn_client::rm::AppState::Finished);
+        done.then(|| s.into_iter().map(|a| a.app_id).collect())
+    })
+    .await;
+    let probe = "from pyspark.sql import SparkSession\n\
+                 s = SparkSession.builder.getOrCreate()\n\
+                 try:\n    print([r.id for r in s.range(3).collect()])\nexcept Exception as e:\n    print(type(e).__name__, e)\n";
+    // A file, not `-c`: pyspark takes a main module without a file for its doctests.
+    let probe_file = tempfile::tempdir().unwrap();
+    let probe_path = probe_file.path().join("probe.py");
+    std::fs::write(&probe_path, probe).unwrap();
+    let ca = ("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", tls.ca.display().to_string());
+    let out = python(&[probe_path.to_str().unwrap()], &[("SPARK_REMOTE", remote), ca.clone()], 120).await;
+    assert_eq!(out.trim(), "[0, 1, 2]");
+    let apps = rm.applications(true).await.unwrap();
+    let new: Vec<_> =
+        apps.iter().filter(|a| a.name == "session: spark-connect" && !ended.contains(&a.app_id)).collect();
+    assert_eq!(new.len(), 1, "one new session application: {new:?}");
+    assert_eq!(new[0].state, tarn_client::rm::AppState::Running);
+
+    // A wrong token is refused before anything runs.
+    let bad = connect.remote("localhost", &format!("{}:wrong", key.access_key));
+    let out = python(&[probe_path.to_str().unwrap()], &[("SPARK_REMOTE", bad), ca], 60).await;
+    assert!(out.contains("secret does not match"), "{out}");
+    connect.stop().await;
+}
