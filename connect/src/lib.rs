@@ -86,7 +86,8 @@ pub struct ConnectConfig {
 impl Default for ConnectConfig {
     fn default() -> Self {
         ConnectConfig {
-            listen: format!("0.0.0.0:{DEFAULT_PORT}"),
+            // Loopback unless told: a master serving other hosts names its address.
+            listen: format!("127.0.0.1:{DEFAULT_PORT}"),
             namenodes: vec!["127.0.0.1:8020".into()],
             resource_managers: vec!["127.0.0.1:8032".into()],
             tls: None,

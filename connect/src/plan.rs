@@ -108,8 +108,29 @@ impl<'a> Planner<'a> {
                     {
                         return Err(SparkError::unsupported("parameters of spark.sql"));
                     }
-                    let df = self.ctx.sql(&q.query).await.map_err(df_err)?;
-                    Ok(df.into_unoptimized_plan())
+                    // Queries only: a statement would run here, in the endpoint, on a
+                    // context thrown away after the request.
+                    use datafusion::sql::parser::{DFParser, Statement as Df};
+                    use datafusion::sql::sqlparser::ast::Statement as Sql;
+                    let stmts = DFParser::parse_sql(&q.query).map_err(|e| SparkError::parse(e.to_string()))?;
+                    match stmts.iter().collect::<Vec<_>>().as_slice() {
+                        [Df::Statement(s)] if matches!(**s, Sql::Query(_)) => {}
+                        [_] => {
+                            let first = q.query.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+                            return Err(SparkError::unsupported(format!(
+                                "SQL statements other than queries ({first} ...)"
+                            )));
+                        }
+                        _ => return Err(SparkError::unsupported("several SQL statements in one spark.sql")),
+                    }
+                    let options = datafusion::execution::context::SQLOptions::new()
+                        .with_allow_ddl(false)
+                        .with_allow_dml(false)
+                        .with_allow_statements(false);
+                    let df = self.ctx.sql_with_options(&q.query, options).await.map_err(df_err)?;
+                    let plan = df.into_unoptimized_plan();
+                    check_sql_plan(&plan)?;
+                    Ok(plan)
                 }
                 RelType::Range(r) => self.range(r),
                 RelType::SubqueryAlias(a) => {
@@ -265,6 +286,14 @@ impl<'a> Planner<'a> {
                 };
                 let opt =
                     |k: &str| d.options.iter().find(|(key, _)| key.eq_ignore_ascii_case(k)).map(|(_, v)| v.as_str());
+                // Options not honoured are refused, not ignored.
+                let known: &[&str] = match format.as_str() {
+                    "csv" => &["header", "inferschema", "sep", "delimiter", "path"],
+                    _ => &["path"],
+                };
+                if let Some(k) = d.options.keys().find(|k| !known.contains(&k.to_ascii_lowercase().as_str())) {
+                    return Err(SparkError::unsupported(format!("the {format} read option {k:?}")));
+                }
                 let df = match format.as_str() {
                     "parquet" => {
                         let mut o = ParquetReadOptions::default();
@@ -283,10 +312,32 @@ impl<'a> Planner<'a> {
                             };
                             o = o.delimiter(*b);
                         }
-                        if let Some(s) = &schema {
-                            o = o.schema(s);
+                        let infer = opt("inferSchema").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+                        match &schema {
+                            Some(s) => self.ctx.read_csv(paths, o.schema(s)).await,
+                            None if infer => self.ctx.read_csv(paths, o).await,
+                            // Spark reads every column as a string unless told to infer
+                            // (a zip code "02134" stays "02134"): the names are read,
+                            // then the files as text.
+                            None => {
+                                let named = self
+                                    .ctx
+                                    .read_csv(paths.clone(), o.clone())
+                                    .await
+                                    .map_err(|e| path_error(e, &d.paths))?;
+                                let text = datafusion::arrow::datatypes::Schema::new(
+                                    named
+                                        .schema()
+                                        .fields()
+                                        .iter()
+                                        .map(|f| {
+                                            datafusion::arrow::datatypes::Field::new(f.name(), DataType::Utf8, true)
+                                        })
+                                        .collect::<Vec<_>>(),
+                                );
+                                self.ctx.read_csv(paths, o.schema(&text)).await
+                            }
                         }
-                        self.ctx.read_csv(paths, o).await
                     }
                     "json" => {
                         let mut o = JsonReadOptions::default();
@@ -305,7 +356,10 @@ impl<'a> Planner<'a> {
 
     fn range(&self, r: &sc::Range) -> Result<LogicalPlan, SparkError> {
         let start = r.start.unwrap_or(0);
-        let step = if r.step == 0 { 1 } else { r.step };
+        if r.step == 0 {
+            return Err(SparkError::invalid("spark.range with a step of 0"));
+        }
+        let step = r.step;
         let n = ((r.end as i128 - start as i128) + step as i128 - step.signum() as i128) / step as i128;
         if n > 10_000_000 {
             return Err(SparkError::unsupported("spark.range of more than 10 million rows"));
@@ -387,7 +441,10 @@ impl<'a> Planner<'a> {
                 Ok((e.alias(name), name.clone()))
             }
             ExprType::Cast(c) => {
-                use ex::cast::CastToType;
+                use ex::cast::{CastToType, EvalMode};
+                if EvalMode::try_from(c.eval_mode).unwrap_or(EvalMode::Unspecified) == EvalMode::Try {
+                    return Err(SparkError::unsupported("try_cast"));
+                }
                 let inner = c.expr.as_deref().ok_or_else(|| SparkError::invalid("a cast without an expression"))?;
                 let (e, name) = self.expr(inner, schema)?;
                 let (to, ty) = match &c.cast_to_type {
@@ -401,6 +458,7 @@ impl<'a> Planner<'a> {
             ExprType::UnresolvedFunction(f) => self.function(f, schema),
             ExprType::ExpressionString(s) => {
                 let e = self.ctx.parse_sql_expr(&s.expression, schema).map_err(df_err)?;
+                check_sql_expr(&e, schema)?;
                 Ok((e, s.expression.clone()))
             }
             ExprType::UnresolvedStar(_) => Err(SparkError::unsupported("`*` outside a select or count")),
@@ -429,9 +487,10 @@ impl<'a> Planner<'a> {
         }
         let binary =
             |op: Operator, sym: &str, args: &mut Vec<Expr>, names: &[String]| -> Result<(Expr, String), SparkError> {
-                let (Some(r), Some(l)) = (args.pop(), args.pop()) else {
+                if args.len() != 2 {
                     return Err(SparkError::invalid(format!("{sym} needs two arguments")));
-                };
+                }
+                let (r, l) = (args.pop().expect("two"), args.pop().expect("two"));
                 Ok((datafusion::logical_expr::binary_expr(l, op, r), format!("({} {sym} {})", names[0], names[1])))
             };
         let distinct = if f.is_distinct { "DISTINCT " } else { "" };
@@ -460,13 +519,24 @@ impl<'a> Planner<'a> {
             "and" => return binary(Operator::And, "AND", &mut args, &names),
             "or" => return binary(Operator::Or, "OR", &mut args, &names),
             "/" => {
-                // Spark divides in double unless an operand is a decimal.
-                for a in args.iter_mut() {
+                // Spark divides in double unless an operand is a decimal; by zero it
+                // gives NULL (spark.sql.ansi.enabled is false here).
+                if args.len() != 2 {
+                    return Err(SparkError::invalid("/ needs two arguments"));
+                }
+                let mut decimal = false;
+                for a in &args {
                     let t = a.get_type(schema).map_err(df_err)?;
-                    if !matches!(t, DataType::Decimal128(..) | DataType::Decimal256(..)) {
+                    decimal |= matches!(t, DataType::Decimal128(..) | DataType::Decimal256(..));
+                }
+                if !decimal {
+                    for a in args.iter_mut() {
                         *a = cast(a.clone(), DataType::Float64);
                     }
                 }
+                let zero = if decimal { lit(0i64) } else { lit(0f64) };
+                let r = args.pop().expect("two");
+                args.push(datafusion::functions::expr_fn::nullif(r, zero));
                 return binary(Operator::Divide, "/", &mut args, &names);
             }
             "!" | "not" => return Ok((not(one(&mut args)?), format!("(NOT {})", names[0]))),
@@ -494,9 +564,8 @@ impl<'a> Planner<'a> {
             }
             _ => {
                 let state = self.ctx.state();
-                if let Some(u) = state.scalar_functions().get(&fname) {
-                    u.call(args)
-                } else if let Some(u) = state.aggregate_functions().get(&fname) {
+                let same = SAME_AS_SPARK.contains(&fname.as_str());
+                if let Some(u) = state.scalar_functions().get(&fname).filter(|_| same) {
                     u.call(args)
                 } else {
                     return Err(SparkError::analysis_with(
@@ -511,6 +580,74 @@ impl<'a> Planner<'a> {
         // avg over integers is a double in Spark; sum of them a bigint: DataFusion agrees.
         Ok((e, call_name))
     }
+}
+
+/// DataFusion functions whose results are Spark's for the same name and arguments. The
+/// others (`concat` with a NULL, `substring` from a negative position, `log` of one
+/// argument, `floor`'s type, ...) differ and are refused until they are Spark's.
+pub const SAME_AS_SPARK: &[&str] =
+    &["lower", "upper", "abs", "coalesce", "trim", "ltrim", "rtrim", "sqrt", "exp", "ln", "isnan", "greatest", "least"];
+
+/// Aggregates whose results are Spark's.
+const SAME_AGGREGATES: &[&str] = &["sum", "count", "avg", "min", "max"];
+
+/// Refuses what DataFusion's SQL would compute otherwise than Spark's: functions not
+/// known to agree, and `/` of integers (DataFusion divides them as integers).
+fn check_sql_plan(plan: &LogicalPlan) -> Result<(), SparkError> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let mut refused = None;
+    let _ = plan.apply_with_subqueries(|node| {
+        let inputs = node.inputs();
+        let schema = match inputs.as_slice() {
+            [one] => one.schema().clone(),
+            _ => node.schema().clone(),
+        };
+        node.apply_expressions(|e| match check_sql_expr(e, &schema) {
+            Ok(()) => Ok(TreeNodeRecursion::Continue),
+            Err(x) => {
+                refused = Some(x);
+                Ok(TreeNodeRecursion::Stop)
+            }
+        })
+    });
+    refused.map_or(Ok(()), Err)
+}
+
+fn check_sql_expr(e: &Expr, schema: &DFSchema) -> Result<(), SparkError> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut refused = None;
+    let _ = e.apply(|x| {
+        let why = match x {
+            Expr::ScalarFunction(f) if !SAME_AS_SPARK.contains(&f.name()) => {
+                Some(format!("the function {} in SQL (its DataFusion meaning differs from Spark's)", f.name()))
+            }
+            Expr::AggregateFunction(a) if !SAME_AGGREGATES.contains(&a.func.name()) => {
+                Some(format!("the aggregate {} in SQL", a.func.name()))
+            }
+            Expr::WindowFunction(_) => Some("window functions in SQL".to_string()),
+            Expr::BinaryExpr(b) if b.op == Operator::Divide => {
+                let float = |t: &Expr| {
+                    t.get_type(schema).ok().is_some_and(|t| {
+                        matches!(
+                            t,
+                            DataType::Float32 | DataType::Float64 | DataType::Decimal128(..) | DataType::Decimal256(..)
+                        )
+                    })
+                };
+                (!float(&b.left) && !float(&b.right))
+                    .then(|| "/ of integers in SQL (cast one side to double: Spark divides in double)".to_string())
+            }
+            _ => None,
+        };
+        match why {
+            Some(w) => {
+                refused = Some(SparkError::unsupported(w));
+                Ok(TreeNodeRecursion::Stop)
+            }
+            None => Ok(TreeNodeRecursion::Continue),
+        }
+    });
+    refused.map_or(Ok(()), Err)
 }
 
 /// `e` named `name` (a bare column keeps its own name).
@@ -625,13 +762,28 @@ fn literal(l: &ex::Literal) -> Result<(Expr, String), SparkError> {
 }
 
 fn decimal(d: &ex::literal::Decimal) -> Result<ScalarValue, SparkError> {
+    // As Spark's server reads it: the value's own digits decide, the type sent with it
+    // (PySpark sends DecimalType()'s 10, 0 for any Decimal) only widens.
     let s = d.value.trim();
+    let bad = || SparkError::invalid(format!("the decimal literal {s:?}"));
+    if s.contains(['e', 'E']) {
+        return Err(SparkError::unsupported(format!("decimal literals in exponent notation ({s})")));
+    }
     let (int, frac) = s.split_once('.').unwrap_or((s, ""));
-    let scale = d.scale.unwrap_or(frac.len() as i32);
+    let own_scale = frac.len() as i32;
+    let scale = own_scale.max(d.scale.unwrap_or(0));
+    if scale > 38 {
+        return Err(SparkError::unsupported(format!("decimal literals of more than 38 digits ({s})")));
+    }
     let digits = format!("{int}{frac}");
-    let unscaled: i128 = digits.parse().map_err(|_| SparkError::invalid(format!("the decimal {s:?}")))?;
-    let unscaled = unscaled * 10i128.pow((scale - frac.len() as i32).max(0) as u32);
-    let precision = d.precision.unwrap_or((digits.trim_start_matches('-').len() as i32).max(scale).max(1));
+    let unscaled: i128 = digits.parse().map_err(|_| bad())?;
+    let unscaled =
+        10i128.checked_pow((scale - own_scale) as u32).and_then(|m| unscaled.checked_mul(m)).ok_or_else(bad)?;
+    let int_digits = int.trim_start_matches(['-', '+']).trim_start_matches('0').len() as i32;
+    let precision = (int_digits + scale).max(d.precision.unwrap_or(0)).max(scale).max(1);
+    if precision > 38 {
+        return Err(SparkError::unsupported(format!("decimal literals of more than 38 digits ({s})")));
+    }
     Ok(ScalarValue::Decimal128(Some(unscaled), precision as u8, scale as i8))
 }
 
@@ -766,6 +918,11 @@ mod tests {
         assert_eq!(decimal(&d).unwrap(), ScalarValue::Decimal128(Some(1250), 10, 2));
         let d = ex::literal::Decimal { value: "-3".into(), precision: None, scale: None };
         assert_eq!(decimal(&d).unwrap(), ScalarValue::Decimal128(Some(-3), 1, 0));
+        // PySpark's lit(Decimal("12.50")) comes typed decimal(10, 0).
+        let d = ex::literal::Decimal { value: "12.50".into(), precision: Some(10), scale: Some(0) };
+        assert_eq!(decimal(&d).unwrap(), ScalarValue::Decimal128(Some(1250), 10, 2));
+        let d = ex::literal::Decimal { value: "10.5".into(), precision: Some(38), scale: Some(37) };
+        assert!(decimal(&d).is_err(), "39 digits");
     }
 
     #[test]

@@ -34,8 +34,9 @@ use crate::types;
 
 /// The Spark version the endpoint answers (`spark.version`): the protocol it speaks.
 pub const SPARK_VERSION: &str = "4.2.0";
-/// Rows of one `ArrowBatch` at most (about 4 MiB each besides).
+/// Rows of one `ArrowBatch` at most, and about its bytes at most.
 const BATCH_ROWS: usize = 65_536;
+const BATCH_BYTES: usize = 4 << 20;
 /// Operations a session keeps (finished and not released) at most; the oldest finished
 /// ones go first.
 const OPS_MAX: usize = 256;
@@ -74,6 +75,9 @@ struct OpBuf {
     kept: VecDeque<sc::ExecutePlanResponse>,
     /// Index of `kept[0]` among all the operation's responses.
     first: usize,
+    /// The index of every response sent (released ones too: a client reattaches after
+    /// the last response it saw, which it may have released already).
+    index: HashMap<String, usize>,
     /// Set when the operation ended: `Ok` after its last response, or its error.
     end: Option<Result<(), Status>>,
 }
@@ -87,7 +91,11 @@ struct Op {
 
 impl Op {
     fn push(&self, r: sc::ExecutePlanResponse) {
-        self.buf.lock().expect("op").kept.push_back(r);
+        let mut b = self.buf.lock().expect("op");
+        let i = b.first + b.kept.len();
+        b.index.insert(r.response_id.clone(), i);
+        b.kept.push_back(r);
+        drop(b);
         self.changed.notify_waiters();
     }
 
@@ -151,6 +159,10 @@ fn new_id() -> String {
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
+/// Settings whose other values would change results: Tarn computes with these only.
+const FIXED_CONF: &[(&str, &str)] =
+    &[("spark.sql.session.timeZone", "UTC"), ("spark.sql.ansi.enabled", "false"), ("spark.sql.caseSensitive", "false")];
+
 /// The configuration PySpark reads, with Spark's defaults.
 fn default_conf() -> BTreeMap<String, String> {
     [
@@ -167,7 +179,8 @@ fn default_conf() -> BTreeMap<String, String> {
         ("spark.sql.pyspark.jvmStacktrace.enabled", "false"),
         ("spark.sql.connect.serverStacktrace.enabled", "false"),
         ("spark.python.sql.dataFrameDebugging.enabled", "false"),
-        ("spark.sql.ansi.enabled", "true"),
+        // Integer arithmetic wraps and division by zero is NULL, as Spark without ANSI.
+        ("spark.sql.ansi.enabled", "false"),
         ("spark.sql.caseSensitive", "false"),
         ("spark.sql.repl.eagerEval.enabled", "false"),
         ("spark.sql.repl.eagerEval.maxNumRows", "20"),
@@ -213,14 +226,14 @@ impl Endpoint {
             .ok_or_else(|| Status::unauthenticated("the token is not ACCESS_KEY:SECRET (an S3 key of the cluster)"))?;
         let id = match self.keys.identity(ak).await {
             Ok(Some(id)) => id,
-            Ok(None) => return Err(Status::unauthenticated("the token's access key does not exist")),
+            Ok(None) => return Err(Status::unauthenticated("the token does not match a key of the cluster")),
             Err(e) => {
                 tracing::warn!(error = %e, "access key lookup failed");
                 return Err(Status::unavailable(format!("the token could not be checked: {e}")));
             }
         };
         if !tarn_gateway::ct_eq(id.secret.as_bytes(), secret.as_bytes()) {
-            return Err(Status::unauthenticated("the token's secret does not match"));
+            return Err(Status::unauthenticated("the token does not match a key of the cluster"));
         }
         Ok(id.user)
     }
@@ -269,7 +282,9 @@ impl Endpoint {
 
     /// A DataFusion context with the session's stores and views, for planning.
     fn context(&self, s: &Session) -> Result<SessionContext, SparkError> {
-        let config = tarn_jobs::spec::session_config(None);
+        let mut config = tarn_jobs::spec::session_config(None);
+        // Spark's order in SQL too: nulls first in ascending sorts.
+        config.options_mut().sql_parser.default_null_ordering = "nulls_min".into();
         let state = tarn_jobs::spec::session_state(s.stores.clone(), config).map_err(SparkError::from_datafusion)?;
         let ctx = SessionContext::new_with_state(state);
         plan::register_views(&ctx, &s.views.lock().expect("views"))?;
@@ -283,6 +298,7 @@ fn home(user: &str) -> String {
 
 /// Arrow IPC stream bytes of `batch` (schema first).
 fn ipc(schema: &SchemaRef, batch: Option<&RecordBatch>) -> Result<Bytes, SparkError> {
+    // (Always called with a batch; `None` writes a bare schema.)
     let err = |e: datafusion::arrow::error::ArrowError| SparkError::internal(format!("encode results: {e}"));
     let mut w = StreamWriter::try_new(Vec::new(), schema).map_err(err)?;
     if let Some(b) = batch {
@@ -320,9 +336,12 @@ impl Responder<'_> {
         let mut offset = 0i64;
         for b in batches {
             let b = types::for_spark(b, &out_schema)?;
+            // About BATCH_BYTES a message (the client takes 128 MiB at most).
+            let per_row = b.get_array_memory_size() / b.num_rows().max(1);
+            let rows = (BATCH_BYTES / per_row.max(1)).clamp(1, BATCH_ROWS);
             let mut at = 0;
             while at < b.num_rows() {
-                let n = BATCH_ROWS.min(b.num_rows() - at);
+                let n = rows.min(b.num_rows() - at);
                 let piece = b.slice(at, n);
                 let data = ipc(&out_schema, Some(&piece))?;
                 self.send(
@@ -339,7 +358,8 @@ impl Responder<'_> {
             }
         }
         if offset == 0 {
-            let data = ipc(&out_schema, None)?;
+            // A batch of no rows, not a bare schema: the client needs one batch.
+            let data = ipc(&out_schema, Some(&RecordBatch::new_empty(out_schema.clone())))?;
             self.send(
                 ResponseType::ArrowBatch(sc::execute_plan_response::ArrowBatch {
                     row_count: 0,
@@ -392,6 +412,9 @@ impl SparkConnectService for Arc<Endpoint> {
             ops.insert(op_id.clone(), op.clone());
         }
         let plan = req.plan.unwrap_or_default();
+        let reattachable = req.request_options.iter().any(|o| {
+            matches!(&o.request_option, Some(sc::execute_plan_request::request_option::RequestOption::ReattachOptions(r)) if r.reattachable)
+        });
         let endpoint = self.clone();
         let (s2, op2, id2) = (s.clone(), op.clone(), op_id.clone());
         let task = tokio::spawn(async move {
@@ -409,6 +432,21 @@ impl SparkConnectService for Arc<Endpoint> {
             }
         });
         *op.task.lock().expect("op task") = Some(task.abort_handle());
+        // A task that panicked still ends its operation (the client would wait forever).
+        let (s3, op3, id3) = (s.clone(), op.clone(), op_id.clone());
+        tokio::spawn(async move {
+            if let Err(e) = task.await {
+                if e.is_panic() {
+                    tracing::error!(user = %s3.user, operation = %id3, "a Spark Connect operation panicked");
+                    op3.finish(Err(SparkError::internal("the operation failed inside the endpoint").to_status()));
+                }
+            }
+            // Nobody reattaches to an operation that is not reattachable: once its
+            // stream is read it is forgotten.
+            if !reattachable {
+                s3.ops.lock().expect("ops").remove(&id3);
+            }
+        });
         Ok(Response::new(follow(op, 0)))
     }
 
@@ -504,6 +542,17 @@ impl SparkConnectService for Arc<Endpoint> {
         let mut warnings = Vec::new();
         let pairs = match op {
             OpType::Set(set) => {
+                for p in &set.pairs {
+                    if let (Some(fixed), Some(v)) = (FIXED_CONF.iter().find(|(k, _)| *k == p.key), &p.value) {
+                        if !v.eq_ignore_ascii_case(fixed.1) {
+                            return Err(SparkError::unsupported(format!(
+                                "{} = {v} (Tarn runs with {})",
+                                p.key, fixed.1
+                            ))
+                            .into());
+                        }
+                    }
+                }
                 for p in set.pairs {
                     match p.value {
                         Some(v) => conf.insert(p.key, v),
@@ -642,9 +691,9 @@ impl SparkConnectService for Arc<Endpoint> {
             let b = op.buf.lock().expect("op");
             match req.last_response_id.as_deref().filter(|r| !r.is_empty()) {
                 None => b.first,
-                Some(last) => match b.kept.iter().position(|r| r.response_id == last) {
-                    Some(i) => b.first + i + 1,
-                    None => {
+                Some(last) => match b.index.get(last) {
+                    Some(&i) if i + 1 >= b.first => i + 1,
+                    _ => {
                         return Err(SparkError::analysis(
                             "INVALID_CURSOR.POSITION_NOT_AVAILABLE",
                             format!("Response {last} of operation {} is no longer kept.", req.operation_id),
@@ -670,9 +719,10 @@ impl SparkConnectService for Arc<Endpoint> {
             match req.release {
                 Some(Release::ReleaseUntil(u)) => {
                     let mut b = op.buf.lock().expect("op");
-                    if let Some(i) = b.kept.iter().position(|r| r.response_id == u.response_id) {
-                        b.kept.drain(..=i);
-                        b.first += i + 1;
+                    if let Some(&i) = b.index.get(&u.response_id) {
+                        let n = (i + 1).saturating_sub(b.first).min(b.kept.len());
+                        b.kept.drain(..n);
+                        b.first += n;
                     }
                 }
                 _ => {
@@ -763,7 +813,7 @@ impl Endpoint {
                     let home = home(&s.user);
                     let plan = Planner { ctx: &ctx, home: &home, nn: &s.nn }.relation(&input).await?;
                     let mut views = s.views.lock().expect("views");
-                    if !v.replace && views.contains_key(&v.name) {
+                    if !v.replace && views.contains_key(&v.name.to_lowercase()) {
                         return Err(SparkError::analysis_with(
                             "TEMP_TABLE_OR_VIEW_ALREADY_EXISTS",
                             format!("Cannot create the temporary view `{}` because it already exists.", v.name),
@@ -771,7 +821,8 @@ impl Endpoint {
                             &[("relationName", format!("`{}`", v.name))],
                         ));
                     }
-                    views.insert(v.name, plan);
+                    // Names are case-insensitive, as Spark's (and DataFusion's SQL) are.
+                    views.insert(v.name.to_lowercase(), plan);
                     Ok(())
                 }
                 Some(CommandType::SqlCommand(c)) => {
@@ -854,6 +905,10 @@ impl Endpoint {
         let input = w.input.as_ref().ok_or_else(|| SparkError::invalid("a write without a relation"))?;
         let (file_type, format) = plan::file_type(w.source.as_deref())?;
         let mut options = HashMap::new();
+        if format == "csv" {
+            // Spark writes no header line unless asked.
+            options.insert("format.has_header".to_string(), "false".to_string());
+        }
         for (k, v) in &w.options {
             match (format, k.to_ascii_lowercase().as_str()) {
                 ("parquet", "compression") => options.insert("format.compression".into(), v.to_ascii_lowercase()),
@@ -898,6 +953,22 @@ impl Endpoint {
         let plan = Planner { ctx: &ctx, home: &home, nn: &s.nn }.relation(input).await?;
         // Rows in the order of a sort stay in order across files only if one writer fills
         // the files one after another.
+        if exists && mode == SaveMode::Overwrite {
+            let target_url = format!("{}/", target.trim_end_matches('/'));
+            let reads_target = input_files(&plan).iter().any(|f| {
+                tarn_jobs::commit::cluster_path(f).is_some_and(|(p, _)| {
+                    p == target || p.starts_with(&target_url) || target.starts_with(&format!("{p}/"))
+                })
+            });
+            if reads_target {
+                return Err(SparkError::analysis_with(
+                    "UNSUPPORTED_OVERWRITE.PATH",
+                    format!("The target path {path} cannot be overwritten: the query also reads from it."),
+                    "42902",
+                    &[("path", path.clone())],
+                ));
+            }
+        }
         let mut settings = HashMap::new();
         if ends_in_sort(&plan) {
             settings.insert("datafusion.execution.minimum_parallel_output_files".to_string(), "1".to_string());
@@ -933,6 +1004,9 @@ fn input_files(plan: &LogicalPlan) -> Vec<String> {
             if let Ok(provider) = datafusion::datasource::source_as_provider(&t.source) {
                 if let Some(l) = provider.downcast_ref::<datafusion::datasource::listing::ListingTable>() {
                     out.extend(l.table_paths().iter().map(|u| u.to_string()));
+                }
+                if let Some(v) = provider.downcast_ref::<datafusion::catalog::view::ViewTable>() {
+                    out.extend(input_files(v.logical_plan()));
                 }
             }
         }

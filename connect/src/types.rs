@@ -156,7 +156,17 @@ pub fn from_ddl(s: &str) -> Result<DataType, SparkError> {
 fn spark_arrow(t: &DataType) -> DataType {
     match t {
         DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
-        DataType::BinaryView | DataType::LargeBinary => DataType::Binary,
+        DataType::BinaryView | DataType::LargeBinary | DataType::FixedSizeBinary(_) => DataType::Binary,
+        // PySpark reads no unsigned integers: the next wider signed type (as announced).
+        DataType::UInt8 => DataType::Int16,
+        DataType::UInt16 => DataType::Int32,
+        DataType::UInt32 => DataType::Int64,
+        DataType::UInt64 => DataType::Decimal128(20, 0),
+        DataType::Float16 => DataType::Float32,
+        DataType::Decimal32(p, s) | DataType::Decimal64(p, s) => DataType::Decimal128(*p, *s),
+        DataType::ListView(f) | DataType::FixedSizeList(f, _) | DataType::LargeListView(f) => {
+            DataType::List(Arc::new(Field::new(f.name(), spark_arrow(f.data_type()), f.is_nullable())))
+        }
         DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
         DataType::Date64 => DataType::Date32,
         DataType::Dictionary(_, v) => spark_arrow(v),

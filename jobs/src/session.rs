@@ -185,6 +185,8 @@ impl JobSession for SessionService {
 
     async fn run(&self, req: Request<RunRequest>) -> std::result::Result<Response<EventStream>, Status> {
         let req = req.into_inner();
+        // Counted before the check: an idle stop decided after it waits for this job.
+        let guard = self.demand.begin();
         if self.stopped.is_cancelled() {
             return Err(Status::unavailable("the session is stopping: it takes no new job"));
         }
@@ -210,7 +212,6 @@ impl JobSession for SessionService {
         }
         let stmts = statements(&req, &ctx).map_err(status)?;
         let staging = format!("{}/{STAGING}/a{}/r{n}", engine.job.dir, engine.job.attempt);
-        let guard = self.demand.begin();
         tracing::info!(job = %label, name = %req.name, statements = stmts.len(), "job started");
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(async move {
@@ -506,7 +507,12 @@ impl SessionClient {
     ) -> Result<SessionResult> {
         let mut events = self.run(req).await?;
         let mut out = SessionResult { schema: None, batches: Vec::new(), message: String::new(), elapsed_ms: 0 };
-        while let Some(ev) = events.message().await.map_err(from_status)? {
+        // Once the job was taken, a broken stream is no refusal: the job may have run.
+        let broken = |s: Status| match from_status(s) {
+            JobError::Gone(m) => JobError::Run(m),
+            e => e,
+        };
+        while let Some(ev) = events.message().await.map_err(broken)? {
             match ev.event {
                 Some(run_event::Event::Progress(p)) => on_progress(&p),
                 Some(run_event::Event::Arrow(bytes)) => {

@@ -245,8 +245,11 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
     if cc.tls.is_none() {
         cc.tls = gw.tls.clone();
     }
-    if let Some(l) = a.connect_listen {
-        cc.listen = l;
+    match a.connect_listen {
+        Some(l) => cc.listen = l,
+        // An appliance on picked ports (`--listen host:0`) picks this one too.
+        None if a.listen.ends_with(":0") => cc.listen = "127.0.0.1:0".into(),
+        None => {}
     }
     if a.insecure_dev {
         cc.insecure_dev = true;

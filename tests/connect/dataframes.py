@@ -84,5 +84,29 @@ check("overwrite replaced the output", [r.customer_id for r in back], [8])
 df.write.mode("ignore").parquet("s3://my-bucket/checks/seven/")
 check("ignore left it", spark.read.parquet("s3://my-bucket/checks/seven/").count(), int((local.customer_id == 8).sum()))
 
+# Literals, division and emptiness as Spark has them.
+from decimal import Decimal
+
+check("a decimal literal keeps its digits", df.filter(F.col("purchase_amount") > F.lit(Decimal("99000.50"))).count(),
+      int((local.purchase_amount > 99000.5).sum()))
+halves = df.filter(F.col("customer_id") == 7).select((F.col("customer_id") / 2).alias("h")).limit(1).collect()
+check("/ divides in double", halves[0].h, 3.5)
+check("by zero is NULL", df.select((F.col("customer_id") / 0).alias("z")).limit(1).collect()[0].z, None)
+check("no rows", df.filter(F.col("customer_id") < 0).collect(), [])
+check("no rows as pandas", len(df.filter(F.col("customer_id") < 0).toPandas()), 0)
+
+# What Tarn does not compute as Spark does is refused, naming it.
+fails("a function whose meaning differs", "UNRESOLVED_ROUTINE", lambda: df.select(F.concat("customer_id")).collect())
+fails("integer / in SQL", "UNSUPPORTED_FEATURE", lambda: spark.sql("SELECT customer_id / 2 AS h FROM tx").collect())
+fails("a statement in spark.sql", "UNSUPPORTED_FEATURE", lambda: spark.sql("DROP VIEW tx").collect())
+fails("another time zone", "UNSUPPORTED_FEATURE", lambda: spark.conf.set("spark.sql.session.timeZone", "America/New_York"))
+fails("overwriting the input", "UNSUPPORTED_OVERWRITE.PATH", lambda: spark.read.parquet("s3://my-bucket/checks/seven/")
+      .write.mode("overwrite").parquet("s3://my-bucket/checks/seven/"))
+check("the input is still there", spark.read.parquet("s3://my-bucket/checks/seven/").count(), int((local.customer_id == 8).sum()))
+
+df.createOrReplaceTempView("MyTx")
+check("view names ignore case", spark.sql("SELECT count(*) AS n FROM mytx").collect()[0].n, len(local))
+check("spark.table", spark.table("MyTx").count(), len(local))
+
 spark.stop()
 print("ok")

@@ -184,6 +184,6 @@ async fn the_seed_pyspark_script_runs_unchanged_on_the_cluster() {
     // A wrong token is refused before anything runs.
     let bad = connect.remote("localhost", &format!("{}:wrong", key.access_key));
     let out = python(&[probe_path.to_str().unwrap()], &[("SPARK_REMOTE", bad), ca], 60).await;
-    assert!(out.contains("secret does not match"), "{out}");
+    assert!(out.contains("the token does not match a key of the cluster"), "{out}");
     connect.stop().await;
 }
