@@ -209,6 +209,9 @@ impl<'a> Planner<'a> {
                         input.schema().columns().into_iter().filter(|c| !gone.contains(c)).map(Expr::Column).collect();
                     LogicalPlanBuilder::from(input).project(exprs).and_then(|b| b.build()).map_err(df_err)
                 }
+                RelType::Join(j) => self.join(j).await,
+                RelType::SetOp(o) => self.set_op(o).await,
+                RelType::LocalRelation(l) => local_relation(l),
                 RelType::Deduplicate(d) => {
                     let input = self.input(&d.input).await?;
                     if d.all_columns_as_keys.unwrap_or(false) || d.column_names.is_empty() {
@@ -220,6 +223,123 @@ impl<'a> Planner<'a> {
                 other => Err(SparkError::unsupported(format!("the relation {}", relation_name(other)))),
             }
         })
+    }
+
+    /// A join's side, its columns qualified by the side's plan id so that `df1["id"]`
+    /// and `df2["id"]` stay apart.
+    async fn side(&self, rel: &Option<Box<sc::Relation>>, n: usize) -> Result<(LogicalPlan, Option<i64>), SparkError> {
+        let r = rel.as_deref().ok_or_else(|| SparkError::invalid("a join without both sides"))?;
+        let plan = self.relation(r).await?;
+        let id = r.common.as_ref().and_then(|c| c.plan_id);
+        let alias = id.map(side_alias).unwrap_or_else(|| format!("__side{n}"));
+        let plan = LogicalPlanBuilder::from(plan).alias(alias).and_then(|b| b.build()).map_err(df_err)?;
+        Ok((plan, id))
+    }
+
+    async fn join(&self, j: &sc::Join) -> Result<LogicalPlan, SparkError> {
+        use datafusion::common::JoinType as J;
+        use sc::join::JoinType as S;
+        let (left, lid) = self.side(&j.left, 0).await?;
+        let (right, rid) = self.side(&j.right, 1).await?;
+        if lid.is_some() && lid == rid {
+            return Err(SparkError::unsupported("a join of a DataFrame with itself (alias one side first)"));
+        }
+        let kind = S::try_from(j.join_type).unwrap_or(S::Unspecified);
+        let jt = match kind {
+            S::Inner | S::Unspecified => J::Inner,
+            S::FullOuter => J::Full,
+            S::LeftOuter => J::Left,
+            S::RightOuter => J::Right,
+            S::LeftAnti => J::LeftAnti,
+            S::LeftSemi => J::LeftSemi,
+            S::Cross => J::Inner,
+        };
+        if j.join_data_type.is_some() {
+            return Err(SparkError::unsupported("joinWith"));
+        }
+        let both = left.schema().join(right.schema()).map_err(df_err)?;
+        if !j.using_columns.is_empty() {
+            // USING: each key once (the left's, the right's for a right join, either for
+            // a full one), then the other columns of the left, then the right's.
+            let mut on = Vec::new();
+            let mut keys = Vec::new();
+            for name in &j.using_columns {
+                let l = resolve(left.schema(), name)?;
+                let r = resolve(right.schema(), name)?;
+                on.push(Expr::Column(l.clone()).eq(Expr::Column(r.clone())));
+                keys.push((l, r));
+            }
+            let joined = LogicalPlanBuilder::from(left.clone())
+                .join_on(right.clone(), jt, on)
+                .and_then(|b| b.build())
+                .map_err(df_err)?;
+            if matches!(jt, J::LeftSemi | J::LeftAnti) {
+                return Ok(joined);
+            }
+            let mut out = Vec::new();
+            for (l, r) in &keys {
+                let e = match jt {
+                    J::Right => Expr::Column(r.clone()),
+                    J::Full => {
+                        datafusion::functions::expr_fn::coalesce(vec![Expr::Column(l.clone()), Expr::Column(r.clone())])
+                    }
+                    _ => Expr::Column(l.clone()),
+                };
+                out.push(e.alias(l.name.clone()));
+            }
+            out.extend(
+                left.schema().columns().into_iter().filter(|c| !keys.iter().any(|(l, _)| l == c)).map(Expr::Column),
+            );
+            out.extend(
+                right.schema().columns().into_iter().filter(|c| !keys.iter().any(|(_, r)| r == c)).map(Expr::Column),
+            );
+            return LogicalPlanBuilder::from(joined).project(out).and_then(|b| b.build()).map_err(df_err);
+        }
+        let b = LogicalPlanBuilder::from(left);
+        let built = match &j.join_condition {
+            Some(cond) => {
+                let (e, _) = self.expr(cond, &both)?;
+                b.join_on(right, jt, [e])
+            }
+            None if jt == J::Inner => b.cross_join(right),
+            None => return Err(SparkError::invalid("an outer join without a condition")),
+        };
+        built.and_then(|b| b.build()).map_err(df_err)
+    }
+
+    async fn set_op(&self, o: &sc::SetOperation) -> Result<LogicalPlan, SparkError> {
+        use sc::set_operation::SetOpType;
+        let left = self.input(&o.left_input).await?;
+        let mut right = self.input(&o.right_input).await?;
+        let all = o.is_all.unwrap_or(false);
+        let kind = SetOpType::try_from(o.set_op_type).unwrap_or(SetOpType::Unspecified);
+        let (ln, rn) = (left.schema().fields().len(), right.schema().fields().len());
+        match kind {
+            SetOpType::Union => {
+                if o.by_name.unwrap_or(false) {
+                    if o.allow_missing_columns.unwrap_or(false) {
+                        return Err(SparkError::unsupported("unionByName with allowMissingColumns"));
+                    }
+                    let mut exprs = Vec::new();
+                    for f in left.schema().fields() {
+                        exprs.push(Expr::Column(resolve(right.schema(), f.name())?).alias(f.name()));
+                    }
+                    if rn != ln {
+                        return Err(num_columns(ln, rn));
+                    }
+                    right = LogicalPlanBuilder::from(right).project(exprs).and_then(|b| b.build()).map_err(df_err)?;
+                } else if rn != ln {
+                    return Err(num_columns(ln, rn));
+                }
+                let b = LogicalPlanBuilder::from(left);
+                let b = if all { b.union(right) } else { b.union_distinct(right) };
+                b.and_then(|b| b.build()).map_err(df_err)
+            }
+            SetOpType::Intersect | SetOpType::Except if all => Err(SparkError::unsupported("intersectAll / exceptAll")),
+            SetOpType::Intersect => LogicalPlanBuilder::intersect(left, right, false).map_err(df_err),
+            SetOpType::Except => LogicalPlanBuilder::except(left, right, false).map_err(df_err),
+            SetOpType::Unspecified => Err(SparkError::invalid("a set operation without a type")),
+        }
     }
 
     async fn input(&self, input: &Option<Box<sc::Relation>>) -> Result<LogicalPlan, SparkError> {
@@ -427,7 +547,21 @@ impl<'a> Planner<'a> {
         let Some(t) = &x.expr_type else { return Err(SparkError::invalid("an expression without a type")) };
         match t {
             ExprType::UnresolvedAttribute(a) => {
-                let c = resolve(schema, &a.unparsed_identifier)?;
+                // `df["x"]` names the DataFrame it came from: a join's side is known
+                // by its plan id (see `join`).
+                let side = a.plan_id.map(side_alias).and_then(|q| {
+                    let ident = a.unparsed_identifier.replace('`', "");
+                    let hits: Vec<Column> = schema
+                        .iter()
+                        .filter(|(t, f)| t.is_some_and(|t| t.table() == q) && f.name().eq_ignore_ascii_case(&ident))
+                        .map(|(t, f)| Column::new(t.cloned(), f.name()))
+                        .collect();
+                    (hits.len() == 1).then(|| hits[0].clone())
+                });
+                let c = match side {
+                    Some(c) => c,
+                    None => resolve(schema, &a.unparsed_identifier)?,
+                };
                 let name = c.name.clone();
                 Ok((Expr::Column(c), name))
             }
@@ -587,6 +721,102 @@ impl<'a> Planner<'a> {
 /// argument, `floor`'s type, ...) differ and are refused until they are Spark's.
 pub const SAME_AS_SPARK: &[&str] =
     &["lower", "upper", "abs", "coalesce", "trim", "ltrim", "rtrim", "sqrt", "exp", "ln", "isnan", "greatest", "least"];
+
+/// The qualifier of a join side made from the relation of plan id `id`.
+fn side_alias(id: i64) -> String {
+    format!("__p{id}")
+}
+
+fn num_columns(l: usize, r: usize) -> SparkError {
+    SparkError::analysis_with(
+        "NUM_COLUMNS_MISMATCH",
+        format!("UNION can only be performed on inputs with the same number of columns, but the first input has {l} columns and the second input has {r} columns."),
+        "42826",
+        &[("firstNumColumns", l.to_string()), ("invalidNumColumns", r.to_string())],
+    )
+}
+
+/// Rows a `createDataFrame` may carry inline at most (a plan of literals); more belong in
+/// files of the cluster.
+const LOCAL_ROWS_MAX: usize = 50_000;
+
+/// `spark.createDataFrame(...)`: the client's Arrow rows as literal rows.
+fn local_relation(l: &sc::LocalRelation) -> Result<LogicalPlan, SparkError> {
+    use datafusion::arrow::ipc::reader::StreamReader;
+    let (schema, batches) = match l.data.as_deref().filter(|d| !d.is_empty()) {
+        Some(data) => {
+            let r = StreamReader::try_new(std::io::Cursor::new(data), None)
+                .map_err(|e| SparkError::invalid(format!("the local relation's Arrow data: {e}")))?;
+            let schema = r.schema();
+            let batches = r
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| SparkError::invalid(format!("the local relation's Arrow data: {e}")))?;
+            (schema, batches)
+        }
+        None => {
+            let s =
+                l.schema.as_deref().ok_or_else(|| SparkError::invalid("a local relation without data or schema"))?;
+            (Arc::new(json_or_ddl_schema(s)?), Vec::new())
+        }
+    };
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    if rows > LOCAL_ROWS_MAX {
+        return Err(SparkError::unsupported(format!(
+            "createDataFrame of more than {LOCAL_ROWS_MAX} rows ({rows}): write them to the cluster and read them"
+        )));
+    }
+    let mut values = Vec::with_capacity(rows.max(1));
+    for b in &batches {
+        for i in 0..b.num_rows() {
+            let row = b
+                .columns()
+                .iter()
+                .map(|c| ScalarValue::try_from_array(c, i).map(lit))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(df_err)?;
+            values.push(row);
+        }
+    }
+    let empty = values.is_empty();
+    if empty {
+        // A row of typed NULLs, cut away: the columns keep their types.
+        let row = schema
+            .fields()
+            .iter()
+            .map(|f| ScalarValue::try_from(f.data_type()).map(lit))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(df_err)?;
+        values.push(row);
+    }
+    let nullable = Arc::new(datafusion::arrow::datatypes::Schema::new(
+        schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
+    ));
+    let df_schema = Arc::new(DFSchema::try_from(nullable).map_err(df_err)?);
+    let b = LogicalPlanBuilder::values_with_schema(values, &df_schema).map_err(df_err)?;
+    let b = if empty { b.limit(0, Some(0)).map_err(df_err)? } else { b };
+    b.build().map_err(df_err)
+}
+
+/// A Spark schema string: JSON (`StructType.json()`, what PySpark sends) or DDL.
+fn json_or_ddl_schema(s: &str) -> Result<datafusion::arrow::datatypes::Schema, SparkError> {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    let t = s.trim();
+    if !t.starts_with('{') {
+        return ddl_schema(t);
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(t).map_err(|e| SparkError::parse(format!("the schema {s:?}: {e}")))?;
+    let fields = v["fields"].as_array().ok_or_else(|| SparkError::parse(format!("the schema {s:?}: no fields")))?;
+    let mut out = Vec::new();
+    for f in fields {
+        let name = f["name"].as_str().ok_or_else(|| SparkError::parse("a schema field without a name"))?;
+        let ty = f["type"]
+            .as_str()
+            .ok_or_else(|| SparkError::unsupported(format!("the nested type of column {name} in a local relation")))?;
+        out.push(Field::new(name, types::from_ddl(ty)?, f["nullable"].as_bool().unwrap_or(true)));
+    }
+    Ok(Schema::new(out))
+}
 
 /// Aggregates whose results are Spark's.
 const SAME_AGGREGATES: &[&str] = &["sum", "count", "avg", "min", "max"];

@@ -192,6 +192,8 @@ fn default_conf() -> BTreeMap<String, String> {
         ("spark.sql.execution.arrow.pyspark.selfDestruct.enabled", "false"),
         ("spark.sql.execution.pyspark.binaryAsBytes", "true"),
         ("spark.sql.session.localRelationCacheThreshold", "67108864"),
+        ("spark.sql.session.localRelationSizeLimit", "2147483647"),
+        ("spark.sql.pyspark.legacy.inferMapTypeFromFirstPair.enabled", "false"),
         ("spark.sql.session.localRelationChunkSizeRows", "10000"),
         ("spark.sql.session.localRelationChunkSizeBytes", "16777216"),
         ("spark.sql.session.localRelationBatchOfChunksSizeBytes", "134217728"),

@@ -108,5 +108,28 @@ df.createOrReplaceTempView("MyTx")
 check("view names ignore case", spark.sql("SELECT count(*) AS n FROM mytx").collect()[0].n, len(local))
 check("spark.table", spark.table("MyTx").count(), len(local))
 
+# Joins, unions and local data.
+names = spark.createDataFrame([(7, "seven"), (8, "eight"), (9000, "nobody")], ["customer_id", "name"])
+check("createDataFrame", sorted(r.name for r in names.collect()), ["eight", "nobody", "seven"])
+totals = df.groupBy("customer_id").agg(F.sum("purchase_amount").alias("total"))
+j = totals.join(names, "customer_id").orderBy("customer_id")
+check("join on a name: columns", j.columns, ["customer_id", "total", "name"])
+check("join on a name: rows", [(r.customer_id, r.total, r.name) for r in j.collect()],
+      [(c, int(g.sum()[c]), n) for c, n in [(7, "seven"), (8, "eight")]])
+left = names.join(totals, names["customer_id"] == totals["customer_id"], "left").orderBy(names["customer_id"])
+check("left join on an expression", [(r[0], r.name, r.total) for r in left.collect()],
+      [(7, "seven", int(g.sum()[7])), (8, "eight", int(g.sum()[8])), (9000, "nobody", None)])
+check("left anti", [r.name for r in names.join(totals, "customer_id", "left_anti").collect()], ["nobody"])
+full = names.join(totals.filter(F.col("customer_id") < 3), "customer_id", "full").orderBy("customer_id")
+check("full outer keeps a key from either side", [r.customer_id for r in full.collect()], sorted(set(range(3)) & set(local.customer_id)) + [7, 8, 9000])
+u = names.select("customer_id").union(names.select("customer_id")).union(spark.createDataFrame([(1,)], ["x"]))
+check("union keeps duplicates", sorted(r.customer_id for r in u.collect()), sorted([1, 7, 7, 8, 8, 9000, 9000]))
+ubn = names.select("name", "customer_id").unionByName(names.select("customer_id", "name"))
+check("unionByName", ubn.columns, ["name", "customer_id"])
+check("unionByName rows", sorted(r.customer_id for r in ubn.collect()), [7, 7, 8, 8, 9000, 9000])
+check("intersect", sorted(r.customer_id for r in names.select("customer_id").intersect(totals.select("customer_id")).collect()), [7, 8])
+check("subtract", [r.customer_id for r in names.select("customer_id").subtract(totals.select("customer_id")).collect()], [9000])
+fails("union of different widths", "NUM_COLUMNS_MISMATCH", lambda: names.union(totals.select("customer_id")).collect())
+
 spark.stop()
 print("ok")
