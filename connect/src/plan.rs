@@ -562,7 +562,11 @@ impl<'a> Planner<'a> {
                     Some(c) => c,
                     None => resolve(schema, &a.unparsed_identifier)?,
                 };
-                let name = c.name.clone();
+                // The column is named as the user spelled it (`select("ID")` gives `ID`),
+                // as Spark names it.
+                let ident = a.unparsed_identifier.replace('`', "");
+                let spelled = ident.rsplit('.').next().unwrap_or(&ident);
+                let name = if spelled.eq_ignore_ascii_case(&c.name) { spelled.to_string() } else { c.name.clone() };
                 Ok((Expr::Column(c), name))
             }
             ExprType::Literal(l) => literal(l),
@@ -659,11 +663,18 @@ impl<'a> Planner<'a> {
                     return Err(SparkError::invalid("/ needs two arguments"));
                 }
                 let mut decimal = false;
+                let mut float = false;
+                let mut types = Vec::new();
                 for a in &args {
                     let t = a.get_type(schema).map_err(df_err)?;
                     decimal |= matches!(t, DataType::Decimal128(..) | DataType::Decimal256(..));
+                    float |= matches!(t, DataType::Float16 | DataType::Float32 | DataType::Float64);
+                    types.push(t);
                 }
-                if !decimal {
+                if decimal && !float {
+                    return spark_decimal_divide(args, &types, &names);
+                }
+                if !decimal || float {
                     for a in args.iter_mut() {
                         *a = cast(a.clone(), DataType::Float64);
                     }
@@ -721,6 +732,48 @@ impl<'a> Planner<'a> {
 /// argument, `floor`'s type, ...) differ and are refused until they are Spark's.
 pub const SAME_AS_SPARK: &[&str] =
     &["lower", "upper", "abs", "coalesce", "trim", "ltrim", "rtrim", "sqrt", "exp", "ln", "isnan", "greatest", "least"];
+
+/// Spark's decimal division: the result is decimal(p, s) with
+/// s = max(6, s1 + p2 + 1) and p = p1 - s1 + s2 + s (above 38 digits the scale gives way
+/// down to 6), rounded half up. Arrow divides to s1 + 4 places, truncating: the dividend
+/// is scaled so that one place more than s comes out, then the cast rounds.
+fn spark_decimal_divide(
+    mut args: Vec<Expr>,
+    types: &[DataType],
+    names: &[String],
+) -> Result<(Expr, String), SparkError> {
+    let as_decimal = |t: &DataType| -> Option<(i32, i32)> {
+        Some(match t {
+            DataType::Decimal128(p, s) | DataType::Decimal256(p, s) => (*p as i32, *s as i32),
+            DataType::Int8 | DataType::UInt8 => (3, 0),
+            DataType::Int16 | DataType::UInt16 => (5, 0),
+            DataType::Int32 | DataType::UInt32 => (10, 0),
+            DataType::Int64 | DataType::UInt64 => (20, 0),
+            _ => return None,
+        })
+    };
+    let (Some((p1, s1)), Some((p2, s2))) = (as_decimal(&types[0]), as_decimal(&types[1])) else {
+        return Err(SparkError::unsupported(format!("/ of {} and {}", types[0], types[1])));
+    };
+    let mut scale = 6.max(s1 + p2 + 1);
+    let mut precision = p1 - s1 + s2 + scale;
+    if precision > 38 {
+        let int_digits = precision - scale;
+        scale = (38 - int_digits).max(scale.min(6));
+        precision = 38;
+    }
+    let s1x = s1.max(scale - 3);
+    let p1x = p1 - s1 + s1x;
+    if p1x > 38 {
+        return Err(SparkError::unsupported(format!("/ of decimals this wide ({} / {})", types[0], types[1])));
+    }
+    let r = args.pop().expect("two");
+    let l = args.pop().expect("two");
+    let r = datafusion::functions::expr_fn::nullif(cast(r, DataType::Decimal128(p2 as u8, s2 as i8)), lit(0i64));
+    let l = cast(l, DataType::Decimal128(p1x as u8, s1x as i8));
+    let q = datafusion::logical_expr::binary_expr(l, Operator::Divide, r);
+    Ok((cast(q, DataType::Decimal128(precision as u8, scale as i8)), format!("({} / {})", names[0], names[1])))
+}
 
 /// The qualifier of a join side made from the relation of plan id `id`.
 fn side_alias(id: i64) -> String {

@@ -52,7 +52,7 @@ g = local.groupby("customer_id").purchase_amount
 check("toPandas sums", list(pdf["sum(purchase_amount)"]), list(g.sum().sort_index()))
 check("toPandas counts", list(pdf["count(1)"]), list(g.count().sort_index()))
 
-check("case-insensitive columns", df.select("CUSTOMER_ID").columns, ["customer_id"])
+check("case-insensitive columns, named as spelled", df.select("CUSTOMER_ID").columns, ["CUSTOMER_ID"])
 
 out = io.StringIO()
 with contextlib.redirect_stdout(out):

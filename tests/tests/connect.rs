@@ -57,6 +57,58 @@ async fn python(args: &[&str], env: &[(&str, String)], secs: u64) -> String {
     out
 }
 
+/// A Spark Connect endpoint on `cl` taking `key`'s token (the admin's), with the gateway's
+/// certificate; the environment a client needs (SPARK_REMOTE, the CA).
+async fn endpoint(
+    cl: &Cluster,
+    key: &tarn_gateway::AccessKey,
+    stop_after_idle_s: u64,
+) -> (tarn_connect::ConnectHandle, [(&'static str, String); 2]) {
+    let tls = pki().paths(Role::Gateway, "gw");
+    let files = tarn_gateway::TlsFiles { cert: tls.cert.clone(), key: tls.key.clone() };
+    let cfg = tarn_connect::ConnectConfig {
+        listen: "127.0.0.1:0".into(),
+        namenodes: cl.addrs.clone(),
+        resource_managers: cl.rm_addrs.clone(),
+        tls: Some(files),
+        access_keys: vec![key.clone()],
+        session: tarn_connect::SessionSize {
+            min_executors: 1,
+            max_executors: 2,
+            stop_after_idle_s,
+            memory_mib: 768,
+            master_memory_mib: 512,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let connect = tarn_connect::start(cfg, pki().transport(Role::Gateway, "gw")).await.unwrap();
+    let remote = connect.remote("localhost", &format!("{}:{}", key.access_key, key.secret_key));
+    (connect, [("SPARK_REMOTE", remote), ("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", tls.ca.display().to_string())])
+}
+
+/// The cases of `tests/connect/cases.py` (DataFrame operations and SQL over data with
+/// nulls, empty strings, decimals, dates and timestamps) give the columns, Spark types
+/// and rows classic PySpark gave (`tests/connect/gold/`, made by `scripts/connect-gold`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dataframe_cases_answer_as_classic_pyspark() {
+    let cl = Cluster::builder().datanodes(1).workers(2, 0).start().await;
+    let key = tarn_gateway::AccessKey::generate();
+    bucket(&cl, "cases", "admin").await;
+    let data = tempfile::tempdir().unwrap();
+    let cases = repo().join("tests/connect/cases.py");
+    python(&[cases.to_str().unwrap(), "data", data.path().to_str().unwrap()], &[], 60).await;
+    for table in ["people", "orders"] {
+        let bytes = std::fs::read(data.path().join(table).join("part-0.parquet")).unwrap();
+        put_as(&cl, "admin", &format!("/cases/{table}/part-0.parquet"), &bytes).await;
+    }
+    let (connect, env) = endpoint(&cl, &key, 0).await;
+    let gold = repo().join("tests/connect/gold");
+    let out = python(&[cases.to_str().unwrap(), "check", "s3://cases", gold.to_str().unwrap()], &env, 600).await;
+    assert_eq!(out.lines().last(), Some("ok"), "{out}");
+    connect.stop().await;
+}
+
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
 }
@@ -90,27 +142,10 @@ async fn the_seed_pyspark_script_runs_unchanged_on_the_cluster() {
         m
     };
 
+    let (connect, env) = endpoint(&cl, &key, 3).await;
+    let remote = env[0].1.clone();
     let tls = pki().paths(Role::Gateway, "gw");
     let files = tarn_gateway::TlsFiles { cert: tls.cert.clone(), key: tls.key.clone() };
-    let cfg = tarn_connect::ConnectConfig {
-        listen: "127.0.0.1:0".into(),
-        namenodes: cl.addrs.clone(),
-        resource_managers: cl.rm_addrs.clone(),
-        tls: Some(files.clone()),
-        access_keys: vec![key.clone()],
-        session: tarn_connect::SessionSize {
-            min_executors: 1,
-            max_executors: 2,
-            stop_after_idle_s: 3,
-            memory_mib: 768,
-            master_memory_mib: 512,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let connect = tarn_connect::start(cfg, pki().transport(Role::Gateway, "gw")).await.unwrap();
-    let remote = connect.remote("localhost", &format!("{}:{}", key.access_key, key.secret_key));
-    let env = [("SPARK_REMOTE", remote.clone()), ("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", tls.ca.display().to_string())];
     let seed = repo().join("examples/customer_analytics.py");
     python(&[seed.to_str().unwrap()], &env, 240).await;
 

@@ -1,0 +1,218 @@
+"""DataFrame and SQL cases whose answers are classic PySpark's.
+
+    cases.py data DIR            write the cases' input (parquet, deterministic) under DIR
+    cases.py gold DIR GOLD       run every case on classic PySpark (local[2]) over DIR and
+                                 write its answer to GOLD/NAME.json (scripts/connect-gold)
+    cases.py check BASE GOLD     run every case on SPARK_REMOTE over BASE (a URL prefix
+                                 holding DIR's files) and compare with GOLD; prints "ok"
+
+The input has nulls, empty strings, decimals, dates and timestamps. Answers are compared
+as rows (in order when the case sorts, as a multiset otherwise), floats to 1e-9, with the
+column names and Spark's simple type names (`df.dtypes`).
+"""
+import datetime
+import decimal
+import json
+import math
+import os
+import sys
+import time
+
+os.environ.setdefault("TZ", "UTC")
+time.tzset()
+
+
+def make_data(d):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cities = ["Lisbon", "Oslo", "", None, "Quito"]
+    n = 40
+    people = pa.table(
+        {
+            "id": pa.array(range(1, n + 1), pa.int64()),
+            "name": pa.array([None if i % 11 == 0 else ("" if i % 13 == 0 else f"p{i:02d}") for i in range(1, n + 1)]),
+            "city": pa.array([cities[i % len(cities)] for i in range(1, n + 1)]),
+            "age": pa.array([None if i % 7 == 0 else 18 + (i * 7) % 50 for i in range(1, n + 1)], pa.int32()),
+            "score": pa.array([None if i % 9 == 0 else round((i * 37 % 100) / 7.0, 6) for i in range(1, n + 1)], pa.float64()),
+            "balance": pa.array(
+                [None if i % 10 == 0 else decimal.Decimal(f"{(i * 7919) % 100000 - 20000}.{i % 100:02d}") for i in range(1, n + 1)],
+                pa.decimal128(12, 2),
+            ),
+            "born": pa.array([datetime.date(1960 + i % 40, 1 + i % 12, 1 + i % 28) for i in range(1, n + 1)], pa.date32()),
+            "joined": pa.array(
+                [None if i % 6 == 0 else datetime.datetime(2020, 1 + i % 12, 1 + i % 28, i % 24, i % 60, tzinfo=datetime.timezone.utc) for i in range(1, n + 1)],
+                pa.timestamp("us", tz="UTC"),
+            ),
+        }
+    )
+    m = 200
+    orders = pa.table(
+        {
+            "order_id": pa.array(range(1, m + 1), pa.int64()),
+            "person_id": pa.array([None if j % 17 == 0 else 1 + (j * 13) % (n + 5) for j in range(1, m + 1)], pa.int64()),
+            "amount": pa.array([decimal.Decimal(f"{(j * 31) % 500}.{(j * 7) % 100:02d}") for j in range(1, m + 1)], pa.decimal128(10, 2)),
+            "qty": pa.array([1 + j % 5 for j in range(1, m + 1)], pa.int32()),
+            "status": pa.array([["new", "paid", "shipped", None][j % 4] for j in range(1, m + 1)]),
+        }
+    )
+    for name, t in [("people", people), ("orders", orders)]:
+        os.makedirs(os.path.join(d, name), exist_ok=True)
+        pq.write_table(t, os.path.join(d, name, "part-0.parquet"))
+
+
+def cases(F, spark, base):
+    people = spark.read.parquet(f"{base}/people/")
+    orders = spark.read.parquet(f"{base}/orders/")
+    people.createOrReplaceTempView("people")
+    orders.createOrReplaceTempView("orders")
+    p, o = people, orders
+    # name -> (DataFrame, whether its rows come in a defined order)
+    return {
+        "read_all": (p, False),
+        "read_orders": (o, False),
+        "select_columns": (p.select("id", "name", "balance"), False),
+        "select_case_insensitive": (p.select("ID", "Name"), False),
+        "select_expr_arith": (p.select("id", (F.col("age") + 1).alias("next"), (F.col("score") * 2).alias("twice")), False),
+        "select_unnamed_arith": (p.select(F.col("id") + F.col("age")), False),
+        "select_literals": (p.select("id", F.lit(1), F.lit("x"), F.lit(None).cast("int").alias("n")), False),
+        "divide_ints": (p.select("id", (F.col("age") / F.col("id")).alias("r")), False),
+        "divide_by_zero_is_null": (p.select("id", (F.col("id") / 0).alias("z")), False),
+        "divide_decimal": (o.select("order_id", (F.col("amount") / F.col("qty")).alias("each")), False),
+        "cast_to_string": (p.select("id", F.col("age").cast("string").alias("a")), False),
+        "cast_to_double": (p.select("id", F.col("balance").cast("double").alias("b")), False),
+        "filter_eq": (p.filter(F.col("city") == "Oslo"), False),
+        "filter_empty_string": (p.filter(F.col("name") == ""), False),
+        "filter_null": (p.filter(F.col("age").isNull()).select("id"), False),
+        "filter_not_null": (p.filter(F.col("age").isNotNull()).select("id", "age"), False),
+        "filter_and_or": (p.filter(((F.col("age") > 40) & (F.col("score") < 10)) | (F.col("id") == 3)), False),
+        "filter_not": (p.filter(~(F.col("id") > 5)).select("id"), False),
+        "filter_in": (p.filter(F.col("id").isin(1, 5, 9, 100)).select("id", "name"), False),
+        "filter_decimal": (p.filter(F.col("balance") > 0).select("id", "balance"), False),
+        "filter_date": (p.filter(F.col("born") >= F.lit(datetime.date(1990, 1, 1))).select("id", "born"), False),
+        "where_string": (p.where("age > 30").select("id"), False),
+        "sort_asc_nulls_first": (p.orderBy("age", "id").select("id", "age"), True),
+        "sort_desc_nulls_last": (p.orderBy(F.col("age").desc(), "id").select("id", "age"), True),
+        "sort_desc_nulls_first": (p.orderBy(F.col("score").desc_nulls_first(), "id").select("id", "score"), True),
+        "sort_strings": (p.orderBy("name", "id").select("id", "name"), True),
+        "sort_limit": (p.orderBy(F.col("balance").desc(), "id").limit(5).select("id", "balance"), True),
+        "limit_offset": (p.orderBy("id").offset(3).limit(4).select("id"), True),
+        "count_rows": (p.groupBy().count(), False),
+        "group_count": (p.groupBy("city").count(), False),
+        "group_agg_dict": (o.groupBy("person_id").agg({"amount": "sum"}), False),
+        "group_agg_functions": (
+            o.groupBy("status").agg(F.sum("qty"), F.avg("qty"), F.min("amount"), F.max("amount"), F.count("person_id")),
+            False,
+        ),
+        "group_sum_decimal": (o.groupBy("person_id").agg(F.sum("amount").alias("total")), False),
+        "group_count_distinct": (o.groupBy("status").agg(F.countDistinct("person_id").alias("people")), False),
+        "group_by_two": (o.groupBy("status", "qty").agg(F.count("*").alias("n")), False),
+        "agg_whole": (p.agg(F.max("age"), F.min("born"), F.sum("score")), False),
+        "group_sort": (o.groupBy("person_id").agg(F.sum("qty").alias("q")).orderBy(F.col("q").desc(), "person_id"), True),
+        "distinct": (p.select("city").distinct(), False),
+        "drop_duplicates_all": (o.select("status", "qty").dropDuplicates(), False),
+        "with_column": (p.withColumn("age2", F.col("age") * 2).select("id", "age2"), False),
+        "with_column_replaces": (p.withColumn("age", F.col("age") + 100).select("id", "age"), False),
+        "with_column_renamed": (p.withColumnRenamed("name", "who").select("id", "who"), False),
+        "drop": (p.drop("joined", "born", "balance"), False),
+        "to_df": (p.select("id", "name").toDF("a", "b"), False),
+        "alias_select": (p.alias("x").select("x.id", "x.city"), False),
+        "join_on_expression": (p.join(o, p["id"] == o["person_id"]).select("id", "order_id", "amount"), False),
+        "join_on_name": (o.withColumnRenamed("person_id", "id").join(p, "id").select("id", "order_id", "name"), False),
+        "join_left": (p.join(o, p["id"] == o["person_id"], "left").select("id", "order_id"), False),
+        "join_right": (p.join(o, p["id"] == o["person_id"], "right").select("id", "order_id"), False),
+        "join_full": (p.join(o, p["id"] == o["person_id"], "full").select("id", "order_id"), False),
+        "join_semi": (p.join(o, p["id"] == o["person_id"], "left_semi").select("id"), False),
+        "join_anti": (p.join(o, p["id"] == o["person_id"], "left_anti").select("id"), False),
+        "join_agg": (p.join(o, p["id"] == o["person_id"]).groupBy("city").agg(F.sum("amount").alias("total")), False),
+        "union": (p.select("id").union(o.select("order_id")), False),
+        "union_by_name": (p.select("id", "name").unionByName(p.select("name", "id")), False),
+        "intersect": (p.select("id").intersect(o.select("person_id")), False),
+        "subtract": (p.select("id").subtract(o.select("person_id")), False),
+        "sql_select": (spark.sql("SELECT id, name FROM people WHERE age > 40"), False),
+        "sql_group": (spark.sql("SELECT status, count(*) AS n, sum(qty) AS q FROM orders GROUP BY status"), False),
+        "sql_join": (spark.sql("SELECT p.id, o.amount FROM people p JOIN orders o ON p.id = o.person_id WHERE o.qty > 3"), False),
+        "sql_order_nulls": (spark.sql("SELECT id, age FROM people ORDER BY age, id"), True),
+        "create_data_frame": (spark.createDataFrame([(1, "a", 1.5), (2, None, None)], ["k", "v", "f"]), False),
+        "range": (spark.range(3, 20, 4), False),
+        "lower_upper": (p.select("id", F.lower("name").alias("l"), F.upper("city").alias("u")), False),
+        "coalesce": (p.select("id", F.coalesce("name", "city").alias("c")), False),
+        "abs_sqrt": (p.select("id", F.abs("balance").alias("a"), F.sqrt("score").alias("s")), False),
+    }
+
+
+def plain(v):
+    if isinstance(v, decimal.Decimal):
+        return ["decimal", str(v)]
+    if isinstance(v, datetime.datetime):
+        return ["timestamp", v.isoformat()]
+    if isinstance(v, datetime.date):
+        return ["date", v.isoformat()]
+    if isinstance(v, float):
+        return ["float", None if math.isnan(v) else v]
+    return v
+
+
+def answer(df, ordered):
+    rows = [[plain(v) for v in r] for r in df.collect()]
+    if not ordered:
+        rows.sort(key=lambda r: json.dumps(r, sort_keys=True))
+    return {"columns": [list(c) for c in df.dtypes], "ordered": ordered, "rows": rows}
+
+
+def same(a, b):
+    if isinstance(a, list) and isinstance(b, list) and len(a) == 2 and a and a[0] == "float" and b and b[0] == "float":
+        if a[1] is None or b[1] is None:
+            return a[1] == b[1]
+        return math.isclose(a[1], b[1], rel_tol=1e-9, abs_tol=1e-12)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def main():
+    what = sys.argv[1]
+    if what == "data":
+        make_data(sys.argv[2])
+        return
+    from pyspark.sql import SparkSession, functions as F
+
+    if what == "gold":
+        spark = SparkSession.builder.master("local[2]").config("spark.sql.session.timeZone", "UTC") \
+            .config("spark.sql.ansi.enabled", "false").getOrCreate()
+        base, gold = "file://" + os.path.abspath(sys.argv[2]), sys.argv[3]
+        os.makedirs(gold, exist_ok=True)
+        all_cases = cases(F, spark, base)
+        for name, (df, ordered) in all_cases.items():
+            a = answer(df, ordered)
+            rows = ",\n".join(json.dumps(r) for r in a["rows"])
+            with open(os.path.join(gold, f"{name}.json"), "w") as f:
+                f.write(f'{{"columns": {json.dumps(a["columns"])}, "ordered": {json.dumps(ordered)}, "rows": [\n{rows}\n]}}\n')
+        print(f"wrote {len(all_cases)} answers to {gold}")
+        return
+    assert what == "check", __doc__
+    spark = SparkSession.builder.getOrCreate()
+    base, gold = sys.argv[2], sys.argv[3]
+    failed = []
+    all_cases = cases(F, spark, base)
+    for name, (df, ordered) in all_cases.items():
+        with open(os.path.join(gold, f"{name}.json")) as f:
+            want = json.load(f)
+        try:
+            got = answer(df, ordered)
+        except Exception as e:  # noqa: BLE001 - reported per case
+            failed.append(f"{name}: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
+            continue
+        if got["columns"] != want["columns"]:
+            failed.append(f"{name}: columns {got['columns']} != {want['columns']}")
+        elif not same(got["rows"], want["rows"]):
+            failed.append(f"{name}: rows differ: got {got['rows'][:3]}... want {want['rows'][:3]}...")
+    for f in failed:
+        print("FAIL", f)
+    print(f"{len(all_cases) - len(failed)}/{len(all_cases)} cases as classic PySpark")
+    if not failed:
+        print("ok")
+
+
+if __name__ == "__main__":
+    main()
