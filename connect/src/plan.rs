@@ -189,7 +189,7 @@ impl<'a> Planner<'a> {
                         }
                     }
                     exprs.extend(added.into_iter().map(|(n, e)| e.alias(n)));
-                    LogicalPlanBuilder::from(input).project(exprs).and_then(|b| b.build()).map_err(df_err)
+                    project_with_windows(input, exprs)
                 }
                 RelType::Drop(d) => {
                     let input = self.input(&d.input).await?;
@@ -525,7 +525,133 @@ impl<'a> Planner<'a> {
             let (e, name) = self.expr(x, &schema)?;
             out.push(named(e, &name));
         }
-        LogicalPlanBuilder::from(input).project(out).and_then(|b| b.build()).map_err(df_err)
+        project_with_windows(input, out)
+    }
+
+    /// `f.over(window)`: a DataFusion window function with Spark's default frame (the
+    /// whole partition without an order; from its start to the current row's peers with
+    /// one).
+    fn window(&self, w: &ex::Window, schema: &DFSchema) -> Result<(Expr, String), SparkError> {
+        use datafusion::functions_window::expr_fn as wf;
+        use datafusion::logical_expr::expr::{WindowFunction, WindowFunctionDefinition};
+        use datafusion::logical_expr::{ExprFunctionExt, WindowFrame, WindowFrameBound, WindowFrameUnits};
+        let f = w.window_function.as_deref().ok_or_else(|| SparkError::invalid("a window without a function"))?;
+        let Some(ExprType::UnresolvedFunction(uf)) = &f.expr_type else {
+            return Err(SparkError::unsupported("this kind of window function"));
+        };
+        if uf.is_distinct {
+            return Err(SparkError::unsupported("DISTINCT in a window function"));
+        }
+        let fname = uf.function_name.to_ascii_lowercase();
+        let mut args = Vec::new();
+        for a in &uf.arguments {
+            args.push(self.expr(a, schema)?.0);
+        }
+        let int_arg = |i: usize, default: i64| -> Result<i64, SparkError> {
+            match uf.arguments.get(i).and_then(|a| a.expr_type.as_ref()) {
+                None => Ok(default),
+                Some(ExprType::Literal(l)) => match &l.literal_type {
+                    Some(ex::literal::LiteralType::Integer(v)) => Ok(*v as i64),
+                    Some(ex::literal::LiteralType::Long(v)) => Ok(*v),
+                    _ => Err(SparkError::unsupported(format!("{fname} with a non-integer argument {}", i + 1))),
+                },
+                Some(_) => Err(SparkError::unsupported(format!("{fname} with a computed argument {}", i + 1))),
+            }
+        };
+        let base = match fname.as_str() {
+            "row_number" => wf::row_number(),
+            "rank" => wf::rank(),
+            "dense_rank" => wf::dense_rank(),
+            "percent_rank" => wf::percent_rank(),
+            "cume_dist" => wf::cume_dist(),
+            "ntile" => wf::ntile(lit(int_arg(0, 1)?)),
+            "lag" | "lead" => {
+                let value =
+                    args.first().cloned().ok_or_else(|| SparkError::invalid(format!("{fname} needs a column")))?;
+                let offset = int_arg(1, 1)?;
+                let default = match uf.arguments.get(2).and_then(|a| a.expr_type.as_ref()) {
+                    None => None,
+                    Some(ExprType::Literal(l)) => match literal(l)?.0 {
+                        Expr::Literal(v, _) if !v.is_null() => Some(v),
+                        _ => None,
+                    },
+                    Some(_) => return Err(SparkError::unsupported(format!("{fname} with a computed default"))),
+                };
+                if fname == "lag" {
+                    wf::lag(value, Some(offset), default)
+                } else {
+                    wf::lead(value, Some(offset), default)
+                }
+            }
+            "sum" | "avg" | "mean" | "min" | "max" | "count" => {
+                let name = if fname == "mean" { "avg" } else { fname.as_str() };
+                let udaf = self
+                    .ctx
+                    .state()
+                    .aggregate_functions()
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| SparkError::internal(format!("the aggregate {name} is not registered")))?;
+                Expr::from(WindowFunction::new(WindowFunctionDefinition::AggregateUDF(udaf), args))
+            }
+            _ => return Err(SparkError::unsupported(format!("the window function {}", uf.function_name))),
+        };
+        let partition =
+            w.partition_spec.iter().map(|p| self.expr(p, schema).map(|(e, _)| e)).collect::<Result<Vec<_>, _>>()?;
+        let order = w.order_spec.iter().map(|o| self.sort_order(o, schema)).collect::<Result<Vec<_>, _>>()?;
+        let frame = match &w.frame_spec {
+            None => WindowFrame::new(if order.is_empty() { None } else { Some(false) }),
+            Some(fs) => {
+                use ex::window::window_frame::{frame_boundary::Boundary, FrameType};
+                let units = match FrameType::try_from(fs.frame_type).unwrap_or(FrameType::Undefined) {
+                    FrameType::Row => WindowFrameUnits::Rows,
+                    FrameType::Range => WindowFrameUnits::Range,
+                    FrameType::Undefined => return Err(SparkError::invalid("a window frame without a type")),
+                };
+                let bound = |b: &Option<Box<ex::window::window_frame::FrameBoundary>>,
+                             lower: bool|
+                 -> Result<WindowFrameBound, SparkError> {
+                    let unbounded = ScalarValue::UInt64(None);
+                    Ok(match b.as_ref().and_then(|b| b.boundary.as_ref()) {
+                        None | Some(Boundary::Unbounded(_)) => {
+                            if lower {
+                                WindowFrameBound::Preceding(unbounded)
+                            } else {
+                                WindowFrameBound::Following(unbounded)
+                            }
+                        }
+                        Some(Boundary::CurrentRow(_)) => WindowFrameBound::CurrentRow,
+                        Some(Boundary::Value(v)) => {
+                            if units != WindowFrameUnits::Rows {
+                                return Err(SparkError::unsupported("rangeBetween with offsets"));
+                            }
+                            let n = match literal_i64(v) {
+                                Some(n) => n,
+                                None => {
+                                    return Err(SparkError::unsupported("a window frame bound that is not an integer"))
+                                }
+                            };
+                            match n {
+                                0 => WindowFrameBound::CurrentRow,
+                                n if n < 0 => WindowFrameBound::Preceding(ScalarValue::UInt64(Some(n.unsigned_abs()))),
+                                n => WindowFrameBound::Following(ScalarValue::UInt64(Some(n as u64))),
+                            }
+                        }
+                    })
+                };
+                WindowFrame::new_bounds(units, bound(&fs.lower, true)?, bound(&fs.upper, false)?)
+            }
+        };
+        let e = base.partition_by(partition).order_by(order).window_frame(frame).build().map_err(df_err)?;
+        // Spark's ranks are int; DataFusion's unsigned 64-bit.
+        let e = if matches!(fname.as_str(), "row_number" | "rank" | "dense_rank" | "ntile") {
+            cast(e, DataType::Int32)
+        } else {
+            e
+        };
+        // Spark names an unnamed window column after its whole specification; Tarn asks
+        // for a name instead (`.alias(...)`, or withColumn's).
+        Ok((e, String::new()))
     }
 
     fn sort_order(&self, s: &ex::SortOrder, schema: &DFSchema) -> Result<SortExpr, SparkError> {
@@ -594,6 +720,7 @@ impl<'a> Planner<'a> {
                 Ok((cast(e, to), format!("CAST({name} AS {ty})")))
             }
             ExprType::UnresolvedFunction(f) => self.function(f, schema),
+            ExprType::Window(w) => self.window(w, schema),
             ExprType::ExpressionString(s) => {
                 let e = self.ctx.parse_sql_expr(&s.expression, schema).map_err(df_err)?;
                 check_sql_expr(&e, schema)?;
@@ -775,6 +902,50 @@ fn spark_decimal_divide(
     Ok((cast(q, DataType::Decimal128(precision as u8, scale as i8)), format!("({} / {})", names[0], names[1])))
 }
 
+/// An integer literal's value.
+fn literal_i64(e: &sc::Expression) -> Option<i64> {
+    match e.expr_type.as_ref()? {
+        ExprType::Literal(l) => match l.literal_type.as_ref()? {
+            ex::literal::LiteralType::Integer(v) => Some(*v as i64),
+            ex::literal::LiteralType::Long(v) => Some(*v),
+            ex::literal::LiteralType::Short(v) | ex::literal::LiteralType::Byte(v) => Some(*v as i64),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// A projection of `exprs` over `input`; window functions among them are computed by a
+/// window node below it first (as DataFusion's SQL planner does).
+fn project_with_windows(input: LogicalPlan, exprs: Vec<Expr>) -> Result<LogicalPlan, SparkError> {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    let windows = datafusion::logical_expr::utils::find_window_exprs(&exprs);
+    if windows.is_empty() {
+        return LogicalPlanBuilder::from(input).project(exprs).and_then(|b| b.build()).map_err(df_err);
+    }
+    for e in &exprs {
+        if matches!(e, Expr::WindowFunction(_)) {
+            return Err(SparkError::unsupported("a window function without a name (add .alias(...))"));
+        }
+    }
+    let windowed = LogicalPlanBuilder::window_plan(input, windows.clone()).map_err(df_err)?;
+    let exprs = exprs
+        .into_iter()
+        .map(|e| {
+            e.transform_up(|x| {
+                if windows.contains(&x) {
+                    Ok(Transformed::yes(Expr::Column(Column::from_name(x.schema_name().to_string()))))
+                } else {
+                    Ok(Transformed::no(x))
+                }
+            })
+            .map(|t| t.data)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(df_err)?;
+    LogicalPlanBuilder::from(windowed).project(exprs).and_then(|b| b.build()).map_err(df_err)
+}
+
 /// The qualifier of a join side made from the relation of plan id `id`.
 fn side_alias(id: i64) -> String {
     format!("__p{id}")
@@ -936,6 +1107,7 @@ fn check_sql_expr(e: &Expr, schema: &DFSchema) -> Result<(), SparkError> {
 /// `e` named `name` (a bare column keeps its own name).
 fn named(e: Expr, name: &str) -> Expr {
     match &e {
+        _ if name.is_empty() => e,
         Expr::Column(c) if c.name == name => e,
         Expr::Alias(a) if a.name == name => e,
         _ => e.alias(name),

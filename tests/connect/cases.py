@@ -67,6 +67,7 @@ def cases(F, spark, base):
     people.createOrReplaceTempView("people")
     orders.createOrReplaceTempView("orders")
     p, o = people, orders
+    from pyspark.sql import Window
     # name -> (DataFrame, whether its rows come in a defined order)
     return {
         "read_all": (p, False),
@@ -138,6 +139,14 @@ def cases(F, spark, base):
         "lower_upper": (p.select("id", F.lower("name").alias("l"), F.upper("city").alias("u")), False),
         "coalesce": (p.select("id", F.coalesce("name", "city").alias("c")), False),
         "abs_sqrt": (p.select("id", F.abs("balance").alias("a"), F.sqrt("score").alias("s")), False),
+        "window_row_number": (p.withColumn("rn", F.row_number().over(Window.partitionBy("city").orderBy("id"))).select("id", "city", "rn"), False),
+        "window_rank_desc": (o.select("order_id", "person_id", F.rank().over(Window.partitionBy("person_id").orderBy(F.col("amount").desc())).alias("r")), False),
+        "window_dense_rank": (o.select("order_id", F.dense_rank().over(Window.orderBy("qty")).alias("d")), False),
+        "window_running_sum": (o.select("order_id", F.sum("qty").over(Window.partitionBy("status").orderBy("order_id")).alias("run")), False),
+        "window_lag_lead": (o.select("order_id", F.lag("qty", 1).over(Window.orderBy("order_id")).alias("prev"), F.lead("qty", 2, 0).over(Window.orderBy("order_id")).alias("next2")), False),
+        "window_partition_total": (o.select("order_id", F.sum("amount").over(Window.partitionBy("person_id")).alias("t")), False),
+        "window_rows_frame": (o.select("order_id", F.avg("qty").over(Window.orderBy("order_id").rowsBetween(-2, 0)).alias("ma")), False),
+        "window_count_max": (p.select("id", F.count("age").over(Window.partitionBy("city")).alias("n"), F.max("score").over(Window.partitionBy("city")).alias("m")), False),
     }
 
 

@@ -107,6 +107,7 @@ async fn the_dataframe_cases_answer_as_classic_pyspark() {
     let out = python(&[cases.to_str().unwrap(), "check", "s3://cases", gold.to_str().unwrap()], &env, 600).await;
     assert_eq!(out.lines().last(), Some("ok"), "{out}");
     connect.stop().await;
+    cl.shutdown().await;
 }
 
 fn repo() -> &'static Path {
@@ -221,4 +222,5 @@ async fn the_seed_pyspark_script_runs_unchanged_on_the_cluster() {
     let out = python(&[probe_path.to_str().unwrap()], &[("SPARK_REMOTE", bad), ca], 60).await;
     assert!(out.contains("the token does not match a key of the cluster"), "{out}");
     connect.stop().await;
+    cl.shutdown().await;
 }

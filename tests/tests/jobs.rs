@@ -530,6 +530,9 @@ async fn a_killed_job_releases_its_containers_and_leaves_no_output() {
     })
     .await;
     assert!(cl.client().get_file_info("/tpch/killed", false).await.unwrap().is_none(), "no output");
+    // Stopped before the process ends: a namenode's RocksDB threads still running at exit
+    // once aborted the test binary ("pthread lock: Invalid argument").
+    cl.shutdown().await;
 }
 
 /// alice's client of her running session `name`.
