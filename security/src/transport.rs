@@ -306,21 +306,7 @@ impl Transport {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let t = self.clone();
         tokio::spawn(async move {
-            loop {
-                let (tcp, addr) = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tx.closed() => break,
-                    r = listener.accept() => match r {
-                        Ok(x) => x,
-                        Err(e) => {
-                            // Out of descriptors and the like: back off instead of spinning.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
-                };
-                let _ = tcp.set_nodelay(true);
+            while let Some((tcp, addr)) = accept_next(&listener, &shutdown, &tx).await {
                 let Some(tls) = &t.inner.tls else {
                     let conn = Conn {
                         io: ConnIo::Plain(tcp),
@@ -376,6 +362,32 @@ impl Transport {
     }
 }
 
+/// The next connection on `listener` (no Nagle delay), or `None` once `shutdown` is
+/// cancelled or nobody takes connections from `tx` any more.
+async fn accept_next<T>(
+    listener: &TcpListener,
+    shutdown: &CancellationToken,
+    tx: &tokio::sync::mpsc::Sender<T>,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tx.closed() => return None,
+            r = listener.accept() => match r {
+                Ok((tcp, addr)) => {
+                    let _ = tcp.set_nodelay(true);
+                    return Some((tcp, addr));
+                }
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
 /// TLS for a service whose clients authenticate with a token, not a certificate (Spark
 /// Connect): this server's certificate chain and key (PEM files), ALPN `h2`.
 pub fn public_server_config(cert: &std::path::Path, key: &std::path::Path) -> Result<Arc<ServerConfig>, SecurityError> {
@@ -407,20 +419,7 @@ pub fn public_incoming(
 ) -> tokio_stream::wrappers::ReceiverStream<io::Result<Conn>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
-        loop {
-            let (tcp, addr) = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tx.closed() => break,
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let _ = tcp.set_nodelay(true);
+        while let Some((tcp, addr)) = accept_next(&listener, &shutdown, &tx).await {
             let peer = Peer { addr, identity: None, container: None, public: true };
             let Some(server) = &server else {
                 if tx.send(Ok(Conn { io: ConnIo::Plain(tcp), peer })).await.is_err() {

@@ -7,6 +7,37 @@ use tarn_security::Role;
 
 use crate::{pki, tarn_bin, Cluster};
 
+/// Purchases (customer_id, purchase_amount: int64) in `files` parquet files of `rows` rows
+/// each, over `customers` customers; deterministic for a `seed`.
+pub fn purchases(files: usize, rows: usize, customers: u64, seed: u64) -> Vec<Vec<u8>> {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Int64Array, RecordBatch};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::parquet::arrow::ArrowWriter;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("customer_id", DataType::Int64, false),
+        Field::new("purchase_amount", DataType::Int64, false),
+    ]));
+    let mut x: u64 = seed;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    (0..files)
+        .map(|_| {
+            let ids: Int64Array = (0..rows).map(|_| (next() % customers) as i64).collect();
+            let amounts: Int64Array = (0..rows).map(|_| (next() % 100_000) as i64).collect();
+            let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(amounts)]).unwrap();
+            let mut w = ArrowWriter::try_new(Vec::new(), schema.clone(), None).unwrap();
+            w.write(&batch).unwrap();
+            w.into_inner().unwrap()
+        })
+        .collect()
+}
+
 /// `/NAME` owned by `user` (a bucket of theirs).
 pub async fn bucket(cl: &Cluster, name: &str, user: &str) {
     let admin = cl.client();

@@ -5,12 +5,9 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::array::{Int64Array, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::arrow::array::Int64Array;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use tarn_security::Role;
 use tarn_tests::jobs::{bucket, put_as};
@@ -18,27 +15,7 @@ use tarn_tests::{pki, venv_bin, Cluster};
 
 /// Purchases (customer_id, purchase_amount) in `files` parquet files of `rows` rows each.
 fn purchases(files: usize, rows: usize) -> Vec<Vec<u8>> {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("customer_id", DataType::Int64, false),
-        Field::new("purchase_amount", DataType::Int64, false),
-    ]));
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    (0..files)
-        .map(|_| {
-            let ids: Int64Array = (0..rows).map(|_| (next() % 300) as i64).collect();
-            let amounts: Int64Array = (0..rows).map(|_| (next() % 100_000) as i64).collect();
-            let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(ids), Arc::new(amounts)]).unwrap();
-            let mut w = ArrowWriter::try_new(Vec::new(), schema.clone(), None).unwrap();
-            w.write(&batch).unwrap();
-            w.into_inner().unwrap()
-        })
-        .collect()
+    tarn_tests::jobs::purchases(files, rows, 300, 0x2545_f491_4f6c_dd1d)
 }
 
 /// Runs python `args` with `env` within `secs`; its stdout (fails the test on failure).
