@@ -15,6 +15,7 @@ use ballista_executor::ArrowFlightServerProvider;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use tarn_client::NamenodeClient;
 
+use crate::functions::spark_functions;
 use crate::spec::session_config;
 use crate::stores::TarnStores;
 use crate::tls::JobTls;
@@ -105,6 +106,7 @@ pub async fn run(nn: Arc<NamenodeClient>, opts: ExecutorOptions) -> Result<()> {
                 .build_arc()
         })),
         override_config_producer: Some(Arc::new(move || session_config(Some(&tls_c)))),
+        override_function_registry: Some(Arc::new(function_registry())),
         override_arrow_flight_service: Some(flight),
         override_create_grpc_client_endpoint: Some(tls.endpoint_override()),
         ..ExecutorProcessConfig::default()
@@ -129,4 +131,15 @@ pub async fn serve_shuffle(
         .add_service(service)
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await
+}
+
+/// DataFusion's functions and Spark's (`spark_<name>`): the names a task's plan may call,
+/// as the scheduler's sessions know them ([`crate::spec::session_state`]).
+fn function_registry() -> ballista_core::registry::BallistaFunctionRegistry {
+    // DataFusion's whole default set (Ballista's default lacks the nested functions:
+    // `make_array`, ...), as the sessions that plan have it.
+    let state = datafusion::execution::session_state::SessionStateBuilder::new().with_default_features().build();
+    let mut r = ballista_core::registry::BallistaFunctionRegistry::from(&state);
+    r.scalar_functions.extend(spark_functions().into_iter().map(|f| (f.name().to_string(), f)));
+    r
 }

@@ -18,6 +18,7 @@
 
 pub mod commit;
 pub mod executor;
+pub mod functions;
 pub mod master;
 pub mod result;
 pub mod session;

@@ -34,6 +34,7 @@ use tarn_client::rm::{
 };
 use tarn_client::store::TarnStore;
 use tarn_client::{ErrorKind, NamenodeClient, SetAttributes};
+use tarn_proto::jobs::StageProgress;
 use tokio_util::sync::CancellationToken;
 
 use crate::spec::{session_config, session_state, JobSpec};
@@ -268,7 +269,8 @@ async fn prepare_and_run(
                 let stmts = spec.statements()?.into_iter().map(Stmt::Sql).collect();
                 let ctx = engine.context(&app_id)?;
                 let staging = format!("{dir}/{STAGING}/a{}", engine.job.attempt);
-                let ran = engine.run_statements(&ctx, stmts, &app_id, &staging, &shared).await?;
+                let ran =
+                    engine.run_statements(&ctx, stmts, &app_id, &staging, &shared, &CancellationToken::new()).await?;
                 let Some((schema, batches)) = ran.last else { return Ok("done (no query)".into()) };
                 let kept = crate::result::write(nn.clone(), &dir, schema, &batches).await?;
                 Ok(if kept.dropped > 0 {
@@ -340,21 +342,52 @@ impl Engine {
     pub(crate) fn context(&self, label: &str) -> Result<SessionContext> {
         let config =
             session_config(Some(&self.tls)).with_ballista_job_name(label).with_target_partitions(self.partitions);
-        let state = session_state(self.stores.clone(), config)?.upgrade_for_ballista(self.scheduler_url.clone())?;
+        let mut state = session_state(self.stores.clone(), config)?.upgrade_for_ballista(self.scheduler_url.clone())?;
+        // Ballista's upgrade sets its own function list: Spark's go back in.
+        crate::functions::register(&mut state)?;
         // `SELECT * FROM 's3://bucket/path/'`: paths as tables, as in DataFusion's CLI.
         Ok(SessionContext::new_with_state(state).enable_url_table())
     }
 
-    /// Ballista stages of the jobs named `label`: done, and planned so far.
-    pub(crate) async fn stages(&self, label: &str) -> (usize, usize) {
-        let (mut done, mut stages) = (0, 0);
-        for j in self.scheduler.state.task_manager.get_all_jobs().await.unwrap_or_default() {
-            if j.job_name == label {
-                stages += j.num_stages;
-                done += j.completed_stages;
+    /// Each stage of the Ballista jobs named `label`, in the order they started: running
+    /// jobs from the scheduler's cache, finished ones from its job state.
+    pub(crate) async fn stage_progress(&self, label: &str) -> Vec<StageProgress> {
+        let tm = &self.scheduler.state.task_manager;
+        let running = tm.get_running_job_cache();
+        let mut jobs: Vec<(u64, Vec<StageProgress>)> = Vec::new();
+        for info in running.values() {
+            let g = info.execution_graph.read().await;
+            if g.job_name() == label {
+                jobs.push((g.start_time(), stages_of(g.as_ref())));
             }
         }
-        (done, stages)
+        for j in tm.get_all_jobs().await.unwrap_or_default() {
+            if j.job_name != label || running.contains_key(&j.job_id) {
+                continue;
+            }
+            if let Ok(Some(g)) = self.jobs.get_execution_graph(&j.job_id).await {
+                jobs.push((g.start_time(), stages_of(g.as_ref())));
+            }
+        }
+        jobs.sort_by_key(|(start, _)| *start);
+        let mut out: Vec<StageProgress> = jobs.into_iter().flat_map(|(_, s)| s).collect();
+        for (i, s) in out.iter_mut().enumerate() {
+            s.stage = i as u32;
+        }
+        out
+    }
+
+    /// Cancels the running Ballista jobs named `label` (their tasks stop, their client's
+    /// collect fails).
+    pub(crate) async fn cancel(&self, label: &str) {
+        let running = self.scheduler.state.task_manager.get_running_job_cache();
+        for (id, info) in running.iter() {
+            if info.execution_graph.read().await.job_name() == label {
+                if let Err(e) = self.scheduler.cancel_job(id.clone()).await {
+                    tracing::warn!(job = %label, ballista_job = %id, error = %e, "could not cancel a Ballista job");
+                }
+            }
+        }
     }
 
     /// Stages run again, summed over the Ballista jobs named `label` that started after
@@ -385,7 +418,8 @@ impl Engine {
 
     /// Runs `stmts` in order in `ctx` (whose Ballista jobs are named `label`), staging
     /// COPY outputs under `staging` and publishing them once all succeeded; `progress`
-    /// gets the statement running and the statements run again.
+    /// gets the statement running and the statements run again. Once `cancelled`, no
+    /// statement starts and nothing is published (a publication under way finishes).
     pub(crate) async fn run_statements(
         &self,
         ctx: &SessionContext,
@@ -393,7 +427,9 @@ impl Engine {
         label: &str,
         staging: &str,
         progress: &Mutex<JobProgress>,
+        cancelled: &CancellationToken,
     ) -> Result<Ran> {
+        let stop = || JobError::Run("the job was cancelled: its client left".into());
         let nn = &self.nn;
         let n = stmts.len();
         let mut outputs = Vec::new();
@@ -413,6 +449,9 @@ impl Engine {
             let writes_in_place = matches!(plan, LogicalPlan::Dml(_) | LogicalPlan::Ddl(_) | LogicalPlan::Copy(_));
             let mut run = 0u32;
             let (schema, batches) = loop {
+                if cancelled.is_cancelled() {
+                    return Err(stop());
+                }
                 run += 1;
                 // Each run of a COPY writes a staging path of its own: a straggler of an
                 // earlier run writes nowhere this run publishes.
@@ -472,6 +511,9 @@ impl Engine {
         // Every statement succeeded: the outputs appear, each in one step, once every
         // target is still free (a target taken meanwhile fails the job before anything
         // appears).
+        if cancelled.is_cancelled() {
+            return Err(stop());
+        }
         for o in &outputs {
             crate::commit::check_target(nn, &o.target, Some(&o.tag)).await?;
         }
@@ -887,6 +929,38 @@ impl Reporter {
             }
         }
     }
+}
+
+/// The stages of one Ballista job, by stage id.
+fn stages_of(g: &dyn ballista_scheduler::state::execution_graph::ExecutionGraph) -> Vec<StageProgress> {
+    use ballista_scheduler::state::execution_stage::ExecutionStage as S;
+    let bytes = |m: &[datafusion::physical_plan::metrics::MetricsSet]| -> u64 {
+        m.iter().filter_map(|m| m.sum_by_name("bytes_scanned")).map(|v| v.as_usize() as u64).sum()
+    };
+    let mut ids: Vec<usize> = g.stages().keys().copied().collect();
+    ids.sort_unstable();
+    ids.iter()
+        .map(|id| {
+            let (tasks, tasks_done, tasks_running, bytes_read, done) = match &g.stages()[id] {
+                S::UnResolved(_) => (0, 0, 0, 0, false),
+                S::Resolved(x) => (x.partitions, 0, 0, 0, false),
+                S::Running(x) => {
+                    let m = x.stage_metrics.as_deref().unwrap_or_default();
+                    (x.partitions, x.successful_tasks(), x.running_tasks().len(), bytes(m), false)
+                }
+                S::Successful(x) => (x.partitions, x.partitions, 0, bytes(&x.stage_metrics), true),
+                S::Failed(x) => (x.partitions, 0, 0, 0, false),
+            };
+            StageProgress {
+                stage: 0,
+                tasks: tasks as u32,
+                tasks_done: tasks_done as u32,
+                tasks_running: tasks_running as u32,
+                bytes_read,
+                done,
+            }
+        })
+        .collect()
 }
 
 /// How many times a stage was run again.

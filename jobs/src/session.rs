@@ -29,7 +29,7 @@ use tarn_client::store::TarnStore;
 use tarn_client::{NamenodeClient, SetAttributes};
 use tarn_proto::jobs::job_session_client::JobSessionClient;
 use tarn_proto::jobs::job_session_server::{JobSession, JobSessionServer};
-use tarn_proto::jobs::{run_event, RunDone, RunEvent, RunProgress, RunRequest, StopReply, StopRequest};
+use tarn_proto::jobs::{run_event, RunDone, RunEvent, RunProgress, RunRequest, StageProgress, StopReply, StopRequest};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -215,39 +215,46 @@ impl JobSession for SessionService {
         tracing::info!(job = %label, name = %req.name, statements = stmts.len(), "job started");
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(async move {
-            // A job runs to its end (its outputs published whole, or none) even if its
-            // client leaves: only the sending stops.
+            // A client that leaves cancels its job: its Ballista jobs stop, and nothing is
+            // published unless the publication had begun (outputs appear whole, or not).
             let _running = guard;
             let started = Instant::now();
             let progress = Mutex::new(JobProgress { statements: stmts.len(), ..Default::default() });
-            let run = engine.run_statements(&ctx, stmts, &label, &staging, &progress);
+            let cancelled = CancellationToken::new();
+            let run = engine.run_statements(&ctx, stmts, &label, &staging, &progress, &cancelled);
             tokio::pin!(run);
             let mut tick = tokio::time::interval(PROGRESS_EVERY);
             let mut sent = RunProgress::default();
-            let look = |sent: &mut RunProgress, stages: (usize, usize)| {
+            let look = |sent: &mut RunProgress, stage_list: Vec<StageProgress>| {
                 let p = {
                     let p = progress.lock().unwrap_or_else(|p| p.into_inner());
                     RunProgress {
                         statement: p.statement as u32,
                         statements: p.statements as u32,
-                        stages_done: stages.0 as u32,
-                        stages: stages.1 as u32,
+                        stages_done: stage_list.iter().filter(|s| s.done).count() as u32,
+                        stages: stage_list.len() as u32,
                         executors: engine.shared.lock().unwrap_or_else(|p| p.into_inner()).executors as u32,
                         elapsed_ms: 0,
                         statement_reruns: p.statement_reruns as u32,
+                        stage_list,
                     }
                 };
                 if p == *sent {
                     return None;
                 }
-                *sent = p;
+                *sent = p.clone();
                 Some(RunProgress { elapsed_ms: started.elapsed().as_millis() as u64, ..p })
             };
             let out = loop {
                 tokio::select! {
                     r = &mut run => break r,
+                    _ = tx.closed(), if !cancelled.is_cancelled() => {
+                        tracing::info!(job = %label, "the job's client left: cancelling the job");
+                        cancelled.cancel();
+                        engine.cancel(&label).await;
+                    }
                     _ = tick.tick() => {
-                        let stages = engine.stages(&label).await;
+                        let stages = engine.stage_progress(&label).await;
                         if let Some(p) = look(&mut sent, stages) {
                             // A slow client misses progress, it does not hold the job up.
                             let _ = tx.try_send(event(run_event::Event::Progress(p)));
@@ -262,7 +269,7 @@ impl JobSession for SessionService {
                 return;
             }
             // The last counts, before the rows.
-            if let Some(p) = look(&mut sent, engine.stages(&label).await) {
+            if let Some(p) = look(&mut sent, engine.stage_progress(&label).await) {
                 let _ = tx.send(event(run_event::Event::Progress(p))).await;
             }
             let elapsed_ms = started.elapsed().as_millis() as u64;

@@ -170,12 +170,14 @@ pub fn session_config(tls: Option<&JobTls>) -> SessionConfig {
 }
 
 /// A session whose paths resolve to the cluster ([`TarnStores`]), with Ballista's
-/// functions and rules.
+/// functions and rules, and Spark's functions as `spark_<name>` ([`crate::functions`]).
 pub fn session_state(stores: Arc<TarnStores>, config: SessionConfig) -> datafusion::error::Result<SessionState> {
     let base = ballista_core::utils::default_session_builder(config)?;
     let runtime =
         RuntimeEnvBuilder::from_runtime_env(base.runtime_env()).with_object_store_registry(stores).build_arc()?;
-    Ok(SessionStateBuilder::new_from_existing(base).with_runtime_env(runtime).build())
+    let mut state = SessionStateBuilder::new_from_existing(base).with_runtime_env(runtime).build();
+    crate::functions::register(&mut state)?;
+    Ok(state)
 }
 
 /// Plans every statement of `spec` in a local session over the cluster's store, as the
