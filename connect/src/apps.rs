@@ -11,6 +11,7 @@ use tarn_client::rm::RmClient;
 use tarn_client::NamenodeClient;
 use tarn_jobs::session::{self, SessionClient, SessionResult};
 use tarn_jobs::{JobError, JobSpec};
+use tarn_proto::jobs::RunProgress;
 
 use crate::errors::SparkError;
 
@@ -117,19 +118,20 @@ impl Apps {
         }
     }
 
-    /// Runs `plan` as `user` and collects its rows. A session application that ended
-    /// (stopped, or failed) is replaced once.
+    /// Runs `plan` as `user` and collects its rows; `on_progress` hears how far it got. A
+    /// session application that ended (stopped, or failed) is replaced once.
     pub async fn run(
         &self,
         user: &str,
         plan: &LogicalPlan,
         settings: &HashMap<String, String>,
+        on_progress: &mut (dyn FnMut(&RunProgress) + Send),
     ) -> Result<SessionResult, SparkError> {
         let mut tries = 0;
         loop {
             tries += 1;
             let mut c = self.client(user).await?;
-            match c.run_plan_with(plan, settings.clone(), |_| {}).await {
+            match c.run_plan_with(plan, settings.clone(), &mut *on_progress).await {
                 Ok(r) => return Ok(r),
                 Err(JobError::Plan(m)) => return Err(plan_error(m)),
                 // The session ends (idle, or stopped): once it has, another takes the job.

@@ -14,6 +14,7 @@
 pub mod apps;
 pub mod errors;
 pub mod plan;
+mod relations;
 mod service;
 mod show;
 pub mod types;
@@ -21,6 +22,7 @@ pub mod types;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tarn_client::rm::RmClient;
@@ -81,6 +83,13 @@ pub struct ConnectConfig {
     pub tarn_bin: String,
     /// The size of each user's session application.
     pub session: SessionSize,
+    /// An operation no client follows for this long is interrupted (its job cancelled)
+    /// and forgotten: a client that went away releases its job (Spark's
+    /// `spark.connect.execute.manager.detachedTimeout`, 60 s).
+    pub detached_operation_timeout_s: u64,
+    /// A session without a request for this long is released (Spark's
+    /// `spark.connect.session.manager.defaultSessionTimeout`, 60 minutes).
+    pub session_timeout_s: u64,
 }
 
 impl Default for ConnectConfig {
@@ -98,6 +107,8 @@ impl Default for ConnectConfig {
             master_key_hex: None,
             tarn_bin: "tarn".into(),
             session: SessionSize::default(),
+            detached_operation_timeout_s: 60,
+            session_timeout_s: 3600,
         }
     }
 }
@@ -108,9 +119,15 @@ pub struct ConnectHandle {
     pub tls: bool,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    endpoint: Arc<service::Endpoint>,
 }
 
 impl ConnectHandle {
+    /// Operations the endpoint holds (running, or finished and not yet released).
+    pub fn operations(&self) -> usize {
+        self.endpoint.operations()
+    }
+
     /// The `SPARK_REMOTE` for `token` (`ACCESS_KEY:SECRET`), with `host` as clients reach it.
     pub fn remote(&self, host: &str, token: &str) -> String {
         remote_url(host, self.addr.port(), token, self.tls)
@@ -177,8 +194,12 @@ pub async fn start_on(
     let keys = Arc::new(KeyStore::new(nn.clone(), master, cfg.access_keys.clone()));
     let apps = apps::Apps::new(rm, nn.clone(), cfg.session.clone(), cfg.tarn_bin.clone());
     let dev_user = cfg.insecure_dev.then(|| cfg.dev_user.clone());
-    let endpoint = Arc::new(service::Endpoint::new(keys, nn, apps, dev_user));
-    let svc = pb::spark_connect_service_server::SparkConnectServiceServer::new(endpoint)
+    let expiry = service::Expiry {
+        detached_operation: Duration::from_secs(cfg.detached_operation_timeout_s),
+        session: Duration::from_secs(cfg.session_timeout_s),
+    };
+    let endpoint = Arc::new(service::Endpoint::new(keys, nn, apps, dev_user, expiry));
+    let svc = pb::spark_connect_service_server::SparkConnectServiceServer::new(endpoint.clone())
         .max_decoding_message_size(MESSAGE_MAX)
         .max_encoding_message_size(MESSAGE_MAX);
     let addr = listener.local_addr().map_err(|e| ConnectError::Bind { addr: cfg.listen.clone(), source: e })?;
@@ -195,6 +216,19 @@ pub async fn start_on(
             tracing::error!(error = %e, "the Spark Connect endpoint stopped");
         }
     });
+    // What clients left behind is looked at a few times per timeout.
+    let every = Duration::from_secs(cfg.detached_operation_timeout_s.min(cfg.session_timeout_s).clamp(1, 20) / 4)
+        .max(Duration::from_millis(250));
+    let (janitor, stop) = (endpoint.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => janitor.expire(),
+            }
+        }
+    });
     tracing::info!(%addr, tls, "Spark Connect endpoint serving");
-    Ok(ConnectHandle { addr, tls, shutdown, task })
+    Ok(ConnectHandle { addr, tls, shutdown, task, endpoint })
 }

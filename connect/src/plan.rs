@@ -56,7 +56,7 @@ pub fn resolve_path(path: &str, home: &str) -> Result<String, SparkError> {
     Ok(format!("tarn://{}/{}", home.trim_end_matches('/'), path))
 }
 
-fn df_err(e: datafusion::error::DataFusionError) -> SparkError {
+pub(crate) fn df_err(e: datafusion::error::DataFusionError) -> SparkError {
     SparkError::from_datafusion(e)
 }
 
@@ -217,8 +217,12 @@ impl<'a> Planner<'a> {
                     if d.all_columns_as_keys.unwrap_or(false) || d.column_names.is_empty() {
                         return LogicalPlanBuilder::from(input).distinct().and_then(|b| b.build()).map_err(df_err);
                     }
-                    Err(SparkError::unsupported("dropDuplicates on a subset of columns"))
+                    crate::relations::drop_duplicates(input, &d.column_names)
                 }
+                RelType::Tail(t) => crate::relations::tail(self.input(&t.input).await?, t.limit),
+                RelType::FillNa(f) => crate::relations::fill_na(self.input(&f.input).await?, f),
+                RelType::DropNa(d) => crate::relations::drop_na(self.input(&d.input).await?, d),
+                RelType::Describe(d) => crate::relations::describe(self.input(&d.input).await?, &d.cols),
                 RelType::ShowString(_) => Err(SparkError::invalid("show() is a result, not an input")),
                 other => Err(SparkError::unsupported(format!("the relation {}", relation_name(other)))),
             }
@@ -373,13 +377,16 @@ impl<'a> Planner<'a> {
                 if d.paths.is_empty() {
                     return Err(SparkError::invalid(format!("a {format} read without a path")));
                 }
-                let paths = d.paths.iter().map(|p| resolve_path(p, self.home)).collect::<Result<Vec<_>, _>>()?;
-                for (url, given) in paths.iter().zip(&d.paths) {
+                let mut paths = d.paths.iter().map(|p| resolve_path(p, self.home)).collect::<Result<Vec<_>, _>>()?;
+                for (url, given) in paths.iter_mut().zip(&d.paths) {
                     let Some((path, _)) = tarn_jobs::commit::cluster_path(url) else { continue };
                     if path.contains(['*', '?', '[', '{']) {
                         continue;
                     }
                     match self.nn.get_file_info(&path, false).await {
+                        // A directory is read whole, named with a slash or not (DataFusion
+                        // takes a URL without one for a file).
+                        Ok(Some(st)) if st.is_dir() && !url.ends_with('/') => url.push('/'),
                         Ok(Some(_)) => {}
                         Ok(None) => {
                             return Err(SparkError::analysis_with(
@@ -825,14 +832,140 @@ impl<'a> Planner<'a> {
                 let name = format!("({} IN ({}))", names[0], names[1..].join(", "));
                 return Ok((v.in_list(args, false), name));
             }
+            "when" => {
+                // when(c1, v1).when(c2, v2).otherwise(e): the branches take one type (as
+                // Spark widens them), so the plan's schema is the one that runs.
+                if args.len() < 2 {
+                    return Err(SparkError::invalid("when needs a condition and a value"));
+                }
+                let otherwise = (args.len() % 2 == 1).then(|| args.pop().expect("odd"));
+                let mut types = Vec::new();
+                for v in args.iter().skip(1).step_by(2).chain(otherwise.iter()) {
+                    types.push(v.get_type(schema).map_err(df_err)?);
+                }
+                let (then_types, else_type) = match otherwise {
+                    Some(_) => (&types[..types.len() - 1], types.last()),
+                    None => (&types[..], None),
+                };
+                let to = datafusion::logical_expr::type_coercion::other::get_coerce_type_for_case_expression(
+                    then_types, else_type,
+                )
+                .ok_or_else(|| {
+                    SparkError::analysis(
+                        "DATATYPE_MISMATCH.DATA_DIFFERENT_TYPES",
+                        format!("the values of when(...) have types that do not meet: {types:?}"),
+                    )
+                })?;
+                let mut pairs = Vec::new();
+                let mut it = args.into_iter();
+                while let (Some(c), Some(v)) = (it.next(), it.next()) {
+                    pairs.push((Box::new(c), Box::new(cast_to(v, &to, schema)?)));
+                }
+                let otherwise = otherwise.map(|e| cast_to(e, &to, schema)).transpose()?.map(Box::new);
+                let mut name = String::from("CASE");
+                for p in names.chunks(2) {
+                    if let [c, v] = p {
+                        name.push_str(&format!(" WHEN {c} THEN {v}"));
+                    } else {
+                        name.push_str(&format!(" ELSE {}", p[0]));
+                    }
+                }
+                name.push_str(" END");
+                return Ok((Expr::Case(datafusion::logical_expr::Case::new(None, pairs, otherwise)), name));
+            }
+            "like" | "ilike" => {
+                // Spark's LIKE escapes with `\\` unless told otherwise.
+                let escape = match args.len() {
+                    2 => '\\',
+                    3 => match args.pop() {
+                        Some(Expr::Literal(ScalarValue::Utf8(Some(c)), _)) if c.chars().count() == 1 => {
+                            c.chars().next().expect("one")
+                        }
+                        _ => return Err(SparkError::unsupported("a LIKE escape that is not one character")),
+                    },
+                    _ => return Err(SparkError::invalid(format!("{fname} takes a value and a pattern"))),
+                };
+                let pattern = args.pop().expect("two");
+                let value = args.pop().expect("two");
+                let like = datafusion::logical_expr::Like::new(
+                    false,
+                    Box::new(value),
+                    Box::new(pattern),
+                    Some(escape),
+                    fname == "ilike",
+                );
+                let op = if fname == "ilike" { "ILIKE" } else { "LIKE" };
+                return Ok((Expr::Like(like), format!("{} {op} {}", names[0], names[1])));
+            }
+            "startswith" | "endswith" | "contains" => {
+                if args.len() != 2 {
+                    return Err(SparkError::invalid(format!("{fname} takes two arguments")));
+                }
+                let df = match fname.as_str() {
+                    "startswith" => "starts_with",
+                    "endswith" => "ends_with",
+                    _ => "contains",
+                };
+                let u =
+                    self.ctx.state().scalar_functions().get(df).cloned().ok_or_else(|| SparkError::unsupported(df))?;
+                u.call(args)
+            }
+            "year" | "month" | "dayofmonth" | "day" | "quarter" => {
+                // Of a date: a timestamp's fields depend on the session's time zone.
+                let d = one(&mut args)?;
+                let t = d.get_type(schema).map_err(df_err)?;
+                if t != DataType::Date32 {
+                    return Err(SparkError::unsupported(format!("{fname}() of a {t} (cast it to a date first)")));
+                }
+                let part = if fname == "dayofmonth" { "day" } else { fname.as_str() };
+                cast(datafusion::functions::expr_fn::date_part(lit(part), d), DataType::Int32)
+            }
             "sum" if !f.is_distinct => agg::sum(one(&mut args)?),
             "count" if f.is_distinct => agg::count_distinct(one(&mut args)?),
             "count" => agg::count(one(&mut args)?),
-            "avg" | "mean" if !f.is_distinct => agg::avg(one(&mut args)?),
+            "avg" | "mean" if !f.is_distinct => {
+                let x = one(&mut args)?;
+                let t = x.get_type(schema).map_err(df_err)?;
+                spark_avg(x, &t)?
+            }
             "min" => agg::min(one(&mut args)?),
             "max" => agg::max(one(&mut args)?),
             _ if f.is_distinct => {
                 return Err(SparkError::unsupported(format!("{}(DISTINCT ...)", f.function_name)));
+            }
+            "round" if matches!(args.first().map(|a| a.get_type(schema)), Some(Ok(DataType::Decimal128(..)))) => {
+                // Spark's type: decimal(p - s + 1 + min(s, d), min(s, d)) for d >= 0.
+                let Some(Ok(DataType::Decimal128(p, s))) = args.first().map(|a| a.get_type(schema)) else {
+                    return Err(SparkError::internal("round: the decimal went away"));
+                };
+                let d = match f.arguments.get(1) {
+                    None => 0,
+                    Some(a) => literal_i64(a).filter(|d| (0..=38).contains(d)).ok_or_else(|| {
+                        SparkError::unsupported("round of a decimal to other than a literal scale of 0 to 38")
+                    })?,
+                } as i8;
+                let scale = s.min(d);
+                let precision = ((p as i32 - s as i32 + 1 + scale as i32).min(38)) as u8;
+                let name = spark_function("round").expect("round is Spark's");
+                let u = self
+                    .ctx
+                    .state()
+                    .scalar_functions()
+                    .get(&name)
+                    .cloned()
+                    .ok_or_else(|| SparkError::unsupported(format!("round (the session lacks {name})")))?;
+                cast(u.call(args), DataType::Decimal128(precision, scale))
+            }
+            _ if spark_function(&fname).is_some() => {
+                let name = spark_function(&fname).expect("known");
+                let u = self
+                    .ctx
+                    .state()
+                    .scalar_functions()
+                    .get(&name)
+                    .cloned()
+                    .ok_or_else(|| SparkError::unsupported(format!("{fname} (the session lacks {name})")))?;
+                u.call(args)
             }
             _ => {
                 let state = self.ctx.state();
@@ -859,6 +992,99 @@ impl<'a> Planner<'a> {
 /// argument, `floor`'s type, ...) differ and are refused until they are Spark's.
 pub const SAME_AS_SPARK: &[&str] =
     &["lower", "upper", "abs", "coalesce", "trim", "ltrim", "rtrim", "sqrt", "exp", "ln", "isnan", "greatest", "least"];
+
+/// Spark's functions computed by `datafusion-spark` (registered as `spark_<its name>` in
+/// every session of a job, [`tarn_jobs::functions`]): Spark's name, then the crate's.
+/// Only those whose answers were checked against classic PySpark's are listed.
+pub const SPARK_FUNCTIONS: &[(&str, &str)] = &[
+    ("substring", "substring"),
+    ("substr", "substring"),
+    ("concat", "concat"),
+    ("length", "length"),
+    ("char_length", "length"),
+    ("round", "round"),
+    ("floor", "floor"),
+    ("ceil", "ceil"),
+    ("ceiling", "ceil"),
+    ("date_add", "date_add"),
+    ("date_sub", "date_sub"),
+    ("datediff", "date_diff"),
+];
+
+/// The session's name (`spark_...`) of Spark's function `name`, if `datafusion-spark`
+/// computes it.
+pub fn spark_function(name: &str) -> Option<String> {
+    SPARK_FUNCTIONS.iter().find(|(n, _)| *n == name).map(|(_, f)| format!("{}{f}", tarn_jobs::functions::PREFIX))
+}
+
+/// `state` with Spark's functions of [`SPARK_FUNCTIONS`] under their Spark names too, so
+/// that SQL (and `expr` strings) planned in it mean Spark's `substring`, not DataFusion's
+/// (SQL's `SUBSTRING` syntax included: a planner of ours comes before DataFusion's).
+pub fn with_spark_names(
+    state: datafusion::execution::session_state::SessionState,
+) -> Result<datafusion::execution::session_state::SessionState, SparkError> {
+    use datafusion::execution::session_state::SessionStateBuilder;
+    use datafusion::execution::FunctionRegistry;
+    use datafusion::logical_expr::planner::ExprPlanner;
+    let mut by_impl: Vec<(&str, Vec<&str>)> = Vec::new();
+    for &(name, f) in SPARK_FUNCTIONS {
+        match by_impl.iter_mut().find(|(g, _)| *g == f) {
+            Some((_, names)) => names.push(name),
+            None => by_impl.push((f, vec![name])),
+        }
+    }
+    let mut udfs = Vec::new();
+    for (f, names) in by_impl {
+        let udf = tarn_jobs::functions::spark_function(f, &names)
+            .ok_or_else(|| SparkError::unsupported(format!("Spark's {f} (datafusion-spark lacks it)")))?;
+        udfs.push(udf);
+    }
+    let substring = udfs
+        .iter()
+        .find(|u| u.name() == format!("{}substring", tarn_jobs::functions::PREFIX))
+        .cloned()
+        .ok_or_else(|| SparkError::internal("Spark's substring is not registered"))?;
+    let mut planners: Vec<Arc<dyn ExprPlanner>> = vec![Arc::new(SparkSubstring(substring))];
+    planners.extend(state.expr_planners().iter().cloned());
+    let mut state = SessionStateBuilder::new_from_existing(state).with_expr_planners(planners).build();
+    for udf in udfs {
+        state.register_udf(udf).map_err(df_err)?;
+    }
+    Ok(state)
+}
+
+/// Plans SQL's `SUBSTRING(s FROM p FOR n)` as Spark's substring.
+#[derive(Debug)]
+struct SparkSubstring(Arc<datafusion::logical_expr::ScalarUDF>);
+
+impl datafusion::logical_expr::planner::ExprPlanner for SparkSubstring {
+    fn plan_substring(
+        &self,
+        args: Vec<Expr>,
+    ) -> datafusion::common::Result<datafusion::logical_expr::planner::PlannerResult<Vec<Expr>>> {
+        Ok(datafusion::logical_expr::planner::PlannerResult::Planned(self.0.call(args)))
+    }
+}
+
+/// `e` as type `to` (unchanged if it is of that type).
+fn cast_to(e: Expr, to: &DataType, schema: &DFSchema) -> Result<Expr, SparkError> {
+    if &e.get_type(schema).map_err(df_err)? == to {
+        return Ok(e);
+    }
+    Ok(cast(e, to.clone()))
+}
+
+/// Spark's `avg(x)` of a column of type `t`. Of a decimal(p, s) it is the sum divided by
+/// the count by Spark's decimal division, cast to decimal(p + 4, s + 4), rounding half up
+/// (DataFusion's average truncates).
+pub(crate) fn spark_avg(x: Expr, t: &DataType) -> Result<Expr, SparkError> {
+    let DataType::Decimal128(p, s) = *t else { return Ok(agg::avg(x)) };
+    let count_t = DataType::Decimal128(20, 0);
+    let sum_t = DataType::Decimal128((p + 10).min(38), s);
+    let parts = vec![agg::sum(x.clone()), cast(agg::count(x), count_t.clone())];
+    let (q, _) = spark_decimal_divide(parts, &[sum_t, count_t], &[String::new(), String::new()])?;
+    Ok(cast(q, DataType::Decimal128((p + 4).min(38), (s + 4).min(38))))
+}
 
 /// Spark's decimal division: the result is decimal(p, s) with
 /// s = max(6, s1 + p2 + 1) and p = p1 - s1 + s2 + s (above 38 digits the scale gives way
@@ -1018,7 +1244,17 @@ fn local_relation(l: &sc::LocalRelation) -> Result<LogicalPlan, SparkError> {
     let df_schema = Arc::new(DFSchema::try_from(nullable).map_err(df_err)?);
     let b = LogicalPlanBuilder::values_with_schema(values, &df_schema).map_err(df_err)?;
     let b = if empty { b.limit(0, Some(0)).map_err(df_err)? } else { b };
-    b.build().map_err(df_err)
+    let plan = b.build().map_err(df_err)?;
+    // The columns as the client named them (a values node names its own `column1`, ...):
+    // the schema sent beside the data, else the data's.
+    let sent = l.schema.as_deref().and_then(|s| json_or_ddl_schema(s).ok());
+    let names: Vec<String> = match sent.filter(|s| s.fields().len() == schema.fields().len()) {
+        Some(s) => s.fields().iter().map(|f| f.name().clone()).collect(),
+        None => schema.fields().iter().map(|f| f.name().clone()).collect(),
+    };
+    let exprs: Vec<Expr> =
+        plan.schema().columns().into_iter().zip(names).map(|(c, n)| named(Expr::Column(c), &n)).collect();
+    LogicalPlanBuilder::from(plan).project(exprs).and_then(|b| b.build()).map_err(df_err)
 }
 
 /// A Spark schema string: JSON (`StructType.json()`, what PySpark sends) or DDL.
@@ -1072,11 +1308,26 @@ fn check_sql_expr(e: &Expr, schema: &DFSchema) -> Result<(), SparkError> {
     let mut refused = None;
     let _ = e.apply(|x| {
         let why = match x {
-            Expr::ScalarFunction(f) if !SAME_AS_SPARK.contains(&f.name()) => {
+            Expr::ScalarFunction(f)
+                if !SAME_AS_SPARK.contains(&f.name())
+                    && !SPARK_FUNCTIONS
+                        .iter()
+                        .any(|(_, g)| f.name().strip_prefix(tarn_jobs::functions::PREFIX).is_some_and(|n| n == *g)) =>
+            {
                 Some(format!("the function {} in SQL (its DataFusion meaning differs from Spark's)", f.name()))
             }
             Expr::AggregateFunction(a) if !SAME_AGGREGATES.contains(&a.func.name()) => {
                 Some(format!("the aggregate {} in SQL", a.func.name()))
+            }
+            // DataFusion's average of decimals truncates where Spark's rounds.
+            Expr::AggregateFunction(a)
+                if a.func.name() == "avg"
+                    && a.params.args.iter().any(|x| {
+                        x.get_type(schema)
+                            .is_ok_and(|t| matches!(t, DataType::Decimal128(..) | DataType::Decimal256(..)))
+                    }) =>
+            {
+                Some("avg of a decimal in SQL (use the DataFrame API's avg, or cast to double)".to_string())
             }
             Expr::WindowFunction(_) => Some("window functions in SQL".to_string()),
             Expr::BinaryExpr(b) if b.op == Operator::Divide => {

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use datafusion::arrow::array::{RecordBatch, StringArray};
@@ -23,6 +24,7 @@ use spark_connect_proto::spark::connect as sc;
 use tarn_client::NamenodeClient;
 use tarn_gateway::keys::KeyStore;
 use tarn_jobs::stores::TarnStores;
+use tarn_proto::jobs::RunProgress;
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -48,11 +50,75 @@ pub(crate) struct Endpoint {
     /// Dev mode: a request without a token acts as this user.
     pub dev_user: Option<String>,
     sessions: Mutex<HashMap<(String, String), Arc<Session>>>,
+    expiry: Expiry,
+}
+
+/// When the endpoint forgets what its clients left behind.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Expiry {
+    /// An operation no client follows (no ExecutePlan or ReattachExecute stream) for
+    /// this long is interrupted, if it still runs, and forgotten (Spark's
+    /// `spark.connect.execute.manager.detachedTimeout`).
+    pub detached_operation: Duration,
+    /// A session without a request for this long is released (Spark's
+    /// `spark.connect.session.manager.defaultSessionTimeout`).
+    pub session: Duration,
 }
 
 impl Endpoint {
-    pub fn new(keys: Arc<KeyStore>, nn: Arc<NamenodeClient>, apps: Apps, dev_user: Option<String>) -> Endpoint {
-        Endpoint { keys, nn, apps, dev_user, sessions: Mutex::default() }
+    pub fn new(
+        keys: Arc<KeyStore>,
+        nn: Arc<NamenodeClient>,
+        apps: Apps,
+        dev_user: Option<String>,
+        expiry: Expiry,
+    ) -> Endpoint {
+        Endpoint { keys, nn, apps, dev_user, sessions: Mutex::default(), expiry }
+    }
+
+    /// Operations the endpoint holds, over all sessions.
+    pub fn operations(&self) -> usize {
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().expect("sessions").values().cloned().collect();
+        sessions.iter().map(|s| s.ops.lock().expect("ops").len()).sum()
+    }
+
+    /// Interrupts and forgets operations left without a follower past their time, and
+    /// releases sessions idle past theirs. Called every few seconds by the endpoint.
+    pub fn expire(&self) {
+        let now = Instant::now();
+        let mut gone = Vec::new();
+        {
+            let mut all = self.sessions.lock().expect("sessions");
+            all.retain(|_, s| {
+                let idle = now.duration_since(*s.last_used.lock().expect("last used"));
+                let keep = idle < self.expiry.session;
+                if !keep {
+                    gone.push(s.clone());
+                }
+                keep
+            });
+        }
+        for s in &gone {
+            tracing::info!(user = %s.user, session = %s.id, "released an idle Spark Connect session");
+            for (_, op) in s.ops.lock().expect("ops").drain() {
+                op.interrupt();
+            }
+        }
+        let sessions: Vec<Arc<Session>> = self.sessions.lock().expect("sessions").values().cloned().collect();
+        for s in sessions {
+            let mut ops = s.ops.lock().expect("ops");
+            ops.retain(|id, op| {
+                let Some(since) = op.detached_since() else { return true };
+                if now.duration_since(since) < self.expiry.detached_operation {
+                    return true;
+                }
+                if !op.ended() {
+                    tracing::info!(user = %s.user, operation = %id, "interrupted an operation its client left");
+                    op.interrupt();
+                }
+                false
+            });
+        }
     }
 }
 
@@ -67,6 +133,8 @@ struct Session {
     /// The cluster as the user.
     nn: Arc<NamenodeClient>,
     stores: Arc<TarnStores>,
+    /// When a request last named the session.
+    last_used: Mutex<Instant>,
 }
 
 /// An operation's responses, from the first not yet released.
@@ -87,9 +155,26 @@ struct Op {
     changed: Notify,
     tags: Vec<String>,
     task: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Streams following the operation, and since when none has.
+    followers: Mutex<(usize, Option<Instant>)>,
 }
 
 impl Op {
+    fn new(tags: Vec<String>) -> Op {
+        Op {
+            buf: Mutex::default(),
+            changed: Notify::new(),
+            tags,
+            task: Mutex::new(None),
+            followers: Mutex::new((0, Some(Instant::now()))),
+        }
+    }
+
+    /// Since when no stream follows the operation (`None` while one does).
+    fn detached_since(&self) -> Option<Instant> {
+        self.followers.lock().expect("followers").1
+    }
+
     fn push(&self, r: sc::ExecutePlanResponse) {
         let mut b = self.buf.lock().expect("op");
         let i = b.first + b.kept.len();
@@ -120,10 +205,40 @@ type RespStream = Pin<Box<dyn Stream<Item = Result<sc::ExecutePlanResponse, Stat
 
 /// The responses of `op` from index `from` on, as they come.
 fn follow(op: Arc<Op>, from: usize) -> RespStream {
-    Box::pin(async_stream(op, from))
+    Box::pin(async_stream(Arc::new(Follower::new(op)), from))
 }
 
-fn async_stream(op: Arc<Op>, at: usize) -> impl Stream<Item = Result<sc::ExecutePlanResponse, Status>> + Send {
+/// A stream's hold on its operation: counted while the stream lives.
+struct Follower(Arc<Op>);
+
+impl Follower {
+    fn new(op: Arc<Op>) -> Follower {
+        let mut f = op.followers.lock().expect("followers");
+        f.0 += 1;
+        f.1 = None;
+        drop(f);
+        Follower(op)
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let mut f = self.0.followers.lock().expect("followers");
+        f.0 -= 1;
+        if f.0 == 0 {
+            f.1 = Some(Instant::now());
+        }
+    }
+}
+
+impl std::ops::Deref for Follower {
+    type Target = Op;
+    fn deref(&self) -> &Op {
+        &self.0
+    }
+}
+
+fn async_stream(op: Arc<Follower>, at: usize) -> impl Stream<Item = Result<sc::ExecutePlanResponse, Status>> + Send {
     futures::stream::unfold((op, at, false), move |(op, at, done)| async move {
         if done {
             return None;
@@ -249,6 +364,7 @@ impl Endpoint {
         let mut all = self.sessions.lock().expect("sessions");
         let key = (user.to_string(), session_id.to_string());
         if let Some(s) = all.get(&key) {
+            *s.last_used.lock().expect("last used") = Instant::now();
             if let Some(o) = observed.filter(|o| !o.is_empty() && *o != s.server_id) {
                 return Err(SparkError::analysis(
                     "INVALID_HANDLE.SESSION_CHANGED",
@@ -277,6 +393,7 @@ impl Endpoint {
             ops: Mutex::default(),
             nn: nn.clone(),
             stores: TarnStores::new(nn),
+            last_used: Mutex::new(Instant::now()),
         });
         all.insert(key, s.clone());
         Ok(s)
@@ -288,7 +405,7 @@ impl Endpoint {
         // Spark's order in SQL too: nulls first in ascending sorts.
         config.options_mut().sql_parser.default_null_ordering = "nulls_min".into();
         let state = tarn_jobs::spec::session_state(s.stores.clone(), config).map_err(SparkError::from_datafusion)?;
-        let ctx = SessionContext::new_with_state(state);
+        let ctx = SessionContext::new_with_state(plan::with_spark_names(state)?);
         plan::register_views(&ctx, &s.views.lock().expect("views"))?;
         Ok(ctx)
     }
@@ -328,6 +445,31 @@ impl Responder<'_> {
             schema,
             ..Default::default()
         });
+    }
+
+    /// How far the job got, as Spark's ExecutionProgress: its stages with their tasks
+    /// and the bytes their scans read.
+    fn progress(&self, p: &RunProgress) {
+        use sc::execute_plan_response::execution_progress::StageInfo;
+        let stages = p
+            .stage_list
+            .iter()
+            .map(|s| StageInfo {
+                stage_id: s.stage as i64,
+                num_tasks: s.tasks as i64,
+                num_completed_tasks: s.tasks_done as i64,
+                input_bytes_read: s.bytes_read as i64,
+                done: s.done,
+            })
+            .collect();
+        let num_inflight_tasks = p.stage_list.iter().map(|s| s.tasks_running as i64).sum();
+        self.send(
+            ResponseType::ExecutionProgress(sc::execute_plan_response::ExecutionProgress {
+                stages,
+                num_inflight_tasks,
+            }),
+            None,
+        );
     }
 
     /// Rows as `ArrowBatch`es (an empty one when there are none, for the schema).
@@ -389,12 +531,7 @@ impl SparkConnectService for Arc<Endpoint> {
         let req = req.into_inner();
         let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref())?;
         let op_id = req.operation_id.clone().filter(|o| !o.is_empty()).unwrap_or_else(new_id);
-        let op = Arc::new(Op {
-            buf: Mutex::default(),
-            changed: Notify::new(),
-            tags: req.tags.clone(),
-            task: Mutex::new(None),
-        });
+        let op = Arc::new(Op::new(req.tags.clone()));
         {
             let mut ops = s.ops.lock().expect("ops");
             if ops.contains_key(&op_id) {
@@ -803,12 +940,12 @@ impl Endpoint {
                 let ctx = self.context(s)?;
                 let home = home(&s.user);
                 let plan = Planner { ctx: &ctx, home: &home, nn: &s.nn }.relation(&rel).await?;
-                let res = self.apps.run(&s.user, &plan, &HashMap::new()).await?;
+                let res = self.apps.run(&s.user, &plan, &HashMap::new(), &mut |p| r.progress(p)).await?;
                 let schema = res.schema.clone().unwrap_or_else(|| Arc::new(plan.schema().as_arrow().clone()));
                 r.rows(&schema, &res.batches)
             }
             Some(OpType::Command(cmd)) => match cmd.command_type {
-                Some(CommandType::WriteOperation(w)) => self.write(s, &w).await,
+                Some(CommandType::WriteOperation(w)) => self.write(r, &w).await,
                 Some(CommandType::CreateDataframeView(v)) => {
                     let input = v.input.ok_or_else(|| SparkError::invalid("a view without a relation"))?;
                     let ctx = self.context(s)?;
@@ -884,7 +1021,7 @@ impl Endpoint {
             .limit(0, Some(n + 1))
             .and_then(|b| b.build())
             .map_err(SparkError::from_datafusion)?;
-        let res = self.apps.run(&s.user, &limited, &HashMap::new()).await?;
+        let res = self.apps.run(&s.user, &limited, &HashMap::new(), &mut |p| r.progress(p)).await?;
         let schema = res.schema.clone().unwrap_or_else(|| Arc::new(plan.schema().as_arrow().clone()));
         let text = crate::show::render(&schema, &res.batches, n, show.truncate.max(0) as usize, show.vertical)?;
         let out = Arc::new(Schema::new(vec![Field::new("show_string", DataType::Utf8, false)]));
@@ -894,8 +1031,9 @@ impl Endpoint {
     }
 
     /// `df.write...save(path)`: a COPY job committed like any job's output.
-    async fn write(&self, s: &Session, w: &sc::WriteOperation) -> Result<(), SparkError> {
+    async fn write(&self, r: &Responder<'_>, w: &sc::WriteOperation) -> Result<(), SparkError> {
         use sc::write_operation::{SaveMode, SaveType};
+        let s = r.s;
         let path = match &w.save_type {
             Some(SaveType::Path(p)) => p.clone(),
             Some(SaveType::Table(_)) => return Err(SparkError::unsupported("saveAsTable / insertInto (the catalog)")),
@@ -982,7 +1120,7 @@ impl Endpoint {
             // Not atomic yet: the old output goes before the new one is published.
             nn.delete(&target, true, None).await.map_err(|e| SparkError::internal(format!("overwrite {path}: {e}")))?;
         }
-        self.apps.run(&s.user, &copy, &settings).await?;
+        self.apps.run(&s.user, &copy, &settings, &mut |p| r.progress(p)).await?;
         Ok(())
     }
 }

@@ -146,6 +146,32 @@ def cases(F, spark, base):
         "window_lag_lead": (o.select("order_id", F.lag("qty", 1).over(Window.orderBy("order_id")).alias("prev"), F.lead("qty", 2, 0).over(Window.orderBy("order_id")).alias("next2")), False),
         "window_partition_total": (o.select("order_id", F.sum("amount").over(Window.partitionBy("person_id")).alias("t")), False),
         "window_rows_frame": (o.select("order_id", F.avg("qty").over(Window.orderBy("order_id").rowsBetween(-2, 0)).alias("ma")), False),
+        "when_otherwise": (p.select("id", F.when(F.col("age") < 30, "young").when(F.col("age") < 50, "middle").otherwise("old").alias("band")), False),
+        "when_no_otherwise": (p.select("id", F.when(F.col("city") == "Oslo", F.col("balance"))), False),
+        "when_widens": (o.select("order_id", F.when(F.col("qty") > 2, F.col("amount")).otherwise(0).alias("big")), False),
+        "like": (p.filter(F.col("name").like("p1%")).select("id", "name"), False),
+        "not_like_escape": (p.select("id", (~F.col("city").like("%s%")).alias("no_s"), F.col("name").like("p_1").alias("p_1")), False),
+        "starts_ends_contains": (p.select("id", F.col("city").startswith("O").alias("o"), F.col("city").endswith("o").alias("e"), F.col("name").contains("1").alias("c")), False),
+        "startswith_unnamed": (p.select(F.col("city").startswith("Q")), False),
+        "year_month_day": (p.select("id", F.year("born").alias("y"), F.month("born").alias("m"), F.dayofmonth("born").alias("d"), F.quarter("born").alias("q")), False),
+        "year_unnamed": (p.select(F.year("born")), False),
+        "substring": (p.select("id", F.substring("name", 2, 1).alias("s1"), F.substring("city", 0, 2).alias("s0"), F.substring("city", -3, 2).alias("neg")), False),
+        "substr_column": (p.select("id", F.col("city").substr(1, 3).alias("c3")), False),
+        "concat_length": (p.select("id", F.concat("name", F.lit("-"), "city").alias("nc"), F.length("city").alias("n")), False),
+        "round_floor_ceil": (p.select("id", F.round("score", 1).alias("r1"), F.round(F.lit(2.5)).alias("r"), F.floor("score").alias("f"), F.ceil("score").alias("c")), False),
+        "round_decimal": (p.select("id", F.round("balance", 0).alias("b0")), False),
+        "date_arith": (p.select("id", F.date_add("born", 10).alias("plus"), F.date_sub("born", 40).alias("minus"), F.datediff(F.lit(datetime.date(2000, 1, 1)), "born").alias("days")), False),
+        "sql_spark_functions": (spark.sql("SELECT id, substring(city, 2, 3) AS s, concat(name, city) AS c, round(score, 2) AS r FROM people"), False),
+        "fillna_number": (p.fillna(0).select("id", "age", "score", "balance", "name"), False),
+        "fillna_string_subset": (p.fillna("?", subset=["name", "age"]).select("id", "name", "city", "age"), False),
+        "fillna_dict": (p.na.fill({"age": 1, "city": "nowhere", "score": 0.5}).select("id", "age", "city", "score"), False),
+        "dropna_any": (p.dropna().select("id"), False),
+        "dropna_all_subset": (p.dropna(how="all", subset=["age", "score"]).select("id"), False),
+        "dropna_thresh": (p.na.drop(thresh=7).select("id"), False),
+        "describe": (p.describe("age", "score", "balance", "name"), False),
+        "describe_all": (o.describe(), False),
+        "tail": (spark.createDataFrame(p.orderBy("id").tail(3)), False),
+        "drop_duplicates_subset": (o.select("status", F.col("status").isNull().alias("missing")).dropDuplicates(["status"]), False),
         "window_count_max": (p.select("id", F.count("age").over(Window.partitionBy("city")).alias("n"), F.max("score").over(Window.partitionBy("city")).alias("m")), False),
     }
 
@@ -179,31 +205,28 @@ def same(a, b):
     return a == b
 
 
-def main():
-    what = sys.argv[1]
-    if what == "data":
-        make_data(sys.argv[2])
-        return
+def run(what, a, b, make_cases):
+    """`gold DIR GOLD` or `check BASE GOLD` (see the module's doc) over `make_cases`."""
     from pyspark.sql import SparkSession, functions as F
 
     if what == "gold":
         spark = SparkSession.builder.master("local[2]").config("spark.sql.session.timeZone", "UTC") \
             .config("spark.sql.ansi.enabled", "false").getOrCreate()
-        base, gold = "file://" + os.path.abspath(sys.argv[2]), sys.argv[3]
+        base, gold = "file://" + os.path.abspath(a), b
         os.makedirs(gold, exist_ok=True)
-        all_cases = cases(F, spark, base)
+        all_cases = make_cases(F, spark, base)
         for name, (df, ordered) in all_cases.items():
-            a = answer(df, ordered)
-            rows = ",\n".join(json.dumps(r) for r in a["rows"])
+            ans = answer(df, ordered)
+            rows = ",\n".join(json.dumps(r) for r in ans["rows"])
             with open(os.path.join(gold, f"{name}.json"), "w") as f:
-                f.write(f'{{"columns": {json.dumps(a["columns"])}, "ordered": {json.dumps(ordered)}, "rows": [\n{rows}\n]}}\n')
+                f.write(f'{{"columns": {json.dumps(ans["columns"])}, "ordered": {json.dumps(ordered)}, "rows": [\n{rows}\n]}}\n')
         print(f"wrote {len(all_cases)} answers to {gold}")
         return
     assert what == "check", __doc__
     spark = SparkSession.builder.getOrCreate()
-    base, gold = sys.argv[2], sys.argv[3]
+    base, gold = a, b
     failed = []
-    all_cases = cases(F, spark, base)
+    all_cases = make_cases(F, spark, base)
     for name, (df, ordered) in all_cases.items():
         with open(os.path.join(gold, f"{name}.json")) as f:
             want = json.load(f)
@@ -221,6 +244,14 @@ def main():
     print(f"{len(all_cases) - len(failed)}/{len(all_cases)} cases as classic PySpark")
     if not failed:
         print("ok")
+
+
+def main():
+    what = sys.argv[1]
+    if what == "data":
+        make_data(sys.argv[2])
+        return
+    run(what, sys.argv[2], sys.argv[3], cases)
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ check("no rows", df.filter(F.col("customer_id") < 0).collect(), [])
 check("no rows as pandas", len(df.filter(F.col("customer_id") < 0).toPandas()), 0)
 
 # What Tarn does not compute as Spark does is refused, naming it.
-fails("a function whose meaning differs", "UNRESOLVED_ROUTINE", lambda: df.select(F.concat("customer_id")).collect())
+fails("a function whose meaning differs", "UNRESOLVED_ROUTINE", lambda: df.select(F.initcap("customer_id")).collect())
 fails("integer / in SQL", "UNSUPPORTED_FEATURE", lambda: spark.sql("SELECT customer_id / 2 AS h FROM tx").collect())
 fails("a statement in spark.sql", "UNSUPPORTED_FEATURE", lambda: spark.sql("DROP VIEW tx").collect())
 fails("another time zone", "UNSUPPORTED_FEATURE", lambda: spark.conf.set("spark.sql.session.timeZone", "America/New_York"))
@@ -130,6 +130,56 @@ check("unionByName rows", sorted(r.customer_id for r in ubn.collect()), [7, 7, 8
 check("intersect", sorted(r.customer_id for r in names.select("customer_id").intersect(totals.select("customer_id")).collect()), [7, 8])
 check("subtract", [r.customer_id for r in names.select("customer_id").subtract(totals.select("customer_id")).collect()], [9000])
 fails("union of different widths", "NUM_COLUMNS_MISMATCH", lambda: names.union(totals.select("customer_id")).collect())
+
+# Progress arrives as Spark's ExecutionProgress: the job's stages, their tasks, the bytes
+# their scans read.
+seen = []
+
+
+def on_progress(stages, inflight_tasks, operation_id, done):
+    seen.append(list(stages or []))
+
+
+spark.registerProgressHandler(on_progress)
+df.groupBy("customer_id").count().orderBy("customer_id").collect()
+spark.clearProgressHandlers()
+last = seen[-1] if seen else []
+check("progress: several stages", len(last) > 1, True)
+check("progress: every stage done at the end", all(s.done and s.num_completed_tasks == s.num_tasks > 0 for s in last), True)
+check("progress: the scan's bytes", sum(s.num_bytes_read for s in last) > 0, True)
+
+fails("tail of unordered rows", "UNSUPPORTED_FEATURE", lambda: df.tail(2))
+fails("a Spark function Tarn lacks", "UNRESOLVED_ROUTINE", lambda: df.select(F.soundex(F.lit("x"))).collect())
+
+# interruptAll() while a query runs: the client gets OPERATION_CANCELED at once (and the
+# job is cancelled in the session application: its client left).
+import threading  # noqa: E402
+
+# 12,000 rows times 12,000: seconds of work. (A task already running finishes: Ballista
+# executors in pull mode take no cancel; the job's other tasks and stages do not run.)
+other = df.withColumnRenamed("customer_id", "c2").withColumnRenamed("purchase_amount", "p2")
+slow = df.crossJoin(other).groupBy("customer_id").agg(F.sum("p2"))
+running = threading.Event()
+spark.registerProgressHandler(lambda stages, **rest: running.set() if any(s.num_tasks for s in stages or []) else None)
+errors = []
+
+
+def run_slow():
+    try:
+        slow.collect()
+    except Exception as e:  # noqa: BLE001 - checked below
+        errors.append(e)
+
+
+t = threading.Thread(target=run_slow)
+t.start()
+check("the slow query started", running.wait(120), True)
+spark.interruptAll()
+t.join(60)
+spark.clearProgressHandlers()
+check("interrupted", (t.is_alive(), len(errors)), (False, 1))
+check("interrupted: the error", "OPERATION_CANCELED" in str(errors[0]), True)
+check("a query after the interrupt", df.filter(F.col("customer_id") == 7).count(), int((local.customer_id == 7).sum()))
 
 spark.stop()
 print("ok")

@@ -57,6 +57,7 @@ async fn endpoint(
             master_memory_mib: 512,
             ..Default::default()
         },
+        detached_operation_timeout_s: 5,
         ..Default::default()
     };
     let connect = tarn_connect::start(cfg, pki().transport(Role::Gateway, "gw")).await.unwrap();
@@ -82,6 +83,32 @@ async fn the_dataframe_cases_answer_as_classic_pyspark() {
     let (connect, env) = endpoint(&cl, &key, 0).await;
     let gold = repo().join("tests/connect/gold");
     let out = python(&[cases.to_str().unwrap(), "check", "s3://cases", gold.to_str().unwrap()], &env, 600).await;
+    assert_eq!(out.lines().last(), Some("ok"), "{out}");
+    connect.stop().await;
+    cl.shutdown().await;
+}
+
+/// The 22 TPC-H queries as PySpark DataFrame code (`tests/connect/tpch.py`, scale 0.01)
+/// give classic PySpark's columns, types and rows (`tests/connect/gold-tpch/`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tpch_queries_as_dataframes_answer_as_classic_pyspark() {
+    let cl = Cluster::builder().datanodes(1).workers(2, 0).start().await;
+    let key = tarn_gateway::AccessKey::generate();
+    bucket(&cl, "tpch", "admin").await;
+    let data = tempfile::tempdir().unwrap();
+    let tpch = repo().join("tests/connect/tpch.py");
+    python(&[tpch.to_str().unwrap(), "data", data.path().to_str().unwrap()], &[], 120).await;
+    let mut tables = 0;
+    for entry in std::fs::read_dir(data.path()).unwrap() {
+        let table = entry.unwrap().file_name().into_string().unwrap();
+        let bytes = std::fs::read(data.path().join(&table).join("part-0.parquet")).unwrap();
+        put_as(&cl, "admin", &format!("/tpch/{table}/part-0.parquet"), &bytes).await;
+        tables += 1;
+    }
+    assert_eq!(tables, 8, "TPC-H's eight tables");
+    let (connect, env) = endpoint(&cl, &key, 0).await;
+    let gold = repo().join("tests/connect/gold-tpch");
+    let out = python(&[tpch.to_str().unwrap(), "check", "s3://tpch", gold.to_str().unwrap()], &env, 900).await;
     assert_eq!(out.lines().last(), Some("ok"), "{out}");
     connect.stop().await;
     cl.shutdown().await;
@@ -167,6 +194,21 @@ async fn the_seed_pyspark_script_runs_unchanged_on_the_cluster() {
     let checks = repo().join("tests/connect/dataframes.py");
     let out = python(&[checks.to_str().unwrap(), local.path().to_str().unwrap()], &env, 300).await;
     assert_eq!(out.lines().last(), Some("ok"), "{out}");
+
+    // A client SIGKILLed mid-query leaves its operation behind: once no stream has
+    // followed it for the timeout (5 s here), the endpoint interrupts it (which cancels
+    // its job in the session application) and forgets it.
+    let abandon = repo().join("tests/connect/abandon.py");
+    let mut cmd = tokio::process::Command::new(venv_bin("python"));
+    cmd.arg(&abandon).envs(env.iter().map(|(k, v)| (*k, v.as_str()))).kill_on_drop(true);
+    let o = tokio::time::timeout(Duration::from_secs(300), cmd.output()).await.expect("abandon.py in time").unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(o.status.signal(), Some(9), "abandon.py: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(connect.operations() >= 1, "the abandoned operation is held until its timeout");
+    tarn_tests::wait_for("the abandoned operation to be interrupted", Duration::from_secs(60), || async {
+        (connect.operations() == 0).then_some(())
+    })
+    .await;
 
     // The session application ends after 3 s without a query, giving its containers
     // back; the next query starts another.
