@@ -73,6 +73,31 @@ pub fn ensure_pki(dir: &Path) -> anyhow::Result<BTreeMap<Role, TlsPaths>> {
 }
 
 /// The name of the appliance's person: whoever runs `tarn up` (`$USER`), else `admin`.
+/// Makes `/user` (0755) and `/user/USER` (owned by `user`) unless they are there.
+async fn home_dir(
+    nn_addrs: &[String],
+    transport: &tarn_security::transport::Transport,
+    user: &str,
+) -> anyhow::Result<()> {
+    use tarn_client::{ErrorKind, MkdirOptions};
+    let nn = tarn_client::NamenodeClient::new(nn_addrs, transport)?;
+    let dirs = [
+        ("/user".to_string(), MkdirOptions::default()),
+        (
+            format!("/user/{user}"),
+            MkdirOptions { owner: Some(user.into()), group: Some(user.into()), ..Default::default() },
+        ),
+    ];
+    for (path, opts) in dirs {
+        match nn.mkdir_exclusive(&path, &opts).await {
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::AlreadyExists | ErrorKind::AlreadyOwned) => {}
+            Err(e) => return Err(anyhow::anyhow!("make {path}: {e}")),
+        }
+    }
+    Ok(())
+}
+
 fn admin_name() -> String {
     std::env::var("USER")
         .ok()
@@ -224,9 +249,9 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
     let worker = tarn_worker::start(w, transport(Role::Worker)?).await.context("start the worker")?;
     // The person's own S3 key (not the S3 root's): buckets they make are theirs, so their
     // Spark Connect and `tarn job` writes may go there.
+    let user = if pki.is_some() { admin_name() } else { tarn_client::DEV_USER.to_string() };
     if cfg.up.user_key.is_none() {
         if let Some(m) = &master {
-            let user = if pki.is_some() { admin_name() } else { tarn_client::DEV_USER.to_string() };
             let nn = tarn_client::NamenodeClient::new(&nn_addrs, &transport(Role::Gateway)?)?;
             let key = tarn_gateway::keys::create_key(&nn, m, &user, false)
                 .await
@@ -235,6 +260,9 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
             cfg.save(&cfg_path)?;
         }
     }
+    // The person's home, /user/NAME, as HDFS has it: relative paths (a PySpark
+    // `write.parquet("out")`) land there.
+    home_dir(&nn_addrs, &transport(Role::Gateway)?, &user).await?;
     // Spark Connect: plans run on each user's session application; its TLS is the S3
     // gateway's certificate, its tokens the S3 keys.
     let mut cc = cfg.connect.clone();
