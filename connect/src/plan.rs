@@ -739,6 +739,16 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// The function the planning session knows by `name`.
+    fn session_function(&self, name: &str) -> Result<Arc<datafusion::logical_expr::ScalarUDF>, SparkError> {
+        self.ctx
+            .state()
+            .scalar_functions()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| SparkError::unsupported(format!("{name} (the session lacks it)")))
+    }
+
     fn function(&self, f: &ex::UnresolvedFunction, schema: &DFSchema) -> Result<(Expr, String), SparkError> {
         let fname = f.function_name.to_ascii_lowercase();
         if f.is_user_defined_function {
@@ -766,7 +776,13 @@ impl<'a> Planner<'a> {
                 Ok((datafusion::logical_expr::binary_expr(l, op, r), format!("({} {sym} {})", names[0], names[1])))
             };
         let distinct = if f.is_distinct { "DISTINCT " } else { "" };
-        let call_name = format!("{fname}({distinct}{})", names.join(", "));
+        let call_name = match (fname.as_str(), names.as_slice()) {
+            // Spark's own spellings of these.
+            ("ceil" | "ceiling", _) => format!("CEIL({})", names.join(", ")),
+            ("floor", _) => format!("FLOOR({})", names.join(", ")),
+            ("round", [x]) => format!("round({x}, 0)"),
+            _ => format!("{fname}({distinct}{})", names.join(", ")),
+        };
         let one = |args: &mut Vec<Expr>| -> Result<Expr, SparkError> {
             if args.len() != 1 {
                 return Err(SparkError::analysis(
@@ -847,15 +863,31 @@ impl<'a> Planner<'a> {
                     Some(_) => (&types[..types.len() - 1], types.last()),
                     None => (&types[..], None),
                 };
-                let to = datafusion::logical_expr::type_coercion::other::get_coerce_type_for_case_expression(
-                    then_types, else_type,
-                )
-                .ok_or_else(|| {
-                    SparkError::analysis(
-                        "DATATYPE_MISMATCH.DATA_DIFFERENT_TYPES",
-                        format!("the values of when(...) have types that do not meet: {types:?}"),
-                    )
-                })?;
+                // Where Spark's widening is not DataFusion's: a decimal beside a float is a
+                // double in Spark; a string beside another type is refused (Spark casts the
+                // other to a string, DataFusion the string to the other).
+                let float = |t: &DataType| matches!(t, DataType::Float16 | DataType::Float32 | DataType::Float64);
+                let text = |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+                let typed: Vec<&DataType> = types.iter().filter(|t| **t != DataType::Null).collect();
+                if typed.iter().any(|t| text(t)) && !typed.iter().all(|t| text(t)) {
+                    return Err(SparkError::unsupported(format!(
+                        "when/otherwise of strings and other types ({typed:?}): cast them to one type"
+                    )));
+                }
+                let spark = (typed.iter().any(|t| float(t)) && typed.iter().any(|t| t.is_numeric()))
+                    .then_some(DataType::Float64);
+                let to = spark
+                    .or_else(|| {
+                        datafusion::logical_expr::type_coercion::other::get_coerce_type_for_case_expression(
+                            then_types, else_type,
+                        )
+                    })
+                    .ok_or_else(|| {
+                        SparkError::analysis(
+                            "DATATYPE_MISMATCH.DATA_DIFFERENT_TYPES",
+                            format!("the values of when(...) have types that do not meet: {types:?}"),
+                        )
+                    })?;
                 let mut pairs = Vec::new();
                 let mut it = args.into_iter();
                 while let (Some(c), Some(v)) = (it.next(), it.next()) {
@@ -906,9 +938,7 @@ impl<'a> Planner<'a> {
                     "endswith" => "ends_with",
                     _ => "contains",
                 };
-                let u =
-                    self.ctx.state().scalar_functions().get(df).cloned().ok_or_else(|| SparkError::unsupported(df))?;
-                u.call(args)
+                self.session_function(df)?.call(args)
             }
             "year" | "month" | "dayofmonth" | "day" | "quarter" => {
                 // Of a date: a timestamp's fields depend on the session's time zone.
@@ -946,26 +976,18 @@ impl<'a> Planner<'a> {
                 } as i8;
                 let scale = s.min(d);
                 let precision = ((p as i32 - s as i32 + 1 + scale as i32).min(38)) as u8;
-                let name = spark_function("round").expect("round is Spark's");
-                let u = self
-                    .ctx
-                    .state()
-                    .scalar_functions()
-                    .get(&name)
-                    .cloned()
-                    .ok_or_else(|| SparkError::unsupported(format!("round (the session lacks {name})")))?;
-                cast(u.call(args), DataType::Decimal128(precision, scale))
+                let round = spark_function("round").expect("round is Spark's");
+                cast(self.session_function(&round)?.call(args), DataType::Decimal128(precision, scale))
+            }
+            "round" => {
+                // datafusion-spark rounds a double's binary value (2.675 to 2.67); Spark
+                // rounds its decimal text half up (2.68).
+                return Err(SparkError::unsupported(
+                    "round of a floating-point number (cast it to a decimal first: Spark rounds its decimal text)",
+                ));
             }
             _ if spark_function(&fname).is_some() => {
-                let name = spark_function(&fname).expect("known");
-                let u = self
-                    .ctx
-                    .state()
-                    .scalar_functions()
-                    .get(&name)
-                    .cloned()
-                    .ok_or_else(|| SparkError::unsupported(format!("{fname} (the session lacks {name})")))?;
-                u.call(args)
+                self.session_function(&spark_function(&fname).expect("known"))?.call(args)
             }
             _ => {
                 let state = self.ctx.state();
@@ -1308,6 +1330,11 @@ fn check_sql_expr(e: &Expr, schema: &DFSchema) -> Result<(), SparkError> {
     let mut refused = None;
     let _ = e.apply(|x| {
         let why = match x {
+            // Spark's round in SQL: its decimal type and a double's decimal text are the
+            // DataFrame path's work (see `function`), not done here yet.
+            Expr::ScalarFunction(f) if f.name() == format!("{}round", tarn_jobs::functions::PREFIX) => {
+                Some("round in SQL (use the DataFrame API's round of a decimal)".to_string())
+            }
             Expr::ScalarFunction(f)
                 if !SAME_AS_SPARK.contains(&f.name())
                     && !SPARK_FUNCTIONS

@@ -157,15 +157,17 @@ pub fn describe(input: LogicalPlan, names: &[String]) -> Result<LogicalPlan, Spa
             .filter(|c| schema.field_from_column(c).is_ok_and(|f| numeric(f.data_type()) || string(f.data_type())))
             .collect()
     } else {
-        names.iter().map(|c| resolve(&schema, c)).collect::<Result<_, _>>()?
+        // Named columns too: only the numeric and string ones are described (as in Spark).
+        let named: Vec<Column> = names.iter().map(|c| resolve(&schema, c)).collect::<Result<_, _>>()?;
+        named
+            .into_iter()
+            .filter(|c| schema.field_from_column(c).is_ok_and(|f| numeric(f.data_type()) || string(f.data_type())))
+            .collect()
     };
     let text = |e: Expr| cast(e, DataType::Utf8);
     let mut aggs = Vec::new();
     for (i, c) in cols.iter().enumerate() {
         let t = schema.field_from_column(c).map_err(df_err)?.data_type().clone();
-        if !(numeric(&t) || string(&t) || matches!(t, DataType::Date32 | DataType::Boolean)) {
-            return Err(SparkError::unsupported(format!("describe() of `{}`, a {t}", c.name)));
-        }
         let col = Expr::Column(c.clone());
         // Spark's mean and stddev of a string column are of its values read as numbers.
         let number = if numeric(&t) {
@@ -173,18 +175,9 @@ pub fn describe(input: LogicalPlan, names: &[String]) -> Result<LogicalPlan, Spa
         } else {
             Expr::TryCast(datafusion::logical_expr::TryCast::new(Box::new(col.clone()), DataType::Float64))
         };
-        let mean = if numeric(&t) {
-            text(crate::plan::spark_avg(col.clone(), &t)?)
-        } else if string(&t) {
-            text(agg::avg(number.clone()))
-        } else {
-            lit(ScalarValue::Utf8(None))
-        };
-        let stddev = if numeric(&t) || string(&t) {
-            text(agg::stddev(cast(number, DataType::Float64)))
-        } else {
-            lit(ScalarValue::Utf8(None))
-        };
+        let mean =
+            if numeric(&t) { text(crate::plan::spark_avg(col.clone(), &t)?) } else { text(agg::avg(number.clone())) };
+        let stddev = text(agg::stddev(cast(number, DataType::Float64)));
         aggs.push(text(agg::count(col.clone())).alias(format!("__count{i}")));
         aggs.push(mean.alias(format!("__mean{i}")));
         aggs.push(stddev.alias(format!("__stddev{i}")));

@@ -91,7 +91,9 @@ impl Endpoint {
             let mut all = self.sessions.lock().expect("sessions");
             all.retain(|_, s| {
                 let idle = now.duration_since(*s.last_used.lock().expect("last used"));
-                let keep = idle < self.expiry.session;
+                // A session whose operation runs or is being read is in use.
+                let busy = s.ops.lock().expect("ops").values().any(|o| !o.ended() || o.detached_since().is_none());
+                let keep = busy || idle < self.expiry.session;
                 if !keep {
                     gone.push(s.clone());
                 }

@@ -314,6 +314,19 @@ pub(crate) enum Stmt {
     Plan(LogicalPlan),
 }
 
+impl Stmt {
+    /// Whether it only reads (a query): nothing is written if it stops midway.
+    pub(crate) fn is_query(&self) -> bool {
+        use datafusion::sql::parser::Statement as Df;
+        use datafusion::sql::sqlparser::ast::Statement as Sql;
+        match self {
+            Stmt::Sql(Df::Statement(s)) => matches!(**s, Sql::Query(_)),
+            Stmt::Sql(_) => false,
+            Stmt::Plan(p) => !matches!(p, LogicalPlan::Copy(_) | LogicalPlan::Dml(_) | LogicalPlan::Ddl(_)),
+        }
+    }
+}
+
 /// What a job's statements left: the last query's rows.
 pub(crate) struct Ran {
     pub(crate) last: Option<(datafusion::arrow::datatypes::SchemaRef, Vec<RecordBatch>)>,
@@ -429,7 +442,7 @@ impl Engine {
         progress: &Mutex<JobProgress>,
         cancelled: &CancellationToken,
     ) -> Result<Ran> {
-        let stop = || JobError::Run("the job was cancelled: its client left".into());
+        let stop = || JobError::Run("the query was cancelled: its client left".into());
         let nn = &self.nn;
         let n = stmts.len();
         let mut outputs = Vec::new();

@@ -211,12 +211,15 @@ impl JobSession for SessionService {
                 .map_err(|e| Status::invalid_argument(format!("setting {k}: {e}")))?;
         }
         let stmts = statements(&req, &ctx).map_err(status)?;
+        // A query whose client leaves is cancelled; a write runs to its end, as a write
+        // stopped midway would leave what it wrote in place, or an overwritten output gone.
+        let cancellable = stmts.iter().all(Stmt::is_query);
         let staging = format!("{}/{STAGING}/a{}/r{n}", engine.job.dir, engine.job.attempt);
         tracing::info!(job = %label, name = %req.name, statements = stmts.len(), "job started");
         let (tx, rx) = mpsc::channel(8);
         tokio::spawn(async move {
-            // A client that leaves cancels its job: its Ballista jobs stop, and nothing is
-            // published unless the publication had begun (outputs appear whole, or not).
+            // A client that leaves cancels its query: its Ballista jobs stop (tasks already
+            // running finish; new ones do not start).
             let _running = guard;
             let started = Instant::now();
             let progress = Mutex::new(JobProgress { statements: stmts.len(), ..Default::default() });
@@ -248,16 +251,24 @@ impl JobSession for SessionService {
             let out = loop {
                 tokio::select! {
                     r = &mut run => break r,
-                    _ = tx.closed(), if !cancelled.is_cancelled() => {
-                        tracing::info!(job = %label, "the job's client left: cancelling the job");
+                    _ = tx.closed(), if cancellable && !cancelled.is_cancelled() => {
+                        tracing::info!(job = %label, "the query's client left: cancelling it");
                         cancelled.cancel();
                         engine.cancel(&label).await;
                     }
                     _ = tick.tick() => {
+                        if cancelled.is_cancelled() {
+                            // A Ballista job submitted since the last look.
+                            engine.cancel(&label).await;
+                            continue;
+                        }
                         let stages = engine.stage_progress(&label).await;
                         if let Some(p) = look(&mut sent, stages) {
-                            // A slow client misses progress, it does not hold the job up.
-                            let _ = tx.try_send(event(run_event::Event::Progress(p)));
+                            // A slow client misses progress, it does not hold the job up;
+                            // what it missed goes again with the next change or at the end.
+                            if tx.try_send(event(run_event::Event::Progress(p))).is_err() {
+                                sent = RunProgress::default();
+                            }
                         }
                     }
                 }

@@ -72,7 +72,6 @@ pub fn ensure_pki(dir: &Path) -> anyhow::Result<BTreeMap<Role, TlsPaths>> {
     Ok(out)
 }
 
-/// The name of the appliance's person: whoever runs `tarn up` (`$USER`), else `admin`.
 /// Makes `/user` (0755) and `/user/USER` (owned by `user`) unless they are there.
 async fn home_dir(
     nn_addrs: &[String],
@@ -98,6 +97,7 @@ async fn home_dir(
     Ok(())
 }
 
+/// The name of the appliance's person: whoever runs `tarn up` (`$USER`), else `admin`.
 fn admin_name() -> String {
     std::env::var("USER")
         .ok()
