@@ -924,6 +924,12 @@ pub async fn same_state(nodes: &[&NamenodeHandle]) -> (u64, u32) {
     .await
 }
 
+/// The middle of `v` (the upper one of an even count): the benchmarks' figure.
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
 /// Program `name` of the Python virtualenv that scripts/setup makes (the S3 clients,
 /// `tpchgen-cli`); `TARN_VENV` names another.
 pub fn venv_bin(name: &str) -> PathBuf {

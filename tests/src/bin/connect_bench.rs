@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use tarn_security::Role;
 use tarn_tests::jobs::{bucket, put_as, tpch_data};
-use tarn_tests::{pki, venv_bin, Cluster};
+use tarn_tests::{median, pki, venv_bin, Cluster};
 
 #[derive(Parser)]
 struct Args {
@@ -65,11 +65,6 @@ fn venv(dir: &Path, packages: &[&str]) -> anyhow::Result<PathBuf> {
             .success();
     anyhow::ensure!(ok, "could not install {packages:?} into {}", dir.display());
     Ok(python)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 /// Runs the script; (its own seconds, wall seconds).

@@ -30,7 +30,7 @@ use clap::Parser;
 use futures::StreamExt;
 use tarn_client::blocks::{FileReader, FileWriter};
 use tarn_client::CreateOptions;
-use tarn_tests::{block_tuning, wait_healthy, wait_live_datanodes, ProcCluster};
+use tarn_tests::{block_tuning, median, wait_healthy, wait_live_datanodes, ProcCluster};
 
 #[derive(Parser)]
 struct Args {
@@ -58,11 +58,6 @@ fn main() -> anyhow::Result<()> {
         return rt.block_on(encryption(a.mib, a.rounds));
     }
     rt.block_on(run(a.mib, a.read_rounds.max(1)))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 /// Reads the first `total` bytes of the plain file at `p` (4 MiB reads); MiB/s.

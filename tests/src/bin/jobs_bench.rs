@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use tarn_tests::jobs::{bucket, put_as, run_job, tpch_data, tpch_query, TPCH_TABLES};
-use tarn_tests::Cluster;
+use tarn_tests::{median, Cluster};
 
 #[derive(Parser)]
 struct Args {
@@ -59,11 +59,6 @@ struct Args {
 
 const USER: &str = "bench";
 const SEED: &str = "SELECT o_custkey, sum(o_totalprice) AS total FROM orders GROUP BY o_custkey ORDER BY total DESC";
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
