@@ -70,48 +70,44 @@ async fn endpoint(
 /// and rows classic PySpark gave (`tests/connect/gold/`, made by `scripts/connect-gold`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dataframe_cases_answer_as_classic_pyspark() {
-    let cl = Cluster::builder().datanodes(1).workers(2, 0).start().await;
-    let key = tarn_gateway::AccessKey::generate();
-    bucket(&cl, "cases", "admin").await;
-    let data = tempfile::tempdir().unwrap();
-    let cases = repo().join("tests/connect/cases.py");
-    python(&[cases.to_str().unwrap(), "data", data.path().to_str().unwrap()], &[], 60).await;
-    for table in ["people", "orders"] {
-        let bytes = std::fs::read(data.path().join(table).join("part-0.parquet")).unwrap();
-        put_as(&cl, "admin", &format!("/cases/{table}/part-0.parquet"), &bytes).await;
-    }
-    let (connect, env) = endpoint(&cl, &key, 0).await;
-    let gold = repo().join("tests/connect/gold");
-    let out = python(&[cases.to_str().unwrap(), "check", "s3://cases", gold.to_str().unwrap()], &env, 600).await;
-    assert_eq!(out.lines().last(), Some("ok"), "{out}");
-    connect.stop().await;
-    cl.shutdown().await;
+    let tables = answers_match_classic_pyspark("tests/connect/cases.py", "cases", "tests/connect/gold").await;
+    assert_eq!(tables, ["orders", "people"]);
 }
 
 /// The 22 TPC-H queries as PySpark DataFrame code (`tests/connect/tpch.py`, scale 0.01)
 /// give classic PySpark's columns, types and rows (`tests/connect/gold-tpch/`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tpch_queries_as_dataframes_answer_as_classic_pyspark() {
+    let tables = answers_match_classic_pyspark("tests/connect/tpch.py", "tpch", "tests/connect/gold-tpch").await;
+    assert_eq!(tables.len(), 8, "TPC-H's eight tables: {tables:?}");
+}
+
+/// Runs `script data DIR` (a directory per table, each one `part-0.parquet`), puts the
+/// tables into bucket `bucket` as the admin, then `script check s3://BUCKET GOLD` through
+/// an endpoint: every answer must be classic PySpark's. The tables, sorted.
+async fn answers_match_classic_pyspark(script: &str, bucket_name: &str, gold: &str) -> Vec<String> {
     let cl = Cluster::builder().datanodes(1).workers(2, 0).start().await;
     let key = tarn_gateway::AccessKey::generate();
-    bucket(&cl, "tpch", "admin").await;
+    bucket(&cl, bucket_name, "admin").await;
     let data = tempfile::tempdir().unwrap();
-    let tpch = repo().join("tests/connect/tpch.py");
-    python(&[tpch.to_str().unwrap(), "data", data.path().to_str().unwrap()], &[], 120).await;
-    let mut tables = 0;
+    let script = repo().join(script);
+    python(&[script.to_str().unwrap(), "data", data.path().to_str().unwrap()], &[], 120).await;
+    let mut tables = Vec::new();
     for entry in std::fs::read_dir(data.path()).unwrap() {
         let table = entry.unwrap().file_name().into_string().unwrap();
         let bytes = std::fs::read(data.path().join(&table).join("part-0.parquet")).unwrap();
-        put_as(&cl, "admin", &format!("/tpch/{table}/part-0.parquet"), &bytes).await;
-        tables += 1;
+        put_as(&cl, "admin", &format!("/{bucket_name}/{table}/part-0.parquet"), &bytes).await;
+        tables.push(table);
     }
-    assert_eq!(tables, 8, "TPC-H's eight tables");
+    tables.sort();
     let (connect, env) = endpoint(&cl, &key, 0).await;
-    let gold = repo().join("tests/connect/gold-tpch");
-    let out = python(&[tpch.to_str().unwrap(), "check", "s3://tpch", gold.to_str().unwrap()], &env, 900).await;
+    let base = format!("s3://{bucket_name}");
+    let gold = repo().join(gold);
+    let out = python(&[script.to_str().unwrap(), "check", &base, gold.to_str().unwrap()], &env, 900).await;
     assert_eq!(out.lines().last(), Some("ok"), "{out}");
     connect.stop().await;
     cl.shutdown().await;
+    tables
 }
 
 fn repo() -> &'static Path {
