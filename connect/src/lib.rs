@@ -12,11 +12,13 @@
 //!   of the `apache-spark-connect-proto` crate.
 
 pub mod apps;
+pub mod ddl;
 pub mod errors;
 pub mod plan;
 mod relations;
 mod service;
 mod show;
+mod tables;
 pub mod types;
 
 use std::net::SocketAddr;

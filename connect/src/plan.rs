@@ -1231,6 +1231,10 @@ fn local_relation(l: &sc::LocalRelation) -> Result<LogicalPlan, SparkError> {
             (Arc::new(json_or_ddl_schema(s)?), Vec::new())
         }
     };
+    if schema.fields().is_empty() {
+        // No columns (what a catalog statement answers): no rows.
+        return LogicalPlanBuilder::empty(false).build().map_err(df_err);
+    }
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     if rows > LOCAL_ROWS_MAX {
         return Err(SparkError::unsupported(format!(
@@ -1596,15 +1600,45 @@ pub fn view_table(plan: LogicalPlan) -> Arc<ViewTable> {
     Arc::new(ViewTable::new(plan, None))
 }
 
-/// The file type of a write's `source` (parquet when unspecified, as Spark's default).
-pub fn file_type(
-    source: Option<&str>,
-) -> Result<(Arc<dyn datafusion::common::file_options::file_type::FileType>, &'static str), SparkError> {
+/// The format of a write's `source` (parquet when unspecified, as Spark's default).
+pub fn write_format(source: Option<&str>) -> Result<&'static str, SparkError> {
     let s = source.unwrap_or("parquet").to_ascii_lowercase();
     Ok(match s.as_str() {
-        "parquet" => (format_as_file_type(Arc::new(ParquetFormatFactory::new())), "parquet"),
-        "csv" => (format_as_file_type(Arc::new(CsvFormatFactory::new())), "csv"),
-        "json" => (format_as_file_type(Arc::new(JsonFormatFactory::new())), "json"),
+        "parquet" => "parquet",
+        "csv" => "csv",
+        "json" => "json",
+        other => return Err(SparkError::unsupported(format!("writing the format {other:?}"))),
+    })
+}
+
+/// The file type a write of `format` (from [`write_format`]) produces, its options
+/// (DataFusion's keys: `has_header`, `delimiter`, `compression`) inside it: a COPY's own
+/// options do not survive the plan's trip to the session application.
+pub fn file_type(
+    format: &str,
+    options: &[(String, String)],
+) -> Result<Arc<dyn datafusion::common::file_options::file_type::FileType>, SparkError> {
+    use datafusion::config::{ConfigField, CsvOptions, TableParquetOptions};
+    let bad = |k: &str, e: datafusion::error::DataFusionError| {
+        SparkError::invalid(format!("the {format} write option {k}: {e}"))
+    };
+    Ok(match format {
+        "parquet" if options.is_empty() => format_as_file_type(Arc::new(ParquetFormatFactory::new())),
+        "parquet" => {
+            let mut o = TableParquetOptions::default();
+            for (k, v) in options {
+                o.set(k, v).map_err(|e| bad(k, e))?;
+            }
+            format_as_file_type(Arc::new(ParquetFormatFactory::new_with_options(o)))
+        }
+        "csv" => {
+            let mut o = CsvOptions::default();
+            for (k, v) in options {
+                o.set(k, v).map_err(|e| bad(k, e))?;
+            }
+            format_as_file_type(Arc::new(CsvFormatFactory::new_with_options(o)))
+        }
+        "json" => format_as_file_type(Arc::new(JsonFormatFactory::new())),
         other => return Err(SparkError::unsupported(format!("writing the format {other:?}"))),
     })
 }

@@ -125,16 +125,20 @@ impl Endpoint {
 }
 
 /// One client session (`session_id`) of one user.
-struct Session {
+pub(crate) struct Session {
     id: String,
     server_id: String,
-    user: String,
+    pub(crate) user: String,
     conf: Mutex<BTreeMap<String, String>>,
-    views: Mutex<HashMap<String, LogicalPlan>>,
+    pub(crate) views: Mutex<HashMap<String, LogicalPlan>>,
     ops: Mutex<HashMap<String, Arc<Op>>>,
     /// The cluster as the user.
-    nn: Arc<NamenodeClient>,
+    pub(crate) nn: Arc<NamenodeClient>,
     stores: Arc<TarnStores>,
+    /// The table catalog as the user.
+    pub(crate) catalog: tarn_jobs::catalog::Catalog,
+    /// The current database (`USE db`).
+    pub(crate) database: Mutex<String>,
     /// When a request last named the session.
     last_used: Mutex<Instant>,
 }
@@ -394,6 +398,8 @@ impl Endpoint {
             views: Mutex::default(),
             ops: Mutex::default(),
             nn: nn.clone(),
+            catalog: tarn_jobs::catalog::Catalog::new(nn.clone()),
+            database: Mutex::new(tarn_jobs::catalog::DEFAULT_DATABASE.into()),
             stores: TarnStores::new(nn),
             last_used: Mutex::new(Instant::now()),
         });
@@ -401,19 +407,21 @@ impl Endpoint {
         Ok(s)
     }
 
-    /// A DataFusion context with the session's stores and views, for planning.
-    fn context(&self, s: &Session) -> Result<SessionContext, SparkError> {
+    /// A DataFusion context with the session's stores, catalog and views, for planning.
+    pub(crate) fn context(&self, s: &Session) -> Result<SessionContext, SparkError> {
         let mut config = tarn_jobs::spec::session_config(None);
         // Spark's order in SQL too: nulls first in ascending sorts.
         config.options_mut().sql_parser.default_null_ordering = "nulls_min".into();
         let state = tarn_jobs::spec::session_state(s.stores.clone(), config).map_err(SparkError::from_datafusion)?;
         let ctx = SessionContext::new_with_state(plan::with_spark_names(state)?);
+        let db = s.database.lock().expect("database").clone();
+        tarn_jobs::catalog::register(&ctx, s.nn.clone(), &db).map_err(SparkError::from_datafusion)?;
         plan::register_views(&ctx, &s.views.lock().expect("views"))?;
         Ok(ctx)
     }
 }
 
-fn home(user: &str) -> String {
+pub(crate) fn home(user: &str) -> String {
     format!("/user/{user}")
 }
 
@@ -430,8 +438,8 @@ fn ipc(schema: &SchemaRef, batch: Option<&RecordBatch>) -> Result<Bytes, SparkEr
 }
 
 /// Builds responses of one operation.
-struct Responder<'a> {
-    s: &'a Session,
+pub(crate) struct Responder<'a> {
+    pub(crate) s: &'a Session,
     op_id: String,
     op: Arc<Op>,
 }
@@ -939,6 +947,10 @@ impl Endpoint {
                 if let Some(sc::relation::RelType::ShowString(show)) = &rel.rel_type {
                     return self.show(r, show).await;
                 }
+                if let Some(sc::relation::RelType::Catalog(c)) = &rel.rel_type {
+                    let b = self.catalog_call(s, c).await?;
+                    return r.rows(&b.schema(), &[b]);
+                }
                 let ctx = self.context(s)?;
                 let home = home(&s.user);
                 let plan = Planner { ctx: &ctx, home: &home, nn: &s.nn }.relation(&rel).await?;
@@ -967,6 +979,31 @@ impl Endpoint {
                     Ok(())
                 }
                 Some(CommandType::SqlCommand(c)) => {
+                    #[allow(deprecated)]
+                    let text = match c.input.as_ref().and_then(|i| i.rel_type.as_ref()) {
+                        Some(sc::relation::RelType::Sql(q)) => Some(q.query.clone()),
+                        None if !c.sql.is_empty() => Some(c.sql.clone()),
+                        _ => None,
+                    };
+                    // A catalog statement runs now; its rows (SHOW, DESCRIBE) come back
+                    // as a local relation, as Spark's do.
+                    if let Some(stmt) = text.as_deref().map(crate::ddl::parse).transpose()?.flatten() {
+                        let b = self.catalog_statement(r, stmt).await?;
+                        let data = ipc(&b.schema(), Some(&b))?;
+                        r.send(
+                            ResponseType::SqlCommandResult(sc::execute_plan_response::SqlCommandResult {
+                                relation: Some(sc::Relation {
+                                    common: None,
+                                    rel_type: Some(sc::relation::RelType::LocalRelation(sc::LocalRelation {
+                                        data: Some(data),
+                                        schema: None,
+                                    })),
+                                }),
+                            }),
+                            None,
+                        );
+                        return Ok(());
+                    }
                     let input = match c.input {
                         Some(i) => i,
                         #[allow(deprecated)]
@@ -1032,34 +1069,48 @@ impl Endpoint {
         r.rows(&out, &[b])
     }
 
-    /// `df.write...save(path)`: a COPY job committed like any job's output.
+    /// `df.write...save(path)` or `saveAsTable(name)`.
     async fn write(&self, r: &Responder<'_>, w: &sc::WriteOperation) -> Result<(), SparkError> {
-        use sc::write_operation::{SaveMode, SaveType};
+        use sc::write_operation::SaveType;
+        match &w.save_type {
+            Some(SaveType::Path(p)) => self.write_path(r, w, p).await.map(|_| ()),
+            Some(SaveType::Table(t)) => self.save_as_table(r, w, t).await,
+            None => Err(SparkError::invalid("a write without a path")),
+        }
+    }
+
+    /// `df.write...save(path)`: a COPY job committed like any job's output; the schema
+    /// of the rows written.
+    pub(crate) async fn write_path(
+        &self,
+        r: &Responder<'_>,
+        w: &sc::WriteOperation,
+        path: &str,
+    ) -> Result<Schema, SparkError> {
+        use sc::write_operation::SaveMode;
         let s = r.s;
-        let path = match &w.save_type {
-            Some(SaveType::Path(p)) => p.clone(),
-            Some(SaveType::Table(_)) => return Err(SparkError::unsupported("saveAsTable / insertInto (the catalog)")),
-            None => return Err(SparkError::invalid("a write without a path")),
-        };
+        let path = path.to_string();
         if !w.sort_column_names.is_empty() || w.bucket_by.is_some() || !w.clustering_columns.is_empty() {
             return Err(SparkError::unsupported("bucketBy / sortBy / clusterBy in writes"));
         }
         let input = w.input.as_ref().ok_or_else(|| SparkError::invalid("a write without a relation"))?;
-        let (file_type, format) = plan::file_type(w.source.as_deref())?;
-        let mut options = HashMap::new();
+        let format = plan::write_format(w.source.as_deref())?;
+        let mut format_options = Vec::new();
         if format == "csv" {
             // Spark writes no header line unless asked.
-            options.insert("format.has_header".to_string(), "false".to_string());
+            format_options.push(("has_header".to_string(), "false".to_string()));
         }
         for (k, v) in &w.options {
             match (format, k.to_ascii_lowercase().as_str()) {
-                ("parquet", "compression") => options.insert("format.compression".into(), v.to_ascii_lowercase()),
-                ("csv", "header") => options.insert("format.has_header".into(), v.to_ascii_lowercase()),
-                ("csv", "sep" | "delimiter") => options.insert("format.delimiter".into(), v.clone()),
-                (_, "path") => None,
+                ("parquet", "compression") => format_options.push(("compression".into(), v.to_ascii_lowercase())),
+                ("csv", "header") => format_options.push(("has_header".into(), v.to_ascii_lowercase())),
+                ("csv", "sep" | "delimiter") => format_options.push(("delimiter".into(), v.clone())),
+                ("parquet" | "csv" | "json", "path") => {}
                 _ => return Err(SparkError::unsupported(format!("the {format} write option {k:?}"))),
             };
         }
+        let file_type = plan::file_type(format, &format_options)?;
+        let mut settings = HashMap::new();
         let mut url = plan::resolve_path(&path, &home(&s.user))?;
         if !url.ends_with('/') {
             url.push('/');
@@ -1085,8 +1136,11 @@ impl Endpoint {
                         &[("outputPath", path.clone())],
                     ))
                 }
-                SaveMode::Ignore => return Ok(()),
-                SaveMode::Append => return Err(SparkError::unsupported("mode(\"append\") onto an existing path")),
+                SaveMode::Ignore => return Ok(Schema::empty()),
+                // The files go into the directory (see `jobs/commit.rs`).
+                SaveMode::Append => {
+                    settings.insert(tarn_jobs::commit::APPEND_OPTION.to_string(), "true".to_string());
+                }
                 SaveMode::Overwrite => {}
             }
         }
@@ -1111,11 +1165,11 @@ impl Endpoint {
                 ));
             }
         }
-        let mut settings = HashMap::new();
         if ends_in_sort(&plan) {
             settings.insert("datafusion.execution.minimum_parallel_output_files".to_string(), "1".to_string());
         }
-        let copy = LogicalPlanBuilder::copy_to(plan, url, file_type, options, w.partitioning_columns.clone())
+        let written = plan.schema().as_arrow().clone();
+        let copy = LogicalPlanBuilder::copy_to(plan, url, file_type, HashMap::new(), w.partitioning_columns.clone())
             .and_then(|b| b.build())
             .map_err(SparkError::from_datafusion)?;
         if exists && mode == SaveMode::Overwrite {
@@ -1123,7 +1177,7 @@ impl Endpoint {
             nn.delete(&target, true, None).await.map_err(|e| SparkError::internal(format!("overwrite {path}: {e}")))?;
         }
         self.apps.run(&s.user, &copy, &settings, &mut |p| r.progress(p)).await?;
-        Ok(())
+        Ok(written)
     }
 }
 
@@ -1139,7 +1193,7 @@ fn ends_in_sort(plan: &LogicalPlan) -> bool {
 }
 
 /// The files (or directories) the scans of `plan` read.
-fn input_files(plan: &LogicalPlan) -> Vec<String> {
+pub(crate) fn input_files(plan: &LogicalPlan) -> Vec<String> {
     let mut out = Vec::new();
     let _ = plan.apply(|p| {
         if let LogicalPlan::TableScan(t) = p {

@@ -126,30 +126,13 @@ pub fn from_spark(t: &SparkType) -> Result<DataType, SparkError> {
 
 /// The Arrow type of a Spark SQL type name (`int`, `string`, `decimal(10,2)`, ...).
 pub fn from_ddl(s: &str) -> Result<DataType, SparkError> {
-    let t = s.trim().to_ascii_lowercase();
-    if let Some(args) = t.strip_prefix("decimal(").and_then(|r| r.strip_suffix(')')) {
-        let (p, sc) = args.split_once(',').unwrap_or((args, "0"));
-        let (Ok(p), Ok(sc)) = (p.trim().parse::<u8>(), sc.trim().parse::<i8>()) else {
-            return Err(SparkError::parse(format!("the data type {s:?}")));
-        };
-        return Ok(DataType::Decimal128(p, sc));
+    if let Some(t) = tarn_jobs::catalog::parse_type(s) {
+        return Ok(t);
     }
-    Ok(match t.as_str() {
-        "boolean" | "bool" => DataType::Boolean,
-        "tinyint" | "byte" => DataType::Int8,
-        "smallint" | "short" => DataType::Int16,
-        "int" | "integer" => DataType::Int32,
-        "bigint" | "long" => DataType::Int64,
-        "float" | "real" => DataType::Float32,
-        "double" => DataType::Float64,
-        "decimal" => DataType::Decimal128(10, 0),
-        "string" | "varchar" | "char" => DataType::Utf8,
-        "binary" => DataType::Binary,
-        "date" => DataType::Date32,
-        "timestamp" | "timestamp_ltz" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-        "timestamp_ntz" => DataType::Timestamp(TimeUnit::Microsecond, None),
-        _ => return Err(SparkError::unsupported(format!("the data type {s:?}"))),
-    })
+    if s.trim().to_ascii_lowercase().starts_with("decimal(") {
+        return Err(SparkError::parse(format!("the data type {s:?}")));
+    }
+    Err(SparkError::unsupported(format!("the data type {s:?}")))
 }
 
 /// The type PySpark reads for `t` (see the module's note).

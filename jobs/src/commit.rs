@@ -12,6 +12,11 @@
 //! outputs already published by this job and leaves them (no duplicate, no partial
 //! file), and an output that someone else put there is refused rather than replaced.
 //!
+//! A `COPY` with the option [`APPEND_OPTION`] (what Spark's `mode("append")` becomes)
+//! appends to an existing directory instead: its staged files are moved into the target
+//! one by one (partition directories kept), so a reader sees each file whole, but may see
+//! some of an append before the rest (as with Hadoop's committers).
+//!
 //! Only outputs in the cluster's store (`tarn://`, `s3://`) are committed this way;
 //! other schemes are written in place.
 
@@ -31,6 +36,9 @@ use crate::{JobError, Result};
 pub const OUTPUT_XATTR: &str = "tarn.job.output";
 /// The marker of a complete directory output (Hadoop's and Spark's).
 pub const SUCCESS_FILE: &str = "_SUCCESS";
+/// The `COPY` option (`'true'`) that appends the output's files to an existing directory;
+/// read and removed before DataFusion sees the options.
+pub const APPEND_OPTION: &str = "tarn.append";
 
 /// One `COPY` target of a job, and where its output is staged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +51,8 @@ pub struct Output {
     pub dir: bool,
     /// The value of [`OUTPUT_XATTR`] on the published output.
     pub tag: String,
+    /// Its files go into the target directory if it exists ([`APPEND_OPTION`]).
+    pub append: bool,
 }
 
 /// The cluster path a URL names (`s3://b/k` and `tarn://b/k` are `/b/k`; `tarn:///p` is
@@ -72,15 +82,27 @@ fn single_file(copy: &CopyTo, slash: bool, target: &str) -> bool {
 /// Points `copy` at the staging directory `staging` (of statement `stmt` of `app`) and
 /// returns its [`Output`]; `None` (and `copy` unchanged) for a target outside the cluster.
 pub fn stage(copy: &mut CopyTo, staging: &str, app: &str, stmt: usize) -> Result<Option<Output>> {
-    let Some((target, slash)) = cluster_path(&copy.output_url) else { return Ok(None) };
+    let append = copy.options.remove(APPEND_OPTION).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let Some((target, slash)) = cluster_path(&copy.output_url) else {
+        if append {
+            return Err(JobError::Plan(format!(
+                "COPY TO {}: only outputs in the cluster are appended to",
+                copy.output_url
+            )));
+        }
+        return Ok(None);
+    };
     check_place(&target, &copy.output_url)?;
     let dir = !single_file(copy, slash, &target);
+    if append && !dir {
+        return Err(JobError::Plan(format!("COPY TO {}: only a directory output is appended to", copy.output_url)));
+    }
     let name = target.rsplit('/').next().unwrap_or("out").to_string();
     let staged = format!("{staging}/{name}");
     // Written exactly as staged: the mode DataFusion would have inferred from the target.
     copy.options.insert("single_file_output".into(), (!dir).to_string());
     copy.output_url = format!("tarn://{staged}{}", if dir { "/" } else { "" });
-    Ok(Some(Output { target, staged, dir, tag: format!("{app}/{stmt}") }))
+    Ok(Some(Output { target, staged, dir, tag: format!("{app}/{stmt}"), append }))
 }
 
 /// Refuses a target that would replace a bucket or the root whole (with its owner,
@@ -111,10 +133,63 @@ pub async fn check_target(nn: &NamenodeClient, target: &str, tag: Option<&str>) 
     Err(JobError::Plan(format!("the output {target} exists: remove it (`tarn fs rm -r {target}`) or write elsewhere")))
 }
 
+/// Why `o`'s target cannot take it, if it cannot: for an append, a target that is a
+/// file; else as [`check_target`] says.
+pub async fn check_output(nn: &NamenodeClient, o: &Output) -> Result<()> {
+    if !o.append {
+        return check_target(nn, &o.target, Some(&o.tag)).await;
+    }
+    let what = format!("look up {}", o.target);
+    match nn.get_file_info(&o.target, false).await.map_err(JobError::cluster(what))? {
+        Some(st) if !st.is_dir() => {
+            Err(JobError::Plan(format!("the output {} is a file: only a directory is appended to", o.target)))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Moves the files of the staged output `o` into its existing target directory, each
+/// under its path in the output (partition directories made as needed).
+async fn append_files(nn: &Arc<NamenodeClient>, o: &Output) -> Result<()> {
+    let prefix = format!("{}/", o.staged);
+    let files = match nn.list_recursive_all(&prefix, false).await {
+        Ok(files) => files,
+        // An output of no rows.
+        Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(JobError::Cluster { what: format!("list {}", o.staged), source: e }),
+    };
+    let absent = RenameOptions { dst_must_be_absent: true, ..Default::default() };
+    for f in files {
+        let rel = f.path.strip_prefix(&prefix).unwrap_or(&f.path).trim_start_matches('/');
+        if rel == SUCCESS_FILE || rel.is_empty() {
+            continue;
+        }
+        let dst = format!("{}/{rel}", o.target);
+        if let Some((parent, _)) = dst.rsplit_once('/') {
+            nn.mkdirs(parent).await.map_err(JobError::cluster(format!("make {parent}")))?;
+        }
+        match nn.rename(&f.path, &dst, &absent).await {
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::AlreadyExists | ErrorKind::ConditionFailed) => {
+                return Err(JobError::Plan(format!("appending to {}: the file {dst} is already there", o.target)))
+            }
+            Err(e) => return Err(JobError::Cluster { what: format!("append {} as {dst}", f.path), source: e }),
+        }
+    }
+    let _ = nn.delete(&o.staged, true, None).await;
+    Ok(())
+}
+
 /// Publishes a staged output onto its target; a target this job already published is
-/// left as it is.
+/// left as it is. An append onto an existing directory moves the files in.
 pub async fn publish(nn: &Arc<NamenodeClient>, o: &Output) -> Result<()> {
     let cluster = |what: String| JobError::cluster(what);
+    if o.append {
+        let what = format!("look up {}", o.target);
+        if nn.get_file_info(&o.target, false).await.map_err(cluster(what))?.is_some_and(|st| st.is_dir()) {
+            return append_files(nn, o).await;
+        }
+    }
     if let Some(st) = nn.get_file_info(&o.target, true).await.map_err(cluster(format!("look up {}", o.target)))? {
         if st.xattrs.get(OUTPUT_XATTR).is_some_and(|v| v == o.tag.as_bytes()) {
             return Ok(());

@@ -16,6 +16,7 @@
 //! ([`session`]) instead keeps its master and warm executors and runs the jobs its user
 //! sends it, streaming their rows back.
 
+pub mod catalog;
 pub mod commit;
 pub mod executor;
 pub mod functions;

@@ -359,7 +359,10 @@ impl Engine {
         // Ballista's upgrade sets its own function list: Spark's go back in.
         crate::functions::register(&mut state)?;
         // `SELECT * FROM 's3://bucket/path/'`: paths as tables, as in DataFusion's CLI.
-        Ok(SessionContext::new_with_state(state).enable_url_table())
+        let ctx = SessionContext::new_with_state(state).enable_url_table();
+        // The catalog's tables (`default.t`, or `t` of the default database).
+        crate::catalog::register(&ctx, self.stores.namenode().clone(), crate::catalog::DEFAULT_DATABASE)?;
+        Ok(ctx)
     }
 
     /// Each stage of the Ballista jobs named `label`, in the order they started: running
@@ -473,9 +476,7 @@ impl Engine {
                 if let LogicalPlan::Copy(copy) = &mut plan {
                     let staging = format!("{staging}/s{}r{run}", i + 1);
                     if let Some(o) = crate::commit::stage(copy, &staging, label, i + 1)? {
-                        crate::commit::check_target(nn, &o.target, Some(&o.tag))
-                            .await
-                            .map_err(|e| JobError::Plan(format!("{which}{e}")))?;
+                        crate::commit::check_output(nn, &o).await.map_err(|e| JobError::Plan(format!("{which}{e}")))?;
                         output = Some(o);
                     }
                 }
@@ -528,7 +529,7 @@ impl Engine {
             return Err(stop());
         }
         for o in &outputs {
-            crate::commit::check_target(nn, &o.target, Some(&o.tag)).await?;
+            crate::commit::check_output(nn, o).await?;
         }
         for o in &outputs {
             crate::commit::publish(nn, o).await?;

@@ -196,7 +196,14 @@ impl JobSession for SessionService {
         // carry this label).
         let label = format!("{}/a{}/r{n}", engine.job.app_id, engine.job.attempt);
         let ctx = engine.context(&label).map_err(status)?;
+        // A plan's COPY options do not survive its encoding: whether its output is
+        // appended to comes as a setting of the run.
+        let mut append = false;
         for (k, v) in &req.settings {
+            if k == crate::commit::APPEND_OPTION {
+                append = v.eq_ignore_ascii_case("true");
+                continue;
+            }
             if !k.starts_with("datafusion.execution.") && !k.starts_with("datafusion.sql_parser.") {
                 return Err(Status::invalid_argument(format!(
                     "setting {k}: only datafusion.execution.* and datafusion.sql_parser.* may be set per job"
@@ -210,7 +217,14 @@ impl JobSession for SessionService {
                 .set(k, v)
                 .map_err(|e| Status::invalid_argument(format!("setting {k}: {e}")))?;
         }
-        let stmts = statements(&req, &ctx).map_err(status)?;
+        let mut stmts = statements(&req, &ctx).map_err(status)?;
+        if append {
+            for s in &mut stmts {
+                if let Stmt::Plan(datafusion::logical_expr::LogicalPlan::Copy(copy)) = s {
+                    copy.options.insert(crate::commit::APPEND_OPTION.into(), "true".into());
+                }
+            }
+        }
         // A query whose client leaves is cancelled; a write runs to its end, as a write
         // stopped midway would leave what it wrote in place, or an overwritten output gone.
         let cancellable = stmts.iter().all(Stmt::is_query);

@@ -191,13 +191,16 @@ pub async fn check(spec: &JobSpec, nn: Arc<NamenodeClient>) -> Result<()> {
             .map_err(|e| JobError::Invalid(e.to_string()))?,
     )
     .enable_url_table();
+    crate::catalog::register(&ctx, nn.clone(), crate::catalog::DEFAULT_DATABASE)
+        .map_err(|e| JobError::Invalid(e.to_string()))?;
     let stmts = spec.statements()?;
     let n = stmts.len();
     for (i, stmt) in stmts.into_iter().enumerate() {
         let which = if n == 1 { String::new() } else { format!("statement {} of {n}: ", i + 1) };
         let plan = ctx.state().statement_to_plan(stmt).await.map_err(|e| JobError::Plan(format!("{which}{e}")))?;
         if let LogicalPlan::Copy(copy) = &plan {
-            if let Some((target, _)) = crate::commit::cluster_path(&copy.output_url) {
+            let append = copy.options.get(crate::commit::APPEND_OPTION).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+            if let Some((target, _)) = crate::commit::cluster_path(&copy.output_url).filter(|_| !append) {
                 crate::commit::check_place(&target, &copy.output_url)
                     .map_err(|e| JobError::Plan(format!("{which}{e}")))?;
                 crate::commit::check_target(&nn, &target, None)

@@ -36,6 +36,11 @@ impl TarnStores {
     pub fn new(nn: Arc<NamenodeClient>) -> Arc<TarnStores> {
         Arc::new(TarnStores { nn, by_root: Mutex::new(HashMap::new()), others: DefaultObjectStoreRegistry::new() })
     }
+
+    /// The client the stores act through (as the job's user).
+    pub fn namenode(&self) -> &Arc<NamenodeClient> {
+        &self.nn
+    }
 }
 
 /// The directory a URL's store is rooted at: `/<host>` ("" without a host).

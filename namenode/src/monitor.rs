@@ -72,12 +72,15 @@ async fn ensure_system_dirs(s: &NodeState) -> Result<(), StateError> {
     //   /tmp/logs;
     // - jobs' records: every user's own directory (0700) under it;
     // - the resource managers' lease and applications' records: theirs alone (the user
-    //   their certificates act as).
+    //   their certificates act as);
     let rm_user = tarn_security::Role::ResourceManager.as_str();
     for (path, mode, owner) in [
         (crate::namespace::LOGS_DIR, 0o1777, "root"),
         (crate::namespace::JOBS_DIR, 0o1777, "root"),
         (crate::namespace::RM_DIR, 0o700, rm_user),
+        // - the table catalog and its default database: anyone's tables (sticky).
+        (crate::namespace::CATALOG_DIR, 0o1777, "root"),
+        (crate::namespace::CATALOG_DEFAULT_DIR, 0o1777, "root"),
     ] {
         let present = {
             let view = SnapView::new(&s.db);

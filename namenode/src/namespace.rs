@@ -36,6 +36,10 @@ pub const LOGS_DIR: &str = "/.tarn/logs";
 pub const JOBS_DIR: &str = "/.tarn/jobs";
 /// The resource managers' lease and applications' records (theirs, mode 0700).
 pub const RM_DIR: &str = "/.tarn/rm";
+/// The table catalog: a directory per database, one per table in it (mode 1777).
+pub const CATALOG_DIR: &str = "/.tarn/catalog";
+/// The catalog's default database (mode 1777: anyone adds tables, owners drop them).
+pub const CATALOG_DEFAULT_DIR: &str = "/.tarn/catalog/default";
 
 /// Rows handled per page when walking a subtree, so that memory stays bounded.
 const SUBTREE_PAGE_ROWS: usize = 4096;

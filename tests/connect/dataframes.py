@@ -10,26 +10,13 @@ import sys
 
 import pandas as pd
 import pyarrow.parquet as pq
-from pyspark.errors import AnalysisException
 from pyspark.sql import SparkSession, functions as F
+
+from checking import check, fails
 
 spark = SparkSession.builder.appName("checks").getOrCreate()
 local = pq.read_table(sys.argv[1]).to_pandas()
 df = spark.read.parquet("s3://my-bucket/customer-data/")
-
-
-def check(what, got, want):
-    if got != want:
-        raise AssertionError(f"{what}: got {got!r}, want {want!r}")
-
-
-def fails(what, error_class, f):
-    try:
-        f()
-    except AnalysisException as e:
-        check(f"{what}: error class", e.getCondition(), error_class)
-        return
-    raise AssertionError(f"{what}: no AnalysisException")
 
 
 check("spark.version", spark.version, "4.2.0")
@@ -98,7 +85,8 @@ check("no rows as pandas", len(df.filter(F.col("customer_id") < 0).toPandas()), 
 # What Tarn does not compute as Spark does is refused, naming it.
 fails("a function whose meaning differs", "UNRESOLVED_ROUTINE", lambda: df.select(F.initcap("customer_id")).collect())
 fails("integer / in SQL", "UNSUPPORTED_FEATURE", lambda: spark.sql("SELECT customer_id / 2 AS h FROM tx").collect())
-fails("a statement in spark.sql", "UNSUPPORTED_FEATURE", lambda: spark.sql("DROP VIEW tx").collect())
+fails("a statement in spark.sql", "UNSUPPORTED_FEATURE", lambda: spark.sql("INSERT INTO tx SELECT * FROM tx").collect())
+check("a catalog statement's rows", spark.sql("CREATE DATABASE IF NOT EXISTS default").collect(), [])
 fails("another time zone", "UNSUPPORTED_FEATURE", lambda: spark.conf.set("spark.sql.session.timeZone", "America/New_York"))
 fails("overwriting the input", "UNSUPPORTED_OVERWRITE.PATH", lambda: spark.read.parquet("s3://my-bucket/checks/seven/")
       .write.mode("overwrite").parquet("s3://my-bucket/checks/seven/"))

@@ -10,7 +10,7 @@ use std::time::Duration;
 use datafusion::arrow::array::Int64Array;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use tarn_security::Role;
-use tarn_tests::jobs::{bucket, put_as};
+use tarn_tests::jobs::{bucket, put_as, run_job};
 use tarn_tests::{pki, venv_bin, Cluster};
 
 /// Purchases (customer_id, purchase_amount) in `files` parquet files of `rows` rows each.
@@ -108,6 +108,54 @@ async fn answers_match_classic_pyspark(script: &str, bucket_name: &str, gold: &s
     connect.stop().await;
     cl.shutdown().await;
     tables
+}
+
+/// The catalog (`tests/connect/catalog.py`): databases and tables made through one
+/// endpoint (over partitioned files, by `saveAsTable`, by `CREATE TABLE ... AS`) are read
+/// by name by another user's SQL job, and, once the namenode group has lost its leader,
+/// found by a new session of another endpoint, which drops them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_outlive_sessions_endpoints_and_a_namenode_failover() {
+    let mut cl = Cluster::builder().namenodes(3).datanodes(1).workers(3, 0).start().await;
+    let key = tarn_gateway::AccessKey::generate();
+    bucket(&cl, "lake", "admin").await;
+    // The admin's home, under which their managed tables go.
+    let nn = cl.client();
+    nn.mkdirs("/user/admin").await.unwrap();
+    let own = tarn_client::SetAttributes { owner: Some("admin".into()), mode: Some(0o755), ..Default::default() };
+    nn.set_attributes("/user/admin", own).await.unwrap();
+    let local = tempfile::tempdir().unwrap();
+    for (i, f) in purchases(3, 700).iter().enumerate() {
+        let part = format!("day=2024-01-0{}", i + 1);
+        put_as(&cl, "admin", &format!("/lake/events/{part}/part-0.parquet"), f).await;
+        std::fs::create_dir_all(local.path().join(&part)).unwrap();
+        std::fs::write(local.path().join(&part).join("part-0.parquet"), f).unwrap();
+    }
+    let script = repo().join("tests/connect/catalog.py");
+    let (script, dir) = (script.to_str().unwrap(), local.path().to_str().unwrap());
+    let (connect, env) = endpoint(&cl, &key, 0).await;
+    let out = python(&[script, "create", dir], &env, 600).await;
+    assert_eq!(out.lines().last(), Some("ok"), "{out}");
+    connect.stop().await;
+
+    // Another user's SQL job names the table; the data's permissions let them read it.
+    let sql = "SELECT day, count(*) AS n FROM sales.events GROUP BY day ORDER BY day";
+    let args =
+        ["submit", "--wait", "--executors", "1", "--memory-mib", "768", "--master-memory-mib", "512", "--sql", sql];
+    let (code, out, err) = run_job(&cl, "alice", &args, Duration::from_secs(240)).await;
+    assert_eq!(code, 0, "the job failed:\n{out}\n{err}");
+    for day in 1..=3 {
+        assert!(out.contains(&format!("| 2024-01-0{day} | 700 |")), "rows per day:\n{out}");
+    }
+
+    // The namenode group loses its leader; a new endpoint and session find every table.
+    let leader = cl.leader().await;
+    cl.stop(leader).await;
+    let (connect, env) = endpoint(&cl, &key, 0).await;
+    let out = python(&[script, "check", dir], &env, 600).await;
+    assert_eq!(out.lines().last(), Some("ok"), "{out}");
+    connect.stop().await;
+    cl.shutdown().await;
 }
 
 fn repo() -> &'static Path {
