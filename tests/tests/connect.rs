@@ -41,6 +41,23 @@ async fn endpoint(
     key: &tarn_gateway::AccessKey,
     stop_after_idle_s: u64,
 ) -> (tarn_connect::ConnectHandle, [(&'static str, String); 2]) {
+    let size = tarn_connect::SessionSize {
+        min_executors: 1,
+        max_executors: 2,
+        stop_after_idle_s,
+        memory_mib: 768,
+        master_memory_mib: 512,
+        ..Default::default()
+    };
+    sized_endpoint(cl, key, size).await
+}
+
+/// [`endpoint`] with sessions of `size`.
+async fn sized_endpoint(
+    cl: &Cluster,
+    key: &tarn_gateway::AccessKey,
+    size: tarn_connect::SessionSize,
+) -> (tarn_connect::ConnectHandle, [(&'static str, String); 2]) {
     let tls = pki().paths(Role::Gateway, "gw");
     let files = tarn_gateway::TlsFiles { cert: tls.cert.clone(), key: tls.key.clone() };
     let cfg = tarn_connect::ConnectConfig {
@@ -49,14 +66,7 @@ async fn endpoint(
         resource_managers: cl.rm_addrs.clone(),
         tls: Some(files),
         access_keys: vec![key.clone()],
-        session: tarn_connect::SessionSize {
-            min_executors: 1,
-            max_executors: 2,
-            stop_after_idle_s,
-            memory_mib: 768,
-            master_memory_mib: 512,
-            ..Default::default()
-        },
+        session: size,
         detached_operation_timeout_s: 5,
         ..Default::default()
     };
@@ -158,6 +168,98 @@ async fn tables_outlive_sessions_endpoints_and_a_namenode_failover() {
     cl.shutdown().await;
 }
 
+/// A worker SIGKILLed while a Spark Connect query runs (a self-join of TPC-H lineitem at
+/// scale 0.1, its scans done and its join reading their map output): the client gets the
+/// rows single-process DataFusion computes, as the session application runs the lost
+/// work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_during_a_query_costs_the_client_nothing() {
+    use tokio::io::AsyncBufReadExt;
+    let data = tempfile::tempdir().unwrap();
+    let mut cl = Cluster::builder().datanodes(3).workers(3, 0).worker_processes().start().await;
+    let key = tarn_gateway::AccessKey::generate();
+    bucket(&cl, "tpch", "admin").await;
+    tarn_tests::jobs::tpch_data(data.path(), "0.1", Some("lineitem"));
+    let local = data.path().join("lineitem.parquet");
+    put_as(&cl, "admin", "/tpch/lineitem/lineitem.parquet", &std::fs::read(&local).unwrap()).await;
+    let ctx = SessionContext::new();
+    ctx.register_parquet("lineitem", local.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+    let sql = "SELECT l1.l_suppkey, count(*) AS pairs FROM lineitem l1 JOIN lineitem l2 \
+               ON l1.l_partkey = l2.l_partkey GROUP BY l1.l_suppkey ORDER BY pairs DESC, l1.l_suppkey LIMIT 20";
+    let mut want = Vec::new();
+    for b in ctx.sql(sql).await.unwrap().collect().await.unwrap() {
+        let (a, n) = (
+            b.column(0).as_any().downcast_ref::<Int64Array>().unwrap(),
+            b.column(1).as_any().downcast_ref::<Int64Array>().unwrap(),
+        );
+        want.extend((0..b.num_rows()).map(|i| format!("{},{}", a.value(i), n.value(i))));
+    }
+    // Three executors: at least two on workers other than the session's master's.
+    let size = tarn_connect::SessionSize {
+        min_executors: 3,
+        max_executors: 3,
+        memory_mib: 768,
+        master_memory_mib: 512,
+        ..Default::default()
+    };
+    let (connect, env) = sized_endpoint(&cl, &key, size).await;
+    let script = repo().join("tests/connect/lose_worker.py");
+    let mut child = tokio::process::Command::new(venv_bin("python"))
+        .arg(&script)
+        .arg("s3://tpch")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let told = tokio::time::timeout(Duration::from_secs(300), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            if l == "scans done" {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .expect("the scans done within 300 s");
+    assert!(told, "the query ended before the client saw its scans done");
+    let rm = cl.rm_client();
+    let apps = rm.applications(true).await.unwrap();
+    let session = apps.iter().find(|a| a.name == "session: spark-connect" && !a.state.is_final()).expect("the session");
+    let master = session.attempts.last().unwrap().worker_id.clone();
+    let victim = (1..=3)
+        .find(|i| {
+            let dir = cl.container_dir(*i, &session.app_id, "x");
+            format!("w{i}") != master
+                && std::fs::read_dir(dir.parent().unwrap()).map(|d| d.count() > 0).unwrap_or(false)
+        })
+        .expect("a worker running an executor and not the master");
+    cl.stop_worker(victim).await;
+    let mut got = Vec::new();
+    let rest = tokio::time::timeout(Duration::from_secs(300), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            got.push(l);
+        }
+        child.wait().await.unwrap()
+    })
+    .await
+    .expect("the query's end within 300 s");
+    assert!(rest.success(), "the query failed after the loss: {got:?}");
+    assert_eq!(got, want, "the rows after the loss");
+    // The session application counted the executor it lost.
+    let (nn, dir) = (cl.client(), tarn_jobs::job_dir("admin", &session.app_id));
+    tarn_tests::wait_for("the lost executor to be counted", Duration::from_secs(60), || async {
+        let st = nn.get_file_info(&dir, true).await.ok()??;
+        let p: tarn_jobs::master::JobProgress =
+            serde_json::from_slice(st.xattrs.get(tarn_jobs::master::PROGRESS_XATTR)?).ok()?;
+        (p.executors_lost >= 1).then_some(())
+    })
+    .await;
+    connect.stop().await;
+    cl.shutdown().await;
+}
+
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
 }
@@ -165,8 +267,8 @@ fn repo() -> &'static Path {
 /// The seed's PySpark script, verbatim (`examples/customer_analytics.py`), against the
 /// endpoint with only SPARK_REMOTE (its token) and the CA path set: its parquet output,
 /// read back through the S3 gateway with pyarrow in file-name order, holds DataFusion's
-/// sums per customer in descending order. Then the DataFrame checks of
-/// `tests/connect/dataframes.py`.
+/// sums per customer in descending order. Then the seed's notebook, run headless, and
+/// the DataFrame checks of `tests/connect/dataframes.py`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seed_pyspark_script_runs_unchanged_on_the_cluster() {
     let cl = Cluster::builder().datanodes(1).workers(2, 0).start().await;
@@ -234,6 +336,27 @@ async fn the_seed_pyspark_script_runs_unchanged_on_the_cluster() {
     assert_eq!(got.iter().copied().collect::<BTreeMap<_, _>>(), want, "DataFusion's sums");
     assert!(got.windows(2).all(|w| w[0].1 >= w[1].1), "the files in name order hold the rows in descending order");
     gw.stop().await;
+
+    // The same analysis as an EMR notebook would run it (`examples/customer_analytics.ipynb`),
+    // executed headless by nbclient with only the same two lines in its environment.
+    let nn = cl.client();
+    nn.mkdirs("/user/admin").await.unwrap();
+    let own = tarn_client::SetAttributes { owner: Some("admin".into()), ..Default::default() };
+    nn.set_attributes("/user/admin", own).await.unwrap();
+    let notebook = repo().join("examples/customer_analytics.ipynb");
+    let runner = repo().join("tests/connect/notebook.py");
+    let out = python(&[runner.to_str().unwrap(), notebook.to_str().unwrap()], &env, 300).await;
+    assert!(out.contains("'4.2.0'"), "spark.version:\n{out}");
+    assert!(out.contains(&format!("purchases: {}", 3 * 4_000)), "the count:\n{out}");
+    let max = want.values().max().unwrap();
+    let tops: Vec<&str> = out.lines().filter(|l| l.starts_with("top customer ")).collect();
+    assert_eq!(tops.len(), 3, "{out}");
+    assert!(tops[0].ends_with(&format!(": {max}")), "the top customer's sum is the largest:\n{out}");
+    let total: i64 = want.values().sum();
+    assert!(
+        out.lines().any(|l| l.contains(&format!("|{:>9}|", want.len())) && l.contains(&total.to_string())),
+        "the table's customers and total:\n{out}"
+    );
 
     let checks = repo().join("tests/connect/dataframes.py");
     let out = python(&[checks.to_str().unwrap(), local.path().to_str().unwrap()], &env, 300).await;
