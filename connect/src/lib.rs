@@ -17,6 +17,7 @@ pub mod errors;
 pub mod plan;
 mod relations;
 mod service;
+pub mod sessions;
 mod show;
 mod tables;
 pub mod types;

@@ -32,6 +32,7 @@ use crate::apps::Apps;
 use crate::errors::SparkError;
 use crate::pb::spark_connect_service_server::SparkConnectService;
 use crate::plan::{self, Planner};
+use crate::sessions::{self, SessionRecord, StoredView};
 use crate::types;
 
 /// The Spark version the endpoint answers (`spark.version`): the protocol it speaks.
@@ -105,6 +106,15 @@ impl Endpoint {
             for (_, op) in s.ops.lock().expect("ops").drain() {
                 op.interrupt();
             }
+            // Its record goes too (a client back after this starts over).
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let (nn, user, id) = (s.nn.clone(), s.user.clone(), s.id.clone());
+                rt.spawn(async move {
+                    if let Err(e) = sessions::remove(&nn, &user, &id).await {
+                        tracing::warn!(%user, session = %id, error = %e, "could not remove an expired session's record");
+                    }
+                });
+            }
         }
         let sessions: Vec<Arc<Session>> = self.sessions.lock().expect("sessions").values().cloned().collect();
         for s in sessions {
@@ -131,6 +141,9 @@ pub(crate) struct Session {
     pub(crate) user: String,
     conf: Mutex<BTreeMap<String, String>>,
     pub(crate) views: Mutex<HashMap<String, LogicalPlan>>,
+    /// Each view's relation as the client sent it (protobuf), numbered in the order the
+    /// views were made: what the session's record keeps of them.
+    view_defs: Mutex<HashMap<String, (u64, Vec<u8>)>>,
     ops: Mutex<HashMap<String, Arc<Op>>>,
     /// The cluster as the user.
     pub(crate) nn: Arc<NamenodeClient>,
@@ -141,6 +154,62 @@ pub(crate) struct Session {
     pub(crate) database: Mutex<String>,
     /// When a request last named the session.
     last_used: Mutex<Instant>,
+}
+
+impl Session {
+    fn new(id: &str, user: &str, nn: Arc<NamenodeClient>, record: &SessionRecord) -> Session {
+        Session {
+            id: id.to_string(),
+            server_id: record.server_id.clone(),
+            user: user.to_string(),
+            conf: Mutex::new(record.conf.clone()),
+            views: Mutex::default(),
+            view_defs: Mutex::default(),
+            ops: Mutex::default(),
+            nn: nn.clone(),
+            catalog: tarn_jobs::catalog::Catalog::new(nn.clone()),
+            database: Mutex::new(record.database.clone()),
+            stores: TarnStores::new(nn),
+            last_used: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Makes or replaces the temp view `name` (names ignore case), `plan` planned from
+    /// `relation`.
+    pub(crate) fn set_view(&self, name: &str, plan: LogicalPlan, relation: &sc::Relation) {
+        use prost::Message;
+        let key = name.to_lowercase();
+        self.views.lock().expect("views").insert(key.clone(), plan);
+        let mut defs = self.view_defs.lock().expect("view defs");
+        let next = defs.values().map(|(n, _)| *n).max().unwrap_or(0) + 1;
+        defs.insert(key, (next, relation.encode_to_vec()));
+    }
+
+    /// Drops the temp view `name`; whether there was one.
+    pub(crate) fn drop_view(&self, name: &str) -> bool {
+        let key = name.to_lowercase();
+        self.view_defs.lock().expect("view defs").remove(&key);
+        self.views.lock().expect("views").remove(&key).is_some()
+    }
+
+    /// What is kept of the session beyond the endpoint's memory.
+    fn record(&self) -> SessionRecord {
+        let mut views: Vec<(u64, StoredView)> = self
+            .view_defs
+            .lock()
+            .expect("view defs")
+            .iter()
+            .map(|(name, (n, rel))| (*n, StoredView::new(name, rel)))
+            .collect();
+        views.sort_by_key(|(n, _)| *n);
+        SessionRecord {
+            format: SessionRecord::FORMAT,
+            server_id: self.server_id.clone(),
+            conf: self.conf.lock().expect("conf").clone(),
+            database: self.database.lock().expect("database").clone(),
+            views: views.into_iter().map(|(_, v)| v).collect(),
+        }
+    }
 }
 
 /// An operation's responses, from the first not yet released.
@@ -361,50 +430,101 @@ impl Endpoint {
         Ok(id.user)
     }
 
-    /// The caller's session `session_id` (made on first use); a client that saw another
-    /// server-side session (the endpoint restarted) is told its session changed.
-    fn session(&self, user: &str, session_id: &str, observed: Option<&str>) -> Result<Arc<Session>, Status> {
+    /// The caller's session `session_id`: in this endpoint's memory, else continued from
+    /// its record (kept in the cluster: the endpoint restarted, or the client came from
+    /// another master's), else made (and its record kept). A client that saw another
+    /// server-side session than the one kept is told its session changed.
+    async fn session(&self, user: &str, session_id: &str, observed: Option<&str>) -> Result<Arc<Session>, Status> {
         if session_id.is_empty() {
             return Err(SparkError::invalid("a request without a session_id").to_status());
         }
-        let mut all = self.sessions.lock().expect("sessions");
-        let key = (user.to_string(), session_id.to_string());
-        if let Some(s) = all.get(&key) {
-            *s.last_used.lock().expect("last used") = Instant::now();
-            if let Some(o) = observed.filter(|o| !o.is_empty() && *o != s.server_id) {
-                return Err(SparkError::analysis(
-                    "INVALID_HANDLE.SESSION_CHANGED",
-                    format!(
-                        "The existing Spark server driver instance has restarted (session {o} is gone); reconnect."
-                    ),
-                )
-                .to_status());
-            }
-            return Ok(s.clone());
-        }
-        if let Some(o) = observed.filter(|o| !o.is_empty()) {
-            return Err(SparkError::analysis(
+        let changed = |o: &str| {
+            SparkError::analysis(
                 "INVALID_HANDLE.SESSION_CHANGED",
                 format!("The existing Spark server driver instance has restarted (session {o} is gone); reconnect."),
             )
-            .to_status());
+            .to_status()
+        };
+        let observed = observed.filter(|o| !o.is_empty());
+        let key = (user.to_string(), session_id.to_string());
+        if let Some(s) = self.sessions.lock().expect("sessions").get(&key) {
+            *s.last_used.lock().expect("last used") = Instant::now();
+            if let Some(o) = observed.filter(|o| *o != s.server_id) {
+                return Err(changed(o));
+            }
+            return Ok(s.clone());
         }
         let nn = Arc::new(self.nn.for_user(user));
-        let s = Arc::new(Session {
-            id: session_id.to_string(),
-            server_id: new_id(),
-            user: user.to_string(),
-            conf: Mutex::new(default_conf()),
-            views: Mutex::default(),
-            ops: Mutex::default(),
-            nn: nn.clone(),
-            catalog: tarn_jobs::catalog::Catalog::new(nn.clone()),
-            database: Mutex::new(tarn_jobs::catalog::DEFAULT_DATABASE.into()),
-            stores: TarnStores::new(nn),
-            last_used: Mutex::new(Instant::now()),
-        });
-        all.insert(key, s.clone());
-        Ok(s)
+        let kept = sessions::load(&nn, user, session_id).await.map_err(|e| e.to_status())?;
+        let (s, made) = match kept {
+            Some(r) => {
+                if let Some(o) = observed.filter(|o| *o != r.server_id) {
+                    return Err(changed(o));
+                }
+                let s = Arc::new(Session::new(session_id, user, nn, &r));
+                self.restore_views(&s, &r).await.map_err(|e| e.to_status())?;
+                tracing::info!(%user, session = %session_id, views = r.views.len(), "continued a kept Spark Connect session");
+                (s, false)
+            }
+            None => {
+                if let Some(o) = observed {
+                    return Err(changed(o));
+                }
+                let r = SessionRecord {
+                    format: SessionRecord::FORMAT,
+                    server_id: new_id(),
+                    conf: default_conf(),
+                    database: tarn_jobs::catalog::DEFAULT_DATABASE.into(),
+                    views: Vec::new(),
+                };
+                (Arc::new(Session::new(session_id, user, nn, &r)), true)
+            }
+        };
+        // Two first requests may race: the first one in stays, and is what is kept.
+        let winner = self.sessions.lock().expect("sessions").entry(key).or_insert_with(|| s.clone()).clone();
+        if made || !Arc::ptr_eq(&winner, &s) {
+            self.persist(&winner).await.map_err(|e| e.to_status())?;
+        }
+        Ok(winner)
+    }
+
+    /// Plans a kept session's temp views again, in the order they were made (a view
+    /// that names a later one waits for it).
+    async fn restore_views(&self, s: &Session, r: &SessionRecord) -> Result<(), SparkError> {
+        use prost::Message;
+        let mut pending: Vec<&StoredView> = r.views.iter().collect();
+        while !pending.is_empty() {
+            let mut left = Vec::new();
+            let mut last_err = None;
+            for v in &pending {
+                let rel = sc::Relation::decode(v.relation()?.as_slice())
+                    .map_err(|e| SparkError::internal(format!("the kept view {}: {e}", v.name)))?;
+                let ctx = self.context(s)?;
+                let home = home(&s.user);
+                match (Planner { ctx: &ctx, home: &home, nn: &s.nn }).relation(&rel).await {
+                    Ok(plan) => s.set_view(&v.name, plan, &rel),
+                    Err(e) => {
+                        left.push(*v);
+                        last_err = Some(e);
+                    }
+                }
+            }
+            if left.len() == pending.len() {
+                let names: Vec<&str> = left.iter().map(|v| v.name.as_str()).collect();
+                let why = last_err.map(|e| e.message).unwrap_or_default();
+                return Err(SparkError::internal(format!(
+                    "the session's temp views {} cannot be planned again: {why}",
+                    names.join(", ")
+                )));
+            }
+            pending = left;
+        }
+        Ok(())
+    }
+
+    /// Keeps the session's state (after a change) for a restarted or another endpoint.
+    pub(crate) async fn persist(&self, s: &Session) -> Result<(), SparkError> {
+        sessions::save(&s.nn, &s.user, &s.id, &s.record()).await
     }
 
     /// A DataFusion context with the session's stores, catalog and views, for planning.
@@ -539,7 +659,7 @@ impl SparkConnectService for Arc<Endpoint> {
     ) -> Result<Response<Self::ExecutePlanStream>, Status> {
         let user = self.user(&req).await?;
         let req = req.into_inner();
-        let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref())?;
+        let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref()).await?;
         let op_id = req.operation_id.clone().filter(|o| !o.is_empty()).unwrap_or_else(new_id);
         let op = Arc::new(Op::new(req.tags.clone()));
         {
@@ -607,7 +727,7 @@ impl SparkConnectService for Arc<Endpoint> {
         use sc::analyze_plan_response as ar;
         let user = self.user(&req).await?;
         let req = req.into_inner();
-        let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref())?;
+        let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref()).await?;
         let Some(a) = req.analyze else {
             return Err(SparkError::invalid("an analyze request without a question").into());
         };
@@ -681,69 +801,77 @@ impl SparkConnectService for Arc<Endpoint> {
         use sc::config_request::operation::OpType;
         let user = self.user(&req).await?;
         let req = req.into_inner();
-        let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref())?;
+        let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref()).await?;
         let op = req
             .operation
             .and_then(|o| o.op_type)
             .ok_or_else(|| SparkError::invalid("a config request without an operation"))?;
-        let mut conf = s.conf.lock().expect("conf");
         let kv = |k: &str, v: Option<String>| sc::KeyValue { key: k.to_string(), value: v };
         let mut warnings = Vec::new();
-        let pairs = match op {
-            OpType::Set(set) => {
-                for p in &set.pairs {
-                    if let (Some(fixed), Some(v)) = (FIXED_CONF.iter().find(|(k, _)| *k == p.key), &p.value) {
-                        if !v.eq_ignore_ascii_case(fixed.1) {
-                            return Err(SparkError::unsupported(format!(
-                                "{} = {v} (Tarn runs with {})",
-                                p.key, fixed.1
-                            ))
-                            .into());
+        let mut changed = false;
+        let pairs = {
+            let mut conf = s.conf.lock().expect("conf");
+            match op {
+                OpType::Set(set) => {
+                    for p in &set.pairs {
+                        if let (Some(fixed), Some(v)) = (FIXED_CONF.iter().find(|(k, _)| *k == p.key), &p.value) {
+                            if !v.eq_ignore_ascii_case(fixed.1) {
+                                return Err(SparkError::unsupported(format!(
+                                    "{} = {v} (Tarn runs with {})",
+                                    p.key, fixed.1
+                                ))
+                                .into());
+                            }
                         }
                     }
-                }
-                for p in set.pairs {
-                    match p.value {
-                        Some(v) => conf.insert(p.key, v),
-                        None => conf.remove(&p.key),
-                    };
-                }
-                Vec::new()
-            }
-            // Every key asked for gets a pair (the client indexes the answer by key); an
-            // unknown one without a value.
-            OpType::Get(g) => g.keys.iter().map(|k| kv(k, conf.get(k).cloned())).collect(),
-            OpType::GetWithDefault(g) => g
-                .pairs
-                .into_iter()
-                .map(|p| {
-                    let v = conf.get(&p.key).cloned().or(p.value);
-                    kv(&p.key, v)
-                })
-                .collect(),
-            OpType::GetOption(g) => g.keys.iter().map(|k| kv(k, conf.get(k).cloned())).collect(),
-            OpType::GetAll(g) => {
-                let prefix = g.prefix.unwrap_or_default();
-                conf.iter().filter(|(k, _)| k.starts_with(&prefix)).map(|(k, v)| kv(k, Some(v.clone()))).collect()
-            }
-            OpType::Unset(u) => {
-                for k in u.keys {
-                    conf.remove(&k);
-                }
-                Vec::new()
-            }
-            OpType::IsModifiable(m) => m
-                .keys
-                .iter()
-                .map(|k| {
-                    let modifiable = k.starts_with("spark.sql.");
-                    if !modifiable {
-                        warnings.push(format!("{k} is a static setting"));
+                    for p in set.pairs {
+                        match p.value {
+                            Some(v) => conf.insert(p.key, v),
+                            None => conf.remove(&p.key),
+                        };
                     }
-                    kv(k, Some(modifiable.to_string()))
-                })
-                .collect(),
+                    changed = true;
+                    Vec::new()
+                }
+                // Every key asked for gets a pair (the client indexes the answer by key); an
+                // unknown one without a value.
+                OpType::Get(g) => g.keys.iter().map(|k| kv(k, conf.get(k).cloned())).collect(),
+                OpType::GetWithDefault(g) => g
+                    .pairs
+                    .into_iter()
+                    .map(|p| {
+                        let v = conf.get(&p.key).cloned().or(p.value);
+                        kv(&p.key, v)
+                    })
+                    .collect(),
+                OpType::GetOption(g) => g.keys.iter().map(|k| kv(k, conf.get(k).cloned())).collect(),
+                OpType::GetAll(g) => {
+                    let prefix = g.prefix.unwrap_or_default();
+                    conf.iter().filter(|(k, _)| k.starts_with(&prefix)).map(|(k, v)| kv(k, Some(v.clone()))).collect()
+                }
+                OpType::Unset(u) => {
+                    for k in u.keys {
+                        conf.remove(&k);
+                    }
+                    changed = true;
+                    Vec::new()
+                }
+                OpType::IsModifiable(m) => m
+                    .keys
+                    .iter()
+                    .map(|k| {
+                        let modifiable = k.starts_with("spark.sql.");
+                        if !modifiable {
+                            warnings.push(format!("{k} is a static setting"));
+                        }
+                        kv(k, Some(modifiable.to_string()))
+                    })
+                    .collect(),
+            }
         };
+        if changed {
+            self.persist(&s).await.map_err(|e| e.to_status())?;
+        }
         Ok(Response::new(sc::ConfigResponse {
             session_id: s.id.clone(),
             server_side_session_id: s.server_id.clone(),
@@ -781,7 +909,7 @@ impl SparkConnectService for Arc<Endpoint> {
     ) -> Result<Response<sc::ArtifactStatusesResponse>, Status> {
         let user = self.user(&req).await?;
         let req = req.into_inner();
-        let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref())?;
+        let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref()).await?;
         let statuses = req
             .names
             .into_iter()
@@ -798,7 +926,7 @@ impl SparkConnectService for Arc<Endpoint> {
         use sc::interrupt_request::{Interrupt, InterruptType};
         let user = self.user(&req).await?;
         let req = req.into_inner();
-        let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref())?;
+        let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref()).await?;
         let kind = InterruptType::try_from(req.interrupt_type).unwrap_or(InterruptType::Unspecified);
         let ops: Vec<(String, Arc<Op>)> =
             s.ops.lock().expect("ops").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -828,7 +956,7 @@ impl SparkConnectService for Arc<Endpoint> {
     ) -> Result<Response<Self::ReattachExecuteStream>, Status> {
         let user = self.user(&req).await?;
         let req = req.into_inner();
-        let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref())?;
+        let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref()).await?;
         let op = s.ops.lock().expect("ops").get(&req.operation_id).cloned().ok_or_else(|| {
             SparkError::analysis(
                 "INVALID_HANDLE.OPERATION_NOT_FOUND",
@@ -862,7 +990,7 @@ impl SparkConnectService for Arc<Endpoint> {
         use sc::release_execute_request::Release;
         let user = self.user(&req).await?;
         let req = req.into_inner();
-        let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref())?;
+        let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref()).await?;
         let op = s.ops.lock().expect("ops").get(&req.operation_id).cloned();
         if let Some(op) = op {
             match req.release {
@@ -895,7 +1023,12 @@ impl SparkConnectService for Arc<Endpoint> {
     ) -> Result<Response<sc::ReleaseSessionResponse>, Status> {
         let user = self.user(&req).await?;
         let req = req.into_inner();
-        let gone = self.sessions.lock().expect("sessions").remove(&(user, req.session_id.clone()));
+        let gone = self.sessions.lock().expect("sessions").remove(&(user.clone(), req.session_id.clone()));
+        // Forgotten by every endpoint: its record goes too.
+        let nn = self.nn.for_user(&user);
+        if let Err(e) = sessions::remove(&nn, &user, &req.session_id).await {
+            tracing::warn!(%user, session = %req.session_id, error = %e, "could not remove a released session's record");
+        }
         let server_id = match gone {
             Some(s) => {
                 for op in s.ops.lock().expect("ops").values() {
@@ -916,7 +1049,7 @@ impl SparkConnectService for Arc<Endpoint> {
     ) -> Result<Response<sc::FetchErrorDetailsResponse>, Status> {
         let user = self.user(&req).await?;
         let req = req.into_inner();
-        let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref())?;
+        let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref()).await?;
         // Errors carry everything in their ErrorInfo; none is kept to fetch.
         Ok(Response::new(sc::FetchErrorDetailsResponse {
             session_id: s.id.clone(),
@@ -965,8 +1098,7 @@ impl Endpoint {
                     let ctx = self.context(s)?;
                     let home = home(&s.user);
                     let plan = Planner { ctx: &ctx, home: &home, nn: &s.nn }.relation(&input).await?;
-                    let mut views = s.views.lock().expect("views");
-                    if !v.replace && views.contains_key(&v.name.to_lowercase()) {
+                    if !v.replace && s.views.lock().expect("views").contains_key(&v.name.to_lowercase()) {
                         return Err(SparkError::analysis_with(
                             "TEMP_TABLE_OR_VIEW_ALREADY_EXISTS",
                             format!("Cannot create the temporary view `{}` because it already exists.", v.name),
@@ -975,8 +1107,8 @@ impl Endpoint {
                         ));
                     }
                     // Names are case-insensitive, as Spark's (and DataFusion's SQL) are.
-                    views.insert(v.name.to_lowercase(), plan);
-                    Ok(())
+                    s.set_view(&v.name, plan, &input);
+                    self.persist(s).await
                 }
                 Some(CommandType::SqlCommand(c)) => {
                     #[allow(deprecated)]

@@ -198,9 +198,16 @@ impl Endpoint {
                         for e in &dropped {
                             self.remove_data(s, e).await?;
                         }
-                        let mut current = s.database.lock().expect("database");
-                        if *current == name {
-                            *current = DEFAULT_DATABASE.into();
+                        let was_current = {
+                            let mut current = s.database.lock().expect("database");
+                            let was = *current == name;
+                            if was {
+                                *current = DEFAULT_DATABASE.into();
+                            }
+                            was
+                        };
+                        if was_current {
+                            self.persist(s).await?;
                         }
                     }
                     None if if_exists => {}
@@ -219,6 +226,7 @@ impl Endpoint {
                     return Err(catalog_error(CatalogError::NoDatabase(name)));
                 }
                 *s.database.lock().expect("database") = name;
+                self.persist(s).await?;
                 Ok(no_rows())
             }
             Stmt::CreateTable(c) => {
@@ -226,7 +234,8 @@ impl Endpoint {
                 Ok(no_rows())
             }
             Stmt::DropTable { name, if_exists } => {
-                if name.db.is_none() && s.views.lock().expect("views").remove(&name.name.to_lowercase()).is_some() {
+                if name.db.is_none() && s.drop_view(&name.name) {
+                    self.persist(s).await?;
                     return Ok(no_rows());
                 }
                 let db = Self::database_of(s, &name)?;
@@ -239,7 +248,9 @@ impl Endpoint {
                 Ok(no_rows())
             }
             Stmt::DropView { name, if_exists } => {
-                if s.views.lock().expect("views").remove(&name.to_lowercase()).is_none() && !if_exists {
+                if s.drop_view(&name) {
+                    self.persist(s).await?;
+                } else if !if_exists {
                     return Err(not_found(&format!("`{name}`")));
                 }
                 Ok(no_rows())
@@ -268,9 +279,7 @@ impl Endpoint {
                 let ctx = self.context(s)?;
                 let home = home(&s.user);
                 let plan = Planner { ctx: &ctx, home: &home, nn: &s.nn }.relation(&rel).await?;
-                let mut views = s.views.lock().expect("views");
-                let key = name.to_lowercase();
-                if !replace && views.contains_key(&key) {
+                if !replace && s.views.lock().expect("views").contains_key(&name.to_lowercase()) {
                     return Err(SparkError::analysis_with(
                         "TEMP_TABLE_OR_VIEW_ALREADY_EXISTS",
                         format!("Cannot create the temporary view `{name}` because it already exists."),
@@ -278,7 +287,8 @@ impl Endpoint {
                         &[("relationName", format!("`{name}`"))],
                     ));
                 }
-                views.insert(key, plan);
+                s.set_view(&name, plan, &rel);
+                self.persist(s).await?;
                 Ok(no_rows())
             }
             Stmt::Refresh { name } => {
@@ -736,6 +746,7 @@ impl Endpoint {
                     return Err(catalog_error(CatalogError::NoDatabase(name)));
                 }
                 *s.database.lock().expect("database") = name;
+                self.persist(s).await?;
                 Ok(no_rows())
             }
             CatType::ListDatabases(x) => {
@@ -856,7 +867,11 @@ impl Endpoint {
                 ])
             }
             CatType::DropTempView(x) => {
-                one_bool(s.views.lock().expect("views").remove(&x.view_name.to_lowercase()).is_some())
+                let dropped = s.drop_view(&x.view_name);
+                if dropped {
+                    self.persist(s).await?;
+                }
+                one_bool(dropped)
             }
             CatType::DropGlobalTempView(_) => one_bool(false),
             CatType::RefreshTable(_)

@@ -33,6 +33,43 @@ pub use spec::JobSpec;
 /// namenode, mode 1777; each user's directory is the user's own, 0700).
 pub const JOBS_DIR: &str = "/.tarn/jobs";
 
+/// Makes `dir` (in a 1777 directory) `user`'s own, mode 0700, in one step; one that is
+/// already there must be theirs and private (anyone could have made it first).
+pub async fn own_private_dir(nn: &tarn_client::NamenodeClient, dir: &str, user: &str) -> Result<()> {
+    use tarn_client::ErrorKind;
+    // The parent is the namenode's to make (made with the others, 1777, within a second
+    // of its leader's start): made here, it would be this user's.
+    let parent = dir.rsplit_once('/').map(|(p, _)| p.to_string()).filter(|p| !p.is_empty());
+    let private = tarn_client::MkdirOptions { mode: 0o700, require_dir: parent.clone(), ..Default::default() };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut wait = std::time::Duration::from_millis(50);
+    let made = loop {
+        match nn.mkdir_exclusive(dir, &private).await {
+            Err(e) if e.kind() == ErrorKind::NotFound && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(1));
+            }
+            other => break other,
+        }
+    };
+    match made {
+        Ok(_) => Ok(()),
+        Err(e) if matches!(e.kind(), ErrorKind::AlreadyOwned | ErrorKind::AlreadyExists) => {
+            let st = nn.get_file_info(dir, false).await.map_err(JobError::cluster(format!("look up {dir}")))?;
+            match st {
+                Some(st) if st.owner == user && st.is_dir() && st.mode & 0o077 == 0 => Ok(()),
+                Some(st) => Err(JobError::Invalid(format!(
+                    "{dir} belongs to {} with mode {:o}: it must be {user}'s own, 0700 (an administrator can remove it)",
+                    st.owner,
+                    st.mode & 0o7777
+                ))),
+                None => Err(JobError::Invalid(format!("{dir} vanished"))),
+            }
+        }
+        Err(e) => Err(JobError::Cluster { what: format!("make {dir}"), source: e }),
+    }
+}
+
 /// The record directory of application `app_id` of `user`.
 pub fn job_dir(user: &str, app_id: &str) -> String {
     format!("{JOBS_DIR}/{user}/{app_id}")

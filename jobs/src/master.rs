@@ -121,27 +121,7 @@ async fn write_job_files(nn: &Arc<NamenodeClient>, dir: &str, spec: &JobSpec, tl
     // user's (/.tarn/jobs is 1777: anyone could have made it first).
     let (user_dir, _) = dir.rsplit_once('/').ok_or_else(|| JobError::Invalid(format!("{dir}: no parent")))?;
     let user = user_dir.rsplit('/').next().unwrap_or_default();
-    let private = tarn_client::MkdirOptions { mode: 0o700, ..Default::default() };
-    match nn.mkdir_exclusive(user_dir, &private).await {
-        Ok(_) => {}
-        Err(e) if matches!(e.kind(), ErrorKind::AlreadyOwned | ErrorKind::AlreadyExists) => {
-            let st =
-                nn.get_file_info(user_dir, false).await.map_err(JobError::cluster(format!("look up {user_dir}")))?;
-            match st {
-                Some(st) if st.owner == user && st.is_dir() && st.mode & 0o077 == 0 => {}
-                Some(st) => {
-                    return Err(JobError::Invalid(format!(
-                        "{user_dir} belongs to {} with mode {:o}: it must be {user}'s own, 0700 \
-                         (an administrator can remove it)",
-                        st.owner,
-                        st.mode & 0o7777
-                    )))
-                }
-                None => return Err(JobError::Invalid(format!("{user_dir} vanished"))),
-            }
-        }
-        Err(e) => return Err(JobError::Cluster { what: format!("make {user_dir}"), source: e }),
-    }
+    crate::own_private_dir(nn, user_dir, user).await?;
     nn.mkdirs(&format!("{dir}/tls")).await.map_err(JobError::cluster(format!("make {dir}")))?;
     let store = TarnStore::new(nn.clone());
     let files = [

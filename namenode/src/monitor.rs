@@ -81,6 +81,8 @@ async fn ensure_system_dirs(s: &NodeState) -> Result<(), StateError> {
         // - the table catalog and its default database: anyone's tables (sticky).
         (crate::namespace::CATALOG_DIR, 0o1777, "root"),
         (crate::namespace::CATALOG_DEFAULT_DIR, 0o1777, "root"),
+        // - Spark Connect sessions: every user's own directory (0700) under it.
+        (crate::namespace::CONNECT_DIR, 0o1777, "root"),
     ] {
         let present = {
             let view = SnapView::new(&s.db);

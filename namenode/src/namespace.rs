@@ -38,6 +38,8 @@ pub const JOBS_DIR: &str = "/.tarn/jobs";
 pub const RM_DIR: &str = "/.tarn/rm";
 /// The table catalog: a directory per database, one per table in it (mode 1777).
 pub const CATALOG_DIR: &str = "/.tarn/catalog";
+/// Spark Connect sessions, one private directory per user (mode 1777).
+pub const CONNECT_DIR: &str = "/.tarn/connect";
 /// The catalog's default database (mode 1777: anyone adds tables, owners drop them).
 pub const CATALOG_DEFAULT_DIR: &str = "/.tarn/catalog/default";
 

@@ -58,10 +58,20 @@ async fn sized_endpoint(
     key: &tarn_gateway::AccessKey,
     size: tarn_connect::SessionSize,
 ) -> (tarn_connect::ConnectHandle, [(&'static str, String); 2]) {
+    endpoint_at(cl, key, size, "127.0.0.1:0").await
+}
+
+/// [`sized_endpoint`] listening on `listen`.
+async fn endpoint_at(
+    cl: &Cluster,
+    key: &tarn_gateway::AccessKey,
+    size: tarn_connect::SessionSize,
+    listen: &str,
+) -> (tarn_connect::ConnectHandle, [(&'static str, String); 2]) {
     let tls = pki().paths(Role::Gateway, "gw");
     let files = tarn_gateway::TlsFiles { cert: tls.cert.clone(), key: tls.key.clone() };
     let cfg = tarn_connect::ConnectConfig {
-        listen: "127.0.0.1:0".into(),
+        listen: listen.into(),
         namenodes: cl.addrs.clone(),
         resource_managers: cl.rm_addrs.clone(),
         tls: Some(files),
@@ -256,6 +266,63 @@ async fn a_worker_killed_during_a_query_costs_the_client_nothing() {
         (p.executors_lost >= 1).then_some(())
     })
     .await;
+    connect.stop().await;
+    cl.shutdown().await;
+}
+
+/// The endpoint restarted under a client (`tests/connect/restart.py`): the client goes on
+/// with the same session, whose server-side id, setting, current database and temp
+/// views were kept in the cluster; a query it sends while the endpoint is down is sent
+/// again by its retries and finishes. Then the released session's record is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_outlives_a_restart_of_its_endpoint() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let cl = Cluster::builder().datanodes(1).workers(2, 0).start().await;
+    let key = tarn_gateway::AccessKey::generate();
+    bucket(&cl, "my-bucket", "admin").await;
+    for (i, f) in purchases(2, 1_000).iter().enumerate() {
+        put_as(&cl, "admin", &format!("/my-bucket/customer-data/part-{i}.parquet"), f).await;
+    }
+    let size = tarn_connect::SessionSize {
+        min_executors: 1,
+        max_executors: 1,
+        memory_mib: 768,
+        master_memory_mib: 512,
+        ..Default::default()
+    };
+    let (connect, env) = sized_endpoint(&cl, &key, size.clone()).await;
+    let listen = format!("127.0.0.1:{}", connect.addr.port());
+    let script = repo().join("tests/connect/restart.py");
+    let mut child = tokio::process::Command::new(venv_bin("python"))
+        .arg(&script)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(180), lines.next_line()).await.expect("a line in time").unwrap()
+    };
+    assert_eq!(next().await.as_deref(), Some("phase 1 done"));
+    let kept = tarn_connect::sessions::SESSIONS_DIR.to_string() + "/admin";
+    let records = cl.client().list_dir_all(&kept).await.unwrap();
+    assert_eq!(records.len(), 1, "the session's record");
+    connect.stop().await;
+    stdin.write_all(b"go\n").await.unwrap();
+    assert_eq!(next().await.as_deref(), Some("sending"));
+    let (connect, _) = endpoint_at(&cl, &key, size, &listen).await;
+    let mut rest = Vec::new();
+    while let Some(l) = next().await {
+        rest.push(l);
+    }
+    let status = child.wait().await.unwrap();
+    assert!(status.success(), "the client failed after the restart: {rest:?}");
+    assert_eq!(rest.last().map(String::as_str), Some("ok"), "{rest:?}");
+    // `spark.stop()` released the session: its record is gone.
+    assert!(cl.client().list_dir_all(&kept).await.unwrap().is_empty(), "a released session's record");
     connect.stop().await;
     cl.shutdown().await;
 }
