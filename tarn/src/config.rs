@@ -76,7 +76,8 @@ impl TarnConfig {
     pub fn with_environment(mut self) -> TarnConfig {
         let hex = std::env::var(tarn_security::MASTER_KEY_ENV).ok();
         self.security.master_key_hex = hex.clone();
-        self.gateway.master_key_hex = hex;
+        self.gateway.master_key_hex = hex.clone();
+        self.connect.master_key_hex = hex;
         self
     }
 

@@ -61,6 +61,11 @@ enum Command {
     ///
     /// Example: `tarn gateway --config /etc/tarn/gateway.toml --listen 0.0.0.0:9000`
     Gateway(GatewayArgs),
+    /// Run a Spark Connect endpoint (PySpark's thin client: `SPARK_REMOTE=sc://HOST:15002`);
+    /// one on every master, as sessions continue on any of them.
+    ///
+    /// Example: `tarn connect --config /etc/tarn/master-1.toml --listen 0.0.0.0:15002`
+    Connect(ConnectArgs),
     /// Run a resource manager (knows the cluster's workers; YARN's ResourceManager).
     ///
     /// Example: `tarn resource-manager --config /etc/tarn/rm.toml`
@@ -196,6 +201,30 @@ struct WorkersArgs {
 }
 
 #[derive(clap::Args)]
+struct ConnectArgs {
+    /// TOML configuration file (its `[connect]` table: TLS files, keys, the cluster's
+    /// namenodes and resource managers, session sizes).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Overrides `connect.listen` (host:port; port 0 picks one).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Overrides `connect.namenodes` (comma-separated host:port).
+    #[arg(long, value_delimiter = ',')]
+    namenodes: Option<Vec<String>>,
+    /// Overrides `connect.resource_managers` (comma-separated host:port).
+    #[arg(long, value_delimiter = ',')]
+    resource_managers: Option<Vec<String>>,
+    /// Development only: plaintext, and requests without a token act as `connect.dev_user`
+    /// (prints a warning).
+    #[arg(long)]
+    insecure_dev: bool,
+    /// Write the endpoint's address to this file once serving (for scripts and tests).
+    #[arg(long)]
+    addr_file: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
 struct GatewayArgs {
     /// TOML configuration file (its `[gateway]` table: keys, TLS files, domains).
     #[arg(long, short)]
@@ -265,6 +294,7 @@ fn main() -> ExitCode {
             | Command::Namenode(_)
             | Command::Datanode(_)
             | Command::Gateway(_)
+            | Command::Connect(_)
             | Command::ResourceManager(_)
             | Command::Worker(_)
     ) || matches!(&cli.command, Command::Job(j) if j.runs_in_container());
@@ -283,6 +313,7 @@ fn main() -> ExitCode {
             Command::Namenode(a) => run_namenode(a).await,
             Command::Datanode(a) => run_datanode(a).await,
             Command::Gateway(a) => run_gateway(a).await,
+            Command::Connect(a) => run_connect(a).await,
             Command::ResourceManager(a) => run_resource_manager(a).await,
             Command::Worker(a) => run_worker(a).await,
             Command::Workers(a) => list_workers(a).await,
@@ -374,6 +405,31 @@ async fn run_gateway(a: GatewayArgs) -> anyhow::Result<u8> {
     out::daemon_note(outln!("S3 gateway serving on {}", gw.endpoint()));
     up::wait_for_signal(tarn_namenode::node::CancellationToken::new()).await;
     gw.stop().await;
+    Ok(0)
+}
+
+async fn run_connect(a: ConnectArgs) -> anyhow::Result<u8> {
+    let file = role_config(a.config.as_deref())?;
+    let transport = role_transport(&file, a.insecure_dev)?;
+    let mut cfg = file.connect;
+    if let Some(v) = a.listen {
+        cfg.listen = v;
+    }
+    if let Some(v) = a.namenodes {
+        cfg.namenodes = v;
+    }
+    if let Some(v) = a.resource_managers {
+        cfg.resource_managers = v;
+    }
+    if a.insecure_dev {
+        cfg.insecure_dev = true;
+        cfg.tls = None;
+    }
+    let c = tarn_connect::start(cfg, transport).await?;
+    write_addr_file(a.addr_file.as_deref(), &c.addr.to_string())?;
+    out::daemon_note(outln!("Spark Connect endpoint serving on {}", c.addr));
+    up::wait_for_signal(tarn_namenode::node::CancellationToken::new()).await;
+    c.stop().await;
     Ok(0)
 }
 

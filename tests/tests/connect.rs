@@ -327,6 +327,84 @@ async fn a_session_outlives_a_restart_of_its_endpoint() {
     cl.shutdown().await;
 }
 
+/// Endpoints as processes of their own (`tarn connect`, as on every master): a session
+/// made through one continues through another (its `session_id` in the connection
+/// string) after the first is SIGKILLed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_continues_on_another_endpoint_after_a_sigkill() {
+    let cl = Cluster::builder().datanodes(1).workers(2, 0).start().await;
+    let key = tarn_gateway::AccessKey::generate();
+    bucket(&cl, "my-bucket", "admin").await;
+    for (i, f) in purchases(2, 1_000).iter().enumerate() {
+        put_as(&cl, "admin", &format!("/my-bucket/customer-data/part-{i}.parquet"), f).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tls = pki().paths(Role::Gateway, "gw");
+    #[derive(serde::Serialize)]
+    struct File {
+        security: tarn_security::SecurityConfig,
+        connect: tarn_connect::ConnectConfig,
+    }
+    let file = File {
+        security: pki().security(Role::Gateway, "gw"),
+        connect: tarn_connect::ConnectConfig {
+            listen: "127.0.0.1:0".into(),
+            namenodes: cl.addrs.clone(),
+            resource_managers: cl.rm_addrs.clone(),
+            tls: Some(tarn_gateway::TlsFiles { cert: tls.cert.clone(), key: tls.key.clone() }),
+            access_keys: vec![key.clone()],
+            session: tarn_connect::SessionSize {
+                min_executors: 1,
+                max_executors: 1,
+                memory_mib: 768,
+                master_memory_mib: 512,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    };
+    let config = dir.path().join("master.toml");
+    std::fs::write(&config, toml::to_string(&file).unwrap()).unwrap();
+    let start = |i: usize| {
+        let addr_file = dir.path().join(format!("connect-{i}.addr"));
+        let child = tokio::process::Command::new(tarn_tests::tarn_bin())
+            .arg("connect")
+            .arg("--config")
+            .arg(&config)
+            .arg("--addr-file")
+            .arg(&addr_file)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        (child, addr_file)
+    };
+    let port = |f: std::path::PathBuf| async move {
+        let addr: std::net::SocketAddr =
+            tarn_tests::wait_for("the endpoint's address", Duration::from_secs(30), || {
+                let f = f.clone();
+                async move { std::fs::read_to_string(&f).ok()?.trim().parse().ok() }
+            })
+            .await;
+        addr.port()
+    };
+    let ((mut a, fa), (mut b, fb)) = (start(1), start(2));
+    let (pa, pb) = (port(fa).await, port(fb).await);
+    let session = "5c4d6b0e-8a1f-4b2e-9c3d-7e6f5a4b3c2d";
+    let token = format!("{}:{}", key.access_key, key.secret_key);
+    let remote = |p: u16| format!("{};session_id={session}", tarn_connect::remote_url("localhost", p, &token, true));
+    let ca = ("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", tls.ca.display().to_string());
+    let script = repo().join("tests/connect/two_endpoints.py");
+    let script = script.to_str().unwrap();
+    let made = python(&[script, "make"], &[("SPARK_REMOTE", remote(pa)), ca.clone()], 180).await;
+    a.kill().await.unwrap();
+    let went_on = python(&[script, "continue"], &[("SPARK_REMOTE", remote(pb)), ca], 180).await;
+    assert_eq!(made.lines().last(), Some("ok"), "{made}");
+    assert_eq!(went_on.lines().last(), Some("ok"), "{went_on}");
+    assert_eq!(made.lines().next(), went_on.lines().next(), "the temp view's rows through both endpoints");
+    b.kill().await.unwrap();
+    cl.shutdown().await;
+}
+
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
 }
