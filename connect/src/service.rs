@@ -432,9 +432,19 @@ impl Endpoint {
 
     /// The caller's session `session_id`: in this endpoint's memory, else continued from
     /// its record (kept in the cluster: the endpoint restarted, or the client came from
-    /// another master's), else made (and its record kept). A client that saw another
-    /// server-side session than the one kept is told its session changed.
-    async fn session(&self, user: &str, session_id: &str, observed: Option<&str>) -> Result<Arc<Session>, Status> {
+    /// another master's), else made (and its record kept) if `create`. A client that saw
+    /// another server-side session than the one kept is told its session changed.
+    ///
+    /// Requests that only follow operations (reattach, release, interrupt, error details)
+    /// do not make a session: the client's asynchronous ReleaseExecute after its
+    /// ReleaseSession would otherwise bring the session back.
+    async fn session(
+        &self,
+        user: &str,
+        session_id: &str,
+        observed: Option<&str>,
+        create: bool,
+    ) -> Result<Arc<Session>, Status> {
         if session_id.is_empty() {
             return Err(SparkError::invalid("a request without a session_id").to_status());
         }
@@ -469,6 +479,13 @@ impl Endpoint {
             None => {
                 if let Some(o) = observed {
                     return Err(changed(o));
+                }
+                if !create {
+                    return Err(SparkError::analysis(
+                        "INVALID_HANDLE.SESSION_NOT_FOUND",
+                        format!("Session {session_id} was not found."),
+                    )
+                    .to_status());
                 }
                 let r = SessionRecord {
                     format: SessionRecord::FORMAT,
@@ -659,7 +676,8 @@ impl SparkConnectService for Arc<Endpoint> {
     ) -> Result<Response<Self::ExecutePlanStream>, Status> {
         let user = self.user(&req).await?;
         let req = req.into_inner();
-        let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref()).await?;
+        let s =
+            self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref(), true).await?;
         let op_id = req.operation_id.clone().filter(|o| !o.is_empty()).unwrap_or_else(new_id);
         let op = Arc::new(Op::new(req.tags.clone()));
         {
@@ -727,7 +745,8 @@ impl SparkConnectService for Arc<Endpoint> {
         use sc::analyze_plan_response as ar;
         let user = self.user(&req).await?;
         let req = req.into_inner();
-        let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref()).await?;
+        let s =
+            self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref(), true).await?;
         let Some(a) = req.analyze else {
             return Err(SparkError::invalid("an analyze request without a question").into());
         };
@@ -801,7 +820,8 @@ impl SparkConnectService for Arc<Endpoint> {
         use sc::config_request::operation::OpType;
         let user = self.user(&req).await?;
         let req = req.into_inner();
-        let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref()).await?;
+        let s =
+            self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref(), true).await?;
         let op = req
             .operation
             .and_then(|o| o.op_type)
@@ -909,7 +929,8 @@ impl SparkConnectService for Arc<Endpoint> {
     ) -> Result<Response<sc::ArtifactStatusesResponse>, Status> {
         let user = self.user(&req).await?;
         let req = req.into_inner();
-        let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref()).await?;
+        let s =
+            self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref(), true).await?;
         let statuses = req
             .names
             .into_iter()
@@ -926,7 +947,8 @@ impl SparkConnectService for Arc<Endpoint> {
         use sc::interrupt_request::{Interrupt, InterruptType};
         let user = self.user(&req).await?;
         let req = req.into_inner();
-        let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref()).await?;
+        let s =
+            self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref(), false).await?;
         let kind = InterruptType::try_from(req.interrupt_type).unwrap_or(InterruptType::Unspecified);
         let ops: Vec<(String, Arc<Op>)> =
             s.ops.lock().expect("ops").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -956,7 +978,8 @@ impl SparkConnectService for Arc<Endpoint> {
     ) -> Result<Response<Self::ReattachExecuteStream>, Status> {
         let user = self.user(&req).await?;
         let req = req.into_inner();
-        let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref()).await?;
+        let s =
+            self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref(), false).await?;
         let op = s.ops.lock().expect("ops").get(&req.operation_id).cloned().ok_or_else(|| {
             SparkError::analysis(
                 "INVALID_HANDLE.OPERATION_NOT_FOUND",
@@ -990,7 +1013,8 @@ impl SparkConnectService for Arc<Endpoint> {
         use sc::release_execute_request::Release;
         let user = self.user(&req).await?;
         let req = req.into_inner();
-        let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref()).await?;
+        let s =
+            self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref(), false).await?;
         let op = s.ops.lock().expect("ops").get(&req.operation_id).cloned();
         if let Some(op) = op {
             match req.release {
@@ -1049,7 +1073,8 @@ impl SparkConnectService for Arc<Endpoint> {
     ) -> Result<Response<sc::FetchErrorDetailsResponse>, Status> {
         let user = self.user(&req).await?;
         let req = req.into_inner();
-        let s = self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref()).await?;
+        let s =
+            self.session(&user, &req.session_id, req.client_observed_server_side_session_id.as_deref(), false).await?;
         // Errors carry everything in their ErrorInfo; none is kept to fetch.
         Ok(Response::new(sc::FetchErrorDetailsResponse {
             session_id: s.id.clone(),
@@ -1305,8 +1330,8 @@ impl Endpoint {
             .and_then(|b| b.build())
             .map_err(SparkError::from_datafusion)?;
         if exists && mode == SaveMode::Overwrite {
-            // Not atomic yet: the old output goes before the new one is published.
-            nn.delete(&target, true, None).await.map_err(|e| SparkError::internal(format!("overwrite {path}: {e}")))?;
+            // The new output replaces the old one once it is complete (see `jobs/commit.rs`).
+            settings.insert(tarn_jobs::commit::REPLACE_OPTION.to_string(), "true".to_string());
         }
         self.apps.run(&s.user, &copy, &settings, &mut |p| r.progress(p)).await?;
         Ok(written)

@@ -557,6 +557,7 @@ impl Endpoint {
         if s.catalog.database(&db).await.map_err(catalog_error)?.is_none() {
             return Err(catalog_error(CatalogError::NoDatabase(db)));
         }
+        let mut replacing = None;
         if let Some(old) = s.catalog.table(&db, &table).await.map_err(catalog_error)? {
             match mode {
                 SaveMode::Unspecified | SaveMode::ErrorIfExists => {
@@ -584,8 +585,8 @@ impl Endpoint {
                             &[("table", format!("`spark_catalog`.`{db}`.`{table}`"))],
                         ));
                     }
-                    s.catalog.drop_table(&db, &table).await.map_err(catalog_error)?;
-                    self.remove_data(s, &old).await?;
+                    // The table stays as it was until its new rows are complete.
+                    replacing = Some(old);
                 }
             }
         }
@@ -598,9 +599,11 @@ impl Endpoint {
         let mut write = w.clone();
         write.options.retain(|k, _| !k.eq_ignore_ascii_case("path"));
         write.save_type = Some(sc::write_operation::SaveType::Path(location.clone()));
-        // A managed table's place must be free; an external one's path is written as the
-        // mode says.
-        if managed || mode == SaveMode::Ignore {
+        // A new managed table's place must be free; an external one's path is written as
+        // the mode says; a table overwritten gets its data replaced once the new is complete.
+        if replacing.is_some() {
+            write.mode = SaveMode::Overwrite as i32;
+        } else if managed || mode == SaveMode::Ignore {
             write.mode = SaveMode::ErrorIfExists as i32;
         }
         let written = match self.write_path(r, &write, &location).await {
@@ -612,7 +615,17 @@ impl Endpoint {
         let mut e = TableEntry::new(&db, &table, &location, &provider, &schema, partition_by, managed, &s.user)
             .map_err(catalog_error)?;
         e.options = write.options.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        s.catalog.create_table(&e, false).await.map_err(catalog_error)?;
+        match replacing {
+            Some(old) => {
+                s.catalog.replace_table(&e).await.map_err(catalog_error)?;
+                if old.location != e.location {
+                    self.remove_data(s, &old).await?;
+                }
+            }
+            None => {
+                s.catalog.create_table(&e, false).await.map_err(catalog_error)?;
+            }
+        }
         Ok(())
     }
 

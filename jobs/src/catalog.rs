@@ -507,6 +507,22 @@ impl Catalog {
         }
     }
 
+    /// Replaces an existing table's entry with `e`, in one namespace operation.
+    pub async fn replace_table(&self, e: &TableEntry) -> Result<()> {
+        let path = table_dir(&e.database, &e.name);
+        let a = tarn_client::SetAttributes {
+            set_xattrs: BTreeMap::from([(TABLE_XATTR.to_string(), e.encode())]),
+            ..Default::default()
+        };
+        match self.nn.set_attributes(&path, a).await {
+            Ok(_) => Ok(()),
+            Err(err) if err.kind() == ErrorKind::NotFound => {
+                Err(CatalogError::NoTable { db: e.database.clone(), table: e.name.clone() })
+            }
+            Err(err) => Err(cluster(format!("replace the entry {path}"))(err)),
+        }
+    }
+
     /// Removes a table's entry (not its data); `None` if there was no such table.
     pub async fn drop_table(&self, db: &str, table: &str) -> Result<Option<TableEntry>> {
         let path = table_dir(db, table);

@@ -15,7 +15,11 @@
 //! A `COPY` with the option [`APPEND_OPTION`] (what Spark's `mode("append")` becomes)
 //! appends to an existing directory instead: its staged files are moved into the target
 //! one by one (partition directories kept), so a reader sees each file whole, but may see
-//! some of an append before the rest (as with Hadoop's committers).
+//! some of an append before the rest (as with Hadoop's committers). With
+//! [`REPLACE_OPTION`] (Spark's `mode("overwrite")`) the output replaces what is at its
+//! target, only once it is complete: the old output is moved aside and the new one
+//! renamed into its place, then the old one deleted. A job that fails leaves the old
+//! output as it was; a reader may find no output between the two renames.
 //!
 //! Only outputs in the cluster's store (`tarn://`, `s3://`) are committed this way;
 //! other schemes are written in place.
@@ -39,6 +43,11 @@ pub const SUCCESS_FILE: &str = "_SUCCESS";
 /// The `COPY` option (`'true'`) that appends the output's files to an existing directory;
 /// read and removed before DataFusion sees the options.
 pub const APPEND_OPTION: &str = "tarn.append";
+/// The `COPY` option (`'true'`) that replaces an existing target once the output is
+/// complete; read and removed as [`APPEND_OPTION`] is.
+pub const REPLACE_OPTION: &str = "tarn.replace";
+/// The options of Tarn's own that a `COPY` may carry.
+pub const OPTIONS: [&str; 2] = [APPEND_OPTION, REPLACE_OPTION];
 
 /// One `COPY` target of a job, and where its output is staged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +62,8 @@ pub struct Output {
     pub tag: String,
     /// Its files go into the target directory if it exists ([`APPEND_OPTION`]).
     pub append: bool,
+    /// It replaces what is at the target ([`REPLACE_OPTION`]).
+    pub replace: bool,
 }
 
 /// The cluster path a URL names (`s3://b/k` and `tarn://b/k` are `/b/k`; `tarn:///p` is
@@ -83,6 +94,10 @@ fn single_file(copy: &CopyTo, slash: bool, target: &str) -> bool {
 /// returns its [`Output`]; `None` (and `copy` unchanged) for a target outside the cluster.
 pub fn stage(copy: &mut CopyTo, staging: &str, app: &str, stmt: usize) -> Result<Option<Output>> {
     let append = copy.options.remove(APPEND_OPTION).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let replace = copy.options.remove(REPLACE_OPTION).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    if append && replace {
+        return Err(JobError::Plan(format!("COPY TO {}: an output appends or replaces, not both", copy.output_url)));
+    }
     let Some((target, slash)) = cluster_path(&copy.output_url) else {
         if append {
             return Err(JobError::Plan(format!(
@@ -102,7 +117,7 @@ pub fn stage(copy: &mut CopyTo, staging: &str, app: &str, stmt: usize) -> Result
     // Written exactly as staged: the mode DataFusion would have inferred from the target.
     copy.options.insert("single_file_output".into(), (!dir).to_string());
     copy.output_url = format!("tarn://{staged}{}", if dir { "/" } else { "" });
-    Ok(Some(Output { target, staged, dir, tag: format!("{app}/{stmt}"), append }))
+    Ok(Some(Output { target, staged, dir, tag: format!("{app}/{stmt}"), append, replace }))
 }
 
 /// Refuses a target that would replace a bucket or the root whole (with its owner,
@@ -136,6 +151,9 @@ pub async fn check_target(nn: &NamenodeClient, target: &str, tag: Option<&str>) 
 /// Why `o`'s target cannot take it, if it cannot: for an append, a target that is a
 /// file; else as [`check_target`] says.
 pub async fn check_output(nn: &NamenodeClient, o: &Output) -> Result<()> {
+    if o.replace {
+        return Ok(());
+    }
     if !o.append {
         return check_target(nn, &o.target, Some(&o.tag)).await;
     }
@@ -190,10 +208,45 @@ pub async fn publish(nn: &Arc<NamenodeClient>, o: &Output) -> Result<()> {
             return append_files(nn, o).await;
         }
     }
+    let mut aside = None;
     if let Some(st) = nn.get_file_info(&o.target, true).await.map_err(cluster(format!("look up {}", o.target)))? {
         if st.xattrs.get(OUTPUT_XATTR).is_some_and(|v| v == o.tag.as_bytes()) {
             return Ok(());
         }
+        if o.replace {
+            // The old output goes aside (one rename), to be deleted once the new one is
+            // in its place, or put back if it cannot be.
+            let to = format!("{}.replaced", o.staged);
+            let absent = RenameOptions { dst_must_be_absent: true, ..Default::default() };
+            nn.rename(&o.target, &to, &absent)
+                .await
+                .map_err(cluster(format!("move {} aside to replace it", o.target)))?;
+            aside = Some(to);
+        }
+    }
+    let published = publish_new(nn, o).await;
+    if let Some(to) = aside {
+        match &published {
+            Ok(()) => {
+                if let Err(e) = nn.delete(&to, true, None).await {
+                    tracing::warn!(old = %to, error = %e, "could not delete a replaced output");
+                }
+            }
+            Err(_) => {
+                let absent = RenameOptions { dst_must_be_absent: true, ..Default::default() };
+                if let Err(e) = nn.rename(&to, &o.target, &absent).await {
+                    tracing::warn!(old = %to, target = %o.target, error = %e, "could not put a replaced output back");
+                }
+            }
+        }
+    }
+    published
+}
+
+/// Publishes `o` onto its target, which is absent or an empty directory.
+async fn publish_new(nn: &Arc<NamenodeClient>, o: &Output) -> Result<()> {
+    let cluster = |what: String| JobError::cluster(what);
+    if let Some(st) = nn.get_file_info(&o.target, true).await.map_err(cluster(format!("look up {}", o.target)))? {
         check_target(nn, &o.target, None).await?;
         // An empty directory: the output takes its place (if it is still that one).
         nn.delete(&o.target, false, Some(st.file_id)).await.map_err(cluster(format!("replace {}", o.target)))?;

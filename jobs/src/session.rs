@@ -197,11 +197,11 @@ impl JobSession for SessionService {
         let label = format!("{}/a{}/r{n}", engine.job.app_id, engine.job.attempt);
         let ctx = engine.context(&label).map_err(status)?;
         // A plan's COPY options do not survive its encoding: whether its output is
-        // appended to comes as a setting of the run.
-        let mut append = false;
+        // appended to or replaces its target comes as a setting of the run.
+        let mut copy_options = Vec::new();
         for (k, v) in &req.settings {
-            if k == crate::commit::APPEND_OPTION {
-                append = v.eq_ignore_ascii_case("true");
+            if crate::commit::OPTIONS.contains(&k.as_str()) {
+                copy_options.push((k.clone(), v.clone()));
                 continue;
             }
             if !k.starts_with("datafusion.execution.") && !k.starts_with("datafusion.sql_parser.") {
@@ -218,11 +218,9 @@ impl JobSession for SessionService {
                 .map_err(|e| Status::invalid_argument(format!("setting {k}: {e}")))?;
         }
         let mut stmts = statements(&req, &ctx).map_err(status)?;
-        if append {
-            for s in &mut stmts {
-                if let Stmt::Plan(datafusion::logical_expr::LogicalPlan::Copy(copy)) = s {
-                    copy.options.insert(crate::commit::APPEND_OPTION.into(), "true".into());
-                }
+        for s in &mut stmts {
+            if let Stmt::Plan(datafusion::logical_expr::LogicalPlan::Copy(copy)) = s {
+                copy.options.extend(copy_options.iter().cloned());
             }
         }
         // A query whose client leaves is cancelled; a write runs to its end, as a write

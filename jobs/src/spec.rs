@@ -199,7 +199,9 @@ pub async fn check(spec: &JobSpec, nn: Arc<NamenodeClient>) -> Result<()> {
         let which = if n == 1 { String::new() } else { format!("statement {} of {n}: ", i + 1) };
         let plan = ctx.state().statement_to_plan(stmt).await.map_err(|e| JobError::Plan(format!("{which}{e}")))?;
         if let LogicalPlan::Copy(copy) = &plan {
-            let append = copy.options.get(crate::commit::APPEND_OPTION).is_some_and(|v| v.eq_ignore_ascii_case("true"));
+            let append = crate::commit::OPTIONS
+                .iter()
+                .any(|o| copy.options.get(*o).is_some_and(|v| v.eq_ignore_ascii_case("true")));
             if let Some((target, _)) = crate::commit::cluster_path(&copy.output_url).filter(|_| !append) {
                 crate::commit::check_place(&target, &copy.output_url)
                     .map_err(|e| JobError::Plan(format!("{which}{e}")))?;

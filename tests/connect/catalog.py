@@ -11,6 +11,7 @@ prints "ok" at the end, or fails with the first check that did not hold.
 import sys
 
 import pyarrow.dataset as ds
+from pyspark.errors import AnalysisException
 from pyspark.sql import SparkSession, functions as F
 
 from checking import check, fails
@@ -21,6 +22,19 @@ spark = SparkSession.builder.appName("catalog").getOrCreate()
 events = ds.dataset(local, format="parquet", partitioning="hive").to_table().to_pandas()
 per_day = {str(k): int(v) for k, v in events.groupby("day").size().items()}
 customers = events.customer_id.nunique()
+
+
+def job_fails(what, f):
+    """`f()` fails when its job runs (not at analysis)."""
+    try:
+        f()
+    except AssertionError:
+        raise
+    except AnalysisException as e:
+        raise AssertionError(f"{what}: refused at analysis, not when it ran: {e}")
+    except Exception:
+        return
+    raise AssertionError(f"{what}: no error")
 
 
 def rows(sql):
@@ -93,6 +107,17 @@ if phase == "create":
     check("a CSV without a header", spark.read.csv("s3://lake/ids-csv/").count(), 3)
     spark.range(3).write.option("header", "true").option("sep", ";").csv("s3://lake/ids-csv2/")
     check("a CSV with one", spark.read.option("header", "true").option("sep", ";").csv("s3://lake/ids-csv2/").columns, ["id"])
+    # An overwrite whose job fails (here: "abc" read as a bigint) leaves the table and the
+    # path as they were: the new output replaces the old only once it is complete.
+    spark.createDataFrame([("abc", "1")], "a string, b string").write.csv("s3://lake/bad-csv/")
+    bad = spark.read.schema("customer_id BIGINT, total BIGINT").csv("s3://lake/bad-csv/")
+    job_fails("an overwrite of a table by a failing job", lambda: bad.write.mode("overwrite").saveAsTable("totals"))
+    check("...leaves the table", spark.table("totals").count(), 9)
+    job_fails("an overwrite of a path by a failing job",
+              lambda: bad.select(F.col("customer_id").alias("id")).write.mode("overwrite").parquet("s3://lake/ids/"))
+    check("...leaves the path", spark.read.parquet("s3://lake/ids/").count(), 5)
+    spark.range(7).write.mode("overwrite").parquet("s3://lake/ids/")
+    check("an overwrite of a path", spark.read.parquet("s3://lake/ids/").count(), 7)
 
     # Partitioned, into another database; the partition column goes last.
     t.select("day", "customer_id", "purchase_amount").write.partitionBy("day").saveAsTable("sales.events_copy")
