@@ -141,9 +141,9 @@ pub(crate) struct Session {
     pub(crate) user: String,
     conf: Mutex<BTreeMap<String, String>>,
     pub(crate) views: Mutex<HashMap<String, LogicalPlan>>,
-    /// Each view's relation as the client sent it (protobuf), numbered in the order the
-    /// views were made: what the session's record keeps of them.
-    view_defs: Mutex<HashMap<String, (u64, Vec<u8>)>>,
+    /// Each view's relation as the client sent it (protobuf) and the database current
+    /// then, numbered in the order the views were made: what the record keeps of them.
+    view_defs: Mutex<HashMap<String, ViewDef>>,
     ops: Mutex<HashMap<String, Arc<Op>>>,
     /// The cluster as the user.
     pub(crate) nn: Arc<NamenodeClient>,
@@ -154,6 +154,14 @@ pub(crate) struct Session {
     pub(crate) database: Mutex<String>,
     /// When a request last named the session.
     last_used: Mutex<Instant>,
+}
+
+/// What a session's record keeps of a temp view.
+struct ViewDef {
+    /// Its place in the order the views were made.
+    n: u64,
+    relation: Vec<u8>,
+    database: String,
 }
 
 impl Session {
@@ -180,9 +188,10 @@ impl Session {
         use prost::Message;
         let key = name.to_lowercase();
         self.views.lock().expect("views").insert(key.clone(), plan);
+        let db = self.database.lock().expect("database").clone();
         let mut defs = self.view_defs.lock().expect("view defs");
-        let next = defs.values().map(|(n, _)| *n).max().unwrap_or(0) + 1;
-        defs.insert(key, (next, relation.encode_to_vec()));
+        let n = defs.values().map(|d| d.n).max().unwrap_or(0) + 1;
+        defs.insert(key, ViewDef { n, relation: relation.encode_to_vec(), database: db });
     }
 
     /// Drops the temp view `name`; whether there was one.
@@ -199,7 +208,7 @@ impl Session {
             .lock()
             .expect("view defs")
             .iter()
-            .map(|(name, (n, rel))| (*n, StoredView::new(name, rel)))
+            .map(|(name, d)| (d.n, StoredView::new(name, &d.relation, &d.database)))
             .collect();
         views.sort_by_key(|(n, _)| *n);
         SessionRecord {
@@ -505,8 +514,10 @@ impl Endpoint {
         Ok(winner)
     }
 
-    /// Plans a kept session's temp views again, in the order they were made (a view
-    /// that names a later one waits for it).
+    /// Plans a kept session's temp views again, in the order they were made, each in the
+    /// database current when it was made (a view that names a later one waits for it). A
+    /// view that no longer plans (its source is gone) is dropped, with a warning, rather
+    /// than the session.
     async fn restore_views(&self, s: &Session, r: &SessionRecord) -> Result<(), SparkError> {
         use prost::Message;
         let mut pending: Vec<&StoredView> = r.views.iter().collect();
@@ -516,6 +527,8 @@ impl Endpoint {
             for v in &pending {
                 let rel = sc::Relation::decode(v.relation()?.as_slice())
                     .map_err(|e| SparkError::internal(format!("the kept view {}: {e}", v.name)))?;
+                // The session is not shared yet: its database may change for a moment.
+                *s.database.lock().expect("database") = v.database.clone().unwrap_or_else(|| r.database.clone());
                 let ctx = self.context(s)?;
                 let home = home(&s.user);
                 match (Planner { ctx: &ctx, home: &home, nn: &s.nn }).relation(&rel).await {
@@ -529,13 +542,13 @@ impl Endpoint {
             if left.len() == pending.len() {
                 let names: Vec<&str> = left.iter().map(|v| v.name.as_str()).collect();
                 let why = last_err.map(|e| e.message).unwrap_or_default();
-                return Err(SparkError::internal(format!(
-                    "the session's temp views {} cannot be planned again: {why}",
-                    names.join(", ")
-                )));
+                tracing::warn!(user = %s.user, session = %s.id, views = %names.join(", "), error = %why,
+                    "temp views of a kept session no longer plan: dropped");
+                break;
             }
             pending = left;
         }
+        *s.database.lock().expect("database") = r.database.clone();
         Ok(())
     }
 

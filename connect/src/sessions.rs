@@ -35,16 +35,23 @@ pub struct SessionRecord {
     pub views: Vec<StoredView>,
 }
 
-/// A temp view: its name and the relation it was made of (protobuf, base64).
+/// A temp view: its name, the relation it was made of (protobuf, base64), and the
+/// database current when it was made (its unqualified names are that database's).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredView {
     pub name: String,
     pub relation: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
 }
 
 impl StoredView {
-    pub fn new(name: &str, relation: &[u8]) -> StoredView {
-        StoredView { name: name.into(), relation: base64::engine::general_purpose::STANDARD.encode(relation) }
+    pub fn new(name: &str, relation: &[u8], database: &str) -> StoredView {
+        StoredView {
+            name: name.into(),
+            relation: base64::engine::general_purpose::STANDARD.encode(relation),
+            database: Some(database.into()),
+        }
     }
 
     pub fn relation(&self) -> Result<Vec<u8>, SparkError> {

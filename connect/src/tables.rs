@@ -184,10 +184,9 @@ impl Endpoint {
                 let name = names("database", &name)?;
                 let mut e = DatabaseEntry::new(&name, &s.user);
                 e.comment = comment;
-                e.location = Some(match location {
-                    Some(l) => plan::resolve_path(&l, &home(&s.user))?,
-                    None => format!("tarn://{}/warehouse/{name}.db/", home(&s.user)),
-                });
+                // Without a LOCATION, each owner's managed tables go under their own
+                // warehouse (`/user/NAME/warehouse/DB.db/TABLE`).
+                e.location = location.map(|l| plan::resolve_path(&l, &home(&s.user))).transpose()?;
                 cat.create_database(&e, if_not_exists).await.map_err(catalog_error)?;
                 Ok(no_rows())
             }
@@ -374,6 +373,8 @@ impl Endpoint {
         if s.catalog.database(&db).await.map_err(catalog_error)?.is_none() {
             return Err(catalog_error(CatalogError::NoDatabase(db)));
         }
+        // The old table of OR REPLACE stays, data and entry, until the new one is made.
+        let mut replacing = None;
         if let Some(old) = s.catalog.table(&db, &table).await.map_err(catalog_error)? {
             if c.if_not_exists {
                 return Ok(());
@@ -381,14 +382,28 @@ impl Endpoint {
             if !c.or_replace {
                 return Err(exists(&format!("`spark_catalog`.`{db}`.`{table}`")));
             }
-            s.catalog.drop_table(&db, &table).await.map_err(catalog_error)?;
-            self.remove_data(s, &old).await?;
+            replacing = Some(old);
+        }
+        // `OPTIONS (path '...')` names the location too, as in Spark.
+        let mut c = c;
+        let path_option = c.options.keys().find(|k| k.eq_ignore_ascii_case("path")).cloned();
+        if let Some(k) = path_option {
+            let p = c.options.remove(&k).unwrap_or_default();
+            c.location.get_or_insert(p);
+        }
+        if c.external && c.location.is_none() {
+            return Err(SparkError::analysis(
+                "INVALID_CATALOG_REQUEST",
+                "CREATE EXTERNAL TABLE must name its LOCATION",
+            ));
         }
         let managed = c.location.is_none();
         let location = match &c.location {
             Some(l) => dir_url(l, &s.user)?,
             None => self.managed_location(s, &db, &table).await?,
         };
+        // Rows that replace the table's own go over them once complete.
+        let same_place = replacing.as_ref().is_some_and(|o| o.location == location);
         let (dir, _) = tarn_jobs::commit::cluster_path(&location)
             .ok_or_else(|| SparkError::unsupported(format!("tables outside the cluster ({location})")))?;
         let has_data = match s.nn.list_dir(&dir, "", 1).await {
@@ -400,7 +415,7 @@ impl Endpoint {
             if c.columns.is_some() {
                 return Err(SparkError::parse("a table's columns cannot be given with AS query"));
             }
-            if has_data {
+            if has_data && !same_place {
                 return Err(location_exists(&location));
             }
             let rel = sql_relation(query.clone());
@@ -410,13 +425,17 @@ impl Endpoint {
                 options: c.options.clone().into_iter().collect(),
                 partitioning_columns: c.partitioned_by.clone(),
                 save_type: Some(sc::write_operation::SaveType::Path(location.clone())),
-                mode: sc::write_operation::SaveMode::ErrorIfExists as i32,
+                mode: if same_place {
+                    sc::write_operation::SaveMode::Overwrite
+                } else {
+                    sc::write_operation::SaveMode::ErrorIfExists
+                } as i32,
                 ..Default::default()
             };
             let written = self.write_path(r, &w, &location).await?;
             partitions_last(&written, &c.partitioned_by)?
         } else if let Some(cols) = &c.columns {
-            if managed && has_data {
+            if managed && has_data && !same_place {
                 return Err(location_exists(&location));
             }
             let mut fields = Vec::new();
@@ -431,6 +450,11 @@ impl Endpoint {
             }
             schema
         } else {
+            // A managed table's place holds only what the table wrote: files already there
+            // are not taken over (DROP TABLE would delete them).
+            if managed && has_data && !same_place {
+                return Err(location_exists(&location));
+            }
             if !has_data {
                 return Err(SparkError::analysis_with(
                     "UNABLE_TO_INFER_SCHEMA",
@@ -457,6 +481,13 @@ impl Endpoint {
             .map_err(catalog_error)?;
         e.options = c.options.clone();
         e.comment = c.comment.clone();
+        if let Some(old) = replacing {
+            s.catalog.replace_table(&e).await.map_err(catalog_error)?;
+            if old.location != e.location {
+                self.remove_data(s, &old).await?;
+            }
+            return Ok(());
+        }
         if let Err(err) = s.catalog.create_table(&e, c.if_not_exists).await {
             if c.query.is_some() {
                 // The rows just written belong to no table.

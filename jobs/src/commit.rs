@@ -17,9 +17,11 @@
 //! one by one (partition directories kept), so a reader sees each file whole, but may see
 //! some of an append before the rest (as with Hadoop's committers). With
 //! [`REPLACE_OPTION`] (Spark's `mode("overwrite")`) the output replaces what is at its
-//! target, only once it is complete: the old output is moved aside and the new one
-//! renamed into its place, then the old one deleted. A job that fails leaves the old
-//! output as it was; a reader may find no output between the two renames.
+//! target, only once it is complete: the old output is moved aside (beside the target,
+//! `TARGET.tarn-replaced-TAG`, out of reach of the job's cleanup) and the new one renamed
+//! into its place, then the old one deleted. A job that fails leaves the old output as
+//! it was (a master that dies between the renames leaves it aside, not deleted); a
+//! reader may find no output between the two renames.
 //!
 //! Only outputs in the cluster's store (`tarn://`, `s3://`) are committed this way;
 //! other schemes are written in place.
@@ -216,7 +218,7 @@ pub async fn publish(nn: &Arc<NamenodeClient>, o: &Output) -> Result<()> {
         if o.replace {
             // The old output goes aside (one rename), to be deleted once the new one is
             // in its place, or put back if it cannot be.
-            let to = format!("{}.replaced", o.staged);
+            let to = format!("{}.tarn-replaced-{}", o.target, o.tag.replace('/', "-"));
             let absent = RenameOptions { dst_must_be_absent: true, ..Default::default() };
             nn.rename(&o.target, &to, &absent)
                 .await

@@ -133,6 +133,19 @@ if phase == "create":
     spark.sql("CREATE TABLE sales.big AS SELECT customer_id, sum(purchase_amount) AS total "
               "FROM sales.events GROUP BY customer_id")
     check("CTAS", rows("SELECT count(*) FROM sales.big"), [(customers,)])
+    # OR REPLACE keeps the old table until the new one is made.
+    bad.createOrReplaceTempView("bad")
+    job_fails("CREATE OR REPLACE TABLE ... AS by a failing job",
+              lambda: spark.sql("CREATE OR REPLACE TABLE sales.big AS SELECT * FROM bad"))
+    spark.catalog.dropTempView("bad")
+    check("...leaves the table", rows("SELECT count(*) FROM sales.big"), [(customers,)])
+    spark.sql("CREATE OR REPLACE TABLE sales.big AS SELECT customer_id, count(*) AS n FROM sales.events GROUP BY customer_id")
+    check("CREATE OR REPLACE TABLE ... AS", (spark.table("sales.big").columns, spark.table("sales.big").count()),
+          (["customer_id", "n"], customers))
+    # Files already at a managed table's place are not taken over.
+    spark.range(2).write.parquet("/user/admin/warehouse/squatter")
+    fails("a managed table over files it did not write", "LOCATION_ALREADY_EXISTS",
+          lambda: spark.sql("CREATE TABLE squatter USING parquet"))
     spark.sql("CREATE TABLE sales.empty (id BIGINT NOT NULL, price DECIMAL(10, 2), at DATE) USING parquet")
     check("an empty table", spark.table("sales.empty").count(), 0)
     check("its types", [(c.name, c.dataType, c.isPartition) for c in spark.catalog.listColumns("sales.empty")],

@@ -153,6 +153,26 @@ pub fn config_file(role: Role, name: &str) -> PathBuf {
     path
 }
 
+/// A Spark Connect endpoint's configuration for `cl` on `listen`: `key`'s token (the
+/// admin's), the gateway's certificate, sessions of `size`.
+pub fn connect_config(
+    cl: &Cluster,
+    key: &tarn_gateway::AccessKey,
+    size: tarn_connect::SessionSize,
+    listen: &str,
+) -> tarn_connect::ConnectConfig {
+    let tls = pki().paths(Role::Gateway, "gw");
+    tarn_connect::ConnectConfig {
+        listen: listen.into(),
+        namenodes: cl.addrs.clone(),
+        resource_managers: cl.rm_addrs.clone(),
+        tls: Some(tarn_gateway::TlsFiles { cert: tls.cert.clone(), key: tls.key.clone() }),
+        access_keys: vec![key.clone()],
+        session: size,
+        ..Default::default()
+    }
+}
+
 /// `len` pseudo-random, incompressible bytes (xorshift from `seed`), for benchmarks.
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ seed;

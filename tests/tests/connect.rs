@@ -69,16 +69,9 @@ async fn endpoint_at(
     listen: &str,
 ) -> (tarn_connect::ConnectHandle, [(&'static str, String); 2]) {
     let tls = pki().paths(Role::Gateway, "gw");
-    let files = tarn_gateway::TlsFiles { cert: tls.cert.clone(), key: tls.key.clone() };
     let cfg = tarn_connect::ConnectConfig {
-        listen: listen.into(),
-        namenodes: cl.addrs.clone(),
-        resource_managers: cl.rm_addrs.clone(),
-        tls: Some(files),
-        access_keys: vec![key.clone()],
-        session: size,
         detached_operation_timeout_s: 5,
-        ..Default::default()
+        ..tarn_tests::connect_config(cl, key, size, listen)
     };
     let connect = tarn_connect::start(cfg, pki().transport(Role::Gateway, "gw")).await.unwrap();
     let remote = connect.remote("localhost", &format!("{}:{}", key.access_key, key.secret_key));
@@ -219,9 +212,18 @@ async fn a_worker_killed_during_a_query_costs_the_client_nothing() {
         .arg("s3://tpch")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+    // The client's errors, for the failure message.
+    let mut stderr = child.stderr.take().unwrap();
+    let errors = tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
     let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let told = tokio::time::timeout(Duration::from_secs(300), async {
         while let Some(l) = lines.next_line().await.unwrap() {
@@ -255,7 +257,8 @@ async fn a_worker_killed_during_a_query_costs_the_client_nothing() {
     })
     .await
     .expect("the query's end within 300 s");
-    assert!(rest.success(), "the query failed after the loss: {got:?}");
+    let errors = errors.await.unwrap();
+    assert!(rest.success(), "the query failed after the loss: {got:?}\n{errors}");
     assert_eq!(got, want, "the rows after the loss");
     // The session application counted the executor it lost.
     let (nn, dir) = (cl.client(), tarn_jobs::job_dir("admin", &session.app_id));
@@ -345,23 +348,16 @@ async fn a_session_continues_on_another_endpoint_after_a_sigkill() {
         security: tarn_security::SecurityConfig,
         connect: tarn_connect::ConnectConfig,
     }
+    let size = tarn_connect::SessionSize {
+        min_executors: 1,
+        max_executors: 1,
+        memory_mib: 768,
+        master_memory_mib: 512,
+        ..Default::default()
+    };
     let file = File {
         security: pki().security(Role::Gateway, "gw"),
-        connect: tarn_connect::ConnectConfig {
-            listen: "127.0.0.1:0".into(),
-            namenodes: cl.addrs.clone(),
-            resource_managers: cl.rm_addrs.clone(),
-            tls: Some(tarn_gateway::TlsFiles { cert: tls.cert.clone(), key: tls.key.clone() }),
-            access_keys: vec![key.clone()],
-            session: tarn_connect::SessionSize {
-                min_executors: 1,
-                max_executors: 1,
-                memory_mib: 768,
-                master_memory_mib: 512,
-                ..Default::default()
-            },
-            ..Default::default()
-        },
+        connect: tarn_tests::connect_config(&cl, &key, size, "127.0.0.1:0"),
     };
     let config = dir.path().join("master.toml");
     std::fs::write(&config, toml::to_string(&file).unwrap()).unwrap();

@@ -136,22 +136,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let key = tarn_gateway::AccessKey::generate();
     let tls = pki().paths(Role::Gateway, "gw");
-    let cfg = tarn_connect::ConnectConfig {
-        listen: "127.0.0.1:0".into(),
-        namenodes: cl.addrs.clone(),
-        resource_managers: cl.rm_addrs.clone(),
-        tls: Some(tarn_gateway::TlsFiles { cert: tls.cert.clone(), key: tls.key.clone() }),
-        access_keys: vec![key.clone()],
-        session: tarn_connect::SessionSize {
-            min_executors: 1,
-            max_executors: 1,
-            vcores: args.vcores,
-            memory_mib: args.memory_mib,
-            master_memory_mib: 1024,
-            ..Default::default()
-        },
+    let size = tarn_connect::SessionSize {
+        min_executors: 1,
+        max_executors: 1,
+        vcores: args.vcores,
+        memory_mib: args.memory_mib,
+        master_memory_mib: 1024,
         ..Default::default()
     };
+    let cfg = tarn_tests::connect_config(&cl, &key, size, "127.0.0.1:0");
     let connect = tarn_connect::start(cfg, pki().transport(Role::Gateway, "gw")).await?;
     let remote = connect.remote("localhost", &format!("{}:{}", key.access_key, key.secret_key));
     let env = [("SPARK_REMOTE", remote), ("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", tls.ca.display().to_string())];
