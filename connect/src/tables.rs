@@ -164,6 +164,24 @@ impl Endpoint {
         })
     }
 
+    /// Checks that a table of `provider` may be made as `db.table` (the format is one a
+    /// table may have, the database exists); the table already there, if any.
+    async fn new_table_place(
+        &self,
+        s: &Session,
+        provider: &str,
+        db: &str,
+        table: &str,
+    ) -> Result<Option<TableEntry>, SparkError> {
+        if !catalog::PROVIDERS.contains(&provider) {
+            return Err(SparkError::unsupported(format!("tables of format {provider} (parquet, csv or json)")));
+        }
+        if s.catalog.database(db).await.map_err(catalog_error)?.is_none() {
+            return Err(catalog_error(CatalogError::NoDatabase(db.into())));
+        }
+        s.catalog.table(db, table).await.map_err(catalog_error)
+    }
+
     /// Removes a dropped managed table's data.
     async fn remove_data(&self, s: &Session, e: &TableEntry) -> Result<(), SparkError> {
         if !e.managed {
@@ -367,15 +385,9 @@ impl Endpoint {
         let db = Self::database_of(s, &name)?;
         let table = names("table", &name.name)?;
         let provider = c.provider.clone().unwrap_or_else(|| "parquet".into());
-        if !catalog::PROVIDERS.contains(&provider.as_str()) {
-            return Err(SparkError::unsupported(format!("tables USING {provider} (parquet, csv or json)")));
-        }
-        if s.catalog.database(&db).await.map_err(catalog_error)?.is_none() {
-            return Err(catalog_error(CatalogError::NoDatabase(db)));
-        }
         // The old table of OR REPLACE stays, data and entry, until the new one is made.
         let mut replacing = None;
-        if let Some(old) = s.catalog.table(&db, &table).await.map_err(catalog_error)? {
+        if let Some(old) = self.new_table_place(s, &provider, &db, &table).await? {
             if c.if_not_exists {
                 return Ok(());
             }
@@ -582,14 +594,8 @@ impl Endpoint {
             return self.write_into_table(r, w, &e, false, mode == SaveMode::Overwrite).await;
         }
         let provider = w.source.clone().unwrap_or_else(|| "parquet".into()).to_ascii_lowercase();
-        if !catalog::PROVIDERS.contains(&provider.as_str()) {
-            return Err(SparkError::unsupported(format!("tables of format {provider} (parquet, csv or json)")));
-        }
-        if s.catalog.database(&db).await.map_err(catalog_error)?.is_none() {
-            return Err(catalog_error(CatalogError::NoDatabase(db)));
-        }
         let mut replacing = None;
-        if let Some(old) = s.catalog.table(&db, &table).await.map_err(catalog_error)? {
+        if let Some(old) = self.new_table_place(s, &provider, &db, &table).await? {
             match mode {
                 SaveMode::Unspecified | SaveMode::ErrorIfExists => {
                     return Err(exists(&format!("`spark_catalog`.`{db}`.`{table}`")))
