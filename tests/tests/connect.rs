@@ -34,6 +34,17 @@ async fn python(args: &[&str], env: &[(&str, String)], secs: u64) -> String {
     out
 }
 
+/// A cluster (one datanode, two workers) whose admin bucket `my-bucket` holds `files`
+/// purchases files of `rows` rows under `customer-data/`; the key clients use.
+async fn shop(files: usize, rows: usize) -> (Cluster, tarn_gateway::AccessKey) {
+    let cl = Cluster::builder().datanodes(1).workers(2, 0).start().await;
+    bucket(&cl, "my-bucket", "admin").await;
+    for (i, f) in purchases(files, rows).iter().enumerate() {
+        put_as(&cl, "admin", &format!("/my-bucket/customer-data/part-{i}.parquet"), f).await;
+    }
+    (cl, tarn_gateway::AccessKey::generate())
+}
+
 /// A Spark Connect endpoint on `cl` taking `key`'s token (the admin's), with the gateway's
 /// certificate; the environment a client needs (SPARK_REMOTE, the CA).
 async fn endpoint(
@@ -280,12 +291,7 @@ async fn a_worker_killed_during_a_query_costs_the_client_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_outlives_a_restart_of_its_endpoint() {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-    let cl = Cluster::builder().datanodes(1).workers(2, 0).start().await;
-    let key = tarn_gateway::AccessKey::generate();
-    bucket(&cl, "my-bucket", "admin").await;
-    for (i, f) in purchases(2, 1_000).iter().enumerate() {
-        put_as(&cl, "admin", &format!("/my-bucket/customer-data/part-{i}.parquet"), f).await;
-    }
+    let (cl, key) = shop(2, 1_000).await;
     let size = tarn_connect::SessionSize {
         min_executors: 1,
         max_executors: 1,
@@ -335,12 +341,7 @@ async fn a_session_outlives_a_restart_of_its_endpoint() {
 /// string) after the first is SIGKILLed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_continues_on_another_endpoint_after_a_sigkill() {
-    let cl = Cluster::builder().datanodes(1).workers(2, 0).start().await;
-    let key = tarn_gateway::AccessKey::generate();
-    bucket(&cl, "my-bucket", "admin").await;
-    for (i, f) in purchases(2, 1_000).iter().enumerate() {
-        put_as(&cl, "admin", &format!("/my-bucket/customer-data/part-{i}.parquet"), f).await;
-    }
+    let (cl, key) = shop(2, 1_000).await;
     let dir = tempfile::tempdir().unwrap();
     let tls = pki().paths(Role::Gateway, "gw");
     #[derive(serde::Serialize)]
