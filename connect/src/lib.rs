@@ -19,6 +19,7 @@ mod relations;
 mod service;
 pub mod sessions;
 mod show;
+mod sql;
 mod tables;
 pub mod types;
 

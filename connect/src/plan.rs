@@ -108,29 +108,17 @@ impl<'a> Planner<'a> {
                     {
                         return Err(SparkError::unsupported("parameters of spark.sql"));
                     }
-                    // Queries only: a statement would run here, in the endpoint, on a
-                    // context thrown away after the request.
-                    use datafusion::sql::parser::{DFParser, Statement as Df};
-                    use datafusion::sql::sqlparser::ast::Statement as Sql;
-                    let stmts = DFParser::parse_sql(&q.query).map_err(|e| SparkError::parse(e.to_string()))?;
-                    match stmts.iter().collect::<Vec<_>>().as_slice() {
-                        [Df::Statement(s)] if matches!(**s, Sql::Query(_)) => {}
-                        [_] => {
-                            let first = q.query.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
-                            return Err(SparkError::unsupported(format!(
-                                "SQL statements other than queries ({first} ...)"
-                            )));
+                    // Spark SQL, planned as the DataFrame path plans (see `sql`); what
+                    // that does not translate, DataFusion's SQL planner with its checks.
+                    let query = crate::sql::parse_query(&q.query)?;
+                    match self.spark_sql(&query).await {
+                        Ok(plan) => Ok(plan),
+                        Err(crate::sql::SqlError::Spark(e)) => Err(e),
+                        Err(crate::sql::SqlError::Untranslated(what)) => {
+                            tracing::debug!(%what, "spark.sql: planned by DataFusion's SQL planner");
+                            self.datafusion_sql(query).await
                         }
-                        _ => return Err(SparkError::unsupported("several SQL statements in one spark.sql")),
                     }
-                    let options = datafusion::execution::context::SQLOptions::new()
-                        .with_allow_ddl(false)
-                        .with_allow_dml(false)
-                        .with_allow_statements(false);
-                    let df = self.ctx.sql_with_options(&q.query, options).await.map_err(df_err)?;
-                    let plan = df.into_unoptimized_plan();
-                    check_sql_plan(&plan)?;
-                    Ok(plan)
                 }
                 RelType::Range(r) => self.range(r),
                 RelType::SubqueryAlias(a) => {
@@ -263,41 +251,7 @@ impl<'a> Planner<'a> {
         }
         let both = left.schema().join(right.schema()).map_err(df_err)?;
         if !j.using_columns.is_empty() {
-            // USING: each key once (the left's, the right's for a right join, either for
-            // a full one), then the other columns of the left, then the right's.
-            let mut on = Vec::new();
-            let mut keys = Vec::new();
-            for name in &j.using_columns {
-                let l = resolve(left.schema(), name)?;
-                let r = resolve(right.schema(), name)?;
-                on.push(Expr::Column(l.clone()).eq(Expr::Column(r.clone())));
-                keys.push((l, r));
-            }
-            let joined = LogicalPlanBuilder::from(left.clone())
-                .join_on(right.clone(), jt, on)
-                .and_then(|b| b.build())
-                .map_err(df_err)?;
-            if matches!(jt, J::LeftSemi | J::LeftAnti) {
-                return Ok(joined);
-            }
-            let mut out = Vec::new();
-            for (l, r) in &keys {
-                let e = match jt {
-                    J::Right => Expr::Column(r.clone()),
-                    J::Full => {
-                        datafusion::functions::expr_fn::coalesce(vec![Expr::Column(l.clone()), Expr::Column(r.clone())])
-                    }
-                    _ => Expr::Column(l.clone()),
-                };
-                out.push(e.alias(l.name.clone()));
-            }
-            out.extend(
-                left.schema().columns().into_iter().filter(|c| !keys.iter().any(|(l, _)| l == c)).map(Expr::Column),
-            );
-            out.extend(
-                right.schema().columns().into_iter().filter(|c| !keys.iter().any(|(_, r)| r == c)).map(Expr::Column),
-            );
-            return LogicalPlanBuilder::from(joined).project(out).and_then(|b| b.build()).map_err(df_err);
+            return join_using(left, right, jt, &j.using_columns);
         }
         let b = LogicalPlanBuilder::from(left);
         let built = match &j.join_condition {
@@ -344,6 +298,25 @@ impl<'a> Planner<'a> {
             SetOpType::Except => LogicalPlanBuilder::except(left, right, false).map_err(df_err),
             SetOpType::Unspecified => Err(SparkError::invalid("a set operation without a type")),
         }
+    }
+
+    /// A query planned by DataFusion's SQL planner, refused where its meaning would not
+    /// be Spark's ([`check_sql_plan`]). Queries only: a statement would run here, in the
+    /// endpoint, on a context thrown away after the request.
+    async fn datafusion_sql(&self, query: datafusion::sql::sqlparser::ast::Query) -> Result<LogicalPlan, SparkError> {
+        use datafusion::sql::parser::Statement as Df;
+        use datafusion::sql::sqlparser::ast::Statement as Sql;
+        let state = self.ctx.state();
+        let plan =
+            state.statement_to_plan(Df::Statement(Box::new(Sql::Query(Box::new(query))))).await.map_err(df_err)?;
+        datafusion::execution::context::SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false)
+            .verify_plan(&plan)
+            .map_err(df_err)?;
+        check_sql_plan(&plan)?;
+        decorrelate(plan, &state)
     }
 
     async fn input(&self, input: &Option<Box<sc::Relation>>) -> Result<LogicalPlan, SparkError> {
@@ -528,6 +501,15 @@ impl<'a> Planner<'a> {
             if let Some(ExprType::UnresolvedStar(s)) = &x.expr_type {
                 out.extend(star(&schema, s)?);
                 continue;
+            }
+            // selectExpr("*") and selectExpr("t.*").
+            if let Some(ExprType::ExpressionString(e)) = &x.expr_type {
+                let t = e.expression.trim();
+                if t == "*" || t.ends_with(".*") {
+                    let target = (t != "*").then(|| t.to_string());
+                    out.extend(star(&schema, &ex::UnresolvedStar { unparsed_target: target, plan_id: None })?);
+                    continue;
+                }
             }
             let (e, name) = self.expr(x, &schema)?;
             out.push(named(e, &name));
@@ -728,11 +710,16 @@ impl<'a> Planner<'a> {
             }
             ExprType::UnresolvedFunction(f) => self.function(f, schema),
             ExprType::Window(w) => self.window(w, schema),
-            ExprType::ExpressionString(s) => {
-                let e = self.ctx.parse_sql_expr(&s.expression, schema).map_err(df_err)?;
-                check_sql_expr(&e, schema)?;
-                Ok((e, s.expression.clone()))
-            }
+            ExprType::ExpressionString(s) => match self.sql_expression(&s.expression, schema) {
+                Ok(named) => Ok(named),
+                Err(crate::sql::SqlError::Spark(e)) => Err(e),
+                Err(crate::sql::SqlError::Untranslated(what)) => {
+                    tracing::debug!(%what, "expression string: planned by DataFusion's SQL planner");
+                    let e = self.ctx.parse_sql_expr(&s.expression, schema).map_err(df_err)?;
+                    check_sql_expr(&e, schema)?;
+                    Ok((e, s.expression.clone()))
+                }
+            },
             ExprType::UnresolvedStar(_) => Err(SparkError::unsupported("`*` outside a select or count")),
             ExprType::SortOrder(_) => Err(SparkError::invalid("a sort order outside a sort")),
             other => Err(SparkError::unsupported(format!("the expression {}", expression_name(other)))),
@@ -800,10 +787,16 @@ impl<'a> Planner<'a> {
             "<=" => return binary(Operator::LtEq, "<=", &mut args, &names),
             ">" => return binary(Operator::Gt, ">", &mut args, &names),
             ">=" => return binary(Operator::GtEq, ">=", &mut args, &names),
-            "+" => return binary(Operator::Plus, "+", &mut args, &names),
-            "-" if args.len() == 2 => return binary(Operator::Minus, "-", &mut args, &names),
-            "*" => return binary(Operator::Multiply, "*", &mut args, &names),
-            "%" => return binary(Operator::Modulo, "%", &mut args, &names),
+            "+" | "-" | "*" | "%" if args.len() == 2 => {
+                decimal_literals(&mut args, schema)?;
+                let op = match fname.as_str() {
+                    "+" => Operator::Plus,
+                    "-" => Operator::Minus,
+                    "*" => Operator::Multiply,
+                    _ => Operator::Modulo,
+                };
+                return binary(op, &fname, &mut args, &names);
+            }
             "and" => return binary(Operator::And, "AND", &mut args, &names),
             "or" => return binary(Operator::Or, "OR", &mut args, &names),
             "/" => {
@@ -812,6 +805,7 @@ impl<'a> Planner<'a> {
                 if args.len() != 2 {
                     return Err(SparkError::invalid("/ needs two arguments"));
                 }
+                decimal_literals(&mut args, schema)?;
                 let mut decimal = false;
                 let mut float = false;
                 let mut types = Vec::new();
@@ -1150,6 +1144,31 @@ fn spark_decimal_divide(
     Ok((cast(q, DataType::Decimal128(precision as u8, scale as i8)), format!("({} / {})", names[0], names[1])))
 }
 
+/// Beside a decimal, an integer literal is the decimal of its own digits, as Spark
+/// types it (`amount / 3` is decimal(10,2) / decimal(1,0), giving decimal(16,6); an int
+/// column would be a decimal(10,0)).
+fn decimal_literals(args: &mut [Expr], schema: &DFSchema) -> Result<(), SparkError> {
+    let mut decimal = false;
+    for a in args.iter() {
+        decimal |= matches!(a.get_type(schema).map_err(df_err)?, DataType::Decimal128(..));
+    }
+    if !decimal {
+        return Ok(());
+    }
+    for a in args.iter_mut() {
+        let v = match a {
+            Expr::Literal(ScalarValue::Int8(Some(v)), _) => *v as i64,
+            Expr::Literal(ScalarValue::Int16(Some(v)), _) => *v as i64,
+            Expr::Literal(ScalarValue::Int32(Some(v)), _) => *v as i64,
+            Expr::Literal(ScalarValue::Int64(Some(v)), _) => *v,
+            _ => continue,
+        };
+        let digits = v.unsigned_abs().checked_ilog10().map_or(1, |d| d + 1) as u8;
+        *a = lit(ScalarValue::Decimal128(Some(v as i128), digits, 0));
+    }
+    Ok(())
+}
+
 /// An integer literal's value.
 fn literal_i64(e: &sc::Expression) -> Option<i64> {
     match e.expr_type.as_ref()? {
@@ -1165,7 +1184,7 @@ fn literal_i64(e: &sc::Expression) -> Option<i64> {
 
 /// A projection of `exprs` over `input`; window functions among them are computed by a
 /// window node below it first (as DataFusion's SQL planner does).
-fn project_with_windows(input: LogicalPlan, exprs: Vec<Expr>) -> Result<LogicalPlan, SparkError> {
+pub(crate) fn project_with_windows(input: LogicalPlan, exprs: Vec<Expr>) -> Result<LogicalPlan, SparkError> {
     use datafusion::common::tree_node::{Transformed, TreeNode};
     let windows = datafusion::logical_expr::utils::find_window_exprs(&exprs);
     if windows.is_empty() {
@@ -1192,6 +1211,44 @@ fn project_with_windows(input: LogicalPlan, exprs: Vec<Expr>) -> Result<LogicalP
         .collect::<Result<Vec<_>, _>>()
         .map_err(df_err)?;
     LogicalPlanBuilder::from(windowed).project(exprs).and_then(|b| b.build()).map_err(df_err)
+}
+
+/// A join `USING (names)`: each key once (the left's, the right's for a right join,
+/// either for a full one), then the other columns of the left, then the right's.
+pub(crate) fn join_using(
+    left: LogicalPlan,
+    right: LogicalPlan,
+    jt: datafusion::common::JoinType,
+    names: &[String],
+) -> Result<LogicalPlan, SparkError> {
+    use datafusion::common::JoinType as J;
+    let mut on = Vec::new();
+    let mut keys = Vec::new();
+    for name in names {
+        let l = resolve(left.schema(), name)?;
+        let r = resolve(right.schema(), name)?;
+        on.push(Expr::Column(l.clone()).eq(Expr::Column(r.clone())));
+        keys.push((l, r));
+    }
+    let joined = LogicalPlanBuilder::from(left.clone())
+        .join_on(right.clone(), jt, on)
+        .and_then(|b| b.build())
+        .map_err(df_err)?;
+    if matches!(jt, J::LeftSemi | J::LeftAnti) {
+        return Ok(joined);
+    }
+    let mut out = Vec::new();
+    for (l, r) in &keys {
+        let e = match jt {
+            J::Right => Expr::Column(r.clone()),
+            J::Full => datafusion::functions::expr_fn::coalesce(vec![Expr::Column(l.clone()), Expr::Column(r.clone())]),
+            _ => Expr::Column(l.clone()),
+        };
+        out.push(e.alias(l.name.clone()));
+    }
+    out.extend(left.schema().columns().into_iter().filter(|c| !keys.iter().any(|(l, _)| l == c)).map(Expr::Column));
+    out.extend(right.schema().columns().into_iter().filter(|c| !keys.iter().any(|(_, r)| r == c)).map(Expr::Column));
+    LogicalPlanBuilder::from(joined).project(out).and_then(|b| b.build()).map_err(df_err)
 }
 
 /// The qualifier of a join side made from the relation of plan id `id`.
@@ -1304,6 +1361,21 @@ fn json_or_ddl_schema(s: &str) -> Result<datafusion::arrow::datatypes::Schema, S
     Ok(Schema::new(out))
 }
 
+/// `plan` with its subqueries (IN, EXISTS, scalar) made joins, as DataFusion's optimizer
+/// makes them: a subquery expression does not travel to Ballista's scheduler.
+fn decorrelate(
+    plan: LogicalPlan,
+    state: &datafusion::execution::session_state::SessionState,
+) -> Result<LogicalPlan, SparkError> {
+    use datafusion::optimizer::decorrelate_predicate_subquery::DecorrelatePredicateSubquery;
+    use datafusion::optimizer::scalar_subquery_to_join::ScalarSubqueryToJoin;
+    use datafusion::optimizer::{Analyzer, Optimizer, OptimizerContext};
+    let analyzed = Analyzer::new().execute_and_check(plan, state.config_options(), |_, _| {}).map_err(df_err)?;
+    let rules: Vec<Arc<dyn datafusion::optimizer::OptimizerRule + Send + Sync>> =
+        vec![Arc::new(DecorrelatePredicateSubquery::new()), Arc::new(ScalarSubqueryToJoin::new())];
+    Optimizer::with_rules(rules).optimize(analyzed, &OptimizerContext::new(), |_, _| {}).map_err(df_err)
+}
+
 /// Aggregates whose results are Spark's.
 const SAME_AGGREGATES: &[&str] = &["sum", "count", "avg", "min", "max"];
 
@@ -1387,7 +1459,7 @@ fn check_sql_expr(e: &Expr, schema: &DFSchema) -> Result<(), SparkError> {
 }
 
 /// `e` named `name` (a bare column keeps its own name).
-fn named(e: Expr, name: &str) -> Expr {
+pub(crate) fn named(e: Expr, name: &str) -> Expr {
     match &e {
         _ if name.is_empty() => e,
         Expr::Column(c) if c.name == name => e,
@@ -1397,7 +1469,7 @@ fn named(e: Expr, name: &str) -> Expr {
 }
 
 /// The columns of `*` (or `alias.*`).
-fn star(schema: &DFSchema, s: &ex::UnresolvedStar) -> Result<Vec<Expr>, SparkError> {
+pub(crate) fn star(schema: &DFSchema, s: &ex::UnresolvedStar) -> Result<Vec<Expr>, SparkError> {
     let target = s.unparsed_target.as_deref().map(|t| t.trim_end_matches(".*").trim_matches('`'));
     let cols: Vec<Expr> = schema
         .iter()

@@ -84,7 +84,18 @@ check("no rows as pandas", len(df.filter(F.col("customer_id") < 0).toPandas()), 
 
 # What Tarn does not compute as Spark does is refused, naming it.
 fails("a function whose meaning differs", "UNRESOLVED_ROUTINE", lambda: df.select(F.initcap("customer_id")).collect())
-fails("integer / in SQL", "UNSUPPORTED_FEATURE", lambda: spark.sql("SELECT customer_id / 2 AS h FROM tx").collect())
+check("/ in SQL divides in double too", spark.sql("SELECT customer_id / 2 AS h FROM tx WHERE customer_id = 7 LIMIT 1").collect()[0].h, 3.5)
+fails("a function Spark SQL lacks", "UNRESOLVED_ROUTINE", lambda: spark.sql("SELECT no_such_function(customer_id) FROM tx").collect())
+fails("a column neither grouped nor aggregated", "MISSING_AGGREGATION",
+      lambda: spark.sql("SELECT customer_id, purchase_amount FROM tx GROUP BY customer_id").collect())
+check("a subquery inside WHERE (left to DataFusion's SQL planner)",
+      spark.sql("SELECT count(*) AS n FROM tx WHERE customer_id IN (SELECT customer_id FROM tx WHERE customer_id < 10)").collect()[0].n,
+      int((local.customer_id < 10).sum()))
+check("a correlated EXISTS and a scalar subquery",
+      spark.sql("SELECT count(*) AS n FROM tx a WHERE EXISTS (SELECT 1 FROM tx b WHERE b.customer_id = a.customer_id AND b.purchase_amount > 99000) "
+                "AND a.purchase_amount > (SELECT avg(purchase_amount) FROM tx) / 2").collect()[0].n,
+      int(local[local.customer_id.isin(local[local.purchase_amount > 99000].customer_id) & (local.purchase_amount > local.purchase_amount.mean() / 2)].shape[0]))
+fails("a syntax error", "PARSE_SYNTAX_ERROR", lambda: spark.sql("SELECT customer_id FROM tx WHERE").collect())
 fails("a statement in spark.sql", "UNSUPPORTED_FEATURE", lambda: spark.sql("INSERT INTO tx SELECT * FROM tx").collect())
 check("a catalog statement's rows", spark.sql("CREATE DATABASE IF NOT EXISTS default").collect(), [])
 fails("another time zone", "UNSUPPORTED_FEATURE", lambda: spark.conf.set("spark.sql.session.timeZone", "America/New_York"))
