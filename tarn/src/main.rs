@@ -269,6 +269,11 @@ struct InitArgs {
     /// Workers on task nodes (comma-separated hosts: compute only).
     #[arg(long, value_delimiter = ',')]
     task_workers: Vec<String>,
+    /// Spark Connect endpoints (comma-separated hosts, the masters): one configuration
+    /// each (`tarn connect --config connect-N.toml`), all taking the same admin token, so
+    /// a client moves between masters with its session.
+    #[arg(long, value_delimiter = ',')]
+    connect: Vec<String>,
     /// Replace existing configuration files (the CA and master key are kept).
     #[arg(long)]
     force: bool,
@@ -670,8 +675,30 @@ fn run_init(a: InitArgs) -> anyhow::Result<u8> {
         cfg.worker.validate()?;
         write(format!("worker-{}.toml", i + 1), &cfg)?;
     }
+    // One admin key for every endpoint: a session continues on another master.
+    let connect_key = tarn_gateway::AccessKey::generate();
+    for (i, host) in a.connect.iter().enumerate() {
+        // The endpoint acts for its users as the gateway does: a gateway identity.
+        let paths = issue(Role::Gateway, &format!("connect{}", i + 1), vec![host.clone()])?;
+        let mut cfg = base(paths.clone());
+        cfg.connect.listen = format!("0.0.0.0:{}", tarn_connect::DEFAULT_PORT);
+        cfg.connect.namenodes = a.namenodes.clone();
+        if !rms.is_empty() {
+            cfg.connect.resource_managers = rms.clone();
+        }
+        cfg.connect.tls = Some(tarn_gateway::TlsFiles { cert: paths.cert, key: paths.key });
+        cfg.connect.master_key_file = Some(master.clone());
+        cfg.connect.access_keys = vec![connect_key.clone()];
+        write(format!("connect-{}.toml", i + 1), &cfg)?;
+    }
     let admin = base(issue(Role::Admin, "admin", vec![])?);
     write("admin.toml".into(), &admin)?;
+    if let Some(host) = a.connect.first() {
+        let token = format!("{}:{}", connect_key.access_key, connect_key.secret_key);
+        let url = tarn_connect::remote_url(host, tarn_connect::DEFAULT_PORT, &token, true);
+        outln!("Spark Connect (as the admin): export SPARK_REMOTE=\"{url}\"")?;
+        outln!("                              export GRPC_DEFAULT_SSL_ROOTS_FILE_PATH={}", ca.cert_path().display())?;
+    }
     outln!("cluster CA: {} (its key ca-key.pem stays here; it issues new certificates)", ca.cert_path().display())?;
     outln!("start each namenode with: tarn namenode --config <file>; the lowest id forms the group")?;
     outln!("client commands: tarn fs --config {} ls /", dir.join("admin.toml").display())?;

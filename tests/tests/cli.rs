@@ -146,8 +146,13 @@ fn init_writes_one_config_and_certificate_per_node() {
     let conf_s = conf.to_str().unwrap();
     let nodes = "10.0.0.1:8020,10.0.0.2:8020,10.0.0.3:8020";
     let init = ["init", "--dir", conf_s, "--namenodes", nodes, "--datanodes", "dn1.example,dn2.example"];
-    let o = Command::new(tarn_bin()).args(init).args(["--gateways", "s3.example"]).output().unwrap();
+    let o = Command::new(tarn_bin())
+        .args(init)
+        .args(["--gateways", "s3.example", "--connect", "10.0.0.1,10.0.0.2"])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("export SPARK_REMOTE=\"sc://10.0.0.1:15002/;use_ssl=true;token="), "{}", text(&o));
     // One certificate per node from one CA; private keys readable by their owner only.
     let load = |file: &str| -> tarn_security::TlsPaths {
         let v: toml::Value = toml::from_str(&std::fs::read_to_string(conf.join(file)).unwrap()).unwrap();
@@ -157,6 +162,7 @@ fn init_writes_one_config_and_certificate_per_node() {
         ("namenode-2.toml", "namenode 2"),
         ("datanode-2.toml", "datanode dn2"),
         ("gateway-1.toml", "gateway gw1"),
+        ("connect-2.toml", "gateway connect2"),
         ("admin.toml", "admin admin"),
     ];
     for (file, who) in expect {
@@ -197,6 +203,18 @@ fn init_writes_one_config_and_certificate_per_node() {
             nn["initial_members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
         assert_eq!(members, ["1@10.0.0.1:8020", "2@10.0.0.2:8020", "3@10.0.0.3:8020"]);
     }
+    // Each master's endpoint: served on 15002 with its own certificate, the same token.
+    let connect = |i: usize| -> toml::Value {
+        let v: toml::Value =
+            toml::from_str(&std::fs::read_to_string(conf.join(format!("connect-{i}.toml"))).unwrap()).unwrap();
+        v["connect"].clone()
+    };
+    let (c1, c2) = (connect(1), connect(2));
+    assert_eq!(c1["listen"].as_str(), Some("0.0.0.0:15002"));
+    assert_eq!(c1["namenodes"].as_array().unwrap().len(), 3);
+    assert_ne!(c1["tls"]["cert"], c2["tls"]["cert"]);
+    assert_eq!(c1["access_keys"], c2["access_keys"]);
+    assert!(c1.get("insecure_dev").and_then(|v| v.as_bool()) != Some(true));
     // A second run refuses to overwrite without --force.
     let o = Command::new(tarn_bin()).args(init).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
