@@ -211,6 +211,10 @@ impl<'a> Planner<'a> {
                 RelType::FillNa(f) => crate::relations::fill_na(self.input(&f.input).await?, f),
                 RelType::DropNa(d) => crate::relations::drop_na(self.input(&d.input).await?, d),
                 RelType::Describe(d) => crate::relations::describe(self.input(&d.input).await?, &d.cols),
+                RelType::Sample(x) => {
+                    let hash = self.session_function(&format!("{}xxhash64", tarn_jobs::functions::PREFIX))?;
+                    crate::relations::sample(self.input(&x.input).await?, x, &hash)
+                }
                 RelType::ShowString(_) => Err(SparkError::invalid("show() is a result, not an input")),
                 other => Err(SparkError::unsupported(format!("the relation {}", relation_name(other)))),
             }
@@ -974,11 +978,34 @@ impl<'a> Planner<'a> {
                 cast(self.session_function(&round)?.call(args), DataType::Decimal128(precision, scale))
             }
             "round" => {
-                // datafusion-spark rounds a double's binary value (2.675 to 2.67); Spark
-                // rounds its decimal text half up (2.68).
-                return Err(SparkError::unsupported(
-                    "round of a floating-point number (cast it to a decimal first: Spark rounds its decimal text)",
-                ));
+                // Of a double: Spark rounds its decimal text half up (2.675 to 2.68);
+                // datafusion-spark its binary value (2.67). Tarn's function does Spark's.
+                let t = args.first().map(|a| a.get_type(schema)).transpose().map_err(df_err)?;
+                let d = match f.arguments.get(1) {
+                    None => 0,
+                    Some(a) => literal_i64(a)
+                        .filter(|d| (-38..=38).contains(d))
+                        .ok_or_else(|| SparkError::unsupported("round to other than a literal scale of -38 to 38"))?,
+                } as i32;
+                match t {
+                    Some(DataType::Float64 | DataType::Float32) => {
+                        let x = cast(args.swap_remove(0), DataType::Float64);
+                        let r = self.session_function(tarn_jobs::functions::ROUND_DOUBLE)?.call(vec![x, lit(d)]);
+                        if t == Some(DataType::Float32) {
+                            cast(r, DataType::Float32)
+                        } else {
+                            r
+                        }
+                    }
+                    // An integer has no places to lose.
+                    Some(t) if t.is_integer() && d >= 0 => args.swap_remove(0),
+                    other => {
+                        return Err(SparkError::unsupported(format!(
+                            "round of a {} to {d} places",
+                            other.map(|t| t.to_string()).unwrap_or_default()
+                        )))
+                    }
+                }
             }
             _ if spark_function(&fname).is_some() => {
                 self.session_function(&spark_function(&fname).expect("known"))?.call(args)

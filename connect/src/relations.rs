@@ -210,3 +210,48 @@ pub fn drop_duplicates(input: LogicalPlan, subset: &[String]) -> Result<LogicalP
     let all: Vec<Expr> = schema.columns().into_iter().map(Expr::Column).collect();
     LogicalPlanBuilder::from(input).distinct_on(keys, all, None).and_then(|b| b.build()).map_err(df_err)
 }
+
+/// `df.sample(fraction, seed)` and each part of `randomSplit`: the rows whose place in
+/// [0, 1), a hash of the seed and the row's values (Spark's xxhash64), falls in
+/// [`lower_bound`, `upper_bound`). The same data and seed give the same rows however the
+/// data is split among tasks, and `randomSplit`'s parts neither overlap nor miss a row.
+/// Unlike Spark's per-partition random draws, identical rows are kept or left together.
+pub fn sample(
+    input: LogicalPlan,
+    s: &sc::Sample,
+    hash: &datafusion::logical_expr::ScalarUDF,
+) -> Result<LogicalPlan, SparkError> {
+    if s.with_replacement.unwrap_or(false) {
+        return Err(SparkError::unsupported("sample with replacement"));
+    }
+    let (lo, hi) = (s.lower_bound, s.upper_bound);
+    if !(0.0..=1.0).contains(&lo) || !(0.0..=1.0).contains(&hi) || lo > hi {
+        return Err(SparkError::analysis(
+            "INVALID_SAMPLING_FRACTION",
+            format!("the sampling bounds [{lo}, {hi}) are not within [0, 1]"),
+        ));
+    }
+    let schema = input.schema().clone();
+    let mut args = vec![lit(s.seed.unwrap_or(0))];
+    for c in schema.columns() {
+        let t = schema.field_from_column(&c).map_err(df_err)?.data_type().clone();
+        let hashable = t.is_numeric()
+            || matches!(
+                t,
+                DataType::Boolean
+                    | DataType::Utf8
+                    | DataType::LargeUtf8
+                    | DataType::Utf8View
+                    | DataType::Binary
+                    | DataType::Date32
+                    | DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, _)
+            );
+        let e = Expr::Column(c);
+        args.push(if hashable { e } else { cast(e, DataType::Utf8) });
+    }
+    // The hash, a signed 64-bit integer, as a place in [0, 1).
+    let place = cast(hash.call(args), DataType::Float64) / lit(18_446_744_073_709_551_616.0f64) + lit(0.5f64);
+    // The top of [0, 1) rounds to 1.0 in a double: the last part keeps it.
+    let keep = if hi >= 1.0 { place.gt_eq(lit(lo)) } else { place.clone().gt_eq(lit(lo)).and(place.lt(lit(hi))) };
+    LogicalPlanBuilder::from(input).filter(keep).and_then(|b| b.build()).map_err(df_err)
+}

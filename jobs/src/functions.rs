@@ -16,14 +16,119 @@ use datafusion::common::Result;
 use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, Expr, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
 };
 
 /// The prefix of Spark's functions' names.
 pub const PREFIX: &str = "spark_";
 
-/// Spark's scalar functions, each named `spark_<its Spark name>`.
+/// Spark's scalar functions, each named `spark_<its Spark name>`, and Tarn's own where
+/// `datafusion-spark` computes otherwise than Spark ([`ROUND_DOUBLE`]).
 pub fn spark_functions() -> Vec<Arc<ScalarUDF>> {
-    datafusion_spark::all_default_scalar_functions().into_iter().map(|f| renamed(f, Vec::new())).collect()
+    let mut fs: Vec<Arc<ScalarUDF>> =
+        datafusion_spark::all_default_scalar_functions().into_iter().map(|f| renamed(f, Vec::new())).collect();
+    fs.push(Arc::new(ScalarUDF::new_from_impl(RoundDouble::new())));
+    fs
+}
+
+/// Spark's `round(x, d)` of a double (see [`round_double`]).
+pub const ROUND_DOUBLE: &str = "spark_round_double";
+
+/// Spark's `round` of a double: the double's shortest decimal text (what Java's
+/// `Double.toString` gives), rounded half up (away from zero) at `d` places, `d` below
+/// zero rounding to tens, hundreds, ..., and read back. So `round(2.675, 2)` is 2.68, as
+/// in Spark, where rounding the binary value (2.67499999...) gives 2.67.
+pub fn round_double(v: f64, d: i32) -> f64 {
+    if !v.is_finite() {
+        return v;
+    }
+    // Display never uses an exponent: "0.0000001", "12300000000000000000000".
+    let text = format!("{}", v.abs());
+    let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
+    let mut digits: Vec<u8> = int.bytes().chain(frac.bytes()).map(|b| b - b'0').collect();
+    let mut point = int.len() as i64;
+    let keep = point + d as i64;
+    if keep < 0 {
+        return 0.0;
+    }
+    let keep = keep as usize;
+    if keep >= digits.len() {
+        return v;
+    }
+    let up = digits[keep] >= 5;
+    digits.truncate(keep);
+    if up {
+        let mut i = digits.len();
+        loop {
+            if i == 0 {
+                digits.insert(0, 1);
+                point += 1;
+                break;
+            }
+            i -= 1;
+            if digits[i] == 9 {
+                digits[i] = 0;
+            } else {
+                digits[i] += 1;
+                break;
+            }
+        }
+    }
+    let point = point as usize;
+    let mut out = String::with_capacity(digits.len() + 2);
+    for i in 0..point.max(1) {
+        out.push(char::from(b'0' + digits.get(i).copied().unwrap_or(0)));
+    }
+    if digits.len() > point {
+        out.push('.');
+        out.extend(digits[point..].iter().map(|d| char::from(b'0' + d)));
+    }
+    let r: f64 = out.parse().unwrap_or(v.abs());
+    if r == 0.0 {
+        0.0
+    } else {
+        r.copysign(v)
+    }
+}
+
+/// [`round_double`] over a column of doubles and a scale.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct RoundDouble {
+    signature: Signature,
+}
+
+impl RoundDouble {
+    fn new() -> Self {
+        RoundDouble { signature: Signature::exact(vec![DataType::Float64, DataType::Int32], Volatility::Immutable) }
+    }
+}
+
+impl ScalarUDFImpl for RoundDouble {
+    fn name(&self) -> &str {
+        ROUND_DOUBLE
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Float64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        use datafusion::arrow::array::{Array, Float64Array};
+        use datafusion::common::cast::{as_float64_array, as_int32_array};
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let [xs, ds] = arrays.as_slice() else {
+            return datafusion::common::exec_err!("{ROUND_DOUBLE} takes a double and a scale");
+        };
+        let (xs, ds) = (as_float64_array(xs)?, as_int32_array(ds)?);
+        let out: Float64Array = (0..xs.len())
+            .map(|i| (xs.is_valid(i) && ds.is_valid(i)).then(|| round_double(xs.value(i), ds.value(i))))
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(out)))
+    }
 }
 
 /// Registers [`spark_functions`] in `state`.
@@ -113,11 +218,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn doubles_round_half_up_on_their_decimal_text() {
+        for (v, d, want) in [
+            (2.675, 2, 2.68),
+            (2.665, 2, 2.67),
+            (-2.675, 2, -2.68),
+            (1.005, 2, 1.01),
+            (0.5, 0, 1.0),
+            (-0.5, 0, -1.0),
+            (123.456, 0, 123.0),
+            (9.995, 2, 10.0),
+            (1234.5, -2, 1200.0),
+            (1250.0, -2, 1300.0),
+            (999.0, -3, 1000.0),
+            (4.0, -1, 0.0),
+            (1e-7, 2, 0.0),
+            (-0.001, 2, 0.0),
+            (12.0, 5, 12.0),
+            (1e22, 2, 1e22),
+        ] {
+            let got = round_double(v, d);
+            assert!(
+                got == want && got.is_sign_negative() == want.is_sign_negative(),
+                "round({v}, {d}) = {got}, not {want}"
+            );
+        }
+        assert!(round_double(f64::NAN, 1).is_nan());
+        assert_eq!(round_double(f64::INFINITY, 1), f64::INFINITY);
+    }
+
+    #[test]
     fn every_spark_function_has_the_prefix_and_no_namesake_is_replaced() {
         let fs = spark_functions();
         assert!(fs.len() > 50, "{} functions", fs.len());
         let names: Vec<&str> = fs.iter().map(|f| f.name()).collect();
         assert!(names.iter().all(|n| n.starts_with(PREFIX)), "{names:?}");
+        assert!(names.contains(&ROUND_DOUBLE), "{names:?}");
         assert!(names.contains(&"spark_substring") && names.contains(&"spark_concat"), "{names:?}");
         assert!(fs.iter().all(|f| f.aliases().is_empty()), "an alias would shadow DataFusion's own");
         let sub = spark_function("substring", &["substr"]).unwrap();

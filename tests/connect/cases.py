@@ -202,6 +202,8 @@ def cases(F, spark, base):
         "expr_strings": (o.filter("status = 'paid' AND qty > 2").selectExpr("order_id", "qty * 2 AS q2", "amount / qty", "amount * 2"), False),
         "expr_aggregate": (o.groupBy("status").agg(F.expr("avg(amount)"), F.expr("count(*) AS n")), False),
         "select_expr_star": (p.selectExpr("*", "age + 1 AS next").drop("joined", "born"), False),
+        "round_double": (p.select("id", F.round("score", 1).alias("r1"), F.round("score").alias("r0"), F.round(F.col("score") * 100, -1).alias("tens"), F.round("age", 1).alias("int")), False),
+        "sql_round_double": (spark.sql("SELECT status, round(avg(qty), 2) AS a, round(sum(qty) / 7, 3) AS s FROM orders GROUP BY status"), False),
         "window_count_max": (p.select("id", F.count("age").over(Window.partitionBy("city")).alias("n"), F.max("score").over(Window.partitionBy("city")).alias("m")), False),
     }
 

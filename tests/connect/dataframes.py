@@ -148,7 +148,20 @@ check("progress: every stage done at the end", all(s.done and s.num_completed_ta
 check("progress: the scan's bytes", sum(s.num_bytes_read for s in last) > 0, True)
 
 fails("tail of unordered rows", "UNSUPPORTED_FEATURE", lambda: df.tail(2))
-fails("round of a double (Spark rounds its decimal text)", "UNSUPPORTED_FEATURE", lambda: df.select(F.round(F.col("purchase_amount") / 3, 2)).collect())
+from decimal import ROUND_HALF_UP
+thirds = df.filter(F.col("customer_id") < 20).select("purchase_amount", F.round(F.col("purchase_amount") / 3, 2).alias("r")).collect()
+check("round of a double: half up on its decimal text, as Spark", [r.r for r in thirds],
+      [float(Decimal(repr(r.purchase_amount / 3)).quantize(Decimal("0.01"), ROUND_HALF_UP)) for r in thirds])
+# (PySpark's sample(0.3, seed=7) drops the keyword seed: fraction= makes it count.)
+some = df.sample(fraction=0.3, seed=7)
+kept = some.count()
+check("sample keeps about its fraction", abs(kept - 0.3 * len(local)) < 0.1 * len(local), True)
+check("the same seed, the same rows", sorted(map(tuple, some.collect())) == sorted(map(tuple, df.sample(fraction=0.3, seed=7).collect())), True)
+check("another seed, other rows", sorted(map(tuple, some.collect())) == sorted(map(tuple, df.sample(fraction=0.3, seed=8).collect())), False)
+halves = df.randomSplit([0.5, 0.5], seed=3)
+check("randomSplit's parts hold every row once", halves[0].count() + halves[1].count(), len(local))
+fails("sample with replacement", "UNSUPPORTED_FEATURE", lambda: df.sample(True, 0.5, seed=1).collect())
+check("round(2.675, 2) is 2.68", spark.sql("SELECT round(CAST(2.675 AS DOUBLE), 2) AS r").collect()[0].r, 2.68)
 fails("a Spark function Tarn lacks", "UNRESOLVED_ROUTINE", lambda: df.select(F.soundex(F.lit("x"))).collect())
 
 # interruptAll() while a query runs: the client gets OPERATION_CANCELED at once (and the
