@@ -948,6 +948,31 @@ impl<'a> Planner<'a> {
                 let part = if fname == "dayofmonth" { "day" } else { fname.as_str() };
                 cast(datafusion::functions::expr_fn::date_part(lit(part), d), DataType::Int32)
             }
+            "to_date" => {
+                // The session's time zone is UTC (other zones are refused), so a
+                // timestamp's date is its UTC date; a string that is no date is NULL.
+                if args.len() != 1 {
+                    return Err(SparkError::unsupported("to_date with a format (Spark's patterns are Java's)"));
+                }
+                let d = one(&mut args)?;
+                match d.get_type(schema).map_err(df_err)? {
+                    DataType::Date32 => d,
+                    DataType::Timestamp(..) => cast(d, DataType::Date32),
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                        datafusion::logical_expr::try_cast(d, DataType::Date32)
+                    }
+                    t => return Err(SparkError::unsupported(format!("to_date of a {t}"))),
+                }
+            }
+            "dayofweek" => {
+                // Spark's: 1 for Sunday to 7 for Saturday.
+                let d = one(&mut args)?;
+                let t = d.get_type(schema).map_err(df_err)?;
+                if t != DataType::Date32 {
+                    return Err(SparkError::unsupported(format!("dayofweek() of a {t} (cast it to a date first)")));
+                }
+                cast(datafusion::functions::expr_fn::date_part(lit("dow"), d) + lit(1), DataType::Int32)
+            }
             "sum" if !f.is_distinct => agg::sum(one(&mut args)?),
             "count" if f.is_distinct => agg::count_distinct(one(&mut args)?),
             "count" => agg::count(one(&mut args)?),
@@ -958,6 +983,11 @@ impl<'a> Planner<'a> {
             }
             "min" => agg::min(one(&mut args)?),
             "max" => agg::max(one(&mut args)?),
+            // Sample statistics are NULL over one row, as Spark's (non-legacy) are.
+            "stddev" | "stddev_samp" | "std" if !f.is_distinct => agg::stddev(one(&mut args)?),
+            "stddev_pop" if !f.is_distinct => agg::stddev_pop(one(&mut args)?),
+            "variance" | "var_samp" if !f.is_distinct => agg::var_sample(one(&mut args)?),
+            "var_pop" if !f.is_distinct => agg::var_pop(one(&mut args)?),
             _ if f.is_distinct => {
                 return Err(SparkError::unsupported(format!("{}(DISTINCT ...)", f.function_name)));
             }
@@ -1007,6 +1037,14 @@ impl<'a> Planner<'a> {
                     }
                 }
             }
+            "date_trunc" if args.len() == 2 && matches!(args[1].get_type(schema), Ok(DataType::Date32)) => {
+                // A date is truncated as the timestamp of its midnight (in UTC, the
+                // session's zone), as Spark casts it.
+                let d = args.pop().expect("two");
+                let ts = DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into()));
+                args.push(cast(d, ts));
+                self.session_function(&spark_function("date_trunc").expect("Spark's"))?.call(args)
+            }
             _ if spark_function(&fname).is_some() => {
                 self.session_function(&spark_function(&fname).expect("known"))?.call(args)
             }
@@ -1052,6 +1090,8 @@ pub const SPARK_FUNCTIONS: &[(&str, &str)] = &[
     ("date_add", "date_add"),
     ("date_sub", "date_sub"),
     ("datediff", "date_diff"),
+    ("concat_ws", "concat_ws"),
+    ("date_trunc", "date_trunc"),
 ];
 
 /// The session's name (`spark_...`) of Spark's function `name`, if `datafusion-spark`

@@ -204,6 +204,12 @@ def cases(F, spark, base):
         "select_expr_star": (p.selectExpr("*", "age + 1 AS next").drop("joined", "born"), False),
         "round_double": (p.select("id", F.round("score", 1).alias("r1"), F.round("score").alias("r0"), F.round(F.col("score") * 100, -1).alias("tens"), F.round("age", 1).alias("int")), False),
         "sql_round_double": (spark.sql("SELECT status, round(avg(qty), 2) AS a, round(sum(qty) / 7, 3) AS s FROM orders GROUP BY status"), False),
+        "stats_aggregates": (o.groupBy("status").agg(F.stddev("qty"), F.stddev_pop("qty"), F.variance("amount"), F.var_pop("qty"), F.stddev_samp("amount")), False),
+        "stats_one_row": (p.filter(F.col("id") == 1).agg(F.stddev("age").alias("s"), F.variance("age").alias("v"), F.stddev_pop("age").alias("p")), False),
+        "to_date_dayofweek": (p.select("id", F.to_date("joined").alias("d"), F.to_date(F.lit("2021-03-04")).alias("s"), F.to_date(F.lit("no date")).alias("n"), F.dayofweek("born").alias("w")), False),
+        "concat_ws": (p.select("id", F.concat_ws("-", "name", "city").alias("c"), F.concat_ws(",", "city", F.lit("x"), "name")), False),
+        "date_trunc": (p.select("id", F.date_trunc("month", "joined").alias("m"), F.date_trunc("hour", "joined").alias("h"), F.date_trunc("year", "born").alias("y")), False),
+        "sql_stats": (spark.sql("SELECT status, stddev(qty) AS s, variance(qty) AS v, concat_ws('/', status, 'x') AS c, to_date('2020-02-29') AS d FROM orders GROUP BY status"), False),
         "window_count_max": (p.select("id", F.count("age").over(Window.partitionBy("city")).alias("n"), F.max("score").over(Window.partitionBy("city")).alias("m")), False),
     }
 
