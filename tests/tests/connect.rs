@@ -52,14 +52,7 @@ async fn endpoint(
     key: &tarn_gateway::AccessKey,
     stop_after_idle_s: u64,
 ) -> (tarn_connect::ConnectHandle, [(&'static str, String); 2]) {
-    let size = tarn_connect::SessionSize {
-        min_executors: 1,
-        max_executors: 2,
-        stop_after_idle_s,
-        memory_mib: 768,
-        master_memory_mib: 512,
-        ..Default::default()
-    };
+    let size = tarn_connect::SessionSize { stop_after_idle_s, ..test_session(1, 2) };
     sized_endpoint(cl, key, size).await
 }
 
@@ -209,13 +202,7 @@ async fn a_worker_killed_during_a_query_costs_the_client_nothing() {
         want.extend((0..b.num_rows()).map(|i| format!("{},{}", a.value(i), n.value(i))));
     }
     // Three executors: at least two on workers other than the session's master's.
-    let size = tarn_connect::SessionSize {
-        min_executors: 3,
-        max_executors: 3,
-        memory_mib: 768,
-        master_memory_mib: 512,
-        ..Default::default()
-    };
+    let size = test_session(3, 3);
     let (connect, env) = sized_endpoint(&cl, &key, size).await;
     let script = repo().join("tests/connect/lose_worker.py");
     let mut child = tokio::process::Command::new(venv_bin("python"))
@@ -292,13 +279,7 @@ async fn a_worker_killed_during_a_query_costs_the_client_nothing() {
 async fn a_session_outlives_a_restart_of_its_endpoint() {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
     let (cl, key) = shop(2, 1_000).await;
-    let size = tarn_connect::SessionSize {
-        min_executors: 1,
-        max_executors: 1,
-        memory_mib: 768,
-        master_memory_mib: 512,
-        ..Default::default()
-    };
+    let size = test_session(1, 1);
     let (connect, env) = sized_endpoint(&cl, &key, size.clone()).await;
     let listen = format!("127.0.0.1:{}", connect.addr.port());
     let script = repo().join("tests/connect/restart.py");
@@ -349,13 +330,7 @@ async fn a_session_continues_on_another_endpoint_after_a_sigkill() {
         security: tarn_security::SecurityConfig,
         connect: tarn_connect::ConnectConfig,
     }
-    let size = tarn_connect::SessionSize {
-        min_executors: 1,
-        max_executors: 1,
-        memory_mib: 768,
-        master_memory_mib: 512,
-        ..Default::default()
-    };
+    let size = test_session(1, 1);
     let file = File {
         security: pki().security(Role::Gateway, "gw"),
         connect: tarn_tests::connect_config(&cl, &key, size, "127.0.0.1:0"),
@@ -551,4 +526,16 @@ async fn the_seed_pyspark_script_runs_unchanged_on_the_cluster() {
     assert!(out.contains("the token does not match a key of the cluster"), "{out}");
     connect.stop().await;
     cl.shutdown().await;
+}
+
+/// A session application small enough for the test machine: `min` to `max` executors of
+/// 768 MiB and a 512 MiB master.
+fn test_session(min: u32, max: u32) -> tarn_connect::SessionSize {
+    tarn_connect::SessionSize {
+        min_executors: min,
+        max_executors: max,
+        memory_mib: 768,
+        master_memory_mib: 512,
+        ..Default::default()
+    }
 }
