@@ -233,14 +233,9 @@ impl LeaderConn {
             if !retryable(&status) {
                 return Err(ClientError::from_status(&status));
             }
-            if start.elapsed() >= self.retry.deadline {
-                return Err(ClientError::Unavailable {
-                    service: self.service,
-                    waited: start.elapsed(),
-                    addrs: self.addrs.join(","),
-                    last: format!("{}: {}", addr, status.message()),
-                });
-            }
+            // Move on before giving up too: the next call must not start at a node that
+            // just failed (a call whose deadline is shorter than one attempt at a dead
+            // node would otherwise never try another).
             let leader = status.metadata().get(LEADER_HEADER).and_then(|v| v.to_str().ok());
             let pause = match leader.filter(|l| *l != addr) {
                 Some(l) => {
@@ -254,6 +249,14 @@ impl LeaderConn {
                     retry.after_failure()
                 }
             };
+            if start.elapsed() >= self.retry.deadline {
+                return Err(ClientError::Unavailable {
+                    service: self.service,
+                    waited: start.elapsed(),
+                    addrs: self.addrs.join(","),
+                    last: format!("{}: {}", addr, status.message()),
+                });
+            }
             if !pause.is_zero() {
                 tokio::time::sleep(pause).await;
             }

@@ -115,3 +115,36 @@ async fn a_datanode_cut_off_from_the_namenode_is_declared_dead_and_its_replicas_
     .expect("timed out");
     cl.shutdown().await;
 }
+
+/// A call that gives up on a node that does not answer leaves the client on the next node:
+/// the next call starts there, not at the silent one again. (Found on the compose cluster:
+/// a resource manager's lease beats, each with a deadline shorter than one attempt at a
+/// killed master, all went to that master, and no resource manager could serve.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_gives_up_on_a_silent_node_sends_the_next_call_elsewhere() {
+    let cl = Cluster::start(1, |_| {}).await;
+    // Accepts connections and never says a word (a cut or frozen host).
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let retry = RetryPolicy {
+        deadline: Duration::from_millis(100),
+        attempt_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let c = NamenodeClient::new(&[silent_addr, cl.addrs[0].clone()], &tarn_tests::admin()).unwrap().with_retry(retry);
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let first = c.mkdirs("/moved-on/first").await;
+        assert!(first.is_err(), "the silent node answered: {first:?}");
+        c.mkdirs("/moved-on/second").await.expect("the next call goes to the node that answers");
+    })
+    .await
+    .expect("within 30 s");
+    hold.abort();
+    cl.shutdown().await;
+}
