@@ -374,6 +374,30 @@ pub async fn run(a: JobArgs) -> anyhow::Result<u8> {
     }
 }
 
+/// `tarn job submit --wait --sql SQL --name NAME --executors N`: checks, submits and
+/// follows the job; its application id once it finished, else an error naming its end.
+pub async fn submit_and_wait(conn: &ClientOpts, sql: String, name: &str, executors: u32) -> anyhow::Result<String> {
+    let app = AppOpts {
+        queue: String::new(),
+        vcores: 1,
+        memory_mib: 1024,
+        memory_overhead_mib: tarn_jobs::executor::OVERHEAD_MIB,
+        master_memory_mib: 1024,
+        tarn_bin: None,
+    };
+    let spec = app.size(JobSpec { executors, ..JobSpec::new(sql) });
+    let nn = Arc::new(conn.connect()?);
+    tarn_jobs::spec::check(&spec, nn.clone()).await.context("the job was not submitted")?;
+    let rm = conn.connect_rm()?;
+    let id = app.submit(&rm, format!("{JOB_PREFIX}{name}"), &spec).await?;
+    let state = follow(&rm, &nn, &id).await?;
+    if state != AppState::Finished {
+        let r = rm.application(&id).await?;
+        anyhow::bail!("{id} {}: {}", state.as_str(), r.diagnostics);
+    }
+    Ok(id)
+}
+
 /// The progress job `id` of `user` last recorded, if any.
 async fn progress(nn: &tarn_client::NamenodeClient, user: &str, id: &str) -> Option<JobProgress> {
     let st = nn.get_file_info(&tarn_jobs::job_dir(user, id), true).await.ok()??;

@@ -9,6 +9,8 @@ mod admin_cmd;
 mod app_cmd;
 mod config;
 mod creds;
+mod demo;
+mod demo_data;
 mod fs_cmd;
 mod job_cmd;
 mod out;
@@ -47,8 +49,15 @@ struct Cli {
 enum Command {
     /// Start every role in one process (the embedded appliance), data under ./tarn-data.
     ///
-    /// Example: `tarn up`, then in another shell `tarn fs mkdir -p /demo && tarn fs ls /`.
+    /// Example: `tarn up`, then in another shell `tarn demo`.
     Up(up::UpArgs),
+    /// The seed's pipeline end to end: a month of a shop's data uploaded through S3, the
+    /// seed's PySpark script and the shop's analyses through Spark Connect and as a SQL
+    /// job, and a summary. Uses the appliance on --data-dir, or starts one for the run.
+    /// Clears `s3://my-bucket/`'s demo data and outputs of an earlier run first.
+    ///
+    /// Example: `tarn demo --size-mb 50`
+    Demo(demo::DemoArgs),
     /// Run a namenode (a member of the Raft group that keeps the namespace).
     ///
     /// Example: `tarn namenode --config /etc/tarn/namenode-1.toml`
@@ -315,6 +324,7 @@ fn main() -> ExitCode {
     let result = rt.block_on(async move {
         match cli.command {
             Command::Up(a) => up::run(a).await,
+            Command::Demo(a) => demo::run(a).await,
             Command::Namenode(a) => run_namenode(a).await,
             Command::Datanode(a) => run_datanode(a).await,
             Command::Gateway(a) => run_gateway(a).await,

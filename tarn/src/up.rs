@@ -243,6 +243,12 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
     // Containers run this same program by name (`tarn`), from the worker's directory.
     w.tarn_bin = std::env::current_exe().ok();
     w.label = "core".into();
+    // Vcores are scheduling units: YARN's NodeManager offers 8 whatever the host. Offering
+    // only the cores of a small host, a Spark Connect session's master and executor would
+    // hold the whole node, and a `tarn job` would wait minutes for them to go idle.
+    if w.vcores == 0 {
+        w.vcores = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1).max(8);
+    }
     if w.local_dir == tarn_worker::WorkerConfig::default().local_dir {
         w.local_dir = a.data_dir.join("worker");
     }
@@ -336,7 +342,7 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
         } else {
             outln!("  client commands:  add --insecure-dev (plaintext gRPC)")?;
         }
-        outln!("  try:              tarn fs put README.md /demo/ && tarn fs cat /demo/README.md")?;
+        outln!("  try:              tarn demo   (the seed's pipeline: data in through S3, PySpark, SQL jobs)")?;
         outln!("Stop with Ctrl-C.")?;
         Ok(())
     };

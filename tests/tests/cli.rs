@@ -296,3 +296,129 @@ async fn a_closed_pipe_ends_every_command_quietly() {
     assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1001, "{}", text(&o));
     cluster.shutdown().await;
 }
+
+/// Runs `tarn demo --data-dir DATA ARGS` with `env`, within ten minutes; (stdout, stderr)
+/// (fails the test unless it exits 0).
+async fn demo(data: &std::path::Path, args: &[&str], env: &[(&str, String)]) -> (String, String) {
+    let mut cmd = tokio::process::Command::new(tarn_bin());
+    cmd.arg("demo").arg("--data-dir").arg(data).args(args).kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let o = tokio::time::timeout(std::time::Duration::from_secs(600), cmd.output())
+        .await
+        .expect("tarn demo within 10 minutes")
+        .unwrap();
+    let (out, err) = (String::from_utf8_lossy(&o.stdout).to_string(), String::from_utf8_lossy(&o.stderr).to_string());
+    assert!(o.status.success(), "tarn demo {args:?} failed:\n{out}\n{err}");
+    (out, err)
+}
+
+/// The summary's lines from its first table to the agreement of PySpark and SQL.
+fn results(summary: &str) -> Vec<String> {
+    summary
+        .lines()
+        .skip_while(|l| !l.starts_with("Top customers"))
+        .take_while(|l| !l.starts_with("Results"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// `tarn demo` on a fresh directory, twice. The first run starts the appliance, uploads
+/// the shop's month through S3, runs the seed's script verbatim and the analyses as
+/// PySpark and as a SQL job (it fails if the two disagree), sums up and stops the
+/// appliance: its top customers are the ones DataFusion finds in the files it generated.
+/// The second run finds a `tarn up` already serving the directory (given its endpoints,
+/// as a remote cluster's), clears the first run's outputs and says the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_the_seed_pipeline_and_runs_again() {
+    use datafusion::prelude::{ParquetReadOptions, SessionContext};
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (data, local) = (dir.path().join("data"), dir.path().join("local"));
+    let py = tarn_tests::venv_bin("python").display().to_string();
+    let args = ["--size-mb", "1", "--seed", "7", "--executors", "1", "--python", &py];
+    let local_arg = local.display().to_string();
+    let (first, err) =
+        demo(&data, &[&args[..], &["--listen", "127.0.0.1:0", "--write-local", &local_arg]].concat(), &[]).await;
+    for step in ["[1/6]", "[2/6]", "[3/6]", "[4/6]", "[5/6]", "[6/6]", "stopping the appliance"] {
+        assert!(err.contains(step), "progress {step}: {err}");
+    }
+    let summary = results(&first);
+    assert!(
+        first.contains("PySpark and the SQL job agree on cart_abandonment (")
+            && first.contains("customer_lifetime_value (")
+            && first.contains("also_bought ("),
+        "{first}"
+    );
+
+    // The top customers, as DataFusion sums the generated purchases.
+    let ctx = SessionContext::new();
+    let purchases = local.join("customer-data");
+    ctx.register_parquet("p", purchases.to_str().unwrap(), ParquetReadOptions::default()).await.unwrap();
+    let want = ctx
+        .sql("SELECT customer_id, sum(purchase_amount) AS t FROM p GROUP BY customer_id ORDER BY t DESC, customer_id LIMIT 5")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let want = datafusion::arrow::util::pretty::pretty_format_batches(&want).unwrap().to_string();
+    let want: Vec<(String, String)> = want
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.contains("customer_id"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells[1].to_string(), cells[2].to_string())
+        })
+        .collect();
+    let got: Vec<(String, String)> = summary
+        .iter()
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter(|l| l.starts_with("| ") && !l.contains("customer_id"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells[1].to_string(), cells[4].to_string())
+        })
+        .collect();
+    assert_eq!(got.len(), 5, "{first}");
+    assert_eq!(got, want, "the seed script's top customers are DataFusion's: {first}");
+
+    // Again, on the appliance serving the same directory.
+    let mut up = tokio::process::Command::new(tarn_bin());
+    up.args(["up", "--data-dir"]).arg(&data).kill_on_drop(true).stdout(std::process::Stdio::piped());
+    for flag in ["--listen", "--s3-listen", "--rm-listen", "--connect-listen"] {
+        up.args([flag, "127.0.0.1:0"]);
+    }
+    let mut up = up.spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(up.stdout.take().unwrap()).lines();
+    let mut banner = std::collections::BTreeMap::new();
+    tokio::time::timeout(std::time::Duration::from_secs(120), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            if l.starts_with("Stop with Ctrl-C") {
+                break;
+            }
+            if let Some((k, v)) = l.trim().split_once(':') {
+                banner.insert(k.trim().to_string(), v.trim().to_string());
+            }
+            if let Some(v) = l.split("export ").nth(1).and_then(|v| v.split_once('=')) {
+                banner.insert(v.0.to_string(), v.1.trim_matches('"').to_string());
+            }
+        }
+    })
+    .await
+    .expect("tarn up serves within 2 minutes");
+    let env = [
+        ("AWS_ACCESS_KEY_ID", banner["S3 access key"].clone()),
+        ("AWS_SECRET_ACCESS_KEY", banner["S3 secret key"].clone()),
+        ("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", banner["GRPC_DEFAULT_SSL_ROOTS_FILE_PATH"].clone()),
+    ];
+    let s3 = banner["S3 endpoint"].clone();
+    let remote = banner["SPARK_REMOTE"].clone();
+    let (second, err) =
+        demo(&data, &[&args[..], &["--s3-endpoint", &s3, "--spark-remote", &remote]].concat(), &env).await;
+    assert!(err.contains("using the cluster of") && !err.contains("stopping the appliance"), "{err}");
+    assert_eq!(results(&second), summary, "the same data, the same results:\n{second}");
+    up.kill().await.unwrap();
+}
