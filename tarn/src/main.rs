@@ -58,6 +58,12 @@ enum Command {
     ///
     /// Example: `tarn demo --size-mb 50`
     Demo(demo::DemoArgs),
+    /// Run the roles of one host in one process, each from its own configuration file: a
+    /// master (namenode, resource manager, Spark Connect), a core node (datanode, worker),
+    /// a task node (worker). Ctrl-C or SIGTERM stops them all.
+    ///
+    /// Example: `tarn node --namenode namenode-1.toml --resource-manager resource-manager-1.toml --connect connect-1.toml`
+    Node(NodeArgs),
     /// Run a namenode (a member of the Raft group that keeps the namespace).
     ///
     /// Example: `tarn namenode --config /etc/tarn/namenode-1.toml`
@@ -135,6 +141,30 @@ struct NamenodeArgs {
     /// Development only: plaintext, unauthenticated gRPC (prints a warning).
     #[arg(long)]
     insecure_dev: bool,
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("roles").required(true).multiple(true)
+    .args(["namenode", "datanode", "gateway", "resource_manager", "worker", "connect"])))]
+struct NodeArgs {
+    /// A namenode's configuration (as `tarn namenode --config`).
+    #[arg(long)]
+    namenode: Option<PathBuf>,
+    /// A datanode's configuration.
+    #[arg(long)]
+    datanode: Option<PathBuf>,
+    /// An S3 gateway's configuration.
+    #[arg(long)]
+    gateway: Option<PathBuf>,
+    /// A resource manager's configuration.
+    #[arg(long)]
+    resource_manager: Option<PathBuf>,
+    /// A worker's configuration.
+    #[arg(long)]
+    worker: Option<PathBuf>,
+    /// A Spark Connect endpoint's configuration.
+    #[arg(long)]
+    connect: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -305,6 +335,7 @@ fn main() -> ExitCode {
     let daemon = matches!(
         cli.command,
         Command::Up(_)
+            | Command::Node(_)
             | Command::Namenode(_)
             | Command::Datanode(_)
             | Command::Gateway(_)
@@ -325,6 +356,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Up(a) => up::run(a).await,
             Command::Demo(a) => demo::run(a).await,
+            Command::Node(a) => run_node(a).await,
             Command::Namenode(a) => run_namenode(a).await,
             Command::Datanode(a) => run_datanode(a).await,
             Command::Gateway(a) => run_gateway(a).await,
@@ -349,6 +381,75 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_FAILED)
         }
     }
+}
+
+/// The roles `a` names, each as its own subcommand runs it, side by side; the first that
+/// fails ends the process (its error), else they all end on the signal that stops them.
+async fn run_node(a: NodeArgs) -> anyhow::Result<u8> {
+    type Role = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<u8>> + Send>>;
+    let mut roles: Vec<Role> = Vec::new();
+    if let Some(config) = a.namenode {
+        roles.push(Box::pin(run_namenode(NamenodeArgs {
+            config: Some(config),
+            node_id: None,
+            listen: None,
+            data_dir: None,
+            initial_members: None,
+            addr_file: None,
+            insecure_dev: false,
+        })));
+    }
+    if let Some(config) = a.datanode {
+        roles.push(Box::pin(run_datanode(DatanodeArgs {
+            config: Some(config),
+            data_dirs: Vec::new(),
+            listen: None,
+            namenodes: None,
+            reserved_bytes: None,
+            addr_file: None,
+            insecure_dev: false,
+        })));
+    }
+    if let Some(config) = a.gateway {
+        roles.push(Box::pin(run_gateway(GatewayArgs {
+            config: Some(config),
+            listen: None,
+            namenodes: None,
+            insecure_dev: false,
+            addr_file: None,
+        })));
+    }
+    if let Some(config) = a.resource_manager {
+        roles.push(Box::pin(run_resource_manager(RmArgs {
+            config: Some(config),
+            listen: None,
+            addr_file: None,
+            insecure_dev: false,
+        })));
+    }
+    if let Some(config) = a.worker {
+        roles.push(Box::pin(run_worker(WorkerArgs {
+            config: Some(config),
+            resource_managers: None,
+            label: None,
+            vcores: None,
+            memory_mib: None,
+            name: None,
+            insecure_dev: false,
+        })));
+    }
+    if let Some(config) = a.connect {
+        roles.push(Box::pin(run_connect(ConnectArgs {
+            config: Some(config),
+            listen: None,
+            namenodes: None,
+            resource_managers: None,
+            insecure_dev: false,
+            addr_file: None,
+        })));
+    }
+    let codes = futures::future::try_join_all(roles).await?;
+    Ok(codes.into_iter().max().unwrap_or(0))
 }
 
 async fn run_namenode(a: NamenodeArgs) -> anyhow::Result<u8> {

@@ -1,6 +1,7 @@
-//! [`ComposeCluster`]: the storage roles as containers on a private docker network
-//! (`deploy/docker/`): namenodes nn1..nn3, datanodes dn1..dn3 and the S3 gateway gw, each
-//! its own host with its own address, mutual TLS and encryption at rest on.
+//! [`ComposeCluster`]: a cluster in the seed's shape as containers on a private docker
+//! network (`deploy/docker/`): masters m1..m3 (namenode, resource manager, Spark Connect),
+//! core nodes c1..c3 (datanode, worker), task nodes t1, t2 (worker) and the S3 gateway gw,
+//! each its own host with its own address, mutual TLS and encryption at rest on.
 //!
 //! Faults are real: `kill` is SIGKILL of a container, `disconnect` takes a container off
 //! the network (its peers' connections to it go silent, as with a cut cable), `connect`
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio::process::Command;
 
 /// Every service of the compose file.
-pub const SERVICES: [&str; 11] = ["nn1", "nn2", "nn3", "dn1", "dn2", "dn3", "gw", "rm", "w1", "w2", "w3"];
+pub const SERVICES: [&str; 9] = ["m1", "m2", "m3", "c1", "c2", "c3", "t1", "t2", "gw"];
 /// The service whose container runs client commands.
 pub const CLIENT_SERVICE: &str = "gw";
 /// A docker or compose command that takes longer than this is stuck.
@@ -274,7 +275,7 @@ impl ComposeCluster {
         if s.answered_by == s.leader && s.state == "Leader" {
             return Some(s);
         }
-        let s = self.status_from(Some(&format!("nn{}:8020", s.leader))).await?;
+        let s = self.status_from(Some(&format!("m{}:8020", s.leader))).await?;
         (s.answered_by == s.leader && s.state == "Leader").then_some(s)
     }
 
