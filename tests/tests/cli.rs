@@ -422,3 +422,65 @@ async fn the_demo_runs_the_seed_pipeline_and_runs_again() {
     assert_eq!(results(&second), summary, "the same data, the same results:\n{second}");
     up.kill().await.unwrap();
 }
+
+/// deploy/systemd's units pass `systemd-analyze verify` (no unknown or misplaced key, the
+/// program they start exists), keep the hardening and restart policy they promise, and
+/// start commands `tarn` takes: each role, given a configuration that is not there, fails
+/// reading it (exit 1, naming the file), not on its arguments (exit 2).
+#[test]
+fn the_systemd_units_verify_and_start_real_commands() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd");
+    let dir = tempfile::tempdir().unwrap();
+    let bin = tarn_bin().display().to_string();
+    let mut units = Vec::new();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "service") {
+            units.push(p);
+        }
+    }
+    units.sort();
+    let roles = ["connect", "datanode", "gateway", "namenode", "resource-manager", "worker"];
+    let names: Vec<String> = units.iter().map(|u| u.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    let want: Vec<String> = roles.iter().map(|r| format!("tarn-{r}@.service")).collect();
+    assert_eq!(names, want, "a unit (template) per role: instance N runs the host's ROLE-N.toml");
+    let mut copies = Vec::new();
+    for (u, role) in units.iter().zip(roles) {
+        let unit = std::fs::read_to_string(u).unwrap();
+        for key in [
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "ProtectHome=yes",
+            "PrivateTmp=yes",
+            "Restart=on-failure",
+            "StandardError=journal",
+        ] {
+            assert!(unit.lines().any(|l| l == key), "{role}: {key}");
+        }
+        assert!(unit.contains(&format!("SyslogIdentifier=tarn-{role}-%i\n")), "{role}: its log name");
+        assert!(unit.contains(&format!(" --config /etc/tarn/{role}-%i.toml\n")), "{role}: init's file name");
+        let user = if role == "worker" { "User=root" } else { "User=tarn" };
+        assert!(unit.lines().any(|l| l == user), "{role}: {user}");
+        let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("ExecStart");
+        let args: Vec<&str> = exec.split_whitespace().collect();
+        assert_eq!(args[0], "/usr/local/bin/tarn");
+        // The command line with the configuration swapped for one that is not there.
+        let missing = dir.path().join(format!("{role}-missing.toml"));
+        let args: Vec<String> = args[1..]
+            .iter()
+            .map(|a| if a.starts_with("/etc/tarn/") { missing.display().to_string() } else { a.to_string() })
+            .collect();
+        let o = Command::new(tarn_bin()).args(&args).output().unwrap();
+        assert_eq!(o.status.code(), Some(1), "{role}: tarn {args:?}: {}", text(&o));
+        assert!(text(&o).contains(&missing.display().to_string()), "{role}: names the file: {}", text(&o));
+        let copy = dir.path().join(u.file_name().unwrap());
+        std::fs::write(&copy, unit.replace("/usr/local/bin/tarn", &bin)).unwrap();
+        copies.push(copy);
+    }
+    let o = Command::new("systemd-analyze")
+        .arg("verify")
+        .args(&copies)
+        .output()
+        .expect("systemd-analyze (scripts/setup installs systemd)");
+    assert!(o.status.success() && o.stderr.is_empty(), "systemd-analyze verify: {}", text(&o));
+}

@@ -96,8 +96,9 @@ async fn leader_kill_and_datanode_partition_lose_nothing_acknowledged() {
         .await;
         // Every master serves Spark Connect beside its namenode and resource manager.
         for m in ["m1", "m2", "m3"] {
-            let logs = c.logs(m, 200).await;
-            assert!(logs.contains("Spark Connect endpoint serving on"), "{m} serves Spark Connect:\n{logs}");
+            let logs = c.logs(m, 1_000_000).await;
+            let tail: Vec<&str> = logs.lines().rev().take(40).collect();
+            assert!(logs.contains("Spark Connect endpoint serving on"), "{m} serves Spark Connect:\n{}", tail.join("\n"));
         }
         c.client_ok(&["fs", "mkdir", "-p", "/compose"]).await;
         let o =
