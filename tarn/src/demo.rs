@@ -39,6 +39,10 @@ pub const BUCKET: &str = "my-bucket";
 const SEED_SCRIPT: &str = include_str!("../../examples/customer_analytics.py");
 const ANALYSES_PY: &str = include_str!("../../examples/shop_analyses.py");
 const ANALYSES_SQL: &str = include_str!("../../examples/shop_analyses.sql");
+/// What the demo writes in the bucket (and clears before it runs again).
+const DEMO_DIRS: [&str; 6] = ["customers", "products", "events", "customer-data", "processed-data", "demo"];
+/// The bucket's mark: the demo made it, so what is under DEMO_DIRS is the demo's.
+const DEMO_XATTR: &str = "tarn.demo";
 /// The analyses both scripts write, with the columns that identify a row of each.
 const ANALYSES: [(&str, &[&str]); 3] = [
     ("cart_abandonment", &["event_date", "category"]),
@@ -76,6 +80,10 @@ pub struct DemoArgs {
     /// (default: the appliance's).
     #[arg(long)]
     spark_remote: Option<String>,
+    /// Replace what s3://my-bucket/ holds under the demo's prefixes though an earlier demo
+    /// did not make the bucket.
+    #[arg(long)]
+    force: bool,
     /// Also write the generated files under this local directory (for checks).
     #[arg(long, hide = true)]
     write_local: Option<PathBuf>,
@@ -119,15 +127,9 @@ fn step(n: usize, what: &str) {
     eprintln!("\n[{n}/6] {what}");
 }
 
+/// `tarn job`'s spinner, ticking by itself.
 fn spinner(msg: String) -> ProgressBar {
-    let pb = ProgressBar::new_spinner();
-    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    pb.set_style(
-        ProgressStyle::with_template("  {spinner} {elapsed:>4} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
+    let pb = crate::job_cmd::spinner();
     pb.enable_steady_tick(Duration::from_millis(120));
     pb.set_message(msg);
     pb
@@ -141,10 +143,17 @@ fn done(what: &str, t: Instant) -> Duration {
 
 pub async fn run(a: DemoArgs) -> anyhow::Result<u8> {
     let started = Instant::now();
+    if !(0.01..=100_000.0).contains(&a.size_mb) {
+        anyhow::bail!("--size-mb {}: give a size from 0.01 to 100000 (MB)", a.size_mb);
+    }
+    // Before anything starts: PySpark must be there.
+    let py = python(&a).await?;
     step(1, "The appliance");
     let t = Instant::now();
     let cfg_path = a.conn.config.clone().unwrap_or_else(|| a.data_dir.join("tarn.toml"));
-    let (child, endpoints) = match running(&cfg_path).await {
+    let mut conn = a.conn.clone();
+    conn.config = Some(cfg_path.clone());
+    let (child, endpoints) = match running(&conn).await {
         Some(cfg) => {
             let e = endpoints_of(&cfg, &a)?;
             eprintln!("  using the cluster of {} (S3 {})", cfg_path.display(), e.s3);
@@ -155,10 +164,8 @@ pub async fn run(a: DemoArgs) -> anyhow::Result<u8> {
             (Some(child), e)
         }
     };
-    let mut conn = a.conn.clone();
-    conn.config = Some(cfg_path);
     let mut timings = vec![("appliance", done("ready", t))];
-    let out = demo(&a, &conn, &endpoints, &mut timings).await;
+    let out = demo(&a, &py, &conn, &endpoints, &mut timings).await;
     if let Some(c) = child {
         eprintln!("\nstopping the appliance the demo started (its data stays in {})", a.data_dir.display());
         c.stop().await;
@@ -177,10 +184,11 @@ fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-/// The configuration at `path` if the cluster it names answers.
-async fn running(path: &Path) -> Option<TarnConfig> {
-    let cfg = TarnConfig::load(path).ok()?;
-    let transport = cfg.security.transport().ok()?;
+/// The configuration at `conn`'s path if the cluster it names answers (with the
+/// command's credentials: `--insecure-dev` too).
+async fn running(conn: &ClientOpts) -> Option<TarnConfig> {
+    let cfg = TarnConfig::load(conn.config.as_deref()?).ok()?;
+    let transport = conn.transport().ok()?;
     let retry = tarn_client::RetryPolicy { deadline: Duration::from_secs(3), ..Default::default() };
     let nn = tarn_client::NamenodeClient::new(&cfg.client.namenodes, &transport).ok()?.with_retry(retry);
     nn.get_file_info("/", false).await.ok().map(|_| cfg)
@@ -225,6 +233,9 @@ fn endpoints_of(cfg: &TarnConfig, a: &DemoArgs) -> anyhow::Result<Endpoints> {
     if s3.ends_with(":0") {
         anyhow::bail!("the cluster's S3 endpoint was picked at its start: say it with --s3-endpoint");
     }
+    if spark_remote.contains(":0/") {
+        anyhow::bail!("the cluster's Spark Connect port was picked at its start: say it with --spark-remote");
+    }
     Ok(Endpoints { s3, access_key, secret_key, spark_remote, ca })
 }
 
@@ -245,6 +256,15 @@ async fn start_appliance(a: &DemoArgs) -> anyhow::Result<(Child, Endpoints)> {
         }
     }
     cmd.stdout(std::process::Stdio::piped()).stderr(log_file).stdin(std::process::Stdio::null());
+    cmd.kill_on_drop(true);
+    // SAFETY: prctl(2) between fork and exec is async-signal-safe: the appliance is told to
+    // stop (SIGTERM) when the demo dies, even by SIGKILL.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong);
+            Ok(())
+        });
+    }
     let mut child = cmd.spawn().context("start `tarn up`")?;
     let stdout = child.stdout.take().context("the appliance's output")?;
     let mut lines = tokio::io::BufReader::new(stdout).lines();
@@ -284,7 +304,7 @@ async fn start_appliance(a: &DemoArgs) -> anyhow::Result<(Child, Endpoints)> {
             let why = match other {
                 Err(_) => "it did not come up within 300 s".to_string(),
                 Ok(Err(e)) => format!("reading its output: {e}"),
-                Ok(Ok(_)) => "it stopped before serving".to_string(),
+                Ok(Ok(_)) => "it stopped before it said where it serves".to_string(),
             };
             anyhow::bail!("the appliance did not start: {why}; the end of {}:\n{}", log.display(), tail.join("\n"))
         }
@@ -338,11 +358,11 @@ async fn python(a: &DemoArgs) -> anyhow::Result<PathBuf> {
 
 async fn demo(
     a: &DemoArgs,
+    py: &Path,
     conn: &ClientOpts,
     e: &Endpoints,
     timings: &mut Vec<(&'static str, Duration)>,
 ) -> anyhow::Result<String> {
-    let py = python(a).await?;
     let store = s3_store(e)?;
     let nn = conn.connect()?;
 
@@ -367,8 +387,29 @@ async fn demo(
             .await
             .with_context(|| format!("let {} write to {BUCKET}", e.access_key))?;
     }
-    // The demo's own data and results from an earlier run go first.
-    for dir in ["customers", "products", "events", "customer-data", "processed-data", "demo"] {
+    // The demo's own data and results from an earlier run go first; a bucket it did not
+    // make is someone's: its data stays unless --force.
+    let bucket = nn.get_file_info(&format!("/{BUCKET}"), true).await?.context("the bucket went away")?;
+    if !bucket.xattrs.contains_key(DEMO_XATTR) {
+        let mut theirs = Vec::new();
+        for dir in DEMO_DIRS {
+            if nn.get_file_info(&format!("/{BUCKET}/{dir}"), false).await?.is_some() {
+                theirs.push(format!("{dir}/"));
+            }
+        }
+        if !theirs.is_empty() && !a.force {
+            anyhow::bail!(
+                "s3://{BUCKET}/ holds {} that the demo did not make; the demo would replace it: \
+                 pass --force to let it, or empty the bucket",
+                theirs.join(", ")
+            );
+        }
+        let mut set_xattrs = std::collections::BTreeMap::new();
+        set_xattrs.insert(DEMO_XATTR.to_string(), b"1".to_vec());
+        let mark = tarn_client::SetAttributes { set_xattrs: set_xattrs.into_iter().collect(), ..Default::default() };
+        nn.set_attributes(&format!("/{BUCKET}"), mark).await.context("mark the bucket as the demo's")?;
+    }
+    for dir in DEMO_DIRS {
         nn.delete(&format!("/{BUCKET}/{dir}"), true, None)
             .await
             .with_context(|| format!("clear s3://{BUCKET}/{dir}/ of an earlier run"))?;
@@ -392,13 +433,13 @@ async fn demo(
     step(3, "The seed's PySpark script, unchanged, through Spark Connect");
     eprintln!("  {} {}", py.display(), seed_py.display());
     let t = Instant::now();
-    run_python(&py, &seed_py, &env, |_| {}).await?;
+    run_python(py, &seed_py, &env, |_| {}).await?;
     timings.push(("seed script (PySpark)", done(&format!("wrote s3://{BUCKET}/processed-data/"), t)));
 
     step(4, "Cart abandonment, lifetime value, also-bought: PySpark through Spark Connect");
     eprintln!("  {} {}", py.display(), shop_py.display());
     let t = Instant::now();
-    run_python(&py, &shop_py, &env, |line| {
+    run_python(py, &shop_py, &env, |line| {
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
             eprintln!(
                 "  {:<26} {:>6.1} s  {}",
@@ -630,6 +671,8 @@ async fn compare(ctx: &SessionContext, name: &str, keys: &[&str]) -> anyhow::Res
         if keys.contains(&c.as_str()) {
             continue;
         }
+        // A value on one side only differs; two numbers differ beyond 1e-6 (relative).
+        differs.push(format!("(p.\"{c}\" IS NULL) <> (s.\"{c}\" IS NULL)"));
         if f.data_type().is_numeric() {
             differs.push(format!(
                 "abs(CAST(p.\"{c}\" AS DOUBLE) - CAST(s.\"{c}\" AS DOUBLE)) > 1e-6 * (1 + abs(CAST(p.\"{c}\" AS DOUBLE)))"
@@ -638,20 +681,29 @@ async fn compare(ctx: &SessionContext, name: &str, keys: &[&str]) -> anyhow::Res
             differs.push(format!("p.\"{c}\" IS DISTINCT FROM s.\"{c}\""));
         }
     }
+    // Rows of each side too: a key twice on one side would hide in the join's rows.
     let sql = format!(
-        "SELECT count(*) AS n_rows, sum(CASE WHEN {} THEN 1 ELSE 0 END) AS differ \
+        "SELECT count(*) AS n_rows, sum(CASE WHEN {} THEN 1 ELSE 0 END) AS differ, \
+         (SELECT count(*) FROM py_{name}) AS py_rows, (SELECT count(*) FROM sql_{name}) AS sql_rows \
          FROM py_{name} p FULL OUTER JOIN sql_{name} s ON {}",
-        differs.iter().map(|d| format!("({d})")).collect::<Vec<_>>().join(" OR "),
+        differs.iter().map(|d| format!("COALESCE({d}, false)")).collect::<Vec<_>>().join(" OR "),
         on.join(" AND ")
     );
     let b = ctx.sql(&sql).await.with_context(|| format!("compare {name}"))?.collect().await?;
-    let col = |i: usize| -> u64 {
+    let col = |i: usize| -> anyhow::Result<i64> {
         use datafusion::arrow::array::{Array, Int64Array};
-        b.first()
-            .and_then(|b| {
-                b.column(i).as_any().downcast_ref::<Int64Array>().map(|a| if a.is_null(0) { 0 } else { a.value(0) })
-            })
-            .unwrap_or(0) as u64
+        let a = b
+            .first()
+            .and_then(|b| b.column(i).as_any().downcast_ref::<Int64Array>())
+            .with_context(|| format!("compare {name}: no count"))?;
+        Ok(if a.is_null(0) { 0 } else { a.value(0) })
     };
-    Ok((col(0), col(1)))
+    let (rows, differ, py_rows, sql_rows) = (col(0)?, col(1)?, col(2)?, col(3)?);
+    if rows == 0 || py_rows != rows || sql_rows != rows {
+        anyhow::bail!(
+            "{name}: PySpark's result has {py_rows} rows, the SQL job's {sql_rows}, {rows} when matched on {}",
+            keys.join(", ")
+        );
+    }
+    Ok((rows as u64, differ as u64))
 }

@@ -7,7 +7,8 @@
 //!
 //! Every value comes from a counter-based hash of (seed, stream, index), so a file's
 //! bytes depend only on the seed and the size, not on the order files are made in, and
-//! they never change between versions of a random-number crate.
+//! they never change between versions of a random-number crate. Only exactly rounded
+//! float operations are used (+, *, sqrt: no `powf`, whose precision is the platform's).
 
 use std::sync::Arc;
 
@@ -151,7 +152,8 @@ fn companion(shape: &Shape, p: i64) -> i64 {
 /// A product of category `cat`, the popular ones (low ranks) more often.
 fn product_in(shape: &Shape, cat: usize, r: &mut Rng) -> i64 {
     let per_cat = (shape.products / CATEGORIES.len() as u64).max(1);
-    let rank = ((per_cat as f64) * r.unit().powi(2)) as u64;
+    let u = r.unit();
+    let rank = ((per_cat as f64) * u * u) as u64;
     (rank.min(per_cat - 1) * CATEGORIES.len() as u64 + cat as u64 + 1) as i64
 }
 
@@ -201,7 +203,8 @@ pub fn customers(shape: &Shape) -> anyhow::Result<Vec<u8>> {
         }
         country.append_value(COUNTRIES[r.below(COUNTRIES.len() as u64) as usize]);
         signup.append_value(FIRST_DAY - 1 - r.below(3 * 365) as i32);
-        segment.append_value(SEGMENTS[(r.unit().powi(3) * 3.0) as usize]);
+        let u = r.unit();
+        segment.append_value(SEGMENTS[(u * u * u * 3.0) as usize]);
     }
     let schema = Schema::new(vec![
         Field::new("customer_id", DataType::Int64, false),
@@ -309,7 +312,8 @@ pub fn day(shape: &Shape, d: u32) -> anyhow::Result<Day> {
         let session = (d as i64 + 1) * 10_000_000 + s as i64;
         let mut r = Rng::new(shape.seed, S_SESSION, session as u64);
         // A few customers come back very often: their totals lead the seed's ranking.
-        let customer = ((shape.customers as f64 * r.unit().powf(1.3)) as i64).min(shape.customers as i64 - 1) + 1;
+        let u = r.unit();
+        let customer = ((shape.customers as f64 * u * u.sqrt()) as i64).min(shape.customers as i64 - 1) + 1;
         let cat = r.below(CATEGORIES.len() as u64) as usize;
         let mut t = day_start_us + r.below(86_400) as i64 * 1_000_000;
         let mut cart: Vec<(i64, i32)> = Vec::new();
@@ -319,7 +323,8 @@ pub fn day(shape: &Shape, d: u32) -> anyhow::Result<Day> {
             ev.push(session, customer, t, date, "view", Some(p), None);
             t += (20 + r.below(100) as i64) * 1_000_000;
             if r.chance(0.35) {
-                let q = 1 + (r.unit().powi(3) * 3.0) as i32;
+                let u = r.unit();
+                let q = 1 + (u * u * u * 3.0) as i32;
                 ev.push(session, customer, t, date, "add_to_cart", Some(p), Some(q));
                 t += (5 + r.below(30) as i64) * 1_000_000;
                 cart.push((p, q));
@@ -344,7 +349,8 @@ pub fn day(shape: &Shape, d: u32) -> anyhow::Result<Day> {
             continue; // abandoned
         }
         ev.push(session, customer, t, date, "checkout", None, None);
-        let pay = PAYMENTS[(r.unit().powi(2) * 4.0) as usize];
+        let u = r.unit();
+        let pay = PAYMENTS[(u * u * 4.0) as usize];
         for (i, (p, q)) in cart.iter().enumerate() {
             let price = price_of(shape, *p);
             tx_id.append_value(session * 100 + i as i64);

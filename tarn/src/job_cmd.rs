@@ -217,7 +217,7 @@ async fn session(cmd: SessionCmd, conn: &ClientOpts) -> anyhow::Result<u8> {
     }
 }
 
-fn spinner() -> ProgressBar {
+pub(crate) fn spinner() -> ProgressBar {
     let pb = ProgressBar::new_spinner();
     if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());

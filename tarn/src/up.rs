@@ -243,7 +243,8 @@ pub async fn run(a: UpArgs) -> anyhow::Result<u8> {
     // Containers run this same program by name (`tarn`), from the worker's directory.
     w.tarn_bin = std::env::current_exe().ok();
     w.label = "core".into();
-    // Vcores are scheduling units: YARN's NodeManager offers 8 whatever the host. Offering
+    // Vcores are scheduling units: YARN's NodeManager offers 8 whatever the host; this one
+    // offers the host's cores, and at least 8. Offering
     // only the cores of a small host, a Spark Connect session's master and executor would
     // hold the whole node, and a `tarn job` would wait minutes for them to go idle.
     if w.vcores == 0 {

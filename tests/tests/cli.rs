@@ -447,10 +447,13 @@ fn the_systemd_units_verify_and_start_real_commands() {
     let mut copies = Vec::new();
     for (u, role) in units.iter().zip(roles) {
         let unit = std::fs::read_to_string(u).unwrap();
+        let home = if role == "worker" { "ProtectHome=read-only" } else { "ProtectHome=yes" };
+        let state = format!("StateDirectory=tarn/{role}");
         for key in [
             "NoNewPrivileges=yes",
             "ProtectSystem=strict",
-            "ProtectHome=yes",
+            home,
+            &state,
             "PrivateTmp=yes",
             "Restart=on-failure",
             "StandardError=journal",

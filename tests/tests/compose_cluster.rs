@@ -168,6 +168,7 @@ async fn leader_kill_and_datanode_partition_lose_nothing_acknowledged() {
                     rms.join("\n")
                 );
             }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
         eprintln!("a shell application ran without master {old} in {:.1?}", t.elapsed());
 
