@@ -105,12 +105,19 @@ fn open_at(dir: RawFd, name: &str, flags: i32) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Whether `name` is a container id of application `app` (`<app>_NN_NNNNNN`): what else a
+/// Whether `name` is a container id of application `app` (`<app>_NN_NNNNNN`, or
+/// `<app>_NN_eE_NNNNNN` when a resource manager of epoch E > 1 made it): what else a
 /// container made in the application's directory is not a container's log.
 fn container_of(app: &str, name: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     let Some(rest) = name.strip_prefix(app).and_then(|r| r.strip_prefix('_')) else { return false };
-    let (attempt, seq) = rest.split_once('_').unwrap_or(("", ""));
-    attempt.len() == 2 && seq.len() == 6 && (attempt.bytes().chain(seq.bytes())).all(|b| b.is_ascii_digit())
+    let (attempt, rest) = rest.split_once('_').unwrap_or(("", ""));
+    let seq = match rest.strip_prefix('e').and_then(|r| r.split_once('_')) {
+        Some((epoch, seq)) if digits(epoch) => seq,
+        Some(_) => return false,
+        None => rest,
+    };
+    attempt.len() == 2 && seq.len() == 6 && digits(attempt) && digits(seq)
 }
 
 /// The container directories of an application and their log files, opened safely:
@@ -207,7 +214,20 @@ mod tests {
     fn only_the_applications_container_ids_are_containers() {
         let app = "app-1-0001";
         assert!(container_of(app, "app-1-0001_01_000002"));
-        for other in ["decoy", "app-1-0001", "app-1-0001_1_000002", "app-1-0001_01_00002x", "app-1-0002_01_000002"] {
+        // Made by a resource manager after a takeover (epoch 2, 12).
+        assert!(container_of(app, "app-1-0001_01_e2_000002"));
+        assert!(container_of(app, "app-1-0001_02_e12_000007"));
+        for other in [
+            "decoy",
+            "app-1-0001",
+            "app-1-0001_1_000002",
+            "app-1-0001_01_00002x",
+            "app-1-0002_01_000002",
+            "app-1-0001_01_e_000002",
+            "app-1-0001_01_ex_000002",
+            "app-1-0001_01_e2_00002",
+            "app-1-0001_01_x2_000002",
+        ] {
             assert!(!container_of(app, other), "{other}");
         }
     }
