@@ -309,7 +309,7 @@ pub fn day(shape: &Shape, d: u32) -> anyhow::Result<Day> {
     // More sessions at weekends.
     let sessions = if weekend { shape.sessions_per_day * 6 / 5 } else { shape.sessions_per_day };
     for s in 0..sessions {
-        let session = (d as i64 + 1) * 10_000_000 + s as i64;
+        let session = (d as i64 + 1) * 1_000_000_000 + s as i64;
         let mut r = Rng::new(shape.seed, S_SESSION, session as u64);
         // A few customers come back very often: their totals lead the seed's ranking.
         let u = r.unit();
