@@ -311,17 +311,12 @@ pub async fn run(a: JobArgs) -> anyhow::Result<u8> {
             if let Some(name) = session {
                 return submit_to_session(&a.conn, &name, &sql).await;
             }
-            let spec = app.size(JobSpec { executors, ..JobSpec::new(sql) });
-            let nn = Arc::new(a.conn.connect()?);
-            tarn_jobs::spec::check(&spec, nn.clone()).await.context("the job was not submitted")?;
-            let rm = a.conn.connect_rm()?;
             let name = if name.is_empty() {
-                spec.sql.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(40).collect()
+                sql.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(40).collect()
             } else {
                 name
             };
-            let name = format!("{JOB_PREFIX}{name}");
-            let id = app.submit(&rm, name, &spec).await?;
+            let (id, rm, nn) = submit_job(&a.conn, app, JobSpec { executors, ..JobSpec::new(sql) }, name).await?;
             outln!("{id}")?;
             if !wait {
                 return Ok(0);
@@ -374,22 +369,33 @@ pub async fn run(a: JobArgs) -> anyhow::Result<u8> {
     }
 }
 
-/// `tarn job submit --wait --sql SQL --name NAME --executors N`: checks, submits and
-/// follows the job; its application id once it finished, else an error naming its end.
-pub async fn submit_and_wait(conn: &ClientOpts, sql: String, name: &str, executors: u32) -> anyhow::Result<String> {
-    let app = AppOpts {
-        queue: String::new(),
-        vcores: 1,
-        memory_mib: 1024,
-        memory_overhead_mib: tarn_jobs::executor::OVERHEAD_MIB,
-        master_memory_mib: 1024,
-        tarn_bin: None,
-    };
-    let spec = app.size(JobSpec { executors, ..JobSpec::new(sql) });
+/// Checks job `spec` (sized by `app`) and submits it as `job: NAME`; its application id,
+/// and the clients that follow it.
+async fn submit_job(
+    conn: &ClientOpts,
+    app: AppOpts,
+    spec: JobSpec,
+    name: String,
+) -> anyhow::Result<(String, tarn_client::rm::RmClient, Arc<tarn_client::NamenodeClient>)> {
+    let spec = app.size(spec);
     let nn = Arc::new(conn.connect()?);
     tarn_jobs::spec::check(&spec, nn.clone()).await.context("the job was not submitted")?;
     let rm = conn.connect_rm()?;
     let id = app.submit(&rm, format!("{JOB_PREFIX}{name}"), &spec).await?;
+    Ok((id, rm, nn))
+}
+
+/// `tarn job submit --wait --sql SQL --name NAME --executors N`: checks, submits and
+/// follows the job; its application id once it finished, else an error naming its end.
+pub async fn submit_and_wait(conn: &ClientOpts, sql: String, name: &str, executors: u32) -> anyhow::Result<String> {
+    // The options' defaults, as `tarn job submit` has them.
+    #[derive(clap::Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        app: AppOpts,
+    }
+    let app = <Defaults as clap::Parser>::parse_from(["tarn"]).app;
+    let (id, rm, nn) = submit_job(conn, app, JobSpec { executors, ..JobSpec::new(sql) }, name.to_string()).await?;
     let state = follow(&rm, &nn, &id).await?;
     if state != AppState::Finished {
         let r = rm.application(&id).await?;
