@@ -24,7 +24,7 @@ use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use futures::StreamExt;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use object_store::aws::AmazonS3Builder;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::io::AsyncBufReadExt;
@@ -468,13 +468,9 @@ async fn demo(
 /// Generates the data and uploads it, two days at a time; (files, rows, bytes).
 async fn upload(a: &DemoArgs, store: &Arc<dyn ObjectStore>) -> anyhow::Result<(usize, usize, usize)> {
     let shape = Shape::for_size(a.size_mb, a.seed);
-    let pb = ProgressBar::new(demo_data::DAYS as u64 + 1);
-    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    pb.set_style(
-        ProgressStyle::with_template("  {bar:30} {pos}/{len} files {msg} {elapsed}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    let pb = crate::out::progress(
+        ProgressBar::new(demo_data::DAYS as u64 + 1),
+        "  {bar:30} {pos}/{len} files {msg} {elapsed}",
     );
     let local = a.write_local.clone();
     let put = |key: String, bytes: Vec<u8>| {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use tarn_client::rm::AppState;
 use tarn_jobs::master::JobProgress;
 use tarn_jobs::JobSpec;
@@ -218,14 +218,7 @@ async fn session(cmd: SessionCmd, conn: &ClientOpts) -> anyhow::Result<u8> {
 }
 
 pub(crate) fn spinner() -> ProgressBar {
-    let pb = ProgressBar::new_spinner();
-    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    pb.set_style(
-        ProgressStyle::with_template("{spinner} {elapsed} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    pb
+    crate::out::progress(ProgressBar::new_spinner(), "{spinner} {elapsed} {msg}")
 }
 
 /// Runs `sql` on session `name`, showing its progress, and prints its rows.

@@ -68,6 +68,23 @@ macro_rules! outln {
 }
 pub(crate) use outln;
 
+/// `pb` styled by `template` (a bar or spinner of indicatif), drawn on standard error only
+/// when it is a terminal: redirected output gets no progress frames.
+pub fn progress(pb: indicatif::ProgressBar, template: &str) -> indicatif::ProgressBar {
+    if !io::IsTerminal::is_terminal(&io::stderr()) {
+        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let style = indicatif::ProgressStyle::with_template(template).unwrap_or_else(|_| {
+        if pb.length().is_some() {
+            indicatif::ProgressStyle::default_bar()
+        } else {
+            indicatif::ProgressStyle::default_spinner()
+        }
+    });
+    pb.set_style(style);
+    pb
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

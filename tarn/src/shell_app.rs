@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 use tarn_client::rm::{
     AllocateCall, AppState, AppSubmission, ContainerAsk, ContainerSpec, FinalStatus, Resources, RmClient,
 };
@@ -92,13 +91,7 @@ pub async fn run_shell(
     if detach {
         return Ok(0);
     }
-    let pb = ProgressBar::new_spinner();
-    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    pb.set_style(
-        ProgressStyle::with_template("{spinner} {elapsed} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
+    let pb = crate::job_cmd::spinner();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let r = loop {
         tick.tick().await;

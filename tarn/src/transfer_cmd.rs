@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use futures::stream::{self, StreamExt, TryStreamExt};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use tarn_client::blocks::{FileReader, FileWriter};
 use tarn_client::{CreateOptions, NamenodeClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,14 +19,7 @@ const IO_BYTES: usize = 4 << 20;
 const READ_AHEAD: usize = 4;
 
 fn progress(total: u64) -> ProgressBar {
-    let pb = ProgressBar::new(total);
-    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    let style = ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar());
-    pb.set_style(style);
-    pb
+    crate::out::progress(ProgressBar::new(total), "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {msg}")
 }
 
 fn join(dir: &str, name: &str) -> String {
