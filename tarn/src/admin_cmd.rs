@@ -80,6 +80,30 @@ enum AdminCmd {
     /// Datanodes (capacity, use, liveness) and block health: under-replicated, missing and
     /// corrupt counts.
     Report,
+    /// Whether the cluster is whole: a namenode leader, every member answering and caught
+    /// up, safe mode off, no block under-replicated or missing, every datanode in service
+    /// alive, the resource manager answering and every worker it knows running. With
+    /// `--datanodes N` / `--workers N`, N live ones are required instead, and dead or lost
+    /// ones (removed nodes) are only listed. Exit 0 when healthy; with `--wait` it waits,
+    /// printing what is still wrong, and exits 1 when the time is up. Rolling upgrades
+    /// wait on it between nodes.
+    ///
+    /// Example: `tarn admin health --wait 300 --datanodes 3 --workers 5`
+    Health {
+        /// Seconds to wait for health (0: check once).
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+        /// Live datanodes in service required (0: every one the namenode knows).
+        #[arg(long, default_value_t = 0)]
+        datanodes: usize,
+        /// Running workers required (0: every one the resource manager knows; no resource
+        /// manager in the configuration: workers are not checked).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
+        /// Log entries a namenode may have left to apply and still count as caught up.
+        #[arg(long, default_value_t = 1000)]
+        max_lag: u64,
+    },
     /// Drain a datanode (uuid or address) so it can be taken out: no new replicas go to it
     /// and its replicas are copied elsewhere; `tarn admin report` shows "decommissioned"
     /// when it is safe to stop. `--off` puts it back in service.
@@ -298,6 +322,10 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<u8> {
             outln!("snapshot built up to log index {idx}")?;
         }
         AdminCmd::Report => report(&c).await?,
+        AdminCmd::Health { wait, datanodes, workers, max_lag } => {
+            let want = Want { datanodes, workers, max_lag };
+            return health(&a.conn, &c, &want, std::time::Duration::from_secs(wait)).await;
+        }
         AdminCmd::FinalizeUpgrade => {
             let (before, after) = c.finalize_upgrade().await?;
             if before == after {
@@ -350,6 +378,127 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<u8> {
         }
     }
     Ok(0)
+}
+
+/// What `tarn admin health` requires.
+struct Want {
+    datanodes: usize,
+    workers: usize,
+    max_lag: u64,
+}
+
+/// Checks once: what is wrong (empty: healthy) and what is worth saying anyway.
+async fn check_health(conn: &crate::creds::ClientOpts, c: &NamenodeClient, want: &Want) -> (Vec<String>, Vec<String>) {
+    let (mut wrong, mut notes) = (Vec::new(), Vec::new());
+    match c.cluster_status().await {
+        Err(e) => wrong.push(format!("namenode group: {e}")),
+        Ok(s) if s.leader_id.is_none() => wrong.push("namenode group: no leader".into()),
+        Ok(s) => {
+            if s.cluster_format < s.binary_format {
+                notes.push(format!(
+                    "format {} (binary reads {}): an upgrade is not finalized",
+                    s.cluster_format, s.binary_format
+                ));
+            }
+            for m in &s.members {
+                // Each member answers itself: a restarted node serves again, not only replicates.
+                match c.cluster_status_of(&m.addr).await {
+                    Err(e) => wrong.push(format!("namenode {} at {}: {e}", m.node_id, m.addr)),
+                    Ok(own) if own.last_applied + want.max_lag < s.last_log_index => wrong.push(format!(
+                        "namenode {} at {}: applied {} of {} (catching up)",
+                        m.node_id, m.addr, own.last_applied, s.last_log_index
+                    )),
+                    Ok(_) => {}
+                }
+            }
+        }
+    }
+    match c.datanode_report().await {
+        Err(e) => wrong.push(format!("datanodes: {e}")),
+        Ok(r) => {
+            if r.safe_mode {
+                wrong.push("safe mode is on".into());
+            }
+            let in_service = |d: &&tarn_client::DatanodeInfo| d.decommission == tarn_client::Decommission::InService;
+            let live = r.datanodes.iter().filter(in_service).filter(|d| d.alive).count();
+            let dead: Vec<&str> =
+                r.datanodes.iter().filter(in_service).filter(|d| !d.alive).map(|d| d.location.addr.as_str()).collect();
+            if want.datanodes > 0 {
+                if live < want.datanodes {
+                    wrong.push(format!("datanodes: {live} live in service, {} wanted", want.datanodes));
+                }
+                if !dead.is_empty() {
+                    notes.push(format!("dead datanodes: {}", dead.join(", ")));
+                }
+            } else if !dead.is_empty() {
+                wrong.push(format!("dead datanodes: {}", dead.join(", ")));
+            }
+            let b = &r.blocks;
+            if b.missing > 0 {
+                wrong.push(format!("{} blocks missing (no live replica)", b.missing));
+            }
+            if b.under_replicated > 0 {
+                wrong.push(format!("{} blocks under-replicated", b.under_replicated));
+            }
+        }
+    }
+    if conn.resource_managers_configured() {
+        use tarn_client::rm::WorkerState;
+        match conn.connect_rm() {
+            Err(e) => wrong.push(format!("resource manager: {e}")),
+            Ok(rm) => match rm.workers().await {
+                Err(e) => wrong.push(format!("resource manager: {e}")),
+                Ok(ws) => {
+                    let running = ws.iter().filter(|w| w.state == WorkerState::Running).count();
+                    let lost: Vec<&str> =
+                        ws.iter().filter(|w| w.state == WorkerState::Lost).map(|w| w.worker_id.as_str()).collect();
+                    if want.workers > 0 {
+                        if running < want.workers {
+                            wrong.push(format!("workers: {running} running, {} wanted", want.workers));
+                        }
+                        if !lost.is_empty() {
+                            notes.push(format!("lost workers: {}", lost.join(", ")));
+                        }
+                    } else if !lost.is_empty() {
+                        wrong.push(format!("lost workers: {}", lost.join(", ")));
+                    }
+                }
+            },
+        }
+    }
+    (wrong, notes)
+}
+
+async fn health(
+    conn: &crate::creds::ClientOpts,
+    c: &NamenodeClient,
+    want: &Want,
+    wait: std::time::Duration,
+) -> anyhow::Result<u8> {
+    let deadline = std::time::Instant::now() + wait;
+    let mut said = Vec::new();
+    loop {
+        let (wrong, notes) = check_health(conn, c, want).await;
+        if wrong.is_empty() {
+            for n in &notes {
+                outln!("note: {n}")?;
+            }
+            outln!("healthy")?;
+            return Ok(0);
+        }
+        if std::time::Instant::now() >= deadline {
+            for w in &wrong {
+                outln!("unhealthy: {w}")?;
+            }
+            return Ok(crate::EXIT_FAILED);
+        }
+        // Say what is wrong when it changes, not every second.
+        if wrong != said {
+            outln!("waiting: {}", wrong.join("; "))?;
+            said = wrong;
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
 fn gib(b: u64) -> String {

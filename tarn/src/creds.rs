@@ -61,6 +61,11 @@ impl ClientOpts {
         })
     }
 
+    /// Whether resource managers are named (by flag or in the configuration).
+    pub fn resource_managers_configured(&self) -> bool {
+        self.resource_manager.is_some() || self.config().is_ok_and(|c| !c.client.resource_managers.is_empty())
+    }
+
     /// A client of the resource managers with this command's certificate.
     pub fn connect_rm(&self) -> anyhow::Result<tarn_client::rm::RmClient> {
         let transport = self.transport()?;

@@ -316,6 +316,21 @@ struct InitArgs {
     /// Replace existing configuration files (the CA and master key are kept).
     #[arg(long)]
     force: bool,
+    /// Where the directory will be on the hosts (default: --dir itself): every path
+    /// written into the files starts here, so a directory made on an operator's machine
+    /// is copied to each host's /etc/tarn as it is.
+    #[arg(long)]
+    host_dir: Option<PathBuf>,
+    /// Racks of datanode and worker hosts (comma-separated HOST=RACK, like /rack1; the
+    /// others are in /default-rack): placement keeps every block on more than one rack,
+    /// and the scheduler prefers a node's rack when the node itself is busy.
+    #[arg(long, value_delimiter = ',')]
+    racks: Vec<String>,
+    /// Add hosts to a directory `tarn init` made: every file, certificate and key there is
+    /// kept; datanodes, workers and gateways without files get them, numbered after the
+    /// others (`hosts.txt` says which host has which file). The masters must be the same.
+    #[arg(long, conflicts_with = "force")]
+    extend: bool,
 }
 
 /// Interactive commands give up sooner than daemons: a wrong address or a cluster without
@@ -693,23 +708,146 @@ fn host_of(addr: &str) -> String {
 
 /// `tarn init`: the cluster CA, the master key, and one configuration file with its own
 /// certificate per namenode, datanode and gateway, plus `admin.toml` for client commands.
+/// `hosts.txt` in a `tarn init` directory: which host each numbered file is for, one
+/// `HOST FILE` line each. `tarn init --extend` numbers new hosts after it; deploy scripts
+/// read it to give each host its own files.
+#[derive(Default)]
+struct Layout {
+    entries: Vec<(String, String)>,
+}
+
+impl Layout {
+    const FILE: &'static str = "hosts.txt";
+
+    fn load(dir: &std::path::Path) -> anyhow::Result<Self> {
+        let path = dir.join(Self::FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => anyhow::bail!("read {}: {e}", path.display()),
+        };
+        let mut entries = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            match line.split_whitespace().collect::<Vec<_>>()[..] {
+                [host, file] => entries.push((host.to_string(), file.to_string())),
+                _ => anyhow::bail!("{} line {}: expected `HOST FILE`, got {line:?}", path.display(), n + 1),
+            }
+        }
+        Ok(Self { entries })
+    }
+
+    fn save(&self, dir: &std::path::Path) -> anyhow::Result<()> {
+        let mut text = String::from("# written by tarn init: the host each file is for (HOST FILE)\n");
+        for (host, file) in &self.entries {
+            text.push_str(&format!("{host} {file}\n"));
+        }
+        let path = dir.join(Self::FILE);
+        std::fs::write(&path, text).map_err(|e| anyhow::anyhow!("write {}: {e}", path.display()))
+    }
+
+    /// The number of `host`'s `PREFIX-N.toml`, if it has one.
+    fn index_of(&self, prefix: &str, host: &str) -> Option<usize> {
+        self.entries.iter().filter(|(h, _)| h == host).find_map(|(_, f)| Self::index_in(prefix, f))
+    }
+
+    /// The number after every `PREFIX-N.toml`.
+    fn next(&self, prefix: &str) -> usize {
+        self.entries.iter().filter_map(|(_, f)| Self::index_in(prefix, f)).max().unwrap_or(0) + 1
+    }
+
+    fn index_in(prefix: &str, file: &str) -> Option<usize> {
+        file.strip_prefix(prefix)?.strip_prefix('-')?.strip_suffix(".toml")?.parse().ok()
+    }
+
+    /// `host`'s number for `prefix`: with `reuse` its own if it has one, else the next
+    /// free one (recorded). Without `reuse` (a new directory) hosts are numbered in order,
+    /// so one host may have several (two namenodes on one test machine).
+    fn slot(&mut self, prefix: &str, host: &str, reuse: bool) -> (usize, bool) {
+        if let Some(i) = self.index_of(prefix, host).filter(|_| reuse) {
+            return (i, true);
+        }
+        let i = self.next(prefix);
+        self.entries.push((host.to_string(), format!("{prefix}-{i}.toml")));
+        (i, false)
+    }
+}
+
 fn run_init(a: InitArgs) -> anyhow::Result<u8> {
     use tarn_security::{Ca, Identity, Role};
     std::fs::create_dir_all(&a.dir)?;
     // Absolute paths in the files: daemons may start from any directory.
     let dir = std::fs::canonicalize(&a.dir)?;
+    let mut racks = std::collections::HashMap::new();
+    let placed = |h: &str| a.datanodes.iter().chain(&a.workers).chain(&a.task_workers).any(|d| d == h);
+    for r in &a.racks {
+        match r.split_once('=') {
+            Some((host, rack)) if placed(host) && rack.starts_with('/') => {
+                racks.insert(host.to_string(), rack.to_string());
+            }
+            Some((host, _)) if !placed(host) => {
+                anyhow::bail!("--racks {r}: {host} is not one of --datanodes, --workers or --task-workers")
+            }
+            _ => anyhow::bail!("--racks {r}: expected HOST=RACK with RACK like /rack1"),
+        }
+    }
+    let mut layout = if a.extend {
+        let layout = Layout::load(&dir)?;
+        if layout.entries.is_empty() {
+            anyhow::bail!(
+                "--extend: {} has no {}: make the directory with tarn init first",
+                dir.display(),
+                Layout::FILE
+            );
+        }
+        // Masters change through the namenode group (tarn admin add-learner), not here.
+        let masters = |prefix: &str, hosts: &[String]| -> anyhow::Result<()> {
+            let known: Vec<&String> =
+                layout.entries.iter().filter(|(_, f)| Layout::index_in(prefix, f).is_some()).map(|(h, _)| h).collect();
+            let given: Vec<&String> = hosts.iter().collect();
+            if known != given {
+                anyhow::bail!(
+                    "--extend adds datanodes, workers and gateways; the {prefix} hosts must stay {known:?} (given {given:?})"
+                );
+            }
+            Ok(())
+        };
+        let nn_hosts: Vec<String> = a.namenodes.iter().map(|a| host_of(a)).collect();
+        masters("namenode", &nn_hosts)?;
+        masters("resource-manager", &a.resource_managers)?;
+        masters("connect", &a.connect)?;
+        layout
+    } else {
+        Layout::default()
+    };
+    let on_host = |p: &std::path::Path| -> PathBuf {
+        match &a.host_dir {
+            Some(h) => h.join(p.strip_prefix(&dir).unwrap_or(p)),
+            None => p.to_path_buf(),
+        }
+    };
     let tls = dir.join("tls");
     let ca = Ca::load_or_create(&tls, "tarn")?;
     // Before any certificate: daemons' files name it, to accept containers' credentials.
     let container_ca = tarn_security::ContainerCa::load_or_create(&tls, "tarn")?;
-    let master = dir.join("keys/master.key");
-    if !master.exists() {
-        tarn_gateway::keys::MasterKey::create(&master)?;
+    let master_file = dir.join("keys/master.key");
+    if !master_file.exists() {
+        tarn_gateway::keys::MasterKey::create(&master_file)?;
     }
+    let master = on_host(&master_file);
     let issue = |role: Role, name: &str, hosts: Vec<String>| -> anyhow::Result<tarn_security::TlsPaths> {
         let mut hosts = hosts;
         hosts.push("localhost".into());
-        Ok(ca.issue(&Identity::new(role, name)?, &hosts, &tls, &format!("{role}-{name}"))?)
+        let p = ca.issue(&Identity::new(role, name)?, &hosts, &tls, &format!("{role}-{name}"))?;
+        Ok(tarn_security::TlsPaths {
+            ca: on_host(&p.ca),
+            cert: on_host(&p.cert),
+            key: on_host(&p.key),
+            container_ca: p.container_ca.as_deref().map(on_host),
+        })
     };
     let write = |name: String, cfg: &TarnConfig| -> anyhow::Result<()> {
         let path = dir.join(name);
@@ -737,8 +875,12 @@ fn run_init(a: InitArgs) -> anyhow::Result<u8> {
         cfg
     };
     let members: Vec<String> = a.namenodes.iter().enumerate().map(|(i, addr)| format!("{}@{addr}", i + 1)).collect();
-    for (i, addr) in a.namenodes.iter().enumerate() {
-        let id = (i + 1) as u64;
+    for addr in &a.namenodes {
+        let (i, exists) = layout.slot("namenode", &host_of(addr), a.extend);
+        if exists {
+            continue;
+        }
+        let id = i as u64;
         let mut cfg = base(issue(Role::Namenode, &id.to_string(), vec![host_of(addr)])?);
         cfg.namenode.node_id = id;
         let port = addr.rsplit_once(':').map(|(_, p)| p).unwrap_or("8020");
@@ -752,45 +894,71 @@ fn run_init(a: InitArgs) -> anyhow::Result<u8> {
         cfg.namenode.validate()?;
         write(format!("namenode-{id}.toml"), &cfg)?;
     }
-    for (i, host) in a.datanodes.iter().enumerate() {
-        let mut cfg = base(issue(Role::Datanode, &format!("dn{}", i + 1), vec![host.clone()])?);
+    for host in &a.datanodes {
+        let (i, exists) = layout.slot("datanode", host, a.extend);
+        if exists {
+            continue;
+        }
+        let mut cfg = base(issue(Role::Datanode, &format!("dn{i}"), vec![host.clone()])?);
         cfg.datanode.data_dirs = vec![a.data_dir.join("datanode")];
         cfg.datanode.listen = "0.0.0.0:9866".into();
         cfg.datanode.advertise = Some(format!("{host}:9866"));
-        write(format!("datanode-{}.toml", i + 1), &cfg)?;
+        if let Some(rack) = racks.get(host) {
+            cfg.datanode.rack = rack.clone();
+        }
+        write(format!("datanode-{i}.toml"), &cfg)?;
     }
-    for (i, host) in a.gateways.iter().enumerate() {
-        let paths = issue(Role::Gateway, &format!("gw{}", i + 1), vec![host.clone()])?;
+    for host in &a.gateways {
+        let (i, exists) = layout.slot("gateway", host, a.extend);
+        if exists {
+            continue;
+        }
+        let paths = issue(Role::Gateway, &format!("gw{i}"), vec![host.clone()])?;
         let mut cfg = base(paths.clone());
         cfg.gateway.listen = "0.0.0.0:9000".into();
         cfg.gateway.tls = Some(tarn_gateway::TlsFiles { cert: paths.cert, key: paths.key });
         cfg.gateway.master_key_file = Some(master.clone());
         cfg.gateway.access_keys = vec![tarn_gateway::AccessKey::generate()];
         cfg.gateway.domains = vec![format!("{host}:9000"), host.clone()];
-        write(format!("gateway-{}.toml", i + 1), &cfg)?;
+        write(format!("gateway-{i}.toml"), &cfg)?;
     }
-    for (i, host) in a.resource_managers.iter().enumerate() {
-        let mut cfg = base(issue(Role::ResourceManager, &format!("rm{}", i + 1), vec![host.clone()])?);
+    for host in &a.resource_managers {
+        let (i, exists) = layout.slot("resource-manager", host, a.extend);
+        if exists {
+            continue;
+        }
+        let mut cfg = base(issue(Role::ResourceManager, &format!("rm{i}"), vec![host.clone()])?);
         cfg.resource_manager.listen = "0.0.0.0:8032".into();
         cfg.resource_manager.advertise = Some(format!("{host}:8032"));
         cfg.resource_manager.rest_listen = Some("0.0.0.0:8088".into());
-        cfg.resource_manager.container_ca = Some(container_ca.cert_path().to_path_buf());
-        write(format!("resource-manager-{}.toml", i + 1), &cfg)?;
+        cfg.resource_manager.container_ca = Some(on_host(container_ca.cert_path()));
+        write(format!("resource-manager-{i}.toml"), &cfg)?;
     }
     let workers = a.workers.iter().map(|h| (h, "core")).chain(a.task_workers.iter().map(|h| (h, "task")));
-    for (i, (host, label)) in workers.enumerate() {
-        let mut cfg = base(issue(Role::Worker, &format!("w{}", i + 1), vec![host.clone()])?);
+    for (host, label) in workers {
+        let (i, exists) = layout.slot("worker", host, a.extend);
+        if exists {
+            continue;
+        }
+        let mut cfg = base(issue(Role::Worker, &format!("w{i}"), vec![host.clone()])?);
         cfg.worker.host = host.clone();
         cfg.worker.label = label.into();
         cfg.worker.local_dir = a.data_dir.join("worker");
+        if let Some(rack) = racks.get(host) {
+            cfg.worker.rack = rack.clone();
+        }
         cfg.worker.validate()?;
-        write(format!("worker-{}.toml", i + 1), &cfg)?;
+        write(format!("worker-{i}.toml"), &cfg)?;
     }
     // One admin key for every endpoint: a session continues on another master.
     let connect_key = tarn_gateway::AccessKey::generate();
-    for (i, host) in a.connect.iter().enumerate() {
+    for host in &a.connect {
+        let (i, exists) = layout.slot("connect", host, a.extend);
+        if exists {
+            continue;
+        }
         // The endpoint acts for its users as the gateway does: a gateway identity.
-        let paths = issue(Role::Gateway, &format!("connect{}", i + 1), vec![host.clone()])?;
+        let paths = issue(Role::Gateway, &format!("connect{i}"), vec![host.clone()])?;
         let mut cfg = base(paths.clone());
         cfg.connect.listen = format!("0.0.0.0:{}", tarn_connect::DEFAULT_PORT);
         cfg.connect.namenodes = a.namenodes.clone();
@@ -800,7 +968,12 @@ fn run_init(a: InitArgs) -> anyhow::Result<u8> {
         cfg.connect.tls = Some(tarn_gateway::TlsFiles { cert: paths.cert, key: paths.key });
         cfg.connect.master_key_file = Some(master.clone());
         cfg.connect.access_keys = vec![connect_key.clone()];
-        write(format!("connect-{}.toml", i + 1), &cfg)?;
+        write(format!("connect-{i}.toml"), &cfg)?;
+    }
+    layout.save(&dir)?;
+    if a.extend {
+        outln!("extended {} (hosts.txt: which host has which file)", dir.display())?;
+        return Ok(0);
     }
     let admin = base(issue(Role::Admin, "admin", vec![])?);
     write("admin.toml".into(), &admin)?;

@@ -139,6 +139,71 @@ async fn put_get_cat_report_and_fsck() {
     cluster.shutdown().await;
 }
 
+/// `tarn init --host-dir --racks`, then `--extend` (deploy/ssh's `add`): paths in the
+/// files are the hosts', new hosts get the next numbers and their own certificates, and
+/// nothing that was there changes; masters cannot change this way.
+#[test]
+fn init_extends_a_directory_keeping_what_is_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("conf");
+    let conf_s = conf.to_str().unwrap();
+    let init = |more: &[&str]| {
+        let o = Command::new(tarn_bin())
+            .args(["init", "--dir", conf_s, "--host-dir", "/etc/tarn", "--namenodes", "m1:8020"])
+            .args(["--resource-managers", "m1", "--connect", "m1"])
+            .args(more)
+            .output()
+            .unwrap();
+        (o.status.code(), text(&o))
+    };
+    let (code, out) = init(&["--datanodes", "c1,c2", "--workers", "c1,c2", "--racks", "c1=/r1,c2=/r2"]);
+    assert_eq!(code, Some(0), "{out}");
+    let read = |f: &str| std::fs::read_to_string(conf.join(f)).unwrap();
+    let dn2 = read("datanode-2.toml");
+    assert!(dn2.contains("rack = \"/r2\"") && dn2.contains("\"/etc/tarn/tls/datanode-dn2.pem\""), "{dn2}");
+    assert!(read("worker-1.toml").contains("rack = \"/r1\""));
+    assert!(!dn2.contains(conf_s), "no path of the operator's machine in a host's file: {dn2}");
+    let before: Vec<(String, String)> = [
+        "namenode-1.toml",
+        "datanode-1.toml",
+        "datanode-2.toml",
+        "worker-2.toml",
+        "admin.toml",
+        "tls/datanode-dn1.pem",
+    ]
+    .iter()
+    .map(|f| (f.to_string(), read(f)))
+    .collect();
+
+    let (code, out) = init(&["--datanodes", "c1,c2,c3", "--workers", "c1,c2,c3", "--task-workers", "t1", "--extend"]);
+    assert_eq!(code, Some(0), "{out}");
+    for (f, text) in &before {
+        assert_eq!(&read(f), text, "{f} changed");
+    }
+    let hosts = read("hosts.txt");
+    for line in
+        ["c3 datanode-3.toml", "c3 worker-3.toml", "t1 worker-4.toml", "c1 datanode-1.toml", "m1 namenode-1.toml"]
+    {
+        assert!(hosts.lines().any(|l| l == line), "{line} in {hosts}");
+    }
+    assert!(read("worker-4.toml").contains("label = \"task\""));
+    assert!(conf.join("tls/datanode-dn3.pem").exists());
+
+    let (code, out) = init(&["--datanodes", "c1", "--racks", "c9=/r1", "--extend"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("c9 is not one of"), "{out}");
+    let o = Command::new(tarn_bin())
+        .args(["init", "--dir", conf_s, "--namenodes", "m1:8020,m2:8020,m3:8020", "--extend"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("namenode hosts must stay"), "{}", text(&o));
+    let empty = dir.path().join("empty");
+    let o = Command::new(tarn_bin()).args(["init", "--dir", empty.to_str().unwrap(), "--extend"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("make the directory with tarn init first"), "{}", text(&o));
+}
+
 #[test]
 fn init_writes_one_config_and_certificate_per_node() {
     let dir = tempfile::tempdir().unwrap();
