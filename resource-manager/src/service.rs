@@ -234,7 +234,13 @@ impl ApplicationClient for ClientService {
         req: Request<pb::DrainWorkerRequest>,
     ) -> Result<Response<pb::DrainWorkerResponse>, Status> {
         serving(&self.s)?;
-        admin_only(&req, "drain workers")?;
+        // A worker may start draining itself (a spot node told it will be reclaimed:
+        // deploy/ec2); anything else, cancelling included, is an admin's.
+        let own = matches!(tarn_security::caller(req.extensions()),
+            Ok(Some(id)) if id.role == tarn_security::Role::Worker && id.name == req.get_ref().worker_id);
+        if !own || req.get_ref().cancel {
+            admin_only(&req, "drain workers")?;
+        }
         let r = req.into_inner();
         let now = Instant::now();
         let until = (!r.cancel).then(|| now + Duration::from_secs(r.deadline_secs.min(7 * 24 * 3600)));

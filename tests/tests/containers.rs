@@ -505,7 +505,7 @@ async fn sigkill_of_a_worker_or_of_the_masters_worker_and_the_application_still_
 
 /// `tarn admin drain-worker`: the drained worker gets no new container, its master is
 /// stopped at the deadline and the next attempt runs on the other worker; `tarn admin
-/// nodes` says DRAINING; only an admin may drain.
+/// nodes` says DRAINING; only an admin may drain another worker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_drains_a_worker() {
     let cl = Cluster::builder().workers(2, 0).start().await;
@@ -549,6 +549,20 @@ async fn an_admin_drains_a_worker() {
         .await;
         assert!(r.attempts[0].status.diagnostics.contains("drained"), "{r:?}");
         assert_ne!(r.attempts[1].worker_id, first.worker_id);
+        // A worker may drain itself (a spot node's interruption notice), not another, and
+        // may not take a drain back.
+        let other = r.attempts[1].worker_id.clone();
+        let own = tarn_tests::config_file(tarn_security::Role::Worker, &other);
+        let (code, text) = tarn(own.clone(), &["admin", "drain-worker", &first.worker_id, "--cancel"]);
+        assert_eq!(code, Some(1), "{text}");
+        assert!(text.contains("admins only"), "{text}");
+        let (code, text) = tarn(own.clone(), &["admin", "drain-worker", &other, "--deadline-secs", "600"]);
+        assert_eq!(code, Some(0), "{text}");
+        let (code, text) = tarn(own, &["admin", "drain-worker", &other, "--cancel"]);
+        assert_eq!(code, Some(1), "{text}");
+        let (_, nodes) = tarn(tarn_tests::admin_config(), &["admin", "nodes"]);
+        let row = nodes.lines().find(|l| l.starts_with(&other)).unwrap_or_default();
+        assert!(row.contains("DRAINING"), "{nodes}");
         rm.kill(&id).await.unwrap();
     })
     .await
