@@ -26,7 +26,7 @@ pub const SERVICES: [&str; 9] = ["m1", "m2", "m3", "c1", "c2", "c3", "t1", "t2",
 /// The service whose container runs client commands.
 pub const CLIENT_SERVICE: &str = "gw";
 /// A docker or compose command that takes longer than this is stuck.
-const DOCKER_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const DOCKER_TIMEOUT: Duration = Duration::from_secs(120);
 /// From `up` to a namenode leader and three live datanodes (containers start in about a
 /// second, the group forms in one more; the rest is for a loaded machine).
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -54,7 +54,7 @@ impl Output {
 }
 
 /// Runs `cmd` to completion within `timeout` (killing it after that).
-async fn run(cmd: &mut Command, timeout: Duration) -> Output {
+pub(crate) async fn run(cmd: &mut Command, timeout: Duration) -> Output {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     match tokio::time::timeout(timeout, child.wait_with_output()).await {
@@ -67,13 +67,13 @@ async fn run(cmd: &mut Command, timeout: Duration) -> Output {
 }
 
 /// Runs `cmd` and panics with what it printed unless it succeeds.
-async fn run_ok(cmd: &mut Command, timeout: Duration) -> Output {
+pub(crate) async fn run_ok(cmd: &mut Command, timeout: Duration) -> Output {
     let o = run(cmd, timeout).await;
     assert!(o.ok(), "{cmd:?} failed ({:?}):\n{}\n{}", o.code, o.text(), o.stderr);
     o
 }
 
-fn docker() -> Command {
+pub(crate) fn docker() -> Command {
     Command::new("docker")
 }
 
@@ -84,7 +84,7 @@ pub fn deploy_dir() -> PathBuf {
 
 /// Panics unless the docker daemon answers: the compose tests need it (CI has it), and a
 /// skipped test would pass without testing anything.
-async fn require_docker() {
+pub(crate) async fn require_docker() {
     let o = run(docker().args(["version", "--format", "{{.Server.Version}}"]), Duration::from_secs(30)).await;
     assert!(
         o.ok(),
@@ -100,7 +100,7 @@ async fn require_docker() {
 /// Removes the containers and networks of test clusters whose process is gone (killed by
 /// the test runner's timeout, so its drop never ran). Clusters of live processes, and those
 /// started by hand, are left alone.
-async fn reap_orphans() {
+pub(crate) async fn reap_orphans() {
     let o = run_ok(
         docker().args([
             "ps",

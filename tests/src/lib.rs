@@ -14,6 +14,7 @@
 //! join as learners and are promoted), and wait on conditions with deadlines, never sleeps.
 
 pub mod compose;
+pub mod hosts;
 pub mod jobs;
 pub mod netproxy;
 pub use compose::ComposeCluster;

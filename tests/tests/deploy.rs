@@ -1,0 +1,200 @@
+//! `deploy/ssh/tarn-cluster` over bare hosts (containers with a shell and no tarn, reached
+//! through its docker transport as it reaches real hosts through ssh): it lays out the
+//! cluster, installs and starts it, adds a core node, removes one (decommissioned first),
+//! and upgrades every host in turn while a client on a master keeps writing and reading
+//! files; nothing the client was told was written is lost, no request fails.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tarn_tests::hosts::HostBed;
+use tokio::io::AsyncBufReadExt;
+
+/// The client: files of ~330 KB (through the datanodes, not kept in the namespace), each
+/// put and read back, until /tmp/stop-load exists. One line per file: `ok N` or `FAIL ...`.
+const LOAD: &str = r#"
+export TARN_CONFIG=/etc/tarn/admin.toml
+tarn fs mkdir -p /load || { echo "FAIL mkdir"; exit 1; }
+i=0
+while [ ! -e /tmp/stop-load ]; do
+  i=$((i + 1))
+  seq "$i" 3 $((i * 3 + 150000)) >/tmp/load-in
+  if out=$(tarn fs put /tmp/load-in "/load/f$i" 2>&1); then
+    if tarn fs cat "/load/f$i" 2>/tmp/load-err | cmp -s - /tmp/load-in; then
+      echo "ok $i"
+    else
+      echo "FAIL read $i: $(cat /tmp/load-err)"
+    fi
+  else
+    echo "FAIL write $i: $out"
+  fi
+done
+echo "done $i"
+"#;
+
+/// Reads every file the client wrote back again (its first argument: how many), in one
+/// `tarn fs get`.
+const VERIFY: &str = r#"
+export TARN_CONFIG=/etc/tarn/admin.toml
+n=$1; i=1; bad=0
+rm -rf /tmp/got && mkdir /tmp/got && tarn fs get /load /tmp/got || exit 1
+d=/tmp/got/load; [ -d $d ] || d=/tmp/got
+while [ "$i" -le "$n" ]; do
+  seq "$i" 3 $((i * 3 + 150000)) >/tmp/verify-in
+  cmp -s "$d/f$i" /tmp/verify-in || { echo "differs: /load/f$i"; bad=$((bad + 1)); }
+  i=$((i + 1))
+done
+echo "verified $n, $bad differ"
+"#;
+
+const STEP: Duration = Duration::from_secs(300);
+
+fn oks(lines: &Mutex<Vec<String>>) -> usize {
+    lines.lock().unwrap().iter().filter(|l| l.starts_with("ok ")).count()
+}
+
+/// Waits (bounded) until the client has written `n` more files than `from`.
+async fn client_progress(lines: &Mutex<Vec<String>>, from: usize, n: usize, when: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while oks(lines) < from + n {
+        assert!(Instant::now() < deadline, "the client wrote no {n} files {when}: {:?}", lines.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deploy_script_installs_grows_shrinks_and_upgrades_a_cluster_under_load() {
+    let mut bed = HostBed::start().await;
+    // Two releases, without debug info (what is copied to each host). By default the tarn
+    // beside the tests and the same with a byte appended: another file, another release
+    // id, the same program (an ELF's trailing bytes are not loaded). TARN_UPGRADE_FROM=OLD
+    // makes it an upgrade from an older build to this one (README, "Upgrading").
+    let r1 = bed.dir().join("tarn-r1");
+    let r2 = bed.dir().join("tarn-r2");
+    let strip = |from: &std::path::Path, to: &std::path::Path| {
+        let o = std::process::Command::new("objcopy").arg("--strip-debug").arg(from).arg(to).output().expect("objcopy");
+        assert!(o.status.success(), "objcopy {}: {}", from.display(), String::from_utf8_lossy(&o.stderr));
+    };
+    match std::env::var_os("TARN_UPGRADE_FROM") {
+        Some(old) => {
+            strip(std::path::Path::new(&old), &r1);
+            strip(&tarn_tests::tarn_bin(), &r2);
+        }
+        None => {
+            strip(&tarn_tests::tarn_bin(), &r1);
+            let mut bytes = std::fs::read(&r1).unwrap();
+            bytes.push(0);
+            std::fs::write(&r2, bytes).unwrap();
+            std::fs::set_permissions(&r2, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        }
+    }
+    bed.set_binary(&r1);
+
+    let line = |h: &str, role: &str, rack: &str| format!("{h} {role} {rack} {}\n", bed.container(h));
+    let inventory = [
+        "# the test bed: masters, core nodes on two racks, a task node, a gateway\n".to_string(),
+        line("m1", "master", "-"),
+        line("m2", "master", "-"),
+        line("m3", "master", "-"),
+        line("c1", "core", "/r1"),
+        line("c2", "core", "/r2"),
+        line("c3", "core", "/r2"),
+        line("t1", "task", "-"),
+        line("gw", "gateway", "-"),
+    ]
+    .concat();
+    std::fs::write(bed.dir().join("inventory"), inventory).unwrap();
+
+    let t0 = Instant::now();
+    let o = bed.deploy(&["up"], STEP).await;
+    assert!(o.ok(), "up failed");
+    assert!(o.text().contains("healthy"), "up ends healthy: {}", o.text());
+    let up_time = t0.elapsed();
+    // Nothing was there before: the script put the binary on every host.
+    let o = bed.sh("c2", "readlink /usr/local/bin/tarn && ls /etc/tarn", Duration::from_secs(30)).await;
+    assert!(o.ok() && o.text().contains("/opt/tarn/releases/"), "{}{}", o.text(), o.stderr);
+    assert!(o.text().contains("datanode-2.toml") && o.text().contains("worker-2.toml"), "{}", o.text());
+    let o = bed
+        .sh("c2", "test ! -e /etc/tarn/tls/ca-key.pem && test ! -e /etc/tarn/admin.toml", Duration::from_secs(30))
+        .await;
+    assert!(o.ok(), "the CA key and the admin's certificate stay off core nodes");
+
+    // The client, on a master, for the rest of the test.
+    let mut load = bed.spawn_sh("m1", LOAD);
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let reader = {
+        let lines = lines.clone();
+        let mut out = tokio::io::BufReader::new(load.stdout.take().unwrap()).lines();
+        tokio::spawn(async move {
+            while let Ok(Some(l)) = out.next_line().await {
+                lines.lock().unwrap().push(l);
+            }
+        })
+    };
+    client_progress(&lines, 0, 2, "after up").await;
+
+    // A core node joins: files and a certificate of its own, on rack /r1.
+    let o = bed.deploy(&["add", "c4", "core", "/r1", bed.container("c4")], STEP).await;
+    assert!(o.ok(), "add failed");
+    let report = bed.deploy(&["admin", "admin", "report"], Duration::from_secs(60)).await;
+    assert!(report.ok());
+    let c4 = report.text().lines().find(|l| l.contains("c4:9866")).map(str::to_string);
+    assert!(
+        c4.as_deref().is_some_and(|l| l.contains("/r1") && l.contains("live")),
+        "c4 joined on /r1: {}",
+        report.text()
+    );
+    let n = oks(&lines);
+    client_progress(&lines, n, 1, "after add").await;
+
+    // A core node leaves: its datanode decommissioned (replicas copied) before it stops.
+    let o = bed.deploy(&["remove", "c1"], STEP).await;
+    assert!(o.ok(), "remove failed");
+    let report = bed.deploy(&["admin", "admin", "report"], Duration::from_secs(60)).await;
+    let c1 = report.text().lines().find(|l| l.contains("c1:9866")).map(str::to_string);
+    assert!(c1.as_deref().is_some_and(|l| l.contains("decommissioned")), "c1 decommissioned: {}", report.text());
+    assert!(!std::fs::read_to_string(bed.dir().join("inventory")).unwrap().contains("\nc1 "), "c1 left the inventory");
+    let n = oks(&lines);
+    client_progress(&lines, n, 1, "after remove").await;
+
+    // A rolling upgrade to release 2, the client writing all along.
+    let t1 = Instant::now();
+    let o = bed.deploy(&["upgrade", r2.to_str().unwrap()], Duration::from_secs(600)).await;
+    assert!(o.ok(), "upgrade failed");
+    let upgrade_time = t1.elapsed();
+    let r2_id = {
+        let o = std::process::Command::new("sha256sum").arg(&r2).output().expect("sha256sum");
+        String::from_utf8_lossy(&o.stdout)[..16].to_string()
+    };
+    for h in ["m1", "m2", "m3", "c2", "c3", "c4", "t1", "gw"] {
+        let o = bed.sh(h, "readlink /usr/local/bin/tarn", Duration::from_secs(30)).await;
+        assert!(o.text().contains(&r2_id), "{h} runs release {r2_id}: {}", o.text());
+    }
+    let n = oks(&lines);
+    client_progress(&lines, n, 1, "after the upgrade").await;
+
+    // The client stops; every request it made succeeded, every file reads back.
+    let o = bed.sh("m1", "touch /tmp/stop-load", Duration::from_secs(30)).await;
+    assert!(o.ok());
+    let status = tokio::time::timeout(Duration::from_secs(120), load.wait()).await.expect("the client stops").unwrap();
+    reader.await.unwrap();
+    let lines = lines.lock().unwrap().clone();
+    let failed: Vec<&String> = lines.iter().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(status.success() && failed.is_empty(), "client failures: {failed:?}");
+    let written = lines.iter().filter(|l| l.starts_with("ok ")).count();
+    let o = bed.sh("m1", &format!("set -- {written}; {VERIFY}"), Duration::from_secs(300)).await;
+    assert!(o.text().contains(&format!("verified {written}, 0 differ")), "{}{}", o.text(), o.stderr);
+    let fsck = bed.deploy(&["admin", "admin", "fsck", "/"], Duration::from_secs(60)).await;
+    assert!(fsck.text().contains("Status: HEALTHY"), "{}", fsck.text());
+
+    let o = bed.deploy(&["stop"], STEP).await;
+    assert!(o.ok(), "stop failed");
+    for h in ["m1", "c2", "t1", "gw"] {
+        let o = bed.sh(h, "ls /var/lib/tarn/run/", Duration::from_secs(30)).await;
+        assert!(o.ok() && o.text().trim().is_empty(), "{h}: roles still recorded running: {}", o.text());
+    }
+    eprintln!(
+        "deploy: up in {up_time:.1?}, rolling upgrade of 8 hosts in {upgrade_time:.1?}, {written} files \
+         written and read by the client, none failed"
+    );
+}
