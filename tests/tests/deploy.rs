@@ -198,3 +198,174 @@ async fn the_deploy_script_installs_grows_shrinks_and_upgrades_a_cluster_under_l
          written and read by the client, none failed"
     );
 }
+
+/// A stand-in for the aws cli: records every call (one line of arguments) in $AWS_LOG and
+/// answers as EC2 does for the queries deploy/ec2/tarn-ec2 makes (`--output text`: ids
+/// separated by tabs, one instance per line).
+const AWS_STUB: &str = r#"#!/usr/bin/env bash
+set -eu
+echo "$*" >>"$AWS_LOG"
+[ "$1" = --region ] && shift 2
+op=$2
+arg() { local want=$1; shift; while (($#)); do [ "$1" = "$want" ] && { echo "$2"; return; }; shift; done; }
+case $op in
+  create-vpc) echo vpc-0a1 ;;
+  create-subnet) echo subnet-0b2 ;;
+  create-internet-gateway) echo igw-0c3 ;;
+  describe-route-tables) echo rtb-0d4 ;;
+  create-security-group) echo "sg-$(arg --group-name "$@")" ;;
+  describe-security-groups) echo '[]' ;;
+  run-instances)
+    count=$(arg --count "$@")
+    role=$(arg --tag-specifications "$@" | sed 's/.*tarn:role,Value=\([a-z]*\).*/\1/')
+    ids=(); for i in $(seq 1 "$count"); do ids+=("i-$role-$i"); done
+    (IFS=$'\t'; echo "${ids[*]}") ;;
+  describe-instances)
+    n=0; on=
+    for a in "$@"; do
+      case $a in --instance-ids) on=1; continue ;; --*) on= ;; esac
+      [ -n "$on" ] || continue
+      n=$((n + 1)); role=${a#i-}; role=${role%-*}
+      printf 'ip-10-42-0-%d.ec2.internal\t%s\tus-east-1a\t203.0.113.%d\n' "$n" "$role" "$n"
+    done ;;
+esac
+"#;
+
+fn ec2(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    let path = format!("{}:{}", dir.display(), std::env::var("PATH").unwrap_or_default());
+    let o = std::process::Command::new(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/ec2/tarn-ec2"))
+        .args(args)
+        .env("PATH", path)
+        .env("AWS_LOG", dir.join("aws.log"))
+        .output()
+        .expect("tarn-ec2");
+    (o.status.code(), String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr))
+}
+
+/// deploy/ec2 cannot reach EC2 here: its calls go to a stand-in that records them. The
+/// network, the security groups (only each role's ports, clients only where they are
+/// served), spot task nodes with the interruption watcher, the inventory tarn-cluster
+/// reads, and the teardown.
+#[test]
+fn the_ec2_launch_opens_only_each_roles_ports_and_writes_the_inventory() {
+    let dir = tempfile::tempdir().unwrap();
+    let stub = dir.path().join("aws");
+    std::fs::write(&stub, AWS_STUB).unwrap();
+    std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = dir.path().join("out");
+    let out_s = out.to_str().unwrap();
+    let log = || std::fs::read_to_string(dir.path().join("aws.log")).unwrap_or_default();
+
+    // Refused before any call: who may ssh in must be said.
+    let (code, text) = ec2(dir.path(), &["launch", "--name", "t", "--ami", "ami-1", "--key-name", "k"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("--ssh-cidr"), "{text}");
+    assert!(log().is_empty(), "no call before the arguments are checked: {}", log());
+
+    let (code, text) = ec2(
+        dir.path(),
+        &[
+            "launch",
+            "--name",
+            "t",
+            "--ami",
+            "ami-1",
+            "--key-name",
+            "k",
+            "--ssh-cidr",
+            "198.51.100.7/32",
+            "--client-cidr",
+            "198.51.100.0/24",
+            "--region",
+            "us-east-1",
+            "--out",
+            out_s,
+        ],
+    );
+    assert_eq!(code, Some(0), "{text}\n{}", log());
+    let calls = log();
+    assert!(calls.lines().all(|l| l.starts_with("--region us-east-1 ec2 ")), "{calls}");
+    assert!(calls.contains("create-vpc --cidr-block 10.42.0.0/16"), "{calls}");
+    assert!(calls.contains("Key=tarn:cluster,Value=t"), "{calls}");
+    assert!(calls.contains("--enable-dns-hostnames"), "{calls}");
+
+    // Ingress rules: (group, from port, to port, source).
+    let mut rules = std::collections::BTreeSet::new();
+    for l in calls.lines().filter(|l| l.contains("authorize-security-group-ingress")) {
+        let group = l.split("--group-id ").nth(1).unwrap().split(' ').next().unwrap().trim_start_matches("sg-t-");
+        let field = |k: &str| l.split(k).nth(1).unwrap().split([',', ' ']).next().unwrap().to_string();
+        let source = if l.contains("UserIdGroupPairs") {
+            "cluster".to_string()
+        } else {
+            field("CidrIp=").replace(['}', ']'], "")
+        };
+        rules.insert((group.to_string(), field("FromPort="), field("ToPort="), source));
+    }
+    let want: std::collections::BTreeSet<(String, String, String, String)> = [
+        ("master", "22", "22", "198.51.100.7/32"),
+        ("master", "8020", "8020", "cluster"),
+        ("master", "8032", "8032", "cluster"),
+        ("master", "8020", "8020", "198.51.100.0/24"),
+        ("master", "8088", "8088", "198.51.100.0/24"),
+        ("master", "15002", "15002", "198.51.100.0/24"),
+        ("core", "22", "22", "198.51.100.7/32"),
+        ("core", "9866", "9866", "cluster"),
+        ("core", "9866", "9866", "198.51.100.0/24"),
+        ("core", "32768", "60999", "cluster"),
+        ("task", "22", "22", "198.51.100.7/32"),
+        ("task", "32768", "60999", "cluster"),
+        ("gateway", "22", "22", "198.51.100.7/32"),
+        ("gateway", "9000", "9000", "198.51.100.0/24"),
+    ]
+    .into_iter()
+    .map(|(a, b, c, d)| (a.into(), b.into(), c.into(), d.into()))
+    .collect();
+    assert_eq!(rules, want, "{calls}");
+    assert!(!calls.contains("0.0.0.0/0,") && !calls.contains("CidrIp=0.0.0.0/0"), "nothing open to the world");
+
+    // Instance groups: task nodes alone are spot; each group has its own group and user data.
+    let runs: Vec<&str> = calls.lines().filter(|l| l.contains("run-instances")).collect();
+    assert_eq!(runs.len(), 4, "{calls}");
+    for l in &runs {
+        let role = l.split("tarn:role,Value=").nth(1).unwrap().split('}').next().unwrap();
+        assert!(l.contains(&format!("--security-group-ids sg-t-{role}")), "{l}");
+        assert!(l.contains(&format!("user-data/{role}.sh")), "{l}");
+        assert!(l.contains("HttpTokens=required"), "{l}");
+        assert_eq!(l.contains("MarketType=spot"), role == "task", "{l}");
+    }
+    for (role, spot) in [("master", false), ("core", false), ("task", true), ("gateway", false)] {
+        let f = out.join(format!("user-data/{role}.sh"));
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert_eq!(text.contains("spot/instance-action"), spot, "{role}: {text}");
+        let o = std::process::Command::new("sh").arg("-n").arg(&f).output().unwrap();
+        assert!(o.status.success(), "{role}'s user data is not a valid script: {}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    // The inventory: private DNS names, core nodes on their zone's rack, ssh addresses;
+    // tarn-cluster reads it.
+    let inv = std::fs::read_to_string(out.join("inventory")).unwrap();
+    let o = std::process::Command::new(tarn_tests::hosts::script())
+        .args(["-i", out.join("inventory").to_str().unwrap(), "hosts"])
+        .output()
+        .unwrap();
+    let hosts = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{inv}\n{}", String::from_utf8_lossy(&o.stderr));
+    let count = |role: &str| hosts.lines().filter(|l| l.split(' ').nth(1) == Some(role)).count();
+    assert_eq!([count("master"), count("core"), count("task"), count("gateway")], [3, 3, 2, 1], "{hosts}");
+    assert!(
+        hosts.lines().filter(|l| l.contains(" core ")).all(|l| l.contains(" /us-east-1a admin@203.0.113.")),
+        "{hosts}"
+    );
+    assert!(hosts.lines().all(|l| l.starts_with("ip-10-42-0-") && l.contains(".ec2.internal ")), "{hosts}");
+
+    // Teardown: instances first, then what they used.
+    std::fs::write(dir.path().join("aws.log"), "").unwrap();
+    let (code, text) = ec2(dir.path(), &["destroy", "--out", out_s]);
+    assert_eq!(code, Some(0), "{text}");
+    let calls = log();
+    let at = |op: &str| calls.find(op).unwrap_or_else(|| panic!("no {op}: {calls}"));
+    assert!(at("terminate-instances") < at("delete-security-group"), "{calls}");
+    assert!(at("delete-security-group") < at("delete-subnet") && at("delete-subnet") < at("delete-vpc"), "{calls}");
+    assert!(calls.contains("i-task-2") && calls.contains("i-master-3"), "{calls}");
+    assert!(!out.join("resources.env").exists() && out.join("resources.env.destroyed").exists());
+}
