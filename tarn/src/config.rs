@@ -136,3 +136,129 @@ impl TarnConfig {
 pub fn default_data_dir() -> PathBuf {
     PathBuf::from("tarn-data")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::TarnConfig;
+
+    /// A value no configuration key takes (none is a datetime): a known key set to it is a
+    /// type error.
+    const WRONG_VALUE: &str = "1979-05-27T07:32:00Z";
+
+    /// The rows of CONFIGURATION.md's tables, `| `KEY` | `DEFAULT` | MEANING |`, as
+    /// (key, default).
+    fn documented_rows() -> Vec<(String, String)> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../CONFIGURATION.md");
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+        text.lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').collect();
+                let backticked = |i: usize| {
+                    let cell = cells.get(i).and_then(|c| c.split('`').nth(1));
+                    cell.unwrap_or_else(|| panic!("CONFIGURATION.md: cell {i} is not backticked in {l:?}")).to_string()
+                };
+                (backticked(1), backticked(2))
+            })
+            .collect()
+    }
+
+    /// The configuration's defaults as TOML.
+    fn defaults() -> toml::Table {
+        match toml::Value::try_from(TarnConfig::default()).expect("the defaults serialize") {
+            toml::Value::Table(t) => t,
+            other => panic!("the defaults serialize to {other:?}, not a table"),
+        }
+    }
+
+    /// The dotted paths of the values under `table` that are not tables (arrays count as
+    /// values; an empty table adds none).
+    fn leaves(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {
+        for (name, value) in table {
+            let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+            match value {
+                toml::Value::Table(t) => leaves(&path, t, out),
+                _ => out.push(path),
+            }
+        }
+    }
+
+    /// The value at dotted path `key`, if set.
+    fn lookup<'a>(table: &'a toml::Table, key: &str) -> Option<&'a toml::Value> {
+        match key.split_once('.') {
+            None => table.get(key),
+            Some((head, rest)) => lookup(table.get(head)?.as_table()?, rest),
+        }
+    }
+
+    /// A configuration that sets dotted path `key` to [`WRONG_VALUE`].
+    fn wrong_type_document(key: &str) -> String {
+        match key.rsplit_once('.') {
+            Some((table, name)) => format!("[{table}]\n{name} = {WRONG_VALUE}\n"),
+            None => format!("{key} = {WRONG_VALUE}\n"),
+        }
+    }
+
+    /// Why `key` is not a key of the configuration, if it is not. A known key set to a
+    /// datetime is an `invalid type` error; an unknown key is an `unknown field`, or, in a
+    /// sub-table without `deny_unknown_fields` (`gateway.tls`, `up.user_key`), ignored and
+    /// then a `missing field` of that table.
+    fn unknown_to_code(key: &str) -> Option<String> {
+        match toml::from_str::<TarnConfig>(&wrong_type_document(key)) {
+            Ok(_) => Some(format!("{key}: a datetime was accepted")),
+            Err(e) if e.message().contains("invalid type") && !e.message().contains("unknown field") => None,
+            Err(e) => Some(format!("{key}: {}", e.message())),
+        }
+    }
+
+    /// A Default cell as TOML; `none` stands for an unset key.
+    fn documented_default(cell: &str) -> Option<toml::Value> {
+        if cell == "none" {
+            return None;
+        }
+        let doc: toml::Table =
+            toml::from_str(&format!("v = {cell}")).unwrap_or_else(|e| panic!("default `{cell}` is not TOML: {e}"));
+        doc.get("v").cloned()
+    }
+
+    /// Guards CONFIGURATION.md against drifting from the code: every key the defaults
+    /// set is documented, every documented key exists (a misspelt, renamed or removed key
+    /// fails), and no key is documented twice.
+    #[test]
+    fn configuration_reference_covers_every_key() {
+        let documented: Vec<String> = documented_rows().into_iter().map(|(key, _)| key).collect();
+        let mut seen = HashSet::new();
+        let twice: Vec<&String> = documented.iter().filter(|k| !seen.insert(k.as_str())).collect();
+        assert!(twice.is_empty(), "CONFIGURATION.md documents these keys more than once: {twice:?}");
+
+        let mut keys = Vec::new();
+        leaves("", &defaults(), &mut keys);
+        let missing: Vec<&String> = keys.iter().filter(|k| !documented.contains(k)).collect();
+        assert!(missing.is_empty(), "CONFIGURATION.md does not document these keys: {missing:?}");
+
+        let unknown: Vec<String> = documented.iter().map(String::as_str).filter_map(unknown_to_code).collect();
+        assert!(
+            unknown.is_empty(),
+            "CONFIGURATION.md documents keys the configuration does not have:\n{}",
+            unknown.join("\n")
+        );
+    }
+
+    /// Guards CONFIGURATION.md's Default column: each documented default is the code's.
+    #[test]
+    fn configuration_reference_defaults_match_code() {
+        let defaults = defaults();
+        let wrong: Vec<String> = documented_rows()
+            .iter()
+            .filter_map(|(key, cell)| {
+                let code = lookup(&defaults, key);
+                let code_text = code.map_or_else(|| "none".to_string(), ToString::to_string);
+                (code != documented_default(cell).as_ref())
+                    .then(|| format!("{key}: documented `{cell}`, the code's default is `{code_text}`"))
+            })
+            .collect();
+        assert!(wrong.is_empty(), "CONFIGURATION.md's defaults differ from the code's:\n{}", wrong.join("\n"));
+    }
+}
