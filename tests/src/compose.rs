@@ -260,6 +260,83 @@ impl ComposeCluster {
         .await;
     }
 
+    /// `service`'s address on the cluster's network (it may change when it restarts).
+    pub async fn ip(&self, service: &str) -> String {
+        let f = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}";
+        run_ok(docker().args(["inspect", "-f", f, self.container(service)]), DOCKER_TIMEOUT)
+            .await
+            .text()
+            .trim()
+            .to_string()
+    }
+
+    /// A program run on this machine as a client host on the cluster's network: the
+    /// network's addresses are reachable from here, and the program sees `/etc/hosts`
+    /// naming every service (its own mount namespace: `unshare`, as root), so TLS checks
+    /// the names the certificates carry. Its environment has the admin's credentials
+    /// (`TARN_CONFIG`, a copy of `admin.toml` with this machine's paths), the gateway's S3
+    /// key (`AWS_*`, the cluster CA as `AWS_CA_BUNDLE`), and the Spark Connect token of
+    /// `connect_host` in `SPARK_REMOTE` (the CA as `GRPC_DEFAULT_SSL_ROOTS_FILE_PATH`).
+    pub async fn on_network(&self, connect_host: &str, program: &Path) -> Command {
+        let dir = self.dir.path().join("host");
+        std::fs::create_dir_all(&dir).expect("host dir");
+        let mut hosts = String::from("127.0.0.1 localhost\n");
+        for s in SERVICES {
+            hosts.push_str(&format!("{} {s}\n", self.ip(s).await));
+        }
+        std::fs::write(dir.join("hosts"), hosts).expect("hosts file");
+        let etc = self.dir.path().join("etc");
+        let local = |f: &str| {
+            std::fs::read_to_string(etc.join(f)).expect(f).replace("/etc/tarn/", &format!("{}/", etc.display()))
+        };
+        std::fs::write(dir.join("admin.toml"), local("admin.toml")).expect("admin.toml");
+        let key = |file: &str, table: &str| -> (String, String) {
+            let v: toml::Value = toml::from_str(&local(file)).expect(file);
+            let k = &v[table]["access_keys"][0];
+            (k["access_key"].as_str().unwrap().to_string(), k["secret_key"].as_str().unwrap().to_string())
+        };
+        let (s3_id, s3_secret) = key("gateway-1.toml", "gateway");
+        let (c_id, c_secret) = key("connect-1.toml", "connect");
+        let ca = etc.join("tls/ca.pem");
+        let mut cmd = Command::new("unshare");
+        cmd.args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
+        ])
+        .arg(dir.join("hosts"))
+        .arg(program)
+        .env("TARN_CONFIG", dir.join("admin.toml"))
+        .env("AWS_ACCESS_KEY_ID", s3_id)
+        .env("AWS_SECRET_ACCESS_KEY", s3_secret)
+        .env("AWS_CA_BUNDLE", &ca)
+        .env("AWS_ENDPOINT_URL", "https://gw:9000")
+        .env("AWS_REGION", "us-east-1")
+        .env("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", &ca)
+        .env("SPARK_REMOTE", format!("sc://{connect_host}:15002/;use_ssl=true;token={c_id}%3A{c_secret}"));
+        cmd
+    }
+
+    /// The master whose resource manager is the active one (the last to say so in its log).
+    pub async fn active_rm_master(&self) -> Option<String> {
+        let mut best: Option<(String, String)> = None;
+        for m in ["m1", "m2", "m3"] {
+            let o = run(docker().args(["logs", "--timestamps", self.container(m)]), DOCKER_TIMEOUT).await;
+            let text = format!("{}{}", o.text(), o.stderr);
+            if let Some(line) = text.lines().rfind(|l| l.contains("this resource manager is the active one")) {
+                let ts = line.split_whitespace().next().unwrap_or_default().to_string();
+                if best.as_ref().is_none_or(|(t, _)| ts > *t) {
+                    best = Some((ts, m.to_string()));
+                }
+            }
+        }
+        best.map(|(_, m)| m)
+    }
+
     /// The last `lines` lines `service` logged.
     pub async fn logs(&self, service: &str, lines: usize) -> String {
         let o =

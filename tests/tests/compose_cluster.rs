@@ -2,7 +2,9 @@
 //! three masters, three core nodes, two task nodes, a gateway; mutual TLS and encryption at
 //! rest on): applications run across core and task nodes; SIGKILL of the namenode leader's
 //! master and a core node cut off the network lose nothing that was acknowledged, and
-//! applications still run. Needs docker (fails, never skips, without).
+//! applications still run; then `tarn demo` runs against it from a client host on its
+//! network. Needs docker (fails, never skips, without) and root (the client host's
+//! `/etc/hosts` is its own mount namespace's).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -83,7 +85,7 @@ async fn leader_kill_and_datanode_partition_lose_nothing_acknowledged() {
     let c = ComposeCluster::start().await;
     let started = t0.elapsed();
     // Inside the bound, not around start: the cluster is dropped (torn down) either way.
-    let r = tokio::time::timeout(Duration::from_secs(360), async {
+    let r = tokio::time::timeout(Duration::from_secs(420), async {
         let mut w = Written { files: BTreeMap::new(), next: 0 };
         // Compute on the same hosts' network: five workers register (w1..w3 on the core
         // nodes, w4 and w5 on the task nodes); a shell application's master (on a core
@@ -210,9 +212,27 @@ async fn leader_kill_and_datanode_partition_lose_nothing_acknowledged() {
             .await;
         assert!(fsck.contains(&format!("files: {} (0 kept in the namespace)", w.files.len())), "fsck:\n{fsck}");
         verify(&c, &w, "after the faults").await;
+
+        // The seed's use case from a client host on the network, as a user runs it against
+        // a cluster: `tarn demo` with the S3 endpoint and Spark Connect of a master (data
+        // through the gateway, the seed's script and the analyses through Spark Connect,
+        // the SQL job on the resource manager, their results compared).
+        let t = Instant::now();
+        let data = tempfile::tempdir().unwrap();
+        let mut demo = c.on_network("m2", std::path::Path::new("/bin/sh")).await;
+        demo.args(["-c", "exec \"$0\" demo --size-mb 4 --s3-endpoint https://gw:9000 --spark-remote \"$SPARK_REMOTE\" --data-dir \"$1\""])
+            .arg(tarn_tests::tarn_bin())
+            .arg(data.path())
+            .kill_on_drop(true);
+        let o = tokio::time::timeout(Duration::from_secs(150), demo.output()).await.expect("the demo ends").unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "tarn demo against the compose cluster:\n{out}");
+        assert!(out.contains("using the cluster of"), "it used the cluster, not an appliance of its own:\n{out}");
+        assert!(out.contains("Top customers"), "{out}");
+        eprintln!("compose cluster: tarn demo from a client host in {:.1?}", t.elapsed());
         w.files.len()
     })
     .await;
-    let files = r.unwrap_or_else(|_| panic!("the compose cluster test did not finish within 360 s"));
+    let files = r.unwrap_or_else(|_| panic!("the compose cluster test did not finish within 420 s"));
     eprintln!("compose cluster: {files} files verified; started in {started:.1?}, whole test {:.1?}", t0.elapsed());
 }
