@@ -317,7 +317,7 @@ impl ComposeCluster {
         .env("AWS_ENDPOINT_URL", "https://gw:9000")
         .env("AWS_REGION", "us-east-1")
         .env("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", &ca)
-        .env("SPARK_REMOTE", format!("sc://{connect_host}:15002/;use_ssl=true;token={c_id}%3A{c_secret}"));
+        .env("SPARK_REMOTE", tarn_connect::remote_url(connect_host, 15002, &format!("{c_id}:{c_secret}"), true));
         cmd
     }
 

@@ -3,7 +3,8 @@
 //! rest on): applications run across core and task nodes; SIGKILL of the namenode leader's
 //! master and a core node cut off the network lose nothing that was acknowledged, and
 //! applications still run; then `tarn demo` runs against it from a client host on its
-//! network. Needs docker (fails, never skips, without) and root (the client host's
+//! network. And the seed's script through Spark Connect completes, with the fault-free
+//! result, through SIGKILL of a core node and the active resource manager's master. Needs docker (fails, never skips, without) and root (the client host's
 //! `/etc/hosts` is its own mount namespace's).
 
 use std::collections::BTreeMap;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use tarn_tests::compose::ComposeCluster;
 use tarn_tests::{noise, wait_for};
+use tokio::io::AsyncBufReadExt;
 
 /// Files of a few hundred KB: blocks on datanodes, not small files kept by the namenodes.
 fn file_len(n: u64) -> usize {
@@ -235,4 +237,145 @@ async fn leader_kill_and_datanode_partition_lose_nothing_acknowledged() {
     .await;
     let files = r.unwrap_or_else(|_| panic!("the compose cluster test did not finish within 420 s"));
     eprintln!("compose cluster: {files} files verified; started in {started:.1?}, whole test {:.1?}", t0.elapsed());
+}
+
+/// What s3://my-bucket/ holds, as JSON: each object's md5 (but the seed script's output),
+/// and the seed script's result as rows (a digest of them sorted, and how many). With
+/// `--delete-output`, the output is deleted after (the script is run again).
+const PY_SNAPSHOT: &str = r#"
+import hashlib, io, json, sys
+import boto3
+import pyarrow.parquet as pq
+
+s3 = boto3.client("s3")
+keys = []
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket="my-bucket"):
+    keys += [o["Key"] for o in page.get("Contents", [])]
+objects, rows = {}, []
+for k in sorted(keys):
+    body = s3.get_object(Bucket="my-bucket", Key=k)["Body"].read()
+    if k.startswith("processed-data/"):
+        if k.endswith(".parquet"):
+            rows += [tuple(r.values()) for r in pq.read_table(io.BytesIO(body)).to_pylist()]
+    else:
+        objects[k] = hashlib.md5(body).hexdigest()
+rows.sort(key=repr)
+print(json.dumps({"objects": objects, "rows": len(rows), "result": hashlib.sha256(repr(rows).encode()).hexdigest()}))
+if "--delete-output" in sys.argv:
+    for k in keys:
+        if k.startswith("processed-data/"):
+            s3.delete_object(Bucket="my-bucket", Key=k)
+"#;
+
+/// The seed's script, saying when its job (the write) starts and ends.
+const PY_SEED: &str = r#"
+from pyspark.sql import SparkSession
+spark = SparkSession.builder.appName("CustomerAnalytics").getOrCreate()
+df = spark.read.parquet("s3://my-bucket/customer-data/")
+results = df.groupBy("customer_id").agg({"purchase_amount": "sum"}).orderBy("sum(purchase_amount)", ascending=False)
+print("writing", flush=True)
+results.write.parquet("s3://my-bucket/processed-data/")
+print("written", flush=True)
+"#;
+
+/// Runs a Python program from a client host on the network (Spark Connect on `master`).
+/// From a file: PySpark run by `python -c` looks for a local Spark instead.
+async fn python(c: &ComposeCluster, master: &str, program: &str, args: &[&str]) -> tokio::process::Child {
+    let file = c.io_dir().join(format!("program-{:016x}.py", crc32c::crc32c(program.as_bytes())));
+    std::fs::write(&file, program).expect("write the program");
+    let mut cmd = c.on_network(master, &tarn_tests::venv_bin("python")).await;
+    cmd.arg(&file)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    cmd.spawn().expect("python")
+}
+
+async fn snapshot(c: &ComposeCluster, master: &str, args: &[&str]) -> serde_json::Value {
+    let o = python(c, master, PY_SNAPSHOT, args).await.wait_with_output().await.unwrap();
+    assert!(o.status.success(), "snapshot: {}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("snapshot JSON")
+}
+
+/// The issue's acceptance on the multi-host cluster: the demo's data written through S3
+/// and the seed's script run through Spark Connect on a master that stays up; then, while
+/// it runs again, SIGKILL of a core node and of the active resource manager's master.
+/// The job completes with the fault-free result, every object written before reads back,
+/// fsck shows the lost replicas as under-replicated, and once the core node is back
+/// replication is whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_script_completes_through_the_loss_of_a_core_node_and_the_active_resource_manager() {
+    let c = ComposeCluster::start().await;
+    let r = tokio::time::timeout(Duration::from_secs(480), async {
+        let active = wait_for("an active resource manager", Duration::from_secs(60), || c.active_rm_master()).await;
+        let stay = ["m1", "m2", "m3"].into_iter().find(|m| *m != active).unwrap();
+        // Fault-free: the demo's data and everything it runs (the seed's script among them).
+        let data = tempfile::tempdir().unwrap();
+        let mut demo = c.on_network(stay, std::path::Path::new("/bin/sh")).await;
+        demo.args(["-c", "exec \"$0\" demo --size-mb 16 --s3-endpoint https://gw:9000 --spark-remote \"$SPARK_REMOTE\" --data-dir \"$1\""])
+            .arg(tarn_tests::tarn_bin())
+            .arg(data.path())
+            .kill_on_drop(true);
+        let o = demo.output().await.unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "tarn demo:\n{out}");
+        let before = snapshot(&c, stay, &["--delete-output"]).await;
+        assert!(before["rows"].as_u64().unwrap() > 100, "{before}");
+
+        // Again, losing a core node (not the one the session's master runs on) and the
+        // active resource manager's master once its job has started.
+        let apps = c.client_ok(&["app", "list"]).await.text();
+        let session = apps.lines().find(|l| l.contains("RUNNING")).and_then(|l| l.split_whitespace().next());
+        let session = session.unwrap_or_else(|| panic!("the Spark Connect session application runs: {apps}"));
+        let status = c.client_ok(&["app", "status", session]).await.text();
+        let am_worker = status.lines().rfind(|l| l.contains("attempt")).and_then(|l| l.split(" on ").nth(1));
+        let am_worker = am_worker.and_then(|w| w.split(':').next()).unwrap_or_default().trim().to_string();
+        let core = ["c1", "c2", "c3"].into_iter().zip(["w1", "w2", "w3"]).find(|(_, w)| *w != am_worker).unwrap().0;
+        let mut seed = python(&c, stay, PY_SEED, &[]).await;
+        let mut lines = tokio::io::BufReader::new(seed.stdout.take().unwrap()).lines();
+        let first = lines.next_line().await.unwrap();
+        if first.as_deref() != Some("writing") {
+            let o = seed.wait_with_output().await.unwrap();
+            panic!("the seed's script did not start its job: {first:?}\n{}", String::from_utf8_lossy(&o.stderr));
+        }
+        let t = Instant::now();
+        c.kill(core).await;
+        c.kill(&active).await;
+        eprintln!("killed {core} and {active} (the active resource manager) {:.1?} into the job", t.elapsed());
+        let next = tokio::time::timeout(Duration::from_millis(1), lines.next_line()).await;
+        assert!(next.is_err(), "the job ended before the kills landed: {next:?}");
+        let done = tokio::time::timeout(Duration::from_secs(240), seed.wait_with_output()).await.expect("the job ends");
+        let done = done.unwrap();
+        let rest = lines.next_line().await.unwrap();
+        assert!(
+            done.status.success() && rest.as_deref() == Some("written"),
+            "the seed's script after the kills: {rest:?}\n{}",
+            String::from_utf8_lossy(&done.stderr)
+        );
+        eprintln!("the job completed {:.1?} after the kills", t.elapsed());
+        let after = snapshot(&c, stay, &[]).await;
+        assert_eq!(after["result"], before["result"], "the result differs from the fault-free run");
+        assert_eq!(after["objects"], before["objects"], "objects written before the kills read back the same");
+
+        // The lost core node's replicas: under-replicated (two datanodes left cannot make a
+        // third copy) until it is back; then whole again.
+        let fsck = wait_for("fsck to see the lost replicas", Duration::from_secs(90), || async {
+            let text = c.client(&["admin", "fsck", "/my-bucket"]).await.text();
+            text.contains("Status: UNDER-REPLICATED").then_some(text)
+        })
+        .await;
+        assert!(fsck.contains("missing blocks: 0"), "{fsck}");
+        c.start_service(core).await;
+        c.start_service(&active).await;
+        wait_for("replication whole again", Duration::from_secs(120), || async {
+            let text = c.client(&["admin", "fsck", "/my-bucket"]).await.text();
+            (text.contains("Status: HEALTHY") && text.contains("under-replicated blocks (and small files): 0"))
+                .then_some(())
+        })
+        .await;
+    })
+    .await;
+    r.unwrap_or_else(|_| panic!("the seed script test did not finish within 480 s"));
 }
