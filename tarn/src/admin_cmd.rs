@@ -103,6 +103,14 @@ enum AdminCmd {
         /// Log entries a namenode may have left to apply and still count as caught up.
         #[arg(long, default_value_t = 1000)]
         max_lag: u64,
+        /// A host whose roles were restarted: its datanode and worker count only once they
+        /// have reported after --since (until then the namenode and resource manager still
+        /// trust the stopped processes' last heartbeats).
+        #[arg(long, requires = "since")]
+        restarted: Option<String>,
+        /// When the restarted host's roles had stopped (Unix seconds).
+        #[arg(long, requires = "restarted")]
+        since: Option<u64>,
     },
     /// Drain a datanode (uuid or address) so it can be taken out: no new replicas go to it
     /// and its replicas are copied elsewhere; `tarn admin report` shows "decommissioned"
@@ -322,8 +330,9 @@ pub async fn run(a: AdminArgs) -> anyhow::Result<u8> {
             outln!("snapshot built up to log index {idx}")?;
         }
         AdminCmd::Report => report(&c).await?,
-        AdminCmd::Health { wait, datanodes, workers, max_lag } => {
-            let want = Want { datanodes, workers, max_lag };
+        AdminCmd::Health { wait, datanodes, workers, max_lag, restarted, since } => {
+            let since = since.map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
+            let want = Want { datanodes, workers, max_lag, restarted: restarted.zip(since) };
             return health(&a.conn, &c, &want, std::time::Duration::from_secs(wait)).await;
         }
         AdminCmd::FinalizeUpgrade => {
@@ -385,13 +394,35 @@ struct Want {
     datanodes: usize,
     workers: usize,
     max_lag: u64,
+    /// A host restarted, and when its roles had stopped.
+    restarted: Option<(String, std::time::SystemTime)>,
+}
+
+impl Want {
+    /// Whether a role on `host`, last heard `ago`, has yet to report since its restart.
+    fn stale(&self, host: &str, ago: std::time::Duration) -> bool {
+        match &self.restarted {
+            Some((h, stopped)) if h == host => {
+                std::time::SystemTime::now().checked_sub(ago).is_none_or(|heard| heard <= *stopped)
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Checks once: what is wrong (empty: healthy) and what is worth saying anyway.
 async fn check_health(conn: &crate::creds::ClientOpts, c: &NamenodeClient, want: &Want) -> (Vec<String>, Vec<String>) {
     let (mut wrong, mut notes) = (Vec::new(), Vec::new());
-    match c.cluster_status().await {
+    // As the leader sees it: a follower may answer first, with its own view.
+    let status = match c.cluster_status().await {
+        Ok(s) if s.state != "Leader" && s.leader_addr.is_some() => {
+            c.cluster_status_of(s.leader_addr.as_deref().unwrap_or_default()).await
+        }
+        other => other,
+    };
+    match status {
         Err(e) => wrong.push(format!("namenode group: {e}")),
+        Ok(s) if s.state != "Leader" => wrong.push(format!("namenode group: no leader answers (asked {})", s.node_id)),
         Ok(s) if s.leader_id.is_none() => wrong.push("namenode group: no leader".into()),
         Ok(s) => {
             if s.cluster_format < s.binary_format {
@@ -404,6 +435,15 @@ async fn check_health(conn: &crate::creds::ClientOpts, c: &NamenodeClient, want:
                 // Each member answers itself: a restarted node serves again, not only replicates.
                 match c.cluster_status_of(&m.addr).await {
                     Err(e) => wrong.push(format!("namenode {} at {}: {e}", m.node_id, m.addr)),
+                    // A restarted node answers at once from what it kept: it counts once it
+                    // follows this term's leader and has applied what the group has.
+                    Ok(own) if own.term != s.term || own.leader_id != s.leader_id => wrong.push(format!(
+                        "namenode {} at {}: not yet following leader {} of term {}",
+                        m.node_id,
+                        m.addr,
+                        s.leader_id.unwrap_or_default(),
+                        s.term
+                    )),
                     Ok(own) if own.last_applied + want.max_lag < s.last_log_index => wrong.push(format!(
                         "namenode {} at {}: applied {} of {} (catching up)",
                         m.node_id, m.addr, own.last_applied, s.last_log_index
@@ -433,12 +473,24 @@ async fn check_health(conn: &crate::creds::ClientOpts, c: &NamenodeClient, want:
             } else if !dead.is_empty() {
                 wrong.push(format!("dead datanodes: {}", dead.join(", ")));
             }
+            for d in &r.datanodes {
+                let host = d.location.addr.rsplit_once(':').map_or(d.location.addr.as_str(), |(h, _)| h);
+                if d.alive && want.stale(host, d.since_heartbeat) {
+                    wrong.push(format!("datanode {}: not heard from since its restart", d.location.addr));
+                }
+            }
             let b = &r.blocks;
             if b.missing > 0 {
                 wrong.push(format!("{} blocks missing (no live replica)", b.missing));
             }
-            if b.under_replicated > 0 {
-                wrong.push(format!("{} blocks under-replicated", b.under_replicated));
+            // Blocks that cannot get more copies (fewer datanodes than their replication)
+            // are said, not waited for: no wait would end.
+            let fixable = b.under_replicated.saturating_sub(b.under_replicated_unfixable);
+            if fixable > 0 {
+                wrong.push(format!("{fixable} blocks under-replicated"));
+            }
+            if b.under_replicated_unfixable > 0 {
+                notes.push(format!("{} blocks under-replicated for want of datanodes", b.under_replicated_unfixable));
             }
         }
     }
@@ -449,6 +501,11 @@ async fn check_health(conn: &crate::creds::ClientOpts, c: &NamenodeClient, want:
             Ok(rm) => match rm.workers().await {
                 Err(e) => wrong.push(format!("resource manager: {e}")),
                 Ok(ws) => {
+                    for w in ws.iter().filter(|w| w.state != WorkerState::Lost) {
+                        if want.stale(&w.host, w.since_heartbeat) {
+                            wrong.push(format!("worker {}: not heard from since its restart", w.worker_id));
+                        }
+                    }
                     let running = ws.iter().filter(|w| w.state == WorkerState::Running).count();
                     let lost: Vec<&str> =
                         ws.iter().filter(|w| w.state == WorkerState::Lost).map(|w| w.worker_id.as_str()).collect();

@@ -932,6 +932,8 @@ fn run_init(a: InitArgs) -> anyhow::Result<u8> {
         cfg.resource_manager.advertise = Some(format!("{host}:8032"));
         cfg.resource_manager.rest_listen = Some("0.0.0.0:8088".into());
         cfg.resource_manager.container_ca = Some(on_host(container_ca.cert_path()));
+        // Nothing a resource manager does needs the key that opens the data at rest.
+        cfg.security.master_key_file = None;
         write(format!("resource-manager-{i}.toml"), &cfg)?;
     }
     let workers = a.workers.iter().map(|h| (h, "core")).chain(a.task_workers.iter().map(|h| (h, "task")));
@@ -947,6 +949,8 @@ fn run_init(a: InitArgs) -> anyhow::Result<u8> {
         if let Some(rack) = racks.get(host) {
             cfg.worker.rack = rack.clone();
         }
+        // Nor a worker's (its containers run user code; a task node may be a spot instance).
+        cfg.security.master_key_file = None;
         cfg.worker.validate()?;
         write(format!("worker-{i}.toml"), &cfg)?;
     }

@@ -556,6 +556,9 @@ async fn an_admin_drains_a_worker() {
         let (code, text) = tarn(own.clone(), &["admin", "drain-worker", &first.worker_id, "--cancel"]);
         assert_eq!(code, Some(1), "{text}");
         assert!(text.contains("admins only"), "{text}");
+        let (code, text) = tarn(own.clone(), &["admin", "drain-worker", &first.worker_id]);
+        assert_eq!(code, Some(1), "{text}");
+        assert!(text.contains("admins only"), "{text}");
         let (code, text) = tarn(own.clone(), &["admin", "drain-worker", &other, "--deadline-secs", "600"]);
         assert_eq!(code, Some(0), "{text}");
         let (code, text) = tarn(own, &["admin", "drain-worker", &other, "--cancel"]);

@@ -49,6 +49,14 @@ echo "verified $n, $bad differ"
 
 const STEP: Duration = Duration::from_secs(300);
 
+/// The processes of a host's roles, from their pid files (each one alive).
+async fn pids(bed: &HostBed, host: &str) -> Vec<String> {
+    let script = "for p in /var/lib/tarn/run/*.pid; do pid=$(cat $p); kill -0 $pid && echo $pid; done";
+    let o = bed.sh(host, script, Duration::from_secs(30)).await;
+    assert!(o.ok(), "{host}: {}", o.stderr);
+    o.text().split_whitespace().map(str::to_string).collect()
+}
+
 fn oks(lines: &Mutex<Vec<String>>) -> usize {
     lines.lock().unwrap().iter().filter(|l| l.starts_with("ok ")).count()
 }
@@ -118,6 +126,8 @@ async fn the_deploy_script_installs_grows_shrinks_and_upgrades_a_cluster_under_l
         .sh("c2", "test ! -e /etc/tarn/tls/ca-key.pem && test ! -e /etc/tarn/admin.toml", Duration::from_secs(30))
         .await;
     assert!(o.ok(), "the CA key and the admin's certificate stay off core nodes");
+    let o = bed.sh("t1", "test ! -e /etc/tarn/keys/master.key && ls /etc/tarn", Duration::from_secs(30)).await;
+    assert!(o.ok(), "a task node does not get the master key: {}", o.text());
 
     // The client, on a master, for the rest of the test.
     let mut load = bed.spawn_sh("m1", LOAD);
@@ -151,13 +161,26 @@ async fn the_deploy_script_installs_grows_shrinks_and_upgrades_a_cluster_under_l
     let o = bed.deploy(&["remove", "c1"], STEP).await;
     assert!(o.ok(), "remove failed");
     let report = bed.deploy(&["admin", "admin", "report"], Duration::from_secs(60)).await;
+    // Decommissioned before it stopped (dead, once 30 s have passed without it).
     let c1 = report.text().lines().find(|l| l.contains("c1:9866")).map(str::to_string);
-    assert!(c1.as_deref().is_some_and(|l| l.contains("decommissioned")), "c1 decommissioned: {}", report.text());
+    assert!(
+        c1.as_deref().is_some_and(|l| l.contains("decommissioned") || l.contains(" dead ")),
+        "c1 decommissioned: {}",
+        report.text()
+    );
+    // Health fails, saying why, when the cluster is not what it is asked to be.
+    let o = bed.deploy(&["admin", "admin", "health", "--datanodes", "4"], Duration::from_secs(60)).await;
+    assert_eq!(o.code, Some(1), "{}", o.text());
+    assert!(o.text().contains("unhealthy: datanodes: 3 live in service, 4 wanted"), "{}", o.text());
     assert!(!std::fs::read_to_string(bed.dir().join("inventory")).unwrap().contains("\nc1 "), "c1 left the inventory");
     let n = oks(&lines);
     client_progress(&lines, n, 1, "after remove").await;
 
     // A rolling upgrade to release 2, the client writing all along.
+    let mut pids_before = std::collections::HashMap::new();
+    for h in ["m1", "m2", "m3", "c2", "c3", "c4", "t1", "gw"] {
+        pids_before.insert(h, pids(&bed, h).await);
+    }
     let t1 = Instant::now();
     let o = bed.deploy(&["upgrade", r2.to_str().unwrap()], Duration::from_secs(600)).await;
     assert!(o.ok(), "upgrade failed");
@@ -166,9 +189,14 @@ async fn the_deploy_script_installs_grows_shrinks_and_upgrades_a_cluster_under_l
         let o = std::process::Command::new("sha256sum").arg(&r2).output().expect("sha256sum");
         String::from_utf8_lossy(&o.stdout)[..16].to_string()
     };
+    // Every host's link names the new release and every role is a new process, started
+    // after the switch (root in a container may not read another user's /proc/PID/exe).
     for h in ["m1", "m2", "m3", "c2", "c3", "c4", "t1", "gw"] {
         let o = bed.sh(h, "readlink /usr/local/bin/tarn", Duration::from_secs(30)).await;
         assert!(o.text().contains(&r2_id), "{h} runs release {r2_id}: {}", o.text());
+        let now = pids(&bed, h).await;
+        let old = &pids_before[h];
+        assert!(!now.is_empty() && now.iter().all(|p| !old.contains(p)), "{h}: roles {old:?} before, {now:?} after");
     }
     let n = oks(&lines);
     client_progress(&lines, n, 1, "after the upgrade").await;
