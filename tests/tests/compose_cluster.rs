@@ -215,22 +215,9 @@ async fn leader_kill_and_datanode_partition_lose_nothing_acknowledged() {
         assert!(fsck.contains(&format!("files: {} (0 kept in the namespace)", w.files.len())), "fsck:\n{fsck}");
         verify(&c, &w, "after the faults").await;
 
-        // The seed's use case from a client host on the network, as a user runs it against
-        // a cluster: `tarn demo` with the S3 endpoint and Spark Connect of a master (data
-        // through the gateway, the seed's script and the analyses through Spark Connect,
-        // the SQL job on the resource manager, their results compared).
+        // The seed's use case from a client host on the network.
         let t = Instant::now();
-        let data = tempfile::tempdir().unwrap();
-        let mut demo = c.on_network("m2", std::path::Path::new("/bin/sh")).await;
-        demo.args(["-c", "exec \"$0\" demo --size-mb 4 --s3-endpoint https://gw:9000 --spark-remote \"$SPARK_REMOTE\" --data-dir \"$1\""])
-            .arg(tarn_tests::tarn_bin())
-            .arg(data.path())
-            .kill_on_drop(true);
-        let o = tokio::time::timeout(Duration::from_secs(150), demo.output()).await.expect("the demo ends").unwrap();
-        let out = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
-        assert!(o.status.success(), "tarn demo against the compose cluster:\n{out}");
-        assert!(out.contains("using the cluster of"), "it used the cluster, not an appliance of its own:\n{out}");
-        assert!(out.contains("Top customers"), "{out}");
+        demo(&c, "m2", 4).await;
         eprintln!("compose cluster: tarn demo from a client host in {:.1?}", t.elapsed());
         w.files.len()
     })
@@ -278,6 +265,21 @@ results.write.parquet("s3://my-bucket/processed-data/")
 print("written", flush=True)
 "#;
 
+/// `tarn demo --size-mb SIZE` from a client host on the network, as a user runs it against
+/// a cluster: the gateway's S3 endpoint and `master`'s Spark Connect (data through S3, the
+/// seed's script and the analyses through Spark Connect, the SQL job, results compared).
+async fn demo(c: &ComposeCluster, master: &str, size_mb: u32) {
+    let data = tempfile::tempdir().unwrap();
+    let mut demo = c.on_network(master, std::path::Path::new("/bin/sh")).await;
+    let script = "exec \"$0\" demo --size-mb \"$2\" --s3-endpoint https://gw:9000 --spark-remote \"$SPARK_REMOTE\" --data-dir \"$1\"";
+    demo.args(["-c", script]).arg(tarn_tests::tarn_bin()).arg(data.path()).arg(size_mb.to_string()).kill_on_drop(true);
+    let o = tokio::time::timeout(Duration::from_secs(180), demo.output()).await.expect("the demo ends").unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "tarn demo against the compose cluster:\n{out}");
+    assert!(out.contains("using the cluster of"), "it used the cluster, not an appliance of its own:\n{out}");
+    assert!(out.contains("Top customers"), "{out}");
+}
+
 /// Runs a Python program from a client host on the network (Spark Connect on `master`).
 /// From a file: PySpark run by `python -c` looks for a local Spark instead.
 async fn python(c: &ComposeCluster, master: &str, program: &str, args: &[&str]) -> tokio::process::Child {
@@ -312,15 +314,7 @@ async fn the_seed_script_completes_through_the_loss_of_a_core_node_and_the_activ
         let active = wait_for("an active resource manager", Duration::from_secs(60), || c.active_rm_master()).await;
         let stay = ["m1", "m2", "m3"].into_iter().find(|m| *m != active).unwrap();
         // Fault-free: the demo's data and everything it runs (the seed's script among them).
-        let data = tempfile::tempdir().unwrap();
-        let mut demo = c.on_network(stay, std::path::Path::new("/bin/sh")).await;
-        demo.args(["-c", "exec \"$0\" demo --size-mb 16 --s3-endpoint https://gw:9000 --spark-remote \"$SPARK_REMOTE\" --data-dir \"$1\""])
-            .arg(tarn_tests::tarn_bin())
-            .arg(data.path())
-            .kill_on_drop(true);
-        let o = demo.output().await.unwrap();
-        let out = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
-        assert!(o.status.success(), "tarn demo:\n{out}");
+        demo(&c, stay, 16).await;
         let before = snapshot(&c, stay, &["--delete-output"]).await;
         assert!(before["rows"].as_u64().unwrap() > 100, "{before}");
 
