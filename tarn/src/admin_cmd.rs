@@ -463,16 +463,8 @@ async fn check_health(conn: &crate::creds::ClientOpts, c: &NamenodeClient, want:
             let live = r.datanodes.iter().filter(in_service).filter(|d| d.alive).count();
             let dead: Vec<&str> =
                 r.datanodes.iter().filter(in_service).filter(|d| !d.alive).map(|d| d.location.addr.as_str()).collect();
-            if want.datanodes > 0 {
-                if live < want.datanodes {
-                    wrong.push(format!("datanodes: {live} live in service, {} wanted", want.datanodes));
-                }
-                if !dead.is_empty() {
-                    notes.push(format!("dead datanodes: {}", dead.join(", ")));
-                }
-            } else if !dead.is_empty() {
-                wrong.push(format!("dead datanodes: {}", dead.join(", ")));
-            }
+            let what = format!("datanodes: {live} live in service");
+            counted(what, live, want.datanodes, "dead datanodes", &dead, &mut wrong, &mut notes);
             for d in &r.datanodes {
                 let host = d.location.addr.rsplit_once(':').map_or(d.location.addr.as_str(), |(h, _)| h);
                 if d.alive && want.stale(host, d.since_heartbeat) {
@@ -509,21 +501,35 @@ async fn check_health(conn: &crate::creds::ClientOpts, c: &NamenodeClient, want:
                     let running = ws.iter().filter(|w| w.state == WorkerState::Running).count();
                     let lost: Vec<&str> =
                         ws.iter().filter(|w| w.state == WorkerState::Lost).map(|w| w.worker_id.as_str()).collect();
-                    if want.workers > 0 {
-                        if running < want.workers {
-                            wrong.push(format!("workers: {running} running, {} wanted", want.workers));
-                        }
-                        if !lost.is_empty() {
-                            notes.push(format!("lost workers: {}", lost.join(", ")));
-                        }
-                    } else if !lost.is_empty() {
-                        wrong.push(format!("lost workers: {}", lost.join(", ")));
-                    }
+                    let what = format!("workers: {running} running");
+                    counted(what, running, want.workers, "lost workers", &lost, &mut wrong, &mut notes);
                 }
             },
         }
     }
     (wrong, notes)
+}
+
+/// Nodes of one kind: with `wanted` > 0, at least that many `up` (those `down` only said);
+/// else none may be down.
+fn counted(
+    what: String,
+    up: usize,
+    wanted: usize,
+    down_word: &str,
+    down: &[&str],
+    wrong: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) {
+    let down_line = (!down.is_empty()).then(|| format!("{down_word}: {}", down.join(", ")));
+    if wanted > 0 {
+        if up < wanted {
+            wrong.push(format!("{what}, {wanted} wanted"));
+        }
+        notes.extend(down_line);
+    } else {
+        wrong.extend(down_line);
+    }
 }
 
 async fn health(
