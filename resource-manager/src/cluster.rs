@@ -1753,6 +1753,21 @@ impl ClusterState {
         }
     }
 
+    /// Drains worker `id` at its own request (a spot node's interruption notice): as
+    /// [`Self::drain`], but a drain already under way keeps its deadline when that is the
+    /// earlier one: a worker may hurry its drain, never put it off. `until_ms` is `until`
+    /// by the wall clock (for the record).
+    pub fn drain_no_later(&mut self, id: &str, until: Instant, until_ms: u64) -> Result<usize, Refusal> {
+        let w = self.workers.get(id).ok_or_else(|| Refusal::new(ErrorKind::NotFound, format!("no worker {id}")))?;
+        let (until, until_ms) = match (w.drain_until, w.drain_until_ms) {
+            (Some(d), Some(d_ms)) if d <= until => (d, d_ms),
+            _ => (until, until_ms),
+        };
+        let left = self.drain(id, Some(until))?;
+        self.note_drain_ms(id, Some(until_ms));
+        Ok(left)
+    }
+
     /// Drains worker `id` (an admin's call): no new container there from now; what runs
     /// on it is stopped at `until`. `None` takes it back into service. Returns how many
     /// containers it still has.
@@ -2672,6 +2687,31 @@ mod tests {
             .kill;
         assert_eq!(kill.len(), 1);
         assert!(kill[0].2.contains("drained"), "{kill:?}");
+    }
+
+    #[test]
+    fn a_worker_draining_itself_keeps_an_earlier_deadline() {
+        let t = Instant::now();
+        let mut c = cluster(&[("core1", NodeLabel::Core), ("core2", NodeLabel::Core)], t);
+        let id = c.submit("alice", app("sleep")).unwrap();
+        let a = c.report(&id, "alice", false).unwrap().attempts[0].clone();
+        c.heartbeat(&a.worker_id, vec![], t).unwrap();
+        // An admin's 5 s drain, then the worker's own with 600 s: 5 s it stays.
+        c.drain(&a.worker_id, Some(t + Duration::from_secs(5))).unwrap();
+        c.note_drain_ms(&a.worker_id, Some(1_005_000));
+        c.drain_no_later(&a.worker_id, t + Duration::from_secs(600), 1_600_000).unwrap();
+        assert_eq!(c.recorded_workers().into_iter().find(|(w, _)| *w == a.worker_id).unwrap().1, Some(1_005_000));
+        c.expire(t + Duration::from_secs(6));
+        let running = vec![ContainerStatus::running(&a.container_id)];
+        let kill = c.heartbeat(&a.worker_id, running, t + Duration::from_secs(6)).unwrap().kill;
+        assert_eq!(kill.len(), 1, "stopped at the admin's deadline: {kill:?}");
+        // An earlier deadline of its own does hurry it.
+        let other = if a.worker_id == "core1" { "core2" } else { "core1" };
+        c.drain(other, Some(t + Duration::from_secs(600))).unwrap();
+        c.note_drain_ms(other, Some(1_600_000));
+        c.drain_no_later(other, t + Duration::from_secs(5), 1_005_000).unwrap();
+        assert_eq!(c.recorded_workers().into_iter().find(|(w, _)| w == other).unwrap().1, Some(1_005_000));
+        assert_eq!(c.drain_no_later("nope", t, 0).unwrap_err().kind, ErrorKind::NotFound);
     }
 
     #[test]

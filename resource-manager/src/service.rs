@@ -242,16 +242,20 @@ impl ApplicationClient for ClientService {
             admin_only(&req, "drain workers")?;
         }
         let r = req.into_inner();
-        let now = Instant::now();
-        let until = (!r.cancel).then(|| now + Duration::from_secs(r.deadline_secs.min(7 * 24 * 3600)));
-        let until_ms = (!r.cancel).then(|| crate::state::now_ms() + r.deadline_secs.min(7 * 24 * 3600) * 1000);
+        let secs = r.deadline_secs.min(7 * 24 * 3600);
+        let until = (!r.cancel).then(|| Instant::now() + Duration::from_secs(secs));
+        let until_ms = (!r.cancel).then(|| crate::state::now_ms() + secs * 1000);
         // On record before the answer: a standby taking over drains it on.
         let left = self
             .s
-            .durably(|core| {
-                let left = core.drain(&r.worker_id, until)?;
-                core.note_drain_ms(&r.worker_id, until_ms);
-                Ok(left)
+            .durably(|core| match (own, until, until_ms) {
+                // Its own drain may hurry one under way, not put it off.
+                (true, Some(until), Some(until_ms)) => core.drain_no_later(&r.worker_id, until, until_ms),
+                _ => {
+                    let left = core.drain(&r.worker_id, until)?;
+                    core.note_drain_ms(&r.worker_id, until_ms);
+                    Ok(left)
+                }
             })
             .await
             .map_err(status)?;
