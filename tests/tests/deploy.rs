@@ -182,9 +182,18 @@ async fn the_deploy_script_installs_grows_shrinks_and_upgrades_a_cluster_under_l
         pids_before.insert(h, pids(&bed, h).await);
     }
     let t1 = Instant::now();
-    let o = bed.deploy(&["upgrade", r2.to_str().unwrap()], Duration::from_secs(600)).await;
+    // Each worker drained first (health after each host would fail on one left draining),
+    // the finalize left to the operator.
+    let o = bed
+        .deploy(&["upgrade", "--drain", "20", "--no-finalize", r2.to_str().unwrap()], Duration::from_secs(600))
+        .await;
     assert!(o.ok(), "upgrade failed");
     let upgrade_time = t1.elapsed();
+    assert!(o.stderr.contains("drain the worker on c2") && o.stderr.contains("not finalized"), "{}", o.stderr);
+    let o = bed.deploy(&["admin", "admin", "finalize-upgrade"], Duration::from_secs(60)).await;
+    assert!(o.ok(), "finalize-upgrade: {}", o.text());
+    let o = bed.deploy(&["upgrade", "--drain", "x", r2.to_str().unwrap()], Duration::from_secs(60)).await;
+    assert!(o.code == Some(1) && o.stderr.contains("a number of seconds"), "{}", o.stderr);
     let r2_id = {
         let o = std::process::Command::new("sha256sum").arg(&r2).output().expect("sha256sum");
         String::from_utf8_lossy(&o.stdout)[..16].to_string()
