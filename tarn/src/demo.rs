@@ -84,6 +84,9 @@ pub struct DemoArgs {
     /// did not make the bucket.
     #[arg(long)]
     force: bool,
+    /// Give up on a PySpark script or the SQL job that runs longer than this (seconds).
+    #[arg(long, default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
+    step_timeout: u64,
     /// Also write the generated files under this local directory (for checks).
     #[arg(long, hide = true)]
     write_local: Option<PathBuf>,
@@ -433,13 +436,13 @@ async fn demo(
     step(3, "The seed's PySpark script, unchanged, through Spark Connect");
     eprintln!("  {} {}", py.display(), seed_py.display());
     let t = Instant::now();
-    run_python(py, &seed_py, &env, |_| {}).await?;
+    run_python(py, &seed_py, &env, a.step_timeout, |_| {}).await?;
     timings.push(("seed script (PySpark)", done(&format!("wrote s3://{BUCKET}/processed-data/"), t)));
 
     step(4, "Cart abandonment, lifetime value, also-bought: PySpark through Spark Connect");
     eprintln!("  {} {}", py.display(), shop_py.display());
     let t = Instant::now();
-    run_python(py, &shop_py, &env, |line| {
+    run_python(py, &shop_py, &env, a.step_timeout, |line| {
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
             eprintln!(
                 "  {:<26} {:>6.1} s  {}",
@@ -455,7 +458,13 @@ async fn demo(
     step(5, "The same analyses as one distributed SQL job (`tarn job submit --sql`)");
     eprintln!("  tarn job submit --wait --executors {} --file {}", a.executors, shop_sql.display());
     let t = Instant::now();
-    let id = crate::job_cmd::submit_and_wait(conn, ANALYSES_SQL.to_string(), "shop analyses", a.executors).await?;
+    let job = crate::job_cmd::submit_and_wait(conn, ANALYSES_SQL.to_string(), "shop analyses", a.executors);
+    let id = tokio::time::timeout(Duration::from_secs(a.step_timeout), job).await.map_err(|_| {
+        anyhow::anyhow!(
+            "the SQL job did not finish within {} s (--step-timeout); `tarn job list` shows it, `tarn job kill ID` stops it",
+            a.step_timeout
+        )
+    })??;
     timings.push(("analyses (SQL job)", done(&format!("{id} wrote s3://{BUCKET}/demo/sql/"), t)));
 
     step(6, "Checking and summing up the results");
@@ -527,6 +536,7 @@ async fn run_python(
     py: &Path,
     script: &Path,
     env: &[(&str, String)],
+    timeout_secs: u64,
     mut each: impl FnMut(&str),
 ) -> anyhow::Result<()> {
     let mut cmd = tokio::process::Command::new(py);
@@ -543,10 +553,16 @@ async fn run_python(
         let _ = tokio::io::AsyncReadExt::read_to_string(&mut err_pipe, &mut s).await;
         s
     });
-    while let Some(line) = out.next_line().await? {
-        pb.suspend(|| each(&line));
-    }
-    let status = child.wait().await?;
+    let run = async {
+        while let Some(line) = out.next_line().await? {
+            pb.suspend(|| each(&line));
+        }
+        child.wait().await
+    };
+    // On timeout the child is killed (kill_on_drop) as the error returns.
+    let status = tokio::time::timeout(Duration::from_secs(timeout_secs), run).await.map_err(|_| {
+        anyhow::anyhow!("{} did not finish within {timeout_secs} s (--step-timeout)", script.display())
+    })??;
     pb.finish_and_clear();
     let err = err.await.unwrap_or_default();
     if !status.success() {
