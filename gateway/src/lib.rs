@@ -21,12 +21,14 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use s3s::auth::SecretKey;
-use s3s::{s3_error, S3Result};
+use s3s::{S3Error, S3Result};
 use serde::{Deserialize, Serialize};
 use tarn_client::{NamenodeClient, Transport};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+use crate::s3::{AccessClass, ApiError};
 
 /// Staged uploads of a gateway that died mid-upload are removed this long after they
 /// started: closed ones (lease recovered), and ones still open (a very slow client's
@@ -201,12 +203,12 @@ impl s3s::auth::S3Auth for Auth {
     async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
         match self.0.identity(access_key).await {
             Ok(Some(id)) => Ok(SecretKey::from(id.secret)),
-            Ok(None) => Err(s3_error!(InvalidAccessKeyId, "the access key does not exist")),
+            Ok(None) => Err(ApiError::InvalidAccessKeyId("the access key does not exist".into()).into()),
             Err(e) => {
                 // The client is answered (500: S3 clients retry it) and the namenodes come
                 // back by themselves: no person needs to look.
                 tracing::warn!(error = %e, "access key lookup failed");
-                Err(s3_error!(InternalError, "access key lookup failed: {e}"))
+                Err(ApiError::internal("access key lookup failed", e).into())
             }
         }
     }
@@ -217,23 +219,6 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Operations that only read a bucket (a read grant suffices).
-fn is_read_op(op: &str) -> bool {
-    matches!(
-        op,
-        "GetObject"
-            | "HeadObject"
-            | "ListObjects"
-            | "ListObjectsV2"
-            | "ListObjectVersions"
-            | "HeadBucket"
-            | "GetBucketLocation"
-            | "GetBucketVersioning"
-            | "ListMultipartUploads"
-            | "ListParts"
-    )
-}
-
 /// Refuses what Tarn does not accept: SigV2 header signatures (no clock check, so they can
 /// be replayed), presigned URLs valid for more than 7 days (AWS's limit), anonymous
 /// requests. SigV2 presigned URLs (boto3's default for `generate_presigned_url`) carry
@@ -242,17 +227,72 @@ struct Access(Arc<keys::KeyStore>);
 
 impl Access {
     /// May the caller read `bucket`? (copy sources)
-    async fn check_read(&self, ak: Option<&str>, bucket: &str) -> S3Result<()> {
-        let access = self.0.bucket(bucket).await.map_err(|e| s3_error!(InternalError, "grants of {bucket}: {e}"))?;
-        let Some(access) = access else { return Err(s3_error!(NoSuchBucket, "no bucket {bucket:?}")) };
+    async fn check_read(&self, ak: Option<&str>, bucket: &str) -> Result<(), ApiError> {
+        let access = self.0.bucket(bucket).await.map_err(|e| ApiError::internal(&format!("grants of {bucket}"), e))?;
+        let Some(access) = access else { return Err(ApiError::NoSuchBucket(bucket.to_string())) };
         let Some(ak) = ak else {
-            return Err(s3_error!(AccessDenied, "anonymous requests may not copy"));
+            return Err(ApiError::AccessDenied("anonymous requests may not copy".into()));
         };
-        let id = self.0.identity(ak).await.map_err(|e| s3_error!(InternalError, "{e}"))?;
+        let id = self.0.identity(ak).await.map_err(|e| ApiError::Internal(e.to_string()))?;
         if id.is_some_and(|i| i.admin) || access.can_read(ak) {
             Ok(())
         } else {
-            Err(s3_error!(AccessDenied, "access key {ak} may not read bucket {bucket:?}"))
+            Err(ApiError::AccessDenied(format!("access key {ak} may not read bucket {bucket:?}")))
+        }
+    }
+
+    /// May the caller call operation `op` (of access class `class`) on `bucket`?
+    async fn check_op(
+        &self,
+        op: &str,
+        class: AccessClass,
+        bucket: Option<String>,
+        ak: Option<String>,
+    ) -> Result<(), ApiError> {
+        let unimplemented = || ApiError::NotImplemented(format!("Tarn does not implement {op}"));
+        if class == AccessClass::Unimplemented {
+            return Err(unimplemented());
+        }
+        let id = match &ak {
+            Some(ak) => self.0.identity(ak).await.map_err(|e| ApiError::Internal(e.to_string()))?,
+            None => None,
+        };
+        if id.as_ref().is_some_and(|i| i.admin) {
+            return Ok(());
+        }
+        let (read, anonymous_read_suffices) = match class {
+            AccessClass::Unimplemented => return Err(unimplemented()),
+            AccessClass::Signed { verb } => {
+                return match ak {
+                    Some(_) => Ok(()),
+                    None => Err(ApiError::AccessDenied(format!("anonymous requests may not {verb}"))),
+                };
+            }
+            AccessClass::Read { anonymous_read } => (true, anonymous_read),
+            AccessClass::Write => (false, false),
+        };
+        // Reads and writes are of a bucket (s3s routes them only with one); fail closed.
+        let Some(bucket) = bucket else {
+            return Err(ApiError::AccessDenied(format!("{op} names no bucket")));
+        };
+        let access = self.0.bucket(&bucket).await.map_err(|e| ApiError::internal(&format!("grants of {bucket}"), e))?;
+        // A missing bucket: let the operation say NoSuchBucket.
+        let Some(access) = access else { return Ok(()) };
+        let allowed = match &ak {
+            // A bucket anyone may read, a signed caller may read too.
+            Some(ak) if read => access.can_read(ak) || (anonymous_read_suffices && access.anonymous_read),
+            Some(ak) => access.can_write(ak),
+            None => read && anonymous_read_suffices && access.anonymous_read,
+        };
+        match (allowed, ak) {
+            (true, _) => Ok(()),
+            (false, Some(ak)) => Err(ApiError::AccessDenied(format!(
+                "access key {ak} may not {} bucket {bucket:?}",
+                if read { "read" } else { "write to" }
+            ))),
+            (false, None) => {
+                Err(ApiError::AccessDenied(format!("anonymous access to bucket {bucket:?} is not allowed")))
+            }
         }
     }
 }
@@ -278,75 +318,29 @@ impl s3s::access::S3Access for Access {
     async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> S3Result<()> {
         if let Some(auth) = cx.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
             if auth.starts_with("AWS ") {
-                return Err(s3_error!(AccessDenied, "Signature Version 2 is not accepted; sign with SigV4"));
+                let e = ApiError::AccessDenied("Signature Version 2 is not accepted; sign with SigV4".into());
+                return Err(e.into());
             }
         }
         let query = cx.uri().query().unwrap_or("");
         for kv in query.split('&') {
             if let Some(v) = kv.strip_prefix("X-Amz-Expires=") {
                 if v.parse::<u64>().map_or(true, |s| s > 604_800) {
-                    return Err(s3_error!(AuthorizationQueryParametersError, "X-Amz-Expires must be at most 604800"));
+                    return Err(ApiError::AuthorizationQuery("X-Amz-Expires must be at most 604800".into()).into());
                 }
             }
             if let Some(v) = kv.strip_prefix("Expires=") {
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
                 if v.parse::<u64>().map_or(true, |e| e > now + 604_800) {
-                    return Err(s3_error!(AccessDenied, "a presigned URL may be valid for at most 7 days"));
+                    return Err(ApiError::AccessDenied("a presigned URL may be valid for at most 7 days".into()).into());
                 }
             }
         }
+        // Each operation declares who may call it, next to it (`s3::access_class`).
         let op = cx.s3_op().name().to_string();
         let bucket = cx.s3_path().get_bucket_name().map(str::to_string);
         let ak = cx.credentials().map(|c| c.access_key.clone());
-        let id = match &ak {
-            Some(ak) => self.0.identity(ak).await.map_err(|e| s3_error!(InternalError, "{e}"))?,
-            None => None,
-        };
-        if id.as_ref().is_some_and(|i| i.admin) {
-            return Ok(());
-        }
-        let Some(bucket) = bucket else {
-            // ListBuckets shows a key the buckets it may use; anonymous callers nothing.
-            return if ak.is_some() {
-                Ok(())
-            } else {
-                Err(s3_error!(AccessDenied, "anonymous requests may not list buckets"))
-            };
-        };
-        if op == "CreateBucket" {
-            return if ak.is_some() {
-                Ok(())
-            } else {
-                Err(s3_error!(AccessDenied, "anonymous requests may not create buckets"))
-            };
-        }
-        let access = self.0.bucket(&bucket).await.map_err(|e| s3_error!(InternalError, "grants of {bucket}: {e}"))?;
-        // A missing bucket: let the operation say NoSuchBucket.
-        let Some(access) = access else { return Ok(()) };
-        let read = is_read_op(&op);
-        let allowed = match &ak {
-            // A bucket anyone may read, a signed caller may read too.
-            Some(ak) => {
-                if read {
-                    access.can_read(ak) || (access.anonymous_read && op != "ListMultipartUploads" && op != "ListParts")
-                } else {
-                    access.can_write(ak)
-                }
-            }
-            None => read && access.anonymous_read && op != "ListMultipartUploads" && op != "ListParts",
-        };
-        if allowed {
-            Ok(())
-        } else {
-            match ak {
-                Some(ak) => Err(s3_error!(
-                    AccessDenied,
-                    "access key {ak} may not {} bucket {bucket:?}",
-                    if read { "read" } else { "write to" }
-                )),
-                None => Err(s3_error!(AccessDenied, "anonymous access to bucket {bucket:?} is not allowed")),
-            }
-        }
+        self.check_op(&op, s3::access_class(&op), bucket, ak).await.map_err(S3Error::from)
     }
 }
 
@@ -539,7 +533,9 @@ fn with_request_id(
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
             let mut resp = if form {
-                let mut e = s3_error!(NotImplemented, "browser form uploads (POST Object) are not supported");
+                let mut e = S3Error::from(ApiError::NotImplemented(
+                    "browser form uploads (POST Object) are not supported".into(),
+                ));
                 e.set_request_id(id.clone());
                 e.to_http_response().map_err(|e| s3s::HttpError::new(Box::new(e)))?
             } else {

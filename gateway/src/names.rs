@@ -7,7 +7,7 @@
 //! keeps the path a job would look for. A key ending in `/` is a directory marker: the
 //! directory itself, flagged so that listings show it.
 
-use s3s::{s3_error, S3Result};
+use crate::s3::ApiError;
 
 /// Where the gateway keeps staged uploads and multipart parts (not a valid bucket name).
 pub const SYSTEM_DIR: &str = "/.tarn/s3";
@@ -15,22 +15,21 @@ pub const TMP_DIR: &str = "/.tarn/s3/tmp";
 pub const UPLOADS_DIR: &str = "/.tarn/s3/uploads";
 
 /// The path of object `key` in `bucket`, and whether the key is a directory marker.
-pub fn object_path(bucket: &str, key: &str) -> S3Result<(String, bool)> {
+pub fn object_path(bucket: &str, key: &str) -> Result<(String, bool), ApiError> {
     if key.is_empty() {
-        return Err(s3_error!(InvalidArgument, "the object key is empty"));
+        return Err(ApiError::InvalidArgument("the object key is empty".into()));
     }
     if key.contains('\0') {
-        return Err(s3_error!(InvalidArgument, "object key {key:?} contains NUL"));
+        return Err(ApiError::InvalidArgument(format!("object key {key:?} contains NUL")));
     }
     let (body, marker) = match key.strip_suffix('/') {
         Some(b) => (b, true),
         None => (key, false),
     };
     if body.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
-        return Err(s3_error!(
-            InvalidArgument,
+        return Err(ApiError::InvalidArgument(format!(
             "object key {key:?} is not a path: Tarn stores keys as paths, so a key may not have an empty, '.' or '..' segment"
-        ));
+        )));
     }
     Ok((format!("/{bucket}/{body}"), marker))
 }
@@ -46,11 +45,11 @@ pub fn key_of<'p>(root: &str, path: &'p str) -> Option<&'p str> {
 }
 
 /// Multipart upload ids are 32 lowercase hex digits (they become path names).
-pub fn check_upload_id(id: &str) -> S3Result<()> {
+pub fn check_upload_id(id: &str) -> Result<(), ApiError> {
     if id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
         Ok(())
     } else {
-        Err(s3_error!(NoSuchUpload, "no upload {id:?}"))
+        Err(ApiError::NoSuchUpload(format!("no upload {id:?}")))
     }
 }
 
