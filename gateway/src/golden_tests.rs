@@ -29,18 +29,30 @@ fn meta() -> ObjMeta {
     }
 }
 
+fn tags() -> crate::s3::Tags {
+    BTreeMap::from([("team".into(), "sales".into()), ("cost center".into(), "a/b:c@d.e_f+g=h-i".into())])
+}
+
 fn dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/v0")
 }
 
 fn read(name: &str) -> Vec<u8> {
-    let p = dir().join(name);
+    read_in(&dir(), name)
+}
+
+fn read_in(dir: &Path, name: &str) -> Vec<u8> {
+    let p = dir.join(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 /// Decodes `bytes` as `T` and checks it encodes back to exactly the same bytes.
 fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(name: &str) -> T {
-    let bytes = read(name);
+    round_trip_in(&dir(), name)
+}
+
+fn round_trip_in<T: serde::de::DeserializeOwned + serde::Serialize>(dir: &Path, name: &str) -> T {
+    let bytes = read_in(dir, name);
     let v: T = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("golden {name}: {e}"));
     assert_eq!(serde_json::to_vec(&v).unwrap(), bytes, "golden {name} encodes back to other bytes");
     v
@@ -64,6 +76,36 @@ fn the_gateways_golden_records_decode() {
     assert_eq!(open_secret(&master, "AKGOLDEN", &sealed).unwrap(), SECRET);
 }
 
+/// Tags (format 1 of their records, 2026-12-08): an object's `s3.tags`, a bucket's
+/// `s3.config`, and a multipart upload's description with tags, under `tests/golden/tags-v1/`.
+#[test]
+fn the_tagging_golden_records_decode() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/tags-v1");
+    let t: crate::s3::ObjectTags = round_trip_in(&dir, "object-tags.json");
+    assert_eq!((t.v, t.tags), (1, tags()));
+    let c: crate::s3::BucketConfig = round_trip_in(&dir, "bucket-config.json");
+    assert_eq!((c.v, c.tags), (1, tags()));
+    let u: UploadInfo = round_trip_in(&dir, "upload-info.json");
+    assert_eq!((u.key.as_str(), u.tags), ("a/b.parquet", tags()));
+}
+
+#[test]
+#[ignore = "writes golden fixtures; run by hand with TARN_GOLDEN_OUT"]
+#[allow(clippy::disallowed_methods)] // a tool run by hand, told where to write
+fn write_tagging_goldens() {
+    let out = std::path::PathBuf::from(std::env::var("TARN_GOLDEN_OUT").expect("TARN_GOLDEN_OUT"));
+    assert!(!out.exists(), "{} exists: fixtures are never rewritten", out.display());
+    std::fs::create_dir_all(&out).unwrap();
+    let w = |name: &str, bytes: Vec<u8>| std::fs::write(out.join(name), bytes).unwrap();
+    w("object-tags.json", serde_json::to_vec(&crate::s3::ObjectTags { v: 1, tags: tags() }).unwrap());
+    w("bucket-config.json", serde_json::to_vec(&crate::s3::BucketConfig { v: 1, tags: tags() }).unwrap());
+    w(
+        "upload-info.json",
+        serde_json::to_vec(&UploadInfo { key: "a/b.parquet".into(), initiated_ms: 7, meta: meta(), tags: tags() })
+            .unwrap(),
+    );
+}
+
 #[test]
 #[ignore = "writes golden fixtures; run by hand with TARN_GOLDEN_OUT"]
 #[allow(clippy::disallowed_methods)] // a tool run by hand, told where to write
@@ -74,10 +116,8 @@ fn write_gateway_goldens() {
     let master = MasterKey::create(&out.join("master.key")).unwrap();
     let w = |name: &str, bytes: Vec<u8>| std::fs::write(out.join(name), bytes).unwrap();
     w("obj-meta.json", serde_json::to_vec(&meta()).unwrap());
-    w(
-        "upload-info.json",
-        serde_json::to_vec(&UploadInfo { key: "a/b.parquet".into(), initiated_ms: 7, meta: meta() }).unwrap(),
-    );
+    let info = UploadInfo { key: "a/b.parquet".into(), initiated_ms: 7, meta: meta(), tags: Default::default() };
+    w("upload-info.json", serde_json::to_vec(&info).unwrap());
     let access = BucketAccess {
         grants: BTreeMap::from([("AKGOLDEN".into(), "rw".into()), ("AKREADER".into(), "r".into())]),
         anonymous_read: true,

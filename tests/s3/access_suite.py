@@ -4,7 +4,8 @@ setup:   (admin key) buckets `shared` and `private`, one object in each.
 check:   alice may read `shared` (granted read-only) but not bob's 0600 file in it, nor write it, may not touch
          `private`, sees only the buckets she may use, may create and use her own
          bucket, may not copy out of `private`; anonymous callers read `shared`
-         (anonymous-read on) and nothing else.
+         (anonymous-read on) and nothing else; tags are read with a read grant and changed
+         with a write grant, never by anonymous callers.
 revoked: alice's deleted key is refused within the gateways' cache time.
 """
 import os
@@ -99,6 +100,19 @@ elif phase == "check":
     status, _ = anon("PUT", "/shared/anon.txt", b"x")
     assert status == 403, status
     assert code_of(admin.head_object, Bucket="shared", Key="anon.txt") == "404"
+    # Tags: read with a read grant, changed only with a write grant, never anonymously.
+    one = {"TagSet": [{"Key": "a", "Value": "1"}]}
+    admin.put_object_tagging(Bucket="shared", Key="doc.txt", Tagging=one)
+    assert alice.get_object_tagging(Bucket="shared", Key="doc.txt")["TagSet"] == one["TagSet"]
+    assert code_of(alice.put_object_tagging, Bucket="shared", Key="doc.txt", Tagging=one) == "AccessDenied"
+    assert code_of(alice.delete_object_tagging, Bucket="shared", Key="doc.txt") == "AccessDenied"
+    assert code_of(alice.put_bucket_tagging, Bucket="shared", Tagging=one) == "AccessDenied"
+    assert code_of(alice.get_object_tagging, Bucket="private", Key="secret.txt") == "AccessDenied"
+    status, body = anon("GET", "/shared/doc.txt?tagging")
+    assert status == 403 and b"AccessDenied" in body, (status, body)
+    alice.put_object_tagging(Bucket="team", Key="plan.txt", Tagging=one)
+    alice.put_bucket_tagging(Bucket="team", Tagging=one)
+    assert alice.get_bucket_tagging(Bucket="team")["TagSet"] == one["TagSet"]
 elif phase == "revoked":
     deadline = time.time() + 30
     while code_of(alice.list_buckets) != "InvalidAccessKeyId":

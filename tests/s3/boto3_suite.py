@@ -254,6 +254,72 @@ def copies():
 
 
 @test
+def tagging():
+    ts = lambda r: {t["Key"]: t["Value"] for t in r["TagSet"]}  # noqa: E731
+    # On PUT (x-amz-tagging), counted by GET, read, replaced, removed.
+    s3.put_object(Bucket="bkt", Key="tag/a", Body=b"abc", Tagging="team=sales&cost%20center=a%2Fb")
+    assert ts(s3.get_object_tagging(Bucket="bkt", Key="tag/a")) == {"team": "sales", "cost center": "a/b"}
+    g = s3.get_object(Bucket="bkt", Key="tag/a")
+    assert g["TagCount"] == 2 and g["Body"].read() == b"abc", g.get("TagCount")
+    before = s3.head_object(Bucket="bkt", Key="tag/a")
+    s3.put_object_tagging(Bucket="bkt", Key="tag/a", Tagging={"TagSet": [{"Key": "k", "Value": "v"}]})
+    assert ts(s3.get_object_tagging(Bucket="bkt", Key="tag/a")) == {"k": "v"}
+    after = s3.head_object(Bucket="bkt", Key="tag/a")
+    # Tagging changes neither the object nor its Last-Modified.
+    assert (after["ETag"], after["LastModified"]) == (before["ETag"], before["LastModified"])
+    s3.delete_object_tagging(Bucket="bkt", Key="tag/a")
+    assert s3.get_object_tagging(Bucket="bkt", Key="tag/a")["TagSet"] == []
+    assert "TagCount" not in s3.get_object(Bucket="bkt", Key="tag/a")
+    # An overwrite takes the new request's tags (none here).
+    s3.put_object_tagging(Bucket="bkt", Key="tag/a", Tagging={"TagSet": [{"Key": "k", "Value": "v"}]})
+    s3.put_object(Bucket="bkt", Key="tag/a", Body=b"new")
+    assert s3.get_object_tagging(Bucket="bkt", Key="tag/a")["TagSet"] == []
+    # S3's limits, each refused with InvalidTag, nothing changed.
+    s3.put_object_tagging(Bucket="bkt", Key="tag/a", Tagging={"TagSet": [{"Key": "keep", "Value": "1"}]})
+    eleven = {"TagSet": [{"Key": "k%d" % n, "Value": ""} for n in range(11)]}
+    for bad in (eleven,
+                {"TagSet": [{"Key": "a", "Value": "1"}, {"Key": "a", "Value": "2"}]},
+                {"TagSet": [{"Key": "k" * 129, "Value": ""}]},
+                {"TagSet": [{"Key": "k", "Value": "v" * 257}]},
+                {"TagSet": [{"Key": "aws:reserved", "Value": "1"}]}):
+        assert code_of(s3.put_object_tagging, Bucket="bkt", Key="tag/a", Tagging=bad) == "InvalidTag", bad
+    assert ts(s3.get_object_tagging(Bucket="bkt", Key="tag/a")) == {"keep": "1"}
+    assert code_of(s3.put_object, Bucket="bkt", Key="tag/b", Body=b"1", Tagging="a=1&a=2") == "InvalidTag"
+    assert code_of(s3.head_object, Bucket="bkt", Key="tag/b") == "404", "a refused PUT writes nothing"
+    assert code_of(s3.get_object_tagging, Bucket="bkt", Key="tag/missing") == "NoSuchKey"
+    assert code_of(s3.get_object_tagging, Bucket="bkt", Key="tag/a", VersionId="v1") == "NoSuchVersion"
+    # Copies keep the source's tags (COPY) or take the request's (REPLACE).
+    s3.copy_object(Bucket="bkt", Key="tag/c1", CopySource={"Bucket": "bkt", "Key": "tag/a"})
+    assert ts(s3.get_object_tagging(Bucket="bkt", Key="tag/c1")) == {"keep": "1"}
+    s3.copy_object(Bucket="bkt", Key="tag/c2", CopySource={"Bucket": "bkt", "Key": "tag/a"},
+                   TaggingDirective="REPLACE", Tagging="x=y")
+    assert ts(s3.get_object_tagging(Bucket="bkt", Key="tag/c2")) == {"x": "y"}
+    # A multipart upload's tags land on the object it completes into.
+    u = s3.create_multipart_upload(Bucket="bkt", Key="tag/mp", Tagging="stage=raw")["UploadId"]
+    e = s3.upload_part(Bucket="bkt", Key="tag/mp", UploadId=u, PartNumber=1, Body=b"x" * 10)["ETag"]
+    s3.complete_multipart_upload(Bucket="bkt", Key="tag/mp", UploadId=u,
+                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e}]})
+    assert ts(s3.get_object_tagging(Bucket="bkt", Key="tag/mp")) == {"stage": "raw"}
+    # A directory marker takes tags too.
+    s3.put_object(Bucket="bkt", Key="tag/dir/", Body=b"", Tagging="kind=dir")
+    assert ts(s3.get_object_tagging(Bucket="bkt", Key="tag/dir/")) == {"kind": "dir"}
+    # Buckets: none yet is NoSuchTagSet; up to 50; put replaces; delete removes.
+    assert code_of(s3.get_bucket_tagging, Bucket="bkt") == "NoSuchTagSet"
+    fifty = [{"Key": "k%02d" % n, "Value": str(n)} for n in range(50)]
+    s3.put_bucket_tagging(Bucket="bkt", Tagging={"TagSet": fifty})
+    assert len(s3.get_bucket_tagging(Bucket="bkt")["TagSet"]) == 50
+    assert code_of(s3.put_bucket_tagging, Bucket="bkt",
+                   Tagging={"TagSet": fifty + [{"Key": "one-more", "Value": ""}]}) == "InvalidTag"
+    s3.put_bucket_tagging(Bucket="bkt", Tagging={"TagSet": [{"Key": "env", "Value": "prod"}]})
+    assert ts(s3.get_bucket_tagging(Bucket="bkt")) == {"env": "prod"}
+    s3.delete_bucket_tagging(Bucket="bkt")
+    assert code_of(s3.get_bucket_tagging, Bucket="bkt") == "NoSuchTagSet"
+    assert code_of(s3.get_bucket_tagging, Bucket="nope-missing") == "NoSuchBucket"
+    for k in ("tag/a", "tag/c1", "tag/c2", "tag/mp", "tag/dir/"):
+        s3.delete_object(Bucket="bkt", Key=k)
+
+
+@test
 def multipart_upload_complete_abort_and_listings():
     parts = [data(5 * MiB, seed=10), data(5 * MiB, seed=11), data(1234, seed=12)]
     u = s3.create_multipart_upload(Bucket="bkt", Key="mp/obj", ContentType="application/x-mp", Metadata={"m": "1"})

@@ -71,6 +71,10 @@ pub enum ApiError {
     #[error("{0}")]
     InvalidPart(String),
     #[error("{0}")]
+    InvalidTag(String),
+    #[error("{0}")]
+    NoSuchTagSet(String),
+    #[error("{0}")]
     InvalidPartOrder(String),
     #[error("{0}")]
     EntityTooLarge(String),
@@ -203,6 +207,8 @@ impl From<ApiError> for S3Error {
             ApiError::InvalidRange(_) => C::InvalidRange,
             ApiError::InvalidRequest(_) => C::InvalidRequest,
             ApiError::InvalidPart(_) => C::InvalidPart,
+            ApiError::InvalidTag(_) => C::InvalidTag,
+            ApiError::NoSuchTagSet(_) => C::NoSuchTagSet,
             ApiError::InvalidPartOrder(_) => C::InvalidPartOrder,
             ApiError::EntityTooLarge(_) => C::EntityTooLarge,
             ApiError::EntityTooSmall(_) => C::EntityTooSmall,

@@ -59,9 +59,11 @@ mod list;
 mod multipart;
 mod object;
 mod stage;
+mod tagging;
 
 pub use error::{ApiError, BodyError};
 pub use list::LIST_SCAN_KEYS_MAX;
+pub use tagging::{BucketConfig, ObjectTags, Tags};
 
 /// The result of a helper: S3 error codes are chosen only when an [`ApiError`] becomes
 /// an `S3Error`.
@@ -106,6 +108,9 @@ pub(crate) struct UploadInfo {
     pub(crate) key: String,
     pub(crate) initiated_ms: u64,
     pub(crate) meta: ObjMeta,
+    /// The object's tags (`x-amz-tagging` of CreateMultipartUpload).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) tags: tagging::Tags,
 }
 
 pub struct TarnS3 {
@@ -191,7 +196,8 @@ pub(crate) enum AccessClass {
 
 /// The access tables of the families: every operation `impl S3 for TarnS3` implements is
 /// declared in exactly one of them (a test checks).
-const ACCESS: [&[(&str, AccessClass)]; 4] = [bucket::ACCESS, object::ACCESS, list::ACCESS, multipart::ACCESS];
+const ACCESS: [&[(&str, AccessClass)]; 5] =
+    [bucket::ACCESS, object::ACCESS, list::ACCESS, multipart::ACCESS, tagging::ACCESS];
 
 /// The class declared for operation `op` (as s3s names it: `cx.s3_op().name()`, e.g.
 /// `ListObjectsV2`), or `None` if no family declares it.
@@ -532,6 +538,48 @@ impl S3 for TarnS3 {
         req: S3Request<dto::ListMultipartUploadsInput>,
     ) -> S3Result<S3Response<dto::ListMultipartUploadsOutput>> {
         multipart::list_multipart_uploads(self, req).await.map_err(S3Error::from)
+    }
+
+    async fn get_object_tagging(
+        &self,
+        req: S3Request<dto::GetObjectTaggingInput>,
+    ) -> S3Result<S3Response<dto::GetObjectTaggingOutput>> {
+        tagging::get_object_tagging(self, req).await.map_err(S3Error::from)
+    }
+
+    async fn put_object_tagging(
+        &self,
+        req: S3Request<dto::PutObjectTaggingInput>,
+    ) -> S3Result<S3Response<dto::PutObjectTaggingOutput>> {
+        tagging::put_object_tagging(self, req).await.map_err(S3Error::from)
+    }
+
+    async fn delete_object_tagging(
+        &self,
+        req: S3Request<dto::DeleteObjectTaggingInput>,
+    ) -> S3Result<S3Response<dto::DeleteObjectTaggingOutput>> {
+        tagging::delete_object_tagging(self, req).await.map_err(S3Error::from)
+    }
+
+    async fn get_bucket_tagging(
+        &self,
+        req: S3Request<dto::GetBucketTaggingInput>,
+    ) -> S3Result<S3Response<dto::GetBucketTaggingOutput>> {
+        tagging::get_bucket_tagging(self, req).await.map_err(S3Error::from)
+    }
+
+    async fn put_bucket_tagging(
+        &self,
+        req: S3Request<dto::PutBucketTaggingInput>,
+    ) -> S3Result<S3Response<dto::PutBucketTaggingOutput>> {
+        tagging::put_bucket_tagging(self, req).await.map_err(S3Error::from)
+    }
+
+    async fn delete_bucket_tagging(
+        &self,
+        req: S3Request<dto::DeleteBucketTaggingInput>,
+    ) -> S3Result<S3Response<dto::DeleteBucketTaggingOutput>> {
+        tagging::delete_bucket_tagging(self, req).await.map_err(S3Error::from)
     }
 }
 

@@ -13,8 +13,8 @@ use tarn_client::{ConcatOptions, ErrorKind, FileStatus, ListOptions, MkdirOption
 
 use super::stage::{wanted, Staged, PUT_BYTES_MAX};
 use super::{
-    encode_meta, etag, meta_of, now_ms, random_id, strip_quotes, ts, AccessClass, ApiError, ApiResult, ObjMeta,
-    OpResult, ReadConditions, TarnS3, UploadInfo, META_XATTR, UPLOAD_XATTR,
+    encode_meta, etag, meta_of, now_ms, random_id, strip_quotes, tagging, ts, AccessClass, ApiError, ApiResult,
+    ObjMeta, OpResult, ReadConditions, TarnS3, UploadInfo, META_XATTR, UPLOAD_XATTR,
 };
 use crate::names::*;
 
@@ -46,12 +46,14 @@ pub(super) async fn create_multipart_upload(
     if marker {
         return Err(ApiError::InvalidArgument("keys ending in '/' are directories in Tarn and must be empty".into()));
     }
+    let tags = tagging::parse_header(i.tagging.as_deref())?;
     s3.bucket_exists(&i.bucket).await?;
     let id = random_id();
     let dir = upload_dir(&i.bucket, &id);
     let info = UploadInfo {
         key: i.key.clone(),
         initiated_ms: now_ms(),
+        tags,
         meta: ObjMeta {
             content_type: i.content_type,
             content_encoding: i.content_encoding,
@@ -225,8 +227,8 @@ pub(super) async fn complete_multipart_upload(
     meta.etag = multipart_etag(&md5s, asked.len());
     meta.parts = Some(asked.len() as u32);
     let owner = s3.owner_for(req.credentials.as_ref()).await?;
-    s3.commit(owner, &sources, (&i.bucket, &i.key, &path), &meta, i.if_match.as_ref(), i.if_none_match.as_ref())
-        .await?;
+    let what = (&meta, &info.tags);
+    s3.commit(owner, &sources, (&i.bucket, &i.key, &path), what, i.if_match.as_ref(), i.if_none_match.as_ref()).await?;
     // Parts not listed go with the upload.
     if let Err(e) = s3.nn.delete(&dir, true, None).await {
         tracing::warn!(%dir, error = %e, "could not remove a completed upload's directory");

@@ -14,7 +14,7 @@ use tarn_client::{ClientError, ErrorKind, FileStatus, MkdirOptions, SetAttribute
 
 use super::stage::{wanted, Open, PUT_BYTES_MAX};
 use super::{
-    blob, etag, is_marker, read_stream, ts, AccessClass, ApiError, ApiResult, BodyError, ObjMeta, OpResult,
+    blob, etag, is_marker, read_stream, tagging, ts, AccessClass, ApiError, ApiResult, BodyError, ObjMeta, OpResult,
     ReadConditions, TarnS3, MARKER_XATTR,
 };
 use crate::names::*;
@@ -61,8 +61,10 @@ fn decoded_length(headers: &http::HeaderMap) -> Option<i64> {
 
 pub(super) async fn put_object(s3: &TarnS3, req: S3Request<dto::PutObjectInput>) -> OpResult<dto::PutObjectOutput> {
     let (path, marker) = object_path(&req.input.bucket, &req.input.key)?;
+    // Bad tags are refused before the body is read.
+    let tags = tagging::parse_header(req.input.tagging.as_deref())?;
     if marker {
-        return put_marker(s3, req, &path).await;
+        return put_marker(s3, req, &path, &tags).await;
     }
     let headers = req.headers;
     let trailers = req.trailing_headers;
@@ -105,7 +107,14 @@ pub(super) async fn put_object(s3: &TarnS3, req: S3Request<dto::PutObjectInput>)
         let (data, md5, checksums) = s3.read_small(i.body, i.content_md5.as_deref(), want, trailers).await?;
         let meta = new_meta(&md5, &checksums);
         let o = s3
-            .publish_options(owner.clone(), &i.bucket, &i.key, &meta, i.if_match.as_ref(), i.if_none_match.as_ref())
+            .publish_options(
+                owner.clone(),
+                &i.bucket,
+                &i.key,
+                (&meta, &tags),
+                i.if_match.as_ref(),
+                i.if_none_match.as_ref(),
+            )
             .await?;
         match s3.nn.put_small(&path, data.clone(), 0, &o).await {
             Ok(_) => {
@@ -130,7 +139,9 @@ pub(super) async fn put_object(s3: &TarnS3, req: S3Request<dto::PutObjectInput>)
         s3.stage_open(i.body, PUT_BYTES_MAX, i.content_md5.as_deref(), want, trailers, first_block).await?
     };
     let meta = new_meta(&staged.md5, &staged.checksums);
-    let o = s3.publish_options(owner, &i.bucket, &i.key, &meta, i.if_match.as_ref(), i.if_none_match.as_ref()).await?;
+    let o = s3
+        .publish_options(owner, &i.bucket, &i.key, (&meta, &tags), i.if_match.as_ref(), i.if_none_match.as_ref())
+        .await?;
     let Open { w, mut guard, length, .. } = staged;
     match w.close_publish(&path, &o).await {
         // The staged file is the object now; on an error the guard removes it.
@@ -143,7 +154,12 @@ pub(super) async fn put_object(s3: &TarnS3, req: S3Request<dto::PutObjectInput>)
 }
 
 /// A PutObject of a directory marker (`path` of a key ending in '/'): an empty object.
-async fn put_marker(s3: &TarnS3, req: S3Request<dto::PutObjectInput>, path: &str) -> OpResult<dto::PutObjectOutput> {
+async fn put_marker(
+    s3: &TarnS3,
+    req: S3Request<dto::PutObjectInput>,
+    path: &str,
+    tags: &tagging::Tags,
+) -> OpResult<dto::PutObjectOutput> {
     let i = req.input;
     s3.bucket_exists(&i.bucket).await?;
     let mut n = i.content_length.unwrap_or(0).max(0) as u64;
@@ -175,6 +191,11 @@ async fn put_marker(s3: &TarnS3, req: S3Request<dto::PutObjectInput>, path: &str
         }
         Err(e) if e.kind() == ErrorKind::NotFound => return Err(ApiError::NoSuchBucket(i.bucket)),
         Err(e) => return Err(ApiError::Fs { what: "create directory marker", source: e }),
+    }
+    if !tags.is_empty() {
+        let mut a = SetAttributes::default();
+        a.set_xattrs.insert(tagging::TAGS_XATTR.into(), tagging::encode_tags(tags));
+        s3.nn.set_attributes(path, a).await.map_err(ApiError::fs("tag directory marker"))?;
     }
     let e = format!("{:x}", Md5::digest(b""));
     Ok(S3Response::new(dto::PutObjectOutput { e_tag: Some(ETag::Strong(e)), ..Default::default() }))
@@ -217,6 +238,9 @@ pub(super) async fn get_object(s3: &TarnS3, req: S3Request<dto::GetObjectInput>)
         content_range,
         ..Default::default()
     };
+    // x-amz-tagging-count (a record this gateway cannot read is left out of it, not an
+    // error of the read: GetObjectTagging says what is wrong with it).
+    out.tag_count = tagging::tags_of(&st.xattrs).ok().filter(|t| !t.is_empty()).map(|t| t.len() as i32);
     describe_object!(out, &m, &st, checksums);
     Ok(S3Response::new(out))
 }
@@ -298,7 +322,12 @@ pub(super) async fn copy_object(s3: &TarnS3, req: S3Request<dto::CopyObjectInput
         modified_since: i.copy_source_if_modified_since.as_ref(),
         unmodified_since: i.copy_source_if_unmodified_since.as_ref(),
     };
+    // The copy's tags: the source's (COPY, the default) or the request's (REPLACE),
+    // checked before any byte is copied.
+    let replace_tags = i.tagging_directive.as_ref().is_some_and(|d| d.as_str() == dto::TaggingDirective::REPLACE);
+    let new_tags = tagging::parse_header(i.tagging.as_deref())?;
     let (src_path, src, sm) = s3.copy_source_target(&i.copy_source, &conds).await?;
+    let tags = if replace_tags { new_tags } else { tagging::tags_of(&src.xattrs)? };
     let replace = i.metadata_directive.as_ref().is_some_and(|d| d.as_str() == dto::MetadataDirective::REPLACE);
     if src_path == dst && !replace {
         return Err(ApiError::InvalidRequest(
@@ -325,7 +354,7 @@ pub(super) async fn copy_object(s3: &TarnS3, req: S3Request<dto::CopyObjectInput
     let sources = [(staged.path.clone(), staged.file_id)];
     let mut staged = staged;
     let owner = s3.owner_for(req.credentials.as_ref()).await?;
-    let st = s3.commit(owner, &sources, (&i.bucket, &i.key, &dst), &meta, None, None).await?;
+    let st = s3.commit(owner, &sources, (&i.bucket, &i.key, &dst), (&meta, &tags), None, None).await?;
     staged.guard.committed();
     Ok(S3Response::new(dto::CopyObjectOutput {
         copy_object_result: Some(dto::CopyObjectResult {

@@ -15,6 +15,7 @@ use s3s::dto::{self, ETagCondition, StreamingBlob};
 use tarn_client::blocks::{FileReader, FileWriter};
 use tarn_client::{ClientError, ConcatOptions, CreateOptions, ErrorKind, FileStatus, NamenodeClient};
 
+use super::tagging::{encode_tags, Tags, TAGS_XATTR};
 use super::{
     blob, encode_meta, meta_of, random_id, read_stream, strip_quotes, ApiError, ApiResult, BodyError, ObjMeta, TarnS3,
     META_XATTR,
@@ -279,11 +280,11 @@ impl TarnS3 {
         owner: Option<String>,
         sources: &[(String, u64)],
         (bucket, key, path): (&str, &str, &str),
-        meta: &ObjMeta,
+        what: (&ObjMeta, &Tags),
         if_match: Option<&ETagCondition>,
         if_none_match: Option<&ETagCondition>,
     ) -> ApiResult<FileStatus> {
-        let o = self.publish_options(owner, bucket, key, meta, if_match, if_none_match).await?;
+        let o = self.publish_options(owner, bucket, key, what, if_match, if_none_match).await?;
         match self.nn.concat(sources, path, &o).await {
             Ok(st) => Ok(st),
             Err(e) => Err(self.commit_error(bucket, e).await),
@@ -292,13 +293,13 @@ impl TarnS3 {
 
     /// How a staged upload becomes the object `key` of `bucket`: parents below the bucket
     /// made as needed, the bucket itself required (a DeleteBucket meanwhile is not undone),
-    /// the metadata, the owner, and the write conditions.
+    /// the metadata and tags, the owner, and the write conditions.
     pub(super) async fn publish_options(
         &self,
         owner: Option<String>,
         bucket: &str,
         key: &str,
-        meta: &ObjMeta,
+        (meta, tags): (&ObjMeta, &Tags),
         if_match: Option<&ETagCondition>,
         if_none_match: Option<&ETagCondition>,
     ) -> ApiResult<ConcatOptions> {
@@ -310,6 +311,9 @@ impl TarnS3 {
             ..Default::default()
         };
         o.xattrs.insert(META_XATTR.into(), encode_meta(meta));
+        if !tags.is_empty() {
+            o.xattrs.insert(TAGS_XATTR.into(), encode_tags(tags));
+        }
         match if_none_match {
             Some(ETagCondition::Any) => o.dst_must_be_absent = true,
             Some(ETagCondition::ETag(_)) => {
