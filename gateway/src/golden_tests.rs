@@ -89,6 +89,37 @@ fn the_tagging_golden_records_decode() {
     assert_eq!((u.key.as_str(), u.tags), ("a/b.parquet", tags()));
 }
 
+fn cors_rules() -> Vec<crate::s3::CorsRule> {
+    vec![crate::s3::CorsRule {
+        id: Some("app".into()),
+        allowed_origins: vec!["https://*.example.com".into()],
+        allowed_methods: vec!["GET".into(), "PUT".into()],
+        allowed_headers: vec!["content-*".into()],
+        expose_headers: vec!["ETag".into()],
+        max_age_seconds: Some(600),
+    }]
+}
+
+/// A bucket configuration with CORS rules (format 1, 2026-12-08), under
+/// `tests/golden/cors-v1/`.
+#[test]
+fn the_cors_golden_record_decodes() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/cors-v1");
+    let c: crate::s3::BucketConfig = round_trip_in(&dir, "bucket-config.json");
+    assert_eq!((c.v, c.tags, c.cors), (1, tags(), cors_rules()));
+}
+
+#[test]
+#[ignore = "writes golden fixtures; run by hand with TARN_GOLDEN_OUT"]
+#[allow(clippy::disallowed_methods)] // a tool run by hand, told where to write
+fn write_cors_goldens() {
+    let out = std::path::PathBuf::from(std::env::var("TARN_GOLDEN_OUT").expect("TARN_GOLDEN_OUT"));
+    assert!(!out.exists(), "{} exists: fixtures are never rewritten", out.display());
+    std::fs::create_dir_all(&out).unwrap();
+    let c = crate::s3::BucketConfig { v: 1, tags: tags(), cors: cors_rules() };
+    std::fs::write(out.join("bucket-config.json"), serde_json::to_vec(&c).unwrap()).unwrap();
+}
+
 #[test]
 #[ignore = "writes golden fixtures; run by hand with TARN_GOLDEN_OUT"]
 #[allow(clippy::disallowed_methods)] // a tool run by hand, told where to write
@@ -98,7 +129,8 @@ fn write_tagging_goldens() {
     std::fs::create_dir_all(&out).unwrap();
     let w = |name: &str, bytes: Vec<u8>| std::fs::write(out.join(name), bytes).unwrap();
     w("object-tags.json", serde_json::to_vec(&crate::s3::ObjectTags { v: 1, tags: tags() }).unwrap());
-    w("bucket-config.json", serde_json::to_vec(&crate::s3::BucketConfig { v: 1, tags: tags() }).unwrap());
+    let config = crate::s3::BucketConfig { v: 1, tags: tags(), cors: Vec::new() };
+    w("bucket-config.json", serde_json::to_vec(&config).unwrap());
     w(
         "upload-info.json",
         serde_json::to_vec(&UploadInfo { key: "a/b.parquet".into(), initiated_ms: 7, meta: meta(), tags: tags() })

@@ -419,10 +419,11 @@ pub async fn start_on(
         }
         b.build()
     };
+    let cors = Arc::new(Cors { nn: nn.clone(), domains: Domains::new(&cfg.domains)? });
     let addr = listener.local_addr().map_err(|e| GatewayError::Bind { addr: cfg.listen.clone(), source: e })?;
     let shutdown = CancellationToken::new();
     let https = tls.is_some();
-    let task = tokio::spawn(serve(listener, service, tls, shutdown.clone()));
+    let task = tokio::spawn(serve(listener, service, cors, tls, shutdown.clone()));
     tokio::spawn(janitor(nn, shutdown.clone()));
     tracing::info!(%addr, https, "S3 gateway serving");
     Ok(GatewayHandle { addr, https, shutdown, task })
@@ -455,6 +456,7 @@ async fn janitor(nn: Arc<NamenodeClient>, shutdown: CancellationToken) {
 async fn serve(
     listener: TcpListener,
     service: s3s::service::S3Service,
+    cors: Arc<Cors>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: CancellationToken,
 ) {
@@ -477,7 +479,7 @@ async fn serve(
             },
         };
         let _ = tcp.set_nodelay(true);
-        let svc = with_request_id(service.clone());
+        let svc = with_request_id(service.clone(), cors.clone());
         let http = http.clone();
         let tls = tls.clone();
         let watcher = graceful.watcher();
@@ -511,9 +513,77 @@ async fn serve(
     }
 }
 
-/// Adds `x-amz-request-id` to every response and `<RequestId>` to error documents.
+/// What browsers' cross-origin requests need of the HTTP layer: which bucket a request
+/// names, and that bucket's CORS rules (`s3/cors.rs`).
+struct Cors {
+    nn: Arc<NamenodeClient>,
+    domains: Domains,
+}
+
+impl Cors {
+    /// The bucket a request names: `bucket.DOMAIN` under a configured domain, else the
+    /// path's first segment.
+    fn bucket_of<B>(&self, req: &http::Request<B>) -> Option<String> {
+        use s3s::host::S3Host as _;
+        let host = req.headers().get(http::header::HOST).and_then(|v| v.to_str().ok()).or(req.uri().host());
+        if let Some(b) =
+            host.and_then(|h| self.domains.parse_host_header(h).ok()).and_then(|v| v.bucket().map(str::to_string))
+        {
+            return Some(b);
+        }
+        let first = req.uri().path().trim_start_matches('/').split('/').next().unwrap_or("");
+        (!first.is_empty()).then(|| first.to_string())
+    }
+
+    /// The answer to a preflight request (`OPTIONS`): 200 with the CORS headers of the
+    /// rule that allows it, else the error S3 gives.
+    async fn preflight<B>(&self, req: &http::Request<B>) -> Result<Vec<(&'static str, String)>, ApiError> {
+        let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let Some(origin) = header("origin") else {
+            return Err(ApiError::CorsBadRequest("Insufficient information. Origin request header needed.".into()));
+        };
+        let Some(method) = header("access-control-request-method") else {
+            return Err(ApiError::CorsBadRequest(
+                "Insufficient information. Access-Control-Request-Method request header needed.".into(),
+            ));
+        };
+        let asked: Vec<String> = header("access-control-request-headers")
+            .unwrap_or_default()
+            .split(',')
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect();
+        let refused = || {
+            ApiError::CorsForbidden(
+                "CORSResponse: This CORS request is not allowed: no CORS rule of the bucket allows this origin, \
+                 method (Access-Control-Request-Method) and headers (Access-Control-Request-Headers)"
+                    .into(),
+            )
+        };
+        let bucket = self.bucket_of(req).ok_or_else(refused)?;
+        let rules = s3::cors_rules_of(&self.nn, &bucket).await?;
+        s3::cors_preflight(&rules, &origin, &method, &asked).ok_or_else(refused)
+    }
+
+    /// The CORS headers an actual request from `origin` gets (none if no rule allows it,
+    /// or the rules cannot be read: the browser then withholds the answer).
+    async fn actual<B>(&self, req: &http::Request<B>, origin: &str) -> Vec<(&'static str, String)> {
+        let Some(bucket) = self.bucket_of(req) else { return Vec::new() };
+        match s3::cors_rules_of(&self.nn, &bucket).await {
+            Ok(rules) => s3::cors_actual(&rules, origin, req.method().as_str()),
+            Err(e) => {
+                tracing::warn!(%bucket, error = %e, "CORS rules could not be read");
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// Adds `x-amz-request-id` to every response and `<RequestId>` to error documents;
+/// answers CORS preflights and adds CORS headers to browsers' requests.
 fn with_request_id(
     service: s3s::service::S3Service,
+    cors: Arc<Cors>,
 ) -> impl hyper::service::Service<
     http::Request<hyper::body::Incoming>,
     Response = s3s::HttpResponse,
@@ -522,6 +592,7 @@ fn with_request_id(
 > + Clone {
     hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let service = service.clone();
+        let cors = cors.clone();
         async move {
             let id = format!("{:016X}", rand::random::<u64>());
             // Browser form uploads (POST multipart/form-data) are not supported: refuse
@@ -532,14 +603,32 @@ fn with_request_id(
                     .get(http::header::CONTENT_TYPE)
                     .and_then(|v| v.to_str().ok())
                     .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
-            let mut resp = if form {
-                let mut e = S3Error::from(ApiError::NotImplemented(
-                    "browser form uploads (POST Object) are not supported".into(),
-                ));
+            let origin = req.headers().get(http::header::ORIGIN).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let refuse = |e: ApiError| {
+                let mut e = S3Error::from(e);
                 e.set_request_id(id.clone());
-                e.to_http_response().map_err(|e| s3s::HttpError::new(Box::new(e)))?
+                e.to_http_response().map_err(|e| s3s::HttpError::new(Box::new(e)))
+            };
+            let mut resp = if req.method() == http::Method::OPTIONS {
+                // A browser's preflight: unauthenticated, answered from the bucket's rules.
+                match cors.preflight(&req).await {
+                    Ok(headers) => {
+                        let mut r = http::Response::new(s3s::Body::empty());
+                        add_headers(&mut r, headers);
+                        r
+                    }
+                    Err(e) => refuse(e)?,
+                }
+            } else if form {
+                refuse(ApiError::NotImplemented("browser form uploads (POST Object) are not supported".into()))?
             } else {
-                service.call(req.map(s3s::Body::from)).await?
+                let allow = match &origin {
+                    Some(o) => cors.actual(&req, o).await,
+                    None => Vec::new(),
+                };
+                let mut r = service.call(req.map(s3s::Body::from)).await?;
+                add_headers(&mut r, allow);
+                r
             };
             if resp.status().is_client_error() || resp.status().is_server_error() {
                 if let Some(bytes) = resp.body().bytes() {
@@ -559,6 +648,15 @@ fn with_request_id(
             Ok(resp)
         }
     })
+}
+
+/// Sets `headers` on a response (values that are not valid header text are left out).
+fn add_headers(resp: &mut s3s::HttpResponse, headers: Vec<(&'static str, String)>) {
+    for (k, v) in headers {
+        if let Ok(v) = http::HeaderValue::from_str(&v) {
+            resp.headers_mut().insert(k, v);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -320,6 +320,64 @@ def tagging():
 
 
 @test
+def cors():
+    import requests
+    verify = CA if CA else True
+    assert code_of(s3.get_bucket_cors, Bucket="bkt") == "NoSuchCORSConfiguration"
+    rules = [
+        {"ID": "app", "AllowedOrigins": ["https://*.example.com"], "AllowedMethods": ["GET", "PUT"],
+         "AllowedHeaders": ["content-*", "x-amz-*"], "ExposeHeaders": ["ETag"], "MaxAgeSeconds": 600},
+        {"AllowedOrigins": ["*"], "AllowedMethods": ["GET"]},
+    ]
+    s3.put_bucket_cors(Bucket="bkt", CORSConfiguration={"CORSRules": rules})
+    got = s3.get_bucket_cors(Bucket="bkt")["CORSRules"]
+    assert got[0]["AllowedOrigins"] == ["https://*.example.com"] and got[0]["MaxAgeSeconds"] == 600, got
+    assert got[0]["ExposeHeaders"] == ["ETag"] and got[1]["AllowedMethods"] == ["GET"], got
+    # Bad configurations are refused and change nothing.
+    for bad in ([{"AllowedOrigins": ["*"], "AllowedMethods": ["PATCH"]}],
+                [{"AllowedOrigins": ["https://*.*.example.com"], "AllowedMethods": ["GET"]}],
+                [{"AllowedOrigins": ["*"], "AllowedMethods": ["GET"]}] * 101):
+        assert code_of(s3.put_bucket_cors, Bucket="bkt", CORSConfiguration={"CORSRules": bad}) == "InvalidRequest"
+    assert len(s3.get_bucket_cors(Bucket="bkt")["CORSRules"]) == 2
+    # A browser's preflight for a PUT from the app's origin, with its headers.
+    s3.put_object(Bucket="bkt", Key="cors/page.html", Body=b"<html/>")
+    url = "%s/bkt/cors/page.html" % ENDPOINT
+    pre = {"Origin": "https://app.example.com", "Access-Control-Request-Method": "PUT",
+           "Access-Control-Request-Headers": "Content-Type, x-amz-date"}
+    r = requests.options(url, headers=pre, verify=verify, timeout=30)
+    assert r.status_code == 200, (r.status_code, r.text)
+    assert r.headers["Access-Control-Allow-Origin"] == "https://app.example.com", r.headers
+    assert r.headers["Access-Control-Allow-Methods"] == "GET, PUT", r.headers
+    assert r.headers["Access-Control-Allow-Headers"] == "content-type, x-amz-date", r.headers
+    assert r.headers["Access-Control-Max-Age"] == "600" and r.headers["Access-Control-Expose-Headers"] == "ETag"
+    # Another origin may only GET, without extra headers; a preflight nothing allows is 403.
+    other = dict(pre, Origin="https://elsewhere.test")
+    r = requests.options(url, headers=other, verify=verify, timeout=30)
+    assert r.status_code == 403 and "<Code>AccessForbidden</Code>" in r.text, (r.status_code, r.text)
+    r = requests.options(url, headers={"Origin": "https://elsewhere.test", "Access-Control-Request-Method": "GET"},
+                         verify=verify, timeout=30)
+    assert r.status_code == 200 and r.headers["Access-Control-Allow-Origin"] == "*", (r.status_code, r.headers)
+    r = requests.options(url, headers={"Access-Control-Request-Method": "GET"}, verify=verify, timeout=30)
+    assert r.status_code == 400 and "<Code>BadRequest</Code>" in r.text, (r.status_code, r.text)
+    # The actual request (a presigned GET, as a page would make it) carries the headers.
+    get = s3.generate_presigned_url("get_object", Params={"Bucket": "bkt", "Key": "cors/page.html"}, ExpiresIn=60)
+    r = requests.get(get, headers={"Origin": "https://app.example.com"}, verify=verify, timeout=30)
+    assert r.status_code == 200 and r.content == b"<html/>", r.status_code
+    assert r.headers["Access-Control-Allow-Origin"] == "https://app.example.com", r.headers
+    assert r.headers["Access-Control-Expose-Headers"] == "ETag", r.headers
+    r = requests.get(get, verify=verify, timeout=30)
+    assert "Access-Control-Allow-Origin" not in r.headers, "no Origin, no CORS headers"
+    # Without rules, preflights are refused.
+    s3.delete_bucket_cors(Bucket="bkt")
+    assert code_of(s3.get_bucket_cors, Bucket="bkt") == "NoSuchCORSConfiguration"
+    r = requests.options(url, headers=pre, verify=verify, timeout=30)
+    assert r.status_code == 403, r.status_code
+    r = requests.options("%s/nope-missing/k" % ENDPOINT, headers=pre, verify=verify, timeout=30)
+    assert r.status_code == 403, r.status_code
+    s3.delete_object(Bucket="bkt", Key="cors/page.html")
+
+
+@test
 def multipart_upload_complete_abort_and_listings():
     parts = [data(5 * MiB, seed=10), data(5 * MiB, seed=11), data(1234, seed=12)]
     u = s3.create_multipart_upload(Bucket="bkt", Key="mp/obj", ContentType="application/x-mp", Metadata={"m": "1"})

@@ -74,6 +74,15 @@ pub enum ApiError {
     InvalidTag(String),
     #[error("{0}")]
     NoSuchTagSet(String),
+    /// NoSuchCORSConfiguration.
+    #[error("{0}")]
+    NoSuchCorsConfiguration(String),
+    /// A preflight no CORS rule allows, or one without what it must carry (403
+    /// AccessForbidden / 400 BadRequest, as S3 answers).
+    #[error("{0}")]
+    CorsForbidden(String),
+    #[error("{0}")]
+    CorsBadRequest(String),
     #[error("{0}")]
     InvalidPartOrder(String),
     #[error("{0}")]
@@ -209,6 +218,9 @@ impl From<ApiError> for S3Error {
             ApiError::InvalidPart(_) => C::InvalidPart,
             ApiError::InvalidTag(_) => C::InvalidTag,
             ApiError::NoSuchTagSet(_) => C::NoSuchTagSet,
+            ApiError::NoSuchCorsConfiguration(_) => C::NoSuchCORSConfiguration,
+            ApiError::CorsForbidden(_) => return custom("AccessForbidden", http::StatusCode::FORBIDDEN, msg),
+            ApiError::CorsBadRequest(_) => return custom("BadRequest", http::StatusCode::BAD_REQUEST, msg),
             ApiError::InvalidPartOrder(_) => C::InvalidPartOrder,
             ApiError::EntityTooLarge(_) => C::EntityTooLarge,
             ApiError::EntityTooSmall(_) => C::EntityTooSmall,

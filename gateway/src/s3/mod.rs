@@ -53,7 +53,47 @@ macro_rules! set_checksums {
     }};
 }
 
+/// The read conditions of an input with `if_match`, `if_none_match`, `if_modified_since`
+/// and `if_unmodified_since` (GetObject, HeadObject), or with `copy_source`: those of its
+/// copy source (CopyObject, UploadPartCopy).
+macro_rules! read_conditions {
+    ($i:expr) => {
+        ReadConditions {
+            if_match: $i.if_match.as_ref(),
+            if_none_match: $i.if_none_match.as_ref(),
+            modified_since: $i.if_modified_since.as_ref(),
+            unmodified_since: $i.if_unmodified_since.as_ref(),
+        }
+    };
+    (copy_source $i:expr) => {
+        ReadConditions {
+            if_match: $i.copy_source_if_match.as_ref(),
+            if_none_match: $i.copy_source_if_none_match.as_ref(),
+            modified_since: $i.copy_source_if_modified_since.as_ref(),
+            unmodified_since: $i.copy_source_if_unmodified_since.as_ref(),
+        }
+    };
+}
+
+/// The checksums a PutObject or UploadPart input (same field names) asks to be verified,
+/// taking them out of it.
+macro_rules! wanted_checksums {
+    ($i:expr, $headers:expr) => {
+        wanted(
+            $i.checksum_algorithm.as_ref(),
+            $i.checksum_crc32,
+            $i.checksum_crc32c,
+            $i.checksum_crc64nvme,
+            $i.checksum_sha1,
+            $i.checksum_sha256,
+            $headers,
+        )
+    };
+}
+
 mod bucket;
+mod config;
+mod cors;
 mod error;
 mod list;
 mod multipart;
@@ -61,9 +101,12 @@ mod object;
 mod stage;
 mod tagging;
 
+pub use config::BucketConfig;
+pub use cors::CorsRule;
+pub(crate) use cors::{actual as cors_actual, preflight as cors_preflight, rules_of as cors_rules_of};
 pub use error::{ApiError, BodyError};
 pub use list::LIST_SCAN_KEYS_MAX;
-pub use tagging::{BucketConfig, ObjectTags, Tags};
+pub use tagging::{ObjectTags, Tags};
 
 /// The result of a helper: S3 error codes are chosen only when an [`ApiError`] becomes
 /// an `S3Error`.
@@ -120,11 +163,19 @@ pub struct TarnS3 {
     users: std::sync::Mutex<HashMap<String, Arc<NamenodeClient>>>,
     /// Keys a listing request reads at most (see [`LIST_SCAN_KEYS_MAX`]).
     list_scan_keys_max: usize,
+    /// Bucket configuration changes through this gateway, one at a time (`config.rs`).
+    config_changes: tokio::sync::Mutex<()>,
 }
 
 impl TarnS3 {
     pub fn new(nn: Arc<NamenodeClient>, keys: Arc<crate::keys::KeyStore>, list_scan_keys_max: usize) -> Self {
-        TarnS3 { nn, keys, users: Default::default(), list_scan_keys_max: list_scan_keys_max.max(1) }
+        TarnS3 {
+            nn,
+            keys,
+            users: Default::default(),
+            list_scan_keys_max: list_scan_keys_max.max(1),
+            config_changes: Default::default(),
+        }
     }
 
     /// The namenode client acting for the user of the request's access key, so what the
@@ -196,8 +247,8 @@ pub(crate) enum AccessClass {
 
 /// The access tables of the families: every operation `impl S3 for TarnS3` implements is
 /// declared in exactly one of them (a test checks).
-const ACCESS: [&[(&str, AccessClass)]; 5] =
-    [bucket::ACCESS, object::ACCESS, list::ACCESS, multipart::ACCESS, tagging::ACCESS];
+const ACCESS: [&[(&str, AccessClass)]; 6] =
+    [bucket::ACCESS, object::ACCESS, list::ACCESS, multipart::ACCESS, tagging::ACCESS, cors::ACCESS];
 
 /// The class declared for operation `op` (as s3s names it: `cx.s3_op().name()`, e.g.
 /// `ListObjectsV2`), or `None` if no family declares it.
@@ -580,6 +631,27 @@ impl S3 for TarnS3 {
         req: S3Request<dto::DeleteBucketTaggingInput>,
     ) -> S3Result<S3Response<dto::DeleteBucketTaggingOutput>> {
         tagging::delete_bucket_tagging(self, req).await.map_err(S3Error::from)
+    }
+
+    async fn get_bucket_cors(
+        &self,
+        req: S3Request<dto::GetBucketCorsInput>,
+    ) -> S3Result<S3Response<dto::GetBucketCorsOutput>> {
+        cors::get_bucket_cors(self, req).await.map_err(S3Error::from)
+    }
+
+    async fn put_bucket_cors(
+        &self,
+        req: S3Request<dto::PutBucketCorsInput>,
+    ) -> S3Result<S3Response<dto::PutBucketCorsOutput>> {
+        cors::put_bucket_cors(self, req).await.map_err(S3Error::from)
+    }
+
+    async fn delete_bucket_cors(
+        &self,
+        req: S3Request<dto::DeleteBucketCorsInput>,
+    ) -> S3Result<S3Response<dto::DeleteBucketCorsOutput>> {
+        cors::delete_bucket_cors(self, req).await.map_err(S3Error::from)
     }
 }
 

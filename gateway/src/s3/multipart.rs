@@ -100,15 +100,7 @@ pub(super) async fn upload_part(s3: &TarnS3, req: S3Request<dto::UploadPartInput
     let i = req.input;
     check_part_number(i.part_number)?;
     s3.upload_info(&i.bucket, &i.key, &i.upload_id).await?;
-    let want = wanted(
-        i.checksum_algorithm.as_ref(),
-        i.checksum_crc32,
-        i.checksum_crc32c,
-        i.checksum_crc64nvme,
-        i.checksum_sha1,
-        i.checksum_sha256,
-        &headers,
-    );
+    let want = wanted_checksums!(i, &headers);
     let staged = s3.stage(i.body, PUT_BYTES_MAX, i.content_md5.as_deref(), want, trailers).await?;
     let (m, _) = s3.finish_part(&i.bucket, &i.upload_id, i.part_number, staged).await?;
     let mut out = dto::UploadPartOutput { e_tag: Some(etag(&m)), ..Default::default() };
@@ -123,12 +115,7 @@ pub(super) async fn upload_part_copy(
     let i = req.input;
     check_part_number(i.part_number)?;
     s3.upload_info(&i.bucket, &i.key, &i.upload_id).await?;
-    let conds = ReadConditions {
-        if_match: i.copy_source_if_match.as_ref(),
-        if_none_match: i.copy_source_if_none_match.as_ref(),
-        modified_since: i.copy_source_if_modified_since.as_ref(),
-        unmodified_since: i.copy_source_if_unmodified_since.as_ref(),
-    };
+    let conds = read_conditions!(copy_source i);
     let (src_path, src, _) = s3.copy_source_target(&i.copy_source, &conds).await?;
     let (start, end) = copy_range(i.copy_source_range.as_deref(), src.length)?;
     let staged = s3.stage_copy(s3.nn_for(req.credentials.as_ref()).await?, &src, &src_path, start, end).await?;

@@ -75,15 +75,7 @@ pub(super) async fn put_object(s3: &TarnS3, req: S3Request<dto::PutObjectInput>)
             return Err(ApiError::PreconditionFailed(format!("If-None-Match: * and {:?} exists", i.key)));
         }
     }
-    let want = wanted(
-        i.checksum_algorithm.as_ref(),
-        i.checksum_crc32,
-        i.checksum_crc32c,
-        i.checksum_crc64nvme,
-        i.checksum_sha1,
-        i.checksum_sha256,
-        &headers,
-    );
+    let want = wanted_checksums!(i, &headers);
     // No lookup of the bucket first: the publish requires it (in the same operation),
     // and a refusal for its absence is answered with NoSuchBucket.
     let new_meta = |md5: &[u8; 16], checksums: &BTreeMap<String, String>| ObjMeta {
@@ -203,12 +195,7 @@ async fn put_marker(
 
 pub(super) async fn get_object(s3: &TarnS3, req: S3Request<dto::GetObjectInput>) -> OpResult<dto::GetObjectOutput> {
     let i = req.input;
-    let conds = ReadConditions {
-        if_match: i.if_match.as_ref(),
-        if_none_match: i.if_none_match.as_ref(),
-        modified_since: i.if_modified_since.as_ref(),
-        unmodified_since: i.if_unmodified_since.as_ref(),
-    };
+    let conds = read_conditions!(i);
     let (path, st, m) = s3.read_target(&i.bucket, &i.key, i.version_id.as_deref(), &conds).await?;
     let len = if st.is_dir() { 0 } else { st.length };
     let (range, content_range) = match &i.range {
@@ -247,12 +234,7 @@ pub(super) async fn get_object(s3: &TarnS3, req: S3Request<dto::GetObjectInput>)
 
 pub(super) async fn head_object(s3: &TarnS3, req: S3Request<dto::HeadObjectInput>) -> OpResult<dto::HeadObjectOutput> {
     let i = req.input;
-    let conds = ReadConditions {
-        if_match: i.if_match.as_ref(),
-        if_none_match: i.if_none_match.as_ref(),
-        modified_since: i.if_modified_since.as_ref(),
-        unmodified_since: i.if_unmodified_since.as_ref(),
-    };
+    let conds = read_conditions!(i);
     let (_, st, m) = s3.read_target(&i.bucket, &i.key, i.version_id.as_deref(), &conds).await?;
     let len = if st.is_dir() { 0 } else { st.length };
     let mut out = dto::HeadObjectOutput { content_length: Some(len as i64), ..Default::default() };
@@ -316,12 +298,7 @@ pub(super) async fn copy_object(s3: &TarnS3, req: S3Request<dto::CopyObjectInput
         return Err(ApiError::InvalidArgument("cannot copy onto a directory marker".into()));
     }
     s3.bucket_exists(&i.bucket).await?;
-    let conds = ReadConditions {
-        if_match: i.copy_source_if_match.as_ref(),
-        if_none_match: i.copy_source_if_none_match.as_ref(),
-        modified_since: i.copy_source_if_modified_since.as_ref(),
-        unmodified_since: i.copy_source_if_unmodified_since.as_ref(),
-    };
+    let conds = read_conditions!(copy_source i);
     // The copy's tags: the source's (COPY, the default) or the request's (REPLACE),
     // checked before any byte is copied.
     let replace_tags = i.tagging_directive.as_ref().is_some_and(|d| d.as_str() == dto::TaggingDirective::REPLACE);

@@ -5,7 +5,7 @@
 //! written with the object in the operation that publishes it, or alone (changing no
 //! other attribute and not its modification time) on the file the request looked up: a
 //! concurrent overwrite makes the request fail rather than tag the newer object. A
-//! bucket's tags are part of its configuration record ([`BucketConfig`], the bucket
+//! bucket's tags are part of its configuration record (`BucketConfig`, the bucket
 //! directory's `s3.config` attribute). S3's limits apply: 10 tags per object, 50 per
 //! bucket, keys of 1-128 characters and values of at most 256, no key twice, no `aws:`
 //! prefix, only letters, digits, white space and `+ - = . _ : / @`.
@@ -17,8 +17,8 @@ use s3s::{S3Request, S3Response};
 use serde::{Deserialize, Serialize};
 use tarn_client::{FileStatus, SetAttributes};
 
+use super::config::{config_of, decode, update_config};
 use super::{AccessClass, ApiError, ApiResult, OpResult, TarnS3};
-use crate::names::*;
 
 /// Who may call each operation of this module (see [`AccessClass`]).
 pub(super) const ACCESS: &[(&str, AccessClass)] = &[
@@ -33,8 +33,6 @@ pub(super) const ACCESS: &[(&str, AccessClass)] = &[
 
 /// The attribute holding an object's tags.
 pub(super) const TAGS_XATTR: &str = "s3.tags";
-/// The attribute holding a bucket's configuration.
-pub(super) const CONFIG_XATTR: &str = "s3.config";
 
 const OBJECT_TAGS_MAX: usize = 10;
 const BUCKET_TAGS_MAX: usize = 50;
@@ -56,36 +54,6 @@ impl ObjectTags {
     pub const VERSION: u32 = 1;
 }
 
-/// Everything a bucket is configured with beyond its grants, in one record (later
-/// features add fields with defaults; `v` rises only when a field changes meaning).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BucketConfig {
-    pub v: u32,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub tags: Tags,
-}
-
-impl BucketConfig {
-    pub const VERSION: u32 = 1;
-}
-
-/// Decodes a record `what` of at most format `max` (`v`); a newer one is refused, naming
-/// both, as the namenode refuses a newer store.
-fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8], max: u32) -> ApiResult<T> {
-    #[derive(Deserialize)]
-    struct V {
-        v: u32,
-    }
-    let v = serde_json::from_slice::<V>(bytes).map_err(|e| ApiError::internal(&format!("stored {what}"), e))?;
-    if v.v == 0 || v.v > max {
-        return Err(ApiError::Internal(format!(
-            "stored {what} is of format {}; this gateway reads formats 1 to {max}: upgrade it",
-            v.v
-        )));
-    }
-    serde_json::from_slice(bytes).map_err(|e| ApiError::internal(&format!("stored {what}"), e))
-}
-
 /// The tags of an object's attributes (none if it has no `s3.tags`).
 pub(super) fn tags_of(xattrs: &BTreeMap<String, Vec<u8>>) -> ApiResult<Tags> {
     match xattrs.get(TAGS_XATTR) {
@@ -97,14 +65,6 @@ pub(super) fn tags_of(xattrs: &BTreeMap<String, Vec<u8>>) -> ApiResult<Tags> {
 /// The `s3.tags` attribute for `tags`.
 pub(super) fn encode_tags(tags: &Tags) -> Vec<u8> {
     serde_json::to_vec(&ObjectTags { v: ObjectTags::VERSION, tags: tags.clone() }).expect("serializes")
-}
-
-/// A bucket's configuration, from its directory's attributes.
-pub(super) fn config_of(xattrs: &BTreeMap<String, Vec<u8>>) -> ApiResult<BucketConfig> {
-    match xattrs.get(CONFIG_XATTR) {
-        Some(b) => decode("bucket configuration", b, BucketConfig::VERSION),
-        None => Ok(BucketConfig { v: BucketConfig::VERSION, ..Default::default() }),
-    }
 }
 
 fn allowed_char(c: char) -> bool {
@@ -225,24 +185,6 @@ pub(super) async fn delete_object_tagging(
         set_object_tags(s3, &path, &st, None).await?;
     }
     Ok(S3Response::new(dto::DeleteObjectTaggingOutput { version_id: None }))
-}
-
-/// Rewrites bucket `bucket`'s configuration with `change`, on the directory looked up
-/// (a bucket deleted and made again meanwhile is not changed).
-async fn update_config(s3: &TarnS3, bucket: &str, change: impl FnOnce(&mut BucketConfig)) -> ApiResult<()> {
-    let st = s3.bucket_exists(bucket).await?;
-    let mut c = config_of(&st.xattrs)?;
-    c.v = BucketConfig::VERSION;
-    change(&mut c);
-    let mut a = SetAttributes { expected_file_id: Some(st.file_id), ..Default::default() };
-    a.set_xattrs.insert(CONFIG_XATTR.into(), serde_json::to_vec(&c).expect("serializes"));
-    s3.nn.set_attributes(&bucket_path(bucket), a).await.map_err(|e| match e.kind() {
-        tarn_client::ErrorKind::ConditionFailed | tarn_client::ErrorKind::NotFound => {
-            ApiError::NoSuchBucket(bucket.to_string())
-        }
-        _ => ApiError::Fs { what: "set bucket configuration", source: e },
-    })?;
-    Ok(())
 }
 
 pub(super) async fn get_bucket_tagging(
