@@ -26,7 +26,32 @@ fn meta() -> ObjMeta {
         metadata: BTreeMap::from([("team".into(), "sales".into())]),
         checksums: BTreeMap::from([("CRC32C".into(), "yZRlqg==".into())]),
         parts: Some(3),
+        part_sizes: Vec::new(),
+        expires_ms: None,
     }
+}
+
+/// An object's metadata with its part sizes and Expires (kept since 2026-12-08).
+fn meta_with_parts() -> ObjMeta {
+    ObjMeta { part_sizes: vec![5 << 20, 5 << 20, 3], expires_ms: Some(1_893_553_445_000), ..meta() }
+}
+
+/// `tests/golden/parts-v1/`: metadata written since part sizes and Expires are kept.
+#[test]
+fn the_part_sizes_golden_record_decodes() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/parts-v1");
+    let m: ObjMeta = round_trip_in(&dir, "obj-meta.json");
+    assert_eq!(format!("{m:?}"), format!("{:?}", meta_with_parts()));
+}
+
+#[test]
+#[ignore = "writes golden fixtures; run by hand with TARN_GOLDEN_OUT"]
+#[allow(clippy::disallowed_methods)] // a tool run by hand, told where to write
+fn write_part_sizes_goldens() {
+    let out = std::path::PathBuf::from(std::env::var("TARN_GOLDEN_OUT").expect("TARN_GOLDEN_OUT"));
+    assert!(!out.exists(), "{} exists: fixtures are never rewritten", out.display());
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("obj-meta.json"), serde_json::to_vec(&meta_with_parts()).unwrap()).unwrap();
 }
 
 fn tags() -> crate::s3::Tags {

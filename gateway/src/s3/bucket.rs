@@ -96,12 +96,37 @@ pub(super) async fn get_bucket_versioning(
     Ok(S3Response::new(dto::GetBucketVersioningOutput::default()))
 }
 
-/// The buckets the caller may use (an admin key: all of them).
+/// Buckets one ListBuckets page holds at most (S3's bound on `max-buckets`).
+const LIST_BUCKETS_MAX: i32 = 10_000;
+
+/// The buckets the caller may use (an admin key: all of them), in name order (S3's;
+/// the namespace's path order differs where a name is another's prefix), after the
+/// continuation token (the previous page's last name, base64), starting with `prefix`,
+/// at most `max-buckets` of them. Every page reads all bucket directories: there are
+/// few.
 pub(super) async fn list_buckets(
     s3: &TarnS3,
     req: S3Request<dto::ListBucketsInput>,
 ) -> OpResult<dto::ListBucketsOutput> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let caller = s3.restricted_caller(req.credentials.as_ref()).await?;
+    let i = req.input;
+    let max = match i.max_buckets {
+        Some(m) if !(1..=LIST_BUCKETS_MAX).contains(&m) => {
+            return Err(ApiError::InvalidArgument(format!("max-buckets is 1 to {LIST_BUCKETS_MAX}, not {m}")));
+        }
+        m => m.unwrap_or(LIST_BUCKETS_MAX) as usize,
+    };
+    let start_after = match &i.continuation_token {
+        Some(t) => b64
+            .decode(t)
+            .ok()
+            .and_then(|raw| String::from_utf8(raw).ok())
+            .ok_or_else(|| ApiError::InvalidArgument("the continuation token is invalid".into()))?,
+        None => String::new(),
+    };
+    let prefix = i.prefix.clone().unwrap_or_default();
     let opts = ListOptions { collapse_directories: true, with_xattrs: true, ..Default::default() };
     let mut buckets = Vec::new();
     let mut after = String::new();
@@ -110,7 +135,11 @@ pub(super) async fn list_buckets(
         for st in page {
             after = st.path.clone();
             let name = st.path.trim_matches('/');
-            if !st.is_dir() || name.starts_with('.') {
+            if !st.is_dir()
+                || name.starts_with('.')
+                || !name.starts_with(prefix.as_str())
+                || name <= start_after.as_str()
+            {
                 continue;
             }
             if let Some(ak) = &caller {
@@ -128,15 +157,24 @@ pub(super) async fn list_buckets(
                 .get(BUCKET_XATTR)
                 .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
                 .unwrap_or(st.mtime_ms);
-            buckets.push(dto::Bucket {
-                name: Some(name.to_string()),
-                creation_date: Some(ts(created)),
-                ..Default::default()
-            });
+            buckets.push((name.to_string(), created));
         }
         if !more {
             break;
         }
     }
-    Ok(S3Response::new(dto::ListBucketsOutput { buckets: Some(buckets), ..Default::default() }))
+    buckets.sort();
+    let truncated = buckets.len() > max;
+    buckets.truncate(max);
+    let continuation_token = truncated.then(|| buckets.last().map(|(n, _)| b64.encode(n))).flatten();
+    let buckets = buckets
+        .into_iter()
+        .map(|(name, created)| dto::Bucket { name: Some(name), creation_date: Some(ts(created)), ..Default::default() })
+        .collect();
+    Ok(S3Response::new(dto::ListBucketsOutput {
+        buckets: Some(buckets),
+        continuation_token,
+        prefix: i.prefix,
+        ..Default::default()
+    }))
 }

@@ -72,6 +72,9 @@ pub enum ApiError {
     InvalidPart(String),
     #[error("{0}")]
     InvalidTag(String),
+    /// A `partNumber` the object does not have (416 InvalidPartNumber).
+    #[error("{0}")]
+    InvalidPartNumber(String),
     #[error("{0}")]
     NoSuchTagSet(String),
     /// NoSuchCORSConfiguration.
@@ -217,6 +220,9 @@ impl From<ApiError> for S3Error {
             ApiError::InvalidRequest(_) => C::InvalidRequest,
             ApiError::InvalidPart(_) => C::InvalidPart,
             ApiError::InvalidTag(_) => C::InvalidTag,
+            ApiError::InvalidPartNumber(_) => {
+                return custom("InvalidPartNumber", http::StatusCode::RANGE_NOT_SATISFIABLE, msg);
+            }
             ApiError::NoSuchTagSet(_) => C::NoSuchTagSet,
             ApiError::NoSuchCorsConfiguration(_) => C::NoSuchCORSConfiguration,
             ApiError::CorsForbidden(_) => return custom("AccessForbidden", http::StatusCode::FORBIDDEN, msg),

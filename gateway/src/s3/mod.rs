@@ -143,6 +143,25 @@ pub struct ObjMeta {
     pub checksums: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parts: Option<u32>,
+    /// The sizes of a multipart object's parts, in order (GET/HEAD `partNumber`,
+    /// GetObjectAttributes); empty for objects completed before they were kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub part_sizes: Vec<u64>,
+    /// The `Expires` header the object was written with (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
+}
+
+/// The Content-Encoding to keep for an object: what the client sent without
+/// `aws-chunked`, which only framed the request's body.
+fn stored_encoding(sent: Option<String>) -> Option<String> {
+    let kept: Vec<&str> = sent
+        .as_deref()?
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("aws-chunked"))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join(", "))
 }
 
 /// A multipart upload in progress (on its directory).
@@ -652,6 +671,13 @@ impl S3 for TarnS3 {
         req: S3Request<dto::DeleteBucketCorsInput>,
     ) -> S3Result<S3Response<dto::DeleteBucketCorsOutput>> {
         cors::delete_bucket_cors(self, req).await.map_err(S3Error::from)
+    }
+
+    async fn get_object_attributes(
+        &self,
+        req: S3Request<dto::GetObjectAttributesInput>,
+    ) -> S3Result<S3Response<dto::GetObjectAttributesOutput>> {
+        object::get_object_attributes(self, req).await.map_err(S3Error::from)
     }
 }
 

@@ -13,8 +13,8 @@ use tarn_client::{ConcatOptions, ErrorKind, FileStatus, ListOptions, MkdirOption
 
 use super::stage::{wanted, Staged, PUT_BYTES_MAX};
 use super::{
-    encode_meta, etag, meta_of, now_ms, random_id, strip_quotes, tagging, ts, AccessClass, ApiError, ApiResult,
-    ObjMeta, OpResult, ReadConditions, TarnS3, UploadInfo, META_XATTR, UPLOAD_XATTR,
+    encode_meta, etag, meta_of, now_ms, random_id, stored_encoding, strip_quotes, tagging, ts, ts_ms, AccessClass,
+    ApiError, ApiResult, ObjMeta, OpResult, ReadConditions, TarnS3, UploadInfo, META_XATTR, UPLOAD_XATTR,
 };
 use crate::names::*;
 
@@ -56,7 +56,8 @@ pub(super) async fn create_multipart_upload(
         tags,
         meta: ObjMeta {
             content_type: i.content_type,
-            content_encoding: i.content_encoding,
+            content_encoding: stored_encoding(i.content_encoding),
+            expires_ms: i.expires.as_ref().map(ts_ms),
             content_disposition: i.content_disposition,
             content_language: i.content_language,
             cache_control: i.cache_control,
@@ -187,6 +188,7 @@ pub(super) async fn complete_multipart_upload(
     let have: BTreeMap<i32, FileStatus> = s3.parts(&dir).await?.into_iter().collect();
     let mut sources = Vec::with_capacity(asked.len());
     let mut md5s = Vec::with_capacity(asked.len() * 16);
+    let mut sizes = Vec::with_capacity(asked.len());
     let mut prev = 0;
     for (n, p) in asked.iter().enumerate() {
         let num = p.part_number.unwrap_or(0);
@@ -209,10 +211,12 @@ pub(super) async fn complete_multipart_upload(
         }
         md5s.extend(hex::decode(&m.etag).map_err(|_| ApiError::internal("part etag", &m.etag))?);
         sources.push((part_path(&i.bucket, &i.upload_id, num), st.file_id));
+        sizes.push(st.length);
     }
     let mut meta = info.meta.clone();
     meta.etag = multipart_etag(&md5s, asked.len());
     meta.parts = Some(asked.len() as u32);
+    meta.part_sizes = sizes;
     let owner = s3.owner_for(req.credentials.as_ref()).await?;
     let what = (&meta, &info.tags);
     s3.commit(owner, &sources, (&i.bucket, &i.key, &path), what, i.if_match.as_ref(), i.if_none_match.as_ref()).await?;

@@ -14,8 +14,8 @@ use tarn_client::{ClientError, ErrorKind, FileStatus, MkdirOptions, SetAttribute
 
 use super::stage::{wanted, Open, PUT_BYTES_MAX};
 use super::{
-    blob, etag, is_marker, read_stream, tagging, ts, AccessClass, ApiError, ApiResult, BodyError, ObjMeta, OpResult,
-    ReadConditions, TarnS3, MARKER_XATTR,
+    blob, etag, is_marker, read_stream, stored_encoding, tagging, ts, ts_ms, AccessClass, ApiError, ApiResult,
+    BodyError, ObjMeta, OpResult, ReadConditions, TarnS3, MARKER_XATTR,
 };
 use crate::names::*;
 
@@ -28,7 +28,27 @@ pub(super) const ACCESS: &[(&str, AccessClass)] = &[
     ("DeleteObjects", AccessClass::Write),
     // The source bucket's read grant is checked too (`lib.rs`'s `Access::copy_object`).
     ("CopyObject", AccessClass::Write),
+    ("GetObjectAttributes", AccessClass::Read { anonymous_read: true }),
 ];
+
+/// The byte range of part `n` (1-based) of an object of `len` bytes, and how many parts
+/// it has: a single-part object is its own part 1.
+fn part_range(m: &ObjMeta, len: u64, n: i32) -> ApiResult<(std::ops::Range<u64>, usize)> {
+    let count = m.parts.map_or(1, |p| p as usize);
+    if n < 1 || n as usize > count {
+        return Err(ApiError::InvalidPartNumber(format!("the object has {count} part(s), not a part {n}")));
+    }
+    if m.parts.is_none() {
+        return Ok((0..len, 1));
+    }
+    if m.part_sizes.len() != count {
+        return Err(ApiError::InvalidRequest(
+            "this object was completed before Tarn kept part sizes: its parts cannot be read one by one".into(),
+        ));
+    }
+    let start: u64 = m.part_sizes[..n as usize - 1].iter().sum();
+    Ok((start..start + m.part_sizes[n as usize - 1], count))
+}
 
 /// Keys one DeleteObjects request may name, as on S3.
 const DELETE_KEYS_MAX: usize = 1000;
@@ -41,6 +61,7 @@ macro_rules! describe_object {
         $out.accept_ranges = Some("bytes".into());
         $out.content_type = Some(m.content_type.clone().unwrap_or_else(|| "binary/octet-stream".into()));
         $out.content_encoding = m.content_encoding.clone();
+        $out.expires = m.expires_ms.map(ts);
         $out.content_disposition = m.content_disposition.clone();
         $out.content_language = m.content_language.clone();
         $out.cache_control = m.cache_control.clone();
@@ -81,13 +102,15 @@ pub(super) async fn put_object(s3: &TarnS3, req: S3Request<dto::PutObjectInput>)
     let new_meta = |md5: &[u8; 16], checksums: &BTreeMap<String, String>| ObjMeta {
         etag: hex::encode(md5),
         content_type: i.content_type.clone(),
-        content_encoding: i.content_encoding.clone(),
+        content_encoding: stored_encoding(i.content_encoding.clone()),
+        expires_ms: i.expires.as_ref().map(ts_ms),
         content_disposition: i.content_disposition.clone(),
         content_language: i.content_language.clone(),
         cache_control: i.cache_control.clone(),
         metadata: i.metadata.clone().unwrap_or_default().into_iter().collect(),
         checksums: checksums.clone(),
         parts: None,
+        part_sizes: Vec::new(),
     };
     let owner = s3.owner_for(req.credentials.as_ref()).await?;
     // Current boto3 and aws cli send aws-chunked bodies with Transfer-Encoding: chunked
@@ -198,13 +221,23 @@ pub(super) async fn get_object(s3: &TarnS3, req: S3Request<dto::GetObjectInput>)
     let conds = read_conditions!(i);
     let (path, st, m) = s3.read_target(&i.bucket, &i.key, i.version_id.as_deref(), &conds).await?;
     let len = if st.is_dir() { 0 } else { st.length };
-    let (range, content_range) = match &i.range {
-        Some(r) => {
+    let mut parts_count = None;
+    let (range, content_range) = match (&i.range, i.part_number) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::InvalidRequest("a Range header and a partNumber cannot be given together".into()));
+        }
+        (None, Some(n)) => {
+            let (r, count) = part_range(&m, len, n)?;
+            parts_count = m.parts.map(|_| count as i32);
+            let cr = format!("bytes {}-{}/{len}", r.start, r.end.saturating_sub(1));
+            (r, Some(cr))
+        }
+        (None, None) => (0..len, None),
+        (Some(r), None) => {
             let r = r.check(len).map_err(|_| ApiError::RangeNotSatisfiable)?;
             let cr = format!("bytes {}-{}/{len}", r.start, r.end.saturating_sub(1));
             (r, Some(cr))
         }
-        None => (0..len, None),
     };
     let body = if range.is_empty() {
         blob(futures::stream::empty::<Result<Bytes, ClientError>>())
@@ -228,6 +261,9 @@ pub(super) async fn get_object(s3: &TarnS3, req: S3Request<dto::GetObjectInput>)
     // x-amz-tagging-count (a record this gateway cannot read is left out of it, not an
     // error of the read: GetObjectTagging says what is wrong with it).
     out.tag_count = tagging::tags_of(&st.xattrs).ok().filter(|t| !t.is_empty()).map(|t| t.len() as i32);
+    if parts_count.is_some() {
+        out.parts_count = parts_count;
+    }
     describe_object!(out, &m, &st, checksums);
     Ok(S3Response::new(out))
 }
@@ -240,6 +276,11 @@ pub(super) async fn head_object(s3: &TarnS3, req: S3Request<dto::HeadObjectInput
     let mut out = dto::HeadObjectOutput { content_length: Some(len as i64), ..Default::default() };
     let checksums = i.checksum_mode.as_ref().is_some_and(|m| m.as_str() == dto::ChecksumMode::ENABLED);
     describe_object!(out, &m, &st, checksums);
+    if let Some(n) = i.part_number {
+        let (r, _) = part_range(&m, len, n)?;
+        out.content_length = Some((r.end - r.start) as i64);
+        out.content_range = Some(format!("bytes {}-{}/{len}", r.start, r.end.saturating_sub(1)));
+    }
     Ok(S3Response::new(out))
 }
 
@@ -316,7 +357,8 @@ pub(super) async fn copy_object(s3: &TarnS3, req: S3Request<dto::CopyObjectInput
     let mut meta = if replace {
         ObjMeta {
             content_type: i.content_type,
-            content_encoding: i.content_encoding,
+            content_encoding: stored_encoding(i.content_encoding),
+            expires_ms: i.expires.as_ref().map(ts_ms),
             content_disposition: i.content_disposition,
             content_language: i.content_language,
             cache_control: i.cache_control,
@@ -324,7 +366,7 @@ pub(super) async fn copy_object(s3: &TarnS3, req: S3Request<dto::CopyObjectInput
             ..Default::default()
         }
     } else {
-        ObjMeta { checksums: BTreeMap::new(), parts: None, ..sm.clone() }
+        ObjMeta { checksums: BTreeMap::new(), parts: None, part_sizes: Vec::new(), ..sm.clone() }
     };
     meta.etag = hex::encode(staged.md5);
     meta.checksums = staged.checksums.clone();
@@ -416,4 +458,63 @@ impl TarnS3 {
         self.prune(bucket, &path).await;
         Ok(())
     }
+}
+
+/// What GetObjectAttributes asks of an object, without its bytes.
+pub(super) async fn get_object_attributes(
+    s3: &TarnS3,
+    req: S3Request<dto::GetObjectAttributesInput>,
+) -> OpResult<dto::GetObjectAttributesOutput> {
+    let i = req.input;
+    if i.version_id.as_deref().is_some_and(|v| v != "null") {
+        return Err(ApiError::NoSuchVersion);
+    }
+    let (_, st) = s3.head(&i.bucket, &i.key).await?;
+    let m = super::meta_of(&st);
+    // One header, comma-separated, as SDKs send it (s3s may give it as one item).
+    let want = |a: &str| i.object_attributes.iter().flat_map(|x| x.as_str().split(',')).any(|x| x.trim() == a);
+    let mut out = dto::GetObjectAttributesOutput { last_modified: Some(ts(st.mtime_ms)), ..Default::default() };
+    if want(dto::ObjectAttributes::ETAG) {
+        out.e_tag = Some(etag(&m));
+    }
+    if want(dto::ObjectAttributes::OBJECT_SIZE) {
+        out.object_size = Some(if st.is_dir() { 0 } else { st.length as i64 });
+    }
+    if want(dto::ObjectAttributes::STORAGE_CLASS) {
+        out.storage_class = Some(dto::StorageClass::from_static(dto::StorageClass::STANDARD));
+    }
+    if want(dto::ObjectAttributes::CHECKSUM) && !m.checksums.is_empty() {
+        let mut c = dto::Checksum::default();
+        set_checksums!(c, m);
+        out.checksum = Some(c);
+    }
+    if want(dto::ObjectAttributes::OBJECT_PARTS) {
+        if let Some(total) = m.parts {
+            // Parts after the marker, at most max_parts (1,000 by default) of them.
+            let marker = i.part_number_marker.unwrap_or(0).max(0) as usize;
+            let max = i.max_parts.unwrap_or(1000).clamp(1, 1000) as usize;
+            let listed: Vec<dto::ObjectPart> = m
+                .part_sizes
+                .iter()
+                .enumerate()
+                .skip(marker)
+                .take(max)
+                .map(|(n, size)| dto::ObjectPart {
+                    part_number: Some(n as i32 + 1),
+                    size: Some(*size as i64),
+                    ..Default::default()
+                })
+                .collect();
+            let truncated = marker + listed.len() < m.part_sizes.len();
+            out.object_parts = Some(dto::GetObjectAttributesParts {
+                total_parts_count: Some(total as i32),
+                part_number_marker: i.part_number_marker,
+                next_part_number_marker: truncated.then(|| (marker + listed.len()) as i32),
+                max_parts: Some(max as i32),
+                is_truncated: Some(truncated),
+                parts: (!listed.is_empty()).then_some(listed),
+            });
+        }
+    }
+    Ok(S3Response::new(out))
 }
