@@ -540,10 +540,10 @@ impl Cors {
     async fn preflight<B>(&self, req: &http::Request<B>) -> Result<Vec<(&'static str, String)>, ApiError> {
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let Some(origin) = header("origin") else {
-            return Err(ApiError::CorsBadRequest("Insufficient information. Origin request header needed.".into()));
+            return Err(ApiError::BadRequest("Insufficient information. Origin request header needed.".into()));
         };
         let Some(method) = header("access-control-request-method") else {
-            return Err(ApiError::CorsBadRequest(
+            return Err(ApiError::BadRequest(
                 "Insufficient information. Access-Control-Request-Method request header needed.".into(),
             ));
         };

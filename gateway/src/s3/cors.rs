@@ -199,9 +199,14 @@ pub(crate) fn preflight(
 pub(crate) fn actual(rules: &[CorsRule], origin: &str, method: &str) -> Vec<(&'static str, String)> {
     match matching(rules, origin, method, &[]) {
         Some(r) => allow_headers(r, origin),
+        // The answer still depends on the origin: a shared cache must not give it to
+        // an origin a rule allows.
+        None if !rules.is_empty() => vec![("vary", VARY.into())],
         None => Vec::new(),
     }
 }
+
+const VARY: &str = "Origin, Access-Control-Request-Headers, Access-Control-Request-Method";
 
 /// The headers an answer to `origin` carries under rule `r`.
 fn allow_headers(r: &CorsRule, origin: &str) -> Vec<(&'static str, String)> {
@@ -213,7 +218,7 @@ fn allow_headers(r: &CorsRule, origin: &str) -> Vec<(&'static str, String)> {
     if !r.expose_headers.is_empty() {
         out.push(("access-control-expose-headers", r.expose_headers.join(", ")));
     }
-    out.push(("vary", "Origin, Access-Control-Request-Headers, Access-Control-Request-Method".into()));
+    out.push(("vary", VARY.into()));
     out
 }
 

@@ -80,12 +80,12 @@ pub enum ApiError {
     /// NoSuchCORSConfiguration.
     #[error("{0}")]
     NoSuchCorsConfiguration(String),
-    /// A preflight no CORS rule allows, or one without what it must carry (403
-    /// AccessForbidden / 400 BadRequest, as S3 answers).
+    /// A preflight no CORS rule allows (403 AccessForbidden); BadRequest (400) is also
+    /// what S3 answers for a preflight without what it must carry and for too many tags.
     #[error("{0}")]
     CorsForbidden(String),
     #[error("{0}")]
-    CorsBadRequest(String),
+    BadRequest(String),
     #[error("{0}")]
     InvalidPartOrder(String),
     #[error("{0}")]
@@ -142,7 +142,8 @@ impl BodyError {
         // `AwsChunkedStreamError::SignatureMismatch` (`s3s::http`), both in private
         // modules, so they cannot be named to downcast to, and neither has a `source()`.
         // Their Display is "<type>: <variant>", e.g. "UploadStreamError: Sha256Mismatch".
-        // Revisit when s3s exports them (`error_texts_of_s3s_body_streams` pins the texts).
+        // Revisit when s3s exports them. The texts are s3s 0.14.1's, which Cargo.toml
+        // pins exactly; `error_texts_of_s3s_body_streams` shows how each is taken.
         let text = e.to_string();
         if text.contains("Sha256Mismatch") {
             BodyError::Sha256Mismatch(e)
@@ -226,7 +227,7 @@ impl From<ApiError> for S3Error {
             ApiError::NoSuchTagSet(_) => C::NoSuchTagSet,
             ApiError::NoSuchCorsConfiguration(_) => C::NoSuchCORSConfiguration,
             ApiError::CorsForbidden(_) => return custom("AccessForbidden", http::StatusCode::FORBIDDEN, msg),
-            ApiError::CorsBadRequest(_) => return custom("BadRequest", http::StatusCode::BAD_REQUEST, msg),
+            ApiError::BadRequest(_) => return custom("BadRequest", http::StatusCode::BAD_REQUEST, msg),
             ApiError::InvalidPartOrder(_) => C::InvalidPartOrder,
             ApiError::EntityTooLarge(_) => C::EntityTooLarge,
             ApiError::EntityTooSmall(_) => C::EntityTooSmall,

@@ -192,25 +192,25 @@ async fn put_marker(
     // (and the directories above it) for the key's user, in one operation, only if
     // nothing is there and while the bucket exists.
     let owner = s3.owner_for(req.credentials.as_ref()).await?;
+    // The marker and its tags (a PUT replaces the object: tags not given are gone).
+    let mut xattrs = BTreeMap::from([(MARKER_XATTR.to_string(), b"1".to_vec())]);
+    if !tags.is_empty() {
+        xattrs.insert(tagging::TAGS_XATTR.into(), tagging::encode_tags(tags));
+    }
     let opts = MkdirOptions {
         owner: owner.clone(),
         group: owner,
-        xattrs: BTreeMap::from([(MARKER_XATTR.to_string(), b"1".to_vec())]),
+        xattrs: xattrs.clone(),
         require_dir: Some(bucket_path(&i.bucket)),
         ..Default::default()
     };
     match s3.nn.mkdir_exclusive(path, &opts).await {
         Ok(_) => {}
         Err(e) if matches!(e.kind(), ErrorKind::AlreadyExists | ErrorKind::AlreadyOwned) => {
-            s3.mark_existing_dir(&i.bucket, &i.key, path).await?;
+            s3.mark_existing_dir(&i.bucket, &i.key, path, xattrs).await?;
         }
         Err(e) if e.kind() == ErrorKind::NotFound => return Err(ApiError::NoSuchBucket(i.bucket)),
         Err(e) => return Err(ApiError::Fs { what: "create directory marker", source: e }),
-    }
-    if !tags.is_empty() {
-        let mut a = SetAttributes::default();
-        a.set_xattrs.insert(tagging::TAGS_XATTR.into(), tagging::encode_tags(tags));
-        s3.nn.set_attributes(path, a).await.map_err(ApiError::fs("tag directory marker"))?;
     }
     let e = format!("{:x}", Md5::digest(b""));
     Ok(S3Response::new(dto::PutObjectOutput { e_tag: Some(ETag::Strong(e)), ..Default::default() }))
@@ -260,7 +260,10 @@ pub(super) async fn get_object(s3: &TarnS3, req: S3Request<dto::GetObjectInput>)
     };
     // x-amz-tagging-count (a record this gateway cannot read is left out of it, not an
     // error of the read: GetObjectTagging says what is wrong with it).
-    out.tag_count = tagging::tags_of(&st.xattrs).ok().filter(|t| !t.is_empty()).map(|t| t.len() as i32);
+    // Not for anonymous readers: they may not read tags (GetObjectTagging).
+    if req.credentials.is_some() {
+        out.tag_count = tagging::tags_of(&st.xattrs).ok().filter(|t| !t.is_empty()).map(|t| t.len() as i32);
+    }
     if parts_count.is_some() {
         out.parts_count = parts_count;
     }
@@ -343,7 +346,7 @@ pub(super) async fn copy_object(s3: &TarnS3, req: S3Request<dto::CopyObjectInput
     // The copy's tags: the source's (COPY, the default) or the request's (REPLACE),
     // checked before any byte is copied.
     let replace_tags = i.tagging_directive.as_ref().is_some_and(|d| d.as_str() == dto::TaggingDirective::REPLACE);
-    let new_tags = tagging::parse_header(i.tagging.as_deref())?;
+    let new_tags = if replace_tags { tagging::parse_header(i.tagging.as_deref())? } else { Default::default() };
     let (src_path, src, sm) = s3.copy_source_target(&i.copy_source, &conds).await?;
     let tags = if replace_tags { new_tags } else { tagging::tags_of(&src.xattrs)? };
     let replace = i.metadata_directive.as_ref().is_some_and(|d| d.as_str() == dto::MetadataDirective::REPLACE);
@@ -389,7 +392,15 @@ impl TarnS3 {
     /// A directory marker PUT where something already is: a directory becomes (or stays)
     /// a marker, keeping its owner, mode and grants (S3 overwrites the object, and Tarn
     /// takes no directory from its owner); a file there refuses the key.
-    async fn mark_existing_dir(&self, bucket: &str, key: &str, path: &str) -> ApiResult<()> {
+    /// Makes the existing directory at `path` a marker with `xattrs` (the marker flag and
+    /// its tags; tags it had before and are not given go).
+    async fn mark_existing_dir(
+        &self,
+        bucket: &str,
+        key: &str,
+        path: &str,
+        xattrs: BTreeMap<String, Vec<u8>>,
+    ) -> ApiResult<()> {
         let st = self.nn.get_file_info(path, false).await.map_err(ApiError::fs("create directory marker"))?;
         let Some(st) = st.filter(|st| st.is_dir()) else {
             return Err(ApiError::InvalidArgument(format!(
@@ -397,11 +408,13 @@ impl TarnS3 {
                 key.trim_end_matches('/')
             )));
         };
-        if is_marker(&st) {
-            return Ok(());
-        }
+        let remove_xattrs = match xattrs.contains_key(tagging::TAGS_XATTR) {
+            false => vec![tagging::TAGS_XATTR.to_string()],
+            true => Vec::new(),
+        };
         let a = SetAttributes {
-            set_xattrs: BTreeMap::from([(MARKER_XATTR.to_string(), b"1".to_vec())]),
+            set_xattrs: xattrs,
+            remove_xattrs,
             // Still the directory that was looked at (not one made since by someone else).
             expected_file_id: Some(st.file_id),
             ..Default::default()
@@ -437,7 +450,12 @@ impl TarnS3 {
             Some(st) if marker && st.is_dir() && is_marker(&st) => {
                 // An empty marked directory goes; one with objects under it loses the marker.
                 if self.nn.delete(&path, false, Some(st.file_id)).await.is_err() {
-                    let a = SetAttributes { remove_xattrs: vec![MARKER_XATTR.into()], ..Default::default() };
+                    // Its tags go with it (a marker made again starts without them).
+                    let a = SetAttributes {
+                        remove_xattrs: vec![MARKER_XATTR.into(), tagging::TAGS_XATTR.into()],
+                        expected_file_id: Some(st.file_id),
+                        ..Default::default()
+                    };
                     self.nn.set_attributes(&path, a).await.map_err(ApiError::fs("delete marker"))?;
                     return Ok(());
                 }

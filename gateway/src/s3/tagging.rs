@@ -67,15 +67,27 @@ pub(super) fn encode_tags(tags: &Tags) -> Vec<u8> {
     serde_json::to_vec(&ObjectTags { v: ObjectTags::VERSION, tags: tags.clone() }).expect("serializes")
 }
 
+/// S3's tag characters: letters, digits, space separators (`\p{Z}`, not tabs or line
+/// breaks) and `+ - = . _ : / @`.
 fn allowed_char(c: char) -> bool {
-    c.is_alphanumeric() || c.is_whitespace() || "+-=._:/@".contains(c)
+    c.is_alphanumeric() || (c.is_whitespace() && !c.is_control()) || "+-=._:/@".contains(c)
 }
 
-/// Checks a tag set against S3's limits (`max` tags).
-fn check(tags: &[(String, String)], max: usize) -> ApiResult<Tags> {
+/// Where a tag set came from: S3 answers a repeated key differently for each.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The `x-amz-tagging` header (InvalidArgument).
+    Header,
+    /// A `Tagging` document (InvalidTag).
+    Document,
+}
+
+/// Checks a tag set against S3's limits (`max` tags: BadRequest beyond, as S3 answers).
+fn check(tags: &[(String, String)], max: usize, source: Source) -> ApiResult<Tags> {
     let bad = |m: String| Err(ApiError::InvalidTag(m));
     if tags.len() > max {
-        return bad(format!("at most {max} tags, not {}", tags.len()));
+        let what = if max == OBJECT_TAGS_MAX { "Object" } else { "Bucket" };
+        return Err(ApiError::BadRequest(format!("{what} tags cannot be greater than {max} ({} given)", tags.len())));
     }
     let mut out = Tags::new();
     for (k, v) in tags {
@@ -95,6 +107,12 @@ fn check(tags: &[(String, String)], max: usize) -> ApiResult<Tags> {
             ));
         }
         if out.insert(k.clone(), v.clone()).is_some() {
+            if source == Source::Header {
+                return Err(ApiError::InvalidArgument(format!(
+                    "the header 'x-amz-tagging' shall be encoded as UTF-8 then URLEncoded URL query parameters \
+                     without tag name duplicates: {k:?} is given twice"
+                )));
+            }
             return bad(format!("tag key {k:?} is given twice"));
         }
     }
@@ -106,7 +124,7 @@ pub(super) fn parse_header(header: Option<&str>) -> ApiResult<Tags> {
     let Some(h) = header.filter(|h| !h.is_empty()) else { return Ok(Tags::new()) };
     let pairs: Vec<(String, String)> =
         form_urlencoded::parse(h.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
-    check(&pairs, OBJECT_TAGS_MAX)
+    check(&pairs, OBJECT_TAGS_MAX, Source::Header)
 }
 
 /// The tags of a request's `Tagging` document.
@@ -118,7 +136,7 @@ fn from_dto(t: &dto::Tagging, max: usize) -> ApiResult<Tags> {
         };
         pairs.push((k, tag.value.clone().unwrap_or_default()));
     }
-    check(&pairs, max)
+    check(&pairs, max, Source::Document)
 }
 
 fn to_dto(tags: &Tags) -> dto::TagSet {
@@ -232,20 +250,24 @@ mod tests {
         }
     }
 
+    const D: Source = Source::Document;
+
     #[test]
     fn tag_sets_keep_to_s3s_limits() {
-        let t = check(&pairs(&[("team", "sales"), ("cost center", "a/b:c@d.e_f+g=h-i")]), 10).unwrap();
+        let t = check(&pairs(&[("team", "sales"), ("cost center", "a/b:c@d.e_f+g=h-i")]), 10, D).unwrap();
         assert_eq!(t.len(), 2);
         let eleven: Vec<(String, String)> = (0..11).map(|n| (format!("k{n}"), String::new())).collect();
-        assert!(refused(check(&eleven, 10)).contains("at most 10"));
-        assert_eq!(check(&eleven, 50).unwrap().len(), 11);
-        assert!(refused(check(&pairs(&[("a", "1"), ("a", "2")]), 10)).contains("twice"));
-        assert!(refused(check(&pairs(&[("", "1")]), 10)).contains("1 to 128"));
-        assert!(refused(check(&[("k".repeat(129), String::new())], 10)).contains("1 to 128"));
-        assert!(check(&[("é".repeat(128), "v".repeat(256))], 10).is_ok(), "limits count characters");
-        assert!(refused(check(&[("k".into(), "v".repeat(257))], 10)).contains("256"));
-        assert!(refused(check(&pairs(&[("AWS:x", "1")]), 10)).contains("reserved"));
-        assert!(refused(check(&pairs(&[("a", "b;c")]), 10)).contains("letters, digits"));
+        assert!(matches!(check(&eleven, 10, D), Err(ApiError::BadRequest(m)) if m.contains("greater than 10")));
+        assert_eq!(check(&eleven, 50, D).unwrap().len(), 11);
+        assert!(refused(check(&pairs(&[("a", "1"), ("a", "2")]), 10, D)).contains("twice"));
+        assert!(refused(check(&pairs(&[("", "1")]), 10, D)).contains("1 to 128"));
+        assert!(refused(check(&[("k".repeat(129), String::new())], 10, D)).contains("1 to 128"));
+        assert!(check(&[("é".repeat(128), "v".repeat(256))], 10, D).is_ok(), "limits count characters");
+        assert!(refused(check(&[("k".into(), "v".repeat(257))], 10, D)).contains("256"));
+        assert!(refused(check(&pairs(&[("AWS:x", "1")]), 10, D)).contains("reserved"));
+        assert!(refused(check(&pairs(&[("a", "b;c")]), 10, D)).contains("letters, digits"));
+        assert!(refused(check(&pairs(&[("a", "b\tc")]), 10, D)).contains("letters, digits"), "a tab is no space");
+        assert!(check(&pairs(&[("a", "b\u{a0}c")]), 10, D).is_ok(), "a no-break space is one");
     }
 
     #[test]
@@ -256,7 +278,7 @@ mod tests {
             Tags::from([("a".into(), "1".into()), ("b c".into(), "x/y".into()), ("empty".into(), "".into())])
         );
         assert!(parse_header(None).unwrap().is_empty() && parse_header(Some("")).unwrap().is_empty());
-        assert!(matches!(parse_header(Some("a=1&a=2")), Err(ApiError::InvalidTag(_))));
+        assert!(matches!(parse_header(Some("a=1&a=2")), Err(ApiError::InvalidArgument(_))));
     }
 
     #[test]
