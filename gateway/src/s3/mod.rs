@@ -91,6 +91,24 @@ macro_rules! wanted_checksums {
     };
 }
 
+/// The metadata a write's input describes its object with (PutObject, CopyObject with
+/// REPLACE, CreateMultipartUpload: same field names), taking it out of the input; ETag,
+/// checksums and parts are the write's to fill in.
+macro_rules! described_by {
+    ($i:expr) => {
+        ObjMeta {
+            content_type: $i.content_type,
+            content_encoding: stored_encoding($i.content_encoding),
+            expires_ms: $i.expires.as_ref().map(ts_ms),
+            content_disposition: $i.content_disposition,
+            content_language: $i.content_language,
+            cache_control: $i.cache_control,
+            metadata: $i.metadata.unwrap_or_default().into_iter().collect(),
+            ..Default::default()
+        }
+    };
+}
+
 mod bucket;
 mod config;
 mod cors;

@@ -50,21 +50,7 @@ pub(super) async fn create_multipart_upload(
     s3.bucket_exists(&i.bucket).await?;
     let id = random_id();
     let dir = upload_dir(&i.bucket, &id);
-    let info = UploadInfo {
-        key: i.key.clone(),
-        initiated_ms: now_ms(),
-        tags,
-        meta: ObjMeta {
-            content_type: i.content_type,
-            content_encoding: stored_encoding(i.content_encoding),
-            expires_ms: i.expires.as_ref().map(ts_ms),
-            content_disposition: i.content_disposition,
-            content_language: i.content_language,
-            cache_control: i.cache_control,
-            metadata: i.metadata.unwrap_or_default().into_iter().collect(),
-            ..Default::default()
-        },
-    };
+    let info = UploadInfo { key: i.key.clone(), initiated_ms: now_ms(), tags, meta: described_by!(i) };
     // The upload's directory and its description in one operation (never one without
     // the other), while the bucket exists.
     let opts = MkdirOptions {

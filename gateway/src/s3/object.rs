@@ -99,18 +99,11 @@ pub(super) async fn put_object(s3: &TarnS3, req: S3Request<dto::PutObjectInput>)
     let want = wanted_checksums!(i, &headers);
     // No lookup of the bucket first: the publish requires it (in the same operation),
     // and a refusal for its absence is answered with NoSuchBucket.
+    let described = described_by!(i);
     let new_meta = |md5: &[u8; 16], checksums: &BTreeMap<String, String>| ObjMeta {
         etag: hex::encode(md5),
-        content_type: i.content_type.clone(),
-        content_encoding: stored_encoding(i.content_encoding.clone()),
-        expires_ms: i.expires.as_ref().map(ts_ms),
-        content_disposition: i.content_disposition.clone(),
-        content_language: i.content_language.clone(),
-        cache_control: i.cache_control.clone(),
-        metadata: i.metadata.clone().unwrap_or_default().into_iter().collect(),
         checksums: checksums.clone(),
-        parts: None,
-        part_sizes: Vec::new(),
+        ..described.clone()
     };
     let owner = s3.owner_for(req.credentials.as_ref()).await?;
     // Current boto3 and aws cli send aws-chunked bodies with Transfer-Encoding: chunked
@@ -358,16 +351,7 @@ pub(super) async fn copy_object(s3: &TarnS3, req: S3Request<dto::CopyObjectInput
     let len = if src.is_dir() { 0 } else { src.length };
     let staged = s3.stage_copy(s3.nn_for(req.credentials.as_ref()).await?, &src, &src_path, 0, len).await?;
     let mut meta = if replace {
-        ObjMeta {
-            content_type: i.content_type,
-            content_encoding: stored_encoding(i.content_encoding),
-            expires_ms: i.expires.as_ref().map(ts_ms),
-            content_disposition: i.content_disposition,
-            content_language: i.content_language,
-            cache_control: i.cache_control,
-            metadata: i.metadata.unwrap_or_default().into_iter().collect(),
-            ..Default::default()
-        }
+        described_by!(i)
     } else {
         ObjMeta { checksums: BTreeMap::new(), parts: None, part_sizes: Vec::new(), ..sm.clone() }
     };
